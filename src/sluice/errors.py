@@ -1,0 +1,145 @@
+"""Errors that cross layers, each carrying the Kafka error code the broker answers with.
+
+Storage raises these; the broker maps them to the wire by ``error.code`` without knowing which layer
+raised them.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    """Kafka protocol error codes (the subset sluice produces), as in the protocol guide."""
+
+    UNKNOWN_SERVER_ERROR = -1
+    NONE = 0
+    OFFSET_OUT_OF_RANGE = 1
+    CORRUPT_MESSAGE = 2
+    UNKNOWN_TOPIC_OR_PARTITION = 3
+    INVALID_FETCH_SIZE = 4
+    LEADER_NOT_AVAILABLE = 5
+    NOT_LEADER_OR_FOLLOWER = 6
+    REQUEST_TIMED_OUT = 7
+    MESSAGE_TOO_LARGE = 10
+    OFFSET_METADATA_TOO_LARGE = 12
+    NETWORK_EXCEPTION = 13
+    COORDINATOR_LOAD_IN_PROGRESS = 14
+    COORDINATOR_NOT_AVAILABLE = 15
+    NOT_COORDINATOR = 16
+    INVALID_TOPIC_EXCEPTION = 17
+    RECORD_LIST_TOO_LARGE = 18
+    INVALID_REQUIRED_ACKS = 21
+    ILLEGAL_GENERATION = 22
+    INCONSISTENT_GROUP_PROTOCOL = 23
+    INVALID_GROUP_ID = 24
+    UNKNOWN_MEMBER_ID = 25
+    INVALID_SESSION_TIMEOUT = 26
+    REBALANCE_IN_PROGRESS = 27
+    INVALID_COMMIT_OFFSET_SIZE = 28
+    TOPIC_AUTHORIZATION_FAILED = 29
+    GROUP_AUTHORIZATION_FAILED = 30
+    CLUSTER_AUTHORIZATION_FAILED = 31
+    INVALID_TIMESTAMP = 32
+    UNSUPPORTED_SASL_MECHANISM = 33
+    ILLEGAL_SASL_STATE = 34
+    UNSUPPORTED_VERSION = 35
+    TOPIC_ALREADY_EXISTS = 36
+    INVALID_PARTITIONS = 37
+    INVALID_REPLICATION_FACTOR = 38
+    INVALID_REPLICA_ASSIGNMENT = 39
+    INVALID_CONFIG = 40
+    NOT_CONTROLLER = 41
+    INVALID_REQUEST = 42
+    UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
+    POLICY_VIOLATION = 44
+    OUT_OF_ORDER_SEQUENCE_NUMBER = 45
+    DUPLICATE_SEQUENCE_NUMBER = 46
+    INVALID_PRODUCER_EPOCH = 47
+    INVALID_TXN_STATE = 48
+    INVALID_PRODUCER_ID_MAPPING = 49
+    INVALID_TRANSACTION_TIMEOUT = 50
+    CONCURRENT_TRANSACTIONS = 51
+    UNSUPPORTED_COMPRESSION_TYPE = 76
+    SASL_AUTHENTICATION_FAILED = 58
+    UNKNOWN_PRODUCER_ID = 59
+    KAFKA_STORAGE_ERROR = 56
+    LOG_DIR_NOT_FOUND = 57
+    NON_EMPTY_GROUP = 68
+    GROUP_ID_NOT_FOUND = 69
+    FETCH_SESSION_ID_NOT_FOUND = 70
+    INVALID_FETCH_SESSION_EPOCH = 71
+    UNKNOWN_LEADER_EPOCH = 75
+    OFFSET_NOT_AVAILABLE = 78
+    MEMBER_ID_REQUIRED = 79
+    GROUP_MAX_SIZE_REACHED = 81
+    FENCED_INSTANCE_ID = 82
+    INVALID_RECORD = 87
+    UNSTABLE_OFFSET_COMMIT = 88
+    THROTTLING_QUOTA_EXCEEDED = 89
+    GROUP_SUBSCRIBED_TO_TOPIC = 86
+    UNKNOWN_TOPIC_ID = 100
+
+
+class SluiceError(Exception):
+    """Base class; ``code`` is what the broker puts on the wire."""
+
+    code: ErrorCode = ErrorCode.UNKNOWN_SERVER_ERROR
+
+
+class CorruptRecordError(SluiceError):
+    """Bytes that are not a well-formed record batch (bad bounds, CRC or magic)."""
+
+    code = ErrorCode.CORRUPT_MESSAGE
+
+
+class InvalidRecordError(SluiceError):
+    """A well-formed batch whose contents break a rule (inconsistent counts, bad timestamps)."""
+
+    code = ErrorCode.INVALID_RECORD
+
+
+class RecordTooLargeError(SluiceError):
+    """A batch larger than the topic's ``max.message.bytes``."""
+
+    code = ErrorCode.MESSAGE_TOO_LARGE
+
+
+class OffsetOutOfRangeError(SluiceError):
+    """A read below the log start offset or above the high watermark."""
+
+    code = ErrorCode.OFFSET_OUT_OF_RANGE
+
+
+class StorageError(SluiceError):
+    """An I/O failure (ENOSPC, EIO...) in the storage layer; the log stays consistent."""
+
+    code = ErrorCode.KAFKA_STORAGE_ERROR
+
+
+class InvalidConfigError(SluiceError):
+    """A configuration key or value the broker does not accept."""
+
+    code = ErrorCode.INVALID_CONFIG
+
+
+class InvalidTopicError(SluiceError):
+    """A topic name outside Kafka's rules (length, characters)."""
+
+    code = ErrorCode.INVALID_TOPIC_EXCEPTION
+
+
+class UnknownTopicOrPartitionError(SluiceError):
+    code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+
+
+class TopicAlreadyExistsError(SluiceError):
+    code = ErrorCode.TOPIC_ALREADY_EXISTS
+
+
+class InvalidPartitionsError(SluiceError):
+    code = ErrorCode.INVALID_PARTITIONS
+
+
+class LogClosedError(StorageError):
+    """An operation on a log that has been closed or deleted."""
