@@ -1,0 +1,373 @@
+"""Kafka record batch v2 (magic 2): header validation, offset patching, and record coding.
+
+The broker's hot path only ever calls :func:`scan_batches` and :func:`assign_offsets`: they read the
+61-byte headers and check the CRC with hardware CRC-32C, never the records. Record encoding and
+decoding (:func:`build_batch`, :func:`decode_records`) exist for the features that need them
+(timestamp lookup inside a batch, tools, tests).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import cramjam
+import crc32c
+
+from sluice.errors import CorruptRecordError, InvalidRecordError, RecordTooLargeError
+
+HEADER_SIZE = 61
+"""Bytes from baseOffset through recordsCount; records follow."""
+LOG_OVERHEAD = 12
+"""baseOffset (8) + batchLength (4): the part of a batch not counted by batchLength."""
+MAGIC_OFFSET = 16
+CRC_OFFSET = 17
+ATTRIBUTES_OFFSET = 21
+
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+_OFFSET_AND_EPOCH = struct.Struct(">q4xi")  # baseOffset, (batchLength skipped), partitionLeaderEpoch
+_BASE_OFFSET = struct.Struct(">q")
+_LENGTH = struct.Struct(">i")
+
+COMPRESSION_MASK = 0x07
+TIMESTAMP_TYPE_BIT = 0x08
+TRANSACTIONAL_BIT = 0x10
+CONTROL_BIT = 0x20
+
+NO_PRODUCER_ID = -1
+NO_SEQUENCE = -1
+
+
+class Compression:
+    NONE = 0
+    GZIP = 1
+    SNAPPY = 2
+    LZ4 = 3
+    ZSTD = 4
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    """The fixed 61-byte header of one batch; ``position`` is where it starts in its buffer."""
+
+    position: int
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    records_count: int
+
+    @property
+    def size(self) -> int:
+        return self.batch_length + LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def compression(self) -> int:
+        return self.attributes & COMPRESSION_MASK
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL_BIT)
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL_BIT)
+
+
+def read_header(buf: memoryview | bytes, position: int = 0, base: int = 0) -> BatchHeader:
+    """Decode the header at ``position`` without checking anything but that 61 bytes are there.
+
+    ``base`` is added to the reported position, for buffers that are a window into a file.
+    """
+    if len(buf) - position < HEADER_SIZE:
+        raise CorruptRecordError(
+            f"record batch header needs {HEADER_SIZE} bytes, {len(buf) - position} left"
+        )
+    return BatchHeader(base + position, *_HEADER.unpack_from(buf, position))
+
+
+def scan_batches(
+    buf: memoryview | bytes,
+    *,
+    max_batch_bytes: int | None = None,
+    check_crc: bool = True,
+) -> list[BatchHeader]:
+    """Validate every batch in ``buf`` (which must hold whole batches only) and return headers.
+
+    Raises a typed error on the first problem, so a caller can refuse the whole buffer before it
+    stores any of it.
+    """
+    view = memoryview(buf)
+    end = len(view)
+    if end == 0:
+        raise InvalidRecordError("empty record set")
+    headers: list[BatchHeader] = []
+    pos = 0
+    while pos < end:
+        header = read_header(view, pos)
+        _check_header(header, end - pos, max_batch_bytes)
+        if check_crc and crc32c.crc32c(view[pos + ATTRIBUTES_OFFSET : pos + header.size]) != header.crc:
+            raise CorruptRecordError(f"record batch at byte {pos} fails its CRC-32C check")
+        headers.append(header)
+        pos += header.size
+    return headers
+
+
+def _check_header(header: BatchHeader, available: int, max_batch_bytes: int | None) -> None:
+    if header.magic != 2:
+        raise CorruptRecordError(f"record batch magic {header.magic} is not supported (only 2)")
+    size = header.size
+    if header.batch_length < HEADER_SIZE - LOG_OVERHEAD:
+        raise CorruptRecordError(f"record batch length {header.batch_length} is below the header size")
+    if max_batch_bytes is not None and size > max_batch_bytes:
+        raise RecordTooLargeError(
+            f"record batch of {size} bytes exceeds max.message.bytes={max_batch_bytes}"
+        )
+    if size > available:
+        raise CorruptRecordError(
+            f"record batch claims {size} bytes but only {available} are present"
+        )
+    if header.records_count < 0 or header.last_offset_delta < 0:
+        raise InvalidRecordError("record batch has a negative record count or offset delta")
+    if not header.is_control and header.records_count != header.last_offset_delta + 1:
+        raise InvalidRecordError(
+            f"record batch count {header.records_count} disagrees with lastOffsetDelta "
+            f"{header.last_offset_delta}"
+        )
+    if header.records_count == 0:
+        raise InvalidRecordError("record batch holds no records")
+
+
+def assign_offsets(
+    buf: bytearray | memoryview, headers: Sequence[BatchHeader], base_offset: int, leader_epoch: int = 0
+) -> int:
+    """Patch baseOffset and partitionLeaderEpoch of every batch in place; return the next offset.
+
+    Neither field is covered by the CRC, so the batches stay valid without re-checksumming.
+    """
+    offset = base_offset
+    for header in headers:
+        _BASE_OFFSET.pack_into(buf, header.position, offset)
+        _LENGTH.pack_into(buf, header.position + 12, leader_epoch)
+        offset += header.last_offset_delta + 1
+    return offset
+
+
+def iter_stored_batches(
+    buf: memoryview | bytes, position: int = 0, base: int = 0
+) -> Iterator[BatchHeader]:
+    """Walk batches already stored (trusted bounds, no CRC); stops at a partial trailing batch."""
+    view = memoryview(buf)
+    end = len(view)
+    while end - position >= HEADER_SIZE:
+        header = read_header(view, position, base)
+        if header.size > end - position or header.batch_length < HEADER_SIZE - LOG_OVERHEAD:
+            return
+        yield header
+        position += header.size
+
+
+# ---------------------------------------------------------------------------------------------
+# Record-level coding: only for features that need individual records.
+
+
+@dataclass(slots=True)
+class Record:
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+
+def _zigzag(n: int) -> int:
+    return (n << 1) ^ (n >> 63)
+
+
+def write_varint(out: bytearray, n: int) -> None:
+    """Append a zigzag-encoded signed varint (the record format's varint)."""
+    v = _zigzag(n) & 0xFFFFFFFFFFFFFFFF
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+def read_varint(buf: memoryview | bytes, pos: int) -> tuple[int, int]:
+    """Read a zigzag signed varint at ``pos``; return (value, new position)."""
+    shift = 0
+    raw = 0
+    while True:
+        if pos >= len(buf):
+            raise CorruptRecordError("truncated varint in record")
+        b = buf[pos]
+        pos += 1
+        raw |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
+        shift += 7
+        if shift > 63:
+            raise CorruptRecordError("varint too long in record")
+    return (raw >> 1) ^ -(raw & 1), pos
+
+
+def _write_bytes(out: bytearray, data: bytes | None) -> None:
+    if data is None:
+        write_varint(out, -1)
+    else:
+        write_varint(out, len(data))
+        out += data
+
+
+def _compress(codec: int, data: bytes) -> bytes:
+    if codec == Compression.NONE:
+        return data
+    if codec == Compression.GZIP:
+        return bytes(cramjam.gzip.compress(data))
+    if codec == Compression.SNAPPY:
+        return bytes(cramjam.snappy.compress_raw(data))
+    if codec == Compression.LZ4:
+        return bytes(cramjam.lz4.compress(data))
+    if codec == Compression.ZSTD:
+        return bytes(cramjam.zstd.compress(data))
+    raise InvalidRecordError(f"unknown compression codec {codec}")
+
+
+def _decompress(codec: int, data: memoryview) -> memoryview:
+    if codec == Compression.NONE:
+        return data
+    raw = bytes(data)
+    if codec == Compression.GZIP:
+        return memoryview(bytes(cramjam.gzip.decompress(raw)))
+    if codec == Compression.SNAPPY:
+        return memoryview(_snappy_decompress(raw))
+    if codec == Compression.LZ4:
+        return memoryview(bytes(cramjam.lz4.decompress(raw)))
+    if codec == Compression.ZSTD:
+        return memoryview(bytes(cramjam.zstd.decompress(raw)))
+    raise CorruptRecordError(f"unknown compression codec {codec}")
+
+
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+
+
+def _snappy_decompress(raw: bytes) -> bytes:
+    """Java clients frame snappy the xerial way; librdkafka and others send raw snappy."""
+    if raw.startswith(_XERIAL_MAGIC):
+        out = bytearray()
+        pos = 16
+        while pos + 4 <= len(raw):
+            (n,) = _LENGTH.unpack_from(raw, pos)
+            pos += 4
+            out += bytes(cramjam.snappy.decompress_raw(raw[pos : pos + n]))
+            pos += n
+        return bytes(out)
+    return bytes(cramjam.snappy.decompress_raw(raw))
+
+
+def build_batch(
+    records: Sequence[tuple[bytes | None, bytes | None]],
+    *,
+    headers: Sequence[Sequence[tuple[str, bytes | None]]] | None = None,
+    base_offset: int = 0,
+    base_timestamp: int = 0,
+    timestamps: Sequence[int] | None = None,
+    compression: int = Compression.NONE,
+    producer_id: int = NO_PRODUCER_ID,
+    producer_epoch: int = -1,
+    base_sequence: int = NO_SEQUENCE,
+) -> bytes:
+    """Encode a record batch v2 the way producers do (for tools, tests and benchmarks)."""
+    if not records:
+        raise InvalidRecordError("a batch needs at least one record")
+    body = bytearray()
+    max_ts = base_timestamp
+    for i, (key, value) in enumerate(records):
+        hdrs = headers[i] if headers is not None else ()
+        ts = timestamps[i] if timestamps is not None else base_timestamp
+        max_ts = max(max_ts, ts)
+        r = bytearray()
+        r.append(0)  # attributes
+        write_varint(r, ts - base_timestamp)
+        write_varint(r, i)
+        _write_bytes(r, key)
+        _write_bytes(r, value)
+        write_varint(r, len(hdrs))
+        for hk, hv in hdrs:
+            _write_bytes(r, hk.encode())
+            _write_bytes(r, hv)
+        write_varint(body, len(r))
+        body += r
+    payload = _compress(compression, bytes(body))
+    attributes = compression & COMPRESSION_MASK
+    tail = struct.pack(
+        ">hiqqqhii",
+        attributes,
+        len(records) - 1,
+        base_timestamp,
+        max_ts,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        len(records),
+    ) + payload
+    crc = crc32c.crc32c(tail)
+    batch_length = 4 + 1 + 4 + len(tail)  # leader epoch, magic, crc, then the rest
+    return struct.pack(">qiibI", base_offset, batch_length, 0, 2, crc) + tail
+
+
+def decode_records(batch: memoryview | bytes) -> list[Record]:
+    """Decode every record of one batch (decompressing if needed)."""
+    view = memoryview(batch)
+    header = read_header(view)
+    data = _decompress(header.compression, view[HEADER_SIZE : header.size])
+    out: list[Record] = []
+    pos = 0
+    for _ in range(header.records_count):
+        length, pos = read_varint(data, pos)
+        end = pos + length
+        if end > len(data):
+            raise CorruptRecordError("record extends past its batch")
+        pos += 1  # attributes
+        ts_delta, pos = read_varint(data, pos)
+        off_delta, pos = read_varint(data, pos)
+        key, pos = _read_bytes(data, pos)
+        value, pos = _read_bytes(data, pos)
+        n_headers, pos = read_varint(data, pos)
+        hdrs: list[tuple[str, bytes | None]] = []
+        for _ in range(n_headers):
+            hk, pos = _read_bytes(data, pos)
+            hv, pos = _read_bytes(data, pos)
+            hdrs.append(((hk or b"").decode(), hv))
+        if pos != end:
+            raise CorruptRecordError("record length disagrees with its contents")
+        out.append(
+            Record(header.base_offset + off_delta, header.base_timestamp + ts_delta, key, value, hdrs)
+        )
+    return out
+
+
+def _read_bytes(data: memoryview, pos: int) -> tuple[bytes | None, int]:
+    n, pos = read_varint(data, pos)
+    if n < 0:
+        return None, pos
+    if pos + n > len(data):
+        raise CorruptRecordError("record field extends past its batch")
+    return bytes(data[pos : pos + n]), pos + n

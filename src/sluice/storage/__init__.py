@@ -1,0 +1,10 @@
+"""Durable partition logs: segments, indexes, recovery, retention, the writer task.
+
+Knows record batches (it validates and patches their headers) but nothing of Kafka requests.
+"""
+
+from sluice.storage.config import AckLevel, AppendMode, LogConfig
+from sluice.storage.log import FileSlice, PartitionLog
+from sluice.storage.manager import LogManager, Topic
+
+__all__ = ["AckLevel", "AppendMode", "FileSlice", "LogConfig", "LogManager", "PartitionLog", "Topic"]

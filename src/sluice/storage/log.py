@@ -1,0 +1,707 @@
+"""``PartitionLog``: one partition's append-only, segmented log (after Kafka's ``Log``).
+
+Writes go through three phases so that the I/O can leave the event loop's thread:
+
+* **reserve** (caller's thread): validate the batches (header bounds, CRC-32C), assign offsets by
+  patching baseOffset in place. Cheap, and it is what makes a fire-and-forget append able to
+  report its offset at once.
+* **execute** (any thread): write planned bytes at planned file positions; touches files only.
+* **commit** (owner's thread): publish the new bytes to readers (sizes, indexes, end offset).
+
+A failed execute is undone by truncating back to the committed size, so readers never see a torn
+write and the log keeps working once the cause (ENOSPC, EIO) is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sluice.errors import LogClosedError, OffsetOutOfRangeError, StorageError
+from sluice.protocol.records import BatchHeader, assign_offsets, decode_records, scan_batches
+from sluice.storage.config import AckLevel, AppendMode, LogConfig
+from sluice.storage.segment import LogSegment
+
+if TYPE_CHECKING:
+    from sluice.storage.writer import PartitionWriter
+
+Clock = Callable[[], int]
+
+CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+RECOVERY_POINT_FILE = "recovery-point"
+LOG_START_OFFSET_FILE = "log-start-offset"
+_MAX_RELATIVE_OFFSET = (1 << 31) - 1
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class FileSlice:
+    """A committed byte range of one segment file: what a Fetch sends (pread or sendfile)."""
+
+    segment: LogSegment
+    position: int
+    length: int
+    first_offset: int
+
+    @property
+    def fd(self) -> int:
+        return self.segment.fd
+
+    def read(self) -> bytes:
+        return self.segment.pread(self.position, self.length)
+
+
+@dataclass(slots=True)
+class Reservation:
+    """Validated batches with offsets assigned, waiting to be written."""
+
+    buffer: memoryview
+    headers: list[BatchHeader]
+    base_offset: int
+    next_offset: int
+    records: int
+    ack: AckLevel
+
+
+@dataclass(slots=True)
+class _Piece:
+    segment: LogSegment
+    position: int
+    buffers: list[memoryview] = field(default_factory=list)
+    batches: list[tuple[BatchHeader, int]] = field(default_factory=list)
+    size: int = 0
+
+
+@dataclass(slots=True)
+class WritePlan:
+    items: list[Reservation]
+    pieces: list[_Piece]
+    new_segments: list[LogSegment]
+    rolled: list[LogSegment]
+
+    @property
+    def next_offset(self) -> int:
+        return self.items[-1].next_offset
+
+    @property
+    def records(self) -> int:
+        return sum(item.records for item in self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    clean: bool
+    segments_recovered: int
+    bytes_truncated: int
+
+
+class PartitionLog:
+    """One partition directory. Not thread-safe: one owner thread (the event loop) calls every
+    method; only :meth:`execute`, :meth:`seal_rolled` and :meth:`fsync_active` run elsewhere."""
+
+    def __init__(
+        self,
+        directory: Path,
+        config: LogConfig,
+        segments: list[LogSegment],
+        log_start_offset: int,
+        clock: Clock,
+        recovery: RecoveryReport,
+    ) -> None:
+        self.directory = directory
+        self.config = config
+        self.clock = clock
+        self.recovery = recovery
+        self._segments = segments
+        self._bases = [s.base_offset for s in segments]
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = segments[-1].next_offset
+        self._next_offset = self.log_end_offset
+        self.high_watermark = self.log_end_offset
+        self._hw_segment = segments[-1]
+        self._hw_position = segments[-1].size
+        self.flushed_offset = self.log_end_offset
+        self.unflushed_records = 0
+        self.last_flush_ms = clock()
+        self._writer: PartitionWriter | None = None
+        self.executor: Executor | None = None
+        """Where the writer task runs file I/O (the loop's default executor if None)."""
+        self._closed = False
+        self._hw_listeners: list[Callable[[], None]] = []
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, config: LogConfig | None = None, clock: Clock = wall_clock_ms) -> PartitionLog:
+        """Open (creating if needed) and, after an unclean stop, recover the log in ``directory``."""
+        config = config or LogConfig()
+        directory.mkdir(parents=True, exist_ok=True)
+        for stray in directory.glob("*.tmp"):
+            stray.unlink()
+        bases = sorted(int(p.stem) for p in directory.glob("*.log") if _is_segment_name(p.stem))
+        live = {f"{b:020d}" for b in bases}
+        for path in [*directory.glob("*.index"), *directory.glob("*.timeindex")]:
+            if path.stem not in live:
+                path.unlink()
+        marker = _read_json(directory / CLEAN_SHUTDOWN_FILE)
+        if marker is not None:
+            (directory / CLEAN_SHUTDOWN_FILE).unlink()
+            _fsync_dir(directory)
+        log_start = _read_int(directory / LOG_START_OFFSET_FILE, 0)
+        recovery_point = _read_int(directory / RECOVERY_POINT_FILE, 0)
+        now = clock()
+
+        def make(base: int) -> LogSegment:
+            return LogSegment(
+                directory,
+                base,
+                index_interval_bytes=config.index_interval_bytes,
+                max_index_bytes=config.segment_index_bytes,
+                created_ms=now,
+            )
+
+        if not bases:
+            segment = make(log_start)
+            segment.fresh_indexes()
+            segment.fd  # noqa: B018  (creates the file)
+            _fsync_dir(directory)
+            segments = [segment]
+            report = RecoveryReport(clean=True, segments_recovered=0, bytes_truncated=0)
+        else:
+            segments = [make(b) for b in bases]
+            for seg, nxt in zip(segments, bases[1:], strict=False):
+                seg.size = os.stat(seg.log_path).st_size
+                seg.next_offset = nxt
+                seg.sealed = True
+            last = segments[-1]
+            last_size = os.stat(last.log_path).st_size
+            clean = (
+                marker is not None
+                and marker.get("active_base") == last.base_offset
+                and marker.get("active_size") == last_size
+            )
+            if clean:
+                assert marker is not None
+                last.size = last_size
+                last.next_offset = int(marker["log_end_offset"])
+                _ = last.index  # loads, or rebuilds if missing or insane
+                report = RecoveryReport(clean=True, segments_recovered=0, bytes_truncated=0)
+            else:
+                report = _recover(segments, recovery_point, config, directory)
+        log_start = min(max(log_start, segments[0].base_offset), segments[-1].next_offset)
+        log = cls(directory, config, segments, log_start, clock, report)
+        _write_int(directory / RECOVERY_POINT_FILE, segments[-1].base_offset)
+        return log
+
+    # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def segments(self) -> Sequence[LogSegment]:
+        return self._segments
+
+    @property
+    def active_segment(self) -> LogSegment:
+        return self._segments[-1]
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def add_high_watermark_listener(self, callback: Callable[[], None]) -> None:
+        """Called (on the owner's thread) whenever the high watermark advances: for long polls."""
+        self._hw_listeners.append(callback)
+
+    def remove_high_watermark_listener(self, callback: Callable[[], None]) -> None:
+        self._hw_listeners.remove(callback)
+
+    def update_config(self, config: LogConfig) -> None:
+        was_fsynced = self.config.append_ack is AckLevel.FSYNCED
+        self.config = config
+        for seg in self._segments:
+            seg.index_interval_bytes = config.index_interval_bytes
+        if was_fsynced and config.append_ack is not AckLevel.FSYNCED:
+            self._advance_high_watermark(self.log_end_offset, self.active_segment, self.active_segment.size)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"log {self.directory.name} is closed")
+
+    # -- appending -------------------------------------------------------------------------------
+
+    def reserve(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> Reservation:
+        """Validate ``data`` (one or more whole batches) and assign its offsets, patching in place.
+
+        Raises a typed error (CorruptRecordError, InvalidRecordError, RecordTooLargeError) and
+        changes nothing if any batch is bad. A writable buffer is patched and kept, not copied:
+        the caller hands it over.
+        """
+        self._check_open()
+        view = memoryview(data)
+        if view.readonly:
+            view = memoryview(bytearray(view))
+        headers = scan_batches(view, max_batch_bytes=self.config.max_message_bytes)
+        base = self._next_offset
+        next_offset = assign_offsets(view, headers, base)
+        patched = []
+        offset = base
+        for h in headers:
+            patched.append(dataclasses.replace(h, base_offset=offset))
+            offset += h.last_offset_delta + 1
+        self._next_offset = next_offset
+        return Reservation(
+            view,
+            patched,
+            base,
+            next_offset,
+            sum(h.records_count for h in headers),
+            ack or self.config.append_ack,
+        )
+
+    def plan(self, items: list[Reservation]) -> WritePlan:
+        """Decide where every reserved byte goes, rolling segments where the config says."""
+        segment = self.active_segment
+        position = segment.size
+        piece = _Piece(segment, position)
+        pieces = [piece]
+        new_segments: list[LogSegment] = []
+        rolled: list[LogSegment] = []
+        for item in items:
+            size = len(item.buffer)
+            if self._should_roll(segment, position, size, item.next_offset):
+                rolled.append(segment)
+                segment = LogSegment(
+                    self.directory,
+                    item.base_offset,
+                    index_interval_bytes=self.config.index_interval_bytes,
+                    max_index_bytes=self.config.segment_index_bytes,
+                    created_ms=self.clock(),
+                )
+                segment.fresh_indexes()
+                new_segments.append(segment)
+                position = 0
+                piece = _Piece(segment, 0)
+                pieces.append(piece)
+            piece.buffers.append(item.buffer)
+            for h in item.headers:
+                piece.batches.append((h, position + h.position))
+            piece.size += size
+            position += size
+        return WritePlan(items, [p for p in pieces if p.size], new_segments, rolled)
+
+    def _should_roll(self, segment: LogSegment, position: int, size: int, next_offset: int) -> bool:
+        if position == 0:
+            return False
+        return (
+            position + size > self.config.segment_bytes
+            or self.clock() - segment.created_ms >= self.config.segment_ms
+            or segment.indexes_full()
+            or next_offset - 1 - segment.base_offset > _MAX_RELATIVE_OFFSET
+        )
+
+    @staticmethod
+    def execute(plan: WritePlan) -> None:
+        """The I/O of a plan. Thread-safe with respect to readers: it touches files only."""
+        for seg in plan.new_segments:
+            seg.fd  # noqa: B018  (creates the file)
+        if plan.new_segments:
+            _fsync_dir(plan.new_segments[0].directory)
+        for piece in plan.pieces:
+            piece.segment.write_at(piece.position, piece.buffers)  # type: ignore[arg-type]
+
+    def commit(self, plan: WritePlan) -> None:
+        """Publish a plan whose bytes are written."""
+        for piece in plan.pieces:
+            seg = piece.segment
+            for header, position in piece.batches:
+                seg.note_appended(header, position)
+            seg.size = piece.position + piece.size
+        if plan.new_segments:
+            self._segments.extend(plan.new_segments)
+            self._bases.extend(s.base_offset for s in plan.new_segments)
+        self.log_end_offset = plan.next_offset
+        self.unflushed_records += plan.records
+        if self.config.append_ack is not AckLevel.FSYNCED:
+            self._advance_high_watermark(self.log_end_offset, self.active_segment, self.active_segment.size)
+
+    def abort(self, plan: WritePlan) -> None:
+        """Undo a plan whose execute failed: cut files back to committed sizes, forget offsets
+        reserved after the committed end (the writer fails those appends)."""
+        for piece in plan.pieces:
+            if piece.segment in plan.new_segments:
+                continue
+            # Best effort: later writes go to explicit positions and recovery truncates tails.
+            with contextlib.suppress(OSError):
+                piece.segment.truncate_file(piece.segment.size)
+        for seg in plan.new_segments:
+            with contextlib.suppress(OSError):
+                seg.delete()
+        self._next_offset = self.log_end_offset
+
+    def reset_reservations(self) -> None:
+        """Forget reservations that will never be written (their appends were failed)."""
+        self._next_offset = self.log_end_offset
+
+    def seal_rolled(self, plan: WritePlan) -> None:
+        """Make segments that stopped being active durable, then move the recovery point past
+        them. Any thread: rolled segments' state no longer changes."""
+        for seg in plan.rolled:
+            seg.seal()
+        if plan.rolled:
+            _write_int(self.directory / RECOVERY_POINT_FILE, plan.new_segments[-1].base_offset)
+
+    def mark_sealed(self, plan: WritePlan) -> None:
+        for seg in plan.rolled:
+            seg.sealed = True
+
+    def append(self, data: bytes | bytearray | memoryview) -> int:
+        """Append inline (in the caller): validate, assign offsets, write; fsync if the topic acks
+        after fsync or ``flush.messages`` is reached. Returns the first assigned offset."""
+        reservation = self.reserve(data)
+        self.write_inline([reservation])
+        if reservation.ack is AckLevel.FSYNCED or self.flush_due():
+            self.flush()
+        return reservation.base_offset
+
+    def write_inline(self, items: list[Reservation]) -> None:
+        plan = self.plan(items)
+        try:
+            self.execute(plan)
+        except OSError as exc:
+            self.abort(plan)
+            raise StorageError(f"write to {self.directory.name} failed: {exc}") from exc
+        self.commit(plan)
+        if plan.rolled:
+            self.seal_rolled(plan)
+            self.mark_sealed(plan)
+
+    async def submit(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
+        """Append through the configured path (writer task or inline); returns the first offset
+        once the append is acknowledged at ``ack`` (default: the topic's ``sluice.append.ack``)."""
+        if self.config.append_mode is AppendMode.INLINE:
+            self._check_open()
+            reservation = self.reserve(data, ack)
+            self.write_inline([reservation])
+            if reservation.ack is AckLevel.FSYNCED or self.flush_due():
+                self.flush()
+            return reservation.base_offset
+        return await self.writer.submit(data, ack)
+
+    @property
+    def writer(self) -> PartitionWriter:
+        if self._writer is None:
+            from sluice.storage.writer import PartitionWriter
+
+            self._check_open()
+            self._writer = PartitionWriter(self, self.executor)
+        return self._writer
+
+    # -- flushing --------------------------------------------------------------------------------
+
+    def flush_due(self) -> bool:
+        cfg = self.config
+        if self.unflushed_records == 0:
+            return False
+        if cfg.flush_messages > 0 and self.unflushed_records >= cfg.flush_messages:
+            return True
+        return cfg.flush_ms >= 0 and self.clock() - self.last_flush_ms >= cfg.flush_ms
+
+    def sync_point(self) -> tuple[int, LogSegment, int, int]:
+        """What an fsync started now will cover: (end offset, segment, position, records)."""
+        seg = self.active_segment
+        return self.log_end_offset, seg, seg.size, self.unflushed_records
+
+    @staticmethod
+    def fsync_segment(segment: LogSegment) -> None:
+        segment.fsync()
+
+    def mark_flushed(self, offset: int, segment: LogSegment, position: int, records: int) -> None:
+        self.flushed_offset = max(self.flushed_offset, offset)
+        self.unflushed_records = max(0, self.unflushed_records - records)
+        self.last_flush_ms = self.clock()
+        if self.config.append_ack is AckLevel.FSYNCED:
+            self._advance_high_watermark(offset, segment, position)
+
+    def flush(self) -> None:
+        """fsync everything committed so far, in the caller's thread."""
+        offset, seg, position, records = self.sync_point()
+        try:
+            seg.fsync()
+        except OSError as exc:
+            raise StorageError(f"fsync of {self.directory.name} failed: {exc}") from exc
+        self.mark_flushed(offset, seg, position, records)
+
+    def _advance_high_watermark(self, offset: int, segment: LogSegment, position: int) -> None:
+        if offset < self.high_watermark:
+            return
+        self.high_watermark = offset
+        self._hw_segment = segment
+        self._hw_position = position
+        for callback in list(self._hw_listeners):
+            callback()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int) -> FileSlice | None:
+        """Bytes from the start of the batch holding ``offset``: at most ``max_bytes`` unless the
+        first batch alone is bigger (a consumer must always make progress). ``None`` at the high
+        watermark; OffsetOutOfRangeError outside [log start, high watermark]."""
+        self._check_open()
+        if offset < self.log_start_offset or offset > self.high_watermark:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is outside [{self.log_start_offset}, {self.high_watermark}]"
+            )
+        if offset == self.high_watermark:
+            return None
+        i = max(0, bisect_right(self._bases, offset) - 1)
+        for seg in self._segments[i:]:
+            end = self._hw_position if seg is self._hw_segment else seg.size
+            header = seg.find_batch(offset, end)
+            if header is not None:
+                length = min(end - header.position, max(max_bytes, header.size))
+                return FileSlice(seg, header.position, length, header.base_offset)
+            if seg is self._hw_segment:
+                return None
+        return None
+
+    def read_bytes(self, offset: int, max_bytes: int) -> bytes:
+        found = self.read(offset, max_bytes)
+        return b"" if found is None else found.read()
+
+    def _visible_batches(self, start_offset: int) -> list[tuple[LogSegment, int]]:
+        """(segment, end position) pairs a search may walk, from the segment holding start."""
+        i = max(0, bisect_right(self._bases, start_offset) - 1)
+        out = []
+        for seg in self._segments[i:]:
+            out.append((seg, self._hw_position if seg is self._hw_segment else seg.size))
+            if seg is self._hw_segment:
+                break
+        return out
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after ``timestamp``, or None."""
+        self._check_open()
+        for seg, end in self._visible_batches(self.log_start_offset):
+            _ = seg.time_index  # closed segments load lazily; this fills max_timestamp
+            if seg.max_timestamp < timestamp:
+                continue
+            start = max(seg.base_offset + seg.time_index.lookup(timestamp), self.log_start_offset)
+            _, position = seg.index.lookup(start - seg.base_offset)
+            for header in seg.iter_batches(position, end):
+                if header.next_offset <= start or header.max_timestamp < timestamp:
+                    continue
+                batch = seg.pread(header.position, header.size)
+                for record in decode_records(batch):
+                    if record.timestamp >= timestamp and record.offset >= start:
+                        return record.offset, record.timestamp
+        return None
+
+    def max_timestamp_offset(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the record with the largest timestamp (ListOffsets -3)."""
+        self._check_open()
+        best: tuple[LogSegment, int] | None = None
+        for seg, _end in self._visible_batches(self.log_start_offset):
+            _ = seg.time_index
+            if seg.max_timestamp >= 0 and (best is None or seg.max_timestamp > best[0].max_timestamp):
+                best = (seg, _end)
+        if best is None:
+            return None
+        seg, end = best
+        offset = seg.offset_of_max_timestamp
+        if offset >= self.high_watermark or offset < self.log_start_offset:
+            return None
+        header = seg.find_batch(offset, end)
+        if header is None:
+            return None
+        for record in decode_records(seg.pread(header.position, header.size)):
+            if record.timestamp == seg.max_timestamp:
+                return record.offset, record.timestamp
+        return offset, seg.max_timestamp
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def apply_retention(self) -> int:
+        """Delete whole closed segments past ``retention.ms`` / ``retention.bytes`` or wholly
+        below the log start offset; returns how many were deleted."""
+        self._check_open()
+        cfg = self.config
+        now = self.clock()
+        total = self.size_bytes
+        deleted = 0
+        while len(self._segments) > 1:
+            seg = self._segments[0]
+            if not seg.sealed:
+                break
+            _ = seg.time_index
+            expired = (
+                cfg.retention_ms >= 0 and seg.max_timestamp >= 0 and now - seg.max_timestamp > cfg.retention_ms
+            )
+            too_big = cfg.retention_bytes >= 0 and total - seg.size >= cfg.retention_bytes
+            below_start = seg.next_offset <= self.log_start_offset
+            if not (expired or too_big or below_start):
+                break
+            total -= seg.size
+            self._delete_first_segment()
+            deleted += 1
+        if deleted:
+            self._set_log_start_offset(max(self.log_start_offset, self._segments[0].base_offset))
+        return deleted
+
+    def delete_records(self, before_offset: int) -> int:
+        """Advance the log start offset to ``before_offset`` (-1: the high watermark), deleting
+        segments wholly below it. Returns the new log start offset."""
+        self._check_open()
+        target = self.high_watermark if before_offset == -1 else before_offset
+        if target < 0 or target > self.high_watermark:
+            raise OffsetOutOfRangeError(
+                f"cannot delete records before {before_offset}: high watermark is {self.high_watermark}"
+            )
+        if target > self.log_start_offset:
+            self._set_log_start_offset(target)
+            while len(self._segments) > 1 and self._segments[0].next_offset <= target and self._segments[0].sealed:
+                self._delete_first_segment()
+        return self.log_start_offset
+
+    def _delete_first_segment(self) -> None:
+        seg = self._segments.pop(0)
+        self._bases.pop(0)
+        seg.delete()
+
+    def _set_log_start_offset(self, offset: int) -> None:
+        self.log_start_offset = offset
+        _write_int(self.directory / LOG_START_OFFSET_FILE, offset)
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Drain the writer (every accepted append is written), then close cleanly."""
+        if self._writer is not None:
+            await self._writer.close()
+        self.close()
+
+    def close(self) -> None:
+        """Clean shutdown: fsync, save the active indexes, leave the clean-shutdown marker."""
+        if self._closed:
+            return
+        if self._writer is not None and self._writer.running:
+            raise RuntimeError("close the writer first (use aclose)")
+        active = self.active_segment
+        try:
+            active.fsync()
+            active.save_indexes()
+            _write_json(
+                self.directory / CLEAN_SHUTDOWN_FILE,
+                {
+                    "active_base": active.base_offset,
+                    "active_size": active.size,
+                    "log_end_offset": self.log_end_offset,
+                },
+            )
+        finally:
+            self._closed = True
+            for seg in self._segments:
+                seg.close()
+
+    def abandon(self) -> None:
+        """Close file descriptors without the clean-shutdown marker (tests: simulate a crash)."""
+        self._closed = True
+        for seg in self._segments:
+            seg.close()
+
+    def delete(self) -> None:
+        """Close and remove every file of this log (topic deletion)."""
+        self._closed = True
+        for seg in self._segments:
+            seg.delete()
+        for name in (CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE, LOG_START_OFFSET_FILE):
+            (self.directory / name).unlink(missing_ok=True)
+
+
+def _recover(
+    segments: list[LogSegment], recovery_point: int, config: LogConfig, directory: Path
+) -> RecoveryReport:
+    """Walk every segment at or past the recovery point; truncate at the first invalid byte and
+    drop the segments after it (they would leave a gap)."""
+    recovered = 0
+    truncated = 0
+    i = max(0, bisect_right([s.base_offset for s in segments], recovery_point) - 1)
+    while i < len(segments):
+        seg = segments[i]
+        result = seg.recover(config.max_message_bytes)
+        recovered += 1
+        truncated += result.truncated_bytes
+        is_last = i == len(segments) - 1
+        if not is_last:
+            successor = segments[i + 1]
+            if result.next_offset != successor.base_offset:
+                for dropped in segments[i + 1 :]:
+                    truncated += os.stat(dropped.log_path).st_size
+                    dropped.delete()
+                del segments[i + 1 :]
+                break
+            seg.seal()
+            seg.sealed = True
+        i += 1
+    return RecoveryReport(clean=False, segments_recovered=recovered, bytes_truncated=truncated)
+
+
+def _is_segment_name(stem: str) -> bool:
+    return len(stem) == 20 and stem.isdigit()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _write_int(path: Path, value: int) -> None:
+    _write_bytes_atomic(path, f"{value}\n".encode())
+
+
+def _read_int(path: Path, default: int) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return default
+
+
+def _write_json(path: Path, value: dict[str, int]) -> None:
+    _write_bytes_atomic(path, json.dumps(value).encode())
+
+
+def _read_json(path: Path) -> dict[str, int] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,0 +1,200 @@
+"""The per-partition writer task (DESIGN.md 2.2): appends are validated and given offsets in the
+caller, queued, and written by one task per partition whose file I/O runs in a worker thread.
+
+Why: a write or fsync inside the request blocks every other request on the event loop. Here the
+request path only validates and enqueues; the writer drains whatever queued up while its previous
+write ran into one ``pwritev`` (natural batching), and a separate sync task gives group commit:
+one fsync covers every append that arrived while the previous fsync ran.
+
+Costs, as the founding write-up names them: an acknowledged fire-and-forget append can still fail
+to reach the file (the caller learns nothing), errors reach callers through futures, and the queue
+must stay bounded. It is bounded by bytes with strict FIFO admission, so a full queue makes callers
+wait (backpressure) and never reorders or drops their appends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING
+
+from sluice.errors import LogClosedError, StorageError
+from sluice.storage.config import AckLevel
+
+if TYPE_CHECKING:
+    from sluice.storage.log import PartitionLog, Reservation
+
+_MAX_GROUP_BYTES = 8 * 1024 * 1024
+"""Upper bound on one pwritev: large enough to batch, small enough to keep latency even."""
+
+_Waiter = tuple["Reservation", "asyncio.Future[int] | None"]
+
+
+class PartitionWriter:
+    def __init__(self, log: PartitionLog, executor: Executor | None = None) -> None:
+        self._log = log
+        self._loop = asyncio.get_running_loop()
+        self._executor = executor
+        self._queue: deque[_Waiter] = deque()
+        self._queued_bytes = 0
+        self._admission: deque[asyncio.Future[None]] = deque()
+        self._work = asyncio.Event()
+        self._sync_wanted = asyncio.Event()
+        self._sync_waiters: list[_Waiter] = []
+        self._closing = False
+        self._task = self._loop.create_task(self._write_loop(), name=f"writer:{log.directory.name}")
+        self._sync_task = self._loop.create_task(self._sync_loop(), name=f"sync:{log.directory.name}")
+
+    @property
+    def running(self) -> bool:
+        return not self._task.done()
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    async def submit(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
+        """Queue an append; return its first offset once acknowledged at ``ack``."""
+        if self._closing:
+            raise LogClosedError(f"log {self._log.directory.name} is closing")
+        waited = await self._admit()
+        try:
+            if self._closing:
+                raise LogClosedError(f"log {self._log.directory.name} is closing")
+            reservation = self._log.reserve(data, ack)
+            future: asyncio.Future[int] | None = None
+            if reservation.ack is not AckLevel.QUEUED:
+                future = self._loop.create_future()
+            self._queue.append((reservation, future))
+            self._queued_bytes += len(reservation.buffer)
+            self._work.set()
+        finally:
+            if waited:
+                self._admission.popleft()
+                self._wake_admission()
+        if future is None:
+            return reservation.base_offset
+        return await future
+
+    # -- admission (bounded queue, strict FIFO) ---------------------------------------------------
+
+    async def _admit(self) -> bool:
+        """Wait for queue space. Once anyone waits, later callers queue behind them, so appends
+        enter the queue (and get offsets) in the order their callers arrived."""
+        if not self._admission and self._queued_bytes < self._log.config.writer_queue_bytes:
+            return False
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._admission.append(future)
+        self._wake_admission()
+        try:
+            await future
+        except asyncio.CancelledError:
+            self._admission.remove(future)
+            self._wake_admission()
+            raise
+        return True
+
+    def _wake_admission(self) -> None:
+        if (
+            self._admission
+            and not self._admission[0].done()
+            and (self._queued_bytes < self._log.config.writer_queue_bytes or self._closing)
+        ):
+            self._admission[0].set_result(None)
+
+    # -- the writer task ---------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        log = self._log
+        while True:
+            if not self._queue:
+                if self._closing:
+                    break
+                self._work.clear()
+                await self._work.wait()
+                continue
+            group: list[_Waiter] = []
+            size = 0
+            while self._queue and (not group or size + len(self._queue[0][0].buffer) <= _MAX_GROUP_BYTES):
+                item = self._queue.popleft()
+                group.append(item)
+                size += len(item[0].buffer)
+            self._queued_bytes -= size
+            self._wake_admission()
+            plan = log.plan([r for r, _ in group])
+            try:
+                await self._loop.run_in_executor(self._executor, log.execute, plan)
+            except OSError as exc:
+                log.abort(plan)
+                error = StorageError(f"write to {log.directory.name} failed: {exc}")
+                # Appends queued behind the failed ones hold offsets that now will not exist.
+                rest = list(self._queue)
+                self._queue.clear()
+                self._queued_bytes = 0
+                log.reset_reservations()
+                self._wake_admission()
+                _fail(group + rest, error)
+                continue
+            log.commit(plan)
+            seal_error: StorageError | None = None
+            if plan.rolled:
+                try:
+                    await self._loop.run_in_executor(self._executor, log.seal_rolled, plan)
+                    log.mark_sealed(plan)
+                except OSError as exc:
+                    seal_error = StorageError(f"sealing a segment of {log.directory.name} failed: {exc}")
+            for reservation, future in group:
+                if future is None or future.done():
+                    continue
+                if reservation.ack is AckLevel.WRITTEN:
+                    future.set_result(reservation.base_offset)
+                elif seal_error is not None:
+                    future.set_exception(seal_error)
+                else:
+                    self._sync_waiters.append((reservation, future))
+            if self._sync_waiters or log.flush_due():
+                self._sync_wanted.set()
+
+    # -- the sync task (group commit and flush.messages / flush.ms) ---------------------------------
+
+    async def _sync_loop(self) -> None:
+        log = self._log
+        while True:
+            if not self._sync_waiters and not log.flush_due():
+                if self._closing and self._task.done():
+                    break
+                self._sync_wanted.clear()
+                timeout = None
+                if log.config.flush_ms >= 0 and log.unflushed_records:
+                    timeout = max(0.0, (log.last_flush_ms + log.config.flush_ms - log.clock()) / 1000)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._sync_wanted.wait(), timeout)
+                continue
+            offset, segment, position, records = log.sync_point()
+            waiters, self._sync_waiters = self._sync_waiters, []
+            try:
+                await self._loop.run_in_executor(self._executor, segment.fsync)
+            except OSError as exc:
+                _fail(waiters, StorageError(f"fsync of {log.directory.name} failed: {exc}"))
+                continue
+            log.mark_flushed(offset, segment, position, records)
+            for reservation, future in waiters:
+                if future is not None and not future.done():
+                    future.set_result(reservation.base_offset)
+
+    async def close(self) -> None:
+        """Stop accepting, write and sync everything accepted, then stop both tasks."""
+        self._closing = True
+        self._work.set()
+        self._wake_admission()
+        await self._task
+        self._sync_wanted.set()
+        await self._sync_task
+
+
+def _fail(items: list[_Waiter], error: StorageError) -> None:
+    for _reservation, future in items:
+        if future is not None and not future.done():
+            future.set_exception(error)
