@@ -15,7 +15,6 @@ write and the log keeps working once the cause (ENOSPC, EIO) is gone.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import time
@@ -133,6 +132,8 @@ class PartitionLog:
         self._hw_segment = segments[-1]
         self._hw_position = segments[-1].size
         self.flushed_offset = self.log_end_offset
+        self.flush_count = 0
+        """fsyncs that completed: with group commit, far fewer than fsync-acknowledged appends."""
         self.unflushed_records = 0
         self.last_flush_ms = clock()
         self._writer: PartitionWriter | None = None
@@ -261,7 +262,7 @@ class PartitionLog:
         patched = []
         offset = base
         for h in headers:
-            patched.append(dataclasses.replace(h, base_offset=offset))
+            patched.append(h._replace(base_offset=offset))
             offset += h.last_offset_delta + 1
         self._next_offset = next_offset
         return Reservation(
@@ -432,6 +433,7 @@ class PartitionLog:
 
     def mark_flushed(self, offset: int, segment: LogSegment, position: int, records: int) -> None:
         self.flushed_offset = max(self.flushed_offset, offset)
+        self.flush_count += 1
         self.unflushed_records = max(0, self.unflushed_records - records)
         self.last_flush_ms = self.clock()
         if self.config.append_ack is AckLevel.FSYNCED:

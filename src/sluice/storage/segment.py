@@ -26,6 +26,7 @@ from sluice.protocol.records import (
 from sluice.storage.index import IndexCorruptError, OffsetIndex, TimeIndex
 
 _SCAN_CHUNK = 16 * 1024
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 _INDEX_ENTRY = 8
 _TIME_ENTRY = 16
 
@@ -99,11 +100,15 @@ class LogSegment:
     def write_at(self, position: int, buffers: list[memoryview | bytes | bytearray]) -> None:
         """Write ``buffers`` contiguously at ``position``; raises OSError, never writes short."""
         fd = self.fd
-        total = sum(len(b) for b in buffers)
-        written = os.pwritev(fd, buffers, position)
-        while written < total:  # short write (rare): finish it piece by piece
-            flat = b"".join(bytes(b) for b in buffers)
-            written += os.pwrite(fd, flat[written:], position + written)
+        for start in range(0, len(buffers), _IOV_MAX):
+            chunk = buffers[start : start + _IOV_MAX]
+            total = sum(len(b) for b in chunk)
+            written = os.pwritev(fd, chunk, position)
+            if written < total:  # short write (rare): finish it piece by piece
+                flat = b"".join(chunk)
+                while written < total:
+                    written += os.pwrite(fd, flat[written:], position + written)
+            position += total
 
     def truncate_file(self, size: int) -> None:
         os.ftruncate(self.fd, size)

@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 _MAX_GROUP_BYTES = 8 * 1024 * 1024
 """Upper bound on one pwritev: large enough to batch, small enough to keep latency even."""
 
+INLINE_WRITE_MAX_BYTES = 256 * 1024
+"""Groups up to this size are written on the loop's thread by the writer task; larger ones in a
+worker thread. Handing work to a thread and back costs about 0.2-0.25 ms on the 2-core machines we
+measure on (see docs/storage.md), about what writing a few hundred KiB into the page cache takes,
+so below this the hop costs more than it frees. fsyncs, which take milliseconds, always leave."""
+
 _Waiter = tuple["Reservation", "asyncio.Future[int] | None"]
 
 
@@ -125,7 +131,10 @@ class PartitionWriter:
             self._wake_admission()
             plan = log.plan([r for r, _ in group])
             try:
-                await self._loop.run_in_executor(self._executor, log.execute, plan)
+                if size <= INLINE_WRITE_MAX_BYTES and not plan.new_segments:
+                    log.execute(plan)
+                else:
+                    await self._loop.run_in_executor(self._executor, log.execute, plan)
             except OSError as exc:
                 log.abort(plan)
                 error = StorageError(f"write to {log.directory.name} failed: {exc}")

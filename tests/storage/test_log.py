@@ -1,0 +1,219 @@
+"""PartitionLog rules on real files: offsets, reads, rolling, indexes, timestamps, retention."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from sluice.errors import (
+    CorruptRecordError,
+    InvalidConfigError,
+    OffsetOutOfRangeError,
+    RecordTooLargeError,
+)
+from sluice.protocol.records import build_batch, scan_batches
+from sluice.storage import LogConfig, PartitionLog
+
+from .conftest import FakeClock, all_records, make_batch
+
+OpenLog = Callable[..., PartitionLog]
+
+
+def test_append_assigns_consecutive_offsets(open_log: OpenLog) -> None:
+    log = open_log()
+    assert log.append(make_batch(3)) == 0
+    assert log.append(make_batch(1)) == 3
+    assert log.append(make_batch(2) + make_batch(4)) == 4
+    assert log.log_end_offset == log.high_watermark == 10
+    assert [o for o, _ in all_records(log)] == list(range(10))
+
+
+def test_stored_bytes_are_the_produced_bytes_with_offsets_patched(open_log: OpenLog) -> None:
+    log = open_log()
+    log.append(make_batch(2))
+    batch = make_batch(3, tag="second")
+    log.append(batch)
+    stored = log.read_bytes(2, 1 << 20)
+    assert stored[12:] == batch[12:]  # everything after baseOffset + length is verbatim
+    assert scan_batches(stored)[0].base_offset == 2
+
+
+def test_read_starts_at_the_batch_holding_the_offset(open_log: OpenLog) -> None:
+    log = open_log()
+    log.append(make_batch(5))
+    log.append(make_batch(5))
+    found = log.read(7, 1 << 20)
+    assert found is not None
+    assert found.first_offset == 5
+    assert scan_batches(found.read())[0].base_offset == 5
+
+
+def test_read_returns_a_whole_batch_even_when_max_bytes_is_smaller(open_log: OpenLog) -> None:
+    log = open_log()
+    log.append(make_batch(50, size=100))
+    log.append(make_batch(1))
+    found = log.read(0, 10)
+    assert found is not None
+    (header,) = scan_batches(found.read())
+    assert found.length == header.size
+
+
+def test_read_caps_at_max_bytes_after_the_first_batch(open_log: OpenLog) -> None:
+    log = open_log()
+    sizes = [len(make_batch(3))] * 4
+    for _ in sizes:
+        log.append(make_batch(3))
+    found = log.read(0, sizes[0] + 10)
+    assert found is not None and found.length == sizes[0] + 10  # may end in a partial batch
+
+
+def test_read_at_high_watermark_is_empty_and_past_it_out_of_range(open_log: OpenLog) -> None:
+    log = open_log()
+    log.append(make_batch(2))
+    assert log.read(2, 100) is None
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read(3, 100)
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read(-1, 100)
+
+
+def test_bad_batch_in_a_multi_batch_append_stores_nothing(open_log: OpenLog) -> None:
+    log = open_log()
+    log.append(make_batch(2))
+    bad = bytearray(make_batch(2))
+    bad[-1] ^= 1
+    with pytest.raises(CorruptRecordError):
+        log.append(make_batch(3) + bytes(bad))
+    assert log.log_end_offset == 2
+    assert log.append(make_batch(1)) == 2
+    assert [o for o, _ in all_records(log)] == [0, 1, 2]
+
+
+def test_batch_over_max_message_bytes_is_refused(open_log: OpenLog) -> None:
+    log = open_log(max_message_bytes=300)
+    with pytest.raises(RecordTooLargeError):
+        log.append(make_batch(20, size=50))
+    assert log.log_end_offset == 0
+    assert log.active_segment.file_size() == 0
+
+
+def test_segments_roll_by_size_and_reads_cross_them(open_log: OpenLog) -> None:
+    batch_size = len(make_batch(4))
+    log = open_log(segment_bytes=batch_size * 3)
+    for i in range(10):
+        log.append(make_batch(4, tag=f"b{i}"))
+    assert [s.base_offset for s in log.segments] == [0, 12, 24, 36]
+    assert all(s.size <= batch_size * 3 for s in log.segments)
+    names = sorted(p.name for p in log.directory.glob("*.log"))
+    assert names == [f"{b:020d}.log" for b in (0, 12, 24, 36)]
+    assert [o for o, _ in all_records(log)] == list(range(40))
+    assert all(s.sealed for s in log.segments[:-1])
+    assert (log.directory / f"{0:020d}.index").exists()
+    assert (log.directory / f"{0:020d}.timeindex").exists()
+
+
+def test_segments_roll_by_age(open_log: OpenLog, clock: FakeClock) -> None:
+    log = open_log(segment_ms=1000)
+    log.append(make_batch(1))
+    clock.now += 999
+    log.append(make_batch(1))
+    assert len(log.segments) == 1
+    clock.now += 1
+    log.append(make_batch(1))
+    assert [s.base_offset for s in log.segments] == [0, 2]
+
+
+def test_sparse_index_has_an_entry_every_interval(open_log: OpenLog) -> None:
+    log = open_log(index_interval_bytes=1000)
+    for _ in range(40):
+        log.append(make_batch(2, size=100))
+    index = log.active_segment.index
+    batch = len(make_batch(2, size=100))
+    assert len(index) == pytest.approx(40 * batch / (1000 + batch), abs=2)
+    for offset in range(0, 80, 7):  # every lookup lands on the right batch
+        found = log.read(offset, 1)
+        assert found is not None and found.first_offset == offset - offset % 2
+
+
+def test_offset_for_timestamp_finds_first_record_at_or_after(open_log: OpenLog) -> None:
+    log = open_log(segment_bytes=250)
+    for i in range(10):
+        records = [(None, b"a"), (None, b"b")]
+        log.append(build_batch(records, base_timestamp=1000 + 10 * i, timestamps=[1000 + 10 * i, 1005 + 10 * i]))
+    assert len(log.segments) > 2
+    assert log.offset_for_timestamp(0) == (0, 1000)
+    assert log.offset_for_timestamp(1005) == (1, 1005)
+    assert log.offset_for_timestamp(1006) == (2, 1010)
+    assert log.offset_for_timestamp(1095) == (19, 1095)
+    assert log.offset_for_timestamp(1096) is None
+
+
+def test_timestamp_lookup_with_out_of_order_timestamps(open_log: OpenLog) -> None:
+    log = open_log()
+    log.append(build_batch([(None, b"x")], base_timestamp=500))
+    log.append(build_batch([(None, b"x")], base_timestamp=300))
+    log.append(build_batch([(None, b"x")], base_timestamp=900))
+    assert log.offset_for_timestamp(400) == (0, 500)
+    assert log.offset_for_timestamp(600) == (2, 900)
+    assert log.max_timestamp_offset() == (2, 900)
+
+
+def test_retention_by_bytes_deletes_oldest_closed_segments(open_log: OpenLog) -> None:
+    batch_size = len(make_batch(4))
+    log = open_log(segment_bytes=batch_size * 2, retention_bytes=batch_size * 5, retention_ms=-1)
+    for _ in range(10):
+        log.append(make_batch(4))
+    assert len(log.segments) == 5
+    assert log.apply_retention() == 2
+    assert log.size_bytes == batch_size * 6
+    assert log.log_start_offset == 16
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read(15, 100)
+    assert [o for o, _ in all_records(log)] == list(range(16, 40))
+    assert not (log.directory / f"{0:020d}.log").exists()
+
+
+def test_retention_by_time_never_deletes_the_active_segment(open_log: OpenLog, clock: FakeClock) -> None:
+    batch_size = len(build_batch([(None, b"x")]))
+    log = open_log(segment_bytes=batch_size, retention_ms=1000)
+    for i in range(4):
+        log.append(build_batch([(None, b"x")], base_timestamp=clock.now + i * 100))
+    clock.now += 1150  # the first two segments' newest record is now older than retention
+    assert log.apply_retention() == 2
+    assert log.log_start_offset == 2
+    clock.now += 10_000
+    assert log.apply_retention() == 1
+    assert len(log.segments) == 1 and log.log_end_offset == 4
+
+
+def test_delete_records_moves_the_log_start_and_survives_reopen(open_log: OpenLog) -> None:
+    batch_size = len(make_batch(2))
+    log = open_log(segment_bytes=batch_size * 2)
+    for _ in range(6):
+        log.append(make_batch(2))
+    assert log.delete_records(5) == 5
+    assert [s.base_offset for s in log.segments] == [4, 8]
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read(4, 100)
+    assert [o for o, _ in all_records(log)] == list(range(5, 12))
+    with pytest.raises(OffsetOutOfRangeError):
+        log.delete_records(13)
+    log.close()
+    again = open_log(segment_bytes=batch_size * 2)
+    assert again.log_start_offset == 5
+    assert again.delete_records(-1) == 12
+
+
+def test_config_rejects_unknown_keys_and_bad_values() -> None:
+    with pytest.raises(InvalidConfigError, match="unknown"):
+        LogConfig.from_dict({"segment.bites": "1"})
+    with pytest.raises(InvalidConfigError, match="integer"):
+        LogConfig.from_dict({"segment.bytes": "big"})
+    with pytest.raises(InvalidConfigError):
+        LogConfig.from_dict({"segment.bytes": "1"})
+    with pytest.raises(InvalidConfigError, match="one of"):
+        LogConfig.from_dict({"sluice.append.ack": "maybe"})
+    cfg = LogConfig.from_dict({"retention.ms": "-1", "sluice.append.ack": "FSYNCED"})
+    assert cfg.retention_ms == -1 and cfg.append_ack.value == "fsynced"
+    assert cfg.diff() == {"retention.ms": "-1", "sluice.append.ack": "fsynced"}

@@ -1,0 +1,162 @@
+"""Recovery: clean restarts skip the walk; unclean ones walk, rebuild indexes and truncate."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+
+import pytest
+
+from sluice.protocol.records import scan_batches
+from sluice.storage import PartitionLog
+from sluice.storage.log import CLEAN_SHUTDOWN_FILE
+
+from .conftest import all_records, make_batch
+
+OpenLog = Callable[..., PartitionLog]
+
+
+def _fill(log: PartitionLog, batches: int, n: int = 3) -> list[int]:
+    """Append ``batches`` batches; return each batch's end position in the active segment."""
+    ends = []
+    for i in range(batches):
+        log.append(make_batch(n, tag=f"b{i}"))
+        ends.append(log.active_segment.size)
+    return ends
+
+
+def test_clean_restart_skips_recovery_and_keeps_everything(open_log: OpenLog) -> None:
+    log = open_log()
+    _fill(log, 20)
+    before = all_records(log)
+    log.close()
+    assert (log.directory / CLEAN_SHUTDOWN_FILE).exists()
+    again = open_log()
+    assert again.recovery.clean and again.recovery.segments_recovered == 0
+    assert not (log.directory / CLEAN_SHUTDOWN_FILE).exists()  # a crash from here on is unclean
+    assert again.log_end_offset == 60
+    assert all_records(again) == before
+    assert again.append(make_batch(1)) == 60
+
+
+def test_unclean_restart_walks_and_keeps_everything(open_log: OpenLog) -> None:
+    log = open_log()
+    _fill(log, 20)
+    before = all_records(log)
+    log.abandon()
+    again = open_log()
+    assert not again.recovery.clean and again.recovery.bytes_truncated == 0
+    assert all_records(again) == before
+
+
+def test_marker_with_a_stale_size_is_not_trusted(open_log: OpenLog) -> None:
+    log = open_log()
+    _fill(log, 5)
+    log.close()
+    with open(log.active_segment.log_path, "ab") as f:
+        f.write(b"\0" * 10)  # bytes appended after the marker was written
+    again = open_log()
+    assert not again.recovery.clean and again.recovery.bytes_truncated == 10
+    assert again.log_end_offset == 15
+
+
+def test_torn_tail_at_every_kind_of_position(open_log: OpenLog) -> None:
+    log = open_log()
+    ends = _fill(log, 12)
+    path = log.active_segment.log_path
+    log.abandon()
+    data = path.read_bytes()
+    rng = random.Random(7)
+    cuts = sorted({0, 1, 60, 61, ends[0], ends[0] + 1, *(rng.randrange(len(data)) for _ in range(25))})
+    for cut in cuts:
+        path.write_bytes(data[:cut])
+        recovered = open_log()
+        whole = sum(1 for e in ends if e <= cut)
+        assert recovered.log_end_offset == whole * 3, cut
+        assert recovered.active_segment.size == (ends[whole - 1] if whole else 0)
+        assert os.path.getsize(path) == recovered.active_segment.size  # truncated on disk
+        assert [o for o, _ in all_records(recovered)] == list(range(whole * 3))
+        assert recovered.read(recovered.log_end_offset, 100) is None  # nothing past the cut
+        recovered.abandon()
+
+
+def test_flipped_byte_truncates_from_that_batch(open_log: OpenLog) -> None:
+    log = open_log()
+    ends = _fill(log, 10)
+    path = log.active_segment.log_path
+    log.abandon()
+    data = bytearray(path.read_bytes())
+    data[ends[5] + 70] ^= 0x40  # inside batch 6's records: only the CRC can notice
+    path.write_bytes(bytes(data))
+    again = open_log()
+    assert again.log_end_offset == 18
+    assert again.recovery.bytes_truncated == len(data) - ends[5]
+    assert again.append(make_batch(1)) == 18  # and the log keeps working
+    values = dict(all_records(again))
+    assert values[17] is not None and values[17].startswith(b"b5-")
+
+
+def test_garbage_tail_that_looks_like_a_header_is_rejected(open_log: OpenLog) -> None:
+    log = open_log()
+    _fill(log, 3)
+    path = log.active_segment.log_path
+    log.abandon()
+    stale = bytearray(make_batch(3))  # a valid batch, but with offsets that do not continue the log
+    with open(path, "ab") as f:
+        f.write(stale)
+    again = open_log()
+    assert again.log_end_offset == 9
+    assert again.recovery.bytes_truncated == len(stale)
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage", "unsorted"])
+def test_missing_or_corrupt_index_is_rebuilt(open_log: OpenLog, damage: str) -> None:
+    batch = len(make_batch(3))
+    log = open_log(segment_bytes=batch * 10, index_interval_bytes=batch * 2)
+    _fill(log, 25)
+    first = log.segments[0]
+    expected = (first.index.offsets.tolist(), first.index.positions.tolist())
+    assert len(expected[0]) > 2
+    log.close()
+    if damage == "delete":
+        first.index_path.unlink()
+        first.time_index_path.unlink()
+    elif damage == "garbage":
+        first.index_path.write_bytes(b"\x01\x02\x03")
+    else:
+        first.index_path.write_bytes(first.index_path.read_bytes()[::-1])
+    again = open_log(segment_bytes=batch * 10, index_interval_bytes=batch * 2)
+    rebuilt = again.segments[0].index
+    assert (rebuilt.offsets.tolist(), rebuilt.positions.tolist()) == expected
+    assert again.segments[0].max_timestamp == 1000
+    assert [o for o, _ in all_records(again)] == list(range(75))
+
+
+def test_corruption_in_an_older_unflushed_segment_drops_what_follows(open_log: OpenLog) -> None:
+    batch = len(make_batch(3))
+    log = open_log(segment_bytes=batch * 4)
+    _fill(log, 10)
+    assert [s.base_offset for s in log.segments] == [0, 12, 24]
+    second = log.segments[1].log_path
+    log.abandon()
+    (log.directory / "recovery-point").write_text("0\n")  # as if the rolls had not been flushed
+    data = bytearray(second.read_bytes())
+    data[batch + 70] ^= 1
+    second.write_bytes(bytes(data))
+    again = open_log(segment_bytes=batch * 4)
+    assert [s.base_offset for s in again.segments] == [0, 12]
+    assert again.log_end_offset == 15
+    assert again.recovery.segments_recovered == 2
+    assert not (log.directory / f"{24:020d}.log").exists()
+
+
+def test_recovery_only_walks_segments_past_the_recovery_point(open_log: OpenLog) -> None:
+    batch = len(make_batch(3))
+    log = open_log(segment_bytes=batch * 4)
+    _fill(log, 10)
+    log.abandon()
+    again = open_log(segment_bytes=batch * 4)
+    assert again.recovery.segments_recovered == 1
+    assert again.log_end_offset == 30
+    assert scan_batches(again.read_bytes(0, batch))[0].base_offset == 0

@@ -1,0 +1,193 @@
+"""The writer task: ordering, acknowledgement levels, group commit, backpressure, I/O errors."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import signal
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from sluice.errors import CorruptRecordError, LogClosedError, StorageError
+from sluice.storage import AckLevel, LogConfig, PartitionLog
+
+from .conftest import all_records, make_batch
+
+OpenLog = Callable[..., PartitionLog]
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(coro)
+
+
+def test_concurrent_appenders_each_keep_their_order(open_log: OpenLog) -> None:
+    log = open_log()
+
+    async def appender(name: str) -> list[int]:
+        return [await log.submit(make_batch(2, tag=f"{name}:{i}")) for i in range(30)]
+
+    async def main() -> list[list[int]]:
+        results = await asyncio.gather(*(appender(f"a{j}") for j in range(8)))
+        await log.aclose()
+        return results
+
+    results = run(main())
+    assert sorted(o for r in results for o in r) == list(range(0, 480, 2))
+    again = open_log()
+    values = dict(all_records(again))
+    for j, offsets in enumerate(results):
+        assert offsets == sorted(offsets)
+        for i, offset in enumerate(offsets):
+            value = values[offset]
+            assert value is not None and value.startswith(f"a{j}:{i}-".encode())
+
+
+@pytest.mark.parametrize("ack", list(AckLevel))
+def test_every_ack_level_ends_with_everything_stored(open_log: OpenLog, ack: AckLevel) -> None:
+    log = open_log(sluice_append_ack=ack.value)
+
+    async def main() -> list[int]:
+        offsets = await asyncio.gather(*(log.submit(make_batch(3)) for _ in range(40)))
+        await log.aclose()
+        return list(offsets)
+
+    assert sorted(run(main())) == list(range(0, 120, 3))
+    assert [o for o, _ in all_records(open_log())] == list(range(120))
+
+
+def test_fsynced_acks_share_fsyncs_group_commit(open_log: OpenLog) -> None:
+    log = open_log(sluice_append_ack="fsynced")
+
+    async def main() -> None:
+        await asyncio.gather(*(log.submit(make_batch(1)) for _ in range(200)))
+        assert log.flushed_offset == 200
+        await log.aclose()
+
+    run(main())
+    assert 1 <= log.flush_count < 200 / 4  # one fsync covered many appends
+
+
+def test_fsynced_mode_hides_data_until_it_is_durable(open_log: OpenLog) -> None:
+    log = open_log(sluice_append_ack="fsynced")
+    log.write_inline([log.reserve(make_batch(2))])  # written, not yet fsynced
+    assert log.log_end_offset == 2
+    assert log.high_watermark == 0 and log.read(0, 100) is None
+    log.flush()
+    assert log.high_watermark == 2 and log.read(0, 100) is not None
+    log.update_config(LogConfig.from_dict({"sluice.append.ack": "written"}))
+    log.write_inline([log.reserve(make_batch(1))])
+    assert log.high_watermark == 3  # written mode: visible once written
+
+
+def test_queued_acks_return_offsets_at_once_and_the_queue_stays_bounded(open_log: OpenLog) -> None:
+    batch = make_batch(10, size=500)
+    log = open_log(sluice_append_ack="queued", sluice_writer_queue_bytes=len(batch) * 4)
+    seen: list[int] = []
+
+    async def main() -> list[int]:
+        offsets = []
+        for _ in range(100):
+            offsets.append(await log.submit(batch))
+            seen.append(log.writer.queued_bytes)
+        await log.aclose()
+        return offsets
+
+    assert run(main()) == list(range(0, 1000, 10))
+    assert max(seen) <= len(batch) * 5  # the bound, plus the one append that was admitted
+    assert log.log_end_offset == 1000
+
+
+def test_admission_is_fifo_under_backpressure(open_log: OpenLog) -> None:
+    batch = make_batch(1, size=2000)
+    log = open_log(sluice_append_ack="queued", sluice_writer_queue_bytes=len(batch))
+
+    async def main() -> list[int]:
+        tasks = [asyncio.ensure_future(log.submit(make_batch(1, tag=f"n{i}"))) for i in range(50)]
+        offsets = [await t for t in tasks]
+        await log.aclose()
+        return offsets
+
+    assert run(main()) == list(range(50))  # arrival order is offset order
+
+
+def test_invalid_batch_fails_only_its_caller(open_log: OpenLog) -> None:
+    log = open_log()
+    bad = bytearray(make_batch(2))
+    bad[-1] ^= 1
+
+    async def main() -> list[Any]:
+        results = await asyncio.gather(
+            log.submit(make_batch(2)), log.submit(bytes(bad)), log.submit(make_batch(2)), return_exceptions=True
+        )
+        await log.aclose()
+        return list(results)
+
+    first, second, third = run(main())
+    assert first == 0 and isinstance(second, CorruptRecordError) and third == 2
+
+
+def test_submit_after_close_is_refused(open_log: OpenLog) -> None:
+    log = open_log()
+
+    async def main() -> None:
+        await log.submit(make_batch(1))
+        await log.aclose()
+        with pytest.raises(LogClosedError):
+            await log.submit(make_batch(1))
+
+    run(main())
+
+
+def test_flush_messages_triggers_background_fsync(open_log: OpenLog) -> None:
+    log = open_log(flush_messages=10)
+
+    async def main() -> None:
+        for _ in range(4):
+            await log.submit(make_batch(5))
+        while log.flush_count < 2:  # the sync task runs after the writer publishes
+            await asyncio.sleep(0)
+        assert log.flushed_offset >= 10
+        await log.aclose()
+
+    run(main())
+
+
+@contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """A real kernel write failure (EFBIG) for every write past ``limit`` bytes of a file."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+@pytest.mark.parametrize("mode", ["writer", "inline"])
+def test_io_error_fails_the_append_keeps_the_log_consistent_and_recovers(open_log: OpenLog, mode: str) -> None:
+    log = open_log(sluice_append_mode=mode)
+    small, big = make_batch(2), make_batch(50, size=200)
+
+    async def main() -> None:
+        assert await log.submit(small) == 0
+        with file_size_limit(log.active_segment.size + len(small) + 10):
+            assert await log.submit(small) == 2
+            results = await asyncio.gather(log.submit(big), log.submit(small), return_exceptions=True)
+        # the big one hits the limit; the small one was queued behind it (writer) or no
+        # longer fits (inline): both fail with KAFKA_STORAGE_ERROR, nothing is half-stored
+        assert all(isinstance(r, StorageError) and r.code == 56 for r in results), results
+        assert [o for o, _ in all_records(log)] == [0, 1, 2, 3]
+        end = log.log_end_offset
+        assert log.active_segment.file_size() == log.active_segment.size  # torn bytes removed
+        assert await log.submit(big) == end  # the cause is gone: appends work again
+        await log.aclose()
+
+    run(main())
+    again = open_log()
+    assert again.recovery.clean
+    assert again.log_end_offset == log.log_end_offset
