@@ -30,7 +30,9 @@ CRC_OFFSET = 17
 ATTRIBUTES_OFFSET = 21
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")
-_OFFSET_AND_EPOCH = struct.Struct(">q4xi")  # baseOffset, (batchLength skipped), partitionLeaderEpoch
+_OFFSET_AND_EPOCH = struct.Struct(
+    ">q4xi"
+)  # baseOffset, (batchLength skipped), partitionLeaderEpoch
 _BASE_OFFSET = struct.Struct(">q")
 _LENGTH = struct.Struct(">i")
 
@@ -130,7 +132,10 @@ def scan_batches(
     while pos < end:
         header = read_header(view, pos)
         _check_header(header, end - pos, max_batch_bytes)
-        if check_crc and crc32c.crc32c(view[pos + ATTRIBUTES_OFFSET : pos + header.size]) != header.crc:
+        if (
+            check_crc
+            and crc32c.crc32c(view[pos + ATTRIBUTES_OFFSET : pos + header.size]) != header.crc
+        ):
             raise CorruptRecordError(f"record batch at byte {pos} fails its CRC-32C check")
         headers.append(header)
         pos += header.size
@@ -142,7 +147,9 @@ def _check_header(header: BatchHeader, available: int, max_batch_bytes: int | No
         raise CorruptRecordError(f"record batch magic {header.magic} is not supported (only 2)")
     size = header.size
     if header.batch_length < HEADER_SIZE - LOG_OVERHEAD:
-        raise CorruptRecordError(f"record batch length {header.batch_length} is below the header size")
+        raise CorruptRecordError(
+            f"record batch length {header.batch_length} is below the header size"
+        )
     if max_batch_bytes is not None and size > max_batch_bytes:
         raise RecordTooLargeError(
             f"record batch of {size} bytes exceeds max.message.bytes={max_batch_bytes}"
@@ -163,7 +170,10 @@ def _check_header(header: BatchHeader, available: int, max_batch_bytes: int | No
 
 
 def assign_offsets(
-    buf: bytearray | memoryview, headers: Sequence[BatchHeader], base_offset: int, leader_epoch: int = 0
+    buf: bytearray | memoryview,
+    headers: Sequence[BatchHeader],
+    base_offset: int,
+    leader_epoch: int = 0,
 ) -> int:
     """Patch baseOffset and partitionLeaderEpoch of every batch in place; return the next offset.
 
@@ -177,9 +187,7 @@ def assign_offsets(
     return offset
 
 
-def iter_stored_batches(
-    buf: Bytes, position: int = 0, base: int = 0
-) -> Iterator[BatchHeader]:
+def iter_stored_batches(buf: Bytes, position: int = 0, base: int = 0) -> Iterator[BatchHeader]:
     """Walk batches already stored (trusted bounds, no CRC); stops at a partial trailing batch."""
     view = memoryview(buf)
     end = len(view)
@@ -324,17 +332,20 @@ def build_batch(
         body += r
     payload = _compress(compression, bytes(body))
     attributes = compression & COMPRESSION_MASK
-    tail = struct.pack(
-        ">hiqqqhii",
-        attributes,
-        len(records) - 1,
-        base_timestamp,
-        max_ts,
-        producer_id,
-        producer_epoch,
-        base_sequence,
-        len(records),
-    ) + payload
+    tail = (
+        struct.pack(
+            ">hiqqqhii",
+            attributes,
+            len(records) - 1,
+            base_timestamp,
+            max_ts,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            len(records),
+        )
+        + payload
+    )
     crc = crc32c.crc32c(tail)
     batch_length = 4 + 1 + 4 + len(tail)  # leader epoch, magic, crc, then the rest
     return struct.pack(">qiibI", base_offset, batch_length, 0, 2, crc) + tail
@@ -366,7 +377,9 @@ def decode_records(batch: Bytes) -> list[Record]:
         if pos != end:
             raise CorruptRecordError("record length disagrees with its contents")
         out.append(
-            Record(header.base_offset + off_delta, header.base_timestamp + ts_delta, key, value, hdrs)
+            Record(
+                header.base_offset + off_delta, header.base_timestamp + ts_delta, key, value, hdrs
+            )
         )
     return out
 

@@ -1,0 +1,1123 @@
+"""Typed request and response bodies for every API sluice speaks, with their wire schemas.
+
+Each field states its Kafka type and version ranges exactly as Apache Kafka's message JSON
+(clients/src/main/resources/common/message/*.json) does, so a per-version difference is one
+argument here rather than a branch in code. Field names are the JSON names in snake_case.
+Versions outside sluice's supported ranges are kept where the JSON has them (they cost nothing
+and make the declarations easy to check against the JSON), but only the ranges in
+:mod:`sluice.protocol.api_versions` are tested and accepted.
+"""
+
+# ruff: noqa: RUF009 -- f() returns a dataclasses.field(), which is what RUF009 wants
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import IntEnum
+
+from sluice.protocol.primitives import Buffer
+from sluice.protocol.schema import (
+    BOOL,
+    BYTES,
+    INT8,
+    INT16,
+    INT32,
+    INT64,
+    RECORDS,
+    STRING,
+    UUID,
+    Records,
+    arr,
+    f,
+)
+
+_INT32_MIN = -(2**31)
+
+
+class ApiKey(IntEnum):
+    PRODUCE = 0
+    FETCH = 1
+    LIST_OFFSETS = 2
+    METADATA = 3
+    OFFSET_COMMIT = 8
+    OFFSET_FETCH = 9
+    FIND_COORDINATOR = 10
+    JOIN_GROUP = 11
+    HEARTBEAT = 12
+    LEAVE_GROUP = 13
+    SYNC_GROUP = 14
+    DESCRIBE_GROUPS = 15
+    LIST_GROUPS = 16
+    SASL_HANDSHAKE = 17
+    API_VERSIONS = 18
+    CREATE_TOPICS = 19
+    DELETE_TOPICS = 20
+    DELETE_RECORDS = 21
+    INIT_PRODUCER_ID = 22
+    DESCRIBE_CONFIGS = 32
+    ALTER_CONFIGS = 33
+    CREATE_PARTITIONS = 37
+    SASL_AUTHENTICATE = 36
+    DELETE_GROUPS = 42
+    INCREMENTAL_ALTER_CONFIGS = 44
+    OFFSET_DELETE = 47
+
+
+# ---- Produce (0) ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class ProducePartitionData:
+    index: int = f(INT32)
+    records: Buffer | None = f(RECORDS, nullable="0+")
+
+
+@dataclass(slots=True, kw_only=True)
+class ProduceTopicData:
+    name: str = f(STRING)
+    partition_data: list[ProducePartitionData] = f(arr(ProducePartitionData))
+
+
+@dataclass(slots=True, kw_only=True)
+class ProduceRequest:
+    transactional_id: str | None = f(STRING, "3+", nullable="3+", default=None)
+    acks: int = f(INT16)
+    timeout_ms: int = f(INT32)
+    topic_data: list[ProduceTopicData] = f(arr(ProduceTopicData))
+
+
+@dataclass(slots=True, kw_only=True)
+class BatchIndexAndErrorMessage:
+    batch_index: int = f(INT32, "8+")
+    batch_index_error_message: str | None = f(STRING, "8+", nullable="8+", default=None)
+
+
+@dataclass(slots=True, kw_only=True)
+class LeaderIdAndEpoch:
+    leader_id: int = f(INT32, default=-1)
+    leader_epoch: int = f(INT32, default=-1)
+
+
+@dataclass(slots=True, kw_only=True)
+class NodeEndpoint:
+    node_id: int = f(INT32)
+    host: str = f(STRING)
+    port: int = f(INT32)
+    rack: str | None = f(STRING, nullable="0+", default=None)
+
+
+@dataclass(slots=True, kw_only=True)
+class ProducePartitionResponse:
+    index: int = f(INT32)
+    error_code: int = f(INT16)
+    base_offset: int = f(INT64)
+    log_append_time_ms: int = f(INT64, "2+", default=-1)
+    log_start_offset: int = f(INT64, "5+", default=-1)
+    record_errors: list[BatchIndexAndErrorMessage] = f(arr(BatchIndexAndErrorMessage), "8+")
+    error_message: str | None = f(STRING, "8+", nullable="8+", default=None)
+    current_leader: LeaderIdAndEpoch | None = f(LeaderIdAndEpoch, "10+", tag=0)
+
+
+@dataclass(slots=True, kw_only=True)
+class ProduceTopicResponse:
+    name: str = f(STRING)
+    partition_responses: list[ProducePartitionResponse] = f(arr(ProducePartitionResponse))
+
+
+@dataclass(slots=True, kw_only=True)
+class ProduceResponse:
+    responses: list[ProduceTopicResponse] = f(arr(ProduceTopicResponse))
+    throttle_time_ms: int = f(INT32, "1+")
+    node_endpoints: list[NodeEndpoint] = f(arr(NodeEndpoint), "10+", tag=0)
+
+
+# ---- Fetch (1) -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class ReplicaState:
+    replica_id: int = f(INT32, default=-1)
+    replica_epoch: int = f(INT64, default=-1)
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchPartition:
+    partition: int = f(INT32)
+    current_leader_epoch: int = f(INT32, "9+", default=-1)
+    fetch_offset: int = f(INT64)
+    last_fetched_epoch: int = f(INT32, "12+", default=-1)
+    log_start_offset: int = f(INT64, "5+", default=-1)
+    partition_max_bytes: int = f(INT32)
+    replica_directory_id: uuid.UUID = f(UUID, "17+", tag=0)
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchTopic:
+    topic: str = f(STRING, "0-12")
+    topic_id: uuid.UUID = f(UUID, "13+")
+    partitions: list[FetchPartition] = f(arr(FetchPartition))
+
+
+@dataclass(slots=True, kw_only=True)
+class ForgottenTopic:
+    topic: str = f(STRING, "7-12")
+    topic_id: uuid.UUID = f(UUID, "13+")
+    partitions: list[int] = f(arr(INT32), "7+")
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchRequest:
+    cluster_id: str | None = f(STRING, "12+", nullable="12+", tag=0, default=None)
+    replica_id: int = f(INT32, "0-14", default=-1)
+    replica_state: ReplicaState | None = f(ReplicaState, "15+", tag=1)
+    max_wait_ms: int = f(INT32)
+    min_bytes: int = f(INT32)
+    max_bytes: int = f(INT32, "3+", default=0x7FFFFFFF)
+    isolation_level: int = f(INT8, "4+", default=0)
+    session_id: int = f(INT32, "7+", default=0)
+    session_epoch: int = f(INT32, "7+", default=-1)
+    topics: list[FetchTopic] = f(arr(FetchTopic))
+    forgotten_topics_data: list[ForgottenTopic] = f(arr(ForgottenTopic), "7+")
+    rack_id: str = f(STRING, "11+", default="")
+
+
+@dataclass(slots=True, kw_only=True)
+class EpochEndOffset:
+    epoch: int = f(INT32, default=-1)
+    end_offset: int = f(INT64, default=-1)
+
+
+@dataclass(slots=True, kw_only=True)
+class SnapshotId:
+    end_offset: int = f(INT64, default=-1)
+    epoch: int = f(INT32, default=-1)
+
+
+@dataclass(slots=True, kw_only=True)
+class AbortedTransaction:
+    producer_id: int = f(INT64, "4+")
+    first_offset: int = f(INT64, "4+")
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchPartitionData:
+    partition_index: int = f(INT32)
+    error_code: int = f(INT16)
+    high_watermark: int = f(INT64)
+    last_stable_offset: int = f(INT64, "4+", default=-1)
+    log_start_offset: int = f(INT64, "5+", default=-1)
+    diverging_epoch: EpochEndOffset | None = f(EpochEndOffset, "12+", tag=0)
+    current_leader: LeaderIdAndEpoch | None = f(LeaderIdAndEpoch, "12+", tag=1)
+    snapshot_id: SnapshotId | None = f(SnapshotId, "12+", tag=2)
+    aborted_transactions: list[AbortedTransaction] | None = f(
+        arr(AbortedTransaction), "4+", nullable="4+"
+    )
+    preferred_read_replica: int = f(INT32, "11+", default=-1)
+    records: Records | None = f(RECORDS, nullable="0+")
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchableTopicResponse:
+    topic: str = f(STRING, "0-12")
+    topic_id: uuid.UUID = f(UUID, "13+")
+    partitions: list[FetchPartitionData] = f(arr(FetchPartitionData))
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchResponse:
+    throttle_time_ms: int = f(INT32, "1+")
+    error_code: int = f(INT16, "7+")
+    session_id: int = f(INT32, "7+", default=0)
+    responses: list[FetchableTopicResponse] = f(arr(FetchableTopicResponse))
+    node_endpoints: list[NodeEndpoint] = f(arr(NodeEndpoint), "16+", tag=0)
+
+
+# ---- ListOffsets (2) -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class ListOffsetsPartition:
+    partition_index: int = f(INT32)
+    current_leader_epoch: int = f(INT32, "4+", default=-1)
+    timestamp: int = f(INT64)
+    max_num_offsets: int = f(INT32, "0", default=1)
+
+
+@dataclass(slots=True, kw_only=True)
+class ListOffsetsTopic:
+    name: str = f(STRING)
+    partitions: list[ListOffsetsPartition] = f(arr(ListOffsetsPartition))
+
+
+@dataclass(slots=True, kw_only=True)
+class ListOffsetsRequest:
+    replica_id: int = f(INT32, default=-1)
+    isolation_level: int = f(INT8, "2+")
+    topics: list[ListOffsetsTopic] = f(arr(ListOffsetsTopic))
+    timeout_ms: int = f(INT32, "10+")
+
+
+@dataclass(slots=True, kw_only=True)
+class ListOffsetsPartitionResponse:
+    partition_index: int = f(INT32)
+    error_code: int = f(INT16)
+    old_style_offsets: list[int] = f(arr(INT64), "0")
+    timestamp: int = f(INT64, "1+", default=-1)
+    offset: int = f(INT64, "1+", default=-1)
+    leader_epoch: int = f(INT32, "4+", default=-1)
+
+
+@dataclass(slots=True, kw_only=True)
+class ListOffsetsTopicResponse:
+    name: str = f(STRING)
+    partitions: list[ListOffsetsPartitionResponse] = f(arr(ListOffsetsPartitionResponse))
+
+
+@dataclass(slots=True, kw_only=True)
+class ListOffsetsResponse:
+    throttle_time_ms: int = f(INT32, "2+")
+    topics: list[ListOffsetsTopicResponse] = f(arr(ListOffsetsTopicResponse))
+
+
+# ---- Metadata (3) --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class MetadataRequestTopic:
+    topic_id: uuid.UUID = f(UUID, "10+")
+    name: str | None = f(STRING, nullable="10+")
+
+
+@dataclass(slots=True, kw_only=True)
+class MetadataRequest:
+    topics: list[MetadataRequestTopic] | None = f(arr(MetadataRequestTopic), nullable="1+")
+    """None asks for every topic (v1+); an empty list for none."""
+    allow_auto_topic_creation: bool = f(BOOL, "4+", default=True)
+    include_cluster_authorized_operations: bool = f(BOOL, "8-10")
+    include_topic_authorized_operations: bool = f(BOOL, "8+")
+
+
+@dataclass(slots=True, kw_only=True)
+class MetadataResponseBroker:
+    node_id: int = f(INT32)
+    host: str = f(STRING)
+    port: int = f(INT32)
+    rack: str | None = f(STRING, "1+", nullable="1+", default=None)
+
+
+@dataclass(slots=True, kw_only=True)
+class MetadataResponsePartition:
+    error_code: int = f(INT16)
+    partition_index: int = f(INT32)
+    leader_id: int = f(INT32)
+    leader_epoch: int = f(INT32, "7+", default=-1)
+    replica_nodes: list[int] = f(arr(INT32))
+    isr_nodes: list[int] = f(arr(INT32))
+    offline_replicas: list[int] = f(arr(INT32), "5+")
+
+
+@dataclass(slots=True, kw_only=True)
+class MetadataResponseTopic:
+    error_code: int = f(INT16)
+    name: str | None = f(STRING, nullable="12+")
+    topic_id: uuid.UUID = f(UUID, "10+")
+    is_internal: bool = f(BOOL, "1+", default=False)
+    partitions: list[MetadataResponsePartition] = f(arr(MetadataResponsePartition))
+    topic_authorized_operations: int = f(INT32, "8+", default=_INT32_MIN)
+
+
+@dataclass(slots=True, kw_only=True)
+class MetadataResponse:
+    throttle_time_ms: int = f(INT32, "3+")
+    brokers: list[MetadataResponseBroker] = f(arr(MetadataResponseBroker))
+    cluster_id: str | None = f(STRING, "2+", nullable="2+", default=None)
+    controller_id: int = f(INT32, "1+", default=-1)
+    topics: list[MetadataResponseTopic] = f(arr(MetadataResponseTopic))
+    cluster_authorized_operations: int = f(INT32, "8-10", default=_INT32_MIN)
+
+
+# ---- OffsetCommit (8) ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetCommitRequestPartition:
+    partition_index: int = f(INT32)
+    committed_offset: int = f(INT64)
+    committed_leader_epoch: int = f(INT32, "6+", default=-1)
+    commit_timestamp: int = f(INT64, "1", default=-1)
+    committed_metadata: str | None = f(STRING, nullable="0+")
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetCommitRequestTopic:
+    name: str = f(STRING)
+    partitions: list[OffsetCommitRequestPartition] = f(arr(OffsetCommitRequestPartition))
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetCommitRequest:
+    group_id: str = f(STRING)
+    generation_id_or_member_epoch: int = f(INT32, "1+", default=-1)
+    member_id: str = f(STRING, "1+")
+    group_instance_id: str | None = f(STRING, "7+", nullable="7+", default=None)
+    retention_time_ms: int = f(INT64, "2-4", default=-1)
+    topics: list[OffsetCommitRequestTopic] = f(arr(OffsetCommitRequestTopic))
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetCommitResponsePartition:
+    partition_index: int = f(INT32)
+    error_code: int = f(INT16)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetCommitResponseTopic:
+    name: str = f(STRING)
+    partitions: list[OffsetCommitResponsePartition] = f(arr(OffsetCommitResponsePartition))
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetCommitResponse:
+    throttle_time_ms: int = f(INT32, "3+")
+    topics: list[OffsetCommitResponseTopic] = f(arr(OffsetCommitResponseTopic))
+
+
+# ---- OffsetFetch (9) -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetFetchRequestTopic:
+    name: str = f(STRING)
+    partition_indexes: list[int] = f(arr(INT32))
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetFetchRequestGroup:
+    group_id: str = f(STRING, "8+")
+    member_id: str | None = f(STRING, "9+", nullable="9+", default=None)
+    member_epoch: int = f(INT32, "9+", default=-1)
+    topics: list[OffsetFetchRequestTopic] | None = f(
+        arr(OffsetFetchRequestTopic), "8+", nullable="8+"
+    )
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetFetchRequest:
+    group_id: str = f(STRING, "0-7")
+    topics: list[OffsetFetchRequestTopic] | None = f(
+        arr(OffsetFetchRequestTopic), "0-7", nullable="2-7"
+    )
+    """v0-7: None (v2+) asks for every committed partition of ``group_id``."""
+    groups: list[OffsetFetchRequestGroup] = f(arr(OffsetFetchRequestGroup), "8+")
+    require_stable: bool = f(BOOL, "7+", default=False)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetFetchResponsePartition:
+    partition_index: int = f(INT32)
+    committed_offset: int = f(INT64)
+    committed_leader_epoch: int = f(INT32, "5+", default=-1)
+    metadata: str | None = f(STRING, nullable="0+")
+    error_code: int = f(INT16)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetFetchResponseTopic:
+    name: str = f(STRING)
+    partitions: list[OffsetFetchResponsePartition] = f(arr(OffsetFetchResponsePartition))
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetFetchResponseGroup:
+    group_id: str = f(STRING, "8+")
+    topics: list[OffsetFetchResponseTopic] = f(arr(OffsetFetchResponseTopic), "8+")
+    error_code: int = f(INT16, "8+", default=0)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetFetchResponse:
+    throttle_time_ms: int = f(INT32, "3+")
+    topics: list[OffsetFetchResponseTopic] = f(arr(OffsetFetchResponseTopic), "0-7")
+    error_code: int = f(INT16, "2-7", default=0)
+    groups: list[OffsetFetchResponseGroup] = f(arr(OffsetFetchResponseGroup), "8+")
+
+
+# ---- FindCoordinator (10) ------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class FindCoordinatorRequest:
+    key: str = f(STRING, "0-3")
+    key_type: int = f(INT8, "1+", default=0)
+    """0 group, 1 transaction."""
+    coordinator_keys: list[str] = f(arr(STRING), "4+")
+
+
+@dataclass(slots=True, kw_only=True)
+class Coordinator:
+    key: str = f(STRING, "4+")
+    node_id: int = f(INT32, "4+")
+    host: str = f(STRING, "4+")
+    port: int = f(INT32, "4+")
+    error_code: int = f(INT16, "4+")
+    error_message: str | None = f(STRING, "4+", nullable="4+")
+
+
+@dataclass(slots=True, kw_only=True)
+class FindCoordinatorResponse:
+    throttle_time_ms: int = f(INT32, "1+")
+    error_code: int = f(INT16, "0-3")
+    error_message: str | None = f(STRING, "1-3", nullable="1-3")
+    node_id: int = f(INT32, "0-3")
+    host: str = f(STRING, "0-3")
+    port: int = f(INT32, "0-3")
+    coordinators: list[Coordinator] = f(arr(Coordinator), "4+")
+
+
+# ---- JoinGroup (11) ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class JoinGroupRequestProtocol:
+    name: str = f(STRING)
+    metadata: Buffer = f(BYTES)
+
+
+@dataclass(slots=True, kw_only=True)
+class JoinGroupRequest:
+    group_id: str = f(STRING)
+    session_timeout_ms: int = f(INT32)
+    rebalance_timeout_ms: int = f(INT32, "1+", default=-1)
+    member_id: str = f(STRING)
+    group_instance_id: str | None = f(STRING, "5+", nullable="5+", default=None)
+    protocol_type: str = f(STRING)
+    protocols: list[JoinGroupRequestProtocol] = f(arr(JoinGroupRequestProtocol))
+    reason: str | None = f(STRING, "8+", nullable="8+", default=None)
+
+
+@dataclass(slots=True, kw_only=True)
+class JoinGroupResponseMember:
+    member_id: str = f(STRING)
+    group_instance_id: str | None = f(STRING, "5+", nullable="5+", default=None)
+    metadata: Buffer = f(BYTES)
+
+
+@dataclass(slots=True, kw_only=True)
+class JoinGroupResponse:
+    throttle_time_ms: int = f(INT32, "2+")
+    error_code: int = f(INT16)
+    generation_id: int = f(INT32, default=-1)
+    protocol_type: str | None = f(STRING, "7+", nullable="7+", default=None)
+    protocol_name: str | None = f(STRING, nullable="7+")
+    leader: str = f(STRING)
+    skip_assignment: bool = f(BOOL, "9+", default=False)
+    member_id: str = f(STRING)
+    members: list[JoinGroupResponseMember] = f(arr(JoinGroupResponseMember))
+
+
+# ---- Heartbeat (12), LeaveGroup (13), SyncGroup (14) ---------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class HeartbeatRequest:
+    group_id: str = f(STRING)
+    generation_id: int = f(INT32)
+    member_id: str = f(STRING)
+    group_instance_id: str | None = f(STRING, "3+", nullable="3+", default=None)
+
+
+@dataclass(slots=True, kw_only=True)
+class HeartbeatResponse:
+    throttle_time_ms: int = f(INT32, "1+")
+    error_code: int = f(INT16)
+
+
+@dataclass(slots=True, kw_only=True)
+class MemberIdentity:
+    member_id: str = f(STRING, "3+")
+    group_instance_id: str | None = f(STRING, "3+", nullable="3+", default=None)
+    reason: str | None = f(STRING, "5+", nullable="5+", default=None)
+
+
+@dataclass(slots=True, kw_only=True)
+class LeaveGroupRequest:
+    group_id: str = f(STRING)
+    member_id: str = f(STRING, "0-2")
+    members: list[MemberIdentity] = f(arr(MemberIdentity), "3+")
+
+
+@dataclass(slots=True, kw_only=True)
+class LeaveGroupMemberResponse:
+    member_id: str = f(STRING, "3+")
+    group_instance_id: str | None = f(STRING, "3+", nullable="3+")
+    error_code: int = f(INT16, "3+")
+
+
+@dataclass(slots=True, kw_only=True)
+class LeaveGroupResponse:
+    throttle_time_ms: int = f(INT32, "1+")
+    error_code: int = f(INT16)
+    members: list[LeaveGroupMemberResponse] = f(arr(LeaveGroupMemberResponse), "3+")
+
+
+@dataclass(slots=True, kw_only=True)
+class SyncGroupRequestAssignment:
+    member_id: str = f(STRING)
+    assignment: Buffer = f(BYTES)
+
+
+@dataclass(slots=True, kw_only=True)
+class SyncGroupRequest:
+    group_id: str = f(STRING)
+    generation_id: int = f(INT32)
+    member_id: str = f(STRING)
+    group_instance_id: str | None = f(STRING, "3+", nullable="3+", default=None)
+    protocol_type: str | None = f(STRING, "5+", nullable="5+", default=None)
+    protocol_name: str | None = f(STRING, "5+", nullable="5+", default=None)
+    assignments: list[SyncGroupRequestAssignment] = f(arr(SyncGroupRequestAssignment))
+
+
+@dataclass(slots=True, kw_only=True)
+class SyncGroupResponse:
+    throttle_time_ms: int = f(INT32, "1+")
+    error_code: int = f(INT16)
+    protocol_type: str | None = f(STRING, "5+", nullable="5+", default=None)
+    protocol_name: str | None = f(STRING, "5+", nullable="5+", default=None)
+    assignment: Buffer = f(BYTES)
+
+
+# ---- DescribeGroups (15), ListGroups (16) --------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeGroupsRequest:
+    groups: list[str] = f(arr(STRING))
+    include_authorized_operations: bool = f(BOOL, "3+")
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribedGroupMember:
+    member_id: str = f(STRING)
+    group_instance_id: str | None = f(STRING, "4+", nullable="4+", default=None)
+    client_id: str = f(STRING)
+    client_host: str = f(STRING)
+    member_metadata: Buffer = f(BYTES)
+    member_assignment: Buffer = f(BYTES)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribedGroup:
+    error_code: int = f(INT16)
+    group_id: str = f(STRING)
+    group_state: str = f(STRING)
+    protocol_type: str = f(STRING)
+    protocol_data: str = f(STRING)
+    members: list[DescribedGroupMember] = f(arr(DescribedGroupMember))
+    authorized_operations: int = f(INT32, "3+", default=_INT32_MIN)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeGroupsResponse:
+    throttle_time_ms: int = f(INT32, "1+")
+    groups: list[DescribedGroup] = f(arr(DescribedGroup))
+
+
+@dataclass(slots=True, kw_only=True)
+class ListGroupsRequest:
+    states_filter: list[str] = f(arr(STRING), "4+")
+    types_filter: list[str] = f(arr(STRING), "5+")
+
+
+@dataclass(slots=True, kw_only=True)
+class ListedGroup:
+    group_id: str = f(STRING)
+    protocol_type: str = f(STRING)
+    group_state: str = f(STRING, "4+")
+    group_type: str = f(STRING, "5+")
+
+
+@dataclass(slots=True, kw_only=True)
+class ListGroupsResponse:
+    throttle_time_ms: int = f(INT32, "1+")
+    error_code: int = f(INT16)
+    groups: list[ListedGroup] = f(arr(ListedGroup))
+
+
+# ---- SaslHandshake (17), ApiVersions (18) --------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class SaslHandshakeRequest:
+    mechanism: str = f(STRING)
+
+
+@dataclass(slots=True, kw_only=True)
+class SaslHandshakeResponse:
+    error_code: int = f(INT16)
+    mechanisms: list[str] = f(arr(STRING))
+
+
+@dataclass(slots=True, kw_only=True)
+class ApiVersionsRequest:
+    client_software_name: str = f(STRING, "3+")
+    client_software_version: str = f(STRING, "3+")
+
+
+@dataclass(slots=True, kw_only=True)
+class ApiVersion:
+    api_key: int = f(INT16)
+    min_version: int = f(INT16)
+    max_version: int = f(INT16)
+
+
+@dataclass(slots=True, kw_only=True)
+class SupportedFeatureKey:
+    name: str = f(STRING, "3+")
+    min_version: int = f(INT16, "3+")
+    max_version: int = f(INT16, "3+")
+
+
+@dataclass(slots=True, kw_only=True)
+class FinalizedFeatureKey:
+    name: str = f(STRING, "3+")
+    max_version_level: int = f(INT16, "3+")
+    min_version_level: int = f(INT16, "3+")
+
+
+@dataclass(slots=True, kw_only=True)
+class ApiVersionsResponse:
+    error_code: int = f(INT16)
+    api_keys: list[ApiVersion] = f(arr(ApiVersion))
+    throttle_time_ms: int = f(INT32, "1+")
+    supported_features: list[SupportedFeatureKey] = f(arr(SupportedFeatureKey), "3+", tag=0)
+    finalized_features_epoch: int = f(INT64, "3+", tag=1, default=-1)
+    finalized_features: list[FinalizedFeatureKey] = f(arr(FinalizedFeatureKey), "3+", tag=2)
+    zk_migration_ready: bool = f(BOOL, "3+", tag=3, default=False)
+
+
+# ---- CreateTopics (19), DeleteTopics (20) --------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatableReplicaAssignment:
+    partition_index: int = f(INT32)
+    broker_ids: list[int] = f(arr(INT32))
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatableTopicConfig:
+    name: str = f(STRING)
+    value: str | None = f(STRING, nullable="0+")
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatableTopic:
+    name: str = f(STRING)
+    num_partitions: int = f(INT32)
+    """-1: the broker default (v4+)."""
+    replication_factor: int = f(INT16)
+    assignments: list[CreatableReplicaAssignment] = f(arr(CreatableReplicaAssignment))
+    configs: list[CreatableTopicConfig] = f(arr(CreatableTopicConfig))
+
+
+@dataclass(slots=True, kw_only=True)
+class CreateTopicsRequest:
+    topics: list[CreatableTopic] = f(arr(CreatableTopic))
+    timeout_ms: int = f(INT32, default=60000)
+    validate_only: bool = f(BOOL, "1+", default=False)
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatableTopicConfigs:
+    name: str = f(STRING, "5+")
+    value: str | None = f(STRING, "5+", nullable="5+")
+    read_only: bool = f(BOOL, "5+")
+    config_source: int = f(INT8, "5+", default=-1)
+    is_sensitive: bool = f(BOOL, "5+")
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatableTopicResult:
+    name: str = f(STRING)
+    topic_id: uuid.UUID = f(UUID, "7+")
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, "1+", nullable="0+")
+    topic_config_error_code: int = f(INT16, "5+", tag=0)
+    num_partitions: int = f(INT32, "5+", default=-1)
+    replication_factor: int = f(INT16, "5+", default=-1)
+    configs: list[CreatableTopicConfigs] | None = f(arr(CreatableTopicConfigs), "5+", nullable="5+")
+
+
+@dataclass(slots=True, kw_only=True)
+class CreateTopicsResponse:
+    throttle_time_ms: int = f(INT32, "2+")
+    topics: list[CreatableTopicResult] = f(arr(CreatableTopicResult))
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteTopicState:
+    name: str | None = f(STRING, "6+", nullable="6+", default=None)
+    topic_id: uuid.UUID = f(UUID, "6+")
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteTopicsRequest:
+    topics: list[DeleteTopicState] = f(arr(DeleteTopicState), "6+")
+    topic_names: list[str] = f(arr(STRING), "0-5")
+    timeout_ms: int = f(INT32)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeletableTopicResult:
+    name: str | None = f(STRING, nullable="6+")
+    topic_id: uuid.UUID = f(UUID, "6+")
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, "5+", nullable="5+", default=None)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteTopicsResponse:
+    throttle_time_ms: int = f(INT32, "1+")
+    responses: list[DeletableTopicResult] = f(arr(DeletableTopicResult))
+
+
+# ---- DeleteRecords (21), InitProducerId (22) -----------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteRecordsPartition:
+    partition_index: int = f(INT32)
+    offset: int = f(INT64)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteRecordsTopic:
+    name: str = f(STRING)
+    partitions: list[DeleteRecordsPartition] = f(arr(DeleteRecordsPartition))
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteRecordsRequest:
+    topics: list[DeleteRecordsTopic] = f(arr(DeleteRecordsTopic))
+    timeout_ms: int = f(INT32)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteRecordsPartitionResult:
+    partition_index: int = f(INT32)
+    low_watermark: int = f(INT64)
+    error_code: int = f(INT16)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteRecordsTopicResult:
+    name: str = f(STRING)
+    partitions: list[DeleteRecordsPartitionResult] = f(arr(DeleteRecordsPartitionResult))
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteRecordsResponse:
+    throttle_time_ms: int = f(INT32)
+    topics: list[DeleteRecordsTopicResult] = f(arr(DeleteRecordsTopicResult))
+
+
+@dataclass(slots=True, kw_only=True)
+class InitProducerIdRequest:
+    transactional_id: str | None = f(STRING, nullable="0+", default=None)
+    transaction_timeout_ms: int = f(INT32)
+    producer_id: int = f(INT64, "3+", default=-1)
+    producer_epoch: int = f(INT16, "3+", default=-1)
+
+
+@dataclass(slots=True, kw_only=True)
+class InitProducerIdResponse:
+    throttle_time_ms: int = f(INT32)
+    error_code: int = f(INT16)
+    producer_id: int = f(INT64, default=-1)
+    producer_epoch: int = f(INT16)
+
+
+# ---- DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44) -----------------------
+
+
+class ConfigResourceType(IntEnum):
+    UNKNOWN = 0
+    TOPIC = 2
+    BROKER = 4
+    BROKER_LOGGER = 8
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeConfigsResource:
+    resource_type: int = f(INT8)
+    resource_name: str = f(STRING)
+    configuration_keys: list[str] | None = f(arr(STRING), nullable="0+")
+    """None: every config of the resource."""
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeConfigsRequest:
+    resources: list[DescribeConfigsResource] = f(arr(DescribeConfigsResource))
+    include_synonyms: bool = f(BOOL, "1+", default=False)
+    include_documentation: bool = f(BOOL, "3+", default=False)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeConfigsSynonym:
+    name: str = f(STRING, "1+")
+    value: str | None = f(STRING, "1+", nullable="0+")
+    source: int = f(INT8, "1+")
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeConfigsResourceResult:
+    name: str = f(STRING)
+    value: str | None = f(STRING, nullable="0+")
+    read_only: bool = f(BOOL)
+    is_default: bool = f(BOOL, "0")
+    config_source: int = f(INT8, "1+", default=-1)
+    is_sensitive: bool = f(BOOL)
+    synonyms: list[DescribeConfigsSynonym] = f(arr(DescribeConfigsSynonym), "1+")
+    config_type: int = f(INT8, "3+", default=0)
+    documentation: str | None = f(STRING, "3+", nullable="0+")
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeConfigsResult:
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, nullable="0+")
+    resource_type: int = f(INT8)
+    resource_name: str = f(STRING)
+    configs: list[DescribeConfigsResourceResult] = f(arr(DescribeConfigsResourceResult))
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeConfigsResponse:
+    throttle_time_ms: int = f(INT32)
+    results: list[DescribeConfigsResult] = f(arr(DescribeConfigsResult))
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterableConfig:
+    name: str = f(STRING)
+    value: str | None = f(STRING, nullable="0+")
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterConfigsResource:
+    resource_type: int = f(INT8)
+    resource_name: str = f(STRING)
+    configs: list[AlterableConfig] = f(arr(AlterableConfig))
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterConfigsRequest:
+    resources: list[AlterConfigsResource] = f(arr(AlterConfigsResource))
+    validate_only: bool = f(BOOL)
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterConfigsResourceResponse:
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, nullable="0+")
+    resource_type: int = f(INT8)
+    resource_name: str = f(STRING)
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterConfigsResponse:
+    throttle_time_ms: int = f(INT32)
+    responses: list[AlterConfigsResourceResponse] = f(arr(AlterConfigsResourceResponse))
+
+
+class ConfigOperation(IntEnum):
+    SET = 0
+    DELETE = 1
+    APPEND = 2
+    SUBTRACT = 3
+
+
+@dataclass(slots=True, kw_only=True)
+class IncrementalAlterableConfig:
+    name: str = f(STRING)
+    config_operation: int = f(INT8)
+    value: str | None = f(STRING, nullable="0+")
+
+
+@dataclass(slots=True, kw_only=True)
+class IncrementalAlterConfigsResource:
+    resource_type: int = f(INT8)
+    resource_name: str = f(STRING)
+    configs: list[IncrementalAlterableConfig] = f(arr(IncrementalAlterableConfig))
+
+
+@dataclass(slots=True, kw_only=True)
+class IncrementalAlterConfigsRequest:
+    resources: list[IncrementalAlterConfigsResource] = f(arr(IncrementalAlterConfigsResource))
+    validate_only: bool = f(BOOL)
+
+
+@dataclass(slots=True, kw_only=True)
+class IncrementalAlterConfigsResponse:
+    throttle_time_ms: int = f(INT32)
+    responses: list[AlterConfigsResourceResponse] = f(arr(AlterConfigsResourceResponse))
+
+
+# ---- SaslAuthenticate (36), CreatePartitions (37) ------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class SaslAuthenticateRequest:
+    auth_bytes: Buffer = f(BYTES)
+
+
+@dataclass(slots=True, kw_only=True)
+class SaslAuthenticateResponse:
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, nullable="0+")
+    auth_bytes: Buffer = f(BYTES)
+    session_lifetime_ms: int = f(INT64, "1+", default=0)
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatePartitionsAssignment:
+    broker_ids: list[int] = f(arr(INT32))
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatePartitionsTopic:
+    name: str = f(STRING)
+    count: int = f(INT32)
+    assignments: list[CreatePartitionsAssignment] | None = f(
+        arr(CreatePartitionsAssignment), nullable="0+", default=None
+    )
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatePartitionsRequest:
+    topics: list[CreatePartitionsTopic] = f(arr(CreatePartitionsTopic))
+    timeout_ms: int = f(INT32)
+    validate_only: bool = f(BOOL)
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatePartitionsTopicResult:
+    name: str = f(STRING)
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, nullable="0+", default=None)
+
+
+@dataclass(slots=True, kw_only=True)
+class CreatePartitionsResponse:
+    throttle_time_ms: int = f(INT32)
+    results: list[CreatePartitionsTopicResult] = f(arr(CreatePartitionsTopicResult))
+
+
+# ---- DeleteGroups (42), OffsetDelete (47) --------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteGroupsRequest:
+    groups_names: list[str] = f(arr(STRING))
+
+
+@dataclass(slots=True, kw_only=True)
+class DeletableGroupResult:
+    group_id: str = f(STRING)
+    error_code: int = f(INT16)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeleteGroupsResponse:
+    throttle_time_ms: int = f(INT32)
+    results: list[DeletableGroupResult] = f(arr(DeletableGroupResult))
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetDeleteRequestPartition:
+    partition_index: int = f(INT32)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetDeleteRequestTopic:
+    name: str = f(STRING)
+    partitions: list[OffsetDeleteRequestPartition] = f(arr(OffsetDeleteRequestPartition))
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetDeleteRequest:
+    group_id: str = f(STRING)
+    topics: list[OffsetDeleteRequestTopic] = f(arr(OffsetDeleteRequestTopic))
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetDeleteResponsePartition:
+    partition_index: int = f(INT32)
+    error_code: int = f(INT16)
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetDeleteResponseTopic:
+    name: str = f(STRING)
+    partitions: list[OffsetDeleteResponsePartition] = f(arr(OffsetDeleteResponsePartition))
+
+
+@dataclass(slots=True, kw_only=True)
+class OffsetDeleteResponse:
+    error_code: int = f(INT16)
+    throttle_time_ms: int = f(INT32)
+    topics: list[OffsetDeleteResponseTopic] = f(arr(OffsetDeleteResponseTopic))
+
+
+# ---- the registry --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSpec:
+    key: ApiKey
+    request: type
+    response: type
+    flexible_from: int | None
+    """First flexible version (compact encodings, tagged fields, header v2/v1); None: never."""
+
+    def flexible(self, version: int) -> bool:
+        return self.flexible_from is not None and version >= self.flexible_from
+
+
+APIS: dict[int, ApiSpec] = {
+    s.key: s
+    for s in (
+        ApiSpec(ApiKey.PRODUCE, ProduceRequest, ProduceResponse, 9),
+        ApiSpec(ApiKey.FETCH, FetchRequest, FetchResponse, 12),
+        ApiSpec(ApiKey.LIST_OFFSETS, ListOffsetsRequest, ListOffsetsResponse, 6),
+        ApiSpec(ApiKey.METADATA, MetadataRequest, MetadataResponse, 9),
+        ApiSpec(ApiKey.OFFSET_COMMIT, OffsetCommitRequest, OffsetCommitResponse, 8),
+        ApiSpec(ApiKey.OFFSET_FETCH, OffsetFetchRequest, OffsetFetchResponse, 6),
+        ApiSpec(ApiKey.FIND_COORDINATOR, FindCoordinatorRequest, FindCoordinatorResponse, 3),
+        ApiSpec(ApiKey.JOIN_GROUP, JoinGroupRequest, JoinGroupResponse, 6),
+        ApiSpec(ApiKey.HEARTBEAT, HeartbeatRequest, HeartbeatResponse, 4),
+        ApiSpec(ApiKey.LEAVE_GROUP, LeaveGroupRequest, LeaveGroupResponse, 4),
+        ApiSpec(ApiKey.SYNC_GROUP, SyncGroupRequest, SyncGroupResponse, 4),
+        ApiSpec(ApiKey.DESCRIBE_GROUPS, DescribeGroupsRequest, DescribeGroupsResponse, 5),
+        ApiSpec(ApiKey.LIST_GROUPS, ListGroupsRequest, ListGroupsResponse, 3),
+        ApiSpec(ApiKey.SASL_HANDSHAKE, SaslHandshakeRequest, SaslHandshakeResponse, None),
+        ApiSpec(ApiKey.API_VERSIONS, ApiVersionsRequest, ApiVersionsResponse, 3),
+        ApiSpec(ApiKey.CREATE_TOPICS, CreateTopicsRequest, CreateTopicsResponse, 5),
+        ApiSpec(ApiKey.DELETE_TOPICS, DeleteTopicsRequest, DeleteTopicsResponse, 4),
+        ApiSpec(ApiKey.DELETE_RECORDS, DeleteRecordsRequest, DeleteRecordsResponse, 2),
+        ApiSpec(ApiKey.INIT_PRODUCER_ID, InitProducerIdRequest, InitProducerIdResponse, 2),
+        ApiSpec(ApiKey.DESCRIBE_CONFIGS, DescribeConfigsRequest, DescribeConfigsResponse, 4),
+        ApiSpec(ApiKey.ALTER_CONFIGS, AlterConfigsRequest, AlterConfigsResponse, 2),
+        ApiSpec(ApiKey.SASL_AUTHENTICATE, SaslAuthenticateRequest, SaslAuthenticateResponse, 2),
+        ApiSpec(ApiKey.CREATE_PARTITIONS, CreatePartitionsRequest, CreatePartitionsResponse, 2),
+        ApiSpec(ApiKey.DELETE_GROUPS, DeleteGroupsRequest, DeleteGroupsResponse, 2),
+        ApiSpec(
+            ApiKey.INCREMENTAL_ALTER_CONFIGS,
+            IncrementalAlterConfigsRequest,
+            IncrementalAlterConfigsResponse,
+            1,
+        ),
+        ApiSpec(ApiKey.OFFSET_DELETE, OffsetDeleteRequest, OffsetDeleteResponse, None),
+    )
+}
