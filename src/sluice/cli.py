@@ -1,24 +1,71 @@
-"""The ``sluice`` command line."""
+"""The ``sluice`` command line: the broker, admin and console tools, benchmarks."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from pathlib import Path
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sluice.errors import SluiceError
+    from sluice.server.app import Server
+    from sluice.server.config import BrokerConfig, parse_host_port
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = BrokerConfig.load(
+            args.config,
+            args.set or (),
+            listen=parse_host_port(args.listen) if args.listen else None,
+            advertised=parse_host_port(args.advertise) if args.advertise else None,
+            data_dir=Path(args.data_dir) if args.data_dir else None,
+        )
+    except SluiceError as exc:
+        print(f"sluice serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        uvloop.run(Server(config).serve())
+    except OSError as exc:
+        print(f"sluice serve: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="sluice", description="A Kafka-compatible streaming platform.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the broker until SIGINT/SIGTERM")
+    serve.add_argument("--listen", help="HOST:PORT to bind (default 127.0.0.1:9092)")
+    serve.add_argument("--data-dir", help="data directory (default ./sluice-data)")
+    serve.add_argument("--advertise", help="HOST:PORT clients are told to use (advertised.listeners)")
+    serve.add_argument("--config", type=Path, help="TOML file of broker settings (Kafka names)")
+    serve.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_serve)
+
     bench = sub.add_parser("bench", help="benchmarks that print numbers")
     bench.add_argument("which", choices=["storage"], help="which benchmark")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options for that benchmark (--help)")
-    args = parser.parse_args(argv)
-    if args.command == "bench":
+
+    def _bench(args: argparse.Namespace) -> int:
         from sluice.bench import storage
 
         storage.main(args.rest)
-    return 0
+        return 0
+
+    bench.set_defaults(func=_bench)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
 
 
 if __name__ == "__main__":

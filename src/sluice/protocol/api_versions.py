@@ -40,6 +40,16 @@ SUPPORTED: dict[int, tuple[int, int]] = {
 }
 
 
+NOT_SERVED = frozenset({ApiKey.INIT_PRODUCER_ID, ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE})
+"""Decodable by the codec but not served by the broker yet, so never advertised: a client that
+saw InitProducerId would turn on idempotence, which the broker does not implement."""
+
+ADVERTISED: dict[int, tuple[int, int]] = {
+    k: v for k, v in SUPPORTED.items() if k not in NOT_SERVED
+}
+"""What the broker's ApiVersions answer lists."""
+
+
 def is_supported(api_key: int, api_version: int) -> bool:
     r = SUPPORTED.get(api_key)
     return r is not None and r[0] <= api_version <= r[1]
@@ -47,7 +57,7 @@ def is_supported(api_key: int, api_version: int) -> bool:
 
 def api_version_entries(supported: dict[int, tuple[int, int]] | None = None) -> list[ApiVersion]:
     """The ``api_keys`` list of an ApiVersions response, sorted by key."""
-    table = SUPPORTED if supported is None else supported
+    table = ADVERTISED if supported is None else supported
     return [
         ApiVersion(api_key=k, min_version=lo, max_version=hi)
         for k, (lo, hi) in sorted(table.items())

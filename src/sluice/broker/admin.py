@@ -1,0 +1,177 @@
+"""Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords.
+
+One node holds every replica, so a replication factor other than 1 (or -1, "the default") and
+replica assignments naming other brokers are refused with Kafka's codes rather than ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from sluice.broker.configs import config_entries
+from sluice.broker.metadata import is_internal
+from sluice.errors import ErrorCode, SluiceError
+from sluice.protocol import Request
+from sluice.protocol import messages as m
+
+if TYPE_CHECKING:
+    from sluice.broker.broker import Broker
+
+log = logging.getLogger(__name__)
+
+
+class _Refused(SluiceError):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = ErrorCode(code)
+
+
+def _check_replicas(broker: Broker, replication_factor: int, assignments: list[list[int]]) -> None:
+    node = broker.config.node_id
+    if replication_factor not in (-1, 1):
+        raise _Refused(
+            ErrorCode.INVALID_REPLICATION_FACTOR,
+            f"replication factor {replication_factor} is larger than the 1 broker available",
+        )
+    for brokers in assignments:
+        if brokers != [node]:
+            raise _Refused(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                f"replica assignment {brokers} names brokers other than this one ({node})",
+            )
+
+
+async def create_topics(broker: Broker, request: Request) -> m.CreateTopicsResponse:
+    body = request.body
+    assert isinstance(body, m.CreateTopicsRequest)
+    counts = Counter(t.name for t in body.topics)
+    results = []
+    for t in body.topics:
+        result = m.CreatableTopicResult(
+            name=t.name, topic_id=uuid.UUID(int=0), error_code=ErrorCode.NONE, error_message=None
+        )
+        try:
+            if counts[t.name] > 1:
+                raise _Refused(ErrorCode.INVALID_REQUEST, f"topic {t.name!r} is named more than once")
+            if is_internal(t.name):
+                raise _Refused(ErrorCode.INVALID_TOPIC_EXCEPTION, f"{t.name!r} is reserved for internal topics")
+            if t.assignments:
+                if t.num_partitions != -1 or t.replication_factor != -1:
+                    raise _Refused(
+                        ErrorCode.INVALID_REQUEST,
+                        "give either replica assignments or partitions and replication factor",
+                    )
+                by_index = sorted(t.assignments, key=lambda a: a.partition_index)
+                if [a.partition_index for a in by_index] != list(range(len(by_index))):
+                    raise _Refused(ErrorCode.INVALID_REPLICA_ASSIGNMENT, "assignments must cover partitions 0..n-1")
+                _check_replicas(broker, -1, [a.broker_ids for a in by_index])
+                partitions = len(by_index)
+            else:
+                _check_replicas(broker, t.replication_factor, [])
+                partitions = broker.config.num_partitions if t.num_partitions == -1 else t.num_partitions
+            configs = {}
+            for c in t.configs:
+                if c.value is None:
+                    raise _Refused(ErrorCode.INVALID_CONFIG, f"config {c.name!r} has no value")
+                configs[c.name] = c.value
+            topic = broker.logs.create_topic(t.name, partitions, configs, validate_only=body.validate_only)
+            if not body.validate_only:
+                log.info("created topic %r with %d partitions %s", t.name, partitions, configs or "")
+            result.topic_id = topic.topic_id if not body.validate_only else uuid.UUID(int=0)
+            result.num_partitions = partitions
+            result.replication_factor = 1
+            result.configs = [
+                m.CreatableTopicConfigs(
+                    name=e.name,
+                    value=e.value,
+                    read_only=e.read_only,
+                    config_source=e.config_source,
+                    is_sensitive=False,
+                )
+                for e in config_entries(broker, topic.config_overrides, topic.config.to_dict())
+            ]
+        except SluiceError as exc:
+            result.error_code = exc.code
+            result.error_message = str(exc)
+        results.append(result)
+    return m.CreateTopicsResponse(throttle_time_ms=0, topics=results)
+
+
+async def delete_topics(broker: Broker, request: Request) -> m.DeleteTopicsResponse:
+    body = request.body
+    assert isinstance(body, m.DeleteTopicsRequest)
+    wanted: list[tuple[str | None, uuid.UUID]] = (
+        [(t.name, t.topic_id) for t in body.topics]
+        if request.api_version >= 6
+        else [(name, uuid.UUID(int=0)) for name in body.topic_names]
+    )
+    results = []
+    for name, topic_id in wanted:
+        if name is None:
+            name = next((t.name for t in broker.logs.topics.values() if t.topic_id == topic_id), None)
+            if name is None:
+                results.append(
+                    m.DeletableTopicResult(
+                        name=None,
+                        topic_id=topic_id,
+                        error_code=ErrorCode.UNKNOWN_TOPIC_ID,
+                        error_message=f"no topic with id {topic_id}",
+                    )
+                )
+                continue
+        result = m.DeletableTopicResult(name=name, topic_id=topic_id, error_code=ErrorCode.NONE)
+        try:
+            if is_internal(name):
+                raise _Refused(ErrorCode.INVALID_TOPIC_EXCEPTION, f"{name!r} is an internal topic")
+            result.topic_id = broker.logs.topic(name).topic_id
+            await broker.logs.delete_topic(name)
+            log.info("deleted topic %r", name)
+        except SluiceError as exc:
+            result.error_code = exc.code
+            result.error_message = str(exc)
+        results.append(result)
+    return m.DeleteTopicsResponse(throttle_time_ms=0, responses=results)
+
+
+async def create_partitions(broker: Broker, request: Request) -> m.CreatePartitionsResponse:
+    body = request.body
+    assert isinstance(body, m.CreatePartitionsRequest)
+    counts = Counter(t.name for t in body.topics)
+    results = []
+    for t in body.topics:
+        result = m.CreatePartitionsTopicResult(name=t.name, error_code=ErrorCode.NONE)
+        try:
+            if counts[t.name] > 1:
+                raise _Refused(ErrorCode.INVALID_REQUEST, f"topic {t.name!r} is named more than once")
+            if t.assignments is not None:
+                _check_replicas(broker, -1, [a.broker_ids for a in t.assignments])
+            broker.logs.add_partitions(t.name, t.count, validate_only=body.validate_only)
+        except SluiceError as exc:
+            result.error_code = exc.code
+            result.error_message = str(exc)
+        results.append(result)
+    return m.CreatePartitionsResponse(throttle_time_ms=0, results=results)
+
+
+async def delete_records(broker: Broker, request: Request) -> m.DeleteRecordsResponse:
+    body = request.body
+    assert isinstance(body, m.DeleteRecordsRequest)
+    topics = []
+    for t in body.topics:
+        parts = []
+        for p in t.partitions:
+            try:
+                low = broker.logs.get_log(t.name, p.partition_index).delete_records(p.offset)
+                code = ErrorCode.NONE
+            except SluiceError as exc:
+                low, code = -1, exc.code
+            parts.append(
+                m.DeleteRecordsPartitionResult(
+                    partition_index=p.partition_index, low_watermark=low, error_code=code
+                )
+            )
+        topics.append(m.DeleteRecordsTopicResult(name=t.name, partitions=parts))
+    return m.DeleteRecordsResponse(throttle_time_ms=0, topics=topics)

@@ -1,0 +1,256 @@
+"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (and, read-only, the
+broker).
+
+Topic configs are the storage engine's (Kafka's names plus ``sluice.*``); a value's source says
+whether it is a topic override, a broker-wide default from the TOML file or ``--set``, or the
+built-in default, with the broker's synonym when asked. Broker configs are static: they are
+described but changing them over the wire is refused with INVALID_REQUEST, never ignored.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sluice.errors import ErrorCode, InvalidConfigError, SluiceError
+from sluice.protocol import Request
+from sluice.protocol import messages as m
+from sluice.protocol.messages import ConfigOperation, ConfigResourceType
+from sluice.server.config import BROKER_TO_TOPIC, BrokerConfig
+from sluice.storage.config import LogConfig
+
+if TYPE_CHECKING:
+    from sluice.broker.broker import Broker
+
+# Kafka's ConfigSource values.
+DYNAMIC_TOPIC_CONFIG = 1
+STATIC_BROKER_CONFIG = 4
+DEFAULT_CONFIG = 5
+# Kafka's ConfigType values.
+TYPE_BOOLEAN, TYPE_STRING, TYPE_LONG = 1, 2, 5
+
+TOPIC_TO_BROKER = {topic: broker for broker, topic in BROKER_TO_TOPIC.items()}
+
+
+@dataclass(slots=True)
+class ConfigEntry:
+    name: str
+    value: str
+    config_source: int
+    read_only: bool
+    synonyms: list[tuple[str, str, int]]
+
+
+class _Refused(SluiceError):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = ErrorCode(code)
+
+
+def config_entries(
+    broker: Broker, overrides: Mapping[str, str], values: Mapping[str, str]
+) -> list[ConfigEntry]:
+    """Every topic config with its value and where the value comes from."""
+    builtin = LogConfig().to_dict()
+    broker_defaults = broker.config.topic_defaults.to_dict()
+    entries = []
+    for name, value in sorted(values.items()):
+        synonyms: list[tuple[str, str, int]] = []
+        if name in overrides:
+            synonyms.append((name, overrides[name], DYNAMIC_TOPIC_CONFIG))
+        broker_key = TOPIC_TO_BROKER.get(name)
+        if broker_key is not None and broker_defaults[name] != builtin[name]:
+            synonyms.append((broker_key, broker_defaults[name], STATIC_BROKER_CONFIG))
+        synonyms.append((broker_key or name, builtin[name], DEFAULT_CONFIG))
+        entries.append(ConfigEntry(name, value, synonyms[0][2], False, synonyms))
+    return entries
+
+
+def broker_settings(config: BrokerConfig) -> dict[str, str]:
+    """The broker's own settings under their Kafka names, as ``sluice serve`` resolved them."""
+    values = {
+        "listeners": f"PLAINTEXT://{config.listen}",
+        "advertised.listeners": f"PLAINTEXT://{config.advertised_listener}",
+        "log.dirs": str(config.data_dir),
+        "node.id": str(config.node_id),
+        "cluster.id": config.cluster_id,
+        "socket.request.max.bytes": str(config.request_max_bytes),
+        "max.connections": str(config.max_connections),
+        "connections.max.idle.ms": str(config.idle_timeout_ms),
+        "auto.create.topics.enable": "true" if config.auto_create_topics else "false",
+        "num.partitions": str(config.num_partitions),
+        "log.retention.check.interval.ms": str(config.retention_check_ms),
+        "sluice.shutdown.grace.ms": str(config.shutdown_grace_ms),
+    }
+    topic_defaults = config.topic_defaults.to_dict()
+    for broker_key, topic_key in BROKER_TO_TOPIC.items():
+        values[broker_key] = topic_defaults[topic_key]
+    return values
+
+
+def _config_type(value: str) -> int:
+    if value in ("true", "false"):
+        return TYPE_BOOLEAN
+    return TYPE_LONG if value.lstrip("-").isdigit() else TYPE_STRING
+
+
+def _result(entry: ConfigEntry, version: int, synonyms: bool) -> m.DescribeConfigsResourceResult:
+    return m.DescribeConfigsResourceResult(
+        name=entry.name,
+        value=entry.value,
+        read_only=entry.read_only,
+        is_default=entry.config_source == DEFAULT_CONFIG,
+        config_source=entry.config_source,
+        is_sensitive=False,
+        synonyms=[
+            m.DescribeConfigsSynonym(name=n, value=v, source=s) for n, v, s in entry.synonyms
+        ]
+        if synonyms
+        else [],
+        config_type=_config_type(entry.value),
+        documentation=None,
+    )
+
+
+def _is_this_broker(broker: Broker, name: str) -> bool:
+    return name in ("", str(broker.config.node_id))
+
+
+async def describe_configs(broker: Broker, request: Request) -> m.DescribeConfigsResponse:
+    body = request.body
+    assert isinstance(body, m.DescribeConfigsRequest)
+    results = []
+    for res in body.resources:
+        result = m.DescribeConfigsResult(
+            error_code=ErrorCode.NONE,
+            error_message=None,
+            resource_type=res.resource_type,
+            resource_name=res.resource_name,
+            configs=[],
+        )
+        try:
+            if res.resource_type == ConfigResourceType.TOPIC:
+                topic = broker.logs.topic(res.resource_name)
+                entries = config_entries(broker, topic.config_overrides, topic.config.to_dict())
+            elif res.resource_type == ConfigResourceType.BROKER:
+                if not _is_this_broker(broker, res.resource_name):
+                    raise _Refused(ErrorCode.INVALID_REQUEST, f"no broker {res.resource_name!r} here")
+                entries = [
+                    ConfigEntry(k, v, STATIC_BROKER_CONFIG, True, [(k, v, STATIC_BROKER_CONFIG)])
+                    for k, v in sorted(broker_settings(broker.config).items())
+                ]
+            else:
+                raise _Refused(ErrorCode.INVALID_REQUEST, f"resource type {res.resource_type} is not supported")
+            keys = res.configuration_keys
+            result.configs = [
+                _result(e, request.api_version, body.include_synonyms)
+                for e in entries
+                if keys is None or e.name in keys
+            ]
+        except SluiceError as exc:
+            result.error_code = exc.code
+            result.error_message = str(exc)
+        results.append(result)
+    return m.DescribeConfigsResponse(throttle_time_ms=0, results=results)
+
+
+def _alter(
+    broker: Broker,
+    resource_type: int,
+    name: str,
+    set_configs: dict[str, str],
+    delete: list[str],
+    *,
+    replace: bool,
+    validate_only: bool,
+) -> m.AlterConfigsResourceResponse:
+    response = m.AlterConfigsResourceResponse(
+        error_code=ErrorCode.NONE, error_message=None, resource_type=resource_type, resource_name=name
+    )
+    try:
+        if resource_type == ConfigResourceType.TOPIC:
+            broker.logs.alter_topic_config(
+                name, set_configs, delete, replace=replace, validate_only=validate_only
+            )
+        elif resource_type == ConfigResourceType.BROKER:
+            raise _Refused(
+                ErrorCode.INVALID_REQUEST,
+                "broker configs are static: set them in the TOML file or with --set and restart",
+            )
+        else:
+            raise _Refused(ErrorCode.INVALID_REQUEST, f"resource type {resource_type} is not supported")
+    except SluiceError as exc:
+        response.error_code = exc.code
+        response.error_message = str(exc)
+    return response
+
+
+async def alter_configs(broker: Broker, request: Request) -> m.AlterConfigsResponse:
+    body = request.body
+    assert isinstance(body, m.AlterConfigsRequest)
+    responses = []
+    for res in body.resources:
+        set_configs = {c.name: c.value for c in res.configs if c.value is not None}
+        responses.append(
+            _alter(
+                broker,
+                res.resource_type,
+                res.resource_name,
+                set_configs,
+                [],
+                replace=True,
+                validate_only=body.validate_only,
+            )
+        )
+    return m.AlterConfigsResponse(throttle_time_ms=0, responses=responses)
+
+
+async def incremental_alter_configs(
+    broker: Broker, request: Request
+) -> m.IncrementalAlterConfigsResponse:
+    body = request.body
+    assert isinstance(body, m.IncrementalAlterConfigsRequest)
+    responses = []
+    for res in body.resources:
+        set_configs: dict[str, str] = {}
+        delete: list[str] = []
+        problem: SluiceError | None = None
+        dupes = [k for k, n in Counter(c.name for c in res.configs).items() if n > 1]
+        if dupes:
+            problem = _Refused(ErrorCode.INVALID_REQUEST, f"config {dupes[0]!r} is given more than once")
+        for c in res.configs:
+            if c.config_operation == ConfigOperation.SET:
+                if c.value is None:
+                    problem = InvalidConfigError(f"config {c.name!r} has no value to set")
+                else:
+                    set_configs[c.name] = c.value
+            elif c.config_operation == ConfigOperation.DELETE:
+                delete.append(c.name)
+            elif c.config_operation in (ConfigOperation.APPEND, ConfigOperation.SUBTRACT):
+                problem = InvalidConfigError(f"config {c.name!r} is not a list: APPEND/SUBTRACT do not apply")
+            else:
+                problem = _Refused(ErrorCode.INVALID_REQUEST, f"unknown config operation {c.config_operation}")
+        if problem is not None:
+            responses.append(
+                m.AlterConfigsResourceResponse(
+                    error_code=problem.code,
+                    error_message=str(problem),
+                    resource_type=res.resource_type,
+                    resource_name=res.resource_name,
+                )
+            )
+            continue
+        responses.append(
+            _alter(
+                broker,
+                res.resource_type,
+                res.resource_name,
+                set_configs,
+                delete,
+                replace=False,
+                validate_only=body.validate_only,
+            )
+        )
+    return m.IncrementalAlterConfigsResponse(throttle_time_ms=0, responses=responses)

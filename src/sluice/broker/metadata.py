@@ -1,0 +1,110 @@
+"""ApiVersions and Metadata: what a client asks before anything else.
+
+One node, so every partition's leader, replica set and ISR is this broker. Metadata creates
+missing topics when both the broker (``auto.create.topics.enable``) and the request (v4+) allow it,
+with ``num.partitions`` partitions, as Kafka does.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from sluice.errors import ErrorCode, SluiceError
+from sluice.protocol import Request, api_versions_response
+from sluice.protocol import messages as m
+from sluice.storage.manager import Topic
+
+if TYPE_CHECKING:
+    from sluice.broker.broker import Broker
+
+log = logging.getLogger(__name__)
+
+INTERNAL_PREFIX = "__"
+
+
+def is_internal(topic: str) -> bool:
+    return topic.startswith(INTERNAL_PREFIX)
+
+
+async def api_versions(broker: Broker, request: Request) -> m.ApiVersionsResponse:
+    return api_versions_response()
+
+
+async def metadata(broker: Broker, request: Request) -> m.MetadataResponse:
+    body = request.body
+    assert isinstance(body, m.MetadataRequest)
+    logs = broker.logs
+    allow_create = broker.config.auto_create_topics and (
+        body.allow_auto_topic_creation or request.api_version < 4
+    )
+    node_id, host, port = broker.node_endpoint()
+    topics: list[m.MetadataResponseTopic] = []
+    if body.topics is None:
+        for existing in logs.list_topics():
+            topics.append(_describe(logs.topics[existing], node_id))
+    else:
+        for wanted in body.topics:
+            name = wanted.name
+            if name is None:  # asked by topic id (v10+)
+                topics.append(_by_id(broker, wanted.topic_id, node_id))
+                continue
+            topic = logs.topics.get(name)
+            if topic is None and allow_create and not is_internal(name):
+                try:
+                    topic = logs.create_topic(name, broker.config.num_partitions)
+                    log.info("auto-created topic %r with %d partitions", name, broker.config.num_partitions)
+                except SluiceError as exc:
+                    topics.append(_error_topic(name, exc.code))
+                    continue
+            if topic is None:
+                topics.append(_error_topic(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+            else:
+                topics.append(_describe(topic, node_id))
+    return m.MetadataResponse(
+        throttle_time_ms=0,
+        brokers=[m.MetadataResponseBroker(node_id=node_id, host=host, port=port, rack=None)],
+        cluster_id=broker.config.cluster_id,
+        controller_id=node_id,
+        topics=topics,
+    )
+
+
+def _by_id(broker: Broker, topic_id: uuid.UUID, node_id: int) -> m.MetadataResponseTopic:
+    for topic in broker.logs.topics.values():
+        if topic.topic_id == topic_id:
+            return _describe(topic, node_id)
+    return m.MetadataResponseTopic(
+        error_code=ErrorCode.UNKNOWN_TOPIC_ID, name=None, topic_id=topic_id, partitions=[]
+    )
+
+
+def _error_topic(name: str, code: int) -> m.MetadataResponseTopic:
+    return m.MetadataResponseTopic(
+        error_code=code, name=name, topic_id=uuid.UUID(int=0), is_internal=False, partitions=[]
+    )
+
+
+def _describe(topic: Topic, node_id: int) -> m.MetadataResponseTopic:
+    # Every partition is led by this node; leader_epoch 0 never changes because leadership
+    # never moves.
+    return m.MetadataResponseTopic(
+        error_code=ErrorCode.NONE,
+        name=topic.name,
+        topic_id=topic.topic_id,
+        is_internal=is_internal(topic.name),
+        partitions=[
+            m.MetadataResponsePartition(
+                error_code=ErrorCode.NONE,
+                partition_index=i,
+                leader_id=node_id,
+                leader_epoch=0,
+                replica_nodes=[node_id],
+                isr_nodes=[node_id],
+                offline_replicas=[],
+            )
+            for i in range(len(topic.partitions))
+        ],
+    )
+

@@ -1,0 +1,62 @@
+"""ListOffsets: earliest (-2), latest (-1), max timestamp (-3, v7) and the first offset at or
+after a timestamp, per partition."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sluice.errors import ErrorCode, SluiceError
+from sluice.protocol import Request
+from sluice.protocol import messages as m
+from sluice.storage.log import PartitionLog
+
+if TYPE_CHECKING:
+    from sluice.broker.broker import Broker
+
+LATEST = -1
+EARLIEST = -2
+MAX_TIMESTAMP = -3
+
+
+async def list_offsets(broker: Broker, request: Request) -> m.ListOffsetsResponse:
+    body = request.body
+    assert isinstance(body, m.ListOffsetsRequest)
+    topics = []
+    for topic in body.topics:
+        parts = []
+        for p in topic.partitions:
+            try:
+                plog = broker.logs.get_log(topic.name, p.partition_index)
+                offset, timestamp = _lookup(plog, p.timestamp, request.api_version)
+                code = ErrorCode.NONE
+            except SluiceError as exc:
+                offset, timestamp, code = -1, -1, exc.code
+            parts.append(
+                m.ListOffsetsPartitionResponse(
+                    partition_index=p.partition_index,
+                    error_code=code,
+                    timestamp=timestamp,
+                    offset=offset,
+                    leader_epoch=0 if code == ErrorCode.NONE else -1,
+                )
+            )
+        topics.append(m.ListOffsetsTopicResponse(name=topic.name, partitions=parts))
+    return m.ListOffsetsResponse(throttle_time_ms=0, topics=topics)
+
+
+def _lookup(plog: PartitionLog, timestamp: int, version: int) -> tuple[int, int]:
+    if timestamp == LATEST:
+        return plog.high_watermark, -1
+    if timestamp == EARLIEST:
+        return plog.log_start_offset, -1
+    if timestamp == MAX_TIMESTAMP and version >= 7:
+        found = plog.max_timestamp_offset()
+        return found if found is not None else (-1, -1)
+    if timestamp < 0:
+        raise _InvalidTimestamp(f"unknown special timestamp {timestamp}")
+    found = plog.offset_for_timestamp(timestamp)
+    return found if found is not None else (-1, -1)
+
+
+class _InvalidTimestamp(SluiceError):
+    code = ErrorCode.INVALID_REQUEST

@@ -1,0 +1,150 @@
+"""Produce: hand each partition's record batches to its log, untouched but for the offsets.
+
+The records are ``memoryview`` slices of the request frame (a writable ``bytearray``), so the log
+patches base offsets in place and writes the very same buffer: no record is decoded or copied.
+
+acks maps to the storage engine's acknowledgement levels: 0 is QUEUED (validated and enqueued,
+and no response at all), 1 is WRITTEN (in the file, so it survives a process crash), and all (-1)
+is the topic's ``sluice.append.ack`` but never less than WRITTEN: "all replicas" of a single node
+is the durability the operator configured for the topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from sluice.errors import ErrorCode, SluiceError
+from sluice.protocol import Request
+from sluice.protocol import messages as m
+from sluice.server.connection import CloseConnection
+from sluice.storage.config import AckLevel
+from sluice.storage.log import PartitionLog
+from sluice.storage.manager import LogManager
+
+if TYPE_CHECKING:
+    from sluice.broker.broker import Broker
+
+log = logging.getLogger(__name__)
+
+
+def ack_level(acks: int, log_: PartitionLog) -> AckLevel:
+    if acks == 0:
+        return AckLevel.QUEUED
+    if acks == 1:
+        return AckLevel.WRITTEN
+    topic_ack = log_.config.append_ack
+    return AckLevel.WRITTEN if topic_ack is AckLevel.QUEUED else topic_ack
+
+
+Outcome = int | tuple[int, str]
+"""A partition's result: its base offset, or (error code, message)."""
+
+
+async def produce(broker: Broker, request: Request) -> m.ProduceResponse | None:
+    body = request.body
+    assert isinstance(body, m.ProduceRequest)
+    acks = body.acks
+    if acks not in (0, 1, -1):
+        return _all_failed(body, ErrorCode.INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1, not {acks}")
+    if body.transactional_id is not None:
+        # Transactions are not served (InitProducerId is not advertised): no honest client sends one.
+        return _all_failed(body, ErrorCode.INVALID_REQUEST, "transactions are not supported")
+    logs = broker.logs
+    jobs: list[tuple[str, int, Awaitable[int] | Outcome]] = []
+    for topic in body.topic_data:
+        for part in topic.partition_data:
+            jobs.append((topic.name, part.index, _submit(logs, topic.name, part, acks)))
+    if len(jobs) > 1:
+        # Start every append before awaiting any, so partitions are written concurrently.
+        jobs = [(t, i, _start(job)) for t, i, job in jobs]
+    results = [await _settle(job) for _, _, job in jobs]
+    if acks == 0:
+        for result in results:
+            if isinstance(result, tuple):
+                # Kafka's answer to a failed acks=0 produce: drop the connection, the only
+                # signal such a client can see.
+                raise CloseConnection(f"acks=0 produce failed: {result[1]}")
+        return None
+    responses: dict[str, list[m.ProducePartitionResponse]] = {}
+    for (name, index, _), result in zip(jobs, results, strict=True):
+        responses.setdefault(name, []).append(_partition_response(logs, name, index, result))
+    return m.ProduceResponse(
+        responses=[
+            m.ProduceTopicResponse(name=name, partition_responses=parts)
+            for name, parts in responses.items()
+        ],
+        throttle_time_ms=0,
+    )
+
+
+def _submit(
+    logs: LogManager, topic: str, part: m.ProducePartitionData, acks: int
+) -> Awaitable[int] | Outcome:
+    """Start one partition's append: a future of its base offset, or an error at once."""
+    try:
+        plog = logs.get_log(topic, part.index)
+    except SluiceError as exc:
+        return (int(exc.code), str(exc))
+    if part.records is None or len(part.records) == 0:
+        return (int(ErrorCode.INVALID_RECORD), "a produce request must carry record batches")
+    return plog.submit(part.records, ack_level(acks, plog))
+
+
+def _start(job: Awaitable[int] | Outcome) -> Awaitable[int] | Outcome:
+    if isinstance(job, int | tuple):
+        return job
+    return asyncio.ensure_future(job)
+
+
+async def _settle(job: Awaitable[int] | Outcome) -> Outcome:
+    if isinstance(job, int | tuple):
+        return job
+    try:
+        return await job
+    except SluiceError as exc:
+        return (int(exc.code), str(exc))
+
+
+def _partition_response(
+    logs: LogManager, topic: str, index: int, result: Outcome
+) -> m.ProducePartitionResponse:
+    if isinstance(result, tuple):
+        return m.ProducePartitionResponse(
+            index=index,
+            error_code=result[0],
+            base_offset=-1,
+            record_errors=[],
+            error_message=result[1],
+        )
+    return m.ProducePartitionResponse(
+        index=index,
+        error_code=ErrorCode.NONE,
+        base_offset=result,
+        log_start_offset=logs.get_log(topic, index).log_start_offset,
+        record_errors=[],
+    )
+
+
+def _all_failed(body: m.ProduceRequest, code: int, message: str) -> m.ProduceResponse:
+    return m.ProduceResponse(
+        responses=[
+            m.ProduceTopicResponse(
+                name=topic.name,
+                partition_responses=[
+                    m.ProducePartitionResponse(
+                        index=p.index,
+                        error_code=code,
+                        base_offset=-1,
+                        record_errors=[],
+                        error_message=message,
+                    )
+                    for p in topic.partition_data
+                ],
+            )
+            for topic in body.topic_data
+        ],
+        throttle_time_ms=0,
+    )

@@ -1,0 +1,193 @@
+"""Broker settings, named like Kafka's broker configs where Kafka has a name.
+
+Sources, later ones winning: built-in defaults, a TOML file (flat Kafka-style keys, or nested
+tables that flatten to dotted keys), then ``--set key=value`` overrides. Unknown keys are errors,
+so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sluice.errors import InvalidConfigError
+from sluice.storage.config import LogConfig
+
+DEFAULT_PORT = 9092
+
+# Broker-level defaults for topic configs, Kafka's names -> the topic config they default.
+BROKER_TO_TOPIC: dict[str, str] = {
+    "log.segment.bytes": "segment.bytes",
+    "log.roll.ms": "segment.ms",
+    "log.index.size.max.bytes": "segment.index.bytes",
+    "log.index.interval.bytes": "index.interval.bytes",
+    "log.retention.ms": "retention.ms",
+    "log.retention.bytes": "retention.bytes",
+    "message.max.bytes": "max.message.bytes",
+    "log.flush.interval.messages": "flush.messages",
+    "log.flush.interval.ms": "flush.ms",
+    "sluice.log.append.mode": "sluice.append.mode",
+    "sluice.log.append.ack": "sluice.append.ack",
+    "sluice.log.writer.queue.bytes": "sluice.writer.queue.bytes",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_host_port(text: str, *, default_port: int = DEFAULT_PORT) -> Listener:
+    """``HOST:PORT``, ``PLAINTEXT://HOST:PORT``, ``[::1]:PORT`` or ``:PORT``."""
+    value = text.strip()
+    if "://" in value:
+        value = value.split("://", 1)[1]
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest.lstrip(":")
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep:
+            host, port_text = value, ""
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError:
+        raise InvalidConfigError(f"bad port in {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise InvalidConfigError(f"port out of range in {text!r}")
+    return Listener(host or "0.0.0.0", port)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    listen: Listener = field(default_factory=lambda: Listener("127.0.0.1", DEFAULT_PORT))
+    advertised: Listener | None = None
+    data_dir: Path = Path("sluice-data")
+    node_id: int = 0
+    cluster_id: str = "sluice-cluster"
+    request_max_bytes: int = 100 * 1024 * 1024
+    max_connections: int = 1000
+    idle_timeout_ms: int = 600_000
+    auto_create_topics: bool = True
+    num_partitions: int = 1
+    retention_check_ms: int = 300_000
+    shutdown_grace_ms: int = 10_000
+    topic_defaults: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def advertised_listener(self) -> Listener:
+        """What clients are told to connect to: the advertised address, else the bound one."""
+        if self.advertised is not None:
+            return self.advertised
+        host = self.listen.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return Listener(host, self.listen.port)
+
+    @classmethod
+    def load(
+        cls,
+        file: Path | None = None,
+        overrides: Iterable[str] = (),
+        **explicit: Any,
+    ) -> BrokerConfig:
+        """Defaults, then ``file``, then ``--set`` style ``key=value`` overrides, then keyword
+        arguments (what the CLI's own flags set)."""
+        values: dict[str, str] = {}
+        if file is not None:
+            try:
+                raw = tomllib.loads(Path(file).read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise InvalidConfigError(f"cannot read config file {file}: {exc}") from exc
+            values.update(_flatten(raw))
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise InvalidConfigError(f"--set takes key=value, not {item!r}")
+            values[key.strip()] = value.strip()
+        return cls.from_settings(values, **explicit)
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, str], **explicit: Any) -> BrokerConfig:
+        kwargs: dict[str, Any] = {}
+        topic: dict[str, str] = {}
+        for key, value in values.items():
+            if key in BROKER_TO_TOPIC:
+                topic[BROKER_TO_TOPIC[key]] = value
+                continue
+            setter = _SETTINGS.get(key)
+            if setter is None:
+                raise InvalidConfigError(f"unknown broker config {key!r}")
+            attr, parse = setter
+            try:
+                kwargs[attr] = parse(value)
+            except (ValueError, InvalidConfigError) as exc:
+                raise InvalidConfigError(f"bad value for {key}: {value!r} ({exc})") from None
+        kwargs["topic_defaults"] = LogConfig.from_dict(topic)
+        kwargs.update({k: v for k, v in explicit.items() if v is not None})
+        config = cls(**kwargs)
+        if config.num_partitions < 1:
+            raise InvalidConfigError("num.partitions must be >= 1")
+        if config.request_max_bytes < 1024:
+            raise InvalidConfigError("socket.request.max.bytes must be >= 1024")
+        return config
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in table.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, full + "."))
+        elif isinstance(value, bool):
+            out[full] = "true" if value else "false"
+        else:
+            out[full] = str(value)
+    return out
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be >= 0")
+    return number
+
+
+def _listener(value: str) -> Listener:
+    return parse_host_port(value.split(",")[0])
+
+
+_SETTINGS: dict[str, tuple[str, Any]] = {
+    "listeners": ("listen", _listener),
+    "advertised.listeners": ("advertised", _listener),
+    "log.dirs": ("data_dir", lambda v: Path(v.split(",")[0])),
+    "log.dir": ("data_dir", Path),
+    "node.id": ("node_id", _positive),
+    "broker.id": ("node_id", _positive),
+    "cluster.id": ("cluster_id", str),
+    "socket.request.max.bytes": ("request_max_bytes", _positive),
+    "max.connections": ("max_connections", _positive),
+    "connections.max.idle.ms": ("idle_timeout_ms", _positive),
+    "auto.create.topics.enable": ("auto_create_topics", _bool),
+    "num.partitions": ("num_partitions", _positive),
+    "log.retention.check.interval.ms": ("retention_check_ms", _positive),
+    "sluice.shutdown.grace.ms": ("shutdown_grace_ms", _positive),
+}
+
+BROKER_CONFIG_KEYS = frozenset(_SETTINGS) | frozenset(BROKER_TO_TOPIC)
