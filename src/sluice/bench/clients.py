@@ -219,6 +219,10 @@ class Bench:
             "enable.auto.offset.store": False,
             "enable.partition.eof": False,
             "auto.offset.reset": "earliest",
+            # When the Python loop falls behind, librdkafka's prefetch queue fills and it backs
+            # off fetching for fetch.queue.backoff.ms (1 s by default): that measures the client's
+            # sleep, not the broker. Both brokers get the same setting.
+            "fetch.queue.backoff.ms": 10,
         })
 
     # -- topics ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from sluice.broker.configs import config_entries
 from sluice.broker.metadata import is_internal
+from sluice.broker.refused import Refused
 from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
@@ -23,22 +24,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class _Refused(SluiceError):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = ErrorCode(code)
-
-
 def _check_replicas(broker: Broker, replication_factor: int, assignments: list[list[int]]) -> None:
     node = broker.config.node_id
     if replication_factor not in (-1, 1):
-        raise _Refused(
+        raise Refused(
             ErrorCode.INVALID_REPLICATION_FACTOR,
             f"replication factor {replication_factor} is larger than the 1 broker available",
         )
     for brokers in assignments:
         if brokers != [node]:
-            raise _Refused(
+            raise Refused(
                 ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                 f"replica assignment {brokers} names brokers other than this one ({node})",
             )
@@ -55,18 +50,18 @@ async def create_topics(broker: Broker, request: Request) -> m.CreateTopicsRespo
         )
         try:
             if counts[t.name] > 1:
-                raise _Refused(ErrorCode.INVALID_REQUEST, f"topic {t.name!r} is named more than once")
+                raise Refused(ErrorCode.INVALID_REQUEST, f"topic {t.name!r} is named more than once")
             if is_internal(t.name):
-                raise _Refused(ErrorCode.INVALID_TOPIC_EXCEPTION, f"{t.name!r} is reserved for internal topics")
+                raise Refused(ErrorCode.INVALID_TOPIC_EXCEPTION, f"{t.name!r} is reserved for internal topics")
             if t.assignments:
                 if t.num_partitions != -1 or t.replication_factor != -1:
-                    raise _Refused(
+                    raise Refused(
                         ErrorCode.INVALID_REQUEST,
                         "give either replica assignments or partitions and replication factor",
                     )
                 by_index = sorted(t.assignments, key=lambda a: a.partition_index)
                 if [a.partition_index for a in by_index] != list(range(len(by_index))):
-                    raise _Refused(ErrorCode.INVALID_REPLICA_ASSIGNMENT, "assignments must cover partitions 0..n-1")
+                    raise Refused(ErrorCode.INVALID_REPLICA_ASSIGNMENT, "assignments must cover partitions 0..n-1")
                 _check_replicas(broker, -1, [a.broker_ids for a in by_index])
                 partitions = len(by_index)
             else:
@@ -75,7 +70,7 @@ async def create_topics(broker: Broker, request: Request) -> m.CreateTopicsRespo
             configs = {}
             for c in t.configs:
                 if c.value is None:
-                    raise _Refused(ErrorCode.INVALID_CONFIG, f"config {c.name!r} has no value")
+                    raise Refused(ErrorCode.INVALID_CONFIG, f"config {c.name!r} has no value")
                 configs[c.name] = c.value
             topic = broker.logs.create_topic(t.name, partitions, configs, validate_only=body.validate_only)
             if not body.validate_only:
@@ -125,7 +120,7 @@ async def delete_topics(broker: Broker, request: Request) -> m.DeleteTopicsRespo
         result = m.DeletableTopicResult(name=name, topic_id=topic_id, error_code=ErrorCode.NONE)
         try:
             if is_internal(name):
-                raise _Refused(ErrorCode.INVALID_TOPIC_EXCEPTION, f"{name!r} is an internal topic")
+                raise Refused(ErrorCode.INVALID_TOPIC_EXCEPTION, f"{name!r} is an internal topic")
             result.topic_id = broker.logs.topic(name).topic_id
             await broker.logs.delete_topic(name)
             log.info("deleted topic %r", name)
@@ -145,7 +140,7 @@ async def create_partitions(broker: Broker, request: Request) -> m.CreatePartiti
         result = m.CreatePartitionsTopicResult(name=t.name, error_code=ErrorCode.NONE)
         try:
             if counts[t.name] > 1:
-                raise _Refused(ErrorCode.INVALID_REQUEST, f"topic {t.name!r} is named more than once")
+                raise Refused(ErrorCode.INVALID_REQUEST, f"topic {t.name!r} is named more than once")
             if t.assignments is not None:
                 _check_replicas(broker, -1, [a.broker_ids for a in t.assignments])
             broker.logs.add_partitions(t.name, t.count, validate_only=body.validate_only)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sluice.broker.refused import Refused
 from sluice.errors import ErrorCode, InvalidConfigError, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
@@ -41,12 +42,6 @@ class ConfigEntry:
     config_source: int
     read_only: bool
     synonyms: list[tuple[str, str, int]]
-
-
-class _Refused(SluiceError):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = ErrorCode(code)
 
 
 def config_entries(
@@ -136,13 +131,13 @@ async def describe_configs(broker: Broker, request: Request) -> m.DescribeConfig
                 entries = config_entries(broker, topic.config_overrides, topic.config.to_dict())
             elif res.resource_type == ConfigResourceType.BROKER:
                 if not _is_this_broker(broker, res.resource_name):
-                    raise _Refused(ErrorCode.INVALID_REQUEST, f"no broker {res.resource_name!r} here")
+                    raise Refused(ErrorCode.INVALID_REQUEST, f"no broker {res.resource_name!r} here")
                 entries = [
                     ConfigEntry(k, v, STATIC_BROKER_CONFIG, True, [(k, v, STATIC_BROKER_CONFIG)])
                     for k, v in sorted(broker_settings(broker.config).items())
                 ]
             else:
-                raise _Refused(ErrorCode.INVALID_REQUEST, f"resource type {res.resource_type} is not supported")
+                raise Refused(ErrorCode.INVALID_REQUEST, f"resource type {res.resource_type} is not supported")
             keys = res.configuration_keys
             result.configs = [
                 _result(e, request.api_version, body.include_synonyms)
@@ -175,12 +170,12 @@ def _alter(
                 name, set_configs, delete, replace=replace, validate_only=validate_only
             )
         elif resource_type == ConfigResourceType.BROKER:
-            raise _Refused(
+            raise Refused(
                 ErrorCode.INVALID_REQUEST,
                 "broker configs are static: set them in the TOML file or with --set and restart",
             )
         else:
-            raise _Refused(ErrorCode.INVALID_REQUEST, f"resource type {resource_type} is not supported")
+            raise Refused(ErrorCode.INVALID_REQUEST, f"resource type {resource_type} is not supported")
     except SluiceError as exc:
         response.error_code = exc.code
         response.error_message = str(exc)
@@ -219,7 +214,7 @@ async def incremental_alter_configs(
         problem: SluiceError | None = None
         dupes = [k for k, n in Counter(c.name for c in res.configs).items() if n > 1]
         if dupes:
-            problem = _Refused(ErrorCode.INVALID_REQUEST, f"config {dupes[0]!r} is given more than once")
+            problem = Refused(ErrorCode.INVALID_REQUEST, f"config {dupes[0]!r} is given more than once")
         for c in res.configs:
             if c.config_operation == ConfigOperation.SET:
                 if c.value is None:
@@ -231,7 +226,7 @@ async def incremental_alter_configs(
             elif c.config_operation in (ConfigOperation.APPEND, ConfigOperation.SUBTRACT):
                 problem = InvalidConfigError(f"config {c.name!r} is not a list: APPEND/SUBTRACT do not apply")
             else:
-                problem = _Refused(ErrorCode.INVALID_REQUEST, f"unknown config operation {c.config_operation}")
+                problem = Refused(ErrorCode.INVALID_REQUEST, f"unknown config operation {c.config_operation}")
         if problem is not None:
             responses.append(
                 m.AlterConfigsResourceResponse(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sluice.broker.refused import Refused
 from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
@@ -53,10 +54,6 @@ def _lookup(plog: PartitionLog, timestamp: int, version: int) -> tuple[int, int]
         found = plog.max_timestamp_offset()
         return found if found is not None else (-1, -1)
     if timestamp < 0:
-        raise _InvalidTimestamp(f"unknown special timestamp {timestamp}")
+        raise Refused(ErrorCode.INVALID_REQUEST, f"unknown special timestamp {timestamp}")
     found = plog.offset_for_timestamp(timestamp)
     return found if found is not None else (-1, -1)
-
-
-class _InvalidTimestamp(SluiceError):
-    code = ErrorCode.INVALID_REQUEST

@@ -1,0 +1,171 @@
+"""Produce and Fetch semantics at the handler level: acks, errors, KIP-74 limits, long polls."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from sluice.errors import ErrorCode
+from sluice.protocol import ApiKey
+from sluice.protocol import messages as m
+from sluice.protocol.records import decode_records, iter_stored_batches
+from tests.broker.conftest import BrokerHarness, batch, value
+
+
+def fetch_request(
+    topic: str,
+    partitions: dict[int, int],
+    *,
+    max_bytes: int = 1 << 20,
+    partition_max: int = 1 << 20,
+    min_bytes: int = 1,
+    max_wait_ms: int = 0,
+) -> m.FetchRequest:
+    return m.FetchRequest(
+        max_wait_ms=max_wait_ms,
+        min_bytes=min_bytes,
+        max_bytes=max_bytes,
+        topics=[
+            m.FetchTopic(
+                topic=topic,
+                partitions=[
+                    m.FetchPartition(partition=p, fetch_offset=o, partition_max_bytes=partition_max)
+                    for p, o in partitions.items()
+                ],
+            )
+        ],
+        forgotten_topics_data=[],
+    )
+
+
+def values(records: object) -> list[bytes | None]:
+    assert isinstance(records, bytes)
+    out: list[bytes | None] = []
+    for h in iter_stored_batches(records):
+        if h.position + h.size <= len(records):
+            out.extend(r.value for r in decode_records(records[h.position : h.position + h.size]))
+    return out
+
+
+def test_produce_assigns_offsets_and_fetch_returns_them(harness: Callable[..., BrokerHarness]) -> None:
+    h = harness(num_partitions="2")
+    h.broker.logs.create_topic("t", 2)
+    first = h.produce("t", 1, batch(3, "a"))
+    second = h.produce("t", 1, batch(2, "b"))
+    assert first is not None and second is not None
+    assert first.responses[0].partition_responses[0].base_offset == 0
+    assert second.responses[0].partition_responses[0].base_offset == 3
+    resp: m.FetchResponse = h.call(ApiKey.FETCH, 12, fetch_request("t", {1: 0, 0: 0}))
+    by_partition = {p.partition_index: p for p in resp.responses[0].partitions}
+    assert by_partition[1].high_watermark == 5
+    assert values(by_partition[1].records) == [
+        value("a", 0), value("a", 1), value("a", 2), value("b", 0), value("b", 1)
+    ]
+    assert by_partition[0].records == b"" and by_partition[0].error_code == 0
+
+
+def test_acks_zero_answers_nothing_and_stores(harness: Callable[..., BrokerHarness]) -> None:
+    h = harness()
+    h.broker.logs.create_topic("t", 1)
+    assert h.produce("t", 0, batch(4, "z"), acks=0) is None
+    # The writer is FIFO: once a later acks=1 append is acknowledged, the first is written too.
+    later = h.produce("t", 0, batch(1, "w"), acks=1)
+    assert later is not None and later.responses[0].partition_responses[0].base_offset == 4
+    assert h.broker.logs.get_log("t", 0).log_end_offset == 5
+
+
+def test_produce_errors_are_per_partition(harness: Callable[..., BrokerHarness]) -> None:
+    h = harness()
+    h.broker.logs.create_topic("t", 1)
+    bad = bytearray(batch(2, "x"))
+    bad[-1] ^= 0xFF  # CRC no longer matches
+    corrupt = h.produce("t", 0, bytes(bad))
+    unknown = h.produce("t", 7, batch(1, "x"))
+    invalid_acks = h.produce("t", 0, batch(1, "x"), acks=5)
+    assert corrupt is not None and unknown is not None and invalid_acks is not None
+    assert corrupt.responses[0].partition_responses[0].error_code == ErrorCode.CORRUPT_MESSAGE
+    assert unknown.responses[0].partition_responses[0].error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert invalid_acks.responses[0].partition_responses[0].error_code == ErrorCode.INVALID_REQUIRED_ACKS
+    assert h.broker.logs.get_log("t", 0).log_end_offset == 0
+
+
+def test_fetch_limits_keep_the_first_batch_whole(harness: Callable[..., BrokerHarness]) -> None:
+    h = harness()
+    h.broker.logs.create_topic("t", 3)
+    for p in range(3):
+        h.produce("t", p, batch(5, f"p{p}", size=200))  # one ~1.1 KB batch
+        h.produce("t", p, batch(5, f"q{p}", size=200))
+    batch_size = len(batch(5, "p0", size=200))
+    # Limits smaller than one batch: the first partition still gets its first batch whole, the
+    # other partitions wait for the next fetch.
+    tiny = h.call(ApiKey.FETCH, 12, fetch_request("t", {0: 0, 1: 0, 2: 0}, max_bytes=10, partition_max=10))
+    parts = tiny.responses[0].partitions
+    assert len(parts[0].records) == batch_size
+    assert [len(p.records) for p in parts[1:]] == [0, 0]
+    # A response limit of 1.5 batches: partition 0 gets a batch and a half (a partial tail is
+    # allowed), the rest nothing.
+    half = h.call(ApiKey.FETCH, 12, fetch_request("t", {0: 0, 1: 0, 2: 0}, max_bytes=batch_size * 3 // 2))
+    sizes = [len(p.records) for p in half.responses[0].partitions]
+    assert sizes == [batch_size * 3 // 2, 0, 0]
+    assert len(values(half.responses[0].partitions[0].records)) == 5
+    # Partition limit of one batch: every partition gets exactly its first batch.
+    per = h.call(ApiKey.FETCH, 12, fetch_request("t", {0: 0, 1: 0, 2: 0}, partition_max=batch_size))
+    assert [len(p.records) for p in per.responses[0].partitions] == [batch_size] * 3
+
+
+def test_fetch_out_of_range_and_unknown(harness: Callable[..., BrokerHarness]) -> None:
+    h = harness()
+    h.broker.logs.create_topic("t", 1)
+    h.produce("t", 0, batch(2, "a"))
+    resp = h.call(ApiKey.FETCH, 12, fetch_request("t", {0: 3, 5: 0}, max_wait_ms=5000))
+    codes = {p.partition_index: p.error_code for p in resp.responses[0].partitions}
+    assert codes == {0: ErrorCode.OFFSET_OUT_OF_RANGE, 5: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION}
+
+
+def test_long_poll_wakes_when_data_arrives(harness: Callable[..., BrokerHarness]) -> None:
+    h = harness()
+    h.broker.logs.create_topic("t", 1)
+    from sluice.broker import fetch
+
+    async def scenario() -> tuple[m.FetchResponse, float]:
+        started = time.monotonic()
+        request = fetch_request("t", {0: 0}, max_wait_ms=30_000)
+        from sluice.protocol import Request
+
+        poll = asyncio.ensure_future(fetch.fetch(h.broker, Request(ApiKey.FETCH, 12, 1, "c", request)))
+        await asyncio.sleep(0)
+        assert not poll.done()  # nothing to read: it waits
+        await h.broker.logs.get_log("t", 0).submit(bytearray(batch(1, "late")))
+        response = await poll
+        return response, time.monotonic() - started
+
+    response, elapsed = h.run(scenario())
+    assert values(response.responses[0].partitions[0].records) == [value("late", 0)]
+    assert elapsed < 30  # woken by the data, not by max_wait_ms
+
+
+def test_long_poll_waits_for_min_bytes_then_times_out(harness: Callable[..., BrokerHarness]) -> None:
+    h = harness()
+    h.broker.logs.create_topic("t", 1)
+    h.produce("t", 0, batch(1, "a"))
+    resp = h.call(ApiKey.FETCH, 12, fetch_request("t", {0: 0}, min_bytes=1 << 20, max_wait_ms=50))
+    # min_bytes never reached: after max_wait_ms it answers with what there is.
+    assert values(resp.responses[0].partitions[0].records) == [value("a", 0)]
+
+
+def test_shutdown_answers_long_polls(harness: Callable[..., BrokerHarness]) -> None:
+    h = harness()
+    h.broker.logs.create_topic("t", 1)
+    from sluice.broker import fetch
+    from sluice.protocol import Request
+
+    async def scenario() -> m.FetchResponse:
+        request = fetch_request("t", {0: 0}, max_wait_ms=60_000)
+        poll = asyncio.ensure_future(fetch.fetch(h.broker, Request(ApiKey.FETCH, 12, 1, "c", request)))
+        await asyncio.sleep(0)
+        h.broker.fetch_waiters.wake_all()
+        return await poll
+
+    response = h.run(scenario())
+    assert response.responses[0].partitions[0].records == b""
