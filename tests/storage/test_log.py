@@ -124,6 +124,19 @@ def test_segments_roll_by_age(open_log: OpenLog, clock: FakeClock) -> None:
     assert [s.base_offset for s in log.segments] == [0, 2]
 
 
+def test_segment_age_survives_a_reopen(open_log: OpenLog, clock: FakeClock) -> None:
+    log = open_log(segment_ms=1000)
+    log.append(make_batch(1, ts=clock.now))
+    log.close()
+    clock.now += 600
+    log = open_log(segment_ms=1000)  # the age counts from the first batch, not from the reopen
+    log.append(make_batch(1, ts=clock.now))
+    assert len(log.segments) == 1
+    clock.now += 400
+    log.append(make_batch(1, ts=clock.now))
+    assert [s.base_offset for s in log.segments] == [0, 2]
+
+
 def test_sparse_index_has_an_entry_every_interval(open_log: OpenLog) -> None:
     log = open_log(index_interval_bytes=1000)
     for _ in range(40):

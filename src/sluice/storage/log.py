@@ -25,8 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sluice.errors import LogClosedError, OffsetOutOfRangeError, StorageError
-from sluice.protocol.records import BatchHeader, assign_offsets, decode_records, scan_batches
+from sluice.errors import LogClosedError, OffsetOutOfRangeError, SluiceError, StorageError
+from sluice.protocol.records import (
+    HEADER_SIZE,
+    BatchHeader,
+    assign_offsets,
+    decode_records,
+    read_header,
+    scan_batches,
+)
 from sluice.storage.config import AckLevel, AppendMode, LogConfig
 from sluice.storage.segment import LogSegment
 
@@ -202,6 +209,7 @@ class PartitionLog:
             else:
                 report = _recover(segments, recovery_point, config, directory)
         log_start = min(max(log_start, segments[0].base_offset), segments[-1].next_offset)
+        segments[-1].created_ms = _rolling_timestamp(segments[-1], now)
         log = cls(directory, config, segments, log_start, clock, report)
         _write_int(directory / RECOVERY_POINT_FILE, segments[-1].base_offset)
         return log
@@ -660,6 +668,19 @@ def _recover(
             seg.sealed = True
         i += 1
     return RecoveryReport(clean=False, segments_recovered=recovered, bytes_truncated=truncated)
+
+
+def _rolling_timestamp(segment: LogSegment, now: int) -> int:
+    """When a reopened active segment counts as created, for ``segment.ms``: its first batch's
+    timestamp, as Kafka does, so a restart does not restart the segment's age. Timestamps from
+    the future (a skewed producer clock) count as now."""
+    if segment.size < HEADER_SIZE:
+        return now
+    try:
+        header = read_header(segment.pread(0, HEADER_SIZE))
+    except (OSError, SluiceError):
+        return now
+    return header.max_timestamp if 0 <= header.max_timestamp <= now else now
 
 
 def _is_segment_name(stem: str) -> bool:
