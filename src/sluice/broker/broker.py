@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sluice.broker import admin, configs, fetch, metadata, offsets, produce
-from sluice.broker.groups import GROUP_APIS, GroupCoordinator
+from sluice.broker.groups import GROUP_APIS, GroupConfig, GroupCoordinator
 from sluice.protocol import (
     ApiKey,
     ProtocolError,
@@ -55,7 +55,18 @@ class Broker:
     def __init__(self, config: BrokerConfig, logs: LogManager) -> None:
         self.config = config
         self.logs = logs
-        self.groups = GroupCoordinator(logs, self.node_endpoint)
+        self.groups = GroupCoordinator(
+            logs,
+            self.node_endpoint,
+            config=GroupConfig(
+                min_session_timeout_ms=config.group_min_session_timeout_ms,
+                max_session_timeout_ms=config.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+                offsets_retention_ms=config.offsets_retention_ms,
+                offsets_retention_check_interval_ms=config.offsets_retention_check_interval_ms,
+                offset_metadata_max_bytes=config.offset_metadata_max_bytes,
+            ),
+        )
         self.fetch_waiters = fetch.FetchWaiters()
 
     @classmethod
@@ -72,6 +83,12 @@ class Broker:
         """Background work on the running loop: retention, time-based flushes, group timers."""
         self.logs.start(self.config.retention_check_ms)
         self.groups.start()
+
+    def begin_shutdown(self) -> None:
+        """Answer what is parked now (long polls with what they have, pending joins with
+        NOT_COORDINATOR) so a draining server does not wait out max_wait_ms or a rebalance."""
+        self.fetch_waiters.wake_all()
+        self.groups.begin_shutdown()
 
     async def close(self) -> None:
         """Wake long polls, stop the coordinator, then drain, fsync and mark every log clean."""

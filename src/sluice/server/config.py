@@ -79,6 +79,12 @@ class BrokerConfig:
     num_partitions: int = 1
     retention_check_ms: int = 300_000
     shutdown_grace_ms: int = 10_000
+    group_min_session_timeout_ms: int = 6_000
+    group_max_session_timeout_ms: int = 1_800_000
+    group_initial_rebalance_delay_ms: int = 0
+    offsets_retention_ms: int = 7 * 24 * 3600 * 1000
+    offsets_retention_check_interval_ms: int = 600_000
+    offset_metadata_max_bytes: int = 4096
     topic_defaults: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -135,6 +141,10 @@ class BrokerConfig:
         config = cls(**kwargs)
         if config.num_partitions < 1:
             raise InvalidConfigError("num.partitions must be >= 1")
+        if config.group_min_session_timeout_ms > config.group_max_session_timeout_ms:
+            raise InvalidConfigError(
+                "group.min.session.timeout.ms must be <= group.max.session.timeout.ms"
+            )
         if config.request_max_bytes < 1024:
             raise InvalidConfigError("socket.request.max.bytes must be >= 1024")
         return config
@@ -188,6 +198,12 @@ _SETTINGS: dict[str, tuple[str, Any]] = {
     "num.partitions": ("num_partitions", _positive),
     "log.retention.check.interval.ms": ("retention_check_ms", _positive),
     "sluice.shutdown.grace.ms": ("shutdown_grace_ms", _positive),
+    "group.min.session.timeout.ms": ("group_min_session_timeout_ms", _positive),
+    "group.max.session.timeout.ms": ("group_max_session_timeout_ms", _positive),
+    "group.initial.rebalance.delay.ms": ("group_initial_rebalance_delay_ms", _positive),
+    "offsets.retention.minutes": ("offsets_retention_ms", lambda v: _positive(v) * 60_000),
+    "offsets.retention.check.interval.ms": ("offsets_retention_check_interval_ms", _positive),
+    "offset.metadata.max.bytes": ("offset_metadata_max_bytes", _positive),
 }
 
 BROKER_CONFIG_KEYS = frozenset(_SETTINGS) | frozenset(BROKER_TO_TOPIC)

@@ -1,0 +1,220 @@
+"""Helpers for the real-client group tests: child-process members, a `sluice serve` child, a
+raw wire client, and waiting for conditions (polled with a deadline, never a fixed sleep)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka as ck
+
+from sluice.protocol import ApiKey, RequestBody, decode_response, encode_request
+
+ROOT = Path(__file__).resolve().parents[2]
+SESSION_TIMEOUT_MS = 6000
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``condition`` until it holds; return how long that took, or fail after ``timeout``."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def produce(bootstrap: str, topic: str, values: list[tuple[int, str]]) -> None:
+    """Produce (partition, value) pairs with acks=all and wait for every acknowledgement."""
+    producer = ck.Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2})
+    failures: list[Any] = []
+
+    def on_delivery(err: ck.KafkaError | None, _msg: ck.Message) -> None:
+        if err is not None:
+            failures.append(err)
+
+    for partition, value in values:
+        producer.produce(topic, value.encode(), partition=partition, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    assert failures == []
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
+        AdminClient,
+        NewTopic,
+    )
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(30)
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 3})
+    try:
+        found = consumer.committed(
+            [ck.TopicPartition(topic, p) for p in range(partitions)], timeout=30
+        )
+        return {tp.partition: tp.offset for tp in found}
+    finally:
+        consumer.close()
+
+
+class ChildMember:
+    """A confluent-kafka consumer in its own process (tests/groups/member_child.py)."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str, strategy: str = "range") -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.groups.member_child", bootstrap, topic, group, strategy],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.events.append(json.loads(line))
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.events)
+
+    @property
+    def assignment(self) -> list[int]:
+        assigned = [e["partitions"] for e in self.snapshot() if e["event"] == "assigned"]
+        return assigned[-1] if assigned else []
+
+    @property
+    def processed(self) -> list[tuple[int, int, str]]:
+        return [
+            (e["partition"], e["offset"], e["value"])
+            for e in self.snapshot()
+            if e["event"] == "processed"
+        ]
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._reader.join(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.write("stop\n")
+                self.proc.stdin.flush()
+                self.proc.wait(30)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reader.join(10)
+
+
+class ServeProcess:
+    """``python -m sluice.cli serve`` on a free port: the process a test SIGKILLs."""
+
+    def __init__(self, data_dir: Path, log_path: Path) -> None:
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sluice.cli",
+                    "serve",
+                    "--listen",
+                    self.bootstrap_servers,
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                cwd=ROOT,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+
+        def listening() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(listening, 30, "sluice serve to listen")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class WireClient:
+    """A bare Kafka connection speaking sluice's own codec: for requests no client library lets
+    a test send on purpose (stale generations, unknown members)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        host, port = bootstrap.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=30)
+        self.correlation = 0
+
+    def call(self, api: ApiKey, version: int, body: RequestBody) -> Any:
+        self.correlation += 1
+        self.sock.sendall(encode_request(api, version, self.correlation, "wire-test", body))
+        size = int.from_bytes(self._read(4), "big")
+        correlation, response = decode_response(self._read(size), api, version)
+        assert correlation == self.correlation
+        return response
+
+    def _read(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("broker closed the connection")
+            buf += chunk
+        return bytes(buf)
+
+    def close(self) -> None:
+        self.sock.close()
