@@ -67,8 +67,12 @@ class Server:
         broker.start()
         self._reaper = loop.create_task(self._reap_idle(), name="idle-reaper")
         self.started.set()
-        log.info("sluice listening on %s (advertised %s), data in %s", self.bound,
-                 self.config.advertised_listener, self.config.data_dir)
+        log.info(
+            "sluice listening on %s (advertised %s), data in %s",
+            self.bound,
+            self.config.advertised_listener,
+            self.config.data_dir,
+        )
 
     async def serve(self) -> None:
         """Run until SIGINT/SIGTERM (or :meth:`request_exit`), then shut down cleanly."""
@@ -96,10 +100,15 @@ class Server:
             self._reaper.cancel()
         for connection in list(self.connections):
             connection.stop_reading()
+        if self.broker is not None:
+            # Answer long polls and parked group joins now: waiting for their max_wait_ms or
+            # rebalance timeout would hold shutdown past the grace period.
+            self.broker.begin_shutdown()
         if self.connections:
             waits = [c.wait_closed() for c in list(self.connections)]
             _done, pending = await asyncio.wait(
-                [asyncio.ensure_future(w) for w in waits], timeout=self.config.shutdown_grace_ms / 1000
+                [asyncio.ensure_future(w) for w in waits],
+                timeout=self.config.shutdown_grace_ms / 1000,
             )
             for task in pending:
                 task.cancel()
@@ -120,7 +129,11 @@ class Server:
             now = time.monotonic()
             for connection in list(self.connections):
                 if not connection.busy and now - connection.last_active > idle:
-                    log.info("closing %s: idle for over %d ms", connection.peer, self.config.idle_timeout_ms)
+                    log.info(
+                        "closing %s: idle for over %d ms",
+                        connection.peer,
+                        self.config.idle_timeout_ms,
+                    )
                     connection.close()
 
 

@@ -30,6 +30,9 @@ Buffer = bytes | bytearray | memoryview
 _READ_BUFFER = 256 * 1024
 _MAX_QUEUED_FRAMES = 32
 _MAX_QUEUED_BYTES = 4 * 1024 * 1024
+_FIRST_BODY_BYTES = 1024 * 1024
+"""A big frame's buffer starts this large (or at its size, if smaller) and doubles as bytes
+arrive: a size prefix alone must not make the broker allocate memory the peer never sends."""
 
 
 class CloseConnection(Exception):
@@ -56,6 +59,7 @@ class Connection(asyncio.BufferedProtocol):
         self._end = 0
         self._body: bytearray | None = None
         self._filled = 0
+        self._body_size = 0
         self._frames: deque[bytearray] = deque()
         self._queued_bytes = 0
         self._transport: asyncio.Transport | None = None
@@ -96,6 +100,12 @@ class Connection(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._body is not None:
+            if self._filled == len(self._body):
+                # Full, but the frame is not: grow into a new buffer (not a resize, which a
+                # view the transport still holds would forbid).
+                grown = bytearray(min(self._body_size, 2 * len(self._body)))
+                grown[: self._filled] = self._body
+                self._body = grown
             return memoryview(self._body)[self._filled :]
         if self._end == len(self._buf):
             self._compact()
@@ -105,7 +115,7 @@ class Connection(asyncio.BufferedProtocol):
         self.last_active = time.monotonic()
         if self._body is not None:
             self._filled += nbytes
-            if self._filled == len(self._body):
+            if self._filled == self._body_size:
                 self._push(self._body)
                 self._body = None
             return
@@ -129,7 +139,9 @@ class Connection(asyncio.BufferedProtocol):
             if size <= 0 or size > self.max_frame:
                 # Checked before reading the body: an oversized or negative size never
                 # allocates anything. Kafka closes such connections too.
-                log.warning("closing %s: frame size %d outside 1..%d", self.peer, size, self.max_frame)
+                log.warning(
+                    "closing %s: frame size %d outside 1..%d", self.peer, size, self.max_frame
+                )
                 self.close()
                 return
             available = self._end - self._start - 4
@@ -139,9 +151,9 @@ class Connection(asyncio.BufferedProtocol):
                 self._start = begin + size
                 continue
             if size + 4 > len(buf):  # too big for the shared buffer: read into its own
-                body = bytearray(size)
+                body = bytearray(min(size, max(available, _FIRST_BODY_BYTES)))
                 body[:available] = buf[self._start + 4 : self._end]
-                self._body, self._filled = body, available
+                self._body, self._filled, self._body_size = body, available, size
                 self._start = self._end = 0
             elif self._start + 4 + size > len(buf):
                 self._compact()
@@ -153,8 +165,10 @@ class Connection(asyncio.BufferedProtocol):
         self._frames.append(frame)
         self._queued_bytes += len(frame)
         if (
-            len(self._frames) >= _MAX_QUEUED_FRAMES or self._queued_bytes >= _MAX_QUEUED_BYTES
-        ) and not self._reading_paused and self._transport is not None:
+            (len(self._frames) >= _MAX_QUEUED_FRAMES or self._queued_bytes >= _MAX_QUEUED_BYTES)
+            and not self._reading_paused
+            and self._transport is not None
+        ):
             self._transport.pause_reading()
             self._reading_paused = True
         self._wake()
@@ -178,7 +192,11 @@ class Connection(asyncio.BufferedProtocol):
                     continue
                 frame = self._frames.popleft()
                 self._queued_bytes -= len(frame)
-                if self._reading_paused and not self._stopping and len(self._frames) < _MAX_QUEUED_FRAMES // 2:
+                if (
+                    self._reading_paused
+                    and not self._stopping
+                    and len(self._frames) < _MAX_QUEUED_FRAMES // 2
+                ):
                     transport.resume_reading()
                     self._reading_paused = False
                 self.busy = True

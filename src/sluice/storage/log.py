@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import time
+import uuid
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -152,7 +153,9 @@ class PartitionLog:
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: Path, config: LogConfig | None = None, clock: Clock = wall_clock_ms) -> PartitionLog:
+    def open(
+        cls, directory: Path, config: LogConfig | None = None, clock: Clock = wall_clock_ms
+    ) -> PartitionLog:
         """Open (creating if needed) and, after an unclean stop, recover the log in ``directory``."""
         config = config or LogConfig()
         directory.mkdir(parents=True, exist_ok=True)
@@ -245,7 +248,9 @@ class PartitionLog:
         for seg in self._segments:
             seg.index_interval_bytes = config.index_interval_bytes
         if was_fsynced and config.append_ack is not AckLevel.FSYNCED:
-            self._advance_high_watermark(self.log_end_offset, self.active_segment, self.active_segment.size)
+            self._advance_high_watermark(
+                self.log_end_offset, self.active_segment, self.active_segment.size
+            )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -253,7 +258,9 @@ class PartitionLog:
 
     # -- appending -------------------------------------------------------------------------------
 
-    def reserve(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> Reservation:
+    def reserve(
+        self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None
+    ) -> Reservation:
         """Validate ``data`` (one or more whole batches) and assign its offsets, patching in place.
 
         Raises a typed error (CorruptRecordError, InvalidRecordError, RecordTooLargeError) and
@@ -346,7 +353,9 @@ class PartitionLog:
         self.log_end_offset = plan.next_offset
         self.unflushed_records += plan.records
         if self.config.append_ack is not AckLevel.FSYNCED:
-            self._advance_high_watermark(self.log_end_offset, self.active_segment, self.active_segment.size)
+            self._advance_high_watermark(
+                self.log_end_offset, self.active_segment, self.active_segment.size
+            )
 
     def abort(self, plan: WritePlan) -> None:
         """Undo a plan whose execute failed: cut files back to committed sizes, forget offsets
@@ -399,7 +408,9 @@ class PartitionLog:
             self.seal_rolled(plan)
             self.mark_sealed(plan)
 
-    async def submit(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
+    async def submit(
+        self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None
+    ) -> int:
         """Append through the configured path (writer task or inline); returns the first offset
         once the append is acknowledged at ``ack`` (default: the topic's ``sluice.append.ack``)."""
         if self.config.append_mode is AppendMode.INLINE:
@@ -527,7 +538,9 @@ class PartitionLog:
         best: tuple[LogSegment, int] | None = None
         for seg, _end in self._visible_batches(self.log_start_offset):
             _ = seg.time_index
-            if seg.max_timestamp >= 0 and (best is None or seg.max_timestamp > best[0].max_timestamp):
+            if seg.max_timestamp >= 0 and (
+                best is None or seg.max_timestamp > best[0].max_timestamp
+            ):
                 best = (seg, _end)
         if best is None:
             return None
@@ -559,7 +572,9 @@ class PartitionLog:
                 break
             _ = seg.time_index
             expired = (
-                cfg.retention_ms >= 0 and seg.max_timestamp >= 0 and now - seg.max_timestamp > cfg.retention_ms
+                cfg.retention_ms >= 0
+                and seg.max_timestamp >= 0
+                and now - seg.max_timestamp > cfg.retention_ms
             )
             too_big = cfg.retention_bytes >= 0 and total - seg.size >= cfg.retention_bytes
             below_start = seg.next_offset <= self.log_start_offset
@@ -583,7 +598,11 @@ class PartitionLog:
             )
         if target > self.log_start_offset:
             self._set_log_start_offset(target)
-            while len(self._segments) > 1 and self._segments[0].next_offset <= target and self._segments[0].sealed:
+            while (
+                len(self._segments) > 1
+                and self._segments[0].next_offset <= target
+                and self._segments[0].sealed
+            ):
                 self._delete_first_segment()
         return self.log_start_offset
 
@@ -696,7 +715,9 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # A short fixed-length temporary name: ``<name>.tmp`` would overflow NAME_MAX for the
+    # longest legal topic names (249 characters plus ``.json``).
+    tmp = path.with_name(f"{uuid.uuid4().hex[:16]}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data)

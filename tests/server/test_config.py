@@ -1,0 +1,324 @@
+"""Broker configuration: built-in defaults < TOML file < ``--set key=value`` < the CLI's own flags,
+Kafka's names, clear errors (exit code 2) for anything unknown or malformed, and the advertised
+listener that Metadata hands to clients."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from sluice.cli import main as cli_main
+from sluice.errors import ErrorCode, InvalidConfigError
+from sluice.protocol import ApiKey
+from sluice.protocol import messages as m
+from sluice.server.config import BROKER_CONFIG_KEYS, BrokerConfig, Listener, parse_host_port
+from sluice.testing import EmbeddedBroker
+from tests.server.conftest import MakeBroker
+from tests.server.serve import ServeProcess, run_serve
+from tests.server.wire import WireClient, create_topics_request, metadata
+
+TOML = """
+# flat Kafka names...
+"num.partitions" = 2
+"auto.create.topics.enable" = true
+"advertised.listeners" = "PLAINTEXT://file.example:1111"
+"node.id" = 3
+listeners = "PLAINTEXT://127.0.0.1:{port}"
+
+# ...and nested tables, which flatten to the same dotted names
+[log]
+retention.ms = 123456
+segment.bytes = 2097152
+
+[connections.max.idle]
+ms = 5000
+"""
+
+
+def write_toml(path: Path, port: int = 0, extra: str = "", *, top: str = "") -> Path:
+    """The sample file, with ``top`` before it (flat keys) and ``extra`` after its last table."""
+    path.write_text(top + TOML.format(port=port) + extra)
+    return path
+
+
+def test_load_precedence(tmp_path: Path) -> None:
+    file = write_toml(tmp_path / "sluice.toml", port=19092)
+    # The file alone, over the defaults.
+    config = BrokerConfig.load(file)
+    assert config.num_partitions == 2
+    assert config.auto_create_topics is True
+    assert config.advertised == Listener("file.example", 1111)
+    assert config.listen == Listener("127.0.0.1", 19092)
+    assert config.node_id == 3
+    assert config.topic_defaults.retention_ms == 123456
+    assert config.topic_defaults.segment_bytes == 2097152
+    assert config.idle_timeout_ms == 5000
+    assert config.max_connections == BrokerConfig().max_connections  # untouched: the default
+    assert config.request_max_bytes == 100 * 1024 * 1024
+    # --set beats the file; the last --set of a key wins.
+    config = BrokerConfig.load(
+        file,
+        [
+            "num.partitions=4",
+            "log.retention.ms=1000",
+            "advertised.listeners=set.example:2222",
+            "max.connections=7",
+            "max.connections=8",
+            " socket.request.max.bytes = 4096 ",
+        ],
+    )
+    assert config.num_partitions == 4
+    assert config.topic_defaults.retention_ms == 1000
+    assert config.topic_defaults.segment_bytes == 2097152  # from the file still
+    assert config.advertised == Listener("set.example", 2222)
+    assert config.max_connections == 8
+    assert config.request_max_bytes == 4096
+    assert config.node_id == 3
+    # The CLI's flags beat both.
+    config = BrokerConfig.load(
+        file,
+        ["advertised.listeners=set.example:2222", "log.dirs=/from/set"],
+        listen=Listener("127.0.0.1", 0),
+        advertised=Listener("flag.example", 3333),
+        data_dir=Path("/from/flag"),
+    )
+    assert config.listen == Listener("127.0.0.1", 0)
+    assert config.advertised == Listener("flag.example", 3333)
+    assert config.data_dir == Path("/from/flag")
+    # A flag left out (None) does not hide the file's or --set's value.
+    config = BrokerConfig.load(
+        file, ["log.dirs=/a,/b"], listen=None, advertised=None, data_dir=None
+    )
+    assert config.data_dir == Path("/a")
+    assert config.advertised == Listener("file.example", 1111)
+
+
+def test_defaults() -> None:
+    config = BrokerConfig.load()
+    assert config == BrokerConfig()
+    assert config.listen == Listener("127.0.0.1", 9092)
+    assert config.data_dir == Path("sluice-data")
+    assert config.auto_create_topics is True
+    assert config.num_partitions == 1
+    assert config.request_max_bytes == 100 * 1024 * 1024
+    assert config.advertised is None
+    # A wildcard bind advertises loopback rather than an address no client can dial.
+    assert BrokerConfig(listen=Listener("0.0.0.0", 9093)).advertised_listener == Listener(
+        "127.0.0.1", 9093
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("PLAINTEXT://kafka.example:9093", Listener("kafka.example", 9093)),
+        ("host:1", Listener("host", 1)),
+        ("[::1]:9094", Listener("::1", 9094)),
+        (":9095", Listener("0.0.0.0", 9095)),
+        ("justahost", Listener("justahost", 9092)),
+    ],
+)
+def test_listener_forms(text: str, expected: Listener) -> None:
+    assert parse_host_port(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "file_extra", "message"),
+    [
+        (["no.such.key=1"], "", "unknown broker config 'no.such.key'"),
+        ([], "[no.such]\nfile.key = 1\n", "unknown broker config 'no.such.file.key'"),
+        ([], "[bogus]\nnested = 1\n", "unknown broker config 'bogus.nested'"),
+        (["num.partitions"], "", "--set takes key=value"),
+        (["=3"], "", "--set takes key=value"),
+        (["num.partitions=many"], "", "bad value for num.partitions"),
+        (["num.partitions=0"], "", "num.partitions must be >= 1"),
+        (["max.connections=-1"], "", "bad value for max.connections"),
+        (["auto.create.topics.enable=maybe"], "", "bad value for auto.create.topics.enable"),
+        (["socket.request.max.bytes=10"], "", "socket.request.max.bytes must be >= 1024"),
+        (["listeners=host:99999"], "", "bad value for listeners"),
+        (["log.retention.ms=soon"], "", "retention"),
+    ],
+)
+def test_invalid_settings_are_errors(
+    tmp_path: Path, overrides: list[str], file_extra: str, message: str
+) -> None:
+    file = write_toml(tmp_path / "sluice.toml", extra=file_extra)
+    with pytest.raises(InvalidConfigError) as raised:
+        BrokerConfig.load(file, overrides)
+    assert message in str(raised.value)
+
+
+def test_unreadable_config_files(tmp_path: Path) -> None:
+    with pytest.raises(InvalidConfigError, match="cannot read config file"):
+        BrokerConfig.load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("num.partitions = = 3\n")
+    with pytest.raises(InvalidConfigError, match="cannot read config file"):
+        BrokerConfig.load(bad)
+
+
+def test_every_documented_key_is_accepted() -> None:
+    samples = {
+        "listeners": "127.0.0.1:1",
+        "advertised.listeners": "h:2",
+        "log.dirs": "/d",
+        "log.dir": "/d",
+        "cluster.id": "c",
+        "auto.create.topics.enable": "false",
+        "sluice.log.append.ack": "written",
+        "sluice.log.append.mode": "inline",
+    }
+    for key in sorted(BROKER_CONFIG_KEYS):
+        BrokerConfig.from_settings({key: samples.get(key, "1048576")})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "no.such.key=1"], "unknown broker config 'no.such.key'"),
+        (["--set", "nokeyvalue"], "--set takes key=value"),
+        (["--config", "missing.toml"], "cannot read config file"),
+        (["--listen", "127.0.0.1:notaport"], "bad port"),
+    ],
+)
+def test_cli_config_errors_exit_2(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["serve", "--data-dir", str(tmp_path / "d"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sluice serve: ") and message in err, err
+    assert not (tmp_path / "d").exists()  # refused before touching anything
+
+
+def test_cli_unknown_key_exit_code_in_a_real_process(tmp_path: Path) -> None:
+    file = write_toml(tmp_path / "sluice.toml", top='"log.retention.mz" = 5\n')
+    result = run_serve(["--config", str(file), "--data-dir", str(tmp_path / "d")], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "sluice serve: unknown broker config 'log.retention.mz'"
+    assert not (tmp_path / "d").exists()
+
+
+def _held_port() -> socket.socket:
+    """A listening socket on a free port: a config that names this port cannot be the one used."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def test_cli_file_then_set_then_flags(tmp_path: Path) -> None:
+    """The same precedence in a real ``sluice serve``, observed on the wire: partitions of an
+    auto-created topic (num.partitions) and the broker list in Metadata (advertised.listeners,
+    node.id)."""
+    # The file alone: its listener (ephemeral), its partitions, its advertised address.
+    file = write_toml(tmp_path / "file-only.toml", port=0)
+    with ServeProcess(
+        ["--config", str(file), "--data-dir", str(tmp_path / "d1")], cwd=tmp_path
+    ) as serve:
+        serve.wait_ready()
+        assert serve.advertised == "file.example:1111"
+        with serve.client() as client:
+            resp = metadata(client, ["auto"])
+            assert [(b.node_id, b.host, b.port) for b in resp.brokers] == [
+                (3, "file.example", 1111)
+            ]
+            assert [len(t.partitions) for t in resp.topics] == [2]
+            assert [p.leader_id for p in resp.topics[0].partitions] == [3, 3]
+        serve.signal(signal.SIGTERM)
+        assert serve.wait() == 0
+    # --set over the file, flags over --set: the file's listener is a port in use (so the flag
+    # must win for the broker to start at all).
+    with _held_port() as held:
+        file = write_toml(tmp_path / "layered.toml", port=held.getsockname()[1])
+        args = [
+            "--config",
+            str(file),
+            "--set",
+            "num.partitions=4",
+            "--set",
+            "node.id=5",
+            "--set",
+            "advertised.listeners=set.example:2222",
+            "--set",
+            "log.dirs=" + str(tmp_path / "from-set"),
+            "--listen",
+            "127.0.0.1:0",
+            "--advertise",
+            "flag.example:3333",
+            "--data-dir",
+            str(tmp_path / "d2"),
+        ]
+        with ServeProcess(args, cwd=tmp_path) as serve:
+            serve.wait_ready()
+            assert serve.port != held.getsockname()[1]
+            with serve.client() as client:
+                resp = metadata(client, ["auto"])
+                assert [(b.node_id, b.host, b.port) for b in resp.brokers] == [
+                    (5, "flag.example", 3333)
+                ]
+                assert resp.controller_id == 5
+                assert [len(t.partitions) for t in resp.topics] == [4]
+            serve.signal(signal.SIGTERM)
+            assert serve.wait() == 0
+    assert (tmp_path / "d2" / "auto-3").is_dir()
+    assert not (tmp_path / "from-set").exists()
+
+
+def test_advertised_listener_in_metadata(make_broker: MakeBroker) -> None:
+    broker = make_broker(
+        **{
+            "advertised.listeners": "PLAINTEXT://kafka.example.com:19092",
+            "node.id": "7",
+            "cluster.id": "test-cluster",
+        }
+    )
+    with WireClient.to(broker) as client:
+        for version in (1, 4, 9, 12):
+            resp = metadata(client, ["adv"], version=version)
+            assert [(b.node_id, b.host, b.port) for b in resp.brokers] == [
+                (7, "kafka.example.com", 19092)
+            ]
+            assert resp.controller_id == 7
+            if version >= 2:
+                assert resp.cluster_id == "test-cluster"
+            (topic,) = resp.topics
+            assert [(p.leader_id, p.replica_nodes, p.isr_nodes) for p in topic.partitions] == [
+                (7, [7], [7])
+            ]
+
+
+def test_without_advertised_listeners_the_bound_address_is_advertised(
+    sluice_broker: EmbeddedBroker,
+) -> None:
+    with WireClient.to(sluice_broker) as client:
+        resp = metadata(client, None)
+        assert [(b.node_id, b.host, b.port) for b in resp.brokers] == [
+            (0, "127.0.0.1", sluice_broker.port)
+        ]
+
+
+def test_settings_reach_the_broker(make_broker: MakeBroker) -> None:
+    """num.partitions and auto.create.topics.enable as the wire sees them."""
+    on = make_broker(**{"num.partitions": "3"})
+    off = make_broker(**{"auto.create.topics.enable": "false"})
+    with WireClient.to(on) as client:
+        resp = metadata(client, ["made"])
+        assert [(t.name, t.error_code, len(t.partitions)) for t in resp.topics] == [("made", 0, 3)]
+        # Explicit creation with -1 partitions takes the broker default too.
+        request = create_topics_request(["explicit"], partitions=-1)
+        created = client.call(ApiKey.CREATE_TOPICS, 7, request, m.CreateTopicsResponse)
+        assert [(t.error_code, t.num_partitions) for t in created.topics] == [(0, 3)]
+    with WireClient.to(off) as client:
+        resp = metadata(client, ["not-made"])
+        assert [(t.name, t.error_code) for t in resp.topics] == [
+            ("not-made", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+        ]
+        assert metadata(client, None).topics == []

@@ -1,0 +1,205 @@
+"""Connection limits: max.connections, connections.max.idle.ms and socket.request.max.bytes."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+from sluice.errors import ErrorCode
+from sluice.protocol import ApiKey
+from sluice.protocol import messages as m
+from sluice.server.config import BrokerConfig
+from sluice.testing import EmbeddedBroker
+from tests.server.conftest import MakeBroker, WitnessFor
+from tests.server.wire import (
+    I32,
+    WireClient,
+    Witness,
+    api_versions,
+    batch,
+    connections_settle,
+    create_topic,
+    fetch_all_values,
+    fetch_request,
+    list_offset,
+    metadata,
+    produce,
+    produce_request,
+)
+
+
+def test_max_connections(make_broker: MakeBroker) -> None:
+    broker = make_broker(**{"max.connections": "3"})
+    clients = [WireClient.to(broker) for _ in range(3)]
+    try:
+        for c in clients:  # a round trip each: all three are registered
+            assert api_versions(c).error_code == 0
+        # The kernel accepts the 4th, the broker drops it at once without reading a byte.
+        with WireClient.to(broker) as extra:
+            assert extra.wait_closed() == b""
+        with WireClient.to(broker) as extra:  # a request on it is never answered
+            with contextlib.suppress(OSError):  # the reset may already have arrived
+                extra.send(ApiKey.API_VERSIONS, 3, m.ApiVersionsRequest())
+            assert extra.wait_closed() == b""
+        # The three admitted ones are unaffected.
+        create_topic(clients[0], "t")
+        for i, c in enumerate(clients):
+            assert produce(c, "t", 0, batch([f"c{i}".encode()])).base_offset == i
+        # Closing one frees a slot for a new connection, and only one.
+        clients.pop().close()
+        connections_settle(broker, 2)
+        clients.append(WireClient.to(broker))
+        assert fetch_all_values(clients[-1], "t") == [b"c0", b"c1", b"c2"]
+        with WireClient.to(broker) as extra:
+            assert extra.wait_closed() == b""
+        for c in clients:
+            assert metadata(c, ["t"]).topics[0].error_code == 0
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_idle_connections_are_closed(make_broker: MakeBroker) -> None:
+    """Connections quiet for longer than connections.max.idle.ms are closed by the broker (the
+    broker and these tests share one monotonic clock, so the bounds below are exact); busy ones
+    and ones with a request in progress are not."""
+    idle_ms = 500
+    broker = make_broker(**{"connections.max.idle.ms": str(idle_ms)})
+    with WireClient.to(broker) as setup:
+        create_topic(setup, "t")
+    last_activity: dict[str, float] = {}  # taken before the broker's own record of it
+    last_activity["silent"] = time.monotonic()
+    silent = WireClient.to(broker)  # never sends a byte
+    idle = WireClient.to(broker)  # one request, then nothing
+    slowloris = WireClient.to(broker)  # starts a frame and never finishes it
+    busy = WireClient.to(broker)  # keeps sending requests
+    polling = WireClient.to(broker)  # one long poll, longer than the idle timeout
+    try:
+        last_activity["idle"] = time.monotonic()
+        assert api_versions(idle).error_code == 0
+        last_activity["slowloris"] = time.monotonic()
+        slowloris.send_bytes(I32.pack(100) + b"\x00" * 10)
+        started = time.monotonic()
+        poll_id = polling.send(ApiKey.FETCH, 12, fetch_request("t", 0, 0, max_wait_ms=3 * idle_ms))
+
+        closed_at: dict[str, float] = {}
+
+        def watch(name: str, client: WireClient) -> None:
+            assert client.wait_closed(timeout=10) == b""
+            closed_at[name] = time.monotonic()
+
+        watchers = [
+            threading.Thread(target=watch, args=(name, c), daemon=True)
+            for name, c in (("idle", idle), ("silent", silent), ("slowloris", slowloris))
+        ]
+        for w in watchers:
+            w.start()
+        # The busy connection is never idle for long, so it is never closed.
+        while time.monotonic() - started < 3 * idle_ms / 1000:
+            assert api_versions(busy).error_code == 0
+            time.sleep(0.05)
+        # A request in progress is not idleness: the long poll is answered at its own deadline.
+        part = polling.recv(ApiKey.FETCH, 12, poll_id, m.FetchResponse)
+        assert part.responses[0].partitions[0].error_code == 0
+        assert time.monotonic() - started >= 3 * idle_ms / 1000
+        for w in watchers:
+            w.join(10)
+        assert sorted(closed_at) == ["idle", "silent", "slowloris"]
+        for name, at in closed_at.items():
+            quiet_for = at - last_activity[name]
+            print(f"{name} closed after {quiet_for:.2f}s quiet (connections.max.idle.ms={idle_ms})")
+            assert idle_ms / 1000 <= quiet_for < 5.0, name
+        assert api_versions(busy).error_code == 0
+        # ...and once it goes quiet, the long-polling connection is reaped too.
+        assert polling.wait_closed(timeout=10) == b""
+    finally:
+        for c in (idle, silent, slowloris, busy, polling):
+            c.close()
+
+
+def test_request_size_limit_default_is_100_mib(
+    sluice_broker: EmbeddedBroker, witness: Witness
+) -> None:
+    limit = 100 * 1024 * 1024
+    assert BrokerConfig().request_max_bytes == limit
+    with WireClient.to(sluice_broker) as over:
+        over.send_bytes(I32.pack(limit + 1))
+        assert over.wait_closed() == b""
+    # At the limit, the broker waits for the rest of the frame instead of closing.
+    with WireClient.to(sluice_broker) as at:
+        at.send_bytes(I32.pack(limit) + b"\x00" * 10)
+        witness.check()
+        assert at.is_quiet()
+    witness.check()
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_announced_size_is_not_allocated_up_front(
+    sluice_broker: EmbeddedBroker, witness: Witness
+) -> None:
+    """A size prefix is a promise, not data: ten connections announcing 100 MiB frames (the
+    default limit) and sending 64 KiB of each must not cost the broker a gigabyte. Memory for a
+    big frame grows with the bytes that actually arrive. (The embedded broker shares this
+    process, so its resident size is ours.)"""
+    before = _rss_bytes()
+    clients = [WireClient.to(sluice_broker) for _ in range(10)]
+    try:
+        for c in clients:
+            c.send_bytes(I32.pack(100 * 1024 * 1024) + b"\x00" * (64 * 1024))
+        witness.check()  # the broker has read what was sent
+        grown = _rss_bytes() - before
+        print(f"resident size grew by {grown / 2**20:.1f} MiB")
+        assert grown < 100 * 2**20
+        for c in clients:
+            assert c.is_quiet()  # still waiting for the rest, not closed
+    finally:
+        for c in clients:
+            c.close()
+    witness.check()
+
+
+def test_large_requests_up_to_the_limit(make_broker: MakeBroker, witness_for: WitnessFor) -> None:
+    """Frames bigger than the read buffer (256 KiB) take the big-frame path, whose buffer grows
+    as the bytes arrive: a 6 MiB batch under an 8 MiB request limit is stored whole and reads
+    back intact; a 9 MiB request is refused by closing."""
+    limit = 8 << 20
+    broker = make_broker(
+        **{"socket.request.max.bytes": str(limit), "message.max.bytes": str(limit)}
+    )
+    witness = witness_for(broker)
+    with WireClient.to(broker) as client:
+        create_topic(client, "big")
+        values = [bytes([i]) * (300 * 1024) for i in range(20)]
+        assert produce(client, "big", 0, batch(values)).error_code == 0
+        assert produce(client, "big", 0, batch([b"small"])).base_offset == 20
+        assert fetch_all_values(client, "big") == [*values, b"small"]
+        too_big = [bytes([9]) * (300 * 1024) for _ in range(30)]
+        _, frame = client.frame(ApiKey.PRODUCE, 9, produce_request("big", 0, batch(too_big)))
+        assert len(frame) - 4 > limit
+        with contextlib.suppress(OSError):  # the broker may close before it is all sent
+            client.send_bytes(frame)
+        assert client.wait_closed() == b""
+    with WireClient.to(broker) as check:
+        assert list_offset(check, "big", 0) == (0, 21)
+        assert fetch_all_values(check, "big") == [*values, b"small"]
+    witness.check()
+
+
+def test_message_too_large_is_answered(make_broker: MakeBroker) -> None:
+    broker = make_broker(
+        **{"socket.request.max.bytes": str(4 << 20), "message.max.bytes": str(64 * 1024)}
+    )
+    with WireClient.to(broker) as client:
+        create_topic(client, "t")
+        part = produce(client, "t", 0, batch([b"x" * (128 * 1024)]))
+        assert (part.error_code, part.base_offset) == (ErrorCode.MESSAGE_TOO_LARGE, -1)
+        assert list_offset(client, "t", 0) == (0, 0)
+        assert produce(client, "t", 0, batch([b"small"])).base_offset == 0
