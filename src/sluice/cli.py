@@ -40,15 +40,21 @@ def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="sluice", description="A Kafka-compatible streaming platform.")
+    parser = argparse.ArgumentParser(
+        prog="sluice", description="A Kafka-compatible streaming platform."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the broker until SIGINT/SIGTERM")
     serve.add_argument("--listen", help="HOST:PORT to bind (default 127.0.0.1:9092)")
     serve.add_argument("--data-dir", help="data directory (default ./sluice-data)")
-    serve.add_argument("--advertise", help="HOST:PORT clients are told to use (advertised.listeners)")
+    serve.add_argument(
+        "--advertise", help="HOST:PORT clients are told to use (advertised.listeners)"
+    )
     serve.add_argument("--config", type=Path, help="TOML file of broker settings (Kafka names)")
-    serve.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    serve.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
 
@@ -63,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     bench.set_defaults(func=_bench)
+
+    import sluice.tools  # argparse only: the tools import confluent-kafka when they run
+
+    sluice.tools.register(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -1,0 +1,353 @@
+"""Shared pieces of the admin and console tools: connection options, client construction, error
+translation and plain-text / JSON output.
+
+confluent-kafka is imported lazily (inside functions), so building the argument parser never
+needs it and ``sluice serve`` starts without loading librdkafka.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, TypeVar
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
+
+T = TypeVar("T")
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+BOOTSTRAP_ENV = "SLUICE_BOOTSTRAP_SERVER"
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class ToolError(Exception):
+    """An operation failed (broker refusal, unknown topic, unreachable broker): exit code 1."""
+
+
+class UsageError(Exception):
+    """The command line is inconsistent in a way argparse cannot see: exit code 2."""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return value
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """argparse type: ``KEY=VALUE`` (the value may contain ``=``; the key may not be empty)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """Options every tool takes. Defaults are suppressed so that the options may be given on the
+    group parser (``sluice topics --bootstrap-server X list``) or on the leaf parser; call
+    :func:`apply_connection_defaults` after parsing."""
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--bootstrap-server",
+        "-b",
+        metavar="HOST:PORT[,HOST:PORT]",
+        default=argparse.SUPPRESS,
+        help=f"broker(s) to connect to (default ${BOOTSTRAP_ENV} or {DEFAULT_BOOTSTRAP})",
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        default=argparse.SUPPRESS,
+        help=f"how long to wait for the broker per operation (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    group.add_argument(
+        "--client-config",
+        "-X",
+        type=key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        default=argparse.SUPPRESS,
+        help="extra librdkafka client setting, e.g. -X security.protocol=SSL (repeatable)",
+    )
+    group.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the client library's log lines on stderr",
+    )
+
+
+def apply_connection_defaults(args: argparse.Namespace) -> None:
+    """Fill in the connection options that were given nowhere."""
+    if not hasattr(args, "bootstrap_server"):
+        args.bootstrap_server = os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP
+    if not hasattr(args, "timeout"):
+        args.timeout = DEFAULT_TIMEOUT_S
+    if not hasattr(args, "client_config"):
+        args.client_config = []
+    if not hasattr(args, "verbose"):
+        args.verbose = False
+
+
+def client_config(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    """The librdkafka configuration for a tool: bootstrap servers, quiet logs unless ``-v``,
+    the tool's own settings, then the user's ``-X`` overrides (which win)."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": args.bootstrap_server,
+        "client.id": "sluice-tools",
+        # librdkafka logs connection failures at level 3 and disconnects at level 6; the tools
+        # report what matters themselves.
+        "log_level": 7 if args.verbose else 0,
+    }
+    conf.update(extra)
+    conf.update(dict(args.client_config))
+    return conf
+
+
+def admin_client(args: argparse.Namespace) -> AdminClient:
+    from confluent_kafka.admin import AdminClient
+
+    client = make_client(AdminClient, client_config(args))
+    # Fail early, with one clear message, when no broker answers.
+    list_topics(client, args, None)
+    return client
+
+
+def make_client(factory: Callable[[dict[str, Any]], T], conf: dict[str, Any]) -> T:
+    """``factory(conf)``, with a configuration librdkafka refuses reported as a :class:`ToolError`."""
+    from confluent_kafka import KafkaException
+
+    try:
+        return factory(conf)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise ToolError(f"bad client configuration: {describe_error(exc)}") from exc
+
+
+def list_topics(client: Any, args: argparse.Namespace, topic: str | None) -> Any:
+    """Metadata (``ClusterMetadata``) for all topics or one, as a :class:`ToolError` on failure."""
+    deadline = time.monotonic() + args.timeout
+    while True:
+        left = max(0.1, deadline - time.monotonic())
+        try:
+            if topic is None:
+                return client.list_topics(timeout=left)
+            return client.list_topics(topic, timeout=left)
+        except Exception as exc:
+            # A connection dropped mid-request (a broker restarting, an idle timeout): try again
+            # on a new one while time is left.
+            if is_error(exc, "_TRANSPORT") and time.monotonic() + 0.1 < deadline:
+                time.sleep(0.1)
+                continue
+            raise ToolError(f"cannot reach {args.bootstrap_server}: {describe_error(exc)}") from exc
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an exception, using the Kafka error name and message when there is one."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    err: object = exc.args[0] if isinstance(exc, KafkaException) and exc.args else exc
+    if isinstance(err, KafkaError):
+        return kafka_error_text(err)
+    if isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError":
+        return "timed out waiting for the broker"
+    return str(exc) or type(exc).__name__
+
+
+def kafka_error_text(err: Any) -> str:
+    """``NAME: message`` for a ``KafkaError`` (the name alone when the message just repeats it)."""
+    name: str = err.name()
+    text: str = err.str()
+    if not text or text.replace(" ", "_").upper() == name.lstrip("_"):
+        return name
+    return f"{name}: {text}"
+
+
+def is_error(exc: BaseException, *names: str) -> bool:
+    """Whether ``exc`` is a ``KafkaException`` carrying one of the named error codes."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0].name() in names
+    return False
+
+
+def wait(future: Any, args: argparse.Namespace) -> Any:
+    """The result of an admin future; exceptions are left to the caller (see :func:`describe_error`)."""
+    return future.result(timeout=args.timeout + 5)
+
+
+def decode(data: bytes | None, null: str = "null") -> str:
+    """Bytes for display: UTF-8 with undecodable bytes escaped; ``None`` shown as ``null``."""
+    if data is None:
+        return null
+    return data.decode("utf-8", errors="backslashreplace")
+
+
+def print_table(
+    rows: Iterable[Sequence[object]], headers: Sequence[str], out: TextIO | None = None
+) -> None:
+    """Left-aligned columns separated by two spaces, with a header row; no trailing spaces."""
+    out = out or sys.stdout
+    text_rows = [[str(c) for c in headers], *([str(c) for c in row] for row in rows)]
+    widths = [max(len(r[i]) for r in text_rows) for i in range(len(headers))]
+    for r in text_rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+
+
+def print_json(obj: object, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    json.dump(obj, out, indent=2, sort_keys=False)
+    out.write("\n")
+
+
+def add_output_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output",
+        "-o",
+        choices=["text", "json"],
+        default="text",
+        help="text (aligned columns, default) or json",
+    )
+
+
+def list_offsets(
+    admin: AdminClient,
+    args: argparse.Namespace,
+    partitions: Iterable[tuple[str, int]],
+    spec: str | int,
+) -> dict[tuple[str, int], int]:
+    """Offsets of ``partitions`` by ListOffsets: ``spec`` is ``"earliest"``, ``"latest"`` or a
+    timestamp in ms (the first offset whose timestamp is at or after it; the log end offset when
+    there is none). A partition whose lookup fails raises :class:`ToolError`."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]  # no __all__
+
+    wanted = sorted(set(partitions))
+    if not wanted:
+        return {}
+    if spec == "earliest":
+        offset_spec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+    elif spec == "latest":
+        offset_spec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    else:
+        offset_spec = OffsetSpec.for_timestamp(int(spec))
+    futures = admin.list_offsets(
+        {TopicPartition(t, p): offset_spec for t, p in wanted}, request_timeout=args.timeout
+    )
+    result: dict[tuple[str, int], int] = {}
+    for tp, future in futures.items():
+        try:
+            info = wait(future, args)
+        except Exception as exc:
+            raise ToolError(
+                f"cannot list offsets of {tp.topic}[{tp.partition}]: {describe_error(exc)}"
+            ) from exc
+        result[(tp.topic, tp.partition)] = int(info.offset)
+    if spec not in ("earliest", "latest"):
+        # No record at or after the timestamp: Kafka answers -1; the position is the log end.
+        missing = [tp for tp, off in result.items() if off < 0]
+        if missing:
+            result.update(list_offsets(admin, args, missing, "latest"))
+    return result
+
+
+Handler = Callable[[argparse.Namespace], int]
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def leaf(group: SubParsers, name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
+    """A runnable (sub)command parser: connection options, and ``func`` set to :func:`run` with
+    ``handler`` doing the work, which is how ``sluice.cli`` dispatches (``args.func(args)``)."""
+    parser = group.add_parser(
+        name, help=help_text, description=help_text[:1].upper() + help_text[1:] + "."
+    )
+    add_connection_options(parser)
+    parser.set_defaults(func=run, handler=handler, parser=parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command: 0 on success, 1 with one line on stderr when the operation fails,
+    2 (through argparse) for usage errors found after parsing."""
+    apply_connection_defaults(args)
+    parser: argparse.ArgumentParser = args.parser
+    prog = parser.prog
+    try:
+        code: int = args.handler(args)
+        return code
+    except UsageError as exc:
+        parser.error(str(exc))  # exits 2
+    except ToolError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("confluent_kafka"):
+            print(
+                f"{prog}: error: the tools need confluent-kafka (pip install confluent-kafka)",
+                file=sys.stderr,
+            )
+            return 1
+        raise
+    except BrokenPipeError:
+        # The reader went away (``sluice consume ... | head``): not an error of ours.
+        _silence_stdout()
+        return 0
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "0": "\0", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    r"""Turn ``\t``, ``\n``, ``\r``, ``\0`` and ``\\`` into the characters they name (so separators
+    and templates can be typed without the shell's ``$'...'``); other backslashes stay."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)

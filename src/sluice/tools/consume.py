@@ -1,0 +1,318 @@
+"""``sluice consume``: print records of a topic, in the spirit of Kafka's console consumer.
+
+Without ``--group`` the partitions are assigned directly (no group, nothing committed); with
+``--group`` the tool joins the group, shares the partitions with its other members and commits
+what it printed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import string
+import sys
+import time
+from typing import Any, BinaryIO
+
+from sluice.tools.common import (
+    SubParsers,
+    ToolError,
+    UsageError,
+    client_config,
+    decode,
+    kafka_error_text,
+    leaf,
+    list_topics,
+    make_client,
+    non_negative_int,
+    positive_int,
+    unescape,
+)
+
+FIELDS = ("topic", "partition", "offset", "timestamp", "key", "value", "headers")
+# Errors that end the tool; others (a dropped connection, a coordinator moving) are retried
+# by librdkafka and only shown with --verbose.
+_FATAL = frozenset(
+    {
+        "UNKNOWN_TOPIC_OR_PART",
+        "_UNKNOWN_TOPIC",
+        "_UNKNOWN_PARTITION",
+        "TOPIC_AUTHORIZATION_FAILED",
+        "GROUP_AUTHORIZATION_FAILED",
+        "OFFSET_OUT_OF_RANGE",
+        "_AUTO_OFFSET_RESET",
+        "INVALID_GROUP_ID",
+    }
+)
+OFFSET_TAIL_BASE = -2000  # librdkafka's RD_KAFKA_OFFSET_TAIL(n) is OFFSET_TAIL_BASE - n
+
+
+def _template(text: str) -> str:
+    """argparse type for ``--format``: unescaped, with only known field names."""
+    template = unescape(text)
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad template {text!r}: {exc}") from None
+    for name in names:
+        base = name.split(".")[0].split("[")[0]
+        if base not in FIELDS:
+            raise argparse.ArgumentTypeError(
+                f"unknown field {{{name}}} in template (fields: {', '.join(FIELDS)})"
+            )
+    return template
+
+
+def _offset(text: str) -> str | int:
+    """argparse type for ``--offset``: earliest/beginning, latest/end, N >= 0 or -N (last N)."""
+    lowered = text.lower()
+    if lowered in ("earliest", "beginning", "latest", "end"):
+        return "earliest" if lowered in ("earliest", "beginning") else "latest"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected earliest, latest, an offset or -N, got {text!r}"
+        ) from None
+
+
+def add_parser(sub: SubParsers) -> None:
+    p = leaf(sub, "consume", "print the records of a topic", consume)
+    p.add_argument("topic", metavar="TOPIC")
+    start = p.add_argument_group("where to start (default: new records only)")
+    start.add_argument("--from-beginning", action="store_true", help="start at the earliest offset")
+    start.add_argument(
+        "--offset",
+        "-O",
+        type=_offset,
+        metavar="N|-N|earliest|latest",
+        help="start offset: N (with --partition), -N for the last N records of each partition, "
+        "earliest or latest",
+    )
+    start.add_argument(
+        "--partition", "-p", type=non_negative_int, metavar="N", help="read only partition N"
+    )
+    start.add_argument(
+        "--group",
+        "-g",
+        metavar="GROUP",
+        help="consume as a member of GROUP: share partitions and commit offsets (resumes from them)",
+    )
+    stop = p.add_argument_group("when to stop (default: never, until Ctrl-C)")
+    stop.add_argument("--count", "-n", type=positive_int, metavar="N", help="exit after N records")
+    stop.add_argument(
+        "--timeout-ms", type=positive_int, metavar="MS", help="exit after MS with no record"
+    )
+    stop.add_argument(
+        "--exit-at-end",
+        "-e",
+        action="store_true",
+        help="exit once every partition is read to its end",
+    )
+    out = p.add_argument_group("output (default: the value, one record per line)")
+    fmt = out.add_mutually_exclusive_group()
+    fmt.add_argument(
+        "--format",
+        "-F",
+        type=_template,
+        metavar="TEMPLATE",
+        help="Python format template, fields {key} {value} {offset} {partition} {timestamp} "
+        r"{headers} {topic}; \t and \n understood; a newline is added",
+    )
+    fmt.add_argument(
+        "--print-key", action="store_true", help="print the key, the key separator, then the value"
+    )
+    fmt.add_argument("--json", action="store_true", help="one JSON object per record")
+    out.add_argument(
+        "--key-separator",
+        default="\t",
+        metavar="SEP",
+        help=r"separator for --print-key (default \t)",
+    )
+    out.add_argument(
+        "--null",
+        default="null",
+        metavar="TEXT",
+        help="how null keys and values print (default null)",
+    )
+
+
+class _Printer:
+    """Renders records to stdout as the options ask."""
+
+    def __init__(self, args: argparse.Namespace, out: BinaryIO) -> None:
+        self.args = args
+        self.out = out
+        self.null = args.null.encode()
+        self.separator = unescape(args.key_separator).encode()
+        self.flush_each = out.isatty()
+
+    def _text(self, data: bytes | None) -> str:
+        return decode(data, self.args.null)
+
+    def _headers(self, msg: Any) -> list[tuple[str, bytes | None]]:
+        headers: list[tuple[str, bytes | None]] | None = msg.headers()
+        return headers or []
+
+    def write(self, msg: Any) -> None:
+        args = self.args
+        if args.json:
+            _, ts = msg.timestamp()
+            record = {
+                "topic": msg.topic(),
+                "partition": msg.partition(),
+                "offset": msg.offset(),
+                "timestamp": ts,
+                "key": None if msg.key() is None else self._text(msg.key()),
+                "value": None if msg.value() is None else self._text(msg.value()),
+                "headers": [
+                    [k, None if v is None else self._text(v)] for k, v in self._headers(msg)
+                ],
+            }
+            line = json.dumps(record, ensure_ascii=False).encode() + b"\n"
+        elif args.format is not None:
+            _, ts = msg.timestamp()
+            text = args.format.format(
+                topic=msg.topic(),
+                partition=msg.partition(),
+                offset=msg.offset(),
+                timestamp=ts,
+                key=self._text(msg.key()),
+                value=self._text(msg.value()),
+                headers=",".join(f"{k}:{self._text(v)}" for k, v in self._headers(msg)),
+            )
+            line = text.encode("utf-8", errors="surrogateescape") + b"\n"
+        else:
+            value = msg.value()
+            line = (self.null if value is None else value) + b"\n"
+            if args.print_key:
+                key = msg.key()
+                line = (self.null if key is None else key) + self.separator + line
+        self.out.write(line)
+        if self.flush_each:
+            self.out.flush()
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if args.group is not None and (args.partition is not None or args.offset is not None):
+        raise UsageError(
+            "--partition and --offset assign partitions directly; they do not go with --group"
+        )
+    if args.from_beginning and args.offset is not None:
+        raise UsageError("give either --from-beginning or --offset")
+    if isinstance(args.offset, int) and args.offset >= 0 and args.partition is None:
+        raise UsageError(
+            "--offset N needs --partition (use -N for the last N records of every partition)"
+        )
+
+
+def _start_offset(args: argparse.Namespace) -> int:
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+
+    if args.offset is None:
+        return OFFSET_BEGINNING if args.from_beginning else OFFSET_END
+    if args.offset == "earliest":
+        return OFFSET_BEGINNING
+    if args.offset == "latest":
+        return OFFSET_END
+    offset: int = args.offset
+    return offset if offset >= 0 else OFFSET_TAIL_BASE + offset
+
+
+def consume(args: argparse.Namespace) -> int:
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    _check_options(args)
+    grouped = args.group is not None
+    explicit = isinstance(args.offset, int) and args.offset >= 0
+    settings: dict[str, Any] = {
+        "enable.partition.eof": args.exit_at_end,
+        # An explicit offset outside the log is reported; otherwise a consumer overtaken by
+        # retention starts again at the earliest record.
+        "auto.offset.reset": "error"
+        if explicit
+        else ("earliest" if args.from_beginning else "latest"),
+    }
+    if grouped:
+        settings["group.id"] = args.group
+    else:
+        # librdkafka insists on a group id; with assign() and no commits the group is never used.
+        settings["group.id"] = "sluice-console"
+        settings["enable.auto.commit"] = False
+        settings["enable.auto.offset.store"] = False
+    consumer = make_client(Consumer, client_config(args, **settings))
+    count = 0
+    try:
+        meta = list_topics(consumer, args, args.topic)
+        tmeta = meta.topics.get(args.topic)
+        if tmeta is None or (
+            tmeta.error is not None and tmeta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        ):
+            raise ToolError(f"unknown topic {args.topic!r}")
+        if tmeta.error is not None:
+            raise ToolError(f"topic {args.topic!r}: {kafka_error_text(tmeta.error)}")
+        if grouped:
+            consumer.subscribe([args.topic])
+        else:
+            partitions = sorted(tmeta.partitions)
+            if args.partition is not None:
+                if args.partition not in tmeta.partitions:
+                    raise ToolError(
+                        f"topic {args.topic!r} has no partition {args.partition} "
+                        f"(it has {len(partitions)})"
+                    )
+                partitions = [args.partition]
+            start = _start_offset(args)
+            consumer.assign([TopicPartition(args.topic, p, start) for p in partitions])
+        count = _loop(consumer, args, _Printer(args, sys.stdout.buffer))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        try:
+            sys.stdout.flush()
+        finally:
+            consumer.close()
+    if args.verbose:
+        print(f"Processed a total of {count} messages", file=sys.stderr)
+    return 0
+
+
+def _loop(consumer: Any, args: argparse.Namespace, printer: _Printer) -> int:
+    from confluent_kafka import KafkaError
+
+    count = 0
+    at_end: set[tuple[str, int]] = set()
+    idle_s = args.timeout_ms / 1000 if args.timeout_ms else None
+    last = time.monotonic()
+    while args.count is None or count < args.count:
+        if args.exit_at_end:
+            assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+            if assigned and assigned <= at_end:
+                break
+        wait_s = 1.0 if idle_s is None else max(0.0, min(1.0, last + idle_s - time.monotonic()))
+        msg = consumer.poll(wait_s)
+        if msg is None:
+            printer.out.flush()
+            if idle_s is not None and time.monotonic() - last >= idle_s:
+                break
+            continue
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                at_end.add((msg.topic(), msg.partition()))
+                continue
+            if err.fatal() or err.name() in _FATAL:
+                where = (
+                    f" (partition {msg.partition()})"
+                    if msg.partition() is not None and msg.partition() >= 0
+                    else ""
+                )
+                raise ToolError(f"consuming {args.topic!r}{where}: {kafka_error_text(err)}")
+            if args.verbose:
+                print(f"warning: {kafka_error_text(err)}", file=sys.stderr)
+            continue
+        at_end.discard((msg.topic(), msg.partition()))
+        printer.write(msg)
+        count += 1
+        last = time.monotonic()
+    printer.out.flush()
+    return count

@@ -1,0 +1,111 @@
+"""The tools as real processes (``python -m sluice.tools``): pipes, exit codes, a reader that
+goes away, and Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from sluice.testing import EmbeddedBroker
+from tests.tools.reference import Reference
+
+
+def tool(broker: EmbeddedBroker, *argv: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "sluice.tools",
+        *argv[:2],
+        "--bootstrap-server",
+        broker.bootstrap_servers,
+        *argv[2:],
+    ]
+
+
+def test_produce_then_consume_through_pipes(
+    broker: EmbeddedBroker, ref: Reference, topic: str
+) -> None:
+    ref.create_topic(topic, 1)
+    lines = b"".join(f"k{i}|v{i}\n".encode() for i in range(100))
+    p = subprocess.run(
+        tool(broker, "produce", topic, "--key-separator", "|"),
+        input=lines,
+        capture_output=True,
+        timeout=60,
+    )
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"", b"")
+    c = subprocess.run(
+        tool(
+            broker,
+            "consume",
+            topic,
+            "--from-beginning",
+            "--exit-at-end",
+            "--print-key",
+            "--key-separator",
+            "|",
+        ),
+        capture_output=True,
+        timeout=60,
+    )
+    assert (c.returncode, c.stderr) == (0, b"")
+    assert c.stdout == lines
+
+
+def test_exit_codes(broker: EmbeddedBroker, topic: str) -> None:
+    ok = subprocess.run(tool(broker, "topics", "create", topic), capture_output=True, timeout=60)
+    assert ok.returncode == 0
+    again = subprocess.run(tool(broker, "topics", "create", topic), capture_output=True, timeout=60)
+    assert again.returncode == 1
+    assert (
+        again.stderr.decode().strip()
+        == f"sluice topics create: error: topic {topic!r} already exists"
+    )
+    usage = subprocess.run(
+        tool(broker, "topics", "create", topic, "--partitions", "x"),
+        capture_output=True,
+        timeout=60,
+    )
+    assert usage.returncode == 2
+    assert (
+        usage.stderr.decode().splitlines()[-1]
+        == "sluice topics create: error: argument --partitions/-p: not an integer: 'x'"
+    )
+
+
+def test_reader_going_away_is_not_an_error(
+    broker: EmbeddedBroker, ref: Reference, topic: str
+) -> None:
+    ref.create_topic(topic, 1)
+    ref.produce(topic, [{"value": b"%06d" % i + b"." * 200} for i in range(20_000)])
+    consume = subprocess.Popen(
+        tool(broker, "consume", topic, "--from-beginning", "--exit-at-end"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert consume.stdout is not None and consume.stderr is not None
+    first = consume.stdout.readline()
+    consume.stdout.close()  # like `| head -1`
+    err = consume.stderr.read()
+    assert consume.wait(timeout=60) == 0
+    assert first == b"000000" + b"." * 200 + b"\n"
+    assert err == b""
+
+
+def test_ctrl_c_stops_consume_cleanly(broker: EmbeddedBroker, ref: Reference, topic: str) -> None:
+    ref.create_topic(topic, 1)
+    ref.produce(topic, [{"value": b"first"}])
+    consume = subprocess.Popen(
+        tool(broker, "consume", topic, "--from-beginning"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert consume.stdout is not None and consume.stderr is not None
+    assert consume.stdout.readline() == b"first\n"  # it is running and has printed
+    os.kill(consume.pid, signal.SIGINT)
+    assert consume.wait(timeout=60) == 0
+    assert consume.stderr.read() == b""
+    consume.stdout.close()
+    consume.stderr.close()

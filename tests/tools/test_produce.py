@@ -1,0 +1,167 @@
+"""``sluice produce``: records sent from stdin or a file, read back with a reference consumer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import confluent_kafka as ck
+import pytest
+
+from sluice.protocol.records import scan_batches
+from sluice.testing import EmbeddedBroker
+from tests.tools.conftest import Run
+from tests.tools.reference import Reference
+
+CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+def test_lines_from_stdin(sluice: Run, ref: Reference, topic: str) -> None:
+    ref.create_topic(topic, 1)
+    r = sluice("produce", topic, stdin=b"one\ntwo\n\nfour with spaces\r\nfive")
+    assert (r.code, r.out, r.err) == (0, b"", "")
+    records = ref.read(topic)
+    assert [x.value for x in records] == [b"one", b"two", b"", b"four with spaces", b"five"]
+    assert all(x.key is None and x.headers == [] for x in records)
+
+
+def test_binary_safe_lines(sluice: Run, ref: Reference, topic: str) -> None:
+    ref.create_topic(topic, 1)
+    payload = bytes(range(256)).replace(b"\n", b"")
+    assert sluice("produce", topic, stdin=payload + b"\n").code == 0
+    assert [x.value for x in ref.read(topic)] == [payload]
+
+
+def test_keys_headers_and_partition(sluice: Run, ref: Reference, topic: str) -> None:
+    ref.create_topic(topic, 3)
+    r = sluice(
+        "produce",
+        topic,
+        "--key-separator",
+        "::",
+        "--header",
+        "source=cli",
+        "-H",
+        "trace=a=b",
+        "--partition",
+        "2",
+        stdin=b"k1::v1\nk2::v::2\n::empty key\n",
+    )
+    assert r.code == 0, r.err
+    records = ref.read(topic)
+    assert [(x.partition, x.key, x.value) for x in records] == [
+        (2, b"k1", b"v1"),
+        (2, b"k2", b"v::2"),  # split at the first separator only
+        (2, b"", b"empty key"),
+    ]
+    assert all(x.headers == [("source", b"cli"), ("trace", b"a=b")] for x in records)
+
+
+def test_escaped_tab_separator(sluice: Run, ref: Reference, topic: str) -> None:
+    ref.create_topic(topic, 1)
+    assert sluice("produce", topic, "-K", r"\t", stdin=b"k\tv\n").code == 0
+    [rec] = ref.read(topic)
+    assert (rec.key, rec.value) == (b"k", b"v")
+
+
+def test_keys_are_partitioned_like_java_clients(sluice: Run, ref: Reference, topic: str) -> None:
+    ref.create_topic(topic, 5)
+    keys = [f"key-{i}".encode() for i in range(20)]
+    assert sluice("produce", topic, "-K", "=", stdin=b"".join(k + b"=v\n" for k in keys)).code == 0
+    records = ref.read(topic)
+    assert len(records) == len(keys)
+    for rec in records:
+        assert rec.key is not None
+        assert rec.partition == ck.murmur2(rec.key, 5)
+
+
+def test_null_marker(sluice: Run, ref: Reference, topic: str) -> None:
+    ref.create_topic(topic, 1)
+    r = sluice("produce", topic, "-K", ":", "--null-marker", "NULL", stdin=b"a:NULL\nNULL:b\nc:d\n")
+    assert r.code == 0, r.err
+    assert [(x.key, x.value) for x in ref.read(topic)] == [(b"a", None), (None, b"b"), (b"c", b"d")]
+
+
+def test_from_file(sluice: Run, ref: Reference, topic: str, tmp_path: Path) -> None:
+    ref.create_topic(topic, 1)
+    path = tmp_path / "input.txt"
+    path.write_bytes(b"".join(f"line {i}\n".encode() for i in range(1000)))
+    r = sluice("produce", topic, "--file", str(path), stdin=b"not this\n")
+    assert r.code == 0, r.err
+    assert [x.value for x in ref.read(topic)] == [f"line {i}".encode() for i in range(1000)]
+
+
+def test_missing_file(sluice: Run, tmp_path: Path, topic: str) -> None:
+    r = sluice("produce", topic, "--file", str(tmp_path / "nope.txt"))
+    assert r.code == 1
+    assert "cannot read" in r.err and "nope.txt" in r.err
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_compression_is_used(
+    sluice: Run, ref: Reference, broker: EmbeddedBroker, topic: str, codec: str
+) -> None:
+    ref.create_topic(topic, 1)
+    lines = [f"{codec} record {i} ".encode() * 10 for i in range(50)]
+    r = sluice("produce", topic, "--compression", codec, stdin=b"\n".join(lines) + b"\n")
+    assert r.code == 0, r.err
+    assert [x.value for x in ref.read(topic)] == lines
+    # sluice stores batches as produced: their attributes say which codec the tool used.
+    batches = [
+        b
+        for seg in sorted((broker.data_dir / f"{topic}-0").glob("*.log"))
+        for b in scan_batches(seg.read_bytes())
+    ]
+    assert batches
+    assert {b.attributes & 0x7 for b in batches} == {CODECS[codec]}
+
+
+@pytest.mark.parametrize("acks", ["0", "1", "all"])
+def test_acks(sluice: Run, ref: Reference, topic: str, acks: str) -> None:
+    ref.create_topic(topic, 1)
+    r = sluice("produce", topic, "--acks", acks, stdin=b"a\nb\nc\n")
+    assert r.code == 0, r.err
+    assert [x.value for x in ref.read(topic)] == [b"a", b"b", b"c"]
+
+
+def test_line_without_separator_stops_with_error(sluice: Run, ref: Reference, topic: str) -> None:
+    ref.create_topic(topic, 1)
+    r = sluice("produce", topic, "-K", ":", stdin=b"k:1\nk:2\nno separator\nk:4\n")
+    assert r.code == 1
+    assert "line 3 has no key separator" in r.err
+    assert len(r.err.splitlines()) == 1
+    # What came before the bad line was delivered; nothing after it was sent.
+    assert [x.value for x in ref.read(topic)] == [b"1", b"2"]
+
+
+def test_unknown_partition_fails(sluice: Run, ref: Reference, topic: str) -> None:
+    ref.create_topic(topic, 2)
+    r = sluice("produce", topic, "--partition", "7", "--timeout", "5", stdin=b"x\ny\n")
+    assert r.code == 1
+    assert "2 of 2 records not delivered" in r.err
+    assert "_UNKNOWN_PARTITION" in r.err
+    assert ref.end_offsets(topic) == {0: 0, 1: 0}
+
+
+def test_auto_creates_topic_like_kafka_console_producer(
+    sluice: Run, ref: Reference, topic: str
+) -> None:
+    assert sluice("produce", topic, stdin=b"hello\n").code == 0
+    assert [x.value for x in ref.read(topic)] == [b"hello"]
+
+
+def test_too_large_record_is_reported(sluice: Run, ref: Reference, topic: str) -> None:
+    ref.create_topic(topic, 1, max_message_bytes="2000")
+    r = sluice("produce", topic, "--timeout", "10", stdin=b"x" * 5000 + b"\n")
+    assert r.code == 1
+    assert "1 of 1 records not delivered" in r.err
+    assert "MSG_SIZE_TOO_LARGE" in r.err
+    assert ref.end_offsets(topic) == {0: 0}
+
+
+def test_usage_errors(sluice: Run, topic: str) -> None:
+    assert sluice("produce").code == 2
+    assert sluice("produce", topic, "--compression", "brotli").code == 2
+    assert sluice("produce", topic, "--acks", "2").code == 2
+    assert sluice("produce", topic, "--partition", "-1").code == 2
+    assert sluice("produce", topic, "--header", "novalue").code == 2
+    assert sluice("produce", topic, "--key-separator", "").code == 2
