@@ -1,0 +1,76 @@
+"""Fixtures of the real-client tests: one shared broker, a fresh topic name per test, and a few
+reference tools (an admin client, the codecs stored on disk) that tests check against.
+
+The ``sluice_broker`` fixture (one broker per test, restartable) comes from sluice's pytest plugin,
+which installing sluice registers; the durability tests use it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sluice.protocol.records import BatchHeader, scan_batches
+from sluice.testing import EmbeddedBroker
+from tests.clients.adapters import ConfluentAdmin
+
+NUM_PARTITIONS = 3
+"""The shared broker's ``num.partitions``: what auto-created topics get (Kafka's default is 1,
+which would not show that the setting is used)."""
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One broker for every test that does not restart it; tests keep apart by topic name."""
+    b = EmbeddedBroker(
+        tmp_path_factory.mktemp("sluice-clients"), settings={"num.partitions": str(NUM_PARTITIONS)}
+    )
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def topic(request: pytest.FixtureRequest) -> str:
+    """A topic name no other test uses (derived from the test's id, so failures are readable)."""
+    test_id = request.node.nodeid.removeprefix("tests/clients/")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", test_id).strip("-")[-200:]
+
+
+@pytest.fixture
+def admin(broker: EmbeddedBroker) -> Iterator[ConfluentAdmin]:
+    """The reference admin client for tests that are about something else."""
+    a = ConfluentAdmin(broker.bootstrap_servers)
+    try:
+        yield a
+    finally:
+        a.close()
+
+
+@pytest.fixture
+def make_topic(admin: ConfluentAdmin, topic: str) -> Callable[..., str]:
+    """Create this test's topic through the admin API with the given partitions and configs."""
+
+    def make(partitions: int, **configs: str) -> str:
+        code = admin.create_topic(
+            topic, partitions, configs={k.replace("_", "."): v for k, v in configs.items()}
+        )
+        assert code == 0
+        return topic
+
+    return make
+
+
+def stored_batches(data_dir: Path, topic: str, partition: int) -> list[BatchHeader]:
+    """The header of every batch stored for a partition, read from its segment files (sluice
+    stores batches byte for byte as produced, so these are what the client sent); each batch's
+    CRC is checked on the way."""
+    out: list[BatchHeader] = []
+    for segment in sorted((data_dir / f"{topic}-{partition}").glob("*.log")):
+        out.extend(scan_batches(segment.read_bytes()))
+    return out
