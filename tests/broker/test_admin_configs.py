@@ -87,9 +87,12 @@ def test_create_topics_rules(harness: Callable[..., BrokerHarness]) -> None:
     assert create(topic("a")) == [("a", ErrorCode.TOPIC_ALREADY_EXISTS)]
     assert create(topic("d", retention_ms="soon")) == [("d", ErrorCode.INVALID_CONFIG)]
     assert create(topic("e", no_such_config="1")) == [("e", ErrorCode.INVALID_CONFIG)]
+    # Deletion is the only cleanup policy; a compacted topic is refused, not silently uncompacted.
+    assert create(topic("f", cleanup_policy="delete")) == [("f", 0)]
+    assert create(topic("g", cleanup_policy="compact")) == [("g", ErrorCode.INVALID_CONFIG)]
     assert create(topic("dup"), topic("dup")) == [("dup", ErrorCode.INVALID_REQUEST)] * 2
     assert create(topic("x" * 250)) == [("x" * 250, ErrorCode.INVALID_TOPIC_EXCEPTION)]
-    assert user_topics(h) == ["a"]
+    assert user_topics(h) == ["a", "f"]
     assert h.broker.logs.topic("a").config.retention_ms == 1000
 
 

@@ -32,6 +32,7 @@ BROKER_TO_TOPIC: dict[str, str] = {
     "sluice.log.append.mode": "sluice.append.mode",
     "sluice.log.append.ack": "sluice.append.ack",
     "sluice.log.writer.queue.bytes": "sluice.writer.queue.bytes",
+    "log.cleanup.policy": "cleanup.policy",
 }
 
 

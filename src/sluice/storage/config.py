@@ -35,6 +35,13 @@ class AckLevel(StrEnum):
     """After an fsync covering the bytes (group commit): survives power loss."""
 
 
+class CleanupPolicy(StrEnum):
+    """What happens to old segments. Only deletion: sluice does not compact logs, so a topic
+    asking for ``compact`` is refused (INVALID_CONFIG) rather than silently never compacted."""
+
+    DELETE = "delete"
+
+
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     segment_bytes: int = 1 << 30
@@ -49,6 +56,7 @@ class LogConfig:
     append_mode: AppendMode = AppendMode.WRITER
     append_ack: AckLevel = AckLevel.WRITTEN
     writer_queue_bytes: int = 32 * 1024 * 1024
+    cleanup_policy: CleanupPolicy = CleanupPolicy.DELETE
 
     @classmethod
     def from_dict(cls, values: Mapping[str, str | int], base: LogConfig | None = None) -> LogConfig:
@@ -111,6 +119,7 @@ _SPECS: dict[str, _Spec] = {
     "sluice.append.mode": _Spec("append_mode", AppendMode),
     "sluice.append.ack": _Spec("append_ack", AckLevel),
     "sluice.writer.queue.bytes": _Spec("writer_queue_bytes", int, 1024),
+    "cleanup.policy": _Spec("cleanup_policy", CleanupPolicy),
 }
 
 TOPIC_CONFIG_KEYS: frozenset[str] = frozenset(_SPECS)
