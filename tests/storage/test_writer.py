@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import resource
 import signal
+import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -56,6 +58,34 @@ def test_every_ack_level_ends_with_everything_stored(open_log: OpenLog, ack: Ack
 
     assert sorted(run(main())) == list(range(0, 120, 3))
     assert [o for o, _ in all_records(open_log())] == list(range(120))
+
+
+class _Frame(bytearray):
+    """A request buffer that can be weakly referenced (a plain bytearray cannot)."""
+
+
+@pytest.mark.parametrize("ack", [AckLevel.WRITTEN, AckLevel.FSYNCED])
+def test_an_idle_writer_holds_no_request_buffer(open_log: OpenLog, ack: AckLevel) -> None:
+    """The broker appends memoryviews of request frames; once acknowledged, the writer must
+    let go of them, or every idle partition pins its last request (up to 1 MiB each)."""
+    log = open_log(sluice_append_ack=ack.value)
+
+    async def main() -> weakref.ref[_Frame]:
+        frame = _Frame(make_batch(5))
+        ref = weakref.ref(frame)
+        assert await log.submit(memoryview(frame)) == 0
+        del frame
+        for _ in range(3):  # let the writer and sync tasks get back to waiting
+            await asyncio.sleep(0)
+        gc.collect()
+        return ref
+
+    async def scenario() -> None:
+        ref = await main()
+        assert ref() is None, gc.get_referrers(ref())
+        await log.aclose()
+
+    run(scenario())
 
 
 def test_fsynced_acks_share_fsyncs_group_commit(open_log: OpenLog) -> None:

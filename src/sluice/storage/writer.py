@@ -113,7 +113,6 @@ class PartitionWriter:
     # -- the writer task ---------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        log = self._log
         while True:
             if not self._queue:
                 if self._closing:
@@ -121,50 +120,56 @@ class PartitionWriter:
                 self._work.clear()
                 await self._work.wait()
                 continue
-            group: list[_Waiter] = []
-            size = 0
-            while self._queue and (not group or size + len(self._queue[0][0].buffer) <= _MAX_GROUP_BYTES):
-                item = self._queue.popleft()
-                group.append(item)
-                size += len(item[0].buffer)
-            self._queued_bytes -= size
+            # One group per call, so its locals (which reference the request buffers) are gone
+            # before this task waits again: an idle partition must not pin its last request.
+            await self._write_group()
+
+    async def _write_group(self) -> None:
+        log = self._log
+        group: list[_Waiter] = []
+        size = 0
+        while self._queue and (not group or size + len(self._queue[0][0].buffer) <= _MAX_GROUP_BYTES):
+            item = self._queue.popleft()
+            group.append(item)
+            size += len(item[0].buffer)
+        self._queued_bytes -= size
+        self._wake_admission()
+        plan = log.plan([r for r, _ in group])
+        try:
+            if size <= INLINE_WRITE_MAX_BYTES and not plan.new_segments:
+                log.execute(plan)
+            else:
+                await self._loop.run_in_executor(self._executor, log.execute, plan)
+        except OSError as exc:
+            log.abort(plan)
+            error = StorageError(f"write to {log.directory.name} failed: {exc}")
+            # Appends queued behind the failed ones hold offsets that now will not exist.
+            rest = list(self._queue)
+            self._queue.clear()
+            self._queued_bytes = 0
+            log.reset_reservations()
             self._wake_admission()
-            plan = log.plan([r for r, _ in group])
+            _fail(group + rest, error)
+            return
+        log.commit(plan)
+        seal_error: StorageError | None = None
+        if plan.rolled:
             try:
-                if size <= INLINE_WRITE_MAX_BYTES and not plan.new_segments:
-                    log.execute(plan)
-                else:
-                    await self._loop.run_in_executor(self._executor, log.execute, plan)
+                await self._loop.run_in_executor(self._executor, log.seal_rolled, plan)
+                log.mark_sealed(plan)
             except OSError as exc:
-                log.abort(plan)
-                error = StorageError(f"write to {log.directory.name} failed: {exc}")
-                # Appends queued behind the failed ones hold offsets that now will not exist.
-                rest = list(self._queue)
-                self._queue.clear()
-                self._queued_bytes = 0
-                log.reset_reservations()
-                self._wake_admission()
-                _fail(group + rest, error)
+                seal_error = StorageError(f"sealing a segment of {log.directory.name} failed: {exc}")
+        for reservation, future in group:
+            if future is None or future.done():
                 continue
-            log.commit(plan)
-            seal_error: StorageError | None = None
-            if plan.rolled:
-                try:
-                    await self._loop.run_in_executor(self._executor, log.seal_rolled, plan)
-                    log.mark_sealed(plan)
-                except OSError as exc:
-                    seal_error = StorageError(f"sealing a segment of {log.directory.name} failed: {exc}")
-            for reservation, future in group:
-                if future is None or future.done():
-                    continue
-                if reservation.ack is AckLevel.WRITTEN:
-                    future.set_result(reservation.base_offset)
-                elif seal_error is not None:
-                    future.set_exception(seal_error)
-                else:
-                    self._sync_waiters.append((reservation, future))
-            if self._sync_waiters or log.flush_due():
-                self._sync_wanted.set()
+            if reservation.ack is AckLevel.WRITTEN:
+                future.set_result(reservation.base_offset)
+            elif seal_error is not None:
+                future.set_exception(seal_error)
+            else:
+                self._sync_waiters.append((reservation, future))
+        if self._sync_waiters or log.flush_due():
+            self._sync_wanted.set()
 
     # -- the sync task (group commit and flush.messages / flush.ms) ---------------------------------
 
@@ -181,17 +186,23 @@ class PartitionWriter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._sync_wanted.wait(), timeout)
                 continue
-            offset, segment, position, records = log.sync_point()
-            waiters, self._sync_waiters = self._sync_waiters, []
-            try:
-                await self._loop.run_in_executor(self._executor, segment.fsync)
-            except OSError as exc:
-                _fail(waiters, StorageError(f"fsync of {log.directory.name} failed: {exc}"))
-                continue
-            log.mark_flushed(offset, segment, position, records)
-            for reservation, future in waiters:
-                if future is not None and not future.done():
-                    future.set_result(reservation.base_offset)
+            await self._sync_once()
+
+    async def _sync_once(self) -> None:
+        """One group commit; a method of its own so the waiters (and the request buffers their
+        reservations reference) are released before the sync task waits again."""
+        log = self._log
+        offset, segment, position, records = log.sync_point()
+        waiters, self._sync_waiters = self._sync_waiters, []
+        try:
+            await self._loop.run_in_executor(self._executor, segment.fsync)
+        except OSError as exc:
+            _fail(waiters, StorageError(f"fsync of {log.directory.name} failed: {exc}"))
+            return
+        log.mark_flushed(offset, segment, position, records)
+        for reservation, future in waiters:
+            if future is not None and not future.done():
+                future.set_result(reservation.base_offset)
 
     async def close(self) -> None:
         """Stop accepting, write and sync everything accepted, then stop both tasks."""
