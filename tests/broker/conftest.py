@@ -40,10 +40,12 @@ class BrokerHarness:
         handler = broker_module._HANDLERS[api_key]
         return self.run(handler(self.broker, Request(api_key, version, 1, "test", body)))
 
-    def produce(self, topic: str, partition: int, batch: bytes, acks: int = 1) -> m.ProduceResponse | None:
+    def produce(
+        self, topic: str, partition: int, batch: bytes, acks: int = 1, timeout_ms: int = 30_000
+    ) -> m.ProduceResponse | None:
         body = m.ProduceRequest(
             acks=acks,
-            timeout_ms=1000,
+            timeout_ms=timeout_ms,
             topic_data=[
                 m.ProduceTopicData(
                     name=topic,

@@ -75,6 +75,27 @@ def test_acks_zero_answers_nothing_and_stores(harness: Callable[..., BrokerHarne
     assert h.broker.logs.get_log("t", 0).log_end_offset == 5
 
 
+def test_acks_all_answers_request_timed_out_but_keeps_the_append(
+    harness: Callable[..., BrokerHarness],
+) -> None:
+    """acks=all waits for the topic's durability (here fsynced) for at most timeout_ms; an fsync
+    cannot finish within 0 ms, so the answer is REQUEST_TIMED_OUT, and the append still lands."""
+    h = harness()
+    h.broker.logs.create_topic("t", 1, {"sluice.append.ack": "fsynced"})
+    late = h.produce("t", 0, batch(3, "a"), acks=-1, timeout_ms=0)
+    assert late is not None
+    part = late.responses[0].partition_responses[0]
+    assert (part.error_code, part.base_offset) == (ErrorCode.REQUEST_TIMED_OUT, -1)
+    in_time = h.produce("t", 0, batch(2, "b"), acks=-1)
+    assert in_time is not None
+    part = in_time.responses[0].partition_responses[0]
+    assert (part.error_code, part.base_offset) == (ErrorCode.NONE, 3)
+    resp: m.FetchResponse = h.call(ApiKey.FETCH, 12, fetch_request("t", {0: 0}))
+    assert values(resp.responses[0].partitions[0].records) == [
+        value("a", 0), value("a", 1), value("a", 2), value("b", 0), value("b", 1)
+    ]
+
+
 def test_produce_errors_are_per_partition(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
     h.broker.logs.create_topic("t", 1)

@@ -57,10 +57,13 @@ async def produce(broker: Broker, request: Request) -> m.ProduceResponse | None:
     for topic in body.topic_data:
         for part in topic.partition_data:
             jobs.append((topic.name, part.index, _submit(logs, topic.name, part, acks)))
-    if len(jobs) > 1:
-        # Start every append before awaiting any, so partitions are written concurrently.
-        jobs = [(t, i, _start(job)) for t, i, job in jobs]
-    results = [await _settle(job) for _, _, job in jobs]
+    if acks == -1:
+        results = await _settle_within([job for _, _, job in jobs], body.timeout_ms)
+    else:
+        if len(jobs) > 1:
+            # Start every append before awaiting any, so partitions are written concurrently.
+            jobs = [(t, i, _start(job)) for t, i, job in jobs]
+        results = [await _settle(job) for _, _, job in jobs]
     if acks == 0:
         for result in results:
             if isinstance(result, tuple):
@@ -106,6 +109,38 @@ async def _settle(job: Awaitable[int] | Outcome) -> Outcome:
         return await job
     except SluiceError as exc:
         return (int(exc.code), str(exc))
+
+
+async def _settle_within(jobs: list[Awaitable[int] | Outcome], timeout_ms: int) -> list[Outcome]:
+    """acks=all honours the request's ``timeout_ms`` as Kafka does: a partition not durable in
+    time is answered REQUEST_TIMED_OUT. Its append is not undone; it completes in the background
+    (as in Kafka, where the leader has appended and only the replicas are late)."""
+    started: list[asyncio.Future[int] | Outcome] = [
+        job if isinstance(job, int | tuple) else asyncio.ensure_future(job) for job in jobs
+    ]
+    futures = [job for job in started if isinstance(job, asyncio.Future)]
+    if futures:
+        await asyncio.wait(futures, timeout=max(timeout_ms, 0) / 1000)
+    results: list[Outcome] = []
+    for future in started:
+        if not isinstance(future, asyncio.Future):
+            results.append(future)
+        elif not future.done():
+            future.add_done_callback(_retrieve)
+            results.append((int(ErrorCode.REQUEST_TIMED_OUT), f"not durable within {timeout_ms} ms"))
+        elif (exc := future.exception()) is None:
+            results.append(future.result())
+        elif isinstance(exc, SluiceError):
+            results.append((int(exc.code), str(exc)))
+        else:
+            raise exc
+    return results
+
+
+def _retrieve(future: asyncio.Future[int]) -> None:
+    """Consume a late append's outcome (nobody awaits it any more), logging a failure."""
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.warning("an append answered REQUEST_TIMED_OUT later failed: %s", exc)
 
 
 def _partition_response(
