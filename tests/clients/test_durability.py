@@ -7,19 +7,14 @@ config (``sluice.append.ack=written``: a process crash loses nothing the broker 
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import confluent_kafka as ck
 import pytest
 
 from sluice.errors import ErrorCode
-from sluice.testing import EmbeddedBroker
+from sluice.testing import BrokerProcess, EmbeddedBroker
 from tests.clients.adapters import (
     CLIENTS,
     TIMEOUT,
@@ -76,112 +71,35 @@ def test_clean_restart_keeps_every_acknowledged_message(sluice_broker: EmbeddedB
         admin.close()
 
 
-class ServeProcess:
-    """``sluice serve`` as a child process on a fixed port and data directory."""
-
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        self.data_dir = data_dir
-        self.log = log
-        with socket.socket() as s:  # a free port, kept for every restart
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        assert self.proc is None
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sluice.cli",
-                    "serve",
-                    "--listen",
-                    self.bootstrap_servers,
-                    "--data-dir",
-                    str(self.data_dir),
-                ],
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + TIMEOUT
-        while True:  # ready when it accepts a connection
-            assert self.proc.poll() is None, f"sluice serve exited: {self.log.read_text()}"
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"sluice serve never listened: {self.log.read_text()}"
-                    ) from None
-                time.sleep(0.02)  # retry interval of the readiness probe, not a wait for readiness
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(TIMEOUT)
-        self.proc = None
-
-    def stop(self) -> None:
-        """SIGTERM: a clean shutdown, which must exit 0."""
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        proc.terminate()
-        try:
-            assert proc.wait(TIMEOUT) == 0, self.log.read_text()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[ServeProcess]:
-    server = ServeProcess(tmp_path / "data", tmp_path / "serve.log")
-    try:
-        yield server
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.stop()
-
-
 @pytest.mark.parametrize("client", CLIENTS, ids=lambda c: c.name)
-def test_sigkill_after_acks_loses_nothing(served: ServeProcess, client: Client) -> None:
+def test_sigkill_after_acks_loses_nothing(sluice_process: BrokerProcess, client: Client) -> None:
     """Two rounds: produce, SIGKILL, restart (recovery), check every record and offset."""
     topic = "crashy"
     expected: list[Consumed] = []
-    served.start()
     for round_no in range(2):
         records = [
             Record(f"k{round_no}-{i}".encode(), f"value {round_no}-{i}".encode(), (), 0)
             for i in range(200)
         ]
         wanted = expected_positions(records, {0: len(expected)})
-        deliveries = client.produce(served.bootstrap_servers, topic, records)
+        deliveries = client.produce(sluice_process.bootstrap_servers, topic, records)
         if deliveries is not None:
             assert deliveries == [Delivery(c.partition, c.offset) for c in wanted]
         expected += wanted
-        served.kill()
-        served.start()
-        assert ConfluentClient().consume(served.bootstrap_servers, topic, 0) == expected
-    served.stop()
+        sluice_process.kill()
+        sluice_process.start()
+        assert ConfluentClient().consume(sluice_process.bootstrap_servers, topic, 0) == expected
+    assert sluice_process.stop() == 0
 
 
-def test_sigkill_under_load_keeps_every_acknowledged_message(served: ServeProcess) -> None:
+def test_sigkill_under_load_keeps_every_acknowledged_message(sluice_process: BrokerProcess) -> None:
     """Kill the broker while a producer streams into it: every record it acknowledged is there
     at the offset the acknowledgement named, and what is stored is a prefix of what was sent."""
     topic, enough = "streaming", 3000
-    served.start()
     producer = ck.Producer(
         confluent_config(
-            served.bootstrap_servers, **{"acks": "all", "linger.ms": 1, "batch.num.messages": 200}
+            sluice_process.bootstrap_servers,
+            **{"acks": "all", "linger.ms": 1, "batch.num.messages": 200},
         )
     )
     acked: dict[int, bytes] = {}
@@ -203,34 +121,35 @@ def test_sigkill_under_load_keeps_every_acknowledged_message(served: ServeProces
         except BufferError:
             producer.poll(0.01)
         producer.poll(0)
-    served.kill()
+    sluice_process.kill()
     producer.purge()  # whatever was in flight is now unacknowledged, never resent
     producer.flush(TIMEOUT)
     del producer
-    served.start()
+    sluice_process.start()
 
-    stored = ConfluentClient().consume(served.bootstrap_servers, topic, 0)
+    stored = ConfluentClient().consume(sluice_process.bootstrap_servers, topic, 0)
     assert [c.offset for c in stored] == list(range(len(stored)))
     assert [c.value for c in stored] == sent[: len(stored)]
     assert all(stored[offset].value == value for offset, value in acked.items())
     assert len(stored) >= len(acked) == max(acked) + 1
     after = Record(b"k", b"after the crash", (), 0)
-    assert ConfluentClient().produce(served.bootstrap_servers, topic, [after]) == [
+    assert ConfluentClient().produce(sluice_process.bootstrap_servers, topic, [after]) == [
         Delivery(0, len(stored))
     ]
-    served.stop()
+    assert sluice_process.stop() == 0
 
 
-def test_consumed_values_are_what_was_acknowledged(served: ServeProcess) -> None:
+def test_consumed_values_are_what_was_acknowledged(sluice_process: BrokerProcess) -> None:
     """The restarted broker serves the acknowledged records to every client alike."""
-    served.start()
     records = [Record(f"k{i}".encode(), f"v{i}".encode(), (("h", b"1"),), 0) for i in range(20)]
     expected = expected_positions(records)
-    assert ConfluentClient().produce(served.bootstrap_servers, "shared", records) == [
+    assert ConfluentClient().produce(sluice_process.bootstrap_servers, "shared", records) == [
         Delivery(0, i) for i in range(20)
     ]
-    served.kill()
-    served.start()
+    sluice_process.kill()
+    sluice_process.start()
     for client in CLIENTS:
-        assert client.consume(served.bootstrap_servers, "shared", 0) == expected, client.name
-    served.stop()
+        assert client.consume(sluice_process.bootstrap_servers, "shared", 0) == expected, (
+            client.name
+        )
+    assert sluice_process.stop() == 0

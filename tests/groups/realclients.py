@@ -134,62 +134,6 @@ class ChildMember:
         self._reader.join(10)
 
 
-class ServeProcess:
-    """``python -m sluice.cli serve`` on a free port: the process a test SIGKILLs."""
-
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sluice.cli",
-                    "serve",
-                    "--listen",
-                    self.bootstrap_servers,
-                    "--data-dir",
-                    str(self.data_dir),
-                ],
-                cwd=ROOT,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-
-        def listening() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return True
-            except OSError:
-                return False
-
-        wait_until(listening, 30, "sluice serve to listen")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
 class WireClient:
     """A bare Kafka connection speaking sluice's own codec: for requests no client library lets
     a test send on purpose (stale generations, unknown members)."""

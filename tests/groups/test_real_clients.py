@@ -8,7 +8,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import confluent_kafka as ck
@@ -17,12 +16,11 @@ import pytest
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
-from sluice.testing import EmbeddedBroker
+from sluice.testing import BrokerProcess, EmbeddedBroker
 from tests.groups.conftest import join_body
 from tests.groups.realclients import (
     SESSION_TIMEOUT_MS,
     ChildMember,
-    ServeProcess,
     WireClient,
     committed,
     create_topic,
@@ -385,23 +383,13 @@ def test_committed_offsets_survive_a_clean_restart(sluice_broker: EmbeddedBroker
     assert first_offset_kafka_python(sluice_broker.bootstrap_servers, topic, group) == 8
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[ServeProcess]:
-    server = ServeProcess(tmp_path / "data", tmp_path / "serve.log")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def test_committed_offsets_survive_sigkill(served: ServeProcess) -> None:
-    served.start()
-    bootstrap, topic, group = served.bootstrap_servers, "crashy", "survivors"
+def test_committed_offsets_survive_sigkill(sluice_process: BrokerProcess) -> None:
+    bootstrap, topic, group = sluice_process.bootstrap_servers, "crashy", "survivors"
     create_topic(bootstrap, topic, 1)
     produce(bootstrap, topic, [(0, f"s{i}") for i in range(20)])
     member = consume_and_commit(bootstrap, topic, group, 12)
-    served.kill()  # right after the commit was acknowledged; the member is still in the group
-    served.start()
+    sluice_process.kill()  # right after the commit was acknowledged; the member is still in the group
+    sluice_process.start()
     # The group came back with its member (its metadata is durable too), so the member's own
     # LeaveGroup is understood and the next member starts where it committed.
     member.close()

@@ -1,0 +1,121 @@
+"""``sluice serve`` as a child process, for tests that must kill the broker the hard way.
+
+:class:`EmbeddedBroker` shares the test's process, so it cannot be SIGKILLed; crash-recovery
+tests (of sluice, or of an application's at-least-once handling) need a separate process. The
+port is chosen once and kept across restarts, so clients can reconnect to the same address.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class BrokerProcess:
+    """``python -m sluice.cli serve`` on a loopback port with ``data_dir``, its output appended to
+    ``log_path``. Use as a context manager (or call :meth:`stop`) so the process is always reaped."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        *,
+        settings: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.log_path = Path(log_path)
+        self.settings = dict(settings or {})
+        self.timeout = timeout
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        """Spawn the broker and return once it accepts connections."""
+        assert self.proc is None, "already started"
+        args = [sys.executable, "-m", "sluice.cli", "serve", "--listen", self.bootstrap_servers]
+        args += ["--data-dir", str(self.data_dir)]
+        for key, value in self.settings.items():
+            args += ["--set", f"{key}={value}"]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if self.proc.poll() is not None:
+                self.proc = None
+                raise RuntimeError(f"sluice serve exited at start:\n{self.log_path.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise TimeoutError(
+                        f"sluice serve did not listen within {self.timeout} s:\n"
+                        f"{self.log_path.read_text()}"
+                    ) from None
+                time.sleep(0.02)  # the readiness probe's retry interval
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown at all, as in a crash or power cut of the process."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(self.timeout)
+
+    def stop(self) -> int:
+        """SIGTERM and wait for the clean shutdown; returns the exit code (0 when clean)."""
+        if self.proc is None:
+            return 0
+        proc, self.proc = self.proc, None
+        proc.terminate()
+        try:
+            return proc.wait(self.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+
+    def restart(self) -> None:
+        """A clean stop and a start on the same port and data directory."""
+        code = self.stop()
+        if code != 0:
+            raise RuntimeError(f"sluice serve exited {code}:\n{self.log_path.read_text()}")
+        self.start()
+
+    def __enter__(self) -> BrokerProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.running:
+            self.stop()
+        else:
+            self.kill()
