@@ -32,7 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         import uvloop
 
         uvloop.run(Server(config).serve())
-    except OSError as exc:
+    except (OSError, SluiceError) as exc:
         print(f"sluice serve: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

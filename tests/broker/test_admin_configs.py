@@ -90,6 +90,9 @@ def test_create_topics_rules(harness: Callable[..., BrokerHarness]) -> None:
     # Deletion is the only cleanup policy; a compacted topic is refused, not silently uncompacted.
     assert create(topic("f", cleanup_policy="delete")) == [("f", 0)]
     assert create(topic("g", cleanup_policy="compact")) == [("g", ErrorCode.INVALID_CONFIG)]
+    # Segment files and index positions are 32-bit (Kafka's INT configs): larger is refused.
+    assert create(topic("h", segment_bytes=str(2**31))) == [("h", ErrorCode.INVALID_CONFIG)]
+    assert create(topic("i", max_message_bytes=str(2**31))) == [("i", ErrorCode.INVALID_CONFIG)]
     assert create(topic("dup"), topic("dup")) == [("dup", ErrorCode.INVALID_REQUEST)] * 2
     assert create(topic("x" * 250)) == [("x" * 250, ErrorCode.INVALID_TOPIC_EXCEPTION)]
     assert user_topics(h) == ["a", "f"]

@@ -142,6 +142,25 @@ def test_fetch_out_of_range_and_unknown(harness: Callable[..., BrokerHarness]) -
     resp = h.call(ApiKey.FETCH, 12, fetch_request("t", {0: 3, 5: 0}, max_wait_ms=5000))
     codes = {p.partition_index: p.error_code for p in resp.responses[0].partitions}
     assert codes == {0: ErrorCode.OFFSET_OUT_OF_RANGE, 5: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION}
+    # A failed partition carries an empty record set, not a null one: librdkafka cannot parse
+    # a null set and refetches in a tight loop instead of reporting the error.
+    assert {p.partition_index: p.records for p in resp.responses[0].partitions} == {0: b"", 5: b""}
+
+
+def test_an_acknowledged_append_whose_topic_was_deleted_since_is_still_answered(
+    harness: Callable[..., BrokerHarness],
+) -> None:
+    """Between an append's acknowledgement and its response being built, another connection may
+    delete the topic. The offset stands; the response must be built, not the connection dropped
+    (which would lose the answers of every other partition in the request)."""
+    from sluice.broker import produce
+
+    h = harness()
+    h.broker.logs.create_topic("t", 1)
+    h.produce("t", 0, batch(2, "x"))
+    h.run(h.broker.logs.delete_topic("t"))
+    part = produce._partition_response(h.broker.logs, "t", 0, 0)
+    assert (part.error_code, part.base_offset, part.log_start_offset) == (ErrorCode.NONE, 0, -1)
 
 
 def test_long_poll_wakes_when_data_arrives(harness: Callable[..., BrokerHarness]) -> None:

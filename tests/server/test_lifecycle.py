@@ -212,6 +212,27 @@ def test_serve_port_in_use_exits_1(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_second_broker_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:
+    """Two brokers on one directory would hand out the same offsets and lose acknowledged
+    records: the second exits 1 without touching anything, and the first keeps serving."""
+    data_dir = tmp_path / "data"
+    with EmbeddedBroker(data_dir) as first, WireClient.to(first) as client:
+        create_topic(client, "t", partitions=1)
+        assert produce(client, "t", 0, batch([b"one"])).base_offset == 0
+        before = sorted((p, p.stat().st_mtime_ns) for p in data_dir.rglob("*") if p.is_file())
+        result = run_serve(["--listen", "127.0.0.1:0", "--data-dir", str(data_dir)], cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert "is in use by another sluice process" in result.stderr
+        assert "Traceback" not in result.stderr
+        after = sorted((p, p.stat().st_mtime_ns) for p in data_dir.rglob("*") if p.is_file())
+        assert after == before
+        assert produce(client, "t", 0, batch([b"two"])).base_offset == 1
+        assert fetch_all_values(client, "t", 0) == [b"one", b"two"]
+    # The lock goes with the broker: the directory opens again at once.
+    with EmbeddedBroker(data_dir) as again, WireClient.to(again) as client:
+        assert fetch_all_values(client, "t", 0) == [b"one", b"two"]
+
+
 def test_embedded_broker_start_stop_restart(tmp_path: Path) -> None:
     broker = EmbeddedBroker(tmp_path / "data")
     broker.start()

@@ -110,6 +110,37 @@ def test_delete_topic_removes_data_and_a_recreated_topic_starts_empty(tmp_path: 
     asyncio.run(main())
 
 
+def test_the_longest_topic_names_survive_delete_recreate_and_orphan_cleanup(tmp_path: Path) -> None:
+    """A 249-character name makes 255-character partition directories; renaming one for deletion
+    must still fit NAME_MAX, or delete, re-create and start-up cleanup all fail."""
+    long, orphan = "d" * 249, "o" * 249
+
+    async def main() -> None:
+        manager = LogManager.open(tmp_path)
+        manager.create_topic(long, 3)
+        manager.create_topic(orphan, 1)
+        await manager.get_log(long, 2).submit(make_batch(3))
+        await manager.delete_topic(long)
+        manager.create_topic(long, 1)
+        assert manager.get_log(long, 0).log_end_offset == 0
+        await manager.close()
+
+    asyncio.run(main())
+    (tmp_path / ".topics" / f"{orphan}.json").unlink()  # its partition dir is now an orphan
+    again = LogManager.open(tmp_path)
+    assert again.list_topics() == [long]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".topics", f"{long}-0"]
+    again.close_sync()
+
+
+def test_names_that_differ_only_by_dot_and_underscore_collide(tmp_path: Path) -> None:
+    manager = LogManager.open(tmp_path)
+    manager.create_topic("orders.eu", 1)
+    with pytest.raises(InvalidTopicError, match="collides"):
+        manager.create_topic("orders_eu", 1)
+    manager.close_sync()
+
+
 def test_orphan_partition_dirs_from_an_interrupted_delete_are_removed(tmp_path: Path) -> None:
     manager = LogManager.open(tmp_path)
     manager.create_topic("t", 2)

@@ -221,3 +221,29 @@ def test_io_error_fails_the_append_keeps_the_log_consistent_and_recovers(open_lo
     again = open_log()
     assert again.recovery.clean
     assert again.log_end_offset == log.log_end_offset
+
+
+def test_an_internal_error_fails_appends_at_once_instead_of_hanging(
+    open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the write path (simulated: commit raises) must not kill the writer silently and
+    leave producers waiting for acks that never come: the group fails with KAFKA_STORAGE_ERROR,
+    later appends are refused at once, and the files recover on the next open."""
+    log = open_log()
+
+    def broken_commit(*_args: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    async def main() -> None:
+        assert await log.submit(make_batch(2)) == 0
+        monkeypatch.setattr(log, "commit", broken_commit)
+        first = await asyncio.gather(log.submit(make_batch(2)), return_exceptions=True)
+        assert isinstance(first[0], StorageError) and first[0].code == 56, first
+        with pytest.raises(StorageError, match="internal error"):
+            await log.submit(make_batch(1))
+        monkeypatch.undo()
+        await log.aclose()
+
+    run(main())
+    again = open_log()
+    assert [o for o, _ in all_records(again)][:2] == [0, 1]

@@ -121,7 +121,7 @@ def _failed(partition: int, code: int) -> m.FetchPartitionData:
         high_watermark=-1,
         last_stable_offset=-1,
         log_start_offset=-1,
-        records=None,
+        records=b"",  # empty, not null: librdkafka cannot parse a null record set
     )
 
 

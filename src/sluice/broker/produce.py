@@ -154,11 +154,15 @@ def _partition_response(
             record_errors=[],
             error_message=result[1],
         )
+    try:
+        log_start = logs.get_log(topic, index).log_start_offset
+    except SluiceError:  # deleted after the append was acknowledged: the offset still stands
+        log_start = -1
     return m.ProducePartitionResponse(
         index=index,
         error_code=ErrorCode.NONE,
         base_offset=result,
-        log_start_offset=logs.get_log(topic, index).log_start_offset,
+        log_start_offset=log_start,
         record_errors=[],
     )
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from sluice.server.config import BrokerConfig, Listener
 from sluice.server.connection import Connection
+from sluice.storage.lock import DataDirLock
 
 if TYPE_CHECKING:
     from sluice.broker.broker import Broker
@@ -27,6 +28,7 @@ class Server:
         self.should_exit = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._lock: DataDirLock | None = None
         self.broker: Broker | None = None
         self.bound: Listener | None = None
 
@@ -47,6 +49,8 @@ class Server:
         from sluice.broker.broker import Broker
 
         loop = asyncio.get_running_loop()
+        # Before anything is opened: a second broker on this directory must touch nothing.
+        self._lock = DataDirLock.acquire(self.config.data_dir)
         broker = await loop.run_in_executor(None, Broker.open, self.config)
         self.broker = broker
         listen = self.config.listen
@@ -119,7 +123,10 @@ class Server:
         if self.broker is not None:
             await self.broker.close()
             self.broker = None
-        log.info("sluice stopped cleanly")
+            log.info("sluice stopped cleanly")
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     async def _reap_idle(self) -> None:
         idle = self.config.idle_timeout_ms / 1000

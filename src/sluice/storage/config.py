@@ -84,6 +84,7 @@ class _Spec:
     attr: str
     kind: type
     minimum: int = 0
+    maximum: int = 2**63 - 1
 
     def parse(self, key: str, raw: str | int) -> Any:
         if issubclass(self.kind, Enum):
@@ -98,27 +99,32 @@ class _Spec:
             raise InvalidConfigError(f"{key} must be an integer, not {raw!r}") from None
         if value < self.minimum and not (self.minimum >= 0 and value == -1 and key in _MINUS_ONE_OK):
             raise InvalidConfigError(f"{key} must be >= {self.minimum}, not {value}")
+        if value > self.maximum:
+            raise InvalidConfigError(f"{key} must be <= {self.maximum}, not {value}")
         return value
 
     def render(self, value: Any) -> str:
         return value.value if isinstance(value, Enum) else str(value)
 
 
+_INT_MAX = 2**31 - 1
+"""Kafka's INT-typed configs stop here; segment files and index positions are 32-bit."""
+
 _MINUS_ONE_OK = {"retention.ms", "retention.bytes", "flush.messages", "flush.ms"}
 
 _SPECS: dict[str, _Spec] = {
-    "segment.bytes": _Spec("segment_bytes", int, 14),
+    "segment.bytes": _Spec("segment_bytes", int, 14, _INT_MAX),
     "segment.ms": _Spec("segment_ms", int, 1),
-    "segment.index.bytes": _Spec("segment_index_bytes", int, 16),
-    "index.interval.bytes": _Spec("index_interval_bytes", int, 0),
+    "segment.index.bytes": _Spec("segment_index_bytes", int, 16, _INT_MAX),
+    "index.interval.bytes": _Spec("index_interval_bytes", int, 0, _INT_MAX),
     "retention.ms": _Spec("retention_ms", int, 0),
     "retention.bytes": _Spec("retention_bytes", int, 0),
-    "max.message.bytes": _Spec("max_message_bytes", int, 0),
+    "max.message.bytes": _Spec("max_message_bytes", int, 0, _INT_MAX),
     "flush.messages": _Spec("flush_messages", int, 1),
     "flush.ms": _Spec("flush_ms", int, 0),
     "sluice.append.mode": _Spec("append_mode", AppendMode),
     "sluice.append.ack": _Spec("append_ack", AckLevel),
-    "sluice.writer.queue.bytes": _Spec("writer_queue_bytes", int, 1024),
+    "sluice.writer.queue.bytes": _Spec("writer_queue_bytes", int, 1024, _INT_MAX),
     "cleanup.policy": _Spec("cleanup_policy", CleanupPolicy),
 }
 

@@ -149,7 +149,9 @@ class LogManager:
         return partition_log
 
     def _discard_dir(self, path: Path) -> None:
-        doomed = path.with_name(f"{path.name}.{uuid.uuid4().hex}-delete")
+        # Kafka's "<dir>.<uuid>-delete", with the name cut so the result fits NAME_MAX (255)
+        # for the longest topic names.
+        doomed = path.with_name(f"{path.name[:200]}.{uuid.uuid4().hex}-delete")
         os.rename(path, doomed)
         _fsync_dir(self.data_dir)
         shutil.rmtree(doomed, ignore_errors=True)
@@ -170,6 +172,11 @@ class LogManager:
         validate_topic_name(name)
         if name in self.topics:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+        folded = name.replace(".", "_")
+        for other in self.topics:
+            if other.replace(".", "_") == folded:
+                # Kafka's rule: metric names replace '.' with '_', so these would collide.
+                raise InvalidTopicError(f"topic {name!r} collides with existing topic {other!r}")
         if not 1 <= partitions <= MAX_PARTITIONS:
             raise InvalidPartitionsError(f"partition count must be 1..{MAX_PARTITIONS}, not {partitions}")
         overrides = {str(k): str(v) for k, v in (configs or {}).items()}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
@@ -38,6 +39,9 @@ so below this the hop costs more than it frees. fsyncs, which take milliseconds,
 _Waiter = tuple["Reservation", "asyncio.Future[int] | None"]
 
 
+_log = logging.getLogger(__name__)
+
+
 class PartitionWriter:
     def __init__(self, log: PartitionLog, executor: Executor | None = None) -> None:
         self._log = log
@@ -50,6 +54,7 @@ class PartitionWriter:
         self._sync_wanted = asyncio.Event()
         self._sync_waiters: list[_Waiter] = []
         self._closing = False
+        self._broken: StorageError | None = None
         self._task = self._loop.create_task(self._write_loop(), name=f"writer:{log.directory.name}")
         self._sync_task = self._loop.create_task(self._sync_loop(), name=f"sync:{log.directory.name}")
 
@@ -65,6 +70,8 @@ class PartitionWriter:
         """Queue an append; return its first offset once acknowledged at ``ack``."""
         if self._closing:
             raise LogClosedError(f"log {self._log.directory.name} is closing")
+        if self._broken is not None:
+            raise self._broken
         waited = await self._admit()
         try:
             if self._closing:
@@ -125,7 +132,6 @@ class PartitionWriter:
             await self._write_group()
 
     async def _write_group(self) -> None:
-        log = self._log
         group: list[_Waiter] = []
         size = 0
         while self._queue and (not group or size + len(self._queue[0][0].buffer) <= _MAX_GROUP_BYTES):
@@ -134,6 +140,24 @@ class PartitionWriter:
             size += len(item[0].buffer)
         self._queued_bytes -= size
         self._wake_admission()
+        try:
+            await self._write_popped(group, size)
+        except Exception as exc:
+            # A bug, not an I/O error (those are handled below): the in-memory state may be
+            # half-updated, so stop taking appends rather than guess. Callers get an error at
+            # once instead of a timeout; a restart recovers the partition from its files.
+            _log.exception("writer of %s failed; the partition refuses appends until restart", self._log.directory.name)
+            self._broken = StorageError(
+                f"partition {self._log.directory.name} is unavailable after an internal error: {exc!r}"
+            )
+            rest = list(self._queue)
+            self._queue.clear()
+            self._queued_bytes = 0
+            self._wake_admission()
+            _fail(group + rest, self._broken)
+
+    async def _write_popped(self, group: list[_Waiter], size: int) -> None:
+        log = self._log
         plan = log.plan([r for r, _ in group])
         try:
             if size <= INLINE_WRITE_MAX_BYTES and not plan.new_segments:
