@@ -117,6 +117,16 @@ def test_configs_describe_sources_and_alter(harness: Callable[..., BrokerHarness
     assert configs["retention.ms"] == ("60000", STATIC_BROKER_CONFIG)
     assert configs["max.message.bytes"] == ("1048588", DEFAULT_CONFIG)
 
+    broker_body = m.DescribeConfigsRequest(
+        resources=[m.DescribeConfigsResource(resource_type=ConfigResourceType.BROKER, resource_name="0", configuration_keys=None)],
+        include_synonyms=False,
+    )
+    broker_result = h.call(ApiKey.DESCRIBE_CONFIGS, 4, broker_body).results[0]
+    broker_configs = {c.name: (c.value, c.config_source) for c in broker_result.configs}
+    assert broker_configs["log.retention.ms"] == ("60000", STATIC_BROKER_CONFIG)  # set
+    assert broker_configs["num.partitions"] == ("1", DEFAULT_CONFIG)  # left at its default
+    assert broker_configs["offsets.retention.minutes"] == ("10080", DEFAULT_CONFIG)
+
     def incremental(*ops: tuple[str, int, str | None]) -> int:
         body = m.IncrementalAlterConfigsRequest(
             resources=[

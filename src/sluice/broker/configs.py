@@ -78,6 +78,12 @@ def broker_settings(config: BrokerConfig) -> dict[str, str]:
         "num.partitions": str(config.num_partitions),
         "log.retention.check.interval.ms": str(config.retention_check_ms),
         "sluice.shutdown.grace.ms": str(config.shutdown_grace_ms),
+        "group.min.session.timeout.ms": str(config.group_min_session_timeout_ms),
+        "group.max.session.timeout.ms": str(config.group_max_session_timeout_ms),
+        "group.initial.rebalance.delay.ms": str(config.group_initial_rebalance_delay_ms),
+        "offsets.retention.minutes": str(config.offsets_retention_ms // 60_000),
+        "offsets.retention.check.interval.ms": str(config.offsets_retention_check_interval_ms),
+        "offset.metadata.max.bytes": str(config.offset_metadata_max_bytes),
     }
     topic_defaults = config.topic_defaults.to_dict()
     for broker_key, topic_key in BROKER_TO_TOPIC.items():
@@ -132,8 +138,17 @@ async def describe_configs(broker: Broker, request: Request) -> m.DescribeConfig
             elif res.resource_type == ConfigResourceType.BROKER:
                 if not _is_this_broker(broker, res.resource_name):
                     raise Refused(ErrorCode.INVALID_REQUEST, f"no broker {res.resource_name!r} here")
+                # A setting equal to the built-in default reports DEFAULT_CONFIG, as Kafka does,
+                # so "show what was changed" filters in admin tools work.
+                defaults = broker_settings(BrokerConfig())
                 entries = [
-                    ConfigEntry(k, v, STATIC_BROKER_CONFIG, True, [(k, v, STATIC_BROKER_CONFIG)])
+                    ConfigEntry(
+                        k,
+                        v,
+                        source := DEFAULT_CONFIG if defaults.get(k) == v else STATIC_BROKER_CONFIG,
+                        True,
+                        [(k, v, source)],
+                    )
                     for k, v in sorted(broker_settings(broker.config).items())
                 ]
             else:
