@@ -170,6 +170,7 @@ def test_every_documented_key_is_accepted() -> None:
         "auto.create.topics.enable": "false",
         "sluice.log.append.ack": "written",
         "sluice.log.append.mode": "inline",
+        "log.cleanup.policy": "delete",
     }
     for key in sorted(BROKER_CONFIG_KEYS):
         BrokerConfig.from_settings({key: samples.get(key, "1048576")})
