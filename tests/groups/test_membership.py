@@ -529,6 +529,35 @@ def test_static_member_session_expiry_removes_it(h: Harness) -> None:
     assert heartbeat(h, a, 1, instance_id="ia") == E.UNKNOWN_MEMBER_ID
 
 
+def test_a_static_restart_with_a_longer_session_timeout_is_judged_by_it(h: Harness) -> None:
+    """A consumer redeployed with a larger session.timeout.ms: the rejoin's timeouts replace the
+    old ones (Kafka's updateMember), even though the static rejoin causes no rebalance."""
+    a = h.result(static_join(h, "ia", session_timeout_ms=6_000)).member_id
+    h.result(sync(h, a, 1, {}, instance_id="ia"))
+    again = h.result(static_join(h, "ia", session_timeout_ms=30_000, rebalance_timeout_ms=45_000))
+    assert again.generation_id == 1
+    member = h.coordinator.groups["g"].members[again.member_id]
+    assert (member.session_timeout_ms, member.rebalance_timeout_ms) == (30_000, 45_000)
+    h.advance(20)  # past the old 6 s session, within the new 30 s one
+    assert describe(h).group_state == "Stable"
+    h.advance(11)
+    assert describe(h).group_state == "Empty"
+
+
+def test_a_dynamic_rejoin_updates_the_member_timeouts(h: Harness) -> None:
+    first = h.result(begin_join(h, session_timeout_ms=6_000))
+    a = first.member_id
+    h.result(sync(h, a, first.generation_id, {a: asg(0)}))
+    r = h.result(rejoin(h, a, session_timeout_ms=30_000, rebalance_timeout_ms=40_000))
+    assert r.error_code == E.NONE
+    member = h.coordinator.groups["g"].members[a]
+    assert (member.session_timeout_ms, member.rebalance_timeout_ms) == (30_000, 40_000)
+    assert h.coordinator.groups["g"].rebalance_timeout_ms == 40_000
+    h.result(sync(h, a, r.generation_id, {a: asg(0)}))
+    h.advance(20)  # past the old 6 s session, within the new 30 s one
+    assert describe(h).group_state == "Stable"
+
+
 def test_admin_removes_static_member_by_instance_id(h: Harness) -> None:
     a = h.result(static_join(h, "ia")).member_id
     h.result(sync(h, a, 1, {}, instance_id="ia"))

@@ -492,7 +492,13 @@ class GroupCoordinator:
         self._maybe_prepare_rebalance(group, f"member {member_id} joined")
 
     def _update_member_and_rebalance(self, group: Group, member: Member, join: _Join) -> None:
-        group.update_member(member, join.protocols, join.waiter)
+        group.update_member(
+            member,
+            join.protocols,
+            join.waiter,
+            rebalance_timeout_ms=join.rebalance_timeout_ms,
+            session_timeout_ms=join.session_timeout_ms,
+        )
         self._maybe_prepare_rebalance(group, f"member {member.member_id} rejoined")
 
     def _update_static_member_and_rebalance(
@@ -501,9 +507,15 @@ class GroupCoordinator:
         assert join.instance_id is not None
         current_leader = group.leader_id
         member = group.replace_static_member(join.instance_id, old_id, new_id)
-        self._heartbeat(member)
-        old_protocols = member.protocols
-        group.update_member(member, join.protocols, join.waiter)
+        old = _MemberSettings(member.protocols, member.rebalance_timeout_ms, member.session_timeout_ms)
+        group.update_member(
+            member,
+            join.protocols,
+            join.waiter,
+            rebalance_timeout_ms=join.rebalance_timeout_ms,
+            session_timeout_ms=join.session_timeout_ms,
+        )
+        self._heartbeat(member)  # after the update: the new session timeout counts from now
         if group.is_(GroupState.STABLE):
             if group.protocol_name == group.select_protocol():
                 # Nothing the assignment depends on changed: no rebalance (the point of static
@@ -512,7 +524,7 @@ class GroupCoordinator:
                 # run a pointless assignment a Stable group would ignore.
                 self._spawn(
                     self._persist_static_replacement(
-                        group, member, join, old_id, old_protocols, current_leader
+                        group, member, join, old_id, old, current_leader
                     ),
                     f"static-rejoin:{group.group_id}",
                 )
@@ -532,7 +544,7 @@ class GroupCoordinator:
         member: Member,
         join: _Join,
         old_id: str,
-        old_protocols: Protocols,
+        old: _MemberSettings,
         current_leader: str | None,
     ) -> None:
         generation = group.generation_id
@@ -542,7 +554,13 @@ class GroupCoordinator:
             log.warning("group %s: could not persist static member: %s", group.group_id, exc)
             if member.join_waiter is join.waiter and group.members.get(member.member_id) is member:
                 member.join_waiter = None
-                group.update_member(member, old_protocols, None)
+                group.update_member(
+                    member,
+                    old.protocols,
+                    None,
+                    rebalance_timeout_ms=old.rebalance_timeout_ms,
+                    session_timeout_ms=old.session_timeout_ms,
+                )
                 assert join.instance_id is not None
                 group.replace_static_member(join.instance_id, member.member_id, old_id)
             if not join.waiter.done():
@@ -1300,6 +1318,15 @@ class GroupCoordinator:
         if committed.expire_timestamp is not None:
             return now >= committed.expire_timestamp
         return now - base >= retention
+
+
+@dataclass(frozen=True, slots=True)
+class _MemberSettings:
+    """What a static rejoin replaces, kept to restore if persisting the replacement fails."""
+
+    protocols: Protocols
+    rebalance_timeout_ms: int
+    session_timeout_ms: int
 
 
 @dataclass(slots=True)

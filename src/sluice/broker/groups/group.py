@@ -248,10 +248,20 @@ class Group:
         return member
 
     def update_member(
-        self, member: Member, protocols: Protocols, waiter: asyncio.Future[JoinResult] | None
+        self,
+        member: Member,
+        protocols: Protocols,
+        waiter: asyncio.Future[JoinResult] | None,
+        *,
+        rebalance_timeout_ms: int,
+        session_timeout_ms: int,
     ) -> None:
+        """A rejoin: its protocols and timeouts replace the old ones (Kafka's updateMember), so a
+        consumer redeployed with a longer session or poll interval is judged by the new ones."""
         self.supported.subtract(member.protocol_names())
         member.protocols = protocols
+        member.rebalance_timeout_ms = rebalance_timeout_ms
+        member.session_timeout_ms = session_timeout_ms
         self.supported.update(member.protocol_names())
         self.supported += Counter()
         if waiter is not None:
