@@ -57,8 +57,28 @@ def commit(
         retention_time_ms=retention_ms,
         topics=[m.OffsetCommitRequestTopic(name=t, partitions=ps) for t, ps in topics.items()],
     )
-    resp: m.OffsetCommitResponse = h.call(ApiKey.OFFSET_COMMIT, version, body)
+    return commit_codes(h.call(ApiKey.OFFSET_COMMIT, version, body))
+
+
+def commit_codes(resp: m.OffsetCommitResponse) -> dict[tuple[str, int], int]:
     return {(t.name, p.partition_index): p.error_code for t in resp.topics for p in t.partitions}
+
+
+def commit_in_flight(h: Harness, group: str, offsets: dict[tuple[str, int], int]) -> Any:
+    """A simple commit started but not yet written: the next request on the loop runs while
+    this one waits for its write (writes go through the writer task and an fsync thread)."""
+    body = m.OffsetCommitRequest(
+        group_id=group,
+        generation_id_or_member_epoch=-1,
+        member_id="",
+        topics=[
+            m.OffsetCommitRequestTopic(
+                name=t, partitions=[m.OffsetCommitRequestPartition(partition_index=p, committed_offset=o)]
+            )
+            for (t, p), o in offsets.items()
+        ],
+    )
+    return h.loop.create_task(h._over_the_wire(ApiKey.OFFSET_COMMIT, 8, body, "racer"))
 
 
 def fetch(
@@ -390,6 +410,29 @@ def test_delete_groups(h: Harness) -> None:
     assert describe(h, "idle").group_state == "Dead"
     assert fetch(h, ALL) == {}  # "g" had no offsets; it is untouched
     assert describe(h).group_state == "Stable"
+
+
+def test_a_commit_in_flight_when_its_group_is_deleted_leaves_no_orphan_offset(h: Harness) -> None:
+    """DeleteGroups while a simple commit waits for its write: both succeed, and the group and
+    its offsets agree afterwards (nothing served for a group nobody can list or delete)."""
+    pending = commit_in_flight(h, "race", {("t", 0): 101})
+    assert _delete(h, "race") == {"race": E.NONE}
+    assert commit_codes(h.result(pending)) == {("t", 0): E.NONE}
+    assert fetch(h, ALL, group="race") == {}
+    assert "race" not in h.coordinator.store.offsets
+    h.restart()
+    assert fetch(h, ALL, group="race") == {}
+    assert describe(h, "race").group_state == "Dead"
+
+
+def test_offset_delete_keeps_a_group_with_a_commit_in_flight(h: Harness) -> None:
+    commit(h, {("t", 0): 5}, group="race")
+    pending = commit_in_flight(h, "race", {("t", 1): 7})
+    code, errors = _offset_delete(h, "race", [("t", 0)])
+    assert (code, errors) == (E.NONE, {("t", 0): E.NONE})
+    assert commit_codes(h.result(pending)) == {("t", 1): E.NONE}
+    assert fetch(h, ALL, group="race") == {("t", 1): (7, "")}
+    assert describe(h, "race").group_state == "Empty"
 
 
 def _offset_delete(

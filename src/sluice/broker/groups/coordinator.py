@@ -1176,7 +1176,14 @@ class GroupCoordinator:
         changes: list[Change] = [(GroupKey(group.group_id), None)]
         for topic, partition in self.store.offsets.get(group.group_id, {}):
             changes.append((OffsetKey(group.group_id, topic, partition), None))
+        # Commits still waiting for their write were appended before these tombstones (the
+        # store writes in call order), so tombstoning them too leaves no offset behind a group
+        # that no longer exists.
+        changes.extend((key, None) for key in self._pending_of(group.group_id))
         return changes
+
+    def _pending_of(self, group_id: str) -> list[OffsetKey]:
+        return [key for key in self._pending_commits if key.group == group_id]
 
     async def _delete_groups(self, req: m.DeleteGroupsRequest) -> m.DeleteGroupsResponse:
         results: dict[str, ErrorCode] = {}
@@ -1244,11 +1251,14 @@ class GroupCoordinator:
                     eligible.append(tp)
                     errors[tp] = ErrorCode.NONE
         committed = self.store.offsets.get(req.group_id, {})
+        pending = {(k.topic, k.partition) for k in self._pending_of(req.group_id)}
         changes: list[Change] = [
-            (OffsetKey(req.group_id, *tp), None) for tp in eligible if tp in committed
+            (OffsetKey(req.group_id, *tp), None)
+            for tp in eligible
+            if tp in committed or tp in pending
         ]
         if changes:
-            remaining = set(committed) - set(eligible)
+            remaining = (set(committed) | pending) - set(eligible)
             if group.is_(GroupState.EMPTY) and not remaining:
                 changes = self._drop_group(group)
             try:
