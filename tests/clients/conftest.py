@@ -26,7 +26,13 @@ which would not show that the setting is used)."""
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     """One broker for every test that does not restart it; tests keep apart by topic name."""
     b = EmbeddedBroker(
-        tmp_path_factory.mktemp("sluice-clients"), settings={"num.partitions": str(NUM_PARTITIONS)}
+        tmp_path_factory.mktemp("sluice-clients"),
+        settings={
+            "num.partitions": str(NUM_PARTITIONS),
+            # Some tests write records stamped in 2023, long past the default retention; keep
+            # the retention check (default every 5 min) out of a slow CI run.
+            "log.retention.check.interval.ms": str(3_600_000),
+        },
     )
     b.start()
     try:

@@ -6,7 +6,9 @@ Every test reads a partition of ten records with known CreateTime timestamps one
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,3 +157,28 @@ def test_max_timestamp_offset(
     ]
     ConfluentClient().produce(broker.bootstrap_servers, topic, records)
     assert lookup(broker.bootstrap_servers, topic) == (1, BASE_TS + 9000)
+
+
+def test_time_retention_empties_an_idle_partition(tmp_path: Path) -> None:
+    """retention.ms on a topic whose only segment is the active one: the broker's retention
+    check rolls and deletes it (as Kafka does), so earliest == latest and nothing is served."""
+    with EmbeddedBroker(
+        tmp_path / "data", settings={"log.retention.check.interval.ms": "100"}
+    ) as broker:
+        bootstrap = broker.bootstrap_servers
+        admin = ConfluentAdmin(bootstrap)
+        try:
+            assert admin.create_topic("short-lived", 1, configs={"retention.ms": "60000"}) == 0
+        finally:
+            admin.close()
+        # TIMED records are from 2023: far past a minute's retention as soon as they land.
+        assert ConfluentClient().produce(bootstrap, "short-lived", TIMED) == [
+            Delivery(0, i) for i in range(10)
+        ]
+        client = ConfluentClient()
+        deadline = time.monotonic() + TIMEOUT
+        while client.list_offset(bootstrap, "short-lived", 0, EARLIEST) != 10:
+            assert time.monotonic() < deadline, "retention never removed the expired records"
+            time.sleep(0.05)  # the poll interval of a condition, not a wait for readiness
+        assert client.list_offset(bootstrap, "short-lived", 0, LATEST) == 10
+        assert client.consume(bootstrap, "short-lived", 0, start=EARLIEST) == []

@@ -560,10 +560,14 @@ class PartitionLog:
 
     def apply_retention(self) -> int:
         """Delete whole closed segments past ``retention.ms`` / ``retention.bytes`` or wholly
-        below the log start offset; returns how many were deleted."""
+        below the log start offset; returns how many were deleted. An active segment whose
+        newest record is past ``retention.ms`` is rolled first, as Kafka does, so an idle
+        partition does not keep expired data until ``segment.ms``."""
         self._check_open()
         cfg = self.config
         now = self.clock()
+        if self._active_segment_expired(now):
+            self._roll_empty()
         total = self.size_bytes
         deleted = 0
         while len(self._segments) > 1:
@@ -586,6 +590,37 @@ class PartitionLog:
         if deleted:
             self._set_log_start_offset(max(self.log_start_offset, self._segments[0].base_offset))
         return deleted
+
+    def _active_segment_expired(self, now: int) -> bool:
+        """Expired, and nothing is on its way into it: no reserved-but-uncommitted appends (the
+        writer task may be writing them) and every record visible (the high watermark at the
+        end), so rolling here cannot race a write or hide an unflushed record."""
+        active = self.active_segment
+        if self.config.retention_ms < 0 or active.size == 0:
+            return False
+        if self._next_offset != self.log_end_offset or self.high_watermark != self.log_end_offset:
+            return False
+        _ = active.time_index
+        return active.max_timestamp >= 0 and now - active.max_timestamp > self.config.retention_ms
+
+    def _roll_empty(self) -> None:
+        """Start a new, empty active segment at the log end and seal the old one."""
+        old = self.active_segment
+        new = LogSegment(
+            self.directory,
+            self.log_end_offset,
+            index_interval_bytes=self.config.index_interval_bytes,
+            max_index_bytes=self.config.segment_index_bytes,
+            created_ms=self.clock(),
+        )
+        new.fresh_indexes()
+        new.fd  # noqa: B018  (creates the file)
+        _fsync_dir(self.directory)
+        old.seal()
+        old.sealed = True
+        self._segments.append(new)
+        self._bases.append(new.base_offset)
+        _write_int(self.directory / RECOVERY_POINT_FILE, new.base_offset)
 
     def delete_records(self, before_offset: int) -> int:
         """Advance the log start offset to ``before_offset`` (-1: the high watermark), deleting
