@@ -210,6 +210,8 @@ def test_serve_port_in_use_exits_1(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert "sluice serve: cannot start" in result.stderr
     assert "Traceback" not in result.stderr
+    # The port is bound before the logs are opened: nothing was recovered or created for nothing.
+    assert [p.name for p in (tmp_path / "d").iterdir()] == [".lock"]
 
 
 def test_a_second_broker_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:

@@ -51,17 +51,25 @@ class Server:
         loop = asyncio.get_running_loop()
         # Before anything is opened: a second broker on this directory must touch nothing.
         self._lock = DataDirLock.acquire(self.config.data_dir)
-        broker = await loop.run_in_executor(None, Broker.open, self.config)
-        self.broker = broker
         listen = self.config.listen
         max_frame = self.config.request_max_bytes
+
+        def connection() -> Connection:
+            assert self.broker is not None
+            return Connection(self, self.broker, max_frame)
+
+        # Bind before opening the logs (a taken port fails fast, with nothing recovered for
+        # nothing), but accept only once the broker is open.
         self._server = await loop.create_server(
-            lambda: Connection(self, broker, max_frame),
+            connection,
             host=listen.host,
             port=listen.port,
             reuse_address=True,
             backlog=1024,
+            start_serving=False,
         )
+        broker = await loop.run_in_executor(None, Broker.open, self.config)
+        self.broker = broker
         sock = self._server.sockets[0].getsockname()
         self.bound = Listener(str(sock[0]), int(sock[1]))
         if listen.port == 0:
@@ -69,6 +77,7 @@ class Server:
             self.config = _with_port(self.config, self.bound.port)
             broker.config = self.config
         broker.start()
+        await self._server.start_serving()
         self._reaper = loop.create_task(self._reap_idle(), name="idle-reaper")
         self.started.set()
         log.info(
