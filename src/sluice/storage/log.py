@@ -301,14 +301,7 @@ class PartitionLog:
             size = len(item.buffer)
             if self._should_roll(segment, position, size, item.next_offset):
                 rolled.append(segment)
-                segment = LogSegment(
-                    self.directory,
-                    item.base_offset,
-                    index_interval_bytes=self.config.index_interval_bytes,
-                    max_index_bytes=self.config.segment_index_bytes,
-                    created_ms=self.clock(),
-                )
-                segment.fresh_indexes()
+                segment = self._new_segment(item.base_offset)
                 new_segments.append(segment)
                 position = 0
                 piece = _Piece(segment, 0)
@@ -319,6 +312,18 @@ class PartitionLog:
             piece.size += size
             position += size
         return WritePlan(items, [p for p in pieces if p.size], new_segments, rolled)
+
+    def _new_segment(self, base_offset: int) -> LogSegment:
+        """A segment to roll to (its file is created by whoever writes it first)."""
+        segment = LogSegment(
+            self.directory,
+            base_offset,
+            index_interval_bytes=self.config.index_interval_bytes,
+            max_index_bytes=self.config.segment_index_bytes,
+            created_ms=self.clock(),
+        )
+        segment.fresh_indexes()
+        return segment
 
     def _should_roll(self, segment: LogSegment, position: int, size: int, next_offset: int) -> bool:
         if position == 0:
@@ -606,14 +611,7 @@ class PartitionLog:
     def _roll_empty(self) -> None:
         """Start a new, empty active segment at the log end and seal the old one."""
         old = self.active_segment
-        new = LogSegment(
-            self.directory,
-            self.log_end_offset,
-            index_interval_bytes=self.config.index_interval_bytes,
-            max_index_bytes=self.config.segment_index_bytes,
-            created_ms=self.clock(),
-        )
-        new.fresh_indexes()
+        new = self._new_segment(self.log_end_offset)
         new.fd  # noqa: B018  (creates the file)
         _fsync_dir(self.directory)
         old.seal()

@@ -491,7 +491,8 @@ class GroupCoordinator:
         member.deadline = self.clock() + NEW_MEMBER_JOIN_TIMEOUT_MS / 1000
         self._maybe_prepare_rebalance(group, f"member {member_id} joined")
 
-    def _update_member_and_rebalance(self, group: Group, member: Member, join: _Join) -> None:
+    @staticmethod
+    def _apply_rejoin(group: Group, member: Member, join: _Join) -> None:
         group.update_member(
             member,
             join.protocols,
@@ -499,6 +500,9 @@ class GroupCoordinator:
             rebalance_timeout_ms=join.rebalance_timeout_ms,
             session_timeout_ms=join.session_timeout_ms,
         )
+
+    def _update_member_and_rebalance(self, group: Group, member: Member, join: _Join) -> None:
+        self._apply_rejoin(group, member, join)
         self._maybe_prepare_rebalance(group, f"member {member.member_id} rejoined")
 
     def _update_static_member_and_rebalance(
@@ -508,13 +512,7 @@ class GroupCoordinator:
         current_leader = group.leader_id
         member = group.replace_static_member(join.instance_id, old_id, new_id)
         old = _MemberSettings(member.protocols, member.rebalance_timeout_ms, member.session_timeout_ms)
-        group.update_member(
-            member,
-            join.protocols,
-            join.waiter,
-            rebalance_timeout_ms=join.rebalance_timeout_ms,
-            session_timeout_ms=join.session_timeout_ms,
-        )
+        self._apply_rejoin(group, member, join)
         self._heartbeat(member)  # after the update: the new session timeout counts from now
         if group.is_(GroupState.STABLE):
             if group.protocol_name == group.select_protocol():
