@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 
 from sluice.errors import ErrorCode
-from sluice.protocol import ApiKey
+from sluice.protocol import ApiKey, Request
 from sluice.protocol import messages as m
 from sluice.protocol.records import decode_records, iter_stored_batches
 from tests.broker.conftest import BrokerHarness, batch, value
@@ -150,17 +151,54 @@ def test_fetch_out_of_range_and_unknown(harness: Callable[..., BrokerHarness]) -
 def test_an_acknowledged_append_whose_topic_was_deleted_since_is_still_answered(
     harness: Callable[..., BrokerHarness],
 ) -> None:
-    """Between an append's acknowledgement and its response being built, another connection may
-    delete the topic. The offset stands; the response must be built, not the connection dropped
-    (which would lose the answers of every other partition in the request)."""
-    from sluice.broker import produce
-
+    """One request, two topics, acks=all: "slow" waits for an fsync, "gone" is written at once
+    and then deleted by another client before the response is built. The response must still
+    be built, with "gone"'s offset (dropping the connection would lose both answers). The
+    storage threads are held busy so that the fsync waits until the deletion is done."""
     h = harness()
-    h.broker.logs.create_topic("t", 1)
-    h.produce("t", 0, batch(2, "x"))
-    h.run(h.broker.logs.delete_topic("t"))
-    part = produce._partition_response(h.broker.logs, "t", 0, 0)
-    assert (part.error_code, part.base_offset, part.log_start_offset) == (ErrorCode.NONE, 0, -1)
+    h.broker.logs.create_topic("slow", 1, {"sluice.append.ack": "fsynced"})
+    h.broker.logs.create_topic("gone", 1)
+    release = threading.Event()
+    blockers = [h.broker.logs.executor.submit(release.wait) for _ in range(16)]
+
+    async def race() -> m.ProduceResponse:
+        from sluice.broker import broker as broker_module
+
+        body = m.ProduceRequest(
+            acks=-1,
+            timeout_ms=30_000,
+            topic_data=[
+                m.ProduceTopicData(
+                    name=name,
+                    partition_data=[m.ProducePartitionData(index=0, records=bytearray(batch(2, name)))],
+                )
+                for name in ("slow", "gone")
+            ],
+        )
+        handler = broker_module._HANDLERS[ApiKey.PRODUCE]
+        pending = asyncio.ensure_future(handler(h.broker, Request(ApiKey.PRODUCE, 9, 1, "t", body)))
+        gone = h.broker.logs.get_log("gone", 0)
+        for _ in range(1000):  # "gone" is written on the loop; "slow" waits for a thread
+            if gone.log_end_offset == 2:
+                break
+            await asyncio.sleep(0)
+        assert gone.log_end_offset == 2 and not pending.done()
+        await h.broker.logs.delete_topic("gone")
+        release.set()
+        result = await pending
+        assert isinstance(result, m.ProduceResponse)
+        return result
+
+    try:
+        resp = h.run(race())
+    finally:
+        release.set()
+        for blocker in blockers:
+            blocker.result(10)
+    answers = {
+        t.name: [(p.error_code, p.base_offset) for p in t.partition_responses] for t in resp.responses
+    }
+    assert answers == {"slow": [(ErrorCode.NONE, 0)], "gone": [(ErrorCode.NONE, 0)]}
 
 
 def test_long_poll_wakes_when_data_arrives(harness: Callable[..., BrokerHarness]) -> None:

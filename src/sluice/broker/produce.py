@@ -53,17 +53,21 @@ async def produce(broker: Broker, request: Request) -> m.ProduceResponse | None:
         # Transactions are not served (InitProducerId is not advertised): no honest client sends one.
         return _all_failed(body, ErrorCode.INVALID_REQUEST, "transactions are not supported")
     logs = broker.logs
-    jobs: list[tuple[str, int, Awaitable[int] | Outcome]] = []
+    # The log is kept with its job: a topic deleted meanwhile must not fail the response.
+    targets: list[tuple[str, int, PartitionLog | None]] = []
+    jobs: list[Awaitable[int] | Outcome] = []
     for topic in body.topic_data:
         for part in topic.partition_data:
-            jobs.append((topic.name, part.index, _submit(logs, topic.name, part, acks)))
+            plog, job = _submit(logs, topic.name, part, acks)
+            targets.append((topic.name, part.index, plog))
+            jobs.append(job)
     if acks == -1:
-        results = await _settle_within([job for _, _, job in jobs], body.timeout_ms)
+        results = await _settle_within(jobs, body.timeout_ms)
     else:
         if len(jobs) > 1:
             # Start every append before awaiting any, so partitions are written concurrently.
-            jobs = [(t, i, _start(job)) for t, i, job in jobs]
-        results = [await _settle(job) for _, _, job in jobs]
+            jobs = [_start(job) for job in jobs]
+        results = [await _settle(job) for job in jobs]
     if acks == 0:
         for result in results:
             if isinstance(result, tuple):
@@ -72,8 +76,8 @@ async def produce(broker: Broker, request: Request) -> m.ProduceResponse | None:
                 raise CloseConnection(f"acks=0 produce failed: {result[1]}")
         return None
     responses: dict[str, list[m.ProducePartitionResponse]] = {}
-    for (name, index, _), result in zip(jobs, results, strict=True):
-        responses.setdefault(name, []).append(_partition_response(logs, name, index, result))
+    for (name, index, plog), result in zip(targets, results, strict=True):
+        responses.setdefault(name, []).append(_partition_response(plog, index, result))
     return m.ProduceResponse(
         responses=[
             m.ProduceTopicResponse(name=name, partition_responses=parts)
@@ -85,15 +89,15 @@ async def produce(broker: Broker, request: Request) -> m.ProduceResponse | None:
 
 def _submit(
     logs: LogManager, topic: str, part: m.ProducePartitionData, acks: int
-) -> Awaitable[int] | Outcome:
-    """Start one partition's append: a future of its base offset, or an error at once."""
+) -> tuple[PartitionLog | None, Awaitable[int] | Outcome]:
+    """Start one partition's append: its log and a future of its base offset, or an error."""
     try:
         plog = logs.get_log(topic, part.index)
     except SluiceError as exc:
-        return (int(exc.code), str(exc))
+        return None, (int(exc.code), str(exc))
     if part.records is None or len(part.records) == 0:
-        return (int(ErrorCode.INVALID_RECORD), "a produce request must carry record batches")
-    return plog.submit(part.records, ack_level(acks, plog))
+        return plog, (int(ErrorCode.INVALID_RECORD), "a produce request must carry record batches")
+    return plog, plog.submit(part.records, ack_level(acks, plog))
 
 
 def _start(job: Awaitable[int] | Outcome) -> Awaitable[int] | Outcome:
@@ -122,18 +126,12 @@ async def _settle_within(jobs: list[Awaitable[int] | Outcome], timeout_ms: int) 
     if futures:
         await asyncio.wait(futures, timeout=max(timeout_ms, 0) / 1000)
     results: list[Outcome] = []
-    for future in started:
-        if not isinstance(future, asyncio.Future):
-            results.append(future)
-        elif not future.done():
-            future.add_done_callback(_retrieve)
+    for job in started:
+        if isinstance(job, asyncio.Future) and not job.done():
+            job.add_done_callback(_retrieve)
             results.append((int(ErrorCode.REQUEST_TIMED_OUT), f"not durable within {timeout_ms} ms"))
-        elif (exc := future.exception()) is None:
-            results.append(future.result())
-        elif isinstance(exc, SluiceError):
-            results.append((int(exc.code), str(exc)))
         else:
-            raise exc
+            results.append(await _settle(job))  # done: no wait, errors become outcomes
     return results
 
 
@@ -144,7 +142,7 @@ def _retrieve(future: asyncio.Future[int]) -> None:
 
 
 def _partition_response(
-    logs: LogManager, topic: str, index: int, result: Outcome
+    plog: PartitionLog | None, index: int, result: Outcome
 ) -> m.ProducePartitionResponse:
     if isinstance(result, tuple):
         return m.ProducePartitionResponse(
@@ -154,15 +152,12 @@ def _partition_response(
             record_errors=[],
             error_message=result[1],
         )
-    try:
-        log_start = logs.get_log(topic, index).log_start_offset
-    except SluiceError:  # deleted after the append was acknowledged: the offset still stands
-        log_start = -1
+    assert plog is not None  # an append that succeeded had its log
     return m.ProducePartitionResponse(
         index=index,
         error_code=ErrorCode.NONE,
         base_offset=result,
-        log_start_offset=log_start,
+        log_start_offset=plog.log_start_offset,
         record_errors=[],
     )
 

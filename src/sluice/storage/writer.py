@@ -146,15 +146,19 @@ class PartitionWriter:
             # A bug, not an I/O error (those are handled below): the in-memory state may be
             # half-updated, so stop taking appends rather than guess. Callers get an error at
             # once instead of a timeout; a restart recovers the partition from its files.
-            _log.exception("writer of %s failed; the partition refuses appends until restart", self._log.directory.name)
-            self._broken = StorageError(
-                f"partition {self._log.directory.name} is unavailable after an internal error: {exc!r}"
-            )
-            rest = list(self._queue)
-            self._queue.clear()
-            self._queued_bytes = 0
-            self._wake_admission()
-            _fail(group + rest, self._broken)
+            name = self._log.directory.name
+            _log.exception("writer of %s failed; the partition refuses appends until restart", name)
+            self._broken = StorageError(f"partition {name} is unavailable after an internal error: {exc!r}")
+            self._fail_with_queue(group, self._broken)
+
+    def _fail_with_queue(self, group: list[_Waiter], error: StorageError) -> None:
+        """Fail ``group`` and every append queued behind it: their offsets now will not exist."""
+        rest = list(self._queue)
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._log.reset_reservations()
+        self._wake_admission()
+        _fail(group + rest, error)
 
     async def _write_popped(self, group: list[_Waiter], size: int) -> None:
         log = self._log
@@ -166,14 +170,7 @@ class PartitionWriter:
                 await self._loop.run_in_executor(self._executor, log.execute, plan)
         except OSError as exc:
             log.abort(plan)
-            error = StorageError(f"write to {log.directory.name} failed: {exc}")
-            # Appends queued behind the failed ones hold offsets that now will not exist.
-            rest = list(self._queue)
-            self._queue.clear()
-            self._queued_bytes = 0
-            log.reset_reservations()
-            self._wake_admission()
-            _fail(group + rest, error)
+            self._fail_with_queue(group, StorageError(f"write to {log.directory.name} failed: {exc}"))
             return
         log.commit(plan)
         seal_error: StorageError | None = None
