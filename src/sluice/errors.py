@@ -133,12 +133,22 @@ class UnknownTopicOrPartitionError(SluiceError):
     code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
 
 
+class UnknownTopicIdError(SluiceError):
+    code = ErrorCode.UNKNOWN_TOPIC_ID
+
+
 class TopicAlreadyExistsError(SluiceError):
     code = ErrorCode.TOPIC_ALREADY_EXISTS
 
 
 class InvalidPartitionsError(SluiceError):
     code = ErrorCode.INVALID_PARTITIONS
+
+
+class PolicyViolationError(SluiceError):
+    """A request the broker's configured limits forbid (e.g. ``max.broker.partitions``)."""
+
+    code = ErrorCode.POLICY_VIOLATION
 
 
 class LogClosedError(StorageError):

@@ -39,7 +39,7 @@ def test_metadata_auto_creates_only_when_allowed(harness: Callable[..., BrokerHa
 
 def test_list_offsets(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
-    h.broker.logs.create_topic("t", 1)
+    h.run(h.broker.logs.create_topic("t", 1))
     h.produce("t", 0, batch(3, "a", ts=1_000))
     h.produce("t", 0, batch(3, "b", ts=5_000))
     h.produce("t", 0, batch(2, "c", ts=3_000))
@@ -101,7 +101,7 @@ def test_create_topics_rules(harness: Callable[..., BrokerHarness]) -> None:
 
 def test_configs_describe_sources_and_alter(harness: Callable[..., BrokerHarness]) -> None:
     h = harness(log_retention_ms="60000")
-    h.broker.logs.create_topic("t", 1, {"segment.bytes": "1048576"})
+    h.run(h.broker.logs.create_topic("t", 1, {"segment.bytes": "1048576"}))
 
     def describe() -> dict[str, tuple[str | None, int]]:
         body = m.DescribeConfigsRequest(
@@ -165,7 +165,7 @@ def test_configs_describe_sources_and_alter(harness: Callable[..., BrokerHarness
 
 def test_create_partitions_delete_records_delete_topics(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
-    h.broker.logs.create_topic("t", 1)
+    h.run(h.broker.logs.create_topic("t", 1))
     h.produce("t", 0, batch(5, "a"))
     grow = m.CreatePartitionsRequest(
         topics=[m.CreatePartitionsTopic(name="t", count=4, assignments=None), m.CreatePartitionsTopic(name="nope", count=2, assignments=None)],

@@ -51,7 +51,7 @@ def values(records: object) -> list[bytes | None]:
 
 def test_produce_assigns_offsets_and_fetch_returns_them(harness: Callable[..., BrokerHarness]) -> None:
     h = harness(num_partitions="2")
-    h.broker.logs.create_topic("t", 2)
+    h.run(h.broker.logs.create_topic("t", 2))
     first = h.produce("t", 1, batch(3, "a"))
     second = h.produce("t", 1, batch(2, "b"))
     assert first is not None and second is not None
@@ -68,7 +68,7 @@ def test_produce_assigns_offsets_and_fetch_returns_them(harness: Callable[..., B
 
 def test_acks_zero_answers_nothing_and_stores(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
-    h.broker.logs.create_topic("t", 1)
+    h.run(h.broker.logs.create_topic("t", 1))
     assert h.produce("t", 0, batch(4, "z"), acks=0) is None
     # The writer is FIFO: once a later acks=1 append is acknowledged, the first is written too.
     later = h.produce("t", 0, batch(1, "w"), acks=1)
@@ -82,7 +82,7 @@ def test_acks_all_answers_request_timed_out_but_keeps_the_append(
     """acks=all waits for the topic's durability (here fsynced) for at most timeout_ms; an fsync
     cannot finish within 0 ms, so the answer is REQUEST_TIMED_OUT, and the append still lands."""
     h = harness()
-    h.broker.logs.create_topic("t", 1, {"sluice.append.ack": "fsynced"})
+    h.run(h.broker.logs.create_topic("t", 1, {"sluice.append.ack": "fsynced"}))
     late = h.produce("t", 0, batch(3, "a"), acks=-1, timeout_ms=0)
     assert late is not None
     part = late.responses[0].partition_responses[0]
@@ -99,7 +99,7 @@ def test_acks_all_answers_request_timed_out_but_keeps_the_append(
 
 def test_produce_errors_are_per_partition(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
-    h.broker.logs.create_topic("t", 1)
+    h.run(h.broker.logs.create_topic("t", 1))
     bad = bytearray(batch(2, "x"))
     bad[-1] ^= 0xFF  # CRC no longer matches
     corrupt = h.produce("t", 0, bytes(bad))
@@ -114,7 +114,7 @@ def test_produce_errors_are_per_partition(harness: Callable[..., BrokerHarness])
 
 def test_fetch_limits_keep_the_first_batch_whole(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
-    h.broker.logs.create_topic("t", 3)
+    h.run(h.broker.logs.create_topic("t", 3))
     for p in range(3):
         h.produce("t", p, batch(5, f"p{p}", size=200))  # one ~1.1 KB batch
         h.produce("t", p, batch(5, f"q{p}", size=200))
@@ -138,7 +138,7 @@ def test_fetch_limits_keep_the_first_batch_whole(harness: Callable[..., BrokerHa
 
 def test_fetch_out_of_range_and_unknown(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
-    h.broker.logs.create_topic("t", 1)
+    h.run(h.broker.logs.create_topic("t", 1))
     h.produce("t", 0, batch(2, "a"))
     resp = h.call(ApiKey.FETCH, 12, fetch_request("t", {0: 3, 5: 0}, max_wait_ms=5000))
     codes = {p.partition_index: p.error_code for p in resp.responses[0].partitions}
@@ -153,13 +153,22 @@ def test_an_acknowledged_append_whose_topic_was_deleted_since_is_still_answered(
 ) -> None:
     """One request, two topics, acks=all: "slow" waits for an fsync, "gone" is written at once
     and then deleted by another client before the response is built. The response must still
-    be built, with "gone"'s offset (dropping the connection would lose both answers). The
-    storage threads are held busy so that the fsync waits until the deletion is done."""
+    be built, with "gone"'s offset (dropping the connection would lose both answers). The fsync
+    of "slow" is held until the deletion is done."""
     h = harness()
-    h.broker.logs.create_topic("slow", 1, {"sluice.append.ack": "fsynced"})
-    h.broker.logs.create_topic("gone", 1)
+    h.run(h.broker.logs.create_topic("slow", 1, {"sluice.append.ack": "fsynced"}))
+    h.run(h.broker.logs.create_topic("gone", 1))
+    for name in ("slow", "gone"):  # the first append creates the segment file (in a thread)
+        h.produce(name, 0, batch(1, name))
     release = threading.Event()
-    blockers = [h.broker.logs.executor.submit(release.wait) for _ in range(16)]
+    slow_segment = h.broker.logs.get_log("slow", 0).active_segment
+    real_fsync = slow_segment.fsync
+
+    def held_fsync() -> None:
+        release.wait(10)
+        real_fsync()
+
+    slow_segment.fsync = held_fsync  # type: ignore[method-assign]
 
     async def race() -> m.ProduceResponse:
         from sluice.broker import broker as broker_module
@@ -178,12 +187,13 @@ def test_an_acknowledged_append_whose_topic_was_deleted_since_is_still_answered(
         handler = broker_module._HANDLERS[ApiKey.PRODUCE]
         pending = asyncio.ensure_future(handler(h.broker, Request(ApiKey.PRODUCE, 9, 1, "t", body)))
         gone = h.broker.logs.get_log("gone", 0)
-        for _ in range(1000):  # "gone" is written on the loop; "slow" waits for a thread
-            if gone.log_end_offset == 2:
+        for _ in range(1000):  # "gone" is written on the loop; "slow" waits for its fsync
+            if gone.log_end_offset == 3:
                 break
             await asyncio.sleep(0)
-        assert gone.log_end_offset == 2 and not pending.done()
+        assert gone.log_end_offset == 3 and not pending.done()
         await h.broker.logs.delete_topic("gone")
+        assert not pending.done()
         release.set()
         result = await pending
         assert isinstance(result, m.ProduceResponse)
@@ -193,17 +203,15 @@ def test_an_acknowledged_append_whose_topic_was_deleted_since_is_still_answered(
         resp = h.run(race())
     finally:
         release.set()
-        for blocker in blockers:
-            blocker.result(10)
     answers = {
         t.name: [(p.error_code, p.base_offset) for p in t.partition_responses] for t in resp.responses
     }
-    assert answers == {"slow": [(ErrorCode.NONE, 0)], "gone": [(ErrorCode.NONE, 0)]}
+    assert answers == {"slow": [(ErrorCode.NONE, 1)], "gone": [(ErrorCode.NONE, 1)]}
 
 
 def test_long_poll_wakes_when_data_arrives(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
-    h.broker.logs.create_topic("t", 1)
+    h.run(h.broker.logs.create_topic("t", 1))
     from sluice.broker import fetch
 
     async def scenario() -> tuple[m.FetchResponse, float]:
@@ -225,7 +233,7 @@ def test_long_poll_wakes_when_data_arrives(harness: Callable[..., BrokerHarness]
 
 def test_long_poll_waits_for_min_bytes_then_times_out(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
-    h.broker.logs.create_topic("t", 1)
+    h.run(h.broker.logs.create_topic("t", 1))
     h.produce("t", 0, batch(1, "a"))
     resp = h.call(ApiKey.FETCH, 12, fetch_request("t", {0: 0}, min_bytes=1 << 20, max_wait_ms=50))
     # min_bytes never reached: after max_wait_ms it answers with what there is.
@@ -234,7 +242,7 @@ def test_long_poll_waits_for_min_bytes_then_times_out(harness: Callable[..., Bro
 
 def test_shutdown_answers_long_polls(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
-    h.broker.logs.create_topic("t", 1)
+    h.run(h.broker.logs.create_topic("t", 1))
     from sluice.broker import fetch
     from sluice.protocol import Request
 

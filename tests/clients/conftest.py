@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sluice.protocol.records import BatchHeader, scan_batches
+from sluice.storage.manager import partition_dir
 from sluice.testing import EmbeddedBroker
 from tests.clients.adapters import ConfluentAdmin
 
@@ -77,6 +78,6 @@ def stored_batches(data_dir: Path, topic: str, partition: int) -> list[BatchHead
     stores batches byte for byte as produced, so these are what the client sent); each batch's
     CRC is checked on the way."""
     out: list[BatchHeader] = []
-    for segment in sorted((data_dir / f"{topic}-{partition}").glob("*.log")):
+    for segment in sorted(partition_dir(data_dir, topic, partition).glob("*.log")):
         out.extend(scan_batches(segment.read_bytes()))
     return out

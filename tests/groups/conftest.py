@@ -182,8 +182,8 @@ def make_harness(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., Har
 @pytest.fixture
 def h(make_harness: Callable[..., Harness]) -> Harness:
     harness = make_harness()
-    harness.logs.create_topic("t", 6)
-    harness.logs.create_topic("u", 2)
+    harness.run(harness.logs.create_topic("t", 6))
+    harness.run(harness.logs.create_topic("u", 2))
     return harness
 
 

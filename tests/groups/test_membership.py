@@ -404,7 +404,7 @@ def test_retried_join_supersedes_the_parked_one(h: Harness) -> None:
 
 def test_initial_rebalance_delay_gathers_a_starting_fleet(make_harness: Any) -> None:
     h = make_harness(GroupConfig(initial_rebalance_delay_ms=3000))
-    h.logs.create_topic("t", 6)
+    h.run(h.logs.create_topic("t", 6))
     t1 = begin_join(h)
     h.advance(2)
     t2 = begin_join(h)

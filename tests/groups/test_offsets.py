@@ -275,7 +275,7 @@ def test_empty_group_and_deletions_survive_restart(h: Harness) -> None:
 
 def test_snapshot_compaction_bounds_the_log_and_replays_identically(make_harness: Any) -> None:
     h = make_harness(store_compact_min_records=50)
-    h.logs.create_topic("t", 6)
+    h.run(h.logs.create_topic("t", 6))
     for i in range(400):
         commit(h, {("t", i % 6): i}, group=f"g{i % 3}")
     store = h.coordinator.store
@@ -291,7 +291,7 @@ def test_snapshot_compaction_bounds_the_log_and_replays_identically(make_harness
 
 def test_deleted_then_compacted_group_leaves_nothing(make_harness: Any) -> None:
     h = make_harness(store_compact_min_records=1)
-    h.logs.create_topic("t", 6)
+    h.run(h.logs.create_topic("t", 6))
     commit(h, {("t", 0): 1})
     assert _delete(h, "g") == {"g": E.NONE}
     h.run(h.coordinator.store.compact())
@@ -305,7 +305,7 @@ def test_offsets_of_a_recreated_topic_are_not_served(h: Harness) -> None:
     commit(h, {("u", 0): 5})
     h.run(h.logs.delete_topic("u"))
     assert fetch(h, [("u", 0)]) == {}
-    h.logs.create_topic("u", 2)
+    h.run(h.logs.create_topic("u", 2))
     assert fetch(h, [("u", 0)]) == {}
     assert h.run(h.coordinator.expire_offsets()) == 1
     assert describe(h).group_state == "Dead"
@@ -316,7 +316,7 @@ def test_offsets_of_a_recreated_topic_are_not_served(h: Harness) -> None:
 
 def test_empty_group_offsets_expire_after_retention(make_harness: Any) -> None:
     h = make_harness(GroupConfig(offsets_retention_ms=60_000))
-    h.logs.create_topic("t", 6)
+    h.run(h.logs.create_topic("t", 6))
     r = h.result(begin_join(h))
     h.result(sync(h, r.member_id, 1, {}))
     commit(h, {("t", 0): 1}, generation=1, member_id=r.member_id)
@@ -334,7 +334,7 @@ def test_empty_group_offsets_expire_after_retention(make_harness: Any) -> None:
 
 def test_simple_group_offsets_expire_per_commit(make_harness: Any) -> None:
     h = make_harness(GroupConfig(offsets_retention_ms=60_000))
-    h.logs.create_topic("t", 6)
+    h.run(h.logs.create_topic("t", 6))
     commit(h, {("t", 0): 1})
     h.advance(40)
     commit(h, {("t", 1): 1})
@@ -348,7 +348,7 @@ def test_simple_group_offsets_expire_per_commit(make_harness: Any) -> None:
 
 def test_explicit_retention_time_of_old_commit_versions(make_harness: Any) -> None:
     h = make_harness(GroupConfig(offsets_retention_ms=10**9))
-    h.logs.create_topic("t", 6)
+    h.run(h.logs.create_topic("t", 6))
     commit(h, {("t", 0): 1}, version=2, retention_ms=5_000)
     h.advance(6)
     assert h.run(h.coordinator.expire_offsets()) == 1
@@ -356,8 +356,8 @@ def test_explicit_retention_time_of_old_commit_versions(make_harness: Any) -> No
 
 def test_stable_group_keeps_subscribed_offsets_and_expires_others(make_harness: Any) -> None:
     h = make_harness(GroupConfig(offsets_retention_ms=60_000))
-    h.logs.create_topic("t", 6)
-    h.logs.create_topic("u", 2)
+    h.run(h.logs.create_topic("t", 6))
+    h.run(h.logs.create_topic("u", 2))
     r = h.result(begin_join(h))  # subscribed to "t" only
     h.result(sync(h, r.member_id, 1, {}))
     commit(h, {("t", 0): 1, ("u", 0): 1}, generation=1, member_id=r.member_id)
@@ -376,7 +376,7 @@ def test_expiry_runs_from_the_timer(make_harness: Any) -> None:
             timer_interval_ms=10,
         )
     )
-    h.logs.create_topic("t", 6)
+    h.run(h.logs.create_topic("t", 6))
     commit(h, {("t", 0): 1})
     h.clock.advance(5)
     import asyncio

@@ -4,6 +4,7 @@ recovery), and runs with no flags at all; the embedded broker starts, stops and 
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
 from sluice.server.config import BrokerConfig, Listener
-from sluice.storage.log import CLEAN_SHUTDOWN_FILE
+from sluice.storage.loader import CLEAN_SHUTDOWN_FILE
+from sluice.storage.manager import CLEAN_SHUTDOWN_FILE as BROKER_CLEAN_SHUTDOWN_FILE
 from sluice.testing import EmbeddedBroker
 from tests.server.serve import ServeProcess, run_serve
 from tests.server.wire import (
@@ -43,11 +45,26 @@ def _fill(client: WireClient) -> dict[int, list[bytes | None]]:
 
 
 def _partition_dirs(data_dir: Path) -> list[Path]:
-    """The topics' partition directories (not the broker's internal ones, such as the
-    coordinator's ``__consumer_offsets`` log, nor the ``.topics`` metadata)."""
+    """The topics' partition directories, ``<topic>.<topic id>/<partition>`` (not the broker's
+    internal ones, such as the coordinator's ``__consumer_offsets`` log)."""
     return sorted(
-        p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))
+        p
+        for topic in data_dir.iterdir()
+        if topic.is_dir() and (topic / "topic.json").is_file()
+        for p in topic.iterdir()
+        if p.is_dir()
     )
+
+
+def _partition_names(data_dir: Path) -> list[str]:
+    """``<topic>-<partition>`` for every partition directory."""
+    return [f"{d.parent.name.rsplit('.', 1)[0]}-{d.name}" for d in _partition_dirs(data_dir)]
+
+
+def _clean_state_keys(data_dir: Path) -> set[str]:
+    """The partitions the broker-wide clean-shutdown state file covers."""
+    state = json.loads((data_dir / BROKER_CLEAN_SHUTDOWN_FILE).read_text())
+    return set(state["partitions"])
 
 
 def _log_dirs(data_dir: Path) -> list[Path]:
@@ -92,13 +109,14 @@ def test_serve_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> N
         assert serve.wait(timeout=10) == 0
         assert "sluice stopped cleanly" in serve.output
         assert "Traceback" not in serve.output, serve.output
-    # Every partition directory holds its clean-shutdown marker...
+    # The clean-shutdown state covers every partition (one file for the broker), and the
+    # coordinator's own log holds its marker...
     dirs = _partition_dirs(data_dir)
-    assert [d.name for d in dirs] == [f"t-{p}" for p in range(TOPIC_PARTITIONS)]
+    assert _partition_names(data_dir) == [f"t-{p}" for p in range(TOPIC_PARTITIONS)]
+    assert _clean_state_keys(data_dir) == {f"{d.parent.name}/{d.name}" for d in dirs}
     log_dirs = _log_dirs(data_dir)
     assert set(dirs) <= set(log_dirs)
-    for d in log_dirs:
-        assert (d / CLEAN_SHUTDOWN_FILE).is_file(), d
+    assert (data_dir / "__consumer_offsets" / CLEAN_SHUTDOWN_FILE).is_file()
     # ...so the next start trusts the logs as they are: no segment is recovered, and the
     # markers are consumed (a crash from now on must not look clean).
     with EmbeddedBroker(data_dir) as broker:
@@ -108,6 +126,7 @@ def test_serve_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> N
             (True, 0)
         ] * TOPIC_PARTITIONS
         assert not any((d / CLEAN_SHUTDOWN_FILE).exists() for d in log_dirs)
+        assert not (data_dir / BROKER_CLEAN_SHUTDOWN_FILE).exists()
         with WireClient.to(broker) as client:
             for p, values in written.items():
                 assert fetch_all_values(client, "t", p) == values
@@ -127,6 +146,7 @@ def test_serve_killed_leaves_no_markers_and_recovers(tmp_path: Path) -> None:
         assert serve.wait() == -signal.SIGKILL
     assert len(_partition_dirs(data_dir)) == TOPIC_PARTITIONS
     assert not any((d / CLEAN_SHUTDOWN_FILE).exists() for d in _log_dirs(data_dir))
+    assert not (data_dir / BROKER_CLEAN_SHUTDOWN_FILE).exists()
     with EmbeddedBroker(data_dir) as broker:
         assert broker.server is not None and broker.server.broker is not None
         logs = broker.server.broker.logs.topics["t"].partitions
@@ -195,8 +215,8 @@ def test_serve_defaults(tmp_path: Path) -> None:
         serve.signal(signal.SIGTERM)
         assert serve.wait() == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sluice-data"]
-    assert [p.name for p in _partition_dirs(tmp_path / "sluice-data")] == ["auto-0"]
-    assert (tmp_path / "sluice-data" / "auto-0" / CLEAN_SHUTDOWN_FILE).is_file()
+    assert _partition_names(tmp_path / "sluice-data") == ["auto-0"]
+    assert len(_clean_state_keys(tmp_path / "sluice-data")) == 1
 
 
 def test_serve_port_in_use_exits_1(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -15,15 +17,30 @@ from sluice.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
-from sluice.storage import LogManager
+from sluice.storage import LogManager, Topic
 
 from .conftest import all_records, make_batch
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def create(manager: LogManager, name: str, partitions: int = 1, configs: dict[str, str] | None = None, **kw: Any) -> Topic:
+    return run(manager.create_topic(name, partitions, configs, **kw))
+
+
+def topic_dirs(data: Path) -> list[str]:
+    """Topic directory names (``<name>.<id hex>``), as the layout has them."""
+    return sorted(p.name for p in data.iterdir() if p.is_dir() and p.name != "__consumer_offsets")
 
 
 def test_topics_and_configs_survive_a_restart(tmp_path: Path) -> None:
     manager = LogManager.open(tmp_path)
-    manager.create_topic("orders", 3, {"retention.ms": "60000", "sluice.append.ack": "fsynced"})
-    manager.create_topic("audit.log_v2", 1)
+    create(manager, "orders", 3, {"retention.ms": "60000", "sluice.append.ack": "fsynced"})
+    create(manager, "audit.log_v2", 1)
     manager.get_log("orders", 2).append(make_batch(4))
     manager.close_sync()
 
@@ -43,7 +60,7 @@ def test_topics_and_configs_survive_a_restart(tmp_path: Path) -> None:
 def test_invalid_topic_names_are_refused(tmp_path: Path, name: str) -> None:
     manager = LogManager.open(tmp_path)
     with pytest.raises(InvalidTopicError) as info:
-        manager.create_topic(name)
+        create(manager, name)
     assert info.value.code == 17
     assert manager.list_topics() == []
     manager.close_sync()
@@ -51,32 +68,32 @@ def test_invalid_topic_names_are_refused(tmp_path: Path, name: str) -> None:
 
 def test_create_refuses_duplicates_bad_counts_and_bad_configs(tmp_path: Path) -> None:
     manager = LogManager.open(tmp_path)
-    manager.create_topic("t")
+    create(manager, "t")
     with pytest.raises(TopicAlreadyExistsError):
-        manager.create_topic("t")
+        create(manager, "t")
     with pytest.raises(InvalidPartitionsError):
-        manager.create_topic("u", 0)
+        create(manager, "u", 0)
     with pytest.raises(InvalidConfigError):
-        manager.create_topic("u", 1, {"retention.ms": "soon"})
+        create(manager, "u", 1, {"retention.ms": "soon"})
     assert manager.list_topics() == ["t"]
-    assert not (tmp_path / "u-0").exists()
-    manager.create_topic("v", 2, validate_only=True)
-    assert "v" not in manager.topics and not (tmp_path / "v-0").exists()
+    create(manager, "v", 2, validate_only=True)
+    assert "v" not in manager.topics
+    assert [d.split(".")[0] for d in topic_dirs(tmp_path)] == ["t"]
     manager.close_sync()
 
 
 def test_alter_configs_full_and_incremental(tmp_path: Path) -> None:
     manager = LogManager.open(tmp_path)
-    manager.create_topic("t", 1, {"retention.ms": "1000"})
-    manager.alter_topic_config("t", {"segment.bytes": "4096"})
+    create(manager, "t", 1, {"retention.ms": "1000"})
+    run(manager.alter_topic_config("t", {"segment.bytes": "4096"}))
     assert manager.topic("t").config_overrides == {"retention.ms": "1000", "segment.bytes": "4096"}
-    manager.alter_topic_config("t", delete_configs=["retention.ms"])
+    run(manager.alter_topic_config("t", delete_configs=["retention.ms"]))
     assert manager.topic("t").config_overrides == {"segment.bytes": "4096"}
-    manager.alter_topic_config("t", {"flush.messages": "5"}, replace=True)
+    run(manager.alter_topic_config("t", {"flush.messages": "5"}, replace=True))
     assert manager.topic("t").config_overrides == {"flush.messages": "5"}
     assert manager.get_log("t", 0).config.flush_messages == 5
     with pytest.raises(InvalidConfigError):
-        manager.alter_topic_config("t", {"flush.messages": "0"})
+        run(manager.alter_topic_config("t", {"flush.messages": "0"}))
     assert manager.topic("t").config.flush_messages == 5  # unchanged after a refused change
     manager.close_sync()
     assert LogManager.open(tmp_path).topic("t").config.flush_messages == 5
@@ -84,11 +101,11 @@ def test_alter_configs_full_and_incremental(tmp_path: Path) -> None:
 
 def test_add_partitions_only_grows(tmp_path: Path) -> None:
     manager = LogManager.open(tmp_path)
-    manager.create_topic("t", 2)
-    manager.add_partitions("t", 5)
+    create(manager, "t", 2)
+    run(manager.add_partitions("t", 5))
     assert len(manager.topic("t").partitions) == 5
     with pytest.raises(InvalidPartitionsError):
-        manager.add_partitions("t", 3)
+        run(manager.add_partitions("t", 3))
     manager.close_sync()
     assert len(LogManager.open(tmp_path).topic("t").partitions) == 5
 
@@ -96,14 +113,14 @@ def test_add_partitions_only_grows(tmp_path: Path) -> None:
 def test_delete_topic_removes_data_and_a_recreated_topic_starts_empty(tmp_path: Path) -> None:
     async def main() -> None:
         manager = LogManager.open(tmp_path)
-        manager.create_topic("t", 2)
+        await manager.create_topic("t", 2)
         await manager.get_log("t", 0).submit(make_batch(3))
         await manager.delete_topic("t")
         assert manager.list_topics() == []
-        assert not any(p.name.startswith("t-") for p in tmp_path.iterdir())
+        assert topic_dirs(tmp_path) == []
         with pytest.raises(UnknownTopicOrPartitionError):
             manager.get_log("t", 0)
-        manager.create_topic("t", 1)
+        await manager.create_topic("t", 1)
         assert manager.get_log("t", 0).log_end_offset == 0
         await manager.close()
 
@@ -111,59 +128,75 @@ def test_delete_topic_removes_data_and_a_recreated_topic_starts_empty(tmp_path: 
 
 
 def test_the_longest_topic_names_survive_delete_recreate_and_orphan_cleanup(tmp_path: Path) -> None:
-    """A 249-character name makes 255-character partition directories; renaming one for deletion
-    must still fit NAME_MAX, or delete, re-create and start-up cleanup all fail."""
+    """A 249-character name still makes a topic directory within NAME_MAX (the name is cut;
+    the topic id makes it unique); delete, re-create and start-up cleanup all work."""
     long, orphan = "d" * 249, "o" * 249
 
     async def main() -> None:
         manager = LogManager.open(tmp_path)
-        manager.create_topic(long, 3)
-        manager.create_topic(orphan, 1)
+        await manager.create_topic(long, 3)
+        await manager.create_topic(orphan, 1)
         await manager.get_log(long, 2).submit(make_batch(3))
         await manager.delete_topic(long)
-        manager.create_topic(long, 1)
+        await manager.create_topic(long, 1)
         assert manager.get_log(long, 0).log_end_offset == 0
         await manager.close()
 
-    asyncio.run(main())
-    (tmp_path / ".topics" / f"{orphan}.json").unlink()  # its partition dir is now an orphan
+    run(main())
+    orphan_dir = next(tmp_path.glob("o*"))
+    (orphan_dir / "topic.json").unlink()  # as if its creation had not committed
     again = LogManager.open(tmp_path)
     assert again.list_topics() == [long]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".topics", f"{long}-0"]
+    assert [d[:200] for d in topic_dirs(tmp_path)] == ["d" * 200]
+    assert all(len(d) <= 255 for d in topic_dirs(tmp_path))
     again.close_sync()
 
 
 def test_names_that_differ_only_by_dot_and_underscore_collide(tmp_path: Path) -> None:
     manager = LogManager.open(tmp_path)
-    manager.create_topic("orders.eu", 1)
+    create(manager, "orders.eu", 1)
     with pytest.raises(InvalidTopicError, match="collides"):
-        manager.create_topic("orders_eu", 1)
+        create(manager, "orders_eu", 1)
     manager.close_sync()
 
 
-def test_orphan_partition_dirs_from_an_interrupted_delete_are_removed(tmp_path: Path) -> None:
+def test_a_topic_whose_delete_was_interrupted_is_removed_at_open(tmp_path: Path) -> None:
     manager = LogManager.open(tmp_path)
-    manager.create_topic("t", 2)
+    topic = create(manager, "t", 2)
     manager.get_log("t", 1).append(make_batch(3))
     manager.close_sync()
-    (tmp_path / ".topics" / "t.json").unlink()  # crash right after the metadata went
-    (tmp_path / "x-0.abc-delete").mkdir()  # and a rename that was never removed
+    (topic.directory / "topic.json").unlink()  # crash right after the commit point of a delete
     again = LogManager.open(tmp_path)
     assert again.list_topics() == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".topics"]
+    assert topic_dirs(tmp_path) == []
+    again.close_sync()
+
+
+def test_partitions_past_the_count_are_removed_at_open(tmp_path: Path) -> None:
+    """A partition increase that crashed before ``topic.json`` was rewritten."""
+    manager = LogManager.open(tmp_path)
+    topic = create(manager, "t", 2)
+    manager.close_sync()
+    (topic.directory / "2").mkdir()
+    (topic.directory / "2" / "00000000000000000000.log").write_bytes(b"")
+    again = LogManager.open(tmp_path)
+    assert len(again.topic("t").partitions) == 2
+    assert sorted(p.name for p in topic.directory.iterdir()) == ["0", "1", "topic.json"]
     again.close_sync()
 
 
 def test_unreadable_metadata_refuses_to_open_rather_than_guess(tmp_path: Path) -> None:
-    LogManager.open(tmp_path).close_sync()
-    (tmp_path / ".topics" / "t.json").write_text(json.dumps({"name": "t"}))
+    manager = LogManager.open(tmp_path)
+    topic = create(manager, "t")
+    manager.close_sync()
+    (topic.directory / "topic.json").write_text(json.dumps({"name": "t"}))
     with pytest.raises(Exception, match="unreadable"):
         LogManager.open(tmp_path)
 
 
 def test_many_partitions_open_in_parallel_and_recover(tmp_path: Path) -> None:
     manager = LogManager.open(tmp_path)
-    manager.create_topic("many", 24)
+    create(manager, "many", 24)
     for p in range(24):
         manager.get_log("many", p).append(make_batch(p + 1))
     for partition_log in manager.all_logs():

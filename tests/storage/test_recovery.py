@@ -10,7 +10,7 @@ import pytest
 
 from sluice.protocol.records import scan_batches
 from sluice.storage import PartitionLog
-from sluice.storage.log import CLEAN_SHUTDOWN_FILE
+from sluice.storage.loader import CLEAN_SHUTDOWN_FILE
 
 from .conftest import all_records, make_batch
 

@@ -8,6 +8,7 @@ import confluent_kafka as ck
 import pytest
 
 from sluice.protocol.records import scan_batches
+from sluice.storage.manager import partition_dir
 from sluice.testing import EmbeddedBroker
 from tests.tools.conftest import Run
 from tests.tools.reference import Reference
@@ -108,7 +109,7 @@ def test_compression_is_used(
     # sluice stores batches as produced: their attributes say which codec the tool used.
     batches = [
         b
-        for seg in sorted((broker.data_dir / f"{topic}-0").glob("*.log"))
+        for seg in sorted(partition_dir(broker.data_dir, topic, 0).glob("*.log"))
         for b in scan_batches(seg.read_bytes())
     ]
     assert batches

@@ -72,7 +72,9 @@ async def create_topics(broker: Broker, request: Request) -> m.CreateTopicsRespo
                 if c.value is None:
                     raise Refused(ErrorCode.INVALID_CONFIG, f"config {c.name!r} has no value")
                 configs[c.name] = c.value
-            topic = broker.logs.create_topic(t.name, partitions, configs, validate_only=body.validate_only)
+            topic = await broker.logs.create_topic(
+                t.name, partitions, configs, validate_only=body.validate_only
+            )
             if not body.validate_only:
                 log.info("created topic %r with %d partitions %s", t.name, partitions, configs or "")
             result.topic_id = topic.topic_id if not body.validate_only else uuid.UUID(int=0)
@@ -121,9 +123,9 @@ async def delete_topics(broker: Broker, request: Request) -> m.DeleteTopicsRespo
         try:
             if is_internal(name):
                 raise Refused(ErrorCode.INVALID_TOPIC_EXCEPTION, f"{name!r} is an internal topic")
-            result.topic_id = broker.logs.topic(name).topic_id
-            await broker.logs.delete_topic(name)
-            log.info("deleted topic %r", name)
+            deleted = await broker.logs.delete_topic(name, None if topic_id.int == 0 else topic_id)
+            result.topic_id = deleted.topic_id
+            log.info("deleted topic %r (id %s)", name, deleted.topic_id)
         except SluiceError as exc:
             result.error_code = exc.code
             result.error_message = str(exc)
@@ -143,7 +145,7 @@ async def create_partitions(broker: Broker, request: Request) -> m.CreatePartiti
                 raise Refused(ErrorCode.INVALID_REQUEST, f"topic {t.name!r} is named more than once")
             if t.assignments is not None:
                 _check_replicas(broker, -1, [a.broker_ids for a in t.assignments])
-            broker.logs.add_partitions(t.name, t.count, validate_only=body.validate_only)
+            await broker.logs.add_partitions(t.name, t.count, validate_only=body.validate_only)
         except SluiceError as exc:
             result.error_code = exc.code
             result.error_message = str(exc)

@@ -26,7 +26,7 @@ from sluice.protocol import (
 )
 from sluice.server.config import BrokerConfig
 from sluice.server.connection import Buffer, CloseConnection
-from sluice.storage.manager import LogManager
+from sluice.storage.manager import Limits, LogManager
 
 if TYPE_CHECKING:
     from sluice.server.connection import Connection
@@ -72,7 +72,12 @@ class Broker:
     @classmethod
     def open(cls, config: BrokerConfig) -> Broker:
         """Open (and, after a crash, recover) every log. Blocking: the server runs it in a thread."""
-        logs = LogManager.open(config.data_dir, config.topic_defaults)
+        limits = Limits(
+            max_partitions_per_topic=config.max_partitions_per_topic,
+            max_broker_partitions=config.max_broker_partitions,
+            open_segment_files=config.max_open_segment_files,
+        )
+        logs = LogManager.open(config.data_dir, config.topic_defaults, limits=limits)
         return cls(config, logs)
 
     def node_endpoint(self) -> tuple[int, str, int]:

@@ -84,6 +84,9 @@ def broker_settings(config: BrokerConfig) -> dict[str, str]:
         "offsets.retention.minutes": str(config.offsets_retention_ms // 60_000),
         "offsets.retention.check.interval.ms": str(config.offsets_retention_check_interval_ms),
         "offset.metadata.max.bytes": str(config.offset_metadata_max_bytes),
+        "sluice.max.partitions.per.topic": str(config.max_partitions_per_topic),
+        "max.broker.partitions": str(config.max_broker_partitions),
+        "sluice.max.open.segment.files": str(config.max_open_segment_files),
     }
     topic_defaults = config.topic_defaults.to_dict()
     for broker_key, topic_key in BROKER_TO_TOPIC.items():
@@ -166,7 +169,7 @@ async def describe_configs(broker: Broker, request: Request) -> m.DescribeConfig
     return m.DescribeConfigsResponse(throttle_time_ms=0, results=results)
 
 
-def _alter(
+async def _alter(
     broker: Broker,
     resource_type: int,
     name: str,
@@ -181,7 +184,7 @@ def _alter(
     )
     try:
         if resource_type == ConfigResourceType.TOPIC:
-            broker.logs.alter_topic_config(
+            await broker.logs.alter_topic_config(
                 name, set_configs, delete, replace=replace, validate_only=validate_only
             )
         elif resource_type == ConfigResourceType.BROKER:
@@ -204,7 +207,7 @@ async def alter_configs(broker: Broker, request: Request) -> m.AlterConfigsRespo
     for res in body.resources:
         set_configs = {c.name: c.value for c in res.configs if c.value is not None}
         responses.append(
-            _alter(
+            await _alter(
                 broker,
                 res.resource_type,
                 res.resource_name,
@@ -253,7 +256,7 @@ async def incremental_alter_configs(
             )
             continue
         responses.append(
-            _alter(
+            await _alter(
                 broker,
                 res.resource_type,
                 res.resource_name,

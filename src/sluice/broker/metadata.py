@@ -53,7 +53,7 @@ async def metadata(broker: Broker, request: Request) -> m.MetadataResponse:
             topic = logs.topics.get(name)
             if topic is None and allow_create and not is_internal(name):
                 try:
-                    topic = logs.create_topic(name, broker.config.num_partitions)
+                    topic = await logs.create_topic(name, broker.config.num_partitions)
                     log.info("auto-created topic %r with %d partitions", name, broker.config.num_partitions)
                 except SluiceError as exc:
                     topics.append(_error_topic(name, exc.code))

@@ -86,6 +86,9 @@ class BrokerConfig:
     offsets_retention_ms: int = 7 * 24 * 3600 * 1000
     offsets_retention_check_interval_ms: int = 600_000
     offset_metadata_max_bytes: int = 4096
+    max_partitions_per_topic: int = 10_000
+    max_broker_partitions: int = 20_000
+    max_open_segment_files: int = 1000
     topic_defaults: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -180,6 +183,13 @@ def _positive(value: str) -> int:
     return number
 
 
+def _at_least_one(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be >= 1")
+    return number
+
+
 def _listener(value: str) -> Listener:
     return parse_host_port(value.split(",")[0])
 
@@ -205,6 +215,9 @@ _SETTINGS: dict[str, tuple[str, Any]] = {
     "offsets.retention.minutes": ("offsets_retention_ms", lambda v: _positive(v) * 60_000),
     "offsets.retention.check.interval.ms": ("offsets_retention_check_interval_ms", _positive),
     "offset.metadata.max.bytes": ("offset_metadata_max_bytes", _positive),
+    "sluice.max.partitions.per.topic": ("max_partitions_per_topic", _at_least_one),
+    "max.broker.partitions": ("max_broker_partitions", _at_least_one),
+    "sluice.max.open.segment.files": ("max_open_segment_files", _at_least_one),
 }
 
 BROKER_CONFIG_KEYS = frozenset(_SETTINGS) | frozenset(BROKER_TO_TOPIC)

@@ -5,6 +5,15 @@ Knows record batches (it validates and patches their headers) but nothing of Kaf
 
 from sluice.storage.config import AckLevel, AppendMode, LogConfig
 from sluice.storage.log import FileSlice, PartitionLog
-from sluice.storage.manager import LogManager, Topic
+from sluice.storage.manager import Limits, LogManager, Topic
 
-__all__ = ["AckLevel", "AppendMode", "FileSlice", "LogConfig", "LogManager", "PartitionLog", "Topic"]
+__all__ = [
+    "AckLevel",
+    "AppendMode",
+    "FileSlice",
+    "Limits",
+    "LogConfig",
+    "LogManager",
+    "PartitionLog",
+    "Topic",
+]

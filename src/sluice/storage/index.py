@@ -10,11 +10,12 @@ On disk (little-endian): ``.index`` holds (relative offset i32, position i32) pa
 
 from __future__ import annotations
 
-import os
 import sys
 from array import array
 from bisect import bisect_right
 from pathlib import Path
+
+from sluice.storage.files import write_atomic
 
 
 class IndexCorruptError(Exception):
@@ -32,20 +33,13 @@ def _load(path: Path, typecode: str) -> tuple[array[int], array[int]]:
     return item[0::2], item[1::2]
 
 
-def _save(path: Path, typecode: str, first: array[int], second: array[int]) -> None:
+def _save(path: Path, typecode: str, first: array[int], second: array[int], sync: bool) -> None:
     pairs = array(typecode, bytes(2 * len(first) * first.itemsize))
     pairs[0::2] = array(typecode, first)
     pairs[1::2] = array(typecode, second)
     if sys.byteorder != "little":
         pairs.byteswap()
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, pairs.tobytes())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, pairs.tobytes(), sync=sync)
 
 
 class OffsetIndex:
@@ -76,12 +70,6 @@ class OffsetIndex:
             return 0, 0
         return self.offsets[i - 1], self.positions[i - 1]
 
-    def truncate_to_position(self, position: int) -> None:
-        """Drop entries that point at or past ``position`` (after a log truncation)."""
-        i = bisect_right(self.positions, position - 1)
-        del self.offsets[i:]
-        del self.positions[i:]
-
     def load(self, path: Path, log_size: int) -> None:
         offsets, positions = _load(path, "i")
         prev_o, prev_p = -1, -1
@@ -91,8 +79,8 @@ class OffsetIndex:
             prev_o, prev_p = o, p
         self.offsets, self.positions = offsets, positions
 
-    def save(self, path: Path) -> None:
-        _save(path, "i", self.offsets, self.positions)
+    def save(self, path: Path, *, sync: bool = True) -> None:
+        _save(path, "i", self.offsets, self.positions, sync)
 
 
 class TimeIndex:
@@ -129,12 +117,6 @@ class TimeIndex:
             return 0
         return int(self.offsets[i - 1]) + 1
 
-    def truncate_to_offset(self, relative_offset: int) -> None:
-        """Drop entries at or past ``relative_offset``."""
-        i = bisect_right(self.offsets, relative_offset - 1)
-        del self.timestamps[i:]
-        del self.offsets[i:]
-
     def load(self, path: Path, max_relative_offset: int) -> None:
         timestamps, offsets = _load(path, "q")
         prev_t, prev_o = None, -1
@@ -144,5 +126,5 @@ class TimeIndex:
             prev_t, prev_o = t, o
         self.timestamps, self.offsets = timestamps, offsets
 
-    def save(self, path: Path) -> None:
-        _save(path, "q", self.timestamps, self.offsets)
+    def save(self, path: Path, *, sync: bool = True) -> None:
+        _save(path, "q", self.timestamps, self.offsets, sync)

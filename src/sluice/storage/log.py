@@ -15,10 +15,6 @@ write and the log keeps working once the cause (ENOSPC, EIO) is gone.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import time
-import uuid
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -26,31 +22,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sluice.errors import LogClosedError, OffsetOutOfRangeError, SluiceError, StorageError
+from sluice.errors import LogClosedError, OffsetOutOfRangeError, StorageError
 from sluice.protocol.records import (
-    HEADER_SIZE,
     BatchHeader,
     assign_offsets,
     decode_records,
-    read_header,
     scan_batches,
 )
+from sluice.storage.clock import Clock, wall_clock_ms
 from sluice.storage.config import AckLevel, AppendMode, LogConfig
+from sluice.storage.fdcache import DEFAULT_CACHE, FdCache
+from sluice.storage.files import fsync_dir, write_int, write_json
+from sluice.storage.health import DEFAULT_HEALTH
+from sluice.storage.loader import (
+    CLEAN_SHUTDOWN_FILE,
+    LOG_START_OFFSET_FILE,
+    RECOVERY_POINT_FILE,
+    CleanState,
+    RecoveryReport,
+    SegmentState,
+    load,
+)
 from sluice.storage.segment import LogSegment
 
 if TYPE_CHECKING:
     from sluice.storage.writer import PartitionWriter
 
-Clock = Callable[[], int]
+__all__ = ["CleanState", "Clock", "FileSlice", "PartitionLog", "RecoveryReport", "wall_clock_ms"]
 
-CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
-RECOVERY_POINT_FILE = "recovery-point"
-LOG_START_OFFSET_FILE = "log-start-offset"
 _MAX_RELATIVE_OFFSET = (1 << 31) - 1
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +61,6 @@ class FileSlice:
     position: int
     length: int
     first_offset: int
-
-    @property
-    def fd(self) -> int:
-        return self.segment.fd
 
     def read(self) -> bytes:
         return self.segment.pread(self.position, self.length)
@@ -97,6 +93,8 @@ class WritePlan:
     pieces: list[_Piece]
     new_segments: list[LogSegment]
     rolled: list[LogSegment]
+    creates: list[LogSegment]
+    """Segments whose files the write creates (new ones, and an active one never written)."""
 
     @property
     def next_offset(self) -> int:
@@ -107,16 +105,9 @@ class WritePlan:
         return sum(item.records for item in self.items)
 
 
-@dataclass(frozen=True, slots=True)
-class RecoveryReport:
-    clean: bool
-    segments_recovered: int
-    bytes_truncated: int
-
-
 class PartitionLog:
     """One partition directory. Not thread-safe: one owner thread (the event loop) calls every
-    method; only :meth:`execute`, :meth:`seal_rolled` and :meth:`fsync_active` run elsewhere."""
+    method; only :meth:`execute` and :meth:`seal_rolled` run elsewhere (they touch files only)."""
 
     def __init__(
         self,
@@ -128,11 +119,15 @@ class PartitionLog:
         recovery: RecoveryReport,
     ) -> None:
         self.directory = directory
+        self.name = directory.name
+        """How logs and errors name this log (the log manager sets ``<topic>-<partition>``)."""
+        self.disk = DEFAULT_HEALTH
         self.config = config
         self.clock = clock
         self.recovery = recovery
         self._segments = segments
         self._bases = [s.base_offset for s in segments]
+        segments[-1].pin()
         self.log_start_offset = log_start_offset
         self.log_end_offset = segments[-1].next_offset
         self._next_offset = self.log_end_offset
@@ -148,74 +143,52 @@ class PartitionLog:
         self.executor: Executor | None = None
         """Where the writer task runs file I/O (the loop's default executor if None)."""
         self._closed = False
+        self._dirty = not recovery.clean
+        """Whether the active segment changed since the log was opened, or was recovered (its
+        index files are stale): its indexes need saving at close. An untouched log closes
+        without touching its files."""
         self._hw_listeners: list[Callable[[], None]] = []
 
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
     def open(
-        cls, directory: Path, config: LogConfig | None = None, clock: Clock = wall_clock_ms
+        cls,
+        directory: Path,
+        config: LogConfig | None = None,
+        clock: Clock = wall_clock_ms,
+        *,
+        state: CleanState | None = None,
+        files: FdCache = DEFAULT_CACHE,
     ) -> PartitionLog:
-        """Open (creating if needed) and, after an unclean stop, recover the log in ``directory``."""
+        """Open (creating if needed) the log in ``directory``: from ``state`` without reading any
+        file, else from the directory, recovering after an unclean stop (see :mod:`.loader`)."""
         config = config or LogConfig()
-        directory.mkdir(parents=True, exist_ok=True)
-        for stray in directory.glob("*.tmp"):
-            stray.unlink()
-        bases = sorted(int(p.stem) for p in directory.glob("*.log") if _is_segment_name(p.stem))
-        live = {f"{b:020d}" for b in bases}
-        for path in [*directory.glob("*.index"), *directory.glob("*.timeindex")]:
-            if path.stem not in live:
-                path.unlink()
-        marker = _read_json(directory / CLEAN_SHUTDOWN_FILE)
-        if marker is not None:
-            (directory / CLEAN_SHUTDOWN_FILE).unlink()
-            _fsync_dir(directory)
-        log_start = _read_int(directory / LOG_START_OFFSET_FILE, 0)
-        recovery_point = _read_int(directory / RECOVERY_POINT_FILE, 0)
-        now = clock()
+        loaded = load(directory, config, clock, files, state)
+        return cls(directory, config, loaded.segments, loaded.log_start_offset, clock, loaded.report)
 
-        def make(base: int) -> LogSegment:
-            return LogSegment(
-                directory,
-                base,
-                index_interval_bytes=config.index_interval_bytes,
-                max_index_bytes=config.segment_index_bytes,
-                created_ms=now,
-            )
-
-        if not bases:
-            segment = make(log_start)
-            segment.fresh_indexes()
-            segment.fd  # noqa: B018  (creates the file)
-            _fsync_dir(directory)
-            segments = [segment]
-            report = RecoveryReport(clean=True, segments_recovered=0, bytes_truncated=0)
-        else:
-            segments = [make(b) for b in bases]
-            for seg, nxt in zip(segments, bases[1:], strict=False):
-                seg.size = os.stat(seg.log_path).st_size
-                seg.next_offset = nxt
-                seg.sealed = True
-            last = segments[-1]
-            last_size = os.stat(last.log_path).st_size
-            clean = (
-                marker is not None
-                and marker.get("active_base") == last.base_offset
-                and marker.get("active_size") == last_size
-            )
-            if clean:
-                assert marker is not None
-                last.size = last_size
-                last.next_offset = int(marker["log_end_offset"])
-                _ = last.index  # loads, or rebuilds if missing or insane
-                report = RecoveryReport(clean=True, segments_recovered=0, bytes_truncated=0)
-            else:
-                report = _recover(segments, recovery_point, config, directory)
-        log_start = min(max(log_start, segments[0].base_offset), segments[-1].next_offset)
-        segments[-1].created_ms = _rolling_timestamp(segments[-1], now)
-        log = cls(directory, config, segments, log_start, clock, report)
-        _write_int(directory / RECOVERY_POINT_FILE, segments[-1].base_offset)
-        return log
+    @classmethod
+    def create(
+        cls,
+        directory: Path,
+        config: LogConfig,
+        clock: Clock = wall_clock_ms,
+        *,
+        files: FdCache = DEFAULT_CACHE,
+    ) -> PartitionLog:
+        """A new, empty log in an existing empty ``directory``, without any I/O: its first
+        segment's file is created by the first append."""
+        segment = LogSegment(
+            directory,
+            0,
+            index_interval_bytes=config.index_interval_bytes,
+            max_index_bytes=config.segment_index_bytes,
+            created_ms=clock(),
+            files=files,
+            exists=False,
+        )
+        segment.fresh_indexes()
+        return cls(directory, config, [segment], 0, clock, RecoveryReport(clean=True))
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -254,7 +227,7 @@ class PartitionLog:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise LogClosedError(f"log {self.directory.name} is closed")
+            raise LogClosedError(f"log {self.name} is closed")
 
     # -- appending -------------------------------------------------------------------------------
 
@@ -311,16 +284,21 @@ class PartitionLog:
                 piece.batches.append((h, position + h.position))
             piece.size += size
             position += size
-        return WritePlan(items, [p for p in pieces if p.size], new_segments, rolled)
+        written = [p for p in pieces if p.size]
+        creates = [p.segment for p in written if not p.segment.exists]
+        return WritePlan(items, written, new_segments, rolled, creates)
 
     def _new_segment(self, base_offset: int) -> LogSegment:
         """A segment to roll to (its file is created by whoever writes it first)."""
+        active = self.active_segment
         segment = LogSegment(
             self.directory,
             base_offset,
             index_interval_bytes=self.config.index_interval_bytes,
             max_index_bytes=self.config.segment_index_bytes,
             created_ms=self.clock(),
+            files=active._files,
+            exists=False,
         )
         segment.fresh_indexes()
         return segment
@@ -338,10 +316,10 @@ class PartitionLog:
     @staticmethod
     def execute(plan: WritePlan) -> None:
         """The I/O of a plan. Thread-safe with respect to readers: it touches files only."""
-        for seg in plan.new_segments:
-            seg.fd  # noqa: B018  (creates the file)
-        if plan.new_segments:
-            _fsync_dir(plan.new_segments[0].directory)
+        for seg in plan.creates:
+            seg.create_file()
+        if plan.creates:
+            fsync_dir(plan.creates[0].directory)
         for piece in plan.pieces:
             piece.segment.write_at(piece.position, piece.buffers)  # type: ignore[arg-type]
 
@@ -353,8 +331,10 @@ class PartitionLog:
                 seg.note_appended(header, position)
             seg.size = piece.position + piece.size
         if plan.new_segments:
+            plan.new_segments[-1].pin()
             self._segments.extend(plan.new_segments)
             self._bases.extend(s.base_offset for s in plan.new_segments)
+        self._dirty = True
         self.log_end_offset = plan.next_offset
         self.unflushed_records += plan.records
         if self.config.append_ack is not AckLevel.FSYNCED:
@@ -374,6 +354,9 @@ class PartitionLog:
         for seg in plan.new_segments:
             with contextlib.suppress(OSError):
                 seg.delete()
+        for seg in plan.creates:
+            if seg not in plan.new_segments and seg.size == 0:
+                seg.exists = False  # created again by the next write (creating is idempotent)
         self._next_offset = self.log_end_offset
 
     def reset_reservations(self) -> None:
@@ -386,11 +369,12 @@ class PartitionLog:
         for seg in plan.rolled:
             seg.seal()
         if plan.rolled:
-            _write_int(self.directory / RECOVERY_POINT_FILE, plan.new_segments[-1].base_offset)
+            write_int(self.directory / RECOVERY_POINT_FILE, plan.new_segments[-1].base_offset)
 
     def mark_sealed(self, plan: WritePlan) -> None:
         for seg in plan.rolled:
             seg.sealed = True
+            seg.unpin()
 
     def append(self, data: bytes | bytearray | memoryview) -> int:
         """Append inline (in the caller): validate, assign offsets, write; fsync if the topic acks
@@ -407,7 +391,9 @@ class PartitionLog:
             self.execute(plan)
         except OSError as exc:
             self.abort(plan)
-            raise StorageError(f"write to {self.directory.name} failed: {exc}") from exc
+            self.disk.failed(exc, f"writing to {self.name}")
+            raise StorageError(f"write to {self.name} failed: {exc}") from exc
+        self.disk.succeeded()
         self.commit(plan)
         if plan.rolled:
             self.seal_rolled(plan)
@@ -426,6 +412,10 @@ class PartitionLog:
                 self.flush()
             return reservation.base_offset
         return await self.writer.submit(data, ack)
+
+    @property
+    def writer_if_started(self) -> PartitionWriter | None:
+        return self._writer
 
     @property
     def writer(self) -> PartitionWriter:
@@ -451,10 +441,6 @@ class PartitionLog:
         seg = self.active_segment
         return self.log_end_offset, seg, seg.size, self.unflushed_records
 
-    @staticmethod
-    def fsync_segment(segment: LogSegment) -> None:
-        segment.fsync()
-
     def mark_flushed(self, offset: int, segment: LogSegment, position: int, records: int) -> None:
         self.flushed_offset = max(self.flushed_offset, offset)
         self.flush_count += 1
@@ -469,7 +455,7 @@ class PartitionLog:
         try:
             seg.fsync()
         except OSError as exc:
-            raise StorageError(f"fsync of {self.directory.name} failed: {exc}") from exc
+            raise StorageError(f"fsync of {self.name} failed: {exc}") from exc
         self.mark_flushed(offset, seg, position, records)
 
     def _advance_high_watermark(self, offset: int, segment: LogSegment, position: int) -> None:
@@ -579,7 +565,8 @@ class PartitionLog:
             seg = self._segments[0]
             if not seg.sealed:
                 break
-            _ = seg.time_index
+            if seg.max_timestamp < 0:
+                _ = seg.time_index  # not known from a clean-shutdown state: load it
             expired = (
                 cfg.retention_ms >= 0
                 and seg.max_timestamp >= 0
@@ -605,20 +592,24 @@ class PartitionLog:
             return False
         if self._next_offset != self.log_end_offset or self.high_watermark != self.log_end_offset:
             return False
-        _ = active.time_index
+        if active.max_timestamp < 0:
+            _ = active.time_index
         return active.max_timestamp >= 0 and now - active.max_timestamp > self.config.retention_ms
 
     def _roll_empty(self) -> None:
         """Start a new, empty active segment at the log end and seal the old one."""
         old = self.active_segment
         new = self._new_segment(self.log_end_offset)
-        new.fd  # noqa: B018  (creates the file)
-        _fsync_dir(self.directory)
+        new.create_file()
+        fsync_dir(self.directory)
         old.seal()
         old.sealed = True
+        new.pin()
+        old.unpin()
         self._segments.append(new)
         self._bases.append(new.base_offset)
-        _write_int(self.directory / RECOVERY_POINT_FILE, new.base_offset)
+        self._dirty = True
+        write_int(self.directory / RECOVERY_POINT_FILE, new.base_offset)
 
     def delete_records(self, before_offset: int) -> int:
         """Advance the log start offset to ``before_offset`` (-1: the high watermark), deleting
@@ -646,7 +637,7 @@ class PartitionLog:
 
     def _set_log_start_offset(self, offset: int) -> None:
         self.log_start_offset = offset
-        _write_int(self.directory / LOG_START_OFFSET_FILE, offset)
+        write_int(self.directory / LOG_START_OFFSET_FILE, offset)
 
     # -- closing ---------------------------------------------------------------------------------
 
@@ -656,28 +647,45 @@ class PartitionLog:
             await self._writer.close()
         self.close()
 
-    def close(self) -> None:
-        """Clean shutdown: fsync, save the active indexes, leave the clean-shutdown marker."""
+    def clean_state(self) -> CleanState:
+        """What a clean reopen needs (:meth:`open` with ``state``), as of now."""
+        active = self.active_segment
+        return CleanState(
+            tuple(
+                SegmentState(s.base_offset, s.size, s.max_timestamp, s.offset_of_max_timestamp)
+                for s in self._segments
+            ),
+            self.log_end_offset,
+            self.log_start_offset,
+            active.created_ms,
+        )
+
+    def close(self, *, marker: bool = True, sync: bool = True) -> CleanState:
+        """Clean shutdown: make the active segment durable, save its indexes if they changed, and
+        return the state a clean reopen needs.
+
+        ``marker`` leaves that state in the directory's ``.clean-shutdown`` file (a log opened on
+        its own); a log manager passes False and keeps one file for all its logs. ``sync=False``
+        skips the fsyncs for a caller that syncs the whole filesystem afterwards.
+        """
         if self._closed:
-            return
+            return self.clean_state()
         if self._writer is not None and self._writer.running:
             raise RuntimeError("close the writer first (use aclose)")
         active = self.active_segment
         try:
-            active.fsync()
-            active.save_indexes()
-            _write_json(
-                self.directory / CLEAN_SHUTDOWN_FILE,
-                {
-                    "active_base": active.base_offset,
-                    "active_size": active.size,
-                    "log_end_offset": self.log_end_offset,
-                },
-            )
+            if self._dirty:
+                if sync:
+                    active.fsync()
+                active.save_indexes(sync=sync)
+            state = self.clean_state()
+            if marker:
+                write_json(self.directory / CLEAN_SHUTDOWN_FILE, state.to_json())
         finally:
             self._closed = True
             for seg in self._segments:
                 seg.close()
+        return state
 
     def abandon(self) -> None:
         """Close file descriptors without the clean-shutdown marker (tests: simulate a crash)."""
@@ -692,93 +700,3 @@ class PartitionLog:
             seg.delete()
         for name in (CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE, LOG_START_OFFSET_FILE):
             (self.directory / name).unlink(missing_ok=True)
-
-
-def _recover(
-    segments: list[LogSegment], recovery_point: int, config: LogConfig, directory: Path
-) -> RecoveryReport:
-    """Walk every segment at or past the recovery point; truncate at the first invalid byte and
-    drop the segments after it (they would leave a gap)."""
-    recovered = 0
-    truncated = 0
-    i = max(0, bisect_right([s.base_offset for s in segments], recovery_point) - 1)
-    while i < len(segments):
-        seg = segments[i]
-        result = seg.recover(config.max_message_bytes)
-        recovered += 1
-        truncated += result.truncated_bytes
-        is_last = i == len(segments) - 1
-        if not is_last:
-            successor = segments[i + 1]
-            if result.next_offset != successor.base_offset:
-                for dropped in segments[i + 1 :]:
-                    truncated += os.stat(dropped.log_path).st_size
-                    dropped.delete()
-                del segments[i + 1 :]
-                break
-            seg.seal()
-            seg.sealed = True
-        i += 1
-    return RecoveryReport(clean=False, segments_recovered=recovered, bytes_truncated=truncated)
-
-
-def _rolling_timestamp(segment: LogSegment, now: int) -> int:
-    """When a reopened active segment counts as created, for ``segment.ms``: its first batch's
-    timestamp, as Kafka does, so a restart does not restart the segment's age. Timestamps from
-    the future (a skewed producer clock) count as now."""
-    if segment.size < HEADER_SIZE:
-        return now
-    try:
-        header = read_header(segment.pread(0, HEADER_SIZE))
-    except (OSError, SluiceError):
-        return now
-    return header.max_timestamp if 0 <= header.max_timestamp <= now else now
-
-
-def _is_segment_name(stem: str) -> bool:
-    return len(stem) == 20 and stem.isdigit()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    # A short fixed-length temporary name: ``<name>.tmp`` would overflow NAME_MAX for the
-    # longest legal topic names (249 characters plus ``.json``).
-    tmp = path.with_name(f"{uuid.uuid4().hex[:16]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _write_int(path: Path, value: int) -> None:
-    _write_bytes_atomic(path, f"{value}\n".encode())
-
-
-def _read_int(path: Path, default: int) -> int:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return default
-
-
-def _write_json(path: Path, value: dict[str, int]) -> None:
-    _write_bytes_atomic(path, json.dumps(value).encode())
-
-
-def _read_json(path: Path) -> dict[str, int] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None

@@ -7,6 +7,8 @@ failed write is undone by truncating back to ``size``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import mmap
 import os
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from sluice.protocol.records import (
     iter_stored_batches,
     read_header,
 )
+from sluice.storage.fdcache import DEFAULT_CACHE, FdCache
 from sluice.storage.index import IndexCorruptError, OffsetIndex, TimeIndex
 
 _SCAN_CHUNK = 16 * 1024
@@ -44,8 +47,13 @@ class RecoveryResult:
 
 class LogSegment:
     """A segment's files and in-memory state. All methods run on the owning log's thread except
-    :meth:`write_at`, :meth:`fsync` and :meth:`seal`, which the writer may run in a worker thread
-    because they touch only the file, never the state readers look at."""
+    :meth:`write_at`, :meth:`fsync`, :meth:`seal` and the descriptor methods, which a worker thread
+    may run: they touch only the file, never the state readers look at, and hold a lease on the
+    descriptor while they use it.
+
+    The descriptor is opened on demand. The active segment pins it; any other segment's descriptor
+    lives in the :class:`FdCache` and may be closed whenever nobody holds a lease.
+    """
 
     def __init__(
         self,
@@ -55,18 +63,23 @@ class LogSegment:
         index_interval_bytes: int,
         max_index_bytes: int,
         created_ms: int,
+        files: FdCache = DEFAULT_CACHE,
+        exists: bool = True,
     ) -> None:
         self.directory = directory
         self.base_offset = base_offset
         self.index_interval_bytes = index_interval_bytes
-        name = segment_name(base_offset)
-        self.log_path = directory / f"{name}.log"
-        self.index_path = directory / f"{name}.index"
-        self.time_index_path = directory / f"{name}.timeindex"
         self.created_ms = created_ms
         self._max_index_entries = max(1, max_index_bytes // _INDEX_ENTRY)
         self._max_time_entries = max(1, max_index_bytes // _TIME_ENTRY)
+        self._files = files
         self._fd: int | None = None
+        self._leases = 0
+        self._pinned = False
+        self._retired = False
+        self.exists = exists
+        """Whether the ``.log`` file is on disk: a new segment's file is created by its first write
+        (:meth:`create_file`), so an empty partition costs no file and no descriptor."""
         self._index: OffsetIndex | None = None
         self._time_index: TimeIndex | None = None
         self.size = 0
@@ -76,49 +89,154 @@ class LogSegment:
         self.bytes_since_index_entry = 0
         self.sealed = False  # closed and durable: only then may retention delete it
 
-    # -- files -----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return segment_name(self.base_offset)
 
     @property
-    def fd(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
-        return self._fd
+    def log_path(self) -> Path:
+        return self.directory / f"{self.name}.log"
+
+    @property
+    def index_path(self) -> Path:
+        return self.directory / f"{self.name}.index"
+
+    @property
+    def time_index_path(self) -> Path:
+        return self.directory / f"{self.name}.timeindex"
+
+    # -- descriptors -------------------------------------------------------------------------
+
+    def acquire_fd(self) -> int:
+        """The open descriptor, leased until :meth:`release_fd`: it is not closed meanwhile, so
+        a worker thread may use it while the owner's thread goes on."""
+        with self._files.lock:
+            if self._fd is None:
+                if self._retired:
+                    raise OSError(errno.EBADF, "segment is closed", str(self.log_path))
+                self._fd = self._open(os.O_RDWR)
+                if not self._pinned:
+                    self._files.track(self)
+            elif not self._pinned:
+                self._files.touch(self)
+            self._leases += 1
+            return self._fd
+
+    def release_fd(self) -> None:
+        with self._files.lock:
+            self._leases -= 1
+            if self._leases == 0 and self._retired:
+                self.close_fd()
+            elif self._leases == 0 and not self._pinned and len(self._files) > self._files.capacity:
+                self._files.shrink()
+
+    @property
+    def evictable(self) -> bool:
+        return self._fd is not None and not self._pinned and self._leases == 0
+
+    def close_fd(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def _open(self, flags: int) -> int:
+        try:
+            return os.open(self.log_path, flags, 0o644)
+        except OSError as exc:
+            # Out of descriptors: give back idle cached ones and try once more.
+            if exc.errno in (errno.EMFILE, errno.ENFILE) and self._files.shrink(len(self._files) // 2):
+                return os.open(self.log_path, flags, 0o644)
+            raise
+
+    def create_file(self) -> None:
+        """Create the empty ``.log`` file (a new segment's first write calls this); the caller
+        fsyncs the directory so the new name survives a power loss."""
+        with self._files.lock:
+            fd = self._open(os.O_RDWR | os.O_CREAT)
+            if self._fd is None and not self._retired:
+                self._fd = fd
+                if not self._pinned:
+                    self._files.track(self)
+            else:
+                os.close(fd)
+            self.exists = True
+
+    def pin(self) -> None:
+        """Keep the descriptor open while this is the active segment (it is written and synced
+        all the time; reopening it would also lose writeback errors an fsync must report)."""
+        with self._files.lock:
+            self._pinned = True
+            self._files.forget(self)
+
+    def unpin(self) -> None:
+        with self._files.lock:
+            self._pinned = False
+            if self._fd is not None:
+                self._files.track(self)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Close the descriptor now, or when the last lease is released."""
+        with self._files.lock:
+            self._retired = True
+            self._files.forget(self)
+            if self._leases == 0:
+                self.close_fd()
 
     def delete(self) -> None:
         self.close()
         for path in (self.log_path, self.index_path, self.time_index_path):
             path.unlink(missing_ok=True)
+        self.exists = False
 
     def file_size(self) -> int:
-        return os.fstat(self.fd).st_size
+        if not self.exists:
+            return 0
+        fd = self.acquire_fd()
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            self.release_fd()
 
     def write_at(self, position: int, buffers: list[memoryview | bytes | bytearray]) -> None:
         """Write ``buffers`` contiguously at ``position``; raises OSError, never writes short."""
-        fd = self.fd
-        for start in range(0, len(buffers), _IOV_MAX):
-            chunk = buffers[start : start + _IOV_MAX]
-            total = sum(len(b) for b in chunk)
-            written = os.pwritev(fd, chunk, position)
-            if written < total:  # short write (rare): finish it piece by piece
-                flat = b"".join(chunk)
-                while written < total:
-                    written += os.pwrite(fd, flat[written:], position + written)
-            position += total
+        fd = self.acquire_fd()
+        try:
+            for start in range(0, len(buffers), _IOV_MAX):
+                chunk = buffers[start : start + _IOV_MAX]
+                total = sum(len(b) for b in chunk)
+                written = os.pwritev(fd, chunk, position)
+                if written < total:  # short write (rare): finish it piece by piece
+                    flat = b"".join(chunk)
+                    while written < total:
+                        written += os.pwrite(fd, flat[written:], position + written)
+                position += total
+        finally:
+            self.release_fd()
 
     def truncate_file(self, size: int) -> None:
-        os.ftruncate(self.fd, size)
+        fd = self.acquire_fd()
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            self.release_fd()
 
     def fsync(self) -> None:
-        os.fdatasync(self.fd)
+        if not self.exists:
+            return
+        fd = self.acquire_fd()
+        try:
+            os.fdatasync(fd)
+        finally:
+            self.release_fd()
 
     def seal(self) -> None:
-        """Make a segment that stops being active durable: data, indexes, then its directory."""
-        os.fsync(self.fd)
+        """Make a segment that stops being active durable: data, then its indexes."""
+        if self.exists:
+            fd = self.acquire_fd()
+            try:
+                os.fsync(fd)
+            finally:
+                self.release_fd()
         self.index.save(self.index_path)
         self.time_index.save(self.time_index_path)
 
@@ -165,11 +283,21 @@ class LogSegment:
         self.offset_of_max_timestamp = -1
         for header in self.iter_batches(0):
             self.note_appended(header, header.position)
-        self.save_indexes()
+        # The files only spare the next open a scan: a full disk must not fail the read that
+        # needed the index.
+        with contextlib.suppress(OSError):
+            self.save_indexes()
 
-    def save_indexes(self) -> None:
-        self.index.save(self.index_path)
-        self.time_index.save(self.time_index_path)
+    def save_indexes(self, *, sync: bool = True) -> None:
+        """Write both index files of the active segment; while it is small, remove them instead
+        (rebuilding costs less than writing files, which matters when thousands of partitions
+        stop at once), so a stale file is never left behind."""
+        if len(self.index) <= 1 and self.size <= 4 * self.index_interval_bytes:
+            self.index_path.unlink(missing_ok=True)
+            self.time_index_path.unlink(missing_ok=True)
+            return
+        self.index.save(self.index_path, sync=sync)
+        self.time_index.save(self.time_index_path, sync=sync)
 
     def note_appended(self, header: BatchHeader, position: int) -> None:
         """Account for a batch committed at ``position``: indexes, timestamps, next offset."""
@@ -190,7 +318,11 @@ class LogSegment:
     # -- reading ---------------------------------------------------------------------------
 
     def pread(self, position: int, length: int) -> bytes:
-        return os.pread(self.fd, length, position)
+        fd = self.acquire_fd()
+        try:
+            return os.pread(fd, length, position)
+        finally:
+            self.release_fd()
 
     def iter_batches(self, position: int, end: int | None = None) -> Iterator[BatchHeader]:
         """Headers of committed batches from ``position`` up to ``end`` (default: ``size``)."""
@@ -227,18 +359,22 @@ class LogSegment:
         self.max_timestamp = -1
         self.offset_of_max_timestamp = -1
         self.next_offset = self.base_offset
-        file_size = self.file_size()
-        valid = 0
-        if file_size:
-            with mmap.mmap(self.fd, file_size, prot=mmap.PROT_READ) as mm:
-                view = memoryview(mm)
-                try:
-                    valid = self._walk(view, file_size, max_batch_bytes)
-                finally:
-                    view.release()
-        if valid < file_size:
-            os.ftruncate(self.fd, valid)
-            os.fsync(self.fd)
+        fd = self.acquire_fd()
+        try:
+            file_size = os.fstat(fd).st_size
+            valid = 0
+            if file_size:
+                with mmap.mmap(fd, file_size, prot=mmap.PROT_READ) as mm:
+                    view = memoryview(mm)
+                    try:
+                        valid = self._walk(view, file_size, max_batch_bytes)
+                    finally:
+                        view.release()
+            if valid < file_size:
+                os.ftruncate(fd, valid)
+                os.fsync(fd)
+        finally:
+            self.release_fd()
         self.size = valid
         return RecoveryResult(valid, file_size - valid, self.next_offset)
 

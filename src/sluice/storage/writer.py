@@ -55,8 +55,8 @@ class PartitionWriter:
         self._sync_waiters: list[_Waiter] = []
         self._closing = False
         self._broken: StorageError | None = None
-        self._task = self._loop.create_task(self._write_loop(), name=f"writer:{log.directory.name}")
-        self._sync_task = self._loop.create_task(self._sync_loop(), name=f"sync:{log.directory.name}")
+        self._task = self._loop.create_task(self._write_loop(), name=f"writer:{log.name}")
+        self._sync_task = self._loop.create_task(self._sync_loop(), name=f"sync:{log.name}")
 
     @property
     def running(self) -> bool:
@@ -69,13 +69,13 @@ class PartitionWriter:
     async def submit(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
         """Queue an append; return its first offset once acknowledged at ``ack``."""
         if self._closing:
-            raise LogClosedError(f"log {self._log.directory.name} is closing")
+            raise LogClosedError(f"log {self._log.name} is closing")
         if self._broken is not None:
             raise self._broken
         waited = await self._admit()
         try:
             if self._closing:
-                raise LogClosedError(f"log {self._log.directory.name} is closing")
+                raise LogClosedError(f"log {self._log.name} is closing")
             reservation = self._log.reserve(data, ack)
             future: asyncio.Future[int] | None = None
             if reservation.ack is not AckLevel.QUEUED:
@@ -146,7 +146,7 @@ class PartitionWriter:
             # A bug, not an I/O error (those are handled below): the in-memory state may be
             # half-updated, so stop taking appends rather than guess. Callers get an error at
             # once instead of a timeout; a restart recovers the partition from its files.
-            name = self._log.directory.name
+            name = self._log.name
             _log.exception("writer of %s failed; the partition refuses appends until restart", name)
             self._broken = StorageError(f"partition {name} is unavailable after an internal error: {exc!r}")
             self._fail_with_queue(group, self._broken)
@@ -164,14 +164,16 @@ class PartitionWriter:
         log = self._log
         plan = log.plan([r for r, _ in group])
         try:
-            if size <= INLINE_WRITE_MAX_BYTES and not plan.new_segments:
+            if size <= INLINE_WRITE_MAX_BYTES and not plan.creates:
                 log.execute(plan)
             else:
                 await self._loop.run_in_executor(self._executor, log.execute, plan)
         except OSError as exc:
             log.abort(plan)
-            self._fail_with_queue(group, StorageError(f"write to {log.directory.name} failed: {exc}"))
+            log.disk.failed(exc, f"writing to {log.name}")
+            self._fail_with_queue(group, StorageError(f"write to {log.name} failed: {exc}"))
             return
+        log.disk.succeeded()
         log.commit(plan)
         seal_error: StorageError | None = None
         if plan.rolled:
@@ -179,7 +181,7 @@ class PartitionWriter:
                 await self._loop.run_in_executor(self._executor, log.seal_rolled, plan)
                 log.mark_sealed(plan)
             except OSError as exc:
-                seal_error = StorageError(f"sealing a segment of {log.directory.name} failed: {exc}")
+                seal_error = StorageError(f"sealing a segment of {log.name} failed: {exc}")
         for reservation, future in group:
             if future is None or future.done():
                 continue
@@ -218,7 +220,8 @@ class PartitionWriter:
         try:
             await self._loop.run_in_executor(self._executor, segment.fsync)
         except OSError as exc:
-            _fail(waiters, StorageError(f"fsync of {log.directory.name} failed: {exc}"))
+            log.disk.failed(exc, f"syncing {log.name}")
+            _fail(waiters, StorageError(f"fsync of {log.name} failed: {exc}"))
             return
         log.mark_flushed(offset, segment, position, records)
         for reservation, future in waiters:

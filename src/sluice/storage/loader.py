@@ -1,0 +1,234 @@
+"""Opening a partition directory (after Kafka's ``LogLoader``): from a clean-shutdown state without
+touching the files, or by recovering what an unclean stop may have left half-written.
+
+Three ways in, cheapest first:
+
+* a :class:`CleanState` handed in by the caller (the log manager keeps one file of them for every
+  partition it closed cleanly): no file is read at all, so thousands of partitions open at once;
+* the directory's own ``.clean-shutdown`` file (logs opened on their own, and data written by
+  sluice 0.1): segments are listed and sized, nothing is read;
+* recovery: every segment from the recovery point on is walked with bounds, continuity and CRC
+  checks, cut at the first invalid byte, and its indexes rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from bisect import bisect_right
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sluice.errors import SluiceError
+from sluice.protocol.records import HEADER_SIZE, read_header
+from sluice.storage.clock import Clock
+from sluice.storage.config import LogConfig
+from sluice.storage.fdcache import FdCache
+from sluice.storage.files import fsync_dir, read_int, read_json, remove_temporaries, write_int
+from sluice.storage.segment import LogSegment
+
+log = logging.getLogger(__name__)
+
+CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+RECOVERY_POINT_FILE = "recovery-point"
+LOG_START_OFFSET_FILE = "log-start-offset"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentState:
+    base_offset: int
+    size: int
+    max_timestamp: int
+    offset_of_max_timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class CleanState:
+    """Everything needed to reopen a cleanly closed log without reading its files."""
+
+    segments: tuple[SegmentState, ...]
+    log_end_offset: int
+    log_start_offset: int
+    active_created_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "segments": [
+                [s.base_offset, s.size, s.max_timestamp, s.offset_of_max_timestamp]
+                for s in self.segments
+            ],
+            "log_end_offset": self.log_end_offset,
+            "log_start_offset": self.log_start_offset,
+            "active_created_ms": self.active_created_ms,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> CleanState | None:
+        """The state, or None if ``raw`` is not a well-formed one (then the log is recovered)."""
+        try:
+            segments = tuple(
+                SegmentState(int(b), int(s), int(t), int(o)) for b, s, t, o in raw["segments"]
+            )
+            state = cls(
+                segments,
+                int(raw["log_end_offset"]),
+                int(raw["log_start_offset"]),
+                int(raw["active_created_ms"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+        bases = [s.base_offset for s in segments]
+        if not segments or bases != sorted(set(bases)) or state.log_end_offset < bases[-1]:
+            return None
+        return state
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    clean: bool
+    segments_recovered: int = 0
+    bytes_truncated: int = 0
+    segments_dropped: int = 0
+
+
+@dataclass(slots=True)
+class Loaded:
+    segments: list[LogSegment]
+    log_start_offset: int
+    report: RecoveryReport
+
+
+def load(
+    directory: Path,
+    config: LogConfig,
+    clock: Clock,
+    files: FdCache,
+    state: CleanState | None = None,
+) -> Loaded:
+    """Open the log in ``directory`` (creating the directory if needed)."""
+    now = clock()
+
+    def make(base: int, *, exists: bool = True) -> LogSegment:
+        return LogSegment(
+            directory,
+            base,
+            index_interval_bytes=config.index_interval_bytes,
+            max_index_bytes=config.segment_index_bytes,
+            created_ms=now,
+            files=files,
+            exists=exists,
+        )
+
+    if state is not None:
+        segments = []
+        count = len(state.segments)
+        for i, s in enumerate(state.segments):
+            seg = make(s.base_offset)
+            seg.size = s.size
+            is_active = i == count - 1
+            seg.next_offset = state.log_end_offset if is_active else state.segments[i + 1].base_offset
+            seg.max_timestamp = s.max_timestamp
+            seg.offset_of_max_timestamp = s.offset_of_max_timestamp
+            seg.sealed = not is_active
+            segments.append(seg)
+        # An empty active segment may never have been created on disk (files are created by
+        # the first write, which creates it again harmlessly if it was).
+        segments[-1].exists = segments[-1].size > 0
+        segments[-1].created_ms = state.active_created_ms
+        start = min(max(state.log_start_offset, segments[0].base_offset), state.log_end_offset)
+        return Loaded(segments, start, RecoveryReport(clean=True))
+
+    directory.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(directory)
+    bases = sorted(int(p.stem) for p in directory.glob("*.log") if _is_segment_name(p.stem))
+    live = {f"{b:020d}" for b in bases}
+    for path in [*directory.glob("*.index"), *directory.glob("*.timeindex")]:
+        if path.stem not in live:
+            path.unlink()
+    marker = read_json(directory / CLEAN_SHUTDOWN_FILE)
+    if marker is not None:
+        (directory / CLEAN_SHUTDOWN_FILE).unlink()
+        fsync_dir(directory)
+    log_start = read_int(directory / LOG_START_OFFSET_FILE, 0)
+    if not bases:
+        segments = [make(log_start, exists=False)]
+        segments[0].fresh_indexes()
+        return Loaded(segments, log_start, RecoveryReport(clean=True))
+
+    segments = [make(b) for b in bases]
+    for seg, nxt in zip(segments, bases[1:], strict=False):
+        seg.size = os.stat(seg.log_path).st_size
+        seg.next_offset = nxt
+        seg.sealed = True
+    last = segments[-1]
+    last_size = os.stat(last.log_path).st_size
+    recorded = CleanState.from_json(marker) if isinstance(marker, dict) else None
+    if recorded is not None and recorded.segments[-1].base_offset == last.base_offset:
+        # sluice's own marker: the active segment's size and end offset as closed.
+        clean_end = recorded.log_end_offset if recorded.segments[-1].size == last_size else None
+        active = recorded.segments[-1]
+        last.max_timestamp, last.offset_of_max_timestamp = active.max_timestamp, active.offset_of_max_timestamp
+    elif isinstance(marker, dict) and marker.get("active_base") == last.base_offset:
+        # the form sluice 0.1 wrote
+        clean_end = int(marker["log_end_offset"]) if marker.get("active_size") == last_size else None
+    else:
+        clean_end = None
+    if clean_end is not None:
+        last.size = last_size
+        last.next_offset = clean_end
+        report = RecoveryReport(clean=True)
+    else:
+        recovery_point = read_int(directory / RECOVERY_POINT_FILE, 0)
+        report = _recover(segments, recovery_point, config)
+        if segments[-1].base_offset != recovery_point:
+            write_int(directory / RECOVERY_POINT_FILE, segments[-1].base_offset)
+    log_start = min(max(log_start, segments[0].base_offset), segments[-1].next_offset)
+    segments[-1].created_ms = rolling_timestamp(segments[-1], now)
+    return Loaded(segments, log_start, report)
+
+
+def _recover(segments: list[LogSegment], recovery_point: int, config: LogConfig) -> RecoveryReport:
+    """Walk every segment at or past the recovery point; truncate at the first invalid byte and
+    drop the segments after it (they would leave a gap)."""
+    recovered = 0
+    truncated = 0
+    dropped = 0
+    i = max(0, bisect_right([s.base_offset for s in segments], recovery_point) - 1)
+    while i < len(segments):
+        seg = segments[i]
+        result = seg.recover(config.max_message_bytes)
+        recovered += 1
+        truncated += result.truncated_bytes
+        if i < len(segments) - 1:
+            successor = segments[i + 1]
+            if result.next_offset != successor.base_offset:
+                for gone in segments[i + 1 :]:
+                    truncated += os.stat(gone.log_path).st_size
+                    gone.delete()
+                    dropped += 1
+                del segments[i + 1 :]
+                break
+            seg.seal()
+            seg.sealed = True
+        i += 1
+    return RecoveryReport(
+        clean=False, segments_recovered=recovered, bytes_truncated=truncated, segments_dropped=dropped
+    )
+
+
+def rolling_timestamp(segment: LogSegment, now: int) -> int:
+    """When a reopened active segment counts as created, for ``segment.ms``: its first batch's
+    timestamp, as Kafka does, so a restart does not restart the segment's age. Timestamps from
+    the future (a skewed producer clock) count as now."""
+    if segment.size < HEADER_SIZE:
+        return now
+    try:
+        header = read_header(segment.pread(0, HEADER_SIZE))
+    except (OSError, SluiceError):
+        return now
+    return header.max_timestamp if 0 <= header.max_timestamp <= now else now
+
+
+def _is_segment_name(stem: str) -> bool:
+    return len(stem) == 20 and stem.isdigit()
