@@ -7,6 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
+
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey, Request
 from sluice.protocol import messages as m
@@ -80,21 +82,52 @@ def test_acks_all_answers_request_timed_out_but_keeps_the_append(
     harness: Callable[..., BrokerHarness],
 ) -> None:
     """acks=all waits for the topic's durability (here fsynced) for at most timeout_ms; an fsync
-    cannot finish within 0 ms, so the answer is REQUEST_TIMED_OUT, and the append still lands."""
+    held past 5 ms gets REQUEST_TIMED_OUT, and the append still lands."""
     h = harness()
     h.run(h.broker.logs.create_topic("t", 1, {"sluice.append.ack": "fsynced"}))
-    late = h.produce("t", 0, batch(3, "a"), acks=-1, timeout_ms=0)
+    h.produce("t", 0, batch(1, "first"), acks=-1)  # creates the segment file
+    segment = h.broker.logs.get_log("t", 0).active_segment
+    release = threading.Event()
+    real_fsync = segment.fsync
+
+    def held_fsync() -> None:
+        release.wait(10)
+        real_fsync()
+
+    segment.fsync = held_fsync  # type: ignore[method-assign]
+    try:
+        late = h.produce("t", 0, batch(3, "a"), acks=-1, timeout_ms=5)
+    finally:
+        release.set()
     assert late is not None
     part = late.responses[0].partition_responses[0]
     assert (part.error_code, part.base_offset) == (ErrorCode.REQUEST_TIMED_OUT, -1)
     in_time = h.produce("t", 0, batch(2, "b"), acks=-1)
     assert in_time is not None
     part = in_time.responses[0].partition_responses[0]
-    assert (part.error_code, part.base_offset) == (ErrorCode.NONE, 3)
+    assert (part.error_code, part.base_offset) == (ErrorCode.NONE, 4)
     resp: m.FetchResponse = h.call(ApiKey.FETCH, 12, fetch_request("t", {0: 0}))
     assert values(resp.responses[0].partitions[0].records) == [
-        value("a", 0), value("a", 1), value("a", 2), value("b", 0), value("b", 1)
+        value("first", 0), value("a", 0), value("a", 1), value("a", 2), value("b", 0), value("b", 1)
     ]
+
+
+@pytest.mark.parametrize("timeout_ms", [0, -1])
+def test_acks_all_without_a_timeout_answers_once_durable(
+    harness: Callable[..., BrokerHarness], timeout_ms: int
+) -> None:
+    """A timeout of 0 or less does not mean "already too late": Kafka's single-replica leader
+    answers such a request with success once it has appended; sluice answers once the append
+    has the topic's durability."""
+    h = harness()
+    h.run(h.broker.logs.create_topic("t", 1, {"sluice.append.ack": "fsynced"}))
+    for i in range(3):
+        resp = h.produce("t", 0, batch(2, f"v{i}"), acks=-1, timeout_ms=timeout_ms)
+        assert resp is not None
+        part = resp.responses[0].partition_responses[0]
+        assert (part.error_code, part.base_offset) == (ErrorCode.NONE, 2 * i)
+    plog = h.broker.logs.get_log("t", 0)
+    assert plog.flushed_offset == plog.log_end_offset == 6
 
 
 def test_produce_errors_are_per_partition(harness: Callable[..., BrokerHarness]) -> None:

@@ -118,13 +118,16 @@ async def _settle(job: Awaitable[int] | Outcome) -> Outcome:
 async def _settle_within(jobs: list[Awaitable[int] | Outcome], timeout_ms: int) -> list[Outcome]:
     """acks=all honours the request's ``timeout_ms`` as Kafka does: a partition not durable in
     time is answered REQUEST_TIMED_OUT. Its append is not undone; it completes in the background
-    (as in Kafka, where the leader has appended and only the replicas are late)."""
+    (as in Kafka, where the leader has appended and only the replicas are late).
+
+    A timeout of 0 or less bounds nothing: Kafka's leader of a single-replica partition answers
+    such a request with success once appended, so sluice waits for the append's durability."""
     started: list[asyncio.Future[int] | Outcome] = [
         job if isinstance(job, int | tuple) else asyncio.ensure_future(job) for job in jobs
     ]
     futures = [job for job in started if isinstance(job, asyncio.Future)]
     if futures:
-        await asyncio.wait(futures, timeout=max(timeout_ms, 0) / 1000)
+        await asyncio.wait(futures, timeout=timeout_ms / 1000 if timeout_ms > 0 else None)
     results: list[Outcome] = []
     for job in started:
         if isinstance(job, asyncio.Future) and not job.done():
