@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sluice.broker.cluster import CLUSTER_OPERATIONS
+from sluice.broker.authorized import CLUSTER_OPERATIONS, TOPIC_OPERATIONS
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
@@ -70,6 +70,33 @@ def test_describe_cluster_refuses_other_endpoint_types(harness: Callable[..., Br
     assert controller.brokers == [] and controller.error_message
     unknown = h.call_wire(ApiKey.DESCRIBE_CLUSTER, 2, m.DescribeClusterRequest(endpoint_type=7))
     assert unknown.error_code == ErrorCode.UNSUPPORTED_ENDPOINT_TYPE
+
+
+@pytest.mark.parametrize("version", [8, 10, 11, 12])
+def test_metadata_authorized_operations(harness: Callable[..., BrokerHarness], version: int) -> None:
+    """librdkafka's describe_cluster and describe_topics ask Metadata (v8+) for these; with no
+    authorizer Kafka grants every operation, and so does sluice."""
+    h = harness()
+    h.broker.logs.create_topic("t", 1)
+
+    def ask(flag: bool) -> m.MetadataResponse:
+        body = m.MetadataRequest(
+            topics=[m.MetadataRequestTopic(name="t")],
+            include_cluster_authorized_operations=flag,
+            include_topic_authorized_operations=flag,
+        )
+        response: m.MetadataResponse = h.call_wire(ApiKey.METADATA, version, body)
+        return response
+
+    plain, asked = ask(False), ask(True)
+    assert plain.cluster_authorized_operations == UNSET_OPERATIONS
+    assert [t.topic_authorized_operations for t in plain.topics] == [UNSET_OPERATIONS]
+    assert [t.topic_authorized_operations for t in asked.topics] == [TOPIC_OPERATIONS]
+    # Topic: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+    assert TOPIC_OPERATIONS == 0b1101_1111_1000
+    # The cluster's field exists in v8-10 only (v11+ clients use DescribeCluster).
+    expected = CLUSTER_OPERATIONS if version <= 10 else UNSET_OPERATIONS
+    assert asked.cluster_authorized_operations == expected
 
 
 def _sizes(response: m.DescribeLogDirsResponse) -> dict[tuple[str, int], int]:

@@ -13,6 +13,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from sluice.broker.authorized import CLUSTER_OPERATIONS, NOT_REQUESTED
 from sluice.errors import ErrorCode
 from sluice.protocol import Request
 from sluice.protocol import messages as m
@@ -22,16 +23,6 @@ if TYPE_CHECKING:
     from sluice.broker.broker import Broker
 
 log = logging.getLogger(__name__)
-
-_UNSET_OPERATIONS = -(2**31)
-"""The schema default of ``cluster_authorized_operations``: not asked for."""
-
-# Kafka's AclOperation codes of the operations on the CLUSTER resource
-# (AclEntry.supportedOperations): CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS,
-# ALTER_CONFIGS, IDEMPOTENT_WRITE.
-CLUSTER_OPERATIONS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))
-"""What Kafka without an authorizer reports: every cluster operation. sluice has no ACLs, so
-nothing is forbidden (an operation sluice does not implement is refused by its API, not here)."""
 
 
 async def describe_cluster(broker: Broker, request: Request) -> m.DescribeClusterResponse:
@@ -65,7 +56,7 @@ async def describe_cluster(broker: Broker, request: Request) -> m.DescribeCluste
             )
         ],
         cluster_authorized_operations=(
-            CLUSTER_OPERATIONS if body.include_cluster_authorized_operations else _UNSET_OPERATIONS
+            CLUSTER_OPERATIONS if body.include_cluster_authorized_operations else NOT_REQUESTED
         ),
     )
 
