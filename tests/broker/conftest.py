@@ -40,6 +40,21 @@ class BrokerHarness:
         handler = broker_module._HANDLERS[api_key]
         return self.run(handler(self.broker, Request(api_key, version, 1, "test", body)))
 
+    def call_wire(self, api_key: ApiKey, version: int, body: RequestBody) -> Any:
+        """As :meth:`call`, but the request and the answer go through the codec at ``version``:
+        the answer is what a client of that version reads (fields it lacks at their defaults)."""
+        from sluice.protocol.codec import (
+            decode_request,
+            decode_response,
+            encode_request,
+            encode_response_bytes,
+        )
+
+        request = decode_request(encode_request(api_key, version, 1, "test", body)[4:])
+        answer = self.call(api_key, version, request.body)
+        _, decoded = decode_response(encode_response_bytes(api_key, version, 1, answer)[4:], api_key, version)
+        return decoded
+
     def produce(
         self, topic: str, partition: int, batch: bytes, acks: int = 1, timeout_ms: int = 30_000
     ) -> m.ProduceResponse | None:

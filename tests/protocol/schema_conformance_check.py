@@ -3,6 +3,9 @@ supported version: names, types, presence, nullability, tags and defaults.
 
 The JSON is not vendored; point SLUICE_KAFKA_SCHEMAS at a checkout's
 clients/src/main/resources/common/message directory to run this (do so when adding an API).
+It may list several directories (``os.pathsep``-separated, e.g. an older and a newer Kafka,
+since newer ones drop old versions): each version is checked against the first directory whose
+JSON has it, and a version that none has fails.
 """
 
 from __future__ import annotations
@@ -81,17 +84,27 @@ def _compare(
             _compare(f"{path}.{name}", sub, sub_cls, v, common, flex)
 
 
+def _schema(name: str, version: int) -> dict[str, Any]:
+    """The JSON of message ``name`` from the first SLUICE_KAFKA_SCHEMAS directory that has
+    ``version``."""
+    for directory in (SCHEMAS or "").split(os.pathsep):
+        path = Path(directory, f"{name}.json")
+        if path.exists():
+            schema: dict[str, Any] = json.loads(re.sub(r"^\s*//.*$", "", path.read_text(), flags=re.M))
+            if version in Versions.parse(schema["validVersions"]):
+                return schema
+    raise AssertionError(f"no SLUICE_KAFKA_SCHEMAS directory has {name} v{version}")
+
+
 @pytest.mark.parametrize("key", sorted(SUPPORTED), ids=lambda k: ApiKey(k).name)
 def test_declarations_match_kafka_json(key: int) -> None:
     spec = APIS[key]
     base = "".join(w.capitalize() for w in ApiKey(key).name.split("_"))
     lo, hi = SUPPORTED[key]
     for kind, cls in (("Request", spec.request), ("Response", spec.response)):
-        text = Path(SCHEMAS or "", f"{base}{kind}.json").read_text()
-        schema = json.loads(re.sub(r"^\s*//.*$", "", text, flags=re.M))
-        common = {s["name"]: s["fields"] for s in schema.get("commonStructs", [])}
-        flexible = Versions.parse(schema.get("flexibleVersions"))
         for v in range(lo, hi + 1):
-            assert v in Versions.parse(schema["validVersions"])
+            schema = _schema(f"{base}{kind}", v)
+            common = {s["name"]: s["fields"] for s in schema.get("commonStructs", [])}
+            flexible = Versions.parse(schema.get("flexibleVersions"))
             assert (v in flexible) == spec.flexible(v)
             _compare(f"{base}{kind}", schema["fields"], cls, v, common, v in flexible)

@@ -148,3 +148,138 @@ def test_truncated_header() -> None:
             decode_request(hx("0003 0001 00000007")[:n])
     with pytest.raises(ProtocolError):
         decode_request(hx("0003 0001 00000007 0005") + b"ab")  # client id cut short
+
+
+# ---- the admin APIs answered for a single node -------------------------------------------------
+
+
+def sized(frame: bytes) -> bytes:
+    return len(frame).to_bytes(4, "big") + frame
+
+
+# DescribeCluster v0 is flexible from v0: header v2 (legacy client id, then a tag section), a
+# bool, the body's tag section. The second form carries an unknown tagged field (tag 5, 2 bytes).
+DESCRIBE_CLUSTER_V0_REQUEST = sized(hx("003c 0000 00000007 0001") + b"c" + hx("00 01 00"))
+DESCRIBE_CLUSTER_V0_REQUEST_WITH_TAG = sized(
+    hx("003c 0000 00000007 0001") + b"c" + hx("00 01 01 05 02 abcd")
+)
+# Response header v1 (correlation id + tag section); compact strings are length + 1.
+DESCRIBE_CLUSTER_V0_RESPONSE = sized(
+    hx("00000007 00")  # header
+    + hx("00000000 0000 00")  # throttle, error, null error message
+    + hx("0f")
+    + b"sluice-cluster"
+    + hx("00000000")  # controller id
+    + hx("02 00000000 0a")  # one broker: id 0, host
+    + b"127.0.0.1"
+    + hx("00002384 00 00")  # port 9092, null rack, broker tags
+    + hx("00001fa0 00")  # cluster authorized operations, body tags
+)
+
+
+def test_describe_cluster_v0_frames() -> None:
+    body = m.DescribeClusterRequest(include_cluster_authorized_operations=True)
+    assert encode_request(ApiKey.DESCRIBE_CLUSTER, 0, 7, "c", body) == DESCRIBE_CLUSTER_V0_REQUEST
+    assert decode_request(DESCRIBE_CLUSTER_V0_REQUEST[4:]).body == body
+    assert decode_request(DESCRIBE_CLUSTER_V0_REQUEST_WITH_TAG[4:]).body == body
+    response = m.DescribeClusterResponse(
+        cluster_id="sluice-cluster",
+        controller_id=0,
+        brokers=[m.DescribeClusterBroker(broker_id=0, host="127.0.0.1", port=9092)],
+        cluster_authorized_operations=0x1FA0,
+    )
+    assert (
+        encode_response_bytes(ApiKey.DESCRIBE_CLUSTER, 0, 7, response)
+        == DESCRIBE_CLUSTER_V0_RESPONSE
+    )
+    assert decode_response(DESCRIBE_CLUSTER_V0_RESPONSE[4:], ApiKey.DESCRIBE_CLUSTER, 0) == (
+        7,
+        response,
+    )
+
+
+def test_describe_cluster_v2_adds_fenced_flags() -> None:
+    body = m.DescribeClusterRequest(include_fenced_brokers=True)
+    # v1 endpoint type (1), v2 include_fenced_brokers
+    expected = sized(hx("003c 0002 00000007 0001") + b"c" + hx("00 00 01 01 00"))
+    assert encode_request(ApiKey.DESCRIBE_CLUSTER, 2, 7, "c", body) == expected
+
+
+def test_describe_log_dirs_frames() -> None:
+    # v1, not flexible: a null topic array asks for everything.
+    everything = sized(hx("0023 0001 00000001 0001") + b"c" + hx("ffffffff"))
+    req = decode_request(everything[4:])
+    assert req.body == m.DescribeLogDirsRequest(topics=None)
+    # v4 response, flexible: top-level error code (v3+), total/usable bytes (v4+).
+    response = m.DescribeLogDirsResponse(
+        results=[
+            m.DescribeLogDirsResult(
+                log_dir="/d",
+                topics=[
+                    m.DescribeLogDirsTopic(
+                        name="t",
+                        partitions=[
+                            m.DescribeLogDirsPartition(partition_index=0, partition_size=1024)
+                        ],
+                    )
+                ],
+                total_bytes=2**40,
+                usable_bytes=2**30,
+            )
+        ]
+    )
+    expected = sized(
+        hx("00000001 00")  # header v1
+        + hx("00000000 0000")  # throttle, error code
+        + hx("02 0000 03")
+        + b"/d"  # one result: error, log dir
+        + hx("02 02")
+        + b"t"  # one topic "t"
+        + hx("02 00000000 0000000000000400 0000000000000000 00 00")  # partition 0: 1 KiB, lag 0
+        + hx("00")  # topic tags
+        + hx("0000010000000000 0000000040000000 00")  # total, usable, result tags
+        + hx("00")  # body tags
+    )
+    assert encode_response_bytes(ApiKey.DESCRIBE_LOG_DIRS, 4, 1, response) == expected
+    # v2 has neither the top-level error code nor the byte counts.
+    v2 = decode_response(
+        sized(hx("00000001 00 00000000 02 0000 03") + b"/d" + hx("01 00 00"))[4:],
+        ApiKey.DESCRIBE_LOG_DIRS,
+        2,
+    )[1]
+    assert v2 == m.DescribeLogDirsResponse(results=[m.DescribeLogDirsResult(log_dir="/d")])
+
+
+def test_elect_leaders_v0_request() -> None:
+    # No election type before v1; an int32-counted array of (topic, partitions); timeout.
+    frame = sized(
+        hx("002b 0000 00000001 0001")
+        + b"c"
+        + hx("00000001 0001")
+        + b"t"
+        + hx("00000002 00000000 00000001 0000ea60")
+    )
+    body = m.ElectLeadersRequest(
+        topic_partitions=[m.ElectLeadersTopic(topic="t", partitions=[0, 1])], timeout_ms=60000
+    )
+    assert decode_request(frame[4:]).body == body
+    assert encode_request(ApiKey.ELECT_LEADERS, 0, 1, "c", body) == frame
+
+
+def test_describe_configs_v0_has_is_default_and_v1_a_source() -> None:
+    entry = m.DescribeConfigsResourceResult(
+        name="retention.ms", value="60000", read_only=False, is_default=True, config_source=5
+    )
+    body = m.DescribeConfigsResponse(
+        results=[
+            m.DescribeConfigsResult(
+                error_message=None, resource_type=2, resource_name="t", configs=[entry]
+            )
+        ]
+    )
+    head = hx("00000001 00000000 00000001 0000 ffff 02 0001") + b"t" + hx("00000001 000c")
+    head += b"retention.ms" + hx("0005") + b"60000"
+    v0 = sized(head + hx("00 01 00"))  # read_only, is_default, is_sensitive
+    v1 = sized(head + hx("00 05 00 00000000"))  # read_only, config_source, is_sensitive, synonyms
+    assert encode_response_bytes(ApiKey.DESCRIBE_CONFIGS, 0, 1, body) == v0
+    assert encode_response_bytes(ApiKey.DESCRIBE_CONFIGS, 1, 1, body) == v1

@@ -128,7 +128,7 @@ def test_header_versions() -> None:
 
 def test_every_api_key_is_declared_and_advertised() -> None:
     assert set(SUPPORTED) == set(APIS) == set(ApiKey)
-    assert len(SUPPORTED) == 26
+    assert len(SUPPORTED) == 31
 
 
 def test_unserved_apis_are_not_advertised() -> None:

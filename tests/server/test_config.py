@@ -96,6 +96,19 @@ def test_load_precedence(tmp_path: Path) -> None:
     assert config.advertised == Listener("file.example", 1111)
 
 
+def test_static_keys_record_what_was_given() -> None:
+    """DescribeConfigs reports these as STATIC_BROKER_CONFIG, so they are every key given, by
+    its main name, even when the value equals the default."""
+    config = BrokerConfig.load(
+        None,
+        ["broker.id=4", "log.dir=/x", "num.partitions=1", "log.retention.ms=5"],
+        listen=Listener("127.0.0.1", 0),
+        advertised=None,
+    )
+    assert config.static_keys == {"node.id", "log.dirs", "num.partitions", "log.retention.ms", "listeners"}
+    assert BrokerConfig.load().static_keys == frozenset()
+
+
 def test_defaults() -> None:
     config = BrokerConfig.load()
     assert config == BrokerConfig()

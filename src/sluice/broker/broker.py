@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sluice.broker import admin, configs, fetch, metadata, offsets, produce
+from sluice.broker import admin, cluster, configs, fetch, metadata, offsets, produce
 from sluice.broker.groups import GROUP_APIS, GroupConfig, GroupCoordinator
 from sluice.protocol import (
     ApiKey,
@@ -48,6 +48,11 @@ _HANDLERS: dict[int, Handler] = {
     ApiKey.DESCRIBE_CONFIGS: configs.describe_configs,
     ApiKey.ALTER_CONFIGS: configs.alter_configs,
     ApiKey.INCREMENTAL_ALTER_CONFIGS: configs.incremental_alter_configs,
+    ApiKey.DESCRIBE_CLUSTER: cluster.describe_cluster,
+    ApiKey.DESCRIBE_LOG_DIRS: cluster.describe_log_dirs,
+    ApiKey.ELECT_LEADERS: cluster.elect_leaders,
+    ApiKey.LIST_PARTITION_REASSIGNMENTS: cluster.list_partition_reassignments,
+    ApiKey.ALTER_PARTITION_REASSIGNMENTS: cluster.alter_partition_reassignments,
 }
 
 

@@ -3,8 +3,12 @@ broker).
 
 Topic configs are the storage engine's (Kafka's names plus ``sluice.*``); a value's source says
 whether it is a topic override, a broker-wide default from the TOML file or ``--set``, or the
-built-in default, with the broker's synonym when asked. Broker configs are static: they are
+built-in default, with the broker's synonyms when asked. Broker configs are static: they are
 described but changing them over the wire is refused with INVALID_REQUEST, never ignored.
+
+Each DescribeConfigs version gets the fields Kafka fills at that version: v0 ``is_default``
+(no source), v1+ the source and, when asked, the synonyms, v3+ the type and, when asked, the
+documentation.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sluice.broker.config_catalog import config_type, documentation
 from sluice.broker.refused import Refused
 from sluice.errors import ErrorCode, InvalidConfigError, SluiceError
 from sluice.protocol import Request
@@ -29,8 +34,6 @@ if TYPE_CHECKING:
 DYNAMIC_TOPIC_CONFIG = 1
 STATIC_BROKER_CONFIG = 4
 DEFAULT_CONFIG = 5
-# Kafka's ConfigType values.
-TYPE_BOOLEAN, TYPE_STRING, TYPE_LONG = 1, 2, 5
 
 TOPIC_TO_BROKER = {topic: broker for broker, topic in BROKER_TO_TOPIC.items()}
 
@@ -42,24 +45,33 @@ class ConfigEntry:
     config_source: int
     read_only: bool
     synonyms: list[tuple[str, str, int]]
+    """(name, value, source) in precedence order; the first is where ``value`` comes from."""
+    is_default: bool
+    """v0's flag: not set on this resource (a topic without an override, a broker setting not
+    given), as Kafka defined it when v0 was current."""
 
 
 def config_entries(
     broker: Broker, overrides: Mapping[str, str], values: Mapping[str, str]
 ) -> list[ConfigEntry]:
-    """Every topic config with its value and where the value comes from."""
+    """Every topic config with its value and where the value comes from: the topic's override,
+    else the broker-wide default if the broker's settings give one (even if equal to the
+    built-in value: Kafka reports what was set), else the built-in default."""
     builtin = LogConfig().to_dict()
     broker_defaults = broker.config.topic_defaults.to_dict()
+    static = broker.config.static_keys
     entries = []
     for name, value in sorted(values.items()):
         synonyms: list[tuple[str, str, int]] = []
         if name in overrides:
             synonyms.append((name, overrides[name], DYNAMIC_TOPIC_CONFIG))
         broker_key = TOPIC_TO_BROKER.get(name)
-        if broker_key is not None and broker_defaults[name] != builtin[name]:
+        if broker_key is not None and broker_key in static:
             synonyms.append((broker_key, broker_defaults[name], STATIC_BROKER_CONFIG))
         synonyms.append((broker_key or name, builtin[name], DEFAULT_CONFIG))
-        entries.append(ConfigEntry(name, value, synonyms[0][2], False, synonyms))
+        entries.append(
+            ConfigEntry(name, value, synonyms[0][2], False, synonyms, is_default=name not in overrides)
+        )
     return entries
 
 
@@ -94,27 +106,37 @@ def broker_settings(config: BrokerConfig) -> dict[str, str]:
     return values
 
 
-def _config_type(value: str) -> int:
-    if value in ("true", "false"):
-        return TYPE_BOOLEAN
-    return TYPE_LONG if value.lstrip("-").isdigit() else TYPE_STRING
+def broker_entries(config: BrokerConfig) -> list[ConfigEntry]:
+    """This broker's settings: STATIC_BROKER_CONFIG for those given (then the default as a
+    synonym), DEFAULT_CONFIG for the rest; all read-only, since none can change at runtime."""
+    defaults = broker_settings(BrokerConfig())
+    entries = []
+    for name, value in sorted(broker_settings(config).items()):
+        synonyms = [(name, value, STATIC_BROKER_CONFIG)] if name in config.static_keys else []
+        synonyms.append((name, defaults[name], DEFAULT_CONFIG))
+        source = synonyms[0][2]
+        entries.append(
+            ConfigEntry(name, value, source, True, synonyms, is_default=source == DEFAULT_CONFIG)
+        )
+    return entries
 
 
-def _result(entry: ConfigEntry, version: int, synonyms: bool) -> m.DescribeConfigsResourceResult:
+def _result(
+    entry: ConfigEntry, synonyms: bool, docs: bool
+) -> m.DescribeConfigsResourceResult:
+    # Every field is filled; the codec writes those the request's version has.
     return m.DescribeConfigsResourceResult(
         name=entry.name,
         value=entry.value,
         read_only=entry.read_only,
-        is_default=entry.config_source == DEFAULT_CONFIG,
+        is_default=entry.is_default,
         config_source=entry.config_source,
         is_sensitive=False,
-        synonyms=[
-            m.DescribeConfigsSynonym(name=n, value=v, source=s) for n, v, s in entry.synonyms
-        ]
+        synonyms=[m.DescribeConfigsSynonym(name=n, value=v, source=s) for n, v, s in entry.synonyms]
         if synonyms
         else [],
-        config_type=_config_type(entry.value),
-        documentation=None,
+        config_type=config_type(entry.name),
+        documentation=documentation(entry.name) if docs else None,
     )
 
 
@@ -141,26 +163,15 @@ async def describe_configs(broker: Broker, request: Request) -> m.DescribeConfig
             elif res.resource_type == ConfigResourceType.BROKER:
                 if not _is_this_broker(broker, res.resource_name):
                     raise Refused(ErrorCode.INVALID_REQUEST, f"no broker {res.resource_name!r} here")
-                # A setting equal to the built-in default reports DEFAULT_CONFIG, as Kafka does,
-                # so "show what was changed" filters in admin tools work.
-                defaults = broker_settings(BrokerConfig())
-                entries = [
-                    ConfigEntry(
-                        k,
-                        v,
-                        source := DEFAULT_CONFIG if defaults.get(k) == v else STATIC_BROKER_CONFIG,
-                        True,
-                        [(k, v, source)],
-                    )
-                    for k, v in sorted(broker_settings(broker.config).items())
-                ]
+                entries = broker_entries(broker.config)
             else:
                 raise Refused(ErrorCode.INVALID_REQUEST, f"resource type {res.resource_type} is not supported")
             keys = res.configuration_keys
+            # None or empty: every config, as Kafka does.
             result.configs = [
-                _result(e, request.api_version, body.include_synonyms)
+                _result(e, body.include_synonyms, body.include_documentation)
                 for e in entries
-                if keys is None or e.name in keys
+                if not keys or e.name in keys
             ]
         except SluiceError as exc:
             result.error_code = exc.code

@@ -11,6 +11,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
+from sluice.broker.authorized import CLUSTER_OPERATIONS, NOT_REQUESTED, TOPIC_OPERATIONS
 from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import Request, api_versions_response
 from sluice.protocol import messages as m
@@ -62,12 +63,20 @@ async def metadata(broker: Broker, request: Request) -> m.MetadataResponse:
                 topics.append(_error_topic(name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
             else:
                 topics.append(_describe(topic, node_id))
+    # Asked-for authorized operations (v8+): everything, as Kafka without an authorizer answers.
+    if body.include_topic_authorized_operations:
+        for t in topics:
+            if t.name is not None:
+                t.topic_authorized_operations = TOPIC_OPERATIONS
     return m.MetadataResponse(
         throttle_time_ms=0,
         brokers=[m.MetadataResponseBroker(node_id=node_id, host=host, port=port, rack=None)],
         cluster_id=broker.config.cluster_id,
         controller_id=node_id,
         topics=topics,
+        cluster_authorized_operations=(
+            CLUSTER_OPERATIONS if body.include_cluster_authorized_operations else NOT_REQUESTED
+        ),
     )
 
 

@@ -61,6 +61,11 @@ RequestBody = (
     | m.DeleteGroupsRequest
     | m.IncrementalAlterConfigsRequest
     | m.OffsetDeleteRequest
+    | m.DescribeLogDirsRequest
+    | m.ElectLeadersRequest
+    | m.AlterPartitionReassignmentsRequest
+    | m.ListPartitionReassignmentsRequest
+    | m.DescribeClusterRequest
 )
 
 ResponseBody = (
@@ -90,6 +95,11 @@ ResponseBody = (
     | m.DeleteGroupsResponse
     | m.IncrementalAlterConfigsResponse
     | m.OffsetDeleteResponse
+    | m.DescribeLogDirsResponse
+    | m.ElectLeadersResponse
+    | m.AlterPartitionReassignmentsResponse
+    | m.ListPartitionReassignmentsResponse
+    | m.DescribeClusterResponse
 )
 
 

@@ -57,11 +57,16 @@ class ApiKey(IntEnum):
     INIT_PRODUCER_ID = 22
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
-    CREATE_PARTITIONS = 37
+    DESCRIBE_LOG_DIRS = 35
     SASL_AUTHENTICATE = 36
+    CREATE_PARTITIONS = 37
     DELETE_GROUPS = 42
+    ELECT_LEADERS = 43
     INCREMENTAL_ALTER_CONFIGS = 44
+    ALTER_PARTITION_REASSIGNMENTS = 45
+    LIST_PARTITION_REASSIGNMENTS = 46
     OFFSET_DELETE = 47
+    DESCRIBE_CLUSTER = 60
 
 
 # ---- Produce (0) ---------------------------------------------------------------------------------
@@ -964,6 +969,51 @@ class IncrementalAlterConfigsResponse:
     responses: list[AlterConfigsResourceResponse] = f(arr(AlterConfigsResourceResponse))
 
 
+# ---- DescribeLogDirs (35) ------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribableLogDirTopic:
+    topic: str = f(STRING)
+    partitions: list[int] = f(arr(INT32))
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeLogDirsRequest:
+    topics: list[DescribableLogDirTopic] | None = f(arr(DescribableLogDirTopic), nullable="0+")
+    """None: every partition of every topic."""
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeLogDirsPartition:
+    partition_index: int = f(INT32)
+    partition_size: int = f(INT64)
+    offset_lag: int = f(INT64)
+    is_future_key: bool = f(BOOL)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeLogDirsTopic:
+    name: str = f(STRING)
+    partitions: list[DescribeLogDirsPartition] = f(arr(DescribeLogDirsPartition))
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeLogDirsResult:
+    error_code: int = f(INT16)
+    log_dir: str = f(STRING)
+    topics: list[DescribeLogDirsTopic] = f(arr(DescribeLogDirsTopic))
+    total_bytes: int = f(INT64, "4+", default=-1)
+    usable_bytes: int = f(INT64, "4+", default=-1)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeLogDirsResponse:
+    throttle_time_ms: int = f(INT32)
+    error_code: int = f(INT16, "3+")
+    results: list[DescribeLogDirsResult] = f(arr(DescribeLogDirsResult))
+
+
 # ---- SaslAuthenticate (36), CreatePartitions (37) ------------------------------------------------
 
 
@@ -1014,7 +1064,7 @@ class CreatePartitionsResponse:
     results: list[CreatePartitionsTopicResult] = f(arr(CreatePartitionsTopicResult))
 
 
-# ---- DeleteGroups (42), OffsetDelete (47) --------------------------------------------------------
+# ---- DeleteGroups (42) ---------------------------------------------------------------------------
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1032,6 +1082,132 @@ class DeletableGroupResult:
 class DeleteGroupsResponse:
     throttle_time_ms: int = f(INT32)
     results: list[DeletableGroupResult] = f(arr(DeletableGroupResult))
+
+
+# ---- ElectLeaders (43) ---------------------------------------------------------------------------
+
+
+class ElectionType(IntEnum):
+    PREFERRED = 0
+    UNCLEAN = 1
+
+
+@dataclass(slots=True, kw_only=True)
+class ElectLeadersTopic:
+    topic: str = f(STRING)
+    partitions: list[int] = f(arr(INT32))
+
+
+@dataclass(slots=True, kw_only=True)
+class ElectLeadersRequest:
+    election_type: int = f(INT8, "1+")
+    """v0 is always a preferred election."""
+    topic_partitions: list[ElectLeadersTopic] | None = f(arr(ElectLeadersTopic), nullable="0+")
+    """None: every partition."""
+    timeout_ms: int = f(INT32, default=60000)
+
+
+@dataclass(slots=True, kw_only=True)
+class ElectLeadersPartitionResult:
+    partition_id: int = f(INT32)
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, nullable="0+", default=None)
+
+
+@dataclass(slots=True, kw_only=True)
+class ReplicaElectionResult:
+    topic: str = f(STRING)
+    partition_result: list[ElectLeadersPartitionResult] = f(arr(ElectLeadersPartitionResult))
+
+
+@dataclass(slots=True, kw_only=True)
+class ElectLeadersResponse:
+    throttle_time_ms: int = f(INT32)
+    error_code: int = f(INT16, "1+")
+    replica_election_results: list[ReplicaElectionResult] = f(arr(ReplicaElectionResult))
+
+
+# ---- AlterPartitionReassignments (45), ListPartitionReassignments (46) ---------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class ReassignablePartition:
+    partition_index: int = f(INT32)
+    replicas: list[int] | None = f(arr(INT32), nullable="0+", default=None)
+    """None: cancel the partition's pending reassignment."""
+
+
+@dataclass(slots=True, kw_only=True)
+class ReassignableTopic:
+    name: str = f(STRING)
+    partitions: list[ReassignablePartition] = f(arr(ReassignablePartition))
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterPartitionReassignmentsRequest:
+    timeout_ms: int = f(INT32, default=60000)
+    topics: list[ReassignableTopic] = f(arr(ReassignableTopic))
+
+
+@dataclass(slots=True, kw_only=True)
+class ReassignablePartitionResponse:
+    partition_index: int = f(INT32)
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, nullable="0+", default=None)
+
+
+@dataclass(slots=True, kw_only=True)
+class ReassignableTopicResponse:
+    name: str = f(STRING)
+    partitions: list[ReassignablePartitionResponse] = f(arr(ReassignablePartitionResponse))
+
+
+@dataclass(slots=True, kw_only=True)
+class AlterPartitionReassignmentsResponse:
+    throttle_time_ms: int = f(INT32)
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, nullable="0+", default=None)
+    responses: list[ReassignableTopicResponse] = f(arr(ReassignableTopicResponse))
+
+
+@dataclass(slots=True, kw_only=True)
+class ListPartitionReassignmentsTopics:
+    name: str = f(STRING)
+    partition_indexes: list[int] = f(arr(INT32))
+
+
+@dataclass(slots=True, kw_only=True)
+class ListPartitionReassignmentsRequest:
+    timeout_ms: int = f(INT32, default=60000)
+    topics: list[ListPartitionReassignmentsTopics] | None = f(
+        arr(ListPartitionReassignmentsTopics), nullable="0+", default=None
+    )
+    """None: every partition."""
+
+
+@dataclass(slots=True, kw_only=True)
+class OngoingPartitionReassignment:
+    partition_index: int = f(INT32)
+    replicas: list[int] = f(arr(INT32))
+    adding_replicas: list[int] = f(arr(INT32))
+    removing_replicas: list[int] = f(arr(INT32))
+
+
+@dataclass(slots=True, kw_only=True)
+class OngoingTopicReassignment:
+    name: str = f(STRING)
+    partitions: list[OngoingPartitionReassignment] = f(arr(OngoingPartitionReassignment))
+
+
+@dataclass(slots=True, kw_only=True)
+class ListPartitionReassignmentsResponse:
+    throttle_time_ms: int = f(INT32)
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, nullable="0+", default=None)
+    topics: list[OngoingTopicReassignment] = f(arr(OngoingTopicReassignment))
+
+
+# ---- OffsetDelete (47) ---------------------------------------------------------------------------
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1068,6 +1244,43 @@ class OffsetDeleteResponse:
     error_code: int = f(INT16)
     throttle_time_ms: int = f(INT32)
     topics: list[OffsetDeleteResponseTopic] = f(arr(OffsetDeleteResponseTopic))
+
+
+# ---- DescribeCluster (60) ------------------------------------------------------------------------
+
+
+class EndpointType(IntEnum):
+    UNKNOWN = 0
+    BROKER = 1
+    CONTROLLER = 2
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeClusterRequest:
+    include_cluster_authorized_operations: bool = f(BOOL)
+    endpoint_type: int = f(INT8, "1+", default=1)
+    include_fenced_brokers: bool = f(BOOL, "2+")
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeClusterBroker:
+    broker_id: int = f(INT32)
+    host: str = f(STRING)
+    port: int = f(INT32)
+    rack: str | None = f(STRING, nullable="0+", default=None)
+    is_fenced: bool = f(BOOL, "2+")
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeClusterResponse:
+    throttle_time_ms: int = f(INT32)
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, nullable="0+", default=None)
+    endpoint_type: int = f(INT8, "1+", default=1)
+    cluster_id: str = f(STRING)
+    controller_id: int = f(INT32, default=-1)
+    brokers: list[DescribeClusterBroker] = f(arr(DescribeClusterBroker))
+    cluster_authorized_operations: int = f(INT32, default=_INT32_MIN)
 
 
 # ---- the registry --------------------------------------------------------------------------------
@@ -1119,5 +1332,20 @@ APIS: dict[int, ApiSpec] = {
             1,
         ),
         ApiSpec(ApiKey.OFFSET_DELETE, OffsetDeleteRequest, OffsetDeleteResponse, None),
+        ApiSpec(ApiKey.DESCRIBE_LOG_DIRS, DescribeLogDirsRequest, DescribeLogDirsResponse, 2),
+        ApiSpec(ApiKey.ELECT_LEADERS, ElectLeadersRequest, ElectLeadersResponse, 2),
+        ApiSpec(
+            ApiKey.ALTER_PARTITION_REASSIGNMENTS,
+            AlterPartitionReassignmentsRequest,
+            AlterPartitionReassignmentsResponse,
+            0,
+        ),
+        ApiSpec(
+            ApiKey.LIST_PARTITION_REASSIGNMENTS,
+            ListPartitionReassignmentsRequest,
+            ListPartitionReassignmentsResponse,
+            0,
+        ),
+        ApiSpec(ApiKey.DESCRIBE_CLUSTER, DescribeClusterRequest, DescribeClusterResponse, 0),
     )
 }

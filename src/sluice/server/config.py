@@ -90,6 +90,10 @@ class BrokerConfig:
     max_broker_partitions: int = 20_000
     max_open_segment_files: int = 1000
     topic_defaults: LogConfig = field(default_factory=LogConfig)
+    static_keys: frozenset[str] = frozenset()
+    """The Kafka-named settings given explicitly (file, ``--set``, flags), aliases under their
+    main name: DescribeConfigs reports these as STATIC_BROKER_CONFIG and the rest as
+    DEFAULT_CONFIG, as Kafka does, whether or not a value equals the default."""
 
     @property
     def advertised_listener(self) -> Listener:
@@ -141,7 +145,11 @@ class BrokerConfig:
             except (ValueError, InvalidConfigError) as exc:
                 raise InvalidConfigError(f"bad value for {key}: {value!r} ({exc})") from None
         kwargs["topic_defaults"] = LogConfig.from_dict(topic)
-        kwargs.update({k: v for k, v in explicit.items() if v is not None})
+        given = {k: v for k, v in explicit.items() if v is not None}
+        kwargs.update(given)
+        kwargs["static_keys"] = frozenset(
+            {_ALIASES.get(k, k) for k in values} | {_ATTR_KEYS[a] for a in given if a in _ATTR_KEYS}
+        )
         config = cls(**kwargs)
         if config.num_partitions < 1:
             raise InvalidConfigError("num.partitions must be >= 1")
@@ -221,3 +229,7 @@ _SETTINGS: dict[str, tuple[str, Any]] = {
 }
 
 BROKER_CONFIG_KEYS = frozenset(_SETTINGS) | frozenset(BROKER_TO_TOPIC)
+
+_ALIASES = {"log.dir": "log.dirs", "broker.id": "node.id"}
+_ATTR_KEYS = {attr: key for key, (attr, _) in _SETTINGS.items() if key not in _ALIASES}
+"""BrokerConfig attribute -> its Kafka key, for settings given as flags (``--listen``...)."""
