@@ -13,6 +13,7 @@ from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
 from sluice.protocol.api_versions import ADVERTISED
+from sluice.storage.manager import partition_dir
 from tests.broker.conftest import BrokerHarness, batch
 
 UNSET_OPERATIONS = -(2**31)
@@ -77,7 +78,7 @@ def test_metadata_authorized_operations(harness: Callable[..., BrokerHarness], v
     """librdkafka's describe_cluster and describe_topics ask Metadata (v8+) for these; with no
     authorizer Kafka grants every operation, and so does sluice."""
     h = harness()
-    h.broker.logs.create_topic("t", 1)
+    h.run(h.broker.logs.create_topic("t", 1))
 
     def ask(flag: bool) -> m.MetadataResponse:
         body = m.MetadataRequest(
@@ -111,15 +112,15 @@ def _sizes(response: m.DescribeLogDirsResponse) -> dict[tuple[str, int], int]:
 
 
 def _on_disk(h: BrokerHarness, topic: str, partition: int) -> int:
-    directory = h.broker.logs.data_dir / f"{topic}-{partition}"
+    directory = partition_dir(h.broker.logs.data_dir, topic, partition)
     return sum(f.stat().st_size for f in directory.iterdir() if f.suffix == ".log")
 
 
 @pytest.mark.parametrize("version", versions(ApiKey.DESCRIBE_LOG_DIRS))
 def test_describe_log_dirs_real_sizes(harness: Callable[..., BrokerHarness], version: int) -> None:
     h = harness()
-    h.broker.logs.create_topic("a", 2)
-    h.broker.logs.create_topic("b", 1)
+    h.run(h.broker.logs.create_topic("a", 2))
+    h.run(h.broker.logs.create_topic("b", 1))
     everything = m.DescribeLogDirsRequest(topics=None)
     before = _sizes(h.call_wire(ApiKey.DESCRIBE_LOG_DIRS, version, everything))
     assert {k: v for k, v in before.items() if not k[0].startswith("__")} == {
@@ -147,7 +148,7 @@ def test_describe_log_dirs_real_sizes(harness: Callable[..., BrokerHarness], ver
 
 def test_describe_log_dirs_named_partitions(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
-    h.broker.logs.create_topic("a", 3)
+    h.run(h.broker.logs.create_topic("a", 3))
     h.produce("a", 2, batch(5, "x"))
     body = m.DescribeLogDirsRequest(
         topics=[
@@ -177,7 +178,7 @@ def test_elect_leaders_is_never_needed(
     harness: Callable[..., BrokerHarness], version: int, election: int
 ) -> None:
     h = harness()
-    h.broker.logs.create_topic("t", 2)
+    h.run(h.broker.logs.create_topic("t", 2))
     body = m.ElectLeadersRequest(
         election_type=election,
         topic_partitions=[
@@ -203,7 +204,7 @@ def test_elect_leaders_is_never_needed(
 
 def test_elect_leaders_unknown_election_type(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
-    h.broker.logs.create_topic("t", 1)
+    h.run(h.broker.logs.create_topic("t", 1))
     body = m.ElectLeadersRequest(election_type=5, topic_partitions=[m.ElectLeadersTopic(topic="t", partitions=[0])])
     response = h.call_wire(ApiKey.ELECT_LEADERS, 2, body)
     assert response.error_code == ErrorCode.INVALID_REQUEST
@@ -212,7 +213,7 @@ def test_elect_leaders_unknown_election_type(harness: Callable[..., BrokerHarnes
 
 def test_list_partition_reassignments_is_always_empty(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
-    h.broker.logs.create_topic("t", 2)
+    h.run(h.broker.logs.create_topic("t", 2))
     for topics in (
         None,
         [m.ListPartitionReassignmentsTopics(name="t", partition_indexes=[0, 1])],
@@ -224,7 +225,7 @@ def test_list_partition_reassignments_is_always_empty(harness: Callable[..., Bro
 
 def test_alter_partition_reassignments(harness: Callable[..., BrokerHarness]) -> None:
     h = harness(node_id="2")
-    h.broker.logs.create_topic("t", 2)
+    h.run(h.broker.logs.create_topic("t", 2))
     h.produce("t", 0, batch(4, "x"))
 
     def alter(*moves: tuple[str, int, list[int] | None]) -> dict[tuple[str, int], int]:

@@ -25,7 +25,7 @@ def h(harness: Callable[..., BrokerHarness]) -> BrokerHarness:
     # log.retention.ms: a broker-wide default; message.max.bytes: given, but equal to the
     # built-in value (Kafka reports what was set, not what differs).
     broker = harness(log_retention_ms="60000", message_max_bytes="1048588")
-    broker.broker.logs.create_topic("t", 1, {"flush.ms": "100"})
+    broker.run(broker.broker.logs.create_topic("t", 1, {"flush.ms": "100"}))
     return broker
 
 

@@ -41,6 +41,7 @@ from kafka.admin import (
 )
 from kafka.admin import KafkaAdminClient
 
+from sluice.storage.manager import partition_dir
 from sluice.testing import EmbeddedBroker
 from tests.clients.adapters import TIMEOUT
 
@@ -101,7 +102,7 @@ def produce(broker: EmbeddedBroker, topic: str, partition: int, count: int) -> N
 
 
 def on_disk(broker: EmbeddedBroker, topic: str, partition: int) -> int:
-    directory = broker.data_dir / f"{topic}-{partition}"
+    directory = partition_dir(broker.data_dir, topic, partition)
     return sum(f.stat().st_size for f in directory.glob("*.log"))
 
 

@@ -12,7 +12,10 @@ import contextlib
 from pathlib import Path
 
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported without __all__
+    AdminClient,
+    NewTopic,
+)
 
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
@@ -77,7 +80,7 @@ def test_real_clients_racing_delete_and_create_lose_nothing_acknowledged(tmp_pat
     log = tmp_path / "serve.log"
     with BrokerProcess(tmp_path / "data", log) as broker:
         broker.start()
-        bootstrap = {"bootstrap.servers": broker.bootstrap_servers}
+        bootstrap: dict[str, str | int | float | bool] = {"bootstrap.servers": broker.bootstrap_servers}
         deleter, creator = AdminClient(bootstrap), AdminClient(bootstrap)
         producer = Producer({**bootstrap, "linger.ms": 0, "acks": "all", "message.timeout.ms": 20_000})
         creator.create_topics([NewTopic("t", 1)])["t"].result(timeout=20)
