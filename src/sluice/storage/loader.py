@@ -147,7 +147,8 @@ def load(
         if path.stem not in live:
             path.unlink()
     marker = read_json(directory / CLEAN_SHUTDOWN_FILE)
-    if marker is not None:
+    if (directory / CLEAN_SHUTDOWN_FILE).exists():
+        # Consumed: from now on a crash must not look clean.
         (directory / CLEAN_SHUTDOWN_FILE).unlink()
         fsync_dir(directory)
     log_start = read_int(directory / LOG_START_OFFSET_FILE, 0)
@@ -182,7 +183,10 @@ def load(
         recovery_point = read_int(directory / RECOVERY_POINT_FILE, 0)
         report = _recover(segments, recovery_point, config)
         if segments[-1].base_offset != recovery_point:
-            write_int(directory / RECOVERY_POINT_FILE, segments[-1].base_offset)
+            try:
+                write_int(directory / RECOVERY_POINT_FILE, segments[-1].base_offset)
+            except OSError as exc:  # a full disk: the next recovery just walks further
+                log.warning("could not save the recovery point of %s: %s", directory, exc)
     log_start = min(max(log_start, segments[0].base_offset), segments[-1].next_offset)
     segments[-1].created_ms = rolling_timestamp(segments[-1], now)
     return Loaded(segments, log_start, report)

@@ -15,6 +15,7 @@ write and the log keeps working once the cause (ENOSPC, EIO) is gone.
 from __future__ import annotations
 
 import contextlib
+import logging
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     from sluice.storage.writer import PartitionWriter
 
 __all__ = ["CleanState", "Clock", "FileSlice", "PartitionLog", "RecoveryReport", "wall_clock_ms"]
+
+log = logging.getLogger(__name__)
 
 _MAX_RELATIVE_OFFSET = (1 << 31) - 1
 
@@ -677,10 +680,19 @@ class PartitionLog:
             if self._dirty:
                 if sync:
                     active.fsync()
-                active.save_indexes(sync=sync)
+                try:
+                    active.save_indexes(sync=sync)
+                except OSError as exc:  # the log is the truth: the next open rebuilds them
+                    log.warning("could not save the indexes of %s: %s", self.name, exc)
+                    active.index_path.unlink(missing_ok=True)  # never a stale one
+                    active.time_index_path.unlink(missing_ok=True)
             state = self.clean_state()
             if marker:
-                write_json(self.directory / CLEAN_SHUTDOWN_FILE, state.to_json())
+                try:
+                    write_json(self.directory / CLEAN_SHUTDOWN_FILE, state.to_json())
+                except OSError as exc:
+                    # Nothing is lost: the next open recovers instead of trusting the state.
+                    log.warning("could not write the clean-shutdown marker of %s: %s", self.name, exc)
         finally:
             self._closed = True
             for seg in self._segments:

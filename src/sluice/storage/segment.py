@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import mmap
 import os
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ from sluice.protocol.records import (
 )
 from sluice.storage.fdcache import DEFAULT_CACHE, FdCache
 from sluice.storage.index import IndexCorruptError, OffsetIndex, TimeIndex
+
+log = logging.getLogger(__name__)
 
 _SCAN_CHUNK = 16 * 1024
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
@@ -230,15 +233,22 @@ class LogSegment:
             self.release_fd()
 
     def seal(self) -> None:
-        """Make a segment that stops being active durable: data, then its indexes."""
+        """Make a segment that stops being active durable: its data (an fsync failure raises),
+        then its index files (best effort: an index that cannot be written, say on a full disk,
+        is rebuilt from the log when next needed, so it must not fail the appends)."""
         if self.exists:
             fd = self.acquire_fd()
             try:
                 os.fsync(fd)
             finally:
                 self.release_fd()
-        self.index.save(self.index_path)
-        self.time_index.save(self.time_index_path)
+        try:
+            self.index.save(self.index_path)
+            self.time_index.save(self.time_index_path)
+        except OSError as exc:
+            log.warning("could not save the indexes of %s (%s); they are rebuilt when needed", self.log_path, exc)
+            self.index_path.unlink(missing_ok=True)
+            self.time_index_path.unlink(missing_ok=True)
 
     # -- indexes ---------------------------------------------------------------------------
 

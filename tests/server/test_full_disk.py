@@ -1,0 +1,139 @@
+"""A full disk, for real: the data directory on a small tmpfs filled to the last byte.
+
+The broker stays up, keeps every acknowledged record, answers every write with a Kafka error code
+(KAFKA_STORAGE_ERROR) instead of dropping the connection, says so once in its log when the disk
+fills and once when space comes back, stops cleanly on SIGTERM, and starts (and serves reads)
+on the full disk.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sluice.errors import ErrorCode
+from sluice.protocol import ApiKey
+from sluice.protocol import messages as m
+from sluice.testing import BrokerProcess
+from tests.server.wire import (
+    WireClient,
+    batch,
+    create_topic,
+    create_topics,
+    fetch_all_values,
+    metadata,
+    produce,
+)
+
+DISK_BYTES = 24 * 1024 * 1024
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MiB tmpfs mounted for the test (the suite runs as root in CI; mounting needs it)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs for the full-disk test (needs root): {done.stderr}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(path: Path, leave: int, name: str = "filler") -> None:
+    """Write a file that leaves ``leave`` bytes free on ``path``'s filesystem (0: none at all)."""
+    stats = os.statvfs(path)
+    free = stats.f_bavail * stats.f_frsize
+    with (path / name).open("wb", buffering=0) as f:
+        f.write(b"\0" * max(0, free - leave))
+        if leave == 0:
+            try:
+                while True:  # the last pages, to the very end
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+
+
+def test_a_full_disk_refuses_writes_with_error_codes_and_keeps_everything(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "serve.log"
+    data = small_disk / "data"
+    acknowledged: list[bytes] = []
+    with BrokerProcess(data, log_path, settings={"auto.create.topics.enable": "true"}) as broker:
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            create_topic(client, "t")
+            assert produce(client, "t", 0, batch([b"first"]), acks=-1).error_code == 0
+            acknowledged.append(b"first")
+            fill(small_disk, leave=256 * 1024)
+            refused = None
+            for i in range(1000):
+                value = f"r{i}-".encode() + b"x" * 16_000
+                part = produce(client, "t", 0, batch([value]), acks=-1)
+                if part.error_code:
+                    refused = part
+                    break
+                acknowledged.append(value)
+            assert refused is not None, "the disk never filled"
+            assert refused.error_code == ErrorCode.KAFKA_STORAGE_ERROR
+            fill(small_disk, leave=0, name="last-pages")
+            # Topic changes answer an error code, they do not drop the connection.
+            assert create_topics(client, ["u"], partitions=3) == {"u": ErrorCode.KAFKA_STORAGE_ERROR}
+            auto = metadata(client, ["auto"], auto_create=True)
+            assert [(t.name, t.error_code) for t in auto.topics] == [
+                ("auto", ErrorCode.KAFKA_STORAGE_ERROR)
+            ]
+            big = b"still full " * 2000
+            assert produce(client, "t", 0, batch([big]), acks=1).error_code == (
+                ErrorCode.KAFKA_STORAGE_ERROR
+            )
+            # Reads go on, and hold exactly what was acknowledged.
+            assert fetch_all_values(client, "t", 0) == acknowledged
+            # Space comes back: writes work again, and the log says so.
+            (small_disk / "last-pages").unlink()
+            assert produce(client, "t", 0, batch([b"after"]), acks=-1).error_code == 0
+            acknowledged.append(b"after")
+            fill(small_disk, leave=0, name="last-pages")
+        assert broker.stop() == 0
+        output = log_path.read_text()
+        assert output.count("disk full") == 1, output
+        assert "disk space available again" in output, output
+        assert "cannot start" not in output
+
+        # It starts on the full disk and serves reads.
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            assert fetch_all_values(client, "t", 0) == acknowledged
+            assert metadata(client, ["t"], auto_create=False).topics[0].error_code == 0
+            (small_disk / "filler").unlink()
+            (small_disk / "last-pages").unlink()
+            assert produce(client, "t", 0, batch([b"later"]), acks=-1).error_code == 0
+            acknowledged.append(b"later")
+            resp = client.call(
+                ApiKey.CREATE_TOPICS,
+                7,
+                m.CreateTopicsRequest(
+                    topics=[m.CreatableTopic(name="u", num_partitions=3, replication_factor=1)],
+                    timeout_ms=10_000,
+                ),
+                m.CreateTopicsResponse,
+            )
+            assert resp.topics[0].error_code == 0
+        assert broker.stop() == 0
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            assert fetch_all_values(client, "t", 0) == acknowledged
+        assert broker.stop() == 0
+    output = log_path.read_text()
+    assert "Traceback" not in output, output
