@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from sluice.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
-from sluice.storage import LogManager, Topic
+from sluice.storage import LogManager, PartitionLog, Topic
 
 from .conftest import all_records, make_batch
 
@@ -205,4 +206,83 @@ def test_many_partitions_open_in_parallel_and_recover(tmp_path: Path) -> None:
     assert [again.get_log("many", p).log_end_offset for p in range(24)] == [p + 1 for p in range(24)]
     assert not any(again.get_log("many", p).recovery.clean for p in range(24))
     assert len(all_records(again.get_log("many", 23))) == 24
+    again.close_sync()
+
+
+def _legacy_layout(data: Path) -> str:
+    """A data directory as sluice 0.1 left it: ``.topics/t.json``, ``t-<p>/`` partition
+    directories (one with 0.1's clean-shutdown marker), a delete in progress and an orphan."""
+    topic_id = "5f1c0c2a-2d3e-4a4b-9c5d-6e7f8091a2b3"
+    (data / ".topics").mkdir(parents=True)
+    (data / ".topics" / "t.json").write_text(
+        json.dumps({"name": "t", "topic_id": topic_id, "partitions": 2, "configs": {"retention.ms": "60000"}})
+    )
+    for p in range(2):
+        log = PartitionLog.open(data / f"t-{p}")
+        log.append(make_batch(2, tag=f"legacy{p}"))
+        log.close()
+    marker = data / "t-1" / ".clean-shutdown"
+    size = (data / "t-1" / "00000000000000000000.log").stat().st_size
+    marker.write_text(json.dumps({"active_base": 0, "active_size": size, "log_end_offset": 2}))
+    (data / "gone-0.0123abc-delete").mkdir()
+    (data / "orphan-3").mkdir()
+    return topic_id
+
+
+def test_the_layout_of_sluice_0_1_is_moved_at_open(tmp_path: Path) -> None:
+    topic_id = _legacy_layout(tmp_path)
+    manager = LogManager.open(tmp_path)
+    assert manager.list_topics() == ["t"]
+    topic = manager.topic("t")
+    assert str(topic.topic_id) == topic_id and topic.config.retention_ms == 60000
+    assert [[(v or b"")[:8] for _, v in all_records(p)] for p in topic.partitions] == [
+        [b"legacy0-"] * 2,
+        [b"legacy1-"] * 2,
+    ]
+    assert topic_dirs(tmp_path) == [f"t.{topic_id.replace('-', '')}"]
+    assert not (tmp_path / ".topics").exists()
+    manager.close_sync()
+
+
+def test_an_interrupted_move_from_the_old_layout_is_finished(tmp_path: Path) -> None:
+    topic_id = _legacy_layout(tmp_path)
+    # Crash after the first partition moved, before topic.json was written.
+    target = tmp_path / f"t.{topic_id.replace('-', '')}"
+    target.mkdir()
+    (tmp_path / "t-0").rename(target / "0")
+    manager = LogManager.open(tmp_path)
+    assert [len(all_records(p)) for p in manager.topic("t").partitions] == [2, 2]
+    manager.close_sync()
+    again = LogManager.open(tmp_path)
+    assert [p.recovery.clean for p in again.topic("t").partitions] == [True, True]
+    again.close_sync()
+
+
+def test_a_clean_restart_opens_partitions_without_touching_their_files(tmp_path: Path) -> None:
+    """The clean-shutdown state makes opening free of I/O per partition: no descriptor is opened,
+    and the logs answer offsets at once; a crash after that start is recovered, not trusted."""
+
+    async def fill() -> None:
+        manager = LogManager.open(tmp_path)
+        await manager.create_topic("t", 50)
+        for p, plog in enumerate(manager.topic("t").partitions):
+            await plog.submit(make_batch(p % 3 + 1))
+        await manager.close()
+
+    run(fill())
+    assert (tmp_path / ".clean-shutdown").is_file()
+    before = len(os.listdir("/proc/self/fd"))
+    manager = LogManager.open(tmp_path)
+    assert len(os.listdir("/proc/self/fd")) - before <= 2  # the executor's, not one per partition
+    assert not (tmp_path / ".clean-shutdown").exists()
+    logs = manager.topic("t").partitions
+    assert all(p.recovery.clean for p in logs)
+    assert [p.log_end_offset for p in logs] == [p % 3 + 1 for p in range(50)]
+    assert [len(all_records(p)) for p in logs] == [p % 3 + 1 for p in range(50)]
+    for plog in manager.all_logs():
+        plog.abandon()  # a crash
+    manager.executor.shutdown()
+    again = LogManager.open(tmp_path)
+    assert not any(p.recovery.clean for p in again.topic("t").partitions)
+    assert [p.log_end_offset for p in again.topic("t").partitions] == [p % 3 + 1 for p in range(50)]
     again.close_sync()

@@ -313,10 +313,10 @@ class LogManager:
 
     def _remove_extra_partitions(self, directory: Path, count: int) -> None:
         """Partition directories past the count: a partition increase that did not commit."""
-        for child in directory.iterdir():
-            if child.is_dir() and child.name.isdigit() and int(child.name) >= count:
-                log.warning("removing %s: a partition whose creation was interrupted", child)
-                shutil.rmtree(child, ignore_errors=True)
+        for name in os.listdir(directory):
+            if name.isdigit() and int(name) >= count and (directory / name).is_dir():
+                log.warning("removing %s: a partition whose creation was interrupted", directory / name)
+                shutil.rmtree(directory / name, ignore_errors=True)
 
     def _open_log(self, topic: Topic, partition: int, state: CleanState | None) -> PartitionLog:
         plog = PartitionLog.open(
