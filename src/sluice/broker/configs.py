@@ -84,6 +84,7 @@ def broker_settings(config: BrokerConfig) -> dict[str, str]:
         "offsets.retention.minutes": str(config.offsets_retention_ms // 60_000),
         "offsets.retention.check.interval.ms": str(config.offsets_retention_check_interval_ms),
         "offset.metadata.max.bytes": str(config.offset_metadata_max_bytes),
+        "sluice.batch.uncompressed.max.bytes": str(config.max_uncompressed_batch_bytes),
     }
     topic_defaults = config.topic_defaults.to_dict()
     for broker_key, topic_key in BROKER_TO_TOPIC.items():

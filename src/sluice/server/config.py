@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice.errors import InvalidConfigError
+from sluice.protocol.records import DEFAULT_MAX_UNCOMPRESSED
 from sluice.storage.config import LogConfig
 
 DEFAULT_PORT = 9092
@@ -33,6 +34,7 @@ BROKER_TO_TOPIC: dict[str, str] = {
     "sluice.log.append.ack": "sluice.append.ack",
     "sluice.log.writer.queue.bytes": "sluice.writer.queue.bytes",
     "log.cleanup.policy": "cleanup.policy",
+    "compression.type": "compression.type",  # Kafka's broker and topic configs share the name
 }
 
 
@@ -86,6 +88,10 @@ class BrokerConfig:
     offsets_retention_ms: int = 7 * 24 * 3600 * 1000
     offsets_retention_check_interval_ms: int = 600_000
     offset_metadata_max_bytes: int = 4096
+    max_uncompressed_batch_bytes: int = DEFAULT_MAX_UNCOMPRESSED
+    """``sluice.batch.uncompressed.max.bytes``: the most decompressed bytes of one batch the
+    broker materialises (recompression, a raw snappy block) or needs to see (a compressed
+    batch's record count); beyond it the batch is refused with INVALID_RECORD."""
     topic_defaults: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -146,6 +152,8 @@ class BrokerConfig:
             raise InvalidConfigError(
                 "group.min.session.timeout.ms must be <= group.max.session.timeout.ms"
             )
+        if config.max_uncompressed_batch_bytes < 1024 * 1024:
+            raise InvalidConfigError("sluice.batch.uncompressed.max.bytes must be >= 1048576")
         if config.request_max_bytes < 1024:
             raise InvalidConfigError("socket.request.max.bytes must be >= 1024")
         return config
@@ -205,6 +213,7 @@ _SETTINGS: dict[str, tuple[str, Any]] = {
     "offsets.retention.minutes": ("offsets_retention_ms", lambda v: _positive(v) * 60_000),
     "offsets.retention.check.interval.ms": ("offsets_retention_check_interval_ms", _positive),
     "offset.metadata.max.bytes": ("offset_metadata_max_bytes", _positive),
+    "sluice.batch.uncompressed.max.bytes": ("max_uncompressed_batch_bytes", _positive),
 }
 
 BROKER_CONFIG_KEYS = frozenset(_SETTINGS) | frozenset(BROKER_TO_TOPIC)

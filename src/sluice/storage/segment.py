@@ -84,6 +84,16 @@ class LogSegment:
             self._fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
         return self._fd
 
+    def acquire_fd(self) -> int:
+        """The file descriptor, for a read that runs off the owner's thread (a timestamp lookup in
+        an executor). Call on the owner's thread and pair with :meth:`release_fd` there once the
+        read is done, so retention or deletion never closes the fd under the reader (the leases
+        that enforce this replace these trivial versions)."""
+        return self.fd
+
+    def release_fd(self) -> None:
+        """End a read started with :meth:`acquire_fd` (owner's thread)."""
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
