@@ -11,10 +11,13 @@ from collections.abc import Callable
 
 import crc32c
 
+from sluice.broker.configs import STATIC_BROKER_CONFIG
 from sluice.broker.ingest import INLINE_DECOMPRESSION_BYTES
 from sluice.errors import ErrorCode
+from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
 from sluice.protocol.compression import Compression, compress_raw_snappy
+from sluice.protocol.messages import ConfigResourceType
 from sluice.protocol.records import (
     CONTROL_BIT,
     HEADER_SIZE,
@@ -117,3 +120,28 @@ def test_a_corrupt_batch_is_not_laundered_by_recompression(
     part = part_of(h.produce("t", 0, bytes(bad)))
     assert part.error_code == ErrorCode.CORRUPT_MESSAGE
     assert stored(h, "t") == []
+
+
+def test_the_broker_default_compression_type_applies_and_is_described(
+    harness: Callable[..., BrokerHarness],
+) -> None:
+    h = harness(**{"compression.type": "lz4", "sluice.batch.uncompressed.max.bytes": "2097152"})
+    h.broker.logs.create_topic("t", 1)
+    assert part_of(h.produce("t", 0, build_batch([(b"k", b"v" * 300)]))).error_code == 0
+    assert stored(h, "t") == [(Compression.LZ4, 1)]
+
+    def describe(kind: int, name: str) -> dict[str, tuple[str | None, int]]:
+        body = m.DescribeConfigsRequest(
+            resources=[
+                m.DescribeConfigsResource(resource_type=kind, resource_name=name, configuration_keys=None)
+            ],
+            include_synonyms=True,
+        )
+        result = h.call(ApiKey.DESCRIBE_CONFIGS, 4, body).results[0]
+        assert result.error_code == 0
+        return {c.name: (c.value, c.config_source) for c in result.configs}
+
+    assert describe(ConfigResourceType.TOPIC, "t")["compression.type"] == ("lz4", STATIC_BROKER_CONFIG)
+    broker = describe(ConfigResourceType.BROKER, "0")
+    assert broker["compression.type"] == ("lz4", STATIC_BROKER_CONFIG)
+    assert broker["sluice.batch.uncompressed.max.bytes"] == ("2097152", STATIC_BROKER_CONFIG)
