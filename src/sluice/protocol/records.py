@@ -134,6 +134,7 @@ def scan_batches(
             and crc32c.crc32c(view[pos + ATTRIBUTES_OFFSET : pos + header.size]) != header.crc
         ):
             raise CorruptRecordError(f"record batch at byte {pos} fails its CRC-32C check")
+        _check_plausible(header)
         headers.append(header)
         pos += header.size
     return headers
@@ -164,13 +165,19 @@ def _check_header(header: BatchHeader, available: int, max_batch_bytes: int | No
         )
     if header.records_count == 0:
         raise InvalidRecordError("record batch holds no records")
+
+
+def _check_plausible(header: BatchHeader) -> None:
+    """An uncompressed batch cannot hold more records than 7 bytes each allow (O(1)). Checked
+    after the CRC, so a batch cut short is reported corrupt rather than implausible."""
     if (
         header.attributes & COMPRESSION_MASK == Compression.NONE
-        and header.records_count > (size - HEADER_SIZE) // MIN_RECORD_SIZE
+        and header.records_count > (header.size - HEADER_SIZE) // MIN_RECORD_SIZE
     ):
         raise InvalidRecordError(
-            f"record batch claims {header.records_count} records in {size - HEADER_SIZE} bytes "
-            f"of records; a record takes at least {MIN_RECORD_SIZE}"
+            f"record batch claims {header.records_count} records in "
+            f"{header.size - HEADER_SIZE} bytes of records; a record takes at least "
+            f"{MIN_RECORD_SIZE}"
         )
 
 
