@@ -17,9 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import struct
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+import crc32c
 
 from sluice.broker.ingest import prepare
 from sluice.protocol.compression import CODEC_NAMES, Compression, compress_raw_snappy, inflate
@@ -39,15 +42,15 @@ KIB = 1024
 def librdkafka_batch(codec: int, record_bytes: int, batch_bytes: int) -> bytes:
     """Records of half random, half repeated bytes up to ``batch_bytes`` of records."""
     n = max(1, batch_bytes // (record_bytes + 10))
-    values = [(os.urandom(record_bytes // 4).hex()[: record_bytes // 2]).encode().ljust(record_bytes, b"x") for _ in range(n)]
-    batch = build_batch([(None, v) for v in values], base_timestamp=1, compression=codec if codec != Compression.SNAPPY else 0)
+    values = [
+        os.urandom(record_bytes // 4).hex()[: record_bytes // 2].encode().ljust(record_bytes, b"x")
+        for _ in range(n)
+    ]
+    plain = codec == Compression.SNAPPY
+    batch = build_batch([(None, v) for v in values], base_timestamp=1, compression=0 if plain else codec)
     if codec != Compression.SNAPPY:
         return batch
     # librdkafka sends one raw snappy block (build_batch writes Java's xerial framing).
-    import struct
-
-    import crc32c
-
     tail = bytearray(batch[21:HEADER_SIZE])
     struct.pack_into(">h", tail, 0, Compression.SNAPPY)
     tail += compress_raw_snappy(batch[HEADER_SIZE:])
