@@ -85,7 +85,7 @@ async def prepare(records: Records, config: LogConfig, limit: int) -> Records:
 
 
 def _any_compressed(view: memoryview) -> bool:
-    """Whether any batch has a codec, from two fields a batch (no validation: a malformed buffer
+    """Whether any batch has a codec, reading two fields of each (no validation: a malformed buffer
     answers either way and the full checks refuse it)."""
     pos, end = 0, len(view)
     while end - pos >= HEADER_SIZE:
