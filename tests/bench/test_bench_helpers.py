@@ -62,3 +62,24 @@ def test_median_and_tables() -> None:
     both = format_comparison(kafka, sluice)
     assert "| 2.00x |" in both
     assert "| RSS idle, MiB | 50 | 50 |" in both
+
+
+def test_ingest_bench_builds_librdkafka_like_batches_and_times_them() -> None:
+    import asyncio
+
+    from sluice.bench import ingest
+    from sluice.protocol.compression import Compression
+    from sluice.protocol.records import decode_records, scan_batches
+    from sluice.storage.config import LogConfig
+
+    for codec in (Compression.NONE, Compression.SNAPPY, Compression.ZSTD):
+        batch = ingest.librdkafka_batch(codec, 100, 4096)
+        (header,) = scan_batches(batch)  # a valid batch, CRC included
+        assert header.compression == codec
+        assert all(len(r.value or b"") == 100 for r in decode_records(batch))
+    loop = asyncio.new_event_loop()
+    try:
+        line = ingest.row(loop, LogConfig(), Compression.LZ4, 100, 4096, 0.001)
+    finally:
+        loop.close()
+    assert line.split()[:2] == ["lz4", "100"]

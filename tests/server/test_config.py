@@ -184,6 +184,7 @@ def test_every_documented_key_is_accepted() -> None:
         "sluice.log.append.ack": "written",
         "sluice.log.append.mode": "inline",
         "log.cleanup.policy": "delete",
+        "compression.type": "zstd",
     }
     for key in sorted(BROKER_CONFIG_KEYS):
         BrokerConfig.from_settings({key: samples.get(key, "1048576")})

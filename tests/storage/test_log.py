@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
+import crc32c
 import pytest
 
 from sluice.errors import (
@@ -12,7 +14,7 @@ from sluice.errors import (
     OffsetOutOfRangeError,
     RecordTooLargeError,
 )
-from sluice.protocol.records import build_batch, scan_batches
+from sluice.protocol.records import Compression, build_batch, scan_batches
 from sluice.storage import LogConfig, PartitionLog
 
 from .conftest import FakeClock, all_records, make_batch
@@ -155,11 +157,11 @@ def test_offset_for_timestamp_finds_first_record_at_or_after(open_log: OpenLog) 
         records = [(None, b"a"), (None, b"b")]
         log.append(build_batch(records, base_timestamp=1000 + 10 * i, timestamps=[1000 + 10 * i, 1005 + 10 * i]))
     assert len(log.segments) > 2
-    assert log.offset_for_timestamp(0) == (0, 1000)
-    assert log.offset_for_timestamp(1005) == (1, 1005)
-    assert log.offset_for_timestamp(1006) == (2, 1010)
-    assert log.offset_for_timestamp(1095) == (19, 1095)
-    assert log.offset_for_timestamp(1096) is None
+    assert asyncio.run(log.offset_for_timestamp(0)) == (0, 1000)
+    assert asyncio.run(log.offset_for_timestamp(1005)) == (1, 1005)
+    assert asyncio.run(log.offset_for_timestamp(1006)) == (2, 1010)
+    assert asyncio.run(log.offset_for_timestamp(1095)) == (19, 1095)
+    assert asyncio.run(log.offset_for_timestamp(1096)) is None
 
 
 def test_timestamp_lookup_with_out_of_order_timestamps(open_log: OpenLog) -> None:
@@ -167,9 +169,9 @@ def test_timestamp_lookup_with_out_of_order_timestamps(open_log: OpenLog) -> Non
     log.append(build_batch([(None, b"x")], base_timestamp=500))
     log.append(build_batch([(None, b"x")], base_timestamp=300))
     log.append(build_batch([(None, b"x")], base_timestamp=900))
-    assert log.offset_for_timestamp(400) == (0, 500)
-    assert log.offset_for_timestamp(600) == (2, 900)
-    assert log.max_timestamp_offset() == (2, 900)
+    assert asyncio.run(log.offset_for_timestamp(400)) == (0, 500)
+    assert asyncio.run(log.offset_for_timestamp(600)) == (2, 900)
+    assert asyncio.run(log.max_timestamp_offset()) == (2, 900)
 
 
 def test_retention_by_bytes_deletes_oldest_closed_segments(open_log: OpenLog) -> None:
@@ -256,3 +258,32 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
     cfg = LogConfig.from_dict({"retention.ms": "-1", "sluice.append.ack": "FSYNCED"})
     assert cfg.retention_ms == -1 and cfg.append_ack.value == "fsynced"
     assert cfg.diff() == {"retention.ms": "-1", "sluice.append.ack": "fsynced"}
+
+
+def test_timestamp_lookups_stream_through_a_compressed_batch(open_log: OpenLog) -> None:
+    """The answer sits behind a 32 MiB value of one zstd batch: found by streaming past it."""
+    log = open_log()
+    log.append(build_batch([(None, b"x")], base_timestamp=100))
+    log.append(
+        build_batch(
+            [(None, bytes(32 << 20)), (b"k", b"v"), (None, None)],
+            base_timestamp=200,
+            timestamps=[200, 300, 250],
+            compression=Compression.ZSTD,
+        )
+    )
+    assert asyncio.run(log.offset_for_timestamp(150)) == (1, 200)
+    assert asyncio.run(log.offset_for_timestamp(260)) == (2, 300)
+    assert asyncio.run(log.max_timestamp_offset()) == (2, 300)
+
+
+def test_a_header_lying_about_its_max_timestamp_does_not_hide_later_records(
+    open_log: OpenLog,
+) -> None:
+    log = open_log()
+    liar = bytearray(build_batch([(None, b"a")], base_timestamp=100))
+    liar[35:43] = (10_000).to_bytes(8, "big")  # maxTimestamp, under the CRC
+    liar[17:21] = crc32c.crc32c(bytes(liar[21:])).to_bytes(4, "big")
+    log.append(bytes(liar))
+    log.append(build_batch([(None, b"b")], base_timestamp=5_000))
+    assert asyncio.run(log.offset_for_timestamp(4_000)) == (1, 5_000)

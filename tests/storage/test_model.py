@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from pathlib import Path
@@ -78,7 +79,7 @@ class LogModel(RuleBasedStateMachine):
     @rule(ts=st.integers(-5, 10_005))
     def lookup_timestamp(self, ts: int) -> None:
         expected = next(((o, t) for o, _, t in self.records[self.start :] if t >= ts), None)
-        assert self.lg.offset_for_timestamp(ts) == expected
+        assert asyncio.run(self.lg.offset_for_timestamp(ts)) == expected
 
     @rule()
     def retention(self) -> None:

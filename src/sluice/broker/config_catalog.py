@@ -61,6 +61,8 @@ CATALOG: dict[str, tuple[ConfigType, str]] = {
     "offsets.retention.minutes": (_I, "Committed offsets of an empty group expire after this long."),
     "offsets.retention.check.interval.ms": (_L, "How often offset expiry runs."),
     "offset.metadata.max.bytes": (_I, "Longest metadata string an offset commit may carry."),
+    "sluice.batch.uncompressed.max.bytes": (_I, "Most decompressed bytes of one batch the broker processes (verification, recompression)."),
+    "compression.type": (_S, "Codec batches are stored with: producer (as sent), uncompressed, gzip, snappy, lz4 or zstd."),
     "sluice.max.partitions.per.topic": (_I, "Most partitions one topic may have (creation and increases)."),
     "max.broker.partitions": (_I, "Most partitions all topics together may have on this broker."),
     "sluice.max.open.segment.files": (_I, "Descriptors of inactive segments kept open (least recently used closed first)."),

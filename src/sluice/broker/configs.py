@@ -99,6 +99,7 @@ def broker_settings(config: BrokerConfig) -> dict[str, str]:
         "sluice.max.partitions.per.topic": str(config.max_partitions_per_topic),
         "max.broker.partitions": str(config.max_broker_partitions),
         "sluice.max.open.segment.files": str(config.max_open_segment_files),
+        "sluice.batch.uncompressed.max.bytes": str(config.max_uncompressed_batch_bytes),
     }
     topic_defaults = config.topic_defaults.to_dict()
     for broker_key, topic_key in BROKER_TO_TOPIC.items():

@@ -28,7 +28,9 @@ async def list_offsets(broker: Broker, request: Request) -> m.ListOffsetsRespons
         for p in topic.partitions:
             try:
                 plog = broker.logs.get_log(topic.name, p.partition_index)
-                offset, timestamp = _lookup(plog, p.timestamp, request.api_version)
+                offset, timestamp = await _lookup(
+                    plog, p.timestamp, request.api_version, broker.config.max_uncompressed_batch_bytes
+                )
                 code = ErrorCode.NONE
             except SluiceError as exc:
                 offset, timestamp, code = -1, -1, exc.code
@@ -45,15 +47,19 @@ async def list_offsets(broker: Broker, request: Request) -> m.ListOffsetsRespons
     return m.ListOffsetsResponse(throttle_time_ms=0, topics=topics)
 
 
-def _lookup(plog: PartitionLog, timestamp: int, version: int) -> tuple[int, int]:
+async def _lookup(
+    plog: PartitionLog, timestamp: int, version: int, max_block: int
+) -> tuple[int, int]:
+    """Latest and earliest come from the log's state; a timestamp search streams one batch's
+    records in an executor (see PartitionLog.offset_for_timestamp)."""
     if timestamp == LATEST:
         return plog.high_watermark, -1
     if timestamp == EARLIEST:
         return plog.log_start_offset, -1
     if timestamp == MAX_TIMESTAMP and version >= 7:
-        found = plog.max_timestamp_offset()
+        found = await plog.max_timestamp_offset(max_block=max_block)
         return found if found is not None else (-1, -1)
     if timestamp < 0:
         raise Refused(ErrorCode.INVALID_REQUEST, f"unknown special timestamp {timestamp}")
-    found = plog.offset_for_timestamp(timestamp)
+    found = await plog.offset_for_timestamp(timestamp, max_block=max_block)
     return found if found is not None else (-1, -1)

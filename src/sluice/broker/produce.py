@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from sluice.broker import ingest
 from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
@@ -53,12 +54,13 @@ async def produce(broker: Broker, request: Request) -> m.ProduceResponse | None:
         # Transactions are not served (InitProducerId is not advertised): no honest client sends one.
         return _all_failed(body, ErrorCode.INVALID_REQUEST, "transactions are not supported")
     logs = broker.logs
+    limit = broker.config.max_uncompressed_batch_bytes
     # The log is kept with its job: a topic deleted meanwhile must not fail the response.
     targets: list[tuple[str, int, PartitionLog | None]] = []
     jobs: list[Awaitable[int] | Outcome] = []
     for topic in body.topic_data:
         for part in topic.partition_data:
-            plog, job = _submit(logs, topic.name, part, acks)
+            plog, job = _submit(logs, topic.name, part, acks, limit)
             targets.append((topic.name, part.index, plog))
             jobs.append(job)
     if acks == -1:
@@ -88,7 +90,7 @@ async def produce(broker: Broker, request: Request) -> m.ProduceResponse | None:
 
 
 def _submit(
-    logs: LogManager, topic: str, part: m.ProducePartitionData, acks: int
+    logs: LogManager, topic: str, part: m.ProducePartitionData, acks: int, limit: int
 ) -> tuple[PartitionLog | None, Awaitable[int] | Outcome]:
     """Start one partition's append: its log and a future of its base offset, or an error."""
     try:
@@ -97,7 +99,16 @@ def _submit(
         return None, (int(exc.code), str(exc))
     if part.records is None or len(part.records) == 0:
         return plog, (int(ErrorCode.INVALID_RECORD), "a produce request must carry record batches")
-    return plog, plog.submit(part.records, ack_level(acks, plog))
+    return plog, _append(plog, part.records, ack_level(acks, plog), limit)
+
+
+async def _append(
+    plog: PartitionLog, records: bytes | bytearray | memoryview, ack: AckLevel, limit: int
+) -> int:
+    """Verify (compressed record counts) and recompress (compression.type) as the topic needs,
+    then append: see :mod:`sluice.broker.ingest`."""
+    data = await ingest.prepare(records, plog.config, limit)
+    return await plog.submit(data, ack)
 
 
 def _start(job: Awaitable[int] | Outcome) -> Awaitable[int] | Outcome:

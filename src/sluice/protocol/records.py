@@ -13,10 +13,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import cramjam
 import crc32c
 
 from sluice.errors import CorruptRecordError, InvalidRecordError, RecordTooLargeError
+from sluice.protocol.compression import CODEC_NAMES, compress, decompress, inflate
+from sluice.protocol.compression import Compression as Compression  # re-exported with batches
 
 Bytes = bytes | bytearray | memoryview
 """Any buffer the record functions accept."""
@@ -41,16 +42,12 @@ TIMESTAMP_TYPE_BIT = 0x08
 TRANSACTIONAL_BIT = 0x10
 CONTROL_BIT = 0x20
 
+MIN_RECORD_SIZE = 7
+"""The smallest record: length, attributes, timestamp delta, offset delta, key length, value
+length and header count, one byte each. A batch cannot hold more records than this allows."""
+
 NO_PRODUCER_ID = -1
 NO_SEQUENCE = -1
-
-
-class Compression:
-    NONE = 0
-    GZIP = 1
-    SNAPPY = 2
-    LZ4 = 3
-    ZSTD = 4
 
 
 class BatchHeader(NamedTuple):
@@ -137,6 +134,7 @@ def scan_batches(
             and crc32c.crc32c(view[pos + ATTRIBUTES_OFFSET : pos + header.size]) != header.crc
         ):
             raise CorruptRecordError(f"record batch at byte {pos} fails its CRC-32C check")
+        _check_plausible(header)
         headers.append(header)
         pos += header.size
     return headers
@@ -167,6 +165,20 @@ def _check_header(header: BatchHeader, available: int, max_batch_bytes: int | No
         )
     if header.records_count == 0:
         raise InvalidRecordError("record batch holds no records")
+
+
+def _check_plausible(header: BatchHeader) -> None:
+    """An uncompressed batch cannot hold more records than 7 bytes each allow (O(1)). Checked
+    after the CRC, so a batch cut short is reported corrupt rather than implausible."""
+    if (
+        header.attributes & COMPRESSION_MASK == Compression.NONE
+        and header.records_count > (header.size - HEADER_SIZE) // MIN_RECORD_SIZE
+    ):
+        raise InvalidRecordError(
+            f"record batch claims {header.records_count} records in "
+            f"{header.size - HEADER_SIZE} bytes of records; a record takes at least "
+            f"{MIN_RECORD_SIZE}"
+        )
 
 
 def assign_offsets(
@@ -251,52 +263,6 @@ def _write_bytes(out: bytearray, data: bytes | None) -> None:
         out += data
 
 
-def _compress(codec: int, data: bytes) -> bytes:
-    if codec == Compression.NONE:
-        return data
-    if codec == Compression.GZIP:
-        return bytes(cramjam.gzip.compress(data))
-    if codec == Compression.SNAPPY:
-        return bytes(cramjam.snappy.compress_raw(data))
-    if codec == Compression.LZ4:
-        return bytes(cramjam.lz4.compress(data))
-    if codec == Compression.ZSTD:
-        return bytes(cramjam.zstd.compress(data))
-    raise InvalidRecordError(f"unknown compression codec {codec}")
-
-
-def _decompress(codec: int, data: memoryview) -> memoryview:
-    if codec == Compression.NONE:
-        return data
-    raw = bytes(data)
-    if codec == Compression.GZIP:
-        return memoryview(bytes(cramjam.gzip.decompress(raw)))
-    if codec == Compression.SNAPPY:
-        return memoryview(_snappy_decompress(raw))
-    if codec == Compression.LZ4:
-        return memoryview(bytes(cramjam.lz4.decompress(raw)))
-    if codec == Compression.ZSTD:
-        return memoryview(bytes(cramjam.zstd.decompress(raw)))
-    raise CorruptRecordError(f"unknown compression codec {codec}")
-
-
-_XERIAL_MAGIC = b"\x82SNAPPY\x00"
-
-
-def _snappy_decompress(raw: bytes) -> bytes:
-    """Java clients frame snappy the xerial way; librdkafka and others send raw snappy."""
-    if raw.startswith(_XERIAL_MAGIC):
-        out = bytearray()
-        pos = 16
-        while pos + 4 <= len(raw):
-            (n,) = _LENGTH.unpack_from(raw, pos)
-            pos += 4
-            out += bytes(cramjam.snappy.decompress_raw(raw[pos : pos + n]))
-            pos += n
-        return bytes(out)
-    return bytes(cramjam.snappy.decompress_raw(raw))
-
-
 def build_batch(
     records: Sequence[tuple[bytes | None, bytes | None]],
     *,
@@ -330,7 +296,7 @@ def build_batch(
             _write_bytes(r, hv)
         write_varint(body, len(r))
         body += r
-    payload = _compress(compression, bytes(body))
+    payload = compress(compression, body)
     attributes = compression & COMPRESSION_MASK
     tail = (
         struct.pack(
@@ -351,11 +317,19 @@ def build_batch(
     return struct.pack(">qiibI", base_offset, batch_length, 0, 2, crc) + tail
 
 
-def decode_records(batch: Bytes) -> list[Record]:
-    """Decode every record of one batch (decompressing if needed)."""
+DEFAULT_MAX_UNCOMPRESSED = 256 * 1024 * 1024
+"""Default bound of the decompressed records of one batch materialised at once (the broker
+setting ``sluice.batch.uncompressed.max.bytes``)."""
+
+
+def decode_records(batch: Bytes, *, limit: int = DEFAULT_MAX_UNCOMPRESSED) -> list[Record]:
+    """Decode every record of one batch (decompressing if needed, refused past ``limit`` bytes).
+
+    For tools and tests: it materialises every record. The broker streams instead
+    (:func:`iter_record_stamps`, :func:`verify_record_count`)."""
     view = memoryview(batch)
     header = read_header(view)
-    data = _decompress(header.compression, view[HEADER_SIZE : header.size])
+    data = memoryview(_records_section(header, view, limit))
     out: list[Record] = []
     pos = 0
     for _ in range(header.records_count):
@@ -382,6 +356,178 @@ def decode_records(batch: Bytes) -> list[Record]:
             )
         )
     return out
+
+
+def _records_section(header: BatchHeader, view: memoryview, limit: int) -> Bytes:
+    payload = view[HEADER_SIZE : header.size]
+    if header.compression == Compression.NONE:
+        return payload
+    return decompress(header.compression, payload, limit=limit, max_block=limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming over records: bounded memory whatever a batch inflates to.
+
+_MAX_RECORD_PREFIX = 5 + 1 + 10 + 5
+"""Longest record prefix parsed: length (varint32), attributes, timestamp delta (varint64),
+offset delta (varint32). Everything after it is skipped unread."""
+
+
+def iter_record_stamps(
+    batch: Bytes, *, chunk_size: int = 64 * 1024, max_block: int = DEFAULT_MAX_UNCOMPRESSED
+) -> Iterator[tuple[int, int]]:
+    """(offset, timestamp) of each record of one stored batch, in order.
+
+    Decompresses as a stream and parses only each record's prefix, skipping keys, values and
+    headers across chunk boundaries, so memory stays at one chunk (raw snappy: one block of at
+    most ``max_block``) however far the batch inflates. A caller that stops early stops the
+    decompression. A log-append-time batch's records all carry its max timestamp, as in Kafka.
+    Raises CorruptRecordError if the records do not parse or are fewer than the header says."""
+    view = memoryview(batch)
+    header = read_header(view)
+    if header.size > len(view):
+        raise CorruptRecordError(f"record batch claims {header.size} bytes, {len(view)} present")
+    chunks = inflate(
+        header.compression,
+        view[HEADER_SIZE : header.size],
+        chunk_size=chunk_size,
+        max_block=max_block,
+    )
+    log_append_time = bool(header.attributes & TIMESTAMP_TYPE_BIT)
+    remaining = header.records_count
+    carry = b""  # a record prefix cut by a chunk boundary
+    skip = 0  # bytes of the current record still to pass over
+    for chunk in chunks:
+        if remaining == 0:
+            break
+        data: bytes = carry + chunk if carry else chunk
+        carry = b""
+        end = len(data)
+        if skip >= end:
+            skip -= end
+            continue
+        pos = skip
+        skip = 0
+        while remaining:
+            try:
+                length, body_start = read_varint(data, pos)
+                p = body_start + 1  # attributes
+                ts_delta, p = read_varint(data, p)
+                off_delta, p = read_varint(data, p)
+            except CorruptRecordError:
+                if end - pos >= _MAX_RECORD_PREFIX:
+                    raise
+                carry = data[pos:]  # the prefix continues in the next chunk
+                break
+            # The rest of a record holds at least key length, value length and header count.
+            if length < p - body_start + 3:
+                raise CorruptRecordError(f"record length {length} is too short for its fields")
+            remaining -= 1
+            yield (
+                header.base_offset + off_delta,
+                header.max_timestamp if log_append_time else header.base_timestamp + ts_delta,
+            )
+            record_end = body_start + length
+            if record_end >= end:
+                skip = record_end - end
+                break
+            pos = record_end
+    if remaining:
+        raise CorruptRecordError(
+            f"record batch claims {header.records_count} records but holds "
+            f"{header.records_count - remaining}"
+        )
+
+
+def verify_record_count(header: BatchHeader, batch: Bytes, *, limit: int) -> None:
+    """Refuse a compressed batch whose records cannot be as many as its header claims.
+
+    Every record takes at least MIN_RECORD_SIZE bytes, so ``records_count`` of them need that
+    many decompressed bytes: decompress as a stream only until they are there (usually a tiny
+    prefix of the batch), never holding more than one chunk. ``batch`` starts at the header.
+    Raises InvalidRecordError (too few bytes, or more needed than ``limit``) or
+    CorruptRecordError (the data does not decompress)."""
+    need = header.records_count * MIN_RECORD_SIZE
+    codec = CODEC_NAMES.get(header.compression, str(header.compression))
+    if need > limit:
+        raise InvalidRecordError(
+            f"{codec} record batch claims {header.records_count} records: that is at least "
+            f"{need} bytes decompressed, over sluice.batch.uncompressed.max.bytes={limit}"
+        )
+    view = memoryview(batch)
+    got = 0
+    chunk_size = min(need, VERIFY_CHUNK)  # decoders that can stop early stop at ``need``
+    for chunk in inflate(
+        header.compression, view[HEADER_SIZE : header.size], chunk_size=chunk_size, max_block=limit
+    ):
+        got += len(chunk)
+        if got >= need:
+            return
+    raise InvalidRecordError(
+        f"{codec} record batch claims {header.records_count} records (at least {need} bytes) "
+        f"but its records decompress to {got} bytes"
+    )
+
+
+VERIFY_CHUNK = 16 * 1024
+"""Largest chunk of :func:`verify_record_count`: most batches need far less, and a decoder asked
+for less stops sooner."""
+
+
+def verification_cost(header: BatchHeader) -> int:
+    """Decompressed bytes :func:`verify_record_count` may produce for ``header``'s batch (what
+    decides whether it can run inline): raw snappy decodes its whole block, up to 22x its size."""
+    need = header.records_count * MIN_RECORD_SIZE
+    if header.compression == Compression.SNAPPY:
+        return max(need, 22 * (header.size - HEADER_SIZE))
+    return need + min(need, VERIFY_CHUNK)
+
+
+def recompress_batch(batch: Bytes, codec: int, *, limit: int) -> bytes:
+    """Re-encode one batch with ``codec``, records byte for byte as they were.
+
+    The records section is decompressed whole (refused past ``limit`` bytes), checked to hold
+    exactly ``records_count`` records whose lengths chain to its end, and compressed again; the
+    header keeps every field (offset deltas, timestamps and their type, producer id, epoch and
+    sequence, transactional bit) but the codec bits, the length and a new CRC."""
+    view = memoryview(batch)
+    header = read_header(view)
+    records = _records_section(header, view, limit)
+    _check_record_chain(records, header.records_count)
+    payload = compress(codec, records)
+    attributes = (header.attributes & ~COMPRESSION_MASK) | (codec & COMPRESSION_MASK)
+    tail = bytearray(view[ATTRIBUTES_OFFSET:HEADER_SIZE])
+    struct.pack_into(">h", tail, 0, attributes)
+    tail += payload
+    crc = crc32c.crc32c(tail)
+    batch_length = len(tail) + 9  # partitionLeaderEpoch, magic, crc
+    return (
+        struct.pack(
+            ">qiibI",
+            header.base_offset,
+            batch_length,
+            header.partition_leader_epoch,
+            header.magic,
+            crc,
+        )
+        + tail
+    )
+
+
+def _check_record_chain(records: Bytes, count: int) -> None:
+    """Each record's length must lead to the next and the last must end the section: what a
+    consumer relies on to decode what the broker re-encoded."""
+    pos = 0
+    end = len(records)
+    for _ in range(count):
+        length, pos = read_varint(records, pos)
+        if length < MIN_RECORD_SIZE - 1 or pos + length > end:
+            raise CorruptRecordError(f"record of length {length} does not fit its batch")
+        pos += length
+    if pos != end:
+        raise CorruptRecordError(
+            f"record batch holds {end - pos} bytes after its {count} records"
+        )
 
 
 def _read_bytes(data: memoryview, pos: int) -> tuple[bytes | None, int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice.errors import InvalidConfigError
+from sluice.protocol.records import DEFAULT_MAX_UNCOMPRESSED
 from sluice.storage.config import LogConfig
 
 DEFAULT_PORT = 9092
@@ -33,6 +34,7 @@ BROKER_TO_TOPIC: dict[str, str] = {
     "sluice.log.append.ack": "sluice.append.ack",
     "sluice.log.writer.queue.bytes": "sluice.writer.queue.bytes",
     "log.cleanup.policy": "cleanup.policy",
+    "compression.type": "compression.type",  # Kafka's broker and topic configs share the name
 }
 
 
@@ -89,6 +91,10 @@ class BrokerConfig:
     max_partitions_per_topic: int = 10_000
     max_broker_partitions: int = 20_000
     max_open_segment_files: int = 1000
+    max_uncompressed_batch_bytes: int = DEFAULT_MAX_UNCOMPRESSED
+    """``sluice.batch.uncompressed.max.bytes``: the most decompressed bytes of one batch the
+    broker materialises (recompression, a raw snappy block) or needs to see (a compressed
+    batch's record count); beyond it the batch is refused with INVALID_RECORD."""
     topic_defaults: LogConfig = field(default_factory=LogConfig)
     static_keys: frozenset[str] = frozenset()
     """The Kafka-named settings given explicitly (file, ``--set``, flags), aliases under their
@@ -157,6 +163,8 @@ class BrokerConfig:
             raise InvalidConfigError(
                 "group.min.session.timeout.ms must be <= group.max.session.timeout.ms"
             )
+        if config.max_uncompressed_batch_bytes < 1024 * 1024:
+            raise InvalidConfigError("sluice.batch.uncompressed.max.bytes must be >= 1048576")
         if config.request_max_bytes < 1024:
             raise InvalidConfigError("socket.request.max.bytes must be >= 1024")
         return config
@@ -226,6 +234,7 @@ _SETTINGS: dict[str, tuple[str, Any]] = {
     "sluice.max.partitions.per.topic": ("max_partitions_per_topic", _at_least_one),
     "max.broker.partitions": ("max_broker_partitions", _at_least_one),
     "sluice.max.open.segment.files": ("max_open_segment_files", _at_least_one),
+    "sluice.batch.uncompressed.max.bytes": ("max_uncompressed_batch_bytes", _positive),
 }
 
 BROKER_CONFIG_KEYS = frozenset(_SETTINGS) | frozenset(BROKER_TO_TOPIC)

@@ -42,6 +42,19 @@ class CleanupPolicy(StrEnum):
     DELETE = "delete"
 
 
+class CompressionType(StrEnum):
+    """Kafka's ``compression.type``: the codec a topic stores its batches with. ``producer``
+    keeps each batch as the producer compressed it; any other value makes the broker
+    recompress batches with a different codec before they are appended."""
+
+    PRODUCER = "producer"
+    UNCOMPRESSED = "uncompressed"
+    GZIP = "gzip"
+    SNAPPY = "snappy"
+    LZ4 = "lz4"
+    ZSTD = "zstd"
+
+
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     segment_bytes: int = 1 << 30
@@ -57,6 +70,7 @@ class LogConfig:
     append_ack: AckLevel = AckLevel.WRITTEN
     writer_queue_bytes: int = 32 * 1024 * 1024
     cleanup_policy: CleanupPolicy = CleanupPolicy.DELETE
+    compression_type: CompressionType = CompressionType.PRODUCER
 
     @classmethod
     def from_dict(cls, values: Mapping[str, str | int], base: LogConfig | None = None) -> LogConfig:
@@ -126,6 +140,7 @@ _SPECS: dict[str, _Spec] = {
     "sluice.append.ack": _Spec("append_ack", AckLevel),
     "sluice.writer.queue.bytes": _Spec("writer_queue_bytes", int, 1024, _INT_MAX),
     "cleanup.policy": _Spec("cleanup_policy", CleanupPolicy),
+    "compression.type": _Spec("compression_type", CompressionType),
 }
 
 TOPIC_CONFIG_KEYS: frozenset[str] = frozenset(_SPECS)

@@ -14,8 +14,11 @@ write and the log keeps working once the cause (ENOSPC, EIO) is gone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
+import os
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -25,9 +28,10 @@ from typing import TYPE_CHECKING
 
 from sluice.errors import LogClosedError, OffsetOutOfRangeError, StorageError
 from sluice.protocol.records import (
+    DEFAULT_MAX_UNCOMPRESSED,
     BatchHeader,
     assign_offsets,
-    decode_records,
+    iter_record_stamps,
     scan_batches,
 )
 from sluice.storage.clock import Clock, wall_clock_ms
@@ -508,25 +512,51 @@ class PartitionLog:
                 break
         return out
 
-    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the first record at or after ``timestamp``, or None."""
-        self._check_open()
-        for seg, end in self._visible_batches(self.log_start_offset):
+    async def offset_for_timestamp(
+        self, timestamp: int, *, max_block: int = DEFAULT_MAX_UNCOMPRESSED
+    ) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after ``timestamp``, or None.
+
+        The candidate batch is found on the owner's thread from the indexes and batch headers
+        (cheap); its records are read and streamed in the loop's default executor, since a
+        compressed batch may inflate to gigabytes (see :meth:`_search_batch`)."""
+        after = self.log_start_offset
+        while True:
+            self._check_open()
+            candidate = self._timestamp_candidate(timestamp, after)
+            if candidate is None:
+                return None
+            seg, header, start = candidate
+            found = await self._search_batch(
+                seg, header, functools.partial(_at_or_after, timestamp, start), max_block
+            )
+            if found is not None:
+                return found
+            # Only a batch whose header lies about its max timestamp gets here: search on.
+            after = header.next_offset
+
+    def _timestamp_candidate(
+        self, timestamp: int, after: int
+    ) -> tuple[LogSegment, BatchHeader, int] | None:
+        """The first visible batch at or past offset ``after`` whose header says it may hold a
+        record at or after ``timestamp``, with the offset its search starts from."""
+        for seg, end in self._visible_batches(max(after, self.log_start_offset)):
             _ = seg.time_index  # closed segments load lazily; this fills max_timestamp
             if seg.max_timestamp < timestamp:
                 continue
-            start = max(seg.base_offset + seg.time_index.lookup(timestamp), self.log_start_offset)
+            start = max(
+                seg.base_offset + seg.time_index.lookup(timestamp), self.log_start_offset, after
+            )
             _, position = seg.index.lookup(start - seg.base_offset)
             for header in seg.iter_batches(position, end):
                 if header.next_offset <= start or header.max_timestamp < timestamp:
                     continue
-                batch = seg.pread(header.position, header.size)
-                for record in decode_records(batch):
-                    if record.timestamp >= timestamp and record.offset >= start:
-                        return record.offset, record.timestamp
+                return seg, header, start
         return None
 
-    def max_timestamp_offset(self) -> tuple[int, int] | None:
+    async def max_timestamp_offset(
+        self, *, max_block: int = DEFAULT_MAX_UNCOMPRESSED
+    ) -> tuple[int, int] | None:
         """(offset, timestamp) of the record with the largest timestamp (ListOffsets -3)."""
         self._check_open()
         best: tuple[LogSegment, int] | None = None
@@ -540,15 +570,33 @@ class PartitionLog:
             return None
         seg, end = best
         offset = seg.offset_of_max_timestamp
+        max_ts = seg.max_timestamp
         if offset >= self.high_watermark or offset < self.log_start_offset:
             return None
         header = seg.find_batch(offset, end)
         if header is None:
             return None
-        for record in decode_records(seg.pread(header.position, header.size)):
-            if record.timestamp == seg.max_timestamp:
-                return record.offset, record.timestamp
-        return offset, seg.max_timestamp
+        found = await self._search_batch(seg, header, lambda _o, t: t == max_ts, max_block)
+        return found if found is not None else (offset, max_ts)
+
+    @staticmethod
+    async def _search_batch(
+        seg: LogSegment, header: BatchHeader, match: Callable[[int, int], bool], max_block: int
+    ) -> tuple[int, int] | None:
+        """The first (offset, timestamp) of ``header``'s batch that ``match`` accepts.
+
+        Runs in the loop's default executor: the batch is read with the segment's fd leased for
+        the duration, and its records streamed with a fixed buffer (keys, values and headers
+        skipped unread), stopping at the first match, so neither memory nor the event loop
+        depends on how far the batch inflates."""
+        loop = asyncio.get_running_loop()
+        fd = seg.acquire_fd()
+        try:
+            return await loop.run_in_executor(
+                None, _search_batch_at, fd, header.position, header.size, match, max_block
+            )
+        finally:
+            seg.release_fd()
 
     # -- retention -------------------------------------------------------------------------------
 
@@ -712,3 +760,21 @@ class PartitionLog:
             seg.delete()
         for name in (CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE, LOG_START_OFFSET_FILE):
             (self.directory / name).unlink(missing_ok=True)
+
+
+def _at_or_after(timestamp: int, start: int, offset: int, record_timestamp: int) -> bool:
+    return record_timestamp >= timestamp and offset >= start
+
+
+def _search_batch_at(
+    fd: int, position: int, size: int, match: Callable[[int, int], bool], max_block: int
+) -> tuple[int, int] | None:
+    """Executor side of :meth:`PartitionLog._search_batch`: touches only the leased fd."""
+    try:
+        batch = os.pread(fd, size, position)
+    except OSError as exc:
+        raise StorageError(f"reading a batch at byte {position} failed: {exc}") from exc
+    if len(batch) < size:
+        raise StorageError(f"batch at byte {position} is cut short ({len(batch)} of {size} bytes)")
+    return next((s for s in iter_record_stamps(batch, max_block=max_block) if match(*s)), None)
+
