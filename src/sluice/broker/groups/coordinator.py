@@ -13,7 +13,7 @@ what clients are written against); the machinery is asyncio's:
 * Group state changes are synchronous (one event loop, no locks); the only awaits are storage
   writes, after which state is re-checked because the group may have moved on meanwhile.
 
-Durable state (offsets, group metadata) lives in :mod:`sluice.broker.groups.offsets`.
+Durable state (offsets, group metadata) lives in :mod:`sluice.broker.groups.store`.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ from sluice.broker.groups.group import (
     SyncResult,
     new_member_id,
 )
-from sluice.broker.groups.offsets import (
+from sluice.broker.groups.store import (
     Change,
     CommittedOffset,
     GroupKey,
+    GroupStore,
     OffsetKey,
-    OffsetStore,
     StoredGroup,
     StoredMember,
 )
@@ -118,7 +118,7 @@ class GroupCoordinator:
         self.config = config or GroupConfig(offsets_retention_ms=offsets_retention_ms)
         self.clock = clock
         self.wall_clock = wall_clock
-        self.store = OffsetStore.open(
+        self.store = GroupStore.open(
             logs.data_dir, logs.executor, wall_clock, compact_min_records=store_compact_min_records
         )
         self.groups: dict[str, Group] = {}
