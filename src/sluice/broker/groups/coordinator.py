@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from sluice.broker.groups import responses
 from sluice.broker.groups.group import (
     Group,
     GroupState,
@@ -70,9 +71,6 @@ GROUP_APIS: frozenset[int] = frozenset(
 NEW_MEMBER_JOIN_TIMEOUT_MS = 5 * 60 * 1000
 """Kafka's bound on a JoinGroup from a brand-new member that never completes a rebalance (its
 client may have gone away while parked; it cannot heartbeat yet)."""
-
-_GROUP_AUTHORIZED_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
-"""READ, DELETE and DESCRIBE (AclOperation codes): everything, as sluice has no ACLs yet."""
 
 _EMPTY_GROUP_ID_ALLOWED = frozenset(
     {ApiKey.OFFSET_COMMIT, ApiKey.OFFSET_FETCH, ApiKey.DESCRIBE_GROUPS, ApiKey.DELETE_GROUPS}
@@ -283,40 +281,55 @@ class GroupCoordinator:
         host = client_host if client_host.startswith("/") else f"/{client_host}"
         try:
             if self._closed:
-                return error_response(request, ErrorCode.COORDINATOR_NOT_AVAILABLE)
+                return responses.error_response(request, ErrorCode.COORDINATOR_NOT_AVAILABLE)
             if self._shutting_down and isinstance(body, m.JoinGroupRequest | m.SyncGroupRequest):
-                return error_response(request, ErrorCode.NOT_COORDINATOR)
+                return responses.error_response(request, ErrorCode.NOT_COORDINATOR)
             match body:
                 case m.FindCoordinatorRequest():
-                    return self._find_coordinator(version, body)
+                    found = self._lookup(body.key_type if version >= 1 else 0)
+                    return responses.find_coordinator_response(version, body, found)
                 case m.JoinGroupRequest():
-                    return join_response(
+                    return responses.join_group_response(
                         version, await self._join_group(version, body, client_id, host)
                     )
                 case m.SyncGroupRequest():
-                    return sync_response(version, await self._sync_group(version, body))
+                    return responses.sync_group_response(
+                        version, await self._sync_group(version, body)
+                    )
                 case m.HeartbeatRequest():
-                    return m.HeartbeatResponse(error_code=self._heartbeat_request(version, body))
+                    return responses.heartbeat_response(self._heartbeat_request(version, body))
                 case m.LeaveGroupRequest():
-                    return self._leave_group(version, body)
+                    leaving = (
+                        body.members
+                        if version >= 3
+                        else [m.MemberIdentity(member_id=body.member_id)]
+                    )
+                    top, results = self._leave(body.group_id, leaving)
+                    return responses.leave_group_response(version, leaving, top, results)
                 case m.OffsetCommitRequest():
-                    return await self._offset_commit(version, body)
+                    return responses.offset_commit_response(
+                        body, await self._offset_commit(version, body)
+                    )
                 case m.OffsetFetchRequest():
-                    return self._offset_fetch(version, body)
+                    return responses.offset_fetch_response(
+                        version, body, self._offset_fetch(version, body)
+                    )
                 case m.DescribeGroupsRequest():
-                    return self._describe_groups(version, body)
+                    return responses.describe_groups_response(
+                        version, body, self._describe_groups(body)
+                    )
                 case m.ListGroupsRequest():
-                    return self._list_groups(version, body)
+                    return responses.list_groups_response(self._list_groups(version, body))
                 case m.DeleteGroupsRequest():
-                    return await self._delete_groups(body)
+                    return responses.delete_groups_response(await self._delete_groups(body))
                 case m.OffsetDeleteRequest():
-                    return await self._offset_delete(body)
+                    return responses.offset_delete_response(*await self._offset_delete(body))
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("group coordinator failed on %s", type(body).__name__)
-            return error_response(request, ErrorCode.UNKNOWN_SERVER_ERROR)
-        return error_response(request, ErrorCode.UNKNOWN_SERVER_ERROR)
+            return responses.error_response(request, ErrorCode.UNKNOWN_SERVER_ERROR)
+        return responses.error_response(request, ErrorCode.UNKNOWN_SERVER_ERROR)
 
     def _group_id_error(self, group_id: str | None, api: ApiKey) -> ErrorCode | None:
         if group_id is None or (group_id == "" and api not in _EMPTY_GROUP_ID_ALLOWED):
@@ -332,37 +345,18 @@ class GroupCoordinator:
 
     # -- FindCoordinator -----------------------------------------------------------------------------
 
-    def _lookup(self, key_type: int) -> tuple[ErrorCode, str | None, int, str, int]:
+    def _lookup(self, key_type: int) -> responses.CoordinatorLookup:
         """Every group is coordinated here (one node). Transactions are not implemented, so a
         transaction key gets COORDINATOR_NOT_AVAILABLE: clients treat it as retriable."""
         if key_type == 0:
             node_id, host, port = self.node()
-            return ErrorCode.NONE, None, node_id, host, port
+            return responses.CoordinatorLookup(ErrorCode.NONE, None, node_id, host, port)
         if key_type == 1:
-            return ErrorCode.COORDINATOR_NOT_AVAILABLE, "transactions are not supported", -1, "", -1
-        return ErrorCode.INVALID_REQUEST, f"unknown key type {key_type}", -1, "", -1
-
-    def _find_coordinator(
-        self, version: int, req: m.FindCoordinatorRequest
-    ) -> m.FindCoordinatorResponse:
-        if version >= 4:
-            coordinators = []
-            for key in req.coordinator_keys:
-                error, message, node_id, host, port = self._lookup(req.key_type)
-                coordinators.append(
-                    m.Coordinator(
-                        key=key,
-                        node_id=node_id,
-                        host=host,
-                        port=port,
-                        error_code=error,
-                        error_message=message,
-                    )
-                )
-            return m.FindCoordinatorResponse(coordinators=coordinators)
-        error, message, node_id, host, port = self._lookup(req.key_type if version >= 1 else 0)
-        return m.FindCoordinatorResponse(
-            error_code=error, error_message=message, node_id=node_id, host=host, port=port
+            return responses.CoordinatorLookup(
+                ErrorCode.COORDINATOR_NOT_AVAILABLE, "transactions are not supported", -1, "", -1
+            )
+        return responses.CoordinatorLookup(
+            ErrorCode.INVALID_REQUEST, f"unknown key type {key_type}", -1, "", -1
         )
 
     # -- JoinGroup ----------------------------------------------------------------------------------
@@ -847,24 +841,6 @@ class GroupCoordinator:
             return ErrorCode.REBALANCE_IN_PROGRESS
         return ErrorCode.NONE
 
-    def _leave_group(self, version: int, req: m.LeaveGroupRequest) -> m.LeaveGroupResponse:
-        leaving = req.members if version >= 3 else [m.MemberIdentity(member_id=req.member_id)]
-        top, results = self._leave(req.group_id, leaving)
-        if version >= 3:
-            return m.LeaveGroupResponse(
-                error_code=top,
-                members=[
-                    m.LeaveGroupMemberResponse(
-                        member_id=ident.member_id,
-                        group_instance_id=ident.group_instance_id,
-                        error_code=err,
-                    )
-                    for ident, err in zip(leaving, results, strict=True)
-                ],
-            )
-        code = top if top is not ErrorCode.NONE or not results else results[0]
-        return m.LeaveGroupResponse(error_code=code)
-
     def _leave(
         self, group_id: str, leaving: list[m.MemberIdentity]
     ) -> tuple[ErrorCode, list[ErrorCode]]:
@@ -934,28 +910,12 @@ class GroupCoordinator:
 
     async def _offset_commit(
         self, version: int, req: m.OffsetCommitRequest
-    ) -> m.OffsetCommitResponse:
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """Each partition's result (the whole commit is one atomic write)."""
         results: dict[tuple[str, int], ErrorCode] = {}
-        order = [(t.name, p.partition_index) for t in req.topics for p in t.partitions]
 
-        def respond() -> m.OffsetCommitResponse:
-            topics: dict[str, list[m.OffsetCommitResponsePartition]] = {}
-            for topic, partition in order:
-                topics.setdefault(topic, []).append(
-                    m.OffsetCommitResponsePartition(
-                        partition_index=partition, error_code=results[(topic, partition)]
-                    )
-                )
-            return m.OffsetCommitResponse(
-                topics=[
-                    m.OffsetCommitResponseTopic(name=n, partitions=ps) for n, ps in topics.items()
-                ]
-            )
-
-        def fail_all(error: ErrorCode) -> m.OffsetCommitResponse:
-            for tp in order:
-                results[tp] = error
-            return respond()
+        def fail_all(error: ErrorCode) -> dict[tuple[str, int], ErrorCode]:
+            return {(t.name, p.partition_index): error for t in req.topics for p in t.partitions}
 
         error = self._group_id_error(req.group_id, ApiKey.OFFSET_COMMIT)
         if error is not None:
@@ -1014,7 +974,7 @@ class GroupCoordinator:
             finally:
                 self._pending_commits.subtract(keys)
                 self._pending_commits += Counter()
-        return respond()
+        return results
 
     # -- OffsetFetch ---------------------------------------------------------------------------------
 
@@ -1033,11 +993,11 @@ class GroupCoordinator:
         return committed.topic_id is None or committed.topic_id == str(t.topic_id)
 
     def _fetch_group(
-        self, version: int, group_id: str, topics: list[m.OffsetFetchRequestTopic] | None
-    ) -> tuple[ErrorCode, list[m.OffsetFetchResponseTopic]]:
+        self, group_id: str, topics: list[m.OffsetFetchRequestTopic] | None
+    ) -> responses.FetchedGroup:
         error = self._group_id_error(group_id, ApiKey.OFFSET_FETCH)
         if error is not None:
-            return error, []
+            return responses.FetchedGroup(group_id, error, [])
         offsets = self._visible_offsets(group_id)
         wanted: list[tuple[str, list[int]]]
         if topics is None:
@@ -1047,122 +1007,35 @@ class GroupCoordinator:
             wanted = list(by_topic.items())
         else:
             wanted = [(t.name, list(t.partition_indexes)) for t in topics]
-        out = []
-        for topic, partitions in wanted:
-            parts = []
-            for partition in partitions:
-                committed = offsets.get((topic, partition))
-                parts.append(
-                    m.OffsetFetchResponsePartition(
-                        partition_index=partition,
-                        committed_offset=-1 if committed is None else committed.offset,
-                        committed_leader_epoch=-1 if committed is None else committed.leader_epoch,
-                        metadata="" if committed is None else committed.metadata,
-                        error_code=ErrorCode.NONE,
-                    )
-                )
-            out.append(m.OffsetFetchResponseTopic(name=topic, partitions=parts))
-        return ErrorCode.NONE, out
+        found = [(topic, [(p, offsets.get((topic, p))) for p in parts]) for topic, parts in wanted]
+        return responses.FetchedGroup(group_id, ErrorCode.NONE, found)
 
-    def _offset_fetch(self, version: int, req: m.OffsetFetchRequest) -> m.OffsetFetchResponse:
+    def _offset_fetch(
+        self, version: int, req: m.OffsetFetchRequest
+    ) -> list[responses.FetchedGroup]:
         if version >= 8:
-            groups = []
-            for g in req.groups:
-                error, topics = self._fetch_group(version, g.group_id, g.topics)
-                groups.append(
-                    m.OffsetFetchResponseGroup(group_id=g.group_id, topics=topics, error_code=error)
-                )
-            return m.OffsetFetchResponse(groups=groups)
-        error, topics = self._fetch_group(version, req.group_id, req.topics)
-        if error is not ErrorCode.NONE and version < 2:
-            # v1 has no top-level error: report it on every partition asked for.
-            topics = [
-                m.OffsetFetchResponseTopic(
-                    name=t.name,
-                    partitions=[
-                        m.OffsetFetchResponsePartition(
-                            partition_index=p, committed_offset=-1, metadata="", error_code=error
-                        )
-                        for p in t.partition_indexes
-                    ],
-                )
-                for t in req.topics or []
-            ]
-        return m.OffsetFetchResponse(topics=topics, error_code=error)
+            return [self._fetch_group(g.group_id, g.topics) for g in req.groups]
+        return [self._fetch_group(req.group_id, req.topics)]
 
     # -- DescribeGroups, ListGroups ---------------------------------------------------------------------
 
-    def _describe_groups(
-        self, version: int, req: m.DescribeGroupsRequest
-    ) -> m.DescribeGroupsResponse:
-        ops = (
-            _GROUP_AUTHORIZED_OPERATIONS
-            if version >= 3 and req.include_authorized_operations
-            else -(2**31)
-        )
-        out = []
-        for group_id in req.groups:
-            error = self._group_id_error(group_id, ApiKey.DESCRIBE_GROUPS)
-            group = self.groups.get(group_id)
-            if error is not None:
-                out.append(
-                    m.DescribedGroup(
-                        error_code=error,
-                        group_id=group_id,
-                        group_state="",
-                        protocol_type="",
-                        protocol_data="",
-                    )
-                )
-            elif group is None:
-                out.append(
-                    m.DescribedGroup(
-                        error_code=ErrorCode.NONE,
-                        group_id=group_id,
-                        group_state=GroupState.DEAD.value,
-                        protocol_type="",
-                        protocol_data="",
-                        authorized_operations=ops,
-                    )
-                )
-            else:
-                stable = group.is_(GroupState.STABLE) and group.protocol_name is not None
-                members = [
-                    m.DescribedGroupMember(
-                        member_id=mm.member_id,
-                        group_instance_id=mm.group_instance_id,
-                        client_id=mm.client_id,
-                        client_host=mm.client_host,
-                        member_metadata=mm.metadata(group.protocol_name)
-                        if stable and group.protocol_name in mm.protocol_names()
-                        else b"",
-                        member_assignment=mm.assignment if stable else b"",
-                    )
-                    for mm in group.members.values()
-                ]
-                out.append(
-                    m.DescribedGroup(
-                        error_code=ErrorCode.NONE,
-                        group_id=group_id,
-                        group_state=group.state.value,
-                        protocol_type=group.protocol_type or "",
-                        protocol_data=(group.protocol_name or "") if stable else "",
-                        members=members,
-                        authorized_operations=ops,
-                    )
-                )
-        return m.DescribeGroupsResponse(groups=out)
-
-    def _list_groups(self, version: int, req: m.ListGroupsRequest) -> m.ListGroupsResponse:
-        wanted = {s.lower() for s in req.states_filter} if version >= 4 else set()
-        listed = [
-            m.ListedGroup(
-                group_id=g.group_id, protocol_type=g.protocol_type or "", group_state=g.state.value
+    def _describe_groups(self, req: m.DescribeGroupsRequest) -> list[responses.DescribedGroup]:
+        return [
+            responses.DescribedGroup(
+                group_id,
+                self._group_id_error(group_id, ApiKey.DESCRIBE_GROUPS),
+                self.groups.get(group_id),
             )
+            for group_id in req.groups
+        ]
+
+    def _list_groups(self, version: int, req: m.ListGroupsRequest) -> list[Group]:
+        wanted = {s.lower() for s in req.states_filter} if version >= 4 else set()
+        return [
+            g
             for g in self.groups.values()
             if not g.is_(GroupState.DEAD) and (not wanted or g.state.value.lower() in wanted)
         ]
-        return m.ListGroupsResponse(error_code=ErrorCode.NONE, groups=listed)
 
     # -- DeleteGroups, OffsetDelete, expiry ---------------------------------------------------------------
 
@@ -1183,7 +1056,7 @@ class GroupCoordinator:
     def _pending_of(self, group_id: str) -> list[OffsetKey]:
         return [key for key in self._pending_commits if key.group == group_id]
 
-    async def _delete_groups(self, req: m.DeleteGroupsRequest) -> m.DeleteGroupsResponse:
+    async def _delete_groups(self, req: m.DeleteGroupsRequest) -> dict[str, ErrorCode]:
         results: dict[str, ErrorCode] = {}
         changes: list[Change] = []
         deleted: list[str] = []
@@ -1208,34 +1081,19 @@ class GroupCoordinator:
                 log.warning("deleting groups %s failed in storage: %s", deleted, exc)
                 for group_id in deleted:
                     results[group_id] = ErrorCode.COORDINATOR_NOT_AVAILABLE
-        return m.DeleteGroupsResponse(
-            results=[m.DeletableGroupResult(group_id=g, error_code=e) for g, e in results.items()]
-        )
+        return results
 
-    async def _offset_delete(self, req: m.OffsetDeleteRequest) -> m.OffsetDeleteResponse:
-        def respond(
-            top: ErrorCode, errors: dict[tuple[str, int], ErrorCode]
-        ) -> m.OffsetDeleteResponse:
-            topics: dict[str, list[m.OffsetDeleteResponsePartition]] = {}
-            for (topic, partition), err in errors.items():
-                topics.setdefault(topic, []).append(
-                    m.OffsetDeleteResponsePartition(partition_index=partition, error_code=err)
-                )
-            return m.OffsetDeleteResponse(
-                error_code=top,
-                topics=[
-                    m.OffsetDeleteResponseTopic(name=n, partitions=ps) for n, ps in topics.items()
-                ],
-            )
-
+    async def _offset_delete(
+        self, req: m.OffsetDeleteRequest
+    ) -> tuple[ErrorCode, dict[tuple[str, int], ErrorCode]]:
         error = self._group_id_error(req.group_id, ApiKey.OFFSET_DELETE)
         if error is not None:
-            return respond(error, {})
+            return error, {}
         group = self.groups.get(req.group_id)
         if group is None or group.is_(GroupState.DEAD):
-            return respond(ErrorCode.GROUP_ID_NOT_FOUND, {})
+            return ErrorCode.GROUP_ID_NOT_FOUND, {}
         if not (group.is_(GroupState.EMPTY) or group.is_consumer_group):
-            return respond(ErrorCode.NON_EMPTY_GROUP, {})
+            return ErrorCode.NON_EMPTY_GROUP, {}
         errors: dict[tuple[str, int], ErrorCode] = {}
         eligible: list[tuple[str, int]] = []
         for t in req.topics:
@@ -1265,7 +1123,7 @@ class GroupCoordinator:
                 log.warning("group %s: offset delete failed in storage: %s", req.group_id, exc)
                 for tp in eligible:
                     errors[tp] = ErrorCode.COORDINATOR_NOT_AVAILABLE
-        return respond(ErrorCode.NONE, errors)
+        return ErrorCode.NONE, errors
 
     async def expire_offsets(self) -> int:
         """Kafka's offsets.retention.minutes (KIP-211): an empty group's offsets expire once the
@@ -1354,122 +1212,3 @@ class _Join:
     def answer(self, error: ErrorCode, member_id: str) -> None:
         if not self.waiter.done():
             self.waiter.set_result(JoinResult(error, member_id))
-
-
-# -- responses -------------------------------------------------------------------------------------------
-
-
-def join_response(version: int, r: JoinResult) -> m.JoinGroupResponse:
-    """Fields absent from older versions are left at defaults; non-nullable strings get ""."""
-    return m.JoinGroupResponse(
-        error_code=r.error,
-        generation_id=r.generation_id,
-        protocol_type=r.protocol_type if version >= 7 else None,
-        protocol_name=r.protocol_name if version >= 7 else (r.protocol_name or ""),
-        leader=r.leader,
-        member_id=r.member_id,
-        members=[
-            m.JoinGroupResponseMember(
-                member_id=jm.member_id, group_instance_id=jm.group_instance_id, metadata=jm.metadata
-            )
-            for jm in r.members
-        ],
-    )
-
-
-def sync_response(version: int, r: SyncResult) -> m.SyncGroupResponse:
-    return m.SyncGroupResponse(
-        error_code=r.error,
-        protocol_type=r.protocol_type if version >= 5 else None,
-        protocol_name=r.protocol_name if version >= 5 else None,
-        assignment=r.assignment,
-    )
-
-
-def error_response(request: Request, error: ErrorCode) -> ResponseBody:
-    """The whole request refused with one code, in the shape its API and version expect."""
-    body = request.body
-    v = request.api_version
-    match body:
-        case m.FindCoordinatorRequest():
-            if v >= 4:
-                return m.FindCoordinatorResponse(
-                    coordinators=[
-                        m.Coordinator(key=k, node_id=-1, host="", port=-1, error_code=error)
-                        for k in body.coordinator_keys
-                    ]
-                )
-            return m.FindCoordinatorResponse(error_code=error, node_id=-1, host="", port=-1)
-        case m.JoinGroupRequest():
-            return join_response(v, JoinResult(error, body.member_id))
-        case m.SyncGroupRequest():
-            return sync_response(v, SyncResult(error))
-        case m.HeartbeatRequest():
-            return m.HeartbeatResponse(error_code=error)
-        case m.LeaveGroupRequest():
-            return m.LeaveGroupResponse(error_code=error)
-        case m.OffsetCommitRequest():
-            return m.OffsetCommitResponse(
-                topics=[
-                    m.OffsetCommitResponseTopic(
-                        name=t.name,
-                        partitions=[
-                            m.OffsetCommitResponsePartition(
-                                partition_index=p.partition_index, error_code=error
-                            )
-                            for p in t.partitions
-                        ],
-                    )
-                    for t in body.topics
-                ]
-            )
-        case m.OffsetFetchRequest():
-            if v >= 8:
-                return m.OffsetFetchResponse(
-                    groups=[
-                        m.OffsetFetchResponseGroup(group_id=g.group_id, error_code=error)
-                        for g in body.groups
-                    ]
-                )
-            return m.OffsetFetchResponse(
-                error_code=error,
-                topics=[
-                    m.OffsetFetchResponseTopic(
-                        name=t.name,
-                        partitions=[
-                            m.OffsetFetchResponsePartition(
-                                partition_index=p,
-                                committed_offset=-1,
-                                metadata="",
-                                error_code=error,
-                            )
-                            for p in t.partition_indexes
-                        ],
-                    )
-                    for t in body.topics or []
-                ],
-            )
-        case m.DescribeGroupsRequest():
-            return m.DescribeGroupsResponse(
-                groups=[
-                    m.DescribedGroup(
-                        error_code=error,
-                        group_id=g,
-                        group_state="",
-                        protocol_type="",
-                        protocol_data="",
-                    )
-                    for g in body.groups
-                ]
-            )
-        case m.ListGroupsRequest():
-            return m.ListGroupsResponse(error_code=error)
-        case m.DeleteGroupsRequest():
-            return m.DeleteGroupsResponse(
-                results=[
-                    m.DeletableGroupResult(group_id=g, error_code=error) for g in body.groups_names
-                ]
-            )
-        case m.OffsetDeleteRequest():
-            return m.OffsetDeleteResponse(error_code=error)
-    raise ValueError(f"not a group API: {type(body).__name__}")
