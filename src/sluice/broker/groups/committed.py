@@ -193,6 +193,16 @@ class CommittedOffsets:
         changes.extend((key, None) for key in self._pending_of(group.group_id))
         return changes
 
+    async def write_deletion(self, changes: list[Change], dropped: list[str]) -> None:
+        """Write ``changes``, which delete the groups ``dropped`` (already forgotten in memory, so
+        nothing joins or commits to them meanwhile). If the store refuses, they come back as
+        the store still holds them, so a retry finds them. Raises the store's SluiceError."""
+        try:
+            await self.store.write(changes)
+        except SluiceError:
+            self.membership.restore(dropped)
+            raise
+
     def _pending_of(self, group_id: str) -> list[OffsetKey]:
         return [key for key in self._pending_commits if key.group == group_id]
 
@@ -228,10 +238,12 @@ class CommittedOffsets:
         ]
         if changes:
             remaining = (set(committed) | pending) - set(eligible)
+            dropped: list[str] = []
             if group.is_(GroupState.EMPTY) and not remaining:
                 changes = self.delete_group(group)
+                dropped.append(req.group_id)
             try:
-                await self.store.write(changes)
+                await self.write_deletion(changes, dropped)
             except SluiceError as exc:
                 log.warning("group %s: offset delete failed in storage: %s", req.group_id, exc)
                 for tp in eligible:
@@ -246,6 +258,7 @@ class CommittedOffsets:
         now = self.wall_clock()
         retention = self.config.offsets_retention_ms
         changes: list[Change] = []
+        dropped: list[str] = []
         removed = 0
         for group in list(self.membership.groups.values()):
             if group.is_(GroupState.DEAD):
@@ -268,12 +281,13 @@ class CommittedOffsets:
             ):
                 removed += len(offsets)
                 changes.extend(self.delete_group(group))
+                dropped.append(group.group_id)
                 log.info("group %s expired (empty, no offsets left)", group.group_id)
                 continue
             removed += len(expired)
             changes.extend((OffsetKey(group.group_id, t, p), None) for t, p in expired)
         if changes:
-            await self.store.write(changes)
+            await self.write_deletion(changes, dropped)
             log.info("offset expiry removed %d offsets", removed)
         return removed
 

@@ -325,7 +325,7 @@ class GroupCoordinator:
                 results[group_id] = ErrorCode.NON_EMPTY_GROUP
         if changes:
             try:
-                await self.store.write(changes)
+                await self.offsets.write_deletion(changes, deleted)
                 log.info("deleted groups %s", deleted)
             except SluiceError as exc:
                 log.warning("deleting groups %s failed in storage: %s", deleted, exc)

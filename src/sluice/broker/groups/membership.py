@@ -148,6 +148,20 @@ class GroupMembership:
             del self.groups[group.group_id]
         return [(GroupKey(group.group_id), None)]
 
+    def restore(self, group_ids: Iterable[str]) -> None:
+        """After the store refused a deletion: each group comes back as the store still holds
+        it (as a restart would bring it back), unless a group of that id was created while the
+        write was in flight. Kafka's coordinator likewise reverts its in-memory state when a
+        write fails."""
+        for group_id in group_ids:
+            if group_id in self.groups:
+                continue
+            stored = self.store.groups.get(group_id)
+            if stored is not None:
+                self.load({group_id: stored}, ())
+            elif group_id in self.store.offsets:
+                self.load({}, (group_id,))
+
     # -- timers -----------------------------------------------------------------------------------
 
     def poll_timers(self) -> None:
