@@ -194,9 +194,10 @@ class CommittedOffsets:
         return changes
 
     async def write_deletion(self, changes: list[Change], dropped: list[str]) -> None:
-        """Write ``changes``, which delete the groups ``dropped`` (already forgotten in memory, so
-        nothing joins or commits to them meanwhile). If the store refuses, they come back as
-        the store still holds them, so a retry finds them. Raises the store's SluiceError."""
+        """Write ``changes``, which delete the groups ``dropped``. Those are forgotten in memory
+        before the write (a join or commit meanwhile starts a new group rather than reviving
+        one being deleted); if the store refuses, they come back as the store still holds them,
+        so a retry finds them. Raises the store's SluiceError."""
         try:
             await self.store.write(changes)
         except SluiceError:
