@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sluice.broker.groups import GroupConfig
-from sluice.broker.groups.offsets import DIR_NAME
+from sluice.broker.groups.store import DIR_NAME
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m

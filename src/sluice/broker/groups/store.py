@@ -4,7 +4,7 @@ Kafka's design, scaled to one node: every change is a key/value record appended 
 (``DATA/__consumer_offsets/``, a :class:`~sluice.storage.log.PartitionLog` owned by the
 coordinator rather than a topic, so clients never see it in Metadata, cannot delete it and the
 LogManager's retention never touches it); the in-memory maps are a materialised view that
-:meth:`OffsetStore.open` rebuilds by replaying the log from its start offset. A ``None`` value
+:meth:`GroupStore.open` rebuilds by replaying the log from its start offset. A ``None`` value
 is a tombstone.
 
 Compaction is by snapshot rather than Kafka's log cleaner: once the log holds many more records
@@ -186,7 +186,7 @@ class _Ticket:
     ok: bool = False
 
 
-class OffsetStore:
+class GroupStore:
     """The materialised view plus the log. Owned by the event loop once :meth:`open` returns."""
 
     def __init__(
@@ -218,7 +218,7 @@ class OffsetStore:
         clock_ms: Clock = wall_clock_ms,
         *,
         compact_min_records: int = 10_000,
-    ) -> OffsetStore:
+    ) -> GroupStore:
         """Open (recovering after a crash) and replay. Blocking; needs no event loop."""
         partition_log = PartitionLog.open(data_dir / DIR_NAME, LOG_CONFIG, clock_ms)
         partition_log.executor = executor

@@ -1,0 +1,314 @@
+"""``CommittedOffsets``: the committed-offset lifecycle (commit, fetch, delete, expire).
+
+Kafka's OffsetMetadataManager. Offsets outlive membership (a group can be empty, or never have
+had members, and still own offsets), so this manager consults
+:class:`~sluice.broker.groups.membership.GroupMembership` for a group's state (who may commit,
+what it subscribes to, whether it is empty) and never the other way round. Whether an offset
+expires depends on its group's state (KIP-211), and the end of a group is the end of its
+offsets, which is why both the expiry and :meth:`CommittedOffsets.delete_group` live here.
+
+Every change is acknowledged only after the :class:`~sluice.broker.groups.store.GroupStore`
+has fsynced it; what OffsetFetch reads is the store's view, never a write still in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from sluice.broker.groups.config import GroupConfig
+from sluice.broker.groups.group import Group, GroupState
+from sluice.broker.groups.membership import GroupMembership, group_id_error
+from sluice.broker.groups.responses import FetchedGroup, TopicPartition
+from sluice.broker.groups.store import Change, CommittedOffset, GroupStore, OffsetKey
+from sluice.errors import ErrorCode, SluiceError
+from sluice.protocol import ApiKey
+from sluice.protocol import messages as m
+from sluice.storage.manager import LogManager
+
+log = logging.getLogger(__name__)
+
+
+class CommittedOffsets:
+    """Every group's committed offsets, read from and written through the store. Runs on the
+    broker's event loop."""
+
+    def __init__(
+        self,
+        store: GroupStore,
+        logs: LogManager,
+        membership: GroupMembership,
+        config: GroupConfig,
+        wall_clock: Callable[[], int],
+    ) -> None:
+        self.store = store
+        self.logs = logs
+        self.membership = membership
+        self.config = config
+        self.wall_clock = wall_clock
+        self._pending_commits: Counter[OffsetKey] = Counter()
+        """Offsets whose commit is still waiting for its write: expiry leaves them alone and
+        deleting their group tombstones them too."""
+
+    # -- OffsetCommit -----------------------------------------------------------------------------
+
+    def _topic_id(self, topic: str) -> str | None:
+        t = self.logs.topics.get(topic)
+        return None if t is None else str(t.topic_id)
+
+    def _partition_exists(self, topic: str, partition: int) -> bool:
+        t = self.logs.topics.get(topic)
+        return t is not None and 0 <= partition < len(t.partitions)
+
+    def _validate_commit(
+        self, group: Group, generation: int, member_id: str, instance_id: str | None
+    ) -> ErrorCode | None:
+        if group.is_(GroupState.DEAD):
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
+        if generation >= 0 or member_id != "" or instance_id is not None:
+            error = group.validate_member(member_id, instance_id)
+            if error is not None:
+                return error
+            if generation != group.generation_id:
+                return ErrorCode.ILLEGAL_GENERATION
+            return None
+        if not group.is_(GroupState.EMPTY):
+            # Only members may commit for a group that has members (simple, generation -1
+            # commits are for groups that use Kafka for offset storage only).
+            return ErrorCode.UNKNOWN_MEMBER_ID
+        return None
+
+    async def commit(
+        self, version: int, req: m.OffsetCommitRequest
+    ) -> dict[TopicPartition, ErrorCode]:
+        """Each partition's result (the whole commit is one atomic write)."""
+        results: dict[TopicPartition, ErrorCode] = {}
+
+        def fail_all(error: ErrorCode) -> dict[TopicPartition, ErrorCode]:
+            return {(t.name, p.partition_index): error for t in req.topics for p in t.partitions}
+
+        error = group_id_error(req.group_id, ApiKey.OFFSET_COMMIT)
+        if error is not None:
+            return fail_all(error)
+        instance_id = req.group_instance_id if version >= 7 else None
+        generation = req.generation_id_or_member_epoch
+        group = self.membership.groups.get(req.group_id)
+        if group is None:
+            if generation >= 0:
+                # Not a group we know: a member of a generation that no longer exists.
+                return fail_all(ErrorCode.ILLEGAL_GENERATION)
+            group = self.membership.new_group(req.group_id)
+        error = self._validate_commit(group, generation, req.member_id, instance_id)
+        if error is None and group.is_(GroupState.COMPLETING_REBALANCE):
+            # A valid member that has its JoinGroup answer but no assignment yet.
+            error = ErrorCode.REBALANCE_IN_PROGRESS
+        if error is not None:
+            return fail_all(error)
+        member = group.members.get(req.member_id)
+        if member is not None:
+            self.membership.renew_session(member)
+        now = self.wall_clock()
+        expire = None
+        if version <= 4 and req.retention_time_ms >= 0:
+            expire = now + req.retention_time_ms
+        changes: list[Change] = []
+        for t in req.topics:
+            topic_id = self._topic_id(t.name)
+            for p in t.partitions:
+                tp = (t.name, p.partition_index)
+                metadata = p.committed_metadata or ""
+                if not self._partition_exists(t.name, p.partition_index):
+                    results[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                elif len(metadata.encode()) > self.config.offset_metadata_max_bytes:
+                    results[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
+                else:
+                    committed = CommittedOffset(
+                        p.committed_offset,
+                        p.committed_leader_epoch if version >= 6 else -1,
+                        metadata,
+                        now,
+                        expire,
+                        topic_id,
+                    )
+                    changes.append((OffsetKey(req.group_id, *tp), committed))
+                    results[tp] = ErrorCode.NONE
+        if changes:
+            keys = [k for k, _ in changes if isinstance(k, OffsetKey)]
+            self._pending_commits.update(keys)
+            try:
+                await self.store.write(changes)
+            except SluiceError as exc:
+                log.warning("group %s: offset commit failed in storage: %s", req.group_id, exc)
+                for key in keys:
+                    results[(key.topic, key.partition)] = ErrorCode.COORDINATOR_NOT_AVAILABLE
+            finally:
+                self._pending_commits.subtract(keys)
+                self._pending_commits += Counter()
+        return results
+
+    # -- OffsetFetch ------------------------------------------------------------------------------
+
+    def _visible_offsets(self, group_id: str) -> dict[TopicPartition, CommittedOffset]:
+        """Committed offsets whose topic still exists as the topic they were committed to."""
+        out = {}
+        for (topic, partition), committed in self.store.offsets.get(group_id, {}).items():
+            if self._offset_is_live(topic, partition, committed):
+                out[(topic, partition)] = committed
+        return out
+
+    def _offset_is_live(self, topic: str, partition: int, committed: CommittedOffset) -> bool:
+        t = self.logs.topics.get(topic)
+        if t is None or not 0 <= partition < len(t.partitions):
+            return False
+        return committed.topic_id is None or committed.topic_id == str(t.topic_id)
+
+    def fetch(self, group_id: str, topics: list[m.OffsetFetchRequestTopic] | None) -> FetchedGroup:
+        error = group_id_error(group_id, ApiKey.OFFSET_FETCH)
+        if error is not None:
+            return FetchedGroup(group_id, error, [])
+        offsets = self._visible_offsets(group_id)
+        wanted: list[tuple[str, list[int]]]
+        if topics is None:
+            by_topic: dict[str, list[int]] = {}
+            for topic, partition in sorted(offsets):
+                by_topic.setdefault(topic, []).append(partition)
+            wanted = list(by_topic.items())
+        else:
+            wanted = [(t.name, list(t.partition_indexes)) for t in topics]
+        found = [(topic, [(p, offsets.get((topic, p))) for p in parts]) for topic, parts in wanted]
+        return FetchedGroup(group_id, ErrorCode.NONE, found)
+
+    # -- OffsetDelete, group deletion, expiry -------------------------------------------------------
+
+    def delete_group(self, group: Group) -> list[Change]:
+        """End a group whole: Dead and forgotten by membership, and the tombstones of its
+        metadata and of every offset it has, committed or still being written."""
+        changes = self.membership.drop_group(group)
+        for topic, partition in self.store.offsets.get(group.group_id, {}):
+            changes.append((OffsetKey(group.group_id, topic, partition), None))
+        # Commits still waiting for their write were appended before these tombstones (the
+        # store writes in call order), so tombstoning them too leaves no offset behind a group
+        # that no longer exists.
+        changes.extend((key, None) for key in self._pending_of(group.group_id))
+        return changes
+
+    async def write_deletion(self, changes: list[Change], dropped: list[str]) -> None:
+        """Write ``changes``, which delete the groups ``dropped``. Those are forgotten in memory
+        before the write (a join or commit meanwhile starts a new group rather than reviving
+        one being deleted); if the store refuses, they come back as the store still holds them,
+        so a retry finds them. Raises the store's SluiceError."""
+        try:
+            await self.store.write(changes)
+        except SluiceError:
+            self.membership.restore(dropped)
+            raise
+
+    def _pending_of(self, group_id: str) -> list[OffsetKey]:
+        return [key for key in self._pending_commits if key.group == group_id]
+
+    async def delete(
+        self, req: m.OffsetDeleteRequest
+    ) -> tuple[ErrorCode, dict[TopicPartition, ErrorCode]]:
+        error = group_id_error(req.group_id, ApiKey.OFFSET_DELETE)
+        if error is not None:
+            return error, {}
+        group = self.membership.groups.get(req.group_id)
+        if group is None or group.is_(GroupState.DEAD):
+            return ErrorCode.GROUP_ID_NOT_FOUND, {}
+        if not (group.is_(GroupState.EMPTY) or group.is_consumer_group):
+            return ErrorCode.NON_EMPTY_GROUP, {}
+        errors: dict[TopicPartition, ErrorCode] = {}
+        eligible: list[TopicPartition] = []
+        for t in req.topics:
+            for p in t.partitions:
+                tp = (t.name, p.partition_index)
+                if not self._partition_exists(*tp):
+                    errors[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                elif not group.is_(GroupState.EMPTY) and group.is_subscribed_to(t.name):
+                    errors[tp] = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC
+                else:
+                    eligible.append(tp)
+                    errors[tp] = ErrorCode.NONE
+        committed = self.store.offsets.get(req.group_id, {})
+        pending = {(k.topic, k.partition) for k in self._pending_of(req.group_id)}
+        changes: list[Change] = [
+            (OffsetKey(req.group_id, *tp), None)
+            for tp in eligible
+            if tp in committed or tp in pending
+        ]
+        if changes:
+            remaining = (set(committed) | pending) - set(eligible)
+            dropped: list[str] = []
+            if group.is_(GroupState.EMPTY) and not remaining:
+                changes = self.delete_group(group)
+                dropped.append(req.group_id)
+            try:
+                await self.write_deletion(changes, dropped)
+            except SluiceError as exc:
+                log.warning("group %s: offset delete failed in storage: %s", req.group_id, exc)
+                for tp in eligible:
+                    errors[tp] = ErrorCode.COORDINATOR_NOT_AVAILABLE
+        return ErrorCode.NONE, errors
+
+    async def expire(self) -> int:
+        """Kafka's offsets.retention.minutes (KIP-211): an empty group's offsets expire once the
+        group has been empty that long; a stable consumer group's offsets for topics it no longer
+        subscribes to expire that long after their last commit; offsets of deleted topics go at
+        once. An empty group left with no offsets is deleted. Returns offsets removed."""
+        now = self.wall_clock()
+        retention = self.config.offsets_retention_ms
+        changes: list[Change] = []
+        dropped: list[str] = []
+        removed = 0
+        for group in list(self.membership.groups.values()):
+            if group.is_(GroupState.DEAD):
+                continue
+            offsets = self.store.offsets.get(group.group_id, {})
+            expired: list[TopicPartition] = []
+            for (topic, partition), committed in offsets.items():
+                key = OffsetKey(group.group_id, topic, partition)
+                if self._pending_commits[key]:
+                    continue
+                if not self._offset_is_live(topic, partition, committed) or self._offset_expired(
+                    group, topic, committed, now, retention
+                ):
+                    expired.append((topic, partition))
+            if (
+                group.is_(GroupState.EMPTY)
+                and len(expired) == len(offsets)
+                and not group.pending_members
+                and not any(k.group == group.group_id for k in self._pending_commits)
+            ):
+                removed += len(offsets)
+                changes.extend(self.delete_group(group))
+                dropped.append(group.group_id)
+                log.info("group %s expired (empty, no offsets left)", group.group_id)
+                continue
+            removed += len(expired)
+            changes.extend((OffsetKey(group.group_id, t, p), None) for t, p in expired)
+        if changes:
+            await self.write_deletion(changes, dropped)
+            log.info("offset expiry removed %d offsets", removed)
+        return removed
+
+    def _offset_expired(
+        self, group: Group, topic: str, committed: CommittedOffset, now: int, retention: int
+    ) -> bool:
+        if group.protocol_type is not None and group.is_(GroupState.EMPTY):
+            base = group.state_timestamp or committed.commit_timestamp
+        elif (
+            group.is_consumer_group
+            and group.subscribed_topics is not None
+            and group.is_(GroupState.STABLE)
+        ):
+            if topic in group.subscribed_topics:
+                return False
+            base = committed.commit_timestamp
+        elif group.protocol_type is None:
+            base = committed.commit_timestamp
+        else:
+            return False
+        if committed.expire_timestamp is not None:
+            return now >= committed.expire_timestamp
+        return now - base >= retention
