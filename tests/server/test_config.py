@@ -171,6 +171,7 @@ def test_every_documented_key_is_accepted() -> None:
         "sluice.log.append.ack": "written",
         "sluice.log.append.mode": "inline",
         "log.cleanup.policy": "delete",
+        "max.connections.per.ip.overrides": "127.0.0.1:5,[::1]:6",
     }
     for key in sorted(BROKER_CONFIG_KEYS):
         BrokerConfig.from_settings({key: samples.get(key, "1048576")})
