@@ -56,9 +56,7 @@ class RequestHandler(Protocol):
 
 
 class Connection(asyncio.BufferedProtocol):
-    def __init__(
-        self, server: Server, handler: RequestHandler, peer_host: str, peer: str
-    ) -> None:
+    def __init__(self, server: Server, handler: RequestHandler, peer_host: str, peer: str) -> None:
         config = server.config
         self.server = server
         self.handler = handler
@@ -86,6 +84,7 @@ class Connection(asyncio.BufferedProtocol):
         self._frames: deque[bytearray] = deque()
         self._queued_bytes = 0
         self._frames_held = 0  # bytes of queued frames and the one being handled
+        self._overdrawn: bytearray | None = None  # a frame received past the memory bound
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._wakeup: asyncio.Future[None] | None = None
@@ -215,10 +214,10 @@ class Connection(asyncio.BufferedProtocol):
     def _push(self, frame: bytearray, *, held: bool) -> None:
         """A whole frame arrived: queue it. A big frame's buffer is already held from the request
         memory; a small one, cut from the shared buffer, is taken now (it arrived already)."""
-        if held:
-            self.memory.frame_done(self)
-        else:
+        if not held:
             self.memory.take(self, len(frame))
+        elif self.memory.overdraft_received(self):
+            self._overdrawn = frame
         self._frames_held += len(frame)
         self._frames.append(frame)
         self._queued_bytes += len(frame)
@@ -336,9 +335,12 @@ class Connection(asyncio.BufferedProtocol):
                     response = await self.handler.handle(frame, self)
                 finally:
                     self.busy = False
-                    del frame
                     self._frames_held -= size
                     self.memory.give_back(self, size)
+                    if frame is self._overdrawn:
+                        self._overdrawn = None
+                        self.memory.overdraft_done(self)
+                    del frame
                     self.last_active = time.monotonic()
                 if response is not None and not self._closing:
                     transport.writelines(response)

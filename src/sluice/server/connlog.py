@@ -77,7 +77,7 @@ class ConnectionLog:
         hosts = ", ".join(f"{h}: {n}" for h, n in window.hosts.most_common(_HOSTS_SHOWN))
         log.log(
             window.level,
-            "%s: %d more connections in %.0f s, not logged one by one (by address: %s)",
+            "%s: %d more connections in %.1f s, not logged one by one (by address: %s)",
             cause,
             window.suppressed,
             now - window.started,

@@ -11,11 +11,11 @@ Two rules keep that from ever deadlocking or starving a client:
 - A connection holding nothing may always read one buffer's worth, so a small request from any
   client is still answered while big ones wait.
 - When a waiter holds part of a frame it cannot finish with the room left, the longest such
-  waiter is let through to the end of that one frame, one connection at a time (Kafka's memory
-  pool likewise lets one request take it past its bound): partly received frames alone could
-  otherwise hold all of the memory, each waiting for the others. The bound is therefore
-  exceeded by at most one frame (``socket.request.max.bytes``) and a read buffer per
-  connection.
+  waiter is let through to the end of that one frame, and keeps that privilege until the frame
+  has been handled, so there is only ever one such frame (Kafka's memory pool likewise lets one
+  request take it past its bound): partly received frames alone could otherwise hold all of
+  the memory, each waiting for the others. The bound is therefore exceeded by at most one frame
+  (``socket.request.max.bytes``) and a read buffer per connection.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class RequestMemory:
         self.peak = 0
         self._waiting: dict[MemoryUser, None] = {}  # insertion order: longest waiter first
         self._overdraft: MemoryUser | None = None
+        self._overdraft_receiving = False
         self._waking = False
         self._full_since: float | None = None
         self._last_logged = -_LOG_EVERY_S
@@ -68,7 +69,11 @@ class RequestMemory:
         return self.limit is not None and self.used >= self.limit
 
     def may_overdraw(self, user: MemoryUser) -> bool:
-        return self.limit is None or user is self._overdraft or self.used == user.held
+        return (
+            self.limit is None
+            or (user is self._overdraft and self._overdraft_receiving)
+            or self.used == user.held
+        )
 
     def room(self, user: MemoryUser) -> int:
         """Bytes ``user`` may take now."""
@@ -105,8 +110,17 @@ class RequestMemory:
                 )
         self._wake(None)
 
-    def frame_done(self, user: MemoryUser) -> None:
-        """``user`` finished receiving a frame: it no longer needs to overdraw."""
+    def overdraft_received(self, user: MemoryUser) -> bool:
+        """``user`` has received a whole frame: if it was overdrawing, it stops (the frame
+        keeps the privilege until :meth:`overdraft_done`). True if it was."""
+        if user is self._overdraft and self._overdraft_receiving:
+            self._overdraft_receiving = False
+            return True
+        return False
+
+    def overdraft_done(self, user: MemoryUser) -> None:
+        """The frame ``user`` overdrew for has been handled and its memory given back: the
+        next one may overdraw (only one overdrawn frame exists at a time, received or not)."""
         if user is self._overdraft:
             self._overdraft = None
             if self._waiting:
@@ -142,6 +156,7 @@ class RequestMemory:
                 for user in self._waiting:
                     if user.needs_memory_to_finish:
                         self._overdraft = user
+                        self._overdraft_receiving = True
                         self._go(user)
                         break
         finally:
