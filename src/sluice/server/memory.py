@@ -91,6 +91,8 @@ class RequestMemory:
         user.held -= nbytes
         if self._waiting:
             self._wake(user)
+        elif self._full_since is not None:
+            self._episode_over()
 
     def wait(self, user: MemoryUser) -> None:
         """``user`` has stopped reading until :meth:`MemoryUser.memory_available` says go."""
@@ -123,8 +125,7 @@ class RequestMemory:
         next one may overdraw (only one overdrawn frame exists at a time, received or not)."""
         if user is self._overdraft:
             self._overdraft = None
-            if self._waiting:
-                self._wake(None)
+            self._wake(None)
 
     def forget(self, user: MemoryUser) -> None:
         """``user`` is gone: everything it held is free."""
@@ -133,10 +134,7 @@ class RequestMemory:
             self._overdraft = None
         self.used -= user.held
         user.held = 0
-        if self._waiting:
-            self._wake(None)
-        else:
-            self._episode_over()
+        self._wake(None)
 
     def _wake(self, releasing: MemoryUser | None) -> None:
         if self._waking:
@@ -161,21 +159,22 @@ class RequestMemory:
                         break
         finally:
             self._waking = False
-        if not self._waiting:
-            self._episode_over()
+        self._episode_over()
 
     def _go(self, user: MemoryUser) -> None:
         if user.memory_available():
             self._waiting.pop(user, None)
 
     def _episode_over(self) -> None:
-        if self._full_since is None:
+        """Log the end of a spell of full memory: nobody waits, nobody overdraws, and what is
+        held is within the bound again."""
+        if self._full_since is None or self._waiting or self._overdraft is not None or self.over():
             return
         began, self._full_since = self._full_since, None
         if began == self._last_logged:
             log.info(
                 "request memory: no connection waits any more, after %.1f s (peak %d bytes "
-                "held, %d connections waiting at most)",
+                "held, %d connections waiting at once at most)",
                 time.monotonic() - began,
                 self.peak,
                 self._most_waiting,
