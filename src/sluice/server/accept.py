@@ -11,8 +11,9 @@ traceback every second while the connections wait unanswered. Here:
 - Out of descriptors anyway (EMFILE; ENFILE when the whole system is), each waiting connection is
   accepted with a spare descriptor held back for the purpose and closed at once, so clients see a
   prompt close rather than a hang and retry. One line says when that starts (the cause and the
-  limit), one a minute while it lasts, and one when accepting works again (how many were refused,
-  from where). Accepting resumes by itself as soon as descriptors are free.
+  limit), one a minute while it lasts, and one when accepting has worked again for a few
+  seconds (how many were refused, from where): a process hovering at its limit has one episode,
+  not a pair of lines per connection. Accepting resumes by itself as soon as descriptors are free.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ _BATCH = 64
 """Connections accepted per wakeup, so a burst of connects does not hold up the loop."""
 _RETRY_S = (0.05, 1.0)
 _PROGRESS_EVERY_S = 60.0
+_SETTLE_S = 5.0
+"""Accepting must work this long before an episode of exhaustion is over."""
 
 
 def raise_fd_limit() -> int:
@@ -123,6 +126,8 @@ class _Exhaustion:
         self.cause = cause
         self.began = time.monotonic()
         self.logged = self.began
+        self.recovered: float | None = None
+        self.ending: asyncio.TimerHandle | None = None
         self.refused = 0
         self.hosts: Counter[str] = Counter()
 
@@ -205,8 +210,10 @@ class Acceptor:
             self._accepted(sock, address)
 
     def _accepted(self, sock: socket.socket, address: Any) -> None:
-        if self._episode is not None:
-            self._end_episode()
+        episode = self._episode
+        if episode is not None and episode.ending is None and self._loop is not None:
+            episode.recovered = time.monotonic()
+            episode.ending = self._loop.call_later(_SETTLE_S, self._end_episode)
         host = canonical_host(str(address[0])) if isinstance(address, tuple) else str(address)
         port = int(address[1]) if isinstance(address, tuple) else 0
         fd = sock.fileno()
@@ -234,21 +241,15 @@ class Acceptor:
     # -- out of descriptors ------------------------------------------------------------------------
 
     def _out_of_descriptors(self, lsock: socket.socket, exc: OSError) -> None:
-        episode = self._episode
-        if episode is None:
-            cause = f"{errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror}"
-            episode = self._episode = _Exhaustion(cause)
-            log.error(
-                "out of file descriptors (%s; this process may open %d): new connections are "
-                "closed as soon as they are accepted, until descriptors are free again",
-                cause,
-                self._fd_limit,
-            )
+        # Linux takes a descriptor before it looks at the queue: EMFILE may mean nobody waits
+        # (after the last connection accepted took the last descriptor). The spare descriptor
+        # tells the two apart, and lets each waiting connection be accepted and closed at once
+        # instead of waiting in the backlog for a slot that may not come.
+        refused: list[str] = []
         if self._spare is None:
             self._spare = _open_spare()
+        drained = self._spare is not None
         if self._spare is not None:
-            # The spare descriptor lets each waiting connection be accepted and closed at once,
-            # instead of waiting in the backlog for a slot that may not come.
             os.close(self._spare)
             self._spare = None
             while True:
@@ -259,11 +260,27 @@ class Acceptor:
                 except OSError:
                     break  # drained (EAGAIN), or the spare was taken by another thread
                 sock.close()
-                episode.refused += 1
-                episode.hosts[canonical_host(str(address[0]))] += 1
+                refused.append(canonical_host(str(address[0])))
             self._spare = _open_spare()
         if self._spare is None:
             self._back_off(lsock)  # nothing to accept with: let the backlog wait a little
+        if drained and not refused:
+            return  # nobody was waiting: not refused, not an episode
+        episode = self._episode
+        if episode is None:
+            cause = f"{errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror}"
+            episode = self._episode = _Exhaustion(cause)
+            log.error(
+                "out of file descriptors (%s; this process may open %d): new connections are "
+                "closed as soon as they are accepted, until descriptors are free again",
+                cause,
+                self._fd_limit,
+            )
+        elif episode.ending is not None:
+            episode.ending.cancel()  # not over after all: the same episode goes on
+            episode.ending = episode.recovered = None
+        episode.refused += len(refused)
+        episode.hosts.update(refused)
         now = time.monotonic()
         if now - episode.logged >= _PROGRESS_EVERY_S:
             episode.logged = now
@@ -279,10 +296,12 @@ class Acceptor:
     def _end_episode(self) -> None:
         episode, self._episode = self._episode, None
         assert episode is not None
+        if episode.ending is not None:
+            episode.ending.cancel()
         log.warning(
             "file descriptors available again: accepting connections after %.1f s in which %d "
             "were refused for lack of descriptors (%s; by address: %s)",
-            time.monotonic() - episode.began,
+            (episode.recovered or time.monotonic()) - episode.began,
             episode.refused,
             episode.cause,
             episode.by_address(),
