@@ -120,6 +120,7 @@ def test_the_descriptor_reserve_keeps_the_logs_working(tmp_path: Path) -> None:
         held = _fill(serve, hard)
         try:
             print(f"{len(held)} connections served with {hard} descriptors, {reserve} reserved")
+            serve.wait_for_line(re.compile(r"\(sluice\.fd\.reserve\)$"))
             refusals = serve.lines_matching(r"\(sluice\.fd\.reserve\)$")
             assert len(refusals) == 1, refusals
             assert re.search(

@@ -218,7 +218,6 @@ class Acceptor:
         port = int(address[1]) if isinstance(address, tuple) else 0
         fd = sock.fileno()
         if fd >= self._fd_ceiling:
-            sock.close()
             self._connlog.note(
                 "refused: sluice.fd.reserve",
                 host,
@@ -229,6 +228,7 @@ class Acceptor:
                 self._fd_limit,
                 self._fd_reserve,
             )
+            sock.close()
             return
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

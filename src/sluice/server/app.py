@@ -53,7 +53,6 @@ class Server:
         held = self.per_host.get(host, 0)
         limit = self.config.per_ip_limit_for(host)
         if held >= limit:
-            sock.close()
             self.connlog.note(
                 "refused: max.connections.per.ip",
                 host,
@@ -64,9 +63,9 @@ class Server:
                 "" if limit == self.config.per_ip_limit else ".overrides",
                 limit,
             )
+            sock.close()
             return
         if len(self.connections) >= self.config.max_connections:
-            sock.close()
             self.connlog.note(
                 "refused: max.connections",
                 host,
@@ -75,6 +74,7 @@ class Server:
                 len(self.connections),
                 self.config.max_connections,
             )
+            sock.close()
             return
         assert self.broker is not None
         connection = Connection(self, self.broker, host, peer)

@@ -36,7 +36,11 @@ log = logging.getLogger(__name__)
 
 Buffer = bytes | bytearray | memoryview
 
-_READ_BUFFER = 256 * 1024
+_READ_BUFFER_MIN = 16 * 1024
+_READ_BUFFER_MAX = 256 * 1024
+"""The shared read buffer starts small (a connection that is idle or trickling costs 16 KiB,
+not 256: a bytearray is zeroed, so all of it is resident) and doubles, from the request memory,
+while reads keep filling it."""
 _MAX_QUEUED_FRAMES = 32
 _MAX_QUEUED_BYTES = 4 * 1024 * 1024
 _FIRST_BODY_BYTES = 1024 * 1024
@@ -75,7 +79,8 @@ class Connection(asyncio.BufferedProtocol):
         self.receive_size: int | None = None
         self._receive_timeout = config.request_receive_timeout_ms / 1000
         self._receive_rate = config.request_receive_min_rate
-        self._buf = bytearray(_READ_BUFFER)
+        self._buf = bytearray(_READ_BUFFER_MIN)
+        self._buf_filled_up = False  # the last read took all the room the buffer offered
         self._start = 0
         self._end = 0
         self._body: bytearray | None = None
@@ -123,7 +128,18 @@ class Connection(asyncio.BufferedProtocol):
             return memoryview(self._body)[self._filled :]
         if self._end == len(self._buf):
             self._compact()
+        if self._buf_filled_up and self._end == 0 and len(self._buf) < _READ_BUFFER_MAX:
+            self._grow_read_buffer()
         return memoryview(self._buf)[self._end :]
+
+    def _grow_read_buffer(self) -> None:
+        """Reads keep filling the (empty) shared buffer: double it, if the request memory has
+        room (it holds nothing, so nothing is copied)."""
+        self._buf_filled_up = False
+        more = len(self._buf)
+        if self.memory.room(self) >= more:
+            self.memory.take(self, more)
+            self._buf = bytearray(2 * more)
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._body is not None:
@@ -132,6 +148,7 @@ class Connection(asyncio.BufferedProtocol):
                 body, self._body = self._body, None
                 self._push(body, held=True)
         else:
+            self._buf_filled_up = self._end + nbytes == len(self._buf)
             self._end += nbytes
             self._cut_frames()
         if self._closing:
