@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 
@@ -209,3 +210,35 @@ def test_message_too_large_is_answered(make_broker: MakeBroker) -> None:
         assert (part.error_code, part.base_offset) == (ErrorCode.MESSAGE_TOO_LARGE, -1)
         assert list_offset(client, "t", 0) == (0, 0)
         assert produce(client, "t", 0, batch([b"small"])).base_offset == 0
+
+
+def test_a_client_that_never_reads_its_answers_is_closed_when_idle(
+    make_broker: MakeBroker,
+) -> None:
+    """Pipelined fetches whose answers the client never reads: the broker's writes back up, its
+    queue of requests stays full, and nothing completes. That is idleness too, so the
+    connection is closed after connections.max.idle.ms rather than held forever."""
+    idle_ms = 500
+    broker = make_broker(**{"connections.max.idle.ms": str(idle_ms)})
+    with WireClient.to(broker) as setup:
+        create_topic(setup, "t")
+        for i in range(4):
+            assert produce(setup, "t", 0, batch([bytes([i]) * (256 * 1024)])).error_code == 0
+    connections_settle(broker, 0)
+    stuck = WireClient.to(broker)
+    try:
+        stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        assert api_versions(stuck).error_code == 0
+        connections_settle(broker, 1)
+        frames = b"".join(
+            stuck.frame(ApiKey.FETCH, 12, fetch_request("t", 0, 0, max_bytes=2 << 20))[1]
+            for _ in range(32)
+        )  # 32 answers of 1 MiB each: far more than the sockets' buffers hold
+        started = time.monotonic()  # before its last request: an upper bound on its activity
+        stuck.send_bytes(frames)
+        connections_settle(broker, 0, timeout=10)
+        quiet = time.monotonic() - started
+        print(f"a client that never read its answers was closed after {quiet:.2f} s")
+        assert quiet >= idle_ms / 1000
+    finally:
+        stuck.close()

@@ -52,7 +52,11 @@ def raise_fd_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else _nr_open(soft)
     if soft == resource.RLIM_INFINITY or target <= soft:
-        log.info("file descriptors: soft limit %d, the hard limit", soft)
+        log.info(
+            "file descriptors: soft limit %s, hard limit %s",
+            "unlimited" if soft == resource.RLIM_INFINITY else soft,
+            "unlimited" if hard == resource.RLIM_INFINITY else hard,
+        )
         return soft
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -173,6 +173,8 @@ class Server:
             self.acceptor.close()
         if self._reaper is not None:
             self._reaper.cancel()
+        if self._attaching:  # connections accepted a moment ago: let them get their transport
+            await asyncio.wait(list(self._attaching), timeout=1.0)
         for connection in list(self.connections):
             connection.stop_reading()
         if self.broker is not None:
@@ -188,7 +190,7 @@ class Server:
             for task in pending:
                 task.cancel()
         for connection in list(self.connections):
-            connection.close()
+            connection.abort()  # past the grace period: do not wait for peers to read
         self.connlog.flush()
         if self.broker is not None:
             await self.broker.close()
@@ -241,10 +243,9 @@ class Server:
                         config.request_receive_timeout_ms,
                         config.request_receive_min_rate,
                     )
-                    connection.close()
+                    connection.abort()
                 elif not connection.busy and now - connection.last_active > idle:
-                    if connection.has_queued_frames:
-                        continue
+                    # Not busy yet with frames queued: it waits for the peer to read a response.
                     self.connlog.note(
                         "closed: connections.max.idle.ms",
                         connection.peer_host,
@@ -254,7 +255,7 @@ class Server:
                         config.idle_timeout_ms,
                         level=logging.INFO,
                     )
-                    connection.close()
+                    connection.abort()
             self.connlog.tick()
 
 

@@ -185,7 +185,7 @@ class Connection(asyncio.BufferedProtocol):
                     size,
                     self.max_frame,
                 )
-                self.close()
+                self.abort()
                 return
             available = self._end - self._start - 4
             if available >= size:
@@ -276,10 +276,6 @@ class Connection(asyncio.BufferedProtocol):
         return self._end - self._start
 
     # -- flow control ------------------------------------------------------------------------------
-
-    @property
-    def has_queued_frames(self) -> bool:
-        return bool(self._frames)
 
     @property
     def reading_paused(self) -> bool:
@@ -395,7 +391,17 @@ class Connection(asyncio.BufferedProtocol):
             await asyncio.shield(self._task)
 
     def close(self) -> None:
+        """Close once what was written has been sent."""
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
         self._closing = True
         self._wake()
+
+    def abort(self) -> None:
+        """Close now, dropping anything unsent: for a peer that is closed by policy (it may not
+        be reading at all, and a graceful close would wait for it forever)."""
+        if self._transport is not None:
+            self._transport.abort()
+        self._closing = True
+        self._wake()
+        self._writable.set()
