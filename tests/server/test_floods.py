@@ -342,3 +342,31 @@ def test_many_big_requests_at_once_under_a_small_memory_bound(make_broker: MakeB
         )
         assert resp.responses[0].partition_responses[0].error_code == 0
     assert server.memory.used == 0
+
+
+def test_read_buffers_grow_with_traffic_and_shrink_when_quiet(make_broker: MakeBroker) -> None:
+    """A connection's read buffer starts at 16 KiB (a thousand idle or trickling connections
+    must not cost 256 KiB each) and grows, from the request memory, while pipelined requests
+    keep filling it; once the connection is quiet the growth is given back, though it stays
+    open."""
+    broker = make_broker()
+    server = broker.server
+    assert server is not None
+    with WireClient.to(broker) as client:
+        create_topic(client, "t")
+        pipelined = b"".join(
+            client.frame(ApiKey.PRODUCE, 9, produce_request("t", 0, batch([bytes(900)])))[1]
+            for _ in range(400)
+        )  # 400 requests of about 1 KiB in one write
+        client.send_bytes(pipelined)
+        for _ in range(400):
+            client.recv_frame()
+        grown = server.memory.peak
+        print(f"request memory peak while pipelining: {grown / 1024:.0f} KiB")
+        assert grown > 16 * 1024  # the buffer grew (and the queued requests were held)
+        deadline = time.monotonic() + 10
+        while server.memory.used:
+            assert time.monotonic() < deadline, f"{server.memory.used} bytes still held"
+            time.sleep(0.05)  # polling the broker's state, bounded by the deadline
+        assert api_versions(client).error_code == 0  # still open and served
+        assert len(fetch_all_values(client, "t")) == 400

@@ -216,7 +216,7 @@ class Server:
 
     async def _housekeeping(self) -> None:
         """Close connections idle for longer than connections.max.idle.ms, and those whose
-        request has not arrived by its receive deadline."""
+        request has not arrived by its receive deadline; quiet ones give back grown buffers."""
         config = self.config
         idle = config.idle_timeout_ms / 1000
         receive = config.request_receive_timeout_ms / 1000
@@ -244,14 +244,18 @@ class Server:
                         config.request_receive_min_rate,
                     )
                     connection.abort()
-                elif not connection.busy and now - connection.last_active > idle:
+                    continue
+                quiet = now - connection.last_active
+                if quiet > interval:
+                    connection.shrink_read_buffer()
+                if not connection.busy and quiet > idle:
                     # Not busy yet with frames queued: it waits for the peer to read a response.
                     self.connlog.note(
                         "closed: connections.max.idle.ms",
                         connection.peer_host,
                         "closing %s: no request for %.1f s (connections.max.idle.ms=%d)",
                         connection.peer,
-                        now - connection.last_active,
+                        quiet,
                         config.idle_timeout_ms,
                         level=logging.INFO,
                     )

@@ -141,6 +141,15 @@ class Connection(asyncio.BufferedProtocol):
             self.memory.take(self, more)
             self._buf = bytearray(2 * more)
 
+    def shrink_read_buffer(self) -> None:
+        """Housekeeping, for a connection gone quiet: give a grown, empty read buffer back."""
+        extra = len(self._buf) - _READ_BUFFER_MIN
+        if extra > 0 and self._start == self._end and not self._closing:
+            self._buf = bytearray(_READ_BUFFER_MIN)
+            self._start = self._end = 0
+            self._buf_filled_up = False
+            self.memory.give_back(self, extra)
+
     def buffer_updated(self, nbytes: int) -> None:
         if self._body is not None:
             self._filled += nbytes
