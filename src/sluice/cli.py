@@ -10,7 +10,7 @@ from pathlib import Path
 
 def _serve(args: argparse.Namespace) -> int:
     from sluice.errors import SluiceError
-    from sluice.server.app import Server
+    from sluice.server.app import Server, ShutdownError, StartupError
     from sluice.server.config import BrokerConfig, parse_host_port
 
     logging.basicConfig(
@@ -32,8 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
         import uvloop
 
         uvloop.run(Server(config).serve())
-    except (OSError, SluiceError) as exc:
+    except StartupError as exc:
         print(f"sluice serve: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except ShutdownError as exc:
+        print(f"sluice serve: shutdown did not complete cleanly: {exc}", file=sys.stderr)
         return 1
     return 0
 

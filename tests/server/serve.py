@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -19,10 +20,18 @@ _LISTENING = re.compile(r"sluice listening on (\S+):(\d+) \(advertised (\S+)\)")
 
 
 class ServeProcess:
-    def __init__(self, args: list[str], *, cwd: Path) -> None:
+    def __init__(
+        self, args: list[str], *, cwd: Path, nofile: tuple[int, int] | None = None
+    ) -> None:
+        """``nofile``: the (soft, hard) RLIMIT_NOFILE the broker process starts with."""
         self.args = args
         self.started = time.monotonic()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+        def limits() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sluice.cli", "serve", *args],
             cwd=cwd,
@@ -32,6 +41,7 @@ class ServeProcess:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # signals from the terminal do not reach it
+            preexec_fn=limits if nofile is not None else None,
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()
@@ -77,6 +87,10 @@ class ServeProcess:
                         f"no line matching {pattern.pattern!r} within {timeout}s:\n{self.output_unlocked()}"
                     )
                 self._changed.wait(min(remaining, 0.1))
+
+    def lines_matching(self, pattern: str) -> list[str]:
+        with self._changed:
+            return [line for line in self.lines if re.search(pattern, line)]
 
     def output_unlocked(self) -> str:
         return "\n".join(self.lines)

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from sluice.broker.configs import DEFAULT_CONFIG, STATIC_BROKER_CONFIG
 from sluice.cli import main as cli_main
 from sluice.errors import ErrorCode, InvalidConfigError
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
+from sluice.protocol.messages import ConfigResourceType
 from sluice.server.config import BROKER_CONFIG_KEYS, BrokerConfig, Listener, parse_host_port
 from sluice.testing import EmbeddedBroker
 from tests.server.conftest import MakeBroker
@@ -153,6 +155,49 @@ def test_listener_forms(text: str, expected: Listener) -> None:
         (["socket.request.max.bytes=10"], "", "socket.request.max.bytes must be >= 1024"),
         (["listeners=host:99999"], "", "bad value for listeners"),
         (["log.retention.ms=soon"], "", "retention"),
+        (["max.connections.per.ip=-1"], "", "bad value for max.connections.per.ip: '-1'"),
+        (
+            ["max.connections.per.ip=0"],
+            "",
+            "max.connections.per.ip can be 0 only with max.connections.per.ip.overrides",
+        ),
+        (
+            ["max.connections.per.ip.overrides=10.0.0.1"],
+            "",
+            "bad value for max.connections.per.ip.overrides: '10.0.0.1' (expected host:count",
+        ),
+        (
+            ["max.connections.per.ip.overrides=10.0.0.1:many"],
+            "",
+            "bad count in '10.0.0.1:many'",
+        ),
+        (
+            ["max.connections.per.ip.overrides=10.0.0.1:-3"],
+            "",
+            "count must be >= 0 in '10.0.0.1:-3'",
+        ),
+        (
+            ["max.connections.per.ip.overrides=no-such-host.invalid:3"],
+            "",
+            "cannot resolve 'no-such-host.invalid'",
+        ),
+        (
+            ["queued.max.request.bytes=0"],
+            "",
+            "bad value for queued.max.request.bytes: '0' (must be >= 1, or -1 for unbounded)",
+        ),
+        (["queued.max.request.bytes=-2"], "", "or -1 for unbounded"),
+        (
+            ["sluice.request.receive.timeout.ms=0"],
+            "",
+            "bad value for sluice.request.receive.timeout.ms: '0' (must be >= 1)",
+        ),
+        (
+            ["sluice.request.receive.min.bytes.per.sec=0"],
+            "",
+            "bad value for sluice.request.receive.min.bytes.per.sec: '0' (must be >= 1)",
+        ),
+        (["sluice.fd.reserve=-1"], "", "bad value for sluice.fd.reserve: '-1' (must be >= 0)"),
     ],
 )
 def test_invalid_settings_are_errors(
@@ -162,6 +207,99 @@ def test_invalid_settings_are_errors(
     with pytest.raises(InvalidConfigError) as raised:
         BrokerConfig.load(file, overrides)
     assert message in str(raised.value)
+
+
+def test_connection_limit_settings() -> None:
+    """The defaults, and what each setting parses to (Kafka's names where Kafka has one)."""
+    config = BrokerConfig()
+    assert config.per_ip_limit == 900  # max.connections less a tenth: a reserve for others
+    assert config.queued_max_request_bytes == 256 * 2**20
+    assert config.request_receive_timeout_ms == 30_000
+    assert config.request_receive_min_rate == 256 * 1024
+    assert config.fd_reserve == 256
+    assert config.receive_deadline_s(100 * 2**20) == 30 + 400  # 100 MiB at 256 KiB/s
+    assert BrokerConfig(max_connections=5).per_ip_limit == 5  # a tenth of 5 rounds to nothing
+    config = BrokerConfig.from_settings(
+        {
+            "max.connections": "50",
+            "max.connections.per.ip": "0",
+            "max.connections.per.ip.overrides": " 10.0.0.1:4 , [::1]:2,::ffff:10.0.0.2:3,,",
+            "queued.max.request.bytes": "-1",
+            "sluice.request.receive.timeout.ms": "1000",
+            "sluice.request.receive.min.bytes.per.sec": "1000",
+            "sluice.fd.reserve": "0",
+        }
+    )
+    assert config.per_ip_limit == 0
+    assert config.per_ip_limit_for("10.0.0.1") == 4
+    assert config.per_ip_limit_for("::1") == 2
+    assert config.per_ip_limit_for("10.0.0.2") == 3  # an IPv4-mapped address is the IPv4 one
+    assert config.per_ip_limit_for("10.0.0.3") == 0
+    assert config.queued_max_request_bytes == -1
+    assert config.receive_deadline_s(3000) == 4.0
+    assert config.fd_reserve == 0
+
+
+def _describe_broker(host: str, port: int) -> dict[str, tuple[str | None, int, bool]]:
+    with WireClient(host, port) as client:
+        body = m.DescribeConfigsRequest(
+            resources=[
+                m.DescribeConfigsResource(
+                    resource_type=ConfigResourceType.BROKER,
+                    resource_name="0",
+                    configuration_keys=None,
+                )
+            ],
+            include_synonyms=False,
+        )
+        (result,) = client.call(ApiKey.DESCRIBE_CONFIGS, 4, body, m.DescribeConfigsResponse).results
+        assert result.error_code == 0
+        return {c.name: (c.value, c.config_source, c.read_only) for c in result.configs}
+
+
+CONNECTION_LIMITS = {
+    "max.connections.per.ip": "77",
+    "max.connections.per.ip.overrides": "10.0.0.1:5,[::1]:6",
+    "queued.max.request.bytes": str(64 << 20),
+    "sluice.request.receive.timeout.ms": "12000",
+    "sluice.request.receive.min.bytes.per.sec": "65536",
+    "sluice.fd.reserve": "64",
+}
+
+
+def test_connection_limits_by_serve_set_are_described(tmp_path: Path) -> None:
+    """``sluice serve --set`` takes every connection limit, and DescribeConfigs for the broker
+    reports each as set; a broker left at the defaults reports them as defaults."""
+    args = ["--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")]
+    for key, value in CONNECTION_LIMITS.items():
+        args += ["--set", f"{key}={value}"]
+    with ServeProcess(args, cwd=tmp_path) as serve:
+        serve.wait_ready()
+        described = _describe_broker(serve.host, serve.port)
+        serve.signal(signal.SIGTERM)
+        assert serve.wait() == 0
+    for key, value in CONNECTION_LIMITS.items():
+        assert described[key] == (value, STATIC_BROKER_CONFIG, True), key
+    with EmbeddedBroker(tmp_path / "e") as broker:
+        described = _describe_broker("127.0.0.1", broker.port)
+    assert described["max.connections.per.ip"] == ("900", DEFAULT_CONFIG, True)
+    assert described["max.connections.per.ip.overrides"] == ("", DEFAULT_CONFIG, True)
+    assert described["queued.max.request.bytes"] == (str(256 << 20), DEFAULT_CONFIG, True)
+    assert described["sluice.request.receive.timeout.ms"] == ("30000", DEFAULT_CONFIG, True)
+    assert described["sluice.request.receive.min.bytes.per.sec"] == ("262144", DEFAULT_CONFIG, True)
+    assert described["sluice.fd.reserve"] == ("256", DEFAULT_CONFIG, True)
+
+
+def test_bad_connection_limits_stop_serve_with_exit_2(tmp_path: Path) -> None:
+    result = run_serve(
+        ["--data-dir", str(tmp_path / "d"), "--set", "max.connections.per.ip.overrides=x:y"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "sluice serve: bad value for max.connections.per.ip.overrides: 'x:y' (bad count in 'x:y')"
+    )
+    assert not (tmp_path / "d").exists()
 
 
 def test_unreadable_config_files(tmp_path: Path) -> None:
@@ -185,6 +323,7 @@ def test_every_documented_key_is_accepted() -> None:
         "sluice.log.append.mode": "inline",
         "log.cleanup.policy": "delete",
         "compression.type": "zstd",
+        "max.connections.per.ip.overrides": "127.0.0.1:5,[::1]:6",
     }
     for key in sorted(BROKER_CONFIG_KEYS):
         BrokerConfig.from_settings({key: samples.get(key, "1048576")})

@@ -1,122 +1,142 @@
-"""File descriptors: a broker's descriptors stay bounded however many segments its logs have,
-and running out of them fails requests with error codes, never half-creates or half-deletes a
-topic or leaks descriptors or directories."""
+"""File descriptors, on ``sluice serve`` child processes started with a low RLIMIT_NOFILE: the
+soft limit raised to the hard one at start; connections that would take the descriptors kept
+for the logs (sluice.fd.reserve) refused; and when the process is out of descriptors anyway,
+connections refused at once with one log line for the whole episode, and served again as soon
+as descriptors are free."""
 
 from __future__ import annotations
 
-import os
-import resource
+import re
+import signal
+import time
 from pathlib import Path
 
-from sluice.errors import ErrorCode
-from sluice.protocol import ApiKey
-from sluice.protocol import messages as m
-from sluice.testing import BrokerProcess
+from tests.server.serve import ServeProcess
 from tests.server.wire import (
+    ConnectionClosed,
     WireClient,
+    api_versions,
     batch,
     create_topic,
-    create_topics,
     fetch_all_values,
     produce,
 )
 
 
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def _connect(serve: ServeProcess) -> WireClient | None:
+    """A new connection: the client if it is served, None if the broker closed it at once."""
+    client = WireClient(serve.host, serve.port, timeout=5)
+    try:
+        api_versions(client)
+    except (ConnectionClosed, OSError):
+        assert client.wait_closed() == b""
+        client.close()
+        return None
+    return client
 
 
-def topic_dirs(data: Path) -> list[str]:
-    return sorted(p.name.rsplit(".", 1)[0] for p in data.iterdir() if (p / "topic.json").exists())
+def _fill(serve: ServeProcess, most: int) -> list[WireClient]:
+    """Connections until the broker refuses one (and at most ``most``)."""
+    held: list[WireClient] = []
+    while len(held) < most:
+        client = _connect(serve)
+        if client is None:
+            return held
+        held.append(client)
+    raise AssertionError(f"{most} connections and none refused")
 
 
-def test_segments_do_not_each_keep_a_descriptor(tmp_path: Path) -> None:
-    """segment.bytes at its minimum rolls a segment for every batch: 300 segments, read back in
-    full, cost no more descriptors than the cache holds."""
-    log = tmp_path / "serve.log"
-    with BrokerProcess(
-        tmp_path / "data", log, settings={"sluice.max.open.segment.files": "16"}
-    ) as broker:
-        broker.start()
-        assert broker.proc is not None
-        pid = broker.proc.pid
-        with WireClient("127.0.0.1", broker.port) as client:
-            resp = client.call(
-                ApiKey.CREATE_TOPICS,
-                7,
-                m.CreateTopicsRequest(
-                    topics=[
-                        m.CreatableTopic(
-                            name="tiny",
-                            num_partitions=1,
-                            replication_factor=1,
-                            configs=[m.CreatableTopicConfig(name="segment.bytes", value="14")],
-                        )
-                    ],
-                    timeout_ms=10_000,
-                ),
-                m.CreateTopicsResponse,
+def test_out_of_descriptors_is_one_episode_and_ends_by_itself(tmp_path: Path) -> None:
+    limit = 64
+    args = ["--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")]
+    args += ["--set", "sluice.fd.reserve=0"]  # no reserve: run out for real
+    with ServeProcess(args, cwd=tmp_path, nofile=(limit, limit)) as serve:
+        serve.wait_ready()
+        held = _fill(serve, limit)
+        refused = 1  # the one that ended _fill
+        try:
+            for _ in range(9):
+                assert _connect(serve) is None
+                refused += 1
+            print(f"{len(held)} connections served with {limit} descriptors, {refused} refused")
+            assert 20 < len(held) < limit
+            for c in held[: len(held) // 2]:
+                assert api_versions(c).error_code == 0  # the admitted ones are unaffected
+        finally:
+            for c in held:
+                c.close()
+        # Descriptors free up as the broker closes its side of those: it serves again, by
+        # itself (retrying while it has not yet closed them all).
+        deadline = time.monotonic() + 20
+        while (client := _connect(serve)) is None:
+            refused += 1
+            assert time.monotonic() < deadline, "never served again"
+        with client:
+            create_topic(client, "after")
+            assert produce(client, "after", 0, batch([b"ok"])).error_code == 0
+            assert fetch_all_values(client, "after") == [b"ok"]
+        started = serve.lines_matching(r"out of file descriptors")
+        assert len(started) == 1, serve.output  # once for the episode, not once a connection
+        assert re.search(
+            rf"out of file descriptors \(EMFILE: Too many open files; this process may open "
+            rf"{limit}\): new connections are closed as soon as they are accepted",
+            started[0],
+        ), started
+        ended = serve.wait_for_line(
+            re.compile(
+                r"file descriptors available again: accepting connections after [\d.]+ s in "
+                r"which (\d+) were refused for lack of descriptors \(EMFILE: Too many open "
+                r"files; by address: 127\.0\.0\.1: (\d+)\)"
             )
-            assert resp.topics[0].error_code == 0
-            before = open_fds(pid)
-            values = [f"v{i}".encode() for i in range(300)]
-            for value in values:
-                assert produce(client, "tiny", 0, batch([value])).error_code == 0
-            assert fetch_all_values(client, "tiny", 0) == values
-            after = open_fds(pid)
-        segments = list((tmp_path / "data").glob("tiny.*/0/*.log"))
-        assert len(segments) == 300
-        # the active segment plus at most 16 cached inactive ones
-        assert after - before <= 17, (before, after)
-        assert broker.stop() == 0
+        )
+        assert int(ended.group(1)) == int(ended.group(2)) == refused
+        print(ended.group(0))
+        serve.signal(signal.SIGTERM)
+        assert serve.wait() == 0
+        assert "Traceback" not in serve.output, serve.output
 
 
-def test_running_out_of_descriptors_fails_requests_cleanly(tmp_path: Path) -> None:
-    """With a descriptor limit far below what the load needs, appends to many partitions fail
-    with KAFKA_STORAGE_ERROR; creating and deleting topics still work or fail whole; nothing
-    leaks; and everything acknowledged is there after a restart."""
-    log = tmp_path / "serve.log"
-    data = tmp_path / "data"
-    with BrokerProcess(data, log) as broker:
-        broker.start()
-        assert broker.proc is not None
-        pid = broker.proc.pid
-        with WireClient("127.0.0.1", broker.port) as client:
-            create_topic(client, "many", partitions=400)  # creating opens no descriptor at all
-            used = open_fds(pid)
-            soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-            resource.prlimit(pid, resource.RLIMIT_NOFILE, (used + 100, hard))
-            acknowledged: dict[int, bytes] = {}
-            refused = 0
-            for p in range(400):
-                part = produce(client, "many", p, batch([f"p{p}".encode()]))
-                if part.error_code == 0:
-                    acknowledged[p] = f"p{p}".encode()
-                else:
-                    assert part.error_code == ErrorCode.KAFKA_STORAGE_ERROR, part
-                    refused += 1
-            assert refused > 0 and len(acknowledged) >= 50, (refused, len(acknowledged))
-            # A create either happens whole or not at all; a delete of a topic works.
-            codes = create_topics(client, ["other"], partitions=50)
-            assert codes["other"] in (0, ErrorCode.KAFKA_STORAGE_ERROR)
-            resp = client.call(
-                ApiKey.DELETE_TOPICS,
-                4,
-                m.DeleteTopicsRequest(topic_names=["other"], timeout_ms=10_000),
-                m.DeleteTopicsResponse,
-            )
-            assert [r.error_code for r in resp.responses] in (
-                [0],
-                [ErrorCode.UNKNOWN_TOPIC_OR_PARTITION],
-            )
-            assert topic_dirs(data) == ["many"]
-            # The connection and the broker still work.
-            assert produce(client, "many", next(iter(acknowledged)), batch([b"again"])).error_code == 0
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
-        assert broker.stop() == 0
-        broker.start()
-        with WireClient("127.0.0.1", broker.port) as client:
-            for p, value in acknowledged.items():
-                assert fetch_all_values(client, "many", p)[0] == value
-        assert broker.stop() == 0
-    assert "Traceback" not in log.read_text()
+def test_the_descriptor_reserve_keeps_the_logs_working(tmp_path: Path) -> None:
+    """Connections never take the last sluice.fd.reserve descriptors, so with every other one
+    taken the logs can still open files (a topic of many partitions is created and written);
+    the soft limit was raised to the hard one at start, and both were logged."""
+    soft, hard, reserve = 48, 128, 40
+    args = ["--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")]
+    args += ["--set", f"sluice.fd.reserve={reserve}"]
+    with ServeProcess(args, cwd=tmp_path, nofile=(soft, hard)) as serve:
+        serve.wait_ready()
+        raised = serve.lines_matching(r"file descriptors: ")
+        assert any(
+            f"file descriptors: soft limit raised from {soft} to {hard} (the hard limit)" in line
+            for line in raised
+        ), raised
+        limits = Path(f"/proc/{serve.proc.pid}/limits").read_text()
+        assert re.search(rf"Max open files\s+{hard}\s+{hard}\s", limits), limits
+        assert serve.lines_matching(
+            rf"max\.connections=1000, but this process may open {hard} file descriptors and "
+            rf"keeps {reserve} of them for the logs \(sluice\.fd\.reserve\): connections past "
+            rf"descriptor {hard - reserve} will be refused"
+        )
+        held = _fill(serve, hard)
+        try:
+            print(f"{len(held)} connections served with {hard} descriptors, {reserve} reserved")
+            serve.wait_for_line(re.compile(r"\(sluice\.fd\.reserve\)$"))
+            refusals = serve.lines_matching(r"\(sluice\.fd\.reserve\)$")
+            assert len(refusals) == 1, refusals
+            assert re.search(
+                rf"refused 127\.0\.0\.1:\d+: it would take file descriptor {hard - reserve} of "
+                rf"the {hard} the process may open, and the last {reserve} are kept for the logs",
+                refusals[0],
+            ), refusals
+            partitions = 12
+            create_topic(held[0], "wide", partitions=partitions)
+            for p in range(partitions):
+                assert produce(held[0], "wide", p, batch([f"p{p}".encode()])).error_code == 0
+            for p in range(partitions):
+                assert fetch_all_values(held[1], "wide", p) == [f"p{p}".encode()]
+        finally:
+            for c in held:
+                c.close()
+        serve.signal(signal.SIGTERM)
+        assert serve.wait() == 0
+        assert "Traceback" not in serve.output and " ERROR " not in serve.output, serve.output

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
+import socket
 import threading
 import time
+
+import pytest
 
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
@@ -60,12 +65,25 @@ def test_max_connections(make_broker: MakeBroker) -> None:
             c.close()
 
 
-def test_idle_connections_are_closed(make_broker: MakeBroker) -> None:
+def _connection_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "sluice.server.connections"]
+
+
+def test_idle_connections_are_closed(
+    make_broker: MakeBroker, caplog: pytest.LogCaptureFixture
+) -> None:
     """Connections quiet for longer than connections.max.idle.ms are closed by the broker (the
     broker and these tests share one monotonic clock, so the bounds below are exact); busy ones
-    and ones with a request in progress are not."""
+    and ones with a request in progress are not. A request that starts and never finishes is
+    closed by its receive deadline (here as short as the idle timeout)."""
+    caplog.set_level(logging.INFO, logger="sluice.server.connections")
     idle_ms = 500
-    broker = make_broker(**{"connections.max.idle.ms": str(idle_ms)})
+    broker = make_broker(
+        **{
+            "connections.max.idle.ms": str(idle_ms),
+            "sluice.request.receive.timeout.ms": str(idle_ms),
+        }
+    )
     with WireClient.to(broker) as setup:
         create_topic(setup, "t")
     last_activity: dict[str, float] = {}  # taken before the broker's own record of it
@@ -113,19 +131,39 @@ def test_idle_connections_are_closed(make_broker: MakeBroker) -> None:
         assert api_versions(busy).error_code == 0
         # ...and once it goes quiet, the long-polling connection is reaped too.
         assert polling.wait_closed(timeout=10) == b""
+        # Each close is logged with the peer and the cause.
+        lines = _connection_log(caplog)
+        idle_lines = [x for x in lines if "(connections.max.idle.ms=500)" in x]
+        assert len(idle_lines) == 3, lines  # idle, silent, and the long poller at the end
+        assert all(
+            re.match(r"closing 127\.0\.0\.1:\d+: no request for [\d.]+ s", x) for x in idle_lines
+        )
+        late = [x for x in lines if "past its deadline" in x]
+        assert len(late) == 1 and re.match(
+            r"closing 127\.0\.0\.1:\d+: 14 of 104 request bytes arrived in [\d.]+ s", late[0]
+        ), lines
     finally:
         for c in (idle, silent, slowloris, busy, polling):
             c.close()
 
 
 def test_request_size_limit_default_is_100_mib(
-    sluice_broker: EmbeddedBroker, witness: Witness
+    sluice_broker: EmbeddedBroker, witness: Witness, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="sluice.server.connections")
     limit = 100 * 1024 * 1024
     assert BrokerConfig().request_max_bytes == limit
     with WireClient.to(sluice_broker) as over:
         over.send_bytes(I32.pack(limit + 1))
         assert over.wait_closed() == b""
+    assert any(
+        re.fullmatch(
+            rf"closing 127\.0\.0\.1:\d+: request size {limit + 1} is outside 1\.\.{limit} "
+            r"\(socket\.request\.max\.bytes\)",
+            x,
+        )
+        for x in _connection_log(caplog)
+    ), _connection_log(caplog)
     # At the limit, the broker waits for the rest of the frame instead of closing.
     with WireClient.to(sluice_broker) as at:
         at.send_bytes(I32.pack(limit) + b"\x00" * 10)
@@ -203,3 +241,35 @@ def test_message_too_large_is_answered(make_broker: MakeBroker) -> None:
         assert (part.error_code, part.base_offset) == (ErrorCode.MESSAGE_TOO_LARGE, -1)
         assert list_offset(client, "t", 0) == (0, 0)
         assert produce(client, "t", 0, batch([b"small"])).base_offset == 0
+
+
+def test_a_client_that_never_reads_its_answers_is_closed_when_idle(
+    make_broker: MakeBroker,
+) -> None:
+    """Pipelined fetches whose answers the client never reads: the broker's writes back up, its
+    queue of requests stays full, and nothing completes. That is idleness too, so the
+    connection is closed after connections.max.idle.ms rather than held forever."""
+    idle_ms = 500
+    broker = make_broker(**{"connections.max.idle.ms": str(idle_ms)})
+    with WireClient.to(broker) as setup:
+        create_topic(setup, "t")
+        for i in range(4):
+            assert produce(setup, "t", 0, batch([bytes([i]) * (256 * 1024)])).error_code == 0
+    connections_settle(broker, 0)
+    stuck = WireClient.to(broker)
+    try:
+        stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        assert api_versions(stuck).error_code == 0
+        connections_settle(broker, 1)
+        frames = b"".join(
+            stuck.frame(ApiKey.FETCH, 12, fetch_request("t", 0, 0, max_bytes=2 << 20))[1]
+            for _ in range(32)
+        )  # 32 answers of 1 MiB each: far more than the sockets' buffers hold
+        started = time.monotonic()  # before its last request: an upper bound on its activity
+        stuck.send_bytes(frames)
+        connections_settle(broker, 0, timeout=10)
+        quiet = time.monotonic() - started
+        print(f"a client that never read its answers was closed after {quiet:.2f} s")
+        assert quiet >= idle_ms / 1000
+    finally:
+        stuck.close()

@@ -67,8 +67,13 @@ class WireClient:
         *,
         client_id: str | None = "sluice-server-tests",
         timeout: float = DEFAULT_TIMEOUT,
+        source: str | None = None,
     ) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        """``source``: the local address to connect from (any of 127/8 reaches a broker on
+        127.0.0.1, and is a different peer address to it)."""
+        self.sock = socket.create_connection(
+            (host, port), timeout=timeout, source_address=None if source is None else (source, 0)
+        )
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client_id = client_id
         self.timeout = timeout
@@ -83,8 +88,9 @@ class WireClient:
         *,
         client_id: str | None = "sluice-server-tests",
         timeout: float = DEFAULT_TIMEOUT,
+        source: str | None = None,
     ) -> WireClient:
-        return cls("127.0.0.1", broker.port, client_id=client_id, timeout=timeout)
+        return cls("127.0.0.1", broker.port, client_id=client_id, timeout=timeout, source=source)
 
     # -- sending -----------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ request at an unknown version gets Kafka's v0 fallback answer, anything else the
 from __future__ import annotations
 
 import logging
+import resource
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +81,7 @@ class Broker:
         limits = Limits(
             max_partitions_per_topic=config.max_partitions_per_topic,
             max_broker_partitions=config.max_broker_partitions,
-            open_segment_files=config.max_open_segment_files,
+            open_segment_files=_segment_file_budget(config.max_open_segment_files),
         )
         logs = LogManager.open(config.data_dir, config.topic_defaults, limits=limits)
         return cls(config, logs)
@@ -101,10 +102,13 @@ class Broker:
         self.groups.begin_shutdown()
 
     async def close(self) -> None:
-        """Wake long polls, stop the coordinator, then drain, fsync and mark every log clean."""
+        """Wake long polls, stop the coordinator, then drain, fsync and mark every log clean.
+        The logs are closed even if the coordinator's store fails to."""
         self.fetch_waiters.wake_all()
-        await self.groups.close()
-        await self.logs.close()
+        try:
+            await self.groups.close()
+        finally:
+            await self.logs.close()
 
     async def handle(self, frame: bytearray, connection: Connection) -> Sequence[Buffer] | None:
         try:
@@ -126,3 +130,20 @@ class Broker:
             return None
         pieces = encode_response(request.api_key, request.api_version, request.correlation_id, body)
         return [p if isinstance(p, bytes | bytearray | memoryview) else p.read() for p in pieces]
+
+
+def _segment_file_budget(configured: int) -> int:
+    """``sluice.max.open.segment.files``, but never more than a quarter of the descriptors this
+    process may open (the rest are for active segments, connections and the process itself)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or configured <= soft // 4:
+        return configured
+    budget = max(16, soft // 4)
+    log.warning(
+        "sluice.max.open.segment.files=%d is more than a quarter of this process's descriptor "
+        "limit (%d): keeping at most %d inactive segment files open",
+        configured,
+        soft,
+        budget,
+    )
+    return budget

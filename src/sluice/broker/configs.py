@@ -85,7 +85,16 @@ def broker_settings(config: BrokerConfig) -> dict[str, str]:
         "cluster.id": config.cluster_id,
         "socket.request.max.bytes": str(config.request_max_bytes),
         "max.connections": str(config.max_connections),
+        "max.connections.per.ip": str(config.per_ip_limit),
+        "max.connections.per.ip.overrides": ",".join(
+            f"[{host}]:{count}" if ":" in host else f"{host}:{count}"
+            for host, count in config.max_connections_per_ip_overrides
+        ),
         "connections.max.idle.ms": str(config.idle_timeout_ms),
+        "queued.max.request.bytes": str(config.queued_max_request_bytes),
+        "sluice.request.receive.timeout.ms": str(config.request_receive_timeout_ms),
+        "sluice.request.receive.min.bytes.per.sec": str(config.request_receive_min_rate),
+        "sluice.fd.reserve": str(config.fd_reserve),
         "auto.create.topics.enable": "true" if config.auto_create_topics else "false",
         "num.partitions": str(config.num_partitions),
         "log.retention.check.interval.ms": str(config.retention_check_ms),

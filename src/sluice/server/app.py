@@ -1,5 +1,8 @@
 """The broker process's lifecycle, in uvicorn's shape: startup, serve until told to stop, then a
-clean shutdown (stop accepting, answer in-flight requests, flush logs, write clean markers)."""
+clean shutdown (stop accepting, answer in-flight requests, flush logs, write clean markers); and
+the connection limits that need the whole server's view: ``max.connections``,
+``max.connections.per.ip`` (with its overrides), ``connections.max.idle.ms`` and the receive
+deadline of a started request."""
 
 from __future__ import annotations
 
@@ -7,11 +10,16 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 from typing import TYPE_CHECKING
 
+from sluice.errors import SluiceError
+from sluice.server.accept import Acceptor, listen, peer_name, raise_fd_limit
 from sluice.server.config import BrokerConfig, Listener
 from sluice.server.connection import Connection
+from sluice.server.connlog import ConnectionLog
+from sluice.server.memory import RequestMemory
 from sluice.storage.lock import DataDirLock
 
 if TYPE_CHECKING:
@@ -20,13 +28,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class StartupError(Exception):
+    """The broker could not start (port taken, data directory in use or unreadable...)."""
+
+
+class ShutdownError(Exception):
+    """Shutting down could not make everything durable (an fsync failed); acknowledged data that
+    was durable stays, and the next start recovers the logs."""
+
+
 class Server:
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
         self.connections: set[Connection] = set()
+        self.per_host: dict[str, int] = {}
+        self.memory = RequestMemory(config.queued_max_request_bytes)
+        self.connlog = ConnectionLog()
         self.started = asyncio.Event()
         self.should_exit = asyncio.Event()
-        self._server: asyncio.Server | None = None
+        self.acceptor: Acceptor | None = None
+        self._attaching: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._lock: DataDirLock | None = None
         self.broker: Broker | None = None
@@ -34,14 +55,70 @@ class Server:
 
     # -- connection bookkeeping ------------------------------------------------------------------
 
-    def register(self, connection: Connection) -> bool:
+    def admit(self, sock: socket.socket, host: str, port: int) -> None:
+        """A connection just accepted: refuse it (closed at once, logged with the cause) or
+        hand it to a :class:`Connection`. The per-address limit is checked first: it names the
+        address a flood comes from, and it is what keeps slots for everyone else."""
+        peer = peer_name(host, port)
+        held = self.per_host.get(host, 0)
+        limit = self.config.per_ip_limit_for(host)
+        if held >= limit:
+            self.connlog.note(
+                "refused: max.connections.per.ip",
+                host,
+                "refused %s: %s already has %d connections (max.connections.per.ip%s=%d)",
+                peer,
+                host,
+                held,
+                "" if limit == self.config.per_ip_limit else ".overrides",
+                limit,
+            )
+            sock.close()
+            return
         if len(self.connections) >= self.config.max_connections:
-            return False
+            self.connlog.note(
+                "refused: max.connections",
+                host,
+                "refused %s: %d connections are open (max.connections=%d)",
+                peer,
+                len(self.connections),
+                self.config.max_connections,
+            )
+            sock.close()
+            return
+        assert self.broker is not None
+        connection = Connection(self, self.broker, host, peer)
         self.connections.add(connection)
-        return True
+        self.per_host[host] = held + 1
+        task = asyncio.get_running_loop().create_task(self._attach(connection, sock))
+        self._attaching.add(task)
+        task.add_done_callback(self._attaching.discard)
+
+    async def _attach(self, connection: Connection, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: connection, sock)
+        except OSError as exc:  # the peer may be gone already
+            sock.close()
+            self.unregister(connection)
+            self.connlog.note(
+                "accept failed",
+                connection.peer_host,
+                "dropping %s: setting up the connection failed: %s",
+                connection.peer,
+                exc,
+                level=logging.INFO,
+            )
 
     def unregister(self, connection: Connection) -> None:
+        if connection not in self.connections:
+            return
         self.connections.discard(connection)
+        left = self.per_host[connection.peer_host] - 1
+        if left:
+            self.per_host[connection.peer_host] = left
+        else:
+            del self.per_host[connection.peer_host]
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -51,34 +128,29 @@ class Server:
         loop = asyncio.get_running_loop()
         # Before anything is opened: a second broker on this directory must touch nothing.
         self._lock = DataDirLock.acquire(self.config.data_dir)
-        listen = self.config.listen
-        max_frame = self.config.request_max_bytes
-
-        def connection() -> Connection:
-            assert self.broker is not None
-            return Connection(self, self.broker, max_frame)
-
+        fd_limit = raise_fd_limit()
         # Bind before opening the logs (a taken port fails fast, with nothing recovered for
         # nothing), but accept only once the broker is open.
-        self._server = await loop.create_server(
-            connection,
-            host=listen.host,
-            port=listen.port,
-            reuse_address=True,
-            backlog=1024,
-            start_serving=False,
+        sockets = listen(self.config.listen.host, self.config.listen.port, backlog=1024)
+        self.acceptor = Acceptor(
+            sockets,
+            self.admit,
+            self.connlog,
+            fd_limit=fd_limit,
+            fd_reserve=self.config.fd_reserve,
         )
+        self._check_fd_budget(fd_limit)
         broker = await loop.run_in_executor(None, Broker.open, self.config)
         self.broker = broker
-        sock = self._server.sockets[0].getsockname()
+        sock = sockets[0].getsockname()
         self.bound = Listener(str(sock[0]), int(sock[1]))
-        if listen.port == 0:
+        if self.config.listen.port == 0:
             # An ephemeral port (tests): advertise the port actually bound.
             self.config = _with_port(self.config, self.bound.port)
             broker.config = self.config
         broker.start()
-        await self._server.start_serving()
-        self._reaper = loop.create_task(self._reap_idle(), name="idle-reaper")
+        self.acceptor.start()
+        self._reaper = loop.create_task(self._housekeeping(), name="connection-housekeeping")
         self.started.set()
         log.info(
             "sluice listening on %s (advertised %s), data in %s",
@@ -96,7 +168,10 @@ class Server:
                 loop.add_signal_handler(sig, self.request_exit)
                 installed.append(sig)
         try:
-            await self.startup()
+            try:
+                await self.startup()
+            except (OSError, SluiceError) as exc:
+                raise StartupError(str(exc)) from exc
             await self.should_exit.wait()
         finally:
             await self.shutdown()
@@ -107,10 +182,12 @@ class Server:
         self.should_exit.set()
 
     async def shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self.acceptor is not None:
+            self.acceptor.close()
         if self._reaper is not None:
             self._reaper.cancel()
+        if self._attaching:  # connections accepted a moment ago: let them get their transport
+            await asyncio.wait(list(self._attaching), timeout=1.0)
         for connection in list(self.connections):
             connection.stop_reading()
         if self.broker is not None:
@@ -126,31 +203,86 @@ class Server:
             for task in pending:
                 task.cancel()
         for connection in list(self.connections):
-            connection.close()
-        if self._server is not None:
-            await self._server.wait_closed()
-        if self.broker is not None:
-            await self.broker.close()
-            self.broker = None
-            log.info("sluice stopped cleanly")
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+            connection.abort()  # past the grace period: do not wait for peers to read
+        self.connlog.flush()
+        try:
+            if self.broker is not None:
+                broker, self.broker = self.broker, None
+                try:
+                    await broker.close()
+                except (OSError, SluiceError) as exc:
+                    log.error(
+                        "shutdown did not complete cleanly: %s; the next start recovers the logs",
+                        exc,
+                    )
+                    raise ShutdownError(str(exc)) from exc
+                log.info("sluice stopped cleanly")
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
-    async def _reap_idle(self) -> None:
-        idle = self.config.idle_timeout_ms / 1000
-        interval = max(0.05, min(idle / 4, 10.0))
+    def _check_fd_budget(self, fd_limit: int) -> None:
+        assert self.acceptor is not None
+        ceiling = self.acceptor.fd_ceiling
+        if self.config.max_connections >= ceiling:
+            log.warning(
+                "max.connections=%d, but this process may open %d file descriptors and keeps "
+                "%d of them for the logs (sluice.fd.reserve): connections past descriptor %d "
+                "will be refused; raise the hard limit (ulimit -Hn, LimitNOFILE=) to use them",
+                self.config.max_connections,
+                fd_limit,
+                fd_limit - ceiling,
+                ceiling,
+            )
+
+    async def _housekeeping(self) -> None:
+        """Close connections idle for longer than connections.max.idle.ms, and those whose
+        request has not arrived by its receive deadline; quiet ones give back grown buffers."""
+        config = self.config
+        idle = config.idle_timeout_ms / 1000
+        receive = config.request_receive_timeout_ms / 1000
+        interval = max(0.02, min(idle / 4, receive / 4, 1.0))
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for connection in list(self.connections):
-                if not connection.busy and now - connection.last_active > idle:
-                    log.info(
-                        "closing %s: idle for over %d ms",
+                if connection.receive_started is not None:
+                    # A request is arriving: its deadline governs, not idleness (a big request
+                    # on a slow link may take longer than connections.max.idle.ms).
+                    if connection.reading_paused or now <= connection.receive_deadline:
+                        continue
+                    self.connlog.note(
+                        "closed: sluice.request.receive.timeout.ms",
+                        connection.peer_host,
+                        "closing %s: %d of %s request bytes arrived in %.1f s, past its deadline "
+                        "(sluice.request.receive.timeout.ms=%d plus its size at "
+                        "sluice.request.receive.min.bytes.per.sec=%d)",
                         connection.peer,
-                        self.config.idle_timeout_ms,
+                        connection.received,
+                        "?" if connection.receive_size is None else connection.receive_size + 4,
+                        now - connection.receive_started,
+                        config.request_receive_timeout_ms,
+                        config.request_receive_min_rate,
                     )
-                    connection.close()
+                    connection.abort()
+                    continue
+                quiet = now - connection.last_active
+                if quiet > interval:
+                    connection.shrink_read_buffer()
+                if not connection.busy and quiet > idle:
+                    # Not busy yet with frames queued: it waits for the peer to read a response.
+                    self.connlog.note(
+                        "closed: connections.max.idle.ms",
+                        connection.peer_host,
+                        "closing %s: no request for %.1f s (connections.max.idle.ms=%d)",
+                        connection.peer,
+                        quiet,
+                        config.idle_timeout_ms,
+                        level=logging.INFO,
+                    )
+                    connection.abort()
+            self.connlog.tick()
 
 
 def _with_port(config: BrokerConfig, port: int) -> BrokerConfig:

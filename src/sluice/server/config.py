@@ -7,6 +7,8 @@ so a typo never silently does nothing.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -77,7 +79,15 @@ class BrokerConfig:
     cluster_id: str = "sluice-cluster"
     request_max_bytes: int = 100 * 1024 * 1024
     max_connections: int = 1000
+    max_connections_per_ip: int | None = None
+    """None: ``max.connections`` less a tenth (see :attr:`per_ip_limit`)."""
+    max_connections_per_ip_overrides: tuple[tuple[str, int], ...] = ()
     idle_timeout_ms: int = 600_000
+    queued_max_request_bytes: int = 256 * 1024 * 1024
+    """-1: unbounded, as Kafka's default."""
+    request_receive_timeout_ms: int = 30_000
+    request_receive_min_rate: int = 256 * 1024
+    fd_reserve: int = 256
     auto_create_topics: bool = True
     num_partitions: int = 1
     retention_check_ms: int = 300_000
@@ -110,6 +120,25 @@ class BrokerConfig:
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         return Listener(host, self.listen.port)
+
+    @property
+    def per_ip_limit(self) -> int:
+        """``max.connections.per.ip``; unset, ``max.connections`` less a tenth (rounded down), so
+        one address cannot take the slots that other addresses need to get in at all."""
+        if self.max_connections_per_ip is not None:
+            return self.max_connections_per_ip
+        return self.max_connections - self.max_connections // 10
+
+    def per_ip_limit_for(self, host: str) -> int:
+        for address, count in self.max_connections_per_ip_overrides:
+            if address == host:
+                return count
+        return self.per_ip_limit
+
+    def receive_deadline_s(self, size: int) -> float:
+        """Seconds a request of ``size`` bytes may take to arrive from its first byte: the
+        timeout, plus its size at the slowest allowed rate (big requests on slow links)."""
+        return self.request_receive_timeout_ms / 1000 + size / self.request_receive_min_rate
 
     @classmethod
     def load(
@@ -167,6 +196,10 @@ class BrokerConfig:
             raise InvalidConfigError("sluice.batch.uncompressed.max.bytes must be >= 1048576")
         if config.request_max_bytes < 1024:
             raise InvalidConfigError("socket.request.max.bytes must be >= 1024")
+        if config.max_connections_per_ip == 0 and not config.max_connections_per_ip_overrides:
+            raise InvalidConfigError(
+                "max.connections.per.ip can be 0 only with max.connections.per.ip.overrides"
+            )
         return config
 
 
@@ -206,6 +239,60 @@ def _at_least_one(value: str) -> int:
     return number
 
 
+def _bytes_or_unbounded(value: str) -> int:
+    number = int(value)
+    if number < 1 and number != -1:
+        raise ValueError("must be >= 1, or -1 for unbounded")
+    return number
+
+
+def canonical_host(host: str) -> str:
+    """An address as connections are counted by: IPv4-mapped IPv6 (a dual-stack listener's view
+    of an IPv4 peer) as plain IPv4, IPv6 in its compressed form."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _per_ip_overrides(value: str) -> tuple[tuple[str, int], ...]:
+    """Kafka's ``host:count,host:count``; a host name stands for every address it resolves to
+    (resolved once, at start, as Kafka does)."""
+    out: dict[str, int] = {}
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, count_text = item.rpartition(":")
+        host = host.strip().removeprefix("[").removesuffix("]")
+        if not sep or not host:
+            raise ValueError(f"expected host:count, not {item!r}")
+        try:
+            count = int(count_text)
+        except ValueError:
+            raise ValueError(f"bad count in {item!r}") from None
+        if count < 0:
+            raise ValueError(f"count must be >= 0 in {item!r}")
+        for address in _addresses(host):
+            out[address] = count
+    return tuple(out.items())
+
+
+def _addresses(host: str) -> list[str]:
+    try:
+        return [canonical_host(str(ipaddress.ip_address(host)))]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ValueError(f"cannot resolve {host!r}: {exc}") from None
+    return sorted({canonical_host(str(info[4][0])) for info in infos})
+
+
 def _listener(value: str) -> Listener:
     return parse_host_port(value.split(",")[0])
 
@@ -220,7 +307,13 @@ _SETTINGS: dict[str, tuple[str, Any]] = {
     "cluster.id": ("cluster_id", str),
     "socket.request.max.bytes": ("request_max_bytes", _positive),
     "max.connections": ("max_connections", _positive),
+    "max.connections.per.ip": ("max_connections_per_ip", _positive),
+    "max.connections.per.ip.overrides": ("max_connections_per_ip_overrides", _per_ip_overrides),
     "connections.max.idle.ms": ("idle_timeout_ms", _positive),
+    "queued.max.request.bytes": ("queued_max_request_bytes", _bytes_or_unbounded),
+    "sluice.request.receive.timeout.ms": ("request_receive_timeout_ms", _at_least_one),
+    "sluice.request.receive.min.bytes.per.sec": ("request_receive_min_rate", _at_least_one),
+    "sluice.fd.reserve": ("fd_reserve", _positive),
     "auto.create.topics.enable": ("auto_create_topics", _bool),
     "num.partitions": ("num_partitions", _positive),
     "log.retention.check.interval.ms": ("retention_check_ms", _positive),

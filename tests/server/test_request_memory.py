@@ -1,0 +1,145 @@
+"""queued.max.request.bytes, measured on a broker in its own process: many connections each
+announce a 100 MiB request and send part of it; the broker's own memory (VmHWM, the peak of its
+resident set, from /proc) stays within the bound plus one request plus overhead, and a small
+request from another connection is still answered."""
+
+from __future__ import annotations
+
+import re
+import select
+import socket
+import time
+from pathlib import Path
+
+from sluice.protocol import ApiKey
+from sluice.protocol import messages as m
+from sluice.testing import BrokerProcess
+from tests.server.wire import (
+    I32,
+    WireClient,
+    api_versions,
+    batch,
+    create_topic,
+    fetch_all_values,
+    produce,
+)
+
+MiB = 1 << 20
+
+
+def _status_bytes(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def _wait_for_log(path: Path, pattern: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = re.search(pattern, path.read_text())
+        if found:
+            return found.group(0)
+        assert time.monotonic() < deadline, f"no {pattern!r} in the broker log:\n{path.read_text()}"
+        time.sleep(0.05)  # polling the log file for the line, bounded by the deadline
+
+
+def _push(socks: list[socket.socket], quota: int, stall: float = 2.0) -> int:
+    """Send up to ``quota`` bytes on every socket without blocking, until every one has sent
+    its quota or none has taken a byte for ``stall`` seconds (the broker stopped reading and
+    the kernel's buffers are full). Returns the bytes sent in all."""
+    sent = dict.fromkeys(socks, 0)
+    chunk = b"\x00" * (256 * 1024)
+    last_progress = time.monotonic()
+    while True:
+        pending = [s for s in socks if sent[s] < quota]
+        if not pending:
+            break
+        _, writable, _ = select.select([], pending, [], 0.2)
+        for s in writable:
+            try:
+                n = s.send(chunk[: quota - sent[s]])
+            except BlockingIOError:
+                continue
+            sent[s] += n
+            last_progress = time.monotonic()
+        if time.monotonic() - last_progress > stall:
+            break
+    return sum(sent.values())
+
+
+def test_partly_received_requests_are_bounded_broker_wide(tmp_path: Path) -> None:
+    bound = 32 * MiB
+    connections, quota = 20, 24 * MiB  # 480 MiB sent toward 20 announced 100 MiB requests
+    with BrokerProcess(
+        tmp_path / "data",
+        tmp_path / "broker.log",
+        settings={"queued.max.request.bytes": str(bound)},
+    ) as broker:
+        broker.start()
+        assert broker.proc is not None
+        pid = broker.proc.pid
+        with WireClient("127.0.0.1", broker.port) as setup:
+            create_topic(setup, "t")
+            assert produce(setup, "t", 0, batch([b"before"])).error_code == 0
+        before = _status_bytes(pid, "VmRSS")
+        socks = []
+        try:
+            for _ in range(connections):
+                s = socket.create_connection(("127.0.0.1", broker.port))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
+                s.sendall(I32.pack(100 * MiB))
+                s.setblocking(False)
+                socks.append(s)
+            total = _push(socks, quota)
+            # Another client is still served while all that waits.
+            with WireClient("127.0.0.1", broker.port) as other:
+                assert api_versions(other).error_code == 0
+                assert produce(other, "t", 0, batch([b"during"])).base_offset == 1
+                assert fetch_all_values(other, "t") == [b"before", b"during"]
+            peak = _status_bytes(pid, "VmHWM")
+            grown = peak - before
+            print(
+                f"{connections} connections sent {total / MiB:.0f} MiB toward 100 MiB requests; "
+                f"broker resident {before / MiB:.0f} MiB before, peak {peak / MiB:.0f} MiB "
+                f"(+{grown / MiB:.0f} MiB) with queued.max.request.bytes={bound // MiB} MiB"
+            )
+            # The broker stopped reading: the clients could not send all they had.
+            assert total < connections * quota
+            # The bound; one request let through past it (so partly received requests cannot
+            # deadlock), whose buffer doubles as bytes arrive, so up to twice what it was sent,
+            # plus the copy while it grows; a read buffer per connection; and the interpreter's
+            # own overhead. (Unbounded, this flood costs the broker about 700 MiB.)
+            let_through = 2 * quota + quota
+            assert grown < bound + let_through + connections * 256 * 1024 + 16 * MiB
+            _wait_for_log(broker.log_path, r"request memory full: .*")
+        finally:
+            for s in socks:
+                s.close()
+        # Once they are gone, their memory is free for a request bigger than the bound itself.
+        _wait_for_log(broker.log_path, r"request memory: no connection waits any more.*")
+        with WireClient("127.0.0.1", broker.port, timeout=60) as big:
+            value = bytes(range(256)) * (40 * MiB // 256)
+            resp = big.call(
+                ApiKey.PRODUCE,
+                9,
+                m.ProduceRequest(
+                    acks=1,
+                    timeout_ms=30_000,
+                    topic_data=[
+                        m.ProduceTopicData(
+                            name="t",
+                            partition_data=[
+                                m.ProducePartitionData(index=0, records=bytearray(batch([value])))
+                            ],
+                        )
+                    ],
+                ),
+                m.ProduceResponse,
+            )
+            (part,) = resp.responses[0].partition_responses
+            assert part.error_code == 10  # MESSAGE_TOO_LARGE: received whole and answered
+        assert broker.stop() == 0
+    log = (tmp_path / "broker.log").read_text()
+    assert "Traceback" not in log, log
