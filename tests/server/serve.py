@@ -3,6 +3,7 @@ always reap it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -18,13 +20,19 @@ from tests.server.wire import WireClient, api_versions
 _LISTENING = re.compile(r"sluice listening on (\S+):(\d+) \(advertised (\S+)\)")
 
 
+SLUICE_SERVE = (sys.executable, "-m", "sluice.cli", "serve")
+
+
 class ServeProcess:
-    def __init__(self, args: list[str], *, cwd: Path) -> None:
+    def __init__(
+        self, args: list[str], *, cwd: Path, command: Sequence[str] = SLUICE_SERVE
+    ) -> None:
+        """``command`` is how ``sluice serve`` is started (another one: ``scripts/serve``)."""
         self.args = args
         self.started = time.monotonic()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sluice.cli", "serve", *args],
+            [*command, *args],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -114,9 +122,11 @@ class ServeProcess:
         return code
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        """SIGKILL the process and whatever it started (its session's process group): a wrapper
+        script that did not ``exec`` leaves the broker behind, holding the output pipes open."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
         for reader in self._readers:
             reader.join(5)
 
@@ -140,7 +150,7 @@ def run_serve(
 ) -> subprocess.CompletedProcess[str]:
     """``sluice serve`` expected to exit by itself (bad configuration, port in use)."""
     return subprocess.run(
-        [sys.executable, "-m", "sluice.cli", "serve", *args],
+        [*SLUICE_SERVE, *args],
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         capture_output=True,
