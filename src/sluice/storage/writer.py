@@ -147,7 +147,7 @@ class PartitionWriter:
             # half-updated, so stop taking appends rather than guess. Callers get an error at
             # once instead of a timeout; a restart recovers the partition from its files.
             name = self._log.name
-            _log.exception("writer of %s failed; the partition refuses appends until restart", name)
+            _log.exception("the writer of %s failed; the partition refuses appends until the broker restarts", name)
             self._broken = StorageError(f"partition {name} is unavailable after an internal error: {exc!r}")
             self._fail_with_queue(group, self._broken)
 
