@@ -56,6 +56,10 @@ def test_python_m_sluice_is_the_sluice_command(tmp_path: Path) -> None:
     assert "invalid choice: 'no-such-command'" in usage.stderr
 
 
+class ScriptsServe(ServeProcess):
+    command = (str(REPO / "scripts" / "serve"),)
+
+
 def _venv_is_built() -> bool:
     """Whether ``scripts/_venv.sh`` would start at once: ``.venv`` exists and was installed from
     this pyproject.toml (``./scripts/test`` makes it so before running pytest)."""
@@ -75,7 +79,7 @@ def test_scripts_serve_resolves_relative_paths_from_where_it_was_run(tmp_path: P
     which exits 0 after a clean shutdown."""
     (tmp_path / "my.toml").write_text("num.partitions = 3\n")
     args = ["--listen", "127.0.0.1:0", "--data-dir", "rel/dir", "--config", "my.toml"]
-    with ServeProcess(args, cwd=tmp_path, command=[str(REPO / "scripts" / "serve")]) as proc:
+    with ScriptsServe(args, cwd=tmp_path) as proc:
         proc.wait_ready(timeout=60)
         with proc.client() as client:
             metadata(client, ["from-config"])  # auto-creates it with num.partitions

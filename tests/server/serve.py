@@ -24,15 +24,15 @@ SLUICE_SERVE = (sys.executable, "-m", "sluice.cli", "serve")
 
 
 class ServeProcess:
-    def __init__(
-        self, args: list[str], *, cwd: Path, command: Sequence[str] = SLUICE_SERVE
-    ) -> None:
-        """``command`` is how ``sluice serve`` is started (another one: ``scripts/serve``)."""
+    command: Sequence[str] = SLUICE_SERVE
+    """How ``sluice serve`` is started; a subclass may start it another way (``scripts/serve``)."""
+
+    def __init__(self, args: list[str], *, cwd: Path) -> None:
         self.args = args
         self.started = time.monotonic()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [*command, *args],
+            [*self.command, *args],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
