@@ -24,9 +24,6 @@ SLUICE_SERVE = (sys.executable, "-m", "sluice.cli", "serve")
 
 
 class ServeProcess:
-    command: Sequence[str] = SLUICE_SERVE
-    """How ``sluice serve`` is started; a subclass may start it another way (``scripts/serve``)."""
-
     def __init__(self, args: list[str], *, cwd: Path) -> None:
         self.args = args
         self.started = time.monotonic()
@@ -52,6 +49,9 @@ class ServeProcess:
         self.host = ""
         self.port = 0
         self.advertised = ""
+
+    command: Sequence[str] = SLUICE_SERVE
+    """How ``sluice serve`` is started; a subclass may start it another way (``scripts/serve``)."""
 
     def _read(self, stream: object) -> None:
         assert hasattr(stream, "readline")
