@@ -41,11 +41,40 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+class _PrintVersion(argparse.Action):
+    """``--version``: prints ``sluice <version>`` and exits. The version is looked up only when
+    asked for (see ``sluice.__version__``), so other commands do not pay for it."""
+
+    def __init__(
+        self, option_strings: list[str], dest: str = argparse.SUPPRESS, **_: object
+    ) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="print the version and exit",
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        import sluice
+
+        print(f"sluice {sluice.__version__}")
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="sluice", description="A Kafka-compatible streaming platform."
     )
+    parser.add_argument("--version", action=_PrintVersion)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the broker until SIGINT/SIGTERM")

@@ -3,6 +3,7 @@ always reap it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -11,12 +12,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 from tests.server.wire import WireClient, api_versions
 
 _LISTENING = re.compile(r"sluice listening on (\S+):(\d+) \(advertised (\S+)\)")
+
+
+SLUICE_SERVE = (sys.executable, "-m", "sluice.cli", "serve")
 
 
 class ServeProcess:
@@ -33,7 +38,7 @@ class ServeProcess:
                 resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sluice.cli", "serve", *args],
+            [*self.command, *args],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -54,6 +59,9 @@ class ServeProcess:
         self.host = ""
         self.port = 0
         self.advertised = ""
+
+    command: Sequence[str] = SLUICE_SERVE
+    """How ``sluice serve`` is started; a subclass may start it another way (``scripts/serve``)."""
 
     def _read(self, stream: object) -> None:
         assert hasattr(stream, "readline")
@@ -128,9 +136,11 @@ class ServeProcess:
         return code
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        """SIGKILL the process and whatever it started (its session's process group): a wrapper
+        script that did not ``exec`` leaves the broker behind, holding the output pipes open."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
         for reader in self._readers:
             reader.join(5)
 
@@ -154,7 +164,7 @@ def run_serve(
 ) -> subprocess.CompletedProcess[str]:
     """``sluice serve`` expected to exit by itself (bad configuration, port in use)."""
     return subprocess.run(
-        [sys.executable, "-m", "sluice.cli", "serve", *args],
+        [*SLUICE_SERVE, *args],
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -57,6 +57,45 @@ def test_topics_and_configs_survive_a_restart(tmp_path: Path) -> None:
     again.close_sync()
 
 
+def _manager_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "sluice.storage.manager"]
+
+
+def test_opening_logs_a_summary_and_each_repaired_partition_in_words(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What an operator reads at start: how much was opened and how, and per partition what
+    recovery cut, with counts in the right number ("1 partition", "1 byte")."""
+    manager = LogManager.open(tmp_path)
+    topic = create(manager, "orders", 1)
+    manager.get_log("orders", 0).append(make_batch(3))
+    manager.close_sync()
+    caplog.set_level("INFO", logger="sluice.storage.manager")
+
+    again = LogManager.open(tmp_path)
+    [summary] = _manager_lines(caplog)
+    assert summary.startswith("opened 1 topic with 1 partition in "), summary
+    assert summary.endswith(
+        " s: 1 from the clean-shutdown state, 0 recovered after an unclean stop (0 bytes truncated)"
+    ), summary
+    for partition_log in again.all_logs():
+        partition_log.abandon()  # crash: no clean-shutdown state
+    with (topic.directory / "0" / "00000000000000000000.log").open("ab") as f:
+        f.write(b"\xff")  # a torn write: one byte of a batch that never completed
+    caplog.clear()
+
+    LogManager.open(tmp_path).close_sync()
+    recovery, summary = _manager_lines(caplog)
+    assert recovery == (
+        "recovered orders-0 after an unclean stop: checked 1 segment, truncated 1 byte of "
+        "invalid data, dropped 0 segments past it"
+    )
+    assert summary.startswith("opened 1 topic with 1 partition in "), summary
+    assert summary.endswith(
+        " s: 0 from the clean-shutdown state, 1 recovered after an unclean stop (1 byte truncated)"
+    ), summary
+
+
 @pytest.mark.parametrize("name", ["", ".", "..", "a" * 250, "has space", "slash/y", "ünï"])
 def test_invalid_topic_names_are_refused(tmp_path: Path, name: str) -> None:
     manager = LogManager.open(tmp_path)

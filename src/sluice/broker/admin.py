@@ -15,6 +15,7 @@ from sluice.broker.configs import config_entries
 from sluice.broker.metadata import is_internal
 from sluice.broker.refused import Refused
 from sluice.errors import ErrorCode, SluiceError
+from sluice.plural import plural
 from sluice.protocol import Request
 from sluice.protocol import messages as m
 
@@ -76,7 +77,12 @@ async def create_topics(broker: Broker, request: Request) -> m.CreateTopicsRespo
                 t.name, partitions, configs, validate_only=body.validate_only
             )
             if not body.validate_only:
-                log.info("created topic %r with %d partitions %s", t.name, partitions, configs or "")
+                log.info(
+                    "created topic %r with %s%s",
+                    t.name,
+                    plural(partitions, "partition"),
+                    "".join(f", {k}={v}" for k, v in configs.items()),
+                )
             result.topic_id = topic.topic_id if not body.validate_only else uuid.UUID(int=0)
             result.num_partitions = partitions
             result.replication_factor = 1

@@ -91,7 +91,7 @@ async def describe_log_dirs(broker: Broker, request: Request) -> m.DescribeLogDi
         result = m.DescribeLogDirsResult(
             error_code=ErrorCode.KAFKA_STORAGE_ERROR, log_dir=log_dir, topics=[]
         )
-        log.warning("cannot describe log dir %s: %s", log_dir, exc)
+        log.warning("DescribeLogDirs: cannot read the file system of %s: %s", log_dir, exc)
     else:
         result = m.DescribeLogDirsResult(
             error_code=ErrorCode.NONE,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from sluice.broker.authorized import CLUSTER_OPERATIONS, NOT_REQUESTED, TOPIC_OPERATIONS
 from sluice.errors import ErrorCode, SluiceError
+from sluice.plural import plural
 from sluice.protocol import Request, api_versions_response
 from sluice.protocol import messages as m
 from sluice.storage.manager import Topic
@@ -55,7 +56,11 @@ async def metadata(broker: Broker, request: Request) -> m.MetadataResponse:
             if topic is None and allow_create and not is_internal(name):
                 try:
                     topic = await logs.create_topic(name, broker.config.num_partitions)
-                    log.info("auto-created topic %r with %d partitions", name, broker.config.num_partitions)
+                    log.info(
+                        "auto-created topic %r with %s",
+                        name,
+                        plural(broker.config.num_partitions, "partition"),
+                    )
                 except SluiceError as exc:
                     topics.append(_error_topic(name, exc.code))
                     continue

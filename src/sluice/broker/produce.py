@@ -152,7 +152,11 @@ async def _settle_within(jobs: list[Awaitable[int] | Outcome], timeout_ms: int) 
 def _retrieve(future: asyncio.Future[int]) -> None:
     """Consume a late append's outcome (nobody awaits it any more), logging a failure."""
     if not future.cancelled() and (exc := future.exception()) is not None:
-        log.warning("an append answered REQUEST_TIMED_OUT later failed: %s", exc)
+        log.warning(
+            "an acks=all append failed after its producer was answered REQUEST_TIMED_OUT "
+            "(the producer may retry it): %s",
+            exc,
+        )
 
 
 def _partition_response(

@@ -19,7 +19,8 @@ class AppendMode(StrEnum):
     """Where an append's write happens."""
 
     WRITER = "writer"
-    """A per-partition writer task fed by a bounded queue (DESIGN.md 2.2)."""
+    """A per-partition writer task fed by a bounded queue: the request path never blocks on a
+    write or fsync."""
     INLINE = "inline"
     """The caller writes; kept so the benchmark can compare the two."""
 

@@ -49,6 +49,7 @@ from sluice.errors import (
     UnknownTopicIdError,
     UnknownTopicOrPartitionError,
 )
+from sluice.plural import plural
 from sluice.storage.clock import Clock, wall_clock_ms
 from sluice.storage.config import TOPIC_CONFIG_KEYS, LogConfig
 from sluice.storage.fdcache import FdCache
@@ -247,13 +248,13 @@ class LogManager:
             truncated += report.bytes_truncated
             if report.bytes_truncated or report.segments_dropped:
                 log.warning(
-                    "recovered %s-%d: walked %d segments, truncated %d invalid bytes, dropped %d "
-                    "segments past them",
+                    "recovered %s-%d after an unclean stop: checked %s, truncated %s of invalid "
+                    "data, dropped %s past it",
                     topic.name,
                     p,
-                    report.segments_recovered,
-                    report.bytes_truncated,
-                    report.segments_dropped,
+                    plural(report.segments_recovered, "segment"),
+                    plural(report.bytes_truncated, "byte"),
+                    plural(report.segments_dropped, "segment"),
                 )
         for topic, count in topics:
             topic.partitions = [opened[topic.name, p] for p in range(count)]
@@ -261,14 +262,14 @@ class LogManager:
             self.topics[topic.name] = topic
         partitions = sum(len(t.partitions) for t in self.topics.values())
         log.info(
-            "opened %d topics, %d partitions in %.2f s: %d from the clean-shutdown state, %d "
-            "recovered after an unclean stop (%d bytes truncated)",
-            len(self.topics),
-            partitions,
+            "opened %s with %s in %.2f s: %d from the clean-shutdown state, %d recovered after an "
+            "unclean stop (%s truncated)",
+            plural(len(self.topics), "topic"),
+            plural(partitions, "partition"),
             time.monotonic() - started,
             partitions - len(jobs),
             len(jobs),
-            truncated,
+            plural(truncated, "byte"),
         )
 
     def _take_clean_states(self) -> dict[str, CleanState]:
@@ -606,13 +607,13 @@ class LogManager:
                         try:
                             partition_log.flush()
                         except SluiceError as exc:
-                            log.error("%s", exc)
+                            log.error("scheduled flush failed, retried at the next check: %s", exc)
                 await asyncio.sleep(0)
             if since_retention >= retention_check_ms:
                 since_retention = 0
                 deleted = await self.apply_retention()
                 if deleted:
-                    log.info("retention deleted %d segments", deleted)
+                    log.info("retention deleted %s", plural(deleted, "segment"))
 
     async def close(self) -> None:
         """Clean shutdown: drain every writer, save what changed, sync the filesystem once, then
@@ -655,8 +656,8 @@ class LogManager:
             )
         if len(states) < len(logs):
             log.warning(
-                "%d partitions did not close cleanly; the next start recovers them",
-                len(logs) - len(states),
+                "%s did not close cleanly and will be recovered at the next start",
+                plural(len(logs) - len(states), "partition"),
             )
 
     def close_sync(self) -> None:

@@ -1,15 +1,15 @@
-"""The per-partition writer task (DESIGN.md 2.2): appends are validated and given offsets in the
-caller, queued, and written by one task per partition whose file I/O runs in a worker thread.
+"""The per-partition writer task: appends are validated and given offsets in the caller,
+queued, and written by one task per partition whose file I/O runs in a worker thread.
 
 Why: a write or fsync inside the request blocks every other request on the event loop. Here the
 request path only validates and enqueues; the writer drains whatever queued up while its previous
 write ran into one ``pwritev`` (natural batching), and a separate sync task gives group commit:
 one fsync covers every append that arrived while the previous fsync ran.
 
-Costs, as the founding write-up names them: an acknowledged fire-and-forget append can still fail
-to reach the file (the caller learns nothing), errors reach callers through futures, and the queue
-must stay bounded. It is bounded by bytes with strict FIFO admission, so a full queue makes callers
-wait (backpressure) and never reorders or drops their appends.
+What it costs: an acknowledged fire-and-forget append can still fail to reach the file (the
+caller learns nothing), errors reach callers through futures, and the queue must stay bounded. It
+is bounded by bytes with strict FIFO admission, so a full queue makes callers wait (backpressure)
+and never reorders or drops their appends.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class PartitionWriter:
             # half-updated, so stop taking appends rather than guess. Callers get an error at
             # once instead of a timeout; a restart recovers the partition from its files.
             name = self._log.name
-            _log.exception("writer of %s failed; the partition refuses appends until restart", name)
+            _log.exception("the writer of %s failed; the partition refuses appends until the broker restarts", name)
             self._broken = StorageError(f"partition {name} is unavailable after an internal error: {exc!r}")
             self._fail_with_queue(group, self._broken)
 

@@ -23,6 +23,7 @@ from sluice.broker.groups.membership import GroupMembership, group_id_error
 from sluice.broker.groups.responses import FetchedGroup, TopicPartition
 from sluice.broker.groups.store import Change, CommittedOffset, GroupStore, OffsetKey
 from sluice.errors import ErrorCode, SluiceError
+from sluice.plural import plural
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
 from sluice.storage.manager import LogManager
@@ -289,7 +290,7 @@ class CommittedOffsets:
             changes.extend((OffsetKey(group.group_id, t, p), None) for t, p in expired)
         if changes:
             await self.write_deletion(changes, dropped)
-            log.info("offset expiry removed %d offsets", removed)
+            log.info("offset expiry removed %s", plural(removed, "committed offset"))
         return removed
 
     def _offset_expired(

@@ -37,6 +37,7 @@ from sluice.broker.groups.group import (
 )
 from sluice.broker.groups.store import Change, GroupKey, GroupStore, StoredGroup, StoredMember
 from sluice.errors import ErrorCode, SluiceError
+from sluice.plural import plural
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
 
@@ -498,10 +499,10 @@ class GroupMembership:
             )
             return
         log.info(
-            "group %s: generation %d with %d members, protocol %s, leader %s",
+            "group %s: generation %d with %s, protocol %s, leader %s",
             group.group_id,
             group.generation_id,
-            group.size,
+            plural(group.size, "member"),
             group.protocol_name,
             group.leader_id,
         )

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice.errors import SluiceError
+from sluice.plural import plural
 from sluice.protocol.records import build_batch, decode_records, iter_stored_batches
 from sluice.storage.config import AckLevel, LogConfig
 from sluice.storage.log import Clock, PartitionLog, wall_clock_ms
@@ -241,10 +242,10 @@ class GroupStore:
             count += 1
         self.records_in_log = count
         log.info(
-            "group store: replayed %d records (%d groups, %d offsets live) from %s",
-            count,
-            len(self.groups),
-            self.live - len(self.groups),
+            "group store: replayed %s (%s, %s live) from %s",
+            plural(count, "record"),
+            plural(len(self.groups), "group"),
+            plural(self.live - len(self.groups), "committed offset"),
             self._log.directory,
         )
 
@@ -267,7 +268,7 @@ class GroupStore:
                         value = decode_value(key, record.value)
                     except (ValueError, TypeError, KeyError, IndexError) as exc:
                         log.warning(
-                            "group store: skipping unreadable record at %d: %s", record.offset, exc
+                            "group store: skipping the unreadable record at offset %d: %s", record.offset, exc
                         )
                         continue
                     yield key, value
@@ -373,7 +374,7 @@ class GroupStore:
             self._log.apply_retention()
             self.records_in_log = written
             self.snapshots += 1
-            log.info("group store: snapshot of %d records; log now starts at %d", written, start)
+            log.info("group store: wrote a snapshot of %s; the log now starts at offset %d", plural(written, "record"), start)
         finally:
             self._compacting = None
             gate.set_result(None)

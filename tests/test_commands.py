@@ -1,0 +1,92 @@
+"""The ways a user starts sluice, run as they would run them: the ``sluice`` console script,
+``python -m sluice``, and ``./scripts/serve`` from another directory."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.server.serve import ServeProcess
+from tests.server.wire import metadata
+
+REPO = Path(__file__).resolve().parents[1]
+CONSOLE_SCRIPT = Path(sys.executable).parent / "sluice"
+"""The script pip installs next to the interpreter running the tests (not resolved: the venv's
+``bin`` is what matters, not the interpreter it links to)."""
+
+
+def _pyproject_version() -> str:
+    with (REPO / "pyproject.toml").open("rb") as f:
+        return str(tomllib.load(f)["project"]["version"])
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[sys.executable, "-m", "sluice"], [str(CONSOLE_SCRIPT)]],
+    ids=["python -m sluice", "sluice"],
+)
+def test_version_prints_the_pyproject_version(argv: list[str], tmp_path: Path) -> None:
+    done = _run([*argv, "--version"], tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0,
+        f"sluice {_pyproject_version()}\n",
+        "",
+    )
+
+
+def test_python_m_sluice_is_the_sluice_command(tmp_path: Path) -> None:
+    done = _run([sys.executable, "-m", "sluice", "serve", "--help"], tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("usage: sluice serve ")
+    assert "--data-dir" in done.stdout
+    usage = _run([sys.executable, "-m", "sluice", "no-such-command"], tmp_path)
+    assert usage.returncode == 2
+    assert "invalid choice: 'no-such-command'" in usage.stderr
+
+
+class ScriptsServe(ServeProcess):
+    command = (str(REPO / "scripts" / "serve"),)
+
+
+def _venv_is_built() -> bool:
+    """Whether ``scripts/_venv.sh`` would start at once: ``.venv`` exists and was installed from
+    this pyproject.toml (``./scripts/test`` makes it so before running pytest)."""
+    stamp = REPO / ".venv" / ".sluice-installed"
+    want = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    return stamp.is_file() and stamp.read_text().strip() == want
+
+
+@pytest.mark.skipif(
+    not _venv_is_built(),
+    reason="the repository's .venv is missing or stale (./scripts/test builds it); "
+    "running scripts/serve now would install packages",
+)
+def test_scripts_serve_resolves_relative_paths_from_where_it_was_run(tmp_path: Path) -> None:
+    """A relative ``--data-dir`` and ``--config`` mean the user's directory, not the repository
+    root the set-up script works in; and SIGTERM reaches the broker itself (the script ``exec``s),
+    which exits 0 after a clean shutdown."""
+    (tmp_path / "my.toml").write_text("num.partitions = 3\n")
+    args = ["--listen", "127.0.0.1:0", "--data-dir", "rel/dir", "--config", "my.toml"]
+    with ScriptsServe(args, cwd=tmp_path) as proc:
+        proc.wait_ready(timeout=60)
+        with proc.client() as client:
+            metadata(client, ["from-config"])  # auto-creates it with num.partitions
+            described = metadata(client, ["from-config"], auto_create=False)
+        assert [len(t.partitions) for t in described.topics] == [3]
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0, proc.output
+    data_dir = tmp_path / "rel" / "dir"
+    assert any(p.name.startswith("from-config") for p in data_dir.iterdir()), proc.output
+    assert not (REPO / "rel").exists()
