@@ -9,9 +9,9 @@ from pathlib import Path
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from sluice.config import BrokerConfig, parse_host_port
     from sluice.errors import SluiceError
     from sluice.server.app import Server, ShutdownError, StartupError
-    from sluice.server.config import BrokerConfig, parse_host_port
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),

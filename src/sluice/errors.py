@@ -85,6 +85,12 @@ class ErrorCode(IntEnum):
     UNSUPPORTED_ENDPOINT_TYPE = 115
 
 
+class CloseConnection(Exception):
+    """Drop this client's connection: what the protocol prescribes for input that cannot be
+    answered (garbage, an unknown API or version, a failed acks=0 produce), and what the broker
+    does when a handler fails unexpectedly. The server closes it; nothing else is affected."""
+
+
 class SluiceError(Exception):
     """Base class; ``code`` is what the broker puts on the wire."""
 
@@ -157,3 +163,12 @@ class PolicyViolationError(SluiceError):
 
 class LogClosedError(StorageError):
     """An operation on a log that has been closed or deleted."""
+
+
+class Refused(SluiceError):
+    """A request refused with a specific Kafka error code and a message for the client (for the
+    refusals that have no error class of their own)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = ErrorCode(code)

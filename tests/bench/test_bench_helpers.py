@@ -68,9 +68,9 @@ def test_ingest_bench_builds_librdkafka_like_batches_and_times_them() -> None:
     import asyncio
 
     from sluice.bench import ingest
+    from sluice.config import LogConfig
     from sluice.protocol.compression import Compression
     from sluice.protocol.records import decode_records, scan_batches
-    from sluice.storage.config import LogConfig
 
     for codec in (Compression.NONE, Compression.SNAPPY, Compression.ZSTD):
         batch = ingest.librdkafka_batch(codec, 100, 4096)

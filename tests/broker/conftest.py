@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sluice.broker.broker import Broker
+from sluice.broker.broker import Broker, Client
+from sluice.config import BrokerConfig
 from sluice.protocol import ApiKey, Request, RequestBody
 from sluice.protocol import messages as m
 from sluice.protocol.records import build_batch
-from sluice.server.config import BrokerConfig
 
 T = TypeVar("T")
 
@@ -35,10 +35,8 @@ class BrokerHarness:
         return self.loop.run_until_complete(coro)
 
     def call(self, api_key: ApiKey, version: int, body: RequestBody) -> Any:
-        from sluice.broker import broker as broker_module
-
-        handler = broker_module._HANDLERS[api_key]
-        return self.run(handler(self.broker, Request(api_key, version, 1, "test", body)))
+        request = Request(api_key, version, 1, "test", body)
+        return self.run(self.broker.dispatch(request, Client("127.0.0.1")))
 
     def call_wire(self, api_key: ApiKey, version: int, body: RequestBody) -> Any:
         """As :meth:`call`, but the request and the answer go through the codec at ``version``:

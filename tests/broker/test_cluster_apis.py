@@ -9,10 +9,10 @@ from collections.abc import Callable
 import pytest
 
 from sluice.broker.authorized import CLUSTER_OPERATIONS, TOPIC_OPERATIONS
+from sluice.broker.broker import ADVERTISED, HANDLERS
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
-from sluice.protocol.api_versions import ADVERTISED
 from sluice.storage.manager import partition_dir
 from tests.broker.conftest import BrokerHarness, batch
 
@@ -25,8 +25,6 @@ def versions(key: ApiKey) -> range:
 
 
 def test_every_new_api_is_advertised_and_handled() -> None:
-    from sluice.broker.broker import _HANDLERS
-
     for key in (
         ApiKey.DESCRIBE_CLUSTER,
         ApiKey.DESCRIBE_LOG_DIRS,
@@ -34,7 +32,7 @@ def test_every_new_api_is_advertised_and_handled() -> None:
         ApiKey.LIST_PARTITION_REASSIGNMENTS,
         ApiKey.ALTER_PARTITION_REASSIGNMENTS,
     ):
-        assert key in ADVERTISED and key in _HANDLERS
+        assert key in ADVERTISED and key in HANDLERS
     assert ADVERTISED[ApiKey.DESCRIBE_CLUSTER] == (0, 2)
     assert ADVERTISED[ApiKey.DESCRIBE_LOG_DIRS] == (0, 4)
     assert ADVERTISED[ApiKey.ELECT_LEADERS] == (0, 2)

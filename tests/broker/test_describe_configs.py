@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from sluice.broker.config_catalog import ConfigType
-from sluice.broker.configs import DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG
+from sluice.broker.config_apis import DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG
+from sluice.config import ConfigType
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
 from sluice.protocol.messages import ConfigResourceType

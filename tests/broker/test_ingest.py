@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import crc32c
 
-from sluice.broker.configs import STATIC_BROKER_CONFIG
+from sluice.broker.config_apis import STATIC_BROKER_CONFIG
 from sluice.broker.ingest import INLINE_DECOMPRESSION_BYTES
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from sluice.broker.broker import Client
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey, Request
 from sluice.protocol import messages as m
@@ -204,8 +205,6 @@ def test_an_acknowledged_append_whose_topic_was_deleted_since_is_still_answered(
     slow_segment.fsync = held_fsync  # type: ignore[method-assign]
 
     async def race() -> m.ProduceResponse:
-        from sluice.broker import broker as broker_module
-
         body = m.ProduceRequest(
             acks=-1,
             timeout_ms=30_000,
@@ -217,8 +216,8 @@ def test_an_acknowledged_append_whose_topic_was_deleted_since_is_still_answered(
                 for name in ("slow", "gone")
             ],
         )
-        handler = broker_module._HANDLERS[ApiKey.PRODUCE]
-        pending = asyncio.ensure_future(handler(h.broker, Request(ApiKey.PRODUCE, 9, 1, "t", body)))
+        request = Request(ApiKey.PRODUCE, 9, 1, "t", body)
+        pending = asyncio.ensure_future(h.broker.dispatch(request, Client("127.0.0.1")))
         gone = h.broker.logs.get_log("gone", 0)
         for _ in range(1000):  # "gone" is written on the loop; "slow" waits for its fsync
             if gone.log_end_offset == 3:
@@ -255,7 +254,7 @@ def test_long_poll_wakes_when_data_arrives(harness: Callable[..., BrokerHarness]
         poll = asyncio.ensure_future(fetch.fetch(h.broker, Request(ApiKey.FETCH, 12, 1, "c", request)))
         await asyncio.sleep(0)
         assert not poll.done()  # nothing to read: it waits
-        await h.broker.logs.get_log("t", 0).submit(bytearray(batch(1, "late")))
+        await h.broker.logs.get_partition("t", 0).append(bytearray(batch(1, "late")))
         response = await poll
         return response, time.monotonic() - started
 

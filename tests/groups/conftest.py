@@ -142,13 +142,10 @@ class Harness:
         c = self.coordinator
         if c._timer is not None:
             c._timer.cancel()
-        plog = c.store.partition_log
-        if plog._writer is not None:
-            await plog._writer.close()  # acknowledged writes are in the file already
-        plog.abandon()
-        for p in self.logs.all_logs():
-            if p._writer is not None:
-                await p._writer.close()
+        await c.store.partition.drain()  # acknowledged writes are in the file already
+        c.store.partition.abandon()
+        for p in self.logs.all_partitions():
+            await p.drain()
             p.abandon()
         self.logs.executor.shutdown(wait=True)
 

@@ -6,7 +6,7 @@ import pytest
 
 from sluice.errors import ErrorCode
 from sluice.protocol import messages as m
-from sluice.protocol.api_versions import ADVERTISED
+from sluice.protocol.api_versions import SUPPORTED
 from sluice.protocol.codec import (
     decode_request,
     decode_response,
@@ -110,8 +110,8 @@ def test_unknown_api_versions_version_is_answered_with_v0() -> None:
     assert err.code == ErrorCode.UNSUPPORTED_VERSION
     assert int(err.code) == 35
     assert (err.api_key, err.api_version, err.correlation_id, err.client_id) == (18, 127, 9, "c")
-    answer = encode_unsupported_api_versions(err.correlation_id or 0)
-    n = len(ADVERTISED)
+    answer = encode_unsupported_api_versions(err.correlation_id or 0, SUPPORTED)
+    n = len(SUPPORTED)
     assert answer[:14] == hx(f"{4 + 2 + 4 + 6 * n:08x} 00000009 0023 {n:08x}")
     assert answer[14:20] == hx("0000 0003 0009")  # Produce 3-9 first
     # a client that sent v3 reads this v0 answer
@@ -120,7 +120,7 @@ def test_unknown_api_versions_version_is_answered_with_v0() -> None:
     assert isinstance(body, m.ApiVersionsResponse)
     assert body.error_code == 35
     assert {(k.api_key, k.min_version, k.max_version) for k in body.api_keys} == {
-        (k, lo, hi) for k, (lo, hi) in ADVERTISED.items()
+        (k, lo, hi) for k, (lo, hi) in SUPPORTED.items()
     }
 
 

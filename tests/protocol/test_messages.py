@@ -8,7 +8,7 @@ import random
 import pytest
 
 from sluice.protocol import messages as m
-from sluice.protocol.api_versions import NOT_SERVED, SUPPORTED, api_versions_response
+from sluice.protocol.api_versions import SUPPORTED
 from sluice.protocol.codec import (
     decode_request,
     decode_response,
@@ -131,8 +131,3 @@ def test_every_api_key_is_declared_and_advertised() -> None:
     assert len(SUPPORTED) == 31
 
 
-def test_unserved_apis_are_not_advertised() -> None:
-    advertised = {v.api_key for v in api_versions_response().api_keys}
-    assert ApiKey.INIT_PRODUCER_ID not in advertised
-    assert ApiKey.SASL_HANDSHAKE not in advertised
-    assert advertised == set(SUPPORTED) - NOT_SERVED

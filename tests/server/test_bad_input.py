@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sluice.broker.broker import ADVERTISED
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey, RequestBody, encode_request
 from sluice.protocol import messages as m
-from sluice.protocol.api_versions import ADVERTISED
 from sluice.testing import EmbeddedBroker
 from tests.server.conftest import MakeBroker, WitnessFor
 from tests.server.wire import (

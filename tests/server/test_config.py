@@ -4,19 +4,26 @@ listener that Metadata hands to clients."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 from pathlib import Path
 
 import pytest
 
-from sluice.broker.configs import DEFAULT_CONFIG, STATIC_BROKER_CONFIG
+from sluice.broker.config_apis import DEFAULT_CONFIG, STATIC_BROKER_CONFIG
 from sluice.cli import main as cli_main
+from sluice.config import (
+    BROKER_CONFIG_KEYS,
+    TOPIC_CONFIG_KEYS,
+    BrokerConfig,
+    Listener,
+    parse_host_port,
+)
 from sluice.errors import ErrorCode, InvalidConfigError
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
 from sluice.protocol.messages import ConfigResourceType
-from sluice.server.config import BROKER_CONFIG_KEYS, BrokerConfig, Listener, parse_host_port
 from sluice.testing import EmbeddedBroker
 from tests.server.conftest import MakeBroker
 from tests.server.serve import ServeProcess, run_serve
@@ -38,6 +45,8 @@ segment.bytes = 2097152
 [connections.max.idle]
 ms = 5000
 """
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_toml(path: Path, port: int = 0, extra: str = "", *, top: str = "") -> Path:
@@ -311,22 +320,62 @@ def test_unreadable_config_files(tmp_path: Path) -> None:
         BrokerConfig.load(bad)
 
 
-def test_every_documented_key_is_accepted() -> None:
-    samples = {
+def _documented_keys(doc: str, heading: str) -> set[str]:
+    """The setting names in the first column of the table under ``heading`` in ``docs/<doc>``."""
+    text = (ROOT / "docs" / doc).read_text()
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    keys: set[str] = set()
+    for line in section.splitlines():
+        cells = line.split("|")
+        if len(cells) > 2 and "`" in cells[1]:
+            keys.update(k for k in re.findall(r"`([a-z0-9.]+)`", cells[1]))
+    return keys
+
+
+def _sample(key: str) -> str:
+    """A valid value for ``key`` that differs from its default."""
+    special = {
         "listeners": "127.0.0.1:1",
         "advertised.listeners": "h:2",
         "log.dirs": "/d",
         "log.dir": "/d",
         "cluster.id": "c",
         "auto.create.topics.enable": "false",
-        "sluice.log.append.ack": "written",
+        "sluice.log.append.ack": "fsynced",
         "sluice.log.append.mode": "inline",
-        "log.cleanup.policy": "delete",
         "compression.type": "zstd",
         "max.connections.per.ip.overrides": "127.0.0.1:5,[::1]:6",
+        "log.segment.bytes": "1048576",
+        "sluice.batch.uncompressed.max.bytes": "2097152",
+        "offsets.retention.minutes": "60",
     }
-    for key in sorted(BROKER_CONFIG_KEYS):
-        BrokerConfig.from_settings({key: samples.get(key, "1048576")})
+    if key in special:
+        return special[key]
+    default = BrokerConfig().settings()[CANONICAL.get(key, key)]
+    return str(int(default) + 1) if int(default) >= 0 else "1000"
+
+
+CANONICAL = {"log.dir": "log.dirs", "broker.id": "node.id"}
+
+
+def test_every_documented_key_is_accepted_and_takes_effect() -> None:
+    """The settings table in docs/broker.md and the keys ``sluice serve`` accepts are the same
+    set, and each documented key, set to a value other than its default, changes what the broker
+    reports for it (DescribeConfigs' values come from the same place)."""
+    documented = _documented_keys("broker.md", "## Configuration")
+    assert documented == set(BROKER_CONFIG_KEYS), documented ^ set(BROKER_CONFIG_KEYS)
+    defaults = BrokerConfig().settings()
+    # delete is the only cleanup.policy sluice has: it is accepted, but cannot differ
+    assert BrokerConfig.from_settings({"log.cleanup.policy": "delete"}).settings()["log.cleanup.policy"] == "delete"
+    for key in sorted(documented - {"log.cleanup.policy"}):
+        config = BrokerConfig.from_settings({key: _sample(key)})
+        name = CANONICAL.get(key, key)
+        assert config.settings()[name] != defaults[name], key
+        assert name in config.static_keys, key
+
+
+def test_every_topic_config_is_documented() -> None:
+    assert _documented_keys("storage.md", "## Topic configuration") == set(TOPIC_CONFIG_KEYS)
 
 
 @pytest.mark.parametrize(

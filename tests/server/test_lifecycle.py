@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from sluice.config import BrokerConfig, Listener
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
-from sluice.server.config import BrokerConfig, Listener
 from sluice.storage.loader import CLEAN_SHUTDOWN_FILE
 from sluice.storage.manager import CLEAN_SHUTDOWN_FILE as BROKER_CLEAN_SHUTDOWN_FILE
 from sluice.testing import EmbeddedBroker
@@ -121,7 +121,7 @@ def test_serve_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> N
     # markers are consumed (a crash from now on must not look clean).
     with EmbeddedBroker(data_dir) as broker:
         assert broker.server is not None and broker.server.broker is not None
-        logs = broker.server.broker.logs.topics["t"].partitions
+        logs = [p.log for p in broker.server.broker.logs.topics["t"].partitions]
         assert [(log.recovery.clean, log.recovery.segments_recovered) for log in logs] == [
             (True, 0)
         ] * TOPIC_PARTITIONS
@@ -149,7 +149,7 @@ def test_serve_killed_leaves_no_markers_and_recovers(tmp_path: Path) -> None:
     assert not (data_dir / BROKER_CLEAN_SHUTDOWN_FILE).exists()
     with EmbeddedBroker(data_dir) as broker:
         assert broker.server is not None and broker.server.broker is not None
-        logs = broker.server.broker.logs.topics["t"].partitions
+        logs = [p.log for p in broker.server.broker.logs.topics["t"].partitions]
         assert [log.recovery.clean for log in logs] == [False] * TOPIC_PARTITIONS
         with WireClient.to(broker) as client:
             for p, values in written.items():

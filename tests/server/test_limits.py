@@ -11,10 +11,10 @@ import time
 
 import pytest
 
+from sluice.config import BrokerConfig
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
-from sluice.server.config import BrokerConfig
 from sluice.testing import EmbeddedBroker
 from tests.server.conftest import MakeBroker, WitnessFor
 from tests.server.wire import (

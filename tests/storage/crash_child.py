@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 from sluice.protocol.records import build_batch
-from sluice.storage import LogConfig, PartitionLog
+from sluice.storage import LogConfig
+from sluice.storage.partition import Partition
 
 
 async def main(directory: Path, ack: str, round_no: int) -> None:
     config = LogConfig.from_dict({"sluice.append.ack": ack, "segment.bytes": "65536"})
-    log = PartitionLog.open(directory, config)
+    log = Partition.open(directory, config)
     print("ready", flush=True)
 
     async def appender(worker: int) -> None:
@@ -24,7 +25,7 @@ async def main(directory: Path, ack: str, round_no: int) -> None:
         while True:
             tag = f"r{round_no}w{worker}s{seq}"
             records = [(None, f"{tag}:{i}:".encode() * 8) for i in range(1 + seq % 5)]
-            base = await log.submit(build_batch(records))
+            base = await log.append(build_batch(records))
             sys.stdout.write(f"{base} {tag} {len(records)}\n")
             sys.stdout.flush()
             seq += 1

@@ -40,7 +40,7 @@ def crash(manager: LogManager) -> None:
 
 
 def values(manager: LogManager, topic: str) -> list[list[bytes | None]]:
-    return [[v for _, v in all_records(p)] for p in manager.topic(topic).partitions]
+    return [[v for _, v in all_records(p.log)] for p in manager.topic(topic).partitions]
 
 
 def leftovers(data_dir: Path) -> list[str]:
@@ -107,7 +107,7 @@ def test_a_crash_at_any_step_of_a_lifecycle_operation_leaves_before_or_after(
         async def fill() -> None:
             await manager.create_topic("old", 2)
             for p in (0, 1):
-                await manager.get_log("old", p).submit(make_batch(3, tag=f"old{p}"))
+                await manager.get_partition("old", p).append(make_batch(3, tag=f"old{p}"))
             await manager.close()
 
         asyncio.run(fill())
@@ -234,7 +234,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         tag = f"s{self.serial}"
 
         async def append() -> None:
-            await self.manager.get_log(name, partition).submit(make_batch(count, tag=tag))
+            await self.manager.get_partition(name, partition).append(make_batch(count, tag=tag))
 
         self.run(append())
         self.model[name][partition].extend(f"{tag}-{i}-".encode() for i in range(count))
@@ -252,7 +252,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             deleting = asyncio.ensure_future(self.manager.delete_topic(name))
             creating = asyncio.ensure_future(self.manager.create_topic(name, partitions))
             await asyncio.gather(deleting, creating)
-            await self.manager.get_log(name, 0).submit(make_batch(2, tag=tag))
+            await self.manager.get_partition(name, 0).append(make_batch(2, tag=tag))
 
         self.run(race())
         self.model[name] = [[] for _ in range(partitions)]

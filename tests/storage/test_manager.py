@@ -154,7 +154,7 @@ def test_delete_topic_removes_data_and_a_recreated_topic_starts_empty(tmp_path: 
     async def main() -> None:
         manager = LogManager.open(tmp_path)
         await manager.create_topic("t", 2)
-        await manager.get_log("t", 0).submit(make_batch(3))
+        await manager.get_partition("t", 0).append(make_batch(3))
         await manager.delete_topic("t")
         assert manager.list_topics() == []
         assert topic_dirs(tmp_path) == []
@@ -176,7 +176,7 @@ def test_the_longest_topic_names_survive_delete_recreate_and_orphan_cleanup(tmp_
         manager = LogManager.open(tmp_path)
         await manager.create_topic(long, 3)
         await manager.create_topic(orphan, 1)
-        await manager.get_log(long, 2).submit(make_batch(3))
+        await manager.get_partition(long, 2).append(make_batch(3))
         await manager.delete_topic(long)
         await manager.create_topic(long, 1)
         assert manager.get_log(long, 0).log_end_offset == 0
@@ -274,7 +274,7 @@ def test_the_layout_of_sluice_0_1_is_moved_at_open(tmp_path: Path) -> None:
     assert manager.list_topics() == ["t"]
     topic = manager.topic("t")
     assert str(topic.topic_id) == topic_id and topic.config.retention_ms == 60000
-    assert [[(v or b"")[:8] for _, v in all_records(p)] for p in topic.partitions] == [
+    assert [[(v or b"")[:8] for _, v in all_records(p.log)] for p in topic.partitions] == [
         [b"legacy0-"] * 2,
         [b"legacy1-"] * 2,
     ]
@@ -290,10 +290,10 @@ def test_an_interrupted_move_from_the_old_layout_is_finished(tmp_path: Path) -> 
     target.mkdir()
     (tmp_path / "t-0").rename(target / "0")
     manager = LogManager.open(tmp_path)
-    assert [len(all_records(p)) for p in manager.topic("t").partitions] == [2, 2]
+    assert [len(all_records(p.log)) for p in manager.topic("t").partitions] == [2, 2]
     manager.close_sync()
     again = LogManager.open(tmp_path)
-    assert [p.recovery.clean for p in again.topic("t").partitions] == [True, True]
+    assert [p.log.recovery.clean for p in again.topic("t").partitions] == [True, True]
     again.close_sync()
 
 
@@ -305,7 +305,7 @@ def test_a_clean_restart_opens_partitions_without_touching_their_files(tmp_path:
         manager = LogManager.open(tmp_path)
         await manager.create_topic("t", 50)
         for p, plog in enumerate(manager.topic("t").partitions):
-            await plog.submit(make_batch(p % 3 + 1))
+            await plog.append(make_batch(p % 3 + 1))
         await manager.close()
 
     run(fill())
@@ -314,7 +314,7 @@ def test_a_clean_restart_opens_partitions_without_touching_their_files(tmp_path:
     manager = LogManager.open(tmp_path)
     assert len(os.listdir("/proc/self/fd")) - before <= 2  # the executor's, not one per partition
     assert not (tmp_path / ".clean-shutdown").exists()
-    logs = manager.topic("t").partitions
+    logs = [p.log for p in manager.topic("t").partitions]
     assert all(p.recovery.clean for p in logs)
     assert [p.log_end_offset for p in logs] == [p % 3 + 1 for p in range(50)]
     assert [len(all_records(p)) for p in logs] == [p % 3 + 1 for p in range(50)]
@@ -322,6 +322,6 @@ def test_a_clean_restart_opens_partitions_without_touching_their_files(tmp_path:
         plog.abandon()  # a crash
     manager.executor.shutdown()
     again = LogManager.open(tmp_path)
-    assert not any(p.recovery.clean for p in again.topic("t").partitions)
-    assert [p.log_end_offset for p in again.topic("t").partitions] == [p % 3 + 1 for p in range(50)]
+    assert not any(p.recovery.clean for p in again.all_logs())
+    assert [p.log_end_offset for p in again.all_logs()] == [p % 3 + 1 for p in range(50)]
     again.close_sync()

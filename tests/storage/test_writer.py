@@ -15,6 +15,7 @@ import pytest
 
 from sluice.errors import CorruptRecordError, LogClosedError, StorageError
 from sluice.storage import AckLevel, LogConfig, PartitionLog
+from sluice.storage.partition import Partition
 
 from .conftest import all_records, make_batch
 
@@ -27,13 +28,14 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 def test_concurrent_appenders_each_keep_their_order(open_log: OpenLog) -> None:
     log = open_log()
+    part = Partition(log)
 
     async def appender(name: str) -> list[int]:
-        return [await log.submit(make_batch(2, tag=f"{name}:{i}")) for i in range(30)]
+        return [await part.append(make_batch(2, tag=f"{name}:{i}")) for i in range(30)]
 
     async def main() -> list[list[int]]:
         results = await asyncio.gather(*(appender(f"a{j}") for j in range(8)))
-        await log.aclose()
+        await part.close()
         return results
 
     results = run(main())
@@ -50,10 +52,11 @@ def test_concurrent_appenders_each_keep_their_order(open_log: OpenLog) -> None:
 @pytest.mark.parametrize("ack", list(AckLevel))
 def test_every_ack_level_ends_with_everything_stored(open_log: OpenLog, ack: AckLevel) -> None:
     log = open_log(sluice_append_ack=ack.value)
+    part = Partition(log)
 
     async def main() -> list[int]:
-        offsets = await asyncio.gather(*(log.submit(make_batch(3)) for _ in range(40)))
-        await log.aclose()
+        offsets = await asyncio.gather(*(part.append(make_batch(3)) for _ in range(40)))
+        await part.close()
         return list(offsets)
 
     assert sorted(run(main())) == list(range(0, 120, 3))
@@ -69,11 +72,12 @@ def test_an_idle_writer_holds_no_request_buffer(open_log: OpenLog, ack: AckLevel
     """The broker appends memoryviews of request frames; once acknowledged, the writer must
     let go of them, or every idle partition pins its last request (up to 1 MiB each)."""
     log = open_log(sluice_append_ack=ack.value)
+    part = Partition(log)
 
     async def main() -> weakref.ref[_Frame]:
         frame = _Frame(make_batch(5))
         ref = weakref.ref(frame)
-        assert await log.submit(memoryview(frame)) == 0
+        assert await part.append(memoryview(frame)) == 0
         del frame
         for _ in range(3):  # let the writer and sync tasks get back to waiting
             await asyncio.sleep(0)
@@ -83,18 +87,19 @@ def test_an_idle_writer_holds_no_request_buffer(open_log: OpenLog, ack: AckLevel
     async def scenario() -> None:
         ref = await main()
         assert ref() is None, gc.get_referrers(ref())
-        await log.aclose()
+        await part.close()
 
     run(scenario())
 
 
 def test_fsynced_acks_share_fsyncs_group_commit(open_log: OpenLog) -> None:
     log = open_log(sluice_append_ack="fsynced")
+    part = Partition(log)
 
     async def main() -> None:
-        await asyncio.gather(*(log.submit(make_batch(1)) for _ in range(200)))
+        await asyncio.gather(*(part.append(make_batch(1)) for _ in range(200)))
         assert log.flushed_offset == 200
-        await log.aclose()
+        await part.close()
 
     run(main())
     assert 1 <= log.flush_count < 200 / 4  # one fsync covered many appends
@@ -115,14 +120,15 @@ def test_fsynced_mode_hides_data_until_it_is_durable(open_log: OpenLog) -> None:
 def test_queued_acks_return_offsets_at_once_and_the_queue_stays_bounded(open_log: OpenLog) -> None:
     batch = make_batch(10, size=500)
     log = open_log(sluice_append_ack="queued", sluice_writer_queue_bytes=len(batch) * 4)
+    part = Partition(log)
     seen: list[int] = []
 
     async def main() -> list[int]:
         offsets = []
         for _ in range(100):
-            offsets.append(await log.submit(batch))
-            seen.append(log.writer.queued_bytes)
-        await log.aclose()
+            offsets.append(await part.append(batch))
+            seen.append(part.writer.queued_bytes if part.writer else 0)
+        await part.close()
         return offsets
 
     assert run(main()) == list(range(0, 1000, 10))
@@ -133,11 +139,12 @@ def test_queued_acks_return_offsets_at_once_and_the_queue_stays_bounded(open_log
 def test_admission_is_fifo_under_backpressure(open_log: OpenLog) -> None:
     batch = make_batch(1, size=2000)
     log = open_log(sluice_append_ack="queued", sluice_writer_queue_bytes=len(batch))
+    part = Partition(log)
 
     async def main() -> list[int]:
-        tasks = [asyncio.ensure_future(log.submit(make_batch(1, tag=f"n{i}"))) for i in range(50)]
+        tasks = [asyncio.ensure_future(part.append(make_batch(1, tag=f"n{i}"))) for i in range(50)]
         offsets = [await t for t in tasks]
-        await log.aclose()
+        await part.close()
         return offsets
 
     assert run(main()) == list(range(50))  # arrival order is offset order
@@ -145,14 +152,15 @@ def test_admission_is_fifo_under_backpressure(open_log: OpenLog) -> None:
 
 def test_invalid_batch_fails_only_its_caller(open_log: OpenLog) -> None:
     log = open_log()
+    part = Partition(log)
     bad = bytearray(make_batch(2))
     bad[-1] ^= 1
 
     async def main() -> list[Any]:
         results = await asyncio.gather(
-            log.submit(make_batch(2)), log.submit(bytes(bad)), log.submit(make_batch(2)), return_exceptions=True
+            part.append(make_batch(2)), part.append(bytes(bad)), part.append(make_batch(2)), return_exceptions=True
         )
-        await log.aclose()
+        await part.close()
         return list(results)
 
     first, second, third = run(main())
@@ -161,26 +169,28 @@ def test_invalid_batch_fails_only_its_caller(open_log: OpenLog) -> None:
 
 def test_submit_after_close_is_refused(open_log: OpenLog) -> None:
     log = open_log()
+    part = Partition(log)
 
     async def main() -> None:
-        await log.submit(make_batch(1))
-        await log.aclose()
+        await part.append(make_batch(1))
+        await part.close()
         with pytest.raises(LogClosedError):
-            await log.submit(make_batch(1))
+            await part.append(make_batch(1))
 
     run(main())
 
 
 def test_flush_messages_triggers_background_fsync(open_log: OpenLog) -> None:
     log = open_log(flush_messages=10)
+    part = Partition(log)
 
     async def main() -> None:
         for _ in range(4):
-            await log.submit(make_batch(5))
+            await part.append(make_batch(5))
         while log.flush_count < 2:  # the sync task runs after the writer publishes
             await asyncio.sleep(0)
         assert log.flushed_offset >= 10
-        await log.aclose()
+        await part.close()
 
     run(main())
 
@@ -201,21 +211,22 @@ def file_size_limit(limit: int) -> Iterator[None]:
 @pytest.mark.parametrize("mode", ["writer", "inline"])
 def test_io_error_fails_the_append_keeps_the_log_consistent_and_recovers(open_log: OpenLog, mode: str) -> None:
     log = open_log(sluice_append_mode=mode)
+    part = Partition(log)
     small, big = make_batch(2), make_batch(50, size=200)
 
     async def main() -> None:
-        assert await log.submit(small) == 0
+        assert await part.append(small) == 0
         with file_size_limit(log.active_segment.size + len(small) + 10):
-            assert await log.submit(small) == 2
-            results = await asyncio.gather(log.submit(big), log.submit(small), return_exceptions=True)
+            assert await part.append(small) == 2
+            results = await asyncio.gather(part.append(big), part.append(small), return_exceptions=True)
         # the big one hits the limit; the small one was queued behind it (writer) or no
         # longer fits (inline): both fail with KAFKA_STORAGE_ERROR, nothing is half-stored
         assert all(isinstance(r, StorageError) and r.code == 56 for r in results), results
         assert [o for o, _ in all_records(log)] == [0, 1, 2, 3]
         end = log.log_end_offset
         assert log.active_segment.file_size() == log.active_segment.size  # torn bytes removed
-        assert await log.submit(big) == end  # the cause is gone: appends work again
-        await log.aclose()
+        assert await part.append(big) == end  # the cause is gone: appends work again
+        await part.close()
 
     run(main())
     again = open_log()
@@ -230,19 +241,20 @@ def test_an_internal_error_fails_appends_at_once_instead_of_hanging(
     leave producers waiting for acks that never come: the group fails with KAFKA_STORAGE_ERROR,
     later appends are refused at once, and the files recover on the next open."""
     log = open_log()
+    part = Partition(log)
 
     def broken_commit(*_args: object) -> None:
         raise RuntimeError("simulated bug")
 
     async def main() -> None:
-        assert await log.submit(make_batch(2)) == 0
+        assert await part.append(make_batch(2)) == 0
         monkeypatch.setattr(log, "commit", broken_commit)
-        first = await asyncio.gather(log.submit(make_batch(2)), return_exceptions=True)
+        first = await asyncio.gather(part.append(make_batch(2)), return_exceptions=True)
         assert isinstance(first[0], StorageError) and first[0].code == 56, first
         with pytest.raises(StorageError, match="internal error"):
-            await log.submit(make_batch(1))
+            await part.append(make_batch(1))
         monkeypatch.undo()
-        await log.aclose()
+        await part.close()
 
     run(main())
     again = open_log()

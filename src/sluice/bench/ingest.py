@@ -25,6 +25,7 @@ from typing import Any
 import crc32c
 
 from sluice.broker.ingest import prepare
+from sluice.config import LogConfig
 from sluice.protocol.compression import CODEC_NAMES, Compression, compress_raw_snappy, inflate
 from sluice.protocol.records import (
     DEFAULT_MAX_UNCOMPRESSED,
@@ -34,7 +35,6 @@ from sluice.protocol.records import (
     scan_batches,
     verify_record_count,
 )
-from sluice.storage.config import LogConfig
 
 KIB = 1024
 

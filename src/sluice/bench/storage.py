@@ -19,6 +19,7 @@ from typing import Any
 
 from sluice.protocol.records import build_batch, iter_stored_batches
 from sluice.storage import AckLevel, LogConfig, PartitionLog
+from sluice.storage.partition import Partition
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -94,7 +95,7 @@ def log_inline(directory: Path, batch: bytes, seconds: float, max_bytes: int, ac
 
 def log_writer(directory: Path, batch: bytes, seconds: float, max_bytes: int, ack: str, appenders: int) -> Result:
     async def run() -> Result:
-        log = PartitionLog.open(directory, LogConfig.from_dict({"sluice.append.mode": "writer", "sluice.append.ack": ack}))
+        log = Partition.open(directory, LogConfig.from_dict({"sluice.append.mode": "writer", "sluice.append.ack": ack}))
         go = _bounded(seconds, max_bytes, len(batch))
         count = 0
 
@@ -102,15 +103,15 @@ def log_writer(directory: Path, batch: bytes, seconds: float, max_bytes: int, ac
             nonlocal count
             while go(count):
                 count += 1
-                await log.submit(batch)
+                await log.append(batch)
 
         start = time.perf_counter()
         await asyncio.gather(*(appender() for _ in range(appenders)))
         if ack == "queued":  # count until every queued append is written: appends are FIFO
-            await log.submit(batch, AckLevel.WRITTEN)
+            await log.append(batch, AckLevel.WRITTEN)
             count += 1
         elapsed = time.perf_counter() - start
-        await log.aclose()
+        await log.close()
         return Result(f"log writer x{appenders}, ack={ack}", len(batch), count, elapsed)
 
     return _run_async(run())

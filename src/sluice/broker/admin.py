@@ -9,23 +9,19 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from typing import TYPE_CHECKING
 
-from sluice.broker.configs import config_entries
+from sluice.broker.config_apis import config_entries
+from sluice.broker.context import BrokerContext
 from sluice.broker.metadata import is_internal
-from sluice.broker.refused import Refused
-from sluice.errors import ErrorCode, SluiceError
+from sluice.errors import ErrorCode, Refused, SluiceError
 from sluice.plural import plural
 from sluice.protocol import Request
 from sluice.protocol import messages as m
 
-if TYPE_CHECKING:
-    from sluice.broker.broker import Broker
-
 log = logging.getLogger(__name__)
 
 
-def _check_replicas(broker: Broker, replication_factor: int, assignments: list[list[int]]) -> None:
+def _check_replicas(broker: BrokerContext, replication_factor: int, assignments: list[list[int]]) -> None:
     node = broker.config.node_id
     if replication_factor not in (-1, 1):
         raise Refused(
@@ -40,7 +36,7 @@ def _check_replicas(broker: Broker, replication_factor: int, assignments: list[l
             )
 
 
-async def create_topics(broker: Broker, request: Request) -> m.CreateTopicsResponse:
+async def create_topics(broker: BrokerContext, request: Request) -> m.CreateTopicsResponse:
     body = request.body
     assert isinstance(body, m.CreateTopicsRequest)
     counts = Counter(t.name for t in body.topics)
@@ -103,7 +99,7 @@ async def create_topics(broker: Broker, request: Request) -> m.CreateTopicsRespo
     return m.CreateTopicsResponse(throttle_time_ms=0, topics=results)
 
 
-async def delete_topics(broker: Broker, request: Request) -> m.DeleteTopicsResponse:
+async def delete_topics(broker: BrokerContext, request: Request) -> m.DeleteTopicsResponse:
     body = request.body
     assert isinstance(body, m.DeleteTopicsRequest)
     wanted: list[tuple[str | None, uuid.UUID]] = (
@@ -139,7 +135,7 @@ async def delete_topics(broker: Broker, request: Request) -> m.DeleteTopicsRespo
     return m.DeleteTopicsResponse(throttle_time_ms=0, responses=results)
 
 
-async def create_partitions(broker: Broker, request: Request) -> m.CreatePartitionsResponse:
+async def create_partitions(broker: BrokerContext, request: Request) -> m.CreatePartitionsResponse:
     body = request.body
     assert isinstance(body, m.CreatePartitionsRequest)
     counts = Counter(t.name for t in body.topics)
@@ -159,7 +155,7 @@ async def create_partitions(broker: Broker, request: Request) -> m.CreatePartiti
     return m.CreatePartitionsResponse(throttle_time_ms=0, results=results)
 
 
-async def delete_records(broker: Broker, request: Request) -> m.DeleteRecordsResponse:
+async def delete_records(broker: BrokerContext, request: Request) -> m.DeleteRecordsResponse:
     body = request.body
     assert isinstance(body, m.DeleteRecordsRequest)
     topics = []

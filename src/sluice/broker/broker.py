@@ -1,10 +1,16 @@
 """The broker: decodes each request frame, runs the API's handler, encodes the answer.
 
-Handlers live one API (or one family of APIs) per module and are plain functions of the broker
-and the typed request body; this module owns the dispatch table, the lifecycle (open in a worker
-thread, start on the loop, close cleanly) and the protocol-level failure policy: an ApiVersions
-request at an unknown version gets Kafka's v0 fallback answer, anything else the codec cannot read
-(unknown API, unsupported version, malformed bytes) closes that one connection, as Kafka does.
+Handlers live one API (or one family of APIs) per module and are plain coroutines of the broker,
+the typed request and the :class:`Client`. :data:`HANDLERS` registers each with the versions it
+serves, and that table *is* what ApiVersions advertises (as franz-go's kfake registers its
+keys): an API nobody registered is never advertised, whatever the codec can decode.
+
+This module also owns the lifecycle (open in a worker thread, start on the loop, close cleanly)
+and the failure policy, the same for every API: an ApiVersions request at an unknown version
+gets Kafka's v0 fallback answer; anything else the codec cannot read (unknown API, unsupported
+version, malformed bytes) closes that one connection, as Kafka does; and a handler that fails
+unexpectedly (a bug) is logged with its traceback and closes that connection too, so the client
+reconnects and retries while every other connection goes on.
 """
 
 from __future__ import annotations
@@ -12,48 +18,115 @@ from __future__ import annotations
 import logging
 import resource
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from sluice.broker import admin, cluster, configs, fetch, metadata, offsets, produce
-from sluice.broker.groups import GROUP_APIS, GroupConfig, GroupCoordinator
+from sluice.broker import admin, cluster, config_apis, fetch, list_offsets, metadata, produce
+from sluice.broker.context import FetchWaiters
+from sluice.broker.groups import GroupConfig, GroupCoordinator
+from sluice.config import BrokerConfig
+from sluice.errors import CloseConnection
 from sluice.protocol import (
+    SUPPORTED,
     ApiKey,
     ProtocolError,
     Request,
+    ResponseBody,
     UnsupportedVersionError,
     decode_request,
     encode_response,
     encode_unsupported_api_versions,
 )
-from sluice.server.config import BrokerConfig
-from sluice.server.connection import Buffer, CloseConnection
+from sluice.protocol.primitives import Buffer
 from sluice.storage.manager import Limits, LogManager
-
-if TYPE_CHECKING:
-    from sluice.server.connection import Connection
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[["Broker", Request], Awaitable[Any]]
 
-_HANDLERS: dict[int, Handler] = {
-    ApiKey.API_VERSIONS: metadata.api_versions,
-    ApiKey.METADATA: metadata.metadata,
-    ApiKey.PRODUCE: produce.produce,
-    ApiKey.FETCH: fetch.fetch,
-    ApiKey.LIST_OFFSETS: offsets.list_offsets,
-    ApiKey.CREATE_TOPICS: admin.create_topics,
-    ApiKey.DELETE_TOPICS: admin.delete_topics,
-    ApiKey.CREATE_PARTITIONS: admin.create_partitions,
-    ApiKey.DELETE_RECORDS: admin.delete_records,
-    ApiKey.DESCRIBE_CONFIGS: configs.describe_configs,
-    ApiKey.ALTER_CONFIGS: configs.alter_configs,
-    ApiKey.INCREMENTAL_ALTER_CONFIGS: configs.incremental_alter_configs,
-    ApiKey.DESCRIBE_CLUSTER: cluster.describe_cluster,
-    ApiKey.DESCRIBE_LOG_DIRS: cluster.describe_log_dirs,
-    ApiKey.ELECT_LEADERS: cluster.elect_leaders,
-    ApiKey.LIST_PARTITION_REASSIGNMENTS: cluster.list_partition_reassignments,
-    ApiKey.ALTER_PARTITION_REASSIGNMENTS: cluster.alter_partition_reassignments,
+@dataclass(frozen=True, slots=True)
+class Client:
+    """What a handler may know of the peer (never the connection itself)."""
+
+    host: str
+    principal: str | None = None
+    """The authenticated principal, once SASL exists; None is anonymous."""
+
+
+Handler = Callable[["Broker", Request, Client], Awaitable[ResponseBody | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    handler: Handler
+    min_version: int
+    max_version: int
+
+
+def _groups(method: str) -> Handler:
+    """A group API: the coordinator's coroutine of the same name."""
+
+    async def handle(broker: Broker, request: Request, client: Client) -> ResponseBody:
+        api: Callable[[Request, str], Awaitable[ResponseBody]] = getattr(broker.groups, method)
+        return await api(request, client.host)
+
+    return handle
+
+
+def _plain(fn: Callable[[Broker, Request], Awaitable[Any]]) -> Handler:
+    """A handler that needs nothing of the client."""
+
+    async def handle(broker: Broker, request: Request, client: Client) -> Any:
+        return await fn(broker, request)
+
+    handle.__name__ = fn.__name__
+    return handle
+
+
+def _register(api: ApiKey, handler: Handler, versions: tuple[int, int] | None = None) -> tuple[ApiKey, Registration]:
+    """``versions`` default to all the codec speaks; they may only narrow it."""
+    lo, hi = versions or SUPPORTED[api]
+    codec_lo, codec_hi = SUPPORTED[api]
+    if not codec_lo <= lo <= hi <= codec_hi:
+        raise ValueError(f"{api.name} {lo}-{hi} is outside what the codec speaks ({codec_lo}-{codec_hi})")
+    return api, Registration(handler, lo, hi)
+
+
+HANDLERS: dict[int, Registration] = dict(
+    [
+        _register(ApiKey.API_VERSIONS, _plain(metadata.api_versions)),
+        _register(ApiKey.METADATA, _plain(metadata.metadata)),
+        _register(ApiKey.PRODUCE, _plain(produce.produce)),
+        _register(ApiKey.FETCH, _plain(fetch.fetch)),
+        _register(ApiKey.LIST_OFFSETS, _plain(list_offsets.list_offsets)),
+        _register(ApiKey.CREATE_TOPICS, _plain(admin.create_topics)),
+        _register(ApiKey.DELETE_TOPICS, _plain(admin.delete_topics)),
+        _register(ApiKey.CREATE_PARTITIONS, _plain(admin.create_partitions)),
+        _register(ApiKey.DELETE_RECORDS, _plain(admin.delete_records)),
+        _register(ApiKey.DESCRIBE_CONFIGS, _plain(config_apis.describe_configs)),
+        _register(ApiKey.ALTER_CONFIGS, _plain(config_apis.alter_configs)),
+        _register(ApiKey.INCREMENTAL_ALTER_CONFIGS, _plain(config_apis.incremental_alter_configs)),
+        _register(ApiKey.DESCRIBE_CLUSTER, _plain(cluster.describe_cluster)),
+        _register(ApiKey.DESCRIBE_LOG_DIRS, _plain(cluster.describe_log_dirs)),
+        _register(ApiKey.ELECT_LEADERS, _plain(cluster.elect_leaders)),
+        _register(ApiKey.LIST_PARTITION_REASSIGNMENTS, _plain(cluster.list_partition_reassignments)),
+        _register(ApiKey.ALTER_PARTITION_REASSIGNMENTS, _plain(cluster.alter_partition_reassignments)),
+        _register(ApiKey.FIND_COORDINATOR, _groups("find_coordinator")),
+        _register(ApiKey.JOIN_GROUP, _groups("join_group")),
+        _register(ApiKey.SYNC_GROUP, _groups("sync_group")),
+        _register(ApiKey.HEARTBEAT, _groups("heartbeat")),
+        _register(ApiKey.LEAVE_GROUP, _groups("leave_group")),
+        _register(ApiKey.OFFSET_COMMIT, _groups("offset_commit")),
+        _register(ApiKey.OFFSET_FETCH, _groups("offset_fetch")),
+        _register(ApiKey.DESCRIBE_GROUPS, _groups("describe_groups")),
+        _register(ApiKey.LIST_GROUPS, _groups("list_groups")),
+        _register(ApiKey.DELETE_GROUPS, _groups("delete_groups")),
+        _register(ApiKey.OFFSET_DELETE, _groups("offset_delete")),
+    ]
+)
+"""Every API the broker serves, with its versions: the version table ApiVersions advertises."""
+
+ADVERTISED: dict[int, tuple[int, int]] = {
+    api: (r.min_version, r.max_version) for api, r in HANDLERS.items()
 }
 
 
@@ -73,7 +146,9 @@ class Broker:
                 offset_metadata_max_bytes=config.offset_metadata_max_bytes,
             ),
         )
-        self.fetch_waiters = fetch.FetchWaiters()
+        self.fetch_waiters = FetchWaiters()
+        self.advertised = ADVERTISED
+        """What ApiVersions lists: the registrations' versions."""
 
     @classmethod
     def open(cls, config: BrokerConfig) -> Broker:
@@ -110,26 +185,43 @@ class Broker:
         finally:
             await self.logs.close()
 
-    async def handle(self, frame: bytearray, connection: Connection) -> Sequence[Buffer] | None:
+    async def handle(self, frame: bytearray, client: Client) -> Sequence[Buffer] | None:
+        """Answer one request frame (without its size prefix); None sends nothing (acks=0).
+        Raises CloseConnection when that connection must go (see the module's policy)."""
         try:
             request = decode_request(frame)
         except UnsupportedVersionError as exc:
             if exc.api_key == ApiKey.API_VERSIONS and exc.correlation_id is not None:
-                return [encode_unsupported_api_versions(exc.correlation_id)]
+                return [encode_unsupported_api_versions(exc.correlation_id, ADVERTISED)]
             raise CloseConnection(str(exc)) from None
         except ProtocolError as exc:
             raise CloseConnection(f"malformed request: {exc}") from None
-        if request.api_key in GROUP_APIS:
-            body = await self.groups.handle(request, connection.peer_host)
-        else:
-            handler = _HANDLERS.get(request.api_key)
-            if handler is None:  # decodable but not served (the codec knows more than we serve)
-                raise CloseConnection(f"API {request.api_key} is not served")
-            body = await handler(self, request)
+        body = await self.dispatch(request, client)
         if body is None:  # acks=0 produce: no response at all
             return None
         pieces = encode_response(request.api_key, request.api_version, request.correlation_id, body)
         return [p if isinstance(p, bytes | bytearray | memoryview) else p.read() for p in pieces]
+
+    async def dispatch(self, request: Request, client: Client) -> ResponseBody | None:
+        """Run a decoded request's handler: the typed answer, or CloseConnection."""
+        registration = HANDLERS.get(request.api_key)
+        if registration is None or not (
+            registration.min_version <= request.api_version <= registration.max_version
+        ):
+            # decodable but not served (the codec knows more than the broker serves)
+            raise CloseConnection(f"API {request.api_key} v{request.api_version} is not served")
+        try:
+            return await registration.handler(self, request, client)
+        except CloseConnection:
+            raise
+        except Exception as exc:
+            log.exception(
+                "%s v%d from %s failed; closing that connection",
+                ApiKey(request.api_key).name,
+                request.api_version,
+                client.host,
+            )
+            raise CloseConnection(f"internal error: {exc!r}") from exc
 
 
 def _segment_file_budget(configured: int) -> int:

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
 
 from sluice.broker.authorized import CLUSTER_OPERATIONS, NOT_REQUESTED
+from sluice.broker.context import BrokerContext
 from sluice.errors import ErrorCode
 from sluice.protocol import Request
 from sluice.protocol import messages as m
 from sluice.protocol.messages import ElectionType, EndpointType
 
-if TYPE_CHECKING:
-    from sluice.broker.broker import Broker
-
 log = logging.getLogger(__name__)
 
 
-async def describe_cluster(broker: Broker, request: Request) -> m.DescribeClusterResponse:
+async def describe_cluster(broker: BrokerContext, request: Request) -> m.DescribeClusterResponse:
     body = request.body
     assert isinstance(body, m.DescribeClusterRequest)
     if body.endpoint_type != EndpointType.BROKER:
@@ -61,7 +58,7 @@ async def describe_cluster(broker: Broker, request: Request) -> m.DescribeCluste
     )
 
 
-async def describe_log_dirs(broker: Broker, request: Request) -> m.DescribeLogDirsResponse:
+async def describe_log_dirs(broker: BrokerContext, request: Request) -> m.DescribeLogDirsResponse:
     """The data directory with every asked-for partition's size on disk. As in Kafka, partitions
     this broker does not hold are left out rather than answered with an error."""
     body = request.body
@@ -75,11 +72,11 @@ async def describe_log_dirs(broker: Broker, request: Request) -> m.DescribeLogDi
         partitions = [
             m.DescribeLogDirsPartition(
                 partition_index=index,
-                partition_size=log.size_bytes,
+                partition_size=partition.log.size_bytes,
                 offset_lag=0,  # high watermark - log end offset: one replica, always caught up
                 is_future_key=False,
             )
-            for index, log in enumerate(logs.topics[name].partitions)
+            for index, partition in enumerate(logs.topics[name].partitions)
             if wanted is None or (name, index) in wanted
         ]
         if partitions:
@@ -105,7 +102,7 @@ async def describe_log_dirs(broker: Broker, request: Request) -> m.DescribeLogDi
     )
 
 
-def _has_partition(broker: Broker, topic: str, partition: int) -> bool:
+def _has_partition(broker: BrokerContext, topic: str, partition: int) -> bool:
     t = broker.logs.topics.get(topic)
     return t is not None and 0 <= partition < len(t.partitions)
 
@@ -114,7 +111,7 @@ def _unknown(topic: str, partition: int) -> str:
     return f"no partition {topic}-{partition}"
 
 
-async def elect_leaders(broker: Broker, request: Request) -> m.ElectLeadersResponse:
+async def elect_leaders(broker: BrokerContext, request: Request) -> m.ElectLeadersResponse:
     """Every partition already has its preferred leader, and a live one: ELECTION_NOT_NEEDED for
     both election types, as Kafka's controller answers. Asked for every partition (null), Kafka
     leaves out the partitions that needed nothing, which here is all of them."""
@@ -174,7 +171,7 @@ async def elect_leaders(broker: Broker, request: Request) -> m.ElectLeadersRespo
 
 
 async def list_partition_reassignments(
-    broker: Broker, request: Request
+    broker: BrokerContext, request: Request
 ) -> m.ListPartitionReassignmentsResponse:
     """Nothing is ever being reassigned. Kafka lists only reassigning partitions and skips unknown
     topics without an error, so every request, whatever it names, gets an empty list."""
@@ -185,7 +182,7 @@ async def list_partition_reassignments(
 
 
 async def alter_partition_reassignments(
-    broker: Broker, request: Request
+    broker: BrokerContext, request: Request
 ) -> m.AlterPartitionReassignmentsResponse:
     """A move to ``[node]`` is where the partition already is: done, NONE. Cancelling (null
     replicas) finds nothing in progress: NO_REASSIGNMENT_IN_PROGRESS. Any other replica set names

@@ -16,40 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING
 
+from sluice.broker.context import BrokerContext
 from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
 from sluice.storage.log import PartitionLog
 
-if TYPE_CHECKING:
-    from sluice.broker.broker import Broker
-
 READ_COMMITTED = 1
 
 
-class FetchWaiters:
-    """The long polls in progress, so shutdown can answer them at once instead of at timeout."""
-
-    def __init__(self) -> None:
-        self._waiting: set[asyncio.Future[None]] = set()
-        self.closed = False
-
-    def add(self, future: asyncio.Future[None]) -> None:
-        self._waiting.add(future)
-
-    def discard(self, future: asyncio.Future[None]) -> None:
-        self._waiting.discard(future)
-
-    def wake_all(self) -> None:
-        self.closed = True
-        for future in list(self._waiting):
-            if not future.done():
-                future.set_result(None)
-
-
-async def fetch(broker: Broker, request: Request) -> m.FetchResponse:
+async def fetch(broker: BrokerContext, request: Request) -> m.FetchResponse:
     body = request.body
     assert isinstance(body, m.FetchRequest)
     deadline = time.monotonic() + max(0, body.max_wait_ms) / 1000
@@ -62,7 +39,7 @@ async def fetch(broker: Broker, request: Request) -> m.FetchResponse:
 
 
 def _read_all(
-    broker: Broker, body: m.FetchRequest
+    broker: BrokerContext, body: m.FetchRequest
 ) -> tuple[list[m.FetchableTopicResponse], bool, list[PartitionLog]]:
     """One pass over the request: (answers, whether to answer now, the logs read)."""
     remaining = body.max_bytes if body.max_bytes > 0 else 0x7FFFFFFF
@@ -125,7 +102,7 @@ def _failed(partition: int, code: int) -> m.FetchPartitionData:
     )
 
 
-async def _wait_for_data(broker: Broker, logs: list[PartitionLog], timeout: float) -> None:
+async def _wait_for_data(broker: BrokerContext, logs: list[PartitionLog], timeout: float) -> None:
     """Sleep until a high watermark of ``logs`` moves, the timeout passes, or shutdown."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[None] = loop.create_future()

@@ -19,6 +19,7 @@ import struct
 
 import crc32c
 
+from sluice.config import CompressionType, LogConfig
 from sluice.errors import CorruptRecordError
 from sluice.protocol.records import (
     ATTRIBUTES_OFFSET,
@@ -32,7 +33,6 @@ from sluice.protocol.records import (
     verification_cost,
     verify_record_count,
 )
-from sluice.storage.config import CompressionType, LogConfig
 
 INLINE_DECOMPRESSION_BYTES = 256 * 1024
 """Decompressed bytes a request may need for verification before it leaves the event loop: at

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING
 
 from sluice.broker.authorized import CLUSTER_OPERATIONS, NOT_REQUESTED, TOPIC_OPERATIONS
+from sluice.broker.context import BrokerContext
 from sluice.errors import ErrorCode, SluiceError
 from sluice.plural import plural
 from sluice.protocol import Request, api_versions_response
 from sluice.protocol import messages as m
 from sluice.storage.manager import Topic
-
-if TYPE_CHECKING:
-    from sluice.broker.broker import Broker
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +27,11 @@ def is_internal(topic: str) -> bool:
     return topic.startswith(INTERNAL_PREFIX)
 
 
-async def api_versions(broker: Broker, request: Request) -> m.ApiVersionsResponse:
-    return api_versions_response()
+async def api_versions(broker: BrokerContext, request: Request) -> m.ApiVersionsResponse:
+    return api_versions_response(broker.advertised)
 
 
-async def metadata(broker: Broker, request: Request) -> m.MetadataResponse:
+async def metadata(broker: BrokerContext, request: Request) -> m.MetadataResponse:
     body = request.body
     assert isinstance(body, m.MetadataRequest)
     logs = broker.logs
@@ -85,7 +82,7 @@ async def metadata(broker: Broker, request: Request) -> m.MetadataResponse:
     )
 
 
-def _by_id(broker: Broker, topic_id: uuid.UUID, node_id: int) -> m.MetadataResponseTopic:
+def _by_id(broker: BrokerContext, topic_id: uuid.UUID, node_id: int) -> m.MetadataResponseTopic:
     for topic in broker.logs.topics.values():
         if topic.topic_id == topic_id:
             return _describe(topic, node_id)

@@ -14,19 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
 
 from sluice.broker import ingest
-from sluice.errors import ErrorCode, SluiceError
+from sluice.broker.context import BrokerContext
+from sluice.config import AckLevel
+from sluice.errors import CloseConnection, ErrorCode, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
-from sluice.server.connection import CloseConnection
-from sluice.storage.config import AckLevel
 from sluice.storage.log import PartitionLog
 from sluice.storage.manager import LogManager
-
-if TYPE_CHECKING:
-    from sluice.broker.broker import Broker
+from sluice.storage.partition import Partition
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +41,7 @@ Outcome = int | tuple[int, str]
 """A partition's result: its base offset, or (error code, message)."""
 
 
-async def produce(broker: Broker, request: Request) -> m.ProduceResponse | None:
+async def produce(broker: BrokerContext, request: Request) -> m.ProduceResponse | None:
     body = request.body
     assert isinstance(body, m.ProduceRequest)
     acks = body.acks
@@ -94,21 +91,22 @@ def _submit(
 ) -> tuple[PartitionLog | None, Awaitable[int] | Outcome]:
     """Start one partition's append: its log and a future of its base offset, or an error."""
     try:
-        plog = logs.get_log(topic, part.index)
+        partition = logs.get_partition(topic, part.index)
     except SluiceError as exc:
         return None, (int(exc.code), str(exc))
+    plog = partition.log
     if part.records is None or len(part.records) == 0:
         return plog, (int(ErrorCode.INVALID_RECORD), "a produce request must carry record batches")
-    return plog, _append(plog, part.records, ack_level(acks, plog), limit)
+    return plog, _append(partition, part.records, ack_level(acks, plog), limit)
 
 
 async def _append(
-    plog: PartitionLog, records: bytes | bytearray | memoryview, ack: AckLevel, limit: int
+    partition: Partition, records: bytes | bytearray | memoryview, ack: AckLevel, limit: int
 ) -> int:
     """Verify (compressed record counts) and recompress (compression.type) as the topic needs,
     then append: see :mod:`sluice.broker.ingest`."""
-    data = await ingest.prepare(records, plog.config, limit)
-    return await plog.submit(data, ack)
+    data = await ingest.prepare(records, partition.log.config, limit)
+    return await partition.append(data, ack)
 
 
 def _start(job: Awaitable[int] | Outcome) -> Awaitable[int] | Outcome:

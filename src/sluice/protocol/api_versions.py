@@ -1,8 +1,9 @@
-"""The API versions sluice speaks: what ApiVersions advertises and what the codec accepts.
+"""The API versions the codec speaks, and the shape of an ApiVersions answer.
 
-One table, so the advertisement and the decoder can never disagree. Produce >= 3 and Fetch >= 4
-mean record batch v2 only; Fetch stops at 12, the last version that names topics rather than
-topic ids (librdkafka falls back to it when ids are zero).
+What the broker *advertises* is not decided here: it is the broker's handler registrations
+(:data:`sluice.broker.broker.HANDLERS`), which must stay within these ranges. Produce >= 3 and
+Fetch >= 4 mean record batch v2 only; Fetch stops at 12, the last version that names topics
+rather than topic ids (librdkafka falls back to it when ids are zero).
 """
 
 from __future__ import annotations
@@ -45,30 +46,20 @@ SUPPORTED: dict[int, tuple[int, int]] = {
 }
 
 
-NOT_SERVED = frozenset({ApiKey.INIT_PRODUCER_ID, ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE})
-"""Decodable by the codec but not served by the broker yet, so never advertised: a client that
-saw InitProducerId would turn on idempotence, which the broker does not implement."""
-
-ADVERTISED: dict[int, tuple[int, int]] = {
-    k: v for k, v in SUPPORTED.items() if k not in NOT_SERVED
-}
-"""What the broker's ApiVersions answer lists."""
-
-
 def is_supported(api_key: int, api_version: int) -> bool:
     r = SUPPORTED.get(api_key)
     return r is not None and r[0] <= api_version <= r[1]
 
 
-def api_version_entries(supported: dict[int, tuple[int, int]] | None = None) -> list[ApiVersion]:
-    """The ``api_keys`` list of an ApiVersions response, sorted by key."""
-    table = ADVERTISED if supported is None else supported
-    return [
-        ApiVersion(api_key=k, min_version=lo, max_version=hi)
-        for k, (lo, hi) in sorted(table.items())
-    ]
-
-
-def api_versions_response(error_code: int = ErrorCode.NONE) -> ApiVersionsResponse:
-    """The body the broker answers ApiVersions with; with UNSUPPORTED_VERSION it is sent as v0."""
-    return ApiVersionsResponse(error_code=error_code, api_keys=api_version_entries())
+def api_versions_response(
+    served: dict[int, tuple[int, int]], error_code: int = ErrorCode.NONE
+) -> ApiVersionsResponse:
+    """An ApiVersions answer listing ``served`` (what the broker registered handlers for: it
+    decides, not the codec); with UNSUPPORTED_VERSION it is sent as v0."""
+    return ApiVersionsResponse(
+        error_code=error_code,
+        api_keys=[
+            ApiVersion(api_key=k, min_version=lo, max_version=hi)
+            for k, (lo, hi) in sorted(served.items())
+        ],
+    )

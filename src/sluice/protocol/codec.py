@@ -244,12 +244,14 @@ def encode_response_bytes(
     return out
 
 
-def encode_unsupported_api_versions(correlation_id: int) -> bytearray:
+def encode_unsupported_api_versions(
+    correlation_id: int, served: dict[int, tuple[int, int]]
+) -> bytearray:
     """The answer to an ApiVersions request at a version we do not know: a v0 response with
-    UNSUPPORTED_VERSION and our ranges, from which the client picks a version and retries."""
+    UNSUPPORTED_VERSION and the ``served`` ranges, from which the client picks and retries."""
     from sluice.protocol.api_versions import api_versions_response
 
-    body = api_versions_response(ErrorCode.UNSUPPORTED_VERSION)
+    body = api_versions_response(served, ErrorCode.UNSUPPORTED_VERSION)
     return encode_response_bytes(ApiKey.API_VERSIONS, 0, correlation_id, body)
 
 

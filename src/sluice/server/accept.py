@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from sluice.server.config import canonical_host
+from sluice.config import canonical_host
 from sluice.server.connlog import ConnectionLog
 
 log = logging.getLogger("sluice.server.connections")

@@ -14,9 +14,9 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+from sluice.config import BrokerConfig, Listener
 from sluice.errors import SluiceError
 from sluice.server.accept import Acceptor, listen, peer_name, raise_fd_limit
-from sluice.server.config import BrokerConfig, Listener
 from sluice.server.connection import Connection
 from sluice.server.connlog import ConnectionLog
 from sluice.server.memory import RequestMemory

@@ -28,13 +28,16 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, cast
 
+from sluice.broker.broker import Client
+from sluice.errors import CloseConnection
+from sluice.protocol.primitives import Buffer
+
 if TYPE_CHECKING:
-    from sluice.server.app import Server
+    from sluice.config import BrokerConfig
+    from sluice.server.connlog import ConnectionLog
     from sluice.server.memory import RequestMemory
 
 log = logging.getLogger(__name__)
-
-Buffer = bytes | bytearray | memoryview
 
 _READ_BUFFER_MIN = 16 * 1024
 _READ_BUFFER_MAX = 256 * 1024
@@ -49,18 +52,26 @@ arrive: a size prefix alone must not make the broker allocate memory the peer ne
 _FORCED_GROWTH = 64 * 1024
 
 
-class CloseConnection(Exception):
-    """Raised by a handler when the protocol says to drop the connection (garbage, bad frames)."""
+class Owner(Protocol):
+    """What a connection needs of the server that accepted it (:class:`~sluice.server.app.Server`
+    is one): the settings, the shared request memory, the connection log, and to be forgotten."""
+
+    config: BrokerConfig
+    memory: RequestMemory
+    connlog: ConnectionLog
+
+    def unregister(self, connection: Connection) -> None: ...
 
 
 class RequestHandler(Protocol):
-    async def handle(self, frame: bytearray, connection: Connection) -> Sequence[Buffer] | None:
-        """Answer one request frame (without its size prefix); None sends nothing (acks=0)."""
+    async def handle(self, frame: bytearray, client: Client) -> Sequence[Buffer] | None:
+        """Answer one request frame (without its size prefix); None sends nothing (acks=0);
+        CloseConnection drops this connection."""
         ...
 
 
 class Connection(asyncio.BufferedProtocol):
-    def __init__(self, server: Server, handler: RequestHandler, peer_host: str, peer: str) -> None:
+    def __init__(self, server: Owner, handler: RequestHandler, peer_host: str, peer: str) -> None:
         config = server.config
         self.server = server
         self.handler = handler
@@ -68,6 +79,7 @@ class Connection(asyncio.BufferedProtocol):
         self.memory: RequestMemory = server.memory
         self.peer = peer
         self.peer_host = peer_host
+        self.client = Client(host=peer_host)
         self.held = 0
         """Bytes held from the request memory: the big frame's buffer and the queued frames."""
         self.last_active = time.monotonic()
@@ -354,7 +366,7 @@ class Connection(asyncio.BufferedProtocol):
                     self._resume("queue")
                 self.busy = True
                 try:
-                    response = await self.handler.handle(frame, self)
+                    response = await self.handler.handle(frame, self.client)
                 finally:
                     self.busy = False
                     self._frames_held -= size

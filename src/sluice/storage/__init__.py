@@ -3,7 +3,7 @@
 Knows record batches (it validates and patches their headers) but nothing of Kafka requests.
 """
 
-from sluice.storage.config import AckLevel, AppendMode, LogConfig
+from sluice.config import AckLevel, AppendMode, LogConfig
 from sluice.storage.log import FileSlice, PartitionLog
 from sluice.storage.manager import Limits, LogManager, Topic
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sluice.config import LogConfig
 from sluice.errors import SluiceError
 from sluice.protocol.records import HEADER_SIZE, read_header
 from sluice.storage.clock import Clock
-from sluice.storage.config import LogConfig
 from sluice.storage.fdcache import FdCache
 from sluice.storage.files import fsync_dir, read_int, read_json, remove_temporaries, write_int
 from sluice.storage.segment import LogSegment

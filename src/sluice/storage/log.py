@@ -21,11 +21,10 @@ import logging
 import os
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from sluice.config import AckLevel, LogConfig
 from sluice.errors import LogClosedError, OffsetOutOfRangeError, StorageError
 from sluice.protocol.records import (
     DEFAULT_MAX_UNCOMPRESSED,
@@ -35,7 +34,6 @@ from sluice.protocol.records import (
     scan_batches,
 )
 from sluice.storage.clock import Clock, wall_clock_ms
-from sluice.storage.config import AckLevel, AppendMode, LogConfig
 from sluice.storage.fdcache import DEFAULT_CACHE, FdCache
 from sluice.storage.files import fsync_dir, write_int, write_json
 from sluice.storage.health import DEFAULT_HEALTH
@@ -49,9 +47,6 @@ from sluice.storage.loader import (
     load,
 )
 from sluice.storage.segment import LogSegment
-
-if TYPE_CHECKING:
-    from sluice.storage.writer import PartitionWriter
 
 __all__ = ["CleanState", "Clock", "FileSlice", "PartitionLog", "RecoveryReport", "wall_clock_ms"]
 
@@ -86,7 +81,9 @@ class Reservation:
 
 
 @dataclass(slots=True)
-class _Piece:
+class _SegmentWrite:
+    """The bytes one write puts into one segment, contiguously from ``position``."""
+
     segment: LogSegment
     position: int
     buffers: list[memoryview] = field(default_factory=list)
@@ -97,7 +94,7 @@ class _Piece:
 @dataclass(slots=True)
 class WritePlan:
     items: list[Reservation]
-    pieces: list[_Piece]
+    writes: list[_SegmentWrite]
     new_segments: list[LogSegment]
     rolled: list[LogSegment]
     creates: list[LogSegment]
@@ -113,8 +110,12 @@ class WritePlan:
 
 
 class PartitionLog:
-    """One partition directory. Not thread-safe: one owner thread (the event loop) calls every
-    method; only :meth:`execute` and :meth:`seal_rolled` run elsewhere (they touch files only)."""
+    """One partition directory: its segments, offsets, reads and retention (Kafka's LocalLog).
+    Not thread-safe: one owner thread (the event loop) calls every method; only :meth:`execute`
+    and :meth:`seal_rolled` run elsewhere (they touch files only). Appends come inline
+    (:meth:`append`) or from a :class:`~sluice.storage.writer.PartitionWriter` driving
+    reserve/plan/execute/commit; which one is the :class:`~sluice.storage.partition.Partition`'s
+    decision, not the log's."""
 
     def __init__(
         self,
@@ -146,9 +147,6 @@ class PartitionLog:
         """fsyncs that completed: with group commit, far fewer than fsync-acknowledged appends."""
         self.unflushed_records = 0
         self.last_flush_ms = clock()
-        self._writer: PartitionWriter | None = None
-        self.executor: Executor | None = None
-        """Where the writer task runs file I/O (the loop's default executor if None)."""
         self._closed = False
         self._dirty = not recovery.clean
         """Whether the active segment changed since the log was opened, or was recovered (its
@@ -232,7 +230,7 @@ class PartitionLog:
                 self.log_end_offset, self.active_segment, self.active_segment.size
             )
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
         if self._closed:
             raise LogClosedError(f"log {self.name} is closed")
 
@@ -247,7 +245,7 @@ class PartitionLog:
         changes nothing if any batch is bad. A writable buffer is patched and kept, not copied:
         the caller hands it over.
         """
-        self._check_open()
+        self.check_open()
         view = memoryview(data)
         if view.readonly:
             view = memoryview(bytearray(view))
@@ -273,8 +271,8 @@ class PartitionLog:
         """Decide where every reserved byte goes, rolling segments where the config says."""
         segment = self.active_segment
         position = segment.size
-        piece = _Piece(segment, position)
-        pieces = [piece]
+        write = _SegmentWrite(segment, position)
+        writes = [write]
         new_segments: list[LogSegment] = []
         rolled: list[LogSegment] = []
         for item in items:
@@ -284,14 +282,14 @@ class PartitionLog:
                 segment = self._new_segment(item.base_offset)
                 new_segments.append(segment)
                 position = 0
-                piece = _Piece(segment, 0)
-                pieces.append(piece)
-            piece.buffers.append(item.buffer)
+                write = _SegmentWrite(segment, 0)
+                writes.append(write)
+            write.buffers.append(item.buffer)
             for h in item.headers:
-                piece.batches.append((h, position + h.position))
-            piece.size += size
+                write.batches.append((h, position + h.position))
+            write.size += size
             position += size
-        written = [p for p in pieces if p.size]
+        written = [p for p in writes if p.size]
         creates = [p.segment for p in written if not p.segment.exists]
         return WritePlan(items, written, new_segments, rolled, creates)
 
@@ -327,16 +325,16 @@ class PartitionLog:
             seg.create_file()
         if plan.creates:
             fsync_dir(plan.creates[0].directory)
-        for piece in plan.pieces:
-            piece.segment.write_at(piece.position, piece.buffers)  # type: ignore[arg-type]
+        for write in plan.writes:
+            write.segment.write_at(write.position, write.buffers)  # type: ignore[arg-type]
 
     def commit(self, plan: WritePlan) -> None:
         """Publish a plan whose bytes are written."""
-        for piece in plan.pieces:
-            seg = piece.segment
-            for header, position in piece.batches:
+        for write in plan.writes:
+            seg = write.segment
+            for header, position in write.batches:
                 seg.note_appended(header, position)
-            seg.size = piece.position + piece.size
+            seg.size = write.position + write.size
         if plan.new_segments:
             plan.new_segments[-1].pin()
             self._segments.extend(plan.new_segments)
@@ -352,12 +350,12 @@ class PartitionLog:
     def abort(self, plan: WritePlan) -> None:
         """Undo a plan whose execute failed: cut files back to committed sizes, forget offsets
         reserved after the committed end (the writer fails those appends)."""
-        for piece in plan.pieces:
-            if piece.segment in plan.new_segments:
+        for write in plan.writes:
+            if write.segment in plan.new_segments:
                 continue
             # Best effort: later writes go to explicit positions and recovery truncates tails.
             with contextlib.suppress(OSError):
-                piece.segment.truncate_file(piece.segment.size)
+                write.segment.truncate_file(write.segment.size)
         for seg in plan.new_segments:
             with contextlib.suppress(OSError):
                 seg.delete()
@@ -383,10 +381,13 @@ class PartitionLog:
             seg.sealed = True
             seg.unpin()
 
-    def append(self, data: bytes | bytearray | memoryview) -> int:
-        """Append inline (in the caller): validate, assign offsets, write; fsync if the topic acks
-        after fsync or ``flush.messages`` is reached. Returns the first assigned offset."""
-        reservation = self.reserve(data)
+    def append(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
+        """Append inline, in the caller: validate, assign offsets, write; fsync if ``ack`` (default
+        the topic's) is ``fsynced`` or ``flush.messages`` is reached. Returns the first offset.
+
+        The only inline path: :class:`~sluice.storage.partition.Partition` uses it in ``inline``
+        mode, and tools and tests that own a log use it directly."""
+        reservation = self.reserve(data, ack)
         self.write_inline([reservation])
         if reservation.ack is AckLevel.FSYNCED or self.flush_due():
             self.flush()
@@ -405,33 +406,6 @@ class PartitionLog:
         if plan.rolled:
             self.seal_rolled(plan)
             self.mark_sealed(plan)
-
-    async def submit(
-        self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None
-    ) -> int:
-        """Append through the configured path (writer task or inline); returns the first offset
-        once the append is acknowledged at ``ack`` (default: the topic's ``sluice.append.ack``)."""
-        if self.config.append_mode is AppendMode.INLINE:
-            self._check_open()
-            reservation = self.reserve(data, ack)
-            self.write_inline([reservation])
-            if reservation.ack is AckLevel.FSYNCED or self.flush_due():
-                self.flush()
-            return reservation.base_offset
-        return await self.writer.submit(data, ack)
-
-    @property
-    def writer_if_started(self) -> PartitionWriter | None:
-        return self._writer
-
-    @property
-    def writer(self) -> PartitionWriter:
-        if self._writer is None:
-            from sluice.storage.writer import PartitionWriter
-
-            self._check_open()
-            self._writer = PartitionWriter(self, self.executor)
-        return self._writer
 
     # -- flushing --------------------------------------------------------------------------------
 
@@ -480,7 +454,7 @@ class PartitionLog:
         """Bytes from the start of the batch holding ``offset``: at most ``max_bytes`` unless the
         first batch alone is bigger (a consumer must always make progress). ``None`` at the high
         watermark; OffsetOutOfRangeError outside [log start, high watermark]."""
-        self._check_open()
+        self.check_open()
         if offset < self.log_start_offset or offset > self.high_watermark:
             raise OffsetOutOfRangeError(
                 f"offset {offset} is outside [{self.log_start_offset}, {self.high_watermark}]"
@@ -522,7 +496,7 @@ class PartitionLog:
         compressed batch may inflate to gigabytes (see :meth:`_search_batch`)."""
         after = self.log_start_offset
         while True:
-            self._check_open()
+            self.check_open()
             candidate = self._timestamp_candidate(timestamp, after)
             if candidate is None:
                 return None
@@ -558,7 +532,7 @@ class PartitionLog:
         self, *, max_block: int = DEFAULT_MAX_UNCOMPRESSED
     ) -> tuple[int, int] | None:
         """(offset, timestamp) of the record with the largest timestamp (ListOffsets -3)."""
-        self._check_open()
+        self.check_open()
         best: tuple[LogSegment, int] | None = None
         for seg, _end in self._visible_batches(self.log_start_offset):
             _ = seg.time_index
@@ -605,7 +579,7 @@ class PartitionLog:
         below the log start offset; returns how many were deleted. An active segment whose
         newest record is past ``retention.ms`` is rolled first, as Kafka does, so an idle
         partition does not keep expired data until ``segment.ms``."""
-        self._check_open()
+        self.check_open()
         cfg = self.config
         now = self.clock()
         if self._active_segment_expired(now):
@@ -665,7 +639,7 @@ class PartitionLog:
     def delete_records(self, before_offset: int) -> int:
         """Advance the log start offset to ``before_offset`` (-1: the high watermark), deleting
         segments wholly below it. Returns the new log start offset."""
-        self._check_open()
+        self.check_open()
         target = self.high_watermark if before_offset == -1 else before_offset
         if target < 0 or target > self.high_watermark:
             raise OffsetOutOfRangeError(
@@ -692,12 +666,6 @@ class PartitionLog:
 
     # -- closing ---------------------------------------------------------------------------------
 
-    async def aclose(self) -> None:
-        """Drain the writer (every accepted append is written), then close cleanly."""
-        if self._writer is not None:
-            await self._writer.close()
-        self.close()
-
     def clean_state(self) -> CleanState:
         """What a clean reopen needs (:meth:`open` with ``state``), as of now."""
         active = self.active_segment
@@ -721,8 +689,6 @@ class PartitionLog:
         """
         if self._closed:
             return self.clean_state()
-        if self._writer is not None and self._writer.running:
-            raise RuntimeError("close the writer first (use aclose)")
         active = self.active_segment
         try:
             if self._dirty:

@@ -6,7 +6,7 @@ Layout (sluice has no ZooKeeper or KRaft, so each topic carries its own metadata
       .clean-shutdown              every partition's state, written by a clean stop only
       <name>.<topic id>/           one directory per topic *incarnation* (name cut to 200 chars)
         topic.json                 name, id, partition count, config overrides
-        0/ 1/ ...                  one PartitionLog each
+        0/ 1/ ...                  one partition log each
       __consumer_offsets/          the group coordinator's private log (not the manager's)
 
 A topic exists exactly when its ``topic.json`` does. Each lifecycle operation has one commit
@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sluice.config import TOPIC_CONFIG_KEYS, LogConfig
 from sluice.errors import (
     InvalidConfigError,
     InvalidPartitionsError,
@@ -51,7 +52,6 @@ from sluice.errors import (
 )
 from sluice.plural import plural
 from sluice.storage.clock import Clock, wall_clock_ms
-from sluice.storage.config import TOPIC_CONFIG_KEYS, LogConfig
 from sluice.storage.fdcache import FdCache
 from sluice.storage.files import (
     fsync_dir,
@@ -62,6 +62,7 @@ from sluice.storage.files import (
 from sluice.storage.health import DiskHealth
 from sluice.storage.loader import CleanState
 from sluice.storage.log import PartitionLog
+from sluice.storage.partition import Partition
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class Topic:
     config_overrides: dict[str, str]
     config: LogConfig
     directory: Path
-    partitions: list[PartitionLog] = field(default_factory=list)
+    partitions: list[Partition] = field(default_factory=list)
 
     def metadata(self, partitions: int | None = None) -> dict[str, Any]:
         return {
@@ -230,7 +231,7 @@ class LogManager:
                     f"two topic directories claim the name {topic.name!r} ({other.directory.name}, "
                     f"{topic.directory.name}); move one out of {self.data_dir} and start again"
                 )
-        opened: dict[tuple[str, int], PartitionLog] = {}
+        opened: dict[tuple[str, int], Partition] = {}
         jobs: list[tuple[Topic, int]] = []
         for topic, count in topics:
             self._remove_extra_partitions(topic.directory, count)
@@ -242,9 +243,9 @@ class LogManager:
                     jobs.append((topic, p))
         recovered = list(self.executor.map(lambda job: self._open_log(job[0], job[1], None), jobs))
         truncated = 0
-        for (topic, p), partition_log in zip(jobs, recovered, strict=True):
-            opened[topic.name, p] = partition_log
-            report = partition_log.recovery
+        for (topic, p), partition in zip(jobs, recovered, strict=True):
+            opened[topic.name, p] = partition
+            report = partition.log.recovery
             truncated += report.bytes_truncated
             if report.bytes_truncated or report.segments_dropped:
                 log.warning(
@@ -319,17 +320,16 @@ class LogManager:
                 log.warning("removing %s: a partition whose creation was interrupted", directory / name)
                 shutil.rmtree(directory / name, ignore_errors=True)
 
-    def _open_log(self, topic: Topic, partition: int, state: CleanState | None) -> PartitionLog:
+    def _open_log(self, topic: Topic, partition: int, state: CleanState | None) -> Partition:
         plog = PartitionLog.open(
             topic.directory / str(partition), topic.config, self.clock, state=state, files=self.files
         )
-        self._adopt(plog, topic, partition)
-        return plog
+        return self._adopt(plog, topic, partition)
 
-    def _adopt(self, plog: PartitionLog, topic: Topic, partition: int) -> None:
+    def _adopt(self, plog: PartitionLog, topic: Topic, partition: int) -> Partition:
         plog.name = f"{topic.name}-{partition}"
-        plog.executor = self.executor
         plog.disk = self.disk
+        return Partition(plog, self.executor)
 
     def _topic_dir(self, name: str, topic_id: uuid.UUID) -> Path:
         return self.data_dir / f"{name[:_NAME_IN_DIR]}.{topic_id.hex}"
@@ -381,17 +381,24 @@ class LogManager:
         except KeyError:
             raise UnknownTopicOrPartitionError(f"unknown topic {name!r}") from None
 
-    def get_log(self, topic: str, partition: int) -> PartitionLog:
+    def get_partition(self, topic: str, partition: int) -> Partition:
         t = self.topics.get(topic)
         if t is None or not 0 <= partition < len(t.partitions):
             raise UnknownTopicOrPartitionError(f"unknown topic-partition {topic}-{partition}")
         return t.partitions[partition]
 
+    def get_log(self, topic: str, partition: int) -> PartitionLog:
+        """A partition's log, for reads (appends go through :meth:`get_partition`)."""
+        return self.get_partition(topic, partition).log
+
     def list_topics(self) -> list[str]:
         return sorted(self.topics)
 
-    def all_logs(self) -> list[PartitionLog]:
+    def all_partitions(self) -> list[Partition]:
         return [p for t in self.topics.values() for p in t.partitions]
+
+    def all_logs(self) -> list[PartitionLog]:
+        return [p.log for t in self.topics.values() for p in t.partitions]
 
     @property
     def partition_count(self) -> int:
@@ -449,7 +456,7 @@ class LogManager:
             self.topics[name] = topic
         return topic
 
-    def _create_files(self, topic: Topic, count: int) -> list[PartitionLog]:
+    def _create_files(self, topic: Topic, count: int) -> list[Partition]:
         """Worker thread: every directory first, ``topic.json`` last (the commit point)."""
         directory = topic.directory
         try:
@@ -465,8 +472,7 @@ class LogManager:
         logs = []
         for p in range(count):
             plog = PartitionLog.create(directory / str(p), topic.config, self.clock, files=self.files)
-            self._adopt(plog, topic, p)
-            logs.append(plog)
+            logs.append(self._adopt(plog, topic, p))
         return logs
 
     async def add_partitions(self, name: str, total: int, *, validate_only: bool = False) -> Topic:
@@ -488,7 +494,7 @@ class LogManager:
             topic.partitions.extend(added)
         return topic
 
-    def _add_files(self, topic: Topic, current: int, total: int) -> list[PartitionLog]:
+    def _add_files(self, topic: Topic, current: int, total: int) -> list[Partition]:
         directory = topic.directory
         try:
             for p in range(current, total):
@@ -502,8 +508,7 @@ class LogManager:
         logs = []
         for p in range(current, total):
             plog = PartitionLog.create(directory / str(p), topic.config, self.clock, files=self.files)
-            self._adopt(plog, topic, p)
-            logs.append(plog)
+            logs.append(self._adopt(plog, topic, p))
         return logs
 
     async def alter_topic_config(
@@ -537,8 +542,8 @@ class LogManager:
                 raise StorageError(f"cannot save the configs of {name!r}: {exc}") from exc
             topic.config_overrides = overrides
             topic.config = config
-            for partition_log in topic.partitions:
-                partition_log.update_config(config)
+            for partition in topic.partitions:
+                partition.log.update_config(config)
         return topic
 
     async def delete_topic(self, name: str, topic_id: uuid.UUID | None = None) -> Topic:
@@ -553,10 +558,9 @@ class LogManager:
             except OSError as exc:
                 raise StorageError(f"cannot delete topic {name!r}: {exc}") from exc
             del self.topics[name]
-            writers = [p.writer_if_started for p in topic.partitions]
-            await asyncio.gather(*(w.close() for w in writers if w is not None))
-            for partition_log in topic.partitions:
-                partition_log.abandon()
+            await asyncio.gather(*(p.drain() for p in topic.partitions))
+            for partition in topic.partitions:
+                partition.abandon()
             # Best effort: what cannot be removed now is an orphan the next open removes.
             await self._io(shutil.rmtree, topic.directory, True)
         return topic
@@ -596,11 +600,12 @@ class LogManager:
         while True:
             await asyncio.sleep(flush_check_ms / 1000)
             since_retention += flush_check_ms
-            logs = self.all_logs()
-            for i in range(0, len(logs), _HOUSEKEEPING_SLICE):
-                for partition_log in logs[i : i + _HOUSEKEEPING_SLICE]:
+            partitions = self.all_partitions()
+            for i in range(0, len(partitions), _HOUSEKEEPING_SLICE):
+                for partition in partitions[i : i + _HOUSEKEEPING_SLICE]:
+                    partition_log = partition.log
                     if (
-                        partition_log.writer_if_started is None
+                        partition.writer is None  # a writer's sync task flushes its own log
                         and not partition_log.closed
                         and partition_log.flush_due()
                     ):
@@ -625,9 +630,8 @@ class LogManager:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)
-        logs = [(t, p, plog) for t in self.topics.values() for p, plog in enumerate(t.partitions)]
-        writers = [plog.writer_if_started for _, _, plog in logs]
-        await asyncio.gather(*(w.close() for w in writers if w is not None))
+        await asyncio.gather(*(p.drain() for p in self.all_partitions()))
+        logs = [(t, p, part.log) for t in self.topics.values() for p, part in enumerate(t.partitions)]
         try:
             await self._io(self._close_files, logs)
         finally:
@@ -662,7 +666,7 @@ class LogManager:
 
     def close_sync(self) -> None:
         """Clean shutdown without an event loop (only for logs never written through a writer)."""
-        logs = [(t, p, plog) for t in self.topics.values() for p, plog in enumerate(t.partitions)]
+        logs = [(t, p, part.log) for t in self.topics.values() for p, part in enumerate(t.partitions)]
         try:
             self._close_files(logs)
         finally:

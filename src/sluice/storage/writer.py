@@ -21,8 +21,8 @@ from collections import deque
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
+from sluice.config import AckLevel
 from sluice.errors import LogClosedError, StorageError
-from sluice.storage.config import AckLevel
 
 if TYPE_CHECKING:
     from sluice.storage.log import PartitionLog, Reservation
@@ -54,6 +54,7 @@ class PartitionWriter:
         self._sync_wanted = asyncio.Event()
         self._sync_waiters: list[_Waiter] = []
         self._closing = False
+        self._writing = False
         self._broken: StorageError | None = None
         self._task = self._loop.create_task(self._write_loop(), name=f"writer:{log.name}")
         self._sync_task = self._loop.create_task(self._sync_loop(), name=f"sync:{log.name}")
@@ -65,6 +66,17 @@ class PartitionWriter:
     @property
     def queued_bytes(self) -> int:
         return self._queued_bytes
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, waiting for admission, being written or waiting for an fsync: an
+        inline append now cannot overtake anything this writer accepted."""
+        return (
+            not self._queue
+            and not self._admission
+            and not self._sync_waiters
+            and not self._writing
+        )
 
     async def submit(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
         """Queue an append; return its first offset once acknowledged at ``ack``."""
@@ -129,7 +141,11 @@ class PartitionWriter:
                 continue
             # One group per call, so its locals (which reference the request buffers) are gone
             # before this task waits again: an idle partition must not pin its last request.
-            await self._write_group()
+            self._writing = True
+            try:
+                await self._write_group()
+            finally:
+                self._writing = False
 
     async def _write_group(self) -> None:
         group: list[_Waiter] = []

@@ -14,8 +14,8 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
+from sluice.config import BrokerConfig, Listener
 from sluice.server.app import Server
-from sluice.server.config import BrokerConfig, Listener
 
 
 class EmbeddedBroker:

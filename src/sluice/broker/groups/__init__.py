@@ -1,7 +1,7 @@
 """Consumer groups: the classic group protocol coordinator and durable committed offsets.
 
-The broker routes every API in :data:`GROUP_APIS` to :meth:`GroupCoordinator.handle`; the
-module map is in docs/groups.md.
+The broker registers one handler per group API, each a coroutine of :class:`GroupCoordinator`;
+the module map is in docs/groups.md.
 """
 
 from sluice.broker.groups.config import GroupConfig

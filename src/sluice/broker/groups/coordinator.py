@@ -4,9 +4,8 @@ Kafka's GroupCoordinatorShard, for the one node: it owns the durable
 :class:`~sluice.broker.groups.store.GroupStore`, the background tasks and the timer task, and
 wires :class:`~sluice.broker.groups.membership.GroupMembership` (who is in a group) to
 :class:`~sluice.broker.groups.committed.CommittedOffsets` (what a group has committed). Each
-API is one coroutine of the typed request and the client's host, so the broker can register
-them one handler per API; :meth:`GroupCoordinator.handle` dispatches to them for now and is
-where an unexpected failure becomes UNKNOWN_SERVER_ERROR rather than a dropped connection.
+API is one coroutine of the typed request and the client's host, which the broker registers one
+handler per API.
 Answers are shaped by :mod:`~sluice.broker.groups.responses`.
 """
 
@@ -176,17 +175,10 @@ class GroupCoordinator:
     # -- dispatch ---------------------------------------------------------------------------------
 
     async def handle(self, request: Request, client_host: str) -> ResponseBody:
-        """Answer any API in GROUP_APIS at ``request.api_version``. Bad input becomes an error
-        code; an internal failure becomes UNKNOWN_SERVER_ERROR rather than a dropped connection."""
-        api = self._apis.get(request.api_key)
-        if api is not None:
-            try:
-                return await api(request, client_host)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("group coordinator failed on %s", type(request.body).__name__)
-        return responses.error_response(request, ErrorCode.UNKNOWN_SERVER_ERROR)
+        """Answer any API in GROUP_APIS by its key (the broker registers the per-API coroutines
+        directly; this is for callers holding a request of any group API). Bad input becomes an
+        error code; what an unexpected failure does is the broker's policy, not this module's."""
+        return await self._apis[request.api_key](request, client_host)
 
     def _refusal(self, request: Request) -> ResponseBody | None:
         """Every API is refused once closed; a coordinator shutting down parks nothing more."""

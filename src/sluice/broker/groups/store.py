@@ -1,7 +1,7 @@
 """Durable group state: committed offsets and group metadata, in one private partition log.
 
 Kafka's design, scaled to one node: every change is a key/value record appended to a log
-(``DATA/__consumer_offsets/``, a :class:`~sluice.storage.log.PartitionLog` owned by the
+(``DATA/__consumer_offsets/``, a :class:`~sluice.storage.partition.Partition` owned by the
 coordinator rather than a topic, so clients never see it in Metadata, cannot delete it and the
 LogManager's retention never touches it); the in-memory maps are a materialised view that
 :meth:`GroupStore.open` rebuilds by replaying the log from its start offset. A ``None`` value
@@ -33,11 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sluice.config import AckLevel, LogConfig
 from sluice.errors import SluiceError
 from sluice.plural import plural
 from sluice.protocol.records import build_batch, decode_records, iter_stored_batches
-from sluice.storage.config import AckLevel, LogConfig
-from sluice.storage.log import Clock, PartitionLog, wall_clock_ms
+from sluice.storage.clock import Clock, wall_clock_ms
+from sluice.storage.log import PartitionLog
+from sluice.storage.partition import Partition
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +194,13 @@ class GroupStore:
 
     def __init__(
         self,
-        partition_log: PartitionLog,
+        partition: Partition,
         clock_ms: Clock = wall_clock_ms,
         *,
         compact_min_records: int = 10_000,
     ) -> None:
-        self._log = partition_log
+        self._partition = partition
+        self._log = partition.log
         self._clock_ms = clock_ms
         self.compact_min_records = compact_min_records
         self.offsets: dict[str, dict[tuple[str, int], CommittedOffset]] = {}
@@ -221,15 +224,18 @@ class GroupStore:
         compact_min_records: int = 10_000,
     ) -> GroupStore:
         """Open (recovering after a crash) and replay. Blocking; needs no event loop."""
-        partition_log = PartitionLog.open(data_dir / DIR_NAME, LOG_CONFIG, clock_ms)
-        partition_log.executor = executor
-        store = cls(partition_log, clock_ms, compact_min_records=compact_min_records)
+        partition = Partition.open(data_dir / DIR_NAME, LOG_CONFIG, clock_ms, executor=executor)
+        store = cls(partition, clock_ms, compact_min_records=compact_min_records)
         store._replay()
         return store
 
     @property
     def live(self) -> int:
         return len(self.groups) + sum(len(v) for v in self.offsets.values())
+
+    @property
+    def partition(self) -> Partition:
+        return self._partition
 
     @property
     def partition_log(self) -> PartitionLog:
@@ -309,7 +315,7 @@ class GroupStore:
         ticket = _Ticket(changes, asyncio.get_running_loop().create_future())
         self._tickets.append(ticket)
         try:
-            await self._log.submit(encode_batch(changes, self._clock_ms()))
+            await self._partition.append(encode_batch(changes, self._clock_ms()))
             ticket.ok = True
         finally:
             ticket.done = True
@@ -364,11 +370,11 @@ class GroupStore:
                 batch.append(change)
                 size += 64 + len(encode_key(change[0])) + len(encode_value(change[1]) or b"")
                 if size >= _SNAPSHOT_BATCH_BYTES:
-                    await self._log.submit(encode_batch(batch, self._clock_ms()))
+                    await self._partition.append(encode_batch(batch, self._clock_ms()))
                     written += len(batch)
                     batch, size = [], 0
             if batch:
-                await self._log.submit(encode_batch(batch, self._clock_ms()))
+                await self._partition.append(encode_batch(batch, self._clock_ms()))
                 written += len(batch)
             self._log.delete_records(start)
             self._log.apply_retention()
@@ -395,7 +401,7 @@ class GroupStore:
         while self._tickets:
             await asyncio.shield(self._tickets[-1].applied)
         self._closed = True
-        await self._log.aclose()
+        await self._partition.close()
 
     def close_sync(self) -> None:
         """Close without a loop (a store that was opened but never written through a writer)."""

@@ -3,23 +3,18 @@ after a timestamp, per partition."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from sluice.broker.refused import Refused
-from sluice.errors import ErrorCode, SluiceError
+from sluice.broker.context import BrokerContext
+from sluice.errors import ErrorCode, Refused, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
 from sluice.storage.log import PartitionLog
-
-if TYPE_CHECKING:
-    from sluice.broker.broker import Broker
 
 LATEST = -1
 EARLIEST = -2
 MAX_TIMESTAMP = -3
 
 
-async def list_offsets(broker: Broker, request: Request) -> m.ListOffsetsResponse:
+async def list_offsets(broker: BrokerContext, request: Request) -> m.ListOffsetsResponse:
     body = request.body
     assert isinstance(body, m.ListOffsetsRequest)
     topics = []

@@ -16,27 +16,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from sluice.broker.config_catalog import config_type, documentation
-from sluice.broker.refused import Refused
-from sluice.errors import ErrorCode, InvalidConfigError, SluiceError
+from sluice.broker.context import BrokerContext
+from sluice.config import TOPIC_TO_BROKER, BrokerConfig, LogConfig, describe
+from sluice.errors import ErrorCode, InvalidConfigError, Refused, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
 from sluice.protocol.messages import ConfigOperation, ConfigResourceType
-from sluice.server.config import BROKER_TO_TOPIC, BrokerConfig
-from sluice.storage.config import LogConfig
-
-if TYPE_CHECKING:
-    from sluice.broker.broker import Broker
 
 # Kafka's ConfigSource values.
 DYNAMIC_TOPIC_CONFIG = 1
 STATIC_BROKER_CONFIG = 4
 DEFAULT_CONFIG = 5
-
-TOPIC_TO_BROKER = {topic: broker for broker, topic in BROKER_TO_TOPIC.items()}
-
 
 @dataclass(slots=True)
 class ConfigEntry:
@@ -52,7 +43,7 @@ class ConfigEntry:
 
 
 def config_entries(
-    broker: Broker, overrides: Mapping[str, str], values: Mapping[str, str]
+    broker: BrokerContext, overrides: Mapping[str, str], values: Mapping[str, str]
 ) -> list[ConfigEntry]:
     """Every topic config with its value and where the value comes from: the topic's override,
     else the broker-wide default if the broker's settings give one (even if equal to the
@@ -75,53 +66,12 @@ def config_entries(
     return entries
 
 
-def broker_settings(config: BrokerConfig) -> dict[str, str]:
-    """The broker's own settings under their Kafka names, as ``sluice serve`` resolved them."""
-    values = {
-        "listeners": f"PLAINTEXT://{config.listen}",
-        "advertised.listeners": f"PLAINTEXT://{config.advertised_listener}",
-        "log.dirs": str(config.data_dir),
-        "node.id": str(config.node_id),
-        "cluster.id": config.cluster_id,
-        "socket.request.max.bytes": str(config.request_max_bytes),
-        "max.connections": str(config.max_connections),
-        "max.connections.per.ip": str(config.per_ip_limit),
-        "max.connections.per.ip.overrides": ",".join(
-            f"[{host}]:{count}" if ":" in host else f"{host}:{count}"
-            for host, count in config.max_connections_per_ip_overrides
-        ),
-        "connections.max.idle.ms": str(config.idle_timeout_ms),
-        "queued.max.request.bytes": str(config.queued_max_request_bytes),
-        "sluice.request.receive.timeout.ms": str(config.request_receive_timeout_ms),
-        "sluice.request.receive.min.bytes.per.sec": str(config.request_receive_min_rate),
-        "sluice.fd.reserve": str(config.fd_reserve),
-        "auto.create.topics.enable": "true" if config.auto_create_topics else "false",
-        "num.partitions": str(config.num_partitions),
-        "log.retention.check.interval.ms": str(config.retention_check_ms),
-        "sluice.shutdown.grace.ms": str(config.shutdown_grace_ms),
-        "group.min.session.timeout.ms": str(config.group_min_session_timeout_ms),
-        "group.max.session.timeout.ms": str(config.group_max_session_timeout_ms),
-        "group.initial.rebalance.delay.ms": str(config.group_initial_rebalance_delay_ms),
-        "offsets.retention.minutes": str(config.offsets_retention_ms // 60_000),
-        "offsets.retention.check.interval.ms": str(config.offsets_retention_check_interval_ms),
-        "offset.metadata.max.bytes": str(config.offset_metadata_max_bytes),
-        "sluice.max.partitions.per.topic": str(config.max_partitions_per_topic),
-        "max.broker.partitions": str(config.max_broker_partitions),
-        "sluice.max.open.segment.files": str(config.max_open_segment_files),
-        "sluice.batch.uncompressed.max.bytes": str(config.max_uncompressed_batch_bytes),
-    }
-    topic_defaults = config.topic_defaults.to_dict()
-    for broker_key, topic_key in BROKER_TO_TOPIC.items():
-        values[broker_key] = topic_defaults[topic_key]
-    return values
-
-
 def broker_entries(config: BrokerConfig) -> list[ConfigEntry]:
     """This broker's settings: STATIC_BROKER_CONFIG for those given (then the default as a
     synonym), DEFAULT_CONFIG for the rest; all read-only, since none can change at runtime."""
-    defaults = broker_settings(BrokerConfig())
+    defaults = BrokerConfig().settings()
     entries = []
-    for name, value in sorted(broker_settings(config).items()):
+    for name, value in sorted(config.settings().items()):
         synonyms = [(name, value, STATIC_BROKER_CONFIG)] if name in config.static_keys else []
         synonyms.append((name, defaults[name], DEFAULT_CONFIG))
         source = synonyms[0][2]
@@ -135,6 +85,7 @@ def _result(
     entry: ConfigEntry, synonyms: bool, docs: bool
 ) -> m.DescribeConfigsResourceResult:
     # Every field is filled; the codec writes those the request's version has.
+    kind, doc = describe(entry.name)
     return m.DescribeConfigsResourceResult(
         name=entry.name,
         value=entry.value,
@@ -145,16 +96,16 @@ def _result(
         synonyms=[m.DescribeConfigsSynonym(name=n, value=v, source=s) for n, v, s in entry.synonyms]
         if synonyms
         else [],
-        config_type=config_type(entry.name),
-        documentation=documentation(entry.name) if docs else None,
+        config_type=kind,
+        documentation=doc if docs else None,
     )
 
 
-def _is_this_broker(broker: Broker, name: str) -> bool:
+def _is_this_broker(broker: BrokerContext, name: str) -> bool:
     return name in ("", str(broker.config.node_id))
 
 
-async def describe_configs(broker: Broker, request: Request) -> m.DescribeConfigsResponse:
+async def describe_configs(broker: BrokerContext, request: Request) -> m.DescribeConfigsResponse:
     body = request.body
     assert isinstance(body, m.DescribeConfigsRequest)
     results = []
@@ -191,7 +142,7 @@ async def describe_configs(broker: Broker, request: Request) -> m.DescribeConfig
 
 
 async def _alter(
-    broker: Broker,
+    broker: BrokerContext,
     resource_type: int,
     name: str,
     set_configs: dict[str, str],
@@ -221,7 +172,7 @@ async def _alter(
     return response
 
 
-async def alter_configs(broker: Broker, request: Request) -> m.AlterConfigsResponse:
+async def alter_configs(broker: BrokerContext, request: Request) -> m.AlterConfigsResponse:
     body = request.body
     assert isinstance(body, m.AlterConfigsRequest)
     responses = []
@@ -242,7 +193,7 @@ async def alter_configs(broker: Broker, request: Request) -> m.AlterConfigsRespo
 
 
 async def incremental_alter_configs(
-    broker: Broker, request: Request
+    broker: BrokerContext, request: Request
 ) -> m.IncrementalAlterConfigsResponse:
     body = request.body
     assert isinstance(body, m.IncrementalAlterConfigsRequest)

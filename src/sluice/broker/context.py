@@ -1,0 +1,45 @@
+"""What the API handlers share of the broker, as a small interface of its own: handler modules
+import this, never the dispatching module (``broker.py`` imports them), so imports run one way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from sluice.config import BrokerConfig
+from sluice.storage.manager import LogManager
+
+
+class FetchWaiters:
+    """The long polls in progress, so shutdown can answer them at once instead of at timeout."""
+
+    def __init__(self) -> None:
+        self._waiting: set[asyncio.Future[None]] = set()
+        self.closed = False
+
+    def add(self, future: asyncio.Future[None]) -> None:
+        self._waiting.add(future)
+
+    def discard(self, future: asyncio.Future[None]) -> None:
+        self._waiting.discard(future)
+
+    def wake_all(self) -> None:
+        self.closed = True
+        for future in list(self._waiting):
+            if not future.done():
+                future.set_result(None)
+
+
+class BrokerContext(Protocol):
+    """The broker as handlers see it (:class:`sluice.broker.broker.Broker` is one)."""
+
+    config: BrokerConfig
+    logs: LogManager
+    fetch_waiters: FetchWaiters
+    advertised: dict[int, tuple[int, int]]
+    """The API versions ApiVersions lists."""
+
+    def node_endpoint(self) -> tuple[int, str, int]:
+        """(node id, advertised host, advertised port)."""
+        ...

@@ -1,0 +1,614 @@
+"""Every setting of sluice, broker and topic alike, each described once.
+
+A :class:`Setting` row holds a setting's Kafka name (or a ``sluice.*`` one where Kafka has none),
+the attribute it sets, how a string becomes a value and back, its Kafka type and one line of
+documentation; its default is the attribute's default in :class:`BrokerConfig` or
+:class:`LogConfig`. Parsing (TOML file, ``--set``, the wire), DescribeConfigs (values, sources,
+types, documentation) and the docs' tables all read these rows, so a setting is added in one
+place, as uvicorn keeps one ``config.py``.
+
+Values arrive as strings and are parsed once here: the server, the broker and the storage engine
+only ever see typed values. Unknown names and bad values raise InvalidConfigError, so a typo never
+silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import socket
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum, StrEnum
+from pathlib import Path
+from typing import Any
+
+from sluice.errors import InvalidConfigError
+from sluice.protocol.records import DEFAULT_MAX_UNCOMPRESSED
+
+DEFAULT_PORT = 9092
+_INT_MAX = 2**31 - 1
+"""Kafka's INT-typed configs stop here; segment files and index positions are 32-bit."""
+_LONG_MAX = 2**63 - 1
+
+
+class ConfigType(IntEnum):
+    """Kafka's ConfigDef types, as DescribeConfigs (v3+) reports them."""
+
+    UNKNOWN = 0
+    BOOLEAN = 1
+    STRING = 2
+    INT = 3
+    SHORT = 4
+    LONG = 5
+    DOUBLE = 6
+    LIST = 7
+    CLASS = 8
+    PASSWORD = 9
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    attr: str
+    parse: Callable[[str], Any]
+    """A string to the value; raises ValueError with a message saying what is wrong."""
+    render: Callable[[Any], str]
+    kind: ConfigType
+    doc: str
+    aliases: tuple[str, ...] = ()
+    broker_name: str | None = None
+    """For a topic setting: the broker setting that sets its default for every topic."""
+    shown: str | None = None
+    """The attribute whose value is reported, when it is not ``attr`` (a property giving the
+    effective value of a setting whose default depends on another)."""
+
+
+# -- parsing and rendering ---------------------------------------------------------------------
+
+
+def _integer(minimum: int = 0, maximum: int = _LONG_MAX, *, minus_one: bool = False) -> Callable[[str], int]:
+    """An integer in [minimum, maximum]; ``minus_one`` also allows -1 (Kafka's "no limit")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            raise ValueError(f"must be an integer, not {text!r}") from None
+        if value < minimum and not (minus_one and value == -1):
+            raise ValueError(f"must be >= {minimum}{' (or -1)' if minus_one else ''}, not {value}")
+        if value > maximum:
+            raise ValueError(f"must be <= {maximum}, not {value}")
+        return value
+
+    return parse
+
+
+def _choice(kind: type[StrEnum]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return kind(str(text).strip().lower())
+        except ValueError:
+            allowed = ", ".join(m.value for m in kind)
+            raise ValueError(f"must be one of {allowed}, not {text!r}") from None
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Enum):
+        return str(value.value)
+    return str(value)
+
+
+# -- topic settings ----------------------------------------------------------------------------
+
+
+class AppendMode(StrEnum):
+    """Where an append's write happens."""
+
+    WRITER = "writer"
+    """A per-partition writer task fed by a bounded queue: the request path never blocks on a
+    write or fsync."""
+    INLINE = "inline"
+    """The caller writes; kept so the benchmark can compare the two."""
+
+
+class AckLevel(StrEnum):
+    """When an append is acknowledged to its caller."""
+
+    QUEUED = "queued"
+    """Fire-and-forget: as soon as the batch is validated and enqueued (offsets are known)."""
+    WRITTEN = "written"
+    """After the bytes are in the file (the OS page cache): survives a process crash."""
+    FSYNCED = "fsynced"
+    """After an fsync covering the bytes (group commit): survives power loss."""
+
+
+class CleanupPolicy(StrEnum):
+    """What happens to old segments. Only deletion: sluice does not compact logs, so a topic
+    asking for ``compact`` is refused (INVALID_CONFIG) rather than silently never compacted."""
+
+    DELETE = "delete"
+
+
+class CompressionType(StrEnum):
+    """Kafka's ``compression.type``: the codec a topic stores its batches with. ``producer``
+    keeps each batch as the producer compressed it; any other value makes the broker
+    recompress batches with a different codec before they are appended."""
+
+    PRODUCER = "producer"
+    UNCOMPRESSED = "uncompressed"
+    GZIP = "gzip"
+    SNAPPY = "snappy"
+    LZ4 = "lz4"
+    ZSTD = "zstd"
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """A topic's settings (the storage engine's), defaults as Kafka's."""
+
+    segment_bytes: int = 1 << 30
+    segment_ms: int = 7 * 24 * 3600 * 1000
+    segment_index_bytes: int = 10 * 1024 * 1024
+    index_interval_bytes: int = 4096
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    retention_bytes: int = -1
+    max_message_bytes: int = 1048588
+    flush_messages: int = -1
+    flush_ms: int = -1
+    append_mode: AppendMode = AppendMode.WRITER
+    append_ack: AckLevel = AckLevel.WRITTEN
+    writer_queue_bytes: int = 32 * 1024 * 1024
+    cleanup_policy: CleanupPolicy = CleanupPolicy.DELETE
+    compression_type: CompressionType = CompressionType.PRODUCER
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, str | int], base: LogConfig | None = None) -> LogConfig:
+        """Parse Kafka-named string settings; unknown keys and bad values raise InvalidConfigError."""
+        changes: dict[str, Any] = {}
+        for key, raw in values.items():
+            setting = TOPIC_SETTINGS.get(key)
+            if setting is None:
+                raise InvalidConfigError(f"unknown topic config {key!r}")
+            try:
+                changes[setting.attr] = setting.parse(str(raw))
+            except ValueError as exc:
+                raise InvalidConfigError(f"{key} {exc}") from None
+        return dataclasses.replace(base or cls(), **changes)
+
+    def to_dict(self) -> dict[str, str]:
+        """Kafka-named string form, for persistence and DescribeConfigs."""
+        return {name: s.render(getattr(self, s.attr)) for name, s in TOPIC_SETTINGS.items()}
+
+    def diff(self, other: LogConfig | None = None) -> dict[str, str]:
+        """Settings that differ from ``other`` (default: the defaults): what a topic overrides."""
+        mine, theirs = self.to_dict(), (other or LogConfig()).to_dict()
+        return {k: v for k, v in mine.items() if theirs[k] != v}
+
+
+def _topic(name: str, attr: str, parse: Callable[[str], Any], kind: ConfigType, doc: str, broker: str) -> Setting:
+    return Setting(name, attr, parse, _render, kind, doc, broker_name=broker)
+
+
+_I, _L, _S, _B, _LIST = ConfigType.INT, ConfigType.LONG, ConfigType.STRING, ConfigType.BOOLEAN, ConfigType.LIST
+
+TOPIC_SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        _topic("segment.bytes", "segment_bytes", _integer(14, _INT_MAX), _I,
+               "Size at which a partition's active segment is rolled.", "log.segment.bytes"),
+        _topic("segment.ms", "segment_ms", _integer(1), _L,
+               "Age (from its first batch's timestamp) at which the active segment is rolled.", "log.roll.ms"),
+        _topic("segment.index.bytes", "segment_index_bytes", _integer(16, _INT_MAX), _I,
+               "Offset and time index capacity of a segment before it is rolled.", "log.index.size.max.bytes"),
+        _topic("index.interval.bytes", "index_interval_bytes", _integer(0, _INT_MAX), _I,
+               "Bytes of records between two sparse index entries.", "log.index.interval.bytes"),
+        _topic("retention.ms", "retention_ms", _integer(0, minus_one=True), _L,
+               "Segments whose newest record is older than this are deleted; -1 keeps them forever.",
+               "log.retention.ms"),
+        _topic("retention.bytes", "retention_bytes", _integer(0, minus_one=True), _L,
+               "Per-partition size above which the oldest segments are deleted; -1 is no limit.",
+               "log.retention.bytes"),
+        _topic("max.message.bytes", "max_message_bytes", _integer(0, _INT_MAX), _I,
+               "Largest record batch a partition accepts.", "message.max.bytes"),
+        _topic("flush.messages", "flush_messages", _integer(1, minus_one=True), _L,
+               "fsync after this many records; -1 leaves it to sluice.append.ack and flush.ms.",
+               "log.flush.interval.messages"),
+        _topic("flush.ms", "flush_ms", _integer(0, minus_one=True), _L,
+               "fsync when unflushed data is this old; -1 is off.", "log.flush.interval.ms"),
+        _topic("sluice.append.mode", "append_mode", _choice(AppendMode), _S,
+               "writer: a per-partition writer task does the writes; inline: the request does.",
+               "sluice.log.append.mode"),
+        _topic("sluice.append.ack", "append_ack", _choice(AckLevel), _S,
+               "When acks=all is answered: queued, written (to the file) or fsynced.", "sluice.log.append.ack"),
+        _topic("sluice.writer.queue.bytes", "writer_queue_bytes", _integer(1024, _INT_MAX), _I,
+               "Bound of a partition's writer queue; producers wait when it is full.",
+               "sluice.log.writer.queue.bytes"),
+        _topic("cleanup.policy", "cleanup_policy", _choice(CleanupPolicy), _LIST,
+               "Only delete: sluice does not compact logs.", "log.cleanup.policy"),
+        _topic("compression.type", "compression_type", _choice(CompressionType), _S,
+               "Codec batches are stored with: producer (as sent), uncompressed, gzip, snappy, lz4 or zstd.",
+               "compression.type"),  # Kafka's broker and topic configs share this name
+    )
+}
+
+TOPIC_CONFIG_KEYS: frozenset[str] = frozenset(TOPIC_SETTINGS)
+
+BROKER_TO_TOPIC: dict[str, str] = {
+    s.broker_name: s.name for s in TOPIC_SETTINGS.values() if s.broker_name is not None
+}
+"""Broker-wide defaults of topic settings: the broker's Kafka name -> the topic setting."""
+
+TOPIC_TO_BROKER: dict[str, str] = {topic: broker for broker, topic in BROKER_TO_TOPIC.items()}
+
+
+# -- broker settings -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_host_port(text: str, *, default_port: int = DEFAULT_PORT) -> Listener:
+    """``HOST:PORT``, ``PLAINTEXT://HOST:PORT``, ``[::1]:PORT`` or ``:PORT``."""
+    value = text.strip()
+    if "://" in value:
+        value = value.split("://", 1)[1]
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest.lstrip(":")
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep:
+            host, port_text = value, ""
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError:
+        raise InvalidConfigError(f"bad port in {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise InvalidConfigError(f"port out of range in {text!r}")
+    return Listener(host or "0.0.0.0", port)
+
+
+def canonical_host(host: str) -> str:
+    """An address as connections are counted by: IPv4-mapped IPv6 (a dual-stack listener's view
+    of an IPv4 peer) as plain IPv4, IPv6 in its compressed form."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    listen: Listener = field(default_factory=lambda: Listener("127.0.0.1", DEFAULT_PORT))
+    advertised: Listener | None = None
+    data_dir: Path = Path("sluice-data")
+    node_id: int = 0
+    cluster_id: str = "sluice-cluster"
+    request_max_bytes: int = 100 * 1024 * 1024
+    max_connections: int = 1000
+    max_connections_per_ip: int | None = None
+    """None: ``max.connections`` less a tenth (see :attr:`per_ip_limit`)."""
+    max_connections_per_ip_overrides: tuple[tuple[str, int], ...] = ()
+    idle_timeout_ms: int = 600_000
+    queued_max_request_bytes: int = 256 * 1024 * 1024
+    """-1: unbounded, as Kafka's default."""
+    request_receive_timeout_ms: int = 30_000
+    request_receive_min_rate: int = 256 * 1024
+    fd_reserve: int = 256
+    auto_create_topics: bool = True
+    num_partitions: int = 1
+    retention_check_ms: int = 300_000
+    shutdown_grace_ms: int = 10_000
+    group_min_session_timeout_ms: int = 6_000
+    group_max_session_timeout_ms: int = 1_800_000
+    group_initial_rebalance_delay_ms: int = 0
+    offsets_retention_ms: int = 7 * 24 * 3600 * 1000
+    offsets_retention_check_interval_ms: int = 600_000
+    offset_metadata_max_bytes: int = 4096
+    max_partitions_per_topic: int = 10_000
+    max_broker_partitions: int = 20_000
+    max_open_segment_files: int = 1000
+    max_uncompressed_batch_bytes: int = DEFAULT_MAX_UNCOMPRESSED
+    """``sluice.batch.uncompressed.max.bytes``: the most decompressed bytes of one batch the
+    broker materialises (recompression, a raw snappy block) or needs to see (a compressed
+    batch's record count); beyond it the batch is refused with INVALID_RECORD."""
+    topic_defaults: LogConfig = field(default_factory=LogConfig)
+    static_keys: frozenset[str] = frozenset()
+    """The Kafka-named settings given explicitly (file, ``--set``, flags), aliases under their
+    main name: DescribeConfigs reports these as STATIC_BROKER_CONFIG and the rest as
+    DEFAULT_CONFIG, as Kafka does, whether or not a value equals the default."""
+
+    @property
+    def advertised_listener(self) -> Listener:
+        """What clients are told to connect to: the advertised address, else the bound one."""
+        if self.advertised is not None:
+            return self.advertised
+        host = self.listen.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return Listener(host, self.listen.port)
+
+    @property
+    def per_ip_limit(self) -> int:
+        """``max.connections.per.ip``; unset, ``max.connections`` less a tenth (rounded down), so
+        one address cannot take the slots that other addresses need to get in at all."""
+        if self.max_connections_per_ip is not None:
+            return self.max_connections_per_ip
+        return self.max_connections - self.max_connections // 10
+
+    def per_ip_limit_for(self, host: str) -> int:
+        for address, count in self.max_connections_per_ip_overrides:
+            if address == host:
+                return count
+        return self.per_ip_limit
+
+    def receive_deadline_s(self, size: int) -> float:
+        """Seconds a request of ``size`` bytes may take to arrive from its first byte: the
+        timeout, plus its size at the slowest allowed rate (big requests on slow links)."""
+        return self.request_receive_timeout_ms / 1000 + size / self.request_receive_min_rate
+
+    def settings(self) -> dict[str, str]:
+        """Every broker setting under its Kafka name, as this configuration resolved it (topic
+        defaults under the broker's names): what DescribeConfigs reports for the broker."""
+        values = {
+            s.name: s.render(getattr(self, s.shown or s.attr)) for s in BROKER_SETTINGS.values()
+        }
+        topic_defaults = self.topic_defaults.to_dict()
+        for broker_name, topic_name in BROKER_TO_TOPIC.items():
+            values[broker_name] = topic_defaults[topic_name]
+        return values
+
+    @classmethod
+    def load(
+        cls,
+        file: Path | None = None,
+        overrides: Iterable[str] = (),
+        **explicit: Any,
+    ) -> BrokerConfig:
+        """Defaults, then ``file``, then ``--set`` style ``key=value`` overrides, then keyword
+        arguments (what the CLI's own flags set)."""
+        values: dict[str, str] = {}
+        if file is not None:
+            try:
+                raw = tomllib.loads(Path(file).read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise InvalidConfigError(f"cannot read config file {file}: {exc}") from exc
+            values.update(_flatten(raw))
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise InvalidConfigError(f"--set takes key=value, not {item!r}")
+            values[key.strip()] = value.strip()
+        return cls.from_settings(values, **explicit)
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, str], **explicit: Any) -> BrokerConfig:
+        """Kafka-named string settings (broker settings, and broker-wide defaults of topic
+        settings) plus attributes given directly (the CLI's flags, tests)."""
+        kwargs: dict[str, Any] = {}
+        topic: dict[str, str] = {}
+        given: set[str] = set()
+        for key, value in values.items():
+            if key in BROKER_TO_TOPIC:
+                topic[BROKER_TO_TOPIC[key]] = value
+                given.add(key)
+                continue
+            setting = _BY_NAME.get(key)
+            if setting is None:
+                raise InvalidConfigError(f"unknown broker config {key!r}")
+            try:
+                kwargs[setting.attr] = setting.parse(value)
+            except (ValueError, InvalidConfigError) as exc:
+                raise InvalidConfigError(f"bad value for {key}: {value!r} ({exc})") from None
+            given.add(setting.name)
+        kwargs["topic_defaults"] = LogConfig.from_dict(topic)
+        flags = {k: v for k, v in explicit.items() if v is not None}
+        kwargs.update(flags)
+        given |= {_BY_ATTR[a].name for a in flags if a in _BY_ATTR}
+        kwargs["static_keys"] = frozenset(given)
+        config = cls(**kwargs)
+        _check(config)
+        return config
+
+
+def _check(config: BrokerConfig) -> None:
+    """Rules between settings, or ones a single parser cannot state."""
+    if config.num_partitions < 1:
+        raise InvalidConfigError("num.partitions must be >= 1")
+    if config.group_min_session_timeout_ms > config.group_max_session_timeout_ms:
+        raise InvalidConfigError("group.min.session.timeout.ms must be <= group.max.session.timeout.ms")
+    if config.max_uncompressed_batch_bytes < 1024 * 1024:
+        raise InvalidConfigError("sluice.batch.uncompressed.max.bytes must be >= 1048576")
+    if config.request_max_bytes < 1024:
+        raise InvalidConfigError("socket.request.max.bytes must be >= 1024")
+    if config.max_connections_per_ip == 0 and not config.max_connections_per_ip_overrides:
+        raise InvalidConfigError("max.connections.per.ip can be 0 only with max.connections.per.ip.overrides")
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in table.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, full + "."))
+        elif isinstance(value, bool):
+            out[full] = "true" if value else "false"
+        else:
+            out[full] = str(value)
+    return out
+
+
+def _bytes_or_unbounded(text: str) -> int:
+    number = int(text)
+    if number < 1 and number != -1:
+        raise ValueError("must be >= 1, or -1 for unbounded")
+    return number
+
+
+def _per_ip_overrides(value: str) -> tuple[tuple[str, int], ...]:
+    """Kafka's ``host:count,host:count``; a host name stands for every address it resolves to
+    (resolved once, at start, as Kafka does)."""
+    out: dict[str, int] = {}
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, count_text = item.rpartition(":")
+        host = host.strip().removeprefix("[").removesuffix("]")
+        if not sep or not host:
+            raise ValueError(f"expected host:count, not {item!r}")
+        try:
+            count = int(count_text)
+        except ValueError:
+            raise ValueError(f"bad count in {item!r}") from None
+        if count < 0:
+            raise ValueError(f"count must be >= 0 in {item!r}")
+        for address in _addresses(host):
+            out[address] = count
+    return tuple(out.items())
+
+
+def _render_overrides(overrides: tuple[tuple[str, int], ...]) -> str:
+    return ",".join(f"[{h}]:{c}" if ":" in h else f"{h}:{c}" for h, c in overrides)
+
+
+def _addresses(host: str) -> list[str]:
+    try:
+        return [canonical_host(str(ipaddress.ip_address(host)))]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ValueError(f"cannot resolve {host!r}: {exc}") from None
+    return sorted({canonical_host(str(info[4][0])) for info in infos})
+
+
+def _listener(value: str) -> Listener:
+    return parse_host_port(value.split(",")[0])
+
+
+def _positive(text: str) -> int:
+    number = int(text)
+    if number < 0:
+        raise ValueError("must be >= 0")
+    return number
+
+
+def _at_least_one(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise ValueError("must be >= 1")
+    return number
+
+
+def _broker(
+    name: str,
+    attr: str,
+    parse: Callable[[str], Any],
+    kind: ConfigType,
+    doc: str,
+    *,
+    render: Callable[[Any], str] = _render,
+    aliases: tuple[str, ...] = (),
+    shown: str | None = None,
+) -> Setting:
+    return Setting(name, attr, parse, render, kind, doc, aliases, shown=shown)
+
+
+_BROKER_ROWS = (
+    _broker("listeners", "listen", _listener, _S, "The address the broker binds.",
+            render=lambda v: f"PLAINTEXT://{v}"),
+    _broker("advertised.listeners", "advertised", _listener, _S,
+            "The address Metadata and FindCoordinator give clients (default: the bound one)."),
+    _broker("log.dirs", "data_dir", lambda v: Path(v.split(",")[0]), _S, "The data directory.",
+            aliases=("log.dir",)),
+    _broker("node.id", "node_id", _positive, _I, "This node's id.", aliases=("broker.id",)),
+    _broker("cluster.id", "cluster_id", str, _S, "The cluster id reported to clients."),
+    _broker("socket.request.max.bytes", "request_max_bytes", _positive, _I, "Largest request frame accepted."),
+    _broker("max.connections", "max_connections", _positive, _I, "Connections beyond this many are closed at once."),
+    _broker("max.connections.per.ip", "max_connections_per_ip", _positive, _I,
+            "Most connections from one address (the rest of max.connections is kept for others).",
+            shown="per_ip_limit"),
+    _broker("max.connections.per.ip.overrides", "max_connections_per_ip_overrides", _per_ip_overrides, _S,
+            "Per-address exceptions to max.connections.per.ip, as host:count,host:count.",
+            render=_render_overrides),
+    _broker("connections.max.idle.ms", "idle_timeout_ms", _positive, _L, "Idle connections are closed after this long."),
+    _broker("queued.max.request.bytes", "queued_max_request_bytes", _bytes_or_unbounded, _L,
+            "Bytes of requests being received or waiting, across all connections; -1 is unbounded."),
+    _broker("sluice.request.receive.timeout.ms", "request_receive_timeout_ms", _at_least_one, _L,
+            "How long a started request may take to arrive (plus its size at the minimum rate)."),
+    _broker("sluice.request.receive.min.bytes.per.sec", "request_receive_min_rate", _at_least_one, _L,
+            "The slowest arrival rate the receive deadline allows for."),
+    _broker("sluice.fd.reserve", "fd_reserve", _positive, _I, "File descriptors connections never take, kept for the logs."),
+    _broker("auto.create.topics.enable", "auto_create_topics", _boolean, _B, "Whether Metadata creates topics it is asked about."),
+    _broker("num.partitions", "num_partitions", _positive, _I,
+            "Partitions of auto-created topics and of CreateTopics asking for -1."),
+    _broker("log.retention.check.interval.ms", "retention_check_ms", _positive, _L, "How often retention runs."),
+    _broker("sluice.shutdown.grace.ms", "shutdown_grace_ms", _positive, _L, "How long shutdown waits for requests in flight."),
+    _broker("group.min.session.timeout.ms", "group_min_session_timeout_ms", _positive, _I,
+            "Shortest session timeout a JoinGroup may ask for."),
+    _broker("group.max.session.timeout.ms", "group_max_session_timeout_ms", _positive, _I,
+            "Longest session timeout a JoinGroup may ask for."),
+    _broker("group.initial.rebalance.delay.ms", "group_initial_rebalance_delay_ms", _positive, _I,
+            "Wait for more members before a new group's first rebalance."),
+    _broker("offsets.retention.minutes", "offsets_retention_ms", lambda v: _positive(v) * 60_000, _I,
+            "Committed offsets of an empty group expire after this long.", render=lambda v: str(v // 60_000)),
+    _broker("offsets.retention.check.interval.ms", "offsets_retention_check_interval_ms", _positive, _L,
+            "How often offset expiry runs."),
+    _broker("offset.metadata.max.bytes", "offset_metadata_max_bytes", _positive, _I,
+            "Longest metadata string an offset commit may carry."),
+    _broker("sluice.max.partitions.per.topic", "max_partitions_per_topic", _at_least_one, _I,
+            "Most partitions one topic may have (creation and increases)."),
+    _broker("max.broker.partitions", "max_broker_partitions", _at_least_one, _I,
+            "Most partitions all topics together may have on this broker."),
+    _broker("sluice.max.open.segment.files", "max_open_segment_files", _at_least_one, _I,
+            "Descriptors of inactive segments kept open (least recently used closed first)."),
+    _broker("sluice.batch.uncompressed.max.bytes", "max_uncompressed_batch_bytes", _positive, _I,
+            "Most decompressed bytes of one batch the broker processes (verification, recompression)."),
+)
+
+BROKER_SETTINGS: dict[str, Setting] = {s.name: s for s in _BROKER_ROWS}
+_BY_NAME: dict[str, Setting] = {n: s for s in _BROKER_ROWS for n in (s.name, *s.aliases)}
+_BY_ATTR: dict[str, Setting] = {s.attr: s for s in _BROKER_ROWS}
+
+BROKER_CONFIG_KEYS: frozenset[str] = frozenset(_BY_NAME) | frozenset(BROKER_TO_TOPIC)
+"""Every name ``sluice serve`` accepts (aliases and broker-wide topic defaults included)."""
+
+
+def describe(name: str) -> tuple[ConfigType, str | None]:
+    """A setting's Kafka type and documentation, by broker or topic name (DescribeConfigs v3+)."""
+    if name in TOPIC_SETTINGS:
+        setting = TOPIC_SETTINGS[name]
+        return setting.kind, setting.doc
+    if name in BROKER_SETTINGS:
+        setting = BROKER_SETTINGS[name]
+        return setting.kind, setting.doc
+    if name in BROKER_TO_TOPIC:
+        setting = TOPIC_SETTINGS[BROKER_TO_TOPIC[name]]
+        return setting.kind, f"Default {setting.name} of topics."
+    return ConfigType.UNKNOWN, None

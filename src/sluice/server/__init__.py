@@ -1,0 +1,1 @@
+"""The broker process: sockets, connections, framing, limits and the lifecycle (asyncio, uvloop)."""

@@ -1,0 +1,91 @@
+"""``Partition``: one partition as the rest of the broker holds it, after Kafka's ``UnifiedLog``
+over ``LocalLog``: the log (segments, offsets, reads, retention) and the one way appends reach it.
+
+Control runs one way, Partition -> PartitionWriter -> PartitionLog -> LogSegment: the partition
+composes the log and, when ``sluice.append.mode`` is ``writer``, a writer task over it; the log
+knows nothing of writers. An append goes inline (:meth:`PartitionLog.append`, the only inline
+path) or through the writer, never both at once: while the writer still holds appends, later ones
+queue behind them even after the mode changes to ``inline``, so a mode change never reorders.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from pathlib import Path
+
+from sluice.config import AckLevel, AppendMode, LogConfig
+from sluice.storage.clock import Clock, wall_clock_ms
+from sluice.storage.fdcache import DEFAULT_CACHE, FdCache
+from sluice.storage.loader import CleanState
+from sluice.storage.log import PartitionLog
+from sluice.storage.writer import PartitionWriter
+
+
+class Partition:
+    def __init__(self, log: PartitionLog, executor: Executor | None = None) -> None:
+        self.log = log
+        self.executor = executor
+        """Where the writer runs file I/O (the loop's default executor if None)."""
+        self._writer: PartitionWriter | None = None
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        config: LogConfig | None = None,
+        clock: Clock = wall_clock_ms,
+        *,
+        state: CleanState | None = None,
+        files: FdCache = DEFAULT_CACHE,
+        executor: Executor | None = None,
+    ) -> Partition:
+        """Open the log in ``directory`` (see :meth:`PartitionLog.open`)."""
+        return cls(PartitionLog.open(directory, config, clock, state=state, files=files), executor)
+
+    @classmethod
+    def create(
+        cls,
+        directory: Path,
+        config: LogConfig,
+        clock: Clock = wall_clock_ms,
+        *,
+        files: FdCache = DEFAULT_CACHE,
+        executor: Executor | None = None,
+    ) -> Partition:
+        """A new, empty partition in an existing directory, without any I/O."""
+        return cls(PartitionLog.create(directory, config, clock, files=files), executor)
+
+    @property
+    def name(self) -> str:
+        return self.log.name
+
+    @property
+    def writer(self) -> PartitionWriter | None:
+        """The writer task, once the first append in writer mode started it."""
+        return self._writer
+
+    async def append(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
+        """Append one or more whole batches; returns the first offset once the append is
+        acknowledged at ``ack`` (default: the topic's ``sluice.append.ack``)."""
+        writer = self._writer
+        if self.log.config.append_mode is AppendMode.WRITER or (writer is not None and not writer.idle):
+            if writer is None:
+                self.log.check_open()
+                writer = self._writer = PartitionWriter(self.log, self.executor)
+            return await writer.submit(data, ack)
+        return self.log.append(data, ack)
+
+    async def drain(self) -> None:
+        """Stop the writer once everything it accepted is written (and synced if asked)."""
+        if self._writer is not None:
+            await self._writer.close()
+
+    async def close(self, *, marker: bool = True) -> CleanState:
+        """Drain the writer, then close the log cleanly (see :meth:`PartitionLog.close`)."""
+        await self.drain()
+        return self.log.close(marker=marker)
+
+    def abandon(self) -> None:
+        """Close descriptors without a clean close: what a crash leaves (tests), or a deleted
+        topic's partition whose files are about to go."""
+        self.log.abandon()
