@@ -68,18 +68,19 @@ class Setting:
 # -- parsing and rendering ---------------------------------------------------------------------
 
 
-def _integer(minimum: int = 0, maximum: int = _LONG_MAX, *, minus_one: bool = False) -> Callable[[str], int]:
-    """An integer in [minimum, maximum]; ``minus_one`` also allows -1 (Kafka's "no limit")."""
+def _integer(minimum: int = 0, maximum: int = _LONG_MAX, *, minus_one: str | None = None) -> Callable[[str], int]:
+    """An integer in [minimum, maximum]; ``minus_one`` names what -1 means, where it is allowed
+    (Kafka's "no limit")."""
 
     def parse(text: str) -> int:
         try:
             value = int(str(text).strip())
         except ValueError:
-            raise ValueError(f"must be an integer, not {text!r}") from None
+            raise ValueError("must be an integer") from None
         if value < minimum and not (minus_one and value == -1):
-            raise ValueError(f"must be >= {minimum}{' (or -1)' if minus_one else ''}, not {value}")
+            raise ValueError(f"must be >= {minimum}" + (f", or -1 for {minus_one}" if minus_one else ""))
         if value > maximum:
-            raise ValueError(f"must be <= {maximum}, not {value}")
+            raise ValueError(f"must be <= {maximum}")
         return value
 
     return parse
@@ -91,7 +92,7 @@ def _choice(kind: type[StrEnum]) -> Callable[[str], Any]:
             return kind(str(text).strip().lower())
         except ValueError:
             allowed = ", ".join(m.value for m in kind)
-            raise ValueError(f"must be one of {allowed}, not {text!r}") from None
+            raise ValueError(f"must be one of {allowed}") from None
 
     return parse
 
@@ -187,7 +188,7 @@ class LogConfig:
             try:
                 changes[setting.attr] = setting.parse(str(raw))
             except ValueError as exc:
-                raise InvalidConfigError(f"{key} {exc}") from None
+                raise InvalidConfigError(f"{key} {exc}, not {raw!r}") from None
         return dataclasses.replace(base or cls(), **changes)
 
     def to_dict(self) -> dict[str, str]:
@@ -217,18 +218,18 @@ TOPIC_SETTINGS: dict[str, Setting] = {
                "Offset and time index capacity of a segment before it is rolled.", "log.index.size.max.bytes"),
         _topic("index.interval.bytes", "index_interval_bytes", _integer(0, _INT_MAX), _I,
                "Bytes of records between two sparse index entries.", "log.index.interval.bytes"),
-        _topic("retention.ms", "retention_ms", _integer(0, minus_one=True), _L,
+        _topic("retention.ms", "retention_ms", _integer(0, minus_one="no limit"), _L,
                "Segments whose newest record is older than this are deleted; -1 keeps them forever.",
                "log.retention.ms"),
-        _topic("retention.bytes", "retention_bytes", _integer(0, minus_one=True), _L,
+        _topic("retention.bytes", "retention_bytes", _integer(0, minus_one="no limit"), _L,
                "Per-partition size above which the oldest segments are deleted; -1 is no limit.",
                "log.retention.bytes"),
         _topic("max.message.bytes", "max_message_bytes", _integer(0, _INT_MAX), _I,
                "Largest record batch a partition accepts.", "message.max.bytes"),
-        _topic("flush.messages", "flush_messages", _integer(1, minus_one=True), _L,
+        _topic("flush.messages", "flush_messages", _integer(1, minus_one="no limit"), _L,
                "fsync after this many records; -1 leaves it to sluice.append.ack and flush.ms.",
                "log.flush.interval.messages"),
-        _topic("flush.ms", "flush_ms", _integer(0, minus_one=True), _L,
+        _topic("flush.ms", "flush_ms", _integer(0, minus_one="no limit"), _L,
                "fsync when unflushed data is this old; -1 is off.", "log.flush.interval.ms"),
         _topic("sluice.append.mode", "append_mode", _choice(AppendMode), _S,
                "writer: a per-partition writer task does the writes; inline: the request does.",
@@ -462,13 +463,6 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _bytes_or_unbounded(text: str) -> int:
-    number = int(text)
-    if number < 1 and number != -1:
-        raise ValueError("must be >= 1, or -1 for unbounded")
-    return number
-
-
 def _per_ip_overrides(value: str) -> tuple[tuple[str, int], ...]:
     """Kafka's ``host:count,host:count``; a host name stands for every address it resolves to
     (resolved once, at start, as Kafka does)."""
@@ -512,18 +506,8 @@ def _listener(value: str) -> Listener:
     return parse_host_port(value.split(",")[0])
 
 
-def _positive(text: str) -> int:
-    number = int(text)
-    if number < 0:
-        raise ValueError("must be >= 0")
-    return number
-
-
-def _at_least_one(text: str) -> int:
-    number = int(text)
-    if number < 1:
-        raise ValueError("must be >= 1")
-    return number
+_positive = _integer(0)
+_at_least_one = _integer(1)
 
 
 def _broker(
@@ -558,7 +542,7 @@ _BROKER_ROWS = (
             "Per-address exceptions to max.connections.per.ip, as host:count,host:count.",
             render=_render_overrides),
     _broker("connections.max.idle.ms", "idle_timeout_ms", _positive, _L, "Idle connections are closed after this long."),
-    _broker("queued.max.request.bytes", "queued_max_request_bytes", _bytes_or_unbounded, _L,
+    _broker("queued.max.request.bytes", "queued_max_request_bytes", _integer(1, minus_one="unbounded"), _L,
             "Bytes of requests being received or waiting, across all connections; -1 is unbounded."),
     _broker("sluice.request.receive.timeout.ms", "request_receive_timeout_ms", _at_least_one, _L,
             "How long a started request may take to arrive (plus its size at the minimum rate)."),

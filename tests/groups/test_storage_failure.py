@@ -5,7 +5,6 @@ holds it and a restart would bring it back."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,14 +14,13 @@ from sluice.broker.groups import GroupConfig
 from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
+from tests.disks import fill, small_tmpfs
 from tests.groups.conftest import FakeClock, Harness
 from tests.groups.test_membership import describe
 from tests.groups.test_offsets import _delete, _offset_delete, commit, fetch
-from tests.server.test_full_disk import fill
 
 E = ErrorCode
 
-DISK_BYTES = 24 * 1024 * 1024
 PARTITIONS = 200
 OFFSETS = {("t", p): 7 for p in range(PARTITIONS)}
 
@@ -33,25 +31,16 @@ def disk_harness(tmp_path: Path, clock: FakeClock) -> Iterator[Harness]:
     broker's full-disk test does), with topic ``t`` of many partitions: deleting its offsets is
     a write of several pages, which a full tmpfs must refuse (a few bytes could still land in
     the slack of the log's last page)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs for the full-disk test (needs root): {done.stderr}")
-    h = None
-    try:
-        h = Harness(mount_point / "data", clock, GroupConfig(offsets_retention_ms=60_000))
-        h.run(h.logs.create_topic("t", PARTITIONS))
-        yield h
-    finally:
-        (mount_point / "filler").unlink(missing_ok=True)
-        if h is not None:
-            h.close()
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    with small_tmpfs(tmp_path / "disk") as mount_point:
+        h = None
+        try:
+            h = Harness(mount_point / "data", clock, GroupConfig(offsets_retention_ms=60_000))
+            h.run(h.logs.create_topic("t", PARTITIONS))
+            yield h
+        finally:
+            (mount_point / "filler").unlink(missing_ok=True)
+            if h is not None:
+                h.close()
 
 
 def _listed(h: Harness) -> set[str]:

@@ -8,8 +8,6 @@ on the full disk.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
 from sluice.testing import BrokerProcess
+from tests.disks import fill, small_tmpfs
 from tests.server.wire import (
     WireClient,
     batch,
@@ -29,39 +28,11 @@ from tests.server.wire import (
     produce,
 )
 
-DISK_BYTES = 24 * 1024 * 1024
-
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 24 MiB tmpfs mounted for the test (the suite runs as root in CI; mounting needs it)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs for the full-disk test (needs root): {done.stderr}")
-    try:
+    with small_tmpfs(tmp_path / "disk") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def fill(path: Path, leave: int, name: str = "filler") -> None:
-    """Write a file that leaves ``leave`` bytes free on ``path``'s filesystem (0: none at all)."""
-    stats = os.statvfs(path)
-    free = stats.f_bavail * stats.f_frsize
-    with (path / name).open("wb", buffering=0) as f:
-        f.write(b"\0" * max(0, free - leave))
-        if leave == 0:
-            try:
-                while True:  # the last pages, to the very end
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
 
 
 def test_a_full_disk_refuses_writes_with_error_codes_and_keeps_everything(
