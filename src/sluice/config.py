@@ -333,6 +333,8 @@ class BrokerConfig:
     max_partitions_per_topic: int = 10_000
     max_broker_partitions: int = 20_000
     max_open_segment_files: int = 1000
+    producer_id_expiration_ms: int = 86_400_000
+    producer_id_expiration_check_interval_ms: int = 600_000
     max_uncompressed_batch_bytes: int = DEFAULT_MAX_UNCOMPRESSED
     """``sluice.batch.uncompressed.max.bytes``: the most decompressed bytes of one batch the
     broker materialises (recompression, a raw snappy block) or needs to see (a compressed
@@ -572,6 +574,10 @@ _BROKER_ROWS = (
             "Most partitions all topics together may have on this broker."),
     _broker("sluice.max.open.segment.files", "max_open_segment_files", _at_least_one, _I,
             "Descriptors of inactive segments kept open (least recently used closed first)."),
+    _broker("producer.id.expiration.ms", "producer_id_expiration_ms", _at_least_one, _I,
+            "An idempotent producer idle this long (by its last batch's timestamp) is forgotten."),
+    _broker("producer.id.expiration.check.interval.ms", "producer_id_expiration_check_interval_ms",
+            _at_least_one, _I, "How often idle producers are looked for."),
     _broker("sluice.batch.uncompressed.max.bytes", "max_uncompressed_batch_bytes", _positive, _I,
             "Most decompressed bytes of one batch the broker processes (verification, recompression)."),
 )

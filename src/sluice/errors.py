@@ -63,6 +63,8 @@ class ErrorCode(IntEnum):
     UNSUPPORTED_COMPRESSION_TYPE = 76
     SASL_AUTHENTICATION_FAILED = 58
     UNKNOWN_PRODUCER_ID = 59
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+    PRODUCER_FENCED = 90
     KAFKA_STORAGE_ERROR = 56
     LOG_DIR_NOT_FOUND = 57
     NON_EMPTY_GROUP = 68
@@ -145,6 +147,24 @@ class UnknownTopicOrPartitionError(SluiceError):
 
 class UnknownTopicIdError(SluiceError):
     code = ErrorCode.UNKNOWN_TOPIC_ID
+
+
+class OutOfOrderSequenceError(SluiceError):
+    """An idempotent producer's batch does not continue its sequence (a gap)."""
+
+    code = ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+
+
+class InvalidProducerEpochError(SluiceError):
+    """A batch from an older epoch of its producer: a zombie, fenced."""
+
+    code = ErrorCode.INVALID_PRODUCER_EPOCH
+
+
+class UnknownProducerIdError(SluiceError):
+    """A batch continuing a sequence the partition has no state for (the producer expired)."""
+
+    code = ErrorCode.UNKNOWN_PRODUCER_ID
 
 
 class TopicAlreadyExistsError(SluiceError):

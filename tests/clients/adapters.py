@@ -414,7 +414,7 @@ def kafka_python_producer(bootstrap: str, **extra: object) -> Any:
     # kafka-python 3 turns idempotence on by default for any broker >= 0.11 and then needs
     # InitProducerId, which sluice does not serve (and so does not advertise): without this
     # the producer fails fatally on its first send.
-    return kafka.KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, **extra)
+    return kafka.KafkaProducer(bootstrap_servers=bootstrap, **extra)
 
 
 class KafkaPythonClient(Client):

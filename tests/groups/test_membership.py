@@ -131,9 +131,9 @@ def test_find_coordinator_v4_batches_and_refuses_transactions(h: Harness) -> Non
     txn = h.call(
         ApiKey.FIND_COORDINATOR, 4, m.FindCoordinatorRequest(key_type=1, coordinator_keys=["x"])
     )
-    assert txn.coordinators[0].error_code == E.COORDINATOR_NOT_AVAILABLE
+    assert txn.coordinators[0].error_code == E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     old = h.call(ApiKey.FIND_COORDINATOR, 2, m.FindCoordinatorRequest(key="x", key_type=1))
-    assert old.error_code == E.COORDINATOR_NOT_AVAILABLE
+    assert old.error_code == E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
 
 
 # -- joining -----------------------------------------------------------------------------------------

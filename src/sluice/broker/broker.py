@@ -24,6 +24,7 @@ from typing import Any
 from sluice.broker import admin, cluster, config_apis, fetch, list_offsets, metadata, produce
 from sluice.broker.context import FetchWaiters
 from sluice.broker.groups import GroupConfig, GroupCoordinator
+from sluice.broker.producer_ids import ProducerIds, init_producer_id
 from sluice.config import BrokerConfig
 from sluice.errors import CloseConnection
 from sluice.protocol import (
@@ -110,6 +111,7 @@ HANDLERS: dict[int, Registration] = dict(
         _register(ApiKey.ELECT_LEADERS, _plain(cluster.elect_leaders)),
         _register(ApiKey.LIST_PARTITION_REASSIGNMENTS, _plain(cluster.list_partition_reassignments)),
         _register(ApiKey.ALTER_PARTITION_REASSIGNMENTS, _plain(cluster.alter_partition_reassignments)),
+        _register(ApiKey.INIT_PRODUCER_ID, _plain(init_producer_id)),
         _register(ApiKey.FIND_COORDINATOR, _groups("find_coordinator")),
         _register(ApiKey.JOIN_GROUP, _groups("join_group")),
         _register(ApiKey.SYNC_GROUP, _groups("sync_group")),
@@ -149,6 +151,7 @@ class Broker:
         self.fetch_waiters = FetchWaiters()
         self.advertised = ADVERTISED
         """What ApiVersions lists: the registrations' versions."""
+        self.producer_ids = ProducerIds(logs.data_dir)
 
     @classmethod
     def open(cls, config: BrokerConfig) -> Broker:
@@ -157,6 +160,7 @@ class Broker:
             max_partitions_per_topic=config.max_partitions_per_topic,
             max_broker_partitions=config.max_broker_partitions,
             open_segment_files=_segment_file_budget(config.max_open_segment_files),
+            producer_id_expiration_ms=config.producer_id_expiration_ms,
         )
         logs = LogManager.open(config.data_dir, config.topic_defaults, limits=limits)
         return cls(config, logs)
@@ -167,7 +171,10 @@ class Broker:
 
     def start(self) -> None:
         """Background work on the running loop: retention, time-based flushes, group timers."""
-        self.logs.start(self.config.retention_check_ms)
+        self.logs.start(
+            self.config.retention_check_ms,
+            producer_expiration_check_ms=self.config.producer_id_expiration_check_interval_ms,
+        )
         self.groups.start()
 
     def begin_shutdown(self) -> None:

@@ -5,10 +5,13 @@ import this, never the dispatching module (``broker.py`` imports them), so impor
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sluice.config import BrokerConfig
 from sluice.storage.manager import LogManager
+
+if TYPE_CHECKING:
+    from sluice.broker.producer_ids import ProducerIds
 
 
 class FetchWaiters:
@@ -39,6 +42,7 @@ class BrokerContext(Protocol):
     fetch_waiters: FetchWaiters
     advertised: dict[int, tuple[int, int]]
     """The API versions ApiVersions lists."""
+    producer_ids: ProducerIds
 
     def node_endpoint(self) -> tuple[int, str, int]:
         """(node id, advertised host, advertised port)."""

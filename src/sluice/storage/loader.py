@@ -51,6 +51,8 @@ class CleanState:
     log_end_offset: int
     log_start_offset: int
     active_created_ms: int
+    producers: int = -1
+    """Offset of the producer-state snapshot that holds the state at the log end; -1: none."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class CleanState:
             "log_end_offset": self.log_end_offset,
             "log_start_offset": self.log_start_offset,
             "active_created_ms": self.active_created_ms,
+            "producers": self.producers,
         }
 
     @classmethod
@@ -75,6 +78,7 @@ class CleanState:
                 int(raw["log_end_offset"]),
                 int(raw["log_start_offset"]),
                 int(raw["active_created_ms"]),
+                int(raw.get("producers", -1)),
             )
         except (KeyError, TypeError, ValueError):
             return None

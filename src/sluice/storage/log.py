@@ -20,7 +20,8 @@ import functools
 import logging
 import os
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,17 @@ from sluice.storage.loader import (
     SegmentState,
     load,
 )
+from sluice.storage.producer_state import (
+    BatchMetadata,
+    ProducerEntry,
+    ProducerState,
+    Undo,
+    is_idempotent,
+    require_single_batch,
+)
+from sluice.storage.producer_state import (
+    write_snapshot as write_producer_snapshot,
+)
 from sluice.storage.segment import LogSegment
 
 __all__ = ["CleanState", "Clock", "FileSlice", "PartitionLog", "RecoveryReport", "wall_clock_ms"]
@@ -53,6 +65,8 @@ __all__ = ["CleanState", "Clock", "FileSlice", "PartitionLog", "RecoveryReport",
 log = logging.getLogger(__name__)
 
 _MAX_RELATIVE_OFFSET = (1 << 31) - 1
+DEFAULT_PRODUCER_EXPIRATION_MS = 86_400_000
+"""Kafka's ``producer.id.expiration.ms`` default: a producer idle this long is forgotten."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +84,9 @@ class FileSlice:
 
 @dataclass(slots=True)
 class Reservation:
-    """Validated batches with offsets assigned, waiting to be written."""
+    """Validated batches with offsets assigned, waiting to be written; or, for an idempotent
+    producer's retry of a batch already appended, the original (``duplicate``) and nothing to
+    write."""
 
     buffer: memoryview
     headers: list[BatchHeader]
@@ -78,6 +94,11 @@ class Reservation:
     next_offset: int
     records: int
     ack: AckLevel
+    duplicate: BatchMetadata | None = None
+    producer_batch: BatchMetadata | None = None
+    """The producer state's record of this (idempotent) batch: its writer attaches the append's
+    future, so a duplicate arriving meanwhile waits for it."""
+    undo: Undo = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -99,6 +120,9 @@ class WritePlan:
     rolled: list[LogSegment]
     creates: list[LogSegment]
     """Segments whose files the write creates (new ones, and an active one never written)."""
+    snapshot: tuple[int, dict[int, ProducerEntry]] | None = None
+    """Producer state as of the committed log end, written with the sealing of a rolled segment
+    so that opening after a crash replays the headers of one segment at most."""
 
     @property
     def next_offset(self) -> int:
@@ -147,6 +171,13 @@ class PartitionLog:
         """fsyncs that completed: with group commit, far fewer than fsync-acknowledged appends."""
         self.unflushed_records = 0
         self.last_flush_ms = clock()
+        self._producers = ProducerState(directory, DEFAULT_PRODUCER_EXPIRATION_MS)
+        self._producers_at: int | None = -1
+        """Where the producer state is to be loaded from, lazily: a snapshot's offset, -1 for a
+        partition that had no producers (nothing to load), None once loaded."""
+        self._pending_producers: deque[Reservation] = deque()
+        """Reservations of idempotent batches not yet committed, oldest first (their state
+        changes are undone if their write fails)."""
         self._closed = False
         self._dirty = not recovery.clean
         """Whether the active segment changed since the log was opened, or was recovered (its
@@ -170,7 +201,17 @@ class PartitionLog:
         file, else from the directory, recovering after an unclean stop (see :mod:`.loader`)."""
         config = config or LogConfig()
         loaded = load(directory, config, clock, files, state)
-        return cls(directory, config, loaded.segments, loaded.log_start_offset, clock, loaded.report)
+        log = cls(directory, config, loaded.segments, loaded.log_start_offset, clock, loaded.report)
+        if state is not None:
+            log._producers_at = state.producers  # loaded on first use, if there is anything
+        elif log.log_end_offset > log.log_start_offset:
+            # Opened from the files (after a crash, or from another layout): rebuild now, in the
+            # opening thread: the newest snapshot, then the headers after it.
+            log._producers_at = None
+            since = log._producers.load_newest(log.log_end_offset)
+            if since != log.log_end_offset:
+                log._replay_producers(since)
+        return log
 
     @classmethod
     def create(
@@ -241,15 +282,26 @@ class PartitionLog:
     ) -> Reservation:
         """Validate ``data`` (one or more whole batches) and assign its offsets, patching in place.
 
-        Raises a typed error (CorruptRecordError, InvalidRecordError, RecordTooLargeError) and
-        changes nothing if any batch is bad. A writable buffer is patched and kept, not copied:
-        the caller hands it over.
+        Raises a typed error (CorruptRecordError, InvalidRecordError, RecordTooLargeError, and the
+        idempotent producer's OutOfOrderSequenceError, InvalidProducerEpochError,
+        UnknownProducerIdError) and changes nothing if any batch is bad. A writable buffer is
+        patched and kept, not copied: the caller hands it over. A batch an idempotent producer
+        already appended is not reserved again: the reservation names the original.
         """
         self.check_open()
         view = memoryview(data)
         if view.readonly:
             view = memoryview(bytearray(view))
         headers = scan_batches(view, max_batch_bytes=self.config.max_message_bytes)
+        ack = ack or self.config.append_ack
+        idempotent = is_idempotent(headers[0])
+        if idempotent or len(headers) > 1:
+            require_single_batch(headers)
+        if idempotent:
+            duplicate = self.producer_state().check(headers[0])
+            if duplicate is not None:
+                base = duplicate.first_offset
+                return Reservation(view, [], base, base, 0, ack, duplicate=duplicate)
         base = self._next_offset
         next_offset = assign_offsets(view, headers, base)
         patched = []
@@ -258,14 +310,64 @@ class PartitionLog:
             patched.append(h._replace(base_offset=offset))
             offset += h.last_offset_delta + 1
         self._next_offset = next_offset
-        return Reservation(
-            view,
-            patched,
-            base,
-            next_offset,
-            sum(h.records_count for h in headers),
-            ack or self.config.append_ack,
+        reservation = Reservation(
+            view, patched, base, next_offset, sum(h.records_count for h in headers), ack
         )
+        if idempotent:
+            state = self.producer_state()
+            reservation.producer_batch = state.record(headers[0], base, reservation.undo)
+            self._pending_producers.append(reservation)
+        return reservation
+
+    # -- producer state ----------------------------------------------------------------------------
+
+    def producer_state(self) -> ProducerState:
+        """The idempotent producers' state, loaded on first use after a clean open (one small
+        snapshot read; nothing at all for a partition that had none)."""
+        if self._producers_at is not None:
+            at, self._producers_at = self._producers_at, None
+            if at >= 0:
+                loaded = self._producers.load_newest(at)
+                if loaded != at:
+                    self._replay_producers(loaded)
+        return self._producers
+
+    def _replay_producers(self, since: int | None) -> None:
+        """Rebuild from batch headers after the snapshot (``since``) or from the log start."""
+        start = self.log_start_offset if since is None else since
+        self._producers.replay(
+            h for h in self._headers_from(start) if h.base_offset >= start
+        )
+        self._producers.changed = True
+
+    def _headers_from(self, offset: int) -> Iterator[BatchHeader]:
+        i = max(0, bisect_right(self._bases, offset) - 1)
+        for seg in self._segments[i:]:
+            _, position = seg.index.lookup(max(offset, seg.base_offset) - seg.base_offset)
+            yield from seg.iter_batches(position)
+
+    def _committed_producers(self) -> dict[int, ProducerEntry]:
+        """The producer state without what pending (reserved, unwritten) batches added: the
+        state as of the committed log end, for a snapshot."""
+        state = self._producers
+        view = dict(state.producers)
+        for reservation in reversed(self._pending_producers):
+            for pid, before in reversed(reservation.undo):
+                if before is None:
+                    view.pop(pid, None)
+                else:
+                    view[pid] = before
+        return view
+
+    def _forget_pending(self, committed: Sequence[Reservation]) -> None:
+        done = {id(r) for r in committed}
+        while self._pending_producers and id(self._pending_producers[0]) in done:
+            self._pending_producers.popleft().undo.clear()
+
+    def _revert_pending(self) -> None:
+        """The pending batches will never be written: undo what they did to the state."""
+        while self._pending_producers:
+            self._producers.revert(self._pending_producers.pop().undo)
 
     def plan(self, items: list[Reservation]) -> WritePlan:
         """Decide where every reserved byte goes, rolling segments where the config says."""
@@ -341,6 +443,10 @@ class PartitionLog:
             self._bases.extend(s.base_offset for s in plan.new_segments)
         self._dirty = True
         self.log_end_offset = plan.next_offset
+        if self._pending_producers:
+            self._forget_pending(plan.items)
+        if plan.rolled and self._producers_at is None:
+            plan.snapshot = (self.log_end_offset, self._committed_producers())
         self.unflushed_records += plan.records
         if self.config.append_ack is not AckLevel.FSYNCED:
             self._advance_high_watermark(
@@ -362,10 +468,12 @@ class PartitionLog:
         for seg in plan.creates:
             if seg not in plan.new_segments and seg.size == 0:
                 seg.exists = False  # created again by the next write (creating is idempotent)
+        self._revert_pending()
         self._next_offset = self.log_end_offset
 
     def reset_reservations(self) -> None:
         """Forget reservations that will never be written (their appends were failed)."""
+        self._revert_pending()
         self._next_offset = self.log_end_offset
 
     def seal_rolled(self, plan: WritePlan) -> None:
@@ -373,6 +481,9 @@ class PartitionLog:
         them. Any thread: rolled segments' state no longer changes."""
         for seg in plan.rolled:
             seg.seal()
+        if plan.snapshot is not None:
+            offset, producers = plan.snapshot
+            write_producer_snapshot(self.directory, offset, producers)
         if plan.rolled:
             write_int(self.directory / RECOVERY_POINT_FILE, plan.new_segments[-1].base_offset)
 
@@ -388,7 +499,13 @@ class PartitionLog:
         The only inline path: :class:`~sluice.storage.partition.Partition` uses it in ``inline``
         mode, and tools and tests that own a log use it directly."""
         reservation = self.reserve(data, ack)
-        self.write_inline([reservation])
+        if reservation.duplicate is not None:  # inline: the original was written before it
+            return reservation.base_offset
+        try:
+            self.write_inline([reservation])
+        except StorageError:
+            self.reset_reservations()  # the producer state forgets the failed batch
+            raise
         if reservation.ack is AckLevel.FSYNCED or self.flush_due():
             self.flush()
         return reservation.base_offset
@@ -677,7 +794,40 @@ class PartitionLog:
             self.log_end_offset,
             self.log_start_offset,
             active.created_ms,
+            self._producers_saved_at(),
         )
+
+    def _producers_saved_at(self) -> int:
+        """Where a clean reopen finds the producer state: the offset of the snapshot holding it
+        as of the log end, or -1 when there are no producers."""
+        if self._producers_at is not None:
+            return self._producers_at  # never loaded: as it was found
+        if not self._producers.producers:
+            return -1
+        return self.log_end_offset
+
+    def _save_producers(self, *, sync: bool) -> None:
+        """A snapshot at the log end, for a clean close (only if the state is loaded and there
+        is something a snapshot does not already hold)."""
+        state = self._producers
+        if self._producers_at is None and state.producers:
+            newest = state.snapshots()
+            if state.changed or not newest or int(newest[-1].stem) != self.log_end_offset:
+                state.snapshot(self.log_end_offset, sync=sync)
+
+    def expire_producers(self, now_ms: int) -> int:
+        """Forget idle producers (``producer.id.expiration.ms``), if the state was ever loaded."""
+        if self._producers_at is not None:
+            return 0
+        return self._producers.expire(now_ms)
+
+    @property
+    def producer_expiration_ms(self) -> int:
+        return self._producers.expiration_ms
+
+    @producer_expiration_ms.setter
+    def producer_expiration_ms(self, value: int) -> None:
+        self._producers.expiration_ms = value
 
     def close(self, *, marker: bool = True, sync: bool = True) -> CleanState:
         """Clean shutdown: make the active segment durable, save its indexes if they changed, and
@@ -691,6 +841,10 @@ class PartitionLog:
             return self.clean_state()
         active = self.active_segment
         try:
+            try:
+                self._save_producers(sync=sync)
+            except OSError as exc:  # the next open replays headers instead
+                log.warning("could not save the producer state of %s: %s", self.name, exc)
             if self._dirty:
                 if sync:
                     active.fsync()

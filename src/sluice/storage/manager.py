@@ -113,6 +113,8 @@ class Limits:
     """``max.broker.partitions`` (the name KIP-578 proposed): every topic's partitions together."""
     open_segment_files: int = 1000
     """``sluice.max.open.segment.files``: descriptors of inactive segments kept open (LRU)."""
+    producer_id_expiration_ms: int = 86_400_000
+    """``producer.id.expiration.ms``: an idempotent producer idle this long is forgotten."""
 
 
 @dataclass(slots=True)
@@ -329,6 +331,7 @@ class LogManager:
     def _adopt(self, plog: PartitionLog, topic: Topic, partition: int) -> Partition:
         plog.name = f"{topic.name}-{partition}"
         plog.disk = self.disk
+        plog.producer_expiration_ms = self.limits.producer_id_expiration_ms
         return Partition(plog, self.executor)
 
     def _topic_dir(self, name: str, topic_id: uuid.UUID) -> Path:
@@ -588,18 +591,45 @@ class LogManager:
             await asyncio.sleep(0)
         return deleted
 
-    def start(self, retention_check_ms: int = 300_000, flush_check_ms: int = 1000) -> None:
-        """Start housekeeping on the running loop: retention, and ``flush.ms`` for inline logs
-        (writer-task logs honour ``flush.ms`` in their sync task)."""
+    def start(
+        self,
+        retention_check_ms: int = 300_000,
+        flush_check_ms: int = 1000,
+        producer_expiration_check_ms: int = 600_000,
+    ) -> None:
+        """Start housekeeping on the running loop: retention, ``flush.ms`` for inline logs
+        (writer-task logs honour ``flush.ms`` in their sync task), and idle producers."""
         self._housekeeping = asyncio.get_running_loop().create_task(
-            self._housekeep(retention_check_ms, flush_check_ms), name="log-housekeeping"
+            self._housekeep(retention_check_ms, flush_check_ms, producer_expiration_check_ms),
+            name="log-housekeeping",
         )
 
-    async def _housekeep(self, retention_check_ms: int, flush_check_ms: int) -> None:
+    async def expire_producers(self) -> int:
+        """Forget idle idempotent producers in every log, a slice of logs per event-loop turn."""
+        now = self.clock()
+        forgotten = 0
+        logs = self.all_logs()
+        for i in range(0, len(logs), _HOUSEKEEPING_SLICE):
+            for partition_log in logs[i : i + _HOUSEKEEPING_SLICE]:
+                if not partition_log.closed:
+                    forgotten += partition_log.expire_producers(now)
+            await asyncio.sleep(0)
+        return forgotten
+
+    async def _housekeep(
+        self, retention_check_ms: int, flush_check_ms: int, producer_expiration_check_ms: int
+    ) -> None:
         since_retention = 0
+        since_expiry = 0
         while True:
             await asyncio.sleep(flush_check_ms / 1000)
             since_retention += flush_check_ms
+            since_expiry += flush_check_ms
+            if since_expiry >= producer_expiration_check_ms:
+                since_expiry = 0
+                forgotten = await self.expire_producers()
+                if forgotten:
+                    log.info("forgot %s", plural(forgotten, "idle producer id"))
             partitions = self.all_partitions()
             for i in range(0, len(partitions), _HOUSEKEEPING_SLICE):
                 for partition in partitions[i : i + _HOUSEKEEPING_SLICE]:

@@ -26,6 +26,7 @@ from sluice.errors import LogClosedError, StorageError
 
 if TYPE_CHECKING:
     from sluice.storage.log import PartitionLog, Reservation
+    from sluice.storage.producer_state import BatchMetadata
 
 _MAX_GROUP_BYTES = 8 * 1024 * 1024
 """Upper bound on one pwritev: large enough to batch, small enough to keep latency even."""
@@ -90,15 +91,20 @@ class PartitionWriter:
                 raise LogClosedError(f"log {self._log.name} is closing")
             reservation = self._log.reserve(data, ack)
             future: asyncio.Future[int] | None = None
-            if reservation.ack is not AckLevel.QUEUED:
-                future = self._loop.create_future()
-            self._queue.append((reservation, future))
-            self._queued_bytes += len(reservation.buffer)
-            self._work.set()
+            if reservation.duplicate is None:
+                if reservation.ack is not AckLevel.QUEUED:
+                    future = self._loop.create_future()
+                    if reservation.producer_batch is not None:
+                        reservation.producer_batch.settle_with(future)
+                self._queue.append((reservation, future))
+                self._queued_bytes += len(reservation.buffer)
+                self._work.set()
         finally:
             if waited:
                 self._admission.popleft()
                 self._wake_admission()
+        if reservation.duplicate is not None:
+            return await duplicate_offset(reservation.duplicate)
         if future is None:
             return reservation.base_offset
         return await future
@@ -258,3 +264,12 @@ def _fail(items: list[_Waiter], error: StorageError) -> None:
     for _reservation, future in items:
         if future is not None and not future.done():
             future.set_exception(error)
+
+
+async def duplicate_offset(original: BatchMetadata) -> int:
+    """The answer to an idempotent producer's retry of a batch already appended: the original's
+    first offset, once the original is acknowledged (if it fails, so does the retry, which the
+    producer then sends again and is accepted: the failed batch's state was undone)."""
+    if original.pending is not None:
+        await asyncio.shield(original.pending)
+    return original.first_offset

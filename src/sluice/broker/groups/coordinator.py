@@ -201,13 +201,18 @@ class GroupCoordinator:
 
     def _lookup(self, key_type: int) -> responses.CoordinatorLookup:
         """Every group is coordinated here (one node). Transactions are not implemented, so a
-        transaction key gets COORDINATOR_NOT_AVAILABLE: clients treat it as retriable."""
+        transaction key gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED: every client stops on it at
+        once (COORDINATOR_NOT_AVAILABLE made kafka-python retry for its whole block time)."""
         if key_type == 0:
             node_id, host, port = self.node()
             return responses.CoordinatorLookup(ErrorCode.NONE, None, node_id, host, port)
         if key_type == 1:
             return responses.CoordinatorLookup(
-                ErrorCode.COORDINATOR_NOT_AVAILABLE, "transactions are not supported", -1, "", -1
+                ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                "transactions are not supported by this broker (sluice) yet",
+                -1,
+                "",
+                -1,
             )
         return responses.CoordinatorLookup(
             ErrorCode.INVALID_REQUEST, f"unknown key type {key_type}", -1, "", -1

@@ -1,0 +1,217 @@
+"""The idempotent producer's rules in the log: duplicates of the last five batches are answered
+with their original offsets and never written twice, gaps and old epochs are refused, sequences
+wrap, idle producers expire, and the state survives restarts (from the log, and from a snapshot
+plus the batches after it) and retention."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sluice.errors import (
+    InvalidProducerEpochError,
+    InvalidRecordError,
+    OutOfOrderSequenceError,
+    StorageError,
+    UnknownProducerIdError,
+)
+from sluice.protocol.records import build_batch
+from sluice.storage import LogConfig, PartitionLog
+from sluice.storage.partition import Partition
+from sluice.storage.producer_state import last_sequence
+
+from .conftest import FakeClock, all_records
+from .test_writer import file_size_limit
+
+OpenLog = Callable[..., PartitionLog]
+PID = 7
+
+
+def idem(seq: int, n: int = 2, *, pid: int = PID, epoch: int = 0, tag: str = "v", ts: int = 1_700_000_000_000) -> bytes:
+    """An idempotent producer's batch of ``n`` records starting at sequence ``seq``."""
+    records = [(None, f"{tag}{seq}-{i}".encode()) for i in range(n)]
+    return build_batch(records, producer_id=pid, producer_epoch=epoch, base_sequence=seq, base_timestamp=ts)
+
+
+def values(log: PartitionLog) -> list[bytes | None]:
+    return [v for _, v in all_records(log)]
+
+
+def test_a_retry_of_any_of_the_last_five_batches_gets_its_offset_and_is_not_written(open_log: OpenLog) -> None:
+    log = open_log()
+    offsets = [log.append(idem(seq)) for seq in range(0, 12, 2)]  # six batches of two records
+    assert offsets == list(range(0, 12, 2))
+    end = log.log_end_offset
+    for seq, offset in zip(range(2, 12, 2), offsets[1:], strict=True):  # the last five
+        assert log.append(idem(seq)) == offset
+    assert log.log_end_offset == end
+    assert len(values(log)) == 12
+    # the sixth-newest is no longer remembered: it is out of sequence
+    with pytest.raises(OutOfOrderSequenceError):
+        log.append(idem(0))
+
+
+def test_a_gap_is_refused_and_changes_nothing(open_log: OpenLog) -> None:
+    log = open_log()
+    log.append(idem(0))
+    with pytest.raises(OutOfOrderSequenceError, match="next expected is 2"):
+        log.append(idem(4))
+    assert log.log_end_offset == 2
+    assert log.append(idem(2)) == 2  # the expected one still goes in
+
+
+def test_epochs_fence_and_a_new_epoch_starts_at_zero(open_log: OpenLog) -> None:
+    log = open_log()
+    log.append(idem(0, epoch=3))
+    with pytest.raises(InvalidProducerEpochError):
+        log.append(idem(2, epoch=2))  # a zombie from before the bump
+    with pytest.raises(OutOfOrderSequenceError, match="new epoch"):
+        log.append(idem(5, epoch=4))
+    assert log.append(idem(0, epoch=4)) == 2
+    with pytest.raises(InvalidProducerEpochError):
+        log.append(idem(2, epoch=3))  # the old epoch is fenced now
+    # a retry from the old epoch's batches is not a duplicate under the new epoch
+    with pytest.raises(InvalidProducerEpochError):
+        log.append(idem(0, epoch=3))
+
+
+def test_an_unknown_producer_must_start_at_zero(open_log: OpenLog) -> None:
+    log = open_log()
+    with pytest.raises(UnknownProducerIdError):
+        log.append(idem(10))
+    assert log.log_end_offset == 0
+    assert log.append(idem(0)) == 0
+
+
+def test_sequences_wrap_around(open_log: OpenLog) -> None:
+    log = open_log()
+    top = 2**31 - 1
+    assert last_sequence(top - 2, 4) == 1
+    log.append(build_batch([(None, b"a")], producer_id=PID, producer_epoch=0, base_sequence=0))
+    # jump the producer to near the top via a new epoch (a new epoch starts at 0, so rather
+    # append sequentially with big batches: simulate by a producer whose state says top - 3)
+    state = log.producer_state()
+    state.producers[PID].batches[-1].last_seq = top - 3
+    assert log.append(idem(top - 2, 5)) == 1  # top-2 .. top, 0, 1
+    assert log.append(idem(2, 1)) == 6
+    assert log.append(idem(top - 2, 5)) == 1  # a duplicate across the wrap
+
+
+def test_idle_producers_expire(open_log: OpenLog, clock: FakeClock) -> None:
+    log = open_log()
+    log.producer_expiration_ms = 1000
+    log.append(idem(0, ts=clock.now))
+    assert log.expire_producers(clock.now + 999) == 0
+    assert log.expire_producers(clock.now + 1001) == 1
+    with pytest.raises(UnknownProducerIdError):
+        log.append(idem(2, ts=clock.now))
+
+
+def test_a_producer_record_set_holds_one_batch(open_log: OpenLog) -> None:
+    log = open_log()
+    with pytest.raises(InvalidRecordError, match="one batch"):
+        log.append(idem(0) + idem(2))
+    assert log.log_end_offset == 0
+
+
+def test_the_state_is_rebuilt_from_the_log_after_a_crash(open_log: OpenLog) -> None:
+    log = open_log()
+    for seq in range(0, 8, 2):
+        log.append(idem(seq))
+    log.abandon()  # no clean close, no snapshot
+    again = open_log()
+    assert not again.recovery.clean
+    assert again.append(idem(6)) == 6  # the last batch is recognised
+    assert again.append(idem(8)) == 8
+
+
+def test_snapshot_at_roll_plus_the_batches_after_it(open_log: OpenLog, tmp_path: Path) -> None:
+    batch_size = len(idem(0))
+    log = open_log(segment_bytes=batch_size * 3)
+    for seq in range(0, 20, 2):
+        log.append(idem(seq))
+    assert len(log.segments) > 2
+    snapshots = sorted((tmp_path / "p-0").glob("*.snapshot"))
+    assert 1 <= len(snapshots) <= 2  # written at rolls, the two newest kept
+    log.abandon()
+    again = open_log(segment_bytes=batch_size * 3)
+    assert again.append(idem(18)) == 18  # duplicate found: snapshot + replay of the tail
+    assert again.append(idem(20)) == 20
+
+
+def test_a_clean_reopen_loads_the_snapshot_lazily(open_log: OpenLog, tmp_path: Path) -> None:
+    log = open_log()
+    log.append(idem(0))
+    log.append(idem(2))
+    state = log.close(marker=False)
+    assert state.producers == 4  # a snapshot at the log end
+    again = PartitionLog.open(tmp_path / "p-0", LogConfig(), state=state)
+    assert again.append(idem(2)) == 2
+    assert again.append(idem(4)) == 4
+    again.abandon()
+
+
+def test_a_partition_without_producers_reopens_with_nothing_to_load(open_log: OpenLog, tmp_path: Path) -> None:
+    log = open_log()
+    log.append(build_batch([(None, b"plain")]))
+    state = log.close(marker=False)
+    assert state.producers == -1
+    assert list((tmp_path / "p-0").glob("*.snapshot")) == []
+
+
+def test_retention_and_delete_records_keep_deduplication(open_log: OpenLog) -> None:
+    batch_size = len(idem(0))
+    log = open_log(segment_bytes=batch_size * 2)
+    for seq in range(0, 10, 2):
+        log.append(idem(seq))
+    log.delete_records(-1)  # everything below the high watermark goes
+    assert log.log_start_offset == 10
+    assert log.append(idem(8)) == 8  # still a duplicate, answered with its (deleted) offset
+    assert log.append(idem(10)) == 10
+
+
+def test_a_failed_write_forgets_the_batch_so_its_retry_is_accepted(open_log: OpenLog) -> None:
+    log = open_log(sluice_append_mode="inline")
+    log.append(idem(0))
+    big = idem(2, 50)
+    with file_size_limit(log.active_segment.size + 10), pytest.raises(StorageError):
+        log.append(big)
+    assert log.append(big) == 2  # not a duplicate of a batch that was never written
+    assert log.log_end_offset == 52
+
+
+def test_a_retry_of_a_batch_still_being_written_waits_and_gets_its_offset(open_log: OpenLog) -> None:
+    """The writer holds the original (its fsync is held): the retry arrives meanwhile, is not
+    written again, and is answered with the original's offset once the original is durable."""
+    log = open_log(sluice_append_ack="fsynced")
+    partition = Partition(log)
+    release = threading.Event()
+
+    async def main() -> tuple[int, int, int]:
+        await partition.append(idem(0))  # creates the file, starts the writer
+        segment = log.active_segment
+        real = segment.fsync
+
+        def held() -> None:
+            release.wait(10)
+            real()
+
+        segment.fsync = held  # type: ignore[method-assign]
+        original = asyncio.ensure_future(partition.append(idem(2)))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        retry = asyncio.ensure_future(partition.append(idem(2)))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert not original.done() and not retry.done()  # nobody is answered before durability
+        release.set()
+        results = await asyncio.gather(original, retry)
+        stored = len(values(log))
+        await partition.close()
+        return results[0], results[1], stored
+
+    assert asyncio.run(main()) == (2, 2, 4)
