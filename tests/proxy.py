@@ -10,6 +10,8 @@ every frame byte for byte. It reads each request's api key and correlation id fr
 (int16 at offset 0, int32 at offset 4 of the body) and each response's correlation id (int32 at
 offset 0), so it knows which answer belongs to a Produce request. A drop happens when such an
 answer arrives from the broker: the answer is discarded and both connections are aborted.
+The proxy can also hold Produce answers back (and every answer behind one) until told to deliver
+them, so a test can kill the broker while the client waits for answers the broker already sent.
 
 It runs its own event loop in a background thread because the clients under test are mostly
 synchronous; every public method is safe to call from any thread. Clients learn broker addresses
@@ -50,6 +52,11 @@ class ProxyStats:
     drops: int
     """Connections dropped between a Produce request reaching the broker and its answer
     reaching the client."""
+    held: int
+    """Answers held back right now (see :meth:`FaultProxy.hold_answers`)."""
+    lost: int
+    """Answers that never reached their client: dropped, or held until their connection
+    closed."""
 
 
 @dataclass
@@ -68,6 +75,8 @@ class _Link:
         self.doomed: dict[int, bool] = {}
         """Correlation id of each Produce request awaiting its answer -> whether that answer is
         to be dropped (decided when the request went out, by :meth:`FaultProxy.drop_after_produce`)."""
+        self.held: list[bytes] = []
+        """Answers held back, in order (the first a Produce answer)."""
 
     def abort(self) -> None:
         self.client.transport.abort()
@@ -91,6 +100,9 @@ class FaultProxy:
         self._responses = 0
         self._produce_requests = 0
         self._drops = 0
+        self._held = 0
+        self._lost = 0
+        self._holding = False
         self._drop_at: set[int] = set()
         self._random: _RandomDrops | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,6 +149,21 @@ class FaultProxy:
         with self._lock:
             self._random = _RandomDrops(random.Random(seed), probability, max_drops)
 
+    def hold_answers(self) -> None:
+        """From now on, hold back each connection's answers from its first Produce answer on
+        (the broker has the batch, the client does not know yet), until :meth:`release_answers`;
+        a connection that closes meanwhile (the broker is killed, say) loses what it held."""
+        with self._lock:
+            self._holding = True
+
+    def release_answers(self) -> None:
+        """Deliver every held answer, in order, and hold no more."""
+        with self._lock:
+            self._holding = False
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                self._loop.call_soon_threadsafe(self._release)
+
     def stop_dropping(self) -> None:
         """Forget every fault still planned; traffic passes untouched from now on."""
         with self._lock:
@@ -152,6 +179,8 @@ class FaultProxy:
                 self._responses,
                 self._produce_requests,
                 self._drops,
+                self._held,
+                self._lost,
             )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -252,6 +281,7 @@ class FaultProxy:
         ]
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            self._forget_held(link)  # before the client can see the close
             # One side closed (or a drop aborted both): close the other side too, politely, so
             # what was forwarded still arrives.
             for writer in (client_out, broker_out):
@@ -260,6 +290,7 @@ class FaultProxy:
         finally:
             self._links.discard(link)
             link.abort()
+            self._forget_held(link)
         for pump in pumps:
             error = None if pump.cancelled() else pump.exception()
             if error is not None and not isinstance(error, ConnectionError):
@@ -290,13 +321,14 @@ class FaultProxy:
 
     async def _pump_responses(self, reader: asyncio.StreamReader, link: _Link) -> None:
         """Broker -> client, frame by frame; where a fault says so, a Produce answer is
-        discarded and the link aborted instead."""
+        discarded and the link aborted instead, or held back with every answer behind it."""
         writer = link.client
         while True:
             frame = await _read_frame(reader, writer)
             if frame is None:
                 return
             body = memoryview(frame)[4:]
+            doomed = None
             if len(body) >= _CORRELATION_ID.size:
                 (correlation_id,) = _CORRELATION_ID.unpack_from(body)
                 doomed = link.doomed.pop(correlation_id, None)
@@ -304,9 +336,31 @@ class FaultProxy:
                     link.abort()
                     return
             with self._lock:
-                self._responses += 1
+                hold = bool(link.held) or (doomed is not None and self._holding)
+                if hold:
+                    self._held += 1
+                else:
+                    self._responses += 1
+            if hold:
+                link.held.append(frame)
+                continue
             writer.write(frame)
             await writer.drain()
+
+    def _forget_held(self, link: _Link) -> None:
+        with self._lock:
+            self._held -= len(link.held)
+            self._lost += len(link.held)
+        link.held.clear()
+
+    def _release(self) -> None:
+        for link in self._links:
+            with self._lock:
+                self._held -= len(link.held)
+                self._responses += len(link.held)
+            for frame in link.held:
+                link.client.write(frame)
+            link.held.clear()
 
     def _drop_now(self, doomed: bool) -> bool:
         """Whether to drop at this Produce answer (counted if so)."""
@@ -318,6 +372,7 @@ class FaultProxy:
                     chance.remaining -= 1
             if doomed:
                 self._drops += 1
+                self._lost += 1
             return doomed
 
 

@@ -8,12 +8,14 @@ import random
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sluice.protocol import ApiKey
+from sluice.protocol import messages as m
 from sluice.testing import EmbeddedBroker
 from sluice.testing.process import free_port
 from tests.proxy import PRODUCE, FaultProxy
@@ -237,3 +239,54 @@ def test_broker_down_closes_the_client_connection() -> None:
     """Nothing listens upstream: the client's connection is closed, not left hanging."""
     with FaultProxy(("127.0.0.1", free_port())) as proxy, through(proxy) as client:
         client.wait_closed()
+
+
+# -- holding answers -------------------------------------------------------------------------------
+
+
+def wait_held(proxy: FaultProxy, n: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while proxy.stats.held < n:
+        assert time.monotonic() < deadline, proxy.stats
+        time.sleep(0.005)
+
+
+def api_versions_request() -> m.ApiVersionsRequest:
+    return m.ApiVersionsRequest(client_software_name="proxy-tests", client_software_version="1")
+
+
+def test_held_answers_arrive_in_order_when_released(
+    proxied: tuple[FaultProxy, EmbeddedBroker],
+) -> None:
+    proxy, _ = proxied
+    proxy.hold_answers()
+    with through(proxy) as client:
+        assert metadata(client, [TOPIC]).brokers  # no Produce answer yet: not held
+        produced = client.send(ApiKey.PRODUCE, 9, produce_request(TOPIC, 0, batch([b"held"])))
+        behind = client.send(ApiKey.API_VERSIONS, 3, api_versions_request())
+        wait_held(proxy, 2)  # the Produce answer and the one behind it
+        assert client.is_quiet()
+        proxy.release_answers()
+        part = client.recv(ApiKey.PRODUCE, 9, produced, m.ProduceResponse)
+        assert part.responses[0].partition_responses[0].base_offset == 0
+        assert client.recv(ApiKey.API_VERSIONS, 3, behind, m.ApiVersionsResponse).error_code == 0
+        assert send_record(client, b"after") == 1  # no longer held
+    stats = proxy.stats
+    assert (stats.held, stats.lost, stats.drops) == (0, 0, 0)
+
+
+def test_held_answers_die_with_the_broker(proxied: tuple[FaultProxy, EmbeddedBroker]) -> None:
+    """The broker stored the record and answered; it goes away before the answer is let through:
+    the client sees its connection close, and nothing else."""
+    proxy, broker = proxied
+    proxy.hold_answers()
+    with through(proxy) as client:
+        client.send(ApiKey.PRODUCE, 9, produce_request(TOPIC, 0, batch([b"stored"])))
+        wait_held(proxy, 1)
+        broker.stop()
+        assert client.wait_closed() == b""
+    stats = proxy.stats
+    assert (stats.held, stats.lost, stats.drops) == (0, 1, 0)
+    broker.start()
+    with WireClient.to(broker) as direct:
+        assert fetch_all_values(direct, TOPIC) == [b"stored"]
