@@ -22,8 +22,9 @@ import kafka  # type: ignore[import-untyped]
 import kafka.errors  # type: ignore[import-untyped]
 import pytest
 
-from sluice.testing import EmbeddedBroker
+from sluice.testing import BrokerProcess, EmbeddedBroker
 from tests.clients.adapters import confluent_config
+from tests.clients.conftest import stored_batches
 from tests.proxy import FaultProxy
 from tests.server.wire import WireClient, create_topic, fetch_all_values
 
@@ -219,15 +220,32 @@ class Stored:
         )
 
 
-def read_back(broker: EmbeddedBroker, topic: str) -> Stored:
+def read_back(port: int, topic: str) -> Stored:
     """Every record of every partition, read straight from the broker (not through the proxy)."""
-    with WireClient.to(broker) as client:
+    with WireClient("127.0.0.1", port) as client:
         out = {}
         for p in range(PARTITIONS):
             values = fetch_all_values(client, topic, p)
             assert all(v is not None for v in values)
             out[p] = [v for v in values if v is not None]
         return Stored(out)
+
+
+def producer_identities(data_dir: Path, topic: str) -> set[tuple[int, int]]:
+    """The (producer id, epoch) pairs of every stored batch, read from the segment files. Where
+    batches carry a producer id, each partition's base sequences for one producer and epoch
+    must run from 0 with neither a gap nor a repeat: the batches themselves say each was stored
+    once, in order."""
+    identities = set()
+    for p in range(PARTITIONS):
+        next_sequence: dict[tuple[int, int], int] = {}
+        for h in stored_batches(data_dir, topic, p):
+            identity = (h.producer_id, h.producer_epoch)
+            identities.add(identity)
+            if h.producer_id >= 0:
+                assert h.base_sequence == next_sequence.get(identity, 0), (p, h)
+                next_sequence[identity] = h.base_sequence + h.records_count
+    return identities
 
 
 def run_through_drops(
@@ -245,7 +263,7 @@ def run_through_drops(
     proxy.stop_dropping()
     failed = [(m.value, e) for m, e in zip(messages, outcome, strict=True) if e is not None]
     assert not failed, f"{len(failed)} messages not acknowledged, e.g. {failed[:3]}"
-    stored = read_back(broker, topic)
+    stored = read_back(broker.port, topic)
     stats = proxy.stats
     print(
         f"\n{client}, idempotence {'on' if idempotent else 'off'}: {len(messages)} messages in "
@@ -254,6 +272,12 @@ def run_through_drops(
     )
     # Every planned drop happened: the run was exposed to the fault it is about.
     assert stats.drops == MAX_DROPS, stats
+    identities = producer_identities(broker.data_dir, topic)
+    if idempotent:
+        assert len(identities) == 1, f"the producer started over: {identities}"
+        assert min(identities)[0] >= 0
+    else:
+        assert identities == {(-1, -1)}  # the control run really was not idempotent
     return messages, stored
 
 
@@ -284,3 +308,141 @@ def test_without_idempotence_the_drops_make_duplicates(
     assert stored.duplicates() > 0, "the drops made no duplicates: the proxy did not bite"
 
 
+
+
+# -- a crash in the middle of an idempotent run ---------------------------------------------------
+
+
+HELD_AT_KILL = 3
+"""Produce answers the broker has sent, and the producer not yet seen, when the broker dies."""
+KILLED_FOR = 200
+"""Messages produced while the broker is down."""
+
+
+@NEEDS_INIT_PRODUCER_ID
+def test_idempotent_producer_continues_through_a_sigkill(tmp_path: Path) -> None:
+    """SIGKILL the broker while an idempotent producer streams into it, restart it on the same
+    port, and let the producer carry on: it is never fenced, every message is acknowledged,
+    and each partition holds exactly its messages in send order, each at the offset its
+    acknowledgement named.
+
+    So that the kill finds batches the broker stored but the producer never heard of (the
+    case the restarted broker must recognise as duplicates, from its log alone), the proxy
+    holds Produce answers back from the second quarter of the run until the kill."""
+    with FaultProxy() as proxy, BrokerProcess(
+        tmp_path / "data",
+        tmp_path / "sluice-serve.log",
+        settings={"advertised.listeners": proxy.address},
+    ) as broker:
+        proxy.forward_to("127.0.0.1", broker.port)
+        broker.start()
+        topic = "idempotent-crash"
+        with WireClient("127.0.0.1", broker.port) as admin:
+            create_topic(admin, topic, PARTITIONS)
+        messages = workload()
+        errors: list[ck.KafkaError] = []
+        outcome: list[str | None] = ["not reported"] * len(messages)
+        offsets: dict[int, int] = {}
+
+        def reporter(i: int) -> Callable[[ck.KafkaError | None, ck.Message], None]:
+            def report(err: ck.KafkaError | None, msg: ck.Message) -> None:
+                outcome[i] = None if err is None else str(err)
+                if err is None:
+                    offset = msg.offset()
+                    offsets[i] = -1 if offset is None else offset
+
+            return report
+
+        producer = ck.Producer(
+            confluent_config(
+                proxy.address,
+                **{
+                    "enable.idempotence": True,
+                    "batch.num.messages": 20,
+                    "linger.ms": 1,
+                    "message.timeout.ms": int(DEADLINE * 1000),
+                    "reconnect.backoff.ms": 10,
+                    "reconnect.backoff.max.ms": 200,
+                    "error_cb": errors.append,
+                },
+            )
+        )
+        quarter = len(messages) // 4
+        kill_at, restart_at = 2 * quarter, 2 * quarter + KILLED_FOR
+        held_at_kill = acknowledged_at_kill = 0
+        try:
+            for i, m in enumerate(messages):
+                if i == quarter:  # the first quarter acknowledged, answers are held back
+                    assert producer.flush(DEADLINE) == 0, "deliveries still pending"
+                    proxy.hold_answers()
+                elif i == kill_at:
+                    deadline = time.monotonic() + DEADLINE
+                    while proxy.stats.held < HELD_AT_KILL:
+                        assert time.monotonic() < deadline, proxy.stats
+                        producer.poll(0.01)
+                    held_at_kill, acknowledged_at_kill = proxy.stats.held, len(offsets)
+                    broker.kill()
+                    proxy.release_answers()  # nothing left to release: hold no more
+                elif i == restart_at:  # the messages since the kill waited in the producer
+                    broker.start()
+                producer.produce(
+                    topic, key=m.key, value=m.value, partition=m.partition, on_delivery=reporter(i)
+                )
+                producer.poll(0)
+            assert producer.flush(DEADLINE) == 0, "deliveries still pending"
+        finally:
+            close_confluent(producer)
+
+        fatal = [e for e in errors if e.fatal()]
+        assert not fatal, f"the producer was fenced or failed: {fatal}"
+        failed = [(m.value, e) for m, e in zip(messages, outcome, strict=True) if e is not None]
+        assert not failed, f"{len(failed)} messages not acknowledged, e.g. {failed[:3]}"
+        assert proxy.stats.lost >= held_at_kill
+        stored = read_back(broker.port, topic)
+        print(
+            f"\nSIGKILL after {acknowledged_at_kill} of {kill_at} messages were acknowledged, "
+            f"{held_at_kill} Produce answers held back; errors reported: "
+            f"{dict(Counter(e.name() for e in errors))}; "
+            f"{stored.duplicates()} duplicate records stored"
+        )
+        for p in range(PARTITIONS):
+            sent = [m.value for m in messages if m.partition == p]
+            assert stored.partitions[p] == sent, (
+                f"partition {p}: {len(stored.partitions[p])} records stored, {len(sent)} sent, "
+                f"{stored.duplicates()} duplicates in the topic"
+            )
+        for i, offset in offsets.items():  # a retried batch is acknowledged where it was stored
+            assert offset >= 0, f"{messages[i].value!r} acknowledged without its offset"
+            assert stored.partitions[messages[i].partition][offset] == messages[i].value
+        identities = producer_identities(broker.data_dir, topic)
+        assert len(identities) == 1, f"the producer started over: {identities}"
+
+
+# -- kafka-python's default producer ---------------------------------------------------------------
+
+
+@NEEDS_INIT_PRODUCER_ID
+def test_default_kafka_python_producer_round_trips(broker: EmbeddedBroker) -> None:
+    """``kafka.KafkaProducer()`` with nothing but the address: kafka-python 3 turns idempotence
+    on by default, so this is what most of its users run."""
+    topic = "default-kafka-python-producer"
+    with WireClient.to(broker) as admin:
+        create_topic(admin, topic, PARTITIONS)
+    messages = workload()[:100]
+    producer = kafka.KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        futures = [
+            producer.send(topic, key=m.key, value=m.value, partition=m.partition)
+            for m in messages
+        ]
+        producer.flush(DEADLINE)
+        offsets = [f.get(0).offset for f in futures]
+    finally:
+        producer.close(10)
+    stored = read_back(broker.port, topic)
+    for p in range(PARTITIONS):
+        assert stored.partitions[p] == [m.value for m in messages if m.partition == p]
+    for m, offset in zip(messages, offsets, strict=True):
+        assert stored.partitions[m.partition][offset] == m.value
+    identities = producer_identities(broker.data_dir, topic)
+    assert all(pid >= 0 for pid, _ in identities), "the default producer was not idempotent"
