@@ -218,7 +218,10 @@ class FaultProxy:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -248,7 +251,9 @@ class FaultProxy:
 
     # -- forwarding --------------------------------------------------------------------------
 
-    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._serving.add(task)
@@ -257,7 +262,9 @@ class FaultProxy:
         finally:
             self._serving.discard(task)
 
-    async def _link(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+    async def _link(
+        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
+    ) -> None:
         with self._lock:
             self._connections += 1
             upstream = self._upstream

@@ -61,8 +61,8 @@ def workload() -> list[Message]:
     number within the key, so a duplicate or a reordering is visible in the values alone."""
     out = []
     for n in range(MESSAGES):
-        k = n % KEYS
-        out.append(Message(f"key-{k:02d}".encode(), f"key-{k:02d}:{n // KEYS:05d}".encode(), k % PARTITIONS))
+        key = f"key-{n % KEYS:02d}"
+        out.append(Message(key.encode(), f"{key}:{n // KEYS:05d}".encode(), n % KEYS % PARTITIONS))
     return out
 
 
@@ -139,8 +139,7 @@ def produce_kafka_python(
     )
     try:
         futures = [
-            producer.send(topic, key=m.key, value=m.value, partition=m.partition)
-            for m in messages
+            producer.send(topic, key=m.key, value=m.value, partition=m.partition) for m in messages
         ]
         producer.flush(DEADLINE)
         outcome: list[str | None] = []
@@ -202,9 +201,12 @@ PRODUCERS: dict[str, Produce] = {
 def proxied(tmp_path: Path) -> Iterator[tuple[FaultProxy, EmbeddedBroker]]:
     """A broker that advertises the proxy's address, so every client connection, not just the
     bootstrap one, goes through the proxy."""
-    with FaultProxy() as proxy, EmbeddedBroker(
-        tmp_path / "data", settings={"advertised.listeners": proxy.address}
-    ) as broker:
+    with (
+        FaultProxy() as proxy,
+        EmbeddedBroker(
+            tmp_path / "data", settings={"advertised.listeners": proxy.address}
+        ) as broker,
+    ):
         proxy.forward_to("127.0.0.1", broker.port)
         yield proxy, broker
 
@@ -215,9 +217,7 @@ class Stored:
 
     def duplicates(self) -> int:
         """Records beyond the first copy of each value."""
-        return sum(
-            n - 1 for values in self.partitions.values() for n in Counter(values).values()
-        )
+        return sum(n - 1 for values in self.partitions.values() for n in Counter(values).values())
 
 
 def read_back(port: int, topic: str) -> Stored:
@@ -308,8 +308,6 @@ def test_without_idempotence_the_drops_make_duplicates(
     assert stored.duplicates() > 0, "the drops made no duplicates: the proxy did not bite"
 
 
-
-
 # -- a crash in the middle of an idempotent run ---------------------------------------------------
 
 
@@ -329,11 +327,14 @@ def test_idempotent_producer_continues_through_a_sigkill(tmp_path: Path) -> None
     So that the kill finds batches the broker stored but the producer never heard of (the
     case the restarted broker must recognise as duplicates, from its log alone), the proxy
     holds Produce answers back from the second quarter of the run until the kill."""
-    with FaultProxy() as proxy, BrokerProcess(
-        tmp_path / "data",
-        tmp_path / "sluice-serve.log",
-        settings={"advertised.listeners": proxy.address},
-    ) as broker:
+    with (
+        FaultProxy() as proxy,
+        BrokerProcess(
+            tmp_path / "data",
+            tmp_path / "sluice-serve.log",
+            settings={"advertised.listeners": proxy.address},
+        ) as broker,
+    ):
         proxy.forward_to("127.0.0.1", broker.port)
         broker.start()
         topic = "idempotent-crash"
@@ -432,8 +433,7 @@ def test_default_kafka_python_producer_round_trips(broker: EmbeddedBroker) -> No
     producer = kafka.KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
     try:
         futures = [
-            producer.send(topic, key=m.key, value=m.value, partition=m.partition)
-            for m in messages
+            producer.send(topic, key=m.key, value=m.value, partition=m.partition) for m in messages
         ]
         producer.flush(DEADLINE)
         offsets = [f.get(0).offset for f in futures]
