@@ -3,7 +3,9 @@
 The proxy (tests/proxy.py) drops connections after the broker has stored a Produce request and
 before the client sees the answer, so every client retries batches the broker already has.
 With idempotence on, each partition must hold exactly its messages, in send order, once each;
-with it off, the same run must show duplicates, which proves the proxy bites.
+with it off, the same run must show duplicates, which proves the proxy bites. The same pair of
+runs across a SIGKILL and restart of the broker, and kafka-python's default (idempotent)
+producer, complete the set.
 """
 
 from __future__ import annotations
@@ -317,16 +319,23 @@ KILLED_FOR = 200
 """Messages produced while the broker is down."""
 
 
-@NEEDS_INIT_PRODUCER_ID
-def test_idempotent_producer_continues_through_a_sigkill(tmp_path: Path) -> None:
-    """SIGKILL the broker while an idempotent producer streams into it, restart it on the same
-    port, and let the producer carry on: it is never fenced, every message is acknowledged,
-    and each partition holds exactly its messages in send order, each at the offset its
-    acknowledgement named.
+@dataclass(frozen=True)
+class CrashRun:
+    messages: list[Message]
+    stored: Stored
+    offsets: dict[int, int]
+    """Message index -> the offset its acknowledgement named (-1: none)."""
+    identities: set[tuple[int, int]]
+
+
+def stream_through_a_sigkill(tmp_path: Path, idempotent: bool) -> CrashRun:
+    """A confluent-kafka producer streams ``workload()`` into a ``sluice serve`` child; halfway,
+    the broker is SIGKILLed, and restarted on the same port while the producer carries on.
+    The producer must never be fenced or fail, and must have every message acknowledged.
 
     So that the kill finds batches the broker stored but the producer never heard of (the
-    case the restarted broker must recognise as duplicates, from its log alone), the proxy
-    holds Produce answers back from the second quarter of the run until the kill."""
+    case a restarted broker must recognise as duplicates, from its log alone), the proxy holds
+    Produce answers back from the second quarter of the run until the kill."""
     with (
         FaultProxy() as proxy,
         BrokerProcess(
@@ -337,7 +346,7 @@ def test_idempotent_producer_continues_through_a_sigkill(tmp_path: Path) -> None
     ):
         proxy.forward_to("127.0.0.1", broker.port)
         broker.start()
-        topic = "idempotent-crash"
+        topic = f"crash-idempotence-{'on' if idempotent else 'off'}"
         with WireClient("127.0.0.1", broker.port) as admin:
             create_topic(admin, topic, PARTITIONS)
         messages = workload()
@@ -358,7 +367,9 @@ def test_idempotent_producer_continues_through_a_sigkill(tmp_path: Path) -> None
             confluent_config(
                 proxy.address,
                 **{
-                    "enable.idempotence": True,
+                    "enable.idempotence": idempotent,
+                    "acks": "all",
+                    "max.in.flight.requests.per.connection": 5,
                     "batch.num.messages": 20,
                     "linger.ms": 1,
                     "message.timeout.ms": int(DEADLINE * 1000),
@@ -383,7 +394,11 @@ def test_idempotent_producer_continues_through_a_sigkill(tmp_path: Path) -> None
                         producer.poll(0.01)
                     held_at_kill, acknowledged_at_kill = proxy.stats.held, len(offsets)
                     broker.kill()
-                    proxy.release_answers()  # nothing left to release: hold no more
+                    # The held answers die with their connections; then hold no more.
+                    while proxy.stats.held > 0:
+                        assert time.monotonic() < deadline, proxy.stats
+                        producer.poll(0.01)
+                    proxy.release_answers()
                 elif i == restart_at:  # the messages since the kill waited in the producer
                     broker.start()
                 producer.produce(
@@ -401,22 +416,40 @@ def test_idempotent_producer_continues_through_a_sigkill(tmp_path: Path) -> None
         assert proxy.stats.lost >= held_at_kill
         stored = read_back(broker.port, topic)
         print(
-            f"\nSIGKILL after {acknowledged_at_kill} of {kill_at} messages were acknowledged, "
-            f"{held_at_kill} Produce answers held back; errors reported: "
-            f"{dict(Counter(e.name() for e in errors))}; "
+            f"\nidempotence {'on' if idempotent else 'off'}: SIGKILL after {acknowledged_at_kill}"
+            f" of {kill_at} messages were acknowledged, {held_at_kill} Produce answers held "
+            f"back; errors reported: {dict(Counter(e.name() for e in errors))}; "
             f"{stored.duplicates()} duplicate records stored"
         )
-        for p in range(PARTITIONS):
-            sent = [m.value for m in messages if m.partition == p]
-            assert stored.partitions[p] == sent, (
-                f"partition {p}: {len(stored.partitions[p])} records stored, {len(sent)} sent, "
-                f"{stored.duplicates()} duplicates in the topic"
-            )
-        for i, offset in offsets.items():  # a retried batch is acknowledged where it was stored
-            assert offset >= 0, f"{messages[i].value!r} acknowledged without its offset"
-            assert stored.partitions[messages[i].partition][offset] == messages[i].value
-        identities = producer_identities(broker.data_dir, topic)
-        assert len(identities) == 1, f"the producer started over: {identities}"
+        return CrashRun(messages, stored, offsets, producer_identities(broker.data_dir, topic))
+
+
+@NEEDS_INIT_PRODUCER_ID
+def test_idempotent_producer_continues_through_a_sigkill(tmp_path: Path) -> None:
+    """Each partition holds exactly its messages in send order, each at the offset its
+    acknowledgement named, all from one producer id and epoch: the batches in flight at the
+    kill were neither lost nor written twice, and the producer never had to start over."""
+    run = stream_through_a_sigkill(tmp_path, idempotent=True)
+    for p in range(PARTITIONS):
+        sent = [m.value for m in run.messages if m.partition == p]
+        assert run.stored.partitions[p] == sent, (
+            f"partition {p}: {len(run.stored.partitions[p])} records stored, {len(sent)} sent, "
+            f"{run.stored.duplicates()} duplicates in the topic"
+        )
+    for i, offset in run.offsets.items():  # a retried batch is acknowledged where it was stored
+        m = run.messages[i]
+        assert offset >= 0, f"{m.value!r} acknowledged without its offset"
+        assert run.stored.partitions[m.partition][offset] == m.value
+    assert len(run.identities) == 1, f"the producer started over: {run.identities}"
+
+
+def test_without_idempotence_a_sigkill_makes_duplicates(tmp_path: Path) -> None:
+    """The control run: the batches whose answers died with the broker are written again."""
+    run = stream_through_a_sigkill(tmp_path, idempotent=False)
+    for p in range(PARTITIONS):
+        assert set(run.stored.partitions[p]) == {m.value for m in run.messages if m.partition == p}
+    assert run.stored.duplicates() > 0, "no duplicates: the kill found nothing in flight"
+    assert run.identities == {(-1, -1)}
 
 
 # -- kafka-python's default producer ---------------------------------------------------------------
