@@ -46,11 +46,6 @@ Produce requests than that (batches are kept small for it), so every run meets a
 DEADLINE = 120.0
 """Seconds for one client to have every message acknowledged; reached only when broken."""
 
-NEEDS_INIT_PRODUCER_ID = pytest.mark.xfail(
-    strict=True, reason="needs InitProducerId (idempotence issue)"
-)
-
-
 @dataclass(frozen=True)
 class Message:
     key: bytes
@@ -283,7 +278,6 @@ def run_through_drops(
     return messages, stored
 
 
-@NEEDS_INIT_PRODUCER_ID
 @pytest.mark.parametrize("client", list(PRODUCERS))
 def test_idempotent_producer_writes_each_message_once_in_order(
     proxied: tuple[FaultProxy, EmbeddedBroker], client: str
@@ -424,7 +418,6 @@ def stream_through_a_sigkill(tmp_path: Path, idempotent: bool) -> CrashRun:
         return CrashRun(messages, stored, offsets, producer_identities(broker.data_dir, topic))
 
 
-@NEEDS_INIT_PRODUCER_ID
 def test_idempotent_producer_continues_through_a_sigkill(tmp_path: Path) -> None:
     """Each partition holds exactly its messages in send order, each at the offset its
     acknowledgement named, all from one producer id and epoch: the batches in flight at the
@@ -455,7 +448,6 @@ def test_without_idempotence_a_sigkill_makes_duplicates(tmp_path: Path) -> None:
 # -- kafka-python's default producer ---------------------------------------------------------------
 
 
-@NEEDS_INIT_PRODUCER_ID
 def test_default_kafka_python_producer_round_trips(broker: EmbeddedBroker) -> None:
     """``kafka.KafkaProducer()`` with nothing but the address: kafka-python 3 turns idempotence
     on by default, so this is what most of its users run."""
