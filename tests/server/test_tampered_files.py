@@ -15,7 +15,15 @@ from pathlib import Path
 from sluice.errors import ErrorCode
 from sluice.storage.manager import partition_dir
 from sluice.testing import BrokerProcess
-from tests.server.wire import WireClient, batch, create_topic, fetch, list_offset, produce, record_values
+from tests.server.wire import (
+    WireClient,
+    batch,
+    create_topic,
+    fetch,
+    list_offset,
+    produce,
+    record_values,
+)
 
 SETTINGS = {"log.segment.bytes": "2000"}
 

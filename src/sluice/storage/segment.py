@@ -127,11 +127,13 @@ class LogSegment:
                 if self._retired:
                     raise OSError(errno.EBADF, "segment is closed", str(self.log_path))
                 self._fd = self._open_checked()
+                self._leases += 1  # before tracking: a full cache must not evict this very fd
                 if not self._pinned:
                     self._files.track(self)
-            elif not self._pinned:
-                self._files.touch(self)
-            self._leases += 1
+            else:
+                self._leases += 1
+                if not self._pinned:
+                    self._files.touch(self)
             return self._fd
 
     def release_fd(self) -> None:
