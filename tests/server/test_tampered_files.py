@@ -43,7 +43,7 @@ def test_segments_changed_behind_a_clean_stop_are_refused_then_recovered(tmp_pat
     data = tmp_path / "data"
     with BrokerProcess(data, tmp_path / "broker.log", settings=SETTINGS) as broker:
         broker.start()
-        with WireClient.to(broker) as client:
+        with WireClient("127.0.0.1", broker.port) as client:
             create_topic(client, "t")
             for i in range(60):
                 assert produce(client, "t", 0, batch([b"v%03d" % i + b"x" * 100])).error_code == 0
@@ -57,7 +57,7 @@ def test_segments_changed_behind_a_clean_stop_are_refused_then_recovered(tmp_pat
         sealed.unlink()
 
         broker.start()
-        with WireClient.to(broker) as client:
+        with WireClient("127.0.0.1", broker.port) as client:
             assert list_offset(client, "t", 0) == (0, 60)  # the state, trusted
             assert _values(client, "t", 0, sealed_base)[-1] == b"v%03d" % (sealed_base - 1) + b"x" * 100
             assert fetch(client, "t", 0, sealed_base).error_code == ErrorCode.KAFKA_STORAGE_ERROR
@@ -70,7 +70,7 @@ def test_segments_changed_behind_a_clean_stop_are_refused_then_recovered(tmp_pat
         assert "changed outside the broker" in (tmp_path / "broker.log").read_text()
 
         broker.start()  # the damaged partition was left out of the state: recovered now
-        with WireClient.to(broker) as client:
+        with WireClient("127.0.0.1", broker.port) as client:
             _, end = list_offset(client, "t", 0)
             assert active_base <= end < 60
             acked = produce(client, "t", 0, batch([b"acked"]))
@@ -79,6 +79,6 @@ def test_segments_changed_behind_a_clean_stop_are_refused_then_recovered(tmp_pat
         broker.kill()
 
         broker.start()
-        with WireClient.to(broker) as client:
+        with WireClient("127.0.0.1", broker.port) as client:
             assert list_offset(client, "t", 0) == (0, end + 1)
             assert _values(client, "t", active_base, end + 1)[-1] == b"acked"
