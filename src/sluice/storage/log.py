@@ -377,7 +377,13 @@ class PartitionLog:
         for seg in plan.rolled:
             seg.seal()
         if plan.rolled:
-            write_int(self.directory / RECOVERY_POINT_FILE, plan.new_segments[-1].base_offset)
+            # Best effort, like the index files: an old recovery point only makes the next
+            # recovery walk further, while failing here would leave the segments unsealed, and
+            # retention never deletes past an unsealed segment (on the disk that just filled).
+            try:
+                write_int(self.directory / RECOVERY_POINT_FILE, plan.new_segments[-1].base_offset)
+            except OSError as exc:
+                log.warning("could not save the recovery point of %s: %s", self.name, exc)
 
     def mark_sealed(self, plan: WritePlan) -> None:
         for seg in plan.rolled:
@@ -407,7 +413,10 @@ class PartitionLog:
         self.disk.succeeded()
         self.commit(plan)
         if plan.rolled:
-            self.seal_rolled(plan)
+            try:
+                self.seal_rolled(plan)
+            except OSError as exc:
+                raise StorageError(f"sealing a segment of {self.name} failed: {exc}") from exc
             self.mark_sealed(plan)
 
     # -- flushing --------------------------------------------------------------------------------
