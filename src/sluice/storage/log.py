@@ -434,6 +434,11 @@ class PartitionLog:
         seg = self.active_segment
         return self.log_end_offset, seg, seg.size, self.unflushed_records
 
+    def sealing_segments(self) -> list[LogSegment]:
+        """Segments rolled but not yet sealed (their fsync may still be running in the writer):
+        a group commit must sync them too before it acknowledges up to the log end."""
+        return [seg for seg in self._segments[:-1] if not seg.sealed]
+
     def mark_flushed(self, offset: int, segment: LogSegment, position: int, records: int) -> None:
         self.flushed_offset = max(self.flushed_offset, offset)
         self.flush_count += 1
