@@ -1,7 +1,7 @@
 """What Produce does to batches before the log sees them, at the handler level: compressed
 record counts verified (inline or in the executor), recompression to ``compression.type`` with
 its refusals (INVALID_RECORD past ``sluice.batch.uncompressed.max.bytes``, MESSAGE_TOO_LARGE past
-``max.message.bytes``), control batches left alone."""
+``max.message.bytes``), control batches refused."""
 
 from __future__ import annotations
 
@@ -103,13 +103,18 @@ def test_a_batch_grown_past_max_message_bytes_by_recompression_is_refused(
     assert stored(h, "t") == []
 
 
-def test_control_batches_are_never_recompressed(harness: Callable[..., BrokerHarness]) -> None:
+def test_a_control_batch_from_a_client_is_refused(harness: Callable[..., BrokerHarness]) -> None:
+    """Only a transaction coordinator writes control batches; Kafka refuses them from clients
+    (INVALID_RECORD), on any topic, with the good batches of the same request."""
     h = harness()
     h.run(h.broker.logs.create_topic("t", 1, {"compression.type": "zstd"}))
+    h.run(h.broker.logs.create_topic("p", 1))
     control = with_attributes(build_batch([(b"\x00\x00\x00\x00", b"\x00\x00\x00\x00\x00\x00")]), CONTROL_BIT)
     data = build_batch([(b"k", b"v" * 100)]) + control
-    assert part_of(h.produce("t", 0, data)).error_code == 0
-    assert stored(h, "t") == [(Compression.ZSTD, 1), (Compression.NONE, 1)]
+    for topic in ("t", "p"):
+        part = part_of(h.produce(topic, 0, data))
+        assert part.error_code == ErrorCode.INVALID_RECORD, part.error_message
+        assert stored(h, topic) == []
 
 
 def test_a_corrupt_batch_is_not_laundered_by_recompression(

@@ -70,6 +70,25 @@ def test_forged_70_byte_batch_claiming_2_31_records_is_refused(make_broker: Make
         assert produce(client, "forged", 0, batch([b"c"])).base_offset == 2
 
 
+def test_a_forged_control_batch_cannot_burn_offsets(make_broker: MakeBroker) -> None:
+    """A control batch's count need not match its offset delta, so one claiming 1 record over
+    2^31 - 1 offsets would jump the log end offset by 2^31 a request: clients may not write
+    control batches at all (Kafka: INVALID_RECORD), compressed or not."""
+    broker = make_broker()
+    with WireClient.to(broker) as client:
+        create_topic(client, "ctl")
+        assert produce(client, "ctl", 0, batch([b"a"])).error_code == 0
+        tail = struct.pack(">hiqqqhii", 0x20, 2**31 - 2, 1_000, 1_000, -1, -1, -1, 1) + b"\x00" * 9
+        control = struct.pack(">qiibI", 0, len(tail) + 9, 0, 2, crc32c.crc32c(tail)) + tail
+        part = produce(client, "ctl", 0, control)
+        assert part.error_code == ErrorCode.INVALID_RECORD, part.error_message
+        zcontrol = forge(compress(Compression.ZSTD, b"\x00" * 9), count=1, attributes=0x20 | Compression.ZSTD)
+        part = produce(client, "ctl", 0, zcontrol)
+        assert part.error_code == ErrorCode.INVALID_RECORD, part.error_message
+        assert list_offset(client, "ctl", 0) == (0, 1)
+        assert produce(client, "ctl", 0, batch([b"b"])).base_offset == 1
+
+
 CODECS = [Compression.NONE, Compression.GZIP, Compression.SNAPPY, Compression.LZ4, Compression.ZSTD]
 
 

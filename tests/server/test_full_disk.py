@@ -8,6 +8,7 @@ on the full disk.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tests.server.wire import (
     create_topic,
     create_topics,
     fetch_all_values,
+    list_offset,
     metadata,
     produce,
 )
@@ -107,4 +109,34 @@ def test_a_full_disk_refuses_writes_with_error_codes_and_keeps_everything(
             assert fetch_all_values(client, "t", 0) == acknowledged
         assert broker.stop() == 0
     output = log_path.read_text()
+    assert "Traceback" not in output, output
+
+
+def test_a_roll_on_a_filling_disk_does_not_stop_retention(small_disk: Path, tmp_path: Path) -> None:
+    """A segment rolled when its batch took the disk's last page could not get its recovery point
+    saved; that must not leave it unsealed, or retention (which never deletes past an unsealed
+    segment) would keep every later segment too, on the disk that is full."""
+    settings = {
+        "log.segment.bytes": "2000",
+        "log.retention.bytes": "6000",
+        "log.retention.check.interval.ms": "100",
+    }
+    with BrokerProcess(small_disk / "data", tmp_path / "serve.log", settings=settings) as broker:
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            create_topic(client, "r")
+            for _ in range(3):
+                assert produce(client, "r", 0, batch([b"x" * 1500])).error_code == 0
+            fill(small_disk, leave=4096)  # one page: the rolled-to segment's batch takes it
+            assert produce(client, "r", 0, batch([b"y" * 1500])).base_offset == 3
+            (small_disk / "filler").unlink()
+            for _ in range(12):
+                assert produce(client, "r", 0, batch([b"z" * 1500])).error_code == 0
+            deadline = time.monotonic() + 10
+            while list_offset(client, "r", 0, -2) != (0, 12):  # 4 segments of 1 batch are kept
+                assert time.monotonic() < deadline, list_offset(client, "r", 0, -2)
+                time.sleep(0.05)
+        assert broker.stop() == 0
+    output = (tmp_path / "serve.log").read_text()
+    assert "could not save the recovery point of r-0" in output, output
     assert "Traceback" not in output, output

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import resource
 import signal
+import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ import pytest
 from sluice.errors import CorruptRecordError, LogClosedError, StorageError
 from sluice.storage import AckLevel, LogConfig, PartitionLog
 from sluice.storage.partition import Partition
+from sluice.storage.segment import LogSegment
 
 from .conftest import all_records, make_batch
 
@@ -259,3 +261,62 @@ def test_an_internal_error_fails_appends_at_once_instead_of_hanging(
     run(main())
     again = open_log()
     assert [o for o, _ in all_records(again)][:2] == [0, 1]
+
+
+def test_a_group_commit_during_a_roll_syncs_the_rolled_segment_too(
+    open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A roll publishes the new segment before the rolled one's seal (its fsync) ends. A group
+    commit that starts meanwhile syncs the new active segment; fsynced appends still waiting in
+    the rolled one must not be acknowledged on that fsync alone (a slow disk, simulated: the
+    first group commit and the seal are held until released)."""
+    size = len(make_batch(3))
+    log = open_log(sluice_append_ack="fsynced", segment_bytes=2 * size + 1)
+    part = Partition(log)
+    synced: list[int] = []  # base offsets of segments whose fsync completed
+    sync_entered, release_sync = threading.Event(), threading.Event()
+    seal_entered, release_seal = threading.Event(), threading.Event()
+    real_fsync, real_seal = LogSegment.fsync, LogSegment.seal
+
+    def fsync(segment: LogSegment) -> None:
+        if not sync_entered.is_set():
+            sync_entered.set()
+            release_sync.wait(10)
+        real_fsync(segment)
+        synced.append(segment.base_offset)
+
+    def seal(segment: LogSegment) -> None:
+        seal_entered.set()
+        release_seal.wait(10)
+        real_seal(segment)
+
+    monkeypatch.setattr(LogSegment, "fsync", fsync)
+    monkeypatch.setattr(LogSegment, "seal", seal)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        first = asyncio.create_task(part.append(make_batch(3, tag="a1")))
+        await loop.run_in_executor(None, sync_entered.wait, 10)  # a1's group commit is slow
+        second = asyncio.create_task(part.append(make_batch(3, tag="a2")))  # into segment 0
+        for _ in range(1000):
+            if log.log_end_offset == 6:
+                break
+            await asyncio.sleep(0)
+        assert log.log_end_offset == 6
+        third = asyncio.create_task(part.append(make_batch(3, tag="a3")))  # rolls to segment 6
+        await loop.run_in_executor(None, seal_entered.wait, 10)
+        release_sync.set()
+        assert await asyncio.wait_for(first, 10) == 0
+        assert await asyncio.wait_for(second, 10) == 3
+        # a2 lies in segment 0, whose seal is still held: its acknowledgement needs a sync of
+        # segment 0 after a1's, not only of the new active segment.
+        assert synced.count(0) >= 2, synced
+        release_seal.set()
+        assert await asyncio.wait_for(third, 10) == 6
+        await part.close()
+
+    try:
+        run(main())
+    finally:
+        release_sync.set()
+        release_seal.set()

@@ -6,7 +6,7 @@
   end offset. Small work runs inline; anything that may decompress more than
   :data:`INLINE_DECOMPRESSION_BYTES` runs in the loop's default executor.
 * A topic whose ``compression.type`` is not ``producer`` stores every batch with its codec:
-  batches with another codec are recompressed in the executor (never control batches).
+  batches with another codec are recompressed in the executor.
 
 Uncompressed batches on a ``producer`` topic (the common case) pass through untouched: their
 plausibility is an O(1) header check in the log's own validation.
@@ -64,9 +64,7 @@ async def prepare(records: Records, config: LogConfig, limit: int) -> Records:
     # Headers only (no CRC: the log checks it on append); a bad header is refused here with the
     # log's own message.
     headers = scan_batches(view, max_batch_bytes=config.max_message_bytes, check_crc=False)
-    recompress = [
-        target is not None and not h.is_control and h.compression != target for h in headers
-    ]
+    recompress = [target is not None and h.compression != target for h in headers]
     verify = [h for h, r in zip(headers, recompress, strict=True) if not r and h.compression]
     if any(recompress):
         assert target is not None

@@ -156,9 +156,13 @@ def _check_header(header: BatchHeader, available: int, max_batch_bytes: int | No
         raise CorruptRecordError(
             f"record batch claims {size} bytes but only {available} are present"
         )
+    if header.is_control:
+        # Only a transaction coordinator writes control batches (sluice has none); from a client
+        # one would burn offsets at will, since its count need not match its offset delta.
+        raise InvalidRecordError("clients may not write control batches")
     if header.records_count < 0 or header.last_offset_delta < 0:
         raise InvalidRecordError("record batch has a negative record count or offset delta")
-    if not header.is_control and header.records_count != header.last_offset_delta + 1:
+    if header.records_count != header.last_offset_delta + 1:
         raise InvalidRecordError(
             f"record batch count {header.records_count} disagrees with lastOffsetDelta "
             f"{header.last_offset_delta}"

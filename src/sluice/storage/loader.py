@@ -129,7 +129,7 @@ def load(
         count = len(state.segments)
         for i, s in enumerate(state.segments):
             seg = make(s.base_offset)
-            seg.size = s.size
+            seg.size = seg.expected_size = s.size
             is_active = i == count - 1
             seg.next_offset = state.log_end_offset if is_active else state.segments[i + 1].base_offset
             seg.max_timestamp = s.max_timestamp

@@ -79,7 +79,10 @@ class FileSlice:
     first_offset: int
 
     def read(self) -> bytes:
-        return self.segment.pread(self.position, self.length)
+        try:
+            return self.segment.pread(self.position, self.length)
+        except OSError as exc:
+            raise StorageError(f"reading {self.segment.log_path} failed: {exc}") from exc
 
 
 @dataclass(slots=True)
@@ -485,7 +488,13 @@ class PartitionLog:
             offset, producers = plan.snapshot
             write_producer_snapshot(self.directory, offset, producers)
         if plan.rolled:
-            write_int(self.directory / RECOVERY_POINT_FILE, plan.new_segments[-1].base_offset)
+            # Best effort, like the index files: an old recovery point only makes the next
+            # recovery walk further, while failing here would leave the segments unsealed, and
+            # retention never deletes past an unsealed segment (on the disk that just filled).
+            try:
+                write_int(self.directory / RECOVERY_POINT_FILE, plan.new_segments[-1].base_offset)
+            except OSError as exc:
+                log.warning("could not save the recovery point of %s: %s", self.name, exc)
 
     def mark_sealed(self, plan: WritePlan) -> None:
         for seg in plan.rolled:
@@ -521,7 +530,10 @@ class PartitionLog:
         self.disk.succeeded()
         self.commit(plan)
         if plan.rolled:
-            self.seal_rolled(plan)
+            try:
+                self.seal_rolled(plan)
+            except OSError as exc:
+                raise StorageError(f"sealing a segment of {self.name} failed: {exc}") from exc
             self.mark_sealed(plan)
 
     # -- flushing --------------------------------------------------------------------------------
@@ -538,6 +550,11 @@ class PartitionLog:
         """What an fsync started now will cover: (end offset, segment, position, records)."""
         seg = self.active_segment
         return self.log_end_offset, seg, seg.size, self.unflushed_records
+
+    def sealing_segments(self) -> list[LogSegment]:
+        """Segments rolled but not yet sealed (their fsync may still be running in the writer):
+        a group commit must sync them too before it acknowledges up to the log end."""
+        return [seg for seg in self._segments[:-1] if not seg.sealed]
 
     def mark_flushed(self, offset: int, segment: LogSegment, position: int, records: int) -> None:
         self.flushed_offset = max(self.flushed_offset, offset)
@@ -578,6 +595,12 @@ class PartitionLog:
             )
         if offset == self.high_watermark:
             return None
+        try:
+            return self._read(offset, max_bytes)
+        except OSError as exc:
+            raise StorageError(f"reading {self.name} at offset {offset} failed: {exc}") from exc
+
+    def _read(self, offset: int, max_bytes: int) -> FileSlice | None:
         i = max(0, bisect_right(self._bases, offset) - 1)
         for seg in self._segments[i:]:
             end = self._hw_position if seg is self._hw_segment else seg.size
@@ -614,7 +637,10 @@ class PartitionLog:
         after = self.log_start_offset
         while True:
             self.check_open()
-            candidate = self._timestamp_candidate(timestamp, after)
+            try:
+                candidate = self._timestamp_candidate(timestamp, after)
+            except OSError as exc:
+                raise StorageError(f"searching {self.name} by timestamp failed: {exc}") from exc
             if candidate is None:
                 return None
             seg, header, start = candidate
@@ -650,6 +676,17 @@ class PartitionLog:
     ) -> tuple[int, int] | None:
         """(offset, timestamp) of the record with the largest timestamp (ListOffsets -3)."""
         self.check_open()
+        try:
+            found = self._max_timestamp_batch()
+        except OSError as exc:
+            raise StorageError(f"finding the max timestamp of {self.name} failed: {exc}") from exc
+        if found is None:
+            return None
+        seg, header, offset, max_ts = found
+        result = await self._search_batch(seg, header, lambda _o, t: t == max_ts, max_block)
+        return result if result is not None else (offset, max_ts)
+
+    def _max_timestamp_batch(self) -> tuple[LogSegment, BatchHeader, int, int] | None:
         best: tuple[LogSegment, int] | None = None
         for seg, _end in self._visible_batches(self.log_start_offset):
             _ = seg.time_index
@@ -667,8 +704,7 @@ class PartitionLog:
         header = seg.find_batch(offset, end)
         if header is None:
             return None
-        found = await self._search_batch(seg, header, lambda _o, t: t == max_ts, max_block)
-        return found if found is not None else (offset, max_ts)
+        return seg, header, offset, max_ts
 
     @staticmethod
     async def _search_batch(
@@ -681,7 +717,10 @@ class PartitionLog:
         skipped unread), stopping at the first match, so neither memory nor the event loop
         depends on how far the batch inflates."""
         loop = asyncio.get_running_loop()
-        fd = seg.acquire_fd()
+        try:
+            fd = seg.acquire_fd()
+        except OSError as exc:
+            raise StorageError(f"reading {seg.log_path} failed: {exc}") from exc
         try:
             return await loop.run_in_executor(
                 None, _search_batch_at, fd, header.position, header.size, match, max_block
@@ -841,6 +880,10 @@ class PartitionLog:
             return self.clean_state()
         active = self.active_segment
         try:
+            damaged = [s for s in self._segments if s.damage is not None]
+            if damaged:
+                # Never record a damaged file as clean: the next open recovers it.
+                raise StorageError(f"{damaged[0].log_path}: {damaged[0].damage}")
             try:
                 self._save_producers(sync=sync)
             except OSError as exc:  # the next open replays headers instead

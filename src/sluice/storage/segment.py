@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import crc32c
 
@@ -91,6 +92,12 @@ class LogSegment:
         self.offset_of_max_timestamp = -1
         self.bytes_since_index_entry = 0
         self.sealed = False  # closed and durable: only then may retention delete it
+        self.expected_size: int | None = None
+        """The size a clean shutdown recorded, checked against the file when it is first opened
+        (a clean start reads no file, so this is where a file changed behind the broker's back
+        shows): a shorter or missing file must never be written past its end or read as whole."""
+        self.damage: str | None = None
+        """Why this segment's file is refused (it changed outside the broker); None if it is not."""
 
     @property
     def name(self) -> str:
@@ -114,15 +121,19 @@ class LogSegment:
         """The open descriptor, leased until :meth:`release_fd`: it is not closed meanwhile, so
         a worker thread may use it while the owner's thread goes on."""
         with self._files.lock:
+            if self.damage is not None:
+                raise OSError(errno.EIO, self.damage, str(self.log_path))
             if self._fd is None:
                 if self._retired:
                     raise OSError(errno.EBADF, "segment is closed", str(self.log_path))
-                self._fd = self._open(os.O_RDWR)
+                self._fd = self._open_checked()
+                self._leases += 1  # before tracking: a full cache must not evict this very fd
                 if not self._pinned:
                     self._files.track(self)
-            elif not self._pinned:
-                self._files.touch(self)
-            self._leases += 1
+            else:
+                self._leases += 1
+                if not self._pinned:
+                    self._files.touch(self)
             return self._fd
 
     def release_fd(self) -> None:
@@ -141,6 +152,33 @@ class LogSegment:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+
+    def _open_checked(self) -> int:
+        """Open the file; the first time, check it still holds what the clean shutdown recorded
+        (it may be longer: bytes past the committed size are never read, and are overwritten)."""
+        expected = self.expected_size
+        try:
+            fd = self._open(os.O_RDWR)
+        except FileNotFoundError:
+            if expected is None:
+                raise
+            self._damaged("is missing")
+        if expected is None:
+            return fd
+        actual = os.fstat(fd).st_size
+        if actual < expected:
+            os.close(fd)
+            self._damaged(f"holds {actual} bytes")
+        self.expected_size = None
+        return fd
+
+    def _damaged(self, what: str) -> NoReturn:
+        self.damage = (
+            f"segment file {what} but the last clean shutdown left {self.expected_size}: it "
+            "changed outside the broker; the partition is recovered at the next start"
+        )
+        log.error("%s: %s", self.log_path, self.damage)
+        raise OSError(errno.EIO, self.damage, str(self.log_path))
 
     def _open(self, flags: int) -> int:
         try:

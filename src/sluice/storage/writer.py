@@ -27,6 +27,7 @@ from sluice.errors import LogClosedError, StorageError
 if TYPE_CHECKING:
     from sluice.storage.log import PartitionLog, Reservation
     from sluice.storage.producer_state import BatchMetadata
+    from sluice.storage.segment import LogSegment
 
 _MAX_GROUP_BYTES = 8 * 1024 * 1024
 """Upper bound on one pwritev: large enough to batch, small enough to keep latency even."""
@@ -238,9 +239,12 @@ class PartitionWriter:
         reservations reference) are released before the sync task waits again."""
         log = self._log
         offset, segment, position, records = log.sync_point()
+        # A roll commits before its seal's fsync ends: appends acknowledged here may lie in
+        # the rolled segments, so they are synced too (a no-op cost when none is pending).
+        segments = [*log.sealing_segments(), segment]
         waiters, self._sync_waiters = self._sync_waiters, []
         try:
-            await self._loop.run_in_executor(self._executor, segment.fsync)
+            await self._loop.run_in_executor(self._executor, _fsync_all, segments)
         except OSError as exc:
             log.disk.failed(exc, f"syncing {log.name}")
             _fail(waiters, StorageError(f"fsync of {log.name} failed: {exc}"))
@@ -258,6 +262,11 @@ class PartitionWriter:
         await self._task
         self._sync_wanted.set()
         await self._sync_task
+
+
+def _fsync_all(segments: list[LogSegment]) -> None:
+    for segment in segments:
+        segment.fsync()
 
 
 def _fail(items: list[_Waiter], error: StorageError) -> None:

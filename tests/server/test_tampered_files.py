@@ -1,0 +1,84 @@
+"""Segment files changed behind the broker's back between a clean stop and the next start.
+
+A clean start trusts the clean-shutdown state and reads no file, so a segment truncated or
+deleted by hand is only noticed when it is first opened. Then it must be refused (reads and
+appends answer KAFKA_STORAGE_ERROR, never a partial batch or a write past the file's end, which
+would leave a hole that the next recovery cuts, acknowledged records and all), and the next start
+must recover the partition instead of trusting the state again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sluice.errors import ErrorCode
+from sluice.storage.manager import partition_dir
+from sluice.testing import BrokerProcess
+from tests.server.wire import (
+    WireClient,
+    batch,
+    create_topic,
+    fetch,
+    list_offset,
+    produce,
+    record_values,
+)
+
+SETTINGS = {"log.segment.bytes": "2000"}
+
+
+def _values(client: WireClient, topic: str, start: int, end: int) -> list[bytes | None]:
+    values: list[bytes | None] = []
+    while start + len(values) < end:
+        part = fetch(client, topic, 0, start + len(values))
+        assert part.error_code == 0, part.error_code
+        got = record_values(part.records)
+        assert got, f"no progress at offset {start + len(values)}"
+        values += got
+    return values
+
+
+def test_segments_changed_behind_a_clean_stop_are_refused_then_recovered(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with BrokerProcess(data, tmp_path / "broker.log", settings=SETTINGS) as broker:
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            create_topic(client, "t")
+            for i in range(60):
+                assert produce(client, "t", 0, batch([b"v%03d" % i + b"x" * 100])).error_code == 0
+        assert broker.stop() == 0
+
+        segments = sorted(partition_dir(data, "t", 0).glob("*.log"))
+        assert len(segments) >= 4
+        active, sealed = segments[-1], segments[1]
+        active_base, sealed_base = int(active.stem), int(sealed.stem)
+        os.truncate(active, active.stat().st_size // 2)
+        sealed.unlink()
+
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            assert list_offset(client, "t", 0) == (0, 60)  # the state, trusted
+            assert _values(client, "t", 0, sealed_base)[-1] == b"v%03d" % (sealed_base - 1) + b"x" * 100
+            assert fetch(client, "t", 0, sealed_base).error_code == ErrorCode.KAFKA_STORAGE_ERROR
+            assert fetch(client, "t", 0, active_base).error_code == ErrorCode.KAFKA_STORAGE_ERROR
+            # Written at the recorded end, past the file's, it would sit behind a hole.
+            refused = produce(client, "t", 0, batch([b"refused"]))
+            assert refused.error_code == ErrorCode.KAFKA_STORAGE_ERROR, refused
+            assert "changed outside the broker" in (refused.error_message or "")
+        assert broker.stop() == 0
+        assert "changed outside the broker" in (tmp_path / "broker.log").read_text()
+
+        broker.start()  # the damaged partition was left out of the state: recovered now
+        with WireClient("127.0.0.1", broker.port) as client:
+            _, end = list_offset(client, "t", 0)
+            assert active_base <= end < 60
+            acked = produce(client, "t", 0, batch([b"acked"]))
+            assert acked.error_code == 0 and acked.base_offset == end
+        assert "recovered t-0 after an unclean stop" in (tmp_path / "broker.log").read_text()
+        broker.kill()
+
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            assert list_offset(client, "t", 0) == (0, end + 1)
+            assert _values(client, "t", active_base, end + 1)[-1] == b"acked"
