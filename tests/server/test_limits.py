@@ -107,28 +107,40 @@ def test_idle_connections_are_closed(
             assert client.wait_closed(timeout=10) == b""
             closed_at[name] = time.monotonic()
 
+        polled: list[tuple[m.FetchResponse, float]] = []
+
+        def answer_poll() -> None:
+            part = polling.recv(ApiKey.FETCH, 12, poll_id, m.FetchResponse)
+            polled.append((part, time.monotonic()))
+
         watchers = [
             threading.Thread(target=watch, args=(name, c), daemon=True)
             for name, c in (("idle", idle), ("silent", silent), ("slowloris", slowloris))
         ]
+        watchers.append(threading.Thread(target=answer_poll, daemon=True))
         for w in watchers:
             w.start()
         # The busy connection is never idle for long, so it is never closed.
         while time.monotonic() - started < 3 * idle_ms / 1000:
             assert api_versions(busy).error_code == 0
             time.sleep(0.05)
-        # A request in progress is not idleness: the long poll is answered at its own deadline.
-        part = polling.recv(ApiKey.FETCH, 12, poll_id, m.FetchResponse)
-        assert part.responses[0].partitions[0].error_code == 0
-        assert time.monotonic() - started >= 3 * idle_ms / 1000
         for w in watchers:
             w.join(10)
         assert sorted(closed_at) == ["idle", "silent", "slowloris"]
+        # A request in progress is not idleness: the long poll is answered at its own deadline
+        # (max_wait_ms after it was sent, timed when the answer arrived), not early.
+        assert len(polled) == 1, "the long poll was not answered"
+        part, answered_at = polled[0]
+        assert part.responses[0].partitions[0].error_code == 0
+        waited = answered_at - started
+        print(f"long poll answered after {waited:.2f}s (max_wait_ms={3 * idle_ms})")
+        assert 3 * idle_ms / 1000 <= waited < 3 * idle_ms / 1000 + 5.0
         for name, at in closed_at.items():
             quiet_for = at - last_activity[name]
             print(f"{name} closed after {quiet_for:.2f}s quiet (connections.max.idle.ms={idle_ms})")
             assert idle_ms / 1000 <= quiet_for < 5.0, name
         assert api_versions(busy).error_code == 0
+        busy.close()  # by the client: left open, it would go idle and be reaped (and logged) too
         # ...and once it goes quiet, the long-polling connection is reaped too.
         assert polling.wait_closed(timeout=10) == b""
         # Each close is logged with the peer and the cause.
