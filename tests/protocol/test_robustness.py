@@ -1,5 +1,6 @@
-"""Malformed input of every kind gives ProtocolError (or a clean decode), never another
-exception, and framing rejects oversized frames before their bodies arrive."""
+"""Malformed input of every kind gives ProtocolError or a clean decode, never another exception;
+what decodes re-encodes to an equal message; framing rejects oversized frames before their
+bodies arrive."""
 
 from __future__ import annotations
 
