@@ -22,8 +22,7 @@ from sluice.protocol.codec import (
 from sluice.protocol.framing import FrameDecoder, frame_size
 from sluice.protocol.messages import APIS, ApiKey
 from sluice.protocol.primitives import ProtocolError, UnsupportedVersionError
-
-from .samples import sample
+from sluice.protocol.samples import sample
 
 EDGES = [(k, v) for k, (lo, hi) in sorted(SUPPORTED.items()) for v in sorted({lo, hi})]
 
