@@ -40,9 +40,12 @@ PROBE = "probe"
 class Serve:
     """``sluice serve`` on one port and data directory, started and stopped as often as asked."""
 
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
+    def __init__(
+        self, data_dir: Path, log_path: Path, settings: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
+        self.settings = settings or {}
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -59,6 +62,8 @@ class Serve:
         """Seconds from spawning the process to its first accepted connection."""
         argv = [sys.executable, "-m", "sluice.cli", "serve", "--listen", self.bootstrap]
         argv += ["--data-dir", str(self.data_dir)]
+        for key, value in self.settings.items():
+            argv += ["--set", f"{key}={value}"]
         started = time.monotonic()
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
