@@ -9,9 +9,9 @@ them costs, in time and in file descriptors. Prints one line per step.
 Steps, each on the same data directory: start; create a topic of ``--partitions`` while a
 producer sends one record at a time to another topic (its slowest round trip shows whether the
 create stalled other clients); produce one record to every partition; open
-``--idle-connections`` connections that send nothing; stop cleanly (SIGTERM); start again (the
-broker's own log says how long opening the partitions took); read every partition with one
-consumer. Descriptors are counted from ``/proc/PID/fd`` (Linux).
+``--idle-connections`` connections that send nothing (what they add to the resident size is
+printed too); stop cleanly (SIGTERM); start again (the broker's own log says how long opening
+the partitions took); read every partition with one consumer. Descriptors are counted from ``/proc/PID/fd`` (Linux).
 """
 
 from __future__ import annotations
@@ -94,35 +94,46 @@ class Serve:
             self.proc.wait()
             self.proc = None
 
-    def descriptors(self) -> str:
-        """The broker's open descriptors, and how many of them are client connections (sockets
-        on its port, in any state but listening), which come and go with the clients."""
+    def _fd_targets(self) -> list[str]:
         fd_dir = f"/proc/{self.pid}/fd"
         targets = []
         for fd in os.listdir(fd_dir):
             with contextlib.suppress(FileNotFoundError):  # closed meanwhile
                 targets.append(os.readlink(f"{fd_dir}/{fd}"))
+        return targets
+
+    def descriptors(self) -> str:
+        """The broker's open descriptors, and how many of them are client connections, which
+        come and go with the clients."""
+        targets = self._fd_targets()
+        return (
+            f"{len(targets)} descriptors ({self.connections(targets)} of them client connections)"
+        )
+
+    def connections(self, targets: list[str] | None = None) -> int:
+        """Connections the broker has accepted: sockets on its port (in any state but
+        listening) that are among its descriptors (the kernel's backlog is not)."""
+        if targets is None:
+            targets = self._fd_targets()
         mine = {int(t[8:-1]) for t in targets if t.startswith("socket:[")}
-        return f"{len(targets)} descriptors ({self._connections(mine)} of them client connections)"
-
-    def connections(self) -> int:
-        """Established connections to the broker's port."""
-        return self._connections(None, established=True)
-
-    def _connections(self, inodes: set[int] | None, established: bool = False) -> int:
         count = 0
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
             with contextlib.suppress(FileNotFoundError), open(table) as lines:
                 next(lines)
                 for line in lines:
                     fields = line.split()
-                    if int(fields[1].rsplit(":", 1)[1], 16) != self.port or fields[3] == "0A":
-                        continue
-                    if established and fields[3] != "01":
-                        continue
-                    if inodes is None or int(fields[9]) in inodes:
+                    on_port = int(fields[1].rsplit(":", 1)[1], 16) == self.port
+                    if on_port and fields[3] != "0A" and int(fields[9]) in mine:
                         count += 1
         return count
+
+    def resident(self) -> int:
+        """VmRSS, in bytes."""
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
 
 
 def _create_while_producing(bootstrap: str, partitions: int) -> tuple[float, float, int]:
@@ -226,14 +237,22 @@ def main(argv: list[str] | None = None) -> int:
         _produce_to_every_partition(serve.bootstrap, n)
         print(f"one record produced to each partition: {serve.descriptors()}")
         before = serve.connections()
+        rss_before = serve.resident()
+        # From several loopback addresses: max.connections.per.ip leaves one address 900.
         idle = [
-            socket.create_connection(("127.0.0.1", serve.port))
-            for _ in range(args.idle_connections)
+            socket.create_connection(
+                ("127.0.0.1", serve.port), source_address=(f"127.0.0.{2 + i % 4}", 0)
+            )
+            for i in range(args.idle_connections)
         ]
         deadline = time.monotonic() + 10
         while serve.connections() < before + len(idle) and time.monotonic() < deadline:
             time.sleep(0.01)  # accepted asynchronously: polling the kernel's table, bounded
-        print(f"{len(idle)} more connections that send nothing: {serve.descriptors()}")
+        grown = (serve.resident() - rss_before) / (1 << 20)
+        print(
+            f"{len(idle)} more connections that send nothing: {serve.descriptors()}; "
+            f"resident size +{grown:.1f} MiB"
+        )
         for s in idle:
             s.close()
         stopped = serve.stop()
