@@ -273,6 +273,8 @@ def test_long_poll_waits_for_min_bytes_then_times_out(harness: Callable[..., Bro
 
 
 def test_shutdown_answers_long_polls(harness: Callable[..., BrokerHarness]) -> None:
+    """A parked long poll is answered when shutdown begins, not when its max_wait_ms runs out
+    (an unwoken poll would answer the same empty records, but only after 60 s)."""
     h = harness()
     h.run(h.broker.logs.create_topic("t", 1))
     from sluice.broker import fetch
@@ -282,8 +284,10 @@ def test_shutdown_answers_long_polls(harness: Callable[..., BrokerHarness]) -> N
         request = fetch_request("t", {0: 0}, max_wait_ms=60_000)
         poll = asyncio.ensure_future(fetch.fetch(h.broker, Request(ApiKey.FETCH, 12, 1, "c", request)))
         await asyncio.sleep(0)
-        h.broker.fetch_waiters.wake_all()
-        return await poll
+        assert not poll.done()  # nothing to read: it is parked
+        h.broker.begin_shutdown()  # what the server calls first on SIGTERM
+        # Generous, but far below max_wait_ms: only the wake-up can meet it.
+        return await asyncio.wait_for(poll, timeout=10)
 
     response = h.run(scenario())
     assert response.responses[0].partitions[0].records == b""

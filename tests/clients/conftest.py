@@ -1,5 +1,6 @@
-"""Fixtures of the real-client tests: one shared broker, a fresh topic name per test, and a few
-reference tools (an admin client, the codecs stored on disk) that tests check against.
+"""Fixtures of the real-client tests: one shared broker, a fresh topic name per test
+(:func:`sluice.testing.unique_topic_name`), and a few reference tools (an admin client, the
+codecs stored on disk) that tests check against.
 
 The ``sluice_broker`` fixture (one broker per test, restartable) comes from sluice's pytest plugin,
 which installing sluice registers; the durability tests use it.
@@ -7,7 +8,6 @@ which installing sluice registers; the durability tests use it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import pytest
 
 from sluice.protocol.records import BatchHeader, scan_batches
 from sluice.storage.manager import partition_dir
-from sluice.testing import EmbeddedBroker
+from sluice.testing import EmbeddedBroker, create_topic, unique_topic_name
 from tests.clients.adapters import ConfluentAdmin
 
 NUM_PARTITIONS = 3
@@ -26,7 +26,7 @@ which would not show that the setting is used)."""
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     """One broker for every test that does not restart it; tests keep apart by topic name."""
-    b = EmbeddedBroker(
+    with EmbeddedBroker(
         tmp_path_factory.mktemp("sluice-clients"),
         settings={
             "num.partitions": str(NUM_PARTITIONS),
@@ -34,19 +34,14 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
             # the retention check (default every 5 min) out of a slow CI run.
             "log.retention.check.interval.ms": str(3_600_000),
         },
-    )
-    b.start()
-    try:
+    ) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture
 def topic(request: pytest.FixtureRequest) -> str:
     """A topic name no other test uses (derived from the test's id, so failures are readable)."""
-    test_id = request.node.nodeid.removeprefix("tests/clients/")
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", test_id).strip("-")[-200:]
+    return unique_topic_name(request.node.nodeid.removeprefix("tests/clients/"))
 
 
 @pytest.fixture
@@ -60,15 +55,16 @@ def admin(broker: EmbeddedBroker) -> Iterator[ConfluentAdmin]:
 
 
 @pytest.fixture
-def make_topic(admin: ConfluentAdmin, topic: str) -> Callable[..., str]:
-    """Create this test's topic through the admin API with the given partitions and configs."""
+def make_topic(broker: EmbeddedBroker, topic: str) -> Callable[..., str]:
+    """Create this test's topic with the given partitions and configs (``retention_ms=...``)."""
 
     def make(partitions: int, **configs: str) -> str:
-        code = admin.create_topic(
-            topic, partitions, configs={k.replace("_", "."): v for k, v in configs.items()}
+        return create_topic(
+            broker.bootstrap_servers,
+            topic,
+            partitions,
+            configs={k.replace("_", "."): v for k, v in configs.items()},
         )
-        assert code == 0
-        return topic
 
     return make
 

@@ -87,7 +87,7 @@ class Harness:
         for _ in range(20):
             self.run(asyncio.sleep(0))
 
-    async def _over_the_wire(
+    async def over_the_wire(
         self, api: ApiKey, version: int, body: RequestBody, client_id: str
     ) -> Any:
         """As the broker does it: bytes in, the coordinator, bytes out, then decoded as a client
@@ -102,12 +102,12 @@ class Harness:
         return decoded
 
     def call(self, api: ApiKey, version: int, body: RequestBody, client_id: str = "client") -> Any:
-        return self.run(self._over_the_wire(api, version, body, client_id))
+        return self.run(self.over_the_wire(api, version, body, client_id))
 
     def start_call(
         self, api: ApiKey, version: int, body: RequestBody, client_id: str = "client"
     ) -> asyncio.Task[Any]:
-        task = self.loop.create_task(self._over_the_wire(api, version, body, client_id))
+        task = self.loop.create_task(self.over_the_wire(api, version, body, client_id))
         self.settle()
         return task
 
@@ -140,6 +140,8 @@ class Harness:
 
     async def _crash(self) -> None:
         c = self.coordinator
+        # White-box: a crash stops the timers without the shutdown path (begin_shutdown answers
+        # parked joins), which no public method does.
         if c._timer is not None:
             c._timer.cancel()
         await c.store.partition.drain()  # acknowledged writes are in the file already

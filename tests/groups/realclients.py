@@ -54,17 +54,6 @@ def produce(bootstrap: str, topic: str, values: list[tuple[int, str]]) -> None:
     assert failures == []
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
-        AdminClient,
-        NewTopic,
-    )
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
-        future.result(30)
-
-
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
     consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 3})
     try:

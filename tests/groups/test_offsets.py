@@ -78,7 +78,7 @@ def commit_in_flight(h: Harness, group: str, offsets: dict[tuple[str, int], int]
             for (t, p), o in offsets.items()
         ],
     )
-    return h.loop.create_task(h._over_the_wire(ApiKey.OFFSET_COMMIT, 8, body, "racer"))
+    return h.loop.create_task(h.over_the_wire(ApiKey.OFFSET_COMMIT, 8, body, "racer"))
 
 
 def fetch(

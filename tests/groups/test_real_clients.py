@@ -16,14 +16,13 @@ import pytest
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
-from sluice.testing import BrokerProcess, EmbeddedBroker
+from sluice.testing import BrokerProcess, EmbeddedBroker, create_topic
 from tests.groups.conftest import join_body
 from tests.groups.realclients import (
     SESSION_TIMEOUT_MS,
     ChildMember,
     WireClient,
     committed,
-    create_topic,
     produce,
     wait_until,
 )

@@ -20,9 +20,8 @@ from sluice.protocol.fast import decode_fetch_request, decode_produce_request
 from sluice.protocol.framing import frame_size
 from sluice.protocol.messages import APIS, ApiKey
 from sluice.protocol.primitives import ProtocolError, Reader
+from sluice.protocol.samples import sample
 from sluice.protocol.schema import decode_struct, encode_struct
-
-from .samples import sample
 
 CASES = [(key, v) for key, (lo, hi) in sorted(SUPPORTED.items()) for v in range(lo, hi + 1)]
 

@@ -1,10 +1,14 @@
-"""queued.max.request.bytes, measured on a broker in its own process: many connections each
-announce a 100 MiB request and send part of it; the broker's own memory (VmHWM, the peak of its
-resident set, from /proc) stays within the bound plus one request plus overhead, and a small
-request from another connection is still answered."""
+"""Request memory, measured on a broker in its own process (VmHWM, the peak of its resident
+set, from /proc), so nothing the test itself allocates is counted.
+
+- A size prefix is a promise, not data: a frame's buffer grows with the bytes that arrive.
+- queued.max.request.bytes: many connections each announce a 100 MiB request and send part of
+  it; the broker's memory stays within the bound plus one request plus overhead, and a small
+  request from another connection is still answered."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import select
 import socket
@@ -43,6 +47,58 @@ def _wait_for_log(path: Path, pattern: str, timeout: float = 30.0) -> str:
             return found.group(0)
         assert time.monotonic() < deadline, f"no {pattern!r} in the broker log:\n{path.read_text()}"
         time.sleep(0.05)  # polling the log file for the line, bounded by the deadline
+
+
+def _unread_by_broker(port: int) -> int:
+    """Bytes waiting in the receive queues of the broker's established connections (those whose
+    local port is ``port``), from the kernel's table: 0 once the broker has read all it was sent."""
+    unread = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                established = fields[3] == "01"
+                if local_port == port and established:
+                    unread += int(fields[4].split(":")[1], 16)
+    return unread
+
+
+def _wait_until_read(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (left := _unread_by_broker(port)) > 0:
+        assert time.monotonic() < deadline, f"the broker left {left} bytes unread"
+        time.sleep(0.02)  # polling the kernel's table, bounded by the deadline
+
+
+def test_announced_size_is_not_allocated_up_front(tmp_path: Path) -> None:
+    """Ten connections announce 100 MiB frames (the default limit) and send 64 KiB of each:
+    once the broker has read those bytes (its receive queues are empty), it has grown by far
+    less than the gigabyte announced."""
+    with BrokerProcess(tmp_path / "data", tmp_path / "broker.log") as broker:
+        broker.start()
+        assert broker.proc is not None
+        pid = broker.proc.pid
+        with WireClient("127.0.0.1", broker.port) as warm:  # the first request's one-off costs
+            assert api_versions(warm).error_code == 0
+        before = _status_bytes(pid, "VmRSS")
+        clients = [WireClient("127.0.0.1", broker.port) for _ in range(10)]
+        try:
+            for c in clients:
+                c.send_bytes(I32.pack(100 * MiB) + b"\x00" * (64 * 1024))
+            _wait_until_read(broker.port)
+            grown = _status_bytes(pid, "VmHWM") - before
+            print(f"10 announced 100 MiB requests, 64 KiB of each sent: broker grew {grown / MiB:.1f} MiB")
+            assert grown < 100 * MiB
+            for c in clients:
+                assert c.is_quiet()  # still waiting for the rest, not closed
+            with WireClient("127.0.0.1", broker.port) as other:
+                assert api_versions(other).error_code == 0
+        finally:
+            for c in clients:
+                c.close()
+        assert broker.stop() == 0
 
 
 def _push(socks: list[socket.socket], quota: int, stall: float = 2.0) -> int:

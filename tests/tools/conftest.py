@@ -1,18 +1,18 @@
-"""Fixtures of the tools tests: one real broker for the session, a fresh topic name per test,
-the tools run in-process (``sluice.tools.main``) with their stdin, stdout and stderr captured,
-and reference confluent-kafka clients that check what the tools did."""
+"""Fixtures of the tools tests: one real broker for the session, a fresh topic name per test
+(:func:`sluice.testing.unique_topic_name`), the tools run in-process (``sluice.tools.main``)
+with their stdin, stdout and stderr captured, and reference confluent-kafka clients that check
+what the tools did."""
 
 from __future__ import annotations
 
 import io
-import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from sluice.testing import EmbeddedBroker
+from sluice.testing import EmbeddedBroker, unique_topic_name
 from sluice.tools import main
 from tests.tools.reference import Reference
 
@@ -22,21 +22,16 @@ NUM_PARTITIONS = 3
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker(
+    with EmbeddedBroker(
         tmp_path_factory.mktemp("sluice-tools"), settings={"num.partitions": str(NUM_PARTITIONS)}
-    )
-    b.start()
-    try:
+    ) as b:
         yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture
 def topic(request: pytest.FixtureRequest) -> str:
     """A topic (or group) name no other test uses, derived from the test's id."""
-    test_id = request.node.nodeid.removeprefix("tests/tools/")
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", test_id).strip("-")[-200:]
+    return unique_topic_name(request.node.nodeid.removeprefix("tests/tools/"))
 
 
 @pytest.fixture

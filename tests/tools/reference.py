@@ -10,10 +10,11 @@ import confluent_kafka as ck
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported without __all__
     AdminClient,
     ConfigResource,
-    NewTopic,
     OffsetSpec,
     ResourceType,
 )
+
+from sluice.testing import create_topic
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,12 @@ class Reference:
         pass
 
     def create_topic(self, name: str, partitions: int = 1, **configs: str) -> str:
-        futures = self.admin.create_topics(
-            [
-                NewTopic(
-                    name, partitions, config={k.replace("_", "."): v for k, v in configs.items()}
-                )
-            ],
-            request_timeout=30,
+        return create_topic(
+            self.bootstrap,
+            name,
+            partitions,
+            configs={k.replace("_", "."): v for k, v in configs.items()},
         )
-        futures[name].result(timeout=30)
-        return name
 
     def partitions(self, topic: str) -> int | None:
         meta = self.admin.list_topics(timeout=30)

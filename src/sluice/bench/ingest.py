@@ -10,6 +10,8 @@ Run with ``python -m sluice.bench.ingest``. Batches are built the way librdkafka
 * ``verify``: that verification alone (:func:`sluice.protocol.records.verify_record_count`);
 * ``inflate``: decompressing the whole batch, for scale (what validating every record would at
   least cost).
+
+Last, what one hop to a worker thread and back costs (the reason small work stays inline).
 """
 
 from __future__ import annotations
@@ -66,6 +68,23 @@ def per_call_us(fn: Callable[[], object], min_seconds: float) -> float:
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds and n >= 5:
             return elapsed / n * 1e6
+
+
+def thread_hop_us(loop: asyncio.AbstractEventLoop, min_seconds: float) -> float:
+    """One round trip through the loop's default executor (a no-op there): what handing work
+    to a worker thread costs before any work is done. Pass the broker's kind of loop (uvloop)."""
+
+    async def hops() -> float:
+        await loop.run_in_executor(None, int)
+        n, start = 0, time.perf_counter()
+        while True:
+            await loop.run_in_executor(None, int)
+            n += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds and n >= 5:
+                return elapsed / n * 1e6
+
+    return loop.run_until_complete(hops())
 
 
 def drive(loop: asyncio.AbstractEventLoop, make: Callable[[], Coroutine[Any, Any, object]]) -> None:
@@ -131,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
             for record_bytes in (100, 1024):
                 for batch_bytes in (16 * KIB, 1024 * KIB):
                     print(row(loop, config, codec, record_bytes, batch_bytes, args.seconds), flush=True)
+        import uvloop
+
+        uv = uvloop.new_event_loop()
+        try:
+            hop = thread_hop_us(uv, args.seconds)
+        finally:
+            uv.close()
+        print(f"a thread hop on uvloop (run_in_executor of a no-op, awaited): {hop:.0f} us")
     finally:
         loop.close()
     return 0

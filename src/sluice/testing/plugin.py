@@ -1,8 +1,10 @@
-"""pytest plugin (auto-loaded when sluice is installed): ``sluice_broker`` and ``sluice_process``.
+"""pytest plugin (auto-loaded when sluice is installed): ``sluice_broker``, ``sluice_process``
+and ``sluice_topic``.
 
 Each test gets a real broker on a free loopback port with its own temporary data directory,
 stopped cleanly when the test ends: in the test's process (``sluice_broker``, fast), or as a
 ``sluice serve`` child process that the test may SIGKILL and start again (``sluice_process``).
+``sluice_topic`` is a one-partition topic on ``sluice_broker``, named after the test.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 
 from sluice.testing.embedded import EmbeddedBroker
 from sluice.testing.process import BrokerProcess
+from sluice.testing.topics import create_topic, unique_topic_name
 
 
 @pytest.fixture
@@ -32,3 +35,11 @@ def sluice_process(tmp_path: Path) -> Iterator[BrokerProcess]:
     with BrokerProcess(tmp_path / "sluice-data", tmp_path / "sluice-serve.log") as broker:
         broker.start()
         yield broker
+
+
+@pytest.fixture
+def sluice_topic(sluice_broker: EmbeddedBroker, request: pytest.FixtureRequest) -> str:
+    """A new one-partition topic on ``sluice_broker``, named after the test (made unique). For
+    more partitions or topic configs, call :func:`sluice.testing.create_topic` instead."""
+    name = unique_topic_name(request.node.name)
+    return create_topic(sluice_broker.bootstrap_servers, name)

@@ -1,5 +1,7 @@
-"""Populated message instances for any (class, version), derived from the schema declarations,
-so round-trip tests cover every field of every API without hand-writing each message."""
+"""Populated message instances for any (class, version), derived from the schema declarations:
+round-trip and robustness tests cover every field of every API without hand-writing each
+message, and :mod:`sluice.bench.codec` checks interoperability with kio on them. Not used by the
+broker."""
 
 from __future__ import annotations
 

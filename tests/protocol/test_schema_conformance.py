@@ -1,11 +1,11 @@
 """The declarations in messages.py against Apache Kafka's message JSON, field by field, at every
 supported version: names, types, presence, nullability, tags and defaults.
 
-The JSON is not vendored; point SLUICE_KAFKA_SCHEMAS at a checkout's
-clients/src/main/resources/common/message directory to run this (do so when adding an API).
-It may list several directories (``os.pathsep``-separated, e.g. an older and a newer Kafka,
-since newer ones drop old versions): each version is checked against the first directory whose
-JSON has it, and a version that none has fails.
+The JSON of every supported API is vendored in ``kafka_schemas/`` (see its README for the
+commit), so this always runs. SLUICE_KAFKA_SCHEMAS overrides it with other directories of
+Kafka's clients/src/main/resources/common/message JSON (``os.pathsep``-separated, e.g. an older
+and a newer Kafka, since newer ones drop old versions): each version is checked against the
+first directory whose JSON has it, and a version that none has fails.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from sluice.protocol.api_versions import SUPPORTED
 from sluice.protocol.messages import APIS, ApiKey
 from sluice.protocol.schema import Array, FieldMeta, Versions
 
-SCHEMAS = os.environ.get("SLUICE_KAFKA_SCHEMAS")
-pytestmark = pytest.mark.skipif(not SCHEMAS, reason="SLUICE_KAFKA_SCHEMAS not set")
+VENDORED = Path(__file__).with_name("kafka_schemas")
+SCHEMAS = os.environ.get("SLUICE_KAFKA_SCHEMAS") or str(VENDORED)
 PRIMITIVES = {"int8", "int16", "int32", "int64", "uint16", "uint32", "float64", "bool"}
 PRIMITIVES |= {"string", "bytes", "uuid", "records"}
 
@@ -87,13 +87,13 @@ def _compare(
 def _schema(name: str, version: int) -> dict[str, Any]:
     """The JSON of message ``name`` from the first SLUICE_KAFKA_SCHEMAS directory that has
     ``version``."""
-    for directory in (SCHEMAS or "").split(os.pathsep):
+    for directory in SCHEMAS.split(os.pathsep):
         path = Path(directory, f"{name}.json")
         if path.exists():
             schema: dict[str, Any] = json.loads(re.sub(r"^\s*//.*$", "", path.read_text(), flags=re.M))
             if version in Versions.parse(schema["validVersions"]):
                 return schema
-    raise AssertionError(f"no SLUICE_KAFKA_SCHEMAS directory has {name} v{version}")
+    raise AssertionError(f"no schema directory ({SCHEMAS}) has {name} v{version}")
 
 
 @pytest.mark.parametrize("key", sorted(SUPPORTED), ids=lambda k: ApiKey(k).name)

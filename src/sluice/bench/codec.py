@@ -1,27 +1,37 @@
-"""Codec timings, sluice vs kio (PyPI), for docs/protocol.md. Not a test: run by hand with kio
-installed (``pip install kio``): ``python -m tests.protocol.bench_kio``."""
+"""sluice's codec against kio (PyPI: generated from Kafka's JSON, a native reader, a Python
+writer), for the numbers in docs/protocol.md ("kio or our own codec").
+
+kio is not a dependency of sluice; install it next to sluice to run this::
+
+    pip install kio==0.6.5
+    python -m sluice.bench.codec              # timings, best of 5, microseconds per call
+    python -m sluice.bench.codec --interop    # random messages: sluice encodes, kio decodes
+                                              # and re-encodes, the bytes must be identical
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import io
+import random
+import sys
 import timeit
 from collections.abc import Callable
 from typing import Any
 
-from kio.schema.fetch.v12.request import FetchRequest as KFetchRequest
-from kio.schema.fetch.v12.response import FetchResponse as KFetchResponse
-from kio.schema.join_group.v7.request import JoinGroupRequest as KJoinGroupRequest
-from kio.schema.metadata.v12.response import MetadataResponse as KMetadataResponse
-from kio.schema.produce.v9.request import ProduceRequest as KProduceRequest
-from kio.serial import entity_reader, entity_writer
-
 from sluice.protocol import messages as m
+from sluice.protocol.api_versions import SUPPORTED
 from sluice.protocol.codec import encode_response
 from sluice.protocol.fast import decode_fetch_request, decode_produce_request
+from sluice.protocol.messages import APIS, ApiKey
 from sluice.protocol.primitives import Reader
+from sluice.protocol.samples import sample
 from sluice.protocol.schema import decode_struct, encode_struct
 
 MIB = 1 << 20
+KIO_VERSION = "0.6.5"
+"""The kio the numbers in docs/protocol.md were measured with."""
 
 
 def best(fn: Callable[[], Any], number: int) -> float:
@@ -30,12 +40,21 @@ def best(fn: Callable[[], Any], number: int) -> float:
 
 
 def kio_encode(cls: Any, obj: Any) -> bytes:
+    from kio.serial import entity_writer
+
     buf = io.BytesIO()
     entity_writer(cls)(buf, obj)
     return buf.getvalue()
 
 
-def main() -> None:
+def timings() -> None:
+    from kio.schema.fetch.v12.request import FetchRequest as KFetchRequest
+    from kio.schema.fetch.v12.response import FetchResponse as KFetchResponse
+    from kio.schema.join_group.v7.request import JoinGroupRequest as KJoinGroupRequest
+    from kio.schema.metadata.v12.response import MetadataResponse as KMetadataResponse
+    from kio.schema.produce.v9.request import ProduceRequest as KProduceRequest
+    from kio.serial import entity_reader
+
     rows: list[tuple[str, float, float]] = []
 
     # Produce v9 request, one partition carrying a 1 MiB record set.
@@ -200,5 +219,85 @@ def main() -> None:
         print(f"{name:48} {ours:10.1f} {theirs:10.1f}")
 
 
+def _kio_class(key: int, version: int, kind: str) -> Any:
+    """kio's class for one message, e.g. ``kio.schema.join_group.v7.request.JoinGroupRequest``."""
+    api = ApiKey(key).name.lower()
+    name = "".join(w.capitalize() for w in api.split("_")) + kind.capitalize()
+    module = importlib.import_module(f"kio.schema.{api}.v{version}.{kind}")
+    return getattr(module, name)
+
+
+def interop(seeds: int) -> int:
+    """Every API at every supported version kio has, requests and responses, ``seeds`` random
+    messages each (tame values: kio rejects error codes it does not know): encoded by sluice,
+    decoded by kio, re-encoded by kio. Prints the count, the versions kio lacks and each
+    mismatch; returns the number of mismatches."""
+    from kio.serial import entity_reader
+
+    checked = failed = 0
+    missing: list[str] = []
+    for key, (lo, hi) in sorted(SUPPORTED.items()):
+        spec = APIS[key]
+        for version in range(lo, hi + 1):
+            flexible = spec.flexible(version)
+            for kind, cls in (("request", spec.request), ("response", spec.response)):
+                try:
+                    kcls = _kio_class(key, version, kind)
+                except ImportError:  # kio is generated from Kafka 4, which dropped some versions
+                    missing.append(f"{ApiKey(key).name} v{version} {kind}")
+                    continue
+                read = entity_reader(kcls)
+                for seed in range(seeds):
+                    body = sample(cls, version, random.Random(seed), tame=True)
+                    ours = bytes(encode_struct(body, version, flexible))
+                    checked += 1
+                    try:
+                        obj, size = read(ours, 0)
+                        same = size == len(ours) and kio_encode(kcls, obj) == ours
+                        problem = "" if same else "re-encoded bytes differ"
+                    except Exception as exc:  # kio's own errors are not ours to name
+                        problem = f"{type(exc).__name__}: {exc}"
+                    if problem:
+                        failed += 1
+                        print(f"{ApiKey(key).name} v{version} {kind} seed {seed}: {problem}")
+    if missing:
+        print(f"not in kio, not checked: {', '.join(missing)}")
+    print(
+        f"{checked} random messages ({len(SUPPORTED)} APIs, every supported version kio has, "
+        f"requests and responses, {seeds} each) encoded by sluice: {checked - failed} decoded by "
+        f"kio and re-encoded to identical bytes, {failed} did not"
+    )
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sluice.bench.codec",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--interop", action="store_true", help="check round trips through kio instead of timing"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=8, help="random messages per API, version and direction"
+    )
+    args = parser.parse_args(argv)
+    try:
+        kio = importlib.import_module("kio")
+    except ImportError:
+        print(
+            f"this benchmark needs kio, which sluice does not depend on: pip install kio=={KIO_VERSION}",
+            file=sys.stderr,
+        )
+        return 2
+    version = getattr(kio, "__version__", "?")
+    print(f"kio {version} (the numbers in docs/protocol.md are from kio {KIO_VERSION})")
+    if args.interop:
+        return 1 if interop(args.seeds) else 0
+    timings()
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
