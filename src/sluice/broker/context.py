@@ -5,13 +5,11 @@ import this, never the dispatching module (``broker.py`` imports them), so impor
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sluice.config import BrokerConfig
+from sluice.errors import ErrorCode
 from sluice.storage.manager import LogManager
-
-if TYPE_CHECKING:
-    from sluice.broker.producer_ids import ProducerIds
 
 
 class FetchWaiters:
@@ -34,6 +32,14 @@ class FetchWaiters:
                 future.set_result(None)
 
 
+class ProducerIdSource(Protocol):
+    """What InitProducerId needs: ids never handed out twice, and KIP-360 epoch bumps."""
+
+    async def init(self, pid: int, epoch: int, version: int) -> tuple[ErrorCode, int, int]:
+        """(error, producer id, epoch) for a producer asking with ``pid``/``epoch`` (-1: new)."""
+        ...
+
+
 class BrokerContext(Protocol):
     """The broker as handlers see it (:class:`sluice.broker.broker.Broker` is one)."""
 
@@ -42,7 +48,7 @@ class BrokerContext(Protocol):
     fetch_waiters: FetchWaiters
     advertised: dict[int, tuple[int, int]]
     """The API versions ApiVersions lists."""
-    producer_ids: ProducerIds
+    producer_ids: ProducerIdSource
 
     def node_endpoint(self) -> tuple[int, str, int]:
         """(node id, advertised host, advertised port)."""
