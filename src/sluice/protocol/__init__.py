@@ -26,7 +26,6 @@ from sluice.protocol.fast import Piece
 from sluice.protocol.framing import FrameReader, FrameSizeError, frame_size
 from sluice.protocol.messages import APIS, ApiKey
 from sluice.protocol.primitives import ProtocolError, UnsupportedVersionError
-from sluice.protocol.schema import RecordSource
 
 __all__ = [
     "APIS",
@@ -36,7 +35,6 @@ __all__ = [
     "FrameSizeError",
     "Piece",
     "ProtocolError",
-    "RecordSource",
     "Request",
     "RequestBody",
     "RequestHeader",
