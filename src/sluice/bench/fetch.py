@@ -1,6 +1,6 @@
 """Fetch under concurrent consumers: consume throughput and how long the broker's loop is held.
 
-``python -m sluice.bench.fetch`` starts a broker in a child process (the real server, plus a
+``sluice bench fetch`` (or ``python -m sluice.bench.fetch``) starts a broker in a child process (the real server, plus a
 probe), fills one topic per (value size, partition count), then for each case starts N consumer
 processes (confluent-kafka, a fresh ``assign()`` of every partition from offset 0, each reading the
 whole topic) and prints, per case:
@@ -349,7 +349,7 @@ def _ints(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sluice.bench.fetch", description=__doc__.split("\n\n")[0]
+        prog="sluice bench fetch", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--mib", type=int, default=256, help="value MiB per topic (default 256)")
     parser.add_argument("--sizes", default="100,1024", help="value sizes (default 100,1024)")

@@ -3,15 +3,15 @@
 A ``pread`` is a copy out of the page cache, or a wait for the disk when the bytes are not cached;
 on the loop's thread either one holds every connection. Measured with ``sluice.bench.fetch``
 (docs/storage.md), moving reads of more than :data:`INLINE_READ_MAX_BYTES` to a worker cut the
-loop's lag under concurrent consumers severalfold and its CPU time by up to half, at the same
-consume throughput. ``os.sendfile`` is not an option: uvloop's transports do not support
+loop's lag p99 2-6x under concurrent consumers or many partitions, and its CPU time by a third to
+a half with 8 partitions, at the same consume throughput. ``os.sendfile`` is not an option: uvloop's transports do not support
 ``loop.sendfile`` and refuse ``add_writer`` on their sockets, so the bytes go through memory and
 ``transport.writelines``.
 
 The worker is one thread of its own. Each thread that allocates the read buffers gets a malloc
 arena of its own, whose freed memory is returned to the kernel and faulted in again on the next
-read: with the default executor's threads the same load cost the broker 3-6x the page faults and
-30-50% more CPU, for no less lag.
+read: with the default executor's threads the same load cost the broker 3-5x the page faults and
+a third more CPU, for no less lag.
 """
 
 from __future__ import annotations
