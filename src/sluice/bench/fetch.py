@@ -375,11 +375,19 @@ def main(argv: list[str] | None = None) -> int:
         consume(args.bootstrap, args.topic, int(args.partitions), args.count, args.timeout)
         return 0
     with contextlib.ExitStack() as stack:
-        data_dir = args.data_dir or Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="sluice-bench-fetch-"))
-        )
-        log = stack.enter_context((data_dir.parent / f"{data_dir.name}.log").open("ab"))
-        run(args, data_dir, log, settings)
+        if args.data_dir is None:
+            base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sluice-bench-")))
+            data_dir, log_path = base / "data", base / "broker.log"
+        else:
+            data_dir = args.data_dir
+            log_path = data_dir.parent / f"{data_dir.name}.log"
+        with log_path.open("ab") as log:
+            try:
+                run(args, data_dir, log, settings)
+            except Exception:
+                log.flush()
+                sys.stderr.write(f"the broker's log ({log_path}):\n{log_path.read_text()[-4000:]}")
+                raise
     return 0
 
 
