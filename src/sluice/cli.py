@@ -91,10 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.set_defaults(func=_serve)
 
     bench = sub.add_parser("bench", help="benchmarks that print numbers")
-    bench.add_argument("which", choices=["storage"], help="which benchmark")
+    bench.add_argument("which", choices=["storage", "fetch"], help="which benchmark")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options for that benchmark (--help)")
 
     def _bench(args: argparse.Namespace) -> int:
+        if args.which == "fetch":
+            from sluice.bench import fetch
+
+            return fetch.main(args.rest)
         from sluice.bench import storage
 
         storage.main(args.rest)

@@ -1,6 +1,5 @@
 """Malformed input of every kind gives ProtocolError or a clean decode, never another exception;
-what decodes re-encodes to an equal message; framing rejects oversized frames before their
-bodies arrive."""
+what decodes re-encodes to an equal message. (Framing's own checks are in test_framing.)"""
 
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ from sluice.protocol.codec import (
     encode_request,
     encode_response_bytes,
 )
-from sluice.protocol.framing import FrameDecoder, frame_size
 from sluice.protocol.messages import APIS, ApiKey
 from sluice.protocol.primitives import ProtocolError, UnsupportedVersionError
 from sluice.protocol.samples import sample
@@ -145,28 +143,3 @@ def test_every_one_byte_change_of_a_response_reencodes(case: tuple[int, int]) ->
     )
     assert decoded > 0
 
-
-@given(st.lists(st.binary(min_size=1, max_size=50), max_size=10), st.integers(1, 20))
-def test_frame_decoder_reassembles_any_split(bodies: list[bytes], chunk: int) -> None:
-    stream = b"".join(len(b).to_bytes(4, "big") + b for b in bodies)
-    dec = FrameDecoder(max_frame_bytes=1000)
-    got: list[bytes] = []
-    for i in range(0, len(stream), chunk):
-        got += [bytes(f) for f in dec.feed(stream[i : i + chunk])]
-    assert got == bodies
-    assert dec.buffered == 0
-
-
-def test_frame_size() -> None:
-    assert frame_size(b"\0\0\0") is None
-    assert frame_size(b"\0\0\1\0rest") == 256
-    assert frame_size(b"xx\0\0\0\5", 2) == 5
-    with pytest.raises(ProtocolError):
-        frame_size(b"\xff\xff\xff\xfe")
-
-
-def test_oversized_frame_rejected_from_its_size_alone() -> None:
-    dec = FrameDecoder(max_frame_bytes=100)
-    assert dec.feed(b"\0\0\0\x64" + b"x" * 100) == [bytearray(b"x" * 100)]
-    with pytest.raises(ProtocolError):
-        dec.feed(b"\0\0\0\x65")  # 101 bytes announced, none sent yet

@@ -206,8 +206,7 @@ class Broker:
         body = await self.dispatch(request, client)
         if body is None:  # acks=0 produce: no response at all
             return None
-        pieces = encode_response(request.api_key, request.api_version, request.correlation_id, body)
-        return [p if isinstance(p, bytes | bytearray | memoryview) else p.read() for p in pieces]
+        return encode_response(request.api_key, request.api_version, request.correlation_id, body)
 
     async def dispatch(self, request: Request, client: Client) -> ResponseBody | None:
         """Run a decoded request's handler: the typed answer, or CloseConnection."""

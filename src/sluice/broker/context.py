@@ -48,7 +48,11 @@ class BrokerContext(Protocol):
     fetch_waiters: FetchWaiters
     advertised: dict[int, tuple[int, int]]
     """The API versions ApiVersions lists."""
-    producer_ids: ProducerIdSource
+
+    @property
+    def producer_ids(self) -> ProducerIdSource:
+        """Read-only here, so the broker may hold any implementation of it."""
+        ...
 
     def node_endpoint(self) -> tuple[int, str, int]:
         """(node id, advertised host, advertised port)."""

@@ -5,9 +5,14 @@ A partition's answer starts at the batch holding the fetch offset and may end in
 per response, except that the first batch of the first partition with data is always returned
 whole, however big, so a consumer can always make progress.
 
+Each pass over the request finds the byte ranges on the loop's thread (index lookups, a few
+batch headers); the record bytes are read only for the answer, by storage's
+:class:`~sluice.storage.reader.SliceReader` (off the loop when they are big), and go into the
+response as they are, never decoded.
+
 Long polling: when fewer than ``min_bytes`` are ready, the request waits up to ``max_wait_ms`` for
 any of its partitions' high watermarks to move (storage calls a listener; nothing polls), then
-reads again. Incremental fetch sessions (KIP-227) are not kept: every answer says session id 0,
+looks again. Incremental fetch sessions (KIP-227) are not kept: every answer says session id 0,
 which tells clients to send full requests, as the protocol allows.
 """
 
@@ -21,7 +26,7 @@ from sluice.broker.context import BrokerContext
 from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
-from sluice.storage.log import PartitionLog
+from sluice.storage.log import FileSlice, PartitionLog
 
 READ_COMMITTED = 1
 
@@ -31,22 +36,33 @@ async def fetch(broker: BrokerContext, request: Request) -> m.FetchResponse:
     assert isinstance(body, m.FetchRequest)
     deadline = time.monotonic() + max(0, body.max_wait_ms) / 1000
     while True:
-        responses, ready, logs = _read_all(broker, body)
+        responses, ready, logs, found = _find_all(broker, body)
         wait = deadline - time.monotonic()
         if ready or wait <= 0 or broker.fetch_waiters.closed or not logs:
+            # No await between finding the ranges and reading them: none can have gone.
+            records = await broker.logs.reader.read([s for _, s in found])
+            for (part, _), data in zip(found, records, strict=True):
+                part.records = data
             return m.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0, responses=responses)
         await _wait_for_data(broker, logs, wait)
 
 
-def _read_all(
+def _find_all(
     broker: BrokerContext, body: m.FetchRequest
-) -> tuple[list[m.FetchableTopicResponse], bool, list[PartitionLog]]:
-    """One pass over the request: (answers, whether to answer now, the logs read)."""
+) -> tuple[
+    list[m.FetchableTopicResponse],
+    bool,
+    list[PartitionLog],
+    list[tuple[m.FetchPartitionData, FileSlice]],
+]:
+    """One pass over the request: (answers with their records still to read, whether to answer
+    now, the logs looked at, each answer that has records with the range they are in)."""
     remaining = body.max_bytes if body.max_bytes > 0 else 0x7FFFFFFF
     total = 0
     errors = False
     read_committed = body.isolation_level == READ_COMMITTED
     logs: list[PartitionLog] = []
+    found_all: list[tuple[m.FetchPartitionData, FileSlice]] = []
     responses: list[m.FetchableTopicResponse] = []
     manager = broker.logs
     for topic in body.topics:
@@ -59,7 +75,7 @@ def _read_all(
                 errors = True
                 continue
             logs.append(plog)
-            records = b""
+            answer: FileSlice | None = None
             code = ErrorCode.NONE
             limit = min(fp.partition_max_bytes, remaining)
             if limit > 0 or total == 0:
@@ -72,23 +88,24 @@ def _read_all(
                     # Past the first batch of the response, a batch that does not fit waits
                     # for the next fetch.
                     if found is not None and (total == 0 or found.length <= limit):
-                        records = found.read()
-                        total += len(records)
-                        remaining -= len(records)
-            parts.append(
-                m.FetchPartitionData(
-                    partition_index=fp.partition,
-                    error_code=code,
-                    high_watermark=plog.high_watermark,
-                    last_stable_offset=plog.high_watermark,
-                    log_start_offset=plog.log_start_offset,
-                    aborted_transactions=[] if read_committed else None,
-                    records=records,
-                )
+                        answer = found
+                        total += found.length
+                        remaining -= found.length
+            part = m.FetchPartitionData(
+                partition_index=fp.partition,
+                error_code=code,
+                high_watermark=plog.high_watermark,
+                last_stable_offset=plog.high_watermark,
+                log_start_offset=plog.log_start_offset,
+                aborted_transactions=[] if read_committed else None,
+                records=b"",
             )
+            parts.append(part)
+            if answer is not None:
+                found_all.append((part, answer))
         responses.append(m.FetchableTopicResponse(topic=topic.topic, partitions=parts))
     ready = errors or total >= max(body.min_bytes, 1)
-    return responses, ready, logs
+    return responses, ready, logs, found_all
 
 
 def _failed(partition: int, code: int) -> m.FetchPartitionData:

@@ -3,7 +3,7 @@
 Modules: :mod:`.primitives` (reader/writers, errors), :mod:`.schema` (the generic,
 schema-driven codec), :mod:`.messages` (typed bodies of every API), :mod:`.fast` (Produce and
 Fetch paths that never touch records), :mod:`.codec` (whole frames: headers + bodies),
-:mod:`.framing` (size prefixes), :mod:`.api_versions` (what we advertise), :mod:`.records`
+:mod:`.framing` (size prefixes, the frame reader), :mod:`.api_versions` (what we advertise), :mod:`.records`
 (record batch v2).
 """
 
@@ -23,19 +23,18 @@ from sluice.protocol.codec import (
     response_header_version,
 )
 from sluice.protocol.fast import Piece
-from sluice.protocol.framing import FrameDecoder, frame_size
+from sluice.protocol.framing import FrameReader, FrameSizeError, frame_size
 from sluice.protocol.messages import APIS, ApiKey
 from sluice.protocol.primitives import ProtocolError, UnsupportedVersionError
-from sluice.protocol.schema import RecordSource
 
 __all__ = [
     "APIS",
     "SUPPORTED",
     "ApiKey",
-    "FrameDecoder",
+    "FrameReader",
+    "FrameSizeError",
     "Piece",
     "ProtocolError",
-    "RecordSource",
     "Request",
     "RequestBody",
     "RequestHeader",

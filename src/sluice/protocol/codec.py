@@ -221,9 +221,8 @@ def encode_response(
 ) -> list[Piece]:
     """A whole response frame (size prefix included) as buffers to write in order.
 
-    Only Fetch yields more than one piece (record sets are passed through, never copied); a
-    piece that is not a buffer is a :class:`~sluice.protocol.schema.RecordSource` to send by
-    ``sendfile``/``pread``.
+    Only Fetch yields more than one piece: record sets bigger than a few KiB are passed through
+    as pieces of their own, never copied.
     """
     if api_key == ApiKey.FETCH and isinstance(body, m.FetchResponse):
         return encode_fetch_response(correlation_id, api_version, body)

@@ -4,8 +4,8 @@ responses out.
 Both treat the record set as opaque bytes. Produce decoding returns ``memoryview`` slices of the
 request frame (which the server reads into a writable ``bytearray``, so the log can patch offsets
 in place). Fetch encoding returns a list of pieces: small header buffers interleaved with the
-record sets as they were given (``bytes``/``memoryview``, or a :class:`RecordSource` such as a
-file slice), ready for ``writelines``/``writev``/``sendfile``; record data is never concatenated.
+record sets as they were given (any buffer), ready for ``writelines``; record data is never
+concatenated.
 The generic codec in :mod:`sluice.protocol.schema` gives the same results (the tests check it),
 only slower.
 """
@@ -32,8 +32,8 @@ from sluice.protocol.schema import Records, plan
 _Q3 = struct.Struct(">qqq")
 _Q2 = struct.Struct(">qq")
 
-Piece = Buffer | Records
-"""One piece of an encoded response: a buffer, or a record set not in memory."""
+Piece = Buffer
+"""One piece of an encoded response."""
 
 INLINE_RECORDS = 4096
 """Record sets up to this size are copied into the header buffer: one fewer piece (and syscall
@@ -166,9 +166,7 @@ def _count(n: int) -> int:
 def records_length(records: Records) -> int:
     if isinstance(records, memoryview):
         return records.nbytes
-    if isinstance(records, bytes | bytearray):
-        return len(records)
-    return records.length
+    return len(records)
 
 
 def encode_fetch_response(correlation_id: int, version: int, resp: FetchResponse) -> list[Piece]:
@@ -217,7 +215,7 @@ def encode_fetch_response(correlation_id: int, version: int, resp: FetchResponse
             else:
                 n = records_length(records)
                 _length(out, n, flexible)
-                if isinstance(records, bytes | bytearray | memoryview) and n <= INLINE_RECORDS:
+                if n <= INLINE_RECORDS:
                     out += records
                 elif n:
                     pieces.append(out)

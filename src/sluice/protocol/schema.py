@@ -18,7 +18,7 @@ import operator
 import struct
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from sluice.protocol.primitives import (
     F64,
@@ -69,18 +69,7 @@ _ZERO: dict[str, Any] = {
 }
 
 
-@runtime_checkable
-class RecordSource(Protocol):
-    """A record set that is not in memory (e.g. storage's ``FileSlice``): the Fetch fast path
-    passes it through as an output piece; the generic encoder calls ``read()``."""
-
-    @property
-    def length(self) -> int: ...
-
-    def read(self) -> bytes: ...
-
-
-Records = Buffer | RecordSource
+Records = Buffer
 """A record set as the codec carries it: opaque bytes, never decoded here."""
 
 
@@ -160,8 +149,6 @@ WriteFn = Callable[[bytearray, Any], None]
 def _as_bytes(value: Any) -> Buffer:
     if isinstance(value, bytes | bytearray | memoryview):
         return value
-    if isinstance(value, RecordSource):
-        return value.read()
     raise TypeError(f"expected a buffer, got {type(value).__name__}")
 
 

@@ -6,12 +6,13 @@ then a property of the connection, not something every handler must get right. C
 pipeline; their next frames wait, bounded, in the read buffer. Slow requests (a long-polling
 fetch, an fsync wait) hold only their own connection.
 
-The read side is an ``asyncio.BufferedProtocol``: small frames are cut out of one reusable buffer,
+The read side is an ``asyncio.BufferedProtocol`` driving a sans-IO
+:class:`~sluice.protocol.framing.FrameReader`: small frames are cut out of one reusable buffer,
 big ones are read straight into a ``bytearray`` of their own size, so a produce request's record
 batches arrive in a writable buffer the log can patch in place without another copy. That buffer
 grows as bytes arrive, each growth taken from the broker-wide request memory
 (``queued.max.request.bytes``, :mod:`sluice.server.memory`); when there is none, the connection
-stops reading until there is.
+stops reading until there is. The reader owns the mechanics, the connection the policy.
 
 Once the first byte of a request has arrived, the whole request must arrive within
 ``sluice.request.receive.timeout.ms`` plus its size at ``sluice.request.receive.min.bytes.per.sec``
@@ -30,7 +31,9 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from sluice.broker.broker import Client
 from sluice.errors import CloseConnection
+from sluice.protocol.framing import FrameReader, FrameSizeError
 from sluice.protocol.primitives import Buffer
+from sluice.server.memory import Account
 
 if TYPE_CHECKING:
     from sluice.config import BrokerConfig
@@ -39,17 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_READ_BUFFER_MIN = 16 * 1024
-_READ_BUFFER_MAX = 256 * 1024
-"""The shared read buffer starts small (a connection that is idle or trickling costs 16 KiB,
-not 256: a bytearray is zeroed, so all of it is resident) and doubles, from the request memory,
-while reads keep filling it."""
 _MAX_QUEUED_FRAMES = 32
 _MAX_QUEUED_BYTES = 4 * 1024 * 1024
-_FIRST_BODY_BYTES = 1024 * 1024
-"""A big frame's buffer starts this large (or at its size, if smaller) and doubles as bytes
-arrive: a size prefix alone must not make the broker allocate memory the peer never sends."""
-_FORCED_GROWTH = 64 * 1024
 
 
 class Owner(Protocol):
@@ -75,7 +69,6 @@ class Connection(asyncio.BufferedProtocol):
         config = server.config
         self.server = server
         self.handler = handler
-        self.max_frame = config.request_max_bytes
         self.memory: RequestMemory = server.memory
         self.peer = peer
         self.peer_host = peer_host
@@ -91,13 +84,7 @@ class Connection(asyncio.BufferedProtocol):
         self.receive_size: int | None = None
         self._receive_timeout = config.request_receive_timeout_ms / 1000
         self._receive_rate = config.request_receive_min_rate
-        self._buf = bytearray(_READ_BUFFER_MIN)
-        self._buf_filled_up = False  # the last read took all the room the buffer offered
-        self._start = 0
-        self._end = 0
-        self._body: bytearray | None = None
-        self._filled = 0
-        self._body_size = 0
+        self._reader = FrameReader(config.request_max_bytes, Account(self.memory, self))
         self._frames: deque[bytearray] = deque()
         self._queued_bytes = 0
         self._frames_held = 0  # bytes of queued frames and the one being handled
@@ -132,129 +119,47 @@ class Connection(asyncio.BufferedProtocol):
         self._writable.set()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self._body is not None:
-            if self._filled == len(self._body):
-                # Reading pauses before the buffer is full and no memory is left for it; should
-                # a read come anyway, take a little rather than fail the transport.
-                self._grow(force=True)
-            return memoryview(self._body)[self._filled :]
-        if self._end == len(self._buf):
-            self._compact()
-        if self._buf_filled_up and self._end == 0 and len(self._buf) < _READ_BUFFER_MAX:
-            self._grow_read_buffer()
-        return memoryview(self._buf)[self._end :]
-
-    def _grow_read_buffer(self) -> None:
-        """Reads keep filling the (empty) shared buffer: double it, if the request memory has
-        room (it holds nothing, so nothing is copied)."""
-        self._buf_filled_up = False
-        more = len(self._buf)
-        if self.memory.room(self) >= more:
-            self.memory.take(self, more)
-            self._buf = bytearray(2 * more)
+        return self._reader.get_buffer()
 
     def shrink_read_buffer(self) -> None:
         """Housekeeping, for a connection gone quiet: give a grown, empty read buffer back."""
-        extra = len(self._buf) - _READ_BUFFER_MIN
-        if extra > 0 and self._start == self._end and not self._closing:
-            self._buf = bytearray(_READ_BUFFER_MIN)
-            self._start = self._end = 0
-            self._buf_filled_up = False
-            self.memory.give_back(self, extra)
+        if not self._closing:
+            self._reader.shrink()
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._body is not None:
-            self._filled += nbytes
-            if self._filled == self._body_size:
-                body, self._body = self._body, None
-                self._push(body, held=True)
-        else:
-            self._buf_filled_up = self._end + nbytes == len(self._buf)
-            self._end += nbytes
-            self._cut_frames()
+        try:
+            frames = self._reader.feed(nbytes)
+        except FrameSizeError as exc:
+            # Kafka closes such connections too; nothing was allocated for the body.
+            self.server.connlog.note(
+                "closed: socket.request.max.bytes",
+                self.peer_host,
+                "closing %s: request size %d is outside 1..%d (socket.request.max.bytes)",
+                self.peer,
+                exc.size,
+                exc.limit,
+            )
+            self.abort()
+            return
+        for frame in frames:
+            self._push(frame)
         if self._closing:
             return
         self._track_receive()
-        if self._body is not None and self._filled == len(self._body):
-            if not self._grow():
-                self._wait_for_memory()
-        elif self._frames_held and self.memory.over() and not self.memory.may_overdraw(self):
+        if self._reader.stalled or (
+            self._frames_held and self.memory.over() and not self.memory.may_overdraw(self)
+        ):
             self._wait_for_memory()
 
     def eof_received(self) -> bool | None:
         return None  # close once the peer is done sending
 
-    # -- framing -----------------------------------------------------------------------------------
+    # -- frames ----------------------------------------------------------------------------------
 
-    def _compact(self) -> None:
-        pending = self._end - self._start
-        self._buf[:pending] = self._buf[self._start : self._end]
-        self._start, self._end = 0, pending
-
-    def _cut_frames(self) -> None:
-        buf = self._buf
-        while self._end - self._start >= 4 and not self._closing:
-            size = int.from_bytes(buf[self._start : self._start + 4], "big", signed=True)
-            if size <= 0 or size > self.max_frame:
-                # Checked before reading the body: an oversized or negative size never
-                # allocates anything. Kafka closes such connections too.
-                self.server.connlog.note(
-                    "closed: socket.request.max.bytes",
-                    self.peer_host,
-                    "closing %s: request size %d is outside 1..%d (socket.request.max.bytes)",
-                    self.peer,
-                    size,
-                    self.max_frame,
-                )
-                self.abort()
-                return
-            available = self._end - self._start - 4
-            if available >= size:
-                begin = self._start + 4
-                self._push(bytearray(buf[begin : begin + size]), held=False)
-                self._start = begin + size
-                continue
-            if size + 4 > len(buf):  # too big for the shared buffer: read into its own
-                # What has arrived is taken whatever the pool says (it is in memory already);
-                # room to read more only as the pool allows.
-                want = min(size, max(available, _FIRST_BODY_BYTES)) - available
-                capacity = available + min(want, self.memory.room(self))
-                body = bytearray(capacity)
-                self.memory.take(self, capacity)
-                body[:available] = buf[self._start + 4 : self._end]
-                self._body, self._filled, self._body_size = body, available, size
-                self._start = self._end = 0
-            elif self._start + 4 + size > len(buf):
-                self._compact()
-            return
-        if self._start == self._end:
-            self._start = self._end = 0
-
-    def _grow(self, *, force: bool = False) -> bool:
-        """Make room in the big frame's buffer for more bytes, if the request memory allows (a
-        new buffer, not a resize, which a view the transport still holds would forbid). Steps
-        of at least a quarter of the buffer keep the copying linear in the frame's size."""
-        body = self._body
-        assert body is not None
-        size = len(body)
-        want = min(self._body_size, max(2 * size, _FORCED_GROWTH)) - size
-        step = min(want, self.memory.room(self))
-        if step < min(want, max(_FORCED_GROWTH, size // 4)):
-            if not force:
-                return False
-            step = min(want, _FORCED_GROWTH)
-        grown = bytearray(size + step)
-        grown[: self._filled] = memoryview(body)[: self._filled]
-        self._body = grown
-        self.memory.take(self, step)
-        return True
-
-    def _push(self, frame: bytearray, *, held: bool) -> None:
-        """A whole frame arrived: queue it. A big frame's buffer is already held from the request
-        memory; a small one, cut from the shared buffer, is taken now (it arrived already)."""
-        if not held:
-            self.memory.take(self, len(frame))
-        elif self.memory.overdraft_received(self):
+    def _push(self, frame: bytearray) -> None:
+        """A whole frame arrived (the reader took its bytes from the request memory): queue it.
+        If it was overdrawing, it keeps that privilege until handled."""
+        if self.memory.overdraft_received(self):
             self._overdrawn = frame
         self._frames_held += len(frame)
         self._frames.append(frame)
@@ -268,18 +173,10 @@ class Connection(asyncio.BufferedProtocol):
     def _track_receive(self) -> None:
         """Start the receive deadline at a request's first byte, and lengthen it by the
         request's size once the size prefix is in."""
-        if self._body is not None:
-            size: int | None = self._body_size
-        elif self._end > self._start:
-            start = self._start
-            size = (
-                int.from_bytes(self._buf[start : start + 4], "big")
-                if self._end - start >= 4
-                else None
-            )
-        else:
+        if not self._reader.received:
             self.receive_started = None
             return
+        size = self._reader.declared
         if self.receive_started is None:
             now = time.monotonic()
             self.receive_started = now
@@ -292,9 +189,7 @@ class Connection(asyncio.BufferedProtocol):
     @property
     def received(self) -> int:
         """Bytes of the request now arriving that have arrived (size prefix included)."""
-        if self._body is not None:
-            return 4 + self._filled
-        return self._end - self._start
+        return self._reader.received
 
     # -- flow control ------------------------------------------------------------------------------
 
@@ -304,7 +199,7 @@ class Connection(asyncio.BufferedProtocol):
 
     @property
     def needs_memory_to_finish(self) -> bool:
-        return self._body is not None and self._filled == len(self._body)
+        return self._reader.stalled
 
     def _pause(self, reason: str) -> None:
         if not self._pauses:
@@ -331,8 +226,8 @@ class Connection(asyncio.BufferedProtocol):
     def memory_available(self) -> bool:
         if self._closing:
             return True
-        if self._body is not None and self._filled == len(self._body):
-            if not self._grow():
+        if self._reader.stalled:
+            if not self._reader.grow():
                 return False
         elif self._frames_held and self.memory.over() and not self.memory.may_overdraw(self):
             return False
@@ -390,7 +285,7 @@ class Connection(asyncio.BufferedProtocol):
         finally:
             self.close()
             self._frames.clear()
-            self._body = None
+            self._reader.close()
             self._frames_held = 0
             self.memory.forget(self)
 

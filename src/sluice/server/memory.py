@@ -48,6 +48,26 @@ class MemoryUser(Protocol):
         ...
 
 
+class Account:
+    """One user's share of the pool, as the :class:`~sluice.protocol.framing.Budget` its frame
+    reader draws on: the reader decides how to grow, the pool decides whether it may."""
+
+    __slots__ = ("pool", "user")
+
+    def __init__(self, pool: RequestMemory, user: MemoryUser) -> None:
+        self.pool = pool
+        self.user = user
+
+    def room(self) -> int:
+        return self.pool.room(self.user)
+
+    def take(self, nbytes: int) -> None:
+        self.pool.take(self.user, nbytes)
+
+    def give_back(self, nbytes: int) -> None:
+        self.pool.give_back(self.user, nbytes)
+
+
 class RequestMemory:
     def __init__(self, limit: int) -> None:
         self.limit = limit if limit > 0 else None

@@ -6,6 +6,7 @@ Knows record batches (it validates and patches their headers) but nothing of Kaf
 from sluice.config import AckLevel, AppendMode, LogConfig
 from sluice.storage.log import FileSlice, PartitionLog
 from sluice.storage.manager import Limits, LogManager, Topic
+from sluice.storage.reader import SliceReader
 
 __all__ = [
     "AckLevel",
@@ -15,5 +16,6 @@ __all__ = [
     "LogConfig",
     "LogManager",
     "PartitionLog",
+    "SliceReader",
     "Topic",
 ]

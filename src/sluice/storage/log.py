@@ -71,7 +71,9 @@ DEFAULT_PRODUCER_EXPIRATION_MS = 86_400_000
 
 @dataclass(frozen=True, slots=True)
 class FileSlice:
-    """A committed byte range of one segment file: what a Fetch sends (pread or sendfile)."""
+    """A committed byte range of one segment file: what a Fetch answers with. :meth:`read` reads
+    it on the caller's thread; :class:`~sluice.storage.reader.SliceReader` reads many, the big
+    ones in a worker."""
 
     segment: LogSegment
     position: int

@@ -63,6 +63,7 @@ from sluice.storage.health import DiskHealth
 from sluice.storage.loader import CleanState
 from sluice.storage.log import PartitionLog
 from sluice.storage.partition import Partition
+from sluice.storage.reader import SliceReader
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,8 @@ class LogManager:
         self.clock = clock
         self.limits = limits or Limits()
         self.executor = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="sluice-io")
+        self.reader = SliceReader()
+        """Reads the byte ranges Fetch answers with (big ones off the event loop)."""
         self.files = FdCache(self.limits.open_segment_files)
         self.disk = DiskHealth()
         self.topics: dict[str, Topic] = {}
@@ -665,6 +668,7 @@ class LogManager:
         try:
             await self._io(self._close_files, logs)
         finally:
+            self.reader.close()
             self.executor.shutdown(wait=True)
 
     def _close_files(self, logs: list[tuple[Topic, int, PartitionLog]]) -> None:
@@ -700,6 +704,7 @@ class LogManager:
         try:
             self._close_files(logs)
         finally:
+            self.reader.close()
             self.executor.shutdown(wait=True)
 
 
