@@ -98,10 +98,18 @@ class LogSegment:
         shows): a shorter or missing file must never be written past its end or read as whole."""
         self.damage: str | None = None
         """Why this segment's file is refused (it changed outside the broker); None if it is not."""
+        self.cleaning = False
+        """Held by a log cleaner run (which reads it and may replace it): retention and
+        DeleteRecords leave it alone until the run lets go."""
 
     @property
     def name(self) -> str:
         return segment_name(self.base_offset)
+
+    @property
+    def files(self) -> FdCache:
+        """The descriptor cache this segment's descriptor lives in."""
+        return self._files
 
     @property
     def log_path(self) -> Path:
@@ -399,9 +407,13 @@ class LogSegment:
 
     # -- recovery --------------------------------------------------------------------------
 
-    def recover(self, max_batch_bytes: int | None = None) -> RecoveryResult:
+    def recover(self, max_batch_bytes: int | None = None, gaps_below: int = -1) -> RecoveryResult:
         """Walk every batch with bounds, continuity and CRC checks; rebuild the indexes; truncate
-        the file at the first invalid byte. The log is the truth, the indexes are derived."""
+        the file at the first invalid byte. The log is the truth, the indexes are derived.
+
+        Offsets must follow on from batch to batch, except across gaps that end at or below
+        ``gaps_below``: the log cleaner removes batches there (see :mod:`.compaction`), and
+        nowhere else can a gap be anything but stale bytes."""
         self.fresh_indexes()
         self.bytes_since_index_entry = 0
         self.max_timestamp = -1
@@ -415,7 +427,7 @@ class LogSegment:
                 with mmap.mmap(fd, file_size, prot=mmap.PROT_READ) as mm:
                     view = memoryview(mm)
                     try:
-                        valid = self._walk(view, file_size, max_batch_bytes)
+                        valid = self._walk(view, file_size, max_batch_bytes, gaps_below)
                     finally:
                         view.release()
             if valid < file_size:
@@ -426,7 +438,7 @@ class LogSegment:
         self.size = valid
         return RecoveryResult(valid, file_size - valid, self.next_offset)
 
-    def _walk(self, view: memoryview, end: int, max_batch_bytes: int | None) -> int:
+    def _walk(self, view: memoryview, end: int, max_batch_bytes: int | None, gaps_below: int) -> int:
         position = 0
         expected = self.base_offset
         while end - position >= HEADER_SIZE:
@@ -436,7 +448,7 @@ class LogSegment:
                 header.magic != 2
                 or header.batch_length < HEADER_SIZE - LOG_OVERHEAD
                 or size > end - position
-                or header.base_offset != expected
+                or not (header.base_offset == expected or expected < header.base_offset <= gaps_below)
                 or header.last_offset_delta < 0
                 or (max_batch_bytes is not None and size > max_batch_bytes)
                 or crc32c.crc32c(view[position + ATTRIBUTES_OFFSET : position + size]) != header.crc

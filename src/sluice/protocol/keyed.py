@@ -1,0 +1,285 @@
+"""Record keys: what compacted topics need from a batch's records (sans-IO).
+
+Two users, both off the hot path of ordinary topics:
+
+* Produce to a compacted topic must refuse a record without a key (Kafka's INVALID_RECORD):
+  :func:`first_keyless_record` streams the records with a bounded buffer, parsing each record's
+  prefix up to its key length and skipping the rest unread.
+* The log cleaner reads each record's offset, key and whether it has a value
+  (:func:`keyed_records`), then writes a batch holding a subset of them (:func:`rewrite_batch`)
+  or, when a batch must stay for its producer's sake but none of its records may,
+  only its header (:func:`empty_batch`).
+
+A rewritten batch keeps what Kafka's cleaner keeps: its base offset and last offset delta (so
+the offsets of the records it holds, gaps included, and its producer's last sequence number stay
+what they were), producer id, epoch, base sequence, partition leader epoch, timestamp type,
+transactional and control bits, and its codec (the records are compressed again). Records are
+copied byte for byte, unless the batch gets a *delete horizon*: Kafka then stores that time in
+the base timestamp (attributes bit 6) and re-encodes every record's timestamp delta against it,
+so each record's timestamp is unchanged.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import crc32c
+
+from sluice.errors import CorruptRecordError, InvalidRecordError
+from sluice.protocol.compression import CODEC_NAMES, compress, inflate
+from sluice.protocol.records import (
+    ATTRIBUTES_OFFSET,
+    COMPRESSION_MASK,
+    DEFAULT_MAX_UNCOMPRESSED,
+    HEADER_SIZE,
+    TIMESTAMP_TYPE_BIT,
+    BatchHeader,
+    Bytes,
+    Compression,
+    read_header,
+    read_varint,
+    write_varint,
+)
+
+DELETE_HORIZON_BIT = 0x40
+"""Attributes bit 6: the base timestamp holds the time after which the batch's tombstones (and
+a control batch) may be removed by the cleaner."""
+
+NO_TIMESTAMP = -1
+
+_TAIL = struct.Struct(">hiqqqhii")
+"""attributes .. recordsCount: the part of the header after the CRC."""
+_LEAD = struct.Struct(">qiibI")
+"""baseOffset, batchLength, partitionLeaderEpoch, magic, crc."""
+_MAX_KEY_PREFIX = 5 + 1 + 10 + 5 + 5
+"""Longest record prefix :func:`first_keyless_record` parses: length, attributes, timestamp
+delta, offset delta and key length."""
+
+
+def has_delete_horizon(header: BatchHeader) -> bool:
+    return bool(header.attributes & DELETE_HORIZON_BIT)
+
+
+def delete_horizon(header: BatchHeader) -> int | None:
+    """When the batch's tombstones (or the control batch itself) may go; None if not yet set."""
+    return header.base_timestamp if header.attributes & DELETE_HORIZON_BIT else None
+
+
+class KeyedRecord(NamedTuple):
+    """One record of a batch's (decompressed) records section, as the cleaner sees it."""
+
+    offset_delta: int
+    timestamp_delta: int
+    key: bytes | None
+    has_value: bool
+    start: int
+    """Where the record (its length varint) starts in the records section."""
+    end: int
+
+
+def records_section(header: BatchHeader, batch: Bytes, *, limit: int = DEFAULT_MAX_UNCOMPRESSED) -> bytes:
+    """The batch's records, decompressed whole (refused past ``limit`` bytes)."""
+    view = memoryview(batch)
+    payload = view[HEADER_SIZE : header.size]
+    if header.compression == Compression.NONE:
+        return bytes(payload)
+    return b"".join(inflate(header.compression, payload, limit=limit, chunk_size=1 << 20))
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    b = buf[pos]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    return read_varint(buf, pos)
+
+
+def keyed_records(records: bytes, count: int) -> list[KeyedRecord]:
+    """Every record of a records section: offset delta, timestamp delta, key, whether it has a
+    value, and its byte range. Raises CorruptRecordError if the records do not parse or are not
+    exactly ``count`` records filling the section."""
+    out: list[KeyedRecord] = []
+    pos = 0
+    end = len(records)
+    varint = _varint
+    try:
+        for _ in range(count):
+            length, body = varint(records, pos)
+            record_end = body + length
+            if length < 6 or record_end > end:
+                raise CorruptRecordError(f"record of length {length} does not fit its batch")
+            p = body + 1  # attributes
+            ts_delta, p = varint(records, p)
+            off_delta, p = varint(records, p)
+            key_len, p = varint(records, p)
+            if key_len < 0:
+                key = None
+            else:
+                key = records[p : p + key_len]
+                p += key_len
+            value_len, p = varint(records, p)
+            if p > record_end or (value_len > 0 and p + value_len > record_end):
+                raise CorruptRecordError("record fields run past the record's length")
+            out.append(KeyedRecord(off_delta, ts_delta, key, value_len >= 0, pos, record_end))
+            pos = record_end
+    except IndexError:
+        raise CorruptRecordError("record extends past its batch") from None
+    if pos != end:
+        raise CorruptRecordError(f"record batch holds {end - pos} bytes after its {count} records")
+    return out
+
+
+def rewrite_batch(
+    header: BatchHeader,
+    records: bytes,
+    kept: Sequence[KeyedRecord],
+    *,
+    new_delete_horizon: int | None = None,
+) -> bytes:
+    """The batch holding only ``kept`` (records of ``records``, in order, at least one), with
+    its codec and every header field Kafka's cleaner keeps. ``new_delete_horizon`` sets the
+    delete horizon of a batch that has none yet."""
+    base_ts = header.base_timestamp
+    attributes = header.attributes
+    if new_delete_horizon is not None and not attributes & DELETE_HORIZON_BIT:
+        attributes |= DELETE_HORIZON_BIT
+        shift = base_ts - new_delete_horizon
+        base_ts = new_delete_horizon
+    else:
+        shift = 0
+    body = bytearray()
+    max_ts = NO_TIMESTAMP
+    for record in kept:
+        ts = header.base_timestamp + record.timestamp_delta
+        max_ts = max(max_ts, ts)
+        if shift == 0:
+            body += records[record.start : record.end]
+        else:
+            body += _with_timestamp_delta(records, record, record.timestamp_delta + shift)
+    if attributes & TIMESTAMP_TYPE_BIT or not kept:
+        max_ts = header.max_timestamp  # log-append time: the broker's stamp stays
+    payload = compress(header.compression, body)
+    return _assemble(header, attributes, base_ts, max_ts, len(kept), payload)
+
+
+def empty_batch(header: BatchHeader) -> bytes:
+    """Only the header of ``header``'s batch, no records (Kafka's empty batch): kept so the
+    producer's last sequence number and epoch survive its records."""
+    attributes = header.attributes & ~(COMPRESSION_MASK | DELETE_HORIZON_BIT)
+    return _assemble(header, attributes, NO_TIMESTAMP, header.max_timestamp, 0, b"")
+
+
+def _assemble(
+    header: BatchHeader, attributes: int, base_ts: int, max_ts: int, count: int, payload: bytes
+) -> bytes:
+    tail = (
+        _TAIL.pack(
+            attributes,
+            header.last_offset_delta,
+            base_ts,
+            max_ts,
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            count,
+        )
+        + payload
+    )
+    batch_length = len(tail) + 9  # partitionLeaderEpoch, magic, crc
+    return (
+        _LEAD.pack(
+            header.base_offset,
+            batch_length,
+            header.partition_leader_epoch,
+            header.magic,
+            crc32c.crc32c(tail),
+        )
+        + tail
+    )
+
+
+def _with_timestamp_delta(records: bytes, record: KeyedRecord, ts_delta: int) -> bytes:
+    """The record re-encoded with another timestamp delta (its length varint follows)."""
+    _, body = _varint(records, record.start)
+    p = body + 1
+    _, p = _varint(records, p)  # the old timestamp delta
+    inner = bytearray(records[body : body + 1])  # attributes
+    write_varint(inner, ts_delta)
+    inner += records[p : record.end]
+    out = bytearray()
+    write_varint(out, len(inner))
+    out += inner
+    return bytes(out)
+
+
+def check_crc(batch: Bytes, header: BatchHeader) -> None:
+    view = memoryview(batch)
+    if crc32c.crc32c(view[ATTRIBUTES_OFFSET : header.size]) != header.crc:
+        raise CorruptRecordError(
+            f"record batch at offset {header.base_offset} fails its CRC-32C check"
+        )
+
+
+# -- the produce check ---------------------------------------------------------------------------
+
+
+def first_keyless_record(
+    batch: Bytes, *, chunk_size: int = 64 * 1024, limit: int = DEFAULT_MAX_UNCOMPRESSED
+) -> int | None:
+    """The index of the first record without a key in one batch, or None if every record has
+    one. Streams the records (decompressing in chunks of ``chunk_size``; at most ``limit``
+    bytes in all) and parses each record only up to its key length, so memory stays at one chunk.
+    Raises CorruptRecordError if the records do not parse, InvalidRecordError if they are fewer
+    than the header claims or decompress past ``limit``."""
+    view = memoryview(batch)
+    header = read_header(view)
+    if header.size > len(view):
+        raise CorruptRecordError(f"record batch claims {header.size} bytes, {len(view)} present")
+    remaining = header.records_count
+    index = 0
+    carry = b""
+    skip = 0
+    for chunk in inflate(
+        header.compression, view[HEADER_SIZE : header.size], chunk_size=chunk_size, limit=limit
+    ):
+        if remaining == 0:
+            break
+        data: bytes = carry + chunk if carry else chunk
+        carry = b""
+        end = len(data)
+        if skip >= end:
+            skip -= end
+            continue
+        pos = skip
+        skip = 0
+        while remaining:
+            try:
+                length, body = read_varint(data, pos)
+                p = body + 1
+                _, p = read_varint(data, p)
+                _, p = read_varint(data, p)
+                key_len, p = read_varint(data, p)
+            except CorruptRecordError:
+                if end - pos >= _MAX_KEY_PREFIX:
+                    raise
+                carry = data[pos:]
+                break
+            if length < p - body + 2:
+                raise CorruptRecordError(f"record length {length} is too short for its fields")
+            if key_len < 0:
+                return index
+            remaining -= 1
+            index += 1
+            record_end = body + length
+            if record_end >= end:
+                skip = record_end - end
+                break
+            pos = record_end
+    if remaining:
+        codec = CODEC_NAMES.get(header.compression, str(header.compression))
+        raise InvalidRecordError(
+            f"{codec} record batch claims {header.records_count} records but holds "
+            f"{header.records_count - remaining}"
+        )
+    return None
