@@ -3,7 +3,7 @@
 Two users, both off the hot path of ordinary topics:
 
 * Produce to a compacted topic must refuse a record without a key (Kafka's INVALID_RECORD):
-  :func:`first_keyless_record` streams the records with a bounded buffer, parsing each record's
+  :func:`keyless_records` streams the records with a bounded buffer, parsing each record's
   prefix up to its key length and skipping the rest unread.
 * The log cleaner reads each record's offset, key and whether it has a value
   (:func:`keyed_records`), then writes a batch holding a subset of them (:func:`rewrite_batch`)
@@ -54,7 +54,7 @@ _TAIL = struct.Struct(">hiqqqhii")
 _LEAD = struct.Struct(">qiibI")
 """baseOffset, batchLength, partitionLeaderEpoch, magic, crc."""
 _MAX_KEY_PREFIX = 5 + 1 + 10 + 5 + 5
-"""Longest record prefix :func:`first_keyless_record` parses: length, attributes, timestamp
+"""Longest record prefix :func:`keyless_records` parses: length, attributes, timestamp
 delta, offset delta and key length."""
 
 
@@ -224,10 +224,10 @@ def check_crc(batch: Bytes, header: BatchHeader) -> None:
 # -- the produce check ---------------------------------------------------------------------------
 
 
-def first_keyless_record(
+def keyless_records(
     batch: Bytes, *, chunk_size: int = 64 * 1024, limit: int = DEFAULT_MAX_UNCOMPRESSED
-) -> int | None:
-    """The index of the first record without a key in one batch, or None if every record has
+) -> list[int]:
+    """The indexes (within the batch) of its records without a key; empty if every record has
     one. Streams the records (decompressing in chunks of ``chunk_size``; at most ``limit``
     bytes in all) and parses each record only up to its key length, so memory stays at one chunk.
     Raises CorruptRecordError if the records do not parse, InvalidRecordError if they are fewer
@@ -238,6 +238,7 @@ def first_keyless_record(
         raise CorruptRecordError(f"record batch claims {header.size} bytes, {len(view)} present")
     remaining = header.records_count
     index = 0
+    keyless: list[int] = []
     carry = b""
     skip = 0
     for chunk in inflate(
@@ -268,7 +269,7 @@ def first_keyless_record(
             if length < p - body + 2:
                 raise CorruptRecordError(f"record length {length} is too short for its fields")
             if key_len < 0:
-                return index
+                keyless.append(index)
             remaining -= 1
             index += 1
             record_end = body + length
@@ -282,4 +283,4 @@ def first_keyless_record(
             f"{codec} record batch claims {header.records_count} records but holds "
             f"{header.records_count - remaining}"
         )
-    return None
+    return keyless
