@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from sluice.protocol.keyed import DELETE_HORIZON_BIT, delete_horizon
 from sluice.protocol.records import (
+    BatchHeader,
     Compression,
     build_batch,
     decode_records,
@@ -19,6 +20,7 @@ from sluice.protocol.records import (
     scan_batches,
 )
 from sluice.storage import CleanerConfig, LogCleaner, LogConfig, PartitionLog
+from sluice.storage.cleaner import CleanResult
 from sluice.storage.compaction import (
     CHECKPOINT_FILE,
     CleanedGroup,
@@ -28,7 +30,6 @@ from sluice.storage.compaction import (
     Throttler,
     build_offset_map,
     clean_group,
-    cleaned_path,
     commit_swap,
     read_checkpoint,
     swap_path,
@@ -37,10 +38,26 @@ from sluice.storage.compaction import (
 from .conftest import FakeClock
 
 Pairs = Sequence[tuple[bytes | None, bytes | None]]
+Make = Callable[..., tuple[PartitionLog, LogCleaner]]
 
 
-def keyed(pairs: Pairs, *, ts: int = 1_000, compression: int = Compression.NONE, **producer: int) -> bytes:
-    return build_batch(list(pairs), base_timestamp=ts, compression=compression, **producer)
+def keyed(
+    pairs: Pairs,
+    *,
+    ts: int = 1_000,
+    compression: int = Compression.NONE,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+) -> bytes:
+    return build_batch(
+        list(pairs),
+        base_timestamp=ts,
+        compression=compression,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+    )
 
 
 def records(log: PartitionLog, start: int | None = None) -> list[tuple[int, bytes | None, bytes | None]]:
@@ -62,8 +79,8 @@ def latest(log: PartitionLog) -> dict[bytes | None, bytes | None]:
     return {k: v for _, k, v in records(log)}
 
 
-def headers_of(log: PartitionLog) -> list:
-    out = []
+def headers_of(log: PartitionLog) -> list[BatchHeader]:
+    out: list[BatchHeader] = []
     for seg in log.segments:
         out.extend(seg.iter_batches(0))
     return out
@@ -76,13 +93,13 @@ def compacted(clock: FakeClock, **settings: str) -> LogConfig:
 
 
 @pytest.fixture
-def make(tmp_path: Path, clock: FakeClock) -> Callable[..., tuple[PartitionLog, LogCleaner]]:
+def make(tmp_path: Path, clock: FakeClock) -> Iterator[Make]:
     opened: list[PartitionLog] = []
 
-    def _make(config: LogConfig | None = None, **cleaner: int) -> tuple[PartitionLog, LogCleaner]:
+    def _make(config: LogConfig | None = None, dedupe_buffer_size: int = 1 << 27) -> tuple[PartitionLog, LogCleaner]:
         log = PartitionLog.open(tmp_path / "p", config or compacted(clock), clock)
         opened.append(log)
-        return log, LogCleaner(CleanerConfig(**cleaner), lambda: [log], clock)
+        return log, LogCleaner(CleanerConfig(dedupe_buffer_size=dedupe_buffer_size), lambda: [log], clock)
 
     yield _make
     for log in opened:
@@ -90,7 +107,7 @@ def make(tmp_path: Path, clock: FakeClock) -> Callable[..., tuple[PartitionLog, 
             log.abandon()
 
 
-def clean(cleaner: LogCleaner, log: PartitionLog):  # type: ignore[no-untyped-def]
+def clean(cleaner: LogCleaner, log: PartitionLog) -> CleanResult | None:
     return asyncio.run(cleaner.clean(log))
 
 
@@ -107,7 +124,7 @@ def fill(log: PartitionLog, n: int, keys: int, *, size: int = 20, ts: int = 1_00
 # -- what a cleaning keeps ----------------------------------------------------------------------------
 
 
-def test_cleaning_keeps_the_latest_value_of_every_key_with_its_offset(make) -> None:  # type: ignore[no-untyped-def]
+def test_cleaning_keeps_the_latest_value_of_every_key_with_its_offset(make: Make) -> None:
     log, cleaner = make()
     want = fill(log, 300, 10)
     before = records(log)
@@ -130,7 +147,7 @@ def test_cleaning_keeps_the_latest_value_of_every_key_with_its_offset(make) -> N
     assert checkpoint is not None and checkpoint.first_dirty == active
 
 
-def test_a_fetch_in_an_offset_gap_gets_the_next_batch(make) -> None:  # type: ignore[no-untyped-def]
+def test_a_fetch_in_an_offset_gap_gets_the_next_batch(make: Make) -> None:
     log, cleaner = make()
     fill(log, 200, 3)
     clean(cleaner, log)
@@ -152,7 +169,7 @@ def list_whole(data: bytes) -> bytes:
     return data[:end]
 
 
-def test_offset_for_timestamp_still_works_after_cleaning(make) -> None:  # type: ignore[no-untyped-def]
+def test_offset_for_timestamp_still_works_after_cleaning(make: Make) -> None:
     log, cleaner = make()
     for i in range(120):
         log.append(keyed([(f"k{i % 4}".encode(), b"x" * 30)], ts=10_000 + i))
@@ -167,7 +184,7 @@ def test_offset_for_timestamp_still_works_after_cleaning(make) -> None:  # type:
         assert not [o for o in kept if o < offset and 10_000 + o >= ts]
 
 
-def test_tombstones_stay_for_delete_retention_ms_after_the_first_cleaning(make, clock) -> None:  # type: ignore[no-untyped-def]
+def test_tombstones_stay_for_delete_retention_ms_after_the_first_cleaning(make: Make, clock: FakeClock) -> None:
     log, cleaner = make(compacted(clock, delete_retention_ms="60000"))
     fill(log, 60, 3)
     log.append(keyed([(b"k1", None)]))
@@ -185,7 +202,7 @@ def test_tombstones_stay_for_delete_retention_ms_after_the_first_cleaning(make, 
     assert latest(log)[b"k2"] is not None
 
 
-def test_record_timestamps_survive_the_delete_horizon(make) -> None:  # type: ignore[no-untyped-def]
+def test_record_timestamps_survive_the_delete_horizon(make: Make) -> None:
     log, cleaner = make()
     stamps = [5_000, 5_100, 5_050]
     log.append(build_batch([(b"a", None), (b"b", b"1"), (b"c", None)], base_timestamp=5_000, timestamps=stamps))
@@ -200,7 +217,7 @@ def test_record_timestamps_survive_the_delete_horizon(make) -> None:  # type: ig
 
 
 @pytest.mark.parametrize("codec", [Compression.GZIP, Compression.SNAPPY, Compression.LZ4, Compression.ZSTD])
-def test_compressed_batches_are_rewritten_with_their_codec(make, codec: int) -> None:  # type: ignore[no-untyped-def]
+def test_compressed_batches_are_rewritten_with_their_codec(make: Make, codec: int) -> None:
     log, cleaner = make()
     for i in range(40):
         log.append(keyed([(f"k{j}".encode(), f"v{i}-{j}".encode() * 5) for j in range(6)], compression=codec))
@@ -211,7 +228,7 @@ def test_compressed_batches_are_rewritten_with_their_codec(make, codec: int) -> 
     assert latest(log) == {f"k{j}".encode(): f"v39-{j}".encode() * 5 for j in range(6)}
 
 
-def test_an_idempotent_producers_last_batch_is_kept_emptied(make, tmp_path: Path, clock) -> None:  # type: ignore[no-untyped-def]
+def test_an_idempotent_producers_last_batch_is_kept_emptied(make: Make, tmp_path: Path, clock: FakeClock) -> None:
     log, cleaner = make()
     # producer 7's last batch (offsets 40-41) is superseded by a plain producer's records
     for seq in range(0, 42, 2):
@@ -238,7 +255,7 @@ def test_an_idempotent_producers_last_batch_is_kept_emptied(make, tmp_path: Path
         reopened.abandon()
 
 
-def test_keyless_records_from_before_compaction_are_dropped(make, clock) -> None:  # type: ignore[no-untyped-def]
+def test_keyless_records_from_before_compaction_are_dropped(make: Make, clock: FakeClock) -> None:
     log, cleaner = make()
     log.append(keyed([(None, b"no key"), (b"k", b"v")]))
     fill(log, 100, 2)
@@ -247,7 +264,7 @@ def test_keyless_records_from_before_compaction_are_dropped(make, clock) -> None
     assert latest(log)[b"k"] == b"v"
 
 
-def test_the_active_segment_and_young_segments_are_never_cleaned(make, clock) -> None:  # type: ignore[no-untyped-def]
+def test_the_active_segment_and_young_segments_are_never_cleaned(make: Make, clock: FakeClock) -> None:
     log, cleaner = make(compacted(clock, min_compaction_lag_ms="10000"))
     for i in range(100):
         log.append(keyed([(b"same", f"{i}".encode())], ts=clock.now - 20_000 if i < 50 else clock.now))
@@ -262,7 +279,7 @@ def test_the_active_segment_and_young_segments_are_never_cleaned(make, clock) ->
     assert len([r for r in after if r[0] < 50]) < 50
 
 
-def test_a_small_map_cleans_in_several_runs(make) -> None:  # type: ignore[no-untyped-def]
+def test_a_small_map_cleans_in_several_runs(make: Make) -> None:
     # a 1 MiB dedupe buffer holds 8192 keys: 20,000 keys written twice take several runs
     log, cleaner = make(compacted(FakeClock(), segment_bytes="65536"), dedupe_buffer_size=1 << 20)
     want: dict[bytes, bytes] = {}
@@ -286,7 +303,7 @@ def test_a_small_map_cleans_in_several_runs(make) -> None:  # type: ignore[no-un
     assert len(records(log)) == len({k for o, k, _ in records(log) if o < active}) + log.log_end_offset - active
 
 
-def test_small_segments_are_merged(make, clock) -> None:  # type: ignore[no-untyped-def]
+def test_small_segments_are_merged(make: Make, clock: FakeClock) -> None:
     log, cleaner = make(compacted(clock, segment_bytes="600"))
     fill(log, 300, 5)
     count = len(log.segments)
@@ -296,7 +313,7 @@ def test_small_segments_are_merged(make, clock) -> None:  # type: ignore[no-unty
     assert len(latest(log)) == 5
 
 
-def test_a_log_reopened_after_cleaning_is_the_same(make, clock, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_log_reopened_after_cleaning_is_the_same(make: Make, clock: FakeClock, tmp_path: Path) -> None:
     log, cleaner = make()
     fill(log, 300, 10)
     clean(cleaner, log)
@@ -317,7 +334,7 @@ def test_a_log_reopened_after_cleaning_is_the_same(make, clock, tmp_path: Path) 
         recovered.abandon()
 
 
-def test_recovery_still_refuses_a_gap_above_the_cleaned_offsets(make, clock) -> None:  # type: ignore[no-untyped-def]
+def test_recovery_still_refuses_a_gap_above_the_cleaned_offsets(make: Make, clock: FakeClock) -> None:
     """Outside what the cleaner made, an offset gap is stale bytes, as before compaction."""
     log, _ = make()
     log.append(keyed([(b"a", b"1")]))
@@ -367,7 +384,7 @@ def _cleaned_group(log: PartitionLog, clock: FakeClock) -> CleanedGroup:
 
 
 @pytest.mark.parametrize("stage", ["cleaned", "committed", "old-logs-gone", "renamed"])
-def test_a_swap_interrupted_at_any_stage_is_rolled_back_or_finished(make, clock, stage: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_swap_interrupted_at_any_stage_is_rolled_back_or_finished(make: Make, clock: FakeClock, stage: str) -> None:
     log, _ = make()
     fill(log, 120, 4)
     before = records(log)
@@ -402,7 +419,7 @@ def test_a_swap_interrupted_at_any_stage_is_rolled_back_or_finished(make, clock,
         reopened.abandon()
 
 
-def test_readers_holding_old_segments_read_on_through_a_swap(make, clock) -> None:  # type: ignore[no-untyped-def]
+def test_readers_holding_old_segments_read_on_through_a_swap(make: Make, clock: FakeClock) -> None:
     log, cleaner = make()
     fill(log, 200, 4)
     old_slice = log.read(0, 1 << 20)
@@ -418,10 +435,10 @@ def test_readers_holding_old_segments_read_on_through_a_swap(make, clock) -> Non
         seg.release_fd()
 
 
-def test_reads_during_a_cleaning_always_see_a_whole_log(make, clock) -> None:  # type: ignore[no-untyped-def]
+def test_reads_during_a_cleaning_always_see_a_whole_log(make: Make, clock: FakeClock) -> None:
     log, cleaner = make(compacted(clock, segment_bytes="2048"))
     want = fill(log, 500, 20)
-    history = {}
+    history: dict[bytes | None, set[tuple[int, bytes | None]]] = {}
     for o, k, v in records(log):
         history.setdefault(k, set()).add((o, v))
 
@@ -444,7 +461,7 @@ def test_reads_during_a_cleaning_always_see_a_whole_log(make, clock) -> None:  #
 # -- retention with compaction ------------------------------------------------------------------------
 
 
-def test_compact_only_ignores_retention_but_compact_delete_applies_it(make, clock) -> None:  # type: ignore[no-untyped-def]
+def test_compact_only_ignores_retention_but_compact_delete_applies_it(make: Make, clock: FakeClock) -> None:
     log, _ = make(compacted(clock, retention_ms="1000"))
     fill(log, 100, 3)
     clock.now += 10_000_000
@@ -453,7 +470,7 @@ def test_compact_only_ignores_retention_but_compact_delete_applies_it(make, cloc
     assert log.apply_retention() > 0
 
 
-def test_empty_cleaned_segments_go_with_the_next_expired_one(make, clock) -> None:  # type: ignore[no-untyped-def]
+def test_empty_cleaned_segments_go_with_the_next_expired_one(make: Make, clock: FakeClock) -> None:
     log, cleaner = make(compacted(clock, cleanup_policy="compact,delete", retention_ms="100000"))
     fill(log, 150, 2, ts=clock.now)
     clean(cleaner, log)

@@ -51,8 +51,7 @@ def test_sigkill_during_cleaning_never_loses_a_latest_value(tmp_path: Path) -> N
         for line in lines:
             kind, *rest = line.split(" ")
             if kind == "A":
-                offset, key, value = int(rest[0]), rest[1], rest[2]
-                latest[key] = (offset, None if value == "-" else value)
+                latest[rest[1]] = (int(rest[0]), None if rest[2] == "-" else rest[2])
             elif kind == "S":
                 in_run = True
             elif kind == "E":

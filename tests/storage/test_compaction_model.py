@@ -79,9 +79,9 @@ class CompactionModel(RuleBasedStateMachine):
             pairs.append((key, f"{key.decode()}={self.serial}".encode() if put else None))
         base = self.lg.append(build_batch(pairs, base_timestamp=self.clock.now, compression=codec))
         assert base == len(self.written)
-        for i, (key, value) in enumerate(pairs):
-            assert key is not None
-            self.written.append((base + i, key, value, self.clock.now))
+        for i, (maybe_key, value) in enumerate(pairs):
+            assert maybe_key is not None
+            self.written.append((base + i, maybe_key, value, self.clock.now))
 
     @rule(ms=st.integers(1, 30_000))
     def time_passes(self, ms: int) -> None:
