@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import confluent_kafka as ck
-import kafka
-import kafka.errors
+import kafka  # type: ignore[import-untyped]
+import kafka.errors  # type: ignore[import-untyped]
 import pytest
 
 from sluice.errors import ErrorCode
@@ -54,8 +54,13 @@ def expected_writes() -> list[tuple[bytes, bytes | None]]:
 def produce_confluent(bootstrap: str, topic: str, writes: list[tuple[bytes, bytes | None]]) -> None:
     producer = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
     failed: list[Any] = []
+
+    def delivered(err: ck.KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            failed.append(err)
+
     for i, (key, value) in enumerate(writes):
-        producer.produce(topic, value, key, on_delivery=lambda err, _msg: err and failed.append(err))
+        producer.produce(topic, value, key, on_delivery=delivered)
         if i % KEYS == KEYS - 1:
             assert producer.flush(TIMEOUT) == 0  # a batch per round: many segments
     assert producer.flush(TIMEOUT) == 0
@@ -74,9 +79,12 @@ def produce_kafka_python(bootstrap: str, topic: str, writes: list[tuple[bytes, b
         producer.close(TIMEOUT)
 
 
-def consume_confluent(bootstrap: str, topic: str, end: int) -> list[tuple[int, bytes, bytes | None]]:
+Consumed = list[tuple[int, bytes | None, bytes | None]]
+
+
+def consume_confluent(bootstrap: str, topic: str, end: int) -> Consumed:
     consumer = confluent_consumer(bootstrap)
-    out: list[tuple[int, bytes, bytes | None]] = []
+    out: Consumed = []
     try:
         consumer.assign([ck.TopicPartition(topic, 0, ck.OFFSET_BEGINNING)])
         deadline = time.monotonic() + TIMEOUT
@@ -88,17 +96,19 @@ def consume_confluent(bootstrap: str, topic: str, end: int) -> list[tuple[int, b
                     return out
                 continue
             assert msg.error() is None, msg.error()
-            out.append((msg.offset(), msg.key(), msg.value()))
-            if msg.offset() == end - 1:
+            offset = msg.offset()
+            assert offset is not None
+            out.append((offset, msg.key(), msg.value()))
+            if offset == end - 1:
                 return out
     finally:
         consumer.close()
     raise AssertionError(f"confluent-kafka read {len(out)} records, never reaching offset {end}")
 
 
-def consume_kafka_python(bootstrap: str, topic: str, end: int) -> list[tuple[int, bytes, bytes | None]]:
+def consume_kafka_python(bootstrap: str, topic: str, end: int) -> Consumed:
     consumer = kafka.KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    out: list[tuple[int, bytes, bytes | None]] = []
+    out: Consumed = []
     try:
         tp = kafka.TopicPartition(topic, 0)
         consumer.assign([tp])
@@ -155,7 +165,7 @@ def test_consumers_read_the_latest_value_of_every_key(
 
 def test_keyless_records_are_refused_with_invalid_record(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> None:
     topic = create_topic(broker.bootstrap_servers, unique_topic_name(request.node.name), 1, configs=COMPACTED)
-    errors: list[ck.KafkaError] = []
+    errors: list[ck.KafkaError | None] = []
     producer = ck.Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 0})
     producer.produce(topic, b"no key", on_delivery=lambda err, _msg: errors.append(err))
     assert producer.flush(TIMEOUT) == 0
