@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from quixstreams import Application
+from quixstreams import Application  # type: ignore[import-not-found]
 
 
 def main(bootstrap: str, source: str, sink: str, state_dir: str, group: str, count: int) -> None:
@@ -37,4 +37,5 @@ def main(bootstrap: str, source: str, sink: str, state_dir: str, group: str, cou
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6], int(sys.argv[6]))
+    bootstrap, source, sink, state_dir, group, count = sys.argv[1:7]
+    main(bootstrap, source, sink, state_dir, group, int(count))

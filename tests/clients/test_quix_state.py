@@ -14,6 +14,7 @@ from pathlib import Path
 
 import confluent_kafka as ck
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]  # re-exported without __all__
 
 from sluice.testing import EmbeddedBroker, create_topic, unique_topic_name
 from tests.clients.adapters import TIMEOUT
@@ -81,11 +82,11 @@ def test_a_quix_streams_app_recovers_its_state_from_a_compacted_changelog(
     produce(bootstrap, source, 150, ["dave"])
     assert run_app(bootstrap, source, sink, state_dir, group, 150) == {"dave": 150}
 
-    admin = ck.admin.AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     changelogs = [t for t in admin.list_topics(timeout=TIMEOUT).topics if t.startswith("changelog") and group in t]
     assert len(changelogs) == 1, changelogs
     changelog = changelogs[0]
-    resource = ck.admin.ConfigResource(ck.admin.ConfigResource.Type.TOPIC, changelog)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, changelog)
     configs = admin.describe_configs([resource])[resource].result(TIMEOUT)
     assert configs["cleanup.policy"].value == "compact"
 
