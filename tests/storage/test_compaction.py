@@ -4,6 +4,7 @@ loader does with an interrupted swap, and how the cleaner picks a log."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,15 +24,12 @@ from sluice.storage import CleanerConfig, LogCleaner, LogConfig, PartitionLog
 from sluice.storage.cleaner import CleanResult
 from sluice.storage.compaction import (
     CHECKPOINT_FILE,
-    CleanedGroup,
-    CleaningTask,
-    OffsetMap,
-    SegmentRef,
-    Throttler,
-    build_offset_map,
-    clean_group,
+    CleanedSpec,
+    RunPlan,
+    SegmentSpec,
     commit_swap,
     read_checkpoint,
+    run,
     swap_path,
 )
 
@@ -94,14 +92,23 @@ def compacted(clock: FakeClock, **settings: str) -> LogConfig:
 
 @pytest.fixture
 def make(tmp_path: Path, clock: FakeClock) -> Iterator[Make]:
+    """A log and a cleaner of it. The file work runs in a thread (quicker to start than a worker
+    process) unless asked: it is the same work, and the process transport has tests of its own."""
     opened: list[PartitionLog] = []
+    cleaners: list[LogCleaner] = []
 
-    def _make(config: LogConfig | None = None, dedupe_buffer_size: int = 1 << 27) -> tuple[PartitionLog, LogCleaner]:
+    def _make(
+        config: LogConfig | None = None, dedupe_buffer_size: int = 1 << 27, worker: str = "thread"
+    ) -> tuple[PartitionLog, LogCleaner]:
         log = PartitionLog.open(tmp_path / "p", config or compacted(clock), clock)
         opened.append(log)
-        return log, LogCleaner(CleanerConfig(dedupe_buffer_size=dedupe_buffer_size), lambda: [log], clock)
+        cleaner = LogCleaner(CleanerConfig(dedupe_buffer_size=dedupe_buffer_size, worker=worker), lambda: [log], clock)
+        cleaners.append(cleaner)
+        return log, cleaner
 
     yield _make
+    for cleaner in cleaners:
+        cleaner.close_sync()
     for log in opened:
         if not log.closed:
             log.abandon()
@@ -124,8 +131,9 @@ def fill(log: PartitionLog, n: int, keys: int, *, size: int = 20, ts: int = 1_00
 # -- what a cleaning keeps ----------------------------------------------------------------------------
 
 
-def test_cleaning_keeps_the_latest_value_of_every_key_with_its_offset(make: Make) -> None:
-    log, cleaner = make()
+@pytest.mark.parametrize("worker", ["process", "thread"])
+def test_cleaning_keeps_the_latest_value_of_every_key_with_its_offset(make: Make, worker: str) -> None:
+    log, cleaner = make(worker=worker)
     want = fill(log, 300, 10)
     before = records(log)
     size_before = log.size_bytes
@@ -356,31 +364,32 @@ def test_recovery_still_refuses_a_gap_above_the_cleaned_offsets(make: Make, cloc
 # -- the swap and the loader ---------------------------------------------------------------------------
 
 
-def _cleaned_group(log: PartitionLog, clock: FakeClock) -> CleanedGroup:
-    """Write the cleaned file of the log's first two segments, as a run would, without swapping."""
-    segs = list(log.segments[:-1])
-    refs = [SegmentRef(s, s.next_offset) for s in segs]
-    end = refs[-1].end
-    task = CleaningTask(
+def _cleaned_group(log: PartitionLog, clock: FakeClock) -> tuple[CleanedSpec, str]:
+    """Write the cleaned file of the log's first two segments (one group), as a run's worker
+    would, without swapping it in."""
+    first, second = log.segments[0], log.segments[1]
+    end = second.next_offset
+    plan = RunPlan(
         name=log.name,
         directory=log.directory,
-        config=log.config,
-        segments=refs,
+        config=dataclasses.replace(log.config, segment_bytes=1 << 20),
+        segments=[SegmentSpec(s.base_offset, s.size, s.next_offset) for s in (first, second)],
         first_dirty=0,
         first_uncleanable=end,
         map_start_position=0,
         producer_last_offsets={},
         now=clock(),
-        checkpoint=None,
+        token="test",
+        map_capacity=1000,
         io_buffer_size=4096,
+        io_bytes_per_second=1e308,
         max_batch_bytes=1 << 20,
-        throttler=Throttler(1e308),
-        aborted=lambda: False,
     )
-    omap = OffsetMap(1000)
-    assert build_offset_map(task, omap) == end
+    output = run(plan)
+    (spec,) = output.groups
+    assert spec.changed and output.end_offset == end
     (log.directory / CHECKPOINT_FILE).write_text(f'{{"first_dirty": 0, "gaps_below": {end}}}')
-    return clean_group(task, refs[:2], omap, end)
+    return spec, plan.token
 
 
 @pytest.mark.parametrize("stage", ["cleaned", "committed", "old-logs-gone", "renamed"])
@@ -390,11 +399,11 @@ def test_a_swap_interrupted_at_any_stage_is_rolled_back_or_finished(make: Make, 
     before = records(log)
     want = latest(log)
     names_before = sorted(p.name for p in log.directory.glob("*.log"))
-    cleaned = _cleaned_group(log, clock)
+    spec, token = _cleaned_group(log, clock)
     d = log.directory
-    first, second = cleaned.group[0].segment, cleaned.group[1].segment
+    first, second = log.segments[0], log.segments[1]
     if stage != "cleaned":
-        commit_swap(d, cleaned)
+        commit_swap(d, spec, token)
     if stage in ("old-logs-gone", "renamed"):
         second.log_path.unlink()
         for seg in (first, second):
@@ -402,7 +411,7 @@ def test_a_swap_interrupted_at_any_stage_is_rolled_back_or_finished(make: Make, 
             if stage == "renamed":
                 seg.time_index_path.unlink(missing_ok=True)
     if stage == "renamed":
-        os.replace(swap_path(d, cleaned.base, cleaned.end), first.log_path)
+        os.replace(swap_path(d, spec.base, spec.end), first.log_path)
     log.abandon()  # a crash: no clean-shutdown state
     reopened = PartitionLog.open(d, log.config, clock)
     try:
@@ -436,7 +445,7 @@ def test_readers_holding_old_segments_read_on_through_a_swap(make: Make, clock: 
 
 
 def test_reads_during_a_cleaning_always_see_a_whole_log(make: Make, clock: FakeClock) -> None:
-    log, cleaner = make(compacted(clock, segment_bytes="2048"))
+    log, cleaner = make(compacted(clock, segment_bytes="2048"), worker="process")
     want = fill(log, 500, 20)
     history: dict[bytes | None, set[tuple[int, bytes | None]]] = {}
     for o, k, v in records(log):
@@ -494,7 +503,7 @@ def test_the_dirtiest_log_above_its_ratio_is_chosen(tmp_path: Path, clock: FakeC
     plain = PartitionLog.open(tmp_path / "d", LogConfig.from_dict({"segment.bytes": "1024"}), clock)
     fill(plain, 200, 2)
     logs.append(plain)
-    cleaner = LogCleaner(CleanerConfig(), lambda: logs, clock)
+    cleaner = LogCleaner(CleanerConfig(worker="thread"), lambda: logs, clock)
     try:
         first = cleaner.dirtiest()
         assert first is not None
@@ -510,6 +519,7 @@ def test_the_dirtiest_log_above_its_ratio_is_chosen(tmp_path: Path, clock: FakeC
         again = cleaner.dirtiest()
         assert again is not None and again.log is logs[1] and 0.5 < again.ratio < 1
     finally:
+        cleaner.close_sync()
         for log in logs:
             log.abandon()
 
@@ -518,7 +528,7 @@ def test_max_compaction_lag_forces_a_cleaning_below_the_ratio(tmp_path: Path, cl
     log = PartitionLog.open(tmp_path / "a", compacted(clock, min_cleanable_dirty_ratio="0.9"), clock)
     try:
         fill(log, 300, 300, ts=clock.now)
-        cleaner = LogCleaner(CleanerConfig(), lambda: [log], clock)
+        cleaner = LogCleaner(CleanerConfig(worker="thread"), lambda: [log], clock)
         asyncio.run(cleaner.clean(log))  # all clean: the checkpoint is at the active segment
         fill(log, 60, 300, ts=clock.now)  # a little dirt: far below the ratio
         found = cleaner.cleanable(log)
@@ -531,3 +541,64 @@ def test_max_compaction_lag_forces_a_cleaning_below_the_ratio(tmp_path: Path, cl
         assert overdue is not None and overdue.overdue and overdue.log is log
     finally:
         log.abandon()
+
+
+# -- aborting, and failures ----------------------------------------------------------------------
+
+
+def test_aborting_a_run_kills_its_worker_and_changes_nothing(make: Make, clock: FakeClock) -> None:
+    log, cleaner = make(compacted(clock, segment_bytes="65536"), worker="process")
+    for i in range(0, 30_000, 100):
+        log.append(keyed([(f"key-{j % 3000}".encode(), f"v{j}".encode()) for j in range(i, i + 100)]))
+    before = records(log)
+    names = sorted(p.name for p in log.directory.iterdir())
+
+    async def main() -> tuple[object, object]:
+        run = asyncio.ensure_future(cleaner.clean(log))
+        await asyncio.sleep(0)  # the run has planned and handed its work to a worker
+        assert all(seg.cleaning for seg in log.segments[:-1])
+        await cleaner.abort([log])
+        assert run.done()  # abort returns once the run has ended
+        aborted = await run
+        again = await cleaner.clean(log)  # and the next run is a whole one
+        return aborted, again
+
+    aborted, again = asyncio.run(main())
+    assert aborted is None
+    assert not any(seg.cleaning for seg in log.segments)
+    assert not list(log.directory.glob("*.cleaned")) and not list(log.directory.glob("*.swap"))
+    assert again is not None and again.swaps > 0
+    assert latest(log) == {k: v for _, k, v in before}
+    assert names  # (the files before the abort, for the record)
+
+
+def test_deleting_a_topic_while_it_is_cleaned(tmp_path: Path, clock: FakeClock) -> None:
+    from sluice.storage import LogManager
+
+    async def main() -> None:
+        manager = LogManager.open(tmp_path / "data", clock=clock, cleaner=CleanerConfig())
+        topic = await manager.create_topic("table", 1, {"cleanup.policy": "compact", "segment.bytes": "65536"})
+        log = manager.get_log("table", 0)
+        for i in range(0, 20_000, 100):
+            log.append(keyed([(f"key-{j % 2000}".encode(), b"v" * 50) for j in range(i, i + 100)]))
+        run = asyncio.ensure_future(manager.cleaner.clean(log))
+        await asyncio.sleep(0)
+        await manager.delete_topic("table")
+        assert await run is None
+        assert not topic.directory.exists()
+        await manager.close()
+
+    asyncio.run(main())
+
+
+def test_a_log_whose_cleaning_fails_is_left_alone_until_a_restart(make: Make, clock: FakeClock) -> None:
+    log, cleaner = make(worker="process")
+    fill(log, 200, 5)
+    victim = log.segments[1]
+    with open(victim.log_path, "r+b") as f:  # a file changed behind the broker's back
+        f.truncate(victim.size // 2)
+    assert clean(cleaner, log) is None
+    assert log.name in cleaner.uncleanable and "fewer bytes" in cleaner.uncleanable[log.name]
+    assert not any(seg.cleaning for seg in log.segments)
+    assert cleaner.dirtiest() is None  # not picked again
+    assert not list(log.directory.glob("*.cleaned"))

@@ -58,7 +58,10 @@ class CompactionModel(RuleBasedStateMachine):
         self.log = PartitionLog.open(self.dir, self.config, self.clock)
         # a map of a few keys cleans in many partial runs
         buffer = dedupe_keys * 128
-        self.cleaner = LogCleaner(CleanerConfig(dedupe_buffer_size=buffer), lambda: [self.lg], self.clock)
+        # the run's file work in a thread: the same work, quicker to start than a worker process
+        self.cleaner = LogCleaner(
+            CleanerConfig(dedupe_buffer_size=buffer, worker="thread"), lambda: [self.lg], self.clock
+        )
 
     @property
     def lg(self) -> PartitionLog:
@@ -151,6 +154,8 @@ class CompactionModel(RuleBasedStateMachine):
                 assert self.clock.now - appended >= self.config.delete_retention_ms
 
     def teardown(self) -> None:
+        if self.cleaner is not None:
+            self.cleaner.close_sync()
         if self.log is not None and not self.lg.closed:
             self.lg.abandon()
         shutil.rmtree(self.dir, ignore_errors=True)

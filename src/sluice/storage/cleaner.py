@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+import secrets
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,24 +28,23 @@ from typing import Any, TypeVar
 
 from sluice.errors import SluiceError
 from sluice.protocol.records import DEFAULT_MAX_UNCOMPRESSED
+from sluice.storage.cleaner_worker import CleanerWorker, WorkerDied
 from sluice.storage.clock import Clock, wall_clock_ms
 from sluice.storage.compaction import (
     MAP_ENTRY_BYTES,
-    CleanedGroup,
+    CleanedSpec,
     CleanerCheckpoint,
     CleaningAborted,
     CleaningStats,
-    CleaningTask,
-    OffsetMap,
-    SegmentRef,
-    Throttler,
-    build_offset_map,
-    clean_group,
+    RunOutput,
+    RunPlan,
+    SegmentSpec,
     commit_swap,
     discard,
     finish_swap,
-    group_segments,
+    new_segment,
     read_checkpoint,
+    run,
     write_checkpoint,
 )
 from sluice.storage.log import PartitionLog
@@ -68,6 +67,9 @@ class CleanerConfig:
     backoff_ms: int = 15_000
     max_batch_bytes: int = DEFAULT_MAX_UNCOMPRESSED
     """``sluice.batch.uncompressed.max.bytes``: the most one batch may decompress to."""
+    worker: str = "process"
+    """Where a run's file work happens: ``process`` (worker processes, so the event loop never
+    waits for the interpreter lock) or ``thread`` (for comparison: the benchmark; and tests)."""
 
     @property
     def map_capacity(self) -> int:
@@ -121,12 +123,14 @@ class LogCleaner:
         self.config = config
         self._logs = logs
         self.clock = clock
-        self.throttler = Throttler(config.io_max_bytes_per_second)
         self._executor: ThreadPoolExecutor | None = None
         self._checkpoints: weakref.WeakKeyDictionary[PartitionLog, CleanerCheckpoint | None] = (
             weakref.WeakKeyDictionary()
         )
         self._running: dict[PartitionLog, asyncio.Future[Any]] = {}
+        self._workers: dict[PartitionLog, CleanerWorker] = {}
+        """Runs in a worker process, by log: :meth:`abort` kills the worker."""
+        self._idle_workers: list[CleanerWorker] = []
         self._aborting: set[PartitionLog] = set()
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
@@ -268,99 +272,124 @@ class LogCleaner:
     def _aborted(self, plog: PartitionLog) -> Callable[[], bool]:
         return lambda: self._stopping or plog in self._aborting or plog.closed
 
-    async def _run(self, c: Cleanable) -> CleanResult:
+    def _plan(self, c: Cleanable) -> RunPlan:
         plog = c.log
-        segments = c.segments
-        refs = [SegmentRef(seg, seg.next_offset) for seg in segments]
-        dirty_from = next((ref for ref in refs if ref.end > c.first_dirty), None)
+        specs = [SegmentSpec(seg.base_offset, seg.size, seg.next_offset) for seg in c.segments]
         start_position = 0
-        if dirty_from is not None:
-            _, start_position = dirty_from.segment.index.lookup(
-                max(c.first_dirty, dirty_from.base) - dirty_from.base
-            )
-        task = CleaningTask(
+        for seg in c.segments:
+            if seg.next_offset > c.first_dirty:
+                _, start_position = seg.index.lookup(max(c.first_dirty, seg.base_offset) - seg.base_offset)
+                break
+        return RunPlan(
             name=plog.name,
             directory=plog.directory,
             config=plog.config,
-            segments=refs,
+            segments=specs,
             first_dirty=c.first_dirty,
             first_uncleanable=c.first_uncleanable,
             map_start_position=start_position,
             producer_last_offsets=plog.producer_last_offsets(),
             now=self.clock(),
-            checkpoint=self.checkpoint(plog),
+            token=secrets.token_hex(4),
+            map_capacity=self.config.map_capacity,
             io_buffer_size=self.config.io_buffer_size,
+            io_bytes_per_second=self.config.io_max_bytes_per_second / self.config.threads,
             max_batch_bytes=self.config.max_batch_bytes,
-            throttler=self.throttler,
-            aborted=self._aborted(plog),
         )
-        result = CleanResult(plog.name, c.first_dirty, c.first_dirty, task.stats)
-        result.size_before = sum(seg.size for seg in segments)
-        held = list(segments)
+
+    async def _run(self, c: Cleanable) -> CleanResult:
+        plog = c.log
+        plan = self._plan(c)
+        held = list(c.segments)
         for seg in held:
             seg.cleaning = True
+        result = CleanResult(plog.name, c.first_dirty, c.first_dirty, CleaningStats())
+        result.size_before = sum(seg.size for seg in held)
         try:
-            omap = OffsetMap(self.config.map_capacity)
-            end = await self._io(build_offset_map, task, omap)
-            task.stats.map_done = time.monotonic()
-            result.end_offset = end
-            previous = task.checkpoint
-            gaps = max(end, -1 if previous is None else previous.gaps_below)
+            try:
+                if self.config.worker == "thread":
+                    output = await self._io(run, plan, self._aborted(plog))
+                else:
+                    output = await self._io(self._run_in_process, plan, plog)
+            except BaseException:
+                await self._io(discard, plan.directory, plan.token)
+                raise
+            result.end_offset = output.end_offset
+            result.stats = output.stats
+            previous = self.checkpoint(plog)
+            gaps = max(output.end_offset, -1 if previous is None else previous.gaps_below)
             # Recovery must accept this run's gaps before the first of them is on disk.
             await self._save_checkpoint(plog, CleanerCheckpoint(c.first_dirty, gaps))
-            for group in group_segments(refs, end, plog.config.segment_bytes):
-                cleaned = await self._io(clean_group, task, group, omap, end)
-                if not cleaned.changed:
-                    await self._io(discard, plog.directory, cleaned)
-                    continue
-                if task.aborted():
-                    await self._io(discard, plog.directory, cleaned)
+            pending = [spec for spec in output.groups if spec.changed]
+            while pending:
+                if self._aborted(plog)():
+                    await self._io(discard, plan.directory, plan.token)
                     raise CleaningAborted(plog.name)
-                if not await self._swap(plog, cleaned):
+                spec = pending.pop(0)
+                old = [seg for seg in held if spec.base <= seg.base_offset < spec.end]
+                if not await self._swap(plog, plan, spec, old):
                     held = []  # a failed swap keeps them held until a restart finishes it
-                    raise OSError(f"the swap of cleaned segment {cleaned.segment.name} did not finish")
+                    await self._io(discard, plan.directory, plan.token)
+                    raise OSError(f"the swap of cleaned segment {spec.base} did not finish")
                 result.swaps += 1
-            await self._save_checkpoint(plog, CleanerCheckpoint(end, gaps))
+            await self._save_checkpoint(plog, CleanerCheckpoint(output.end_offset, gaps))
         finally:
             for seg in held:
                 seg.cleaning = False
-        task.stats.ended = time.monotonic()
         result.size_after = sum(
             seg.size for seg in plog.segments if seg.base_offset < c.first_uncleanable
         )
         self.runs += 1
-        self.bytes_read += task.stats.bytes_read
-        self.bytes_written += task.stats.bytes_written
+        self.bytes_read += result.stats.bytes_read
+        self.bytes_written += result.stats.bytes_written
         self.last_clean_ms = self.clock()
-        self.last_stats = task.stats
+        self.last_stats = result.stats
         _log_run(result)
         return result
 
-    async def _swap(self, plog: PartitionLog, cleaned: CleanedGroup) -> bool:
-        """Swap ``cleaned`` in for its group: the files in a worker, then the log's list here.
-        The old segments' indexes are in memory and their descriptors leased throughout, so
-        readers read them on until the list changes. False if the files are half swapped (the
-        next start finishes it; until then the log serves the old segments)."""
-        old = [ref.segment for ref in cleaned.group]
+    def _run_in_process(self, plan: RunPlan, plog: PartitionLog) -> RunOutput:
+        """A cleaner thread's part: run ``plan`` in a worker process and wait for it (the wait
+        holds no lock). :meth:`abort` kills the worker."""
+        worker = self._idle_workers.pop() if self._idle_workers else CleanerWorker()
+        self._workers[plog] = worker
+        try:
+            if self._aborted(plog)():
+                raise CleaningAborted(plan.name)
+            try:
+                return worker.run(plan)
+            except WorkerDied:
+                if worker.killed or self._aborted(plog)():
+                    raise CleaningAborted(plan.name) from None
+                raise OSError(f"cleaning {plan.name}: the worker process died") from None
+        finally:
+            del self._workers[plog]
+            self._idle_workers.append(worker)
+
+    async def _swap(self, plog: PartitionLog, plan: RunPlan, spec: CleanedSpec, old: list[LogSegment]) -> bool:
+        """Swap the cleaned group in for ``old``: the files in a cleaner thread, then the log's
+        list here. The old segments' indexes are in memory and their descriptors leased
+        throughout, so readers read them on until the list changes. False if the files are half
+        swapped (the next start finishes it; until then the log serves the old segments)."""
+        new = new_segment(plan, spec, plog.active_segment.files)
         leased: list[LogSegment] = []
         try:
             for seg in old:
                 _ = seg.index, seg.time_index
                 seg.acquire_fd()
                 leased.append(seg)
-            await self._io(commit_swap, plog.directory, cleaned)
+            await self._io(commit_swap, plan.directory, spec, plan.token)
         except BaseException:
             for seg in leased:
                 seg.release_fd()
-            await self._io(discard, plog.directory, cleaned)
+            await self._io(discard, plan.directory, plan.token, [spec])
             raise
         try:
-            await self._io(finish_swap, plog.directory, cleaned)
+            await self._io(finish_swap, plan.directory, spec, new)
         except OSError as exc:
-            log.error("the swap of cleaned segment %s failed half way: %s", cleaned.segment.log_path, exc)
-            plog.mark_unclean(f"the swap of cleaned segment {cleaned.segment.name} failed half way ({exc})")
+            log.error("the swap of cleaned segment %s failed half way: %s", new.log_path, exc)
+            plog.mark_unclean(f"the swap of cleaned segment {new.name} failed half way ({exc})")
             return False  # the leases stay: the old files are read through them until restart
-        plog.replace_segments(old, cleaned.segment)
+        plog.replace_segments(old, new)
         for seg in leased:
             seg.release_fd()
         return True
@@ -372,10 +401,15 @@ class LogCleaner:
     # -- stopping -------------------------------------------------------------------------------------
 
     async def abort(self, logs: Iterable[PartitionLog]) -> None:
-        """Stop cleaning ``logs`` (a topic being deleted): runs in progress end at their next
-        check, a committed swap is finished first. Returns once none is running."""
+        """Stop cleaning ``logs`` (a topic being deleted): a worker process is killed, a run in
+        a thread ends at its next check, a committed swap is finished first. Returns once none
+        is running."""
         logs = list(logs)
         self._aborting.update(logs)
+        for plog in logs:
+            worker = self._workers.get(plog)
+            if worker is not None:
+                worker.kill()
         try:
             waits = [self._running[plog] for plog in logs if plog in self._running]
             if waits:
@@ -384,9 +418,11 @@ class LogCleaner:
             self._aborting.difference_update(logs)
 
     async def stop(self) -> None:
-        """Stop every loop; runs in progress end at their next check."""
+        """Stop every loop; runs in progress are aborted (worker processes killed)."""
         self._stopping = True
         self.wake()
+        for worker in list(self._workers.values()):
+            worker.kill()
         if self._running:
             await asyncio.gather(*self._running.values())
         for task in self._loops:
@@ -396,12 +432,20 @@ class LogCleaner:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        for worker in self._idle_workers:
+            worker.close()
+        self._idle_workers = []
 
     def close_sync(self) -> None:
-        """For a manager closed without an event loop (the cleaner never ran)."""
+        """Stop without an event loop (a manager closed without one; tests): nothing may be
+        running."""
         self._stopping = True
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+            self._executor = None
+        for worker in self._idle_workers:
+            worker.close()
+        self._idle_workers = []
 
 
 def _log_run(result: CleanResult) -> None:

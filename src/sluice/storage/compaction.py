@@ -1,4 +1,4 @@
-"""The log cleaner's work on one partition (after Kafka's ``Cleaner``), run in a worker thread.
+"""The log cleaner's work on one partition (after Kafka's ``Cleaner``).
 
 A cleaning run over a compacted log:
 
@@ -7,14 +7,20 @@ A cleaning run over a compacted log:
    got, and the rest stays dirty for the next run).
 2. **Clean** every closed segment from the log start up to the mapped end, in groups of
    consecutive segments whose sizes add up to at most ``segment.bytes``: each group is rewritten
-   into one new file, ``<base>.log.cleaned``, keeping a record unless the map holds a later
+   into one new file, ``<base>.<run>.log.cleaned``, keeping a record unless the map holds a later
    offset for its key, a tombstone until its delete horizon (``delete.retention.ms`` after a
    cleaning first kept it), and a batch's header (emptied) when it is an idempotent producer's
    latest. Offsets are preserved, so the new segment has gaps.
-3. **Swap**, one group at a time, crash-safely (:func:`commit_swap` then :func:`finish_swap`;
-   :func:`finish_swaps` is the loader's part):
 
-   * ``<base>.log.cleaned`` is written and fsynced;
+   Both steps are :func:`run`: file work only (it reads sealed, immutable segment files and
+   writes new ones), in a **worker process** (:mod:`.cleaner_worker`). A thread would do the same
+   work, but it parses every record in Python, holding the interpreter lock the event loop needs:
+   with the cleaner in a thread, a producer's p99 round trip was 13 times its idle one
+   (``python -m sluice.bench.compaction``).
+3. **Swap**, one group at a time, crash-safely, by the log's owner (:func:`commit_swap` then
+   :func:`finish_swap`; :func:`finish_swaps` is the loader's part):
+
+   * the cleaned file is written and fsynced (by the worker);
    * renamed to ``<base>.<end>.swap``, naming the offsets it replaces, and the directory fsynced:
      **the commit point**. Before it, a crash leaves the old segments and a ``.cleaned`` file
      the next open deletes; after it, the next open finishes the swap;
@@ -25,9 +31,6 @@ A cleaning run over a compacted log:
    The log's in-memory segment list changes on its owner's thread after the files
    (:meth:`PartitionLog.replace_segments`); until then readers read the old segments through
    descriptors held open for the purpose, so no reader ever sees half a swap.
-
-Nothing here touches the log's in-memory state: the worker reads sealed (immutable) segment
-files through leased descriptors and writes new files.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ import errno
 import hashlib
 import logging
 import os
-import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +56,7 @@ from sluice.protocol.keyed import (
     rewrite_batch,
 )
 from sluice.protocol.records import HEADER_SIZE, BatchHeader, iter_stored_batches, read_header
+from sluice.storage.fdcache import FdCache
 from sluice.storage.files import fsync_dir, read_json, write_json
 from sluice.storage.segment import LogSegment, segment_name
 
@@ -110,8 +114,8 @@ def gaps_below(directory: Path) -> int:
 # -- the swap files ---------------------------------------------------------------------------------
 
 
-def cleaned_path(directory: Path, base: int) -> Path:
-    return directory / f"{segment_name(base)}{CLEANED_SUFFIX}"
+def cleaned_path(directory: Path, base: int, token: str) -> Path:
+    return directory / f"{segment_name(base)}.{token}{CLEANED_SUFFIX}"
 
 
 def swap_path(directory: Path, base: int, end: int) -> Path:
@@ -196,30 +200,12 @@ class OffsetMap:
 # -- what the worker is given ---------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class SegmentRef:
-    """A sealed segment as the run found it: immutable while the run holds it."""
-
-    segment: LogSegment
-    end: int
-    """The next segment's base offset: where this segment's offsets end, gaps included."""
-
-    @property
-    def base(self) -> int:
-        return self.segment.base_offset
-
-    @property
-    def size(self) -> int:
-        return self.segment.size
-
-
 class Throttler:
-    """``log.cleaner.io.max.bytes.per.second``, shared by every cleaner thread: a thread that
-    gets ahead of the rate sleeps (Kafka's Throttler)."""
+    """``log.cleaner.io.max.bytes.per.second`` (this worker's share): a worker that gets ahead
+    of the rate sleeps (Kafka's Throttler)."""
 
     def __init__(self, bytes_per_second: float) -> None:
         self.rate = bytes_per_second
-        self._lock = threading.Lock()
         self._start = time.monotonic()
         self._bytes = 0.0
         self.slept_s = 0.0
@@ -227,12 +213,11 @@ class Throttler:
     def throttle(self, nbytes: int) -> None:
         if self.rate >= 1e300:
             return
-        with self._lock:
-            now = time.monotonic()
-            if now - self._start > 1.0:  # a fresh window each second
-                self._start, self._bytes = now, 0.0
-            self._bytes += nbytes
-            ahead = self._bytes / self.rate - (now - self._start)
+        now = time.monotonic()
+        if now - self._start > 1.0:  # a fresh window each second
+            self._start, self._bytes = now, 0.0
+        self._bytes += nbytes
+        ahead = self._bytes / self.rate - (now - self._start)
         if ahead > 0:
             self.slept_s += ahead
             time.sleep(ahead)
@@ -240,7 +225,7 @@ class Throttler:
 
 @dataclass(slots=True)
 class CleaningStats:
-    """One run's counters (Kafka's CleanerStats)."""
+    """One run's counters (Kafka's CleanerStats); times are ``time.monotonic()`` of the worker."""
 
     map_bytes_read: int = 0
     map_records: int = 0
@@ -251,20 +236,29 @@ class CleaningStats:
     batches_emptied: int = 0
     tombstones_removed: int = 0
     groups: int = 0
-    swaps: int = 0
     started: float = field(default_factory=time.monotonic)
     map_done: float = 0.0
     ended: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentSpec:
+    """A sealed segment as the run found it (immutable while the run holds it)."""
+
+    base: int
+    size: int
+    end: int
+    """The next segment's base offset: where this segment's offsets end, gaps included."""
+
+
 @dataclass(slots=True)
-class CleaningTask:
-    """Everything a run needs, snapshotted on the log's thread."""
+class RunPlan:
+    """Everything a run needs, taken on the log's thread; picklable, for a worker process."""
 
     name: str
     directory: Path
     config: LogConfig
-    segments: list[SegmentRef]
+    segments: list[SegmentSpec]
     """Every segment the run may read or rewrite: from the log start up to the first uncleanable
     offset (closed and sealed all)."""
     first_dirty: int
@@ -274,92 +268,144 @@ class CleaningTask:
     producer_last_offsets: dict[int, int]
     """Idempotent producers' latest batches (by last offset): kept, emptied if need be."""
     now: int
-    checkpoint: CleanerCheckpoint | None
+    token: str
+    """Names this run's ``.cleaned`` files, so no other run (nor a worker outliving its broker)
+    ever writes the same file."""
+    map_capacity: int
     io_buffer_size: int
+    io_bytes_per_second: float
     max_batch_bytes: int
-    throttler: Throttler
-    aborted: Callable[[], bool]
-    stats: CleaningStats = field(default_factory=CleaningStats)
+
+
+@dataclass(slots=True)
+class CleanedSpec:
+    """One group's cleaned file (``cleaned_path(directory, base, token)``) and the new segment's
+    indexes, as the worker built them."""
+
+    base: int
+    end: int
+    size: int
+    changed: bool
+    """False when every batch was kept as it was and the group is one segment: nothing to swap."""
+    index: tuple[array[int], array[int]]
+    time_index: tuple[array[int], array[int]]
+
+
+@dataclass(slots=True)
+class RunOutput:
+    end_offset: int
+    """Where the map ended: the new first dirty offset."""
+    groups: list[CleanedSpec]
+    stats: CleaningStats
+
+
+class _Run:
+    def __init__(self, plan: RunPlan, aborted: Callable[[], bool]) -> None:
+        self.plan = plan
+        self.aborted = aborted
+        self.stats = CleaningStats()
+        self.throttler = Throttler(plan.io_bytes_per_second)
 
     def check(self) -> None:
         if self.aborted():
-            raise CleaningAborted(self.name)
+            raise CleaningAborted(self.plan.name)
+
+    def batches(self, spec: SegmentSpec, position: int = 0) -> Iterator[tuple[BatchHeader, bytes]]:
+        """The segment's batches from ``position``, whole (header and bytes), read in chunks of
+        ``log.cleaner.io.buffer.size``; a bigger batch is read alone."""
+        path = self.plan.directory / f"{segment_name(spec.base)}.log"
+        end = spec.size
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if os.fstat(fd).st_size < end:
+                raise OSError(errno.EIO, f"holds fewer bytes than the {end} the log has", str(path))
+            while position + HEADER_SIZE <= end:
+                self.check()
+                chunk = os.pread(fd, min(self.plan.io_buffer_size, end - position), position)
+                self.throttler.throttle(len(chunk))
+                consumed = 0
+                for header in iter_stored_batches(chunk):
+                    yield header._replace(position=position + header.position), chunk[
+                        header.position : header.position + header.size
+                    ]
+                    consumed = header.position + header.size
+                if consumed == 0:
+                    header = read_header(chunk)
+                    if header.size > end - position or header.size < HEADER_SIZE:
+                        raise OSError(errno.EIO, f"batch at byte {position} runs past the segment", str(path))
+                    batch = os.pread(fd, header.size, position)
+                    self.throttler.throttle(len(batch))
+                    yield header._replace(position=position), batch
+                    consumed = header.size
+                position += consumed
+        finally:
+            os.close(fd)
 
 
-def _batches(task: CleaningTask, ref: SegmentRef, position: int = 0) -> Iterator[tuple[BatchHeader, bytes]]:
-    """The segment's batches from ``position``, whole (header and bytes), read in chunks of
-    ``log.cleaner.io.buffer.size`` through a leased descriptor; a bigger batch is read alone."""
-    seg = ref.segment
-    end = ref.size
-    fd = seg.acquire_fd()
+def run(plan: RunPlan, aborted: Callable[[], bool] = lambda: False) -> RunOutput:
+    """A whole run's file work: map the dirty section, then write every group's cleaned file
+    (fsynced). Touches no log state, so it runs in a worker process (or thread). Raises
+    CleaningAborted if ``aborted`` says so (its files are removed)."""
+    job = _Run(plan, aborted)
+    omap = OffsetMap(plan.map_capacity)
+    end = _build_offset_map(job, omap)
+    job.stats.map_done = time.monotonic()
+    groups: list[CleanedSpec] = []
     try:
-        while position + HEADER_SIZE <= end:
-            task.check()
-            chunk = os.pread(fd, min(task.io_buffer_size, end - position), position)
-            task.throttler.throttle(len(chunk))
-            consumed = 0
-            for header in iter_stored_batches(chunk):
-                yield header._replace(position=position + header.position), chunk[
-                    header.position : header.position + header.size
-                ]
-                consumed = header.position + header.size
-            if consumed == 0:
-                header = read_header(chunk)
-                if header.size > end - position or header.size < HEADER_SIZE:
-                    raise OSError(errno.EIO, f"batch at byte {position} of {seg.log_path} runs past the segment")
-                batch = os.pread(fd, header.size, position)
-                task.throttler.throttle(len(batch))
-                yield header._replace(position=position), batch
-                consumed = header.size
-            position += consumed
-    finally:
-        seg.release_fd()
+        for group in group_segments(plan.segments, end, plan.config.segment_bytes):
+            groups.append(_clean_group(job, group, omap, end))
+    except BaseException:
+        for spec in groups:
+            cleaned_path(plan.directory, spec.base, plan.token).unlink(missing_ok=True)
+        raise
+    job.stats.ended = time.monotonic()
+    return RunOutput(end, groups, job.stats)
 
 
 # -- 1. the map --------------------------------------------------------------------------------------
 
 
-def build_offset_map(task: CleaningTask, omap: OffsetMap) -> int:
+def _build_offset_map(job: _Run, omap: OffsetMap) -> int:
     """Fill ``omap`` from the dirty section; returns the end of what it covers (the first offset
     not mapped: ``first_uncleanable`` unless the map filled). Whole batches only, so the end is
     always a batch boundary (a single batch with more keys than the map holds is mapped all the
     same: the bound is then exceeded by one batch)."""
-    omap.clear()
-    stats = task.stats
-    end = task.first_dirty
-    dirty = [ref for ref in task.segments if ref.end > task.first_dirty]
-    for i, ref in enumerate(dirty):
-        position = task.map_start_position if i == 0 else 0
-        for header, batch in _batches(task, ref, position):
+    plan = job.plan
+    stats = job.stats
+    first = plan.first_dirty
+    end = first
+    put = omap.put
+    dirty = [spec for spec in plan.segments if spec.end > first]
+    for i, spec in enumerate(dirty):
+        position = plan.map_start_position if i == 0 else 0
+        for header, batch in job.batches(spec, position):
             stats.map_bytes_read += header.size
-            if header.next_offset <= task.first_dirty:
+            if header.next_offset <= first:
                 continue
             if header.is_control or header.records_count == 0:
                 end = header.next_offset
                 continue
             if len(omap) and len(omap) + header.records_count > omap.capacity:
                 return end
-            records = records_section(header, batch, limit=task.max_batch_bytes)
+            records = records_section(header, batch, limit=plan.max_batch_bytes)
             base = header.base_offset
-            first = task.first_dirty
-            for record in keyed_records(records, header.records_count):
-                offset = base + record.offset_delta
-                if record.key is not None and offset >= first:
-                    omap.put(record.key, offset)
+            for offset_delta, _, key, _, _, _ in keyed_records(records, header.records_count):
+                if key is not None and base + offset_delta >= first:
+                    put(key, base + offset_delta)
             stats.map_records += header.records_count
             end = header.next_offset
-        end = max(end, ref.end)  # past a gap at the segment's end
-    return min(end, task.first_uncleanable)
+        end = max(end, spec.end)  # past a gap at the segment's end
+    return min(end, plan.first_uncleanable)
 
 
 # -- 2. the groups ------------------------------------------------------------------------------------
 
 
-def group_segments(segments: list[SegmentRef], end_offset: int, max_bytes: int) -> list[list[SegmentRef]]:
+def group_segments(segments: list[SegmentSpec], end_offset: int, max_bytes: int) -> list[list[SegmentSpec]]:
     """Consecutive segments below ``end_offset`` in groups of at most ``max_bytes`` (and offsets
     a 32-bit index can address): each group becomes one segment, so small segments merge."""
-    todo = [ref for ref in segments if ref.base < end_offset]
-    groups: list[list[SegmentRef]] = []
+    todo = [spec for spec in segments if spec.base < end_offset]
+    groups: list[list[SegmentSpec]] = []
     while todo:
         group = [todo.pop(0)]
         size = group[0].size
@@ -377,76 +423,65 @@ def group_segments(segments: list[SegmentRef], end_offset: int, max_bytes: int) 
 # -- 3. cleaning a group ---------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class CleanedGroup:
-    group: list[SegmentRef]
-    segment: LogSegment
-    """The new segment (not yet in the log; its file is ``cleaned_path``)."""
-    changed: bool
-    """False when every batch was kept as it was and the group is one segment: nothing to swap."""
-
-    @property
-    def base(self) -> int:
-        return self.group[0].base
-
-    @property
-    def end(self) -> int:
-        return self.group[-1].end
-
-
-def clean_group(task: CleaningTask, group: list[SegmentRef], omap: OffsetMap, end_offset: int) -> CleanedGroup:
-    """Write ``<base>.log.cleaned`` from the group's segments (fsynced), and the new segment's
-    indexes in memory. Raises CleaningAborted (the file is removed) if the run is aborted."""
-    cfg = task.config
-    first = group[0].segment
+def _clean_group(job: _Run, group: list[SegmentSpec], omap: OffsetMap, end_offset: int) -> CleanedSpec:
+    """Write the group's ``.cleaned`` file (fsynced) and build the new segment's indexes."""
+    plan = job.plan
+    cfg = plan.config
+    base = group[0].base
     new = LogSegment(
-        task.directory,
-        first.base_offset,
+        plan.directory,
+        base,
         index_interval_bytes=cfg.index_interval_bytes,
         max_index_bytes=cfg.segment_index_bytes,
-        created_ms=task.now,
-        files=first._files,
+        created_ms=plan.now,
         exists=False,
     )
     new.fresh_indexes()
-    path = cleaned_path(task.directory, first.base_offset)
+    path = cleaned_path(plan.directory, base, plan.token)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     changed = len(group) > 1
     try:
         pending: list[bytes] = []
         pending_bytes = 0
         position = 0
-        for ref in group:
-            for header, batch in _batches(task, ref):
-                out = _clean_batch(task, header, batch, omap, end_offset)
+        for spec in group:
+            for header, batch in job.batches(spec):
+                out = _clean_batch(job, header, batch, omap, end_offset)
                 if out is not batch:
                     changed = True
                 if out is None:
                     continue
-                written = header if out is batch else read_header(out)
-                new.note_appended(written, position)
+                new.note_appended(header if out is batch else read_header(out), position)
                 position += len(out)
                 pending.append(out)
                 pending_bytes += len(out)
-                if pending_bytes >= task.io_buffer_size:
+                if pending_bytes >= plan.io_buffer_size:
                     _write_all(fd, pending)
-                    task.throttler.throttle(pending_bytes)
+                    job.throttler.throttle(pending_bytes)
                     pending, pending_bytes = [], 0
         if pending:
             _write_all(fd, pending)
-            task.throttler.throttle(pending_bytes)
-        os.fsync(fd)
+            job.throttler.throttle(pending_bytes)
+        if changed:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         path.unlink(missing_ok=True)
         raise
     os.close(fd)
-    task.stats.bytes_written += position
-    new.size = position
-    new.next_offset = group[-1].end
-    new.sealed = True
-    task.stats.groups += 1
-    return CleanedGroup(group, new, changed)
+    if not changed:
+        path.unlink(missing_ok=True)
+    job.stats.bytes_written += position
+    job.stats.groups += 1
+    index, time_index = new.index, new.time_index
+    return CleanedSpec(
+        base,
+        group[-1].end,
+        position,
+        changed,
+        (index.offsets, index.positions),
+        (time_index.timestamps, time_index.offsets),
+    )
 
 
 def _write_all(fd: int, pieces: list[bytes]) -> None:
@@ -456,30 +491,29 @@ def _write_all(fd: int, pieces: list[bytes]) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _clean_batch(
-    task: CleaningTask, header: BatchHeader, batch: bytes, omap: OffsetMap, end_offset: int
-) -> bytes | None:
+def _clean_batch(job: _Run, header: BatchHeader, batch: bytes, omap: OffsetMap, end_offset: int) -> bytes | None:
     """What of one batch the cleaned segment keeps: the batch itself (unchanged), a rewritten
     batch, an empty one (its header only) or None."""
-    stats = task.stats
+    plan = job.plan
+    stats = job.stats
     stats.bytes_read += header.size
     stats.records_read += header.records_count
-    now = task.now
+    now = plan.now
     horizon = delete_horizon(header)
     producers_last = (
         header.producer_id >= 0
-        and task.producer_last_offsets.get(header.producer_id) == header.last_offset
+        and plan.producer_last_offsets.get(header.producer_id) == header.last_offset
     )
-    keep_empty = producers_last or header.next_offset == task.first_uncleanable
+    keep_empty = producers_last or header.next_offset == plan.first_uncleanable
     if header.is_control:
         # sluice has no transactions, so a control batch (from a copied data directory) is a
         # marker of no transaction the cleaner has seen: Kafka keeps it until its delete horizon.
         if horizon is None:
             check_crc(batch, header)
-            records = records_section(header, batch, limit=task.max_batch_bytes)
+            records = records_section(header, batch, limit=plan.max_batch_bytes)
             kept = keyed_records(records, header.records_count)
             stats.records_kept += len(kept)
-            return rewrite_batch(header, records, kept, new_delete_horizon=now + task.config.delete_retention_ms)
+            return rewrite_batch(header, records, kept, new_delete_horizon=now + plan.config.delete_retention_ms)
         if now < horizon:
             stats.records_kept += header.records_count
             return batch
@@ -487,31 +521,34 @@ def _clean_batch(
     if header.records_count == 0:
         return batch if keep_empty else None
     check_crc(batch, header)
-    records = records_section(header, batch, limit=task.max_batch_bytes)
+    records = records_section(header, batch, limit=plan.max_batch_bytes)
     all_records = keyed_records(records, header.records_count)
     kept = []
     tombstones = False
     base = header.base_offset
+    get = omap.get
+    expired = horizon is not None and now >= horizon
     for record in all_records:
-        offset = base + record.offset_delta
+        offset_delta, _, key, has_value, _, _ = record
+        offset = base + offset_delta
         if offset < end_offset:
-            if record.key is None:
+            if key is None:
                 continue  # keyless records do not survive compaction (Kafka drops them too)
-            latest = omap.get(record.key)
+            latest = get(key)
             if latest is not None and offset < latest:
                 continue
-            if not record.has_value and horizon is not None and now >= horizon:
+            if not has_value and expired:
                 stats.tombstones_removed += 1
                 continue
         kept.append(record)
-        if not record.has_value:
+        if not has_value:
             tombstones = True
     stats.records_kept += len(kept)
     needs_horizon = tombstones and horizon is None
     if len(kept) == len(all_records) and not needs_horizon:
         return batch
     if kept:
-        new_horizon = now + task.config.delete_retention_ms if needs_horizon else None
+        new_horizon = now + plan.config.delete_retention_ms if needs_horizon else None
         return rewrite_batch(header, records, kept, new_delete_horizon=new_horizon)
     return _emptied(stats, header) if keep_empty else None
 
@@ -521,22 +558,47 @@ def _emptied(stats: CleaningStats, header: BatchHeader) -> bytes:
     return empty_batch(header)
 
 
-# -- 4. the swap ---------------------------------------------------------------------------------
+# -- 4. the swap (the log's owner, after the worker) -------------------------------------------------
 
 
-def commit_swap(directory: Path, cleaned: CleanedGroup) -> None:
+def new_segment(plan: RunPlan, spec: CleanedSpec, files: FdCache) -> LogSegment:
+    """The segment object of a cleaned group, its indexes as the worker built them."""
+    cfg = plan.config
+    seg = LogSegment(
+        plan.directory,
+        spec.base,
+        index_interval_bytes=cfg.index_interval_bytes,
+        max_index_bytes=cfg.segment_index_bytes,
+        created_ms=plan.now,
+        files=files,
+        exists=False,
+    )
+    seg.fresh_indexes()
+    for relative, position in zip(*spec.index, strict=True):
+        seg.index.append(relative, position)
+    for timestamp, relative in zip(*spec.time_index, strict=True):
+        seg.time_index.maybe_append(timestamp, relative)
+    if spec.time_index[0]:
+        seg.max_timestamp = spec.time_index[0][-1]
+        seg.offset_of_max_timestamp = spec.base + spec.time_index[1][-1]
+    seg.size = spec.size
+    seg.next_offset = spec.end
+    seg.sealed = True
+    return seg
+
+
+def commit_swap(directory: Path, spec: CleanedSpec, token: str) -> None:
     """The commit point: the cleaned file becomes the swap file naming the offsets it replaces."""
-    os.replace(cleaned_path(directory, cleaned.base), swap_path(directory, cleaned.base, cleaned.end))
+    os.replace(cleaned_path(directory, spec.base, token), swap_path(directory, spec.base, spec.end))
     fsync_dir(directory)
 
 
-def finish_swap(directory: Path, cleaned: CleanedGroup) -> None:
+def finish_swap(directory: Path, spec: CleanedSpec, seg: LogSegment) -> None:
     """After the commit: the old files go, the swap file becomes ``<base>.log``, and the new
     segment's index files are written (best effort: missing ones are rebuilt when needed). The
     caller holds descriptors of the old segments, so their readers read on meanwhile."""
-    _finish_swap(directory, cleaned.base, cleaned.end)
+    _finish_swap(directory, spec.base, spec.end)
     fsync_dir(directory)
-    seg = cleaned.segment
     try:
         seg.index.save(seg.index_path)
         seg.time_index.save(seg.time_index_path)
@@ -547,7 +609,10 @@ def finish_swap(directory: Path, cleaned: CleanedGroup) -> None:
             seg.time_index_path.unlink(missing_ok=True)
 
 
-def discard(directory: Path, cleaned: CleanedGroup) -> None:
-    """Forget a cleaned group that is not (or could not be) committed."""
-    cleaned_path(directory, cleaned.base).unlink(missing_ok=True)
-    swap_path(directory, cleaned.base, cleaned.end).unlink(missing_ok=True)
+def discard(directory: Path, token: str, specs: list[CleanedSpec] | None = None) -> None:
+    """Remove this run's cleaned files (all of them, when ``specs`` is None) and the swap files
+    of ``specs`` that were not (or could not be) committed."""
+    for stray in directory.glob(f"*.{token}{CLEANED_SUFFIX}"):
+        stray.unlink(missing_ok=True)
+    for spec in specs or []:
+        swap_path(directory, spec.base, spec.end).unlink(missing_ok=True)
