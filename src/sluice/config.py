@@ -192,6 +192,15 @@ def _cleanup_policy(text: str) -> CleanupPolicy:
     return CleanupPolicy(items.pop())
 
 
+class CleanerWorker(StrEnum):
+    """Where the log cleaner's file work runs."""
+
+    PROCESS = "process"
+    """Worker processes: parsing records never holds the interpreter lock the event loop needs."""
+    THREAD = "thread"
+    """Threads of the broker's process: no extra processes, but producers wait while it runs."""
+
+
 class CompressionType(StrEnum):
     """Kafka's ``compression.type``: the codec a topic stores its batches with. ``producer``
     keeps each batch as the producer compressed it; any other value makes the broker
@@ -426,6 +435,7 @@ class BrokerConfig:
     cleaner_io_max_bytes_per_second: float = 1.7976931348623157e308
     cleaner_io_buffer_size: int = 512 * 1024
     cleaner_backoff_ms: int = 15_000
+    cleaner_worker: CleanerWorker = CleanerWorker.PROCESS
     max_uncompressed_batch_bytes: int = DEFAULT_MAX_UNCOMPRESSED
     """``sluice.batch.uncompressed.max.bytes``: the most decompressed bytes of one batch the
     broker materialises (recompression, a raw snappy block) or needs to see (a compressed
@@ -683,6 +693,8 @@ _BROKER_ROWS = (
             "Bytes the cleaner reads from a segment at a time."),
     _broker("log.cleaner.backoff.ms", "cleaner_backoff_ms", _integer(0), _L,
             "How long the cleaner sleeps when no log needs cleaning."),
+    _broker("sluice.log.cleaner.worker", "cleaner_worker", _choice(CleanerWorker), _S,
+            "Where the cleaner's file work runs: process (default) or thread."),
 )
 
 BROKER_SETTINGS: dict[str, Setting] = {s.name: s for s in _BROKER_ROWS}

@@ -350,6 +350,7 @@ def _sample(key: str) -> str:
         "offsets.retention.minutes": "60",
         "log.cleanup.policy": "compact",
         "log.cleaner.enable": "false",
+        "sluice.log.cleaner.worker": "thread",
         "log.cleaner.min.cleanable.ratio": "0.75",
         "log.cleaner.io.max.bytes.per.second": "1000000.0",
         "log.cleaner.max.compaction.lag.ms": "3600000",

@@ -45,7 +45,17 @@ def _mb(n: float) -> float:
     return n / 1e6
 
 
-def throughput(directory: Path, keys: int, rounds: int, value_bytes: int, batch: int) -> None:
+async def _start_worker(cleaner: LogCleaner, directory: Path) -> None:
+    """Clean a tiny log first, so the worker process's start is not counted."""
+    config = LogConfig.from_dict({"cleanup.policy": "compact", "segment.bytes": "1024"})
+    log = PartitionLog.open(directory, config)
+    for i in range(40):
+        log.append(build_batch([(b"k", b"v" * 50)], base_timestamp=i))
+    await cleaner.clean(log)
+    log.close()
+
+
+def throughput(directory: Path, keys: int, rounds: int, value_bytes: int, batch: int, worker: str) -> None:
     config = LogConfig.from_dict(
         {"cleanup.policy": "compact", "retention.ms": "-1", "segment.bytes": str(64 * 1024 * 1024)}
     )
@@ -69,10 +79,12 @@ def throughput(directory: Path, keys: int, rounds: int, value_bytes: int, batch:
         f"wrote {written:,} records ({keys:,} keys x {rounds}, {value_bytes} B values) in "
         f"{time.monotonic() - began:.1f} s: {_mb(before):,.1f} MB in {len(log.segments)} segments"
     )
-    cleaner = LogCleaner(CleanerConfig(), lambda: [log])
+    cleaner = LogCleaner(CleanerConfig(worker=worker), lambda: [log])
+    asyncio.run(_start_worker(cleaner, directory.parent / "warm-up"))
     began = time.monotonic()
     result = asyncio.run(cleaner.clean(log))
     took = time.monotonic() - began
+    cleaner.close_sync()
     assert result is not None
     stats = result.stats
     mapped = stats.map_done - stats.started
@@ -142,13 +154,16 @@ def _percentiles(samples: list[float]) -> str:
     return f"p50 {q[49] * 1e3:.2f} ms, p99 {q[98] * 1e3:.2f} ms, max {max(samples) * 1e3:.2f} ms ({len(samples):,} round trips)"
 
 
-def producers(directory: Path, keys: int, value_bytes: int, seconds: float) -> None:
+def producers(directory: Path, keys: int, value_bytes: int, seconds: float, worker: str) -> None:
     import confluent_kafka as ck
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # no __all__
 
     from sluice.storage.manager import partition_dir
 
-    serve = Serve(directory / "data", directory / "serve.log", {"log.cleaner.backoff.ms": "200"})
+    settings = {"log.cleaner.backoff.ms": "200"}
+    if worker == "thread":
+        settings["sluice.log.cleaner.worker"] = "thread"
+    serve = Serve(directory / "data", directory / "serve.log", settings)
     serve.start()
     try:
         admin = AdminClient({"bootstrap.servers": serve.bootstrap, "log_level": 0})
@@ -221,14 +236,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="records per produced batch")
     parser.add_argument("--broker-keys", type=int, default=300_000)
     parser.add_argument("--seconds", type=float, default=10.0, help="of idle round trips")
+    parser.add_argument(
+        "--worker",
+        choices=["process", "thread"],
+        default="process",
+        help="where the cleaner's file work runs (thread: only to compare)",
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-producers", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sluice-bench-compaction-") as tmp:
         if not args.skip_throughput:
-            throughput(Path(tmp) / "log", args.keys, args.rounds, args.value_bytes, args.batch)
+            throughput(Path(tmp) / "log", args.keys, args.rounds, args.value_bytes, args.batch, args.worker)
         if not args.skip_producers:
-            producers(Path(tmp), args.broker_keys, args.value_bytes, args.seconds)
+            producers(Path(tmp), args.broker_keys, args.value_bytes, args.seconds, args.worker)
     return 0
 
 

@@ -171,6 +171,7 @@ class Broker:
             io_buffer_size=config.cleaner_io_buffer_size,
             backoff_ms=config.cleaner_backoff_ms,
             max_batch_bytes=config.max_uncompressed_batch_bytes,
+            worker=config.cleaner_worker.value,
         )
         logs = LogManager.open(config.data_dir, config.topic_defaults, limits=limits, cleaner=cleaner)
         return cls(config, logs)
