@@ -14,16 +14,22 @@
    with ``--broker-keys`` keys written twice while its ``min.cleanable.dirty.ratio`` is 1 (never
    cleaned); a producer on another topic sends one record at a time (acks=1, each waiting for its
    answer) for ``--seconds`` with the cleaner idle, then the ratio is lowered so the cleaner
-   starts, and the producer goes on until the cleaning is done. Round-trip percentiles of both
-   phases are printed, and how long the cleaning took.
+   starts, and the producer goes on until the cleaning is done, then idles again. Round-trip
+   percentiles of the phases are printed, and how long the cleaning took. The machine's other
+   load moves these from run to run, so then the topic is made dirty again and cleaned once
+   more while the worker process is paused (SIGSTOP) and resumed every 0.25 s: round trips with
+   the worker running and paused share the same background, and are compared.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import resource
+import signal
 import statistics
 import tempfile
 import threading
@@ -149,6 +155,20 @@ def _alter(bootstrap: str, ratio: str) -> None:
     admin.incremental_alter_configs([resource_])[resource_].result(60)
 
 
+def _cleaner_workers(broker_pid: int) -> list[int]:
+    """The broker's cleaner worker processes (Linux /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == broker_pid and b"cleaner_worker" in Path(f"/proc/{entry}/cmdline").read_bytes():
+                out.append(int(entry))
+    return out
+
+
 def _percentiles(samples: list[float]) -> str:
     q = statistics.quantiles(samples, n=100)
     return f"p50 {q[49] * 1e3:.2f} ms, p99 {q[98] * 1e3:.2f} ms, max {max(samples) * 1e3:.2f} ms ({len(samples):,} round trips)"
@@ -199,31 +219,66 @@ def producers(directory: Path, keys: int, value_bytes: int, seconds: float, work
                 out.append(time.monotonic() - t0)
             return out
 
-        idle = round_trips(time.monotonic() + seconds)
-        done = threading.Event()
         checkpoint = table_dir / "cleaner-offset-checkpoint"
 
-        def watch() -> None:
-            while not done.is_set():
-                try:
-                    if json.loads(checkpoint.read_bytes())["first_dirty"] > 0:
-                        done.set()
-                except (OSError, ValueError, KeyError):
-                    pass
-                time.sleep(0.01)
+        def first_dirty() -> int:
+            try:
+                return int(json.loads(checkpoint.read_bytes())["first_dirty"])
+            except (OSError, ValueError, KeyError):
+                return 0
 
-        watcher = threading.Thread(target=watch, daemon=True)
+        def cleaning_done(previous: int) -> threading.Event:
+            done = threading.Event()
+
+            def watch() -> None:
+                while first_dirty() <= previous:
+                    time.sleep(0.01)  # the probe of a file another process writes
+                done.set()
+
+            threading.Thread(target=watch, daemon=True).start()
+            return done
+
+        # A: the producer with the cleaner idle, running, and idle again.
+        idle = round_trips(time.monotonic() + seconds)
         began = time.monotonic()
+        done = cleaning_done(first_dirty())
         _alter(serve.bootstrap, "0.5")
-        watcher.start()
         busy = round_trips(done)
         took = time.monotonic() - began
         after = sum(p.stat().st_size for p in table_dir.glob("*.log"))
-        print(f"idle cleaner:     {_percentiles(idle)}")
-        print(f"cleaner running:  {_percentiles(busy)} (cleaning took {took:.1f} s, {_mb(size):,.1f} -> {_mb(after):,.1f} MB)")
-        q_idle = statistics.quantiles(idle, n=100)[98]
+        idle_after = round_trips(time.monotonic() + seconds)
+        print(f"idle cleaner (before): {_percentiles(idle)}")
+        print(f"cleaner running:       {_percentiles(busy)}")
+        print(f"idle cleaner (after):  {_percentiles(idle_after)}")
+        print(f"the cleaning took {took:.1f} s: {_mb(size):,.1f} -> {_mb(after):,.1f} MB on disk")
+        q_idle = statistics.quantiles(idle + idle_after, n=100)[98]
         q_busy = statistics.quantiles(busy, n=100)[98]
-        print(f"p99 while cleaning / idle: {q_busy / q_idle:.2f}")
+        print(f"p99 while cleaning / p99 idle (before and after together): {q_busy / q_idle:.2f}")
+        if worker != "process":
+            return
+        # B: the same on a second dirty round, the worker paused (SIGSTOP) and resumed every
+        # 0.25 s: both kinds of window share whatever else the machine is doing.
+        _alter(serve.bootstrap, "1.0")
+        _fill(serve.bootstrap, keys, value_bytes)
+        done = cleaning_done(first_dirty())
+        _alter(serve.bootstrap, "0.5")
+        windows: dict[bool, list[float]] = {True: [], False: []}
+        running = True
+        while not done.is_set():
+            pids = _cleaner_workers(serve.pid)
+            running = not running
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT if running else signal.SIGSTOP)
+            windows[running].extend(round_trips(time.monotonic() + 0.25))
+        for pid in _cleaner_workers(serve.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        print(f"alternating, worker running: {_percentiles(windows[True])}")
+        print(f"alternating, worker paused:  {_percentiles(windows[False])}")
+        q_run = statistics.quantiles(windows[True], n=100)[98]
+        q_paused = statistics.quantiles(windows[False], n=100)[98]
+        print(f"p99 running / p99 paused: {q_run / q_paused:.2f}")
     finally:
         serve.stop()
 

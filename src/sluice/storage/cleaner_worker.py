@@ -118,9 +118,22 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _yield_to_the_broker() -> None:
+    """Run only when the broker has nothing to run (Linux ``SCHED_IDLE``; elsewhere the lowest
+    nice level): the cleaner is background work, and on a small machine its core is the one the
+    broker's event loop would otherwise wait for. It still progresses under load (an idle-class
+    task gets a small share), and gets the whole core when the broker is idle."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(19)
+
+
 def main() -> None:
     parent = os.getppid()
     _die_with_parent(parent)
+    _yield_to_the_broker()
     channel_in = os.fdopen(os.dup(0), "rb")
     channel_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must never corrupt the channel

@@ -574,10 +574,9 @@ def new_segment(plan: RunPlan, spec: CleanedSpec, files: FdCache) -> LogSegment:
         exists=False,
     )
     seg.fresh_indexes()
-    for relative, position in zip(*spec.index, strict=True):
-        seg.index.append(relative, position)
-    for timestamp, relative in zip(*spec.time_index, strict=True):
-        seg.time_index.maybe_append(timestamp, relative)
+    # The arrays as they are: no per-entry Python on the event loop (a 1 GiB segment has ~260k).
+    seg.index.offsets, seg.index.positions = spec.index
+    seg.time_index.timestamps, seg.time_index.offsets = spec.time_index
     if spec.time_index[0]:
         seg.max_timestamp = spec.time_index[0][-1]
         seg.offset_of_max_timestamp = spec.base + spec.time_index[1][-1]
