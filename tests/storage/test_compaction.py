@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -602,3 +603,30 @@ def test_a_log_whose_cleaning_fails_is_left_alone_until_a_restart(make: Make, cl
     assert not any(seg.cleaning for seg in log.segments)
     assert cleaner.dirtiest() is None  # not picked again
     assert not list(log.directory.glob("*.cleaned"))
+
+
+def test_a_segment_being_replaced_never_reads_or_writes_index_files(make: Make, clock: FakeClock) -> None:
+    """Between a swap's rename and the new segment's publication, an old segment's index files
+    may already be the new segment's: a reader needing the old indexes rebuilds them from the
+    old file and saves nothing."""
+    log, _ = make()
+    fill(log, 100, 100)
+    state = log.close(marker=False)
+    log = PartitionLog.open(log.directory, log.config, clock, state=state)  # indexes not loaded
+    try:
+        seg, other = log.segments[0], log.segments[1]
+        positions = [h.position for h in seg.iter_batches(0)]
+        # what a new segment's index could look like: sane, and wrong for the old file
+        planted = struct.pack("<ii", 2, positions[5])
+        seg.index_path.write_bytes(planted)
+        seg.being_replaced = True
+        found = log.read(seg.base_offset + 3, 1 << 20)
+        assert found is not None and found.first_offset == seg.base_offset + 3
+        assert seg.index_path.read_bytes() == planted
+        other.index_path.unlink()
+        other.time_index_path.unlink()
+        other.being_replaced = True
+        assert log.read(other.base_offset + 1, 1 << 20) is not None
+        assert not other.index_path.exists()  # rebuilt in memory only
+    finally:
+        log.abandon()

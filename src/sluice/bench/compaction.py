@@ -61,6 +61,11 @@ async def _start_worker(cleaner: LogCleaner, directory: Path) -> None:
     log.close()
 
 
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def throughput(directory: Path, keys: int, rounds: int, value_bytes: int, batch: int, worker: str) -> None:
     config = LogConfig.from_dict(
         {"cleanup.policy": "compact", "retention.ms": "-1", "segment.bytes": str(64 * 1024 * 1024)}
@@ -87,10 +92,13 @@ def throughput(directory: Path, keys: int, rounds: int, value_bytes: int, batch:
     )
     cleaner = LogCleaner(CleanerConfig(worker=worker), lambda: [log])
     asyncio.run(_start_worker(cleaner, directory.parent / "warm-up"))
+    who = resource.RUSAGE_CHILDREN if worker == "process" else resource.RUSAGE_SELF
+    cpu_before = _cpu(who)
     began = time.monotonic()
     result = asyncio.run(cleaner.clean(log))
     took = time.monotonic() - began
-    cleaner.close_sync()
+    cleaner.close_sync()  # a worker's CPU time is counted once it has exited
+    cpu = _cpu(who) - cpu_before
     assert result is not None
     stats = result.stats
     mapped = stats.map_done - stats.started
@@ -102,6 +110,10 @@ def throughput(directory: Path, keys: int, rounds: int, value_bytes: int, batch:
         f"(map pass {_mb(stats.map_bytes_read) / mapped:.1f} MB/s over {mapped:.1f} s, "
         f"clean pass {_mb(stats.bytes_read) / cleaned:.1f} MB/s over {cleaned:.1f} s); "
         f"{stats.records_read:,} records read, {stats.records_kept:,} kept, {result.swaps} swaps"
+    )
+    print(
+        f"CPU time of the cleaning ({worker}): {cpu:.1f} s, {_mb(stats.bytes_read) / cpu:.1f} MB of log "
+        "per CPU second (what a free core would do; the wall-clock rate above depends on what else runs)"
     )
     print(
         f"disk: {_mb(before):,.1f} MB before, {_mb(after):,.1f} MB after "

@@ -367,19 +367,21 @@ class LogCleaner:
 
     async def _swap(self, plog: PartitionLog, plan: RunPlan, spec: CleanedSpec, old: list[LogSegment]) -> bool:
         """Swap the cleaned group in for ``old``: the files in a cleaner thread, then the log's
-        list here. The old segments' indexes are in memory and their descriptors leased
-        throughout, so readers read them on until the list changes. False if the files are half
+        list here. The old segments' descriptors are leased throughout, and their indexes never
+        read from (or written to) files meanwhile, so readers read them on until the list
+        changes. False if the files are half
         swapped (the next start finishes it; until then the log serves the old segments)."""
         new = new_segment(plan, spec, plog.active_segment.files)
         leased: list[LogSegment] = []
         try:
             for seg in old:
-                _ = seg.index, seg.time_index
                 seg.acquire_fd()
                 leased.append(seg)
+                seg.being_replaced = True
             await self._io(commit_swap, plan.directory, spec, plan.token)
         except BaseException:
             for seg in leased:
+                seg.being_replaced = False
                 seg.release_fd()
             await self._io(discard, plan.directory, plan.token, [spec])
             raise

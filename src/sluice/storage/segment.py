@@ -101,6 +101,10 @@ class LogSegment:
         self.cleaning = False
         """Held by a log cleaner run (which reads it and may replace it): retention and
         DeleteRecords leave it alone until the run lets go."""
+        self.being_replaced = False
+        """A cleaning swap is replacing this segment's files: its index files may already be
+        the new segment's, so indexes are rebuilt from the (leased, old) descriptor if needed,
+        and never saved."""
 
     @property
     def name(self) -> str:
@@ -318,6 +322,9 @@ class LogSegment:
 
     def _load_indexes(self) -> None:
         """Load a closed segment's indexes, rebuilding from the log if missing or insane."""
+        if self.being_replaced:
+            self.rebuild_indexes(save=False)
+            return
         index = OffsetIndex(self._max_index_entries)
         time_index = TimeIndex(self._max_time_entries)
         try:
@@ -331,7 +338,7 @@ class LogSegment:
             self.max_timestamp = time_index.last_timestamp
             self.offset_of_max_timestamp = self.base_offset + int(time_index.offsets[-1])
 
-    def rebuild_indexes(self) -> None:
+    def rebuild_indexes(self, *, save: bool = True) -> None:
         """Rebuild both indexes from the trusted bytes [0, size) (no CRC: already recovered)."""
         self.fresh_indexes()
         self.bytes_since_index_entry = 0
@@ -341,8 +348,9 @@ class LogSegment:
             self.note_appended(header, header.position)
         # The files only spare the next open a scan: a full disk must not fail the read that
         # needed the index.
-        with contextlib.suppress(OSError):
-            self.save_indexes()
+        if save and not self.being_replaced:
+            with contextlib.suppress(OSError):
+                self.save_indexes()
 
     def save_indexes(self, *, sync: bool = True) -> None:
         """Write both index files of the active segment; while it is small, remove them instead
