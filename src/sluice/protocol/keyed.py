@@ -92,7 +92,8 @@ def keyed_records(records: bytes, count: int) -> list[KeyedRecord]:
     """Every record of a records section (see :data:`KeyedRecord`). Raises CorruptRecordError if
     the records do not parse or are not exactly ``count`` records filling the section.
 
-    The cleaner's inner loop: one-byte varints are decoded inline."""
+    The cleaner's inner loop: varints of one and two bytes (record lengths and offset deltas of
+    up to 8191) are decoded inline, longer ones by :func:`read_varint`."""
     out: list[KeyedRecord] = []
     append = out.append
     pos = 0
@@ -103,6 +104,9 @@ def keyed_records(records: bytes, count: int) -> list[KeyedRecord]:
             b = records[pos]
             if b < 0x80:
                 length, p = (b >> 1) ^ -(b & 1), pos + 1
+            elif records[pos + 1] < 0x80:
+                raw = (b & 0x7F) | (records[pos + 1] << 7)
+                length, p = (raw >> 1) ^ -(raw & 1), pos + 2
             else:
                 length, p = slow(records, pos)
             record_end = p + length
@@ -112,11 +116,17 @@ def keyed_records(records: bytes, count: int) -> list[KeyedRecord]:
             b = records[p]
             if b < 0x80:
                 ts_delta, p = (b >> 1) ^ -(b & 1), p + 1
+            elif records[p + 1] < 0x80:
+                raw = (b & 0x7F) | (records[p + 1] << 7)
+                ts_delta, p = (raw >> 1) ^ -(raw & 1), p + 2
             else:
                 ts_delta, p = slow(records, p)
             b = records[p]
             if b < 0x80:
                 off_delta, p = (b >> 1) ^ -(b & 1), p + 1
+            elif records[p + 1] < 0x80:
+                raw = (b & 0x7F) | (records[p + 1] << 7)
+                off_delta, p = (raw >> 1) ^ -(raw & 1), p + 2
             else:
                 off_delta, p = slow(records, p)
             b = records[p]
@@ -132,6 +142,9 @@ def keyed_records(records: bytes, count: int) -> list[KeyedRecord]:
             b = records[p]
             if b < 0x80:
                 value_len, p = (b >> 1) ^ -(b & 1), p + 1
+            elif records[p + 1] < 0x80:
+                raw = (b & 0x7F) | (records[p + 1] << 7)
+                value_len, p = (raw >> 1) ^ -(raw & 1), p + 2
             else:
                 value_len, p = slow(records, p)
             if p > record_end or (value_len > 0 and p + value_len > record_end):
@@ -306,7 +319,7 @@ def keyless_records(
 
 def _keyless_plain(records: bytes, count: int) -> list[int]:
     """:func:`keyless_records` of an uncompressed records section (already in memory): each
-    record's prefix parsed in place, one-byte varints inline."""
+    record's prefix parsed in place, varints of one and two bytes inline."""
     keyless: list[int] = []
     pos = 0
     slow = read_varint
@@ -315,18 +328,20 @@ def _keyless_plain(records: bytes, count: int) -> list[int]:
             b = records[pos]
             if b < 0x80:
                 length, p = (b >> 1) ^ -(b & 1), pos + 1
+            elif records[pos + 1] < 0x80:
+                raw = (b & 0x7F) | (records[pos + 1] << 7)
+                length, p = (raw >> 1) ^ -(raw & 1), pos + 2
             else:
                 length, p = slow(records, pos)
             record_end = p + length
             p += 1  # attributes
-            if records[p] < 0x80:
-                p += 1
-            else:
-                _, p = slow(records, p)
-            if records[p] < 0x80:
-                p += 1
-            else:
-                _, p = slow(records, p)
+            for _ in range(2):  # timestamp delta, offset delta: skipped
+                if records[p] < 0x80:
+                    p += 1
+                elif records[p + 1] < 0x80:
+                    p += 2
+                else:
+                    _, p = slow(records, p)
             b = records[p]
             if b < 0x80:
                 key_len, p = (b >> 1) ^ -(b & 1), p + 1

@@ -174,27 +174,26 @@ class OffsetMap:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
-        self._map: dict[bytes, int] = {}
+        self.table: dict[bytes, int] = {}
+        """Slot -> offset; the hot loops index it directly (keys under 16 bytes are their own
+        slot, so only long keys pay for :meth:`slot`)."""
 
     def __len__(self) -> int:
-        return len(self._map)
+        return len(self.table)
 
     @staticmethod
     def slot(key: bytes) -> bytes:
         return key if len(key) < _SHORT_KEY else hashlib.blake2b(key, digest_size=16).digest()
 
     def put(self, key: bytes, offset: int) -> None:
-        self._map[self.slot(key)] = offset
+        self.table[self.slot(key)] = offset
 
     def get(self, key: bytes) -> int | None:
-        return self._map.get(self.slot(key))
-
-    def clear(self) -> None:
-        self._map = {}
+        return self.table.get(self.slot(key))
 
     @property
     def utilization(self) -> float:
-        return len(self._map) / self.capacity
+        return len(self.table) / self.capacity
 
 
 # -- what the worker is given ---------------------------------------------------------------------
@@ -374,7 +373,8 @@ def _build_offset_map(job: _Run, omap: OffsetMap) -> int:
     stats = job.stats
     first = plan.first_dirty
     end = first
-    put = omap.put
+    table = omap.table
+    slot = omap.slot
     dirty = [spec for spec in plan.segments if spec.end > first]
     for i, spec in enumerate(dirty):
         position = plan.map_start_position if i == 0 else 0
@@ -391,7 +391,7 @@ def _build_offset_map(job: _Run, omap: OffsetMap) -> int:
             base = header.base_offset
             for offset_delta, _, key, _, _, _ in keyed_records(records, header.records_count):
                 if key is not None and base + offset_delta >= first:
-                    put(key, base + offset_delta)
+                    table[key if len(key) < _SHORT_KEY else slot(key)] = base + offset_delta
             stats.map_records += header.records_count
             end = header.next_offset
         end = max(end, spec.end)  # past a gap at the segment's end
@@ -526,7 +526,8 @@ def _clean_batch(job: _Run, header: BatchHeader, batch: bytes, omap: OffsetMap, 
     kept = []
     tombstones = False
     base = header.base_offset
-    get = omap.get
+    get = omap.table.get
+    slot = omap.slot
     expired = horizon is not None and now >= horizon
     for record in all_records:
         offset_delta, _, key, has_value, _, _ = record
@@ -534,7 +535,7 @@ def _clean_batch(job: _Run, header: BatchHeader, batch: bytes, omap: OffsetMap, 
         if offset < end_offset:
             if key is None:
                 continue  # keyless records do not survive compaction (Kafka drops them too)
-            latest = get(key)
+            latest = get(key if len(key) < _SHORT_KEY else slot(key))
             if latest is not None and offset < latest:
                 continue
             if not has_value and expired:
