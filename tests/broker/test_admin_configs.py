@@ -152,6 +152,14 @@ def test_configs_describe_sources_and_alter(harness: Callable[..., BrokerHarness
     assert configs["retention.ms"] == ("5000", DYNAMIC_TOPIC_CONFIG)
     assert configs["segment.bytes"][1] == DEFAULT_CONFIG
     assert incremental(("retention.ms", ConfigOperation.APPEND, "1")) == ErrorCode.INVALID_CONFIG
+    # cleanup.policy is Kafka's one list-typed topic config: APPEND and SUBTRACT work on it
+    assert incremental(("cleanup.policy", ConfigOperation.APPEND, "compact")) == 0
+    assert describe()["cleanup.policy"] == ("compact,delete", DYNAMIC_TOPIC_CONFIG)
+    assert incremental(("cleanup.policy", ConfigOperation.SUBTRACT, "delete")) == 0
+    assert describe()["cleanup.policy"][0] == "compact"
+    assert incremental(("cleanup.policy", ConfigOperation.SUBTRACT, "compact")) == ErrorCode.INVALID_CONFIG  # nothing left
+    assert incremental(("cleanup.policy", ConfigOperation.APPEND, "shred")) == ErrorCode.INVALID_CONFIG
+    assert describe()["cleanup.policy"][0] == "compact"
     assert incremental(("retention.ms", ConfigOperation.SET, "-5x")) == ErrorCode.INVALID_CONFIG
     assert describe()["retention.ms"] == ("5000", DYNAMIC_TOPIC_CONFIG)  # refused changes change nothing
 
