@@ -53,10 +53,11 @@ TARGET_CODEC: dict[CompressionType, int | None] = {
     CompressionType.ZSTD: Compression.ZSTD,
 }
 
-KEY_CHECK_INLINE_BYTES = 16 * 1024
+KEY_CHECK_INLINE_BYTES = 4 * 1024
 """Record bytes (compressed ones counted 8-fold) whose keys are read on the event loop; more go
-to the executor. Reading a key costs about a microsecond a record (``python -m
-sluice.bench.compaction`` prints it), so 16 KiB of 100-byte records is ~0.15 ms."""
+to the executor. Reading a key costs 1-2 us a record (``python -m sluice.bench.compaction``
+prints it), so 4 KiB of 100-byte records is about what a hop to a thread and back costs
+(~50 us, ``python -m sluice.bench.ingest``)."""
 _COMPRESSED_WEIGHT = 8
 
 Records = bytes | bytearray | memoryview

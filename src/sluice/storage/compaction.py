@@ -15,8 +15,8 @@ A cleaning run over a compacted log:
    Both steps are :func:`run`: file work only (it reads sealed, immutable segment files and
    writes new ones), in a **worker process** (:mod:`.cleaner_worker`). A thread would do the same
    work, but it parses every record in Python, holding the interpreter lock the event loop needs:
-   with the cleaner in a thread, a producer's p99 round trip was 13 times its idle one
-   (``python -m sluice.bench.compaction``).
+   with the cleaner in a thread, a producer's p99 round trip was 5 to 13 times its idle one
+   (``python -m sluice.bench.compaction``, docs/storage.md).
 3. **Swap**, one group at a time, crash-safely, by the log's owner (:func:`commit_swap` then
    :func:`finish_swap`; :func:`finish_swaps` is the loader's part):
 
