@@ -1,6 +1,7 @@
 """Child process for the compaction crash test: appends keyed records and cleans, forever.
 
-Run as ``python -m tests.storage.compaction_crash_child DIR LOG_FILE ROUND``; prints ``ready``
+Run as ``python -m tests.storage.compaction_crash_child DIR LOG_FILE ROUND WORKER``, WORKER being
+where the cleaner's file work runs (``process`` or ``thread``); prints ``ready``
 on stdout once the log is open, then writes to LOG_FILE, each line flushed when it is true:
 ``A <offset> <key> <value or ->`` per acknowledged record, ``S`` when a cleaning run starts and
 ``E <swaps>`` when it ends.
@@ -25,10 +26,10 @@ CONFIG = {
 }
 
 
-async def main(directory: Path, out_path: Path, round_no: int) -> None:
+async def main(directory: Path, out_path: Path, round_no: int, worker: str) -> None:
     log = PartitionLog.open(directory, LogConfig.from_dict(CONFIG))
     # a map of 100 keys: the 40 keys written here fill it in a few batches, so runs are partial
-    cleaner = LogCleaner(CleanerConfig(dedupe_buffer_size=100 * 128), lambda: [log])
+    cleaner = LogCleaner(CleanerConfig(dedupe_buffer_size=100 * 128, worker=worker), lambda: [log])
     rng = random.Random(round_no)
     out = open(out_path, "a", buffering=1)  # noqa: SIM115 - lives until the SIGKILL
     print("ready", flush=True)
@@ -52,4 +53,4 @@ async def main(directory: Path, out_path: Path, round_no: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])))
+    asyncio.run(main(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))

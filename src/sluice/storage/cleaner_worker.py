@@ -140,8 +140,8 @@ def main() -> None:
     while True:
         try:
             plan = _recv(channel_in)
-        except EOFError:
-            return
+        except (EOFError, OSError):
+            return  # the broker closed the pipe (or died)
         try:
             result: Any = run(plan)
         except CleaningAborted as exc:
@@ -152,4 +152,7 @@ def main() -> None:
                 result = exc
             except Exception:
                 result = RuntimeError(f"{type(exc).__name__}: {exc}")
-        _send(channel_out, result)
+        try:
+            _send(channel_out, result)
+        except OSError:
+            return  # nobody to answer: the broker is gone
