@@ -552,9 +552,8 @@ def test_aborting_a_run_kills_its_worker_and_changes_nothing(make: Make, clock: 
     for i in range(0, 30_000, 100):
         log.append(keyed([(f"key-{j % 3000}".encode(), f"v{j}".encode()) for j in range(i, i + 100)]))
     before = records(log)
-    names = sorted(p.name for p in log.directory.iterdir())
 
-    async def main() -> tuple[object, object]:
+    async def main() -> tuple[CleanResult | None, CleanResult | None]:
         run = asyncio.ensure_future(cleaner.clean(log))
         await asyncio.sleep(0)  # the run has planned and handed its work to a worker
         assert all(seg.cleaning for seg in log.segments[:-1])
@@ -570,7 +569,6 @@ def test_aborting_a_run_kills_its_worker_and_changes_nothing(make: Make, clock: 
     assert not list(log.directory.glob("*.cleaned")) and not list(log.directory.glob("*.swap"))
     assert again is not None and again.swaps > 0
     assert latest(log) == {k: v for _, k, v in before}
-    assert names  # (the files before the abort, for the record)
 
 
 def test_deleting_a_topic_while_it_is_cleaned(tmp_path: Path, clock: FakeClock) -> None:
