@@ -121,13 +121,18 @@ class CompactionModel(RuleBasedStateMachine):
                     tombstones = [r for r in after if header.base_offset <= r[0] <= header.last_offset and r[2] is None]
                     assert not tombstones, (header, tombstones)
 
-    @rule(clean=st.booleans())
-    def reopen(self, clean: bool) -> None:
-        if clean:
+    @rule(how=st.sampled_from(["marker", "state", "crash"]))
+    def reopen(self, how: str) -> None:
+        """A clean stop of a log on its own (its directory's marker), a clean stop of a log
+        manager's (the state handed back, no file read at open), or a crash."""
+        state = None
+        if how == "marker":
             self.lg.close()
+        elif how == "state":
+            state = self.lg.close(marker=False)
         else:
-            self.lg.abandon()  # a crash
-        self.log = PartitionLog.open(self.dir, self.config, self.clock)
+            self.lg.abandon()
+        self.log = PartitionLog.open(self.dir, self.config, self.clock, state=state)
         assert self.lg.recovery.bytes_truncated == 0 and self.lg.recovery.segments_dropped == 0
 
     @invariant()
