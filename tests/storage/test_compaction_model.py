@@ -167,6 +167,6 @@ class CompactionModel(RuleBasedStateMachine):
 
 
 CompactionModel.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=100, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 test_compaction_matches_model = CompactionModel.TestCase
