@@ -30,6 +30,7 @@ from sluice.errors import SluiceError
 from sluice.protocol.records import DEFAULT_MAX_UNCOMPRESSED
 from sluice.storage.cleaner_worker import CleanerWorker, WorkerDied
 from sluice.storage.clock import Clock, wall_clock_ms
+from sluice.storage.files import is_disk_full
 from sluice.storage.compaction import (
     MAP_ENTRY_BYTES,
     CleanedSpec,
@@ -252,11 +253,12 @@ class LogCleaner:
         except CleaningAborted:
             return None
         except (OSError, SluiceError) as exc:
+            if is_disk_full(exc):  # passes: the log is tried again once the cleaner backs off
+                plog.disk.failed(exc, f"cleaning {plog.name}")
+                return None
             # Kafka marks such a partition uncleanable until restart; it stays readable.
             self.uncleanable[plog.name] = str(exc)
             log.error("cleaning %s failed; it is not cleaned again until a restart: %s", plog.name, exc)
-            if isinstance(exc, OSError):
-                plog.disk.failed(exc, f"cleaning {plog.name}")
             return None
         finally:
             del self._running[plog]
