@@ -30,7 +30,6 @@ from sluice.errors import SluiceError
 from sluice.protocol.records import DEFAULT_MAX_UNCOMPRESSED
 from sluice.storage.cleaner_worker import CleanerWorker, WorkerDied
 from sluice.storage.clock import Clock, wall_clock_ms
-from sluice.storage.files import is_disk_full
 from sluice.storage.compaction import (
     MAP_ENTRY_BYTES,
     CleanedSpec,
@@ -48,6 +47,7 @@ from sluice.storage.compaction import (
     run,
     write_checkpoint,
 )
+from sluice.storage.files import is_disk_full
 from sluice.storage.log import PartitionLog
 from sluice.storage.segment import LogSegment
 
