@@ -1,7 +1,9 @@
 """``LogCleaner``: which compacted log to clean, and when (after Kafka's LogCleaner and
-LogCleanerManager); the work itself is :mod:`.compaction`, in worker threads.
+LogCleanerManager); the work itself is :mod:`.compaction`, its file work in worker processes
+(:mod:`.cleaner_worker`), its swaps in the cleaner's threads, and only the planning and the
+publication of swapped segments on the event loop.
 
-Every ``log.cleaner.backoff.ms`` (or at once after a run that did something), each of
+Every ``log.cleaner.backoff.ms`` (or at once after a run), each of
 ``log.cleaner.threads`` loops takes the *dirtiest* compacted log: the highest ratio of dirty
 bytes (segments past the cleaner checkpoint) to cleanable bytes (closed segments from the log
 start up to the first uncleanable one), among logs whose ratio exceeds
@@ -115,6 +117,9 @@ class CleanResult:
 
 
 class LogCleaner:
+    """Owned by the :class:`~sluice.storage.manager.LogManager` (started with its housekeeping,
+    stopped first at its close; a topic's runs are aborted before the topic is deleted)."""
+
     def __init__(
         self,
         config: CleanerConfig,
@@ -221,7 +226,7 @@ class LogCleaner:
             except Exception:  # a bug: keep the broker up, try again later
                 log.exception("the log cleaner failed")
                 result = None
-            if result is None or result.swaps == 0:
+            if result is None:  # nothing dirty enough: wait
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.config.backoff_ms / 1000)
