@@ -183,7 +183,10 @@ def _cleaner_workers(broker_pid: int) -> list[int]:
 
 def _percentiles(samples: list[float]) -> str:
     q = statistics.quantiles(samples, n=100)
-    return f"p50 {q[49] * 1e3:.2f} ms, p99 {q[98] * 1e3:.2f} ms, max {max(samples) * 1e3:.2f} ms ({len(samples):,} round trips)"
+    return (
+        f"p50 {q[49] * 1e3:.2f} ms, p99 {q[98] * 1e3:.2f} ms, max {max(samples) * 1e3:.2f} ms "
+        f"({len(samples):,} round trips, {len(samples) / sum(samples):,.0f}/s)"
+    )
 
 
 def producers(directory: Path, keys: int, value_bytes: int, seconds: float, worker: str) -> None:
