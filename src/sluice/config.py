@@ -97,6 +97,29 @@ def _choice(kind: type[StrEnum]) -> Callable[[str], Any]:
     return parse
 
 
+def _ratio(text: str) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+def _double(minimum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            raise ValueError("must be a number") from None
+        if not value >= minimum:  # also refuses NaN
+            raise ValueError(f"must be >= {minimum}")
+        return value
+
+    return parse
+
+
 def _boolean(text: str) -> bool:
     lowered = str(text).strip().lower()
     if lowered in ("true", "1", "yes", "on"):
@@ -111,6 +134,9 @@ def _render(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, Enum):
         return str(value.value)
+    if isinstance(value, float):
+        # Java's Double.toString, as Kafka reports DOUBLE configs: 0.5, 1.7976931348623157E308
+        return repr(value).replace("e+", "E").replace("e-", "E-")
     return str(value)
 
 
@@ -139,10 +165,40 @@ class AckLevel(StrEnum):
 
 
 class CleanupPolicy(StrEnum):
-    """What happens to old segments. Only deletion: sluice does not compact logs, so a topic
-    asking for ``compact`` is refused (INVALID_CONFIG) rather than silently never compacted."""
+    """Kafka's ``cleanup.policy``: what happens to old segments. ``delete`` removes whole
+    segments by age and size (retention); ``compact`` keeps the latest record of every key (the
+    log cleaner); ``compact,delete`` does both."""
 
     DELETE = "delete"
+    COMPACT = "compact"
+    COMPACT_DELETE = "compact,delete"
+
+    @property
+    def compact(self) -> bool:
+        return self is not CleanupPolicy.DELETE
+
+    @property
+    def delete(self) -> bool:
+        return self is not CleanupPolicy.COMPACT
+
+
+def _cleanup_policy(text: str) -> CleanupPolicy:
+    """Kafka's list form: ``delete``, ``compact``, or both in either order."""
+    items = {item.strip().lower() for item in str(text).split(",")}
+    if not items or not items <= {"delete", "compact"}:
+        raise ValueError("must be delete, compact, or compact,delete")
+    if items == {"delete", "compact"}:
+        return CleanupPolicy.COMPACT_DELETE
+    return CleanupPolicy(items.pop())
+
+
+class CleanerWorker(StrEnum):
+    """Where the log cleaner's file work runs."""
+
+    PROCESS = "process"
+    """Worker processes: parsing records never holds the interpreter lock the event loop needs."""
+    THREAD = "thread"
+    """Threads of the broker's process: no extra processes, but producers wait while it runs."""
 
 
 class CompressionType(StrEnum):
@@ -176,6 +232,30 @@ class LogConfig:
     writer_queue_bytes: int = 32 * 1024 * 1024
     cleanup_policy: CleanupPolicy = CleanupPolicy.DELETE
     compression_type: CompressionType = CompressionType.PRODUCER
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+    max_compaction_lag_ms: int = _LONG_MAX
+    delete_retention_ms: int = 24 * 3600 * 1000
+
+    def __post_init__(self) -> None:
+        if self.min_compaction_lag_ms > self.max_compaction_lag_ms:
+            raise InvalidConfigError(
+                f"min.compaction.lag.ms ({self.min_compaction_lag_ms}) must not exceed "
+                f"max.compaction.lag.ms ({self.max_compaction_lag_ms})"
+            )
+
+    @property
+    def compact(self) -> bool:
+        """Whether the log cleaner keeps only the latest record per key (and keys are required)."""
+        return self.cleanup_policy.compact
+
+    @property
+    def roll_ms(self) -> int:
+        """Age at which the active segment rolls: ``segment.ms``, or ``max.compaction.lag.ms``
+        when sooner on a compacted topic, since only closed segments are cleaned (Kafka's rule)."""
+        if self.compact:
+            return min(self.segment_ms, self.max_compaction_lag_ms)
+        return self.segment_ms
 
     @classmethod
     def from_dict(cls, values: Mapping[str, str | int], base: LogConfig | None = None) -> LogConfig:
@@ -206,6 +286,7 @@ def _topic(name: str, attr: str, parse: Callable[[str], Any], kind: ConfigType, 
 
 
 _I, _L, _S, _B, _LIST = ConfigType.INT, ConfigType.LONG, ConfigType.STRING, ConfigType.BOOLEAN, ConfigType.LIST
+_D = ConfigType.DOUBLE
 
 TOPIC_SETTINGS: dict[str, Setting] = {
     s.name: s
@@ -239,11 +320,24 @@ TOPIC_SETTINGS: dict[str, Setting] = {
         _topic("sluice.writer.queue.bytes", "writer_queue_bytes", _integer(1024, _INT_MAX), _I,
                "Bound of a partition's writer queue; producers wait when it is full.",
                "sluice.log.writer.queue.bytes"),
-        _topic("cleanup.policy", "cleanup_policy", _choice(CleanupPolicy), _LIST,
-               "Only delete: sluice does not compact logs.", "log.cleanup.policy"),
+        _topic("cleanup.policy", "cleanup_policy", _cleanup_policy, _LIST,
+               "delete (retention removes old segments), compact (the log cleaner keeps the latest "
+               "record per key) or compact,delete.", "log.cleanup.policy"),
         _topic("compression.type", "compression_type", _choice(CompressionType), _S,
                "Codec batches are stored with: producer (as sent), uncompressed, gzip, snappy, lz4 or zstd.",
                "compression.type"),  # Kafka's broker and topic configs share this name
+        _topic("min.cleanable.dirty.ratio", "min_cleanable_dirty_ratio", _ratio, _D,
+               "A compacted log is cleaned once its dirty bytes are this share of its cleanable bytes.",
+               "log.cleaner.min.cleanable.ratio"),
+        _topic("min.compaction.lag.ms", "min_compaction_lag_ms", _integer(0), _L,
+               "A record stays uncompacted at least this long (by its segment's newest timestamp).",
+               "log.cleaner.min.compaction.lag.ms"),
+        _topic("max.compaction.lag.ms", "max_compaction_lag_ms", _integer(1), _L,
+               "A record is compacted at most this long after it was written, whatever the dirty ratio.",
+               "log.cleaner.max.compaction.lag.ms"),
+        _topic("delete.retention.ms", "delete_retention_ms", _integer(0), _L,
+               "How long a tombstone (null value) is kept after the cleaner first saw it.",
+               "log.cleaner.delete.retention.ms"),
     )
 }
 
@@ -335,6 +429,13 @@ class BrokerConfig:
     max_open_segment_files: int = 1000
     producer_id_expiration_ms: int = 86_400_000
     producer_id_expiration_check_interval_ms: int = 600_000
+    cleaner_enable: bool = True
+    cleaner_threads: int = 1
+    cleaner_dedupe_buffer_size: int = 128 * 1024 * 1024
+    cleaner_io_max_bytes_per_second: float = 1.7976931348623157e308
+    cleaner_io_buffer_size: int = 512 * 1024
+    cleaner_backoff_ms: int = 15_000
+    cleaner_worker: CleanerWorker = CleanerWorker.PROCESS
     max_uncompressed_batch_bytes: int = DEFAULT_MAX_UNCOMPRESSED
     """``sluice.batch.uncompressed.max.bytes``: the most decompressed bytes of one batch the
     broker materialises (recompression, a raw snappy block) or needs to see (a compressed
@@ -580,6 +681,20 @@ _BROKER_ROWS = (
             _at_least_one, _I, "How often idle producers are looked for."),
     _broker("sluice.batch.uncompressed.max.bytes", "max_uncompressed_batch_bytes", _positive, _I,
             "Most decompressed bytes of one batch the broker processes (verification, recompression)."),
+    _broker("log.cleaner.enable", "cleaner_enable", _boolean, _B,
+            "Whether the log cleaner compacts topics whose cleanup.policy includes compact."),
+    _broker("log.cleaner.threads", "cleaner_threads", _at_least_one, _I,
+            "Logs cleaned at the same time (each in a worker thread)."),
+    _broker("log.cleaner.dedupe.buffer.size", "cleaner_dedupe_buffer_size", _integer(1024 * 1024), _L,
+            "Memory for the cleaners' key -> offset maps, all threads together."),
+    _broker("log.cleaner.io.max.bytes.per.second", "cleaner_io_max_bytes_per_second", _double(1.0), _D,
+            "The cleaners' read plus write rate, all threads together."),
+    _broker("log.cleaner.io.buffer.size", "cleaner_io_buffer_size", _integer(4096, _INT_MAX), _I,
+            "Bytes the cleaner reads from a segment at a time."),
+    _broker("log.cleaner.backoff.ms", "cleaner_backoff_ms", _integer(0), _L,
+            "How long the cleaner sleeps when no log needs cleaning."),
+    _broker("sluice.log.cleaner.worker", "cleaner_worker", _choice(CleanerWorker), _S,
+            "Where the cleaner's file work runs: process (default) or thread."),
 )
 
 BROKER_SETTINGS: dict[str, Setting] = {s.name: s for s in _BROKER_ROWS}

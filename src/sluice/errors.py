@@ -111,6 +111,15 @@ class InvalidRecordError(SluiceError):
     code = ErrorCode.INVALID_RECORD
 
 
+class RecordErrors(InvalidRecordError):
+    """Records refused one by one (Kafka's RecordValidationException): the Produce answer lists
+    each as (index of the record in its batch, message) in ``record_errors``."""
+
+    def __init__(self, message: str, record_errors: list[tuple[int, str]]) -> None:
+        super().__init__(message)
+        self.record_errors = record_errors
+
+
 class RecordTooLargeError(SluiceError):
     """A batch larger than the topic's ``max.message.bytes``."""
 

@@ -87,16 +87,22 @@ def test_create_topics_rules(harness: Callable[..., BrokerHarness]) -> None:
     assert create(topic("a")) == [("a", ErrorCode.TOPIC_ALREADY_EXISTS)]
     assert create(topic("d", retention_ms="soon")) == [("d", ErrorCode.INVALID_CONFIG)]
     assert create(topic("e", no_such_config="1")) == [("e", ErrorCode.INVALID_CONFIG)]
-    # Deletion is the only cleanup policy; a compacted topic is refused, not silently uncompacted.
+    # Kafka's cleanup policies, in either order; anything else is refused.
     assert create(topic("f", cleanup_policy="delete")) == [("f", 0)]
-    assert create(topic("g", cleanup_policy="compact")) == [("g", ErrorCode.INVALID_CONFIG)]
+    assert create(topic("g", cleanup_policy="delete,compact")) == [("g", 0)]
+    assert create(topic("g2", cleanup_policy="shred")) == [("g2", ErrorCode.INVALID_CONFIG)]
+    # min.compaction.lag.ms may not exceed max.compaction.lag.ms (Kafka's rule)
+    assert create(topic("g3", min_compaction_lag_ms="10", max_compaction_lag_ms="5")) == [
+        ("g3", ErrorCode.INVALID_CONFIG)
+    ]
     # Segment files and index positions are 32-bit (Kafka's INT configs): larger is refused.
     assert create(topic("h", segment_bytes=str(2**31))) == [("h", ErrorCode.INVALID_CONFIG)]
     assert create(topic("i", max_message_bytes=str(2**31))) == [("i", ErrorCode.INVALID_CONFIG)]
     assert create(topic("dup"), topic("dup")) == [("dup", ErrorCode.INVALID_REQUEST)] * 2
     assert create(topic("x" * 250)) == [("x" * 250, ErrorCode.INVALID_TOPIC_EXCEPTION)]
-    assert user_topics(h) == ["a", "f"]
+    assert user_topics(h) == ["a", "f", "g"]
     assert h.broker.logs.topic("a").config.retention_ms == 1000
+    assert h.broker.logs.topic("g").config.to_dict()["cleanup.policy"] == "compact,delete"
 
 
 def test_configs_describe_sources_and_alter(harness: Callable[..., BrokerHarness]) -> None:
@@ -146,6 +152,14 @@ def test_configs_describe_sources_and_alter(harness: Callable[..., BrokerHarness
     assert configs["retention.ms"] == ("5000", DYNAMIC_TOPIC_CONFIG)
     assert configs["segment.bytes"][1] == DEFAULT_CONFIG
     assert incremental(("retention.ms", ConfigOperation.APPEND, "1")) == ErrorCode.INVALID_CONFIG
+    # cleanup.policy is Kafka's one list-typed topic config: APPEND and SUBTRACT work on it
+    assert incremental(("cleanup.policy", ConfigOperation.APPEND, "compact")) == 0
+    assert describe()["cleanup.policy"] == ("compact,delete", DYNAMIC_TOPIC_CONFIG)
+    assert incremental(("cleanup.policy", ConfigOperation.SUBTRACT, "delete")) == 0
+    assert describe()["cleanup.policy"][0] == "compact"
+    assert incremental(("cleanup.policy", ConfigOperation.SUBTRACT, "compact")) == ErrorCode.INVALID_CONFIG  # nothing left
+    assert incremental(("cleanup.policy", ConfigOperation.APPEND, "shred")) == ErrorCode.INVALID_CONFIG
+    assert describe()["cleanup.policy"][0] == "compact"
     assert incremental(("retention.ms", ConfigOperation.SET, "-5x")) == ErrorCode.INVALID_CONFIG
     assert describe()["retention.ms"] == ("5000", DYNAMIC_TOPIC_CONFIG)  # refused changes change nothing
 

@@ -39,6 +39,7 @@ from sluice.protocol import (
     encode_unsupported_api_versions,
 )
 from sluice.protocol.primitives import Buffer
+from sluice.storage.cleaner import CleanerConfig
 from sluice.storage.manager import Limits, LogManager
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,17 @@ class Broker:
             open_segment_files=_segment_file_budget(config.max_open_segment_files),
             producer_id_expiration_ms=config.producer_id_expiration_ms,
         )
-        logs = LogManager.open(config.data_dir, config.topic_defaults, limits=limits)
+        cleaner = CleanerConfig(
+            enable=config.cleaner_enable,
+            threads=config.cleaner_threads,
+            dedupe_buffer_size=config.cleaner_dedupe_buffer_size,
+            io_max_bytes_per_second=config.cleaner_io_max_bytes_per_second,
+            io_buffer_size=config.cleaner_io_buffer_size,
+            backoff_ms=config.cleaner_backoff_ms,
+            max_batch_bytes=config.max_uncompressed_batch_bytes,
+            worker=config.cleaner_worker.value,
+        )
+        logs = LogManager.open(config.data_dir, config.topic_defaults, limits=limits, cleaner=cleaner)
         return cls(config, logs)
 
     def node_endpoint(self) -> tuple[int, str, int]:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sluice.broker.context import BrokerContext
-from sluice.config import TOPIC_TO_BROKER, BrokerConfig, LogConfig, describe
+from sluice.config import TOPIC_TO_BROKER, BrokerConfig, ConfigType, LogConfig, describe
 from sluice.errors import ErrorCode, InvalidConfigError, Refused, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
@@ -192,6 +192,26 @@ async def alter_configs(broker: BrokerContext, request: Request) -> m.AlterConfi
     return m.AlterConfigsResponse(throttle_time_ms=0, responses=responses)
 
 
+def _list_operation(
+    broker: BrokerContext, res: m.IncrementalAlterConfigsResource, c: m.IncrementalAlterableConfig
+) -> str:
+    """APPEND or SUBTRACT on a list-typed topic config (``cleanup.policy``), as Kafka: the
+    topic's current value with the given items added (those not yet in it) or removed."""
+    kind, _ = describe(c.name)
+    if kind != ConfigType.LIST:
+        raise InvalidConfigError(f"config {c.name!r} is not a list: APPEND/SUBTRACT do not apply")
+    if res.resource_type != ConfigResourceType.TOPIC:
+        raise Refused(ErrorCode.INVALID_REQUEST, "only topic configs can be changed over the wire")
+    current = broker.logs.topic(res.resource_name).config.to_dict()[c.name]
+    items = [item for item in current.split(",") if item]
+    given = [item.strip() for item in (c.value or "").split(",") if item.strip()]
+    if c.config_operation == ConfigOperation.APPEND:
+        items += [item for item in given if item not in items]
+    else:
+        items = [item for item in items if item not in given]
+    return ",".join(items)
+
+
 async def incremental_alter_configs(
     broker: BrokerContext, request: Request
 ) -> m.IncrementalAlterConfigsResponse:
@@ -214,7 +234,10 @@ async def incremental_alter_configs(
             elif c.config_operation == ConfigOperation.DELETE:
                 delete.append(c.name)
             elif c.config_operation in (ConfigOperation.APPEND, ConfigOperation.SUBTRACT):
-                problem = InvalidConfigError(f"config {c.name!r} is not a list: APPEND/SUBTRACT do not apply")
+                try:
+                    set_configs[c.name] = _list_operation(broker, res, c)
+                except SluiceError as exc:
+                    problem = exc
             else:
                 problem = Refused(ErrorCode.INVALID_REQUEST, f"unknown config operation {c.config_operation}")
         if problem is not None:

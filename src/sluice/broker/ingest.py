@@ -8,6 +8,10 @@
 * A topic whose ``compression.type`` is not ``producer`` stores every batch with its codec:
   batches with another codec are recompressed in the executor.
 
+* A compacted topic (``cleanup.policy`` with ``compact``) takes only records with keys, as
+  Kafka: every record's key length is read (streamed, decompressing as it goes), inline when the
+  batches are small, else in the executor. Other topics never pay for it.
+
 Uncompressed batches on a ``producer`` topic (the common case) pass through untouched: their
 plausibility is an O(1) header check in the log's own validation.
 """
@@ -20,7 +24,8 @@ import struct
 import crc32c
 
 from sluice.config import CompressionType, LogConfig
-from sluice.errors import CorruptRecordError
+from sluice.errors import CorruptRecordError, RecordErrors
+from sluice.protocol.keyed import keyless_records
 from sluice.protocol.records import (
     ATTRIBUTES_OFFSET,
     COMPRESSION_MASK,
@@ -48,16 +53,25 @@ TARGET_CODEC: dict[CompressionType, int | None] = {
     CompressionType.ZSTD: Compression.ZSTD,
 }
 
+KEY_CHECK_INLINE_BYTES = 4 * 1024
+"""Record bytes (compressed ones counted 8-fold) whose keys are read on the event loop; more go
+to the executor. Reading a key costs 1-2 us a record (``python -m sluice.bench.compaction``
+prints it), so 4 KiB of 100-byte records is about what a hop to a thread and back costs
+(~50 us, ``python -m sluice.bench.ingest``)."""
+_COMPRESSED_WEIGHT = 8
+
 Records = bytes | bytearray | memoryview
 _LENGTH = struct.Struct(">i")
 
 
-async def prepare(records: Records, config: LogConfig, limit: int) -> Records:
+async def prepare(records: Records, config: LogConfig, limit: int, name: str = "") -> Records:
     """The batches to append: ``records`` itself when nothing needs doing, else a new buffer.
 
     Raises the typed errors of the checks (INVALID_RECORD, CORRUPT_MESSAGE, MESSAGE_TOO_LARGE),
-    so nothing of a refused request is appended."""
+    so nothing of a refused request is appended. ``name`` (topic-partition) is for messages."""
     view = memoryview(records)
+    if config.compact:
+        await _require_keys(view, config, limit, name)
     target = TARGET_CODEC[config.compression_type]
     if target is None and not _any_compressed(view):
         return records  # the hot path: the log's own header checks are all it takes
@@ -80,6 +94,32 @@ async def prepare(records: Records, config: LogConfig, limit: int) -> Records:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, _verify, view, verify, limit)
     return records
+
+
+async def _require_keys(view: memoryview, config: LogConfig, limit: int, name: str) -> None:
+    """Kafka's rule for compacted topics: every record has a key (INVALID_RECORD, with each
+    keyless record's index in ``record_errors``). CRCs are checked first, so a corrupt batch is
+    CORRUPT_MESSAGE and never parsed."""
+    headers = scan_batches(view, max_batch_bytes=config.max_message_bytes)
+    cost = sum(h.size * (_COMPRESSED_WEIGHT if h.compression else 1) for h in headers)
+    if cost <= KEY_CHECK_INLINE_BYTES:
+        _check_keys(view, headers, limit, name)
+    else:
+        await asyncio.get_running_loop().run_in_executor(None, _check_keys, view, headers, limit, name)
+
+
+def _check_keys(view: memoryview, headers: list[BatchHeader], limit: int, name: str) -> None:
+    for h in headers:
+        keyless = keyless_records(view[h.position : h.position + h.size], limit=limit)
+        if keyless:
+            message = f"Compacted topic cannot accept message without key in topic partition {name}."
+            errors = [(i, message) for i in keyless]
+            raise RecordErrors(
+                f"One or more records have been rejected due to {len(errors)} record errors in "
+                f"total, and only showing the first three errors at most: "
+                + ", ".join(f"RecordError(batchIndex={i}, message='{m}')" for i, m in errors[:3]),
+                errors,
+            )
 
 
 def _any_compressed(view: memoryview) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable
 from sluice.broker import ingest
 from sluice.broker.context import BrokerContext
 from sluice.config import AckLevel
-from sluice.errors import CloseConnection, ErrorCode, SluiceError
+from sluice.errors import CloseConnection, ErrorCode, RecordErrors, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
 from sluice.storage.log import PartitionLog
@@ -37,8 +37,8 @@ def ack_level(acks: int, log_: PartitionLog) -> AckLevel:
     return AckLevel.WRITTEN if topic_ack is AckLevel.QUEUED else topic_ack
 
 
-Outcome = int | tuple[int, str]
-"""A partition's result: its base offset, or (error code, message)."""
+Outcome = int | tuple[int, str] | tuple[int, str, list[tuple[int, str]]]
+"""A partition's result: its base offset, or (error code, message[, record errors])."""
 
 
 async def produce(broker: BrokerContext, request: Request) -> m.ProduceResponse | None:
@@ -105,7 +105,7 @@ async def _append(
 ) -> int:
     """Verify (compressed record counts) and recompress (compression.type) as the topic needs,
     then append: see :mod:`sluice.broker.ingest`."""
-    data = await ingest.prepare(records, partition.log.config, limit)
+    data = await ingest.prepare(records, partition.log.config, limit, partition.name)
     return await partition.append(data, ack)
 
 
@@ -120,6 +120,8 @@ async def _settle(job: Awaitable[int] | Outcome) -> Outcome:
         return job
     try:
         return await job
+    except RecordErrors as exc:
+        return (int(exc.code), str(exc), exc.record_errors)
     except SluiceError as exc:
         return (int(exc.code), str(exc))
 
@@ -165,7 +167,10 @@ def _partition_response(
             index=index,
             error_code=result[0],
             base_offset=-1,
-            record_errors=[],
+            record_errors=[
+                m.BatchIndexAndErrorMessage(batch_index=i, batch_index_error_message=text)
+                for i, text in (result[2] if len(result) > 2 else [])
+            ],
             error_message=result[1],
         )
     assert plog is not None  # an append that succeeded had its log

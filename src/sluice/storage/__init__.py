@@ -4,6 +4,7 @@ Knows record batches (it validates and patches their headers) but nothing of Kaf
 """
 
 from sluice.config import AckLevel, AppendMode, LogConfig
+from sluice.storage.cleaner import CleanerConfig, LogCleaner
 from sluice.storage.log import FileSlice, PartitionLog
 from sluice.storage.manager import Limits, LogManager, Topic
 from sluice.storage.reader import SliceReader
@@ -11,8 +12,10 @@ from sluice.storage.reader import SliceReader
 __all__ = [
     "AckLevel",
     "AppendMode",
+    "CleanerConfig",
     "FileSlice",
     "Limits",
+    "LogCleaner",
     "LogConfig",
     "LogManager",
     "PartitionLog",

@@ -24,6 +24,7 @@ from sluice.config import LogConfig
 from sluice.errors import SluiceError
 from sluice.protocol.records import HEADER_SIZE, read_header
 from sluice.storage.clock import Clock
+from sluice.storage.compaction import finish_swaps, gaps_below
 from sluice.storage.fdcache import FdCache
 from sluice.storage.files import fsync_dir, read_int, read_json, remove_temporaries, write_int
 from sluice.storage.segment import LogSegment
@@ -145,6 +146,7 @@ def load(
 
     directory.mkdir(parents=True, exist_ok=True)
     remove_temporaries(directory)
+    finish_swaps(directory)  # a log cleaner's swap a crash interrupted: before listing segments
     bases = sorted(int(p.stem) for p in directory.glob("*.log") if _is_segment_name(p.stem))
     live = {f"{b:020d}" for b in bases}
     for path in [*directory.glob("*.index"), *directory.glob("*.timeindex")]:
@@ -185,7 +187,7 @@ def load(
         report = RecoveryReport(clean=True)
     else:
         recovery_point = read_int(directory / RECOVERY_POINT_FILE, 0)
-        report = _recover(segments, recovery_point, config)
+        report = _recover(segments, recovery_point, config, gaps_below(directory))
         if segments[-1].base_offset != recovery_point:
             try:
                 write_int(directory / RECOVERY_POINT_FILE, segments[-1].base_offset)
@@ -196,27 +198,32 @@ def load(
     return Loaded(segments, log_start, report)
 
 
-def _recover(segments: list[LogSegment], recovery_point: int, config: LogConfig) -> RecoveryReport:
+def _recover(
+    segments: list[LogSegment], recovery_point: int, config: LogConfig, gaps: int = -1
+) -> RecoveryReport:
     """Walk every segment at or past the recovery point; truncate at the first invalid byte and
-    drop the segments after it (they would leave a gap)."""
+    drop the segments after it (they would leave a gap). Gaps ending at or below ``gaps`` are
+    the log cleaner's, and accepted (see :meth:`LogSegment.recover`)."""
     recovered = 0
     truncated = 0
     dropped = 0
     i = max(0, bisect_right([s.base_offset for s in segments], recovery_point) - 1)
     while i < len(segments):
         seg = segments[i]
-        result = seg.recover(config.max_message_bytes)
+        result = seg.recover(config.max_message_bytes, gaps)
         recovered += 1
         truncated += result.truncated_bytes
         if i < len(segments) - 1:
             successor = segments[i + 1]
-            if result.next_offset != successor.base_offset:
+            cleaned_tail = result.next_offset < successor.base_offset <= gaps
+            if result.next_offset != successor.base_offset and not cleaned_tail:
                 for gone in segments[i + 1 :]:
                     truncated += os.stat(gone.log_path).st_size
                     gone.delete()
                     dropped += 1
                 del segments[i + 1 :]
                 break
+            seg.next_offset = successor.base_offset
             seg.seal()
             seg.sealed = True
         i += 1

@@ -189,6 +189,7 @@ class PartitionLog:
         index files are stale): its indexes need saving at close. An untouched log closes
         without touching its files."""
         self._hw_listeners: list[Callable[[], None]] = []
+        self._unclean: str | None = None
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -420,7 +421,7 @@ class PartitionLog:
             return False
         return (
             position + size > self.config.segment_bytes
-            or self.clock() - segment.created_ms >= self.config.segment_ms
+            or self.clock() - segment.created_ms >= self.config.roll_ms
             or segment.indexes_full()
             or next_offset - 1 - segment.base_offset > _MAX_RELATIVE_OFFSET
         )
@@ -733,38 +734,50 @@ class PartitionLog:
     # -- retention -------------------------------------------------------------------------------
 
     def apply_retention(self) -> int:
-        """Delete whole closed segments past ``retention.ms`` / ``retention.bytes`` or wholly
-        below the log start offset; returns how many were deleted. An active segment whose
-        newest record is past ``retention.ms`` is rolled first, as Kafka does, so an idle
-        partition does not keep expired data until ``segment.ms``."""
+        """Delete whole closed segments past ``retention.ms`` / ``retention.bytes`` (when the
+        cleanup policy includes ``delete``) or wholly below the log start offset; returns how
+        many were deleted. An active segment whose newest record is past ``retention.ms`` is
+        rolled first, as Kafka does, so an idle partition does not keep expired data until
+        ``segment.ms``. A segment the log cleaner left empty goes with the segment after it, or
+        not at all (it says nothing about its age); segments a cleaning run holds stay."""
         self.check_open()
         cfg = self.config
         now = self.clock()
-        if self._active_segment_expired(now):
+        by_policy = cfg.cleanup_policy.delete
+        if by_policy and self._active_segment_expired(now):
             self._roll_empty()
         total = self.size_bytes
-        deleted = 0
-        while len(self._segments) > 1:
-            seg = self._segments[0]
-            if not seg.sealed:
+        deletable = 0
+        i = 0
+        while i < len(self._segments) - 1:
+            seg = self._segments[i]
+            if not seg.sealed or seg.cleaning:
                 break
-            if seg.max_timestamp < 0:
-                _ = seg.time_index  # not known from a clean-shutdown state: load it
-            expired = (
-                cfg.retention_ms >= 0
-                and seg.max_timestamp >= 0
-                and now - seg.max_timestamp > cfg.retention_ms
-            )
-            too_big = cfg.retention_bytes >= 0 and total - seg.size >= cfg.retention_bytes
             below_start = seg.next_offset <= self.log_start_offset
-            if not (expired or too_big or below_start):
+            if not below_start and seg.size:
+                if not by_policy:
+                    break
+                if seg.max_timestamp < 0:
+                    _ = seg.time_index  # not known from a clean-shutdown state: load it
+                expired = (
+                    cfg.retention_ms >= 0
+                    and seg.max_timestamp >= 0
+                    and now - seg.max_timestamp > cfg.retention_ms
+                )
+                too_big = cfg.retention_bytes >= 0 and total - seg.size >= cfg.retention_bytes
+                if not (expired or too_big):
+                    break
+            elif not below_start and not by_policy:
                 break
             total -= seg.size
+            i += 1
+            if seg.size or below_start:
+                deletable = i
+        for _ in range(deletable):
             self._delete_first_segment()
-            deleted += 1
-        if deleted:
+        if deletable:
             self._set_log_start_offset(max(self.log_start_offset, self._segments[0].base_offset))
-        return deleted
+        return deletable
 
     def _active_segment_expired(self, now: int) -> bool:
         """Expired, and nothing is on its way into it: no reserved-but-uncommitted appends (the
@@ -809,6 +822,7 @@ class PartitionLog:
                 len(self._segments) > 1
                 and self._segments[0].next_offset <= target
                 and self._segments[0].sealed
+                and not self._segments[0].cleaning
             ):
                 self._delete_first_segment()
         return self.log_start_offset
@@ -821,6 +835,54 @@ class PartitionLog:
     def _set_log_start_offset(self, offset: int) -> None:
         self.log_start_offset = offset
         write_int(self.directory / LOG_START_OFFSET_FILE, offset)
+
+    # -- the log cleaner's hooks (storage/cleaner.py) ---------------------------------------------
+
+    def cleanable_segments(self, now: int, first_dirty: int) -> list[LogSegment]:
+        """The segments a cleaning run may read and rewrite, from the first: closed and sealed,
+        below the segment holding the high watermark (nothing unacknowledged is cleaned), and,
+        from the dirty ones on, none holding a record newer than ``min.compaction.lag.ms``."""
+        lag = self.config.min_compaction_lag_ms
+        out: list[LogSegment] = []
+        for seg in self._segments[:-1]:
+            if not seg.sealed or seg is self._hw_segment or seg.damage is not None:
+                break
+            if lag > 0 and seg.next_offset > first_dirty:
+                if seg.max_timestamp < 0:
+                    _ = seg.time_index
+                if seg.max_timestamp > now - lag:
+                    break
+            out.append(seg)
+        return out
+
+    def producer_last_offsets(self) -> dict[int, int]:
+        """Each idempotent producer's latest committed batch, by its last offset: the cleaner
+        keeps that batch (emptied if need be), so that rebuilding the state from the log finds
+        the producer's epoch and last sequence, as Kafka's cleaner does."""
+        self.producer_state()  # loaded, if it was not yet
+        return {
+            pid: entry.batches[-1].first_offset + entry.batches[-1].last_offset_delta
+            for pid, entry in self._committed_producers().items()
+            if entry.batches
+        }
+
+    def replace_segments(self, old: Sequence[LogSegment], new: LogSegment) -> None:
+        """Put ``new`` in the place of the consecutive segments ``old`` (whose files a cleaning
+        swap has just replaced). The old segments are closed once their readers let go."""
+        i = next(k for k, seg in enumerate(self._segments) if seg is old[0])
+        if any(a is not b for a, b in zip(self._segments[i : i + len(old)], old, strict=True)):
+            raise ValueError(f"{self.name}: the segments to replace are not consecutive")
+        new.exists = True
+        new.sealed = True
+        self._segments[i : i + len(old)] = [new]
+        self._bases[i : i + len(old)] = [new.base_offset]
+        for seg in old:
+            seg.close()
+
+    def mark_unclean(self, reason: str) -> None:
+        """The files no longer match what this log holds in memory (a swap that failed half
+        way): a clean close must not record its state, so the next start reads the files."""
+        self._unclean = reason
 
     # -- closing ---------------------------------------------------------------------------------
 
@@ -882,6 +944,8 @@ class PartitionLog:
             return self.clean_state()
         active = self.active_segment
         try:
+            if self._unclean is not None:
+                raise StorageError(f"{self.name}: {self._unclean}")
             damaged = [s for s in self._segments if s.damage is not None]
             if damaged:
                 # Never record a damaged file as clean: the next open recovers it.

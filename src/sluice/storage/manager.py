@@ -51,6 +51,7 @@ from sluice.errors import (
     UnknownTopicOrPartitionError,
 )
 from sluice.plural import plural
+from sluice.storage.cleaner import CleanerConfig, LogCleaner
 from sluice.storage.clock import Clock, wall_clock_ms
 from sluice.storage.fdcache import FdCache
 from sluice.storage.files import (
@@ -179,6 +180,7 @@ class LogManager:
         clock: Clock = wall_clock_ms,
         io_threads: int = 4,
         limits: Limits | None = None,
+        cleaner: CleanerConfig | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.default_config = default_config or LogConfig()
@@ -194,6 +196,8 @@ class LogManager:
         self._reserved_partitions = 0
         """Partitions of creations in progress, counted against ``max.broker.partitions``."""
         self._housekeeping: asyncio.Task[None] | None = None
+        self.cleaner = LogCleaner(cleaner or CleanerConfig(), self.all_logs, clock)
+        """The log cleaner of compacted topics (started by :meth:`start` if enabled)."""
 
     @classmethod
     def open(
@@ -203,10 +207,11 @@ class LogManager:
         clock: Clock = wall_clock_ms,
         io_threads: int = 4,
         limits: Limits | None = None,
+        cleaner: CleanerConfig | None = None,
     ) -> LogManager:
         """Open every topic: cleanly stopped partitions from the state file without reading
         their files, the others recovered in parallel (recovery is I/O and CRC bound). Blocking."""
-        manager = cls(Path(data_dir), default_config, clock, io_threads, limits)
+        manager = cls(Path(data_dir), default_config, clock, io_threads, limits, cleaner)
         manager._load()
         return manager
 
@@ -564,6 +569,7 @@ class LogManager:
             except OSError as exc:
                 raise StorageError(f"cannot delete topic {name!r}: {exc}") from exc
             del self.topics[name]
+            await self.cleaner.abort(p.log for p in topic.partitions)
             await asyncio.gather(*(p.drain() for p in topic.partitions))
             for partition in topic.partitions:
                 partition.abandon()
@@ -601,11 +607,14 @@ class LogManager:
         producer_expiration_check_ms: int = 600_000,
     ) -> None:
         """Start housekeeping on the running loop: retention, ``flush.ms`` for inline logs
-        (writer-task logs honour ``flush.ms`` in their sync task), and idle producers."""
+        (writer-task logs honour ``flush.ms`` in their sync task), idle producers, and the log
+        cleaner (``log.cleaner.enable``)."""
         self._housekeeping = asyncio.get_running_loop().create_task(
             self._housekeep(retention_check_ms, flush_check_ms, producer_expiration_check_ms),
             name="log-housekeeping",
         )
+        if self.cleaner.config.enable:
+            self.cleaner.start()
 
     async def expire_producers(self) -> int:
         """Forget idle idempotent producers in every log, a slice of logs per event-loop turn."""
@@ -663,6 +672,7 @@ class LogManager:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)
+        await self.cleaner.stop()
         await asyncio.gather(*(p.drain() for p in self.all_partitions()))
         logs = [(t, p, part.log) for t in self.topics.values() for p, part in enumerate(t.partitions)]
         try:
@@ -701,6 +711,7 @@ class LogManager:
     def close_sync(self) -> None:
         """Clean shutdown without an event loop (only for logs never written through a writer)."""
         logs = [(t, p, part.log) for t in self.topics.values() for p, part in enumerate(t.partitions)]
+        self.cleaner.close_sync()
         try:
             self._close_files(logs)
         finally:

@@ -98,10 +98,22 @@ class LogSegment:
         shows): a shorter or missing file must never be written past its end or read as whole."""
         self.damage: str | None = None
         """Why this segment's file is refused (it changed outside the broker); None if it is not."""
+        self.cleaning = False
+        """Held by a log cleaner run (which reads it and may replace it): retention and
+        DeleteRecords leave it alone until the run lets go."""
+        self.being_replaced = False
+        """A cleaning swap is replacing this segment's files: its index files may already be
+        the new segment's, so indexes are rebuilt from the (leased, old) descriptor if needed,
+        and never saved."""
 
     @property
     def name(self) -> str:
         return segment_name(self.base_offset)
+
+    @property
+    def files(self) -> FdCache:
+        """The descriptor cache this segment's descriptor lives in."""
+        return self._files
 
     @property
     def log_path(self) -> Path:
@@ -310,6 +322,9 @@ class LogSegment:
 
     def _load_indexes(self) -> None:
         """Load a closed segment's indexes, rebuilding from the log if missing or insane."""
+        if self.being_replaced:
+            self.rebuild_indexes(save=False)
+            return
         index = OffsetIndex(self._max_index_entries)
         time_index = TimeIndex(self._max_time_entries)
         try:
@@ -323,7 +338,7 @@ class LogSegment:
             self.max_timestamp = time_index.last_timestamp
             self.offset_of_max_timestamp = self.base_offset + int(time_index.offsets[-1])
 
-    def rebuild_indexes(self) -> None:
+    def rebuild_indexes(self, *, save: bool = True) -> None:
         """Rebuild both indexes from the trusted bytes [0, size) (no CRC: already recovered)."""
         self.fresh_indexes()
         self.bytes_since_index_entry = 0
@@ -333,8 +348,9 @@ class LogSegment:
             self.note_appended(header, header.position)
         # The files only spare the next open a scan: a full disk must not fail the read that
         # needed the index.
-        with contextlib.suppress(OSError):
-            self.save_indexes()
+        if save and not self.being_replaced:
+            with contextlib.suppress(OSError):
+                self.save_indexes()
 
     def save_indexes(self, *, sync: bool = True) -> None:
         """Write both index files of the active segment; while it is small, remove them instead
@@ -399,9 +415,13 @@ class LogSegment:
 
     # -- recovery --------------------------------------------------------------------------
 
-    def recover(self, max_batch_bytes: int | None = None) -> RecoveryResult:
+    def recover(self, max_batch_bytes: int | None = None, gaps_below: int = -1) -> RecoveryResult:
         """Walk every batch with bounds, continuity and CRC checks; rebuild the indexes; truncate
-        the file at the first invalid byte. The log is the truth, the indexes are derived."""
+        the file at the first invalid byte. The log is the truth, the indexes are derived.
+
+        Offsets must follow on from batch to batch, except across gaps that end at or below
+        ``gaps_below``: the log cleaner removes batches there (see :mod:`.compaction`), and
+        nowhere else can a gap be anything but stale bytes."""
         self.fresh_indexes()
         self.bytes_since_index_entry = 0
         self.max_timestamp = -1
@@ -415,7 +435,7 @@ class LogSegment:
                 with mmap.mmap(fd, file_size, prot=mmap.PROT_READ) as mm:
                     view = memoryview(mm)
                     try:
-                        valid = self._walk(view, file_size, max_batch_bytes)
+                        valid = self._walk(view, file_size, max_batch_bytes, gaps_below)
                     finally:
                         view.release()
             if valid < file_size:
@@ -426,7 +446,7 @@ class LogSegment:
         self.size = valid
         return RecoveryResult(valid, file_size - valid, self.next_offset)
 
-    def _walk(self, view: memoryview, end: int, max_batch_bytes: int | None) -> int:
+    def _walk(self, view: memoryview, end: int, max_batch_bytes: int | None, gaps_below: int) -> int:
         position = 0
         expected = self.base_offset
         while end - position >= HEADER_SIZE:
@@ -436,7 +456,7 @@ class LogSegment:
                 header.magic != 2
                 or header.batch_length < HEADER_SIZE - LOG_OVERHEAD
                 or size > end - position
-                or header.base_offset != expected
+                or not (header.base_offset == expected or expected < header.base_offset <= gaps_below)
                 or header.last_offset_delta < 0
                 or (max_batch_bytes is not None and size > max_batch_bytes)
                 or crc32c.crc32c(view[position + ATTRIBUTES_OFFSET : position + size]) != header.crc
