@@ -38,6 +38,7 @@ from sluice.storage.clock import Clock, wall_clock_ms
 from sluice.storage.fdcache import DEFAULT_CACHE, FdCache
 from sluice.storage.files import fsync_dir, write_int, write_json
 from sluice.storage.health import DEFAULT_HEALTH
+from sluice.storage.latency import DEFAULT_FSYNC_TIMES
 from sluice.storage.loader import (
     CLEAN_SHUTDOWN_FILE,
     LOG_START_OFFSET_FILE,
@@ -157,6 +158,9 @@ class PartitionLog:
         self.name = directory.name
         """How logs and errors name this log (the log manager sets ``<topic>-<partition>``)."""
         self.disk = DEFAULT_HEALTH
+        self.fsync_times = DEFAULT_FSYNC_TIMES
+        """Where group commits and flushes record how long their fsyncs took (the log
+        manager's histogram, read by the metrics)."""
         self.config = config
         self.clock = clock
         self.recovery = recovery
@@ -568,7 +572,7 @@ class PartitionLog:
         """fsync everything committed so far, in the caller's thread."""
         offset, seg, position, records = self.sync_point()
         try:
-            seg.fsync()
+            self.fsync_times.time(seg.fsync)
         except OSError as exc:
             raise StorageError(f"fsync of {self.name} failed: {exc}") from exc
         self.mark_flushed(offset, seg, position, records)
