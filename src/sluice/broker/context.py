@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from sluice.broker.stats import BrokerStats
 from sluice.config import BrokerConfig
 from sluice.errors import ErrorCode
 from sluice.storage.manager import LogManager
@@ -49,6 +50,8 @@ class BrokerContext(Protocol):
     advertised: dict[int, tuple[int, int]]
     """The API versions ApiVersions lists."""
     producer_ids: ProducerIdSource
+    stats: BrokerStats | None
+    """Traffic counters by topic, when metrics are kept."""
 
     def node_endpoint(self) -> tuple[int, str, int]:
         """(node id, advertised host, advertised port)."""

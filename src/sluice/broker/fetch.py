@@ -18,6 +18,7 @@ import contextlib
 import time
 
 from sluice.broker.context import BrokerContext
+from sluice.broker.stats import BrokerStats
 from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
@@ -34,6 +35,8 @@ async def fetch(broker: BrokerContext, request: Request) -> m.FetchResponse:
         responses, ready, logs = _read_all(broker, body)
         wait = deadline - time.monotonic()
         if ready or wait <= 0 or broker.fetch_waiters.closed or not logs:
+            if broker.stats is not None:
+                _count(broker.stats, responses)
             return m.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0, responses=responses)
         await _wait_for_data(broker, logs, wait)
 
@@ -89,6 +92,15 @@ def _read_all(
         responses.append(m.FetchableTopicResponse(topic=topic.topic, partitions=parts))
     ready = errors or total >= max(body.min_bytes, 1)
     return responses, ready, logs
+
+
+def _count(stats: BrokerStats, responses: list[m.FetchableTopicResponse]) -> None:
+    """Bytes and records (from the batch headers) sent, by topic."""
+    for answer in responses:
+        for part in answer.partitions:
+            records = part.records
+            if isinstance(records, bytes) and records:
+                stats.fetched(answer.topic, records)
 
 
 def _failed(partition: int, code: int) -> m.FetchPartitionData:
