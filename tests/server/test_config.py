@@ -348,6 +348,8 @@ def _sample(key: str) -> str:
         "log.segment.bytes": "1048576",
         "sluice.batch.uncompressed.max.bytes": "2097152",
         "offsets.retention.minutes": "60",
+        "sluice.admin.listen": "off",
+        "sluice.admin.read.only": "true",
     }
     if key in special:
         return special[key]

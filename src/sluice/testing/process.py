@@ -34,17 +34,27 @@ class BrokerProcess:
         *,
         settings: dict[str, str] | None = None,
         timeout: float = 30.0,
+        admin: bool = False,
     ) -> None:
+        """``admin``: serve the admin side (metrics, health, console) on a free loopback port
+        (:attr:`admin_url`); off otherwise, unless ``settings`` name ``sluice.admin.listen``."""
+
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.settings = dict(settings or {})
         self.timeout = timeout
         self.port = free_port()
+        self.admin_port = free_port() if admin else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        assert self.admin_port is not None, "started without admin=True"
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def running(self) -> bool:
@@ -55,6 +65,9 @@ class BrokerProcess:
         assert self.proc is None, "already started"
         args = [sys.executable, "-m", "sluice.cli", "serve", "--listen", self.bootstrap_servers]
         args += ["--data-dir", str(self.data_dir)]
+        if "sluice.admin.listen" not in self.settings:
+            admin = "off" if self.admin_port is None else f"127.0.0.1:{self.admin_port}"
+            args += ["--admin-listen", admin]
         for key, value in self.settings.items():
             args += ["--set", f"{key}={value}"]
         with self.log_path.open("ab") as log:
