@@ -177,6 +177,11 @@ class PartitionLog:
         self.flush_count = 0
         """fsyncs that completed: with group commit, far fewer than fsync-acknowledged appends."""
         self.unflushed_records = 0
+        self.appended_records = 0
+        self.appended_bytes = 0
+        """Records and batch bytes appended since this log was opened (the metrics' produced
+        counts, from the batch headers; a duplicate an idempotent producer resent is not
+        appended, so not counted)."""
         self.last_flush_ms = clock()
         self._producers = ProducerState(directory, DEFAULT_PRODUCER_EXPIRATION_MS)
         self._producers_at: int | None = -1
@@ -454,7 +459,10 @@ class PartitionLog:
             self._forget_pending(plan.items)
         if plan.rolled and self._producers_at is None:
             plan.snapshot = (self.log_end_offset, self._committed_producers())
-        self.unflushed_records += plan.records
+        records = plan.records
+        self.unflushed_records += records
+        self.appended_records += records
+        self.appended_bytes += sum(write.size for write in plan.writes)
         if self.config.append_ack is not AckLevel.FSYNCED:
             self._advance_high_watermark(
                 self.log_end_offset, self.active_segment, self.active_segment.size
