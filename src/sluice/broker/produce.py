@@ -17,7 +17,6 @@ from collections.abc import Awaitable
 
 from sluice.broker import ingest
 from sluice.broker.context import BrokerContext
-from sluice.broker.stats import BrokerStats
 from sluice.config import AckLevel
 from sluice.errors import CloseConnection, ErrorCode, SluiceError
 from sluice.protocol import Request
@@ -68,8 +67,6 @@ async def produce(broker: BrokerContext, request: Request) -> m.ProduceResponse 
             # Start every append before awaiting any, so partitions are written concurrently.
             jobs = [_start(job) for job in jobs]
         results = [await _settle(job) for job in jobs]
-    if broker.stats is not None:
-        _count(broker.stats, body, results)
     if acks == 0:
         for result in results:
             if isinstance(result, tuple):
@@ -87,15 +84,6 @@ async def produce(broker: BrokerContext, request: Request) -> m.ProduceResponse 
         ],
         throttle_time_ms=0,
     )
-
-
-def _count(stats: BrokerStats, body: m.ProduceRequest, results: list[Outcome]) -> None:
-    """Bytes and records (from the batch headers) of every partition appended."""
-    outcomes = iter(results)
-    for topic in body.topic_data:
-        for part in topic.partition_data:
-            if isinstance(next(outcomes), int) and part.records is not None:
-                stats.produced(topic.name, part.records)
 
 
 def _submit(

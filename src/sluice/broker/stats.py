@@ -1,10 +1,11 @@
 """What the broker counts as it works: requests, their error codes and latencies by API, and
-bytes and records in and out by topic.
+bytes and records sent to consumers by topic (what producers appended, each partition log
+counts itself: ``PartitionLog.appended_records``).
 
 Plain integers on the event loop's thread, bumped once per request (or per partition of a
-produce or fetch answer), never per record: record counts are the batch headers'
-``recordsCount``. Nothing here knows Prometheus: the server's metrics collector reads these
-counters when it is scraped and shapes them into metric families.
+fetch answer), never per record: record counts are the batch headers' ``recordsCount``.
+Nothing here knows Prometheus: the server's metrics collector reads these counters when it is
+scraped and shapes them into metric families.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Container
 from typing import Any
 
+from sluice.protocol.messages import FetchResponse, ProduceResponse
 from sluice.protocol.records import Bytes, count_records
 from sluice.protocol.schema import Array
 
@@ -42,11 +44,9 @@ class ApiStats:
 
 
 class TopicTraffic:
-    __slots__ = ("bytes_in", "bytes_out", "records_in", "records_out")
+    __slots__ = ("bytes_out", "records_out")
 
     def __init__(self) -> None:
-        self.bytes_in = 0
-        self.records_in = 0
         self.bytes_out = 0
         self.records_out = 0
 
@@ -59,7 +59,24 @@ class BrokerStats:
     def answered(self, api_key: int, seconds: float, body: Any) -> None:
         """A request was answered with ``body`` (None: an acks=0 produce) after ``seconds``."""
         stats = self._api(api_key, seconds)
-        if body is not None:
+        if body is None:
+            return
+        kind = type(body)
+        if kind is ProduceResponse:  # the hot ones, walked without the generic machinery
+            errors = stats.errors
+            for topic in body.responses:
+                for part in topic.partition_responses:
+                    if part.error_code:
+                        errors[part.error_code] = errors.get(part.error_code, 0) + 1
+        elif kind is FetchResponse:
+            errors = stats.errors
+            if body.error_code:
+                errors[body.error_code] = errors.get(body.error_code, 0) + 1
+            for answer in body.responses:
+                for data in answer.partitions:
+                    if data.error_code:
+                        errors[data.error_code] = errors.get(data.error_code, 0) + 1
+        else:
             count_errors(body, stats.errors)
 
     def closed(self, api_key: int, seconds: float) -> None:
@@ -75,14 +92,6 @@ class BrokerStats:
         stats.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         stats.seconds += seconds
         return stats
-
-    def produced(self, topic: str, records: Bytes) -> None:
-        """Batches of ``topic`` were appended (from a Produce request)."""
-        traffic = self.topics.get(topic)
-        if traffic is None:
-            traffic = self.topics[topic] = TopicTraffic()
-        traffic.bytes_in += len(records)
-        traffic.records_in += count_records(records)
 
     def fetched(self, topic: str, records: Bytes) -> None:
         """Batches of ``topic`` were sent in a Fetch answer (a partial last batch is not
