@@ -144,7 +144,9 @@ class Actions:
             m.IncrementalAlterableConfig(name=k, config_operation=m.ConfigOperation.SET, value=v)
             for k, v in set_configs.items()
         ] + [
-            m.IncrementalAlterableConfig(name=k, config_operation=m.ConfigOperation.DELETE, value=None)
+            m.IncrementalAlterableConfig(
+                name=k, config_operation=m.ConfigOperation.DELETE, value=None
+            )
             for k in delete
         ]
         body = m.IncrementalAlterConfigsRequest(
@@ -176,7 +178,9 @@ class Actions:
         count = len(found.partitions)
         if partition is None:
             partition = (
-                (murmur2(key) & 0x7FFFFFFF) % count if key is not None else next(_ROUND_ROBIN) % count
+                (murmur2(key) & 0x7FFFFFFF) % count
+                if key is not None
+                else next(_ROUND_ROBIN) % count
             )
         now = int(time.time() * 1000)
         batch = build_batch([(key, value)], headers=[headers], base_timestamp=now, timestamps=[now])
@@ -186,7 +190,9 @@ class Actions:
             topic_data=[
                 m.ProduceTopicData(
                     name=topic,
-                    partition_data=[m.ProducePartitionData(index=partition, records=bytearray(batch))],
+                    partition_data=[
+                        m.ProducePartitionData(index=partition, records=bytearray(batch))
+                    ],
                 )
             ],
         )
@@ -203,7 +209,9 @@ class Actions:
         offsets in ``topic`` (every partition of it) or, without a topic, in every partition it
         has committed: the dry run, changing nothing. Kept within [log start, high watermark]."""
         view = state.group(self.broker, group_id)
-        committed = {} if view is None else {(o.topic, o.partition): o.committed for o in view.offsets}
+        committed = (
+            {} if view is None else {(o.topic, o.partition): o.committed for o in view.offsets}
+        )
         if topic is not None:
             t = self.broker.logs.topics.get(topic)
             if t is None:
@@ -243,7 +251,12 @@ class Actions:
                 found = await plog.offset_for_timestamp(value)
                 new = hi if found is None else found[0]
             plan.append(
-                {"topic": name, "partition": index, "current": current, "new": min(max(new, lo), hi)}
+                {
+                    "topic": name,
+                    "partition": index,
+                    "current": current,
+                    "new": min(max(new, lo), hi),
+                }
             )
         return plan
 

@@ -96,10 +96,13 @@ class _Api:
         disk: dict[str, int] = {}
         try:
             found = os.statvfs(broker.logs.data_dir)
-            disk = {"total": found.f_blocks * found.f_frsize, "free": found.f_bavail * found.f_frsize}
+            disk = {
+                "total": found.f_blocks * found.f_frsize,
+                "free": found.f_bavail * found.f_frsize,
+            }
         except OSError:
             pass
-        traffic = _traffic(broker)
+        fetched = _fetched(broker)
         return {
             "broker": {
                 "node_id": config.node_id,
@@ -112,7 +115,12 @@ class _Api:
             "data_dir": str(broker.logs.data_dir),
             "disk": {**disk, "logs": sum(t.size for t in topics), "full": broker.logs.disk.full},
             "topics": [
-                {"name": t.name, "partitions": len(t.partitions), "size": t.size, "records": t.records}
+                {
+                    "name": t.name,
+                    "partitions": len(t.partitions),
+                    "size": t.size,
+                    "records": t.records,
+                }
                 for t in topics
             ],
             "partitions": sum(len(t.partitions) for t in topics),
@@ -120,10 +128,10 @@ class _Api:
             "groups": len(state.groups(broker)),
             "traffic": {
                 "time": time.time(),
-                "bytes_in": sum(t[0] for t in traffic.values()),
-                "records_in": sum(t[1] for t in traffic.values()),
-                "bytes_out": sum(t[2] for t in traffic.values()),
-                "records_out": sum(t[3] for t in traffic.values()),
+                "bytes_in": sum(t.appended_bytes for t in topics),
+                "records_in": sum(t.appended_records for t in topics),
+                "bytes_out": sum(b for b, _ in fetched.values()),
+                "records_out": sum(r for _, r in fetched.values()),
             },
             "read_only": self.admin.read_only,
         }
@@ -131,7 +139,7 @@ class _Api:
     # -- topics ---------------------------------------------------------------------------------------
 
     async def topics(self, request: web.Request, broker: Broker) -> Any:
-        traffic = _traffic(broker)
+        fetched = _fetched(broker)
         return {
             "time": time.time(),
             "read_only": self.admin.read_only,
@@ -141,8 +149,8 @@ class _Api:
                     "partitions": len(t.partitions),
                     "size": t.size,
                     "records": t.records,
-                    "records_in": traffic.get(t.name, (0, 0, 0, 0))[1],
-                    "records_out": traffic.get(t.name, (0, 0, 0, 0))[3],
+                    "records_in": t.appended_records,
+                    "records_out": fetched.get(t.name, (0, 0))[1],
                 }
                 for t in await state.topics(broker)
             ],
@@ -232,7 +240,9 @@ class _Api:
         name = request.match_info["name"]
         body = await _json(request)
         raw_partition = body.get("partition")
-        partition = None if raw_partition in (None, "", "auto") else _as_int(raw_partition, "partition")
+        partition = (
+            None if raw_partition in (None, "", "auto") else _as_int(raw_partition, "partition")
+        )
         key = _bytes_or_none(body.get("key"))
         value = _bytes_or_none(body.get("value"))
         headers: list[tuple[str, bytes | None]] = []
@@ -326,12 +336,13 @@ def _group_json(g: state.GroupView) -> dict[str, Any]:
     }
 
 
-def _traffic(broker: Broker) -> dict[str, tuple[int, int, int, int]]:
+def _fetched(broker: Broker) -> dict[str, tuple[int, int]]:
+    """Topic -> (bytes, records) sent to consumers."""
     stats = broker.stats
     if stats is None:
         return {}
     return {
-        name: (t.bytes_in, t.records_in, t.bytes_out, t.records_out)
+        name: (t.bytes_out, t.records_out)
         for name, t in stats.topics.items()
         if name in broker.logs.topics
     }

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -199,11 +199,12 @@ class _Refuse(asyncio.Protocol):
     """A connection over :data:`MAX_CONNECTIONS`: told so and closed without reading it."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(
+        # uvloop's transports do not subclass asyncio's, but write like them.
+        writer = cast(asyncio.WriteTransport, transport)
+        writer.write(
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
-        transport.close()
+        writer.close()
 
 
 def _hostname(host: str) -> str:

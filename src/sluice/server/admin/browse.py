@@ -173,7 +173,9 @@ async def _newest(logs: dict[int, PartitionLog], limit: int, before: dict[int, i
         read.extend(got[-limit:])
     read.sort(key=lambda r: (r.timestamp, r.partition, r.offset), reverse=True)
     shown = read[:limit]
-    cursor = {i: min(before.get(i, plog.high_watermark), plog.high_watermark) for i, plog in logs.items()}
+    cursor = {
+        i: min(before.get(i, plog.high_watermark), plog.high_watermark) for i, plog in logs.items()
+    }
     for record in shown:
         cursor[record.partition] = min(cursor[record.partition], record.offset)
     more = any(cursor[i] > plog.log_start_offset for i, plog in logs.items())

@@ -68,8 +68,8 @@ class Snapshot:
     uptime: float
     apis: list[tuple[int, int, dict[int, int], list[int], float]] = field(default_factory=list)
     """(api key, requests, errors by code, latency bucket counts, latency sum)."""
-    traffic: list[tuple[str, int, int, int, int]] = field(default_factory=list)
-    """(topic, bytes in, records in, bytes out, records out)."""
+    fetched: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Topic -> (bytes, records) sent to consumers."""
     topics: list[state.TopicView] = field(default_factory=list)
     groups: list[state.GroupView] = field(default_factory=list)
     kafka_connections: int = 0
@@ -98,10 +98,7 @@ async def take_snapshot(server: Server, admin_connections: int, version: str) ->
             (api, s.requests, dict(s.errors), list(s.buckets), s.seconds)
             for api, s in sorted(stats.apis.items())
         ]
-        snap.traffic = [
-            (name, t.bytes_in, t.records_in, t.bytes_out, t.records_out)
-            for name, t in sorted(stats.topics.items())
-        ]
+        snap.fetched = {name: (t.bytes_out, t.records_out) for name, t in stats.topics.items()}
     snap.fsync = logs.fsync_times.snapshot()
     snap.disk_full = logs.disk.full
     try:
@@ -175,7 +172,7 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     )
     produced = CounterMetricFamily(
         f"{p}_kafka_records_produced",
-        "Records appended to each topic by Produce requests (batch headers' counts).",
+        "Records producers appended to each topic since the broker started (batch headers' counts).",
         labels=["topic"],
     )
     fetched = CounterMetricFamily(
@@ -183,11 +180,12 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         "Records sent to consumers of each topic (whole batches sent).",
         labels=["topic"],
     )
-    for name, bytes_in, records_in, bytes_out, records_out in snap.traffic:
-        request_bytes.add_metric([name, "produce"], bytes_in)
-        request_bytes.add_metric([name, "consume"], bytes_out)
-        produced.add_metric([name], records_in)
-        fetched.add_metric([name], records_out)
+    for topic in snap.topics:
+        bytes_out, records_out = snap.fetched.get(topic.name, (0, 0))
+        request_bytes.add_metric([topic.name, "produce"], topic.appended_bytes)
+        request_bytes.add_metric([topic.name, "consume"], bytes_out)
+        produced.add_metric([topic.name], topic.appended_records)
+        fetched.add_metric([topic.name], records_out)
     yield request_bytes
     yield produced
     yield fetched

@@ -35,6 +35,9 @@ class PartitionView:
     segments: int
     writer_queue: int
     """Bytes queued for the partition's writer task, not yet written."""
+    appended_records: int
+    appended_bytes: int
+    """Records and batch bytes producers appended since the broker opened the log."""
 
     @property
     def records(self) -> int:
@@ -56,6 +59,14 @@ class TopicView:
     @property
     def records(self) -> int:
         return sum(p.records for p in self.partitions)
+
+    @property
+    def appended_records(self) -> int:
+        return sum(p.appended_records for p in self.partitions)
+
+    @property
+    def appended_bytes(self) -> int:
+        return sum(p.appended_bytes for p in self.partitions)
 
 
 async def topics(broker: Broker, names: list[str] | None = None) -> list[TopicView]:
@@ -82,6 +93,8 @@ async def topics(broker: Broker, names: list[str] | None = None) -> list[TopicVi
                     plog.size_bytes,
                     len(plog.segments),
                     0 if writer is None else writer.queued_bytes,
+                    plog.appended_records,
+                    plog.appended_bytes,
                 )
             )
             read += 1
@@ -136,11 +149,7 @@ class GroupView:
 
 def groups(broker: Broker) -> list[GroupView]:
     """Every live group, sorted by id (offsets and members not filled in: see :func:`group`)."""
-    return [
-        _group(g)
-        for _, g in sorted(broker.groups.groups.items())
-        if g.state.value != "Dead"
-    ]
+    return [_group(g) for _, g in sorted(broker.groups.groups.items()) if g.state.value != "Dead"]
 
 
 async def groups_with_offsets(broker: Broker) -> list[GroupView]:
