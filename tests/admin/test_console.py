@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
+import sluice
 from sluice.testing import EmbeddedBroker
 from tests.admin.browser import chromium, page_errors, wait_for
 from tests.admin.http import request
@@ -162,16 +164,47 @@ def test_overview_shows_the_broker_and_lists_every_topic(
     broker: EmbeddedBroker, seeded: None, browser: WebDriver, shots: Path
 ) -> None:
     # Traffic while the page watches, so its rate charts have something to draw.
-    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
-    _open(browser, broker.admin_url + "/", "#overview-topics-table")
-    for _ in range(3):
-        for i in range(200):
-            producer.produce("traffic", f"t{i}".encode())
+    stop = threading.Event()
+
+    def traffic() -> None:
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": broker.bootstrap_servers,
+                "group.id": "overview-reader",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        consumer.subscribe(["traffic"])
+        i = 0
+        while not stop.is_set():
+            for _ in range(50):
+                producer.produce("traffic", f"t{i}".encode())
+                i += 1
+            producer.poll(0)
+            consumer.consume(100, timeout=0.1)
         producer.flush(30)
-        time.sleep(1)  # the page samples the counters every 2 s: let it see a few
+        consumer.close()
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        _open(browser, broker.admin_url + "/", "#overview-topics-table")
+        # Three samples of the counters on each chart (the page takes one every 2 s).
+        wait_for(
+            browser,
+            lambda d: all(
+                int(c.get_attribute("data-points") or 0) >= 3
+                for c in d.find_elements(By.CSS_SELECTOR, ".chart")
+            ),
+            timeout=30,
+        )
+    finally:
+        stop.set()
+        worker.join(30)
     wait_for(browser, lambda d: "traffic" in _text(d, "#overview-topics-table"))
     cards = _text(browser, "#overview-cards")
-    assert "0.1.0" in cards or "VERSION" in cards.upper()
+    assert sluice.__version__ in cards
     assert str(broker.data_dir) in cards
     links = {
         a.text: a.get_attribute("href") or ""
@@ -363,7 +396,13 @@ def test_group_pages_show_members_offsets_and_lag(
     expected = {p: (committed[p], ends[p], ends[p] - committed[p]) for p in range(3)}
     wait_for(browser, lambda d: shown(d) == expected)
     assert sum(lag for _, _, lag in expected.values()) > 0
-    time.sleep(4)  # two more samples on the lag chart for the screenshot
+    # A few samples on the lag chart for the screenshot (the page takes one every 2 s).
+    wait_for(
+        browser,
+        lambda d: (
+            int(d.find_element(By.CSS_SELECTOR, ".chart").get_attribute("data-points") or 0) >= 3
+        ),
+    )
     _screenshot(browser, shots, "group")
     assert page_errors(browser) == []
 

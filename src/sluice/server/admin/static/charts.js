@@ -64,6 +64,7 @@
     push(t, values) {
       this.points.push([t, values]);
       if (this.points.length > this.capacity) this.points.shift();
+      this.element.dataset.points = String(this.points.length);
       values.forEach((v, i) => { this.latest[i].textContent = v === null ? "" : this.format(v); });
       this.draw();
     }
