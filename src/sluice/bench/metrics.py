@@ -7,6 +7,8 @@ seconds) and off (``--admin-listen off``: no counters at all), alternating, seve
     python -m sluice.bench.metrics                       # 3 rounds of 300,000 x 100 B records
     python -m sluice.bench.metrics --rounds 5 --records 500000
     python -m sluice.bench.metrics --batch 100            # many small requests: the worst case
+    python -m sluice.bench.metrics --in-process --batch 1 --rounds 30   # Broker.handle alone
+    python -m sluice.bench.metrics --scrape-partitions 20000             # a big scrape
 
 Each run starts a fresh broker on an empty data directory, produces ``--records`` records of
 ``--size`` bytes to a one-partition topic with confluent-kafka (acks=1, at most ``--batch``
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +143,125 @@ def run_once(
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def in_process(batch: int, size: int, rounds: int, requests: int) -> None:
+    """The hot path alone: Produce requests of ``batch`` records through ``Broker.handle`` (decode,
+    append to the page cache, encode), counters on and off in alternation, timed by this
+    thread's CPU clock (what another process does to the machine is not counted)."""
+    import random
+
+    import uvloop
+
+    from sluice.broker.broker import Broker, Client
+    from sluice.broker.stats import BrokerStats
+    from sluice.config import BrokerConfig, Listener
+    from sluice.protocol import ApiKey, encode_request
+    from sluice.protocol import messages as m
+    from sluice.protocol.records import build_batch
+
+    records = build_batch([(None, b"x" * size)] * batch)
+    body = m.ProduceRequest(
+        acks=1,
+        timeout_ms=10_000,
+        topic_data=[
+            m.ProduceTopicData(
+                name=TOPIC,
+                partition_data=[m.ProducePartitionData(index=0, records=bytearray(records))],
+            )
+        ],
+    )
+    frame = bytes(encode_request(ApiKey.PRODUCE, 9, 1, "bench", body))[4:]
+
+    async def run(data_dir: Path) -> dict[bool, list[float]]:
+        config = BrokerConfig.from_settings({}, listen=Listener("127.0.0.1", 0), data_dir=data_dir)
+        broker = Broker.open(config)
+        broker.start()
+        await broker.logs.create_topic(TOPIC, 1)
+        client = Client("127.0.0.1")
+        per_request: dict[bool, list[float]] = {True: [], False: []}
+        try:
+            for _ in range(rounds):
+                order = [True, False]
+                random.shuffle(order)
+                for metrics in order:
+                    broker.stats = BrokerStats() if metrics else None
+                    started = time.thread_time()
+                    for _ in range(requests):
+                        await broker.handle(bytearray(frame), client)
+                    per_request[metrics].append((time.thread_time() - started) / requests * 1e6)
+        finally:
+            await broker.close()
+        return per_request
+
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-metrics-") as tmp:
+        per_request = uvloop.run(run(Path(tmp)))
+    on = statistics.median(per_request[True])
+    off = statistics.median(per_request[False])
+    print(
+        f"Broker.handle, Produce of {batch} x {size} B records, median of {rounds} rounds of "
+        f"{requests} requests: counters on {on:.1f} us, off {off:.1f} us a request "
+        f"({(on / off - 1) * 100:+.1f}%)"
+    )
+
+
+def scrape_cost(partitions: int, work: Path) -> None:
+    """A ``sluice serve`` child with a topic of ``partitions``: what one scrape weighs and takes,
+    and a producer's slowest round trip while scrapes run back to back (the loop is handed back
+    every 500 partitions; the text is built in a thread)."""
+    from confluent_kafka import Producer
+
+    from sluice.testing import BrokerProcess, create_topic
+
+    with BrokerProcess(work / "data", work / "broker.log", admin=True, timeout=120) as broker:
+        broker.start()
+        created = time.monotonic()
+        create_topic(broker.bootstrap_servers, "many", partitions=partitions, timeout=300)
+        print(f"created {partitions} partitions in {time.monotonic() - created:.1f} s", flush=True)
+        url = broker.admin_url + "/metrics"
+        cpu_before = _cpu_seconds(broker.proc.pid)  # type: ignore[union-attr]
+        started = time.monotonic()
+        body = urllib.request.urlopen(url, timeout=120).read()
+        took = time.monotonic() - started
+        cpu = _cpu_seconds(broker.proc.pid) - cpu_before  # type: ignore[union-attr]
+        samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+        print(
+            f"one scrape: {len(body) / 1e6:.1f} MB, {samples:,} samples, {took:.2f} s, "
+            f"{cpu:.2f} s of broker CPU",
+            flush=True,
+        )
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 0})
+
+        def round_trips(count: int) -> list[float]:
+            times = []
+            for i in range(count):
+                t0 = time.monotonic()
+                producer.produce("many", b"x", partition=i % partitions)
+                producer.flush(60)
+                times.append(time.monotonic() - t0)
+            return times
+
+        quiet = round_trips(200)
+        stop = False
+
+        def scrape_loop() -> None:
+            while not stop:
+                urllib.request.urlopen(url, timeout=120).read()
+
+        import threading
+
+        scraper = threading.Thread(target=scrape_loop)
+        scraper.start()
+        try:
+            busy = round_trips(200)
+        finally:
+            stop = True
+            scraper.join()
+        print(
+            f"produce round trips: alone max {max(quiet) * 1000:.1f} ms (median "
+            f"{statistics.median(quiet) * 1000:.1f}); during back-to-back scrapes max "
+            f"{max(busy) * 1000:.1f} ms (median {statistics.median(busy) * 1000:.1f})"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sluice.bench.metrics", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="on/off pairs (default 3)")
@@ -153,7 +275,27 @@ def main(argv: list[str] | None = None) -> None:
         "default): small batches mean many requests, the worst case for per-request counters",
     )
     parser.add_argument("--scrape-interval", type=float, default=1.0, help="seconds (default 1)")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="time Broker.handle itself, counters on and off (--batch records a request)",
+    )
+    parser.add_argument("--requests", type=int, default=1000, help="per round, with --in-process")
+    parser.add_argument(
+        "--scrape-partitions",
+        type=int,
+        metavar="N",
+        help="instead: one scrape of a broker with N partitions, and produce round trips while "
+        "scrapes run",
+    )
     args = parser.parse_args(argv)
+    if args.in_process:
+        in_process(args.batch, args.size, args.rounds, args.requests)
+        return
+    if args.scrape_partitions:
+        with tempfile.TemporaryDirectory(prefix="sluice-bench-metrics-") as tmp:
+            scrape_cost(args.scrape_partitions, Path(tmp))
+        return
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="sluice-bench-metrics-") as tmp:
         for i in range(args.rounds):
