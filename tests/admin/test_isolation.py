@@ -55,8 +55,11 @@ def test_stalled_and_flooding_http_clients_do_not_slow_produce(tmp_path: Path) -
     with BrokerProcess(tmp_path / "data", tmp_path / "broker.log", admin=True) as broker:
         broker.start()
         port = int(broker.admin_url.rsplit(":", 1)[1])
-        topic = create_topic(broker.bootstrap_servers, "isolation", partitions=PARTITIONS)
-        first = request(broker.admin_url + "/metrics")
+        # Generous timeouts: creating 2000 partitions fsyncs, which a busy disk makes slow.
+        topic = create_topic(
+            broker.bootstrap_servers, "isolation", partitions=PARTITIONS, timeout=120
+        )
+        first = request(broker.admin_url + "/metrics", timeout=60)
         assert first.status == 200 and len(first.body) > 500_000, len(first.body)
 
         held: list[socket.socket] = []
@@ -65,7 +68,7 @@ def test_stalled_and_flooding_http_clients_do_not_slow_produce(tmp_path: Path) -
             held += [_trickled_request(port) for _ in range(20)]
             # A fresh scrape still answers while those wait (they hold their connections, not
             # the scrape).
-            scraped = request(broker.admin_url + "/metrics", timeout=20)
+            scraped = request(broker.admin_url + "/metrics", timeout=60)
             assert scraped.status == 200
             times = _produce_round_trips(broker.bootstrap_servers, topic, 50)
 

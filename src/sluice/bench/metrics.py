@@ -21,6 +21,7 @@ are printed last; docs/monitoring.md cites them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,29 +62,68 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
 
 
-def run_once(
-    metrics: bool, records: int, size: int, batch: int, scrape_interval: float, work: Path
-) -> Run:
-    from confluent_kafka import Producer
-
+@contextlib.contextmanager
+def _serve(work: Path, admin: bool) -> Iterator[tuple[subprocess.Popen[bytes], int, int | None]]:
+    """A ``sluice serve`` child on an empty data directory: (process, Kafka port, admin port or
+    None), once it accepts (and, with the admin side, once /readyz says it is ready); stopped
+    with SIGTERM and its data removed afterwards."""
     data_dir = work / f"data-{time.monotonic_ns()}"
     port = free_port()
+    admin_port = free_port() if admin else None
     argv = [sys.executable, "-m", "sluice.cli", "serve", "--listen", f"127.0.0.1:{port}"]
     argv += ["--data-dir", str(data_dir)]
-    admin_port = free_port() if metrics else None
     argv += ["--admin-listen", f"127.0.0.1:{admin_port}" if admin_port else "off"]
     log_path = work / "broker.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
-    scraper: subprocess.Popen[str] | None = None
     try:
         started = time.monotonic()
-        while not port_open(port, timeout=0.2):
-            if proc.poll() is not None or time.monotonic() - started > 60:
+        while not (port_open(port, timeout=0.2) and (admin_port is None or _ready(admin_port))):
+            if proc.poll() is not None or time.monotonic() - started > 120:
                 raise RuntimeError(f"sluice serve did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.01)  # the readiness probe's interval
+        yield proc, port, admin_port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _ready(admin_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=1) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def run_once(
+    metrics: bool, records: int, size: int, batch: int, scrape_interval: float, work: Path
+) -> Run:
+    with _serve(work, metrics) as (proc, port, admin_port):
+        return _produce(proc, port, admin_port, records, size, batch, scrape_interval)
+
+
+def _produce(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    admin_port: int | None,
+    records: int,
+    size: int,
+    batch: int,
+    scrape_interval: float,
+) -> Run:
+    from confluent_kafka import Producer
+
+    metrics = admin_port is not None
+    scraper: subprocess.Popen[str] | None = None
+    try:
         producer = Producer(
             {"bootstrap.servers": f"127.0.0.1:{port}", "acks": 1, "batch.num.messages": batch}
         )
@@ -134,13 +175,6 @@ def run_once(
         if scraper is not None and scraper.poll() is None:
             scraper.kill()
             scraper.wait()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def in_process(batch: int, size: int, rounds: int, requests: int) -> None:
@@ -208,27 +242,27 @@ def scrape_cost(partitions: int, work: Path) -> None:
     and a producer's slowest round trip while scrapes run back to back (the loop is handed back
     every 500 partitions; the text is built in a thread)."""
     from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    from sluice.testing import BrokerProcess, create_topic
-
-    with BrokerProcess(work / "data", work / "broker.log", admin=True, timeout=120) as broker:
-        broker.start()
+    with _serve(work, admin=True) as (proc, port, admin_port):
+        bootstrap = f"127.0.0.1:{port}"
         created = time.monotonic()
-        create_topic(broker.bootstrap_servers, "many", partitions=partitions, timeout=300)
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic("many", partitions)], request_timeout=300)["many"].result(300)
         print(f"created {partitions} partitions in {time.monotonic() - created:.1f} s", flush=True)
-        url = broker.admin_url + "/metrics"
-        cpu_before = _cpu_seconds(broker.proc.pid)  # type: ignore[union-attr]
+        url = f"http://127.0.0.1:{admin_port}/metrics"
+        cpu_before = _cpu_seconds(proc.pid)
         started = time.monotonic()
         body = urllib.request.urlopen(url, timeout=120).read()
         took = time.monotonic() - started
-        cpu = _cpu_seconds(broker.proc.pid) - cpu_before  # type: ignore[union-attr]
+        cpu = _cpu_seconds(proc.pid) - cpu_before
         samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
         print(
             f"one scrape: {len(body) / 1e6:.1f} MB, {samples:,} samples, {took:.2f} s, "
             f"{cpu:.2f} s of broker CPU",
             flush=True,
         )
-        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 0})
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
 
         def round_trips(count: int) -> list[float]:
             times = []

@@ -13,7 +13,7 @@ import base64
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -22,9 +22,7 @@ from sluice.errors import SluiceError
 from sluice.protocol import messages as m
 from sluice.server.admin import browse, state
 from sluice.server.admin.actions import ActionError, Actions, ReadOnly
-
-if TYPE_CHECKING:
-    from sluice.server.admin.app import AdminServer
+from sluice.server.admin.context import AdminView
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -37,7 +35,7 @@ class BadInput(Exception):
     pass
 
 
-def routes(admin: AdminServer) -> list[web.RouteDef]:
+def routes(admin: AdminView) -> list[web.RouteDef]:
     api = _Api(admin)
     return [
         web.get("/api/overview", api.wrap(api.overview)),
@@ -57,7 +55,7 @@ def routes(admin: AdminServer) -> list[web.RouteDef]:
 
 
 class _Api:
-    def __init__(self, admin: AdminServer) -> None:
+    def __init__(self, admin: AdminView) -> None:
         self.admin = admin
 
     def wrap(self, fn: Callable[[web.Request, Broker], Awaitable[Any]]) -> Handler:

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -40,9 +40,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from sluice.config import Listener
 from sluice.server.admin import api, metrics
-
-if TYPE_CHECKING:
-    from sluice.server.app import Server
+from sluice.server.admin.context import ServerView
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +65,7 @@ _SECURITY_HEADERS = {
 
 
 class AdminServer:
-    def __init__(self, server: Server, listener: Listener, *, read_only: bool) -> None:
+    def __init__(self, server: ServerView, listener: Listener, *, read_only: bool) -> None:
         import sluice
 
         self.server = server

@@ -21,7 +21,6 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -35,10 +34,8 @@ from sluice.broker.stats import CONNECTION_CLOSED, LATENCY_BUCKETS
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.server.admin import state
+from sluice.server.admin.context import ServerView
 from sluice.storage.latency import FSYNC_BUCKETS
-
-if TYPE_CHECKING:
-    from sluice.server.app import Server
 
 PREFIX = "sluice"
 
@@ -81,7 +78,7 @@ class Snapshot:
     disk_full: bool = False
 
 
-async def take_snapshot(server: Server, admin_connections: int, version: str) -> Snapshot:
+async def take_snapshot(server: ServerView, admin_connections: int, version: str) -> Snapshot:
     """Copy what a scrape needs, on the loop (partitions a slice at a time)."""
     broker = server.broker
     snap = Snapshot(version, time.monotonic() - server.started_at)
