@@ -256,7 +256,7 @@ def in_process(batch: int, size: int, rounds: int, requests: int) -> None:
 def scrape_cost(partitions: int, work: Path) -> None:
     """A ``sluice serve`` child with a topic of ``partitions``: what one scrape weighs and takes,
     and a producer's slowest round trip while scrapes run back to back (the loop is handed back
-    every 500 partitions; the text is built in a thread)."""
+    every 200 partitions; the text is built in a thread)."""
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
