@@ -1,20 +1,21 @@
 """What the metrics cost the produce path: the same produce run against a ``sluice serve`` child
-with the admin side on (counters kept, ``/metrics`` scraped every ``--scrape-interval``
-seconds) and off (``--admin-listen off``: no counters at all), alternating, several rounds.
+with the admin side on (counters kept, ``/metrics`` scraped by another process at the start
+and every ``--scrape-interval`` seconds) and off (``--admin-listen off``: no counters at all),
+alternating, several rounds.
 
 ::
 
-    python -m sluice.bench.metrics                       # 3 rounds of 300,000 x 100 B records
-    python -m sluice.bench.metrics --rounds 5 --records 500000
-    python -m sluice.bench.metrics --batch 100            # many small requests: the worst case
-    python -m sluice.bench.metrics --in-process --batch 1 --rounds 30   # Broker.handle alone
-    python -m sluice.bench.metrics --scrape-partitions 20000             # a big scrape
+    python -m sluice.bench.metrics --rounds 5 --records 2000000     # librdkafka's batching
+    python -m sluice.bench.metrics --batch 1 --records 200000       # a request per record
+    python -m sluice.bench.metrics --scrape-interval 1              # scraped every second
+    python -m sluice.bench.metrics --in-process --batch 1 --rounds 40   # Broker.handle alone
+    python -m sluice.bench.metrics --scrape-partitions 10000            # a big scrape
 
 Each run starts a fresh broker on an empty data directory, produces ``--records`` records of
 ``--size`` bytes to a one-partition topic with confluent-kafka (acks=1, at most ``--batch``
-records a batch), and reports records per second (first produce to the last delivery report) and the
-broker's CPU seconds (utime + stime from /proc) per million records: throughput on a shared
-machine is noisy, CPU per record much less so. The medians of each side and their difference
+records a batch), and reports records per second (first produce to the last delivery report)
+and the broker's CPU seconds (utime + stime from /proc) per million records: throughput on a
+shared machine is noisy, CPU per record less so. The medians of each side and their difference
 are printed last; docs/monitoring.md cites them.
 """
 
@@ -42,9 +43,9 @@ _SCRAPER = """
 import sys, time, urllib.request
 url, interval = sys.argv[1], float(sys.argv[2])
 while True:
-    time.sleep(interval)
     urllib.request.urlopen(url, timeout=10).read()
     print(1, flush=True)
+    time.sleep(interval)
 """
 
 
@@ -324,7 +325,12 @@ def main(argv: list[str] | None = None) -> None:
         help="records per batch at most (librdkafka's batch.num.messages; default 10000, its "
         "default): small batches mean many requests, the worst case for per-request counters",
     )
-    parser.add_argument("--scrape-interval", type=float, default=1.0, help="seconds (default 1)")
+    parser.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=15.0,
+        help="seconds between scrapes, the first at the start (default 15, Prometheus' default)",
+    )
     parser.add_argument(
         "--in-process",
         action="store_true",
