@@ -78,6 +78,7 @@ class AdminServer:
         self._listening: asyncio.AbstractServer | None = None
         self._render = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-metrics")
         self._scrape = asyncio.Lock()
+        self._page: str | None = None
 
     @property
     def connections(self) -> int:
@@ -188,9 +189,15 @@ class AdminServer:
             body = await loop.run_in_executor(self._render, metrics.render, snap)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def _console(self, request: web.Request) -> web.FileResponse:
-        """Every console page is the same document; its script draws the page the path names."""
-        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    async def _console(self, request: web.Request) -> web.Response:
+        """Every console page is the same document; its script draws the page the path names.
+        Its assets are named with the version, so a browser never runs an old script against a
+        newer broker."""
+        if self._page is None:
+            self._page = (STATIC / "index.html").read_text().replace("__VERSION__", self.version)
+        return web.Response(
+            text=self._page, content_type="text/html", headers={"Cache-Control": "no-cache"}
+        )
 
 
 class _Refuse(asyncio.Protocol):
