@@ -18,9 +18,14 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        flags = []  # the admin flags as settings after --set, so they win as the other flags do
+        if args.admin_listen is not None:
+            flags.append(f"sluice.admin.listen={args.admin_listen}")
+        if args.admin_read_only:
+            flags.append("sluice.admin.read.only=true")
         config = BrokerConfig.load(
             args.config,
-            args.set or (),
+            [*(args.set or ()), *flags],
             listen=parse_host_port(args.listen) if args.listen else None,
             advertised=parse_host_port(args.advertise) if args.advertise else None,
             data_dir=Path(args.data_dir) if args.data_dir else None,
@@ -86,6 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", type=Path, help="TOML file of broker settings (Kafka names)")
     serve.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)"
+    )
+    serve.add_argument(
+        "--admin-listen",
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz, /readyz and the web console here "
+        "(default 127.0.0.1:9644; off disables; sluice.admin.listen)",
+    )
+    serve.add_argument(
+        "--admin-read-only",
+        action="store_true",
+        help="the console changes nothing (sluice.admin.read.only)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)

@@ -28,6 +28,8 @@ from sluice.errors import InvalidConfigError
 from sluice.protocol.records import DEFAULT_MAX_UNCOMPRESSED
 
 DEFAULT_PORT = 9092
+DEFAULT_ADMIN_PORT = 9644
+"""The admin HTTP side (metrics, health, console): Redpanda's admin port."""
 _INT_MAX = 2**31 - 1
 """Kafka's INT-typed configs stop here; segment files and index positions are 32-bit."""
 _LONG_MAX = 2**63 - 1
@@ -436,6 +438,13 @@ class BrokerConfig:
     cleaner_io_buffer_size: int = 512 * 1024
     cleaner_backoff_ms: int = 15_000
     cleaner_worker: CleanerWorker = CleanerWorker.PROCESS
+    admin_listen: Listener | None = field(
+        default_factory=lambda: Listener("127.0.0.1", DEFAULT_ADMIN_PORT)
+    )
+    """``sluice.admin.listen``: where the metrics, health endpoints and console are served;
+    None is off."""
+    admin_read_only: bool = False
+    """``sluice.admin.read.only``: the console shows everything and changes nothing."""
     max_uncompressed_batch_bytes: int = DEFAULT_MAX_UNCOMPRESSED
     """``sluice.batch.uncompressed.max.bytes``: the most decompressed bytes of one batch the
     broker materialises (recompression, a raw snappy block) or needs to see (a compressed
@@ -609,6 +618,17 @@ def _listener(value: str) -> Listener:
     return parse_host_port(value.split(",")[0])
 
 
+def _admin_listener(value: str) -> Listener | None:
+    """``HOST:PORT`` (the port defaults to 9644), or ``off``."""
+    if value.strip().lower() == "off":
+        return None
+    return parse_host_port(value, default_port=DEFAULT_ADMIN_PORT)
+
+
+def _render_admin_listener(value: Listener | None) -> str:
+    return "off" if value is None else str(value)
+
+
 _positive = _integer(0)
 _at_least_one = _integer(1)
 
@@ -679,6 +699,11 @@ _BROKER_ROWS = (
             "An idempotent producer idle this long (by its last batch's timestamp) is forgotten."),
     _broker("producer.id.expiration.check.interval.ms", "producer_id_expiration_check_interval_ms",
             _at_least_one, _I, "How often idle producers are looked for."),
+    _broker("sluice.admin.listen", "admin_listen", _admin_listener, _S,
+            "HOST:PORT of the admin HTTP side (/metrics, /healthz, /readyz, the console), or off.",
+            render=_render_admin_listener),
+    _broker("sluice.admin.read.only", "admin_read_only", _boolean, _B,
+            "The console changes nothing: topic, record and group writes are refused."),
     _broker("sluice.batch.uncompressed.max.bytes", "max_uncompressed_batch_bytes", _positive, _I,
             "Most decompressed bytes of one batch the broker processes (verification, recompression)."),
     _broker("log.cleaner.enable", "cleaner_enable", _boolean, _B,

@@ -29,7 +29,6 @@ class ServeProcess:
         self, args: list[str], *, cwd: Path, nofile: tuple[int, int] | None = None
     ) -> None:
         """``nofile``: the (soft, hard) RLIMIT_NOFILE the broker process starts with."""
-        self.args = args
         self.started = time.monotonic()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -37,6 +36,10 @@ class ServeProcess:
             if nofile is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
+        if not any(a.startswith("--admin-listen") for a in args):
+            # Tests start many brokers at once: none takes the default admin port unless asked.
+            args = [*args, "--admin-listen", "off"]
+        self.args = args
         self.proc = subprocess.Popen(
             [*self.command, *args],
             cwd=cwd,
@@ -163,6 +166,8 @@ def run_serve(
     args: list[str], *, cwd: Path, timeout: float = 20.0
 ) -> subprocess.CompletedProcess[str]:
     """``sluice serve`` expected to exit by itself (bad configuration, port in use)."""
+    if not any(a.startswith("--admin-listen") for a in args):
+        args = [*args, "--admin-listen", "off"]
     return subprocess.run(
         [*SLUICE_SERVE, *args],
         cwd=cwd,

@@ -62,6 +62,8 @@ class Serve:
         """Seconds from spawning the process to its first accepted connection."""
         argv = [sys.executable, "-m", "sluice.cli", "serve", "--listen", self.bootstrap]
         argv += ["--data-dir", str(self.data_dir)]
+        # The descriptors docs/broker.md counts are the Kafka side's: no admin HTTP listener.
+        argv += ["--admin-listen", "off"]
         for key, value in self.settings.items():
             argv += ["--set", f"{key}={value}"]
         started = time.monotonic()

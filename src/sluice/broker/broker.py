@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from sluice.broker import admin, cluster, config_apis, fetch, list_offsets, meta
 from sluice.broker.context import FetchWaiters
 from sluice.broker.groups import GroupConfig, GroupCoordinator
 from sluice.broker.producer_ids import ProducerIds, init_producer_id
+from sluice.broker.stats import BrokerStats
 from sluice.config import BrokerConfig
 from sluice.errors import CloseConnection
 from sluice.protocol import (
@@ -153,6 +155,9 @@ class Broker:
         self.advertised = ADVERTISED
         """What ApiVersions lists: the registrations' versions."""
         self.producer_ids = ProducerIds(logs.data_dir)
+        self.stats: BrokerStats | None = None
+        """Request and traffic counters, kept only while something reads them (the server's
+        metrics): None costs the hot path one attribute test."""
 
     @classmethod
     def open(cls, config: BrokerConfig) -> Broker:
@@ -205,7 +210,10 @@ class Broker:
 
     async def handle(self, frame: bytearray, client: Client) -> Sequence[Buffer] | None:
         """Answer one request frame (without its size prefix); None sends nothing (acks=0).
-        Raises CloseConnection when that connection must go (see the module's policy)."""
+        Raises CloseConnection when that connection must go (see the module's policy).
+        With :attr:`stats` kept, each request is counted, and timed from decoding to its
+        encoded answer."""
+        started = time.perf_counter()
         try:
             request = decode_request(frame)
         except UnsupportedVersionError as exc:
@@ -214,10 +222,21 @@ class Broker:
             raise CloseConnection(str(exc)) from None
         except ProtocolError as exc:
             raise CloseConnection(f"malformed request: {exc}") from None
-        body = await self.dispatch(request, client)
+        stats = self.stats
+        try:
+            body = await self.dispatch(request, client)
+        except CloseConnection:
+            if stats is not None:
+                stats.closed(request.api_key, time.perf_counter() - started)
+            raise
         if body is None:  # acks=0 produce: no response at all
+            if stats is not None:
+                stats.answered(request.api_key, time.perf_counter() - started, None)
             return None
-        return encode_response(request.api_key, request.api_version, request.correlation_id, body)
+        answer = encode_response(request.api_key, request.api_version, request.correlation_id, body)
+        if stats is not None:
+            stats.answered(request.api_key, time.perf_counter() - started, body)
+        return answer
 
     async def dispatch(self, request: Request, client: Client) -> ResponseBody | None:
         """Run a decoded request's handler: the typed answer, or CloseConnection."""

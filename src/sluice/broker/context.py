@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from sluice.broker.stats import BrokerStats
 from sluice.config import BrokerConfig
 from sluice.errors import ErrorCode
 from sluice.storage.manager import LogManager
@@ -48,6 +49,8 @@ class BrokerContext(Protocol):
     fetch_waiters: FetchWaiters
     advertised: dict[int, tuple[int, int]]
     """The API versions ApiVersions lists."""
+    stats: BrokerStats | None
+    """Traffic counters by topic, when metrics are kept."""
 
     @property
     def producer_ids(self) -> ProducerIdSource:

@@ -23,6 +23,7 @@ import contextlib
 import time
 
 from sluice.broker.context import BrokerContext
+from sluice.broker.stats import BrokerStats
 from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
@@ -43,6 +44,8 @@ async def fetch(broker: BrokerContext, request: Request) -> m.FetchResponse:
             records = await broker.logs.reader.read([s for _, s in found])
             for (part, _), data in zip(found, records, strict=True):
                 part.records = data
+            if broker.stats is not None:
+                _count(broker.stats, responses)
             return m.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0, responses=responses)
         await _wait_for_data(broker, logs, wait)
 
@@ -106,6 +109,15 @@ def _find_all(
         responses.append(m.FetchableTopicResponse(topic=topic.topic, partitions=parts))
     ready = errors or total >= max(body.min_bytes, 1)
     return responses, ready, logs, found_all
+
+
+def _count(stats: BrokerStats, responses: list[m.FetchableTopicResponse]) -> None:
+    """Bytes and records (from the batch headers) sent, by topic."""
+    for answer in responses:
+        for part in answer.partitions:
+            records = part.records
+            if isinstance(records, bytes) and records:
+                stats.fetched(answer.topic, records)
 
 
 def _failed(partition: int, code: int) -> m.FetchPartitionData:

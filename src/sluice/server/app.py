@@ -24,6 +24,7 @@ from sluice.storage.lock import DataDirLock
 
 if TYPE_CHECKING:
     from sluice.broker.broker import Broker
+    from sluice.server.admin.app import AdminServer
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ class Server:
         self._lock: DataDirLock | None = None
         self.broker: Broker | None = None
         self.bound: Listener | None = None
+        self.admin: AdminServer | None = None
+        """The admin HTTP side (metrics, health, console), unless ``sluice.admin.listen`` is off."""
+        self.started_at = time.monotonic()
 
     # -- connection bookkeeping ------------------------------------------------------------------
 
@@ -140,7 +144,14 @@ class Server:
             fd_reserve=self.config.fd_reserve,
         )
         self._check_fd_budget(fd_limit)
+        # Before the logs open: /healthz answers (and /readyz says why not yet) during a long
+        # recovery.
+        await self._start_admin()
         broker = await loop.run_in_executor(None, Broker.open, self.config)
+        if self.admin is not None:
+            from sluice.broker.stats import BrokerStats
+
+            broker.stats = BrokerStats()
         self.broker = broker
         sock = sockets[0].getsockname()
         self.bound = Listener(str(sock[0]), int(sock[1]))
@@ -157,6 +168,40 @@ class Server:
             self.bound,
             self.config.advertised_listener,
             self.config.data_dir,
+        )
+
+    async def _start_admin(self) -> None:
+        """Serve the admin side if configured. The default address being taken (another
+        broker on this machine) is logged and the broker runs without it; an address the
+        operator chose must work, or the start fails."""
+        listener = self.config.admin_listen
+        if listener is None:
+            return
+        from sluice.server.admin.app import AdminServer
+
+        admin = AdminServer(self, listener, read_only=self.config.admin_read_only)
+        try:
+            bound = await admin.start()
+        except OSError as exc:
+            await admin.close()
+            if "sluice.admin.listen" in self.config.static_keys:
+                raise OSError(
+                    f"cannot serve the admin side (metrics, console) on {listener}: {exc} "
+                    "(sluice.admin.listen / --admin-listen; off disables it)"
+                ) from exc
+            log.error(
+                "running without the admin side (metrics, health, console): cannot listen on "
+                "%s, the default sluice.admin.listen: %s; choose another with --admin-listen "
+                "HOST:PORT, or --admin-listen off",
+                listener,
+                exc,
+            )
+            return
+        self.admin = admin
+        log.info(
+            "admin side on http://%s/ (metrics /metrics, health /healthz /readyz, console /)%s",
+            f"[{bound.host}]:{bound.port}" if ":" in bound.host else bound,
+            ", read-only" if admin.read_only else "",
         )
 
     async def serve(self) -> None:
@@ -218,6 +263,9 @@ class Server:
                     raise ShutdownError(str(exc)) from exc
                 log.info("sluice stopped cleanly")
         finally:
+            if self.admin is not None:
+                admin, self.admin = self.admin, None
+                await admin.close()
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None

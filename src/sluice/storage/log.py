@@ -38,6 +38,7 @@ from sluice.storage.clock import Clock, wall_clock_ms
 from sluice.storage.fdcache import DEFAULT_CACHE, FdCache
 from sluice.storage.files import fsync_dir, write_int, write_json
 from sluice.storage.health import DEFAULT_HEALTH
+from sluice.storage.latency import DEFAULT_FSYNC_TIMES
 from sluice.storage.loader import (
     CLEAN_SHUTDOWN_FILE,
     LOG_START_OFFSET_FILE,
@@ -159,6 +160,9 @@ class PartitionLog:
         self.name = directory.name
         """How logs and errors name this log (the log manager sets ``<topic>-<partition>``)."""
         self.disk = DEFAULT_HEALTH
+        self.fsync_times = DEFAULT_FSYNC_TIMES
+        """Where group commits and flushes record how long their fsyncs took (the log
+        manager's histogram, read by the metrics)."""
         self.config = config
         self.clock = clock
         self.recovery = recovery
@@ -175,6 +179,11 @@ class PartitionLog:
         self.flush_count = 0
         """fsyncs that completed: with group commit, far fewer than fsync-acknowledged appends."""
         self.unflushed_records = 0
+        self.appended_records = 0
+        self.appended_bytes = 0
+        """Records and batch bytes appended since this log was opened (the metrics' produced
+        counts, from the batch headers; a duplicate an idempotent producer resent is not
+        appended, so not counted)."""
         self.last_flush_ms = clock()
         self._producers = ProducerState(directory, DEFAULT_PRODUCER_EXPIRATION_MS)
         self._producers_at: int | None = -1
@@ -453,7 +462,10 @@ class PartitionLog:
             self._forget_pending(plan.items)
         if plan.rolled and self._producers_at is None:
             plan.snapshot = (self.log_end_offset, self._committed_producers())
-        self.unflushed_records += plan.records
+        records = plan.records
+        self.unflushed_records += records
+        self.appended_records += records
+        self.appended_bytes += sum(write.size for write in plan.writes)
         if self.config.append_ack is not AckLevel.FSYNCED:
             self._advance_high_watermark(
                 self.log_end_offset, self.active_segment, self.active_segment.size
@@ -571,7 +583,7 @@ class PartitionLog:
         """fsync everything committed so far, in the caller's thread."""
         offset, seg, position, records = self.sync_point()
         try:
-            seg.fsync()
+            self.fsync_times.time(seg.fsync)
         except OSError as exc:
             raise StorageError(f"fsync of {self.name} failed: {exc}") from exc
         self.mark_flushed(offset, seg, position, records)

@@ -61,6 +61,7 @@ from sluice.storage.files import (
     write_json,
 )
 from sluice.storage.health import DiskHealth
+from sluice.storage.latency import LatencyHistogram
 from sluice.storage.loader import CleanState
 from sluice.storage.log import PartitionLog
 from sluice.storage.partition import Partition
@@ -191,6 +192,8 @@ class LogManager:
         """Reads the byte ranges Fetch answers with (big ones off the event loop)."""
         self.files = FdCache(self.limits.open_segment_files)
         self.disk = DiskHealth()
+        self.fsync_times = LatencyHistogram()
+        """How long every log's group commits and flushes took to fsync."""
         self.topics: dict[str, Topic] = {}
         self._locks = _NameLocks()
         self._reserved_partitions = 0
@@ -339,6 +342,7 @@ class LogManager:
     def _adopt(self, plog: PartitionLog, topic: Topic, partition: int) -> Partition:
         plog.name = f"{topic.name}-{partition}"
         plog.disk = self.disk
+        plog.fsync_times = self.fsync_times
         plog.producer_expiration_ms = self.limits.producer_id_expiration_ms
         return Partition(plog, self.executor)
 

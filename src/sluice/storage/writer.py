@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from concurrent.futures import Executor
@@ -244,7 +245,9 @@ class PartitionWriter:
         segments = [*log.sealing_segments(), segment]
         waiters, self._sync_waiters = self._sync_waiters, []
         try:
-            await self._loop.run_in_executor(self._executor, _fsync_all, segments)
+            await self._loop.run_in_executor(
+                self._executor, log.fsync_times.time, functools.partial(_fsync_all, segments)
+            )
         except OSError as exc:
             log.disk.failed(exc, f"syncing {log.name}")
             _fail(waiters, StorageError(f"fsync of {log.name} failed: {exc}"))

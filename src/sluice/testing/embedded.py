@@ -26,14 +26,22 @@ class EmbeddedBroker:
         host: str = "127.0.0.1",
         port: int = 0,
         settings: dict[str, str] | None = None,
+        admin: bool = False,
     ) -> None:
+        """``admin``: serve the admin side (metrics, health, console) on a free port of
+        ``host`` (:attr:`admin_url`); off otherwise, unless ``settings`` name
+        ``sluice.admin.listen``."""
+        settings = dict(settings or {})
+        if "sluice.admin.listen" not in settings:
+            address = f"[{host}]:0" if ":" in host else f"{host}:0"
+            settings["sluice.admin.listen"] = address if admin else "off"
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sluice-")
             data_dir = self._tmp.name
         self.data_dir = Path(data_dir)
         self.config = BrokerConfig.from_settings(
-            settings or {}, listen=Listener(host, port), data_dir=self.data_dir
+            settings, listen=Listener(host, port), data_dir=self.data_dir
         )
         self.server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -50,6 +58,15 @@ class EmbeddedBroker:
     def port(self) -> int:
         assert self.server is not None and self.server.bound is not None, "broker not started"
         return self.server.bound.port
+
+    @property
+    def admin_url(self) -> str:
+        """``http://host:port`` of the admin side (started with ``admin=True``)."""
+        assert self.server is not None, "broker not started"
+        admin = self.server.admin
+        assert admin is not None and admin.bound is not None, "the admin side is off"
+        host = admin.bound.host
+        return f"http://[{host}]:{admin.bound.port}" if ":" in host else f"http://{host}:{admin.bound.port}"
 
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         self._ready.clear()

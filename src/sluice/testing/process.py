@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from types import TracebackType
 
@@ -34,12 +35,17 @@ class BrokerProcess:
         *,
         settings: dict[str, str] | None = None,
         timeout: float = 30.0,
+        admin: bool = False,
     ) -> None:
+        """``admin``: serve the admin side (metrics, health, console) on a free loopback port
+        (:attr:`admin_url`); off otherwise, unless ``settings`` name ``sluice.admin.listen``."""
+
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.settings = dict(settings or {})
         self.timeout = timeout
         self.port = free_port()
+        self.admin_port = free_port() if admin else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,14 +53,23 @@ class BrokerProcess:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def admin_url(self) -> str:
+        assert self.admin_port is not None, "started without admin=True"
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        """Spawn the broker and return once it accepts connections."""
+        """Spawn the broker and return once it accepts connections (with ``admin``, once
+        /readyz says so too)."""
         assert self.proc is None, "already started"
         args = [sys.executable, "-m", "sluice.cli", "serve", "--listen", self.bootstrap_servers]
         args += ["--data-dir", str(self.data_dir)]
+        if "sluice.admin.listen" not in self.settings:
+            admin = "off" if self.admin_port is None else f"127.0.0.1:{self.admin_port}"
+            args += ["--admin-listen", admin]
         for key, value in self.settings.items():
             args += ["--set", f"{key}={value}"]
         with self.log_path.open("ab") as log:
@@ -68,7 +83,9 @@ class BrokerProcess:
                 raise RuntimeError(f"sluice serve exited at start:\n{self.log_path.read_text()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
+                if self.admin_port is None or self._admin_ready():
+                    return
+                raise ConnectionRefusedError("the admin side is not ready yet")
             except OSError:
                 if time.monotonic() > deadline:
                     self.kill()
@@ -77,6 +94,15 @@ class BrokerProcess:
                         f"{self.log_path.read_text()}"
                     ) from None
                 time.sleep(0.02)  # the readiness probe's retry interval
+
+    def _admin_ready(self) -> bool:
+        """/readyz answers 200: the logs are open and the Kafka listener accepts (the Kafka port
+        alone takes connections into its backlog as soon as it is bound)."""
+        try:
+            with urllib.request.urlopen(self.admin_url + "/readyz", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except OSError:  # refused, or 503 (HTTPError is an OSError)
+            return False
 
     def kill(self) -> None:
         """SIGKILL: no shutdown at all, as in a crash or power cut of the process."""

@@ -185,6 +185,8 @@ class Group:
     """group.initial.rebalance.delay.ms bookkeeping (Kafka's InitialDelayedJoin)."""
     sync_deadline: float | None = None
     """CompletingRebalance/Stable: when members that never sent SyncGroup are removed."""
+    rebalances: int = 0
+    """Rebalances started since this broker loaded or created the group (metrics)."""
 
     # -- state --------------------------------------------------------------------------------------
 

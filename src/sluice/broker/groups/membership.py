@@ -448,6 +448,7 @@ class GroupMembership:
             reason,
         )
         group.transition(GroupState.PREPARING_REBALANCE, self.wall_clock())
+        group.rebalances += 1
         self._try_complete_join(group)
 
     def _try_complete_join(self, group: Group) -> None:

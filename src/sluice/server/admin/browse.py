@@ -1,0 +1,244 @@
+"""The console's message browser: records of a topic read straight from its partition logs.
+
+From an offset, from a time (the log's own timestamp search), or newest first; one partition
+or all of them merged by timestamp; a page at a time, with a cursor (the next offset of every
+partition) for the page after. The bytes are read on the event loop with the same committed,
+visible ranges a Fetch reads (up to the high watermark); decoding (and decompressing) batches
+runs in the loop's default executor, since a compressed batch may inflate to megabytes.
+
+Records are browsed, never served in bulk: a page holds at most :data:`MAX_LIMIT` records, a
+value or key is cut to :data:`PREVIEW_BYTES` (its full size is reported), and a page stops
+reading after :data:`PAGE_READ_BYTES` of batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from sluice.errors import ErrorCode, Refused, SluiceError
+from sluice.protocol.records import (
+    TIMESTAMP_TYPE_BIT,
+    decode_records,
+    iter_stored_batches,
+)
+from sluice.storage.log import PartitionLog
+from sluice.storage.manager import Topic
+
+MAX_LIMIT = 500
+PREVIEW_BYTES = 64 * 1024
+READ_BYTES = 256 * 1024
+"""Bytes of batches read per step (at least one whole batch, however big)."""
+PAGE_READ_BYTES = 8 * 1024 * 1024
+DECODE_LIMIT = 64 * 1024 * 1024
+"""The most a compressed batch may inflate to for the browser to show it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp": self.timestamp,
+            "key": _preview(self.key),
+            "value": _preview(self.value),
+            "headers": [[k, _preview(v)] for k, v in self.headers],
+        }
+
+
+def _preview(data: bytes | None) -> dict[str, Any] | None:
+    """Base64 of the first PREVIEW_BYTES, with the full size: the page decodes it as text,
+    JSON or hex (and escapes it: it is shown as text, never as markup)."""
+    if data is None:
+        return None
+    return {
+        "b64": base64.b64encode(data[:PREVIEW_BYTES]).decode(),
+        "size": len(data),
+        "truncated": len(data) > PREVIEW_BYTES,
+    }
+
+
+@dataclass(slots=True)
+class Page:
+    records: list[Shown]
+    cursor: dict[int, int]
+    """Per partition: the offset the next page starts from (forward) or stops before (newest
+    first)."""
+    more: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "records": [r.to_json() for r in self.records],
+            "cursor": format_cursor(self.cursor),
+            "more": self.more,
+        }
+
+
+def _bad(message: str) -> Refused:
+    return Refused(ErrorCode.INVALID_REQUEST, message)
+
+
+def parse_cursor(text: str) -> dict[int, int]:
+    """``partition:offset,partition:offset``."""
+    out: dict[int, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        partition, sep, offset = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            out[int(partition)] = int(offset)
+        except ValueError:
+            raise _bad(f"bad cursor item {item!r}: expected partition:offset") from None
+    return out
+
+
+def format_cursor(cursor: dict[int, int]) -> str:
+    return ",".join(f"{p}:{o}" for p, o in sorted(cursor.items()))
+
+
+async def page(
+    topic: Topic,
+    partitions: list[int],
+    mode: str,
+    limit: int,
+    *,
+    offset: int | None = None,
+    timestamp: int | None = None,
+    cursor: dict[int, int] | None = None,
+) -> Page:
+    """One page of records. ``mode`` is ``offset`` (from ``offset`` in each partition),
+    ``timestamp`` (from the first record at or after ``timestamp``, ms) or ``newest`` (the latest
+    records, newest first); a ``cursor`` from the previous page continues it."""
+    limit = max(1, min(limit, MAX_LIMIT))
+    logs: dict[int, PartitionLog] = {}
+    for index in partitions:
+        if not 0 <= index < len(topic.partitions):
+            raise _bad(f"topic {topic.name!r} has no partition {index}")
+        logs[index] = topic.partitions[index].log
+    if mode == "newest":
+        return await _newest(logs, limit, cursor or {})
+    if mode not in ("offset", "timestamp"):
+        raise _bad(f"unknown mode {mode!r}: use newest, offset or timestamp")
+    starts: dict[int, int] = {}
+    for index, plog in logs.items():
+        if cursor is not None:
+            starts[index] = cursor.get(index, plog.log_start_offset)
+        elif mode == "offset":
+            starts[index] = plog.log_start_offset if offset is None else offset
+        else:
+            if timestamp is None:
+                raise _bad("mode timestamp needs a timestamp (ms)")
+            found = await plog.offset_for_timestamp(timestamp)
+            starts[index] = plog.high_watermark if found is None else found[0]
+    return await _forward(logs, starts, limit)
+
+
+async def _forward(logs: dict[int, PartitionLog], starts: dict[int, int], limit: int) -> Page:
+    read: list[Shown] = []
+    budget = PAGE_READ_BYTES
+    for index, plog in logs.items():
+        got, spent = await _read(index, plog, starts[index], None, limit, budget)
+        budget = max(0, budget - spent)
+        read.extend(got)
+    # Merged by time, as a reader of the whole topic would see them arrive.
+    read.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
+    shown = read[:limit]
+    cursor = dict(starts)
+    for record in shown:
+        cursor[record.partition] = max(cursor[record.partition], record.offset + 1)
+    for index, plog in logs.items():
+        cursor[index] = max(cursor[index], min(plog.log_start_offset, plog.high_watermark))
+    more = any(cursor[i] < plog.high_watermark for i, plog in logs.items())
+    return Page(shown, cursor, more)
+
+
+async def _newest(logs: dict[int, PartitionLog], limit: int, before: dict[int, int]) -> Page:
+    read: list[Shown] = []
+    budget = PAGE_READ_BYTES
+    for index, plog in logs.items():
+        end = min(before.get(index, plog.high_watermark), plog.high_watermark)
+        start = max(plog.log_start_offset, end - limit)
+        got, spent = await _read(index, plog, start, end, limit, budget)
+        budget = max(0, budget - spent)
+        read.extend(got[-limit:])
+    read.sort(key=lambda r: (r.timestamp, r.partition, r.offset), reverse=True)
+    shown = read[:limit]
+    cursor = {
+        i: min(before.get(i, plog.high_watermark), plog.high_watermark) for i, plog in logs.items()
+    }
+    for record in shown:
+        cursor[record.partition] = min(cursor[record.partition], record.offset)
+    more = any(cursor[i] > plog.log_start_offset for i, plog in logs.items())
+    return Page(shown, cursor, more)
+
+
+async def _read(
+    partition: int, plog: PartitionLog, start: int, end: int | None, limit: int, budget: int
+) -> tuple[list[Shown], int]:
+    """Up to ``limit`` records of one partition from ``start`` (before ``end``), and the bytes
+    read to find them."""
+    loop = asyncio.get_running_loop()
+    out: list[Shown] = []
+    offset = max(start, plog.log_start_offset)
+    stop = plog.high_watermark if end is None else min(end, plog.high_watermark)
+    spent = 0
+    while len(out) < limit and offset < stop and spent < budget:
+        try:
+            found = plog.read(offset, READ_BYTES)
+            data = b"" if found is None else found.read()
+        except SluiceError:
+            break  # deleted or truncated meanwhile: show what was found
+        if not data:
+            break
+        spent += len(data)
+        records, next_offset = await loop.run_in_executor(
+            None, _decode, partition, data, offset, stop, limit - len(out)
+        )
+        out.extend(records)
+        if next_offset <= offset:
+            break
+        offset = next_offset
+    return out, spent
+
+
+def _decode(
+    partition: int, data: bytes, start: int, stop: int, limit: int
+) -> tuple[list[Shown], int]:
+    """Executor side: records of the whole batches in ``data`` in [start, stop), at most
+    ``limit``; and the offset to read next."""
+    out: list[Shown] = []
+    next_offset = start
+    for header in iter_stored_batches(data):
+        if header.is_control:
+            next_offset = header.next_offset
+            continue
+        batch = memoryview(data)[header.position : header.position + header.size]
+        log_append_time = bool(header.attributes & TIMESTAMP_TYPE_BIT)
+        for record in decode_records(batch, limit=DECODE_LIMIT):
+            if record.offset < start:
+                continue
+            if record.offset >= stop or len(out) >= limit:
+                return out, next_offset
+            out.append(
+                Shown(
+                    partition,
+                    record.offset,
+                    header.max_timestamp if log_append_time else record.timestamp,
+                    record.key,
+                    record.value,
+                    record.headers,
+                )
+            )
+            next_offset = record.offset + 1
+        next_offset = max(next_offset, header.next_offset)
+    return out, next_offset

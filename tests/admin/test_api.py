@@ -1,0 +1,121 @@
+"""The console's JSON API without a browser: the message browser's modes and pages, names that
+need escaping in a URL, and bad input answered with a clear error (never a traceback)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from sluice.testing import EmbeddedBroker, create_topic
+from tests.admin.http import request
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(tmp_path_factory.mktemp("admin-api"), admin=True) as b:
+        create_topic(b.bootstrap_servers, "pages", partitions=2)
+        producer = Producer({"bootstrap.servers": b.bootstrap_servers, "linger.ms": 0})
+        for i in range(50):
+            # Distinct, increasing timestamps: newest first is then unambiguous.
+            producer.produce(
+                "pages", f"v{i}".encode(), partition=i % 2, timestamp=1_700_000_000_000 + i
+            )
+            producer.flush(30)
+        yield b
+
+
+def _values(page: dict) -> list[str]:  # type: ignore[type-arg]
+    return [base64.b64decode(r["value"]["b64"]).decode() for r in page["records"]]
+
+
+def test_newest_first_pages_back_through_every_partition(broker: EmbeddedBroker) -> None:
+    url = broker.admin_url + "/api/topics/pages/records?mode=newest&limit=20"
+    seen: list[str] = []
+    page = request(url).json()
+    for _ in range(5):  # 3 pages are enough: more means the cursor does not move
+        seen += _values(page)
+        if not page["more"]:
+            break
+        page = request(f"{url}&cursor={page['cursor']}").json()
+    assert seen == [f"v{i}" for i in reversed(range(50))]
+
+
+def test_from_a_time_and_from_an_offset(broker: EmbeddedBroker) -> None:
+    base = broker.admin_url + "/api/topics/pages/records"
+    by_time = request(f"{base}?mode=timestamp&timestamp={1_700_000_000_000 + 40}&limit=100").json()
+    assert _values(by_time) == [f"v{i}" for i in range(40, 50)]
+    assert by_time["more"] is False
+    one = request(f"{base}?mode=offset&partition=1&offset=20&limit=3").json()
+    assert [(r["partition"], r["offset"]) for r in one["records"]] == [(1, 20), (1, 21), (1, 22)]
+    assert one["cursor"] == "1:23" and one["more"] is True
+    nothing = request(f"{base}?mode=timestamp&timestamp={1_800_000_000_000}").json()
+    assert nothing["records"] == [] and nothing["more"] is False
+
+
+def test_names_that_need_escaping_in_a_url(broker: EmbeddedBroker) -> None:
+    """Kafka group ids may hold any character, slashes and '?' included."""
+    group = "team/a?b#c"
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": group})
+    try:
+        consumer.commit(offsets=[TopicPartition("pages", 0, 7)], asynchronous=False)
+    finally:
+        consumer.close()
+    answer = request(f"{broker.admin_url}/api/groups/{quote(group, safe='')}")
+    assert answer.status == 200, answer.body
+    assert answer.json()["group_id"] == group
+    assert [(o["partition"], o["committed"], o["lag"]) for o in answer.json()["offsets"]] == [
+        (0, 7, 18)
+    ]
+    assert request(f"{broker.admin_url}/groups/{quote(group, safe='')}").status == 200  # the page
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "error"),
+    [
+        ("GET", "/api/topics/nope", None, 404, "NOT_FOUND"),
+        ("GET", "/api/topics/nope/records", None, 404, "NOT_FOUND"),
+        ("GET", "/api/topics/pages/records?mode=sideways", None, 400, "INVALID_REQUEST"),
+        ("GET", "/api/topics/pages/records?partition=9", None, 400, "INVALID_REQUEST"),
+        ("GET", "/api/topics/pages/records?cursor=garbage", None, 400, "INVALID_REQUEST"),
+        ("GET", "/api/topics/pages/records?limit=many", None, 400, "BAD_REQUEST"),
+        ("POST", "/api/topics", {"partitions": 1}, 400, "BAD_REQUEST"),
+        ("POST", "/api/topics", {"name": "x", "partitions": 0}, 400, "INVALID_PARTITIONS"),
+        ("POST", "/api/topics", {"name": "pages"}, 400, "TOPIC_ALREADY_EXISTS"),
+        (
+            "POST",
+            "/api/topics",
+            {"name": "y", "configs": {"retention.ms": "soon"}},
+            400,
+            "INVALID_CONFIG",
+        ),
+        ("POST", "/api/topics/pages/configs", {"set": {"no.such": "1"}}, 400, "INVALID_CONFIG"),
+        (
+            "POST",
+            "/api/topics/pages/records",
+            {"partition": 5, "value": "x"},
+            400,
+            "UNKNOWN_TOPIC_OR_PARTITION",
+        ),
+        ("POST", "/api/topics/pages/records", {"value": {"b64": "%%"}}, 400, "BAD_REQUEST"),
+        ("POST", "/api/groups/none/reset", {"target": "earliest"}, 400, "INVALID_REQUEST"),
+        (
+            "POST",
+            "/api/groups/none/reset",
+            {"topic": "pages", "target": "sideways"},
+            400,
+            "INVALID_REQUEST",
+        ),
+        ("DELETE", "/api/groups/none", {}, 400, "GROUP_ID_NOT_FOUND"),
+        ("DELETE", "/api/topics/nope", {}, 400, "UNKNOWN_TOPIC_OR_PARTITION"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(
+    broker: EmbeddedBroker, method: str, path: str, body: object, status: int, error: str
+) -> None:
+    answer = request(broker.admin_url + path, method, body)
+    assert (answer.status, answer.json()["error"]) == (status, error), answer.body
+    assert answer.json()["message"]
