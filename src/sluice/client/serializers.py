@@ -52,15 +52,16 @@ def msgspec_json(obj: Any) -> bytes:
 
 
 def pydantic_json(obj: Any) -> bytes:
-    """pydantic's JSON for a model (``model_dump_json``), or for any type pydantic can validate
-    (a ``TypeAdapter`` of the value's type)."""
+    """pydantic's JSON: ``model_dump_json`` for a model, pydantic-core's ``to_json`` for
+    anything else it knows (dataclasses, datetimes, UUIDs, the builtins), msgspec structs
+    included."""
     dump = getattr(obj, "model_dump_json", None)
     if callable(dump):
         out: str = dump()
         return out.encode()
-    import pydantic
+    import pydantic_core
 
-    data: bytes = pydantic.TypeAdapter(type(obj)).dump_json(obj)
+    data: bytes = pydantic_core.to_json(obj, fallback=_builtin)
     return data
 
 
