@@ -82,7 +82,7 @@ def test_send_ordered_delivers_every_record_once_in_order_through_a_sigkill(
             async with Producer(
                 proxy.address,
                 metrics_registry=None,
-                **{
+                config={
                     "linger.ms": 1,
                     "batch.num.messages": 20,  # many Produce requests, for the proxy to hold
                     "message.timeout.ms": int(DEADLINE * 1000),

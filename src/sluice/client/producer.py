@@ -98,6 +98,8 @@ class Producer:
       default registry if not given; None for no Prometheus export). The snapshot dict,
       :meth:`metrics`, is always there.
     - ``close_timeout``: seconds ``async with`` gives ``close()`` (default 30).
+    - ``config``: librdkafka settings as a mapping, the same as passing them as keywords
+      (``config={"linger.ms": 20}`` type-checks where ``**{"linger.ms": 20}`` may not).
 
     Use it as ``async with Producer(...) as producer:``, or call :meth:`start` and
     :meth:`close` yourself; one producer belongs to one event loop.
@@ -113,31 +115,33 @@ class Producer:
         key_serializer: str | Callable[[Any], bytes] | None = None,
         metrics_registry: CollectorRegistry | None = NOT_SET,
         close_timeout: float = 30.0,
+        config: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
+        options = {**(config or {}), **options}
         reserved = RESERVED & options.keys()
         if reserved:
             raise ConfigurationError(
                 f"{sorted(reserved)}: the toolkit reports every record itself (its result or "
                 f"its future); these librdkafka settings are not available"
             )
-        config = dict(DEFAULTS)
+        settings = dict(DEFAULTS)
         if bootstrap_servers is not None:
-            config["bootstrap.servers"] = bootstrap_servers
+            settings["bootstrap.servers"] = bootstrap_servers
         if compression is not None:
-            config["compression.type"] = compression
-        config.update(options)
-        if "client.id" not in config:
-            config["client.id"] = f"sluice-producer-{next(_client_ids)}"
-        self._error_cb = config.pop("error_cb", None)
-        self._stats_cb = config.pop("stats_cb", None)
-        config["error_cb"] = self._on_error
-        config["stats_cb"] = self._on_statistics
-        config.setdefault("logger", logging.getLogger("sluice.client.librdkafka"))
-        self.config = config
+            settings["compression.type"] = compression
+        settings.update(options)
+        if "client.id" not in settings:
+            settings["client.id"] = f"sluice-producer-{next(_client_ids)}"
+        self._error_cb = settings.pop("error_cb", None)
+        self._stats_cb = settings.pop("stats_cb", None)
+        settings["error_cb"] = self._on_error
+        settings["stats_cb"] = self._on_statistics
+        settings.setdefault("logger", logging.getLogger("sluice.client.librdkafka"))
+        self.config = settings
         """The librdkafka configuration the producer was made with."""
         try:
-            self._producer = ck.Producer(config)
+            self._producer = ck.Producer(settings)
         except (ck.KafkaException, ValueError, TypeError) as exc:
             raise ConfigurationError(f"librdkafka refused the configuration: {exc}") from exc
         self._produce = self._producer.produce
@@ -146,10 +150,10 @@ class Producer:
         self._key_serializer = serializers.resolve(key_serializer, "key_serializer")
         self.close_timeout = close_timeout
         self._metrics = ProducerMetrics(
-            str(config["client.id"]),
+            str(settings["client.id"]),
             queue_length=self._producer.__len__,
-            queue_max_messages=int(config.get("queue.buffering.max.messages", 100_000)),
-            queue_max_bytes=int(config.get("queue.buffering.max.kbytes", 1_048_576)) * 1024,
+            queue_max_messages=int(settings.get("queue.buffering.max.messages", 100_000)),
+            queue_max_bytes=int(settings.get("queue.buffering.max.kbytes", 1_048_576)) * 1024,
         )
         self._collector = None
         if metrics_registry is not None:
