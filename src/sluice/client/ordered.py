@@ -70,6 +70,10 @@ class OrderedSends:
         else:
             self._sync = iter(records)
         self._exhausted = False
+        self._refill = max(1, max_in_flight // 8)
+        """Free slots that make the window submit again: filling a slot at a time would pay
+        the fill's fixed cost per record; an eighth of the window at a time keeps it at least
+        seven eighths full."""
         self._results: list[RecordMetadata | None] = [None] * max_in_flight
         self._records: list[Record | None] = [None] * max_in_flight
         self._head = 0
@@ -127,7 +131,7 @@ class OrderedSends:
     async def __anext__(self) -> RecordMetadata:
         n = self.max_in_flight
         self._busy()
-        if not self._exhausted and self._tail - self._head < n:
+        if not self._exhausted and n - (self._tail - self._head) >= self._refill:
             await self._fill(n)
         head = self._head
         if head == self._tail:

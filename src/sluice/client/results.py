@@ -123,5 +123,10 @@ class BatchResults(Sequence[RecordMetadata]):
         """Every record's offset (-1 where it failed), without building results."""
         return self._offsets
 
+    @property
+    def latencies(self) -> array[float]:
+        """Every record's delivery latency in seconds (0.0 where it failed)."""
+        return self._latencies
+
     def __repr__(self) -> str:
         return f"<BatchResults of {len(self)} records, {len(self._failures)} failed>"
