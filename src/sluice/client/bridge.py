@@ -15,8 +15,7 @@ While the loop is busy submitting, it serves reports itself (:meth:`serve_here`:
 between submissions, as a plain confluent-kafka loop does), and the poll thread stands aside
 until the loop's task next suspends. confluent-kafka takes the GIL once per delivery callback,
 so a poll thread serving reports while the loop thread runs Python trades the GIL back and forth
-once per record; measured with ``python -m sluice.bench.strategies``, that cost ``send_batch``
-more than a third of its throughput.
+once per record (in development, ``send_batch`` was about a third slower that way).
 """
 
 from __future__ import annotations

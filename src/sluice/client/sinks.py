@@ -5,8 +5,9 @@ A token is an ``int`` subclass (the record's key in its sink) whose ``__call__``
 outcome straight where the sink keeps outcomes. That is the cheapest shape CPython offers for a
 per-record callback: a ``functools.partial`` would be two garbage-collected containers per record,
 alive until its report, and a report tuple handed to the loop would be another; with a hundred
-thousand records in flight the collector's passes over them cost more than the sends (measured
-with the strategies benchmark: ``send_batch`` ran at about half the speed it does now).
+thousand records in flight the collector's passes over them cost more than the sends did (a
+loop of ``produce()`` calls with a fresh ``partial`` each ran at about half the speed of one with
+a token each, in development).
 
 Tokens run in whichever thread serves a poll, one at a time (under the bridge's ``serving``
 lock), concurrently with the loop. So a token writes only what the loop never writes: a
