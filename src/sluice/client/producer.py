@@ -64,6 +64,9 @@ DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
     "acks": "all",
     "linger.ms": 5,
+    # A key's partition as the Java client, kafka-python, aiokafka and `sluice produce` choose
+    # it (librdkafka's own default, consistent_random, hashes keys differently: docs/clients.md).
+    "partitioner": "murmur2_random",
 }
 """librdkafka settings the toolkit sets unless the caller does."""
 
