@@ -16,8 +16,10 @@ throughout, ``linger.ms`` 5, one partition):
 * ``send_ordered N``: the bounded ordered window with ``max_in_flight`` N.
 * ``send_batch``: everything in one call.
 
-Columns: messages a second (from the first send to the last result), the median and 99th
-percentile of delivery latency (librdkafka's own measure, ``produce()`` to acknowledgement, in an
+Columns: messages a second (from the first send to the last result), the client process's CPU
+time per record (every thread, librdkafka's included: steadier than the rate on a busy machine,
+and what the rate is bound by when the client, not the broker, is the bottleneck), the median and
+99th percentile of delivery latency (librdkafka's own measure, ``produce()`` to acknowledgement, in an
 HDR histogram; a window's head-of-line wait is not in it), and the case's peak resident memory
 (each case runs in a fresh child process; ``+`` is the growth over the process before sending,
 its records already built). The batching knobs (``linger.ms``, ``batch.size``, compression) are
@@ -90,6 +92,8 @@ MIB = 1024 * 1024
 class Measured:
     count: int
     seconds: float
+    cpu: float
+    """CPU seconds of the whole client process (every thread, librdkafka's too)."""
     errors: int
     latencies: array[float]
     rss_start: int
@@ -106,7 +110,7 @@ def _proc_kib(key: str) -> int:
 
 def _raw(
     bootstrap: str, topic: str, values: list[bytes], config: dict[str, Any], keep: bool
-) -> tuple[float, int, array[float]]:
+) -> tuple[float, float, int, array[float]]:
     import confluent_kafka as ck
 
     producer = ck.Producer({"bootstrap.servers": bootstrap, **config})
@@ -140,6 +144,7 @@ def _raw(
 
     cb = results if keep else latency_only
     produce, poll = producer.produce, producer.poll
+    cpu = time.process_time()
     start = time.perf_counter()
     for i, value in enumerate(values):
         while True:
@@ -152,18 +157,19 @@ def _raw(
             poll(0)
     left = producer.flush(120)
     seconds = time.perf_counter() - start
-    return seconds, errors[0] + left, latencies
+    return seconds, time.process_time() - cpu, errors[0] + left, latencies
 
 
 async def _toolkit(
     bootstrap: str, topic: str, values: list[bytes], config: dict[str, Any], strategy: str
-) -> tuple[float, int, array[float]]:
+) -> tuple[float, float, int, array[float]]:
     from sluice.client import Producer, Record
 
     records = [Record(topic, v) for v in values]
     latencies = array("d")
     async with Producer(bootstrap, metrics_registry=None, config=config) as p:
         await p.send(topic, b"warm-up")
+        cpu = time.process_time()
         start = time.perf_counter()
         if strategy == "send":
             for r in records:
@@ -183,8 +189,9 @@ async def _toolkit(
             assert strategy == "send_batch", strategy
             latencies = (await p.send_batch(records)).latencies
         seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         errors = p.metrics()["failed"]
-    return seconds, errors, latencies
+    return seconds, cpu, errors, latencies
 
 
 def run_case(
@@ -193,16 +200,16 @@ def run_case(
     values = [os.urandom(8) + b"x" * (size - 8) for _ in range(count)]
     rss_start = _proc_kib("VmRSS")
     if strategy.startswith("raw loop"):
-        seconds, errors, latencies = _raw(
+        seconds, cpu, errors, latencies = _raw(
             bootstrap, topic, values, config, keep=strategy.endswith("results")
         )
     else:
         import uvloop
 
-        seconds, errors, latencies = uvloop.run(
+        seconds, cpu, errors, latencies = uvloop.run(
             _toolkit(bootstrap, topic, values, config, strategy)
         )
-    return Measured(count, seconds, errors, latencies, rss_start, _proc_kib("VmHWM"))
+    return Measured(count, seconds, cpu, errors, latencies, rss_start, _proc_kib("VmHWM"))
 
 
 def _child(args: argparse.Namespace) -> int:
@@ -219,6 +226,7 @@ def _child(args: argparse.Namespace) -> int:
             {
                 "count": m.count,
                 "seconds": m.seconds,
+                "cpu": m.cpu,
                 "errors": m.errors,
                 "p50_ms": hist.get_value_at_percentile(50) / 1000,
                 "p99_ms": hist.get_value_at_percentile(99) / 1000,
@@ -236,6 +244,8 @@ def _child(args: argparse.Namespace) -> int:
 @dataclass
 class Result:
     rates: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    """Client CPU microseconds per record."""
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
     peak: list[int] = field(default_factory=list)
@@ -289,6 +299,7 @@ def measure(
             data = json.loads(out.stdout.strip().splitlines()[-1])
             r = results.setdefault((label, size), Result())
             r.rates.append(data["count"] / data["seconds"])
+            r.cpu_us.append(data["cpu"] / data["count"] * 1e6)
             r.p50.append(data["p50_ms"])
             r.p99.append(data["p99_ms"])
             r.peak.append(data["rss_peak"])
@@ -308,25 +319,26 @@ def _rate(r: Result) -> str:
     return f"{mid:,.0f} ({min(r.rates) / 1000:,.0f}k-{max(r.rates) / 1000:,.0f}k)"
 
 
-def table(results: dict[tuple[str, int], Result], labels: list[str], sizes: list[int]) -> str:
-    head = "| strategy |" + "".join(
-        f" {_size(s)} msg/s | p50 ms | p99 ms | peak RSS MiB (+) |" for s in sizes
-    )
-    rule = "| --- |" + " ---: | ---: | ---: | ---: |" * len(sizes)
-    rows = [head, rule]
+def table(results: dict[tuple[str, int], Result], labels: list[str], size: int) -> str:
+    """One size's rows: medians, the rate's slowest-fastest spread."""
+    rows = [
+        "| strategy | msg/s (slowest-fastest) | client CPU us/msg | p50 ms | p99 ms "
+        "| peak RSS MiB (+) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for label in labels:
-        cells = [label]
-        for s in sizes:
-            r = results.get((label, s))
-            if r is None:
-                cells += ["-"] * 4
-                continue
-            cells += [
-                _rate(r),
-                f"{r.median(r.p50):.1f}",
-                f"{r.median(r.p99):.1f}",
-                f"{r.median(r.peak) / MIB:,.0f} (+{r.median(r.growth) / MIB:,.0f})",
-            ]
+        r = results.get((label, size))
+        if r is None:
+            rows.append(f"| {label} | - | - | - | - | - |")
+            continue
+        cells = [
+            label,
+            _rate(r),
+            f"{r.median(r.cpu_us):.2f}",
+            f"{r.median(r.p50):.1f}",
+            f"{r.median(r.p99):.1f}",
+            f"{r.median(r.peak) / MIB:,.0f} (+{r.median(r.growth) / MIB:,.0f})",
+        ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -418,29 +430,33 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - began
 
     print(
-        f"## Send strategies: {', '.join(f'{k}={v}' for k, v in CONFIG.items())}, "
-        f"1 partition, sluice serve child; median of {args.repeat} "
-        f"(slowest-fastest)\n"
+        f"## Send strategies: {', '.join(f'{k}={v}' for k, v in CONFIG.items())}, 1 partition, "
+        f"a sluice serve child; median of {args.repeat} rounds"
     )
-    print(table(results, [s for s in STRATEGIES if (s, sizes[0]) in results], sizes))
+    labels = [s for s in STRATEGIES if any((s, size) in results for size in sizes)]
     for size in sizes:
+        print(f"\n### {_size(size)}\n")
+        print(table(results, labels, size))
         raw, fair = results.get(("raw loop", size)), results.get(("raw loop + results", size))
         for label in ("send_ordered 1000", "send_batch"):
             r = results.get((label, size))
             if r is None or raw is None or fair is None:
                 continue
             print(
-                f"\n{label}, {_size(size)}: {r.median(r.rates) / raw.median(raw.rates):.0%} "
-                f"of the raw loop, {r.median(r.rates) / fair.median(fair.rates):.0%} of the "
-                f"raw loop + results",
+                f"\n{label}: {r.median(r.rates) / raw.median(raw.rates):.0%} of the raw loop's "
+                f"rate ({r.median(r.rates) / fair.median(fair.rates):.0%} of raw + results); "
+                f"{raw.median(raw.cpu_us) / r.median(r.cpu_us):.0%} of its efficiency, client "
+                f"CPU per record ({fair.median(fair.cpu_us) / r.median(r.cpu_us):.0%})",
                 end="",
             )
-    print()
+        print()
     if knobs:
-        print("\n## Batching knobs on send_batch (others at the defaults above)\n")
-        print(table(knobs, [label for label, _ in KNOBS], sizes))
-        print("\n## send_ordered 1000 by linger.ms\n")
-        print(table(knobs, [label for label, _ in ORDERED_LINGER], sizes))
+        for size in sizes:
+            print(f"\n## Batching knobs on send_batch, {_size(size)} (others as above)\n")
+            print(table(knobs, [label for label, _ in KNOBS], size))
+        for size in sizes:
+            print(f"\n## send_ordered 1000 by linger.ms, {_size(size)}\n")
+            print(table(knobs, [label for label, _ in ORDERED_LINGER], size))
     errors = sum(r.errors for r in [*results.values(), *knobs.values()])
     print(f"\n{errors} failed records; {seconds:.0f} s")
     return 1 if errors else 0

@@ -82,10 +82,6 @@ SERVE_EVERY_MASK = 1023
 loop calls ``poll(0)``), while the poll thread stands aside (see :mod:`sluice.client.bridge`)."""
 
 
-DeadLetterEntry = tuple[Sink, int, DeliveryError, "int | None"]
-"""A dead-letter copy's original: its sink and key, its error, its partition."""
-
-
 class Producer:
     """An asyncio Kafka producer on librdkafka. ``options`` are librdkafka settings by their own
     names (``**{"linger.ms": 20}``), over the toolkit's defaults (:data:`DEFAULTS`); the keyword

@@ -8,7 +8,7 @@ one per message, and that is the cheapest of the three to construct (frozen data
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -65,14 +65,3 @@ def as_record(item: RecordLike) -> Record:
     if "value" not in item:
         raise InvalidRecord("a record needs a value (None for a tombstone)", item)
     return Record(**item)
-
-
-async def aiter_records(records: Records) -> AsyncIterator[RecordLike]:
-    """Iterate a sync or an async iterable the same way (used where a per-record await is
-    cheap next to the work; the batch path iterates sync iterables without it)."""
-    if isinstance(records, AsyncIterable):
-        async for item in records:
-            yield item
-    else:
-        for item in records:
-            yield item
