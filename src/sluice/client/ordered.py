@@ -98,6 +98,12 @@ class OrderedSends:
     def outstanding(self) -> int:
         return self._tail - self._head
 
+    @property
+    def waiting(self) -> bool:
+        """Whether the caller is waiting for the oldest outstanding record's outcome (the
+        window has submitted what it may)."""
+        return self._waiter is not None
+
     # -- the sink (see sluice.client.sinks) ------------------------------------------------
 
     def keep(self, seq: int, record: Record) -> None:
