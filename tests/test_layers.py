@@ -17,11 +17,12 @@ LAYER = {
     "storage": 3,
     "broker": 4,
     "server": 5,
-    "testing": 6,
-    "tools": 6,
-    "bench": 6,
-    "cli": 7,
-    "__main__": 8,
+    "client": 6,  # the toolkit: on librdkafka, for any Kafka; imports no broker layer
+    "testing": 7,
+    "tools": 7,
+    "bench": 8,  # benchmarks start their brokers with the testing kit's BrokerProcess
+    "cli": 9,
+    "__main__": 10,
     "__init__": 0,  # the package root holds only the version
 }
 """A module may import modules of a lower layer, or of its own package; nothing else."""
@@ -108,3 +109,16 @@ def test_the_rules_see_the_tree() -> None:
     assert "sluice.broker.broker" in graph and "sluice.storage.log" in graph
     assert "sluice.storage.manager" in graph["sluice.broker.broker"]
     assert "sluice.config" in graph["sluice.server.app"]
+
+
+def test_the_client_toolkit_depends_on_no_other_layer() -> None:
+    """``sluice.client`` works against any Kafka, so it imports nothing of sluice but itself."""
+    outside = {
+        (m, i)
+        for m, imported in _imports().items()
+        if m.startswith("sluice.client")
+        for i in imported
+        if not i.startswith("sluice.client")
+    }
+    assert "sluice.client.producer" in _imports()
+    assert outside == set()

@@ -1,0 +1,134 @@
+"""Dead-letter routing: where a finally failed record goes, and the headers that say why.
+
+Header convention: Kafka Connect's ``__connect.errors.*`` (KIP-298), chosen over Spring Kafka's
+``kafka_dlt-*`` because Connect writes every value as a UTF-8 string (Spring writes partitions
+and offsets as big-endian binary integers), so the headers read the same from kcat, a console
+consumer or any client, and because it is Apache Kafka's own convention. The copy keeps the
+original key, value (see below), headers and timestamp, as Connect's does, and adds:
+
+=====================================  =========================================================
+``__connect.errors.topic``             the original topic
+``__connect.errors.partition``         the original partition, when one was chosen or assigned
+``__connect.errors.stage``             ``KAFKA_PRODUCE`` (Connect's stage for a failed send)
+``__connect.errors.class.name``        ``sluice.client.Producer``
+``__connect.errors.exception.class.name``  ``sluice.client.errors.DeliveryError``
+``__connect.errors.exception.message`` the error's text (librdkafka's or the broker's)
+``__connect.errors.error.code``        the Kafka error code (librdkafka's own are negative)
+``__connect.errors.error.name``        its name, e.g. ``MSG_SIZE_TOO_LARGE``
+``__connect.errors.attempts``          times the toolkit handed the record to librdkafka: 1, or 0
+                                       when librdkafka refused it on the spot (librdkafka's own
+                                       retries within ``delivery.timeout.ms`` are not reported
+                                       per record, so they are not counted)
+``__connect.errors.timestamp``         when the failure was reported, ms since the epoch
+``__connect.errors.key``               the original key, as sent (absent for a keyless record)
+``__connect.errors.value.size``        only when the value was left out: its size in bytes
+=====================================  =========================================================
+
+The last eight are sluice's, in Connect's namespace so that one prefix finds them all. A record
+that failed for its size (``MSG_SIZE_TOO_LARGE``, ``RECORD_LIST_TOO_LARGE``) is copied without
+its value, which would fail the same way; ``__connect.errors.value.size`` says what was left out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sluice.client.errors import ConfigurationError, DeliveryError
+from sluice.client.records import Headers
+
+PREFIX = "__connect.errors."
+TOPIC = PREFIX + "topic"
+PARTITION = PREFIX + "partition"
+STAGE = PREFIX + "stage"
+CLASS_NAME = PREFIX + "class.name"
+EXCEPTION_CLASS_NAME = PREFIX + "exception.class.name"
+EXCEPTION_MESSAGE = PREFIX + "exception.message"
+ERROR_CODE = PREFIX + "error.code"
+ERROR_NAME = PREFIX + "error.name"
+ATTEMPTS = PREFIX + "attempts"
+TIMESTAMP = PREFIX + "timestamp"
+KEY = PREFIX + "key"
+VALUE_SIZE = PREFIX + "value.size"
+
+SIZE_ERRORS = frozenset({"MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE", "INVALID_MSG_SIZE"})
+"""Failures that the same value would meet again in the dead-letter topic."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """The copy of a failed record bound for the dead-letter topic."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | str | None]]
+    timestamp: int
+
+
+class DeadLetterRoute:
+    """``template`` is a topic name, or a template with ``{topic}`` for the original topic
+    (``"{topic}.dlq"``)."""
+
+    def __init__(self, template: str) -> None:
+        try:
+            probe = template.format(topic="t")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigurationError(
+                f"dead_letter_topic={template!r}: a topic name, or a template whose only field "
+                f"is {{topic}} ({exc!r})"
+            ) from None
+        if not probe:
+            raise ConfigurationError("dead_letter_topic is empty")
+        self.template = template
+
+    def topic_for(self, topic: str) -> str:
+        return self.template.format(topic=topic)
+
+    @staticmethod
+    def routes(error: DeliveryError) -> bool:
+        """Whether a failure goes to the dead-letter topic: every delivery failure except a
+        record purged by ``close()`` (not a failure of the record: the producer stopped)."""
+        return not error.purged
+
+    def letter(
+        self,
+        error: DeliveryError,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        attempts: int,
+    ) -> DeadLetter:
+        record = error.record
+        headers = _pairs(record.headers)
+        headers.append((TOPIC, record.topic))
+        if partition is not None and partition >= 0:
+            headers.append((PARTITION, str(partition)))
+        headers += [
+            (STAGE, "KAFKA_PRODUCE"),
+            (CLASS_NAME, "sluice.client.Producer"),
+            (EXCEPTION_CLASS_NAME, f"{type(error).__module__}.{type(error).__qualname__}"),
+            (EXCEPTION_MESSAGE, str(error)),
+            (ERROR_CODE, str(error.code)),
+            (ERROR_NAME, error.name),
+            (ATTEMPTS, str(attempts)),
+            (TIMESTAMP, str(time.time_ns() // 1_000_000)),
+        ]
+        if key is not None:
+            headers.append((KEY, key))
+        if value is not None and error.name in SIZE_ERRORS:
+            headers.append((VALUE_SIZE, str(len(value))))
+            value = None
+        return DeadLetter(
+            self.topic_for(record.topic), key, value, headers, record.timestamp or 0
+        )
+
+
+def _pairs(headers: Headers | None) -> list[tuple[str, bytes | str | None]]:
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        return list(headers.items())
+    return list(headers)

@@ -1,0 +1,117 @@
+"""The toolkit's typed exceptions: a record's own failure is a :class:`RecordError`, carrying the
+record and (for delivery failures) Kafka's error code; the producer's own states (queue full,
+closed, records left undelivered at close) have exceptions of their own. librdkafka's
+``BufferError`` and ``KafkaException`` never reach the caller untranslated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sluice.client.records import Record
+
+PURGED = frozenset({"_PURGE_QUEUE", "_PURGE_INFLIGHT"})
+"""librdkafka's names for a record purged by ``close()`` before it was delivered."""
+
+
+class ProducerError(Exception):
+    """Base of every exception the toolkit's producer raises."""
+
+
+class ConfigurationError(ProducerError, ValueError):
+    """An option the toolkit or librdkafka refuses (unknown name, bad value)."""
+
+
+class QueueFullError(ProducerError):
+    """``send_nowait`` found librdkafka's queue full (``queue.buffering.max.messages`` or
+    ``queue.buffering.max.kbytes``); the record was not accepted. ``await producer.submit(...)``
+    waits for space instead."""
+
+
+class ProducerClosedError(ProducerError):
+    """A send on a producer that is closing or closed."""
+
+
+class RecordError(ProducerError):
+    """One record's own failure; the records around it are unaffected. ``record`` is the record
+    as given (after coercion of a mapping)."""
+
+    def __init__(self, message: str, record: Record) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class SerializationError(RecordError, TypeError):
+    """The value or key is not bytes, str or None and no serializer took it (or the configured
+    serializer raised). Never dead-lettered: there are no bytes to write."""
+
+
+class NotSentError(RecordError):
+    """The producer closed while the record waited for queue space: it was never handed to
+    librdkafka, so it was not sent."""
+
+
+class DeliveryError(RecordError):
+    """Kafka (or librdkafka locally) refused the record or gave up on it.
+
+    ``code`` is the error code, Kafka's protocol code (e.g. 10, MESSAGE_TOO_LARGE) or one of
+    librdkafka's local codes, which are negative (e.g. -192, ``_MSG_TIMED_OUT``); ``name`` its
+    name as librdkafka spells it. ``retriable`` says whether trying again could succeed
+    (librdkafka has already retried within ``delivery.timeout.ms``: a retriable error here means
+    the time ran out). ``fatal`` means the producer instance itself is unusable (an idempotence
+    failure). ``purged`` means ``close()`` gave up on the record: it may or may not have been
+    written. When a dead-letter topic is configured and writing there failed too,
+    ``dead_letter_error`` is that second failure.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        record: Record,
+        *,
+        code: int,
+        name: str,
+        retriable: bool = False,
+        fatal: bool = False,
+    ) -> None:
+        super().__init__(message, record)
+        self.code = code
+        self.name = name
+        self.retriable = retriable
+        self.fatal = fatal
+        self.dead_letter_error: DeliveryError | None = None
+
+    @property
+    def purged(self) -> bool:
+        return self.name in PURGED
+
+    @classmethod
+    def from_kafka(cls, error: Any, record: Record) -> DeliveryError:
+        """From a confluent-kafka ``KafkaError``."""
+        return cls(
+            f"{record.topic}: {error.str()} ({error.name()}, code {error.code()})",
+            record,
+            code=error.code(),
+            name=error.name(),
+            retriable=bool(error.retriable()),
+            fatal=bool(error.fatal()),
+        )
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.dead_letter_error is not None:
+            text += f"; writing it to the dead-letter topic failed too: {self.dead_letter_error}"
+        return text
+
+
+class UndeliveredError(ProducerError):
+    """``close(timeout)`` ran out of time: ``errors`` holds one :class:`DeliveryError` per record
+    that was accepted but not delivered (purged; each was also reported at its own awaitable)."""
+
+    def __init__(self, errors: list[DeliveryError]) -> None:
+        first = f", e.g. {errors[0]}" if errors else ""
+        super().__init__(f"{len(errors)} accepted records were not delivered before close{first}")
+        self.errors = errors
+
+    @property
+    def records(self) -> list[Record]:
+        return [e.record for e in self.errors]

@@ -1,0 +1,242 @@
+"""``send_ordered``: a bounded, ordered window of in-flight records, as Rust's ``FuturesOrdered``
+(``StreamExt::buffered(n)``) keeps futures.
+
+At most ``max_in_flight`` records are outstanding: submitted, and their result not yet taken by
+the caller. Results come out in submission order; a record that failed comes out at its place
+with ``.error`` set, and the records around it carry on. Counting results not yet taken (not
+only records librdkafka still holds) is what bounds memory when the head of the window is slow:
+records delivered behind it wait in the window instead of piling up.
+
+The window is a ring of ``max_in_flight`` slots indexed by sequence number; a record's token
+(see :mod:`sluice.client.sinks`) writes its result into its slot. Records are submitted as the
+caller pulls results, so a caller that stops iterating stops the submitting too
+(backpressure). While the caller keeps pulling results that are ready, the window serves
+delivery reports itself (``serve``) and keeps the poll thread aside (``busy``); see
+:mod:`sluice.client.bridge` for why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from bisect import bisect_left
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+from sluice.client.errors import ProducerClosedError
+from sluice.client.metrics import LATENCY_BUCKETS, ProducerMetrics
+from sluice.client.records import Record, RecordLike, Records
+from sluice.client.results import RecordMetadata
+from sluice.client.sinks import Failure, TokenType, new_metadata
+
+Submit = Callable[[RecordLike, Any, int], bool]
+"""(item, sink, key) -> True once librdkafka has the record or its outcome is settled (a bad
+record); False when librdkafka's queue is full (nothing was submitted). It stores the record
+with ``sink.keep(key, record)`` first."""
+
+
+class OrderedSends:
+    """The async iterator ``Producer.send_ordered`` returns. ``in_flight`` (records whose
+    outcome has not arrived) and ``peak_in_flight`` are there to observe the bound;
+    ``outstanding`` also counts results that arrived but were not yet taken."""
+
+    def __init__(
+        self,
+        submit: Submit,
+        wait_for_space: Callable[[], Awaitable[None]],
+        records: Records,
+        max_in_flight: int,
+        metrics: ProducerMetrics,
+        failures: list[Failure],
+        *,
+        produce: Callable[..., None],
+        closing: Callable[[], bool],
+        busy: Callable[[], None] = lambda: None,
+        serve: Callable[[], None] = lambda: None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        self.max_in_flight = max_in_flight
+        self._submit = submit
+        self._wait_for_space = wait_for_space
+        self._produce = produce
+        self._closing = closing
+        self._busy = busy
+        self._serve = serve
+        self._sync: Iterator[RecordLike] | None = None
+        self._async: AsyncIterator[RecordLike] | None = None
+        if isinstance(records, AsyncIterable):
+            self._async = aiter(records)
+        else:
+            self._sync = iter(records)
+        self._exhausted = False
+        self._refill = max(1, max_in_flight // 8)
+        """Free slots that make the window submit again: filling a slot at a time would pay
+        the fill's fixed cost per record; an eighth of the window at a time keeps it at least
+        seven eighths full."""
+        self._results: list[RecordMetadata | None] = [None] * max_in_flight
+        self._records: list[Record | None] = [None] * max_in_flight
+        self._head = 0
+        """Sequence number of the next result to yield."""
+        self._tail = 0
+        """Sequence number of the next record to submit."""
+        self._tally = metrics.tally()
+        """[records delivered, their latencies' sum], written by the tokens."""
+        self._metrics = metrics
+        self._settled = 0
+        """Records settled otherwise (on the loop)."""
+        self._waiter: asyncio.Future[None] | None = None
+        self.peak_in_flight = 0
+        self.token = _ordered_token(self, metrics, failures)
+        weakref.finalize(self, metrics.retire, self._tally)
+
+    @property
+    def in_flight(self) -> int:
+        return self._tail - int(self._tally[0]) - self._settled
+
+    @property
+    def outstanding(self) -> int:
+        return self._tail - self._head
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the caller is waiting for the oldest outstanding record's outcome (the
+        window has submitted what it may)."""
+        return self._waiter is not None
+
+    # -- the sink (see sluice.client.sinks) ------------------------------------------------
+
+    def keep(self, seq: int, record: Record) -> None:
+        self._records[seq % self.max_in_flight] = record
+
+    def record(self, seq: int) -> Record:
+        record = self._records[seq % self.max_in_flight]
+        assert record is not None
+        return record
+
+    def settle(self, seq: int, result: RecordMetadata) -> None:
+        self._results[seq % self.max_in_flight] = result
+        self._settled += 1
+        self.check()
+
+    def check(self) -> None:
+        """Wake the caller if the result it waits for is in."""
+        waiter = self._waiter
+        if (
+            waiter is not None
+            and self._results[self._head % self.max_in_flight] is not None
+            and not waiter.done()
+        ):
+            waiter.set_result(None)
+
+    # -- the iterator ----------------------------------------------------------------------
+
+    def __aiter__(self) -> OrderedSends:
+        return self
+
+    async def __anext__(self) -> RecordMetadata:
+        n = self.max_in_flight
+        self._busy()
+        if not self._exhausted and n - (self._tail - self._head) >= self._refill:
+            await self._fill(n)
+        head = self._head
+        if head == self._tail:
+            self._metrics.retire(self._tally)
+            raise StopAsyncIteration
+        slot = head % n
+        result = self._results[slot]
+        if result is None:
+            self._serve()  # reports ready but not yet served may hold it
+            result = self._results[slot]
+        if result is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+            result = self._results[slot]
+            assert result is not None
+        self._results[slot] = None
+        self._records[slot] = None
+        self._head = head + 1
+        return result
+
+    async def _fill(self, n: int) -> None:
+        """Submit until the window is full or the records run out. A Record with bytes value
+        and key goes straight to librdkafka; anything else, and a full queue, takes the
+        producer's ``submit``."""
+        if self._closing():
+            raise ProducerClosedError("the producer is closing or closed; the record was not sent")
+        records, produce, token, metrics = self._records, self._produce, self.token, self._metrics
+        accepted = nbytes = 0
+        try:
+            while self._tail - self._head < n:
+                if self._sync is not None:
+                    item = next(self._sync, _END)
+                else:
+                    assert self._async is not None
+                    item = await anext(self._async, _END)
+                    self._busy()
+                if item is _END:
+                    self._exhausted = True
+                    break
+                seq = self._tail
+                self._tail = seq + 1
+                if type(item) is Record:
+                    value, k = item.value, item.key
+                    if type(value) is bytes and (k is None or type(k) is bytes):
+                        records[seq % n] = item
+                        p = item.partition
+                        try:
+                            produce(
+                                item.topic, value, k, -1 if p is None else p, token(seq), None,
+                                item.timestamp or 0, item.headers,
+                            )
+                        except Exception:  # BufferError included: the submit below handles it
+                            pass
+                        else:
+                            accepted += 1
+                            nbytes += len(value)
+                            continue
+                metrics.accepted += accepted
+                metrics.accepted_bytes += nbytes
+                accepted = nbytes = 0
+                while not self._submit(item, self, seq):  # librdkafka's queue is full
+                    await self._wait_for_space()
+                    self._busy()
+        finally:
+            metrics.accepted += accepted
+            metrics.accepted_bytes += nbytes
+        in_flight = self.in_flight
+        if in_flight > self.peak_in_flight:
+            self.peak_in_flight = in_flight
+
+
+def _ordered_token(
+    sink: OrderedSends, metrics: ProducerMetrics, failures: list[Failure]
+) -> TokenType:
+    results, records, n = sink._results, sink._records, sink.max_in_flight
+    tally, fail, counts = sink._tally, failures.append, metrics.latency_counts
+
+    class Token(int):
+        __slots__ = ()
+
+        def __call__(self, error: Any, message: Any) -> None:
+            if error is None:
+                slot = self % n
+                latency = message.latency()
+                results[slot] = new_metadata(
+                    RecordMetadata,
+                    (records[slot].topic, message.partition(), message.offset(),  # type: ignore[union-attr]
+                     message.timestamp()[1], None, None, latency),
+                )
+                counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
+                tally[1] += latency
+                tally[0] += 1
+            else:
+                fail((sink, self, error, message))
+
+    return Token
+
+
+_END: Any = object()

@@ -1,0 +1,721 @@
+"""The asyncio producer: four send strategies over one librdkafka producer.
+
+=====================  ==========================================================================
+``await send(...)``    the synchronous strategy: one record, its :class:`RecordMetadata` once
+                       delivered (a round trip per record, no batching across sends)
+``send_nowait(...)``   the concurrent one: a future, at once; :class:`QueueFullError` when
+                       librdkafka's queue is full. ``await submit(...)`` is the same but waits
+                       for queue space instead
+``send_ordered(...)``  the bounded, ordered window (Rust's ``FuturesOrdered``): at most N in
+                       flight, results in submission order
+``send_batch(...)``    everything at once, results in order: the highest throughput
+=====================  ==========================================================================
+
+Every record gets exactly one outcome. A record librdkafka accepted is delivered or fails with
+its :class:`DeliveryError` (after librdkafka's own retries, within ``delivery.timeout.ms``: the
+toolkit retries nothing itself, so it cannot reorder or duplicate); a failure goes to the
+dead-letter topic when one is configured. ``flush`` waits for outcomes; ``close`` flushes within
+its timeout, then purges what is left and raises :class:`UndeliveredError` listing it.
+
+Internally each record's delivery callback is a *token* of its *sink* (:mod:`sluice.client.sinks`):
+the futures of single sends, a batch's arrays, an ordered window's ring, or the dead-letter
+copies; it writes the record's outcome there. The poll thread serves the callbacks
+(:mod:`sluice.client.bridge`) and :meth:`Producer._after_poll` finishes on the loop what needs
+the loop, a poll's worth at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import weakref
+from collections.abc import AsyncIterable, Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import confluent_kafka as ck
+from prometheus_client import CollectorRegistry
+
+from sluice.client import serializers
+from sluice.client.bridge import DeliveryBridge
+from sluice.client.dlq import DeadLetter, DeadLetterRoute
+from sluice.client.errors import (
+    ConfigurationError,
+    DeliveryError,
+    NotSentError,
+    ProducerClosedError,
+    QueueFullError,
+    SerializationError,
+    UndeliveredError,
+)
+from sluice.client.metrics import ProducerMetrics, collector_for
+from sluice.client.ordered import OrderedSends
+from sluice.client.records import Headers, InvalidRecord, Record, RecordLike, Records, as_record
+from sluice.client.results import BatchResults, RecordMetadata, failed
+from sluice.client.sinks import Batch, DeadLetters, Failure, Futures, Sink, new_metadata
+
+log = logging.getLogger("sluice.client")
+
+DEFAULTS: dict[str, Any] = {
+    # Correct first: no duplicates or reordering on retries, every record acknowledged by all
+    # in-sync replicas. (Idempotence implies acks=all; stated for the brokers where it is off.)
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    # A key's partition as the Java client, kafka-python, aiokafka and `sluice produce` choose
+    # it (librdkafka's own default, consistent_random, hashes keys differently: docs/clients.md).
+    "partitioner": "murmur2_random",
+}
+"""librdkafka settings the toolkit sets unless the caller does."""
+
+RESERVED = frozenset({"on_delivery", "delivery.report.only.error", "dr_cb", "dr_msg_cb"})
+"""librdkafka settings the toolkit owns: every record's report is its business."""
+
+NOT_SET: Any = object()
+_client_ids = itertools.count(1)
+CHUNK = 1024
+"""Records ``send_batch`` takes from an async iterable before submitting them."""
+SERVE_EVERY_MASK = 1023
+"""The batch path serves delivery reports itself every 1024 records (as a plain confluent-kafka
+loop calls ``poll(0)``), while the poll thread stands aside (see :mod:`sluice.client.bridge`)."""
+
+
+class Producer:
+    """An asyncio Kafka producer on librdkafka. ``options`` are librdkafka settings by their own
+    names (``**{"linger.ms": 20}``), over the toolkit's defaults (:data:`DEFAULTS`); the keyword
+    options below are the toolkit's own.
+
+    - ``dead_letter_topic``: where finally failed records go, a name or a template with
+      ``{topic}`` (``"{topic}.dlq"``); None (default) raises failures at each record's awaitable.
+    - ``compression``: ``"zstd"``, ``"lz4"``, ``"snappy"``, ``"gzip"`` or ``"none"``
+      (``compression.type``).
+    - ``value_serializer``, ``key_serializer``: a callable to bytes, or ``"json"``,
+      ``"msgspec"``, ``"pydantic"`` (see :mod:`sluice.client.serializers`).
+    - ``metrics_registry``: the prometheus-client registry for this producer's metrics (the
+      default registry if not given; None for no Prometheus export). The snapshot dict,
+      :meth:`metrics`, is always there.
+    - ``close_timeout``: seconds ``async with`` gives ``close()`` (default 30).
+    - ``config``: librdkafka settings as a mapping, the same as passing them as keywords
+      (``config={"linger.ms": 20}`` type-checks where ``**{"linger.ms": 20}`` may not).
+
+    Use it as ``async with Producer(...) as producer:``, or call :meth:`start` and
+    :meth:`close` yourself; one producer belongs to one event loop.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | None = None,
+        *,
+        dead_letter_topic: str | None = None,
+        compression: str | None = None,
+        value_serializer: str | Callable[[Any], bytes] | None = None,
+        key_serializer: str | Callable[[Any], bytes] | None = None,
+        metrics_registry: CollectorRegistry | None = NOT_SET,
+        close_timeout: float = 30.0,
+        config: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        options = {**(config or {}), **options}
+        reserved = RESERVED & options.keys()
+        if reserved:
+            raise ConfigurationError(
+                f"{sorted(reserved)}: the toolkit reports every record itself (its result or "
+                f"its future); these librdkafka settings are not available"
+            )
+        settings = dict(DEFAULTS)
+        if bootstrap_servers is not None:
+            settings["bootstrap.servers"] = bootstrap_servers
+        if compression is not None:
+            settings["compression.type"] = compression
+        settings.update(options)
+        if "client.id" not in settings:
+            settings["client.id"] = f"sluice-producer-{next(_client_ids)}"
+        self._error_cb = settings.pop("error_cb", None)
+        self._stats_cb = settings.pop("stats_cb", None)
+        settings["error_cb"] = self._on_error
+        settings["stats_cb"] = self._on_statistics
+        settings.setdefault("logger", logging.getLogger("sluice.client.librdkafka"))
+        self.config = settings
+        """The librdkafka configuration the producer was made with."""
+        try:
+            self._producer = ck.Producer(settings)
+        except (ck.KafkaException, ValueError, TypeError) as exc:
+            raise ConfigurationError(f"librdkafka refused the configuration: {exc}") from exc
+        self._produce = self._producer.produce
+        self._dead_letter = DeadLetterRoute(dead_letter_topic) if dead_letter_topic else None
+        self._value_serializer = serializers.resolve(value_serializer, "value_serializer")
+        self._key_serializer = serializers.resolve(key_serializer, "key_serializer")
+        self.close_timeout = close_timeout
+        self._metrics = ProducerMetrics(
+            str(settings["client.id"]),
+            queue_length=self._producer.__len__,
+            queue_max_messages=int(settings.get("queue.buffering.max.messages", 100_000)),
+            queue_max_bytes=int(settings.get("queue.buffering.max.kbytes", 1_048_576)) * 1024,
+        )
+        self._collector = None
+        if metrics_registry is not None:
+            self._collector = collector_for(None if metrics_registry is NOT_SET else metrics_registry)
+            self._collector.add(self._metrics)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bridge: DeliveryBridge | None = None
+        self._failures: list[Failure] = []
+        """Failed records' reports, appended by the tokens, handled by the loop."""
+        self._futures = Futures(self._metrics, self._failures)
+        self._dead_letters = DeadLetters(self._metrics)
+        self._active: dict[int, weakref.ref[Any]] = {}
+        """Batches and ordered windows to check after each poll, by id. Weak: a window its
+        caller dropped goes away, and its records' outcomes are only counted."""
+        self._idle: asyncio.Event | None = None
+        self._space: asyncio.Event | None = None
+        self._closing = False
+        self._closed = False
+        self._purged: list[DeliveryError] | None = None
+        self._dead_letter_tasks: set[asyncio.Task[None]] = set()
+        self.fatal_error: ck.KafkaError | None = None
+        """librdkafka's fatal error, once one happened (the producer is unusable after it)."""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> Producer:
+        """Start the poll thread on the running loop (sends start it too, if needed)."""
+        self._start()
+        return self
+
+    def _start(self) -> None:
+        if self._bridge is not None:
+            return
+        if self._closing:
+            raise ProducerClosedError("the producer is closed")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._space = asyncio.Event()
+        self._bridge = DeliveryBridge(
+            self._producer.poll, loop, self._after_poll, name=f"{self._metrics.client_id}-poll"
+        )
+        self._bridge.start()
+
+    async def __aenter__(self) -> Producer:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close(self.close_timeout)
+
+    async def flush(self, timeout: float | None = None) -> int:
+        """Wait until every accepted record has its outcome, at most ``timeout`` seconds (None:
+        no limit); returns how many still have none (0: all settled)."""
+        if self._idle is None or self._settled():
+            return 0
+        self._idle.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        return 0 if self._settled() else max(1, self._metrics.in_flight)
+
+    async def close(self, timeout: float | None = 30.0) -> None:
+        """Stop taking records, flush within ``timeout``, then purge whatever is left and raise
+        :class:`UndeliveredError` naming each such record (each also fails at its own awaitable
+        with a ``purged`` :class:`DeliveryError`: it may or may not have been written). Calling
+        it again does nothing."""
+        if self._closing:
+            return
+        self._closing = True
+        purged: list[DeliveryError] = []
+        try:
+            if self._bridge is not None:
+                if await self.flush(timeout):
+                    self._purged = purged
+                    for task in list(self._dead_letter_tasks):
+                        task.cancel()
+                    self._producer.purge(in_queue=True, in_flight=True)
+                    # Every purged record's report comes back through poll().
+                    await self.flush(10.0)
+                bridge = self._bridge
+                await asyncio.to_thread(bridge.stop)
+                bridge.drain()
+        finally:
+            self._closed = True
+            if self._collector is not None:
+                self._collector.discard(self._metrics)
+        if not self._settled():
+            log.error("%d records still unsettled after close", self._metrics.in_flight)
+        else:  # nothing left to flush: librdkafka's close only stops its threads
+            await asyncio.to_thread(self._producer.close)
+        if purged:
+            raise UndeliveredError(purged)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- the strategies --------------------------------------------------------------------
+
+    async def send(
+        self,
+        topic: str,
+        value: Any,
+        key: Any = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> RecordMetadata:
+        """Send one record and wait until it is delivered; raises its :class:`RecordError`
+        (without a dead-letter topic). Cancelling the await cancels the waiting, not the record:
+        once handed to librdkafka (after any wait for queue space) it is delivered or fails as
+        usual, counted, dead-lettered, waited for by ``flush``/``close``; a failure with nobody
+        waiting is logged."""
+        fut = await self.submit(topic, value, key, headers, partition, timestamp)
+        return await fut
+
+    def send_nowait(
+        self,
+        topic: str,
+        value: Any,
+        key: Any = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """Hand one record over and return its future at once; :class:`QueueFullError` (and the
+        record not taken) when librdkafka's queue is full. A bad record fails its future, not
+        this call."""
+        self._start()
+        record = Record(topic, value, key, headers, partition, timestamp)
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        futures = self._futures
+        n = futures.add(fut, record)
+        if not self._submit(record, futures, n):
+            futures.discard(n)
+            raise QueueFullError(self._full_message())
+        return fut
+
+    async def submit(
+        self,
+        topic: str,
+        value: Any,
+        key: Any = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """``send_nowait`` that waits for queue space instead of raising: returns the record's
+        future once librdkafka has taken it. Cancelled while waiting, the record is not sent."""
+        self._start()
+        record = Record(topic, value, key, headers, partition, timestamp)
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        futures = self._futures
+        n = futures.add(fut, record)
+        try:
+            while not self._submit(record, futures, n):
+                await self._wait_for_space()
+        except BaseException:
+            futures.discard(n)
+            raise
+        return fut
+
+    def send_ordered(self, records: Records, *, max_in_flight: int = 1000) -> OrderedSends:
+        """An async iterator with one :class:`RecordMetadata` per record, in submission order,
+        at most ``max_in_flight`` records outstanding; a failed record's result has ``.error``
+        set and the others carry on. Records are taken from ``records`` (Records or mappings,
+        a sync or async iterable) as results are consumed."""
+        self._start()
+        assert self._bridge is not None
+        window = OrderedSends(
+            self._submit,
+            self._wait_for_space,
+            records,
+            max_in_flight,
+            self._metrics,
+            self._failures,
+            produce=self._produce,
+            closing=lambda: self._closing,
+            busy=self._bridge.pause_while_busy,
+            serve=self._bridge.serve_here,
+        )
+        self._watch(window)
+        return window
+
+    async def send_batch(self, records: Records) -> BatchResults:
+        """Send every record as fast as librdkafka takes them (waiting for queue space when it
+        is full), then wait for all. The results are in order, a failed record's with
+        ``.error`` set; an async iterable is sent as it yields, a chunk at a time."""
+        self._start()
+        assert self._loop is not None
+        if isinstance(records, AsyncIterable):
+            batch = Batch(self._loop, self._metrics, self._failures)
+            self._watch(batch)
+            chunk: list[RecordLike] = []
+            async for item in records:
+                chunk.append(item)
+                if len(chunk) == CHUNK:
+                    await self._submit_batch(batch, batch.extend(chunk), len(batch.records))
+                    chunk = []
+            if chunk:
+                await self._submit_batch(batch, batch.extend(chunk), len(batch.records))
+        else:
+            batch = Batch(
+                self._loop,
+                self._metrics,
+                self._failures,
+                records if type(records) is list else list(records),
+            )
+            self._watch(batch)
+            await self._submit_batch(batch, 0, len(batch.records))
+        batch.finish()
+        try:
+            await batch.done
+        finally:
+            self._active.pop(id(batch), None)
+            self._metrics.retire(batch.tally)
+        return batch.results()
+
+    async def _submit_batch(self, batch: Batch, start: int, end: int) -> None:
+        """Submit ``batch.records[start:end]``: the hot loop of the batch path, with everything
+        the common record (a Record with bytes value and key) needs bound to locals; anything
+        else takes :meth:`_submit`."""
+        if self._closing:
+            raise ProducerClosedError("the producer is closing or closed; the records were not sent")
+        records = batch.records
+        produce, token, submit = self._produce, batch.token, self._submit
+        metrics = self._metrics
+        bridge = self._bridge
+        assert bridge is not None
+        i = start
+        count = nbytes = 0
+        bridge.pause_while_busy()
+        while i < end:
+            if not i & SERVE_EVERY_MASK:
+                metrics.accepted += count
+                metrics.accepted_bytes += nbytes
+                count = nbytes = 0
+                bridge.serve_here()
+            item = records[i]
+            if type(item) is Record:
+                value = item.value
+                k = item.key
+                if type(value) is bytes and (k is None or type(k) is bytes):
+                    p = item.partition
+                    try:
+                        produce(
+                            item.topic,
+                            value,
+                            k,
+                            -1 if p is None else p,
+                            token(i),
+                            None,
+                            item.timestamp or 0,
+                            item.headers,  # type: ignore[arg-type]
+                        )
+                    except BufferError:
+                        metrics.accepted += count
+                        metrics.accepted_bytes += nbytes
+                        count = nbytes = 0
+                        await self._wait_for_space()
+                        if self._closing:
+                            self._abandon_batch(batch, i, end)
+                            return
+                        bridge.pause_while_busy()
+                        continue
+                    except (ck.KafkaException, TypeError, ValueError):
+                        pass  # _submit reports it
+                    else:
+                        count += 1
+                        nbytes += len(value)
+                        i += 1
+                        continue
+            metrics.accepted += count
+            metrics.accepted_bytes += nbytes
+            count = nbytes = 0
+            while not submit(item, batch, i):
+                await self._wait_for_space()
+                if self._closing:
+                    self._abandon_batch(batch, i, end)
+                    return
+                bridge.pause_while_busy()
+            i += 1
+        metrics.accepted += count
+        metrics.accepted_bytes += nbytes
+        in_flight = metrics.in_flight
+        if in_flight > metrics.peak_in_flight:
+            metrics.peak_in_flight = in_flight
+
+    def _abandon_batch(self, batch: Batch, start: int, end: int) -> None:
+        """``close()`` began while the batch waited for queue space: its remaining records were
+        never accepted; each gets that as its result."""
+        for i in range(start, end):
+            record = _record_or_stand_in(batch.records[i])
+            error = NotSentError(f"{record.topic}: not sent, the producer closed first", record)
+            batch.settle(i, failed(record, error))
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        """A snapshot of this producer's metrics (see :mod:`sluice.client.metrics`)."""
+        return self._metrics.snapshot()
+
+    # -- submission ------------------------------------------------------------------------
+
+    def _submit(self, item: RecordLike, sink: Sink, key: int) -> bool:
+        """Hand one record to librdkafka with its outcome going to (sink, key). True once
+        librdkafka has it, or once its outcome is settled at once (a bad record); False, with
+        nothing done, when librdkafka's queue is full."""
+        if self._closing:
+            raise ProducerClosedError("the producer is closing or closed; the record was not sent")
+        try:
+            record = item if type(item) is Record else as_record(item)
+        except InvalidRecord as exc:
+            bad = _record_or_stand_in(item)
+            sink.keep(key, bad)
+            self._metrics.count_failure("INVALID_RECORD")
+            sink.settle(key, failed(bad, SerializationError(str(exc), bad)))
+            return True
+        sink.keep(key, record)
+        value = record.value
+        k = record.key
+        try:
+            if type(value) is not bytes:
+                value = serializers.encode(value, self._value_serializer, record, "value")
+            if k is not None and type(k) is not bytes:
+                k = serializers.encode(k, self._key_serializer, record, "key")
+        except SerializationError as exc:
+            self._metrics.count_failure("SERIALIZATION")
+            sink.settle(key, failed(record, exc))
+            return True
+        partition = record.partition
+        try:
+            self._produce(
+                record.topic,
+                value,
+                k,
+                -1 if partition is None else partition,
+                sink.token(key),
+                None,
+                record.timestamp or 0,
+                record.headers,  # type: ignore[arg-type]  # any Mapping or sequence of pairs
+            )
+        except BufferError:
+            return False
+        except ck.KafkaException as exc:
+            self._fail(
+                sink, key, DeliveryError.from_kafka(exc.args[0], record), value, k, partition,
+                attempts=0,
+            )
+            return True
+        except (TypeError, ValueError) as exc:  # a field of the wrong type (headers, partition)
+            self._metrics.count_failure("INVALID_RECORD")
+            sink.settle(key, failed(record, SerializationError(f"{record.topic}: {exc}", record)))
+            return True
+        metrics = self._metrics
+        metrics.accepted += 1
+        if value is not None:
+            metrics.accepted_bytes += len(value)
+        return True
+
+    async def _wait_for_space(self) -> None:
+        """Until the next poll's outcomes are in (which frees queue space)."""
+        space = self._space
+        assert space is not None
+        space.clear()
+        await space.wait()
+
+    def _full_message(self) -> str:
+        return (
+            f"librdkafka's queue is full ({self._metrics.queue_max_messages} messages or "
+            f"{self._metrics.queue_max_bytes // 1024} KiB: queue.buffering.max.messages/kbytes); "
+            f"the record was not taken. `await producer.submit(...)` waits for space, and "
+            f"send_ordered/send_batch pace themselves"
+        )
+
+    # -- outcomes (on the loop) ------------------------------------------------------------
+
+    def _after_poll(self) -> None:
+        """After a poll served reports: finish on the loop what the tokens could not."""
+        assert self._bridge is not None
+        self._bridge.hop_started()
+        failures = self._failures
+        if failures:
+            n = len(failures)
+            reports = failures[:n]
+            del failures[:n]
+            for sink, key, err, message in reports:
+                self._reported_failure(sink, key, err, message)
+        if self._futures.ready:
+            self._futures.finish_ready()
+        if self._dead_letters.outcomes:
+            self._dead_letter_outcomes()
+        for ref in list(self._active.values()):
+            sink = ref()
+            if sink is not None:
+                sink.check()
+        assert self._space is not None and self._idle is not None
+        self._space.set()
+        if self._settled():
+            self._idle.set()
+
+    def _watch(self, sink: Any) -> None:
+        key = id(sink)
+        self._active[key] = weakref.ref(sink, lambda _: self._active.pop(key, None))
+
+    def _settled(self) -> bool:
+        """Every accepted record has its outcome, on the loop's side too."""
+        return (
+            self._metrics.in_flight == 0
+            and not self._failures
+            and not self._futures.ready
+            and not self._dead_letters.pending
+        )
+
+    def _reported_failure(self, sink: Sink, key: int, err: Any, message: Any) -> None:
+        metrics = self._metrics
+        metrics.failure_reports += 1
+        if id(sink) not in self._active and not isinstance(sink, Futures):
+            # A window its caller dropped: nobody to tell, and nothing to settle.
+            metrics.count_failure(err.name())
+            log.warning("a record of an abandoned send_ordered failed: %s", err.str())
+            return
+        record = sink.record(key)
+        p = message.partition()
+        self._fail(
+            sink,
+            key,
+            DeliveryError.from_kafka(err, record),
+            message.value(),
+            message.key(),
+            record.partition if p is None or p < 0 else p,
+            attempts=1,
+        )
+
+    def _fail(
+        self,
+        sink: Sink,
+        key: int,
+        error: DeliveryError,
+        value: bytes | None,
+        record_key: bytes | None,
+        partition: int | None,
+        *,
+        attempts: int,
+    ) -> None:
+        """A record failed: dead-letter it if configured, else settle it failed."""
+        self._metrics.count_failure(error.name)
+        if self._purged is not None and error.purged:
+            self._purged.append(error)
+        if self._dead_letter is None or not self._dead_letter.routes(error):
+            sink.settle(key, failed(error.record, error, partition))
+            return
+        letter = self._dead_letter.letter(
+            error, key=record_key, value=value, partition=partition, attempts=attempts
+        )
+        n = self._dead_letters.add((sink, key, error, partition))
+        if not self._produce_dead_letter(letter, n):
+            task = asyncio.ensure_future(self._dead_letter_when_space(letter, n))
+            self._dead_letter_tasks.add(task)
+            task.add_done_callback(self._dead_letter_tasks.discard)
+
+    def _produce_dead_letter(self, letter: DeadLetter, n: int) -> bool:
+        """Hand the copy to librdkafka; False when the queue is full. A copy librdkafka refuses
+        on the spot settles the original at once: a copy is never retried or dead-lettered."""
+        try:
+            self._produce(
+                letter.topic,
+                letter.value,
+                letter.key,
+                -1,
+                self._dead_letters.token(n),
+                None,
+                letter.timestamp,
+                letter.headers,
+            )
+        except BufferError:
+            return False
+        except ck.KafkaException as exc:
+            sink, key, error, partition = self._dead_letters.pending.pop(n)
+            error.dead_letter_error = DeliveryError.from_kafka(
+                exc.args[0], Record(letter.topic, letter.value, letter.key, letter.headers)
+            )
+            self._dead_letter_failed(sink, key, error, partition)
+            return True
+        metrics = self._metrics
+        metrics.accepted += 1
+        metrics.accepted_bytes += len(letter.value or b"")
+        return True
+
+    async def _dead_letter_when_space(self, letter: DeadLetter, n: int) -> None:
+        try:
+            while not self._produce_dead_letter(letter, n):
+                await self._wait_for_space()
+        except asyncio.CancelledError:  # close() gave up on it
+            sink, key, error, partition = self._dead_letters.pending.pop(n)
+            error.dead_letter_error = DeliveryError(
+                f"{letter.topic}: not written, the producer closed first",
+                Record(letter.topic, letter.value, letter.key, letter.headers),
+                code=ck.KafkaError._PURGE_QUEUE,
+                name="_PURGE_QUEUE",
+            )
+            if self._purged is not None:
+                self._purged.append(error)
+            self._dead_letter_failed(sink, key, error, partition)
+
+    def _dead_letter_outcomes(self) -> None:
+        """Settle the originals of the copies whose outcome is in."""
+        outcomes = self._dead_letters.outcomes
+        n = len(outcomes)
+        done = outcomes[:n]
+        del outcomes[:n]
+        pending = self._dead_letters.pending
+        for key, err, partition, offset, timestamp, latency in done:
+            sink, original_key, error, original_partition = pending.pop(key)
+            if err is None:
+                topic = self._dead_letter.topic_for(error.record.topic) if self._dead_letter else ""
+                copy: RecordMetadata = new_metadata(
+                    RecordMetadata, (topic, partition, offset, timestamp, None, None, latency)
+                )
+                self._metrics.dead_lettered += 1
+                sink.settle(
+                    original_key, failed(error.record, error, original_partition, copy)
+                )
+            else:
+                self._metrics.failure_reports += 1
+                error.dead_letter_error = DeliveryError.from_kafka(err, error.record)
+                self._dead_letter_failed(sink, original_key, error, original_partition)
+
+    def _dead_letter_failed(
+        self, sink: Sink, key: int, error: DeliveryError, partition: int | None
+    ) -> None:
+        self._metrics.dead_letter_failed += 1
+        sink.settle(key, failed(error.record, error, partition))
+
+    # -- librdkafka's other callbacks (on the poll thread) ---------------------------------
+
+    def _on_error(self, error: ck.KafkaError) -> None:
+        if error.fatal():
+            self.fatal_error = error
+            log.error("librdkafka fatal error, the producer is unusable: %s", error)
+        else:
+            log.warning("librdkafka: %s", error)
+        if self._error_cb is not None:
+            self._error_cb(error)
+
+    def _on_statistics(self, raw: str) -> None:
+        self._metrics.take_statistics(raw)
+        if self._stats_cb is not None:
+            self._stats_cb(raw)
+
+
+def _record_or_stand_in(item: object) -> Record:
+    """``item`` as a Record, or, when it is not one, a stand-in carrying it as its value (and
+    its topic, if it names one) for the error that reports it."""
+    try:
+        return as_record(item)  # type: ignore[arg-type]
+    except InvalidRecord:
+        topic = item.get("topic") if isinstance(item, Mapping) else None
+        return Record(topic if isinstance(topic, str) else "", item)

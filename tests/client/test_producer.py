@@ -1,0 +1,545 @@
+"""The producer toolkit against a real broker (sluice by default; any Kafka through the
+environment, see conftest.py): every strategy stores each record once and in order, with its
+key, headers, timestamp and partition; the ordered window keeps its bound; bad records and
+failed records fail alone; the dead-letter topic; cancellation and close; metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
+
+import msgspec
+import pydantic
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sluice.client import (
+    DeliveryError,
+    Producer,
+    ProducerClosedError,
+    QueueFullError,
+    Record,
+    RecordMetadata,
+    SerializationError,
+    UndeliveredError,
+)
+from sluice.client import dlq as headers
+from sluice.testing.process import free_port
+from tests.client.conftest import DEADLINE, Target, read_topic
+from tests.clients.conftest import stored_batches
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, DEADLINE))
+
+
+def producer(target: Target, **options: Any) -> Producer:
+    """A producer for the target broker, its metrics in a registry of its own."""
+    options.setdefault("metrics_registry", CollectorRegistry())
+    return Producer(target.bootstrap, **target.options(**options))
+
+
+STRATEGIES = ["send", "send_nowait", "submit", "send_ordered", "send_batch"]
+
+
+async def send_all(p: Producer, strategy: str, records: list[Record]) -> list[RecordMetadata]:
+    """Every record through one strategy, the results in record order."""
+    if strategy == "send":
+        return [
+            await p.send(r.topic, r.value, r.key, r.headers, r.partition, r.timestamp)
+            for r in records
+        ]
+    if strategy == "send_nowait":
+        futures = [
+            p.send_nowait(r.topic, r.value, r.key, r.headers, r.partition, r.timestamp)
+            for r in records
+        ]
+        return list(await asyncio.gather(*futures))
+    if strategy == "submit":
+        futures = [
+            await p.submit(r.topic, r.value, r.key, r.headers, r.partition, r.timestamp)
+            for r in records
+        ]
+        return list(await asyncio.gather(*futures))
+    if strategy == "send_ordered":
+        return [r async for r in p.send_ordered(records, max_in_flight=16)]
+    assert strategy == "send_batch"
+    return list(await p.send_batch(records))
+
+
+def workload(target: Target, topic: str, partitions: int, n: int) -> list[Record]:
+    """Keyed records over every partition, each with headers and a timestamp where the broker
+    keeps them; every fifth leaves the partition to librdkafka's partitioner (by key)."""
+    base = int(time.time() * 1000) - 60_000
+    return [
+        Record(
+            topic,
+            f"value-{i:04d}".encode(),
+            key=f"key-{i % 7}".encode(),
+            headers=[("n", str(i).encode()), ("kind", b"test")] if target.headers else None,
+            partition=None if i % 5 == 4 else i % partitions,
+            timestamp=base + i if target.timestamps else None,
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_stores_each_record_once_in_order(target: Target, strategy: str) -> None:
+    topic, partitions = target.topic(f"strategy-{strategy}", 3)
+    records = workload(target, topic, partitions, 200)
+
+    async def go() -> list[RecordMetadata]:
+        async with producer(target) as p:
+            return await send_all(p, strategy, records)
+
+    results = run(go())
+    assert [r.error for r in results] == [None] * len(records)
+    stored = read_topic(target, topic)
+    assert sorted(s.value or b"" for s in stored) == sorted(r.value for r in records)  # once
+    at = {(s.partition, s.offset): s for s in stored}
+    for record, result in zip(records, results, strict=True):
+        assert result.topic == topic
+        if record.partition is not None:
+            assert result.partition == record.partition
+        s = at[(result.partition, result.offset)]  # the result names where the record is
+        assert (s.key, s.value) == (record.key, record.value)
+        assert s.headers == list(record.headers or [])
+        if target.timestamps:
+            assert s.timestamp == result.timestamp == record.timestamp
+        assert result.latency is not None and result.latency > 0
+    for p in range(partitions):  # each partition holds its records in the order they were sent
+        sent = [r.value for r, res in zip(records, results, strict=True) if res.partition == p]
+        assert [s.value for s in stored if s.partition == p] == sent
+    if target.data_dir is not None:  # the default producer is idempotent
+        ids = {h.producer_id for p in range(partitions)
+               for h in stored_batches(target.data_dir, topic, p)}
+        assert len(ids) == 1 and min(ids) >= 0, ids
+
+
+def test_send_ordered_keeps_at_most_its_bound_in_flight(target: Target) -> None:
+    topic, _ = target.topic("ordered-bound")
+    records = [Record(topic, f"{i:05d}".encode()) for i in range(1000)]
+    bound = 7
+
+    async def go() -> tuple[list[RecordMetadata], list[int], int]:
+        async with producer(target) as p:
+            window = p.send_ordered(records, max_in_flight=bound)
+            results, seen = [], []
+            async for result in window:
+                seen.append(window.outstanding)
+                assert window.in_flight <= window.outstanding <= bound
+                results.append(result)
+            return results, seen, window.peak_in_flight
+
+    results, seen, peak = run(go())
+    assert max(seen) == bound - 1  # the window was full when each result was taken
+    assert peak == bound  # and the count saw it reach its bound, never more
+    stored = read_topic(target, topic)
+    assert [s.value for s in stored] == [r.value for r in records]
+    assert [r.offset for r in results] == [s.offset for s in stored]  # in submission order
+
+
+def test_send_ordered_yields_a_failed_record_in_its_place(target: Target) -> None:
+    topic, _ = target.topic("ordered-failure")
+    records = [Record(topic, f"{i:04d}".encode()) for i in range(300)]
+    records[150] = Record(topic, b"x" * 20_000)  # over message.max.bytes below
+
+    async def go() -> list[RecordMetadata]:
+        async with producer(target, **{"message.max.bytes": 10_000}) as p:
+            return [r async for r in p.send_ordered(records, max_in_flight=50)]
+
+    results = run(go())
+    failed = [i for i, r in enumerate(results) if r.error is not None]
+    assert failed == [150]
+    error = results[150].error
+    assert isinstance(error, DeliveryError)
+    assert (error.code, error.name, error.retriable) == (10, "MSG_SIZE_TOO_LARGE", False)
+    assert error.record is records[150]
+    assert (results[150].offset, results[150].topic) == (-1, topic)
+    stored = read_topic(target, topic)
+    assert [s.value for s in stored] == [r.value for i, r in enumerate(records) if i != 150]
+
+
+def test_records_from_mappings_and_async_iterables(target: Target) -> None:
+    topic, _ = target.topic("mappings")
+
+    async def source(start: int, n: int) -> AsyncIterator[dict[str, Any]]:
+        for i in range(start, start + n):
+            await asyncio.sleep(0)
+            yield {"topic": topic, "value": f"{i:04d}".encode(), "key": b"k"}
+
+    async def go() -> tuple[list[RecordMetadata], list[RecordMetadata]]:
+        async with producer(target) as p:
+            batch = list(await p.send_batch(source(0, 2500)))  # more than one chunk
+            ordered = [r async for r in p.send_ordered(source(2500, 100), max_in_flight=10)]
+            return batch, ordered
+
+    batch, ordered = run(go())
+    assert all(r.ok for r in batch + ordered)
+    stored = read_topic(target, topic)
+    assert [s.value for s in stored] == [f"{i:04d}".encode() for i in range(2600)]
+    assert [r.offset for r in batch + ordered] == list(range(2600))
+
+
+def test_bad_records_fail_alone(target: Target) -> None:
+    """Every kind of bad input is that record's error, in every strategy; the others are
+    delivered."""
+    topic, _ = target.topic("bad-input")
+    records: list[Any] = [
+        Record(topic, b"first"),
+        Record(topic, object()),  # not bytes, and no serializer
+        {"value": b"no topic"},  # a mapping without a topic
+        "not a record",
+        Record(topic, b"x" * 20_000),  # over message.max.bytes
+        Record(topic, b"v", headers=42),  # type: ignore[arg-type]  # headers of the wrong type
+        Record("bad topic!", b"v"),  # a topic name the broker refuses
+        Record(topic, b"last"),
+    ]
+
+    async def go() -> tuple[list[RecordMetadata], list[RecordMetadata], list[Any]]:
+        async with producer(target, **{"message.max.bytes": 10_000}) as p:
+            batch = list(await p.send_batch(records))
+            ordered = [r async for r in p.send_ordered(records, max_in_flight=3)]
+            raised = []
+            for call in (
+                lambda: p.send(topic, object()),
+                lambda: p.send(topic, b"x" * 20_000),
+                lambda: p.send("bad topic!", b"v"),
+                lambda: p.send_nowait(topic, 12.5),
+            ):
+                with pytest.raises((SerializationError, DeliveryError)) as info:
+                    await call()
+                raised.append(info.value)
+            return batch, ordered, raised
+
+    batch, ordered, raised = run(go())
+    for results in (batch, ordered):
+        errors = [type(r.error) for r in results]
+        assert errors == [type(None), SerializationError, SerializationError,
+                          SerializationError, DeliveryError, SerializationError, DeliveryError,
+                          type(None)]
+        too_large, refused = results[4].error, results[6].error
+        assert isinstance(too_large, DeliveryError) and too_large.code == 10
+        # The broker's answer (17, TOPIC_EXCEPTION) the first time; librdkafka remembers it
+        # and refuses the topic itself (-188, _UNKNOWN_TOPIC) from then on.
+        assert isinstance(refused, DeliveryError) and refused.code in (17, -188)
+        assert refused.record.topic == "bad topic!"
+        assert "value is a object" in str(results[1].error)
+    assert [type(e) for e in raised] == [SerializationError, DeliveryError, DeliveryError,
+                                         SerializationError]
+    assert [s.value for s in read_topic(target, topic)] == [b"first", b"last"] * 2
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+class Model(pydantic.BaseModel):
+    name: str
+    size: int
+
+
+class Struct(msgspec.Struct):
+    name: str
+    tags: list[str]
+
+
+def test_serializers(target: Target) -> None:
+    topic, _ = target.topic("serializers")
+    values: list[Any] = [{"a": 1}, [1, "two"], "text", Point(1, 2), Model(name="m", size=3),
+                         Struct(name="s", tags=["t"]), b'{"raw":true}']
+    expected = [{"a": 1}, [1, "two"], "text", {"x": 1, "y": 2}, {"name": "m", "size": 3},
+                {"name": "s", "tags": ["t"]}, {"raw": True}]
+
+    async def go() -> None:
+        for serializer in ("json", "msgspec", "pydantic"):
+            async with producer(target, value_serializer=serializer,
+                                key_serializer=json.dumps) as p:
+                results = await p.send_batch(Record(topic, v, key={"k": serializer})
+                                             for v in values)
+                assert all(r.ok for r in results), [r.error for r in results]
+
+    run(go())
+    stored = read_topic(target, topic)
+    assert [json.loads(s.value or b"") for s in stored] == expected * 3
+    assert [json.loads(s.key or b"") for s in stored] == [
+        {"k": s} for s in ("json", "msgspec", "pydantic") for _ in values
+    ]
+
+
+def test_send_nowait_never_overflows_librdkafkas_queue(target: Target) -> None:
+    """A full queue is QueueFullError from send_nowait (never librdkafka's BufferError), and
+    a wait for space in submit and send."""
+    topic, _ = target.topic("queue-full")
+
+    async def go() -> list[RecordMetadata]:
+        # Ten records fill the queue and sit there for the linger.
+        async with producer(target, **{"queue.buffering.max.messages": 10,
+                                       "linger.ms": 200}) as p:
+            futures = [p.send_nowait(topic, f"{i}".encode()) for i in range(10)]
+            with pytest.raises(QueueFullError, match="submit"):
+                p.send_nowait(topic, b"refused")
+            futures.append(await p.submit(topic, b"10"))
+            futures.append(asyncio.ensure_future(p.send(topic, b"11")))
+            return list(await asyncio.gather(*futures))
+
+    results = run(go())
+    assert all(r.ok for r in results)
+    assert [s.value for s in read_topic(target, topic)] == [f"{i}".encode() for i in range(12)]
+
+
+def test_cancelling_send_cancels_the_wait_not_the_record(target: Target) -> None:
+    topic, _ = target.topic("cancel-send")
+
+    async def go() -> None:
+        async with producer(target, **{"linger.ms": 200}) as p:
+            task = asyncio.ensure_future(p.send(topic, b"cancelled"))
+            await asyncio.sleep(0)  # the task runs until it waits for the delivery
+            assert p.metrics()["in_flight"] == 1  # librdkafka has the record
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await p.flush(DEADLINE) == 0
+
+    run(go())
+    assert [s.value for s in read_topic(target, topic)] == [b"cancelled"]
+
+
+def test_cancelling_a_send_waiting_for_queue_space_sends_nothing(target: Target) -> None:
+    topic, _ = target.topic("cancel-waiting")
+
+    async def go() -> None:
+        async with producer(target, **{"queue.buffering.max.messages": 1,
+                                       "linger.ms": 200}) as p:
+            first = p.send_nowait(topic, b"first")
+            task = asyncio.ensure_future(p.send(topic, b"never"))
+            await asyncio.sleep(0)  # the task runs until it waits for space
+            assert not task.done() and p.metrics()["in_flight"] == 1
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert (await first).ok
+            assert await p.flush(DEADLINE) == 0
+
+    run(go())
+    assert [s.value for s in read_topic(target, topic)] == [b"first"]
+
+
+def test_close_waits_for_records_in_flight(target: Target) -> None:
+    topic, _ = target.topic("close-flushes")
+
+    async def go() -> list[asyncio.Future[RecordMetadata]]:
+        p = producer(target, **{"linger.ms": 100})
+        await p.start()
+        futures = [p.send_nowait(topic, f"{i}".encode()) for i in range(100)]
+        assert p.metrics()["in_flight"] == 100
+        await p.close(DEADLINE)
+        await p.close()  # again: nothing
+        with pytest.raises(ProducerClosedError):
+            p.send_nowait(topic, b"late")
+        with pytest.raises(ProducerClosedError):
+            await p.send_batch([Record(topic, b"late")])
+        return futures
+
+    futures = run(go())
+    assert all(f.done() and f.result().ok for f in futures)
+    assert len(read_topic(target, topic)) == 100
+
+
+def test_close_reports_every_record_it_could_not_deliver() -> None:
+    """Nothing listens at the address, so the records stay queued: close(timeout) purges them,
+    fails each one's future, and raises naming them all."""
+
+    async def go() -> tuple[list[asyncio.Future[RecordMetadata]], UndeliveredError]:
+        p = Producer(f"127.0.0.1:{free_port()}", metrics_registry=None)
+        await p.start()
+        futures = [p.send_nowait("nowhere", f"{i}".encode()) for i in range(5)]
+        window = p.send_ordered([Record("nowhere", b"ordered")], max_in_flight=1)
+        ordered = asyncio.ensure_future(anext(window))
+        await asyncio.sleep(0)
+        with pytest.raises(UndeliveredError) as info:
+            await p.close(0.2)
+        results = [await ordered]
+        assert results[0].error is not None and results[0].error.purged  # type: ignore[attr-defined]
+        return futures, info.value
+
+    futures, error = run(go())
+    assert sorted(r.value for r in error.records) == [b"0", b"1", b"2", b"3", b"4", b"ordered"]
+    for f in futures:
+        exc = f.exception()
+        assert isinstance(exc, DeliveryError) and exc.purged and exc.name == "_PURGE_QUEUE"
+
+
+def test_an_exception_in_the_block_still_closes(target: Target) -> None:
+    topic, _ = target.topic("close-on-error")
+
+    async def go() -> Producer:
+        p = producer(target)
+        with pytest.raises(RuntimeError, match="boom"):
+            async with p:
+                p.send_nowait(topic, b"sent before the error")
+                raise RuntimeError("boom")
+        return p
+
+    assert run(go()).closed
+    assert [s.value for s in read_topic(target, topic)] == [b"sent before the error"]
+
+
+# -- the dead-letter topic ------------------------------------------------------------------
+
+
+def header_map(stored: list[tuple[str, bytes]]) -> dict[str, bytes]:
+    return dict(stored)
+
+
+def test_a_record_over_the_size_limit_is_dead_lettered(target: Target) -> None:
+    target.require_headers()
+    topic, _ = target.topic("dlq-size")
+    letters_topic = f"{topic}.dlq"
+    target.make(letters_topic)
+    records = [
+        Record(topic, b"before"),
+        Record(topic, b"x" * 20_000, key=b"big", headers={"trace": b"abc"}),
+        Record(topic, b"after"),
+    ]
+
+    async def go() -> tuple[list[RecordMetadata], dict[str, Any]]:
+        async with producer(target, dead_letter_topic="{topic}.dlq",
+                            **{"message.max.bytes": 10_000}) as p:
+            results = list(await p.send_batch(records))
+            return results, p.metrics()
+
+    started = int(time.time() * 1000)
+    results, metrics = run(go())
+    assert [r.ok for r in results] == [True, False, True]
+    error, copy = results[1].error, results[1].dead_letter
+    assert isinstance(error, DeliveryError) and error.code == 10
+    assert copy is not None and copy.topic == letters_topic and copy.ok
+    assert [s.value for s in read_topic(target, topic)] == [b"before", b"after"]
+    (letter,) = read_topic(target, letters_topic)
+    assert (letter.partition, letter.offset) == (copy.partition, copy.offset)
+    assert letter.key == b"big"
+    assert letter.value is None  # it would be too large again; the header says what it was
+    h = header_map(letter.headers)
+    assert h["trace"] == b"abc"  # the original headers travel along
+    assert h[headers.TOPIC] == topic.encode()
+    assert headers.PARTITION not in h  # librdkafka refused it before choosing one
+    assert h[headers.ERROR_CODE] == b"10"
+    assert h[headers.ERROR_NAME] == b"MSG_SIZE_TOO_LARGE"
+    assert b"too large" in h[headers.EXCEPTION_MESSAGE]
+    assert h[headers.EXCEPTION_CLASS_NAME] == b"sluice.client.errors.DeliveryError"
+    assert h[headers.STAGE] == b"KAFKA_PRODUCE"
+    assert h[headers.ATTEMPTS] == b"0"
+    assert h[headers.KEY] == b"big"
+    assert h[headers.VALUE_SIZE] == b"20000"
+    assert started <= int(h[headers.TIMESTAMP]) <= int(time.time() * 1000)
+    assert metrics["dead_lettered"] == 1 and metrics["failed_by_error"] == {"MSG_SIZE_TOO_LARGE": 1}
+
+
+def test_a_record_for_a_topic_the_broker_refuses_is_dead_lettered(target: Target) -> None:
+    target.require_headers()
+    topic, _ = target.topic("dlq-refused")
+    letters_topic, _ = target.topic("dlq-refused-letters")
+    records = [
+        Record(topic, b"1"),
+        Record("bad topic!", b"2", key=b"k", headers=[("h", b"v")], partition=0),
+        Record(topic, b"3"),
+    ]
+
+    async def go() -> list[RecordMetadata]:
+        async with producer(target, dead_letter_topic=letters_topic) as p:
+            return [r async for r in p.send_ordered(records, max_in_flight=3)]
+
+    results = run(go())
+    assert [r.ok for r in results] == [True, False, True]
+    assert results[1].dead_letter is not None and results[1].dead_letter.topic == letters_topic
+    assert [s.value for s in read_topic(target, topic)] == [b"1", b"3"]
+    (letter,) = read_topic(target, letters_topic)
+    assert (letter.key, letter.value) == (b"k", b"2")
+    h = header_map(letter.headers)
+    assert h["h"] == b"v"
+    assert h[headers.TOPIC] == b"bad topic!"
+    assert h[headers.PARTITION] == b"0"
+    assert h[headers.ERROR_CODE] == b"17"
+    assert h[headers.ATTEMPTS] == b"1"
+
+
+def test_a_failed_dead_letter_copy_is_reported_and_never_retried(target: Target) -> None:
+    topic, _ = target.topic("dlq-fails")
+
+    async def go() -> tuple[DeliveryError, dict[str, Any]]:
+        async with producer(target, dead_letter_topic="bad dead letters!",
+                            **{"message.max.bytes": 10_000}) as p:
+            with pytest.raises(DeliveryError) as info:
+                await p.send(topic, b"x" * 20_000)
+            return info.value, p.metrics()
+
+    error, metrics = run(go())
+    assert error.code == 10
+    assert error.dead_letter_error is not None and error.dead_letter_error.code == 17
+    assert "dead-letter topic failed too" in str(error)
+    assert (metrics["dead_letter_failed"], metrics["dead_lettered"]) == (1, 0)
+    assert metrics["failed_by_error"] == {"MSG_SIZE_TOO_LARGE": 1}  # the copy is no new failure
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+
+def test_metrics_snapshot_and_prometheus(target: Target) -> None:
+    topic, _ = target.topic("metrics")
+    registry = CollectorRegistry()
+    client_id = f"metrics-{topic}"
+
+    async def go() -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+        async with producer(target, metrics_registry=registry, **{
+            "client.id": client_id, "statistics.interval.ms": 100, "message.max.bytes": 10_000,
+        }) as p:
+            records = [Record(topic, b"v")] * 100 + [Record(topic, b"x" * 20_000)]
+            await p.send_batch(records)
+            deadline = time.monotonic() + DEADLINE
+            while p.metrics()["librdkafka"] is None:  # the first statistics, within 100 ms
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            snapshot = p.metrics()
+            exported = generate_latest(registry).decode()
+        return snapshot, exported, None
+
+    snapshot, exported, _ = run(go())
+    assert snapshot["sent"] == 100
+    assert snapshot["failed"] == 1 and snapshot["failed_by_error"] == {"MSG_SIZE_TOO_LARGE": 1}
+    assert snapshot["latency"]["count"] == 100
+    assert 0 < snapshot["latency"]["p50"] <= snapshot["latency"]["p99"]
+    assert snapshot["in_flight"] == 0 and snapshot["in_flight_bytes"] == 0
+    assert snapshot["peak_in_flight"] >= 1
+    assert isinstance(snapshot["retried"], int)
+    assert snapshot["librdkafka"]["client_id"] == client_id
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(exported)
+        for s in family.samples
+    }
+
+    def sample(name: str, **labels: str) -> float:
+        labels.update(messaging_client_id=client_id, messaging_system="kafka")
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert sample("messaging_client_sent_messages_total", error_type="") == 100
+    assert sample("messaging_client_sent_messages_total", error_type="MSG_SIZE_TOO_LARGE") == 1
+    assert sample("messaging_client_operation_duration_seconds_count",
+                  messaging_operation_name="send") == 100
+    assert sample("messaging_client_operation_duration_seconds_bucket",
+                  messaging_operation_name="send", le="+Inf") == 100
+    assert sample("sluice_client_in_flight_messages") == 0
+    assert sample("sluice_client_queue_fill_ratio") == 0
+    assert sample("sluice_client_retried_requests_total") == snapshot["retried"]
+    assert client_id not in generate_latest(registry).decode()  # closed: no longer exported
