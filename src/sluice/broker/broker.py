@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import resource
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sluice.broker import admin, cluster, config_apis, fetch, list_offsets, metadata, produce
@@ -26,6 +25,7 @@ from sluice.broker.context import FetchWaiters
 from sluice.broker.groups import GroupConfig, GroupCoordinator
 from sluice.broker.producer_ids import ProducerIds, init_producer_id
 from sluice.config import BrokerConfig
+from sluice.dataclass import dataclass
 from sluice.errors import CloseConnection
 from sluice.protocol import (
     SUPPORTED,

@@ -17,10 +17,9 @@ from __future__ import annotations
 import asyncio
 import struct
 
-import crc32c
-
 from sluice.config import CompressionType, LogConfig
 from sluice.errors import CorruptRecordError
+from sluice.protocol.crc import crc32c
 from sluice.protocol.records import (
     ATTRIBUTES_OFFSET,
     COMPRESSION_MASK,
@@ -118,7 +117,7 @@ def _recompress_and_verify(
                 verify_record_count(h, batch, limit=limit)
             out += batch
             continue
-        if crc32c.crc32c(batch[ATTRIBUTES_OFFSET:]) != h.crc:
+        if crc32c(batch[ATTRIBUTES_OFFSET:]) != h.crc:
             raise CorruptRecordError(f"record batch at byte {h.position} fails its CRC-32C check")
         out += recompress_batch(batch, target, limit=limit)
     return out

@@ -11,9 +11,9 @@ and make the declarations easy to check against the JSON), but only the ranges i
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from enum import IntEnum
 
+from sluice.dataclass import dataclass
 from sluice.protocol.primitives import Buffer
 from sluice.protocol.schema import (
     BOOL,

@@ -14,7 +14,6 @@ their default, as Kafka does.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import operator
 import struct
 import uuid
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any, Protocol, TypeVar, dataclass_transform, runtime_checkable
 
+from sluice.dataclass import build, dataclass
 from sluice.protocol.primitives import (
     F64,
     I8,
@@ -86,7 +86,7 @@ Records = Buffer | RecordSource
 """A record set as the codec carries it: opaque bytes, never decoded here."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Versions:
     lo: int
     hi: int  # inclusive; 32767 for "N+"
@@ -105,14 +105,14 @@ class Versions:
         return self.lo <= version <= self.hi
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Array:
     """``[]T``: ``of`` is a primitive type name or a message dataclass."""
 
     of: str | type
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class FieldMeta:
     type: str | type | Array
     versions: Versions
@@ -157,92 +157,16 @@ def arr(of: str | type) -> Array:
 # -- message classes -----------------------------------------------------------------------------
 
 T = TypeVar("T")
-_FIELD_KIND = getattr(dataclasses, "_FIELD")  # noqa: B009 -- what dataclasses.fields() keeps
-_HAS_FACTORY: Any = object()
 
 
 @dataclass_transform(kw_only_default=True)
 def message(cls: type[T]) -> type[T]:
-    """What ``@dataclass(slots=True, kw_only=True)`` makes of ``cls`` (``__slots__``, a
-    keyword-only ``__init__``, ``__eq__``, ``__repr__``, and ``__dataclass_fields__`` so that
-    :func:`dataclasses.fields`, ``replace`` and ``asdict`` work), built at a fraction of the
-    cost: ``dataclasses`` compiles three functions per class and formats a signature for the
-    docstring, which for the ~150 messages was most of the time ``import sluice`` took. The
-    ``__init__`` is compiled on a class's first instantiation."""
-    annotations = inspect.get_annotations(cls)
-    fields: dict[str, dataclasses.Field[Any]] = {}
-    namespace = dict(cls.__dict__)
-    for name, annotation in annotations.items():
-        fld = namespace.pop(name, _MISSING)
-        if not isinstance(fld, dataclasses.Field):
-            fld = dataclasses.field(default=fld)
-        fld.name = name
-        fld.type = annotation
-        fld.kw_only = True
-        fld._field_type = _FIELD_KIND
-        fields[name] = fld
-    names = tuple(fields)
-    namespace.pop("__dict__", None)
-    namespace.pop("__weakref__", None)
-    namespace["__slots__"] = names
-    namespace["__dataclass_fields__"] = fields
-    namespace["__match_args__"] = ()
-    namespace["__init__"] = _first_init
-    namespace["__repr__"] = _repr
-    namespace["__eq__"] = _eq_of(names)
-    namespace["__hash__"] = None
-    if namespace.get("__doc__") is None:
-        namespace["__doc__"] = f"{cls.__name__}(*, {', '.join(names)})"
-    built: type[T] = type(cls.__name__, cls.__bases__, namespace)
-    built.__qualname__ = cls.__qualname__
+    """``@dataclass(slots=True, kw_only=True)``, built by :func:`sluice.dataclass.build` (a
+    fraction of the standard decorator's cost: there are ~150 messages)."""
+    built = build(cls, kw_only=True)
+    if built is None:
+        raise TypeError(f"{cls.__name__}: a message declares plain fields only")
     return built
-
-
-def _first_init(self: Any, **kwargs: Any) -> None:
-    cls = type(self)
-    if cls.__dict__.get("__init__") is _first_init:
-        cls.__init__ = _compile_init(cls)
-    cls.__init__(self, **kwargs)
-
-
-def _compile_init(cls: type) -> Callable[..., None]:
-    fields: dict[str, dataclasses.Field[Any]] = cls.__dataclass_fields__  # type: ignore[attr-defined]
-    scope: dict[str, Any] = {"_HAS_FACTORY": _HAS_FACTORY}
-    params, body = [], []
-    for name, fld in fields.items():
-        if fld.default_factory is not dataclasses.MISSING:
-            scope[f"_factory_{name}"] = fld.default_factory
-            params.append(f"{name}=_HAS_FACTORY")
-            body.append(f"    self.{name} = _factory_{name}() if {name} is _HAS_FACTORY else {name}")
-            continue
-        if fld.default is dataclasses.MISSING:
-            params.append(name)
-        else:
-            scope[f"_default_{name}"] = fld.default
-            params.append(f"{name}=_default_{name}")
-        body.append(f"    self.{name} = {name}")
-    signature = f"self, *, {', '.join(params)}" if params else "self"
-    source = f"def __init__({signature}):\n" + ("\n".join(body) or "    pass") + "\n"
-    exec(source, scope)
-    init: Callable[..., None] = scope["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    return init
-
-
-def _repr(self: Any) -> str:
-    values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-    return f"{type(self).__qualname__}({values})"
-
-
-def _eq_of(names: tuple[str, ...]) -> Callable[[Any, Any], Any]:
-    values = operator.attrgetter(*names) if names else (lambda obj: ())
-
-    def __eq__(self: Any, other: Any) -> Any:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return values(self) == values(other)
-
-    return __eq__
 
 
 # -- compiled plans ------------------------------------------------------------------------------
