@@ -76,6 +76,7 @@ def error_answer(
             )
         case m.FetchRequest():
             return m.FetchResponse(
+                error_code=error,  # and per partition, as Kafka's own error answer has it
                 responses=[
                     m.FetchableTopicResponse(
                         topic=t.topic,
@@ -106,7 +107,12 @@ def error_answer(
                 brokers=[m.MetadataResponseBroker(node_id=node_id, host=host, port=port)],
                 controller_id=node_id,
                 topics=[
-                    m.MetadataResponseTopic(error_code=error, name=t.name, topic_id=t.topic_id)
+                    m.MetadataResponseTopic(
+                        error_code=error,
+                        # named by id (v10+): a name is only nullable in answers from v12
+                        name=t.name if t.name is not None or v >= 12 else "",
+                        topic_id=t.topic_id,
+                    )
                     for t in body.topics or []
                 ],
             )

@@ -96,7 +96,7 @@ class EmbeddedBroker(Cluster):
 
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         """Start serving; returns once the broker accepts connections and the declared topics
-        exist."""
+        exist. Started again after :meth:`stop`, it listens on the port it had."""
         if self._thread is not None:
             raise RuntimeError("the embedded broker is started already")
         self._ready.clear()
@@ -108,7 +108,9 @@ class EmbeddedBroker(Cluster):
         if self._error is not None:
             self._thread.join(timeout)
             self._thread = None
-            raise RuntimeError("embedded sluice broker failed to start") from self._error
+            raise RuntimeError(
+                f"embedded sluice broker failed to start: {self._error}"
+            ) from self._error
         if self.topics:
             self.create_topics(self.topics, exist_ok=True, timeout=timeout)
         return self
@@ -129,6 +131,7 @@ class EmbeddedBroker(Cluster):
             serving = asyncio.ensure_future(server.serve())
             await asyncio.wait([waiter, serving], return_when=asyncio.FIRST_COMPLETED)
             if serving.done():
+                waiter.cancel()
                 serving.result()  # raises the startup error
             self._ready.set()
             await serving
@@ -147,6 +150,8 @@ class EmbeddedBroker(Cluster):
         if self._thread is None:
             return
         self.close()  # the helpers' producer, before its broker goes
+        if self.server is not None and self.server.bound is not None:
+            self._keep_port(self.server.bound.port)
         loop = self._loop
         if loop is not None and not loop.is_closed() and self._thread.is_alive():
             with contextlib.suppress(RuntimeError):  # the loop finished meanwhile
@@ -167,15 +172,16 @@ class EmbeddedBroker(Cluster):
 
     def restart(self, timeout: float = 30.0) -> EmbeddedBroker:
         """Stop cleanly and start again on the same port and data directory."""
+        self.stop(timeout)
+        return self.start(timeout)
+
+    def _keep_port(self, port: int) -> None:
         import dataclasses
 
         from sluice.config import Listener
 
-        port = self.port
-        self.stop(timeout)
         listen = Listener(self.config.listen.host, port)
         self.config = dataclasses.replace(self.config, listen=listen)
-        return self.start(timeout)
 
     def cleanup(self) -> None:
         """Remove the temporary data directory (one that was given is kept)."""
