@@ -184,3 +184,20 @@ def test_an_external_cluster_refuses_what_needs_an_embedded_broker() -> None:
         with pytest.raises(NotSupportedHere):
             attempt()
 
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_the_documented_examples_run_against_an_external_cluster(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """docs/testing.md's examples, as a team would run them in a later CI stage against Kafka:
+    the same files, with --kafka-bootstrap; what needs an embedded broker skips."""
+    with BrokerProcess(tmp_path / "external", tmp_path / "external.log") as external:
+        external.start()
+        result = pytester.runpytest_subprocess(
+            str(EXAMPLES), "--kafka-bootstrap", external.bootstrap_servers, "-p", "no:cacheprovider", "-rs"
+        )
+        result.assert_outcomes(passed=9, skipped=3)
+        assert _topics(external.bootstrap_servers) == []
