@@ -5,4 +5,4 @@ import pytest
 
 @pytest.fixture(scope="session")
 def sluice_settings() -> dict[str, object]:
-    return {"num.partitions": 3, "group.initial.rebalance.delay.ms": 0}
+    return {"num.partitions": 3}  # what topics created on first use get (Kafka's default: 1)
