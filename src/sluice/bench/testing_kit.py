@@ -224,14 +224,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--module-runs", type=int, default=None, help="pytest runs of each 20-test module (--runs)"
     )
+    parser.add_argument(
+        "--only",
+        choices=["interpreters", "pytest"],
+        default=None,
+        help="only the fresh-interpreter measurements, or only the pytest modules",
+    )
     args = parser.parse_args(argv)
 
+    if args.only != "pytest":
+        _fresh_interpreters(args.runs)
+    if args.only != "interpreters":
+        _pytest_modules(args.module_runs or args.runs)
+    return 0
+
+
+def _fresh_interpreters(runs: int) -> None:
     _child(_CHILD)  # warm-up: bytecode written, files in the page cache
-    children = [_child(_CHILD) for _ in range(args.runs)]
-    mocks = [_child(_MOCK_CHILD)[0] for _ in range(args.runs)]
+    children = [_child(_CHILD) for _ in range(runs)]
+    mocks = [_child(_MOCK_CHILD)[0] for _ in range(runs)]
     bare = statistics.median(_child(_BARE)[0]["bare_rss_mib"] for _ in range(3))
     rows = [(key, [c[key] for c, _ in children]) for key in ("import", "ready", "import_ready")]
-    print(f"fresh interpreters, median (p10-p90) of {args.runs}:")
+    print(f"fresh interpreters, median (p10-p90) of {runs}:")
     names = {
         "import": "from sluice.testing import EmbeddedBroker",
         "ready": "EmbeddedBroker().start() to ready",
@@ -247,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     idle = statistics.median(c["idle_rss_mib"] for c, _ in children)
     print(f"  {'RSS of an idle embedded broker (process)':<44} {idle:8.1f} MiB  ({idle - bare:.1f} over a bare interpreter's {bare:.1f})")
 
-    module_runs = args.module_runs or args.runs
+
+def _pytest_modules(module_runs: int) -> None:
     print(
         "\npytest, a 20-test module (topic, 10 records, a consumer group), wall time, "
         f"median (p10-p90) of {module_runs}:"
@@ -260,12 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         for path in paths.values():
             _pytest(path)  # warm-up
         walls: dict[str, list[float]] = {name: [] for name in paths}
-        for _ in range(args.module_runs or args.runs):
+        for _ in range(module_runs):
             for name, path in paths.items():  # interleaved: the same load for each
                 walls[name].append(_pytest(path))
         for name, values in walls.items():
             print(f"  {name:<44} {_summary(values, 1.0, 's')}")
-    return 0
 
 
 if __name__ == "__main__":

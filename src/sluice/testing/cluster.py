@@ -180,8 +180,8 @@ class Cluster:
         that far takes longer than ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         with _Reader(self.bootstrap_servers, topic, deadline) as reader:
-            starts, ends = reader.offsets(deadline)
-            expected = sum(ends[p] - starts[p] for p in ends)
+            ends = reader.ends
+            expected = sum(ends[p] - reader.starts[p] for p in ends)
             while not reader.reached(ends):
                 if not reader.poll(deadline, expected - len(reader.records)):
                     raise ConsumeTimeout(
@@ -238,7 +238,8 @@ class ExternalCluster(Cluster):
 
 
 class _Reader:
-    """A group-less librdkafka consumer assigned every partition of one topic from the start."""
+    """A group-less librdkafka consumer assigned every partition of one topic from the start,
+    with each partition's start and end offsets (low and high watermarks) as it was assigned."""
 
     def __init__(self, bootstrap_servers: str, topic: str, deadline: float) -> None:
         import confluent_kafka
@@ -258,11 +259,10 @@ class _Reader:
             }
         )
         self.partitions = self._partitions(deadline)
+        self.starts, self.ends = self.offsets(deadline)
+        # at explicit offsets: from OFFSET_BEGINNING librdkafka takes ~0.5 s to start fetching
         self.consumer.assign(
-            [
-                confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
-                for p in self.partitions
-            ]
+            [confluent_kafka.TopicPartition(topic, p, self.starts[p]) for p in self.partitions]
         )
 
     def _partitions(self, deadline: float) -> list[int]:

@@ -12,6 +12,7 @@
 - ``sluice_process``: ``sluice serve`` as a child process, to SIGKILL and start again.
 - ``sluice_settings``: the broker settings (Kafka names) both brokers start with; override it
   (session scope) in a conftest.py.
+- ``sluice_session_broker``: the session's broker for session-scoped fixtures of your own.
 
 ``--kafka-bootstrap HOST:PORT`` (or the ``SLUICE_KAFKA_BOOTSTRAP`` environment variable) runs
 the same tests against a cluster sluice does not start (Apache Kafka, Redpanda, a ``sluice
@@ -95,11 +96,13 @@ def sluice_settings() -> Mapping[str, object]:
 
 
 @pytest.fixture(scope="session")
-def _sluice_session_cluster(
+def sluice_session_broker(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     sluice_settings: Mapping[str, object],
 ) -> Iterator[Cluster]:
+    """The session's broker itself, for session-scoped fixtures of your own (topics that every
+    test reads, say). Tests use ``sluice_broker``: the same broker, kept healthy per test."""
     bootstrap = external_bootstrap(request.config)
     if bootstrap is not None:
         cluster = _external_cluster(bootstrap)
@@ -115,12 +118,12 @@ def _sluice_session_cluster(
 
 
 @pytest.fixture
-def sluice_broker(_sluice_session_cluster: Cluster) -> Iterator[EmbeddedBroker]:
+def sluice_broker(sluice_session_broker: Cluster) -> Iterator[EmbeddedBroker]:
     """The session's broker (see the module's documentation), healthy for this test; the
     topics this test creates through its helpers are deleted when it ends."""
     from sluice.testing.embedded import EmbeddedBroker
 
-    cluster = _sluice_session_cluster
+    cluster = sluice_session_broker
     if isinstance(cluster, EmbeddedBroker) and not cluster.running:
         cluster.start()  # an earlier test stopped it
     before = set(cluster.created_topics)
