@@ -42,11 +42,11 @@ idle = rss_kib()
 import confluent_kafka as ck
 t3 = time.perf_counter()
 producer = ck.Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 0})
-producer.produce("first", b"x")
+producer.produce("first", b"x", partition=0)
 assert producer.flush(30) == 0
 consumer = ck.Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "g",
                         "enable.auto.commit": False})
-consumer.assign([ck.TopicPartition("first", 0, ck.OFFSET_BEGINNING)])
+consumer.assign([ck.TopicPartition("first", 0, 0)])
 msg = None
 while msg is None:
     msg = consumer.poll(10)
@@ -75,7 +75,7 @@ producer.produce("first", b"x", partition=0)
 assert producer.flush(30) == 0
 consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "g",
                         "enable.auto.commit": False})
-consumer.assign([ck.TopicPartition("first", 0, ck.OFFSET_BEGINNING)])
+consumer.assign([ck.TopicPartition("first", 0, 0)])
 msg = None
 while msg is None:
     msg = consumer.poll(10)
