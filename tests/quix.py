@@ -8,6 +8,7 @@ unchanged, the way ``scripts/_venv.sh`` keeps the main environment.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import subprocess
 import sys
@@ -25,7 +26,9 @@ def quix_python() -> Path:
     python = VENV / "bin" / "python"
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + QUIXSTREAMS.encode()).hexdigest()
     stamp = VENV / ".sluice-quix-installed"
-    with _lock:
+    with _lock, (ROOT / ".venv-quix.lock").open("w") as lock_file:
+        # pytest-xdist workers are processes: the file lock keeps them from building at once
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
         if python.exists() and stamp.exists() and stamp.read_text().strip() == want:
             return python
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)

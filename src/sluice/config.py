@@ -17,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import socket
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import Enum, IntEnum, StrEnum
 from pathlib import Path
 from typing import Any
 
+from sluice.dataclass import dataclass
 from sluice.errors import InvalidConfigError
 from sluice.protocol.records import DEFAULT_MAX_UNCOMPRESSED
 
@@ -506,6 +506,8 @@ class BrokerConfig:
         arguments (what the CLI's own flags set)."""
         values: dict[str, str] = {}
         if file is not None:
+            import tomllib  # here, not at the top: 5-10 ms that an embedded broker never needs
+
             try:
                 raw = tomllib.loads(Path(file).read_text())
             except (OSError, tomllib.TOMLDecodeError) as exc:

@@ -17,8 +17,8 @@ from sluice.testing import EmbeddedBroker
 from tests.server.wire import ConnectionClosed, WireClient, api_versions, metadata
 
 
-def test_advertised_is_what_has_handlers(sluice_broker: EmbeddedBroker) -> None:
-    with WireClient.to(sluice_broker) as client:
+def test_advertised_is_what_has_handlers(sluice_fresh_broker: EmbeddedBroker) -> None:
+    with WireClient.to(sluice_fresh_broker) as client:
         listed = {k.api_key: (k.min_version, k.max_version) for k in api_versions(client).api_keys}
     assert listed == {api: (r.min_version, r.max_version) for api, r in broker_module.HANDLERS.items()}
     # the codec decodes more than is served: those are never advertised
@@ -26,15 +26,15 @@ def test_advertised_is_what_has_handlers(sluice_broker: EmbeddedBroker) -> None:
     assert ApiKey.INIT_PRODUCER_ID in listed
 
 
-def test_a_decodable_but_unserved_api_closes_the_connection(sluice_broker: EmbeddedBroker) -> None:
-    with WireClient.to(sluice_broker) as client:
+def test_a_decodable_but_unserved_api_closes_the_connection(sluice_fresh_broker: EmbeddedBroker) -> None:
+    with WireClient.to(sluice_fresh_broker) as client:
         client.send(ApiKey.SASL_HANDSHAKE, 1, m.SaslHandshakeRequest(mechanism="PLAIN"))
         assert client.wait_closed() == b""
 
 
 @pytest.mark.parametrize("api", [ApiKey.METADATA, ApiKey.JOIN_GROUP, ApiKey.DESCRIBE_CONFIGS])
 def test_a_failing_handler_closes_only_its_connection(
-    sluice_broker: EmbeddedBroker,
+    sluice_fresh_broker: EmbeddedBroker,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     api: ApiKey,
@@ -52,7 +52,7 @@ def test_a_failing_handler_closes_only_its_connection(
         ApiKey.DESCRIBE_CONFIGS: m.DescribeConfigsRequest(resources=[]),
     }
     caplog.set_level(logging.ERROR, logger="sluice.broker.broker")
-    with WireClient.to(sluice_broker) as bystander, WireClient.to(sluice_broker) as victim:
+    with WireClient.to(sluice_fresh_broker) as bystander, WireClient.to(sluice_fresh_broker) as victim:
         assert api_versions(bystander).error_code == 0
         victim.send(api, registration.max_version, bodies[api])
         with pytest.raises(ConnectionClosed):

@@ -2,8 +2,8 @@
 (:func:`sluice.testing.unique_topic_name`), and a few reference tools (an admin client, the
 codecs stored on disk) that tests check against.
 
-The ``sluice_broker`` fixture (one broker per test, restartable) comes from sluice's pytest plugin,
-which installing sluice registers; the durability tests use it.
+The ``sluice_fresh_broker`` fixture (one broker per test, restartable) comes from sluice's pytest
+plugin, which installing sluice registers; the durability tests use it.
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ from tests.clients.contract import in_log_order
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_clean_restart_keeps_every_acknowledged_message(sluice_broker: EmbeddedBroker) -> None:
-    b, topic = sluice_broker, "durable"
+def test_clean_restart_keeps_every_acknowledged_message(sluice_fresh_broker: EmbeddedBroker) -> None:
+    b, topic = sluice_fresh_broker, "durable"
     admin = ConfluentAdmin(b.bootstrap_servers)
     try:
         assert admin.create_topic(topic, 3, configs={"retention.ms": "86400000"}) == ErrorCode.NONE

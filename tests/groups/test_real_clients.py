@@ -46,9 +46,9 @@ def children() -> Iterator[Callable[..., ChildMember]]:
 
 
 def test_three_members_share_partitions_and_survive_a_sigkill(
-    sluice_broker: EmbeddedBroker, children: Callable[..., ChildMember]
+    sluice_fresh_broker: EmbeddedBroker, children: Callable[..., ChildMember]
 ) -> None:
-    bootstrap, topic, group = sluice_broker.bootstrap_servers, "work", "workers"
+    bootstrap, topic, group = sluice_fresh_broker.bootstrap_servers, "work", "workers"
     create_topic(bootstrap, topic, PARTITIONS)
     members = [children(bootstrap, topic, group) for _ in range(3)]
 
@@ -208,9 +208,9 @@ def aiokafka_member(bootstrap: str, topic: str, group: str) -> Callable[[ThreadM
 
 
 def test_mixed_client_libraries_split_partitions_without_overlap(
-    sluice_broker: EmbeddedBroker,
+    sluice_fresh_broker: EmbeddedBroker,
 ) -> None:
-    bootstrap, topic, group = sluice_broker.bootstrap_servers, "mixed", "polyglot"
+    bootstrap, topic, group = sluice_fresh_broker.bootstrap_servers, "mixed", "polyglot"
     create_topic(bootstrap, topic, PARTITIONS)
     members = [
         ThreadMember("confluent", confluent_member(bootstrap, topic, group, "roundrobin")),
@@ -252,8 +252,8 @@ def test_mixed_client_libraries_split_partitions_without_overlap(
 # -- cooperative-sticky ---------------------------------------------------------------------------------
 
 
-def test_cooperative_sticky_moves_only_what_must_move(sluice_broker: EmbeddedBroker) -> None:
-    bootstrap, topic, group = sluice_broker.bootstrap_servers, "coop", "cooperative"
+def test_cooperative_sticky_moves_only_what_must_move(sluice_fresh_broker: EmbeddedBroker) -> None:
+    bootstrap, topic, group = sluice_fresh_broker.bootstrap_servers, "coop", "cooperative"
     create_topic(bootstrap, topic, PARTITIONS)
     log: list[tuple[str, str, frozenset[int]]] = []
     lock = threading.Lock()
@@ -372,14 +372,14 @@ def first_offset_kafka_python(bootstrap: str, topic: str, group: str) -> int:
         c.close()
 
 
-def test_committed_offsets_survive_a_clean_restart(sluice_broker: EmbeddedBroker) -> None:
-    bootstrap, topic, group = sluice_broker.bootstrap_servers, "resume", "resumer"
+def test_committed_offsets_survive_a_clean_restart(sluice_fresh_broker: EmbeddedBroker) -> None:
+    bootstrap, topic, group = sluice_fresh_broker.bootstrap_servers, "resume", "resumer"
     create_topic(bootstrap, topic, 1)
     produce(bootstrap, topic, [(0, f"r{i}") for i in range(20)])
     consume_and_commit(bootstrap, topic, group, 8).close()
-    sluice_broker.restart()
-    assert committed(sluice_broker.bootstrap_servers, group, topic, 1) == {0: 8}
-    assert first_offset_kafka_python(sluice_broker.bootstrap_servers, topic, group) == 8
+    sluice_fresh_broker.restart()
+    assert committed(sluice_fresh_broker.bootstrap_servers, group, topic, 1) == {0: 8}
+    assert first_offset_kafka_python(sluice_fresh_broker.bootstrap_servers, topic, group) == 8
 
 
 def test_committed_offsets_survive_sigkill(sluice_process: BrokerProcess) -> None:
@@ -400,9 +400,9 @@ def test_committed_offsets_survive_sigkill(sluice_process: BrokerProcess) -> Non
 
 
 def test_commits_from_unknown_members_and_stale_generations_are_refused(
-    sluice_broker: EmbeddedBroker,
+    sluice_fresh_broker: EmbeddedBroker,
 ) -> None:
-    bootstrap, topic, group = sluice_broker.bootstrap_servers, "guarded", "guarded-group"
+    bootstrap, topic, group = sluice_fresh_broker.bootstrap_servers, "guarded", "guarded-group"
     create_topic(bootstrap, topic, 2)
     wire = WireClient(bootstrap)
     try:
@@ -476,9 +476,9 @@ def test_commits_from_unknown_members_and_stale_generations_are_refused(
 
 
 def test_static_member_restart_gets_its_partitions_back_without_a_rebalance(
-    sluice_broker: EmbeddedBroker,
+    sluice_fresh_broker: EmbeddedBroker,
 ) -> None:
-    bootstrap, topic, group = sluice_broker.bootstrap_servers, "static", "statics"
+    bootstrap, topic, group = sluice_fresh_broker.bootstrap_servers, "static", "statics"
     create_topic(bootstrap, topic, 4)
 
     def member(instance: str) -> ck.Consumer:

@@ -2,7 +2,7 @@
 that fails any test during which the broker logged an error (an exception in a connection
 handler is a bug even when the connection is closed politely afterwards).
 
-The plain ``sluice_broker`` fixture comes from sluice's pytest plugin (the ``pytest11`` entry
+The plain ``sluice_fresh_broker`` fixture comes from sluice's pytest plugin (the ``pytest11`` entry
 point in pyproject.toml), which these tests also use, so they check that it is registered.
 """
 
@@ -66,8 +66,8 @@ def make_broker(tmp_path: Path) -> Iterator[MakeBroker]:
 
 
 @pytest.fixture
-def witness(sluice_broker: EmbeddedBroker) -> Iterator[Witness]:
-    w = Witness(sluice_broker)
+def witness(sluice_fresh_broker: EmbeddedBroker) -> Iterator[Witness]:
+    w = Witness(sluice_fresh_broker)
     try:
         yield w
     finally:

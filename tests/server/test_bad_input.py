@@ -53,32 +53,32 @@ from tests.server.wire import (
 # -- framing ---------------------------------------------------------------------------------------
 
 
-def test_truncated_frame_then_half_close(sluice_broker: EmbeddedBroker, witness: Witness) -> None:
-    with WireClient.to(sluice_broker) as bad:
+def test_truncated_frame_then_half_close(sluice_fresh_broker: EmbeddedBroker, witness: Witness) -> None:
+    with WireClient.to(sluice_fresh_broker) as bad:
         bad.send_bytes(I32.pack(100) + header(ApiKey.API_VERSIONS, 3, 1)[:10])
         witness.check()  # served while the partial frame sits in the broker's buffer
         assert bad.is_quiet()  # no answer to half a request
         bad.sock.shutdown(socket.SHUT_WR)
         assert bad.wait_closed() == b""
     witness.check()
-    connections_settle(sluice_broker, 1)
+    connections_settle(sluice_fresh_broker, 1)
 
 
-def test_truncated_frame_then_reset(sluice_broker: EmbeddedBroker, witness: Witness) -> None:
-    bad = WireClient.to(sluice_broker)
+def test_truncated_frame_then_reset(sluice_fresh_broker: EmbeddedBroker, witness: Witness) -> None:
+    bad = WireClient.to(sluice_fresh_broker)
     bad.send_bytes(I32.pack(100) + b"\x00" * 10)
     witness.check()
     # An abortive close (RST) in the middle of a frame.
     bad.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     bad.close()
-    connections_settle(sluice_broker, 1)
+    connections_settle(sluice_fresh_broker, 1)
     witness.check()
 
 
-def test_truncated_frame_then_wait(sluice_broker: EmbeddedBroker, witness: Witness) -> None:
+def test_truncated_frame_then_wait(sluice_fresh_broker: EmbeddedBroker, witness: Witness) -> None:
     """A client that stops mid-frame holds only its own connection; finishing the frame later
     gets it answered."""
-    with WireClient.to(sluice_broker) as slow:
+    with WireClient.to(sluice_fresh_broker) as slow:
         cid, frame = slow.frame(
             ApiKey.API_VERSIONS,
             3,
@@ -96,7 +96,7 @@ def test_truncated_frame_then_wait(sluice_broker: EmbeddedBroker, witness: Witne
 
 
 def test_frame_shorter_than_its_header_closes(
-    sluice_broker: EmbeddedBroker, witness: Witness
+    sluice_fresh_broker: EmbeddedBroker, witness: Witness
 ) -> None:
     bodies = [
         b"\x00",  # not even an API key
@@ -107,11 +107,11 @@ def test_frame_shorter_than_its_header_closes(
         header(ApiKey.PRODUCE, 9, 7)[:-1],  # client id one byte short
     ]
     for body in bodies:
-        with WireClient.to(sluice_broker) as bad:
+        with WireClient.to(sluice_fresh_broker) as bad:
             bad.send_bytes(sized(body))
             assert bad.wait_closed() == b"", body
     witness.check()
-    connections_settle(sluice_broker, 1)
+    connections_settle(sluice_fresh_broker, 1)
 
 
 def test_request_size_limit_is_checked_before_the_body(
@@ -149,9 +149,9 @@ def test_request_size_limit_is_checked_before_the_body(
     witness.check()
 
 
-def test_zero_and_negative_sizes_close(sluice_broker: EmbeddedBroker, witness: Witness) -> None:
+def test_zero_and_negative_sizes_close(sluice_fresh_broker: EmbeddedBroker, witness: Witness) -> None:
     for size in (0, -1, -4, -(2**31)):
-        with WireClient.to(sluice_broker) as bad:
+        with WireClient.to(sluice_fresh_broker) as bad:
             assert api_versions(bad).error_code == 0  # a good request first: answered
             bad.send_bytes(I32.pack(size) + b"\x00" * 16)
             assert bad.wait_closed() == b""
@@ -161,9 +161,9 @@ def test_zero_and_negative_sizes_close(sluice_broker: EmbeddedBroker, witness: W
 # -- unknown APIs and versions ---------------------------------------------------------------------
 
 
-def test_unknown_api_key_closes(sluice_broker: EmbeddedBroker, witness: Witness) -> None:
+def test_unknown_api_key_closes(sluice_fresh_broker: EmbeddedBroker, witness: Witness) -> None:
     for key in (32767, 1000, 99, 4, -1):  # 4 (LeaderAndIsr) is a real but broker-internal API
-        with WireClient.to(sluice_broker) as bad:
+        with WireClient.to(sluice_fresh_broker) as bad:
             # Pipelined behind a good request: the good one is answered, then the close.
             cid, good = bad.frame(ApiKey.API_VERSIONS, 3, m.ApiVersionsRequest())
             bad.send_bytes(good + sized(header(key, 0, 42) + b"\x00" * 8))
@@ -173,11 +173,11 @@ def test_unknown_api_key_closes(sluice_broker: EmbeddedBroker, witness: Witness)
 
 
 def test_unsupported_produce_and_fetch_versions_close(
-    sluice_broker: EmbeddedBroker, witness: Witness
+    sluice_fresh_broker: EmbeddedBroker, witness: Witness
 ) -> None:
     create_topic(witness.client, "t")
     cases: list[bytes] = []
-    probe = WireClient.to(sluice_broker)
+    probe = WireClient.to(sluice_fresh_broker)
     try:
         for version in (0, 2, 10, 11):  # Produce serves 3-9
             _, frame = probe.frame(ApiKey.PRODUCE, version, produce_request("t", 0, batch([b"v"])))
@@ -190,7 +190,7 @@ def test_unsupported_produce_and_fetch_versions_close(
     finally:
         probe.close()
     for frame in cases:
-        with WireClient.to(sluice_broker) as bad:
+        with WireClient.to(sluice_fresh_broker) as bad:
             bad.send_bytes(frame)
             assert bad.wait_closed() == b""
     assert list_offset(witness.client, "t", 0) == (0, 0)  # none of those produces stored anything
@@ -211,9 +211,9 @@ def _v0_api_versions(frame: bytes, correlation_id: int) -> tuple[int, dict[int, 
 
 
 def test_api_versions_unknown_version_answers_v0_then_connection_works(
-    sluice_broker: EmbeddedBroker, witness: Witness
+    sluice_fresh_broker: EmbeddedBroker, witness: Witness
 ) -> None:
-    with WireClient.to(sluice_broker) as client:
+    with WireClient.to(sluice_fresh_broker) as client:
         # A future client's flexible request (header v2), a bare header, and garbage after the
         # header: all get the v0 fallback, and the connection stays usable.
         requests = [
@@ -233,7 +233,7 @@ def test_api_versions_unknown_version_answers_v0_then_connection_works(
             resp = api_versions(client, 3)
             assert resp.error_code == 0
             assert {k.api_key: (k.min_version, k.max_version) for k in resp.api_keys} == ADVERTISED
-        assert metadata(client, None).brokers[0].port == sluice_broker.port
+        assert metadata(client, None).brokers[0].port == sluice_fresh_broker.port
     witness.check()
 
 
@@ -298,9 +298,9 @@ def _malformed_batches() -> dict[str, tuple[bytes | None, int]]:
 
 
 def test_corrupt_and_malformed_batches_are_refused_and_store_nothing(
-    sluice_broker: EmbeddedBroker, witness: Witness
+    sluice_fresh_broker: EmbeddedBroker, witness: Witness
 ) -> None:
-    with WireClient.to(sluice_broker) as client:
+    with WireClient.to(sluice_fresh_broker) as client:
         create_topic(client, "t")
         first = [b"a0", b"a1", b"a2"]
         assert produce(client, "t", 0, batch(first)).base_offset == 0
@@ -323,11 +323,11 @@ def test_corrupt_and_malformed_batches_are_refused_and_store_nothing(
 
 
 def test_failed_acks_zero_produce_closes_the_connection(
-    sluice_broker: EmbeddedBroker, witness: Witness
+    sluice_fresh_broker: EmbeddedBroker, witness: Witness
 ) -> None:
     """With acks=0 there is no answer to carry an error, so (as in Kafka) a refused produce
     closes the connection; a good one is stored and answered by silence."""
-    with WireClient.to(sluice_broker) as client:
+    with WireClient.to(sluice_fresh_broker) as client:
         create_topic(client, "t")
         client.send(ApiKey.PRODUCE, 9, produce_request("t", 0, batch([b"quiet"]), acks=0))
         assert list_offset(client, "t", 0)[0] == 0  # answered: the acks=0 produce was not
@@ -338,10 +338,10 @@ def test_failed_acks_zero_produce_closes_the_connection(
         ("t", 3, batch([b"x"])),
         ("t", 0, b""),
     ):
-        with WireClient.to(sluice_broker) as silent:
+        with WireClient.to(sluice_fresh_broker) as silent:
             silent.send(ApiKey.PRODUCE, 9, produce_request(topic, partition, records, acks=0))
             assert silent.wait_closed() == b""
-    with WireClient.to(sluice_broker) as client:
+    with WireClient.to(sluice_fresh_broker) as client:
         # A later acknowledged produce proves every earlier one has been written (FIFO writer).
         assert produce(client, "t", 0, batch([b"loud"])).base_offset == 1
         assert fetch_all_values(client, "t") == [b"quiet", b"loud"]
@@ -389,8 +389,8 @@ def test_produce_to_unknown_partition_or_topic(
     witness.check()
 
 
-def test_invalid_acks(sluice_broker: EmbeddedBroker, witness: Witness) -> None:
-    with WireClient.to(sluice_broker) as client:
+def test_invalid_acks(sluice_fresh_broker: EmbeddedBroker, witness: Witness) -> None:
+    with WireClient.to(sluice_fresh_broker) as client:
         create_topic(client, "t", partitions=2)
         for acks in (2, -2, 5, 32767, -32768):
             body = m.ProduceRequest(
@@ -417,8 +417,8 @@ def test_invalid_acks(sluice_broker: EmbeddedBroker, witness: Witness) -> None:
     witness.check()
 
 
-def test_fetch_out_of_range_offsets(sluice_broker: EmbeddedBroker, witness: Witness) -> None:
-    with WireClient.to(sluice_broker) as client:
+def test_fetch_out_of_range_offsets(sluice_fresh_broker: EmbeddedBroker, witness: Witness) -> None:
+    with WireClient.to(sluice_fresh_broker) as client:
         create_topic(client, "t")
         produce(client, "t", 0, batch([b"a", b"b", b"c"]))
         for offset in (4, 1000, 2**62, -1, -1000):
@@ -462,11 +462,11 @@ INVALID_TOPIC_NAMES = [
 
 
 def test_invalid_topic_names(
-    sluice_broker: EmbeddedBroker, witness: Witness, tmp_path: Path
+    sluice_fresh_broker: EmbeddedBroker, witness: Witness, tmp_path: Path
 ) -> None:
-    data_dir = sluice_broker.data_dir
+    data_dir = sluice_fresh_broker.data_dir
     before_outside = sorted(p.name for p in tmp_path.iterdir())
-    with WireClient.to(sluice_broker) as client:
+    with WireClient.to(sluice_fresh_broker) as client:
         names = [*INVALID_TOPIC_NAMES, "ok.name_-1", "y" * 246]
         codes = create_topics(client, names)
         assert codes == {
@@ -492,9 +492,9 @@ def test_invalid_topic_names(
 
 
 def test_longest_valid_topic_names_are_created(
-    sluice_broker: EmbeddedBroker, witness: Witness
+    sluice_fresh_broker: EmbeddedBroker, witness: Witness
 ) -> None:
-    with WireClient.to(sluice_broker) as client:
+    with WireClient.to(sluice_fresh_broker) as client:
         assert create_topics(client, ["z" * 249]) == {"z" * 249: 0}
         assert produce(client, "z" * 249, 0, batch([b"long"])).base_offset == 0
         assert fetch_all_values(client, "z" * 249) == [b"long"]
@@ -677,7 +677,7 @@ def _attacks(broker: EmbeddedBroker, topic: str, rng: random.Random) -> int:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # kafka-python's importlib.resources use
-def test_real_clients_see_no_errors_during_bad_input(sluice_broker: EmbeddedBroker) -> None:
+def test_real_clients_see_no_errors_during_bad_input(sluice_fresh_broker: EmbeddedBroker) -> None:
     """A librdkafka producer and a kafka-python consumer work through a storm of bad input on
     the same topic-partition: every message arrives once, in order, with no client errors."""
     import confluent_kafka as ck
@@ -685,13 +685,13 @@ def test_real_clients_see_no_errors_during_bad_input(sluice_broker: EmbeddedBrok
 
     topic = "storm"
     total = 3000
-    with WireClient.to(sluice_broker) as setup:
+    with WireClient.to(sluice_fresh_broker) as setup:
         create_topic(setup, topic)
     errors: list[str] = []
     delivered: list[int] = []
     producer = ck.Producer(
         {
-            "bootstrap.servers": sluice_broker.bootstrap_servers,
+            "bootstrap.servers": sluice_fresh_broker.bootstrap_servers,
             "linger.ms": 2,
             "batch.num.messages": 50,
             "error_cb": lambda err: errors.append(f"producer: {err}"),
@@ -711,7 +711,7 @@ def test_real_clients_see_no_errors_during_bad_input(sluice_broker: EmbeddedBrok
 
     def consume() -> None:
         consumer = kafka.KafkaConsumer(
-            bootstrap_servers=sluice_broker.bootstrap_servers,
+            bootstrap_servers=sluice_fresh_broker.bootstrap_servers,
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=100,
@@ -738,7 +738,7 @@ def test_real_clients_see_no_errors_during_bad_input(sluice_broker: EmbeddedBrok
         producer.produce(topic, value=f"msg-{i}".encode(), partition=0, on_delivery=on_delivery)
         if i % 300 == 0:
             producer.poll(0)
-            attacks += _attacks(sluice_broker, topic, rng)
+            attacks += _attacks(sluice_fresh_broker, topic, rng)
     assert producer.flush(30) == 0
     assert consumer_done.wait(60)
     consumer_thread.join(5)
@@ -746,5 +746,5 @@ def test_real_clients_see_no_errors_during_bad_input(sluice_broker: EmbeddedBrok
     assert sorted(delivered) == list(range(total))
     assert consumed == [f"msg-{i}".encode() for i in range(total)]
     assert attacks == 10 * 10
-    with WireClient.to(sluice_broker) as check:
+    with WireClient.to(sluice_fresh_broker) as check:
         assert list_offset(check, topic, 0) == (0, total)

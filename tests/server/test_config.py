@@ -506,12 +506,12 @@ def test_advertised_listener_in_metadata(make_broker: MakeBroker) -> None:
 
 
 def test_without_advertised_listeners_the_bound_address_is_advertised(
-    sluice_broker: EmbeddedBroker,
+    sluice_fresh_broker: EmbeddedBroker,
 ) -> None:
-    with WireClient.to(sluice_broker) as client:
+    with WireClient.to(sluice_fresh_broker) as client:
         resp = metadata(client, None)
         assert [(b.node_id, b.host, b.port) for b in resp.brokers] == [
-            (0, "127.0.0.1", sluice_broker.port)
+            (0, "127.0.0.1", sluice_fresh_broker.port)
         ]
 
 

@@ -279,8 +279,8 @@ def test_embedded_broker_start_stop_restart(tmp_path: Path) -> None:
         assert list_offset(client, "t", 0) == (0, 2)
 
 
-def test_sluice_broker_fixture(sluice_broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_sluice_fresh_broker_fixture(sluice_fresh_broker: EmbeddedBroker, tmp_path: Path) -> None:
     """The pytest plugin's fixture: a started broker with its data under this test's tmp_path."""
-    assert sluice_broker.data_dir == tmp_path / "sluice-data"
-    with WireClient.to(sluice_broker) as client:
+    assert sluice_fresh_broker.data_dir == tmp_path / "sluice-data"
+    with WireClient.to(sluice_fresh_broker) as client:
         assert api_versions(client).error_code == 0

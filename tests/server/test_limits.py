@@ -160,12 +160,12 @@ def test_idle_connections_are_closed(
 
 
 def test_request_size_limit_default_is_100_mib(
-    sluice_broker: EmbeddedBroker, witness: Witness, caplog: pytest.LogCaptureFixture
+    sluice_fresh_broker: EmbeddedBroker, witness: Witness, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="sluice.server.connections")
     limit = 100 * 1024 * 1024
     assert BrokerConfig().request_max_bytes == limit
-    with WireClient.to(sluice_broker) as over:
+    with WireClient.to(sluice_fresh_broker) as over:
         over.send_bytes(I32.pack(limit + 1))
         assert over.wait_closed() == b""
     assert any(
@@ -177,7 +177,7 @@ def test_request_size_limit_default_is_100_mib(
         for x in _connection_log(caplog)
     ), _connection_log(caplog)
     # At the limit, the broker waits for the rest of the frame instead of closing.
-    with WireClient.to(sluice_broker) as at:
+    with WireClient.to(sluice_fresh_broker) as at:
         at.send_bytes(I32.pack(limit) + b"\x00" * 10)
         witness.check()
         assert at.is_quiet()

@@ -33,7 +33,7 @@ from tests.server.wire import (
 )
 
 
-def test_back_to_back_requests_are_answered_in_order(sluice_broker: EmbeddedBroker) -> None:
+def test_back_to_back_requests_are_answered_in_order(sluice_fresh_broker: EmbeddedBroker) -> None:
     """400 mixed requests written in one stream, cut at random points (some frames far bigger
     than the broker's read buffer): every answer comes back in request order, and the produce
     offsets show the requests were executed in that order too, acks=0 ones included.
@@ -42,7 +42,7 @@ def test_back_to_back_requests_are_answered_in_order(sluice_broker: EmbeddedBrok
     level), so a read right behind it may not see it yet; everything up to the last
     acknowledged produce is always visible (the partition's writer is FIFO)."""
     rng = random.Random(1234)
-    client = WireClient.to(sluice_broker)
+    client = WireClient.to(sluice_fresh_broker)
     create_topic(client, "p", partitions=2)
     expected: list[tuple[int, int, int, object]] = []  # (cid, api key, version, what to check)
     stream = bytearray()
@@ -132,13 +132,13 @@ def test_back_to_back_requests_are_answered_in_order(sluice_broker: EmbeddedBrok
 
 
 def test_long_poll_holds_only_its_own_connection(
-    sluice_broker: EmbeddedBroker, witness: Witness
+    sluice_fresh_broker: EmbeddedBroker, witness: Witness
 ) -> None:
-    with WireClient.to(sluice_broker) as setup:
+    with WireClient.to(sluice_fresh_broker) as setup:
         create_topic(setup, "quiet")
         create_topic(setup, "busy")
-    poller = WireClient.to(sluice_broker)
-    other = WireClient.to(sluice_broker)
+    poller = WireClient.to(sluice_fresh_broker)
+    other = WireClient.to(sluice_fresh_broker)
     try:
         started = time.monotonic()
         poll_id = poller.send(ApiKey.FETCH, 12, fetch_request("quiet", 0, 0, max_wait_ms=2000))
@@ -164,9 +164,9 @@ def test_long_poll_holds_only_its_own_connection(
         other.close()
 
 
-def test_long_poll_returns_when_data_arrives(sluice_broker: EmbeddedBroker) -> None:
-    producer = WireClient.to(sluice_broker)
-    poller = WireClient.to(sluice_broker)
+def test_long_poll_returns_when_data_arrives(sluice_fresh_broker: EmbeddedBroker) -> None:
+    producer = WireClient.to(sluice_fresh_broker)
+    poller = WireClient.to(sluice_fresh_broker)
     try:
         create_topic(producer, "t", partitions=2)
         # ApiVersions and the fetch in one write: once ApiVersions is answered, the broker has
@@ -204,13 +204,13 @@ def test_long_poll_returns_when_data_arrives(sluice_broker: EmbeddedBroker) -> N
         poller.close()
 
 
-def test_many_connections_long_polling_at_once(sluice_broker: EmbeddedBroker) -> None:
+def test_many_connections_long_polling_at_once(sluice_fresh_broker: EmbeddedBroker) -> None:
     """Fifty long polls on fifty connections all wake on one produce each, while the producing
     connection is never slowed down by them."""
-    with WireClient.to(sluice_broker) as setup:
+    with WireClient.to(sluice_fresh_broker) as setup:
         create_topic(setup, "fan", partitions=50)
-    pollers = [WireClient.to(sluice_broker) for _ in range(50)]
-    producer = WireClient.to(sluice_broker)
+    pollers = [WireClient.to(sluice_fresh_broker) for _ in range(50)]
+    producer = WireClient.to(sluice_fresh_broker)
     try:
         ids = [
             p.send(ApiKey.FETCH, 12, fetch_request("fan", i, 0, max_wait_ms=10_000))

@@ -19,8 +19,7 @@ import logging
 import resource
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sluice.broker import admin, cluster, config_apis, fetch, list_offsets, metadata, produce
 from sluice.broker.context import FetchWaiters
@@ -28,6 +27,7 @@ from sluice.broker.groups import GroupConfig, GroupCoordinator
 from sluice.broker.producer_ids import ProducerIds, init_producer_id
 from sluice.broker.stats import BrokerStats
 from sluice.config import BrokerConfig
+from sluice.dataclass import dataclass
 from sluice.errors import CloseConnection
 from sluice.protocol import (
     SUPPORTED,
@@ -57,6 +57,21 @@ class Client:
 
 
 Handler = Callable[["Broker", Request, Client], Awaitable[ResponseBody | None]]
+
+
+class Interceptor(Protocol):
+    """Scripted faults around every request (``sluice.testing``'s ``broker.faults``); a broker
+    has none unless a test installs one, and then costs one attribute check per request."""
+
+    async def before(self, request: Request) -> ResponseBody | None:
+        """An answer in place of the handler's (an error), or None to run the handler. May
+        wait (a delay) or raise CloseConnection (a dropped connection)."""
+        ...
+
+    async def after(self, request: Request) -> None:
+        """The handler ran: may wait before the answer is sent, or raise CloseConnection so it
+        never is."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +173,8 @@ class Broker:
         self.stats: BrokerStats | None = None
         """Request and traffic counters, kept only while something reads them (the server's
         metrics): None costs the hot path one attribute test."""
+        self.faults: Interceptor | None = None
+        """Set by tests only (:class:`Interceptor`)."""
 
     @classmethod
     def open(cls, config: BrokerConfig) -> Broker:
@@ -246,18 +263,41 @@ class Broker:
         ):
             # decodable but not served (the codec knows more than the broker serves)
             raise CloseConnection(f"API {request.api_key} v{request.api_version} is not served")
+        if self.faults is not None:
+            return await self._dispatch_with_faults(self.faults, registration, request, client)
         try:
             return await registration.handler(self, request, client)
         except CloseConnection:
             raise
         except Exception as exc:
-            log.exception(
-                "%s v%d from %s failed; closing that connection",
-                ApiKey(request.api_key).name,
-                request.api_version,
-                client.host,
-            )
-            raise CloseConnection(f"internal error: {exc!r}") from exc
+            raise _handler_failed(request, client, exc) from exc
+
+    async def _dispatch_with_faults(
+        self, faults: Interceptor, registration: Registration, request: Request, client: Client
+    ) -> ResponseBody | None:
+        scripted = await faults.before(request)
+        if scripted is not None:
+            return scripted
+        try:
+            body = await registration.handler(self, request, client)
+        except CloseConnection:
+            raise
+        except Exception as exc:
+            raise _handler_failed(request, client, exc) from exc
+        await faults.after(request)
+        return body
+
+
+def _handler_failed(request: Request, client: Client, exc: Exception) -> CloseConnection:
+    """A handler failed unexpectedly (a bug): log it with its traceback, close that connection."""
+    log.error(
+        "%s v%d from %s failed; closing that connection",
+        ApiKey(request.api_key).name,
+        request.api_version,
+        client.host,
+        exc_info=exc,
+    )
+    return CloseConnection(f"internal error: {exc!r}")
 
 
 def _segment_file_budget(configured: int) -> int:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from sluice.broker.context import BrokerContext
 from sluice.config import TOPIC_TO_BROKER, BrokerConfig, ConfigType, LogConfig, describe
+from sluice.dataclass import dataclass
 from sluice.errors import ErrorCode, InvalidConfigError, Refused, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m

@@ -21,10 +21,9 @@ from __future__ import annotations
 import asyncio
 import struct
 
-import crc32c
-
 from sluice.config import CompressionType, LogConfig
 from sluice.errors import CorruptRecordError, RecordErrors
+from sluice.protocol.crc import crc32c
 from sluice.protocol.keyed import keyless_records
 from sluice.protocol.records import (
     ATTRIBUTES_OFFSET,
@@ -158,7 +157,7 @@ def _recompress_and_verify(
                 verify_record_count(h, batch, limit=limit)
             out += batch
             continue
-        if crc32c.crc32c(batch[ATTRIBUTES_OFFSET:]) != h.crc:
+        if crc32c(batch[ATTRIBUTES_OFFSET:]) != h.crc:
             raise CorruptRecordError(f"record batch at byte {h.position} fails its CRC-32C check")
         out += recompress_batch(batch, target, limit=limit)
     return out

@@ -10,9 +10,9 @@ broker's versions can read them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from sluice.dataclass import dataclass
 from sluice.errors import ErrorCode
 from sluice.protocol import messages as m
 from sluice.protocol.api_versions import is_supported

@@ -22,11 +22,11 @@ import struct
 import zlib
 from collections.abc import Iterator
 
-import cramjam
-import lz4.frame
-import zstandard
-
 from sluice.errors import CorruptRecordError, InvalidRecordError
+
+# cramjam, lz4 and zstandard are imported where a codec is used: together they cost more than
+# the rest of the protocol package, and most processes (an embedded broker in a test, the tools)
+# never decompress anything.
 
 
 class Compression:
@@ -116,12 +116,16 @@ def compress(codec: int, data: bytes | bytearray | memoryview) -> bytes:
     raw = bytes(data)
     if codec == Compression.NONE:
         return raw
-    if codec == Compression.GZIP:
-        return bytes(cramjam.gzip.compress(raw))
     if codec == Compression.SNAPPY:
         return compress_xerial(raw)
     if codec == Compression.LZ4:
+        import lz4.frame
+
         return bytes(lz4.frame.compress(raw))
+    import cramjam
+
+    if codec == Compression.GZIP:
+        return bytes(cramjam.gzip.compress(raw))
     if codec == Compression.ZSTD:
         return bytes(cramjam.zstd.compress(raw))
     raise InvalidRecordError(f"unknown compression codec {codec}")
@@ -129,11 +133,15 @@ def compress(codec: int, data: bytes | bytearray | memoryview) -> bytes:
 
 def compress_raw_snappy(data: bytes | bytearray | memoryview) -> bytes:
     """One raw snappy block, as librdkafka sends it."""
+    import cramjam
+
     return bytes(cramjam.snappy.compress_raw(bytes(data)))
 
 
 def compress_xerial(data: bytes | bytearray | memoryview) -> bytes:
     """Xerial-framed snappy in 32 KiB blocks, as Java's SnappyOutputStream writes it."""
+    import cramjam
+
     view = memoryview(data)
     out = bytearray(_XERIAL_MAGIC)
     out += struct.pack(">ii", 1, 1)
@@ -205,6 +213,8 @@ def _gzip(data: memoryview, chunk_size: int) -> Iterator[bytes]:
 
 def _lz4(data: memoryview, chunk_size: int) -> Iterator[bytes]:
     """Standard LZ4 frames (Kafka's v2 batches; the broken-checksum variant was magic 0/1 only)."""
+    import lz4.frame
+
     if not data:
         raise CorruptRecordError("lz4 records are empty")
     d = lz4.frame.LZ4FrameDecompressor()
@@ -236,6 +246,8 @@ def _lz4(data: memoryview, chunk_size: int) -> Iterator[bytes]:
 
 
 def _zstd(data: memoryview, chunk_size: int) -> Iterator[bytes]:
+    import zstandard
+
     if not data:
         raise CorruptRecordError("zstd records are empty")
     try:
@@ -329,6 +341,8 @@ def _xerial(data: memoryview, chunk_size: int, max_block: int) -> Iterator[bytes
 
 
 def _snappy_block(block: memoryview, max_block: int) -> memoryview:
+    import cramjam
+
     raw = bytes(block)
     try:
         declared = cramjam.snappy.decompress_raw_len(raw)

@@ -8,14 +8,12 @@ and make the declarations easy to check against the JSON), but only the ranges i
 :mod:`sluice.protocol.api_versions` are tested and accepted.
 """
 
-# ruff: noqa: RUF009 -- f() returns a dataclasses.field(), which is what RUF009 wants
-
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from enum import IntEnum
 
+from sluice.dataclass import dataclass
 from sluice.protocol.primitives import Buffer
 from sluice.protocol.schema import (
     BOOL,
@@ -30,6 +28,7 @@ from sluice.protocol.schema import (
     Records,
     arr,
     f,
+    message,
 )
 
 _INT32_MIN = -(2**31)
@@ -72,19 +71,19 @@ class ApiKey(IntEnum):
 # ---- Produce (0) ---------------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ProducePartitionData:
     index: int = f(INT32)
     records: Buffer | None = f(RECORDS, nullable="0+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ProduceTopicData:
     name: str = f(STRING)
     partition_data: list[ProducePartitionData] = f(arr(ProducePartitionData))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ProduceRequest:
     transactional_id: str | None = f(STRING, "3+", nullable="3+", default=None)
     acks: int = f(INT16)
@@ -92,19 +91,19 @@ class ProduceRequest:
     topic_data: list[ProduceTopicData] = f(arr(ProduceTopicData))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class BatchIndexAndErrorMessage:
     batch_index: int = f(INT32, "8+")
     batch_index_error_message: str | None = f(STRING, "8+", nullable="8+", default=None)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class LeaderIdAndEpoch:
     leader_id: int = f(INT32, default=-1)
     leader_epoch: int = f(INT32, default=-1)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class NodeEndpoint:
     node_id: int = f(INT32)
     host: str = f(STRING)
@@ -112,7 +111,7 @@ class NodeEndpoint:
     rack: str | None = f(STRING, nullable="0+", default=None)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ProducePartitionResponse:
     index: int = f(INT32)
     error_code: int = f(INT16)
@@ -124,13 +123,13 @@ class ProducePartitionResponse:
     current_leader: LeaderIdAndEpoch | None = f(LeaderIdAndEpoch, "10+", tag=0)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ProduceTopicResponse:
     name: str = f(STRING)
     partition_responses: list[ProducePartitionResponse] = f(arr(ProducePartitionResponse))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ProduceResponse:
     responses: list[ProduceTopicResponse] = f(arr(ProduceTopicResponse))
     throttle_time_ms: int = f(INT32, "1+")
@@ -140,13 +139,13 @@ class ProduceResponse:
 # ---- Fetch (1) -----------------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ReplicaState:
     replica_id: int = f(INT32, default=-1)
     replica_epoch: int = f(INT64, default=-1)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class FetchPartition:
     partition: int = f(INT32)
     current_leader_epoch: int = f(INT32, "9+", default=-1)
@@ -157,21 +156,21 @@ class FetchPartition:
     replica_directory_id: uuid.UUID = f(UUID, "17+", tag=0)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class FetchTopic:
     topic: str = f(STRING, "0-12")
     topic_id: uuid.UUID = f(UUID, "13+")
     partitions: list[FetchPartition] = f(arr(FetchPartition))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ForgottenTopic:
     topic: str = f(STRING, "7-12")
     topic_id: uuid.UUID = f(UUID, "13+")
     partitions: list[int] = f(arr(INT32), "7+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class FetchRequest:
     cluster_id: str | None = f(STRING, "12+", nullable="12+", tag=0, default=None)
     replica_id: int = f(INT32, "0-14", default=-1)
@@ -187,25 +186,25 @@ class FetchRequest:
     rack_id: str = f(STRING, "11+", default="")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class EpochEndOffset:
     epoch: int = f(INT32, default=-1)
     end_offset: int = f(INT64, default=-1)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class SnapshotId:
     end_offset: int = f(INT64, default=-1)
     epoch: int = f(INT32, default=-1)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class AbortedTransaction:
     producer_id: int = f(INT64, "4+")
     first_offset: int = f(INT64, "4+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class FetchPartitionData:
     partition_index: int = f(INT32)
     error_code: int = f(INT16)
@@ -222,14 +221,14 @@ class FetchPartitionData:
     records: Records | None = f(RECORDS, nullable="0+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class FetchableTopicResponse:
     topic: str = f(STRING, "0-12")
     topic_id: uuid.UUID = f(UUID, "13+")
     partitions: list[FetchPartitionData] = f(arr(FetchPartitionData))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class FetchResponse:
     throttle_time_ms: int = f(INT32, "1+")
     error_code: int = f(INT16, "7+")
@@ -241,7 +240,7 @@ class FetchResponse:
 # ---- ListOffsets (2) -----------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ListOffsetsPartition:
     partition_index: int = f(INT32)
     current_leader_epoch: int = f(INT32, "4+", default=-1)
@@ -249,13 +248,13 @@ class ListOffsetsPartition:
     max_num_offsets: int = f(INT32, "0", default=1)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ListOffsetsTopic:
     name: str = f(STRING)
     partitions: list[ListOffsetsPartition] = f(arr(ListOffsetsPartition))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ListOffsetsRequest:
     replica_id: int = f(INT32, default=-1)
     isolation_level: int = f(INT8, "2+")
@@ -263,7 +262,7 @@ class ListOffsetsRequest:
     timeout_ms: int = f(INT32, "10+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ListOffsetsPartitionResponse:
     partition_index: int = f(INT32)
     error_code: int = f(INT16)
@@ -273,13 +272,13 @@ class ListOffsetsPartitionResponse:
     leader_epoch: int = f(INT32, "4+", default=-1)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ListOffsetsTopicResponse:
     name: str = f(STRING)
     partitions: list[ListOffsetsPartitionResponse] = f(arr(ListOffsetsPartitionResponse))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ListOffsetsResponse:
     throttle_time_ms: int = f(INT32, "2+")
     topics: list[ListOffsetsTopicResponse] = f(arr(ListOffsetsTopicResponse))
@@ -288,13 +287,13 @@ class ListOffsetsResponse:
 # ---- Metadata (3) --------------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class MetadataRequestTopic:
     topic_id: uuid.UUID = f(UUID, "10+")
     name: str | None = f(STRING, nullable="10+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class MetadataRequest:
     topics: list[MetadataRequestTopic] | None = f(arr(MetadataRequestTopic), nullable="1+")
     """None asks for every topic (v1+); an empty list for none."""
@@ -303,7 +302,7 @@ class MetadataRequest:
     include_topic_authorized_operations: bool = f(BOOL, "8+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class MetadataResponseBroker:
     node_id: int = f(INT32)
     host: str = f(STRING)
@@ -311,7 +310,7 @@ class MetadataResponseBroker:
     rack: str | None = f(STRING, "1+", nullable="1+", default=None)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class MetadataResponsePartition:
     error_code: int = f(INT16)
     partition_index: int = f(INT32)
@@ -322,7 +321,7 @@ class MetadataResponsePartition:
     offline_replicas: list[int] = f(arr(INT32), "5+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class MetadataResponseTopic:
     error_code: int = f(INT16)
     name: str | None = f(STRING, nullable="12+")
@@ -332,7 +331,7 @@ class MetadataResponseTopic:
     topic_authorized_operations: int = f(INT32, "8+", default=_INT32_MIN)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class MetadataResponse:
     throttle_time_ms: int = f(INT32, "3+")
     brokers: list[MetadataResponseBroker] = f(arr(MetadataResponseBroker))
@@ -345,7 +344,7 @@ class MetadataResponse:
 # ---- OffsetCommit (8) ----------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetCommitRequestPartition:
     partition_index: int = f(INT32)
     committed_offset: int = f(INT64)
@@ -354,13 +353,13 @@ class OffsetCommitRequestPartition:
     committed_metadata: str | None = f(STRING, nullable="0+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetCommitRequestTopic:
     name: str = f(STRING)
     partitions: list[OffsetCommitRequestPartition] = f(arr(OffsetCommitRequestPartition))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetCommitRequest:
     group_id: str = f(STRING)
     generation_id_or_member_epoch: int = f(INT32, "1+", default=-1)
@@ -370,19 +369,19 @@ class OffsetCommitRequest:
     topics: list[OffsetCommitRequestTopic] = f(arr(OffsetCommitRequestTopic))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetCommitResponsePartition:
     partition_index: int = f(INT32)
     error_code: int = f(INT16)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetCommitResponseTopic:
     name: str = f(STRING)
     partitions: list[OffsetCommitResponsePartition] = f(arr(OffsetCommitResponsePartition))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetCommitResponse:
     throttle_time_ms: int = f(INT32, "3+")
     topics: list[OffsetCommitResponseTopic] = f(arr(OffsetCommitResponseTopic))
@@ -391,13 +390,13 @@ class OffsetCommitResponse:
 # ---- OffsetFetch (9) -----------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetFetchRequestTopic:
     name: str = f(STRING)
     partition_indexes: list[int] = f(arr(INT32))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetFetchRequestGroup:
     group_id: str = f(STRING, "8+")
     member_id: str | None = f(STRING, "9+", nullable="9+", default=None)
@@ -407,7 +406,7 @@ class OffsetFetchRequestGroup:
     )
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetFetchRequest:
     group_id: str = f(STRING, "0-7")
     topics: list[OffsetFetchRequestTopic] | None = f(
@@ -418,7 +417,7 @@ class OffsetFetchRequest:
     require_stable: bool = f(BOOL, "7+", default=False)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetFetchResponsePartition:
     partition_index: int = f(INT32)
     committed_offset: int = f(INT64)
@@ -427,20 +426,20 @@ class OffsetFetchResponsePartition:
     error_code: int = f(INT16)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetFetchResponseTopic:
     name: str = f(STRING)
     partitions: list[OffsetFetchResponsePartition] = f(arr(OffsetFetchResponsePartition))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetFetchResponseGroup:
     group_id: str = f(STRING, "8+")
     topics: list[OffsetFetchResponseTopic] = f(arr(OffsetFetchResponseTopic), "8+")
     error_code: int = f(INT16, "8+", default=0)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetFetchResponse:
     throttle_time_ms: int = f(INT32, "3+")
     topics: list[OffsetFetchResponseTopic] = f(arr(OffsetFetchResponseTopic), "0-7")
@@ -451,7 +450,7 @@ class OffsetFetchResponse:
 # ---- FindCoordinator (10) ------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class FindCoordinatorRequest:
     key: str = f(STRING, "0-3")
     key_type: int = f(INT8, "1+", default=0)
@@ -459,7 +458,7 @@ class FindCoordinatorRequest:
     coordinator_keys: list[str] = f(arr(STRING), "4+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class Coordinator:
     key: str = f(STRING, "4+")
     node_id: int = f(INT32, "4+")
@@ -469,7 +468,7 @@ class Coordinator:
     error_message: str | None = f(STRING, "4+", nullable="4+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class FindCoordinatorResponse:
     throttle_time_ms: int = f(INT32, "1+")
     error_code: int = f(INT16, "0-3")
@@ -483,13 +482,13 @@ class FindCoordinatorResponse:
 # ---- JoinGroup (11) ------------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class JoinGroupRequestProtocol:
     name: str = f(STRING)
     metadata: Buffer = f(BYTES)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class JoinGroupRequest:
     group_id: str = f(STRING)
     session_timeout_ms: int = f(INT32)
@@ -501,14 +500,14 @@ class JoinGroupRequest:
     reason: str | None = f(STRING, "8+", nullable="8+", default=None)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class JoinGroupResponseMember:
     member_id: str = f(STRING)
     group_instance_id: str | None = f(STRING, "5+", nullable="5+", default=None)
     metadata: Buffer = f(BYTES)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class JoinGroupResponse:
     throttle_time_ms: int = f(INT32, "2+")
     error_code: int = f(INT16)
@@ -524,7 +523,7 @@ class JoinGroupResponse:
 # ---- Heartbeat (12), LeaveGroup (13), SyncGroup (14) ---------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class HeartbeatRequest:
     group_id: str = f(STRING)
     generation_id: int = f(INT32)
@@ -532,47 +531,47 @@ class HeartbeatRequest:
     group_instance_id: str | None = f(STRING, "3+", nullable="3+", default=None)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class HeartbeatResponse:
     throttle_time_ms: int = f(INT32, "1+")
     error_code: int = f(INT16)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class MemberIdentity:
     member_id: str = f(STRING, "3+")
     group_instance_id: str | None = f(STRING, "3+", nullable="3+", default=None)
     reason: str | None = f(STRING, "5+", nullable="5+", default=None)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class LeaveGroupRequest:
     group_id: str = f(STRING)
     member_id: str = f(STRING, "0-2")
     members: list[MemberIdentity] = f(arr(MemberIdentity), "3+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class LeaveGroupMemberResponse:
     member_id: str = f(STRING, "3+")
     group_instance_id: str | None = f(STRING, "3+", nullable="3+")
     error_code: int = f(INT16, "3+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class LeaveGroupResponse:
     throttle_time_ms: int = f(INT32, "1+")
     error_code: int = f(INT16)
     members: list[LeaveGroupMemberResponse] = f(arr(LeaveGroupMemberResponse), "3+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class SyncGroupRequestAssignment:
     member_id: str = f(STRING)
     assignment: Buffer = f(BYTES)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class SyncGroupRequest:
     group_id: str = f(STRING)
     generation_id: int = f(INT32)
@@ -583,7 +582,7 @@ class SyncGroupRequest:
     assignments: list[SyncGroupRequestAssignment] = f(arr(SyncGroupRequestAssignment))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class SyncGroupResponse:
     throttle_time_ms: int = f(INT32, "1+")
     error_code: int = f(INT16)
@@ -595,13 +594,13 @@ class SyncGroupResponse:
 # ---- DescribeGroups (15), ListGroups (16) --------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeGroupsRequest:
     groups: list[str] = f(arr(STRING))
     include_authorized_operations: bool = f(BOOL, "3+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribedGroupMember:
     member_id: str = f(STRING)
     group_instance_id: str | None = f(STRING, "4+", nullable="4+", default=None)
@@ -611,7 +610,7 @@ class DescribedGroupMember:
     member_assignment: Buffer = f(BYTES)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribedGroup:
     error_code: int = f(INT16)
     group_id: str = f(STRING)
@@ -622,19 +621,19 @@ class DescribedGroup:
     authorized_operations: int = f(INT32, "3+", default=_INT32_MIN)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeGroupsResponse:
     throttle_time_ms: int = f(INT32, "1+")
     groups: list[DescribedGroup] = f(arr(DescribedGroup))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ListGroupsRequest:
     states_filter: list[str] = f(arr(STRING), "4+")
     types_filter: list[str] = f(arr(STRING), "5+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ListedGroup:
     group_id: str = f(STRING)
     protocol_type: str = f(STRING)
@@ -642,7 +641,7 @@ class ListedGroup:
     group_type: str = f(STRING, "5+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ListGroupsResponse:
     throttle_time_ms: int = f(INT32, "1+")
     error_code: int = f(INT16)
@@ -652,45 +651,45 @@ class ListGroupsResponse:
 # ---- SaslHandshake (17), ApiVersions (18) --------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class SaslHandshakeRequest:
     mechanism: str = f(STRING)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class SaslHandshakeResponse:
     error_code: int = f(INT16)
     mechanisms: list[str] = f(arr(STRING))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ApiVersionsRequest:
     client_software_name: str = f(STRING, "3+")
     client_software_version: str = f(STRING, "3+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ApiVersion:
     api_key: int = f(INT16)
     min_version: int = f(INT16)
     max_version: int = f(INT16)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class SupportedFeatureKey:
     name: str = f(STRING, "3+")
     min_version: int = f(INT16, "3+")
     max_version: int = f(INT16, "3+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class FinalizedFeatureKey:
     name: str = f(STRING, "3+")
     max_version_level: int = f(INT16, "3+")
     min_version_level: int = f(INT16, "3+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ApiVersionsResponse:
     error_code: int = f(INT16)
     api_keys: list[ApiVersion] = f(arr(ApiVersion))
@@ -704,19 +703,19 @@ class ApiVersionsResponse:
 # ---- CreateTopics (19), DeleteTopics (20) --------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class CreatableReplicaAssignment:
     partition_index: int = f(INT32)
     broker_ids: list[int] = f(arr(INT32))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class CreatableTopicConfig:
     name: str = f(STRING)
     value: str | None = f(STRING, nullable="0+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class CreatableTopic:
     name: str = f(STRING)
     num_partitions: int = f(INT32)
@@ -726,14 +725,14 @@ class CreatableTopic:
     configs: list[CreatableTopicConfig] = f(arr(CreatableTopicConfig))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class CreateTopicsRequest:
     topics: list[CreatableTopic] = f(arr(CreatableTopic))
     timeout_ms: int = f(INT32, default=60000)
     validate_only: bool = f(BOOL, "1+", default=False)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class CreatableTopicConfigs:
     name: str = f(STRING, "5+")
     value: str | None = f(STRING, "5+", nullable="5+")
@@ -742,7 +741,7 @@ class CreatableTopicConfigs:
     is_sensitive: bool = f(BOOL, "5+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class CreatableTopicResult:
     name: str = f(STRING)
     topic_id: uuid.UUID = f(UUID, "7+")
@@ -754,26 +753,26 @@ class CreatableTopicResult:
     configs: list[CreatableTopicConfigs] | None = f(arr(CreatableTopicConfigs), "5+", nullable="5+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class CreateTopicsResponse:
     throttle_time_ms: int = f(INT32, "2+")
     topics: list[CreatableTopicResult] = f(arr(CreatableTopicResult))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DeleteTopicState:
     name: str | None = f(STRING, "6+", nullable="6+", default=None)
     topic_id: uuid.UUID = f(UUID, "6+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DeleteTopicsRequest:
     topics: list[DeleteTopicState] = f(arr(DeleteTopicState), "6+")
     topic_names: list[str] = f(arr(STRING), "0-5")
     timeout_ms: int = f(INT32)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DeletableTopicResult:
     name: str | None = f(STRING, nullable="6+")
     topic_id: uuid.UUID = f(UUID, "6+")
@@ -781,7 +780,7 @@ class DeletableTopicResult:
     error_message: str | None = f(STRING, "5+", nullable="5+", default=None)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DeleteTopicsResponse:
     throttle_time_ms: int = f(INT32, "1+")
     responses: list[DeletableTopicResult] = f(arr(DeletableTopicResult))
@@ -790,44 +789,44 @@ class DeleteTopicsResponse:
 # ---- DeleteRecords (21), InitProducerId (22) -----------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DeleteRecordsPartition:
     partition_index: int = f(INT32)
     offset: int = f(INT64)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DeleteRecordsTopic:
     name: str = f(STRING)
     partitions: list[DeleteRecordsPartition] = f(arr(DeleteRecordsPartition))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DeleteRecordsRequest:
     topics: list[DeleteRecordsTopic] = f(arr(DeleteRecordsTopic))
     timeout_ms: int = f(INT32)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DeleteRecordsPartitionResult:
     partition_index: int = f(INT32)
     low_watermark: int = f(INT64)
     error_code: int = f(INT16)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DeleteRecordsTopicResult:
     name: str = f(STRING)
     partitions: list[DeleteRecordsPartitionResult] = f(arr(DeleteRecordsPartitionResult))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DeleteRecordsResponse:
     throttle_time_ms: int = f(INT32)
     topics: list[DeleteRecordsTopicResult] = f(arr(DeleteRecordsTopicResult))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class InitProducerIdRequest:
     transactional_id: str | None = f(STRING, nullable="0+", default=None)
     transaction_timeout_ms: int = f(INT32)
@@ -835,7 +834,7 @@ class InitProducerIdRequest:
     producer_epoch: int = f(INT16, "3+", default=-1)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class InitProducerIdResponse:
     throttle_time_ms: int = f(INT32)
     error_code: int = f(INT16)
@@ -853,7 +852,7 @@ class ConfigResourceType(IntEnum):
     BROKER_LOGGER = 8
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeConfigsResource:
     resource_type: int = f(INT8)
     resource_name: str = f(STRING)
@@ -861,21 +860,21 @@ class DescribeConfigsResource:
     """None: every config of the resource."""
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeConfigsRequest:
     resources: list[DescribeConfigsResource] = f(arr(DescribeConfigsResource))
     include_synonyms: bool = f(BOOL, "1+", default=False)
     include_documentation: bool = f(BOOL, "3+", default=False)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeConfigsSynonym:
     name: str = f(STRING, "1+")
     value: str | None = f(STRING, "1+", nullable="0+")
     source: int = f(INT8, "1+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeConfigsResourceResult:
     name: str = f(STRING)
     value: str | None = f(STRING, nullable="0+")
@@ -888,7 +887,7 @@ class DescribeConfigsResourceResult:
     documentation: str | None = f(STRING, "3+", nullable="0+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeConfigsResult:
     error_code: int = f(INT16)
     error_message: str | None = f(STRING, nullable="0+")
@@ -897,32 +896,32 @@ class DescribeConfigsResult:
     configs: list[DescribeConfigsResourceResult] = f(arr(DescribeConfigsResourceResult))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeConfigsResponse:
     throttle_time_ms: int = f(INT32)
     results: list[DescribeConfigsResult] = f(arr(DescribeConfigsResult))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class AlterableConfig:
     name: str = f(STRING)
     value: str | None = f(STRING, nullable="0+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class AlterConfigsResource:
     resource_type: int = f(INT8)
     resource_name: str = f(STRING)
     configs: list[AlterableConfig] = f(arr(AlterableConfig))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class AlterConfigsRequest:
     resources: list[AlterConfigsResource] = f(arr(AlterConfigsResource))
     validate_only: bool = f(BOOL)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class AlterConfigsResourceResponse:
     error_code: int = f(INT16)
     error_message: str | None = f(STRING, nullable="0+")
@@ -930,7 +929,7 @@ class AlterConfigsResourceResponse:
     resource_name: str = f(STRING)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class AlterConfigsResponse:
     throttle_time_ms: int = f(INT32)
     responses: list[AlterConfigsResourceResponse] = f(arr(AlterConfigsResourceResponse))
@@ -943,27 +942,27 @@ class ConfigOperation(IntEnum):
     SUBTRACT = 3
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class IncrementalAlterableConfig:
     name: str = f(STRING)
     config_operation: int = f(INT8)
     value: str | None = f(STRING, nullable="0+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class IncrementalAlterConfigsResource:
     resource_type: int = f(INT8)
     resource_name: str = f(STRING)
     configs: list[IncrementalAlterableConfig] = f(arr(IncrementalAlterableConfig))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class IncrementalAlterConfigsRequest:
     resources: list[IncrementalAlterConfigsResource] = f(arr(IncrementalAlterConfigsResource))
     validate_only: bool = f(BOOL)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class IncrementalAlterConfigsResponse:
     throttle_time_ms: int = f(INT32)
     responses: list[AlterConfigsResourceResponse] = f(arr(AlterConfigsResourceResponse))
@@ -972,19 +971,19 @@ class IncrementalAlterConfigsResponse:
 # ---- DescribeLogDirs (35) ------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribableLogDirTopic:
     topic: str = f(STRING)
     partitions: list[int] = f(arr(INT32))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeLogDirsRequest:
     topics: list[DescribableLogDirTopic] | None = f(arr(DescribableLogDirTopic), nullable="0+")
     """None: every partition of every topic."""
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeLogDirsPartition:
     partition_index: int = f(INT32)
     partition_size: int = f(INT64)
@@ -992,13 +991,13 @@ class DescribeLogDirsPartition:
     is_future_key: bool = f(BOOL)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeLogDirsTopic:
     name: str = f(STRING)
     partitions: list[DescribeLogDirsPartition] = f(arr(DescribeLogDirsPartition))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeLogDirsResult:
     error_code: int = f(INT16)
     log_dir: str = f(STRING)
@@ -1007,7 +1006,7 @@ class DescribeLogDirsResult:
     usable_bytes: int = f(INT64, "4+", default=-1)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeLogDirsResponse:
     throttle_time_ms: int = f(INT32)
     error_code: int = f(INT16, "3+")
@@ -1017,12 +1016,12 @@ class DescribeLogDirsResponse:
 # ---- SaslAuthenticate (36), CreatePartitions (37) ------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class SaslAuthenticateRequest:
     auth_bytes: Buffer = f(BYTES)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class SaslAuthenticateResponse:
     error_code: int = f(INT16)
     error_message: str | None = f(STRING, nullable="0+")
@@ -1030,12 +1029,12 @@ class SaslAuthenticateResponse:
     session_lifetime_ms: int = f(INT64, "1+", default=0)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class CreatePartitionsAssignment:
     broker_ids: list[int] = f(arr(INT32))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class CreatePartitionsTopic:
     name: str = f(STRING)
     count: int = f(INT32)
@@ -1044,21 +1043,21 @@ class CreatePartitionsTopic:
     )
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class CreatePartitionsRequest:
     topics: list[CreatePartitionsTopic] = f(arr(CreatePartitionsTopic))
     timeout_ms: int = f(INT32)
     validate_only: bool = f(BOOL)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class CreatePartitionsTopicResult:
     name: str = f(STRING)
     error_code: int = f(INT16)
     error_message: str | None = f(STRING, nullable="0+", default=None)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class CreatePartitionsResponse:
     throttle_time_ms: int = f(INT32)
     results: list[CreatePartitionsTopicResult] = f(arr(CreatePartitionsTopicResult))
@@ -1067,18 +1066,18 @@ class CreatePartitionsResponse:
 # ---- DeleteGroups (42) ---------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DeleteGroupsRequest:
     groups_names: list[str] = f(arr(STRING))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DeletableGroupResult:
     group_id: str = f(STRING)
     error_code: int = f(INT16)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DeleteGroupsResponse:
     throttle_time_ms: int = f(INT32)
     results: list[DeletableGroupResult] = f(arr(DeletableGroupResult))
@@ -1092,13 +1091,13 @@ class ElectionType(IntEnum):
     UNCLEAN = 1
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ElectLeadersTopic:
     topic: str = f(STRING)
     partitions: list[int] = f(arr(INT32))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ElectLeadersRequest:
     election_type: int = f(INT8, "1+")
     """v0 is always a preferred election."""
@@ -1107,20 +1106,20 @@ class ElectLeadersRequest:
     timeout_ms: int = f(INT32, default=60000)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ElectLeadersPartitionResult:
     partition_id: int = f(INT32)
     error_code: int = f(INT16)
     error_message: str | None = f(STRING, nullable="0+", default=None)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ReplicaElectionResult:
     topic: str = f(STRING)
     partition_result: list[ElectLeadersPartitionResult] = f(arr(ElectLeadersPartitionResult))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ElectLeadersResponse:
     throttle_time_ms: int = f(INT32)
     error_code: int = f(INT16, "1+")
@@ -1130,39 +1129,39 @@ class ElectLeadersResponse:
 # ---- AlterPartitionReassignments (45), ListPartitionReassignments (46) ---------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ReassignablePartition:
     partition_index: int = f(INT32)
     replicas: list[int] | None = f(arr(INT32), nullable="0+", default=None)
     """None: cancel the partition's pending reassignment."""
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ReassignableTopic:
     name: str = f(STRING)
     partitions: list[ReassignablePartition] = f(arr(ReassignablePartition))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class AlterPartitionReassignmentsRequest:
     timeout_ms: int = f(INT32, default=60000)
     topics: list[ReassignableTopic] = f(arr(ReassignableTopic))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ReassignablePartitionResponse:
     partition_index: int = f(INT32)
     error_code: int = f(INT16)
     error_message: str | None = f(STRING, nullable="0+", default=None)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ReassignableTopicResponse:
     name: str = f(STRING)
     partitions: list[ReassignablePartitionResponse] = f(arr(ReassignablePartitionResponse))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class AlterPartitionReassignmentsResponse:
     throttle_time_ms: int = f(INT32)
     error_code: int = f(INT16)
@@ -1170,13 +1169,13 @@ class AlterPartitionReassignmentsResponse:
     responses: list[ReassignableTopicResponse] = f(arr(ReassignableTopicResponse))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ListPartitionReassignmentsTopics:
     name: str = f(STRING)
     partition_indexes: list[int] = f(arr(INT32))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ListPartitionReassignmentsRequest:
     timeout_ms: int = f(INT32, default=60000)
     topics: list[ListPartitionReassignmentsTopics] | None = f(
@@ -1185,7 +1184,7 @@ class ListPartitionReassignmentsRequest:
     """None: every partition."""
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OngoingPartitionReassignment:
     partition_index: int = f(INT32)
     replicas: list[int] = f(arr(INT32))
@@ -1193,13 +1192,13 @@ class OngoingPartitionReassignment:
     removing_replicas: list[int] = f(arr(INT32))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OngoingTopicReassignment:
     name: str = f(STRING)
     partitions: list[OngoingPartitionReassignment] = f(arr(OngoingPartitionReassignment))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class ListPartitionReassignmentsResponse:
     throttle_time_ms: int = f(INT32)
     error_code: int = f(INT16)
@@ -1210,36 +1209,36 @@ class ListPartitionReassignmentsResponse:
 # ---- OffsetDelete (47) ---------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetDeleteRequestPartition:
     partition_index: int = f(INT32)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetDeleteRequestTopic:
     name: str = f(STRING)
     partitions: list[OffsetDeleteRequestPartition] = f(arr(OffsetDeleteRequestPartition))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetDeleteRequest:
     group_id: str = f(STRING)
     topics: list[OffsetDeleteRequestTopic] = f(arr(OffsetDeleteRequestTopic))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetDeleteResponsePartition:
     partition_index: int = f(INT32)
     error_code: int = f(INT16)
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetDeleteResponseTopic:
     name: str = f(STRING)
     partitions: list[OffsetDeleteResponsePartition] = f(arr(OffsetDeleteResponsePartition))
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class OffsetDeleteResponse:
     error_code: int = f(INT16)
     throttle_time_ms: int = f(INT32)
@@ -1255,14 +1254,14 @@ class EndpointType(IntEnum):
     CONTROLLER = 2
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeClusterRequest:
     include_cluster_authorized_operations: bool = f(BOOL)
     endpoint_type: int = f(INT8, "1+", default=1)
     include_fenced_brokers: bool = f(BOOL, "2+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeClusterBroker:
     broker_id: int = f(INT32)
     host: str = f(STRING)
@@ -1271,7 +1270,7 @@ class DescribeClusterBroker:
     is_fenced: bool = f(BOOL, "2+")
 
 
-@dataclass(slots=True, kw_only=True)
+@message
 class DescribeClusterResponse:
     throttle_time_ms: int = f(INT32)
     error_code: int = f(INT16)

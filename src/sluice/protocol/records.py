@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import NamedTuple
 
-import crc32c
-
+from sluice.dataclass import dataclass
 from sluice.errors import CorruptRecordError, InvalidRecordError, RecordTooLargeError
 from sluice.protocol.compression import CODEC_NAMES, compress, decompress, inflate
 from sluice.protocol.compression import Compression as Compression  # re-exported with batches
+from sluice.protocol.crc import crc32c
 
 Bytes = bytes | bytearray | memoryview
 """Any buffer the record functions accept."""
@@ -131,7 +131,7 @@ def scan_batches(
         _check_header(header, end - pos, max_batch_bytes)
         if (
             check_crc
-            and crc32c.crc32c(view[pos + ATTRIBUTES_OFFSET : pos + header.size]) != header.crc
+            and crc32c(view[pos + ATTRIBUTES_OFFSET : pos + header.size]) != header.crc
         ):
             raise CorruptRecordError(f"record batch at byte {pos} fails its CRC-32C check")
         _check_plausible(header)
@@ -338,7 +338,7 @@ def build_batch(
         )
         + payload
     )
-    crc = crc32c.crc32c(tail)
+    crc = crc32c(tail)
     batch_length = 4 + 1 + 4 + len(tail)  # leader epoch, magic, crc, then the rest
     return struct.pack(">qiibI", base_offset, batch_length, 0, 2, crc) + tail
 
@@ -525,7 +525,7 @@ def recompress_batch(batch: Bytes, codec: int, *, limit: int) -> bytes:
     tail = bytearray(view[ATTRIBUTES_OFFSET:HEADER_SIZE])
     struct.pack_into(">h", tail, 0, attributes)
     tail += payload
-    crc = crc32c.crc32c(tail)
+    crc = crc32c(tail)
     batch_length = len(tail) + 9  # partitionLeaderEpoch, magic, crc
     return (
         struct.pack(

@@ -1,7 +1,7 @@
 """A schema-driven codec: message dataclasses describe their wire fields, one engine codes them.
 
-Each message is a ``@dataclass(slots=True, kw_only=True)`` whose fields are declared with
-:func:`f`, stating the Kafka type and the version ranges as in Apache Kafka's message JSON
+Each message is a class decorated with :func:`message` (a slotted, keyword-only dataclass)
+whose fields are declared with :func:`f`, stating the Kafka type and the version ranges as in Apache Kafka's message JSON
 (``versions``, ``nullableVersions``, ``taggedVersions``/``tag``, ``default``). The engine compiles
 one reader and one writer per (class, version, flexible) on first use, so the per-message cost is
 a loop over prepared closures, not a re-interpretation of the schema.
@@ -18,8 +18,10 @@ import operator
 import struct
 import uuid
 from collections.abc import Callable
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar, dataclass_transform
 
+from sluice.dataclass import build, dataclass
 from sluice.protocol.primitives import (
     F64,
     I8,
@@ -73,32 +75,33 @@ Records = Buffer
 """A record set as the codec carries it: opaque bytes, never decoded here."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Versions:
     lo: int
     hi: int  # inclusive; 32767 for "N+"
 
-    @classmethod
-    def parse(cls, text: str | None) -> Versions:
+    @staticmethod
+    @cache  # a few dozen distinct strings, parsed for ~500 fields at import
+    def parse(text: str | None) -> Versions:
         if text is None or text == "none":
-            return cls(1, 0)  # empty
+            return Versions(1, 0)  # empty
         if text.endswith("+"):
-            return cls(int(text[:-1]), 0x7FFF)
+            return Versions(int(text[:-1]), 0x7FFF)
         lo, _, hi = text.partition("-")
-        return cls(int(lo), int(hi or lo))
+        return Versions(int(lo), int(hi or lo))
 
     def __contains__(self, version: int) -> bool:
         return self.lo <= version <= self.hi
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Array:
     """``[]T``: ``of`` is a primitive type name or a message dataclass."""
 
     of: str | type
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class FieldMeta:
     type: str | type | Array
     versions: Versions
@@ -138,6 +141,21 @@ def f(
 
 def arr(of: str | type) -> Array:
     return Array(of)
+
+
+# -- message classes -----------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+@dataclass_transform(kw_only_default=True)
+def message(cls: type[T]) -> type[T]:
+    """``@dataclass(slots=True, kw_only=True)``, built by :func:`sluice.dataclass.build` (a
+    fraction of the standard decorator's cost: there are ~150 messages)."""
+    built = build(cls, kw_only=True)
+    if built is None:
+        raise TypeError(f"{cls.__name__}: a message declares plain fields only")
+    return built
 
 
 # -- compiled plans ------------------------------------------------------------------------------

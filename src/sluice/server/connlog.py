@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from sluice.dataclass import dataclass
 
 log = logging.getLogger("sluice.server.connections")
 

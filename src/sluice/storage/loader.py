@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import os
 from bisect import bisect_right
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sluice.config import LogConfig
+from sluice.dataclass import dataclass
 from sluice.errors import SluiceError
 from sluice.protocol.records import HEADER_SIZE, read_header
 from sluice.storage.clock import Clock

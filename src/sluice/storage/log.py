@@ -22,10 +22,11 @@ import os
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from sluice.config import AckLevel, LogConfig
+from sluice.dataclass import dataclass
 from sluice.errors import LogClosedError, OffsetOutOfRangeError, StorageError
 from sluice.protocol.records import (
     DEFAULT_MAX_UNCOMPRESSED,

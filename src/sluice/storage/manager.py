@@ -34,11 +34,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sluice.config import TOPIC_CONFIG_KEYS, LogConfig
+from sluice.dataclass import dataclass
 from sluice.errors import (
     InvalidConfigError,
     InvalidPartitionsError,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from concurrent.futures import Executor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sluice.config import AckLevel, AppendMode, LogConfig
 from sluice.storage.clock import Clock, wall_clock_ms
@@ -20,6 +21,9 @@ from sluice.storage.loader import CleanState
 from sluice.storage.log import PartitionLog
 from sluice.storage.writer import PartitionWriter
 
+if TYPE_CHECKING:
+    import asyncio
+
 
 class Partition:
     def __init__(self, log: PartitionLog, executor: Executor | None = None) -> None:
@@ -27,6 +31,9 @@ class Partition:
         self.executor = executor
         """Where the writer runs file I/O (the loop's default executor if None)."""
         self._writer: PartitionWriter | None = None
+        self.append_gate: asyncio.Event | None = None
+        """Tests only (``sluice.testing``'s paused appends): while set to an unset event, every
+        append waits for it, in arrival order."""
 
     @classmethod
     def open(
@@ -67,6 +74,8 @@ class Partition:
     async def append(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
         """Append one or more whole batches; returns the first offset once the append is
         acknowledged at ``ack`` (default: the topic's ``sluice.append.ack``)."""
+        if self.append_gate is not None:
+            await self.append_gate.wait()
         writer = self._writer
         if self.log.config.append_mode is AppendMode.WRITER or (writer is not None and not writer.idle):
             if writer is None:

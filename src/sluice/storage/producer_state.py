@@ -22,10 +22,11 @@ import json
 import logging
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from sluice.dataclass import dataclass
 from sluice.errors import (
     InvalidProducerEpochError,
     InvalidRecordError,

@@ -13,12 +13,11 @@ import logging
 import mmap
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-import crc32c
-
+from sluice.dataclass import dataclass
+from sluice.protocol.crc import crc32c
 from sluice.protocol.records import (
     ATTRIBUTES_OFFSET,
     HEADER_SIZE,
@@ -459,7 +458,7 @@ class LogSegment:
                 or not (header.base_offset == expected or expected < header.base_offset <= gaps_below)
                 or header.last_offset_delta < 0
                 or (max_batch_bytes is not None and size > max_batch_bytes)
-                or crc32c.crc32c(view[position + ATTRIBUTES_OFFSET : position + size]) != header.crc
+                or crc32c(view[position + ATTRIBUTES_OFFSET : position + size]) != header.crc
             ):
                 break
             self.note_appended(header, position)

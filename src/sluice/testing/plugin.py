@@ -1,45 +1,181 @@
-"""pytest plugin (auto-loaded when sluice is installed): ``sluice_broker``, ``sluice_process``
-and ``sluice_topic``.
+"""pytest plugin, registered by sluice's ``pytest11`` entry point: real-broker fixtures.
 
-Each test gets a real broker on a free loopback port with its own temporary data directory,
-stopped cleanly when the test ends: in the test's process (``sluice_broker``, fast), or as a
-``sluice serve`` child process that the test may SIGKILL and start again (``sluice_process``).
-``sluice_topic`` is a one-partition topic on ``sluice_broker``, named after the test.
+- ``sluice_broker``: one :class:`~sluice.testing.EmbeddedBroker` for the whole session (per
+  pytest-xdist worker), started when a test first asks for it. Each test gets it healthy: the
+  faults the previous test scripted are cleared, a broker it stopped is started again, and the
+  topics it created through the helpers are deleted.
+- ``sluice_fresh_broker``: a broker of its own for one test, with its data in ``tmp_path``
+  (restart it, inspect its files, count its connections).
+- ``sluice_topic``: a new topic on ``sluice_broker``, uniquely named after the test; one
+  partition, or as ``@pytest.mark.sluice_topic(partitions=3, configs={...})`` or an indirect
+  parameter (``3``, or ``{"partitions": 3, "retention.ms": 60000}``) says.
+- ``sluice_process``: ``sluice serve`` as a child process, to SIGKILL and start again.
+- ``sluice_settings``: the broker settings (Kafka names) both brokers start with; override it
+  (session scope) in a conftest.py.
+- ``sluice_session_broker``: the session's broker for session-scoped fixtures of your own.
+
+``--kafka-bootstrap HOST:PORT`` (or the ``SLUICE_KAFKA_BOOTSTRAP`` environment variable) runs
+the same tests against a cluster sluice does not start (Apache Kafka, Redpanda, a ``sluice
+serve`` elsewhere): ``sluice_broker`` and ``sluice_fresh_broker`` are then an
+:class:`~sluice.testing.ExternalCluster`, topics are still unique per test and deleted after it,
+and what only an embedded broker has (faults, restarts, its data directory, ``sluice_process``)
+skips the test.
+
+Nothing of the broker is imported until a test uses a fixture, so the plugin costs nothing in
+a pytest run that does not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from sluice.testing.embedded import EmbeddedBroker
-from sluice.testing.process import BrokerProcess
-from sluice.testing.topics import create_topic, unique_topic_name
+if TYPE_CHECKING:
+    from sluice.testing.cluster import Cluster, ExternalCluster
+    from sluice.testing.embedded import EmbeddedBroker
+    from sluice.testing.process import BrokerProcess
+
+BOOTSTRAP_ENV = "SLUICE_KAFKA_BOOTSTRAP"
 
 
-@pytest.fixture
-def sluice_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    broker = EmbeddedBroker(tmp_path / "sluice-data")
-    broker.start()
-    try:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("sluice", "sluice: Kafka fixtures")
+    group.addoption(
+        "--kafka-bootstrap",
+        metavar="HOST:PORT",
+        default=None,
+        help=(
+            "run the sluice fixtures against this Kafka cluster instead of an embedded sluice "
+            f"broker (also ${BOOTSTRAP_ENV})"
+        ),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sluice_topic(partitions=1, configs=None): the sluice_topic fixture's partitions and "
+        "topic configs (Kafka names)",
+    )
+
+
+def external_bootstrap(config: pytest.Config) -> str | None:
+    """The cluster named by ``--kafka-bootstrap`` or $SLUICE_KAFKA_BOOTSTRAP, if any."""
+    option: str | None = config.getoption("kafka_bootstrap", None)
+    return option or os.environ.get(BOOTSTRAP_ENV) or None
+
+
+def _external_cluster(bootstrap: str) -> ExternalCluster:
+    """The cluster at ``bootstrap``, where what only an embedded broker has skips the test."""
+    from sluice.testing.cluster import ExternalCluster
+
+    class Skipping(ExternalCluster):
+        @property
+        def faults(self) -> Any:
+            pytest.skip("scripted faults need an embedded sluice broker (--kafka-bootstrap)")
+
+        @property
+        def data_dir(self) -> Any:
+            pytest.skip("the data directory needs an embedded sluice broker (--kafka-bootstrap)")
+
+        def restart(self) -> Any:
+            pytest.skip("restarts need an embedded sluice broker (--kafka-bootstrap)")
+
+    return Skipping(bootstrap)
+
+
+@pytest.fixture(scope="session")
+def sluice_settings() -> Mapping[str, object]:
+    """Broker settings by Kafka name for ``sluice_broker`` and ``sluice_fresh_broker``
+    (override in a conftest.py, session scope)."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def sluice_session_broker(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    sluice_settings: Mapping[str, object],
+) -> Iterator[Cluster]:
+    """The session's broker itself, for session-scoped fixtures of your own (topics that every
+    test reads, say). Tests use ``sluice_broker``: the same broker, kept healthy per test."""
+    bootstrap = external_bootstrap(request.config)
+    if bootstrap is not None:
+        cluster = _external_cluster(bootstrap)
+        try:
+            yield cluster
+        finally:
+            cluster.close()
+        return
+    from sluice.testing.embedded import EmbeddedBroker
+
+    with EmbeddedBroker(tmp_path_factory.mktemp("sluice"), settings=sluice_settings) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture
-def sluice_process(tmp_path: Path) -> Iterator[BrokerProcess]:
+def sluice_broker(sluice_session_broker: Cluster) -> Iterator[EmbeddedBroker]:
+    """The session's broker (see the module's documentation), healthy for this test; the
+    topics this test creates through its helpers are deleted when it ends."""
+    from sluice.testing.embedded import EmbeddedBroker
+
+    cluster = sluice_session_broker
+    if isinstance(cluster, EmbeddedBroker) and not cluster.running:
+        cluster.start()  # an earlier test stopped it
+    before = set(cluster.created_topics)
+    try:
+        yield cluster  # type: ignore[misc]  # an ExternalCluster under --kafka-bootstrap
+    finally:
+        if isinstance(cluster, EmbeddedBroker):
+            if cluster.running:
+                cluster.faults.clear()
+            else:
+                cluster.start()
+        cluster.delete_topics([t for t in cluster.created_topics if t not in before])
+
+
+@pytest.fixture
+def sluice_fresh_broker(
+    request: pytest.FixtureRequest, tmp_path: Path, sluice_settings: Mapping[str, object]
+) -> Iterator[EmbeddedBroker]:
+    """A broker for this test alone, data in ``tmp_path / "sluice-data"``, stopped after it
+    (under --kafka-bootstrap: the external cluster, as ``sluice_broker``)."""
+    if external_bootstrap(request.config) is not None:
+        yield request.getfixturevalue("sluice_broker")
+        return
+    from sluice.testing.embedded import EmbeddedBroker
+
+    with EmbeddedBroker(tmp_path / "sluice-data", settings=sluice_settings) as broker:
+        yield broker
+
+
+@pytest.fixture
+def sluice_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerProcess]:
     """A started ``sluice serve`` child; its output is in ``tmp_path / "sluice-serve.log"``."""
+    if external_bootstrap(request.config) is not None:
+        pytest.skip("sluice_process starts sluice itself (--kafka-bootstrap is set)")
+    from sluice.testing.process import BrokerProcess
+
     with BrokerProcess(tmp_path / "sluice-data", tmp_path / "sluice-serve.log") as broker:
         broker.start()
         yield broker
 
 
 @pytest.fixture
-def sluice_topic(sluice_broker: EmbeddedBroker, request: pytest.FixtureRequest) -> str:
-    """A new one-partition topic on ``sluice_broker``, named after the test (made unique). For
-    more partitions or topic configs, call :func:`sluice.testing.create_topic` instead."""
+def sluice_topic(sluice_broker: Cluster, request: pytest.FixtureRequest) -> str:
+    """A new topic on ``sluice_broker``, named after the test (made unique), deleted after it:
+    one partition unless a ``sluice_topic`` marker or an indirect parameter says otherwise."""
+    from sluice.testing.topics import topic_spec, unique_topic_name
+
+    spec: Any = getattr(request, "param", None)
+    marker = request.node.get_closest_marker("sluice_topic")
+    if spec is None and marker is not None:
+        spec = {**(marker.kwargs.get("configs") or {})}
+        spec["partitions"] = marker.kwargs.get("partitions", marker.args[0] if marker.args else 1)
+    partitions, configs = topic_spec(spec if spec is not None else 1)
     name = unique_topic_name(request.node.name)
-    return create_topic(sluice_broker.bootstrap_servers, name)
+    return sluice_broker.create_topic(name, partitions, configs=configs)

@@ -6,7 +6,7 @@ wires them (which imports them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from sluice.dataclass import dataclass
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,9 @@ bytes are ignored, so new clients never break the broker.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from sluice.dataclass import dataclass
 from sluice.protocol.primitives import Buffer, ProtocolError, Reader
 
 PROTOCOL_TYPE = "consumer"

@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 
 from sluice.broker.groups.consumer_protocol import PROTOCOL_TYPE, parse_subscription
+from sluice.dataclass import dataclass
 from sluice.errors import ErrorCode
 from sluice.protocol.primitives import ProtocolError
 

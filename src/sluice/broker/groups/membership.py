@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 
 from sluice.broker.groups.config import GroupConfig
 from sluice.broker.groups.group import (
@@ -36,6 +35,7 @@ from sluice.broker.groups.group import (
     new_member_id,
 )
 from sluice.broker.groups.store import Change, GroupKey, GroupStore, StoredGroup, StoredMember
+from sluice.dataclass import dataclass
 from sluice.errors import ErrorCode, SluiceError
 from sluice.plural import plural
 from sluice.protocol import ApiKey

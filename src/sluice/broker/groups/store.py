@@ -29,11 +29,12 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from sluice.config import AckLevel, LogConfig
+from sluice.dataclass import dataclass
 from sluice.errors import SluiceError
 from sluice.plural import plural
 from sluice.protocol.records import build_batch, decode_records, iter_stored_batches

@@ -1,0 +1,346 @@
+"""What a test does with a Kafka cluster besides running the code under test: create and delete
+topics, produce a few records, and read back what a topic holds, for assertions.
+
+:class:`Cluster` is that, over nothing but ``bootstrap_servers``, so the same test runs against
+an :class:`~sluice.testing.EmbeddedBroker` or, through :class:`ExternalCluster`, against Apache
+Kafka, Redpanda or a ``sluice serve`` started elsewhere. Producing and consuming go through
+librdkafka (confluent-kafka, a dependency of sluice's tools), imported on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sluice.dataclass import dataclass
+from sluice.testing.topics import TopicSpec, create_topics, delete_topics, unique_topic_name
+
+if TYPE_CHECKING:
+    import confluent_kafka
+
+Value = bytes | str | None
+"""A record's key or value as the helpers take it: ``str`` is sent UTF-8 encoded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record as read back (or as stored, from :meth:`Cluster.produce`)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+    timestamp: int = -1
+    """Milliseconds since the epoch (the producer's create time, or the broker's append time)."""
+
+
+class ProduceError(Exception):
+    """Records were not acknowledged; ``errors`` holds librdkafka's error for each."""
+
+    def __init__(self, topic: str, errors: Sequence[object]) -> None:
+        super().__init__(f"producing to {topic!r} failed for {len(errors)} records: {errors[0]}")
+        self.errors = list(errors)
+
+
+class ConsumeTimeout(AssertionError):
+    """Fewer records than expected arrived in time; ``records`` holds those that did."""
+
+    def __init__(self, message: str, records: list[Record]) -> None:
+        super().__init__(message)
+        self.records = records
+
+
+class NotSupportedHere(Exception):
+    """What was asked needs an embedded sluice broker (faults, restarts, the data directory),
+    and this cluster is an external one."""
+
+
+class Cluster:
+    """Helpers over a cluster's ``bootstrap_servers``. Subclasses set that attribute or
+    property; :class:`~sluice.testing.EmbeddedBroker` is one."""
+
+    bootstrap_servers: str
+
+    def __init__(self) -> None:
+        self.created_topics: list[str] = []
+        """Every topic :meth:`create_topic` and :meth:`create_topics` made, in order (the pytest
+        fixtures delete those a test made when it ends)."""
+        self._producer: confluent_kafka.Producer | None = None
+        self._producer_lock = threading.Lock()
+
+    # -- topics ------------------------------------------------------------------------------------
+
+    def create_topic(
+        self,
+        name: str | None = None,
+        partitions: int = 1,
+        *,
+        configs: Mapping[str, object] | None = None,
+        timeout: float = 30.0,
+    ) -> str:
+        """Create a topic (named uniquely when ``name`` is None) with ``partitions`` partitions
+        and topic ``configs`` by Kafka name; returns its name."""
+        name = name or unique_topic_name()
+        self.create_topics({name: {**(configs or {}), "partitions": partitions}}, timeout=timeout)
+        return name
+
+    def create_topics(
+        self, topics: Mapping[str, TopicSpec], *, exist_ok: bool = False, timeout: float = 30.0
+    ) -> list[str]:
+        """Create several topics in one request: name -> partition count, or -> configs by
+        Kafka name with an optional ``"partitions"``."""
+        created = create_topics(
+            self.bootstrap_servers, topics, exist_ok=exist_ok, timeout=timeout
+        )
+        self.created_topics.extend(created)
+        return created
+
+    def delete_topics(self, names: Iterable[str], *, timeout: float = 30.0) -> None:
+        """Delete topics (those that do not exist are skipped)."""
+        names = list(names)
+        delete_topics(self.bootstrap_servers, names, timeout=timeout)
+        gone = set(names)
+        self.created_topics = [t for t in self.created_topics if t not in gone]
+
+    # -- records -----------------------------------------------------------------------------------
+
+    def produce(
+        self,
+        topic: str,
+        *values: Value,
+        key: Value = None,
+        partition: int | None = None,
+        headers: Mapping[str, Value] | None = None,
+        timeout: float = 30.0,
+    ) -> list[Record]:
+        """Produce one record per value (all with ``key`` and ``headers``; to ``partition``, or
+        where the key's hash puts them) and wait until every one is acknowledged (acks=all);
+        returns them as stored, with their partitions and offsets. Raises
+        :class:`ProduceError` if any is refused."""
+        import confluent_kafka
+
+        producer = self._shared_producer()
+        results: list[confluent_kafka.Message | confluent_kafka.KafkaError] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            results.append(err if err is not None else msg)
+
+        kwargs: dict[str, Any] = {"on_delivery": delivered}
+        if key is not None:
+            kwargs["key"] = _encode(key)
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = [(k, _encode(v)) for k, v in headers.items()]
+        for value in values:
+            producer.produce(topic, _encode(value), **kwargs)
+        remaining = producer.flush(timeout)
+        if remaining:
+            raise ProduceError(topic, [f"{remaining} records unacknowledged after {timeout} s"])
+        errors = [r for r in results if isinstance(r, confluent_kafka.KafkaError)]
+        if errors:
+            raise ProduceError(topic, errors)
+        return [_record(msg) for msg in results if not isinstance(msg, confluent_kafka.KafkaError)]
+
+    def consume_until(
+        self,
+        topic: str,
+        count: int = 1,
+        *,
+        timeout: float = 10.0,
+        until: Callable[[list[Record]], bool] | None = None,
+    ) -> list[Record]:
+        """Read ``topic`` from the beginning of every partition until at least ``count``
+        records (or, given ``until``, until it returns true for the records read so far) have
+        arrived; returns them, each partition's in offset order. Waits for a topic that does
+        not exist yet. Raises :class:`ConsumeTimeout` (an AssertionError, with the records that
+        did arrive) after ``timeout`` seconds."""
+        done = until or (lambda records: len(records) >= count)
+        deadline = time.monotonic() + timeout
+        with _Reader(self.bootstrap_servers, topic, deadline) as reader:
+            while not done(reader.records):
+                want = count - len(reader.records) if until is None else 1
+                if not reader.poll(deadline, want):
+                    what = "the condition" if until is not None else f"{count} records"
+                    raise ConsumeTimeout(
+                        f"{len(reader.records)} records from {topic!r} after {timeout} s, "
+                        f"waiting for {what}",
+                        reader.records,
+                    )
+            return reader.records
+
+    def consume_all(self, topic: str, *, timeout: float = 10.0) -> list[Record]:
+        """Every record ``topic`` holds now: from the beginning of each partition to its end
+        as of this call (nothing is waited for). Raises :class:`ConsumeTimeout` if reading
+        that far takes longer than ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with _Reader(self.bootstrap_servers, topic, deadline) as reader:
+            ends = reader.ends
+            expected = sum(ends[p] - reader.starts[p] for p in ends)
+            while not reader.reached(ends):
+                if not reader.poll(deadline, expected - len(reader.records)):
+                    raise ConsumeTimeout(
+                        f"{len(reader.records)} records from {topic!r} after {timeout} s, "
+                        f"reading up to the end offsets {ends}",
+                        reader.records,
+                    )
+            return reader.records
+
+    def close(self) -> None:
+        """Close the producer :meth:`produce` keeps (the fixtures do this at their end)."""
+        with self._producer_lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(5)
+
+    def _shared_producer(self) -> confluent_kafka.Producer:
+        import confluent_kafka
+
+        with self._producer_lock:
+            if self._producer is None:
+                self._producer = confluent_kafka.Producer(
+                    {
+                        "bootstrap.servers": self.bootstrap_servers,
+                        "linger.ms": 0,
+                        "acks": "all",
+                        "log_level": 3,
+                    }
+                )
+            return self._producer
+
+
+class ExternalCluster(Cluster):
+    """A cluster sluice does not run (Apache Kafka, Redpanda, a ``sluice serve`` elsewhere),
+    named by its bootstrap servers: the helpers work, the embedded broker's extras do not."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        super().__init__()
+        self.bootstrap_servers = bootstrap_servers
+
+    def __repr__(self) -> str:
+        return f"ExternalCluster({self.bootstrap_servers!r})"
+
+    @property
+    def faults(self) -> Any:
+        raise NotSupportedHere("scripted faults need an embedded sluice broker")
+
+    @property
+    def data_dir(self) -> Any:
+        raise NotSupportedHere("an external cluster's data directory is not at hand")
+
+    def restart(self) -> Any:
+        raise NotSupportedHere("an external cluster cannot be restarted from a test")
+
+
+class _Reader:
+    """A group-less librdkafka consumer assigned every partition of one topic from the start,
+    with each partition's start and end offsets (low and high watermarks) as it was assigned."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, deadline: float) -> None:
+        import confluent_kafka
+
+        self._ck = confluent_kafka
+        self.topic = topic
+        self.records: list[Record] = []
+        self.consumer = confluent_kafka.Consumer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": f"sluice-testing-{uuid.uuid4().hex}",  # never joined nor committed
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 100,
+                "log_level": 3,
+            }
+        )
+        self.partitions = self._partitions(deadline)
+        self.starts, self.ends = self.offsets(deadline)
+        # at explicit offsets: from OFFSET_BEGINNING librdkafka takes ~0.5 s to start fetching
+        self.consumer.assign(
+            [confluent_kafka.TopicPartition(topic, p, self.starts[p]) for p in self.partitions]
+        )
+
+    def _partitions(self, deadline: float) -> list[int]:
+        """The topic's partitions, once its metadata has them (it may be created meanwhile)."""
+        while True:
+            remaining = max(deadline - time.monotonic(), 0.001)
+            metadata = self.consumer.list_topics(self.topic, timeout=remaining)
+            topic = metadata.topics.get(self.topic)
+            if topic is not None and topic.error is None and topic.partitions:
+                return sorted(topic.partitions)
+            if time.monotonic() >= deadline:
+                self.consumer.close()
+                raise ConsumeTimeout(f"topic {self.topic!r} does not exist", [])
+            time.sleep(0.05)  # the metadata retry interval
+
+    def poll(self, deadline: float, want: int) -> bool:
+        """Take up to ``want`` records, returning as soon as they are there or a quarter second
+        has passed; False once past ``deadline``."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        batch = self.consumer.consume(num_messages=max(want, 1), timeout=min(remaining, 0.25))
+        for msg in batch:
+            error = msg.error()
+            if error is not None:
+                if error.code() == self._ck.KafkaError._PARTITION_EOF:
+                    continue
+                raise RuntimeError(f"consuming {self.topic!r} failed: {error}")
+            self.records.append(_record(msg))
+        return True
+
+    def offsets(self, deadline: float) -> tuple[dict[int, int], dict[int, int]]:
+        """Each partition's log start and end offsets (low and high watermarks) now."""
+        starts, ends = {}, {}
+        for p in self.partitions:
+            remaining = max(deadline - time.monotonic(), 0.001)
+            tp = self._ck.TopicPartition(self.topic, p)
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=remaining, cached=False)
+            starts[p], ends[p] = low, high
+        return starts, ends
+
+    def reached(self, ends: dict[int, int]) -> bool:
+        want = [self._ck.TopicPartition(self.topic, p) for p, end in ends.items() if end > 0]
+        if not want:
+            return True
+        positions = self.consumer.position(want)
+        return all(tp.offset >= ends[tp.partition] for tp in positions)
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.consumer.close()
+
+
+def _encode(value: Value) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _record(msg: Any) -> Record:
+    headers = msg.headers() or []
+    _kind, timestamp = msg.timestamp()
+    return Record(
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        key=msg.key(),
+        value=msg.value(),
+        headers=tuple((k, v) for k, v in headers),
+        timestamp=timestamp,
+    )
+
+
+__all__ = [
+    "Cluster",
+    "ConsumeTimeout",
+    "ExternalCluster",
+    "NotSupportedHere",
+    "ProduceError",
+    "Record",
+]

@@ -1,0 +1,203 @@
+"""The pytest fixtures, run the way users run them: sample test modules through pytest's own
+``pytester``, in this process, under pytest-xdist (``-n 2``, in child processes), and with
+``--kafka-bootstrap`` (and its environment variable) against a ``sluice serve`` started
+separately, standing in for an external cluster."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sluice.testing import BrokerProcess, ExternalCluster
+from sluice.testing.plugin import BOOTSTRAP_ENV
+
+pytest_plugins = ["pytester"]
+
+SESSION_MODULE = '''
+import json, os
+from pathlib import Path
+import pytest
+
+SEEN = Path(os.environ["SEEN"])
+
+def note(**facts):
+    with SEEN.open("a") as f:
+        f.write(json.dumps(facts) + "\\n")
+
+@pytest.mark.sluice_topic(partitions=3, configs={"retention.ms": "60000"})
+def test_1_fails_with_a_fault_armed(sluice_broker, sluice_topic):
+    note(port=sluice_broker.port, topic=sluice_topic, data_dir=str(sluice_broker.data_dir))
+    assert [r.partition for r in sluice_broker.produce(sluice_topic, b"x", partition=2)] == [2]
+    sluice_broker.faults.fail("Produce", "NOT_LEADER_OR_FOLLOWER", count=100)
+    sluice_broker.faults.pause_appends(sluice_topic, 0)
+    assert False, "fails on purpose"
+
+def test_2_gets_it_healthy_and_stops_it(sluice_broker):
+    from confluent_kafka.admin import AdminClient
+    note(port=sluice_broker.port, faults=len(sluice_broker.faults.active))
+    admin = AdminClient({"bootstrap.servers": sluice_broker.bootstrap_servers})
+    note(topics=sorted(admin.list_topics(timeout=30).topics))
+    sluice_broker.produce(sluice_broker.create_topic(), b"not refused")
+    sluice_broker.stop()
+
+@pytest.mark.parametrize("sluice_topic", [2, {"partitions": 4, "cleanup.policy": "delete"}], indirect=True)
+def test_3_runs_again_on_the_same_port(sluice_broker, sluice_topic):
+    records = sluice_broker.produce(sluice_topic, b"a", b"b")
+    note(port=sluice_broker.port, values=sorted(r.value.decode() for r in sluice_broker.consume_until(sluice_topic, 2)))
+
+def test_4_a_fresh_broker_is_another_one(sluice_broker, sluice_fresh_broker, tmp_path):
+    note(fresh_port=sluice_fresh_broker.port, port=sluice_broker.port, fresh_dir=str(sluice_fresh_broker.data_dir), tmp=str(tmp_path))
+'''
+
+
+def _seen(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_session_broker_is_shared_kept_healthy_and_cleaned_up(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = tmp_path / "seen.jsonl"
+    monkeypatch.setenv("SEEN", str(seen))
+    pytester.makepyfile(test_sample=SESSION_MODULE)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4, failed=1)
+    first, second, topics, third_a, third_b, fourth = _seen(seen)
+    port = first["port"]
+    assert second == {"port": port, "faults": 0}  # the same broker; the fault was cleared
+    assert first["topic"] not in list(topics["topics"])  # type: ignore[call-overload]  # deleted
+    # the paused partition was resumed (else this test's produce would hang, then fail)
+    assert third_a == {"port": port, "values": ["a", "b"]}  # started again on its port
+    assert third_b == {"port": port, "values": ["a", "b"]}
+    assert fourth["port"] == port and fourth["fresh_port"] != port
+    assert fourth["fresh_dir"] == str(Path(str(fourth["tmp"])) / "sluice-data")
+
+
+XDIST_MODULE = '''
+import json, os
+import pytest
+
+@pytest.mark.parametrize("n", range(6))
+def test_each_worker_has_its_broker(sluice_broker, sluice_topic, n):
+    sluice_broker.produce(sluice_topic, b"%d" % n)
+    assert [r.value for r in sluice_broker.consume_all(sluice_topic)] == [b"%d" % n]
+    with open(os.environ["SEEN"], "a") as f:
+        f.write(json.dumps({"worker": os.environ.get("PYTEST_XDIST_WORKER"), "port": sluice_broker.port,
+                            "data_dir": str(sluice_broker.data_dir), "pid": os.getpid()}) + "\\n")
+'''
+
+
+def test_under_xdist_each_worker_has_its_own_broker(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    importlib.import_module("xdist")  # a dev dependency: this test needs it, never skips
+
+    seen = tmp_path / "seen.jsonl"
+    monkeypatch.setenv("SEEN", str(seen))
+    pytester.makepyfile(test_sample=XDIST_MODULE)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)
+    rows = _seen(seen)
+    workers = {str(r["worker"]): (r["port"], r["data_dir"], r["pid"]) for r in rows}
+    assert len(workers) == 2  # both workers ran tests...
+    assert len({r["worker"] for r in rows}) == len({(r["port"], r["data_dir"]) for r in rows})
+    ports = {p for p, _, _ in workers.values()}
+    dirs = {d for _, d, _ in workers.values()}
+    assert len(ports) == 2 and len(dirs) == 2  # ...each with a broker (and a directory) of its own
+
+
+EXTERNAL_MODULE = '''
+import pytest
+
+def test_topics_and_records(sluice_broker, sluice_topic):
+    sluice_broker.produce(sluice_topic, b"a", b"b", key=b"k")
+    assert [r.value for r in sluice_broker.consume_until(sluice_topic, 2)] == [b"a", b"b"]
+    sluice_broker.create_topic(sluice_topic + "-more", 2)
+
+def test_a_fresh_broker_is_the_cluster(sluice_broker, sluice_fresh_broker):
+    assert sluice_fresh_broker.bootstrap_servers == sluice_broker.bootstrap_servers
+
+def test_faults_skip(sluice_broker):
+    sluice_broker.faults.fail("Produce", "NOT_LEADER_OR_FOLLOWER")
+
+def test_processes_skip(sluice_process):
+    pass
+'''
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_kafka_bootstrap_runs_the_fixtures_against_an_external_cluster(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    with BrokerProcess(tmp_path / "external", tmp_path / "external.log") as external:
+        external.start()
+        pytester.makepyfile(test_sample=EXTERNAL_MODULE)
+        args = ["-p", "no:cacheprovider", "-rs"]
+        if how == "option":
+            args += ["--kafka-bootstrap", external.bootstrap_servers]
+        else:
+            monkeypatch.setenv(BOOTSTRAP_ENV, external.bootstrap_servers)
+        result = pytester.runpytest_subprocess(*args)
+        result.assert_outcomes(passed=2, skipped=2)
+        result.stdout.fnmatch_lines(
+            ["*scripted faults need an embedded sluice broker*", "*sluice_process starts sluice*"]
+        )
+        # every topic the tests made was deleted; nothing else was ever there
+        assert _topics(external.bootstrap_servers) == []
+
+
+def _topics(bootstrap: str) -> list[str]:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    return sorted(admin.list_topics(timeout=30).topics)
+
+
+def test_the_plugin_imports_no_broker_until_a_fixture_is_used(pytester: pytest.Pytester) -> None:
+    """Every pytest run of every project with sluice installed loads the plugin."""
+    pytester.makepyfile(
+        test_sample="""
+        import sys
+        def test_nothing_of_sluice_loaded():
+            assert "sluice.testing.plugin" in sys.modules
+            loaded = [m for m in ("sluice.server.app", "sluice.broker.broker", "sluice.testing.embedded", "confluent_kafka") if m in sys.modules]
+            assert loaded == []
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_an_external_cluster_refuses_what_needs_an_embedded_broker() -> None:
+    from sluice.testing import NotSupportedHere
+
+    cluster = ExternalCluster("127.0.0.1:1")
+    attempts: list[Callable[[], object]] = [
+        lambda: cluster.faults,
+        lambda: cluster.data_dir,
+        cluster.restart,
+    ]
+    for attempt in attempts:
+        with pytest.raises(NotSupportedHere):
+            attempt()
+
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_the_documented_examples_run_against_an_external_cluster(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """docs/testing.md's examples, as a team would run them in a later CI stage against Kafka:
+    the same files, with --kafka-bootstrap; what needs an embedded broker skips."""
+    with BrokerProcess(tmp_path / "external", tmp_path / "external.log") as external:
+        external.start()
+        result = pytester.runpytest_subprocess(
+            str(EXAMPLES), "--kafka-bootstrap", external.bootstrap_servers, "-p", "no:cacheprovider", "-rs"
+        )
+        result.assert_outcomes(passed=9, skipped=3)
+        assert _topics(external.bootstrap_servers) == []
