@@ -60,6 +60,7 @@ class ErrorCode(IntEnum):
     INVALID_PRODUCER_ID_MAPPING = 49
     INVALID_TRANSACTION_TIMEOUT = 50
     CONCURRENT_TRANSACTIONS = 51
+    TRANSACTION_COORDINATOR_FENCED = 52
     UNSUPPORTED_COMPRESSION_TYPE = 76
     SASL_AUTHENTICATION_FAILED = 58
     UNKNOWN_PRODUCER_ID = 59
@@ -168,6 +169,20 @@ class InvalidProducerEpochError(SluiceError):
     """A batch from an older epoch of its producer: a zombie, fenced."""
 
     code = ErrorCode.INVALID_PRODUCER_EPOCH
+
+
+class InvalidTxnStateError(SluiceError):
+    """A producer's batch that does not fit its transaction state on the partition (Kafka's
+    InvalidTxnStateException): a non-transactional batch while its transaction is open."""
+
+    code = ErrorCode.INVALID_TXN_STATE
+
+
+class TransactionCoordinatorFencedError(SluiceError):
+    """A transaction marker from an older coordinator epoch than the partition has seen: a zombie
+    coordinator, fenced."""
+
+    code = ErrorCode.TRANSACTION_COORDINATOR_FENCED
 
 
 class UnknownProducerIdError(SluiceError):

@@ -66,6 +66,8 @@ RequestBody = (
     | m.AlterPartitionReassignmentsRequest
     | m.ListPartitionReassignmentsRequest
     | m.DescribeClusterRequest
+    | m.WriteTxnMarkersRequest
+    | m.DescribeProducersRequest
 )
 
 ResponseBody = (
@@ -100,6 +102,8 @@ ResponseBody = (
     | m.AlterPartitionReassignmentsResponse
     | m.ListPartitionReassignmentsResponse
     | m.DescribeClusterResponse
+    | m.WriteTxnMarkersResponse
+    | m.DescribeProducersResponse
 )
 
 

@@ -55,6 +55,7 @@ class ApiKey(IntEnum):
     DELETE_TOPICS = 20
     DELETE_RECORDS = 21
     INIT_PRODUCER_ID = 22
+    WRITE_TXN_MARKERS = 27
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
     DESCRIBE_LOG_DIRS = 35
@@ -67,6 +68,7 @@ class ApiKey(IntEnum):
     LIST_PARTITION_REASSIGNMENTS = 46
     OFFSET_DELETE = 47
     DESCRIBE_CLUSTER = 60
+    DESCRIBE_PRODUCERS = 61
 
 
 # ---- Produce (0) ---------------------------------------------------------------------------------
@@ -843,6 +845,52 @@ class InitProducerIdResponse:
     producer_epoch: int = f(INT16)
 
 
+# ---- WriteTxnMarkers (27) ------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarkerTopic:
+    name: str = f(STRING)
+    partition_indexes: list[int] = f(arr(INT32))
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarker:
+    producer_id: int = f(INT64)
+    producer_epoch: int = f(INT16)
+    transaction_result: bool = f(BOOL)
+    topics: list[WritableTxnMarkerTopic] = f(arr(WritableTxnMarkerTopic))
+    coordinator_epoch: int = f(INT32)
+
+
+@dataclass(slots=True, kw_only=True)
+class WriteTxnMarkersRequest:
+    markers: list[WritableTxnMarker] = f(arr(WritableTxnMarker))
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarkerPartitionResult:
+    partition_index: int = f(INT32)
+    error_code: int = f(INT16)
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarkerTopicResult:
+    name: str = f(STRING)
+    partitions: list[WritableTxnMarkerPartitionResult] = f(arr(WritableTxnMarkerPartitionResult))
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarkerResult:
+    producer_id: int = f(INT64)
+    topics: list[WritableTxnMarkerTopicResult] = f(arr(WritableTxnMarkerTopicResult))
+
+
+@dataclass(slots=True, kw_only=True)
+class WriteTxnMarkersResponse:
+    markers: list[WritableTxnMarkerResult] = f(arr(WritableTxnMarkerResult))
+
+
 # ---- DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44) -----------------------
 
 
@@ -1283,6 +1331,50 @@ class DescribeClusterResponse:
     cluster_authorized_operations: int = f(INT32, default=_INT32_MIN)
 
 
+# ---- DescribeProducers (61) ----------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersTopicRequest:
+    name: str = f(STRING)
+    partition_indexes: list[int] = f(arr(INT32))
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersRequest:
+    topics: list[DescribeProducersTopicRequest] = f(arr(DescribeProducersTopicRequest))
+
+
+@dataclass(slots=True, kw_only=True)
+class ProducerState:
+    producer_id: int = f(INT64)
+    producer_epoch: int = f(INT32)
+    last_sequence: int = f(INT32, default=-1)
+    last_timestamp: int = f(INT64, default=-1)
+    coordinator_epoch: int = f(INT32)
+    current_txn_start_offset: int = f(INT64, default=-1)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersPartitionResponse:
+    partition_index: int = f(INT32)
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, nullable="0+", default=None)
+    active_producers: list[ProducerState] = f(arr(ProducerState))
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersTopicResponse:
+    name: str = f(STRING)
+    partitions: list[DescribeProducersPartitionResponse] = f(arr(DescribeProducersPartitionResponse))
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersResponse:
+    throttle_time_ms: int = f(INT32)
+    topics: list[DescribeProducersTopicResponse] = f(arr(DescribeProducersTopicResponse))
+
+
 # ---- the registry --------------------------------------------------------------------------------
 
 
@@ -1320,6 +1412,7 @@ APIS: dict[int, ApiSpec] = {
         ApiSpec(ApiKey.DELETE_TOPICS, DeleteTopicsRequest, DeleteTopicsResponse, 4),
         ApiSpec(ApiKey.DELETE_RECORDS, DeleteRecordsRequest, DeleteRecordsResponse, 2),
         ApiSpec(ApiKey.INIT_PRODUCER_ID, InitProducerIdRequest, InitProducerIdResponse, 2),
+        ApiSpec(ApiKey.WRITE_TXN_MARKERS, WriteTxnMarkersRequest, WriteTxnMarkersResponse, 1),
         ApiSpec(ApiKey.DESCRIBE_CONFIGS, DescribeConfigsRequest, DescribeConfigsResponse, 4),
         ApiSpec(ApiKey.ALTER_CONFIGS, AlterConfigsRequest, AlterConfigsResponse, 2),
         ApiSpec(ApiKey.SASL_AUTHENTICATE, SaslAuthenticateRequest, SaslAuthenticateResponse, 2),
@@ -1347,5 +1440,6 @@ APIS: dict[int, ApiSpec] = {
             0,
         ),
         ApiSpec(ApiKey.DESCRIBE_CLUSTER, DescribeClusterRequest, DescribeClusterResponse, 0),
+        ApiSpec(ApiKey.DESCRIBE_PRODUCERS, DescribeProducersRequest, DescribeProducersResponse, 0),
     )
 }
