@@ -17,16 +17,26 @@ from __future__ import annotations
 
 import logging
 import resource
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sluice.broker import admin, cluster, config_apis, fetch, list_offsets, metadata, produce
+from sluice.broker import (
+    admin,
+    cluster,
+    config_apis,
+    describe_producers,
+    fetch,
+    list_offsets,
+    metadata,
+    produce,
+    txn_markers,
+)
 from sluice.broker.context import FetchWaiters
 from sluice.broker.groups import GroupConfig, GroupCoordinator
 from sluice.broker.producer_ids import ProducerIds, init_producer_id
 from sluice.config import BrokerConfig
-from sluice.errors import CloseConnection
+from sluice.errors import CloseConnection, ErrorCode
 from sluice.protocol import (
     SUPPORTED,
     ApiKey,
@@ -113,6 +123,8 @@ HANDLERS: dict[int, Registration] = dict(
         _register(ApiKey.LIST_PARTITION_REASSIGNMENTS, _plain(cluster.list_partition_reassignments)),
         _register(ApiKey.ALTER_PARTITION_REASSIGNMENTS, _plain(cluster.alter_partition_reassignments)),
         _register(ApiKey.INIT_PRODUCER_ID, _plain(init_producer_id)),
+        _register(ApiKey.WRITE_TXN_MARKERS, _plain(txn_markers.write_txn_markers)),
+        _register(ApiKey.DESCRIBE_PRODUCERS, _plain(describe_producers.describe_producers)),
         _register(ApiKey.FIND_COORDINATOR, _groups("find_coordinator")),
         _register(ApiKey.JOIN_GROUP, _groups("join_group")),
         _register(ApiKey.SYNC_GROUP, _groups("sync_group")),
@@ -179,6 +191,21 @@ class Broker:
     def node_endpoint(self) -> tuple[int, str, int]:
         listener = self.config.advertised_listener
         return self.config.node_id, listener.host, listener.port
+
+    async def write_txn_markers(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        coordinator_epoch: int,
+        commit: bool,
+        partitions: Iterable[tuple[str, int]],
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """Markers on every partition (concurrently); per partition NONE or the error
+        (UNKNOWN_TOPIC_OR_PARTITION for a partition that no longer exists, INVALID_PRODUCER_EPOCH,
+        KAFKA_STORAGE_ERROR ...)."""
+        return await txn_markers.write_markers(
+            self.logs, producer_id, producer_epoch, coordinator_epoch, commit, partitions
+        )
 
     def start(self) -> None:
         """Background work on the running loop: retention, time-based flushes, group timers."""
