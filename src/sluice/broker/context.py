@@ -20,6 +20,10 @@ class FetchWaiters:
         self._waiting: set[asyncio.Future[None]] = set()
         self.closed = False
 
+    def __len__(self) -> int:
+        """How many long polls are parked now."""
+        return len(self._waiting)
+
     def add(self, future: asyncio.Future[None]) -> None:
         self._waiting.add(future)
 
