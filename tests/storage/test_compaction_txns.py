@@ -5,11 +5,13 @@ aborted-transactions index consistent across its swaps (and crashes in them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
+from sluice.protocol.keyed import delete_horizon
 from sluice.protocol.records import build_batch
 from sluice.storage import PartitionLog
 from sluice.storage.compaction import CHECKPOINT_FILE, commit_swap, run, swap_path, txn_swap_path
@@ -62,8 +64,15 @@ def test_aborted_records_are_dropped_and_supersede_nothing(make: Make, worker: s
     five = [h for h in headers_of(log) if h.producer_id == 5]
     assert [(h.base_offset, h.records_count, h.is_control) for h in five] == [(1, 0, False), (4, 1, True)]
     # the ABORT marker stays (its transaction was still in the log when this cleaning began),
-    # and with it its index entry, now in the cleaned segment's index
+    # and with it its index entry, now in the cleaned segment's index, on disk too
     assert log.aborted_txns(0, 100) == [AbortedTxn(5, 1, 4, 3)]
+    state = log.close()
+    reopened = PartitionLog.open(log.directory, log.config, log.clock, state=state)
+    try:
+        assert reopened.aborted_txns(0, 100) == [AbortedTxn(5, 1, 4, 3)]
+        assert committed_latest(reopened) == before
+    finally:
+        reopened.abandon()
 
 
 def test_markers_stay_until_their_records_are_gone_and_delete_retention_ms_has_passed(
@@ -79,21 +88,24 @@ def test_markers_stay_until_their_records_are_gone_and_delete_retention_ms_has_p
     log.append(keyed([kv("y", "producers-last")], producer_id=6, producer_epoch=0, base_sequence=1))  # 6
     fill(log, 60, 3)
 
-    def markers() -> list[int]:
-        return [h.base_offset for h in headers_of(log) if h.is_control and h.records_count]
+    def markers() -> dict[int, int | None]:
+        """Offset -> delete horizon of each marker left."""
+        return {h.base_offset: delete_horizon(h) for h in headers_of(log) if h.is_control and h.records_count}
 
+    start = clock.now
     clean(cleaner, log)  # the transactions' records go; their markers stay (records were there)
-    assert markers() == [1, 3]
+    assert markers() == {1: None, 3: None}
     assert log.aborted_txns(0, 100) == [AbortedTxn(5, 0, 1, 2)]
+    clock.now += 30_000
     clean(cleaner, log)  # now their transactions are empty: a delete horizon, like a tombstone
-    assert markers() == [1, 3]
+    assert markers() == {1: start + 90_000, 3: start + 90_000}
     assert log.aborted_txns(0, 100) == []  # nothing of the aborted transaction is left to hide
     clock.now += 59_000
     clean(cleaner, log)
-    assert markers() == [1, 3]
+    assert list(markers()) == [1, 3]
     clock.now += 2_000
     clean(cleaner, log)
-    assert markers() == []
+    assert markers() == {}
     assert latest(log)[b"b"] == b"b=new"
 
 
@@ -131,27 +143,38 @@ def test_a_swap_with_a_transaction_index_interrupted_by_a_crash_is_finished(
     make: Make, clock: FakeClock, stage: str
 ) -> None:
     log, cleaner = make()
-    log.append(txn([kv("a", "aborted")], pid=5, seq=0))  # 0
-    log.append_marker(5, 0, 0, commit=False)  # 1
+    fill(log, 30, 3)
+    first_txn = log.log_end_offset
+    log.append(txn([kv("a", "aborted")], pid=5, seq=0))
+    marker = log.append_marker(5, 0, 0, commit=False)
     fill(log, 60, 3)
-    first, second = log.segments[0], log.segments[1]
-    assert first.txn_index_path.exists()
+    entry = AbortedTxn(5, first_txn, marker, marker + 1)
+    holder = next(seg for seg in log.segments if seg.base_offset <= marker < seg.next_offset)
+    first = log.segments[0]
+    assert holder is not first and holder.txn_index_path.exists() and not first.txn_index_path.exists()
     want = {k: v for k, v in latest(log).items() if k != b"a"}  # the aborted record goes
-    plan = cleaner._plan(cleaner.cleanable(log))  # type: ignore[arg-type]
+    cleanable = cleaner.cleanable(log)
+    assert cleanable is not None
+    plan = cleaner._plan(cleanable)
+    plan.config = dataclasses.replace(plan.config, segment_bytes=1 << 20)  # one group: they merge
     output = run(plan)
-    spec = output.groups[0]
+    (spec,) = [g for g in output.groups if g.changed]
+    assert spec.base == first.base_offset and spec.end > marker
+    assert spec.txn_index and spec.aborted == [entry]
     (log.directory / CHECKPOINT_FILE).write_text(f'{{"first_dirty": 0, "gaps_below": {output.end_offset}}}')
-    assert spec.txn_index and spec.aborted == [AbortedTxn(5, 0, 1, 2)]
     commit_swap(log.directory, spec, plan.token)
     assert txn_swap_path(log.directory, spec.base, spec.end).exists()
     if stage == "txn-index-renamed":
-        second.log_path.unlink()
+        holder.log_path.unlink()
+        holder.txn_index_path.unlink()
         os.replace(txn_swap_path(log.directory, spec.base, spec.end), first.txn_index_path)
     log.abandon()
     reopened = PartitionLog.open(log.directory, log.config, clock)
     try:
         assert not list(log.directory.glob("*.swap"))
-        assert reopened.aborted_txns(0, 1 << 20) == [AbortedTxn(5, 0, 1, 2)]
+        assert reopened.segments[0].next_offset > marker  # the merged segment
+        assert reopened.aborted_txns(0, 1 << 20) == [entry]
+        assert first.txn_index_path.exists() and not holder.txn_index_path.exists()
         assert b"a=aborted" not in committed_values(reopened)
         assert latest(reopened) == want
     finally:
