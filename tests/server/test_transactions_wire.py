@@ -12,7 +12,7 @@ import pytest
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
-from sluice.testing import EmbeddedBroker
+from sluice.testing import BrokerProcess, EmbeddedBroker
 from tests.server.txn_producer import RawTxnProducer, write_markers
 from tests.server.wire import (
     WireClient,
@@ -267,3 +267,36 @@ def test_describe_producers_shows_open_transactions(sluice_broker: EmbeddedBroke
         first.end(False, [(topic, 0)])
         states = {p.producer_id: p for p in describe().topics[0].partitions[0].active_producers}
         assert states[first.producer_id].current_txn_start_offset == -1
+
+
+@pytest.mark.parametrize("stop", ["clean", "sigkill"])
+def test_an_open_transaction_survives_a_broker_restart(sluice_process: BrokerProcess, stop: str) -> None:
+    """The LSO, the aborted transactions and DescribeProducers after a clean restart (state
+    from the clean-shutdown file, the snapshot loaded at once) or a SIGKILL (recovery)."""
+    topic = f"txn-restart-{stop}"
+    with WireClient("127.0.0.1", sluice_process.port) as client:
+        create_topic(client, topic)
+        gone, left_open = RawTxnProducer(client), RawTxnProducer(client)
+        gone.send(topic, 0, [b"aborted"])  # 0
+        left_open.send(topic, 0, [b"open"])  # 1
+        gone.end(False, [(topic, 0)])  # 2
+        RawTxnProducer(client).send(topic, 0, [b"plain"], transactional=False)  # 3
+    if stop == "clean":
+        sluice_process.restart()
+    else:
+        sluice_process.kill()
+        sluice_process.start()
+    with WireClient("127.0.0.1", sluice_process.port) as client:
+        part = fetch(client, topic, 0, 0, isolation=READ_COMMITTED)
+        assert (part.high_watermark, part.last_stable_offset) == (4, 1)
+        assert aborted(part) == [(gone.producer_id, 0)]
+        assert record_offsets(part.records) == [0]
+        request = m.DescribeProducersRequest(topics=[m.DescribeProducersTopicRequest(name=topic, partition_indexes=[0])])
+        resp = client.call(ApiKey.DESCRIBE_PRODUCERS, 0, request, m.DescribeProducersResponse)
+        starts = {p.producer_id: p.current_txn_start_offset for p in resp.topics[0].partitions[0].active_producers}
+        assert starts[left_open.producer_id] == 1 and starts[gone.producer_id] == -1
+        assert write_markers(client, left_open.producer_id, 0, True, [(topic, 0)]) == {(topic, 0): 0}
+        part = fetch(client, topic, 0, 0, isolation=READ_COMMITTED)
+        assert part.last_stable_offset == part.high_watermark == 5
+        values = record_values(part.records)  # markers' record values included (offsets 2 and 4)
+        assert (values[1], values[3]) == (b"open", b"plain")
