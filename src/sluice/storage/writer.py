@@ -80,7 +80,9 @@ class PartitionWriter:
             and not self._writing
         )
 
-    async def submit(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
+    async def submit(
+        self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None, *, control: bool = False
+    ) -> int:
         """Queue an append; return its first offset once acknowledged at ``ack``."""
         if self._closing:
             raise LogClosedError(f"log {self._log.name} is closing")
@@ -90,7 +92,7 @@ class PartitionWriter:
         try:
             if self._closing:
                 raise LogClosedError(f"log {self._log.name} is closing")
-            reservation = self._log.reserve(data, ack)
+            reservation = self._log.reserve(data, ack, control=control)
             future: asyncio.Future[int] | None = None
             if reservation.duplicate is None:
                 if reservation.ack is not AckLevel.QUEUED:
