@@ -21,7 +21,7 @@ from sluice.broker.groups.committed import CommittedOffsets
 from sluice.broker.groups.config import GroupConfig
 from sluice.broker.groups.group import Group, GroupState
 from sluice.broker.groups.membership import GroupMembership, group_id_error
-from sluice.broker.groups.store import Change, GroupStore
+from sluice.broker.groups.store import DIR_NAME, Change, GroupStore
 from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import ApiKey, Request, ResponseBody
 from sluice.protocol import messages as m
@@ -73,7 +73,10 @@ class GroupCoordinator:
         self.clock = clock
         self.wall_clock = wall_clock
         self.store = GroupStore.open(
-            logs.data_dir, logs.executor, wall_clock, compact_min_records=store_compact_min_records
+            logs.data_dir / DIR_NAME,
+            logs.executor,
+            wall_clock,
+            compact_min_records=store_compact_min_records,
         )
         self.membership = GroupMembership(self.store, self.config, clock, wall_clock, self._spawn)
         self.offsets = CommittedOffsets(self.store, logs, self.membership, self.config, wall_clock)
@@ -81,7 +84,7 @@ class GroupCoordinator:
         self._timer: asyncio.Task[None] | None = None
         self._shutting_down = False
         self._closed = False
-        self.membership.load(self.store.groups, self.store.offsets)
+        self.membership.load(self.store.groups, {*self.store.offsets, *self.store.pending})
         self._apis: dict[int, GroupApi] = {
             ApiKey.FIND_COORDINATOR: self.find_coordinator,
             ApiKey.JOIN_GROUP: self.join_group,
