@@ -28,7 +28,7 @@ E = ErrorCode
 
 def state(h: TxnHarness, txn: str = "app") -> str:
     (d,) = describe(h, txn)
-    return d.transaction_state
+    return str(d.transaction_state)
 
 
 # -- InitProducerId ----------------------------------------------------------------------------------
