@@ -81,6 +81,23 @@ def describe(port: int, txn_id: str) -> m.DescribedTransactionState:
     return state
 
 
+def offset_fetch(port: int, group: str, topic: str, partition: int) -> tuple[int, int]:
+    """(committed offset, error) of one partition, asked with require_stable (OffsetFetch v7)."""
+    with WireClient("127.0.0.1", port) as client:
+        resp = client.call(
+            ApiKey.OFFSET_FETCH,
+            7,
+            m.OffsetFetchRequest(
+                group_id=group,
+                topics=[m.OffsetFetchRequestTopic(name=topic, partition_indexes=[partition])],
+                require_stable=True,
+            ),
+            m.OffsetFetchResponse,
+        )
+    (p,) = resp.topics[0].partitions
+    return p.committed_offset, p.error_code
+
+
 def wait_for_state(port: int, txn_id: str, *states: str, timeout: float = 30.0) -> m.DescribedTransactionState:
     """Poll DescribeTransactions until the id is in one of ``states`` (a readiness check with
     a deadline, for what a background timer does)."""
