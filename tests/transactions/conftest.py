@@ -83,7 +83,9 @@ class TxnHarness:
         request = decode_request(encode_request(api, version, 1, "test", body)[4:])
         answer = self.run(self.broker.dispatch(request, Client("127.0.0.1")))
         assert answer is not None
-        _, decoded = decode_response(encode_response_bytes(api, version, 1, answer)[4:], api, version)
+        _, decoded = decode_response(
+            encode_response_bytes(api, version, 1, answer)[4:], api, version
+        )
         return decoded
 
     def dispatch(self, api: ApiKey, version: int, body: RequestBody) -> Awaitable[Any]:
@@ -141,7 +143,11 @@ class TxnHarness:
                 assert record.key is not None and record.value is not None
                 _, kind = struct.unpack(">hh", record.key)
                 _, coordinator_epoch = struct.unpack(">hi", record.value)
-                found.append(Marker(h.base_offset, h.producer_id, h.producer_epoch, kind == 1, coordinator_epoch))
+                found.append(
+                    Marker(
+                        h.base_offset, h.producer_id, h.producer_epoch, kind == 1, coordinator_epoch
+                    )
+                )
         return found
 
 
@@ -155,7 +161,11 @@ def make_harness(tmp_path: Path, clock: WallClock) -> Iterator[Callable[..., Txn
     made: list[TxnHarness] = []
 
     def make(**settings: str) -> TxnHarness:
-        h = TxnHarness(tmp_path / f"data-{len(made)}", {k.replace("_", "."): v for k, v in settings.items()}, clock)
+        h = TxnHarness(
+            tmp_path / f"data-{len(made)}",
+            {k.replace("_", "."): v for k, v in settings.items()},
+            clock,
+        )
         made.append(h)
         return h
 
@@ -185,7 +195,10 @@ def init(
     epoch: int = -1,
 ) -> m.InitProducerIdResponse:
     body = m.InitProducerIdRequest(
-        transactional_id=txn, transaction_timeout_ms=timeout_ms, producer_id=pid, producer_epoch=epoch
+        transactional_id=txn,
+        transaction_timeout_ms=timeout_ms,
+        producer_id=pid,
+        producer_epoch=epoch,
     )
     resp: m.InitProducerIdResponse = h.call(ApiKey.INIT_PRODUCER_ID, version, body)
     return resp
@@ -204,7 +217,9 @@ def add_partitions(
         v3_and_below_transactional_id=txn,
         v3_and_below_producer_id=pid,
         v3_and_below_producer_epoch=epoch,
-        v3_and_below_topics=[m.AddPartitionsToTxnTopic(name=t, partitions=ps) for t, ps in partitions.items()],
+        v3_and_below_topics=[
+            m.AddPartitionsToTxnTopic(name=t, partitions=ps) for t, ps in partitions.items()
+        ],
     )
     resp: m.AddPartitionsToTxnResponse = h.call(ApiKey.ADD_PARTITIONS_TO_TXN, version, body)
     return {
@@ -214,14 +229,22 @@ def add_partitions(
     }
 
 
-def add_offsets(h: TxnHarness, pid: int, epoch: int, group: str, *, txn: str = "app", version: int = 3) -> int:
-    body = m.AddOffsetsToTxnRequest(transactional_id=txn, producer_id=pid, producer_epoch=epoch, group_id=group)
+def add_offsets(
+    h: TxnHarness, pid: int, epoch: int, group: str, *, txn: str = "app", version: int = 3
+) -> int:
+    body = m.AddOffsetsToTxnRequest(
+        transactional_id=txn, producer_id=pid, producer_epoch=epoch, group_id=group
+    )
     resp: m.AddOffsetsToTxnResponse = h.call(ApiKey.ADD_OFFSETS_TO_TXN, version, body)
     return resp.error_code
 
 
-def end(h: TxnHarness, pid: int, epoch: int, commit: bool, *, txn: str = "app", version: int = 3) -> int:
-    body = m.EndTxnRequest(transactional_id=txn, producer_id=pid, producer_epoch=epoch, committed=commit)
+def end(
+    h: TxnHarness, pid: int, epoch: int, commit: bool, *, txn: str = "app", version: int = 3
+) -> int:
+    body = m.EndTxnRequest(
+        transactional_id=txn, producer_id=pid, producer_epoch=epoch, committed=commit
+    )
     resp: m.EndTxnResponse = h.call(ApiKey.END_TXN, version, body)
     return resp.error_code
 
@@ -242,7 +265,9 @@ def txn_offset_commit(
     topics: dict[str, list[m.TxnOffsetCommitRequestPartition]] = {}
     for (t, p), off in offsets.items():
         topics.setdefault(t, []).append(
-            m.TxnOffsetCommitRequestPartition(partition_index=p, committed_offset=off, committed_metadata="txn")
+            m.TxnOffsetCommitRequestPartition(
+                partition_index=p, committed_offset=off, committed_metadata="txn"
+            )
         )
     body = m.TxnOffsetCommitRequest(
         transactional_id=txn,
@@ -259,7 +284,12 @@ def txn_offset_commit(
 
 
 def offset_fetch(
-    h: TxnHarness, group: str, tps: list[tuple[str, int]], *, version: int = 7, require_stable: bool = True
+    h: TxnHarness,
+    group: str,
+    tps: list[tuple[str, int]],
+    *,
+    version: int = 7,
+    require_stable: bool = True,
 ) -> dict[tuple[str, int], tuple[int, int]]:
     """(committed offset, error) per partition."""
     topics: dict[str, list[int]] = {}
@@ -267,25 +297,36 @@ def offset_fetch(
         topics.setdefault(t, []).append(p)
     body = m.OffsetFetchRequest(
         group_id=group,
-        topics=[m.OffsetFetchRequestTopic(name=t, partition_indexes=ps) for t, ps in topics.items()],
+        topics=[
+            m.OffsetFetchRequestTopic(name=t, partition_indexes=ps) for t, ps in topics.items()
+        ],
         groups=[
             m.OffsetFetchRequestGroup(
                 group_id=group,
-                topics=[m.OffsetFetchRequestTopic(name=t, partition_indexes=ps) for t, ps in topics.items()],
+                topics=[
+                    m.OffsetFetchRequestTopic(name=t, partition_indexes=ps)
+                    for t, ps in topics.items()
+                ],
             )
         ],
         require_stable=require_stable,
     )
     resp: m.OffsetFetchResponse = h.call(ApiKey.OFFSET_FETCH, version, body)
     found = resp.groups[0].topics if version >= 8 else resp.topics
-    return {(t.name, p.partition_index): (p.committed_offset, p.error_code) for t in found for p in t.partitions}
+    return {
+        (t.name, p.partition_index): (p.committed_offset, p.error_code)
+        for t in found
+        for p in t.partitions
+    }
 
 
 def commit_offsets(h: TxnHarness, group: str, offsets: dict[tuple[str, int], int]) -> None:
     """A plain (non-transactional) OffsetCommit of a simple group."""
     topics: dict[str, list[m.OffsetCommitRequestPartition]] = {}
     for (t, p), off in offsets.items():
-        topics.setdefault(t, []).append(m.OffsetCommitRequestPartition(partition_index=p, committed_offset=off))
+        topics.setdefault(t, []).append(
+            m.OffsetCommitRequestPartition(partition_index=p, committed_offset=off)
+        )
     body = m.OffsetCommitRequest(
         group_id=group,
         generation_id_or_member_epoch=-1,
@@ -315,17 +356,22 @@ def transactional_batch(pid: int, epoch: int, seq: int, *values: bytes) -> bytes
     return bytes(batch)
 
 
-def produce(h: TxnHarness, topic: str, partition: int, batch: bytes, *, txn: str | None = "app") -> int:
+def produce(
+    h: TxnHarness, topic: str, partition: int, batch: bytes, *, txn: str | None = "app"
+) -> int:
     body = m.ProduceRequest(
         transactional_id=txn,
         acks=-1,
         timeout_ms=30_000,
         topic_data=[
             m.ProduceTopicData(
-                name=topic, partition_data=[m.ProducePartitionData(index=partition, records=bytearray(batch))]
+                name=topic,
+                partition_data=[m.ProducePartitionData(index=partition, records=bytearray(batch))],
             )
         ],
     )
-    resp = h.run(h.broker.dispatch(Request(ApiKey.PRODUCE, 9, 1, "test", body), Client("127.0.0.1")))
+    resp = h.run(
+        h.broker.dispatch(Request(ApiKey.PRODUCE, 9, 1, "test", body), Client("127.0.0.1"))
+    )
     assert isinstance(resp, m.ProduceResponse)
     return resp.responses[0].partition_responses[0].error_code

@@ -37,12 +37,20 @@ def test_describe_reports_each_transactional_id(h: TxnHarness) -> None:
     add_offsets(h, pid, 0, "g", txn="busy")
     init(h, "idle")
     busy, idle, missing, empty = describe(h, "busy", "idle", "missing", "")
-    assert (busy.error_code, busy.transaction_state, busy.producer_id, busy.producer_epoch) == (E.NONE, "Ongoing", pid, 0)
+    assert (busy.error_code, busy.transaction_state, busy.producer_id, busy.producer_epoch) == (
+        E.NONE,
+        "Ongoing",
+        pid,
+        0,
+    )
     assert (busy.transaction_timeout_ms, busy.transaction_start_time_ms) == (45_000, h.clock.ms)
     # the partitions with data; the group's offsets are not a partition in sluice
     assert [(t.topic, t.partitions) for t in busy.topics] == [("t", [0, 2]), ("u", [0])]
     assert (idle.error_code, idle.transaction_state, idle.topics) == (E.NONE, "Empty", [])
-    assert (missing.transactional_id, missing.error_code) == ("missing", E.TRANSACTIONAL_ID_NOT_FOUND)
+    assert (missing.transactional_id, missing.error_code) == (
+        "missing",
+        E.TRANSACTIONAL_ID_NOT_FOUND,
+    )
     assert empty.error_code == E.INVALID_REQUEST
     assert describe(h) == []
 
@@ -57,7 +65,11 @@ def test_list_with_filters(h: TxnHarness) -> None:
     add_partitions(h, c, 0, {"t": [2]}, txn="c")
     assert end(h, c, 0, True, txn="c") == E.NONE
     h.clock.ms += 1_000
-    assert listed(h) == (E.NONE, [], {"a": (a, "Ongoing"), "b": (b, "Ongoing"), "c": (c, "CompleteCommit")})
+    assert listed(h) == (
+        E.NONE,
+        [],
+        {"a": (a, "Ongoing"), "b": (b, "Ongoing"), "c": (c, "CompleteCommit")},
+    )
     assert listed(h, states=["Ongoing"])[2] == {"a": (a, "Ongoing"), "b": (b, "Ongoing")}
     # state names are Kafka's, matched exactly; unknown ones are reported back
     assert listed(h, states=["CompleteCommit", "ongoing", "Bogus"]) == (

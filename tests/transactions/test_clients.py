@@ -44,7 +44,12 @@ def name(request: pytest.FixtureRequest) -> str:
 
 def txn_producer(broker: EmbeddedBroker, txn_id: str, **extra: object) -> Producer:
     return Producer(
-        {"bootstrap.servers": broker.bootstrap_servers, "transactional.id": txn_id, "linger.ms": 5, **extra}
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "transactional.id": txn_id,
+            "linger.ms": 5,
+            **extra,
+        }
     )
 
 
@@ -69,7 +74,11 @@ def test_confluent_commits_and_aborts_across_partitions(broker: EmbeddedBroker, 
     assert markers(port, topic, 0) == [b"COMMIT", b"ABORT"]
     assert markers(port, topic, 1) == [b"COMMIT", b"ABORT"]
     assert markers(port, topic, 2) == [b"COMMIT", b"COMMIT"]  # not in the aborted transaction
-    assert data_values(port, topic, 0) == [f"c{i}".encode() for i in range(0, 30, 3)] + [b"a0", b"a2", b"a4"]
+    assert data_values(port, topic, 0) == [f"c{i}".encode() for i in range(0, 30, 3)] + [
+        b"a0",
+        b"a2",
+        b"a4",
+    ]
     assert data_values(port, topic, 2) == [f"c{i}".encode() for i in range(2, 30, 3)] + [b"last"]
     batches = stored_batches(port, topic, 0)
     assert all(b.transactional for b in batches) and {b.producer_epoch for b in batches} == {0}
@@ -77,7 +86,9 @@ def test_confluent_commits_and_aborts_across_partitions(broker: EmbeddedBroker, 
     assert (d.transaction_state, d.producer_epoch, d.topics) == ("CompleteCommit", 0, [])
 
 
-def test_send_offsets_to_transaction_with_a_real_consumer_group(broker: EmbeddedBroker, name: str) -> None:
+def test_send_offsets_to_transaction_with_a_real_consumer_group(
+    broker: EmbeddedBroker, name: str
+) -> None:
     source = create_topic(broker.bootstrap_servers, name + "-in", 1)
     sink = create_topic(broker.bootstrap_servers, name + "-out", 1)
     feeder = Producer({"bootstrap.servers": broker.bootstrap_servers})
@@ -226,7 +237,9 @@ def test_aiokafka_commits_and_aborts(broker: EmbeddedBroker, name: str) -> None:
     assert describe(broker.port, name).transaction_state == "CompleteAbort"
 
 
-def test_kafka_python_admin_lists_and_describes_transactions(broker: EmbeddedBroker, name: str) -> None:
+def test_kafka_python_admin_lists_and_describes_transactions(
+    broker: EmbeddedBroker, name: str
+) -> None:
     from kafka import KafkaAdminClient
 
     topic = create_topic(broker.bootstrap_servers, name, 2)
@@ -243,7 +256,9 @@ def test_kafka_python_admin_lists_and_describes_transactions(broker: EmbeddedBro
         described = admin.describe_transactions([name])[name]
         assert described.state.value == "Ongoing" and described.producer_id == mine.producer_id
         assert {(tp.topic, tp.partition) for tp in described.topic_partitions} == {(topic, 1)}
-        assert described.transaction_timeout_ms == 60_000 and described.transaction_start_time_ms > 0
+        assert (
+            described.transaction_timeout_ms == 60_000 and described.transaction_start_time_ms > 0
+        )
         p.commit_transaction(30)
         assert admin.describe_transactions([name])[name].state.value == "CompleteCommit"
         longer = admin.list_transactions(state_filters=["Ongoing"], duration_filter_ms=0)

@@ -5,12 +5,17 @@ markers they write, fencing, timeouts, expiry, and their error answers."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from sluice.broker.transactions.state import EPOCH_MAX, TxnRecord, TxnState
 from sluice.errors import ErrorCode
+from sluice.protocol import ApiKey
+from sluice.protocol import messages as m
 from tests.transactions.conftest import (
     Marker,
     TxnHarness,
@@ -35,7 +40,9 @@ def state(h: TxnHarness, txn: str = "app") -> str:
 
 
 @pytest.mark.parametrize("version", [0, 1, 2, 3, 4, 5])
-def test_a_new_transactional_id_gets_a_fresh_producer_id_at_epoch_0(h: TxnHarness, version: int) -> None:
+def test_a_new_transactional_id_gets_a_fresh_producer_id_at_epoch_0(
+    h: TxnHarness, version: int
+) -> None:
     idempotent = init(h, None, version=version)
     first = init(h, "app", version=version)
     other = init(h, "other", version=version)
@@ -71,7 +78,9 @@ def test_bad_init_requests(h: TxnHarness) -> None:
 
 
 @pytest.mark.parametrize("version", [0, 2, 4])
-def test_a_new_incarnation_bumps_the_epoch_and_fences_the_old_producer(h: TxnHarness, version: int) -> None:
+def test_a_new_incarnation_bumps_the_epoch_and_fences_the_old_producer(
+    h: TxnHarness, version: int
+) -> None:
     old = init(h, version=version)
     new = init(h, version=version)
     assert (new.producer_id, new.producer_epoch) == (old.producer_id, 1)
@@ -92,7 +101,9 @@ def test_a_new_incarnation_bumps_the_epoch_and_fences_the_old_producer(h: TxnHar
 def test_init_aborts_the_ongoing_transaction_of_the_previous_incarnation(h: TxnHarness) -> None:
     first = init(h)
     pid = first.producer_id
-    assert add_partitions(h, pid, 0, {"t": [0, 1], "u": [0]}) == dict.fromkeys([("t", 0), ("t", 1), ("u", 0)], E.NONE)
+    assert add_partitions(h, pid, 0, {"t": [0, 1], "u": [0]}) == dict.fromkeys(
+        [("t", 0), ("t", 1), ("u", 0)], E.NONE
+    )
     assert produce(h, "t", 0, transactional_batch(pid, 0, 0, b"doomed")) == E.NONE
     assert state(h) == "Ongoing"
     second = init(h)
@@ -109,7 +120,9 @@ def test_init_aborts_the_ongoing_transaction_of_the_previous_incarnation(h: TxnH
 
 
 @pytest.mark.parametrize("version", [3, 4, 5])
-def test_kip_360_a_producer_naming_its_id_and_epoch_keeps_its_id(h: TxnHarness, version: int) -> None:
+def test_kip_360_a_producer_naming_its_id_and_epoch_keeps_its_id(
+    h: TxnHarness, version: int
+) -> None:
     first = init(h, version=version)
     pid = first.producer_id
     bumped = init(h, version=version, pid=pid, epoch=0)
@@ -137,7 +150,9 @@ def test_epoch_exhaustion_rotates_to_a_new_producer_id(h: TxnHarness) -> None:
     pid = init(h).producer_id
     # White-box: a transactional id whose epochs are nearly all used (32765 InitProducerIds
     # would take minutes); written as the coordinator writes, so it also survives a restart.
-    exhausted = TxnRecord(pid, EPOCH_MAX - 2, 60_000, TxnState.EMPTY, last_update_timestamp=h.clock())
+    exhausted = TxnRecord(
+        pid, EPOCH_MAX - 2, 60_000, TxnState.EMPTY, last_update_timestamp=h.clock()
+    )
     h.run(h.broker.transactions.store.write([("app", exhausted)]))
     h.restart()
     last = init(h)  # the last epoch a producer may hold: 32766
@@ -146,7 +161,11 @@ def test_epoch_exhaustion_rotates_to_a_new_producer_id(h: TxnHarness) -> None:
     assert resp.error_code == E.NONE and resp.producer_id != pid and resp.producer_epoch == 0
     # KIP-360: the previous id with its exhausted epoch is a retry of that rotation, not fenced
     retry = init(h, pid=pid, epoch=EPOCH_MAX - 1)
-    assert (retry.error_code, retry.producer_id, retry.producer_epoch) == (E.NONE, resp.producer_id, 0)
+    assert (retry.error_code, retry.producer_id, retry.producer_epoch) == (
+        E.NONE,
+        resp.producer_id,
+        0,
+    )
 
 
 # -- AddPartitionsToTxn, AddOffsetsToTxn -------------------------------------------------------------
@@ -159,7 +178,9 @@ def test_add_partitions_starts_the_transaction(h: TxnHarness) -> None:
     (d,) = describe(h, "app")
     assert d.transaction_state == "Ongoing" and d.transaction_start_time_ms == h.clock.ms
     h.clock.ms += 1_000
-    assert add_partitions(h, pid, 0, {"t": [0, 1], "u": [0]}) == dict.fromkeys([("t", 0), ("t", 1), ("u", 0)], E.NONE)
+    assert add_partitions(h, pid, 0, {"t": [0, 1], "u": [0]}) == dict.fromkeys(
+        [("t", 0), ("t", 1), ("u", 0)], E.NONE
+    )
     (d,) = describe(h, "app")
     assert d.transaction_start_time_ms == h.clock.ms - 1_000  # it started with the first partition
     assert [(t.topic, t.partitions) for t in d.topics] == [("t", [0, 1]), ("u", [0])]
@@ -179,7 +200,9 @@ def test_an_unknown_partition_fails_the_whole_add(h: TxnHarness, version: int) -
 
 def test_requests_for_unknown_ids_and_producers(h: TxnHarness) -> None:
     pid = init(h).producer_id
-    assert add_partitions(h, pid, 0, {"t": [0]}, txn="unknown") == {("t", 0): E.INVALID_PRODUCER_ID_MAPPING}
+    assert add_partitions(h, pid, 0, {"t": [0]}, txn="unknown") == {
+        ("t", 0): E.INVALID_PRODUCER_ID_MAPPING
+    }
     assert add_partitions(h, pid + 1, 0, {"t": [0]}) == {("t", 0): E.INVALID_PRODUCER_ID_MAPPING}
     assert add_partitions(h, pid, 0, {"t": [0]}, txn="") == {("t", 0): E.INVALID_REQUEST}
     assert add_offsets(h, pid, 0, "g", txn="unknown") == E.INVALID_PRODUCER_ID_MAPPING
@@ -228,56 +251,40 @@ def test_requests_during_a_transition_are_concurrent_transactions(h: TxnHarness)
     retry (CONCURRENT_TRANSACTIONS), as Kafka answers while a transition is pending."""
     pid = init(h).producer_id
     add_partitions(h, pid, 0, {"t": [0]})
+    commit = m.EndTxnRequest(transactional_id="app", producer_id=pid, producer_epoch=0, committed=True)
+    add = m.AddPartitionsToTxnRequest(
+        v3_and_below_transactional_id="app",
+        v3_and_below_producer_id=pid,
+        v3_and_below_producer_epoch=0,
+        v3_and_below_topics=[m.AddPartitionsToTxnTopic(name="t", partitions=[1])],
+    )
+    again = m.InitProducerIdRequest(transactional_id="app", transaction_timeout_ms=60_000)
 
-    async def interleaved() -> tuple[object, ...]:
-        from sluice.protocol import ApiKey
-        from sluice.protocol import messages as m
-
-        ending = h.dispatch(
-            ApiKey.END_TXN,
-            3,
-            m.EndTxnRequest(transactional_id="app", producer_id=pid, producer_epoch=0, committed=True),
-        )
-        import asyncio
-
-        task = asyncio.ensure_future(ending)
+    async def interleaved() -> list[Any]:
+        ending = asyncio.ensure_future(h.dispatch(ApiKey.END_TXN, 3, commit))
         await asyncio.sleep(0)  # EndTxn has started writing PrepareCommit
         others = await asyncio.gather(
-            h.dispatch(
-                ApiKey.INIT_PRODUCER_ID,
-                4,
-                m.InitProducerIdRequest(transactional_id="app", transaction_timeout_ms=60_000),
-            ),
-            h.dispatch(
-                ApiKey.ADD_PARTITIONS_TO_TXN,
-                3,
-                m.AddPartitionsToTxnRequest(
-                    v3_and_below_transactional_id="app",
-                    v3_and_below_producer_id=pid,
-                    v3_and_below_producer_epoch=0,
-                    v3_and_below_topics=[m.AddPartitionsToTxnTopic(name="t", partitions=[1])],
-                ),
-            ),
-            h.dispatch(
-                ApiKey.END_TXN,
-                3,
-                m.EndTxnRequest(transactional_id="app", producer_id=pid, producer_epoch=0, committed=True),
-            ),
+            h.dispatch(ApiKey.INIT_PRODUCER_ID, 4, again),
+            h.dispatch(ApiKey.ADD_PARTITIONS_TO_TXN, 3, add),
+            h.dispatch(ApiKey.END_TXN, 3, commit),
         )
-        return (await task, *others)
+        return [await ending, *others]
 
     first, init_answer, add_answer, end_again = h.run(interleaved())
-    assert first.error_code == E.NONE  # type: ignore[attr-defined]
-    assert init_answer.error_code == E.CONCURRENT_TRANSACTIONS  # type: ignore[attr-defined]
-    assert add_answer.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code == E.CONCURRENT_TRANSACTIONS  # type: ignore[attr-defined]
-    assert end_again.error_code == E.CONCURRENT_TRANSACTIONS  # type: ignore[attr-defined]
+    assert first.error_code == E.NONE
+    assert init_answer.error_code == E.CONCURRENT_TRANSACTIONS
+    (topic,) = add_answer.results_by_topic_v3_and_below
+    assert topic.results_by_partition[0].partition_error_code == E.CONCURRENT_TRANSACTIONS
+    assert end_again.error_code == E.CONCURRENT_TRANSACTIONS
     assert state(h) == "CompleteCommit"
 
 
 # -- timeouts and expiry ---------------------------------------------------------------------------------
 
 
-def test_a_transaction_older_than_its_timeout_is_aborted_and_its_producer_fenced(h: TxnHarness) -> None:
+def test_a_transaction_older_than_its_timeout_is_aborted_and_its_producer_fenced(
+    h: TxnHarness,
+) -> None:
     pid = init(h, timeout_ms=10_000).producer_id
     add_partitions(h, pid, 0, {"t": [0]})
     add_offsets(h, pid, 0, "g")
@@ -299,8 +306,6 @@ def test_a_transaction_older_than_its_timeout_is_aborted_and_its_producer_fenced
 def test_the_timer_aborts_timed_out_transactions(make_harness: Callable[..., TxnHarness]) -> None:
     """transaction.abort.timed.out.transaction.cleanup.interval.ms drives the check; a real
     (short) interval, waited for with a deadline, not a sleep."""
-    import time
-
     h = make_harness(transaction_abort_timed_out_transaction_cleanup_interval_ms="20")
     h.create_topic("t", 1)
     pid = init(h, timeout_ms=1_000).producer_id
@@ -309,7 +314,7 @@ def test_the_timer_aborts_timed_out_transactions(make_harness: Callable[..., Txn
     deadline = time.monotonic() + 10
     while state(h) != "CompleteAbort":
         assert time.monotonic() < deadline, "the timer never aborted the transaction"
-        h.run(__import__("asyncio").sleep(0.02))
+        h.run(asyncio.sleep(0.02))
     assert h.markers("t", 0)[0].commit is False
 
 
@@ -321,10 +326,16 @@ def test_idle_transactional_ids_expire(h: TxnHarness) -> None:
     add_partitions(h, busy, 0, {"t": [0]}, txn="busy")
     h.clock.ms += expiration + 1
     assert h.run(coordinator.expire_transactional_ids()) == 1  # not the one in a transaction
-    assert [d.error_code for d in describe(h, "idle", "busy")] == [E.TRANSACTIONAL_ID_NOT_FOUND, E.NONE]
+    assert [d.error_code for d in describe(h, "idle", "busy")] == [
+        E.TRANSACTIONAL_ID_NOT_FOUND,
+        E.NONE,
+    ]
     assert end(h, idle, 0, True, txn="idle") == E.INVALID_PRODUCER_ID_MAPPING
     h.restart(crash=True)
-    assert [d.error_code for d in describe(h, "idle", "busy")] == [E.TRANSACTIONAL_ID_NOT_FOUND, E.NONE]
+    assert [d.error_code for d in describe(h, "idle", "busy")] == [
+        E.TRANSACTIONAL_ID_NOT_FOUND,
+        E.NONE,
+    ]
     again = init(h, "idle")
     assert again.error_code == E.NONE and again.producer_id != idle and again.producer_epoch == 0
 
@@ -348,7 +359,9 @@ def test_state_survives_restarts(h: TxnHarness, crash: bool) -> None:
     assert [mk.commit for mk in h.markers("t", 1) + h.markers("u", 0)] == [True, True]
 
 
-def test_snapshot_compaction_bounds_the_transaction_log(make_harness: Callable[..., TxnHarness]) -> None:
+def test_snapshot_compaction_bounds_the_transaction_log(
+    make_harness: Callable[..., TxnHarness],
+) -> None:
     h = make_harness()
     h.create_topic("t", 1)
     h.broker.transactions.store.compact_min_records = 20

@@ -61,7 +61,11 @@ def open_transaction(broker: BrokerProcess, **producer_settings: object) -> Prod
             msg = consumer.poll(0.5)
             seen += msg is not None and msg.error() is None
         producer = Producer(
-            {"bootstrap.servers": broker.bootstrap_servers, "transactional.id": TXN, **producer_settings}
+            {
+                "bootstrap.servers": broker.bootstrap_servers,
+                "transactional.id": TXN,
+                **producer_settings,
+            }
         )
         producer.init_transactions(30)
         producer.begin_transaction()
@@ -105,7 +109,9 @@ def decide_offline(data_dir: Path, commit: bool) -> None:
 
 
 @pytest.mark.parametrize("commit", [True, False], ids=["PrepareCommit", "PrepareAbort"])
-def test_a_decided_transaction_is_completed_after_a_crash(process: BrokerProcess, commit: bool) -> None:
+def test_a_decided_transaction_is_completed_after_a_crash(
+    process: BrokerProcess, commit: bool
+) -> None:
     producer = open_transaction(process)
     process.kill()
     decide_offline(process.data_dir, commit)
@@ -148,7 +154,9 @@ def test_an_ongoing_transaction_keeps_running_after_a_crash(process: BrokerProce
 
 
 def test_an_ongoing_transaction_times_out_after_a_crash(process: BrokerProcess) -> None:
-    producer = open_transaction(process, **{"transaction.timeout.ms": 2000, "message.timeout.ms": 2000})
+    producer = open_transaction(
+        process, **{"transaction.timeout.ms": 2000, "message.timeout.ms": 2000}
+    )
     started = describe(process.port, TXN).transaction_start_time_ms
     process.kill()
     process.start()

@@ -36,10 +36,16 @@ def begin_with_offsets(h: TxnHarness, group: str = "g", txn: str = "app") -> int
 def test_offsets_are_pending_until_the_transaction_commits(h: TxnHarness, version: int) -> None:
     commit_offsets(h, "g", {T0: 3})
     pid = begin_with_offsets(h)
-    assert txn_offset_commit(h, pid, 0, "g", {T0: 10, T1: 20}, version=version) == {T0: E.NONE, T1: E.NONE}
+    assert txn_offset_commit(h, pid, 0, "g", {T0: 10, T1: 20}, version=version) == {
+        T0: E.NONE,
+        T1: E.NONE,
+    }
     # not visible yet; require_stable (v7+) says the partitions are unstable
     assert offset_fetch(h, "g", [T0, T1], version=6) == {T0: (3, E.NONE), T1: (-1, E.NONE)}
-    assert offset_fetch(h, "g", [T0, T1], require_stable=False) == {T0: (3, E.NONE), T1: (-1, E.NONE)}
+    assert offset_fetch(h, "g", [T0, T1], require_stable=False) == {
+        T0: (3, E.NONE),
+        T1: (-1, E.NONE),
+    }
     unstable = {T0: (-1, E.UNSTABLE_OFFSET_COMMIT), T1: (-1, E.UNSTABLE_OFFSET_COMMIT)}
     assert offset_fetch(h, "g", [T0, T1]) == unstable
     assert offset_fetch(h, "g", [T0, T1], version=8) == unstable
@@ -97,17 +103,25 @@ def test_txn_offset_commit_needs_the_group_in_the_transaction(h: TxnHarness) -> 
     assert txn_offset_commit(h, pid, 0, "g", {T0: 1}) == {T0: E.INVALID_TXN_STATE}
     assert add_offsets(h, pid, 0, "g") == E.NONE
     assert txn_offset_commit(h, pid, 0, "g", {T0: 1}) == {T0: E.NONE}
-    assert h.broker.groups.store.pending == {"g": {pid: {T0: h.broker.groups.store.pending["g"][pid][T0]}}}
+    assert h.broker.groups.store.pending == {
+        "g": {pid: {T0: h.broker.groups.store.pending["g"][pid][T0]}}
+    }
 
 
 def test_txn_offset_commit_error_answers(h: TxnHarness) -> None:
     pid = begin_with_offsets(h)
     # unknown partitions are answered on their own; the rest is committed
     answer = txn_offset_commit(h, pid, 0, "g", {T0: 1, ("t", 9): 1, ("nope", 0): 1})
-    assert answer == {T0: E.NONE, ("t", 9): E.UNKNOWN_TOPIC_OR_PARTITION, ("nope", 0): E.UNKNOWN_TOPIC_OR_PARTITION}
+    assert answer == {
+        T0: E.NONE,
+        ("t", 9): E.UNKNOWN_TOPIC_OR_PARTITION,
+        ("nope", 0): E.UNKNOWN_TOPIC_OR_PARTITION,
+    }
     # the producer: unknown id, another producer, an older epoch (Kafka's verification answers
     # INVALID_PRODUCER_EPOCH), an empty group id
-    assert txn_offset_commit(h, pid, 0, "g", {T0: 1}, txn="nobody") == {T0: E.INVALID_PRODUCER_ID_MAPPING}
+    assert txn_offset_commit(h, pid, 0, "g", {T0: 1}, txn="nobody") == {
+        T0: E.INVALID_PRODUCER_ID_MAPPING
+    }
     assert txn_offset_commit(h, pid + 7, 0, "g", {T0: 1}) == {T0: E.INVALID_PRODUCER_ID_MAPPING}
     epoch = init(h).producer_epoch  # a new incarnation (the transaction is aborted)
     assert txn_offset_commit(h, pid, 0, "g", {T0: 1}) == {T0: E.INVALID_PRODUCER_EPOCH}
@@ -151,16 +165,24 @@ def _join(h: TxnHarness, group: str) -> tuple[str, int]:
 def test_kip_447_member_and_generation_are_checked_from_v3(h: TxnHarness) -> None:
     member, generation = _join(h, "g")
     pid = begin_with_offsets(h)
-    assert txn_offset_commit(h, pid, 0, "g", {T0: 5}, member=member, generation=generation + 1) == {T0: E.ILLEGAL_GENERATION}
-    assert txn_offset_commit(h, pid, 0, "g", {T0: 5}, member="stranger", generation=generation) == {T0: E.UNKNOWN_MEMBER_ID}
-    assert txn_offset_commit(h, pid, 0, "g", {T0: 5}, member=member, generation=generation) == {T0: E.NONE}
+    assert txn_offset_commit(h, pid, 0, "g", {T0: 5}, member=member, generation=generation + 1) == {
+        T0: E.ILLEGAL_GENERATION
+    }
+    assert txn_offset_commit(h, pid, 0, "g", {T0: 5}, member="stranger", generation=generation) == {
+        T0: E.UNKNOWN_MEMBER_ID
+    }
+    assert txn_offset_commit(h, pid, 0, "g", {T0: 5}, member=member, generation=generation) == {
+        T0: E.NONE
+    }
     # v0-2 carry no member: accepted from the producer of a group that has members (Kafka)
     assert txn_offset_commit(h, pid, 0, "g", {T1: 6}, version=2) == {T1: E.NONE}
     # v3 without member or generation (a client not using group metadata) is accepted too
     assert txn_offset_commit(h, pid, 0, "g", {T1: 7}) == {T1: E.NONE}
     # a group that does not exist with a generation: ILLEGAL_GENERATION (Kafka's new coordinator)
     assert add_offsets(h, pid, 0, "ghost") == E.NONE
-    assert txn_offset_commit(h, pid, 0, "ghost", {T0: 1}, member="m", generation=3) == {T0: E.ILLEGAL_GENERATION}
+    assert txn_offset_commit(h, pid, 0, "ghost", {T0: 1}, member="m", generation=3) == {
+        T0: E.ILLEGAL_GENERATION
+    }
     assert end(h, pid, 0, True) == E.NONE
     assert offset_fetch(h, "g", [T0, T1]) == {T0: (5, E.NONE), T1: (7, E.NONE)}
 

@@ -98,7 +98,9 @@ def offset_fetch(port: int, group: str, topic: str, partition: int) -> tuple[int
     return p.committed_offset, p.error_code
 
 
-def wait_for_state(port: int, txn_id: str, *states: str, timeout: float = 30.0) -> m.DescribedTransactionState:
+def wait_for_state(
+    port: int, txn_id: str, *states: str, timeout: float = 30.0
+) -> m.DescribedTransactionState:
     """Poll DescribeTransactions until the id is in one of ``states`` (a readiness check with
     a deadline, for what a background timer does)."""
     deadline = time.monotonic() + timeout

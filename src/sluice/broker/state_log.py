@@ -77,7 +77,11 @@ class StateLog(Generic[K, V]):
     """Named in log lines ("group store", "transaction store")."""
 
     def __init__(
-        self, partition: Partition, clock_ms: Clock = wall_clock_ms, *, compact_min_records: int = 10_000
+        self,
+        partition: Partition,
+        clock_ms: Clock = wall_clock_ms,
+        *,
+        compact_min_records: int = 10_000,
     ) -> None:
         self._partition = partition
         self._log = partition.log
@@ -191,7 +195,9 @@ class StateLog(Generic[K, V]):
                 break
 
     def _batch(self, changes: list[tuple[K, V]]) -> bytes:
-        return build_batch([self._encode(k, v) for k, v in changes], base_timestamp=self._clock_ms())
+        return build_batch(
+            [self._encode(k, v) for k, v in changes], base_timestamp=self._clock_ms()
+        )
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -80,7 +80,9 @@ partitions) -> each partition's result."""
 GroupTxnEnd = Callable[[int, Collection[str], bool], Awaitable[None]]
 """The group coordinator's ``end_transaction``: (producer id, groups, commit)."""
 
-_MARKER_DONE = frozenset({ErrorCode.NONE, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.INVALID_PRODUCER_EPOCH})
+_MARKER_DONE = frozenset(
+    {ErrorCode.NONE, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.INVALID_PRODUCER_EPOCH}
+)
 """A marker written, or not needed: the topic was deleted (its data is gone with it), or the
 partition already saw a newer epoch of the producer (Kafka gives up on such a marker too)."""
 _MARKER_RETRY_MAX_MS = 10_000
@@ -205,7 +207,10 @@ class TransactionCoordinator:
             await self.store.write([(txn.transactional_id, target)])
         except SluiceError as exc:
             log.warning(
-                "transactional id %s: could not log %s: %s", txn.transactional_id, target.state.value, exc
+                "transactional id %s: could not log %s: %s",
+                txn.transactional_id,
+                target.state.value,
+                exc,
             )
             return ErrorCode.COORDINATOR_NOT_AVAILABLE
         finally:
@@ -282,9 +287,15 @@ class TransactionCoordinator:
             if txn.unmarked or not groups_done:
                 return False
             try:
-                await self.store.write([(txn.transactional_id, complete(record, self.wall_clock()))])
+                await self.store.write(
+                    [(txn.transactional_id, complete(record, self.wall_clock()))]
+                )
             except SluiceError as exc:
-                log.warning("transactional id %s: could not log its completion: %s", txn.transactional_id, exc)
+                log.warning(
+                    "transactional id %s: could not log its completion: %s",
+                    txn.transactional_id,
+                    exc,
+                )
                 return False
             return True
         finally:
@@ -299,7 +310,10 @@ class TransactionCoordinator:
                 if self._stop.is_set() or self.transactions.get(txn.transactional_id) is not txn:
                     return
                 if await self._complete(txn):
-                    log.info("transactional id %s: markers written, transaction complete", txn.transactional_id)
+                    log.info(
+                        "transactional id %s: markers written, transaction complete",
+                        txn.transactional_id,
+                    )
                     return
                 delay = min(delay * 2, _MARKER_RETRY_MAX_MS)
         finally:
@@ -344,14 +358,24 @@ class TransactionCoordinator:
                 # for the id waits for this one), durable with its first bump below.
                 txn = Transaction(
                     txn_id,
-                    TxnRecord(pid, NO_EPOCH, timeout_ms, TxnState.EMPTY, last_update_timestamp=self.wall_clock()),
+                    TxnRecord(
+                        pid,
+                        NO_EPOCH,
+                        timeout_ms,
+                        TxnState.EMPTY,
+                        last_update_timestamp=self.wall_clock(),
+                    ),
                 )
                 self.transactions[txn_id] = txn
                 created = True
         try:
             return await self._init_existing(txn, timeout_ms, expected)
         finally:
-            if created and txn.record.producer_epoch == NO_EPOCH and self.transactions.get(txn_id) is txn:
+            if (
+                created
+                and txn.record.producer_epoch == NO_EPOCH
+                and self.transactions.get(txn_id) is txn
+            ):
                 del self.transactions[txn_id]  # its first record was never written
 
     async def _init_existing(
@@ -439,9 +463,15 @@ class TransactionCoordinator:
         if txn.pending is not None or txn.state in PREPARED:
             return ErrorCode.CONCURRENT_TRANSACTIONS
         record = txn.record
-        if record.state is TxnState.ONGOING and partitions <= record.partitions and groups <= record.groups:
+        if (
+            record.state is TxnState.ONGOING
+            and partitions <= record.partitions
+            and groups <= record.groups
+        ):
             return ErrorCode.NONE
-        return await self._write(txn, add(record, partitions, groups, self.wall_clock()), TxnState.ONGOING)
+        return await self._write(
+            txn, add(record, partitions, groups, self.wall_clock()), TxnState.ONGOING
+        )
 
     def _partition_exists(self, topic: str, partition: int) -> bool:
         t = self.logs.topics.get(topic)
@@ -459,7 +489,9 @@ class TransactionCoordinator:
         results: dict[TopicPartition, ErrorCode]
         if unknown:
             results = {
-                tp: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if tp in unknown else ErrorCode.OPERATION_NOT_ATTEMPTED
+                tp: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                if tp in unknown
+                else ErrorCode.OPERATION_NOT_ATTEMPTED
                 for tp in wanted
             }
         else:
@@ -487,7 +519,9 @@ class TransactionCoordinator:
         )
         return responses.add_offsets_response(request.api_version, error)
 
-    def verify_offset_commit(self, txn_id: str, producer_id: int, epoch: int, group: str) -> ErrorCode | None:
+    def verify_offset_commit(
+        self, txn_id: str, producer_id: int, epoch: int, group: str
+    ) -> ErrorCode | None:
         """For TxnOffsetCommit (the group coordinator asks): None if the producer's ongoing
         transaction includes ``group`` (AddOffsetsToTxn), else the error to answer. Kafka's
         transaction verification, which answers a fenced producer INVALID_PRODUCER_EPOCH."""
@@ -509,7 +543,9 @@ class TransactionCoordinator:
             return refused
         body = request.body
         assert isinstance(body, m.EndTxnRequest)
-        error = await self._end(body.transactional_id, body.producer_id, body.producer_epoch, body.committed)
+        error = await self._end(
+            body.transactional_id, body.producer_id, body.producer_epoch, body.committed
+        )
         return responses.end_txn_response(request.api_version, error)
 
     async def _end(self, txn_id: str, producer_id: int, epoch: int, commit: bool) -> ErrorCode:
@@ -563,7 +599,9 @@ class TransactionCoordinator:
             record.producer_epoch,
             record.timeout_ms,
         )
-        error = await self._decide(txn, fence(record, self.wall_clock()), TxnState.PREPARE_EPOCH_FENCE)
+        error = await self._decide(
+            txn, fence(record, self.wall_clock()), TxnState.PREPARE_EPOCH_FENCE
+        )
         return error is ErrorCode.NONE
 
     async def expire_transactional_ids(self) -> int:
@@ -607,7 +645,9 @@ class TransactionCoordinator:
             if txn_id == "":
                 states.append(responses.described(txn_id, ErrorCode.INVALID_REQUEST, None))
             elif txn is None or txn.state is TxnState.DEAD:
-                states.append(responses.described(txn_id, ErrorCode.TRANSACTIONAL_ID_NOT_FOUND, None))
+                states.append(
+                    responses.described(txn_id, ErrorCode.TRANSACTIONAL_ID_NOT_FOUND, None)
+                )
             else:
                 states.append(responses.described(txn_id, ErrorCode.NONE, txn))
         return m.DescribeTransactionsResponse(throttle_time_ms=0, transaction_states=states)

@@ -77,12 +77,16 @@ def end_txn_response(version: int, error: ErrorCode) -> m.EndTxnResponse:
     )
 
 
-def described(txn_id: str, error: ErrorCode, txn: Transaction | None) -> m.DescribedTransactionState:
+def described(
+    txn_id: str, error: ErrorCode, txn: Transaction | None
+) -> m.DescribedTransactionState:
     """DescribeTransactions' entry for one id: while the markers of a decided transaction are
     being written, its partitions are those still without one (as Kafka reports them)."""
     if txn is None or error is not ErrorCode.NONE:
         return m.DescribedTransactionState(
-            error_code=error if error is not ErrorCode.NONE else ErrorCode.TRANSACTIONAL_ID_NOT_FOUND,
+            error_code=error
+            if error is not ErrorCode.NONE
+            else ErrorCode.TRANSACTIONAL_ID_NOT_FOUND,
             transactional_id=txn_id,
             transaction_state="",
             transaction_timeout_ms=0,
@@ -91,7 +95,11 @@ def described(txn_id: str, error: ErrorCode, txn: Transaction | None) -> m.Descr
             producer_epoch=-1,
         )
     record = txn.record
-    partitions = txn.unmarked if record.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT) else record.partitions
+    partitions = (
+        txn.unmarked
+        if record.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT)
+        else record.partitions
+    )
     by_topic: dict[str, list[int]] = {}
     for topic, partition in sorted(partitions):
         by_topic.setdefault(topic, []).append(partition)

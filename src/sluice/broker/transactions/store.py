@@ -83,7 +83,9 @@ class TransactionStore(StateLog[str, TxnRecord | None]):
         for txn in self.transactions.values():
             by_state[txn.state.value] = by_state.get(txn.state.value, 0) + 1
         states = ", ".join(f"{n} {s}" for s, n in sorted(by_state.items()))
-        return f"{plural(len(self.transactions), 'transactional id')}{': ' + states if states else ''}"
+        return (
+            f"{plural(len(self.transactions), 'transactional id')}{': ' + states if states else ''}"
+        )
 
     def _encode(self, key: str, value: TxnRecord | None) -> tuple[bytes, bytes | None]:
         return key.encode(), None if value is None else encode_record(value)
