@@ -15,10 +15,9 @@ reconnects and retries while every other connection goes on.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import resource
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,7 @@ from sluice.broker.groups import GroupConfig, GroupCoordinator
 from sluice.broker.producer_ids import ProducerIds, init_producer_id
 from sluice.broker.transactions import TransactionConfig, TransactionCoordinator
 from sluice.config import BrokerConfig
-from sluice.errors import CloseConnection, ErrorCode, SluiceError
+from sluice.errors import CloseConnection
 from sluice.protocol import (
     SUPPORTED,
     ApiKey,
@@ -226,19 +225,6 @@ class Broker:
         listener = self.config.advertised_listener
         return self.config.node_id, listener.host, listener.port
 
-    async def write_txn_markers(
-        self,
-        producer_id: int,
-        producer_epoch: int,
-        coordinator_epoch: int,
-        commit: bool,
-        partitions: Iterable[tuple[str, int]],
-    ) -> dict[tuple[str, int], ErrorCode]:
-        """TEMPORARY (txn-coord's stand-in until txn-log lands)."""
-        return await _write_txn_markers(
-            self.logs, producer_id, producer_epoch, coordinator_epoch, commit, partitions
-        )
-
     def start(self) -> None:
         """Background work on the running loop: retention, time-based flushes, group timers."""
         self.logs.start(
@@ -304,29 +290,6 @@ class Broker:
                 client.host,
             )
             raise CloseConnection(f"internal error: {exc!r}") from exc
-
-
-async def _write_txn_markers(
-    logs: LogManager,
-    producer_id: int,
-    producer_epoch: int,
-    coordinator_epoch: int,
-    commit: bool,
-    partitions: Iterable[tuple[str, int]],
-) -> dict[tuple[str, int], ErrorCode]:
-    """TEMPORARY (txn-coord's stand-in until txn-log lands): Broker.write_txn_markers."""
-    wanted = list(dict.fromkeys(partitions))
-
-    async def one(topic: str, index: int) -> ErrorCode:
-        try:
-            partition = logs.get_partition(topic, index)
-            await partition.write_txn_marker(producer_id, producer_epoch, coordinator_epoch, commit)
-        except SluiceError as exc:
-            return exc.code
-        return ErrorCode.NONE
-
-    results = await asyncio.gather(*(one(t, p) for t, p in wanted))
-    return dict(zip(wanted, results, strict=True))
 
 
 def _segment_file_budget(configured: int) -> int:

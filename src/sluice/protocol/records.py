@@ -114,7 +114,6 @@ def scan_batches(
     *,
     max_batch_bytes: int | None = None,
     check_crc: bool = True,
-    allow_control: bool = False,
 ) -> list[BatchHeader]:
     """Validate every batch in ``buf`` (which must hold whole batches only) and return headers.
 
@@ -129,7 +128,7 @@ def scan_batches(
     pos = 0
     while pos < end:
         header = read_header(view, pos)
-        _check_header(header, end - pos, max_batch_bytes, allow_control)
+        _check_header(header, end - pos, max_batch_bytes)
         if (
             check_crc
             and crc32c.crc32c(view[pos + ATTRIBUTES_OFFSET : pos + header.size]) != header.crc
@@ -141,9 +140,7 @@ def scan_batches(
     return headers
 
 
-def _check_header(
-    header: BatchHeader, available: int, max_batch_bytes: int | None, allow_control: bool = False
-) -> None:
+def _check_header(header: BatchHeader, available: int, max_batch_bytes: int | None) -> None:
     if header.magic != 2:
         raise CorruptRecordError(f"record batch magic {header.magic} is not supported (only 2)")
     size = header.size
@@ -159,7 +156,7 @@ def _check_header(
         raise CorruptRecordError(
             f"record batch claims {size} bytes but only {available} are present"
         )
-    if header.is_control and not allow_control:
+    if header.is_control:
         # Only a transaction coordinator writes control batches (sluice has none); from a client
         # one would burn offsets at will, since its count need not match its offset delta.
         raise InvalidRecordError("clients may not write control batches")

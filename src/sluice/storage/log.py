@@ -284,7 +284,7 @@ class PartitionLog:
     # -- appending -------------------------------------------------------------------------------
 
     def reserve(
-        self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None, *, control: bool = False
+        self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None
     ) -> Reservation:
         """Validate ``data`` (one or more whole batches) and assign its offsets, patching in place.
 
@@ -298,9 +298,7 @@ class PartitionLog:
         view = memoryview(data)
         if view.readonly:
             view = memoryview(bytearray(view))
-        headers = scan_batches(
-            view, max_batch_bytes=self.config.max_message_bytes, allow_control=control
-        )
+        headers = scan_batches(view, max_batch_bytes=self.config.max_message_bytes)
         ack = ack or self.config.append_ack
         idempotent = is_idempotent(headers[0])
         if idempotent or len(headers) > 1:
@@ -506,15 +504,13 @@ class PartitionLog:
             seg.sealed = True
             seg.unpin()
 
-    def append(
-        self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None, *, control: bool = False
-    ) -> int:
+    def append(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
         """Append inline, in the caller: validate, assign offsets, write; fsync if ``ack`` (default
         the topic's) is ``fsynced`` or ``flush.messages`` is reached. Returns the first offset.
 
         The only inline path: :class:`~sluice.storage.partition.Partition` uses it in ``inline``
         mode, and tools and tests that own a log use it directly."""
-        reservation = self.reserve(data, ack, control=control)
+        reservation = self.reserve(data, ack)
         if reservation.duplicate is not None:  # inline: the original was written before it
             return reservation.base_offset
         try:

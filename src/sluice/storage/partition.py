@@ -10,21 +10,10 @@ queue behind them even after the mode changes to ``inline``, so a mode change ne
 
 from __future__ import annotations
 
-import struct
 from concurrent.futures import Executor
 from pathlib import Path
 
-import crc32c
-
 from sluice.config import AckLevel, AppendMode, LogConfig
-from sluice.errors import InvalidProducerEpochError
-from sluice.protocol.records import (
-    ATTRIBUTES_OFFSET,
-    CONTROL_BIT,
-    CRC_OFFSET,
-    TRANSACTIONAL_BIT,
-    build_batch,
-)
 from sluice.storage.clock import Clock, wall_clock_ms
 from sluice.storage.fdcache import DEFAULT_CACHE, FdCache
 from sluice.storage.loader import CleanState
@@ -85,38 +74,6 @@ class Partition:
                 writer = self._writer = PartitionWriter(self.log, self.executor)
             return await writer.submit(data, ack)
         return self.log.append(data, ack)
-
-    async def write_txn_marker(
-        self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool
-    ) -> int:
-        """TEMPORARY (txn-coord's stand-in until txn-log lands): append a COMMIT or ABORT
-        control batch ending ``producer_id``'s transaction here; returns its offset once fsynced.
-        Raises InvalidProducerEpochError if ``producer_epoch`` is older than the producer's epoch
-        on this partition."""
-        entry = self.log.producer_state().producers.get(producer_id)
-        if entry is not None and producer_epoch < entry.epoch:
-            raise InvalidProducerEpochError(
-                f"marker epoch {producer_epoch} is older than {entry.epoch} on {self.name}"
-            )
-        key = struct.pack(">hh", 0, 1 if commit else 0)
-        value = struct.pack(">hi", 0, coordinator_epoch)
-        batch = bytearray(
-            build_batch(
-                [(key, value)],
-                base_timestamp=self.log.clock(),
-                producer_id=producer_id,
-                producer_epoch=producer_epoch,
-            )
-        )
-        struct.pack_into(">h", batch, ATTRIBUTES_OFFSET, CONTROL_BIT | TRANSACTIONAL_BIT)
-        struct.pack_into(">I", batch, CRC_OFFSET, crc32c.crc32c(batch[ATTRIBUTES_OFFSET:]))
-        writer = self._writer
-        if self.log.config.append_mode is AppendMode.WRITER or (writer is not None and not writer.idle):
-            if writer is None:
-                self.log.check_open()
-                writer = self._writer = PartitionWriter(self.log, self.executor)
-            return await writer.submit(batch, AckLevel.FSYNCED, control=True)
-        return self.log.append(batch, AckLevel.FSYNCED, control=True)
 
     async def drain(self) -> None:
         """Stop the writer once everything it accepted is written (and synced if asked)."""

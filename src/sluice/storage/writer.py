@@ -80,9 +80,7 @@ class PartitionWriter:
             and not self._writing
         )
 
-    async def submit(
-        self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None, *, control: bool = False
-    ) -> int:
+    async def submit(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
         """Queue an append; return its first offset once acknowledged at ``ack``."""
         if self._closing:
             raise LogClosedError(f"log {self._log.name} is closing")
@@ -92,7 +90,7 @@ class PartitionWriter:
         try:
             if self._closing:
                 raise LogClosedError(f"log {self._log.name} is closing")
-            reservation = self._log.reserve(data, ack, control=control)
+            reservation = self._log.reserve(data, ack)
             future: asyncio.Future[int] | None = None
             if reservation.duplicate is None:
                 if reservation.ack is not AckLevel.QUEUED:
