@@ -54,6 +54,10 @@ RequestBody = (
     | m.DeleteTopicsRequest
     | m.DeleteRecordsRequest
     | m.InitProducerIdRequest
+    | m.AddPartitionsToTxnRequest
+    | m.AddOffsetsToTxnRequest
+    | m.EndTxnRequest
+    | m.TxnOffsetCommitRequest
     | m.DescribeConfigsRequest
     | m.AlterConfigsRequest
     | m.SaslAuthenticateRequest
@@ -68,6 +72,8 @@ RequestBody = (
     | m.DescribeClusterRequest
     | m.WriteTxnMarkersRequest
     | m.DescribeProducersRequest
+    | m.DescribeTransactionsRequest
+    | m.ListTransactionsRequest
 )
 
 ResponseBody = (
@@ -90,6 +96,10 @@ ResponseBody = (
     | m.DeleteTopicsResponse
     | m.DeleteRecordsResponse
     | m.InitProducerIdResponse
+    | m.AddPartitionsToTxnResponse
+    | m.AddOffsetsToTxnResponse
+    | m.EndTxnResponse
+    | m.TxnOffsetCommitResponse
     | m.DescribeConfigsResponse
     | m.AlterConfigsResponse
     | m.SaslAuthenticateResponse
@@ -104,6 +114,8 @@ ResponseBody = (
     | m.DescribeClusterResponse
     | m.WriteTxnMarkersResponse
     | m.DescribeProducersResponse
+    | m.DescribeTransactionsResponse
+    | m.ListTransactionsResponse
 )
 
 
