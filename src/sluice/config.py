@@ -431,6 +431,10 @@ class BrokerConfig:
     max_open_segment_files: int = 1000
     producer_id_expiration_ms: int = 86_400_000
     producer_id_expiration_check_interval_ms: int = 600_000
+    transaction_max_timeout_ms: int = 900_000
+    transactional_id_expiration_ms: int = 7 * 24 * 3600 * 1000
+    transaction_abort_interval_ms: int = 10_000
+    transaction_expiration_check_interval_ms: int = 3_600_000
     cleaner_enable: bool = True
     cleaner_threads: int = 1
     cleaner_dedupe_buffer_size: int = 128 * 1024 * 1024
@@ -706,6 +710,15 @@ _BROKER_ROWS = (
             render=_render_admin_listener),
     _broker("sluice.admin.read.only", "admin_read_only", _boolean, _B,
             "The console changes nothing: topic, record and group writes are refused."),
+    _broker("transaction.max.timeout.ms", "transaction_max_timeout_ms", _integer(1, _INT_MAX), _I,
+            "Longest transaction timeout a producer may ask for (INVALID_TRANSACTION_TIMEOUT past it)."),
+    _broker("transactional.id.expiration.ms", "transactional_id_expiration_ms", _integer(1, _INT_MAX), _I,
+            "A transactional id with no transaction in progress and no request for this long is forgotten."),
+    _broker("transaction.abort.timed.out.transaction.cleanup.interval.ms", "transaction_abort_interval_ms",
+            _integer(1, _INT_MAX), _I, "How often transactions past their timeout are looked for (and aborted)."),
+    _broker("transaction.remove.expired.transaction.cleanup.interval.ms",
+            "transaction_expiration_check_interval_ms", _integer(1, _INT_MAX), _I,
+            "How often expired transactional ids are looked for."),
     _broker("sluice.batch.uncompressed.max.bytes", "max_uncompressed_batch_bytes", _positive, _I,
             "Most decompressed bytes of one batch the broker processes (verification, recompression)."),
     _broker("log.cleaner.enable", "cleaner_enable", _boolean, _B,

@@ -60,10 +60,12 @@ class ErrorCode(IntEnum):
     INVALID_PRODUCER_ID_MAPPING = 49
     INVALID_TRANSACTION_TIMEOUT = 50
     CONCURRENT_TRANSACTIONS = 51
+    TRANSACTION_COORDINATOR_FENCED = 52
     UNSUPPORTED_COMPRESSION_TYPE = 76
     SASL_AUTHENTICATION_FAILED = 58
     UNKNOWN_PRODUCER_ID = 59
     TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
+    OPERATION_NOT_ATTEMPTED = 55
     PRODUCER_FENCED = 90
     KAFKA_STORAGE_ERROR = 56
     LOG_DIR_NOT_FOUND = 57
@@ -83,6 +85,7 @@ class ErrorCode(IntEnum):
     THROTTLING_QUOTA_EXCEEDED = 89
     GROUP_SUBSCRIBED_TO_TOPIC = 86
     UNKNOWN_TOPIC_ID = 100
+    TRANSACTIONAL_ID_NOT_FOUND = 105
     MISMATCHED_ENDPOINT_TYPE = 114
     UNSUPPORTED_ENDPOINT_TYPE = 115
 
@@ -168,6 +171,20 @@ class InvalidProducerEpochError(SluiceError):
     """A batch from an older epoch of its producer: a zombie, fenced."""
 
     code = ErrorCode.INVALID_PRODUCER_EPOCH
+
+
+class InvalidTxnStateError(SluiceError):
+    """A producer's batch that does not fit its transaction state on the partition (Kafka's
+    InvalidTxnStateException): a non-transactional batch while its transaction is open."""
+
+    code = ErrorCode.INVALID_TXN_STATE
+
+
+class TransactionCoordinatorFencedError(SluiceError):
+    """A transaction marker from an older coordinator epoch than the partition has seen: a zombie
+    coordinator, fenced."""
+
+    code = ErrorCode.TRANSACTION_COORDINATOR_FENCED
 
 
 class UnknownProducerIdError(SluiceError):

@@ -6,11 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
-from sluice.testing import Cluster, EmbeddedBroker
+from sluice.testing import Cluster
 from tests.quix import quix_python
 
 APP = Path(__file__).with_name("quix_app.py")
@@ -69,16 +68,32 @@ def test_state_in_compacted_changelog_topics(sluice_broker, sluice_topic, tmp_pa
         assert future.result(timeout=10)["cleanup.policy"].value == "compact"
 
 
-def test_what_does_not_run_on_sluice_yet(sluice_broker, sluice_topic, tmp_path):
-    if not isinstance(sluice_broker, EmbeddedBroker):
-        pytest.skip("documents sluice's own refusals")
+def test_exactly_once(sluice_broker, sluice_topic, tmp_path):
+    """processing_guarantee="exactly-once": Quix's transactional producer commits each checkpoint's
+    output and consumer offsets in one transaction; a read_committed reader sees exactly them."""
+    totals = sluice_broker.create_topic()
     orders(sluice_broker, sluice_topic)
-    # exactly-once needs transactions, which sluice does not serve yet...
-    code, _, err = run_app(sluice_broker, sluice_topic, "unused", "eos", tmp_path)
-    assert code != 0
-    # ...as a transactional producer, what Quix's exactly-once starts with, is told
-    producer = Producer(
-        {"bootstrap.servers": sluice_broker.bootstrap_servers, "transactional.id": "t"}
+    code, out, err = run_app(sluice_broker, sluice_topic, totals, "eos", tmp_path)
+    assert code == 0, err
+    assert [t["total"] for t in json.loads(out)] == [120, 240, 360]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": sluice_broker.bootstrap_servers,
+            "group.id": f"{totals}-reader",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
     )
-    with pytest.raises(KafkaException, match="transactions are not supported by this broker"):
-        producer.init_transactions(10)
+    try:
+        consumer.assign([TopicPartition(totals, 0, OFFSET_BEGINNING)])
+        seen: list[dict[str, int]] = []
+        while len(seen) < 3:
+            message = consumer.poll(10)
+            assert message is not None, f"only {len(seen)} committed outputs"
+            assert message.error() is None, message.error()
+            seen.append(json.loads(message.value() or b"null"))
+        assert [t["total"] for t in seen] == [120, 240, 360]
+        _, high = consumer.get_watermark_offsets(TopicPartition(totals, 0), timeout=10)
+        assert high > 3, "no transaction marker follows the outputs"
+    finally:
+        consumer.close()

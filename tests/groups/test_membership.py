@@ -118,7 +118,7 @@ def test_find_coordinator_answers_this_node(h: Harness, version: int) -> None:
     assert (resp.error_code, resp.node_id, resp.host, resp.port) == (E.NONE, *NODE)
 
 
-def test_find_coordinator_v4_batches_and_refuses_transactions(h: Harness) -> None:
+def test_find_coordinator_v4_batches_and_answers_transaction_keys(h: Harness) -> None:
     resp = h.call(
         ApiKey.FIND_COORDINATOR,
         4,
@@ -128,12 +128,17 @@ def test_find_coordinator_v4_batches_and_refuses_transactions(h: Harness) -> Non
         ("a", E.NONE, 1, 9092),
         ("b", E.NONE, 1, 9092),
     ]
+    # Transactional ids (key type 1) are coordinated here too: this is the only node.
     txn = h.call(
         ApiKey.FIND_COORDINATOR, 4, m.FindCoordinatorRequest(key_type=1, coordinator_keys=["x"])
     )
-    assert txn.coordinators[0].error_code == E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    assert [(c.key, c.error_code, c.node_id, c.port) for c in txn.coordinators] == [
+        ("x", E.NONE, 1, 9092)
+    ]
     old = h.call(ApiKey.FIND_COORDINATOR, 2, m.FindCoordinatorRequest(key="x", key_type=1))
-    assert old.error_code == E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    assert (old.error_code, old.node_id, old.host, old.port) == (E.NONE, *NODE)
+    other = h.call(ApiKey.FIND_COORDINATOR, 2, m.FindCoordinatorRequest(key="x", key_type=2))
+    assert other.error_code == E.INVALID_REQUEST
 
 
 # -- joining -----------------------------------------------------------------------------------------

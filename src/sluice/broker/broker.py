@@ -18,17 +18,28 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from sluice.broker import admin, cluster, config_apis, fetch, list_offsets, metadata, produce
+from sluice.broker import (
+    admin,
+    cluster,
+    config_apis,
+    describe_producers,
+    fetch,
+    list_offsets,
+    metadata,
+    produce,
+    txn_markers,
+)
 from sluice.broker.context import FetchWaiters
 from sluice.broker.groups import GroupConfig, GroupCoordinator
 from sluice.broker.producer_ids import ProducerIds, init_producer_id
 from sluice.broker.stats import BrokerStats
+from sluice.broker.transactions import TransactionConfig, TransactionCoordinator
 from sluice.config import BrokerConfig
 from sluice.dataclass import dataclass
-from sluice.errors import CloseConnection
+from sluice.errors import CloseConnection, ErrorCode
 from sluice.protocol import (
     SUPPORTED,
     ApiKey,
@@ -40,6 +51,7 @@ from sluice.protocol import (
     encode_response,
     encode_unsupported_api_versions,
 )
+from sluice.protocol import messages as m
 from sluice.protocol.primitives import Buffer
 from sluice.storage.cleaner import CleanerConfig
 from sluice.storage.manager import Limits, LogManager
@@ -91,6 +103,25 @@ def _groups(method: str) -> Handler:
     return handle
 
 
+def _transactions(method: str) -> Handler:
+    """A transaction API: the transaction coordinator's coroutine of the same name."""
+
+    async def handle(broker: Broker, request: Request, client: Client) -> ResponseBody:
+        api: Callable[[Request], Awaitable[ResponseBody]] = getattr(broker.transactions, method)
+        return await api(request)
+
+    return handle
+
+
+async def _init_producer_id(broker: Broker, request: Request, client: Client) -> ResponseBody:
+    """Idempotent producers get their id here; transactional ones from the coordinator."""
+    body = request.body
+    assert isinstance(body, m.InitProducerIdRequest)
+    if body.transactional_id is None:
+        return await init_producer_id(broker, request)
+    return await broker.transactions.init_producer_id(request)
+
+
 def _plain(fn: Callable[[Broker, Request], Awaitable[Any]]) -> Handler:
     """A handler that needs nothing of the client."""
 
@@ -129,7 +160,15 @@ HANDLERS: dict[int, Registration] = dict(
         _register(ApiKey.ELECT_LEADERS, _plain(cluster.elect_leaders)),
         _register(ApiKey.LIST_PARTITION_REASSIGNMENTS, _plain(cluster.list_partition_reassignments)),
         _register(ApiKey.ALTER_PARTITION_REASSIGNMENTS, _plain(cluster.alter_partition_reassignments)),
-        _register(ApiKey.INIT_PRODUCER_ID, _plain(init_producer_id)),
+        _register(ApiKey.WRITE_TXN_MARKERS, _plain(txn_markers.write_txn_markers)),
+        _register(ApiKey.DESCRIBE_PRODUCERS, _plain(describe_producers.describe_producers)),
+        _register(ApiKey.INIT_PRODUCER_ID, _init_producer_id),
+        _register(ApiKey.ADD_PARTITIONS_TO_TXN, _transactions("add_partitions_to_txn")),
+        _register(ApiKey.ADD_OFFSETS_TO_TXN, _transactions("add_offsets_to_txn")),
+        _register(ApiKey.END_TXN, _transactions("end_txn")),
+        _register(ApiKey.TXN_OFFSET_COMMIT, _groups("txn_offset_commit")),
+        _register(ApiKey.DESCRIBE_TRANSACTIONS, _transactions("describe_transactions")),
+        _register(ApiKey.LIST_TRANSACTIONS, _transactions("list_transactions")),
         _register(ApiKey.FIND_COORDINATOR, _groups("find_coordinator")),
         _register(ApiKey.JOIN_GROUP, _groups("join_group")),
         _register(ApiKey.SYNC_GROUP, _groups("sync_group")),
@@ -165,6 +204,7 @@ class Broker:
                 offsets_retention_check_interval_ms=config.offsets_retention_check_interval_ms,
                 offset_metadata_max_bytes=config.offset_metadata_max_bytes,
             ),
+            verify_txn=self._verify_txn_offset_commit,
         )
         self.fetch_waiters = FetchWaiters()
         self.advertised = ADVERTISED
@@ -175,6 +215,23 @@ class Broker:
         metrics): None costs the hot path one attribute test."""
         self.faults: Interceptor | None = None
         """Set by tests only (:class:`Interceptor`)."""
+        self.transactions = TransactionCoordinator(
+            logs,
+            lambda: self.producer_ids.allocate(remember=False),
+            self.write_txn_markers,
+            self.groups.end_transaction,
+            config=TransactionConfig(
+                max_timeout_ms=config.transaction_max_timeout_ms,
+                id_expiration_ms=config.transactional_id_expiration_ms,
+                abort_interval_ms=config.transaction_abort_interval_ms,
+                expiration_check_interval_ms=config.transaction_expiration_check_interval_ms,
+            ),
+        )
+
+    def _verify_txn_offset_commit(
+        self, txn_id: str, producer_id: int, epoch: int, group: str
+    ) -> ErrorCode | None:
+        return self.transactions.verify_offset_commit(txn_id, producer_id, epoch, group)
 
     @classmethod
     def open(cls, config: BrokerConfig) -> Broker:
@@ -202,6 +259,21 @@ class Broker:
         listener = self.config.advertised_listener
         return self.config.node_id, listener.host, listener.port
 
+    async def write_txn_markers(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        coordinator_epoch: int,
+        commit: bool,
+        partitions: Iterable[tuple[str, int]],
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """Markers on every partition (concurrently); per partition NONE or the error
+        (UNKNOWN_TOPIC_OR_PARTITION for a partition that no longer exists, INVALID_PRODUCER_EPOCH,
+        KAFKA_STORAGE_ERROR ...)."""
+        return await txn_markers.write_markers(
+            self.logs, producer_id, producer_epoch, coordinator_epoch, commit, partitions
+        )
+
     def start(self) -> None:
         """Background work on the running loop: retention, time-based flushes, group timers."""
         self.logs.start(
@@ -209,19 +281,25 @@ class Broker:
             producer_expiration_check_ms=self.config.producer_id_expiration_check_interval_ms,
         )
         self.groups.start()
+        self.transactions.start()
 
     def begin_shutdown(self) -> None:
         """Answer what is parked now (long polls with what they have, pending joins with
         NOT_COORDINATOR) so a draining server does not wait out max_wait_ms or a rebalance."""
         self.fetch_waiters.wake_all()
+        self.transactions.begin_shutdown()
         self.groups.begin_shutdown()
 
     async def close(self) -> None:
-        """Wake long polls, stop the coordinator, then drain, fsync and mark every log clean.
-        The logs are closed even if the coordinator's store fails to."""
+        """Wake long polls, stop the coordinators (transactions first: ending one writes to the
+        group store and to partitions), then drain, fsync and mark every log clean. The logs
+        are closed even if a coordinator's store fails to."""
         self.fetch_waiters.wake_all()
         try:
-            await self.groups.close()
+            try:
+                await self.transactions.close()
+            finally:
+                await self.groups.close()
         finally:
             await self.logs.close()
 

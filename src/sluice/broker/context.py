@@ -5,6 +5,7 @@ import this, never the dispatching module (``broker.py`` imports them), so impor
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Protocol
 
 from sluice.broker.stats import BrokerStats
@@ -19,6 +20,10 @@ class FetchWaiters:
     def __init__(self) -> None:
         self._waiting: set[asyncio.Future[None]] = set()
         self.closed = False
+
+    def __len__(self) -> int:
+        """How many long polls are parked now."""
+        return len(self._waiting)
 
     def add(self, future: asyncio.Future[None]) -> None:
         self._waiting.add(future)
@@ -59,4 +64,17 @@ class BrokerContext(Protocol):
 
     def node_endpoint(self) -> tuple[int, str, int]:
         """(node id, advertised host, advertised port)."""
+        ...
+
+    async def write_txn_markers(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        coordinator_epoch: int,
+        commit: bool,
+        partitions: Iterable[tuple[str, int]],
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """Markers on every partition (concurrently); per partition NONE or the error
+        (UNKNOWN_TOPIC_OR_PARTITION for a partition that no longer exists, INVALID_PRODUCER_EPOCH,
+        KAFKA_STORAGE_ERROR ...)."""
         ...

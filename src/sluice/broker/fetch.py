@@ -10,10 +10,18 @@ batch headers); the record bytes are read only for the answer, by storage's
 :class:`~sluice.storage.reader.SliceReader` (off the loop when they are big), and go into the
 response as they are, never decoded.
 
+Isolation: ``read_committed`` (isolation level 1) answers only what lies below each partition's
+last stable offset, with the aborted transactions overlapping what it returns (Kafka's rule:
+from the fetch offset up to the first offset the index places past the returned bytes), so the
+consumer drops their records; ``read_uncommitted`` reads up to the high watermark as before.
+Every answer reports the partition's last stable offset.
+
 Long polling: when fewer than ``min_bytes`` are ready, the request waits up to ``max_wait_ms`` for
 any of its partitions' high watermarks to move (storage calls a listener; nothing polls), then
-looks again. Incremental fetch sessions (KIP-227) are not kept: every answer says session id 0,
-which tells clients to send full requests, as the protocol allows.
+looks again; a read_committed request finds nothing new until the LSO moves, which happens only
+with the high watermark (a marker's append moves both). Incremental fetch sessions (KIP-227) are
+not kept: every answer says session id 0, which tells clients to send full requests, as the
+protocol allows.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
 from sluice.storage.log import FileSlice, PartitionLog
+from sluice.storage.txn_index import AbortedTxn
 
 READ_COMMITTED = 1
 
@@ -79,11 +88,15 @@ def _find_all(
                 continue
             logs.append(plog)
             answer: FileSlice | None = None
+            aborted: list[AbortedTxn] = []
             code = ErrorCode.NONE
             limit = min(fp.partition_max_bytes, remaining)
             if limit > 0 or total == 0:
                 try:
-                    found = plog.read(fp.fetch_offset, max(limit, 0))
+                    if read_committed:
+                        found, aborted = plog.read_committed(fp.fetch_offset, max(limit, 0))
+                    else:
+                        found = plog.read(fp.fetch_offset, max(limit, 0))
                 except SluiceError as exc:
                     code = exc.code
                     errors = True
@@ -98,9 +111,15 @@ def _find_all(
                 partition_index=fp.partition,
                 error_code=code,
                 high_watermark=plog.high_watermark,
-                last_stable_offset=plog.high_watermark,
+                last_stable_offset=plog.last_stable_offset,
                 log_start_offset=plog.log_start_offset,
-                aborted_transactions=[] if read_committed else None,
+                aborted_transactions=(
+                    [m.AbortedTransaction(producer_id=t.producer_id, first_offset=t.first_offset) for t in aborted]
+                    if answer is not None
+                    else []
+                )
+                if read_committed
+                else None,
                 records=b"",
             )
             parts.append(part)

@@ -1,5 +1,6 @@
 """ListOffsets: earliest (-2), latest (-1), max timestamp (-3, v7) and the first offset at or
-after a timestamp, per partition."""
+after a timestamp, per partition. With isolation level read_committed (v2+), as Kafka: latest
+is the last stable offset, and a timestamp's offset is answered only if it lies below it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sluice.protocol import messages as m
 from sluice.storage.log import PartitionLog
 
 LATEST = -1
+READ_COMMITTED = 1
 EARLIEST = -2
 MAX_TIMESTAMP = -3
 
@@ -24,7 +26,11 @@ async def list_offsets(broker: BrokerContext, request: Request) -> m.ListOffsets
             try:
                 plog = broker.logs.get_log(topic.name, p.partition_index)
                 offset, timestamp = await _lookup(
-                    plog, p.timestamp, request.api_version, broker.config.max_uncompressed_batch_bytes
+                    plog,
+                    p.timestamp,
+                    request.api_version,
+                    broker.config.max_uncompressed_batch_bytes,
+                    committed=request.api_version >= 2 and body.isolation_level == READ_COMMITTED,
                 )
                 code = ErrorCode.NONE
             except SluiceError as exc:
@@ -43,18 +49,20 @@ async def list_offsets(broker: BrokerContext, request: Request) -> m.ListOffsets
 
 
 async def _lookup(
-    plog: PartitionLog, timestamp: int, version: int, max_block: int
+    plog: PartitionLog, timestamp: int, version: int, max_block: int, *, committed: bool = False
 ) -> tuple[int, int]:
     """Latest and earliest come from the log's state; a timestamp search streams one batch's
     records in an executor (see PartitionLog.offset_for_timestamp)."""
     if timestamp == LATEST:
-        return plog.high_watermark, -1
+        return (plog.last_stable_offset if committed else plog.high_watermark), -1
     if timestamp == EARLIEST:
         return plog.log_start_offset, -1
     if timestamp == MAX_TIMESTAMP and version >= 7:
         found = await plog.max_timestamp_offset(max_block=max_block)
-        return found if found is not None else (-1, -1)
-    if timestamp < 0:
+    elif timestamp < 0:
         raise Refused(ErrorCode.INVALID_REQUEST, f"unknown special timestamp {timestamp}")
-    found = await plog.offset_for_timestamp(timestamp, max_block=max_block)
-    return found if found is not None else (-1, -1)
+    else:
+        found = await plog.offset_for_timestamp(timestamp, max_block=max_block)
+    if found is None or (committed and found[0] >= plog.last_stable_offset):
+        return -1, -1
+    return found

@@ -47,9 +47,6 @@ async def produce(broker: BrokerContext, request: Request) -> m.ProduceResponse 
     acks = body.acks
     if acks not in (0, 1, -1):
         return _all_failed(body, ErrorCode.INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1, not {acks}")
-    if body.transactional_id is not None:
-        # Transactions are not served (InitProducerId is not advertised): no honest client sends one.
-        return _all_failed(body, ErrorCode.INVALID_REQUEST, "transactions are not supported")
     logs = broker.logs
     limit = broker.config.max_uncompressed_batch_bytes
     # The log is kept with its job: a topic deleted meanwhile must not fail the response.

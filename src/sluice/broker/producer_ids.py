@@ -1,4 +1,4 @@
-"""InitProducerId for idempotent producers, and the producer ids it hands out.
+"""InitProducerId for idempotent producers, and the producer ids every producer gets.
 
 Ids are never handed out twice, across restarts and crashes: a block of ids is reserved in
 ``DATA/producer-ids`` (written atomically and fsynced) before any id of it is given to a client,
@@ -6,8 +6,9 @@ so a crash loses at most the rest of a block, never reuses one.
 
 A producer that asks again with the id and epoch it holds (KIP-360: after an error it could not
 otherwise recover from) keeps its id with the next epoch, which fences its older epoch on every
-partition; an older epoch than the current one is refused. Transactional producers are refused
-until sluice has a transaction coordinator, with an error every client stops on at once.
+partition; an older epoch than the current one is refused. An InitProducerId naming a
+transactional id is the transaction coordinator's (:mod:`sluice.broker.transactions`), which
+takes its producer ids from here too.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ _REMEMBERED = 100_000
 """Ids whose current epoch is remembered for KIP-360 bumps (oldest forgotten first: a forgotten
 id asking for a bump simply gets a new id, which clients accept)."""
 
-TRANSACTIONS_UNSUPPORTED = "transactions are not supported by this broker (sluice) yet"
-
 
 class ProducerIds:
     def __init__(self, data_dir: Path) -> None:
@@ -51,8 +50,10 @@ class ProducerIds:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise OSError(f"{self.path} is unreadable: {exc}") from exc
 
-    async def allocate(self) -> int:
-        """A producer id never handed out before (a new block is reserved durably first)."""
+    async def allocate(self, *, remember: bool = True) -> int:
+        """A producer id never handed out before (a new block is reserved durably first).
+        ``remember``: keep its epoch for idempotent KIP-360 bumps (the transaction
+        coordinator keeps its producers' epochs itself)."""
         async with self._lock:
             if self._next == self._end:
                 end = self._end + BLOCK
@@ -61,7 +62,8 @@ class ProducerIds:
                 self._end = end
             pid = self._next
             self._next += 1
-        self._remember(pid, 0)
+        if remember:
+            self._remember(pid, 0)
         return pid
 
     def _remember(self, pid: int, epoch: int) -> None:
@@ -88,16 +90,9 @@ class ProducerIds:
 
 
 async def init_producer_id(broker: BrokerContext, request: Request) -> m.InitProducerIdResponse:
+    """An idempotent producer's InitProducerId (no transactional id)."""
     body = request.body
-    assert isinstance(body, m.InitProducerIdRequest)
-    if body.transactional_id is not None:
-        # No message field in this response: the code is the message (fatal in every client).
-        return m.InitProducerIdResponse(
-            throttle_time_ms=0,
-            error_code=ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-            producer_id=-1,
-            producer_epoch=-1,
-        )
+    assert isinstance(body, m.InitProducerIdRequest) and body.transactional_id is None
     try:
         error, pid, epoch = await broker.producer_ids.init(
             body.producer_id, body.producer_epoch, request.api_version

@@ -54,6 +54,10 @@ RequestBody = (
     | m.DeleteTopicsRequest
     | m.DeleteRecordsRequest
     | m.InitProducerIdRequest
+    | m.AddPartitionsToTxnRequest
+    | m.AddOffsetsToTxnRequest
+    | m.EndTxnRequest
+    | m.TxnOffsetCommitRequest
     | m.DescribeConfigsRequest
     | m.AlterConfigsRequest
     | m.SaslAuthenticateRequest
@@ -66,6 +70,10 @@ RequestBody = (
     | m.AlterPartitionReassignmentsRequest
     | m.ListPartitionReassignmentsRequest
     | m.DescribeClusterRequest
+    | m.WriteTxnMarkersRequest
+    | m.DescribeProducersRequest
+    | m.DescribeTransactionsRequest
+    | m.ListTransactionsRequest
 )
 
 ResponseBody = (
@@ -88,6 +96,10 @@ ResponseBody = (
     | m.DeleteTopicsResponse
     | m.DeleteRecordsResponse
     | m.InitProducerIdResponse
+    | m.AddPartitionsToTxnResponse
+    | m.AddOffsetsToTxnResponse
+    | m.EndTxnResponse
+    | m.TxnOffsetCommitResponse
     | m.DescribeConfigsResponse
     | m.AlterConfigsResponse
     | m.SaslAuthenticateResponse
@@ -100,6 +112,10 @@ ResponseBody = (
     | m.AlterPartitionReassignmentsResponse
     | m.ListPartitionReassignmentsResponse
     | m.DescribeClusterResponse
+    | m.WriteTxnMarkersResponse
+    | m.DescribeProducersResponse
+    | m.DescribeTransactionsResponse
+    | m.ListTransactionsResponse
 )
 
 

@@ -54,6 +54,11 @@ class ApiKey(IntEnum):
     DELETE_TOPICS = 20
     DELETE_RECORDS = 21
     INIT_PRODUCER_ID = 22
+    ADD_PARTITIONS_TO_TXN = 24
+    ADD_OFFSETS_TO_TXN = 25
+    END_TXN = 26
+    WRITE_TXN_MARKERS = 27
+    TXN_OFFSET_COMMIT = 28
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
     DESCRIBE_LOG_DIRS = 35
@@ -66,6 +71,9 @@ class ApiKey(IntEnum):
     LIST_PARTITION_REASSIGNMENTS = 46
     OFFSET_DELETE = 47
     DESCRIBE_CLUSTER = 60
+    DESCRIBE_PRODUCERS = 61
+    DESCRIBE_TRANSACTIONS = 65
+    LIST_TRANSACTIONS = 66
 
 
 # ---- Produce (0) ---------------------------------------------------------------------------------
@@ -842,6 +850,185 @@ class InitProducerIdResponse:
     producer_epoch: int = f(INT16)
 
 
+# ---- WriteTxnMarkers (27) ------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarkerTopic:
+    name: str = f(STRING)
+    partition_indexes: list[int] = f(arr(INT32))
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarker:
+    producer_id: int = f(INT64)
+    producer_epoch: int = f(INT16)
+    transaction_result: bool = f(BOOL)
+    topics: list[WritableTxnMarkerTopic] = f(arr(WritableTxnMarkerTopic))
+    coordinator_epoch: int = f(INT32)
+
+
+@dataclass(slots=True, kw_only=True)
+class WriteTxnMarkersRequest:
+    markers: list[WritableTxnMarker] = f(arr(WritableTxnMarker))
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarkerPartitionResult:
+    partition_index: int = f(INT32)
+    error_code: int = f(INT16)
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarkerTopicResult:
+    name: str = f(STRING)
+    partitions: list[WritableTxnMarkerPartitionResult] = f(arr(WritableTxnMarkerPartitionResult))
+
+
+@dataclass(slots=True, kw_only=True)
+class WritableTxnMarkerResult:
+    producer_id: int = f(INT64)
+    topics: list[WritableTxnMarkerTopicResult] = f(arr(WritableTxnMarkerTopicResult))
+
+
+@dataclass(slots=True, kw_only=True)
+class WriteTxnMarkersResponse:
+    markers: list[WritableTxnMarkerResult] = f(arr(WritableTxnMarkerResult))
+
+
+# ---- AddPartitionsToTxn (24), AddOffsetsToTxn (25), EndTxn (26), TxnOffsetCommit (28) ------------
+
+
+@dataclass(slots=True, kw_only=True)
+class AddPartitionsToTxnTopic:
+    name: str = f(STRING)
+    partitions: list[int] = f(arr(INT32))
+
+
+@dataclass(slots=True, kw_only=True)
+class AddPartitionsToTxnTransaction:
+    """v4+: brokers batching transactions (clients send v0-3)."""
+
+    transactional_id: str = f(STRING, "4+")
+    producer_id: int = f(INT64, "4+")
+    producer_epoch: int = f(INT16, "4+")
+    verify_only: bool = f(BOOL, "4+", default=False)
+    topics: list[AddPartitionsToTxnTopic] = f(arr(AddPartitionsToTxnTopic), "4+")
+
+
+@dataclass(slots=True, kw_only=True)
+class AddPartitionsToTxnRequest:
+    transactions: list[AddPartitionsToTxnTransaction] = f(arr(AddPartitionsToTxnTransaction), "4+")
+    v3_and_below_transactional_id: str = f(STRING, "0-3")
+    v3_and_below_producer_id: int = f(INT64, "0-3")
+    v3_and_below_producer_epoch: int = f(INT16, "0-3")
+    v3_and_below_topics: list[AddPartitionsToTxnTopic] = f(arr(AddPartitionsToTxnTopic), "0-3")
+
+
+@dataclass(slots=True, kw_only=True)
+class AddPartitionsToTxnPartitionResult:
+    partition_index: int = f(INT32)
+    partition_error_code: int = f(INT16)
+
+
+@dataclass(slots=True, kw_only=True)
+class AddPartitionsToTxnTopicResult:
+    name: str = f(STRING)
+    results_by_partition: list[AddPartitionsToTxnPartitionResult] = f(
+        arr(AddPartitionsToTxnPartitionResult)
+    )
+
+
+@dataclass(slots=True, kw_only=True)
+class AddPartitionsToTxnResult:
+    transactional_id: str = f(STRING, "4+")
+    topic_results: list[AddPartitionsToTxnTopicResult] = f(arr(AddPartitionsToTxnTopicResult), "4+")
+
+
+@dataclass(slots=True, kw_only=True)
+class AddPartitionsToTxnResponse:
+    throttle_time_ms: int = f(INT32)
+    error_code: int = f(INT16, "4+")
+    results_by_transaction: list[AddPartitionsToTxnResult] = f(arr(AddPartitionsToTxnResult), "4+")
+    results_by_topic_v3_and_below: list[AddPartitionsToTxnTopicResult] = f(
+        arr(AddPartitionsToTxnTopicResult), "0-3"
+    )
+
+
+@dataclass(slots=True, kw_only=True)
+class AddOffsetsToTxnRequest:
+    transactional_id: str = f(STRING)
+    producer_id: int = f(INT64)
+    producer_epoch: int = f(INT16)
+    group_id: str = f(STRING)
+
+
+@dataclass(slots=True, kw_only=True)
+class AddOffsetsToTxnResponse:
+    throttle_time_ms: int = f(INT32)
+    error_code: int = f(INT16)
+
+
+@dataclass(slots=True, kw_only=True)
+class EndTxnRequest:
+    transactional_id: str = f(STRING)
+    producer_id: int = f(INT64)
+    producer_epoch: int = f(INT16)
+    committed: bool = f(BOOL)
+
+
+@dataclass(slots=True, kw_only=True)
+class EndTxnResponse:
+    throttle_time_ms: int = f(INT32)
+    error_code: int = f(INT16)
+    producer_id: int = f(INT64, "5+", default=-1)
+    producer_epoch: int = f(INT16, "5+", default=-1)
+
+
+@dataclass(slots=True, kw_only=True)
+class TxnOffsetCommitRequestPartition:
+    partition_index: int = f(INT32)
+    committed_offset: int = f(INT64)
+    committed_leader_epoch: int = f(INT32, "2+", default=-1)
+    committed_metadata: str | None = f(STRING, nullable="0+")
+
+
+@dataclass(slots=True, kw_only=True)
+class TxnOffsetCommitRequestTopic:
+    name: str = f(STRING)
+    partitions: list[TxnOffsetCommitRequestPartition] = f(arr(TxnOffsetCommitRequestPartition))
+
+
+@dataclass(slots=True, kw_only=True)
+class TxnOffsetCommitRequest:
+    transactional_id: str = f(STRING)
+    group_id: str = f(STRING)
+    producer_id: int = f(INT64)
+    producer_epoch: int = f(INT16)
+    generation_id: int = f(INT32, "3+", default=-1)
+    member_id: str = f(STRING, "3+", default="")
+    group_instance_id: str | None = f(STRING, "3+", nullable="3+", default=None)
+    topics: list[TxnOffsetCommitRequestTopic] = f(arr(TxnOffsetCommitRequestTopic))
+
+
+@dataclass(slots=True, kw_only=True)
+class TxnOffsetCommitResponsePartition:
+    partition_index: int = f(INT32)
+    error_code: int = f(INT16)
+
+
+@dataclass(slots=True, kw_only=True)
+class TxnOffsetCommitResponseTopic:
+    name: str = f(STRING)
+    partitions: list[TxnOffsetCommitResponsePartition] = f(arr(TxnOffsetCommitResponsePartition))
+
+
+@dataclass(slots=True, kw_only=True)
+class TxnOffsetCommitResponse:
+    throttle_time_ms: int = f(INT32)
+    topics: list[TxnOffsetCommitResponseTopic] = f(arr(TxnOffsetCommitResponseTopic))
+
+
 # ---- DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44) -----------------------
 
 
@@ -1282,6 +1469,104 @@ class DescribeClusterResponse:
     cluster_authorized_operations: int = f(INT32, default=_INT32_MIN)
 
 
+# ---- DescribeProducers (61) ----------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersTopicRequest:
+    name: str = f(STRING)
+    partition_indexes: list[int] = f(arr(INT32))
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersRequest:
+    topics: list[DescribeProducersTopicRequest] = f(arr(DescribeProducersTopicRequest))
+
+
+@dataclass(slots=True, kw_only=True)
+class ProducerState:
+    producer_id: int = f(INT64)
+    producer_epoch: int = f(INT32)
+    last_sequence: int = f(INT32, default=-1)
+    last_timestamp: int = f(INT64, default=-1)
+    coordinator_epoch: int = f(INT32)
+    current_txn_start_offset: int = f(INT64, default=-1)
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersPartitionResponse:
+    partition_index: int = f(INT32)
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, nullable="0+", default=None)
+    active_producers: list[ProducerState] = f(arr(ProducerState))
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersTopicResponse:
+    name: str = f(STRING)
+    partitions: list[DescribeProducersPartitionResponse] = f(arr(DescribeProducersPartitionResponse))
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeProducersResponse:
+    throttle_time_ms: int = f(INT32)
+    topics: list[DescribeProducersTopicResponse] = f(arr(DescribeProducersTopicResponse))
+
+
+# ---- DescribeTransactions (65), ListTransactions (66) --------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeTransactionsRequest:
+    transactional_ids: list[str] = f(arr(STRING))
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeTransactionsTopicData:
+    topic: str = f(STRING)
+    partitions: list[int] = f(arr(INT32))
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribedTransactionState:
+    error_code: int = f(INT16)
+    transactional_id: str = f(STRING)
+    transaction_state: str = f(STRING)
+    transaction_timeout_ms: int = f(INT32)
+    transaction_start_time_ms: int = f(INT64)
+    producer_id: int = f(INT64)
+    producer_epoch: int = f(INT16)
+    topics: list[DescribeTransactionsTopicData] = f(arr(DescribeTransactionsTopicData))
+
+
+@dataclass(slots=True, kw_only=True)
+class DescribeTransactionsResponse:
+    throttle_time_ms: int = f(INT32)
+    transaction_states: list[DescribedTransactionState] = f(arr(DescribedTransactionState))
+
+
+@dataclass(slots=True, kw_only=True)
+class ListTransactionsRequest:
+    state_filters: list[str] = f(arr(STRING))
+    producer_id_filters: list[int] = f(arr(INT64))
+    duration_filter: int = f(INT64, "1+", default=-1)
+
+
+@dataclass(slots=True, kw_only=True)
+class ListedTransactionState:
+    transactional_id: str = f(STRING)
+    producer_id: int = f(INT64)
+    transaction_state: str = f(STRING)
+
+
+@dataclass(slots=True, kw_only=True)
+class ListTransactionsResponse:
+    throttle_time_ms: int = f(INT32)
+    error_code: int = f(INT16)
+    unknown_state_filters: list[str] = f(arr(STRING))
+    transaction_states: list[ListedTransactionState] = f(arr(ListedTransactionState))
+
+
 # ---- the registry --------------------------------------------------------------------------------
 
 
@@ -1319,6 +1604,13 @@ APIS: dict[int, ApiSpec] = {
         ApiSpec(ApiKey.DELETE_TOPICS, DeleteTopicsRequest, DeleteTopicsResponse, 4),
         ApiSpec(ApiKey.DELETE_RECORDS, DeleteRecordsRequest, DeleteRecordsResponse, 2),
         ApiSpec(ApiKey.INIT_PRODUCER_ID, InitProducerIdRequest, InitProducerIdResponse, 2),
+        ApiSpec(
+            ApiKey.ADD_PARTITIONS_TO_TXN, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, 3
+        ),
+        ApiSpec(ApiKey.ADD_OFFSETS_TO_TXN, AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, 3),
+        ApiSpec(ApiKey.END_TXN, EndTxnRequest, EndTxnResponse, 3),
+        ApiSpec(ApiKey.WRITE_TXN_MARKERS, WriteTxnMarkersRequest, WriteTxnMarkersResponse, 1),
+        ApiSpec(ApiKey.TXN_OFFSET_COMMIT, TxnOffsetCommitRequest, TxnOffsetCommitResponse, 3),
         ApiSpec(ApiKey.DESCRIBE_CONFIGS, DescribeConfigsRequest, DescribeConfigsResponse, 4),
         ApiSpec(ApiKey.ALTER_CONFIGS, AlterConfigsRequest, AlterConfigsResponse, 2),
         ApiSpec(ApiKey.SASL_AUTHENTICATE, SaslAuthenticateRequest, SaslAuthenticateResponse, 2),
@@ -1346,5 +1638,13 @@ APIS: dict[int, ApiSpec] = {
             0,
         ),
         ApiSpec(ApiKey.DESCRIBE_CLUSTER, DescribeClusterRequest, DescribeClusterResponse, 0),
+        ApiSpec(ApiKey.DESCRIBE_PRODUCERS, DescribeProducersRequest, DescribeProducersResponse, 0),
+        ApiSpec(
+            ApiKey.DESCRIBE_TRANSACTIONS,
+            DescribeTransactionsRequest,
+            DescribeTransactionsResponse,
+            0,
+        ),
+        ApiSpec(ApiKey.LIST_TRANSACTIONS, ListTransactionsRequest, ListTransactionsResponse, 0),
     )
 }

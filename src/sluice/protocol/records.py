@@ -300,8 +300,10 @@ def build_batch(
     producer_id: int = NO_PRODUCER_ID,
     producer_epoch: int = -1,
     base_sequence: int = NO_SEQUENCE,
+    transactional: bool = False,
 ) -> bytes:
-    """Encode a record batch v2 the way producers do (for tools, tests and benchmarks)."""
+    """Encode a record batch v2 the way producers do (for tools, tests and benchmarks);
+    ``transactional`` sets attributes bit 4, as a transactional producer's batches have it."""
     if not records:
         raise InvalidRecordError("a batch needs at least one record")
     body = bytearray()
@@ -323,7 +325,7 @@ def build_batch(
         write_varint(body, len(r))
         body += r
     payload = compress(compression, body)
-    attributes = compression & COMPRESSION_MASK
+    attributes = (compression & COMPRESSION_MASK) | (TRANSACTIONAL_BIT if transactional else 0)
     tail = (
         struct.pack(
             ">hiqqqhii",

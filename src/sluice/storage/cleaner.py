@@ -287,6 +287,9 @@ class LogCleaner:
             if seg.next_offset > c.first_dirty:
                 _, start_position = seg.index.lookup(max(c.first_dirty, seg.base_offset) - seg.base_offset)
                 break
+        for seg in c.segments:
+            _ = seg.aborted_txns  # in memory before any swap (the files may become the new ones')
+        aborted = plog.aborted_txns(c.segments[0].base_offset, c.first_uncleanable)
         return RunPlan(
             name=plog.name,
             directory=plog.directory,
@@ -302,6 +305,8 @@ class LogCleaner:
             io_buffer_size=self.config.io_buffer_size,
             io_bytes_per_second=self.config.io_max_bytes_per_second / self.config.threads,
             max_batch_bytes=self.config.max_batch_bytes,
+            aborted=aborted,
+            producer_marker_epochs=plog.producer_marker_epochs(),
         )
 
     async def _run(self, c: Cleanable) -> CleanResult:

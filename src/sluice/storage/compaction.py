@@ -12,6 +12,13 @@ A cleaning run over a compacted log:
    cleaning first kept it), and a batch's header (emptied) when it is an idempotent producer's
    latest. Offsets are preserved, so the new segment has gaps.
 
+   Transactions, as Kafka's cleaner (``CleanedTransactionMetadata``): only what lies below the
+   last stable offset is cleaned; the records of aborted transactions (known from the
+   aborted-transactions index) are dropped whatever their keys, and never enter the map; a
+   marker stays while any batch of its transaction does, then gets a delete horizon like a
+   tombstone and goes once it passes; the ABORT markers kept make the new segment's
+   aborted-transactions index, written with the swap.
+
    Both steps are :func:`run`: file work only (it reads sealed, immutable segment files and
    writes new ones), in a **worker process** (:mod:`.cleaner_worker`). A thread would do the same
    work, but it parses every record in Python, holding the interpreter lock the event loop needs:
@@ -21,12 +28,16 @@ A cleaning run over a compacted log:
    :func:`finish_swap`; :func:`finish_swaps` is the loader's part):
 
    * the cleaned file is written and fsynced (by the worker);
-   * renamed to ``<base>.<end>.swap``, naming the offsets it replaces, and the directory fsynced:
-     **the commit point**. Before it, a crash leaves the old segments and a ``.cleaned`` file
-     the next open deletes; after it, the next open finishes the swap;
+   * the new aborted-transactions index, if the group has or had one, is written (fsynced) as
+     ``<base>.<end>.txnindex.swap``;
+   * the cleaned file is renamed to ``<base>.<end>.swap``, naming the offsets it replaces, and
+     the directory fsynced: **the commit point**. Before it, a crash leaves the old segments and
+     a ``.cleaned`` file the next open deletes; after it, the next open finishes the swap;
    * the old segments' index files and their ``.log`` files (but the first's) are removed, the
-     swap file is renamed over ``<base>.log`` and the directory fsynced; the new index files
-     are written last (best effort: missing ones are rebuilt).
+     transaction index swap file renamed over ``<base>.txnindex``, then the swap file over
+     ``<base>.log`` (the last step, so a swap file still there means "not finished") and the
+     directory fsynced; the new offset and time index files are written last (best effort:
+     missing ones are rebuilt).
 
    The log's in-memory segment list changes on its owner's thread after the files
    (:meth:`PartitionLog.replace_segments`); until then readers read the old segments through
@@ -45,6 +56,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sluice.config import LogConfig
 from sluice.protocol.keyed import (
@@ -56,14 +68,17 @@ from sluice.protocol.keyed import (
     rewrite_batch,
 )
 from sluice.protocol.records import HEADER_SIZE, BatchHeader, iter_stored_batches, read_header
+from sluice.storage import txn_index
 from sluice.storage.fdcache import FdCache
-from sluice.storage.files import fsync_dir, read_json, write_json
+from sluice.storage.files import fsync_dir, read_json, write_atomic, write_json
 from sluice.storage.segment import LogSegment, segment_name
+from sluice.storage.txn_index import AbortedTxn
 
 log = logging.getLogger(__name__)
 
 CLEANED_SUFFIX = ".log.cleaned"
 SWAP_SUFFIX = ".swap"
+TXN_SWAP_SUFFIX = f"{txn_index.SUFFIX}.swap"
 CHECKPOINT_FILE = "cleaner-offset-checkpoint"
 MAP_ENTRY_BYTES = 128
 """What one key costs in the offset map (a Python dict of keys of at most 16 bytes, measured at
@@ -122,6 +137,10 @@ def swap_path(directory: Path, base: int, end: int) -> Path:
     return directory / f"{segment_name(base)}.{segment_name(end)}{SWAP_SUFFIX}"
 
 
+def txn_swap_path(directory: Path, base: int, end: int) -> Path:
+    return directory / f"{segment_name(base)}.{segment_name(end)}{TXN_SWAP_SUFFIX}"
+
+
 def _parse_swap(path: Path) -> tuple[int, int] | None:
     parts = path.name.split(".")
     if len(parts) == 3 and all(len(p) == 20 and p.isdigit() for p in parts[:2]):
@@ -141,8 +160,8 @@ def finish_swaps(directory: Path) -> int:
         log.warning("finishing the swap of cleaned segment %s (offsets %d-%d) a crash interrupted", path, base, end - 1)
         _finish_swap(directory, base, end)
         finished += 1
-    for stray in directory.glob(f"*{CLEANED_SUFFIX}"):
-        stray.unlink(missing_ok=True)
+    for stray in [*directory.glob(f"*{CLEANED_SUFFIX}"), *directory.glob(f"*{TXN_SWAP_SUFFIX}")]:
+        stray.unlink(missing_ok=True)  # a transaction index swap file is stray once its swap is done
     if finished:
         fsync_dir(directory)
     return finished
@@ -151,13 +170,17 @@ def finish_swaps(directory: Path) -> int:
 def _finish_swap(directory: Path, base: int, end: int) -> None:
     """Replace every segment with a base offset in [base, end) by the swap file. Idempotent, so a
     crash in the middle of it is finished by doing it again."""
-    for path in list(directory.glob("*.log")) + list(directory.glob("*.index")) + list(directory.glob("*.timeindex")):
+    kinds = ("*.log", "*.index", "*.timeindex", f"*{txn_index.SUFFIX}")
+    for path in [p for kind in kinds for p in directory.glob(kind)]:
         stem = path.name.split(".")[0]
         if len(stem) != 20 or not stem.isdigit() or not base <= int(stem) < end:
             continue
-        if path.suffix == ".log" and int(stem) == base:
-            continue  # replaced by the rename below, atomically
+        if path.suffix in (".log", txn_index.SUFFIX) and int(stem) == base:
+            continue  # replaced by the renames below, atomically
         path.unlink(missing_ok=True)
+    txn_swap = txn_swap_path(directory, base, end)
+    if txn_swap.exists():
+        os.replace(txn_swap, directory / f"{segment_name(base)}{txn_index.SUFFIX}")
     os.replace(swap_path(directory, base, end), directory / f"{segment_name(base)}.log")
 
 
@@ -274,6 +297,12 @@ class RunPlan:
     io_buffer_size: int
     io_bytes_per_second: float
     max_batch_bytes: int
+    aborted: list[AbortedTxn] = field(default_factory=list)
+    """The aborted transactions overlapping the segments (from their aborted-transactions
+    indexes): their records are dropped."""
+    producer_marker_epochs: dict[int, int] = field(default_factory=dict)
+    """Producers whose newest trace is a marker, by epoch: that marker is kept (emptied if need
+    be), so rebuilding the state from the log finds the epoch that fences older ones."""
 
 
 @dataclass(slots=True)
@@ -288,6 +317,10 @@ class CleanedSpec:
     """False when every batch was kept as it was and the group is one segment: nothing to swap."""
     index: tuple[array[int], array[int]]
     time_index: tuple[array[int], array[int]]
+    aborted: list[AbortedTxn] = field(default_factory=list)
+    """The new segment's aborted-transactions index: the kept ABORT markers' entries."""
+    txn_index: bool = False
+    """Whether the swap writes that index: it has entries, or one of the old segments had one."""
 
 
 @dataclass(slots=True)
@@ -298,12 +331,66 @@ class RunOutput:
     stats: CleaningStats
 
 
+class Transactions:
+    """What a pass over the log knows of transactions (Kafka's CleanedTransactionMetadata):
+    which producers are in an aborted transaction (entered at its first offset, from the
+    index), which in a committed one (a transactional batch of a producer not aborting), and
+    the index entries of the ABORT markers a group keeps. A producer has one transaction at a
+    time on a partition, so its next marker ends whichever it is in."""
+
+    def __init__(self, aborted: list[AbortedTxn]) -> None:
+        self._pending = sorted(aborted, key=lambda t: t.first_offset, reverse=True)
+        self._aborted: dict[int, list[Any]] = {}
+        """Producer id -> [its aborted transaction's entry, whether one of its batches was seen]."""
+        self._committed: set[int] = set()
+        self.index: list[AbortedTxn] = []
+
+    def _enter(self, offset: int) -> None:
+        pending = self._pending
+        while pending and pending[-1].first_offset <= offset:
+            txn = pending.pop()
+            self._aborted.setdefault(txn.producer_id, [txn, False])
+
+    def on_batch(self, header: BatchHeader) -> bool:
+        """Whether a data batch belongs to an aborted transaction (its records go)."""
+        if self._pending:
+            self._enter(header.last_offset)
+        if not header.is_transactional:
+            return False
+        state = self._aborted.get(header.producer_id)
+        if state is not None:
+            state[1] = True
+            return True
+        self._committed.add(header.producer_id)
+        return False
+
+    def on_marker(self, header: BatchHeader) -> bool:
+        """Whether a marker may go (after its delete horizon): none of its transaction's batches
+        is left in the log. An ABORT marker that stays keeps its index entry."""
+        if self._pending:
+            self._enter(header.last_offset)
+        if header.records_count == 0:
+            return True  # emptied by an earlier cleaning
+        pid = header.producer_id
+        state = self._aborted.pop(pid, None)
+        if state is not None:
+            if state[1]:
+                self.index.append(state[0])
+                return False
+            return True
+        if pid in self._committed:
+            self._committed.discard(pid)
+            return False
+        return True
+
+
 class _Run:
     def __init__(self, plan: RunPlan, aborted: Callable[[], bool]) -> None:
         self.plan = plan
         self.aborted = aborted
         self.stats = CleaningStats()
         self.throttler = Throttler(plan.io_bytes_per_second)
+        self.txns = Transactions(plan.aborted)
 
     def check(self) -> None:
         if self.aborted():
@@ -376,14 +463,19 @@ def _build_offset_map(job: _Run, omap: OffsetMap) -> int:
     table = omap.table
     slot = omap.slot
     dirty = [spec for spec in plan.segments if spec.end > first]
+    txns = Transactions([t for t in plan.aborted if t.last_offset >= first])
     for i, spec in enumerate(dirty):
         position = plan.map_start_position if i == 0 else 0
         for header, batch in job.batches(spec, position):
             stats.map_bytes_read += header.size
             if header.next_offset <= first:
                 continue
-            if header.is_control or header.records_count == 0:
+            if header.is_control:
+                txns.on_marker(header)
                 end = header.next_offset
+                continue
+            if txns.on_batch(header) or header.records_count == 0:
+                end = header.next_offset  # an aborted transaction's keys supersede nothing
                 continue
             if len(omap) and len(omap) + header.records_count > omap.capacity:
                 return end
@@ -474,6 +566,8 @@ def _clean_group(job: _Run, group: list[SegmentSpec], omap: OffsetMap, end_offse
     job.stats.bytes_written += position
     job.stats.groups += 1
     index, time_index = new.index, new.time_index
+    aborted, job.txns.index = job.txns.index, []
+    had_index = any((plan.directory / f"{segment_name(spec.base)}{txn_index.SUFFIX}").exists() for spec in group)
     return CleanedSpec(
         base,
         group[-1].end,
@@ -481,6 +575,8 @@ def _clean_group(job: _Run, group: list[SegmentSpec], omap: OffsetMap, end_offse
         changed,
         (index.offsets, index.positions),
         (time_index.timestamps, time_index.offsets),
+        aborted,
+        bool(aborted) or had_index,
     )
 
 
@@ -504,10 +600,17 @@ def _clean_batch(job: _Run, header: BatchHeader, batch: bytes, omap: OffsetMap, 
         header.producer_id >= 0
         and plan.producer_last_offsets.get(header.producer_id) == header.last_offset
     )
-    keep_empty = producers_last or header.next_offset == plan.first_uncleanable
     if header.is_control:
-        # sluice has no transactions, so a control batch (from a copied data directory) is a
-        # marker of no transaction the cleaner has seen: Kafka keeps it until its delete horizon.
+        # Kafka keeps the marker of a producer whose newest trace it is (it holds the epoch).
+        keep_empty = (
+            plan.producer_marker_epochs.get(header.producer_id, -2) == header.producer_epoch
+            or header.next_offset == plan.first_uncleanable
+        )
+        if not job.txns.on_marker(header):
+            stats.records_kept += header.records_count
+            return batch  # a batch of its transaction is still in the log
+        if header.records_count == 0:
+            return batch if keep_empty else None
         if horizon is None:
             check_crc(batch, header)
             records = records_section(header, batch, limit=plan.max_batch_bytes)
@@ -517,6 +620,12 @@ def _clean_batch(job: _Run, header: BatchHeader, batch: bytes, omap: OffsetMap, 
         if now < horizon:
             stats.records_kept += header.records_count
             return batch
+        return _emptied(stats, header) if keep_empty else None
+    keep_empty = producers_last or header.next_offset == plan.first_uncleanable
+    if job.txns.on_batch(header):
+        # An aborted transaction's batch: its records go, whatever their keys.
+        if header.records_count == 0:
+            return batch if keep_empty else None
         return _emptied(stats, header) if keep_empty else None
     if header.records_count == 0:
         return batch if keep_empty else None
@@ -584,11 +693,15 @@ def new_segment(plan: RunPlan, spec: CleanedSpec, files: FdCache) -> LogSegment:
     seg.size = spec.size
     seg.next_offset = spec.end
     seg.sealed = True
+    seg.set_aborted_txns(list(spec.aborted), saved=True)  # its file is written by the swap
     return seg
 
 
 def commit_swap(directory: Path, spec: CleanedSpec, token: str) -> None:
-    """The commit point: the cleaned file becomes the swap file naming the offsets it replaces."""
+    """The commit point: the cleaned file becomes the swap file naming the offsets it replaces
+    (the new transaction index written first, so the commit covers it)."""
+    if spec.txn_index:
+        write_atomic(txn_swap_path(directory, spec.base, spec.end), txn_index.encode(spec.aborted))
     os.replace(cleaned_path(directory, spec.base, token), swap_path(directory, spec.base, spec.end))
     fsync_dir(directory)
 
@@ -616,3 +729,4 @@ def discard(directory: Path, token: str, specs: list[CleanedSpec] | None = None)
         stray.unlink(missing_ok=True)
     for spec in specs or []:
         swap_path(directory, spec.base, spec.end).unlink(missing_ok=True)
+        txn_swap_path(directory, spec.base, spec.end).unlink(missing_ok=True)

@@ -26,8 +26,9 @@ from sluice.protocol.records import HEADER_SIZE, read_header
 from sluice.storage.clock import Clock
 from sluice.storage.compaction import finish_swaps, gaps_below
 from sluice.storage.fdcache import FdCache
-from sluice.storage.files import fsync_dir, read_int, read_json, remove_temporaries, write_int
+from sluice.storage.files import fsync_dir, read_int, read_json, remove_temporaries
 from sluice.storage.segment import LogSegment
+from sluice.storage.txn_index import SUFFIX as TXN_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class CleanState:
     active_created_ms: int
     producers: int = -1
     """Offset of the producer-state snapshot that holds the state at the log end; -1: none."""
+    ongoing_txns: bool = False
+    """Whether that state holds an open transaction: then it is loaded at open, since the last
+    stable offset depends on it."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +69,7 @@ class CleanState:
             "log_start_offset": self.log_start_offset,
             "active_created_ms": self.active_created_ms,
             "producers": self.producers,
+            "txn": self.ongoing_txns,
         }
 
     @classmethod
@@ -80,6 +85,7 @@ class CleanState:
                 int(raw["log_start_offset"]),
                 int(raw["active_created_ms"]),
                 int(raw.get("producers", -1)),
+                bool(raw.get("txn", False)),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -95,6 +101,10 @@ class RecoveryReport:
     segments_recovered: int = 0
     bytes_truncated: int = 0
     segments_dropped: int = 0
+    recovered_from: int = -1
+    """Base offset of the first segment recovery walked (-1: none): the producer state is
+    replayed from before it, rebuilding the aborted-transactions index of the walked segments,
+    and only then does the recovery point move (:meth:`PartitionLog.open`)."""
 
 
 @dataclass(slots=True)
@@ -149,7 +159,7 @@ def load(
     finish_swaps(directory)  # a log cleaner's swap a crash interrupted: before listing segments
     bases = sorted(int(p.stem) for p in directory.glob("*.log") if _is_segment_name(p.stem))
     live = {f"{b:020d}" for b in bases}
-    for path in [*directory.glob("*.index"), *directory.glob("*.timeindex")]:
+    for path in [*directory.glob("*.index"), *directory.glob("*.timeindex"), *directory.glob(f"*{TXN_SUFFIX}")]:
         if path.stem not in live:
             path.unlink()
     marker = read_json(directory / CLEAN_SHUTDOWN_FILE)
@@ -161,6 +171,7 @@ def load(
     if not bases:
         segments = [make(log_start, exists=False)]
         segments[0].fresh_indexes()
+        segments[0].fresh_txn_index()
         return Loaded(segments, log_start, RecoveryReport(clean=True))
 
     segments = [make(b) for b in bases]
@@ -186,13 +197,8 @@ def load(
         last.next_offset = clean_end
         report = RecoveryReport(clean=True)
     else:
-        recovery_point = read_int(directory / RECOVERY_POINT_FILE, 0)
+        recovery_point = min(read_int(directory / RECOVERY_POINT_FILE, 0), _first_insane_txn_index(segments))
         report = _recover(segments, recovery_point, config, gaps_below(directory))
-        if segments[-1].base_offset != recovery_point:
-            try:
-                write_int(directory / RECOVERY_POINT_FILE, segments[-1].base_offset)
-            except OSError as exc:  # a full disk: the next recovery just walks further
-                log.warning("could not save the recovery point of %s: %s", directory, exc)
     log_start = min(max(log_start, segments[0].base_offset), segments[-1].next_offset)
     segments[-1].created_ms = rolling_timestamp(segments[-1], now)
     return Loaded(segments, log_start, report)
@@ -208,8 +214,12 @@ def _recover(
     truncated = 0
     dropped = 0
     i = max(0, bisect_right([s.base_offset for s in segments], recovery_point) - 1)
+    recovered_from = segments[i].base_offset
     while i < len(segments):
         seg = segments[i]
+        # Rebuilt with the producer state (PartitionLog.open); no stale file meanwhile.
+        seg.txn_index_path.unlink(missing_ok=True)
+        seg.fresh_txn_index()
         result = seg.recover(config.max_message_bytes, gaps)
         recovered += 1
         truncated += result.truncated_bytes
@@ -228,8 +238,25 @@ def _recover(
             seg.sealed = True
         i += 1
     return RecoveryReport(
-        clean=False, segments_recovered=recovered, bytes_truncated=truncated, segments_dropped=dropped
+        clean=False,
+        segments_recovered=recovered,
+        bytes_truncated=truncated,
+        segments_dropped=dropped,
+        recovered_from=recovered_from,
     )
+
+
+def _first_insane_txn_index(segments: list[LogSegment]) -> int:
+    """The base offset of the first segment whose aborted-transactions index file is not a sane
+    one (changed behind the broker's back): recovery walks from there and rebuilds it."""
+    for seg in segments:
+        if seg.txn_index_path.exists():
+            try:
+                _ = seg.aborted_txns
+            except OSError as exc:
+                log.warning("%s; the partition is recovered from there", exc)
+                return seg.base_offset
+    return 1 << 63
 
 
 def rolling_timestamp(segment: LogSegment, now: int) -> int:

@@ -19,25 +19,27 @@ import contextlib
 import functools
 import logging
 import os
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import field
 from pathlib import Path
 
 from sluice.config import AckLevel, LogConfig
 from sluice.dataclass import dataclass
 from sluice.errors import LogClosedError, OffsetOutOfRangeError, StorageError
+from sluice.protocol.markers import Marker, build_marker, read_marker
 from sluice.protocol.records import (
     DEFAULT_MAX_UNCOMPRESSED,
     BatchHeader,
     assign_offsets,
     iter_record_stamps,
+    read_header,
     scan_batches,
 )
 from sluice.storage.clock import Clock, wall_clock_ms
 from sluice.storage.fdcache import DEFAULT_CACHE, FdCache
-from sluice.storage.files import fsync_dir, write_int, write_json
+from sluice.storage.files import fsync_dir, read_int, write_int, write_json
 from sluice.storage.health import DEFAULT_HEALTH
 from sluice.storage.latency import DEFAULT_FSYNC_TIMES
 from sluice.storage.loader import (
@@ -61,6 +63,7 @@ from sluice.storage.producer_state import (
     write_snapshot as write_producer_snapshot,
 )
 from sluice.storage.segment import LogSegment
+from sluice.storage.txn_index import AbortedTxn, collect
 
 __all__ = ["CleanState", "Clock", "FileSlice", "PartitionLog", "RecoveryReport", "wall_clock_ms"]
 
@@ -106,6 +109,9 @@ class Reservation:
     """The producer state's record of this (idempotent) batch: its writer attaches the append's
     future, so a duplicate arriving meanwhile waits for it."""
     undo: Undo = field(default_factory=list)
+    aborted: AbortedTxn | None = None
+    """A marker aborting an open transaction: its aborted-transactions index entry, added to
+    the marker's segment when the marker is committed."""
 
 
 @dataclass(slots=True)
@@ -128,8 +134,12 @@ class WritePlan:
     creates: list[LogSegment]
     """Segments whose files the write creates (new ones, and an active one never written)."""
     snapshot: tuple[int, dict[int, ProducerEntry]] | None = None
-    """Producer state as of the committed log end, written with the sealing of a rolled segment
-    so that opening after a crash replays the headers of one segment at most."""
+    """Producer state as of the new active segment's base offset (the recovery point the roll
+    writes), written with the sealing of a rolled segment so that opening after a crash replays
+    the headers of the one segment recovery walks, and rebuilds its aborted-transactions index."""
+    txn_retry: list[LogSegment] = field(default_factory=list)
+    """Sealed segments whose aborted-transactions index file could not be written before: tried
+    again by the seal, and the recovery point stays at the first still unsaved."""
 
     @property
     def next_offset(self) -> int:
@@ -200,6 +210,9 @@ class PartitionLog:
         without touching its files."""
         self._hw_listeners: list[Callable[[], None]] = []
         self._unclean: str | None = None
+        self._stable_cache: tuple[int, LogSegment, int] | None = None
+        """(LSO, segment, position of the batch holding it) when the LSO is below the high
+        watermark: where a read_committed read stops."""
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -220,14 +233,49 @@ class PartitionLog:
         log = cls(directory, config, loaded.segments, loaded.log_start_offset, clock, loaded.report)
         if state is not None:
             log._producers_at = state.producers  # loaded on first use, if there is anything
+            if state.ongoing_txns:
+                log.producer_state()  # the LSO depends on it from the start
+        elif loaded.report.recovered_from >= 0:
+            # After a crash, in the opening thread: the newest snapshot from before the segments
+            # recovery walked, then the headers after it, rebuilding those segments'
+            # aborted-transactions index on the way; only then may the recovery point move.
+            log._producers_at = None
+            start = loaded.report.recovered_from
+            since = log._producers.load_newest(start, log.log_end_offset)
+            log._replay_producers(since, rebuild_txn_index_from=start)
+            log._finish_recovery()
         elif log.log_end_offset > log.log_start_offset:
-            # Opened from the files (after a crash, or from another layout): rebuild now, in the
-            # opening thread: the newest snapshot, then the headers after it.
+            # Opened from the files of a clean stop (another layout, or a log opened on its
+            # own): the newest snapshot, then the headers after it.
             log._producers_at = None
             since = log._producers.load_newest(log.log_end_offset)
             if since != log.log_end_offset:
                 log._replay_producers(since)
         return log
+
+    def _finish_recovery(self) -> None:
+        """Write the aborted-transactions index of the sealed segments recovery walked, then
+        move the recovery point to the active segment (or to the first of them whose index
+        could not be written: the next recovery rebuilds it)."""
+        for seg in self._segments[:-1]:
+            try:
+                seg.save_txn_index()
+            except OSError as exc:
+                log.warning("could not save the transaction index of %s: %s", seg.log_path, exc)
+        self._save_recovery_point(self.active_segment.base_offset, self._segments[:-1])
+
+    def _save_recovery_point(self, offset: int, check: Iterable[LogSegment]) -> None:
+        """Best effort, like the index files: an old recovery point only makes the next recovery
+        walk further. Never past a segment of ``check`` whose transaction index is not saved."""
+        unsaved = [seg.base_offset for seg in check if not seg.txn_saved]
+        if unsaved:
+            offset = min(offset, *unsaved)
+        path = self.directory / RECOVERY_POINT_FILE
+        try:
+            if read_int(path, -1) != offset:
+                write_int(path, offset)
+        except OSError as exc:
+            log.warning("could not save the recovery point of %s: %s", self.name, exc)
 
     @classmethod
     def create(
@@ -250,6 +298,7 @@ class PartitionLog:
             exists=False,
         )
         segment.fresh_indexes()
+        segment.fresh_txn_index()
         return cls(directory, config, [segment], 0, clock, RecoveryReport(clean=True))
 
     # -- state -----------------------------------------------------------------------------------
@@ -335,6 +384,34 @@ class PartitionLog:
             self._pending_producers.append(reservation)
         return reservation
 
+    def reserve_marker(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        coordinator_epoch: int,
+        commit: bool,
+        ack: AckLevel | None = None,
+    ) -> Reservation:
+        """Build the COMMIT or ABORT marker ending ``producer_id``'s transaction and give it its
+        offset (the broker's own control batch: nothing to validate but the producer's epochs).
+        Raises InvalidProducerEpochError or TransactionCoordinatorFencedError, changing nothing."""
+        self.check_open()
+        state = self.producer_state()
+        state.check_marker(producer_id, producer_epoch, coordinator_epoch)
+        base = self._next_offset
+        now = self.clock()
+        batch = bytearray(
+            build_marker(producer_id, producer_epoch, coordinator_epoch, commit, timestamp=now, base_offset=base)
+        )
+        header = read_header(batch)
+        self._next_offset = base + 1
+        reservation = Reservation(memoryview(batch), [header], base, base + 1, 1, ack or self.config.append_ack)
+        reservation.aborted = state.end_txn(
+            producer_id, producer_epoch, Marker(commit, coordinator_epoch), base, now, reservation.undo
+        )
+        self._pending_producers.append(reservation)
+        return reservation
+
     # -- producer state ----------------------------------------------------------------------------
 
     def producer_state(self) -> ProducerState:
@@ -348,26 +425,46 @@ class PartitionLog:
                     self._replay_producers(loaded)
         return self._producers
 
-    def _replay_producers(self, since: int | None) -> None:
-        """Rebuild from batch headers after the snapshot (``since``) or from the log start."""
+    def _replay_producers(self, since: int | None, *, rebuild_txn_index_from: int = -1) -> None:
+        """Rebuild from batch headers after the snapshot (``since``) or from the log start (and
+        the one record of each marker). From ``rebuild_txn_index_from`` on (if not -1), the
+        aborted-transactions index entries the markers make are added to their segments."""
         start = self.log_start_offset if since is None else since
-        self._producers.replay(
-            h for h in self._headers_from(start) if h.base_offset >= start
-        )
+        rebuild = rebuild_txn_index_from >= 0
+
+        def add(entry: AbortedTxn) -> None:
+            if entry.last_offset >= rebuild_txn_index_from:
+                self._segment_of(entry.last_offset).add_aborted_txn(entry)
+
+        self._producers.replay(self._batches_from(start), add if rebuild else None)
         self._producers.changed = True
 
-    def _headers_from(self, offset: int) -> Iterator[BatchHeader]:
-        i = max(0, bisect_right(self._bases, offset) - 1)
+    def _batches_from(self, start: int) -> Iterator[tuple[BatchHeader, Marker | None]]:
+        """Headers of the batches from ``start`` on, each control batch with its marker."""
+        i = max(0, bisect_right(self._bases, start) - 1)
         for seg in self._segments[i:]:
-            _, position = seg.index.lookup(max(offset, seg.base_offset) - seg.base_offset)
-            yield from seg.iter_batches(position)
+            _, position = seg.index.lookup(max(start, seg.base_offset) - seg.base_offset)
+            for header in seg.iter_batches(position):
+                if header.base_offset < start:
+                    continue
+                marker = None
+                if header.is_control:
+                    marker = read_marker(header, seg.pread(header.position, header.size))
+                yield header, marker
 
-    def _committed_producers(self) -> dict[int, ProducerEntry]:
+    def _segment_of(self, offset: int) -> LogSegment:
+        return self._segments[max(0, bisect_right(self._bases, offset) - 1)]
+
+    def _committed_producers(self, as_of: int | None = None) -> dict[int, ProducerEntry]:
         """The producer state without what pending (reserved, unwritten) batches added: the
-        state as of the committed log end, for a snapshot."""
+        state as of the committed log end (or of offset ``as_of``, a batch boundary at or
+        below it, for the snapshot of a roll: pending reservations from there on are taken
+        out too)."""
         state = self._producers
         view = dict(state.producers)
         for reservation in reversed(self._pending_producers):
+            if as_of is not None and reservation.base_offset < as_of:
+                break
             for pid, before in reversed(reservation.undo):
                 if before is None:
                     view.pop(pid, None)
@@ -378,12 +475,16 @@ class PartitionLog:
     def _forget_pending(self, committed: Sequence[Reservation]) -> None:
         done = {id(r) for r in committed}
         while self._pending_producers and id(self._pending_producers[0]) in done:
-            self._pending_producers.popleft().undo.clear()
+            reservation = self._pending_producers.popleft()
+            reservation.undo.clear()
+            if reservation.aborted is not None:
+                self._segment_of(reservation.base_offset).add_aborted_txn(reservation.aborted)
 
     def _revert_pending(self) -> None:
         """The pending batches will never be written: undo what they did to the state."""
         while self._pending_producers:
             self._producers.revert(self._pending_producers.pop().undo)
+        self._producers.forget_unwritten(self.log_end_offset)
 
     def plan(self, items: list[Reservation]) -> WritePlan:
         """Decide where every reserved byte goes, rolling segments where the config says."""
@@ -424,6 +525,7 @@ class PartitionLog:
             exists=False,
         )
         segment.fresh_indexes()
+        segment.fresh_txn_index()
         return segment
 
     def _should_roll(self, segment: LogSegment, position: int, size: int, next_offset: int) -> bool:
@@ -459,10 +561,15 @@ class PartitionLog:
             self._bases.extend(s.base_offset for s in plan.new_segments)
         self._dirty = True
         self.log_end_offset = plan.next_offset
+        if plan.rolled:
+            base = plan.new_segments[-1].base_offset
+            if self._producers_at is None:
+                # Copies: the snapshot is written in the writer's thread while appends go on.
+                producers = self._committed_producers(as_of=base)
+                plan.snapshot = (base, {pid: entry.copy() for pid, entry in producers.items()})
+            plan.txn_retry = [seg for seg in self._segments[:-1] if not seg.txn_saved and seg not in plan.rolled]
         if self._pending_producers:
             self._forget_pending(plan.items)
-        if plan.rolled and self._producers_at is None:
-            plan.snapshot = (self.log_end_offset, self._committed_producers())
         records = plan.records
         self.unflushed_records += records
         self.appended_records += records
@@ -500,6 +607,11 @@ class PartitionLog:
         them. Any thread: rolled segments' state no longer changes."""
         for seg in plan.rolled:
             seg.seal()
+        for seg in plan.txn_retry:
+            try:
+                seg.save_txn_index()
+            except OSError as exc:
+                log.warning("could not save the transaction index of %s: %s", seg.log_path, exc)
         if plan.snapshot is not None:
             offset, producers = plan.snapshot
             write_producer_snapshot(self.directory, offset, producers)
@@ -507,10 +619,7 @@ class PartitionLog:
             # Best effort, like the index files: an old recovery point only makes the next
             # recovery walk further, while failing here would leave the segments unsealed, and
             # retention never deletes past an unsealed segment (on the disk that just filled).
-            try:
-                write_int(self.directory / RECOVERY_POINT_FILE, plan.new_segments[-1].base_offset)
-            except OSError as exc:
-                log.warning("could not save the recovery point of %s: %s", self.name, exc)
+            self._save_recovery_point(plan.new_segments[-1].base_offset, [*plan.txn_retry, *plan.rolled])
 
     def mark_sealed(self, plan: WritePlan) -> None:
         for seg in plan.rolled:
@@ -526,6 +635,15 @@ class PartitionLog:
         reservation = self.reserve(data, ack)
         if reservation.duplicate is not None:  # inline: the original was written before it
             return reservation.base_offset
+        return self._append_reserved(reservation)
+
+    def append_marker(self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool) -> int:
+        """Append a transaction marker inline and fsync it (see :meth:`reserve_marker`)."""
+        return self._append_reserved(
+            self.reserve_marker(producer_id, producer_epoch, coordinator_epoch, commit, AckLevel.FSYNCED)
+        )
+
+    def _append_reserved(self, reservation: Reservation) -> int:
         try:
             self.write_inline([reservation])
         except StorageError:
@@ -595,8 +713,37 @@ class PartitionLog:
         self.high_watermark = offset
         self._hw_segment = segment
         self._hw_position = position
+        if self._producers.unreplicated:
+            self._producers.on_high_watermark(offset)
         for callback in list(self._hw_listeners):
             callback()
+
+    # -- transactions: the last stable offset --------------------------------------------------
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The first offset not yet decided (Kafka's LSO): the first offset of the earliest
+        transaction still open (or ended by a marker not yet below the high watermark), never
+        below the log start; the high watermark when there is none."""
+        first = self._producers.first_unstable
+        hw = self.high_watermark
+        if first is None or first >= hw:
+            return hw
+        start = self.log_start_offset
+        return first if first > start else start
+
+    def _stable_position(self, lso: int) -> tuple[LogSegment, int]:
+        """Where a read_committed read stops: the segment and position of the batch holding
+        ``lso`` (below the high watermark), cached while the LSO stays."""
+        cached = self._stable_cache
+        if cached is not None and cached[0] == lso:
+            return cached[1], cached[2]
+        seg = self._segment_of(lso)
+        end = self._hw_position if seg is self._hw_segment else seg.size
+        header = seg.find_batch(lso, end)
+        position = end if header is None else header.position
+        self._stable_cache = (lso, seg, position)
+        return seg, position
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -627,6 +774,65 @@ class PartitionLog:
             if seg is self._hw_segment:
                 return None
         return None
+
+    def read_committed(self, offset: int, max_bytes: int) -> tuple[FileSlice | None, list[AbortedTxn]]:
+        """A read_committed read (Kafka's TXN_COMMITTED isolation): as :meth:`read`, but only
+        below the last stable offset (``None`` at or past it), with the aborted transactions
+        overlapping what is returned, from ``offset`` up to the first offset the sparse index
+        places past its end (Kafka's bound), for the consumer to drop their records."""
+        self.check_open()
+        if offset < self.log_start_offset or offset > self.high_watermark:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is outside [{self.log_start_offset}, {self.high_watermark}]"
+            )
+        lso = self.last_stable_offset
+        if offset >= lso:
+            return None, []
+        try:
+            if lso == self.high_watermark:
+                stop, stop_position = self._hw_segment, self._hw_position
+            else:
+                stop, stop_position = self._stable_position(lso)
+            found = self._read_until(offset, max_bytes, stop, stop_position)
+            if found is None:
+                return None, []
+            return found, self.aborted_txns(offset, self._upper_bound(found))
+        except OSError as exc:
+            raise StorageError(f"reading {self.name} at offset {offset} failed: {exc}") from exc
+
+    def _read_until(self, offset: int, max_bytes: int, stop: LogSegment, stop_position: int) -> FileSlice | None:
+        i = max(0, bisect_right(self._bases, offset) - 1)
+        for seg in self._segments[i:]:
+            end = stop_position if seg is stop else seg.size
+            header = seg.find_batch(offset, end)
+            if header is not None:
+                length = min(end - header.position, max(max_bytes, header.size))
+                return FileSlice(seg, header.position, length, header.base_offset)
+            if seg is stop:
+                return None
+        return None
+
+    def _upper_bound(self, found: FileSlice) -> int:
+        """The first offset the offset index places at or past the end of ``found``; else the
+        next segment's base offset, or the log end (Kafka's fetchUpperBoundOffset)."""
+        seg = found.segment
+        index = seg.index
+        i = bisect_left(index.positions, found.position + found.length)
+        if i < len(index):
+            return seg.base_offset + index.offsets[i]
+        j = bisect_right(self._bases, seg.base_offset)
+        return self._bases[j] if j < len(self._bases) else self.log_end_offset
+
+    def aborted_txns(self, start: int, upper: int) -> list[AbortedTxn]:
+        """The aborted transactions overlapping [start, upper): the index entries of the
+        segment holding ``start`` and after, until one's LSO reaches ``upper``. Raises OSError
+        if an index file is unreadable."""
+        out: list[AbortedTxn] = []
+        i = max(0, bisect_right(self._bases, start) - 1)
+        for seg in self._segments[i:]:
+            if collect(seg.aborted_txns, start, upper, out):
+                break
+        return out
 
     def read_bytes(self, offset: int, max_bytes: int) -> bytes:
         found = self.read(offset, max_bytes)
@@ -764,8 +970,8 @@ class PartitionLog:
         i = 0
         while i < len(self._segments) - 1:
             seg = self._segments[i]
-            if not seg.sealed or seg.cleaning:
-                break
+            if not seg.sealed or seg.cleaning or seg.next_offset > self.high_watermark:
+                break  # never past the high watermark (Kafka's rule)
             below_start = seg.next_offset <= self.log_start_offset
             if not below_start and seg.size:
                 if not by_policy:
@@ -818,7 +1024,7 @@ class PartitionLog:
         self._segments.append(new)
         self._bases.append(new.base_offset)
         self._dirty = True
-        write_int(self.directory / RECOVERY_POINT_FILE, new.base_offset)
+        self._save_recovery_point(new.base_offset, self._segments[:-1])
 
     def delete_records(self, before_offset: int) -> int:
         """Advance the log start offset to ``before_offset`` (-1: the high watermark), deleting
@@ -853,12 +1059,15 @@ class PartitionLog:
 
     def cleanable_segments(self, now: int, first_dirty: int) -> list[LogSegment]:
         """The segments a cleaning run may read and rewrite, from the first: closed and sealed,
-        below the segment holding the high watermark (nothing unacknowledged is cleaned), and,
-        from the dirty ones on, none holding a record newer than ``min.compaction.lag.ms``."""
+        below the segment holding the high watermark (nothing unacknowledged is cleaned) and
+        wholly below the last stable offset (no undecided transaction is cleaned: Kafka's
+        firstUnstableOffset bound), and, from the dirty ones on, none holding a record newer
+        than ``min.compaction.lag.ms``."""
         lag = self.config.min_compaction_lag_ms
+        stable = self.last_stable_offset
         out: list[LogSegment] = []
         for seg in self._segments[:-1]:
-            if not seg.sealed or seg is self._hw_segment or seg.damage is not None:
+            if not seg.sealed or seg is self._hw_segment or seg.damage is not None or seg.next_offset > stable:
                 break
             if lag > 0 and seg.next_offset > first_dirty:
                 if seg.max_timestamp < 0:
@@ -878,6 +1087,19 @@ class PartitionLog:
             for pid, entry in self._committed_producers().items()
             if entry.batches
         }
+
+    def producer_marker_epochs(self) -> dict[int, int]:
+        """Producers whose newest trace is a marker (no batch remembered, e.g. after a marker
+        bumped their epoch), by epoch: the cleaner keeps that marker, which holds the epoch
+        that fences their older incarnations (Kafka's LastRecord without a data offset)."""
+        self.producer_state()
+        return {pid: entry.epoch for pid, entry in self._committed_producers().items() if not entry.batches}
+
+    def active_producers(self) -> list[tuple[int, ProducerEntry]]:
+        """Every producer the partition remembers, as of the committed log end (DescribeProducers:
+        admin tools find hanging transactions by ``txn_first_offset``)."""
+        self.producer_state()
+        return sorted(self._committed_producers().items())
 
     def replace_segments(self, old: Sequence[LogSegment], new: LogSegment) -> None:
         """Put ``new`` in the place of the consecutive segments ``old`` (whose files a cleaning
@@ -911,6 +1133,7 @@ class PartitionLog:
             self.log_start_offset,
             active.created_ms,
             self._producers_saved_at(),
+            self._producers_at is None and bool(self._producers.ongoing),
         )
 
     def _producers_saved_at(self) -> int:
@@ -929,7 +1152,7 @@ class PartitionLog:
         if self._producers_at is None and state.producers:
             newest = state.snapshots()
             if state.changed or not newest or int(newest[-1].stem) != self.log_end_offset:
-                state.snapshot(self.log_end_offset, sync=sync)
+                state.snapshot(self.log_end_offset, sync=sync, keep=self.active_segment.base_offset)
 
     def expire_producers(self, now_ms: int) -> int:
         """Forget idle producers (``producer.id.expiration.ms``), if the state was ever loaded."""
@@ -967,6 +1190,11 @@ class PartitionLog:
                 self._save_producers(sync=sync)
             except OSError as exc:  # the next open replays headers instead
                 log.warning("could not save the producer state of %s: %s", self.name, exc)
+            for seg in self._segments:
+                try:
+                    seg.save_txn_index(sync=sync)
+                except OSError as exc:  # not clean: the next open recovers and rebuilds it
+                    raise StorageError(f"saving the transaction index of {seg.log_path}: {exc}") from exc
             if self._dirty:
                 if sync:
                     active.fsync()

@@ -84,6 +84,25 @@ class Partition:
             return await writer.submit(data, ack)
         return self.log.append(data, ack)
 
+    async def write_txn_marker(
+        self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool
+    ) -> int:
+        """Append a COMMIT (commit=True) or ABORT control batch ending ``producer_id``'s
+        transaction on this partition; returns its offset once it is durable (fsynced, whatever
+        the topic's sluice.append.ack). Raises sluice.errors.InvalidProducerEpochError if
+        producer_epoch is older than the producer's epoch on this partition (and
+        TransactionCoordinatorFencedError for an older coordinator epoch than its last marker's).
+        Writing a marker for a producer with no ongoing transaction here is allowed and harmless
+        (Kafka writes it too). It goes the way appends go (inline or through the writer), so it
+        lands after every append accepted before it."""
+        writer = self._writer
+        if self.log.config.append_mode is AppendMode.WRITER or (writer is not None and not writer.idle):
+            if writer is None:
+                self.log.check_open()
+                writer = self._writer = PartitionWriter(self.log, self.executor)
+            return await writer.submit_marker(producer_id, producer_epoch, coordinator_epoch, commit)
+        return self.log.append_marker(producer_id, producer_epoch, coordinator_epoch, commit)
+
     async def drain(self) -> None:
         """Stop the writer once everything it accepted is written (and synced if asked)."""
         if self._writer is not None:

@@ -12,7 +12,20 @@ The state is rebuilt from batch headers alone (producer id, epoch, base sequence
 delta): from the newest snapshot on, at open. Snapshots are written when a segment is sealed and at
 a clean close, so opening a large log reads one small file and the headers of one segment.
 Producers idle for longer than ``producer.id.expiration.ms`` (by their last batch's timestamp, as
-Kafka does) are forgotten; retention and DeleteRecords never forget a producer.
+Kafka does) are forgotten, unless a transaction of theirs is open; retention and DeleteRecords never
+forget a producer.
+
+Transactions (after Kafka's ProducerAppendInfo): a transactional batch (attributes bit 4) opens
+its producer's transaction on the partition at its first offset, or continues the open one; a
+non-transactional batch while one is open is INVALID_TXN_STATE. A marker (a control batch the
+broker writes) ends it: its epoch must be at least the producer's (else INVALID_PRODUCER_EPOCH)
+and its coordinator epoch at least the last marker's (else TRANSACTION_COORDINATOR_FENCED); a
+marker with a newer epoch clears the remembered batches, as Kafka's does, so the producer
+continues at sequence 0. The open transactions give the partition's first unstable offset (the
+LSO's bound); an ended transaction counts as unstable until its marker is below the high
+watermark (Kafka's "unreplicated" transactions: here, a marker not yet fsynced on a topic
+acknowledged at ``fsynced``). Open transactions are kept in snapshots, so they survive clean
+stops and crashes.
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import field
 from pathlib import Path
 from typing import Any
@@ -30,11 +43,15 @@ from sluice.dataclass import dataclass
 from sluice.errors import (
     InvalidProducerEpochError,
     InvalidRecordError,
+    InvalidTxnStateError,
     OutOfOrderSequenceError,
+    TransactionCoordinatorFencedError,
     UnknownProducerIdError,
 )
-from sluice.protocol.records import BatchHeader
+from sluice.protocol.markers import Marker
+from sluice.protocol.records import TRANSACTIONAL_BIT, BatchHeader
 from sluice.storage.files import write_atomic
+from sluice.storage.txn_index import AbortedTxn
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +97,10 @@ class ProducerEntry:
     epoch: int
     last_timestamp: int = -1
     batches: deque[BatchMetadata] = field(default_factory=deque)
+    coordinator_epoch: int = -1
+    """The coordinator epoch of the producer's last marker here (-1: none yet)."""
+    txn_first_offset: int = -1
+    """First offset of the producer's open transaction on this partition; -1: none open."""
 
     @property
     def last_seq(self) -> int | None:
@@ -92,22 +113,30 @@ class ProducerEntry:
         return None
 
     def copy(self) -> ProducerEntry:
-        return ProducerEntry(self.epoch, self.last_timestamp, deque(self.batches))
+        return ProducerEntry(
+            self.epoch, self.last_timestamp, deque(self.batches), self.coordinator_epoch, self.txn_first_offset
+        )
 
     def to_json(self) -> list[Any]:
         return [
             self.epoch,
             self.last_timestamp,
             [[b.first_seq, b.last_seq, b.first_offset, b.last_offset_delta, b.timestamp] for b in self.batches],
+            self.coordinator_epoch,
+            self.txn_first_offset,
         ]
 
     @classmethod
     def from_json(cls, raw: list[Any]) -> ProducerEntry:
-        epoch, last_timestamp, batches = raw
+        """Also the three-field form of snapshots written before transactions."""
+        epoch, last_timestamp, batches, *txn = raw
+        coordinator_epoch, txn_first = (int(txn[0]), int(txn[1])) if txn else (-1, -1)
         return cls(
             int(epoch),
             int(last_timestamp),
             deque(BatchMetadata(int(a), int(b), int(c), int(d), int(e)) for a, b, c, d, e in batches),
+            coordinator_epoch,
+            txn_first,
         )
 
 
@@ -124,6 +153,13 @@ class ProducerState:
         self.producers: dict[int, ProducerEntry] = {}
         self.changed = False
         """Whether the state differs from the newest snapshot (a clean close then writes one)."""
+        self.ongoing: dict[int, int] = {}
+        """Producer id -> first offset of its open transaction (derived from the entries)."""
+        self.unreplicated: list[tuple[int, int]] = []
+        """(first offset, marker offset) of ended transactions whose marker is not yet below the
+        high watermark: still unstable (Kafka's unreplicatedTxns)."""
+        self.first_unstable: int | None = None
+        """The earliest first offset of an open or unreplicated transaction (cached)."""
 
     # -- the append path ---------------------------------------------------------------------------
 
@@ -149,19 +185,23 @@ class ProducerState:
                 raise OutOfOrderSequenceError(
                     f"producer {pid}'s new epoch {epoch} must start at sequence 0, not {first_seq}"
                 )
-            return None
-        duplicate = entry.find(first_seq, last_seq)
-        if duplicate is not None:
-            return duplicate
-        expected = entry.last_seq
-        if expected is None:
-            if first_seq != 0:
-                raise OutOfOrderSequenceError(f"producer {pid} must start at sequence 0, not {first_seq}")
-            return None
-        if not (first_seq == expected + 1 or (first_seq == 0 and expected == _SEQ_MAX)):
-            raise OutOfOrderSequenceError(
-                f"producer {pid} sent sequence {first_seq}; the next expected is "
-                f"{0 if expected == _SEQ_MAX else expected + 1}"
+        else:
+            duplicate = entry.find(first_seq, last_seq)
+            if duplicate is not None:
+                return duplicate
+            expected = entry.last_seq
+            if expected is None:
+                if first_seq != 0:
+                    raise OutOfOrderSequenceError(f"producer {pid} must start at sequence 0, not {first_seq}")
+            elif not (first_seq == expected + 1 or (first_seq == 0 and expected == _SEQ_MAX)):
+                raise OutOfOrderSequenceError(
+                    f"producer {pid} sent sequence {first_seq}; the next expected is "
+                    f"{0 if expected == _SEQ_MAX else expected + 1}"
+                )
+        if entry.txn_first_offset >= 0 and not header.attributes & TRANSACTIONAL_BIT:
+            raise InvalidTxnStateError(
+                f"producer {pid} sent a non-transactional batch while its transaction (from "
+                f"offset {entry.txn_first_offset}) is open"
             )
         return None
 
@@ -187,26 +227,109 @@ class ProducerState:
             entry.batches.popleft()
         entry.batches.append(batch)
         entry.last_timestamp = max(entry.last_timestamp, header.max_timestamp)
+        if header.attributes & TRANSACTIONAL_BIT and entry.txn_first_offset < 0:
+            entry.txn_first_offset = first_offset  # opens the producer's transaction here
+            self.ongoing[pid] = first_offset
+            self._refresh()
         self.changed = True
         return batch
 
+    def check_marker(self, pid: int, epoch: int, coordinator_epoch: int) -> None:
+        """Refuse a marker from a fenced producer epoch or coordinator epoch (Kafka's rules)."""
+        entry = self.producers.get(pid)
+        if entry is None:
+            return
+        if epoch < entry.epoch:
+            raise InvalidProducerEpochError(
+                f"a marker for producer {pid} at epoch {epoch}, older than its current epoch {entry.epoch}"
+            )
+        if coordinator_epoch < entry.coordinator_epoch:
+            raise TransactionCoordinatorFencedError(
+                f"a marker for producer {pid} from coordinator epoch {coordinator_epoch}, older "
+                f"than {entry.coordinator_epoch}"
+            )
+
+    def end_txn(
+        self, pid: int, epoch: int, marker: Marker, offset: int, timestamp: int, undo: Undo
+    ) -> AbortedTxn | None:
+        """Account for a marker at ``offset`` (unchecked: see :meth:`check_marker`). Returns
+        the aborted-transactions index entry it makes, if it aborts an open transaction."""
+        entry = self.producers.get(pid)
+        undo.append((pid, None if entry is None else entry.copy()))
+        if entry is None:
+            entry = self.producers[pid] = ProducerEntry(epoch)
+        aborted = None
+        first = entry.txn_first_offset
+        if first >= 0:
+            del self.ongoing[pid]
+            if not marker.commit:
+                others = [o for p, o in self.ongoing.items() if p != pid]
+                aborted = AbortedTxn(pid, first, offset, min(others) if others else offset + 1)
+            self.unreplicated.append((first, offset))
+            entry.txn_first_offset = -1
+        if epoch != entry.epoch:
+            entry.epoch = epoch
+            entry.batches.clear()
+        entry.coordinator_epoch = marker.coordinator_epoch
+        entry.last_timestamp = timestamp
+        self.changed = True
+        self._refresh()
+        return aborted
+
     def revert(self, undo: Undo) -> None:
-        """Undo :meth:`record` calls (newest first): their batches were never written."""
+        """Undo :meth:`record` and :meth:`end_txn` calls (newest first): never written."""
         for pid, before in reversed(undo):
             if before is None:
                 self.producers.pop(pid, None)
             else:
                 self.producers[pid] = before
+        if undo:
+            self._rebuild_ongoing()
         undo.clear()
+
+    def forget_unwritten(self, log_end_offset: int) -> None:
+        """After reverts: ended transactions whose markers were never written are not ended."""
+        if self.unreplicated:
+            self.unreplicated = [t for t in self.unreplicated if t[1] < log_end_offset]
+            self._refresh()
+
+    def on_high_watermark(self, high_watermark: int) -> None:
+        """Markers now below the high watermark make their transactions stable."""
+        kept = [t for t in self.unreplicated if t[1] >= high_watermark]
+        if len(kept) != len(self.unreplicated):
+            self.unreplicated = kept
+            self._refresh()
+
+    def _rebuild_ongoing(self) -> None:
+        self.ongoing = {pid: e.txn_first_offset for pid, e in self.producers.items() if e.txn_first_offset >= 0}
+        self._refresh()
+
+    def _refresh(self) -> None:
+        firsts = [*self.ongoing.values(), *(first for first, _ in self.unreplicated)]
+        self.first_unstable = min(firsts) if firsts else None
 
     # -- rebuilding and expiring --------------------------------------------------------------------
 
-    def replay(self, headers: Iterable[BatchHeader]) -> None:
-        """Rebuild from stored batches (their offsets as stored), in log order: no checks, the log
-        is the truth."""
-        for header in headers:
-            if is_idempotent(header):
+    def replay(
+        self,
+        batches: Iterable[tuple[BatchHeader, Marker | None]],
+        aborted: Callable[[AbortedTxn], None] | None = None,
+    ) -> None:
+        """Rebuild from stored batches (their offsets as stored), in log order, each control
+        batch with the marker it holds: no checks, the log is the truth. ``aborted`` gets each
+        index entry a marker makes, for recovery to rebuild the aborted-transactions index."""
+        for header, marker in batches:
+            if header.is_control:
+                if marker is not None and header.producer_id >= 0:
+                    entry = self.end_txn(
+                        header.producer_id, header.producer_epoch, marker, header.base_offset, header.max_timestamp, []
+                    )
+                    if entry is not None and aborted is not None:
+                        aborted(entry)
+            elif is_idempotent(header):
                 self.record(header, header.base_offset, [])
+        self.unreplicated = []  # everything replayed is written (the caller's high watermark)
+        self._refresh()
 
     def expire(self, now_ms: int) -> int:
         """Forget producers whose last batch is older than ``producer.id.expiration.ms`` and that
@@ -215,7 +338,9 @@ class ProducerState:
         gone = [
             pid
             for pid, entry in self.producers.items()
-            if entry.last_timestamp < cutoff and not any(b.pending for b in entry.batches)
+            if entry.last_timestamp < cutoff
+            and entry.txn_first_offset < 0  # an open transaction keeps its producer (Kafka's rule)
+            and not any(b.pending for b in entry.batches)
         ]
         for pid in gone:
             del self.producers[pid]
@@ -225,21 +350,25 @@ class ProducerState:
 
     # -- snapshots ------------------------------------------------------------------------------
 
-    def snapshot(self, offset: int, *, sync: bool = True) -> None:
-        """Write the state as of ``offset`` (the log end it covers)."""
-        write_snapshot(self.directory, offset, self.producers, sync=sync)
+    def snapshot(self, offset: int, *, sync: bool = True, keep: int | None = None) -> None:
+        """Write the state as of ``offset`` (the log end it covers); see :func:`write_snapshot`
+        for ``keep``."""
+        write_snapshot(self.directory, offset, self.producers, sync=sync, keep=keep)
         self.changed = False
 
     def snapshots(self) -> list[Path]:
         return snapshot_files(self.directory)
 
-    def load_newest(self, at_most: int) -> int | None:
-        """Load the newest snapshot covering no more than offset ``at_most`` (newer ones, left by
-        a log that was cut back by recovery, are deleted); returns its offset, None without one."""
+    def load_newest(self, at_most: int, log_end: int | None = None) -> int | None:
+        """Load the newest snapshot covering no more than offset ``at_most`` (those past
+        ``log_end``, default ``at_most``, left by a log that was cut back by recovery, are
+        deleted); returns its offset, None without one."""
+        end = at_most if log_end is None else log_end
         for path in reversed(self.snapshots()):
             offset = int(path.stem)
             if offset > at_most:
-                path.unlink(missing_ok=True)
+                if offset > end:
+                    path.unlink(missing_ok=True)
                 continue
             try:
                 raw = json.loads(path.read_bytes())
@@ -248,6 +377,8 @@ class ProducerState:
                 log.warning("ignoring unreadable producer snapshot %s: %s", path, exc)
                 path.unlink(missing_ok=True)
                 continue
+            self.unreplicated = []
+            self._rebuild_ongoing()
             return offset
         return None
 
@@ -257,14 +388,27 @@ def snapshot_files(directory: Path) -> list[Path]:
 
 
 def write_snapshot(
-    directory: Path, offset: int, producers: dict[int, ProducerEntry], *, sync: bool = True
+    directory: Path,
+    offset: int,
+    producers: dict[int, ProducerEntry],
+    *,
+    sync: bool = True,
+    keep: int | None = None,
 ) -> None:
     """Write ``producers`` as the state at ``offset`` (empty too: it bounds the replay after a
-    crash), and keep the two newest snapshots. Any thread: it reads only what it is given."""
+    crash), and keep the two newest snapshots, and the newest at or below ``keep`` (the active
+    segment's base: where a replay after a crash starts). Any thread: it reads only what it is
+    given."""
     body = {"offset": offset, "producers": {str(p): e.to_json() for p, e in producers.items()}}
     write_atomic(directory / f"{offset:020d}{SNAPSHOT_SUFFIX}", json.dumps(body).encode(), sync=sync)
-    for stale in snapshot_files(directory)[:-2]:
-        stale.unlink(missing_ok=True)
+    files = snapshot_files(directory)
+    kept = set(files[-2:])
+    if keep is not None:
+        below = [p for p in files if int(p.stem) <= keep]
+        kept.update(below[-1:])
+    for stale in files:
+        if stale not in kept:
+            stale.unlink(missing_ok=True)
 
 
 def require_single_batch(headers: list[BatchHeader]) -> None:

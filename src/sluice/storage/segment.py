@@ -26,8 +26,10 @@ from sluice.protocol.records import (
     iter_stored_batches,
     read_header,
 )
+from sluice.storage import txn_index
 from sluice.storage.fdcache import DEFAULT_CACHE, FdCache
 from sluice.storage.index import IndexCorruptError, OffsetIndex, TimeIndex
+from sluice.storage.txn_index import AbortedTxn, TxnIndexCorruptError
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,11 @@ class LogSegment:
         (:meth:`create_file`), so an empty partition costs no file and no descriptor."""
         self._index: OffsetIndex | None = None
         self._time_index: TimeIndex | None = None
+        self._aborted: list[AbortedTxn] | None = None
+        """The aborted-transactions index (:mod:`.txn_index`), loaded on first use."""
+        self.txn_saved = True
+        """Whether ``<base>.txnindex`` holds every entry in memory (a new entry is written when
+        the segment is sealed or the log closes)."""
         self.size = 0
         self.next_offset = base_offset
         self.max_timestamp = -1
@@ -125,6 +132,10 @@ class LogSegment:
     @property
     def time_index_path(self) -> Path:
         return self.directory / f"{self.name}.timeindex"
+
+    @property
+    def txn_index_path(self) -> Path:
+        return self.directory / f"{self.name}{txn_index.SUFFIX}"
 
     # -- descriptors -------------------------------------------------------------------------
 
@@ -236,7 +247,7 @@ class LogSegment:
 
     def delete(self) -> None:
         self.close()
-        for path in (self.log_path, self.index_path, self.time_index_path):
+        for path in (self.log_path, self.index_path, self.time_index_path, self.txn_index_path):
             path.unlink(missing_ok=True)
         self.exists = False
 
@@ -291,6 +302,10 @@ class LogSegment:
                 os.fsync(fd)
             finally:
                 self.release_fd()
+        try:
+            self.save_txn_index()
+        except OSError as exc:
+            log.warning("could not save the transaction index of %s (%s); recovery rebuilds it", self.log_path, exc)
         try:
             self.index.save(self.index_path)
             self.time_index.save(self.time_index_path)
@@ -377,6 +392,40 @@ class LogSegment:
 
     def indexes_full(self) -> bool:
         return self.index.full or self.time_index.full
+
+    # -- aborted transactions ----------------------------------------------------------------
+
+    @property
+    def aborted_txns(self) -> list[AbortedTxn]:
+        """The aborted-transactions index, in marker order (loaded from its file on first use:
+        a segment without one has none). OSError if the file is unreadable or insane."""
+        if self._aborted is None:
+            try:
+                self._aborted = txn_index.load(self.txn_index_path)
+            except TxnIndexCorruptError as exc:
+                raise OSError(errno.EIO, str(exc), str(self.txn_index_path)) from exc
+        return self._aborted
+
+    def fresh_txn_index(self) -> None:
+        """A new segment: no entries, and no file to look for."""
+        self._aborted = []
+        self.txn_saved = True
+
+    def add_aborted_txn(self, entry: AbortedTxn) -> None:
+        self.aborted_txns.append(entry)
+        self.txn_saved = False
+
+    def set_aborted_txns(self, entries: list[AbortedTxn], *, saved: bool) -> None:
+        """Replace the entries in memory (a cleaned segment brings its own, whose file the swap
+        writes: ``saved``); no file is touched."""
+        self._aborted = entries
+        self.txn_saved = saved
+
+    def save_txn_index(self, *, sync: bool = True) -> None:
+        """Write the index file if it lacks entries (OSError if it cannot be written)."""
+        if not self.txn_saved:
+            txn_index.save(self.txn_index_path, self.aborted_txns, sync=sync)
+            self.txn_saved = True
 
     # -- reading ---------------------------------------------------------------------------
 

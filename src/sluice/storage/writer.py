@@ -19,8 +19,9 @@ import contextlib
 import functools
 import logging
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sluice.config import AckLevel
 from sluice.errors import LogClosedError, StorageError
@@ -83,6 +84,18 @@ class PartitionWriter:
 
     async def submit(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
         """Queue an append; return its first offset once acknowledged at ``ack``."""
+        return await self._submit(self._log.reserve, data, ack)
+
+    async def submit_marker(
+        self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool
+    ) -> int:
+        """Queue a transaction marker (:meth:`PartitionLog.reserve_marker`), in order with the
+        appends; return its offset once it is fsynced."""
+        return await self._submit(
+            self._log.reserve_marker, producer_id, producer_epoch, coordinator_epoch, commit, AckLevel.FSYNCED
+        )
+
+    async def _submit(self, reserve: Callable[..., Reservation], *args: Any) -> int:
         if self._closing:
             raise LogClosedError(f"log {self._log.name} is closing")
         if self._broken is not None:
@@ -91,7 +104,7 @@ class PartitionWriter:
         try:
             if self._closing:
                 raise LogClosedError(f"log {self._log.name} is closing")
-            reservation = self._log.reserve(data, ack)
+            reservation = reserve(*args)
             future: asyncio.Future[int] | None = None
             if reservation.duplicate is None:
                 if reservation.ack is not AckLevel.QUEUED:

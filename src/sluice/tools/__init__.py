@@ -1,5 +1,6 @@
-"""Admin and console tools: ``sluice topics``, ``sluice produce``, ``sluice consume`` and
-``sluice groups``, speaking the Kafka wire protocol (through confluent-kafka) to sluice or any
+"""Admin and console tools: ``sluice topics``, ``sluice produce``, ``sluice consume``,
+``sluice groups`` and ``sluice transactions``, speaking the Kafka wire protocol (through
+confluent-kafka, or sluice's own codec where librdkafka lacks the API) to sluice or any
 Kafka-compatible broker.
 
 ``sluice.cli`` adds them with :func:`register`; each command parser sets ``func`` to :func:`run`,
@@ -12,14 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sluice.tools import consume, groups, produce, topics
+from sluice.tools import consume, groups, produce, topics, transactions
 from sluice.tools.common import SubParsers, add_connection_options, run
 
 __all__ = ["main", "register", "run"]
 
 
 def register(sub: SubParsers) -> None:
-    """Add the ``topics``, ``produce``, ``consume`` and ``groups`` subcommands to ``sub``."""
+    """Add the ``topics``, ``produce``, ``consume``, ``groups`` and ``transactions`` subcommands
+    to ``sub``."""
     p = sub.add_parser("topics", help="create, list, describe, delete and alter topics")
     add_connection_options(p)
     topics.add_parsers(p.add_subparsers(dest="action", required=True, metavar="ACTION"))
@@ -32,6 +34,10 @@ def register(sub: SubParsers) -> None:
     )
     add_connection_options(p)
     groups.add_parsers(p.add_subparsers(dest="action", required=True, metavar="ACTION"))
+
+    p = sub.add_parser("transactions", help="list, describe and abort transactions")
+    add_connection_options(p)
+    transactions.add_parsers(p.add_subparsers(dest="action", required=True, metavar="ACTION"))
 
 
 def build_parser(prog: str = "sluice") -> argparse.ArgumentParser:

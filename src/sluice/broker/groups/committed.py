@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sluice.broker.groups.config import GroupConfig
 from sluice.broker.groups.group import Group, GroupState
 from sluice.broker.groups.membership import GroupMembership, group_id_error
 from sluice.broker.groups.responses import FetchedGroup, TopicPartition
-from sluice.broker.groups.store import Change, CommittedOffset, GroupStore, OffsetKey
+from sluice.broker.groups.store import (
+    Change,
+    CommittedOffset,
+    GroupStore,
+    OffsetKey,
+    PendingOffsetKey,
+    TxnEnd,
+    TxnEndKey,
+)
 from sluice.errors import ErrorCode, SluiceError
 from sluice.plural import plural
 from sluice.protocol import ApiKey
@@ -63,7 +71,13 @@ class CommittedOffsets:
         return t is not None and 0 <= partition < len(t.partitions)
 
     def _validate_commit(
-        self, group: Group, generation: int, member_id: str, instance_id: str | None
+        self,
+        group: Group,
+        generation: int,
+        member_id: str,
+        instance_id: str | None,
+        *,
+        transactional: bool = False,
     ) -> ErrorCode | None:
         if group.is_(GroupState.DEAD):
             return ErrorCode.COORDINATOR_NOT_AVAILABLE
@@ -74,9 +88,10 @@ class CommittedOffsets:
             if generation != group.generation_id:
                 return ErrorCode.ILLEGAL_GENERATION
             return None
-        if not group.is_(GroupState.EMPTY):
+        if not transactional and not group.is_(GroupState.EMPTY):
             # Only members may commit for a group that has members (simple, generation -1
-            # commits are for groups that use Kafka for offset storage only).
+            # commits are for groups that use Kafka for offset storage only). Transactional
+            # commits are exempt: before KIP-447 (TxnOffsetCommit v3) they carry no member.
             return ErrorCode.UNKNOWN_MEMBER_ID
         return None
 
@@ -148,6 +163,80 @@ class CommittedOffsets:
                 self._pending_commits += Counter()
         return results
 
+    # -- TxnOffsetCommit and the end of transactions ------------------------------------------------
+
+    async def commit_transactional(
+        self, version: int, req: m.TxnOffsetCommitRequest, txn_error: ErrorCode | None
+    ) -> dict[TopicPartition, ErrorCode]:
+        """Each partition's result. Accepted offsets are pending, under the request's producer
+        id, until :meth:`end_transaction`; ``txn_error`` is the transaction coordinator's
+        verdict on the producer (Kafka's transaction verification), refusing every partition.
+        Checks run in Kafka's order: unknown partitions, the group id, the transaction, the
+        member (KIP-447, v3+: member id, instance id and generation when given)."""
+        results: dict[TopicPartition, ErrorCode] = {}
+        known: list[tuple[TopicPartition, m.TxnOffsetCommitRequestPartition]] = []
+        for t in req.topics:
+            for p in t.partitions:
+                tp = (t.name, p.partition_index)
+                if self._partition_exists(*tp):
+                    known.append((tp, p))
+                else:
+                    results[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        if not known:
+            return results
+        error = group_id_error(req.group_id, ApiKey.TXN_OFFSET_COMMIT) or txn_error
+        generation = req.generation_id if version >= 3 else -1
+        member_id = req.member_id if version >= 3 else ""
+        instance_id = req.group_instance_id if version >= 3 else None
+        group = self.membership.groups.get(req.group_id) if error is None else None
+        if error is None and group is None:
+            if generation >= 0:
+                error = ErrorCode.ILLEGAL_GENERATION
+            else:
+                group = self.membership.new_group(req.group_id)
+        if error is None and group is not None:
+            error = self._validate_commit(
+                group, generation, member_id, instance_id, transactional=True
+            )
+        if error is not None:
+            results.update((tp, error) for tp, _ in known)
+            return results
+        now = self.wall_clock()
+        changes: list[Change] = []
+        for tp, p in known:
+            metadata = p.committed_metadata or ""
+            if len(metadata.encode()) > self.config.offset_metadata_max_bytes:
+                results[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
+                continue
+            pending = CommittedOffset(
+                p.committed_offset,
+                p.committed_leader_epoch if version >= 2 else -1,
+                metadata,
+                now,
+                None,
+                self._topic_id(tp[0]),
+            )
+            changes.append((PendingOffsetKey(req.group_id, req.producer_id, *tp), pending))
+            results[tp] = ErrorCode.NONE
+        if changes:
+            try:
+                await self.store.write(changes)
+            except SluiceError as exc:
+                log.warning("group %s: transactional offset commit failed in storage: %s", req.group_id, exc)
+                for key, _ in changes:
+                    assert isinstance(key, PendingOffsetKey)
+                    results[(key.topic, key.partition)] = ErrorCode.COORDINATOR_NOT_AVAILABLE
+        return results
+
+    async def end_transaction(self, producer_id: int, groups: Iterable[str], commit: bool) -> None:
+        """The groups' offsets pending in ``producer_id``'s transaction become committed (or
+        are dropped), in one durable write; what Kafka's transaction markers on
+        ``__consumer_offsets`` do. Idempotent (a repeat finds nothing pending). Raises the
+        store's SluiceError; the transaction coordinator retries then."""
+        await self.store.write(
+            [(TxnEndKey(group, producer_id), TxnEnd(commit)) for group in dict.fromkeys(groups)]
+        )
+
     # -- OffsetFetch ------------------------------------------------------------------------------
 
     def _visible_offsets(self, group_id: str) -> dict[TopicPartition, CommittedOffset]:
@@ -164,7 +253,14 @@ class CommittedOffsets:
             return False
         return committed.topic_id is None or committed.topic_id == str(t.topic_id)
 
-    def fetch(self, group_id: str, topics: list[m.OffsetFetchRequestTopic] | None) -> FetchedGroup:
+    def fetch(
+        self,
+        group_id: str,
+        topics: list[m.OffsetFetchRequestTopic] | None,
+        require_stable: bool = False,
+    ) -> FetchedGroup:
+        """``require_stable`` (OffsetFetch v7+): partitions with an offset pending in an open
+        transaction are answered UNSTABLE_OFFSET_COMMIT, which clients retry (KIP-447)."""
         error = group_id_error(group_id, ApiKey.OFFSET_FETCH)
         if error is not None:
             return FetchedGroup(group_id, error, [])
@@ -178,7 +274,13 @@ class CommittedOffsets:
         else:
             wanted = [(t.name, list(t.partition_indexes)) for t in topics]
         found = [(topic, [(p, offsets.get((topic, p))) for p in parts]) for topic, parts in wanted]
-        return FetchedGroup(group_id, ErrorCode.NONE, found)
+        unstable = frozenset(
+            (topic, p)
+            for topic, parts in wanted
+            for p in parts
+            if require_stable and self.store.has_pending(group_id, (topic, p))
+        )
+        return FetchedGroup(group_id, ErrorCode.NONE, found, unstable)
 
     # -- OffsetDelete, group deletion, expiry -------------------------------------------------------
 
@@ -186,7 +288,8 @@ class CommittedOffsets:
         """End a group whole: Dead and forgotten by membership, and the tombstones of its
         metadata and of every offset it has, committed or still being written."""
         changes = self.membership.drop_group(group)
-        for topic, partition in self.store.offsets.get(group.group_id, {}):
+        # A tombstone also ends the partition's pending transactional offsets (as in Kafka).
+        for topic, partition in self._stored_partitions(group.group_id):
             changes.append((OffsetKey(group.group_id, topic, partition), None))
         # Commits still waiting for their write were appended before these tombstones (the
         # store writes in call order), so tombstoning them too leaves no offset behind a group
@@ -204,6 +307,13 @@ class CommittedOffsets:
         except SluiceError:
             self.membership.restore(dropped)
             raise
+
+    def _stored_partitions(self, group_id: str) -> set[TopicPartition]:
+        """Partitions with a committed offset or one pending in an open transaction."""
+        stored = set(self.store.offsets.get(group_id, {}))
+        for pending in self.store.pending.get(group_id, {}).values():
+            stored.update(pending)
+        return stored
 
     def _pending_of(self, group_id: str) -> list[OffsetKey]:
         return [key for key in self._pending_commits if key.group == group_id]
@@ -231,7 +341,7 @@ class CommittedOffsets:
                 else:
                     eligible.append(tp)
                     errors[tp] = ErrorCode.NONE
-        committed = self.store.offsets.get(req.group_id, {})
+        committed = self._stored_partitions(req.group_id)
         pending = {(k.topic, k.partition) for k in self._pending_of(req.group_id)}
         changes: list[Change] = [
             (OffsetKey(req.group_id, *tp), None)
@@ -269,7 +379,8 @@ class CommittedOffsets:
             expired: list[TopicPartition] = []
             for (topic, partition), committed in offsets.items():
                 key = OffsetKey(group.group_id, topic, partition)
-                if self._pending_commits[key]:
+                if self._pending_commits[key] or self.store.has_pending(group.group_id, (topic, partition)):
+                    # Not while a write or an open transaction may still set it (Kafka).
                     continue
                 if not self._offset_is_live(topic, partition, committed) or self._offset_expired(
                     group, topic, committed, now, retention
@@ -280,6 +391,7 @@ class CommittedOffsets:
                 and len(expired) == len(offsets)
                 and not group.pending_members
                 and not any(k.group == group.group_id for k in self._pending_commits)
+                and not self.store.has_pending(group.group_id)
             ):
                 removed += len(offsets)
                 changes.extend(self.delete_group(group))

@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 from sluice.broker.groups import responses
 from sluice.broker.groups.committed import CommittedOffsets
 from sluice.broker.groups.config import GroupConfig
 from sluice.broker.groups.group import Group, GroupState
 from sluice.broker.groups.membership import GroupMembership, group_id_error
-from sluice.broker.groups.store import Change, GroupStore
+from sluice.broker.groups.store import DIR_NAME, Change, GroupStore
 from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import ApiKey, Request, ResponseBody
 from sluice.protocol import messages as m
@@ -43,10 +43,16 @@ GROUP_APIS: frozenset[int] = frozenset(
         ApiKey.LIST_GROUPS,
         ApiKey.DELETE_GROUPS,
         ApiKey.OFFSET_DELETE,
+        ApiKey.TXN_OFFSET_COMMIT,
     }
 )
 
 GroupApi = Callable[[Request, str], Awaitable[ResponseBody]]
+
+TxnVerifier = Callable[[str, int, int, str], ErrorCode | None]
+"""(transactional id, producer id, epoch, group) -> None if that producer's open transaction
+includes the group's offsets (AddOffsetsToTxn), else the error TxnOffsetCommit answers: the
+transaction coordinator's check, injected so groups never import it."""
 
 
 class GroupCoordinator:
@@ -63,6 +69,7 @@ class GroupCoordinator:
         wall_clock: Callable[[], int] = wall_clock_ms,
         config: GroupConfig | None = None,
         store_compact_min_records: int = 10_000,
+        verify_txn: TxnVerifier | None = None,
     ) -> None:
         """Open the durable store and rebuild groups from it. Blocking (replays a log); runs
         in the broker's opening thread, with no event loop."""
@@ -72,8 +79,13 @@ class GroupCoordinator:
         self.config = config or GroupConfig(offsets_retention_ms=offsets_retention_ms)
         self.clock = clock
         self.wall_clock = wall_clock
+        self.verify_txn = verify_txn
+        """None: TxnOffsetCommit is accepted from any producer (no transaction coordinator)."""
         self.store = GroupStore.open(
-            logs.data_dir, logs.executor, wall_clock, compact_min_records=store_compact_min_records
+            logs.data_dir / DIR_NAME,
+            logs.executor,
+            wall_clock,
+            compact_min_records=store_compact_min_records,
         )
         self.membership = GroupMembership(self.store, self.config, clock, wall_clock, self._spawn)
         self.offsets = CommittedOffsets(self.store, logs, self.membership, self.config, wall_clock)
@@ -81,7 +93,7 @@ class GroupCoordinator:
         self._timer: asyncio.Task[None] | None = None
         self._shutting_down = False
         self._closed = False
-        self.membership.load(self.store.groups, self.store.offsets)
+        self.membership.load(self.store.groups, {*self.store.offsets, *self.store.pending})
         self._apis: dict[int, GroupApi] = {
             ApiKey.FIND_COORDINATOR: self.find_coordinator,
             ApiKey.JOIN_GROUP: self.join_group,
@@ -94,6 +106,7 @@ class GroupCoordinator:
             ApiKey.LIST_GROUPS: self.list_groups,
             ApiKey.DELETE_GROUPS: self.delete_groups,
             ApiKey.OFFSET_DELETE: self.offset_delete,
+            ApiKey.TXN_OFFSET_COMMIT: self.txn_offset_commit,
         }
 
     @property
@@ -200,20 +213,11 @@ class GroupCoordinator:
         return responses.find_coordinator_response(version, body, found)
 
     def _lookup(self, key_type: int) -> responses.CoordinatorLookup:
-        """Every group is coordinated here (one node). Transactions are not implemented, so a
-        transaction key gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED: every client stops on it at
-        once (COORDINATOR_NOT_AVAILABLE made kafka-python retry for its whole block time)."""
-        if key_type == 0:
+        """Every group (key type 0) and every transactional id (1) is coordinated here: this
+        is the only node."""
+        if key_type in (0, 1):
             node_id, host, port = self.node()
             return responses.CoordinatorLookup(ErrorCode.NONE, None, node_id, host, port)
-        if key_type == 1:
-            return responses.CoordinatorLookup(
-                ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                "transactions are not supported by this broker (sluice) yet",
-                -1,
-                "",
-                -1,
-            )
         return responses.CoordinatorLookup(
             ErrorCode.INVALID_REQUEST, f"unknown key type {key_type}", -1, "", -1
         )
@@ -268,11 +272,32 @@ class GroupCoordinator:
         body = request.body
         assert isinstance(body, m.OffsetFetchRequest)
         version = request.api_version
+        stable = version >= 7 and body.require_stable
         if version >= 8:
-            fetched = [self.offsets.fetch(g.group_id, g.topics) for g in body.groups]
+            fetched = [self.offsets.fetch(g.group_id, g.topics, stable) for g in body.groups]
         else:
-            fetched = [self.offsets.fetch(body.group_id, body.topics)]
+            fetched = [self.offsets.fetch(body.group_id, body.topics, stable)]
         return responses.offset_fetch_response(version, body, fetched)
+
+    async def txn_offset_commit(self, request: Request, client_host: str) -> ResponseBody:
+        """Offsets pending in a transaction until it ends (:meth:`end_transaction`)."""
+        if (refused := self._refusal(request)) is not None:
+            return refused
+        body = request.body
+        assert isinstance(body, m.TxnOffsetCommitRequest)
+        txn_error = None
+        if self.verify_txn is not None:
+            txn_error = self.verify_txn(
+                body.transactional_id, body.producer_id, body.producer_epoch, body.group_id
+            )
+        results = await self.offsets.commit_transactional(request.api_version, body, txn_error)
+        return responses.txn_offset_commit_response(body, results)
+
+    async def end_transaction(self, producer_id: int, groups: Collection[str], commit: bool) -> None:
+        """For the transaction coordinator: ``producer_id``'s pending offsets in ``groups``
+        become committed or are dropped, durably. Raises a SluiceError if the store refuses."""
+        if groups:
+            await self.offsets.end_transaction(producer_id, groups, commit)
 
     async def describe_groups(self, request: Request, client_host: str) -> ResponseBody:
         if (refused := self._refusal(request)) is not None:

@@ -160,7 +160,7 @@ class GroupMembership:
             stored = self.store.groups.get(group_id)
             if stored is not None:
                 self.load({group_id: stored}, ())
-            elif group_id in self.store.offsets:
+            elif group_id in self.store.offsets or group_id in self.store.pending:
                 self.load({}, (group_id,))
 
     # -- timers -----------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ class FetchedGroup(NamedTuple):
     group_id: str
     error: ErrorCode
     topics: list[FetchedTopic]
+    unstable: frozenset[TopicPartition] = frozenset()
+    """Partitions answered UNSTABLE_OFFSET_COMMIT (an open transaction holds an offset)."""
 
 
 class DescribedGroup(NamedTuple):
@@ -145,18 +147,52 @@ def offset_commit_response(
     )
 
 
-def _fetched_topics(topics: Iterable[FetchedTopic]) -> list[m.OffsetFetchResponseTopic]:
+def txn_offset_commit_response(
+    req: m.TxnOffsetCommitRequest, results: dict[TopicPartition, ErrorCode]
+) -> m.TxnOffsetCommitResponse:
+    """One entry per partition asked for, in the request's order."""
+    topics: dict[str, list[m.TxnOffsetCommitResponsePartition]] = {}
+    for t in req.topics:
+        for p in t.partitions:
+            topics.setdefault(t.name, []).append(
+                m.TxnOffsetCommitResponsePartition(
+                    partition_index=p.partition_index,
+                    error_code=results[(t.name, p.partition_index)],
+                )
+            )
+    return m.TxnOffsetCommitResponse(
+        topics=[m.TxnOffsetCommitResponseTopic(name=n, partitions=ps) for n, ps in topics.items()]
+    )
+
+
+def _fetched_partition(
+    partition: int, committed: CommittedOffset | None, unstable: bool
+) -> m.OffsetFetchResponsePartition:
+    if unstable or committed is None:
+        return m.OffsetFetchResponsePartition(
+            partition_index=partition,
+            committed_offset=-1,
+            committed_leader_epoch=-1,
+            metadata="",
+            error_code=ErrorCode.UNSTABLE_OFFSET_COMMIT if unstable else ErrorCode.NONE,
+        )
+    return m.OffsetFetchResponsePartition(
+        partition_index=partition,
+        committed_offset=committed.offset,
+        committed_leader_epoch=committed.leader_epoch,
+        metadata=committed.metadata,
+        error_code=ErrorCode.NONE,
+    )
+
+
+def _fetched_topics(
+    topics: Iterable[FetchedTopic], unstable: frozenset[TopicPartition] = frozenset()
+) -> list[m.OffsetFetchResponseTopic]:
     return [
         m.OffsetFetchResponseTopic(
             name=topic,
             partitions=[
-                m.OffsetFetchResponsePartition(
-                    partition_index=partition,
-                    committed_offset=-1 if committed is None else committed.offset,
-                    committed_leader_epoch=-1 if committed is None else committed.leader_epoch,
-                    metadata="" if committed is None else committed.metadata,
-                    error_code=ErrorCode.NONE,
-                )
+                _fetched_partition(partition, committed, (topic, partition) in unstable)
                 for partition, committed in partitions
             ],
         )
@@ -190,13 +226,15 @@ def offset_fetch_response(
         return m.OffsetFetchResponse(
             groups=[
                 m.OffsetFetchResponseGroup(
-                    group_id=g.group_id, topics=_fetched_topics(g.topics), error_code=g.error
+                    group_id=g.group_id,
+                    topics=_fetched_topics(g.topics, g.unstable),
+                    error_code=g.error,
                 )
                 for g in fetched
             ]
         )
     (one,) = fetched
-    topics = _fetched_topics(one.topics)
+    topics = _fetched_topics(one.topics, one.unstable)
     if one.error is not ErrorCode.NONE and version < 2:
         topics = _refused_fetch_topics(req.topics, one.error)
     return m.OffsetFetchResponse(topics=topics, error_code=one.error)
@@ -350,4 +388,8 @@ def error_response(request: Request, error: ErrorCode) -> ResponseBody:
             )
         case m.OffsetDeleteRequest():
             return m.OffsetDeleteResponse(error_code=error)
+        case m.TxnOffsetCommitRequest():
+            return txn_offset_commit_response(
+                body, {(t.name, p.partition_index): error for t in body.topics for p in t.partitions}
+            )
     raise ValueError(f"not a group API: {type(body).__name__}")

@@ -1,0 +1,171 @@
+"""The coordinator's state after a SIGKILL of ``sluice serve`` (a child process), in each state a
+transaction can be in: Ongoing transactions keep running after the restart (their producer can
+still commit) or are aborted at their timeout, counted from when they started before the crash;
+decided ones (PrepareCommit, PrepareAbort) are completed by the restart (markers written,
+group offsets committed or dropped); completed ones stay completed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from sluice.broker.transactions.state import TxnState, prepare_end
+from sluice.broker.transactions.store import DIR_NAME, TransactionStore
+from sluice.errors import ErrorCode
+from sluice.testing import BrokerProcess, create_topic
+from tests.transactions.wire_log import describe, markers, offset_fetch, wait_for_state
+
+TXN = "crash-app"
+GROUP = "crash-group"
+
+
+@pytest.fixture
+def process(tmp_path: Path) -> Iterator[BrokerProcess]:
+    with BrokerProcess(
+        tmp_path / "data",
+        tmp_path / "serve.log",
+        settings={"transaction.abort.timed.out.transaction.cleanup.interval.ms": "100"},
+    ) as broker:
+        broker.start()
+        yield broker
+
+
+def open_transaction(broker: BrokerProcess, **producer_settings: object) -> Producer:
+    """A transaction in progress: records on both partitions of ``out`` and the group's offset
+    of ``in`` (4) sent to it, neither committed."""
+    create_topic(broker.bootstrap_servers, "in", 1)
+    create_topic(broker.bootstrap_servers, "out", 2)
+    feeder = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    for i in range(4):
+        feeder.produce("in", f"in{i}".encode())
+    assert feeder.flush(30) == 0
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "group.id": GROUP,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        consumer.subscribe(["in"])
+        seen = 0
+        deadline = time.monotonic() + 30
+        while seen < 4:
+            assert time.monotonic() < deadline
+            msg = consumer.poll(0.5)
+            seen += msg is not None and msg.error() is None
+        producer = Producer(
+            {
+                "bootstrap.servers": broker.bootstrap_servers,
+                "transactional.id": TXN,
+                **producer_settings,
+            }
+        )
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        producer.produce("out", b"r0", partition=0)
+        producer.produce("out", b"r1", partition=1)
+        assert producer.flush(30) == 0
+        producer.send_offsets_to_transaction(
+            [TopicPartition("in", 0, 4)], consumer.consumer_group_metadata(), 30
+        )
+    finally:
+        consumer.close()
+    assert describe(broker.port, TXN).transaction_state == "Ongoing"
+    return producer
+
+
+def committed(broker: BrokerProcess) -> int:
+    watcher = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": GROUP})
+    try:
+        (tp,) = watcher.committed([TopicPartition("in", 0)], 30)
+        return int(tp.offset)
+    finally:
+        watcher.close()
+
+
+def decide_offline(data_dir: Path, commit: bool) -> None:
+    """Leave the data directory as a crash right after EndTxn's decision leaves it: the
+    PrepareCommit/PrepareAbort record fsynced in the transaction log (written with the
+    coordinator's own store and transition), no marker written yet, no clean-shutdown marker.
+    The window is too short to hit with a real SIGKILL reliably, so the record is appended by
+    the test, to the log of a broker that was really SIGKILLed."""
+
+    async def write() -> None:
+        store = TransactionStore.open(data_dir / DIR_NAME)
+        record = store.transactions[TXN].record
+        assert record.state is TxnState.ONGOING
+        await store.write([(TXN, prepare_end(record, commit, record.last_update_timestamp + 1))])
+        await store.partition.drain()
+        store.partition.abandon()
+
+    asyncio.run(write())
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["PrepareCommit", "PrepareAbort"])
+def test_a_decided_transaction_is_completed_after_a_crash(
+    process: BrokerProcess, commit: bool
+) -> None:
+    producer = open_transaction(process)
+    process.kill()
+    decide_offline(process.data_dir, commit)
+    process.start()
+    d = wait_for_state(process.port, TXN, "CompleteCommit" if commit else "CompleteAbort")
+    assert d.producer_epoch == 0 and d.topics == []
+    marker = b"COMMIT" if commit else b"ABORT"
+    assert markers(process.port, "out", 0) == [marker]
+    assert markers(process.port, "out", 1) == [marker]
+    assert committed(process) == (4 if commit else -1001)  # -1001: librdkafka's "no offset"
+    # The producer whose EndTxn the crash interrupted sends it again: answered as done (a
+    # retry of a completed end, as Kafka answers it), and it goes on with the same epoch.
+    if commit:
+        producer.commit_transaction(30)
+    else:
+        producer.abort_transaction(30)
+    assert markers(process.port, "out", 0) == [marker]  # no second marker
+    producer.begin_transaction()
+    producer.produce("out", b"next", partition=0)
+    producer.commit_transaction(30)
+    assert markers(process.port, "out", 0) == [marker, b"COMMIT"]
+
+
+def test_an_ongoing_transaction_keeps_running_after_a_crash(process: BrokerProcess) -> None:
+    producer = open_transaction(process)
+    process.kill()
+    process.start()
+    d = describe(process.port, TXN)
+    assert d.transaction_state == "Ongoing"
+    assert [(t.topic, t.partitions) for t in d.topics] == [("out", [0, 1])]
+    assert offset_fetch(process.port, GROUP, "in", 0) == (-1, ErrorCode.UNSTABLE_OFFSET_COMMIT)
+    producer.commit_transaction(30)  # the producer reconnects and ends it
+    assert markers(process.port, "out", 0) == [b"COMMIT"]
+    assert committed(process) == 4
+    # completed stays completed
+    process.kill()
+    process.start()
+    assert describe(process.port, TXN).transaction_state == "CompleteCommit"
+    assert committed(process) == 4
+
+
+def test_an_ongoing_transaction_times_out_after_a_crash(process: BrokerProcess) -> None:
+    producer = open_transaction(
+        process, **{"transaction.timeout.ms": 2000, "message.timeout.ms": 2000}
+    )
+    started = describe(process.port, TXN).transaction_start_time_ms
+    process.kill()
+    process.start()
+    d = wait_for_state(process.port, TXN, "CompleteAbort")
+    assert d.producer_epoch == 1  # fenced
+    assert d.transaction_start_time_ms == started  # its clock did not restart with the broker
+    assert markers(process.port, "out", 0) == [b"ABORT"]
+    assert markers(process.port, "out", 1) == [b"ABORT"]
+    assert committed(process) == -1001
+    with pytest.raises(KafkaException) as failed:
+        producer.commit_transaction(30)
+    assert failed.value.args[0].fatal()
