@@ -4,7 +4,9 @@ was produced, lag equals end offset minus committed offset, ...)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -169,6 +171,38 @@ def test_broker_wide_gauges(broker: EmbeddedBroker) -> None:
     assert value(metrics, "sluice_cluster_topics") == len(broker.server.broker.logs.topics)  # type: ignore[union-attr]
     (version,) = metrics["sluice_build_info"]
     assert dict(version)["version"]
+
+
+def test_log_cleaner_counters(tmp_path: Path) -> None:
+    """A compacted topic with many small segments of overwritten keys: once the cleaner has run,
+    its counters show the bytes it read and the fewer it wrote, and no partition is uncleanable."""
+    settings = {"log.cleaner.backoff.ms": "50"}  # Kafka's default looks every 15 s
+    with EmbeddedBroker(tmp_path, admin=True, settings=settings) as b:
+        before = scrape(b.admin_url)
+        assert value(before, "sluice_log_cleaner_runs_total") == 0
+        assert value(before, "sluice_log_cleaner_last_run_timestamp_seconds") == 0
+        topic = b.create_topic(
+            configs={
+                "cleanup.policy": "compact",
+                "segment.bytes": 2048,
+                "min.cleanable.dirty.ratio": 0.01,
+            }
+        )
+        producer = Producer({"bootstrap.servers": b.bootstrap_servers, "linger.ms": 0})
+        for round_ in range(20):
+            for k in range(10):
+                producer.produce(topic, f"value {round_} of key {k}".encode() * 3, f"key-{k}".encode())
+            assert producer.flush(30) == 0  # a batch per round: many segments to clean
+        deadline = time.monotonic() + 30
+        while value(metrics := scrape(b.admin_url), "sluice_log_cleaner_runs_total") == 0:
+            assert time.monotonic() < deadline, "the cleaner never ran"
+            time.sleep(0.05)
+        read = value(metrics, "sluice_log_cleaner_read_bytes_total")
+        written = value(metrics, "sluice_log_cleaner_written_bytes_total")
+        assert 0 < written < read
+        assert value(metrics, "sluice_log_cleaner_uncleanable_partitions") == 0
+        assert 0 <= value(metrics, "sluice_log_cleaner_max_dirty_ratio") <= 1
+        assert abs(value(metrics, "sluice_log_cleaner_last_run_timestamp_seconds") - time.time()) < 60
 
 
 def test_health_endpoints(broker: EmbeddedBroker) -> None:

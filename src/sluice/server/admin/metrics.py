@@ -76,6 +76,19 @@ class Snapshot:
     disk_total: int = 0
     disk_free: int = 0
     disk_full: bool = False
+    cleaner: CleanerCounters | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CleanerCounters:
+    """The log cleaner's counters (Kafka's LogCleaner and LogCleanerManager metrics)."""
+
+    runs: int
+    bytes_read: int
+    bytes_written: int
+    max_dirty_ratio: float
+    uncleanable: int
+    last_clean_ms: int
 
 
 async def take_snapshot(server: ServerView, admin_connections: int, version: str) -> Snapshot:
@@ -97,6 +110,15 @@ async def take_snapshot(server: ServerView, admin_connections: int, version: str
         ]
         snap.fetched = {name: (t.bytes_out, t.records_out) for name, t in stats.topics.items()}
     snap.fsync = logs.fsync_times.snapshot()
+    cleaner = logs.cleaner
+    snap.cleaner = CleanerCounters(
+        cleaner.runs,
+        cleaner.bytes_read,
+        cleaner.bytes_written,
+        max(cleaner.dirty_ratios.values(), default=0.0),
+        len(cleaner.uncleanable),
+        cleaner.last_clean_ms,
+    )
     snap.disk_full = logs.disk.full
     try:
         found = os.statvfs(logs.data_dir)
@@ -319,6 +341,40 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         f"{p}_storage_disk_full",
         "1 while writes are refused for lack of space (KAFKA_STORAGE_ERROR), else 0.",
         value=1 if snap.disk_full else 0,
+    )
+    yield from _cleaner_families(snap.cleaner)
+
+
+def _cleaner_families(c: CleanerCounters | None) -> Iterator[Metric]:
+    """Kafka's cleaner metrics (runs, bytes, max-dirty-percent, uncleanable-partitions-count)."""
+    if c is None:  # starting or stopping: no logs to speak of
+        return
+    p = PREFIX
+    yield CounterMetricFamily(
+        f"{p}_log_cleaner_runs", "Logs the cleaner has compacted since the broker started.", value=c.runs
+    )
+    yield CounterMetricFamily(
+        f"{p}_log_cleaner_read_bytes", "Bytes of segments the cleaner has read.", value=c.bytes_read
+    )
+    yield CounterMetricFamily(
+        f"{p}_log_cleaner_written_bytes",
+        "Bytes of cleaned segments the cleaner has written.",
+        value=c.bytes_written,
+    )
+    yield GaugeMetricFamily(
+        f"{p}_log_cleaner_max_dirty_ratio",
+        "Highest dirty ratio (uncleaned bytes over cleanable bytes) of any compacted log, as of the cleaner's last look.",
+        value=c.max_dirty_ratio,
+    )
+    yield GaugeMetricFamily(
+        f"{p}_log_cleaner_uncleanable_partitions",
+        "Compacted partitions the cleaner gave up on after an error, until a restart.",
+        value=c.uncleanable,
+    )
+    yield GaugeMetricFamily(
+        f"{p}_log_cleaner_last_run_timestamp_seconds",
+        "When the cleaner last finished a log (0: never since the broker started).",
+        value=max(c.last_clean_ms, 0) / 1000,
     )
 
 
