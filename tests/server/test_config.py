@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from sluice.broker.config_apis import DEFAULT_CONFIG, STATIC_BROKER_CONFIG
 from sluice.cli import main as cli_main
@@ -513,6 +514,11 @@ def test_without_advertised_listeners_the_bound_address_is_advertised(
         assert [(b.node_id, b.host, b.port) for b in resp.brokers] == [
             (0, "127.0.0.1", sluice_fresh_broker.port)
         ]
+    # and DescribeConfigs reports that address, not an unset value
+    admin = AdminClient({"bootstrap.servers": sluice_fresh_broker.bootstrap_servers})
+    (future,) = admin.describe_configs([ConfigResource("broker", "0")]).values()
+    advertised = future.result(timeout=10)["advertised.listeners"].value
+    assert advertised == f"PLAINTEXT://127.0.0.1:{sluice_fresh_broker.port}"
 
 
 def test_settings_reach_the_broker(make_broker: MakeBroker) -> None:
