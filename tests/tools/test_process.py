@@ -8,6 +8,9 @@ import signal
 import subprocess
 import sys
 
+import pytest
+from confluent_kafka.admin import AdminClient
+
 from sluice.testing import EmbeddedBroker
 from tests.tools.reference import Reference
 
@@ -94,18 +97,27 @@ def test_reader_going_away_is_not_an_error(
     assert err == b""
 
 
-def test_ctrl_c_stops_consume_cleanly(broker: EmbeddedBroker, ref: Reference, topic: str) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_consume_cleanly(
+    broker: EmbeddedBroker, ref: Reference, topic: str, signum: signal.Signals
+) -> None:
+    """Ctrl-C, or SIGTERM (timeout, systemd, docker stop): exit 0, and a group member leaves its
+    group at once instead of being expired by the session timeout."""
     ref.create_topic(topic, 1)
     ref.produce(topic, [{"value": b"first"}])
+    group = f"{topic}-group"
     consume = subprocess.Popen(
-        tool(broker, "consume", topic, "--from-beginning"),
+        tool(broker, "consume", topic, "--from-beginning", "--group", group),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     assert consume.stdout is not None and consume.stderr is not None
     assert consume.stdout.readline() == b"first\n"  # it is running and has printed
-    os.kill(consume.pid, signal.SIGINT)
+    os.kill(consume.pid, signum)
     assert consume.wait(timeout=60) == 0
     assert consume.stderr.read() == b""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    (described,) = admin.describe_consumer_groups([group]).values()
+    assert described.result(timeout=10).members == []
     consume.stdout.close()
     consume.stderr.close()

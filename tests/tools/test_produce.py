@@ -75,6 +75,15 @@ def test_keys_are_partitioned_like_java_clients(sluice: Run, ref: Reference, top
         assert rec.partition == ck.murmur2(rec.key, 5)
 
 
+def test_a_keyless_burst_lands_on_one_partition(sluice: Run, ref: Reference, topic: str) -> None:
+    """librdkafka's sticky partitioner, as docs/cli.md says: once it knows the partitions."""
+    ref.create_topic(topic, 6)
+    assert sluice("produce", topic, stdin=b"".join(b"%d\n" % i for i in range(10))).code == 0
+    records = ref.read(topic)
+    assert len(records) == 10
+    assert len({rec.partition for rec in records}) == 1
+
+
 def test_null_marker(sluice: Run, ref: Reference, topic: str) -> None:
     ref.create_topic(topic, 1)
     r = sluice("produce", topic, "-K", ":", "--null-marker", "NULL", stdin=b"a:NULL\nNULL:b\nc:d\n")

@@ -138,7 +138,7 @@ def row(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m sluice.bench.ingest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=0.3, help="minimum time per measurement")
     args = parser.parse_args(argv)
     config = LogConfig.from_dict({"max.message.bytes": str(4 * 1024 * KIB)})

@@ -219,7 +219,7 @@ def _summary(values: list[float], scale: float = 1.0, unit: str = "ms") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m sluice.bench.testing_kit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="runs of each measurement (20)")
     parser.add_argument(
         "--module-runs", type=int, default=None, help="pytest runs of each 20-test module (--runs)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import string
 import sys
 import time
@@ -241,6 +242,9 @@ def consume(args: argparse.Namespace) -> int:
         settings["enable.auto.offset.store"] = False
     consumer = make_client(Consumer, client_config(args, **settings))
     count = 0
+    # SIGTERM (timeout, systemd, docker stop) ends it as Ctrl-C does: the consumer leaves its
+    # group at once instead of holding its partitions until the session times out.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         meta = list_topics(consumer, args, args.topic)
         tmeta = meta.topics.get(args.topic)
@@ -271,9 +275,14 @@ def consume(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         finally:
             consumer.close()
+            signal.signal(signal.SIGTERM, previous)
     if args.verbose:
         print(f"Processed a total of {count} messages", file=sys.stderr)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _loop(consumer: Any, args: argparse.Namespace, printer: _Printer) -> int:

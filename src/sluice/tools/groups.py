@@ -9,6 +9,7 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sluice.plural import plural
 from sluice.tools.common import (
     SubParsers,
     ToolError,
@@ -440,7 +441,7 @@ def reset_offsets(args: argparse.Namespace) -> int:
         )
     if args.output != "json":
         print(
-            f"Committed new offsets of {len(plan)} partitions for group {args.group}.",
+            f"Committed new offsets of {plural(len(plan), 'partition')} for group {args.group}.",
             file=sys.stderr,
         )
     return 0

@@ -4,6 +4,7 @@ console producer, through librdkafka's producer."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -147,6 +148,10 @@ def produce(args: argparse.Namespace) -> int:
         },
     )
     producer = make_client(Producer, conf)
+    # The topic's metadata first (auto-creating it where the broker allows): records produced
+    # before librdkafka knows the partitions are spread over them one by one, not stuck to one.
+    with contextlib.suppress(KafkaException):  # the deliveries say what is wrong with it
+        producer.list_topics(args.topic, timeout=args.timeout)
     report = _Deliveries()
     extra: dict[str, Any] = {}
     if args.partition is not None:

@@ -537,7 +537,7 @@
           onclick: async () => {
             try {
               const result = await api(url + "/reset", "POST", { ...planned, execute: true });
-              resetStatus.replaceChildren(message("ok", `Committed new offsets of ${result.plan.length} partitions.`));
+              resetStatus.replaceChildren(message("ok", `Committed new offsets of ${result.plan.length} partition${result.plan.length === 1 ? "" : "s"}.`));
               document.getElementById("reset-apply").disabled = true;
               draw(await api(url));
             } catch (e) { resetStatus.replaceChildren(message("error", e.message)); }
