@@ -22,6 +22,7 @@ from tests.transactions.conftest import (
     describe,
     end,
     init,
+    offset_fetch,
     produce,
     transactional_batch,
     txn_offset_commit,
@@ -269,3 +270,51 @@ def test_concurrent_end_txn_retries_write_one_set_of_markers(h: TxnHarness) -> N
     assert [a.error_code for a in retried] == [E.NONE] * 4
     assert end(h, pid, 0, False) == E.INVALID_TXN_STATE
     assert all(len(h.markers("t", p)) == 1 for p in range(3))
+
+
+# -- TxnOffsetCommit racing the end of its transaction ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_txn_offset_commit_racing_end_txn_leaves_nothing_pending(h: TxnHarness, commit: bool) -> None:
+    """A client that sends EndTxn without waiting for its TxnOffsetCommit (or whose retry
+    arrives late), the TxnOffsetCommit arriving 0 to 11 loop turns after the EndTxn: whichever
+    wins, the offset ends up committed with the transaction, dropped with it, or refused, and
+    never pending without a transaction to end it (OffsetFetch with require_stable would answer
+    UNSTABLE_OFFSET_COMMIT forever)."""
+    pid = init(h).producer_id
+
+    def offsets_body(offset: int) -> m.TxnOffsetCommitRequest:
+        return m.TxnOffsetCommitRequest(
+            transactional_id="app",
+            group_id="g",
+            producer_id=pid,
+            producer_epoch=0,
+            topics=[
+                m.TxnOffsetCommitRequestTopic(
+                    name="t",
+                    partitions=[
+                        m.TxnOffsetCommitRequestPartition(partition_index=0, committed_offset=offset)
+                    ],
+                )
+            ],
+        )
+
+    async def race(turns: int) -> tuple[Any, Any]:
+        ending = asyncio.ensure_future(h.dispatch(ApiKey.END_TXN, 3, end_body(pid, 0, commit)))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        offsets = await h.dispatch(ApiKey.TXN_OFFSET_COMMIT, 3, offsets_body(turns + 1))
+        return await asyncio.wait_for(ending, 10), offsets
+
+    expected = -1
+    for turns in range(12):
+        assert add_offsets(h, pid, 0, "g") == E.NONE
+        ended, offsets = h.run(race(turns))
+        assert ended.error_code == E.NONE
+        (code,) = [p.error_code for t in offsets.topics for p in t.partitions]
+        assert code in (E.NONE, E.CONCURRENT_TRANSACTIONS, E.INVALID_TXN_STATE), turns
+        assert h.broker.groups.store.pending == {}, turns
+        if code == E.NONE and commit:
+            expected = turns + 1
+        assert offset_fetch(h, "g", [("t", 0)]) == {("t", 0): (expected, E.NONE)}, turns
