@@ -9,6 +9,7 @@ dropped); completed ones stay completed."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,11 @@ from confluent_kafka import (
 from sluice.broker.transactions.state import TxnState, prepare_end
 from sluice.broker.transactions.store import DIR_NAME, TransactionStore
 from sluice.errors import ErrorCode
+from sluice.protocol import ApiKey
+from sluice.protocol import messages as m
+from sluice.protocol.records import decode_records, iter_stored_batches
 from sluice.testing import BrokerProcess, create_topic
+from tests.server.wire import WireClient
 from tests.transactions.wire_log import describe, markers, offset_fetch, wait_for_state
 
 TXN = "crash-app"
@@ -244,3 +249,73 @@ def test_after_a_crash_a_new_producer_fences_the_old_and_aborts_its_transaction(
     new.commit_transaction(30)
     assert visible(process, "read_committed") == [[b"n0"], [b"n1"]]
     assert visible(process, "read_uncommitted") == [[b"r0", b"n0"], [b"r1", b"n1"]]
+
+
+def markers_everywhere(port: int, topic: str, partitions: int) -> list[list[bytes]]:
+    """Each partition's markers (b"COMMIT"/b"ABORT"), read with one read_uncommitted Fetch of
+    every partition from offset 0 (each holds a record and a marker or two: a few hundred bytes)."""
+    request = m.FetchRequest(
+        max_wait_ms=0,
+        min_bytes=1,
+        max_bytes=64 << 20,
+        topics=[
+            m.FetchTopic(
+                topic=topic,
+                partitions=[
+                    m.FetchPartition(partition=p, fetch_offset=0, partition_max_bytes=1 << 16)
+                    for p in range(partitions)
+                ],
+            )
+        ],
+    )
+    with WireClient("127.0.0.1", port) as client:
+        resp = client.call(ApiKey.FETCH, 12, request, m.FetchResponse, timeout=60)
+    found: list[list[bytes]] = [[] for _ in range(partitions)]
+    for part in resp.responses[0].partitions:
+        assert part.error_code == 0
+        data = bytes(part.records or b"")
+        for h in iter_stored_batches(data):
+            if h.is_control:
+                (record,) = decode_records(data[h.position : h.position + h.size])
+                assert record.key is not None
+                found[part.partition_index].append(b"COMMIT" if record.key[-1] == 1 else b"ABORT")
+    return found
+
+
+def test_a_sigkill_between_the_decision_and_the_markers(process: BrokerProcess) -> None:
+    """A real SIGKILL in the window test_a_decided_transaction_is_completed_after_a_crash
+    simulates: a commit over 1500 partitions, whose markers (one fsync each) take long enough
+    for the test to see PrepareCommit (the decision durable, markers being written) and kill
+    the broker then. The restart writes every marker again (a partition that had one gets a
+    second, harmlessly), and the producer's EndTxn retry is answered as done."""
+    partitions = 1500
+    create_topic(process.bootstrap_servers, "wide", partitions)
+    producer = Producer({"bootstrap.servers": process.bootstrap_servers, "transactional.id": TXN})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for p in range(partitions):
+        producer.produce("wide", f"v{p}".encode(), partition=p)
+    assert producer.flush(60) == 0
+    outcome: list[BaseException | None] = []
+
+    def commit() -> None:
+        try:
+            producer.commit_transaction(60)
+            outcome.append(None)
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    committing = threading.Thread(target=commit)
+    committing.start()
+    seen = wait_for_state(process.port, TXN, "PrepareCommit", "CompleteCommit", poll=0.002)
+    assert seen.transaction_state == "PrepareCommit", "the markers were all written before the test looked"
+    process.kill()
+    unmarked = sum(len(t.partitions) for t in seen.topics)
+    print(f"SIGKILL with {unmarked} of {partitions} markers unwritten when last seen")
+    process.start()
+    committing.join(90)
+    assert outcome == [None]  # librdkafka retried EndTxn across the restart: answered as done
+    assert describe(process.port, TXN).transaction_state == "CompleteCommit"
+    found = markers_everywhere(process.port, "wide", partitions)
+    assert all(kinds in ([b"COMMIT"], [b"COMMIT", b"COMMIT"]) for kinds in found)
+    print(f"{sum(len(kinds) == 2 for kinds in found)} partitions got their marker before and after")
