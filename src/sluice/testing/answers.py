@@ -29,7 +29,7 @@ TXN_APIS = frozenset(
 """The transaction coordinator's APIs (InitProducerId, also an idempotent producer's, is answered
 here; TxnOffsetCommit is a group API)."""
 
-ANSWERABLE = GROUP_APIS | TXN_APIS | {
+ANSWERABLE: frozenset[ApiKey] = frozenset(map(ApiKey, GROUP_APIS)) | TXN_APIS | {
     ApiKey.PRODUCE,
     ApiKey.FETCH,
     ApiKey.LIST_OFFSETS,
