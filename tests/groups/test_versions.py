@@ -33,6 +33,7 @@ def test_group_apis_are_exactly_the_group_api_keys() -> None:
         ApiKey.LIST_GROUPS,
         ApiKey.DELETE_GROUPS,
         ApiKey.OFFSET_DELETE,
+        ApiKey.TXN_OFFSET_COMMIT,
     } == set(GROUP_APIS)
     assert all(api in SUPPORTED for api in GROUP_APIS)
 
@@ -247,4 +248,21 @@ def _minimal(api: ApiKey) -> RequestBody:
             return m.DeleteGroupsRequest(groups_names=["g"])
         case ApiKey.OFFSET_DELETE:
             return m.OffsetDeleteRequest(group_id="g")
+        case ApiKey.TXN_OFFSET_COMMIT:
+            return m.TxnOffsetCommitRequest(
+                transactional_id="tx",
+                group_id="g",
+                producer_id=1,
+                producer_epoch=0,
+                topics=[
+                    m.TxnOffsetCommitRequestTopic(
+                        name="t",
+                        partitions=[
+                            m.TxnOffsetCommitRequestPartition(
+                                partition_index=0, committed_offset=1, committed_metadata=None
+                            )
+                        ],
+                    )
+                ],
+            )
     raise AssertionError(api)

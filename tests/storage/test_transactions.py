@@ -354,3 +354,40 @@ def test_retention_never_deletes_past_the_high_watermark(open_log: OpenLog, cloc
     log.apply_retention()
     assert log.log_start_offset <= log.high_watermark
     assert all(seg.next_offset > 1 for seg in log.segments)
+
+
+@pytest.mark.parametrize("removal", ["delete_records", "retention"])
+@pytest.mark.parametrize("stop", ["clean", "crash"])
+def test_a_transaction_whose_start_was_deleted_stays_open_across_a_restart(
+    open_log: OpenLog, clock: FakeClock, removal: str, stop: str
+) -> None:
+    """DeleteRecords or retention may pass an open transaction's first offset (Kafka's rule: only
+    the high watermark bounds them), taking the segment holding its first batch with it. Its
+    later records must still wait for its marker after a restart: the producer state that knows
+    the transaction is open comes from a snapshot, since the log no longer holds its start."""
+    log = open_log(segment_bytes=300, retention_ms=1000)
+    log.append(txn_batch(7, 0, tag="first", ts=clock.now))  # 0-1: opens the transaction
+    log.append(plain("a", 3))
+    while len(log.segments) < 3:
+        log.append(plain("b", 3))
+    log.append(txn_batch(7, 2, tag="later", ts=clock.now))  # the same transaction, later on
+    while len(log.segments) < 5:
+        log.append(build_batch([(None, b"c")], base_timestamp=clock.now + 10**9))
+    if removal == "delete_records":
+        log.delete_records(log.segments[2].base_offset)
+    else:
+        clock.now += 2000  # the first two segments expire; the third holds newer records
+        assert log.apply_retention() == 2
+    start = log.log_start_offset
+    assert start > 1 and log.last_stable_offset == start
+    if stop == "clean":
+        log.close()
+    else:
+        log.abandon()
+    reopened = open_log(segment_bytes=300, retention_ms=1000)
+    assert reopened.log_start_offset == start
+    assert reopened.last_stable_offset == start  # still open
+    assert committed_values(reopened) == []
+    reopened.append_marker(7, 0, 0, commit=False)
+    seen = committed_values(reopened)
+    assert seen and not [v for v in seen if v is not None and v.startswith(b"later")]

@@ -6,10 +6,12 @@ generation (KIP-447)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from sluice.errors import ErrorCode
-from sluice.protocol import ApiKey
+from sluice.protocol import ApiKey, RequestBody
 from sluice.protocol import messages as m
 from tests.transactions.conftest import (
     TxnHarness,
@@ -206,3 +208,57 @@ def test_expiry_waits_for_open_transactions(h: TxnHarness) -> None:
     assert "g" in h.broker.groups.groups
     assert end(h, pid, 0, True) == E.NONE
     assert offset_fetch(h, "g", [T0]) == {T0: (10, E.NONE)}
+
+
+def _txn_offsets_body(pid: int, group: str, offset: int) -> m.TxnOffsetCommitRequest:
+    return m.TxnOffsetCommitRequest(
+        transactional_id="app",
+        group_id=group,
+        producer_id=pid,
+        producer_epoch=0,
+        topics=[
+            m.TxnOffsetCommitRequestTopic(
+                name="t",
+                partitions=[
+                    m.TxnOffsetCommitRequestPartition(
+                        partition_index=0, committed_offset=offset, committed_metadata=None
+                    )
+                ],
+            )
+        ],
+    )
+
+
+def test_txn_offset_commit_while_partitions_are_being_added(h: TxnHarness) -> None:
+    """librdkafka sends TxnOffsetCommit while the AddPartitionsToTxn for the records produced
+    just before is still being written: the group is in the transaction already, so it is
+    accepted (a CONCURRENT_TRANSACTIONS would cost it a 500 ms backoff per transaction). A
+    group still being added, or a transaction being ended, is answered CONCURRENT_TRANSACTIONS."""
+    pid = begin_with_offsets(h)
+
+    def during(api: ApiKey, body: RequestBody, group: str) -> list[int]:
+        """TxnOffsetCommit for ``group`` while ``body`` is writing its transition."""
+
+        async def interleaved() -> list[int]:
+            first = asyncio.ensure_future(h.dispatch(api, 3, body))
+            await asyncio.sleep(0)  # it has started writing its transition
+            answer = await h.dispatch(ApiKey.TXN_OFFSET_COMMIT, 3, _txn_offsets_body(pid, group, 5))
+            await first
+            return [p.error_code for t in answer.topics for p in t.partitions]
+
+        return h.run(interleaved())
+
+    adding = m.AddPartitionsToTxnRequest(
+        v3_and_below_transactional_id="app",
+        v3_and_below_producer_id=pid,
+        v3_and_below_producer_epoch=0,
+        v3_and_below_topics=[m.AddPartitionsToTxnTopic(name="t", partitions=[1])],
+    )
+    assert during(ApiKey.ADD_PARTITIONS_TO_TXN, adding, "g") == [E.NONE]
+    new_group = m.AddOffsetsToTxnRequest(
+        transactional_id="app", producer_id=pid, producer_epoch=0, group_id="h"
+    )
+    assert during(ApiKey.ADD_OFFSETS_TO_TXN, new_group, "h") == [E.CONCURRENT_TRANSACTIONS]
+    ending = m.EndTxnRequest(transactional_id="app", producer_id=pid, producer_epoch=0, committed=True)
+    assert during(ApiKey.END_TXN, ending, "g") == [E.CONCURRENT_TRANSACTIONS]
+    assert offset_fetch(h, "g", [T0]) == {T0: (5, E.NONE)}  # what was accepted was committed

@@ -99,7 +99,7 @@ def offset_fetch(port: int, group: str, topic: str, partition: int) -> tuple[int
 
 
 def wait_for_state(
-    port: int, txn_id: str, *states: str, timeout: float = 30.0
+    port: int, txn_id: str, *states: str, timeout: float = 30.0, poll: float = 0.05
 ) -> m.DescribedTransactionState:
     """Poll DescribeTransactions until the id is in one of ``states`` (a readiness check with
     a deadline, for what a background timer does)."""
@@ -109,4 +109,4 @@ def wait_for_state(
         if d.transaction_state in states:
             return d
         assert time.monotonic() < deadline, f"{txn_id} is {d.transaction_state}, not {states}"
-        time.sleep(0.05)
+        time.sleep(poll)

@@ -4,33 +4,32 @@ scripted fault (:meth:`Faults.fail`) answers instead of running the handler.
 Per partition, topic, resource or group where the API has such error codes (every partition of
 a Produce gets NOT_LEADER_OR_FOLLOWER, say), at the top level where that is all the API has;
 Kafka's ``AbstractRequest.getErrorResponse`` does the same per API. The group APIs' answers come
-from the group coordinator's own refusals (:func:`sluice.broker.groups.responses.error_response`).
+from the group coordinator's own refusals (:func:`sluice.broker.groups.responses.error_response`),
+the transaction coordinator's from its own (:func:`sluice.broker.transactions.responses.error_response`).
 """
 
 from __future__ import annotations
 
+from sluice.broker.groups import GROUP_APIS
 from sluice.broker.groups.responses import error_response as group_error_response
+from sluice.broker.transactions.responses import error_response as txn_error_response
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey, Request, ResponseBody
 from sluice.protocol import messages as m
 
-GROUP_APIS = frozenset(
+TXN_APIS = frozenset(
     {
-        ApiKey.FIND_COORDINATOR,
-        ApiKey.JOIN_GROUP,
-        ApiKey.SYNC_GROUP,
-        ApiKey.HEARTBEAT,
-        ApiKey.LEAVE_GROUP,
-        ApiKey.OFFSET_COMMIT,
-        ApiKey.OFFSET_FETCH,
-        ApiKey.DESCRIBE_GROUPS,
-        ApiKey.LIST_GROUPS,
-        ApiKey.DELETE_GROUPS,
-        ApiKey.OFFSET_DELETE,
+        ApiKey.ADD_PARTITIONS_TO_TXN,
+        ApiKey.ADD_OFFSETS_TO_TXN,
+        ApiKey.END_TXN,
+        ApiKey.DESCRIBE_TRANSACTIONS,
+        ApiKey.LIST_TRANSACTIONS,
     }
 )
+"""The transaction coordinator's APIs (InitProducerId, also an idempotent producer's, is answered
+here; TxnOffsetCommit is a group API)."""
 
-ANSWERABLE = GROUP_APIS | {
+ANSWERABLE: frozenset[ApiKey] = frozenset(map(ApiKey, GROUP_APIS)) | TXN_APIS | {
     ApiKey.PRODUCE,
     ApiKey.FETCH,
     ApiKey.LIST_OFFSETS,
@@ -45,6 +44,8 @@ ANSWERABLE = GROUP_APIS | {
     ApiKey.INCREMENTAL_ALTER_CONFIGS,
     ApiKey.API_VERSIONS,
     ApiKey.DESCRIBE_CLUSTER,
+    ApiKey.WRITE_TXN_MARKERS,
+    ApiKey.DESCRIBE_PRODUCERS,
 }
 """The APIs :func:`error_answer` can refuse."""
 
@@ -56,6 +57,8 @@ def error_answer(
     Metadata answer must still list. Raises ValueError for an API not in :data:`ANSWERABLE`."""
     if request.api_key in GROUP_APIS:
         return group_error_response(request, error)
+    if request.api_key in TXN_APIS:
+        return txn_error_response(request, error)
     body = request.body
     v = request.api_version
     match body:
@@ -181,6 +184,42 @@ def error_answer(
             return m.ApiVersionsResponse(error_code=error)
         case m.DescribeClusterRequest():
             return m.DescribeClusterResponse(error_code=error)
+        case m.WriteTxnMarkersRequest():
+            return m.WriteTxnMarkersResponse(
+                markers=[
+                    m.WritableTxnMarkerResult(
+                        producer_id=marker.producer_id,
+                        topics=[
+                            m.WritableTxnMarkerTopicResult(
+                                name=t.name,
+                                partitions=[
+                                    m.WritableTxnMarkerPartitionResult(
+                                        partition_index=p, error_code=error
+                                    )
+                                    for p in t.partition_indexes
+                                ],
+                            )
+                            for t in marker.topics
+                        ],
+                    )
+                    for marker in body.markers
+                ]
+            )
+        case m.DescribeProducersRequest():
+            return m.DescribeProducersResponse(
+                topics=[
+                    m.DescribeProducersTopicResponse(
+                        name=t.name,
+                        partitions=[
+                            m.DescribeProducersPartitionResponse(
+                                partition_index=p, error_code=error
+                            )
+                            for p in t.partition_indexes
+                        ],
+                    )
+                    for t in body.topics
+                ]
+            )
     raise ValueError(f"no error answer for {ApiKey(request.api_key).name}")
 
 

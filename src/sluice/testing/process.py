@@ -16,6 +16,14 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+_READY = b"sluice listening on "
+"""What ``sluice serve`` logs once its logs are open and it accepts connections."""
+_PORT_ATTEMPTS = 3
+
+
+class _PortTaken(Exception):
+    """The child could not bind its Kafka port: another process holds it."""
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -47,6 +55,8 @@ class BrokerProcess:
         self.port = free_port()
         self.admin_port = free_port() if admin else None
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started = False
+        """Whether it has served once: from then on its port is kept."""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -62,9 +72,30 @@ class BrokerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        """Spawn the broker and return once it accepts connections (with ``admin``, once
-        /readyz says so too)."""
+        """Spawn the broker and return once it serves: its own output says it is listening (with
+        ``admin``, /readyz says so too). A port that answers is not enough: after a stop, or
+        between :func:`free_port` and the child's bind, another process (a broker of another
+        pytest-xdist worker) may take the port, and would answer for a child that then fails to
+        bind. At the first start such a port is replaced by a new free one; at a restart, which
+        must keep the port (clients reconnect to it), it is a RuntimeError."""
         assert self.proc is None, "already started"
+        for _ in range(_PORT_ATTEMPTS - 1):
+            try:
+                self._start_once()
+            except _PortTaken:
+                if self._started:
+                    raise RuntimeError(
+                        f"sluice serve cannot restart: another process took port {self.port}:\n"
+                        f"{self.log_path.read_text()}"
+                    ) from None
+                self.port = free_port()
+            else:
+                self._started = True
+                return
+        self._start_once()
+        self._started = True
+
+    def _start_once(self) -> None:
         args = [sys.executable, "-m", "sluice.cli", "serve", "--listen", self.bootstrap_servers]
         args += ["--data-dir", str(self.data_dir)]
         if "sluice.admin.listen" not in self.settings:
@@ -73,26 +104,30 @@ class BrokerProcess:
         for key, value in self.settings.items():
             args += ["--set", f"{key}={value}"]
         with self.log_path.open("ab") as log:
+            start_of_run = log.tell()
             self.proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
+        output = b""
         deadline = time.monotonic() + self.timeout
-        while True:
-            if self.proc.poll() is not None:
-                self.proc = None
-                raise RuntimeError(f"sluice serve exited at start:\n{self.log_path.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                if self.admin_port is None or self._admin_ready():
+        with self.log_path.open("rb") as log:
+            log.seek(start_of_run)
+            while True:
+                output += log.read()
+                if self.proc.poll() is not None:
+                    self.proc = None
+                    output += log.read()
+                    if f"cannot listen on 127.0.0.1:{self.port}:".encode() in output:
+                        raise _PortTaken
+                    raise RuntimeError(f"sluice serve exited at start:\n{self.log_path.read_text()}")
+                if _READY in output and (self.admin_port is None or self._admin_ready()):
                     return
-                raise ConnectionRefusedError("the admin side is not ready yet")
-            except OSError:
                 if time.monotonic() > deadline:
                     self.kill()
                     raise TimeoutError(
-                        f"sluice serve did not listen within {self.timeout} s:\n"
+                        f"sluice serve did not start within {self.timeout} s:\n"
                         f"{self.log_path.read_text()}"
-                    ) from None
+                    )
                 time.sleep(0.02)  # the readiness probe's retry interval
 
     def _admin_ready(self) -> bool:

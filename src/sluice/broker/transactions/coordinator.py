@@ -530,11 +530,19 @@ class TransactionCoordinator:
             return ErrorCode.INVALID_PRODUCER_EPOCH
         if isinstance(txn, ErrorCode):
             return txn
-        if txn.pending is not None or txn.state in PREPARED:
+        ongoing = txn.state is TxnState.ONGOING
+        if txn.state in PREPARED or (txn.pending is not None and not ongoing):
             return ErrorCode.CONCURRENT_TRANSACTIONS
-        if txn.state is not TxnState.ONGOING or group not in txn.record.groups:
-            return ErrorCode.INVALID_TXN_STATE
-        return None
+        if txn.pending is not None and txn.pending is not TxnState.ONGOING:
+            return ErrorCode.CONCURRENT_TRANSACTIONS  # being ended or fenced
+        if ongoing and group in txn.record.groups:
+            # Also while partitions are being added to it (an Ongoing -> Ongoing write):
+            # librdkafka sends TxnOffsetCommit while its AddPartitionsToTxn for records
+            # produced just before is in flight, and would back off 500 ms on a retry.
+            return None
+        if txn.pending is TxnState.ONGOING:
+            return ErrorCode.CONCURRENT_TRANSACTIONS  # the group may be what is being added
+        return ErrorCode.INVALID_TXN_STATE
 
     # -- EndTxn ----------------------------------------------------------------------------------------
 
