@@ -199,5 +199,5 @@ def test_the_documented_examples_run_against_an_external_cluster(
         result = pytester.runpytest_subprocess(
             str(EXAMPLES), "--kafka-bootstrap", external.bootstrap_servers, "-p", "no:cacheprovider", "-rs"
         )
-        result.assert_outcomes(passed=11, skipped=2)  # the two skips: scripted faults
+        result.assert_outcomes(passed=12, skipped=3)  # the three skips: scripted faults
         assert _topics(external.bootstrap_servers) == []
