@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import confluent_kafka as ck
+import confluent_kafka.admin  # ck.admin below
 import pytest
 
 from sluice.testing import EmbeddedBroker, TopicCreationError, create_topic, unique_topic_name
 
 BOOTSTRAP_ENV = "SLUICE_TOOLKIT_BOOTSTRAP"
 VERSION_ENV = "SLUICE_TOOLKIT_KAFKA_VERSION"
-DEADLINE = 60.0
+DEADLINE = float(os.environ.get("SLUICE_TOOLKIT_DEADLINE", "60"))
 """Seconds any one wait in these tests may take; reached only when something is broken."""
 
 
