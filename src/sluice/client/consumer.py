@@ -208,6 +208,9 @@ class Consumer:
         self._buffer = FetchBuffer()
         self._inbox: deque[Any] = deque()
         """Lists of records and markers (callables), appended by the fetch thread."""
+        self._appended = 0
+        """Items the fetch thread put in the inbox so far (its own count: the inbox's length
+        changes under it as the loop empties it)."""
         self._requests: deque[Callable[[], None]] = deque()
         """What the fetch thread runs before its next ``consume()``."""
         self._taken = 0
@@ -506,6 +509,7 @@ class Consumer:
                         done.set_exception(error)
 
             self._inbox.append(marker)
+            self._appended += 1
 
         self._request(request)
         await done
@@ -637,7 +641,7 @@ class Consumer:
         """One turn of the fetch thread (the bridge's ``poll``): run the loop's requests, then
         take records from librdkafka if the toolkit has room. Returns how many items it put
         in the inbox (the bridge hops to the loop when that is not 0)."""
-        before = len(self._inbox)
+        before = self._appended
         requests = self._requests
         while requests:
             request = requests.popleft()
@@ -651,7 +655,7 @@ class Consumer:
             if self._share - (self._taken - self._released) <= 0:  # the loop may just have freed
                 self._room.wait(timeout)
             self._room.clear()
-            return len(self._inbox) - before
+            return self._appended - before
         avg = self._avg_size
         n = FIRST_BATCH if avg is None else max(1, min(MAX_BATCH, room // avg))
         consume = self._consumer.consume
@@ -660,7 +664,7 @@ class Consumer:
             messages = consume(1, timeout)
         if messages:
             self._convert(messages)
-        return len(self._inbox) - before
+        return self._appended - before
 
     def _drain_librdkafka(self) -> None:
         """Take everything librdkafka has queued (before a pause, which would purge it)."""
@@ -698,6 +702,7 @@ class Consumer:
             self._taken += total
             self._avg_size = max(1, total // len(records))
             self._inbox.append(records)
+            self._appended += 1
 
     def _consume_error(self, error: ck.KafkaError) -> None:
         if error.fatal():

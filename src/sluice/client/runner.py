@@ -202,6 +202,7 @@ class Runner:
                     continue
                 taken = consumer._buffer.take(TAKE)
                 self.metrics.consumed += len(taken)
+                self.metrics.consumed_bytes += sum(r.size for r in taken)
                 shed = consumer.shed
                 hwms: dict[TP, int | None] = {}
                 now_ms = time.time() * 1000
