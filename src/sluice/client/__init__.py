@@ -8,11 +8,11 @@ from sluice.client.errors import (
     ConfigurationError,
     ConsumerClosedError,
     ConsumerError,
-    DeserializationError,
     DeliveryError,
+    DeserializationError,
     NotSentError,
-    ProducerClosedError,
     ProcessingError,
+    ProducerClosedError,
     ProducerError,
     QueueFullError,
     RecordError,
@@ -22,8 +22,8 @@ from sluice.client.errors import (
 from sluice.client.ordered import OrderedSends
 from sluice.client.producer import Producer
 from sluice.client.records import ConsumerRecord, Record
-from sluice.client.runner import Shed
 from sluice.client.results import BatchResults, RecordMetadata
+from sluice.client.runner import Shed
 
 __all__ = [
     "BatchResults",
@@ -32,8 +32,8 @@ __all__ = [
     "ConsumerClosedError",
     "ConsumerError",
     "ConsumerRecord",
-    "DeserializationError",
     "DeliveryError",
+    "DeserializationError",
     "NotSentError",
     "OrderedSends",
     "ProcessingError",
