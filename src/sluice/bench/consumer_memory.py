@@ -133,7 +133,7 @@ class Samples:
 def measure(label: str, args: list[str], *, timeout: float = 120.0) -> Samples:
     """Run ``python -m sluice.bench.consumer_memory child ARGS`` and sample its RSS until it
     says it is stopping (its shutdown is not the steady state)."""
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     out = Samples(label)
     cmd = [sys.executable, "-m", "sluice.bench.consumer_memory", "child", *args]
