@@ -78,7 +78,8 @@ Rebalance = Callable[[list[TP]], Awaitable[None]]
 def librdkafka_budget(max_buffer_bytes: int) -> dict[str, Any]:
     """librdkafka's share of ``max_buffer_bytes``: its queue a quarter, each fetch response an
     eighth (``fetch.max.bytes``; librdkafka may overshoot its queue by one response, and one
-    more is in flight), per partition at most that or 1 MiB."""
+    more is in flight), per partition at most that or 1 MiB; and a short
+    ``fetch.queue.backoff.ms``."""
     queue_kib = max(1, max_buffer_bytes // 4 // 1024)
     fetch = max(1024, max_buffer_bytes // 8)
     return {
@@ -89,6 +90,10 @@ def librdkafka_budget(max_buffer_bytes: int) -> dict[str, Any]:
         "message.max.bytes": min(1_000_000, fetch),
         "max.partition.fetch.bytes": min(MiB, fetch),
         "receive.message.max.bytes": max(fetch + 512, 1_000_000 + 512),
+        # librdkafka postpones a partition's next fetch by this much once its queue is at the
+        # bound (default 1000 ms): with a bounded queue that is a second's stall whenever the
+        # application catches up (measured: a third of the throughput at 100 B records)
+        "fetch.queue.backoff.ms": 10,
     }
 
 
