@@ -22,6 +22,7 @@ import contextlib
 import logging
 import random
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from sluice.client.errors import (
     DeserializationError,
     ProcessingError,
 )
+from sluice.client.metrics import LATENCY_BUCKETS
 from sluice.client.records import ConsumerRecord
 
 if TYPE_CHECKING:
@@ -145,6 +147,9 @@ class Runner:
         self._stopping = False
         self._failure: BaseException | None = None
         self._revoked: set[TP] = set()
+        self._current: ConsumerRecord | None = None
+        """The record the sequential path (concurrency 1) is processing."""
+        self._draining = False
         self._route = (
             DeadLetterRoute(consumer.dead_letter_topic) if consumer.dead_letter_topic else None
         )
@@ -180,9 +185,15 @@ class Runner:
                 lane.clear()
                 lane.append(head)
                 lane.extend(keep)
-        while any(self.marks.running.get(tp) for tp in tps):
-            self._progress.clear()
-            await self._progress.wait()
+        self._draining = True
+        try:
+            while any(self.marks.running.get(tp) for tp in tps) or (
+                self._current is not None and (self._current.topic, self._current.partition) in tps
+            ):
+                self._progress.clear()
+                await self._progress.wait()
+        finally:
+            self._draining = False
         out = {tp: self.marks.marks[tp] for tp in tps if tp in self.marks.marks}
         for tp in tps:
             self.marks.forget(tp)
@@ -204,6 +215,11 @@ class Runner:
                 self.metrics.consumed += len(taken)
                 self.metrics.consumed_bytes += sum(r.size for r in taken)
                 shed = consumer.shed
+                if self.concurrency == 1 and shed is None:
+                    started = await self._sequential(taken)
+                    if started < len(taken):
+                        consumer._buffer.unread(taken[started:])
+                    continue
                 hwms: dict[TP, int | None] = {}
                 now_ms = time.time() * 1000
                 started = 0
@@ -274,6 +290,89 @@ class Runner:
                 await consumer.commit()
             except ConsumerError as exc:
                 log.warning("periodic commit failed: %s", exc)
+
+    # -- concurrency 1 -----------------------------------------------------------------------
+
+    async def _sequential(self, batch: list[ConsumerRecord]) -> int:
+        """Concurrency 1: the batch in order, on this task; returns how many records it used.
+        The fast path of :meth:`_process`: per record a handler call, its duration, the
+        partition's watermark; the rest once a batch."""
+        consumer, metrics = self.consumer, self.metrics
+        handler = self.handler
+        marks, positions = self.marks.marks, consumer._positions
+        counts, bounds = metrics.latency_counts, LATENCY_BUCKETS
+        revoked = self._revoked
+        deserialize = consumer.deserialize if self._deserialize else None
+        clock = time.perf_counter
+        used = processed = released = 0
+        total = 0.0
+        try:
+            for r in batch:
+                if self._stopping or self._failure is not None:
+                    break
+                used += 1
+                tp = (r.topic, r.partition)
+                if revoked and tp in revoked:
+                    released += r.size
+                    continue
+                positions[tp] = r.offset + 1
+                self._current = r
+                started = clock()
+                try:
+                    if deserialize is not None:
+                        deserialize(r)
+                    await handler(r)
+                    processed += 1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    metrics.in_processing += 1
+                    try:
+                        await self._after_failure(r, exc, decoded=not isinstance(
+                            exc, DeserializationError))
+                    finally:
+                        metrics.in_processing -= 1
+                elapsed = clock() - started
+                counts[bisect_left(bounds, elapsed)] += 1
+                total += elapsed
+                marks[tp] = r.offset + 1
+                released += r.size
+                self._current = None
+                if self._draining:
+                    self._progress.set()
+        except ProcessingError as exc:
+            self._fail(exc)
+            used -= 1  # the failed record goes back to the buffer, unprocessed
+        finally:
+            self._current = None
+            metrics.processed += processed
+            metrics.latency_sum += total
+            consumer._release(released)
+            self._progress.set()
+        return used
+
+    async def _after_failure(self, r: ConsumerRecord, exc: Exception, *, decoded: bool) -> None:
+        """The first call failed with ``exc``: the retries, then the dead-letter topic (or
+        :class:`ProcessingError`)."""
+        consumer, metrics = self.consumer, self.metrics
+        attempt = 1
+        while attempt <= consumer.max_retries:
+            metrics.retries += 1
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+            try:
+                if not decoded:
+                    consumer.deserialize(r)
+                    decoded = True
+                await self.handler(r)
+                metrics.processed += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as again:
+                exc = again
+        metrics.failed += 1
+        await self._give_up(r, exc, attempt)
 
     # -- concurrency -------------------------------------------------------------------------
 
