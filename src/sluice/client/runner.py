@@ -142,7 +142,13 @@ class Runner:
         self.marks = Watermarks()
         self.lanes: dict[Any, deque[ConsumerRecord]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
-        self._slot = asyncio.Event()
+        """The workers (concurrency > 1)."""
+        self._ready_lanes: deque[Any] = deque()
+        """Lanes with records and no worker, in the order they got their first."""
+        self._active: set[Any] = set()
+        """Lanes a worker is on (the lane's first record is in processing)."""
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._picked = asyncio.Event()
         self._progress = asyncio.Event()
         self._stopping = False
         self._failure: BaseException | None = None
@@ -163,7 +169,11 @@ class Runner:
 
     def stop(self) -> None:
         self._stopping = True
-        self._slot.set()
+        self._picked.set()
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
         self.consumer.wake()
 
     def watermarks(self) -> dict[TP, int]:
@@ -177,14 +187,22 @@ class Runner:
         """Stop starting records of ``tps``, wait for those running, return their watermarks
         (then forget them)."""
         self._revoked |= tps
-        for lane in list(self.lanes.values()):
-            if len(lane) > 1 and any((r.topic, r.partition) in tps for r in lane):
-                head = lane.popleft()
-                keep = [r for r in lane if (r.topic, r.partition) not in tps]
-                self.consumer._release(sum(r.size for r in lane if (r.topic, r.partition) in tps))
-                lane.clear()
+        for key, lane in list(self.lanes.items()):
+            if not any((r.topic, r.partition) in tps for r in lane):
+                continue
+            head = lane.popleft() if key in self._active else None
+            gone = [r for r in lane if (r.topic, r.partition) in tps]
+            keep = [r for r in lane if (r.topic, r.partition) not in tps]
+            self.consumer._release(sum(r.size for r in gone))
+            lane.clear()
+            if head is not None:
                 lane.append(head)
-                lane.extend(keep)
+            lane.extend(keep)
+            if not lane:
+                del self.lanes[key]
+                with contextlib.suppress(ValueError):
+                    self._ready_lanes.remove(key)
+        self._picked.set()  # lanes may have left the queue: a dispatch waiting may go on
         self._draining = True
         try:
             while any(self.marks.running.get(tp) for tp in tps) or (
@@ -206,6 +224,8 @@ class Runner:
         if self._route is not None:
             self._producer = await self._dead_letter_producer()
         committer = asyncio.create_task(self._commit_periodically())
+        if self.concurrency > 1:
+            self.tasks = {asyncio.create_task(self._worker()) for _ in range(self.concurrency)}
         try:
             while not self._stopping and self._failure is None:
                 if not consumer._buffer.ready:
@@ -246,6 +266,8 @@ class Runner:
                         await self._process(r)
                     else:
                         await self._dispatch(r)
+                if self.concurrency > 1:
+                    await asyncio.sleep(0)  # the workers take what was dispatched
                 if started < len(taken):  # stopped in the middle: the rest never started
                     consumer._buffer.unread(taken[started:])
         except asyncio.CancelledError:
@@ -262,13 +284,11 @@ class Runner:
     async def _wind_down(self, committer: asyncio.Task[None]) -> None:
         """Let the lanes finish the records they started, give back the rest, commit."""
         consumer = self.consumer
-        unstarted: list[ConsumerRecord] = []
-        for lane in self.lanes.values():
-            unstarted.extend(list(lane)[1:])
-            while len(lane) > 1:
-                lane.pop()
+        self.stop()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
+        unstarted = [r for lane in self.lanes.values() for r in lane]  # the workers are done
+        self.lanes.clear()
         unstarted = [r for r in unstarted if (r.topic, r.partition) not in self._revoked]
         consumer._buffer.unread(unstarted)
         committer.cancel()
@@ -388,35 +408,54 @@ class Runner:
         return self._keyless
 
     async def _dispatch(self, r: ConsumerRecord) -> None:
+        """Queue ``r`` in its lane; a lane new to the queue waits for a worker (and the
+        dispatch waits while more lanes wait than there are workers)."""
         key = self._lane_of(r)
         lane = self.lanes.get(key)
         if lane is not None:
             lane.append(r)
             return
-        while len(self.tasks) >= self.concurrency and not self._stopping:
-            self._slot.clear()
-            await self._slot.wait()
-        lane = self.lanes[key] = deque((r,))
-        task = asyncio.create_task(self._run_lane(key, lane))
-        self.tasks.add(task)
+        while len(self._ready_lanes) >= self.concurrency and not self._stopping:
+            self._picked.clear()
+            await self._picked.wait()
+        self.lanes[key] = deque((r,))
+        self._ready_lanes.append(key)
+        idle = self._idle
+        while idle:
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
 
-    async def _run_lane(self, key: Any, lane: deque[ConsumerRecord]) -> None:
-        try:
-            while lane:
-                r = lane[0]
-                if (r.topic, r.partition) in self._revoked:
-                    self.consumer._release(r.size)
-                else:
-                    await self._process(r)
-                lane.popleft()
-        except ProcessingError as exc:
-            self._fail(exc)
-        finally:
-            self.lanes.pop(key, None)
-            task = asyncio.current_task()
-            if task is not None:
-                self.tasks.discard(task)
-            self._slot.set()
+    async def _worker(self) -> None:
+        """Takes a waiting lane and runs its records in order until it is empty."""
+        ready, lanes, active, revoked = self._ready_lanes, self.lanes, self._active, self._revoked
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            if not ready:
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                continue
+            key = ready.popleft()
+            self._picked.set()
+            lane = lanes[key]
+            active.add(key)
+            try:
+                while lane and not self._stopping:
+                    r = lane[0]
+                    if revoked and (r.topic, r.partition) in revoked:
+                        self.consumer._release(r.size)
+                    else:
+                        await self._process(r)
+                    lane.popleft()
+            except ProcessingError as exc:
+                self._fail(exc)
+                return
+            finally:
+                active.discard(key)
+            if not lane:
+                del lanes[key]
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is None:
