@@ -20,7 +20,7 @@ TOTAL = 4000
 
 @pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
 def test_second_member_joins_during_run(target: Target, strategy: str) -> None:
-    topic, n = target.topic("c-rebalance", 4)
+    topic, _ = target.topic("c-rebalance", 4)
     produce(target, topic, [str(i).encode() for i in range(TOTAL)],
             keys=[f"k{i % 64}".encode() for i in range(TOTAL)])
     group = f"g-{topic}"

@@ -40,7 +40,6 @@ from sluice.client.metrics import LATENCY_BUCKETS
 from sluice.client.records import ConsumerRecord
 
 if TYPE_CHECKING:
-    from sluice.client.consumer import Consumer
     from sluice.client.producer import Producer
 
 log = logging.getLogger("sluice.client")
@@ -120,11 +119,12 @@ class Watermarks:
 
 
 class Runner:
-    """One ``run`` of a consumer."""
+    """One ``run`` of a consumer. ``consumer`` is the :class:`sluice.client.consumer.Consumer`
+    (typed ``Any``: that module imports this one, and the layers allow no cycle)."""
 
     def __init__(
         self,
-        consumer: Consumer,
+        consumer: Any,
         handler: Callable[[ConsumerRecord], Awaitable[Any]],
         *,
         concurrency: int,
