@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from operator import attrgetter
 
 from sluice.client.records import ConsumerRecord
 
 TP = tuple[str, int]
+size_of = attrgetter("size")
 
 
 class FetchBuffer:
@@ -27,7 +29,7 @@ class FetchBuffer:
         return len(self.ready) + sum(len(q) for q in self.held.values())
 
     def add(self, records: list[ConsumerRecord]) -> None:
-        self.bytes += sum(r.size for r in records)
+        self.bytes += sum(map(size_of, records))
         if not self.paused:
             self.ready.extend(records)
             return
@@ -47,7 +49,7 @@ class FetchBuffer:
         else:
             popleft = ready.popleft
             out = [popleft() for _ in range(n)]
-        self.bytes -= sum(r.size for r in out)
+        self.bytes -= sum(map(size_of, out))
         return out
 
     def take_one(self) -> ConsumerRecord:
@@ -60,7 +62,7 @@ class FetchBuffer:
         back = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
         if not back:
             return
-        self.bytes += sum(r.size for r in back)
+        self.bytes += sum(map(size_of, back))
         for r in reversed(back):
             tp = (r.topic, r.partition)
             if tp in self.paused:
@@ -103,5 +105,5 @@ class FetchBuffer:
             for r in self.ready:
                 (dropped if (r.topic, r.partition) in tps else keep).append(r)
             self.ready = keep
-        self.bytes -= sum(r.size for r in dropped)
+        self.bytes -= sum(map(size_of, dropped))
         return dropped

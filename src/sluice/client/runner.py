@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sluice.client.buffer import TP
+from sluice.client.buffer import TP, size_of
 from sluice.client.dlq import DeadLetterRoute, processing_letter
 from sluice.client.errors import (
     ConfigurationError,
@@ -233,7 +233,7 @@ class Runner:
                     continue
                 taken = consumer._buffer.take(TAKE)
                 self.metrics.consumed += len(taken)
-                self.metrics.consumed_bytes += sum(r.size for r in taken)
+                self.metrics.consumed_bytes += sum(map(size_of, taken))
                 shed = consumer.shed
                 if self.concurrency == 1 and shed is None:
                     started = await self._sequential(taken)
