@@ -396,3 +396,85 @@ def test_metrics_snapshot_and_prometheus(target: Target) -> None:
     assert m["process_duration"]["count"] == 20
     assert m["commits"] >= 1
     assert m["lag"] == {f"{topic}/0": 0}
+
+
+def test_manual_assignment_reads_from_the_given_offset(target: Target) -> None:
+    topic, _ = target.topic("c-assign", 2)
+    produce(target, topic, [f"a{i}".encode() for i in range(30)], partition=1)
+
+    async def main() -> list[int]:
+        async with Consumer(target.bootstrap, assign=[(topic, 1, 12)],
+                            metrics_registry=CollectorRegistry(), **target.client) as c:
+            assert c.assignment() == [(topic, 1)]
+            got: list[ConsumerRecord] = []
+            while len(got) < 18:
+                got += await c.getmany(100, 1.0)
+            return [r.offset for r in got]
+
+    assert run(main()) == list(range(12, 30))
+
+
+def test_bad_options_are_refused_at_once(target: Target) -> None:
+    from sluice.client import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="exactly one of"):
+        Consumer(target.bootstrap, group_id="g", metrics_registry=None)
+    with pytest.raises(ConfigurationError, match="group_id"):
+        Consumer(target.bootstrap, topics=["t"], metrics_registry=None)
+    with pytest.raises(ConfigurationError, match="max_buffer_bytes"):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], max_buffer_bytes=1000,
+                 metrics_registry=None)
+    with pytest.raises(ConfigurationError, match="dead_letter_topic"):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], dead_letter_topic="{nope}",
+                 metrics_registry=None)
+    with pytest.raises(ConfigurationError, match="on_commit"):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
+                 **{"on_commit": print})
+    with pytest.raises(ConfigurationError, match="librdkafka refused"):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
+                 **{"no.such.setting": 1})
+
+    async def bad_ordering() -> None:
+        async with Consumer(target.bootstrap, group_id="g", topics=["t"],
+                            metrics_registry=None) as c:
+            async def handler(r: ConsumerRecord) -> None:
+                pass
+
+            with pytest.raises(ConfigurationError, match="ordering"):
+                await c.run(handler, ordering="sorted")
+
+    run(bad_ordering())
+
+
+def test_partition_ordering_runs_one_record_of_a_partition_at_a_time(target: Target) -> None:
+    topic, _ = target.topic("c-part-order", 3)
+    produce(target, topic, [str(i).encode() for i in range(600)],
+            keys=[f"k{i}".encode() for i in range(600)])
+
+    async def main() -> tuple[list[Any], dict[int, list[int]], int]:
+        busy: dict[int, int] = {}
+        clashes: list[Any] = []
+        seen: dict[int, list[int]] = {}
+        peak = 0
+
+        async def handler(r: ConsumerRecord) -> None:
+            nonlocal peak
+            if busy.get(r.partition):
+                clashes.append(r.partition)
+            busy[r.partition] = 1
+            peak = max(peak, sum(busy.values()))
+            await asyncio.sleep(random.random() * 0.001)
+            busy[r.partition] = 0
+            seen.setdefault(r.partition, []).append(r.offset)
+            if sum(len(v) for v in seen.values()) == 600:
+                c.stop()
+
+        async with consumer(target, topic) as c:
+            await c.run(handler, concurrency=8, ordering="partition")
+        return clashes, seen, peak
+
+    clashes, seen, peak = run(main())
+    assert not clashes
+    assert peak > 1  # partitions did run concurrently
+    for offsets in seen.values():
+        assert offsets == sorted(offsets) == list(range(len(offsets)))
