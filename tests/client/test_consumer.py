@@ -478,3 +478,29 @@ def test_partition_ordering_runs_one_record_of_a_partition_at_a_time(target: Tar
     assert peak > 1  # partitions did run concurrently
     for offsets in seen.values():
         assert offsets == sorted(offsets) == list(range(len(offsets)))
+
+
+def test_cancelling_run_commits_what_finished(target: Target) -> None:
+    topic, _ = target.topic("c-cancel", 1)
+    produce(target, topic, [str(i).encode() for i in range(200)])
+    group = f"g-{topic}"
+
+    async def main() -> int:
+        done: list[int] = []
+
+        async def handler(r: ConsumerRecord) -> None:
+            await asyncio.sleep(0.001)
+            done.append(r.offset)
+
+        async with consumer(target, topic, group, commit_interval=60) as c:
+            task = asyncio.create_task(c.run(handler))
+            while len(done) < 50:
+                await asyncio.sleep(0.005)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert done == list(range(len(done)))
+        return len(done)
+
+    finished = run(main())
+    assert committed(target, group, topic, 1) == {0: finished}
