@@ -64,7 +64,8 @@ def consumer(target: Target, topic: str, group: str | None = None, **options: An
         group_id=group or f"g-{topic}",
         topics=[topic],
         **options,
-        **{"auto.offset.reset": "earliest", **target.client},
+        # within every broker's group.max.session.timeout.ms (30 s on Kafka 0.9, librdkafka asks 45)
+        **{"auto.offset.reset": "earliest", "session.timeout.ms": 10000, **target.client},
     )
 
 
@@ -337,7 +338,9 @@ def test_pause_keeps_fetched_records_and_resume_serves_them_without_refetch(
 ) -> None:
     """Everything is fetched, partition 0 paused and resumed: librdkafka's statistics count
     each record fetched once, and every record is served once."""
-    topic, _ = target.topic("c-pause", 2)
+    topic, n = target.topic("c-pause", 2)
+    if n < 2:
+        pytest.skip("needs two partitions; this broker auto-creates topics with one")
     per = 200
     produce(target, topic, [b"x" * 100] * per, partition=0)
     produce(target, topic, [b"y" * 100] * per, partition=1)
@@ -399,13 +402,14 @@ def test_metrics_snapshot_and_prometheus(target: Target) -> None:
 
 
 def test_manual_assignment_reads_from_the_given_offset(target: Target) -> None:
-    topic, _ = target.topic("c-assign", 2)
-    produce(target, topic, [f"a{i}".encode() for i in range(30)], partition=1)
+    topic, n = target.topic("c-assign", 2)
+    last = n - 1
+    produce(target, topic, [f"a{i}".encode() for i in range(30)], partition=last)
 
     async def main() -> list[int]:
-        async with Consumer(target.bootstrap, assign=[(topic, 1, 12)],
+        async with Consumer(target.bootstrap, assign=[(topic, last, 12)],
                             metrics_registry=CollectorRegistry(), **target.client) as c:
-            assert c.assignment() == [(topic, 1)]
+            assert c.assignment() == [(topic, last)]
             got: list[ConsumerRecord] = []
             while len(got) < 18:
                 got += await c.getmany(100, 1.0)
@@ -447,7 +451,9 @@ def test_bad_options_are_refused_at_once(target: Target) -> None:
 
 
 def test_partition_ordering_runs_one_record_of_a_partition_at_a_time(target: Target) -> None:
-    topic, _ = target.topic("c-part-order", 3)
+    topic, n = target.topic("c-part-order", 3)
+    if n < 2:
+        pytest.skip("needs several partitions; this broker auto-creates topics with one")
     produce(target, topic, [str(i).encode() for i in range(600)],
             keys=[f"k{i}".encode() for i in range(600)])
 

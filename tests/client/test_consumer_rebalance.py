@@ -20,7 +20,9 @@ TOTAL = 4000
 
 @pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
 def test_second_member_joins_during_run(target: Target, strategy: str) -> None:
-    topic, _ = target.topic("c-rebalance", 4)
+    topic, n = target.topic("c-rebalance", 4)
+    if n < 2:
+        pytest.skip("needs several partitions; this broker auto-creates topics with one")
     produce(target, topic, [str(i).encode() for i in range(TOTAL)],
             keys=[f"k{i % 64}".encode() for i in range(TOTAL)])
     group = f"g-{topic}"
