@@ -100,7 +100,7 @@ class Target:
 
     def wait_for_topic(self, name: str) -> int:
         """Until the topic's partitions all have leaders (auto-creating it if need be)."""
-        admin = ck.admin.AdminClient({"bootstrap.servers": self.bootstrap, **self.client})  # type: ignore[attr-defined]
+        admin = ck.admin.AdminClient({"bootstrap.servers": self.bootstrap, **self.client})
         deadline = time.monotonic() + DEADLINE
         while True:
             meta = admin.list_topics(name, timeout=10)

@@ -30,7 +30,7 @@ async def main() -> None:
     done = 0
     async with Consumer(
         a.bootstrap, group_id=a.group, topics=[a.topic], metrics_registry=None,
-        commit_interval=0.05, **{"auto.offset.reset": "earliest", "session.timeout.ms": 6000},
+        commit_interval=0.05, config={"auto.offset.reset": "earliest", "session.timeout.ms": 6000},
     ) as c:
 
         async def handler(r: ConsumerRecord) -> None:

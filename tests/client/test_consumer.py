@@ -150,7 +150,7 @@ def test_deserializer_failure_is_raised_for_that_record_alone(target: Target) ->
 def test_run_keeps_key_order_under_concurrency_and_commits_the_end(target: Target) -> None:
     topic, n = target.topic("c-run", 4)
     total = 2000
-    keys = [f"k{i % 40}".encode() for i in range(total)]
+    keys: list[bytes | None] = [f"k{i % 40}".encode() for i in range(total)]
     values = [str(i).encode() for i in range(total)]
     produce(target, topic, values, keys=keys)
     group = f"g-{topic}"
@@ -346,12 +346,12 @@ def test_pause_keeps_fetched_records_and_resume_serves_them_without_refetch(
     produce(target, topic, [b"y" * 100] * per, partition=1)
 
     async def main() -> None:
-        async with consumer(target, topic, **{"statistics.interval.ms": 100}) as c:
+        async with consumer(target, topic, config={"statistics.interval.ms": 100}) as c:
             got = await c.getmany(10, 5.0)
             while c.metrics()["buffered_records"] + len(got) < 2 * per:
                 got += await c.getmany(1, 0.05)
             c.pause((topic, 0))
-            others = []
+            others: list[ConsumerRecord] = []
             while len(others) < per - sum(1 for r in got if r.partition == 1):
                 others += await c.getmany(1000, 1.0)
             assert all(r.partition == 1 for r in others)
@@ -433,10 +433,10 @@ def test_bad_options_are_refused_at_once(target: Target) -> None:
                  metrics_registry=None)
     with pytest.raises(ConfigurationError, match="on_commit"):
         Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
-                 **{"on_commit": print})
+                 config={"on_commit": print})
     with pytest.raises(ConfigurationError, match="librdkafka refused"):
         Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
-                 **{"no.such.setting": 1})
+                 config={"no.such.setting": 1})
 
     async def bad_ordering() -> None:
         async with Consumer(target.bootstrap, group_id="g", topics=["t"],
