@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import confluent_kafka as ck
+import confluent_kafka.admin  # ck.admin below
 import pytest
 
 from sluice.testing import EmbeddedBroker, TopicCreationError, create_topic, unique_topic_name
 
 BOOTSTRAP_ENV = "SLUICE_TOOLKIT_BOOTSTRAP"
 VERSION_ENV = "SLUICE_TOOLKIT_KAFKA_VERSION"
-DEADLINE = 60.0
+DEADLINE = float(os.environ.get("SLUICE_TOOLKIT_DEADLINE", "60"))
 """Seconds any one wait in these tests may take; reached only when something is broken."""
 
 
@@ -99,7 +100,7 @@ class Target:
 
     def wait_for_topic(self, name: str) -> int:
         """Until the topic's partitions all have leaders (auto-creating it if need be)."""
-        admin = ck.admin.AdminClient({"bootstrap.servers": self.bootstrap, **self.client})  # type: ignore[attr-defined]
+        admin = ck.admin.AdminClient({"bootstrap.servers": self.bootstrap, **self.client})
         deadline = time.monotonic() + DEADLINE
         while True:
             meta = admin.list_topics(name, timeout=10)

@@ -1,11 +1,17 @@
 """sluice's asyncio client toolkit: the production strategies (synchronous, concurrent, bounded
-and ordered, batch), dead-letter topics and metrics, on librdkafka, for any Kafka-compatible
-broker (docs/client.md)."""
+and ordered, batch), a consumer whose memory one knob bounds, with concurrent processing,
+watermark commits, retries and dead-letter topics, and metrics, on librdkafka, for any
+Kafka-compatible broker (docs/client.md)."""
 
+from sluice.client.consumer import Consumer
 from sluice.client.errors import (
     ConfigurationError,
+    ConsumerClosedError,
+    ConsumerError,
     DeliveryError,
+    DeserializationError,
     NotSentError,
+    ProcessingError,
     ProducerClosedError,
     ProducerError,
     QueueFullError,
@@ -15,15 +21,22 @@ from sluice.client.errors import (
 )
 from sluice.client.ordered import OrderedSends
 from sluice.client.producer import Producer
-from sluice.client.records import Record
+from sluice.client.records import ConsumerRecord, Record
 from sluice.client.results import BatchResults, RecordMetadata
+from sluice.client.runner import Shed
 
 __all__ = [
     "BatchResults",
     "ConfigurationError",
+    "Consumer",
+    "ConsumerClosedError",
+    "ConsumerError",
+    "ConsumerRecord",
     "DeliveryError",
+    "DeserializationError",
     "NotSentError",
     "OrderedSends",
+    "ProcessingError",
     "Producer",
     "ProducerClosedError",
     "ProducerError",
@@ -32,5 +45,6 @@ __all__ = [
     "RecordError",
     "RecordMetadata",
     "SerializationError",
+    "Shed",
     "UndeliveredError",
 ]

@@ -27,6 +27,13 @@ original key, value (see below), headers and timestamp, as Connect's does, and a
 The last eight are sluice's, in Connect's namespace so that one prefix finds them all. A record
 that failed for its size (``MSG_SIZE_TOO_LARGE``, ``RECORD_LIST_TOO_LARGE``) is copied without
 its value, which would fail the same way; ``__connect.errors.value.size`` says what was left out.
+
+The consumer (:func:`processing_letter`) writes the same headers for a record its handler failed
+on, with ``__connect.errors.offset`` (Connect's) added, the stage ``TASK_PUT`` (Connect's for a
+sink task's failure), ``VALUE_CONVERTER``/``KEY_CONVERTER`` for a record the deserializer could
+not read, or ``SHED`` (sluice's) for a record the overload policy skipped; ``class.name`` is
+``sluice.client.Consumer``, ``attempts`` the handler calls made, and there is no error code.
+The copy keeps the record's raw key, value, headers and timestamp.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from sluice.client.records import Headers
 PREFIX = "__connect.errors."
 TOPIC = PREFIX + "topic"
 PARTITION = PREFIX + "partition"
+OFFSET = PREFIX + "offset"
 STAGE = PREFIX + "stage"
 CLASS_NAME = PREFIX + "class.name"
 EXCEPTION_CLASS_NAME = PREFIX + "exception.class.name"
@@ -132,3 +140,35 @@ def _pairs(headers: Headers | None) -> list[tuple[str, bytes | str | None]]:
     if isinstance(headers, Mapping):
         return list(headers.items())
     return list(headers)
+
+
+def processing_letter(
+    topic: str,
+    *,
+    source_topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes | None]] | None,
+    timestamp: int | None,
+    stage: str,
+    error: BaseException,
+    attempts: int,
+) -> DeadLetter:
+    """The dead-letter copy of a consumed record the consumer gave up on (or shed)."""
+    out: list[tuple[str, bytes | str | None]] = list(headers or [])
+    out += [
+        (TOPIC, source_topic),
+        (PARTITION, str(partition)),
+        (OFFSET, str(offset)),
+        (STAGE, stage),
+        (CLASS_NAME, "sluice.client.Consumer"),
+        (EXCEPTION_CLASS_NAME, f"{type(error).__module__}.{type(error).__qualname__}"),
+        (EXCEPTION_MESSAGE, str(error)),
+        (ATTEMPTS, str(attempts)),
+        (TIMESTAMP, str(time.time_ns() // 1_000_000)),
+    ]
+    if key is not None:
+        out.append((KEY, key))
+    return DeadLetter(topic, key, value, out, timestamp or 0)

@@ -17,7 +17,11 @@ class ProducerError(Exception):
     """Base of every exception the toolkit's producer raises."""
 
 
-class ConfigurationError(ProducerError, ValueError):
+class ConsumerError(Exception):
+    """Base of every exception the toolkit's consumer raises."""
+
+
+class ConfigurationError(ProducerError, ConsumerError, ValueError):
     """An option the toolkit or librdkafka refuses (unknown name, bad value)."""
 
 
@@ -115,3 +119,29 @@ class UndeliveredError(ProducerError):
     @property
     def records(self) -> list[Record]:
         return [e.record for e in self.errors]
+
+
+class ConsumerClosedError(ConsumerError):
+    """A read or a ``run`` on a consumer that is closing or closed."""
+
+
+class DeserializationError(ConsumerError):
+    """The consumer's value or key deserializer could not read a record (a poison pill).
+    ``record`` is the record with its raw bytes; the consumer's position is already past it, so
+    the next read goes on with the next record."""
+
+    def __init__(self, message: str, record: Any) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class ProcessingError(ConsumerError):
+    """``run``'s handler failed for ``record`` after ``attempts`` tries and there is no
+    dead-letter topic (or writing there failed too: ``dead_letter_error``). The record was not
+    committed: a restarted consumer reads it again. The handler's exception is the ``__cause__``."""
+
+    def __init__(self, message: str, record: Any, attempts: int) -> None:
+        super().__init__(message)
+        self.record = record
+        self.attempts = attempts
+        self.dead_letter_error: BaseException | None = None

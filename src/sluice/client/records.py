@@ -65,3 +65,58 @@ def as_record(item: RecordLike) -> Record:
     if "value" not in item:
         raise InvalidRecord("a record needs a value (None for a tombstone)", item)
     return Record(**item)
+
+
+RECORD_OVERHEAD = 240
+"""Bytes a consumed record costs beyond its key and value: the :class:`ConsumerRecord`, its
+bytes objects' headers, the topic reference (measured with ``sys.getsizeof``; headers are
+counted by their own sizes)."""
+
+
+class ConsumerRecord:
+    """One consumed record. ``value`` and ``key`` are what the consumer's deserializers made of
+    ``raw_value`` and ``raw_key`` (the bytes as stored; the same objects without a
+    deserializer). ``timestamp`` is milliseconds since the epoch, None when the broker has none;
+    ``headers`` a list of (name, value) pairs, or None. ``size`` is what the record counts
+    against ``max_buffer_bytes``."""
+
+    __slots__ = (
+        "headers",
+        "key",
+        "offset",
+        "partition",
+        "raw_key",
+        "raw_value",
+        "size",
+        "timestamp",
+        "topic",
+        "value",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes | None]] | None,
+        timestamp: int | None,
+        size: int,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key: Any = key
+        self.value: Any = value
+        self.headers = headers
+        self.timestamp = timestamp
+        self.raw_key = key
+        self.raw_value = value
+        self.size = size
+
+    def __repr__(self) -> str:
+        return (
+            f"ConsumerRecord(topic={self.topic!r}, partition={self.partition}, "
+            f"offset={self.offset}, key={self.raw_key!r}, size={self.size})"
+        )

@@ -110,3 +110,47 @@ def encode(obj: Any, serializer: Serializer | None, record: Record, what: str) -
             record,
         )
     return bytes(out)
+
+
+# -- the consumer's side ---------------------------------------------------------------------
+
+Deserializer: TypeAlias = Callable[[bytes], Any]
+
+
+def json_loads(data: bytes) -> Any:
+    """The standard library's JSON reader."""
+    return _json.loads(data)
+
+
+def msgspec_json_loads(data: bytes) -> Any:
+    """msgspec's JSON decoder, to plain data (several times faster than the standard library)."""
+    import msgspec
+
+    return msgspec.json.decode(data)
+
+
+def utf8(data: bytes) -> str:
+    """Bytes as a UTF-8 string (strict: bad UTF-8 is a poison pill, not replaced)."""
+    return data.decode()
+
+
+BUILTIN_DESERIALIZERS: dict[str, Deserializer] = {
+    "json": json_loads,
+    "msgspec": msgspec_json_loads,
+    "str": utf8,
+}
+"""For a pydantic model or a msgspec struct pass a callable, e.g. ``Model.model_validate_json``
+or ``msgspec.json.Decoder(Struct).decode``."""
+
+
+def resolve_deserializer(spec: str | Deserializer | None, option: str) -> Deserializer | None:
+    """A deserializer from an option value: a built-in's name, a callable, or None (bytes as
+    stored)."""
+    if spec is None or callable(spec):
+        return spec
+    try:
+        return BUILTIN_DESERIALIZERS[spec]
+    except KeyError:
+        raise ConfigurationError(
+            f"{option}={spec!r}: expected a callable or one of {sorted(BUILTIN_DESERIALIZERS)}"
+        ) from None

@@ -1,0 +1,792 @@
+"""The asyncio consumer: librdkafka's ``Consumer`` fetched by a thread, records served to the
+loop through the producer's bridge (:mod:`sluice.client.bridge`), memory bounded by one knob.
+
+Memory. ``max_buffer_bytes`` bounds what the consumer holds: half of it is librdkafka's
+(``queued.max.messages.kbytes`` a quarter, ``fetch.max.bytes`` an eighth, the fetch response
+in flight another eighth), half the toolkit's (its buffer and the records in processing,
+counted by key, value and header bytes plus :data:`~sluice.client.records.RECORD_OVERHEAD`).
+When the toolkit's half is full the fetch thread stops taking records from librdkafka; its
+queue fills to its bound and librdkafka stops fetching. Nothing fetched is discarded, so
+nothing is fetched twice. (The thread keeps serving librdkafka's callbacks only when it takes
+records: a handler that holds the whole buffer longer than ``max.poll.interval.ms`` leaves the
+group, as it would with any librdkafka consumer.)
+
+Threads. The fetch thread (the bridge's poll thread) calls ``consume()``, turns the messages
+into :class:`ConsumerRecord`, and appends them to an inbox the loop empties once per hop. The
+loop asks the thread for what must happen between two ``consume()`` calls (pause, resume,
+seek) through a request queue; a request's effect reaches the loop as a marker in the inbox,
+in order with the records, so a seek never serves a record fetched before it. Rebalance
+callbacks run on the fetch thread inside ``consume()``; they run the consumer's coroutines on
+the loop and wait for them (a revoke drains the records in processing, then commits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import confluent_kafka as ck
+from prometheus_client import CollectorRegistry
+
+from sluice.client import serializers
+from sluice.client.bridge import DeliveryBridge
+from sluice.client.buffer import TP, FetchBuffer
+from sluice.client.consumer_metrics import ConsumerMetrics, consumer_collector_for
+from sluice.client.errors import (
+    ConfigurationError,
+    ConsumerClosedError,
+    ConsumerError,
+    DeserializationError,
+)
+from sluice.client.records import RECORD_OVERHEAD, ConsumerRecord
+
+if TYPE_CHECKING:
+    from sluice.client.runner import Runner, Shed
+
+log = logging.getLogger("sluice.client")
+
+MiB = 1024 * 1024
+DEFAULT_MAX_BUFFER_BYTES = 32 * MiB
+MIN_MAX_BUFFER_BYTES = 64 * 1024
+MAX_BATCH = 1000
+"""Records one ``consume()`` call may return."""
+FIRST_BATCH = 64
+"""Records the first ``consume()`` takes, before any record's size is known."""
+
+DEFAULTS: dict[str, Any] = {
+    # The toolkit commits itself: only what was processed (run) or what the application asks.
+    "enable.auto.commit": False,
+    "enable.partition.eof": False,
+}
+
+RESERVED = frozenset({"on_commit", "on_assign", "on_revoke", "on_lost"})
+"""Callbacks that are the toolkit's keyword options, or its own business."""
+
+NOT_SET: Any = object()
+_client_ids = itertools.count(1)
+
+Rebalance = Callable[[list[TP]], Awaitable[None]]
+
+
+def librdkafka_budget(max_buffer_bytes: int) -> dict[str, Any]:
+    """librdkafka's share of ``max_buffer_bytes``: its queue a quarter, each fetch response an
+    eighth (``fetch.max.bytes``; librdkafka may overshoot its queue by one response, and one
+    more is in flight), per partition at most that or 1 MiB; and a short
+    ``fetch.queue.backoff.ms``."""
+    queue_kib = max(1, max_buffer_bytes // 4 // 1024)
+    fetch = max(1024, max_buffer_bytes // 8)
+    return {
+        "queued.max.messages.kbytes": queue_kib,
+        "fetch.max.bytes": fetch,
+        # librdkafka requires fetch.max.bytes >= message.max.bytes (a consumer sends only
+        # small requests; the setting bounds requests, not fetched records)
+        "message.max.bytes": min(1_000_000, fetch),
+        "max.partition.fetch.bytes": min(MiB, fetch),
+        "receive.message.max.bytes": max(fetch + 512, 1_000_000 + 512),
+        # librdkafka postpones a partition's next fetch by this much once its queue is at the
+        # bound (default 1000 ms): with a bounded queue that is a second's stall whenever the
+        # application catches up (measured: a third of the throughput at 100 B records)
+        "fetch.queue.backoff.ms": 10,
+    }
+
+
+class Consumer:
+    """An asyncio Kafka consumer on librdkafka. ``options`` are librdkafka settings by their own
+    names (``**{"auto.offset.reset": "earliest"}``); the keyword options are the toolkit's:
+
+    - ``topics`` (a list) or ``pattern`` (a regular expression) to subscribe as ``group_id``;
+      or ``assign``, partitions as ``(topic, partition)`` or ``(topic, partition, offset)``.
+    - ``max_buffer_bytes``: the memory bound (default 32 MiB), see the module's docstring.
+    - ``max_retries``, ``retry_backoff``, ``retry_backoff_max``: ``run``'s retries of a failed
+      handler call (exponential backoff from ``retry_backoff`` seconds, capped, jittered).
+    - ``dead_letter_topic``: where ``run`` writes records it gave up on (a name or
+      ``"{topic}.dlq"``); ``dead_letter_options``: librdkafka settings for its producer.
+    - ``shed``: the overload policy (:class:`~sluice.client.runner.Shed`), off by default.
+    - ``value_deserializer``, ``key_deserializer``: a callable from bytes, or ``"json"``,
+      ``"msgspec"``, ``"str"``.
+    - ``on_assign``, ``on_revoke``: coroutines called with the partitions; a revoke's runs after
+      ``run`` drained the revoked partitions' records in processing, before their commit.
+    - ``commit_interval``: seconds between ``run``'s commits (default 1).
+    - ``metrics_registry``, ``close_timeout``, ``config``: as the producer's.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | None = None,
+        *,
+        group_id: str | None = None,
+        topics: Iterable[str] | None = None,
+        pattern: str | None = None,
+        assign: Iterable[tuple[str, int] | tuple[str, int, int]] | None = None,
+        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
+        max_retries: int = 3,
+        retry_backoff: float = 0.1,
+        retry_backoff_max: float = 10.0,
+        dead_letter_topic: str | None = None,
+        dead_letter_options: Mapping[str, Any] | None = None,
+        shed: Shed | None = None,
+        value_deserializer: str | Callable[[bytes], Any] | None = None,
+        key_deserializer: str | Callable[[bytes], Any] | None = None,
+        on_assign: Rebalance | None = None,
+        on_revoke: Rebalance | None = None,
+        commit_interval: float = 1.0,
+        metrics_registry: CollectorRegistry | None = NOT_SET,
+        close_timeout: float = 30.0,
+        config: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        options = {**(config or {}), **options}
+        reserved = RESERVED & options.keys()
+        if reserved:
+            raise ConfigurationError(
+                f"{sorted(reserved)}: pass on_assign/on_revoke as the toolkit's keyword options "
+                f"(coroutines); commits are the toolkit's"
+            )
+        if sum(x is not None for x in (topics, pattern, assign)) != 1:
+            raise ConfigurationError("give exactly one of topics=[...], pattern=... or assign=[...]")
+        if max_buffer_bytes < MIN_MAX_BUFFER_BYTES:
+            raise ConfigurationError(
+                f"max_buffer_bytes={max_buffer_bytes}: at least {MIN_MAX_BUFFER_BYTES}"
+            )
+        if max_retries < 0:
+            raise ConfigurationError(f"max_retries={max_retries}: 0 or more")
+        settings: dict[str, Any] = dict(DEFAULTS)
+        settings.update(librdkafka_budget(max_buffer_bytes))
+        if bootstrap_servers is not None:
+            settings["bootstrap.servers"] = bootstrap_servers
+        if group_id is not None:
+            settings["group.id"] = group_id
+        elif "group.id" not in options:
+            if topics is not None or pattern is not None:
+                raise ConfigurationError("subscribing needs a group_id")
+            settings["group.id"] = f"sluice-consumer-{next(_client_ids)}"
+        settings.update(options)
+        if "client.id" not in settings:
+            settings["client.id"] = f"sluice-consumer-{next(_client_ids)}"
+        self._error_cb = settings.pop("error_cb", None)
+        self._stats_cb = settings.pop("stats_cb", None)
+        settings["error_cb"] = self._on_error
+        settings["stats_cb"] = self._on_statistics
+        settings.setdefault("logger", logging.getLogger("sluice.client.librdkafka"))
+        self.config = settings
+        """The librdkafka configuration the consumer was made with."""
+        try:
+            self._consumer = ck.Consumer(settings)
+        except (ck.KafkaException, ValueError, TypeError) as exc:
+            raise ConfigurationError(f"librdkafka refused the configuration: {exc}") from exc
+        self._topics = list(topics) if topics is not None else None
+        self._pattern = pattern
+        self._assign: list[tuple[str, int, int | None]] | None = None
+        if assign is not None:
+            self._assign = [(a[0], a[1], a[2] if len(a) > 2 else None) for a in assign]
+        self.max_buffer_bytes = max_buffer_bytes
+        self._share = max_buffer_bytes // 2
+        """The toolkit's half: its buffer and the records in processing."""
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.retry_backoff_max = retry_backoff_max
+        self.dead_letter_topic = dead_letter_topic
+        self.dead_letter_options = dict(dead_letter_options or {})
+        if dead_letter_topic is not None:
+            from sluice.client.dlq import DeadLetterRoute
+
+            DeadLetterRoute(dead_letter_topic)  # refuses a bad template now
+        self.shed = shed
+        self._value_deserializer = serializers.resolve_deserializer(
+            value_deserializer, "value_deserializer"
+        )
+        self._key_deserializer = serializers.resolve_deserializer(
+            key_deserializer, "key_deserializer"
+        )
+        self._user_on_assign = on_assign
+        self._user_on_revoke = on_revoke
+        self.commit_interval = commit_interval
+        self.close_timeout = close_timeout
+
+        self._buffer = FetchBuffer()
+        self._inbox: deque[Any] = deque()
+        """Lists of records and markers (callables), appended by the fetch thread."""
+        self._appended = 0
+        """Items the fetch thread put in the inbox so far (its own count: the inbox's length
+        changes under it as the loop empties it)."""
+        self._requests: deque[Callable[[], None]] = deque()
+        """What the fetch thread runs before its next ``consume()``."""
+        self._taken = 0
+        """Bytes of records the fetch thread took from librdkafka (written by it alone)."""
+        self._released = 0
+        """Bytes of those the loop is done with (written by the loop alone)."""
+        self._avg_size: int | None = None
+        self._room = threading.Event()
+        self._fetch_waiting = False
+        self._seeking: dict[TP, int] = {}
+        self._positions: dict[TP, int] = {}
+        """Next offset per partition after the records handed out (manual commits)."""
+        self._committed: dict[TP, int] = {}
+        self._assignment: set[TP] = set()
+        self._in_rebalance = False
+        self._rebalance_offsets: dict[TP, int] = {}
+        self._hwm: dict[TP, int] = {}
+        self._metrics = ConsumerMetrics(
+            str(settings["client.id"]),
+            settings.get("group.id"),
+            lag=self._lag,
+            buffered=lambda: (len(self._buffer), self._buffer.bytes),
+            held_bytes=self.held_bytes,
+            max_buffer_bytes=max_buffer_bytes,
+        )
+        self._collector = None
+        if metrics_registry is not None:
+            self._collector = consumer_collector_for(
+                None if metrics_registry is NOT_SET else metrics_registry
+            )
+            self._collector.add(self._metrics)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bridge: DeliveryBridge | None = None
+        self._ready: asyncio.Event | None = None
+        self._runner: Runner | None = None
+        self._closing = False
+        self._closed = False
+        self.fatal_error: ck.KafkaError | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> Consumer:
+        """Subscribe (or assign) and start the fetch thread on the running loop."""
+        if self._bridge is not None:
+            return self
+        if self._closing:
+            raise ConsumerClosedError("the consumer is closed")
+        self._loop = asyncio.get_running_loop()
+        self._ready = asyncio.Event()
+        c = self._consumer
+        if self._assign is not None:
+            tps = [
+                ck.TopicPartition(t, p) if o is None else ck.TopicPartition(t, p, o)
+                for t, p, o in self._assign
+            ]
+            c.assign(tps)
+            self._assignment = {(t, p) for t, p, _ in self._assign}
+        else:
+            subs = self._topics if self._topics is not None else [str(self._pattern)]
+            c.subscribe(
+                subs, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+        self._bridge = DeliveryBridge(
+            self._fetch, self._loop, self._after_poll, name=f"{self._metrics.client_id}-fetch"
+        )
+        self._bridge.start()
+        return self
+
+    async def __aenter__(self) -> Consumer:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop ``run`` (committing what it finished), stop fetching, leave the group (the
+        revoke callbacks run) and close librdkafka. Records fetched and not processed are
+        not committed: the group's next member reads them."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._runner is not None:
+            self._runner.stop()
+        bridge = self._bridge
+        if bridge is not None:
+            self._room.set()
+            await asyncio.to_thread(bridge.stop)
+            self._take_inbox()
+        with contextlib.suppress(ck.KafkaException, RuntimeError):
+            await asyncio.to_thread(self._consumer.close)
+        self._closed = True
+        if self._ready is not None:
+            self._ready.set()
+        if self._collector is not None:
+            self._collector.discard(self._metrics)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stop(self) -> None:
+        """Make ``run`` return (after its handlers in progress finish and it commits)."""
+        if self._runner is not None:
+            self._runner.stop()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def __aiter__(self) -> Consumer:
+        return self
+
+    async def __anext__(self) -> ConsumerRecord:
+        if not self._buffer.ready:
+            await self._wait_ready(None)
+            if not self._buffer.ready:
+                raise StopAsyncIteration
+        record = self._buffer.take_one()
+        return self._hand_out(record)
+
+    async def getmany(self, max_records: int = 500, timeout: float = 1.0) -> list[ConsumerRecord]:
+        """Up to ``max_records`` records, waiting at most ``timeout`` seconds for the first;
+        ``[]`` if none came. A record the deserializer cannot read ends the batch before it;
+        the next call raises its :class:`DeserializationError` (the position is past it, so
+        the call after goes on with the next record)."""
+        if self._pending_error is not None:
+            err, self._pending_error = self._pending_error, None
+            raise err
+        if not self._buffer.ready:
+            await self._wait_ready(timeout)
+        records = self._buffer.take(max_records)
+        out: list[ConsumerRecord] = []
+        for r in records:
+            try:
+                out.append(self._hand_out(r))
+            except DeserializationError as exc:
+                self._buffer.unread(records[len(out) + 1:])
+                if not out:
+                    raise
+                self._pending_error = exc
+                break
+        return out
+
+    _pending_error: DeserializationError | None = None
+
+    def _hand_out(self, record: ConsumerRecord) -> ConsumerRecord:
+        """The application takes ``record``: it leaves the toolkit's budget, the position
+        moves past it, and it is deserialized (a failure raises, the position already past)."""
+        self._release(record.size)
+        self._positions[(record.topic, record.partition)] = record.offset + 1
+        m = self._metrics
+        m.consumed += 1
+        m.consumed_bytes += record.size
+        if self._value_deserializer is not None or self._key_deserializer is not None:
+            self.deserialize(record)
+        return record
+
+    def deserialize(self, record: ConsumerRecord) -> None:
+        """Replace ``record``'s key and value by what the deserializers make of their bytes."""
+        try:
+            if self._value_deserializer is not None and record.raw_value is not None:
+                record.value = self._value_deserializer(record.raw_value)
+            if self._key_deserializer is not None and record.raw_key is not None:
+                record.key = self._key_deserializer(record.raw_key)
+        except Exception as exc:
+            self._metrics.deserialization_errors += 1
+            raise DeserializationError(
+                f"{record.topic}[{record.partition}]@{record.offset}: the deserializer failed: "
+                f"{exc!r}",
+                record,
+            ) from exc
+
+    async def _wait_ready(self, timeout: float | None) -> None:
+        """Until records are ready, the consumer closes, or ``timeout`` passes."""
+        if self._bridge is None:
+            await self.start()
+        if self._closing:
+            raise ConsumerClosedError("the consumer is closed")
+        if self.fatal_error is not None:
+            raise ConsumerError(f"librdkafka fatal error: {self.fatal_error}")
+        ready = self._ready
+        assert ready is not None
+        ready.clear()
+        if timeout is None:
+            await ready.wait()
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), timeout)
+
+    def wake(self) -> None:
+        """Wake a reader waiting in :meth:`_wait_ready` (``run`` stopping)."""
+        if self._ready is not None:
+            self._ready.set()
+
+    # -- positions, commits, seek, pause ---------------------------------------------------
+
+    def assignment(self) -> list[TP]:
+        return sorted(self._assignment)
+
+    def position(self, topic: str, partition: int) -> int | None:
+        """The next offset the application gets from this partition (None before any)."""
+        return self._positions.get((topic, partition))
+
+    async def commit(self, offsets: Mapping[TP, int] | None = None) -> dict[TP, int]:
+        """Commit ``offsets`` (next offset to read, per partition), or by default: during
+        ``run`` its watermarks (every record before them processed), otherwise the positions
+        after the records handed out. Returns what was committed (nothing new: ``{}``)."""
+        if offsets is None:
+            source = self._runner.watermarks() if self._runner is not None else self._positions
+            offsets = {tp: o for tp, o in source.items() if self._committed.get(tp) != o}
+        offsets = dict(offsets)
+        if not offsets:
+            return {}
+        if self._in_rebalance:  # the fetch thread waits for us: it commits these after
+            self._rebalance_offsets.update(offsets)
+            return offsets
+        await self._on_fetch_thread(lambda: self._commit_sync(offsets))
+        return offsets
+
+    async def _on_fetch_thread(self, call: Callable[[], Any]) -> Any:
+        """``call()`` on the fetch thread, between two ``consume()`` calls. (confluent-kafka
+        was seen to block a call from another thread, even a cached
+        ``get_watermark_offsets``, while one thread waits in ``consume()``: so every librdkafka
+        call goes through the fetch thread.)"""
+        bridge, loop = self._bridge, self._loop
+        if bridge is None or loop is None or self._closing:
+            return await asyncio.to_thread(call)
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+        def request() -> None:
+            try:
+                result = call()
+            except BaseException as exc:
+                loop.call_soon_threadsafe(settle, None, exc)
+            else:
+                loop.call_soon_threadsafe(settle, result, None)
+
+        self._request(request)
+        return await future
+
+    def _commit_sync(self, offsets: Mapping[TP, int]) -> None:
+        """Commit, blocking (any thread but the loop's)."""
+        tps = [ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self._consumer.commit(offsets=tps, asynchronous=False)
+        except ck.KafkaException as exc:
+            self._metrics.commit_failures += 1
+            if exc.args and exc.args[0].code() == ck.KafkaError._NO_OFFSET:
+                return
+            raise ConsumerError(f"commit failed: {exc}") from exc
+        self._metrics.commits += 1
+        for tp, o in offsets.items():
+            if self._committed.get(tp, -1) < o or tp not in self._committed:
+                self._committed[tp] = o
+
+    async def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Read ``topic[partition]`` from ``offset`` next: the records buffered for it are
+        dropped, the ones fetched before the seek never served."""
+        tp = (topic, partition)
+        self._drop({tp})
+        self._seeking[tp] = self._seeking.get(tp, 0) + 1
+        assert self._loop is not None
+        done: asyncio.Future[None] = self._loop.create_future()
+
+        def request() -> None:  # on the fetch thread
+            error: BaseException | None = None
+            try:
+                self._consumer.seek(ck.TopicPartition(topic, partition, offset))
+            except ck.KafkaException as exc:
+                error = ConsumerError(f"seek {topic}[{partition}] to {offset}: {exc}")
+
+            def marker() -> None:  # on the loop, after the records fetched before the seek
+                self._buffer.drop({tp})
+                n = self._seeking.get(tp, 1) - 1
+                if n:
+                    self._seeking[tp] = n
+                else:
+                    self._seeking.pop(tp, None)
+                if error is None:
+                    self._positions[tp] = offset
+                if not done.done():
+                    if error is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(error)
+
+            self._inbox.append(marker)
+            self._appended += 1
+
+        self._request(request)
+        await done
+
+    def pause(self, *partitions: TP) -> None:
+        """Stop serving these partitions; what was already fetched for them stays buffered
+        and is served after :meth:`resume`, without being fetched again."""
+        tps = set(partitions)
+        self._buffer.pause(tps)
+
+        def request() -> None:  # on the fetch thread: take what librdkafka holds, then pause
+            self._drain_librdkafka()
+            self._consumer.pause([ck.TopicPartition(t, p) for t, p in tps])
+
+        self._request(request)
+
+    def resume(self, *partitions: TP) -> None:
+        tps = set(partitions)
+        self._buffer.resume(tps)
+        if self._buffer.ready:
+            self.wake()
+        self._request(lambda: self._consumer.resume([ck.TopicPartition(t, p) for t, p in tps]))
+
+    def paused(self) -> list[TP]:
+        return sorted(self._buffer.paused)
+
+    # -- run ---------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        handler: Callable[[ConsumerRecord], Awaitable[Any]],
+        *,
+        concurrency: int = 1,
+        ordering: str = "key",
+    ) -> None:
+        """The managed loop (:mod:`sluice.client.runner`): ``handler(record)`` for every record,
+        up to ``concurrency`` at once, ``ordering`` ``"key"``, ``"partition"`` or ``"none"``;
+        commits watermarks; returns after :meth:`stop` or when cancelled, having committed
+        what finished; raises :class:`~sluice.client.errors.ProcessingError` for a record that
+        failed without a dead-letter topic."""
+        from sluice.client.runner import Runner
+
+        if self._runner is not None:
+            raise ConsumerError("run() is already running")
+        await self.start()
+        runner = Runner(self, handler, concurrency=concurrency, ordering=ordering)
+        self._runner = runner
+        try:
+            await runner.run()
+        finally:
+            self._runner = None
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        """The snapshot (:class:`~sluice.client.consumer_metrics.ConsumerMetrics`)."""
+        return self._metrics.snapshot()
+
+    def held_bytes(self) -> int:
+        """Bytes the toolkit holds: its buffer and the records in processing."""
+        return self._taken - self._released
+
+    def _lag(self) -> dict[TP, int]:
+        out: dict[TP, int] = {}
+        for tp in self._assignment:
+            hwm = self._hwm.get(tp)
+            pos = self._positions.get(tp)
+            if hwm is not None and pos is not None:
+                out[tp] = max(0, hwm - pos)
+        return out
+
+    def high_watermark(self, tp: TP) -> int | None:
+        """The partition's high watermark as of librdkafka's last fetch response for it
+        (read by the fetch thread after each ``consume()``: calling librdkafka for it from the
+        loop while the thread waits in ``consume()`` was seen to block)."""
+        return self._hwm.get(tp)
+
+    # -- the loop's side of the fetch thread ---------------------------------------------------
+
+    def _after_poll(self) -> None:
+        assert self._bridge is not None
+        self._bridge.hop_started()
+        self._take_inbox()
+
+    def _take_inbox(self) -> None:
+        inbox, buffer = self._inbox, self._buffer
+        while inbox:
+            item = inbox.popleft()
+            if type(item) is list:
+                if self._seeking:
+                    item = self._not_seeking(item)
+                buffer.add(item)
+            else:
+                item()
+        held = self._taken - self._released
+        if held > self._metrics.peak_held_bytes:
+            self._metrics.peak_held_bytes = held
+        if buffer.ready and self._ready is not None:
+            self._ready.set()
+
+    def _not_seeking(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
+        keep = []
+        for r in records:
+            if (r.topic, r.partition) in self._seeking:
+                self._release(r.size)
+            else:
+                keep.append(r)
+        return keep
+
+    def _drop(self, tps: set[TP]) -> list[ConsumerRecord]:
+        dropped = self._buffer.drop(tps)
+        self._release(sum(r.size for r in dropped))
+        return dropped
+
+    def _release(self, nbytes: int) -> None:
+        """The loop is done with ``nbytes`` of records: room for the fetch thread."""
+        self._released += nbytes
+        if self._fetch_waiting and self._share - (self._taken - self._released) >= self._share // 4:
+            self._fetch_waiting = False
+            self._room.set()
+
+    def _request(self, request: Callable[[], None]) -> None:
+        self._requests.append(request)
+        self._room.set()
+
+    # -- the fetch thread ----------------------------------------------------------------------
+
+    def _fetch(self, timeout: float) -> int:
+        """One turn of the fetch thread (the bridge's ``poll``): run the loop's requests, then
+        take records from librdkafka if the toolkit has room. Returns how many items it put
+        in the inbox (the bridge hops to the loop when that is not 0)."""
+        before = self._appended
+        requests = self._requests
+        while requests:
+            request = requests.popleft()
+            try:
+                request()
+            except Exception:
+                log.exception("a consumer request failed on the fetch thread")
+        room = self._share - (self._taken - self._released)
+        if room <= 0:
+            self._fetch_waiting = True
+            if self._share - (self._taken - self._released) <= 0:  # the loop may just have freed
+                self._room.wait(timeout)
+            self._room.clear()
+            return self._appended - before
+        avg = self._avg_size
+        n = FIRST_BATCH if avg is None else max(1, min(MAX_BATCH, room // avg))
+        consume = self._consumer.consume
+        messages = consume(n, 0)
+        if not messages:
+            messages = consume(1, timeout)
+        if messages:
+            self._convert(messages)
+        return self._appended - before
+
+    def _drain_librdkafka(self) -> None:
+        """Take everything librdkafka has queued (before a pause, which would purge it)."""
+        while True:
+            messages = self._consumer.consume(MAX_BATCH, 0)
+            if not messages:
+                return
+            self._convert(messages)
+
+    def _convert(self, messages: list[Any]) -> None:
+        records: list[ConsumerRecord] = []
+        append = records.append
+        total = 0
+        for m in messages:
+            if m.error() is not None:
+                self._consume_error(m.error())
+                continue
+            k = m.key()
+            v = m.value()
+            h = m.headers()
+            size = RECORD_OVERHEAD + (len(k) if k else 0) + (len(v) if v else 0)
+            if h:
+                size += sum(len(name) + (len(val) if val else 0) + 64 for name, val in h)
+            ts_type, ts = m.timestamp()
+            append(ConsumerRecord(m.topic(), m.partition(), m.offset(), k, v, h,
+                                  ts if ts_type else None, size))
+            total += size
+        if records:
+            hwm, get = self._hwm, self._consumer.get_watermark_offsets
+            for tp in {(r.topic, r.partition) for r in (records[0], records[-1])}:
+                with contextlib.suppress(ck.KafkaException):
+                    got = get(ck.TopicPartition(*tp), cached=True)
+                    if got is not None and got[1] >= 0:
+                        hwm[tp] = got[1]
+            self._taken += total
+            self._avg_size = max(1, total // len(records))
+            self._inbox.append(records)
+            self._appended += 1
+
+    def _consume_error(self, error: ck.KafkaError) -> None:
+        if error.fatal():
+            self.fatal_error = error
+            log.error("librdkafka fatal consumer error: %s", error)
+        else:
+            log.warning("consumer error: %s", error)
+
+    def _on_error(self, error: ck.KafkaError) -> None:
+        if error.fatal():
+            self.fatal_error = error
+        if self._error_cb is not None:
+            self._error_cb(error)
+
+    def _on_statistics(self, raw: str) -> None:
+        import json
+
+        self._metrics.statistics = json.loads(raw)
+        if self._stats_cb is not None:
+            self._stats_cb(raw)
+
+    # -- rebalance (the fetch thread, inside consume()) --------------------------------------
+
+    def _on_loop(self, coro: Awaitable[Any]) -> Any:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return None
+        future: Any = asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
+        return future.result()
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._on_loop(self._assigned(tps))
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._in_rebalance = True
+        try:
+            offsets = self._on_loop(self._revoked(tps, lost=False)) or {}
+        finally:
+            self._in_rebalance = False
+        offsets = {**self._rebalance_offsets, **offsets}
+        self._rebalance_offsets = {}
+        if offsets:
+            try:
+                self._commit_sync(offsets)
+            except ConsumerError as exc:
+                log.warning("commit before giving up %s failed: %s", tps, exc)
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._on_loop(self._revoked(tps, lost=True))
+
+    async def _assigned(self, tps: list[TP]) -> None:
+        self._assignment.update(tps)
+        if self._runner is not None:
+            self._runner.assigned(tps)
+        if self._user_on_assign is not None:
+            await self._user_on_assign(tps)
+
+    async def _revoked(self, tps: list[TP], *, lost: bool) -> dict[TP, int]:
+        """Drop the revoked partitions' buffered records, drain those in processing, call the
+        application's ``on_revoke``; returns the offsets to commit before giving them up."""
+        gone = set(tps)
+        self._take_inbox()
+        self._drop(gone)
+        offsets: dict[TP, int] = {}
+        if self._runner is not None:
+            offsets = await self._runner.revoked(gone)
+        if self._user_on_revoke is not None:
+            try:
+                await self._user_on_revoke(tps)
+            except Exception:
+                log.exception("on_revoke raised")
+        self._assignment -= gone
+        for tp in gone:
+            self._positions.pop(tp, None)
+            self._committed.pop(tp, None)
+            self._buffer.paused.discard(tp)
+        if lost:
+            return {}
+        return {tp: o for tp, o in offsets.items() if tp in gone}

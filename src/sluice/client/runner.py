@@ -1,0 +1,589 @@
+"""``Consumer.run``: the managed loop. Records go to ``handler`` up to ``concurrency`` at once;
+offsets are committed up to each partition's watermark, the lowest offset whose processing has
+not finished, so a crash never skips a record.
+
+Ordering. Records wait in *lanes*: ``"key"`` gives each (topic, partition, key) a lane (a keyless
+record runs on its own: Kafka orders nothing without a key), ``"partition"`` each partition,
+``"none"`` each record. A lane runs its records one after another in one task, holding one of
+the ``concurrency`` slots while it has records; so records of a lane never run concurrently or
+out of order, and a hot key waits behind itself rather than blocking other keys.
+
+Failures. A failed handler call is retried ``max_retries`` times after an exponential, capped,
+jittered backoff; then the record goes to the dead-letter topic (with the headers of
+:mod:`sluice.client.dlq`) and processing goes on, or, without one, ``run`` stops with a
+:class:`~sluice.client.errors.ProcessingError`. A record the deserializer cannot read is such
+a failure too (a poison pill), never a crash loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sluice.client.buffer import TP, size_of
+from sluice.client.dlq import DeadLetterRoute, processing_letter
+from sluice.client.errors import (
+    ConfigurationError,
+    ConsumerError,
+    DeserializationError,
+    ProcessingError,
+)
+from sluice.client.metrics import LATENCY_BUCKETS
+from sluice.client.records import ConsumerRecord
+
+if TYPE_CHECKING:
+    from sluice.client.producer import Producer
+
+log = logging.getLogger("sluice.client")
+
+ORDERINGS = ("key", "partition", "none")
+TAKE = 500
+"""Records ``run`` takes from the buffer at a time."""
+
+
+@dataclass(frozen=True)
+class Shed:
+    """The overload policy: skip records rather than fall further behind. A record is shed when
+    its partition's lag (records behind the high watermark) is at least ``min_lag`` and it is
+    older than ``max_age`` seconds (by its timestamp) or ``predicate(record)`` says it may go.
+    Every shed record is counted (``shed_by_reason``) and, with ``dead_letter``, written to the
+    dead-letter topic (stage ``SHED``); it counts as processed for the commits."""
+
+    max_age: float | None = None
+    predicate: Callable[[ConsumerRecord], bool] | None = None
+    min_lag: int = 0
+    dead_letter: bool = False
+
+    def reason(self, record: ConsumerRecord, lag: int, now_ms: float) -> str | None:
+        if lag < self.min_lag:
+            return None
+        if (
+            self.max_age is not None
+            and record.timestamp is not None
+            and now_ms - record.timestamp > self.max_age * 1000
+        ):
+            return "max_age"
+        if self.predicate is not None and self.predicate(record):
+            return "predicate"
+        return None
+
+
+class Shedded(Exception):
+    """What a shed record's dead-letter copy names as its error."""
+
+
+class Watermarks:
+    """Per partition: the offsets started and not finished, in order, and the watermark below
+    which everything finished."""
+
+    def __init__(self) -> None:
+        self.pending: dict[TP, deque[int]] = {}
+        self.done: dict[TP, set[int]] = {}
+        self.marks: dict[TP, int] = {}
+        self.running: dict[TP, int] = {}
+        """Records whose handler is running now, per partition (a revoke waits for 0)."""
+
+    def start(self, tp: TP, offset: int) -> None:
+        q = self.pending.get(tp)
+        if q is None:
+            q = self.pending[tp] = deque()
+            self.done[tp] = set()
+        q.append(offset)
+
+    def finish(self, tp: TP, offset: int) -> None:
+        q = self.pending.get(tp)
+        if q is None:  # forgotten (revoked) meanwhile
+            return
+        if q and q[0] == offset:
+            q.popleft()
+            mark = offset + 1
+            done = self.done[tp]
+            while q and q[0] in done:
+                mark = q[0] + 1
+                done.discard(q.popleft())
+            self.marks[tp] = mark
+        else:
+            self.done[tp].add(offset)
+
+    def forget(self, tp: TP) -> None:
+        for d in (self.pending, self.done, self.marks, self.running):
+            d.pop(tp, None)
+
+
+class Runner:
+    """One ``run`` of a consumer. ``consumer`` is the :class:`sluice.client.consumer.Consumer`
+    (typed ``Any``: that module imports this one, and the layers allow no cycle)."""
+
+    def __init__(
+        self,
+        consumer: Any,
+        handler: Callable[[ConsumerRecord], Awaitable[Any]],
+        *,
+        concurrency: int,
+        ordering: str,
+    ) -> None:
+        if ordering not in ORDERINGS:
+            raise ConfigurationError(f"ordering={ordering!r}: one of {ORDERINGS}")
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency={concurrency}: 1 or more")
+        self.consumer = consumer
+        self.handler = handler
+        self.concurrency = concurrency
+        self.ordering = ordering
+        self.metrics = consumer._metrics
+        self.marks = Watermarks()
+        self.lanes: dict[Any, deque[ConsumerRecord]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        """The workers (concurrency > 1)."""
+        self._ready_lanes: deque[Any] = deque()
+        """Lanes with records and no worker, in the order they got their first."""
+        self._active: set[Any] = set()
+        """Lanes a worker is on (the lane's first record is in processing)."""
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._picked = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._stopping = False
+        self._failure: BaseException | None = None
+        self._revoked: set[TP] = set()
+        self._current: ConsumerRecord | None = None
+        """The record the sequential path (concurrency 1) is processing."""
+        self._draining = False
+        self._route = (
+            DeadLetterRoute(consumer.dead_letter_topic) if consumer.dead_letter_topic else None
+        )
+        self._producer: Producer | None = None
+        self._keyless = 0
+        self._deserialize = (
+            consumer._value_deserializer is not None or consumer._key_deserializer is not None
+        )
+
+    # -- control -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._picked.set()
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        self.consumer.wake()
+
+    def watermarks(self) -> dict[TP, int]:
+        return dict(self.marks.marks)
+
+    def assigned(self, tps: list[TP]) -> None:
+        for tp in tps:
+            self._revoked.discard(tp)
+
+    async def revoked(self, tps: set[TP]) -> dict[TP, int]:
+        """Stop starting records of ``tps``, wait for those running, return their watermarks
+        (then forget them)."""
+        self._revoked |= tps
+        for key, lane in list(self.lanes.items()):
+            if not any((r.topic, r.partition) in tps for r in lane):
+                continue
+            head = lane.popleft() if key in self._active else None
+            gone = [r for r in lane if (r.topic, r.partition) in tps]
+            keep = [r for r in lane if (r.topic, r.partition) not in tps]
+            self.consumer._release(sum(r.size for r in gone))
+            lane.clear()
+            if head is not None:
+                lane.append(head)
+            lane.extend(keep)
+            if not lane:
+                del self.lanes[key]
+                with contextlib.suppress(ValueError):
+                    self._ready_lanes.remove(key)
+        self._picked.set()  # lanes may have left the queue: a dispatch waiting may go on
+        self._draining = True
+        try:
+            while any(self.marks.running.get(tp) for tp in tps) or (
+                self._current is not None and (self._current.topic, self._current.partition) in tps
+            ):
+                self._progress.clear()
+                await self._progress.wait()
+        finally:
+            self._draining = False
+        out = {tp: self.marks.marks[tp] for tp in tps if tp in self.marks.marks}
+        for tp in tps:
+            self.marks.forget(tp)
+        return out
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        consumer = self.consumer
+        if self._route is not None:
+            self._producer = await self._dead_letter_producer()
+        committer = asyncio.create_task(self._commit_periodically())
+        if self.concurrency > 1:
+            self.tasks = {asyncio.create_task(self._worker()) for _ in range(self.concurrency)}
+        try:
+            while not self._stopping and self._failure is None:
+                if not consumer._buffer.ready:
+                    await consumer._wait_ready(consumer.commit_interval)
+                    continue
+                taken = consumer._buffer.take(TAKE)
+                self.metrics.consumed += len(taken)
+                self.metrics.consumed_bytes += sum(map(size_of, taken))
+                shed = consumer.shed
+                if self.concurrency == 1 and shed is None:
+                    started = await self._sequential(taken)
+                    if started < len(taken):
+                        consumer._buffer.unread(taken[started:])
+                    continue
+                hwms: dict[TP, int | None] = {}
+                now_ms = time.time() * 1000
+                started = 0
+                for r in taken:
+                    if self._stopping or self._failure is not None:
+                        break
+                    started += 1
+                    tp = (r.topic, r.partition)
+                    if tp in self._revoked:
+                        consumer._release(r.size)
+                        continue
+                    consumer._positions[tp] = r.offset + 1
+                    self.marks.start(tp, r.offset)
+                    if shed is not None:
+                        if tp not in hwms:
+                            hwms[tp] = consumer.high_watermark(tp)
+                        hwm = hwms[tp]
+                        lag = 0 if hwm is None else hwm - r.offset
+                        reason = shed.reason(r, lag, now_ms)
+                        if reason is not None:
+                            await self._shed(r, reason)
+                            continue
+                    if self.concurrency == 1:
+                        await self._process(r)
+                    else:
+                        await self._dispatch(r)
+                if self.concurrency > 1:
+                    await asyncio.sleep(0)  # the workers take what was dispatched
+                if started < len(taken):  # stopped in the middle: the rest never started
+                    consumer._buffer.unread(taken[started:])
+        except asyncio.CancelledError:
+            self._stopping = True
+            for task in self.tasks:
+                task.cancel()
+            raise
+        finally:
+            self._stopping = True
+            await self._wind_down(committer)
+        if self._failure is not None:
+            raise self._failure
+
+    async def _wind_down(self, committer: asyncio.Task[None]) -> None:
+        """Let the lanes finish the records they started, give back the rest, commit."""
+        consumer = self.consumer
+        self.stop()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        unstarted = [r for lane in self.lanes.values() for r in lane]  # the workers are done
+        self.lanes.clear()
+        unstarted = [r for r in unstarted if (r.topic, r.partition) not in self._revoked]
+        consumer._buffer.unread(unstarted)
+        committer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await committer
+        try:
+            await consumer.commit(self.watermarks())
+        except ConsumerError as exc:
+            log.warning("run's last commit failed: %s", exc)
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.close(consumer.close_timeout)
+
+    async def _commit_periodically(self) -> None:
+        consumer = self.consumer
+        while True:
+            await asyncio.sleep(consumer.commit_interval)
+            try:
+                await consumer.commit()
+            except ConsumerError as exc:
+                log.warning("periodic commit failed: %s", exc)
+
+    # -- concurrency 1 -----------------------------------------------------------------------
+
+    async def _sequential(self, batch: list[ConsumerRecord]) -> int:
+        """Concurrency 1: the batch in order, on this task; returns how many records it used.
+        The fast path of :meth:`_process`: per record a handler call, its duration, the
+        partition's watermark; the rest once a batch."""
+        consumer, metrics = self.consumer, self.metrics
+        handler = self.handler
+        marks, positions = self.marks.marks, consumer._positions
+        counts, bounds = metrics.latency_counts, LATENCY_BUCKETS
+        revoked = self._revoked
+        deserialize = consumer.deserialize if self._deserialize else None
+        clock = time.perf_counter
+        used = processed = released = 0
+        total = 0.0
+        try:
+            for r in batch:
+                if self._stopping or self._failure is not None:
+                    break
+                used += 1
+                tp = (r.topic, r.partition)
+                if revoked and tp in revoked:
+                    released += r.size
+                    continue
+                positions[tp] = r.offset + 1
+                self._current = r
+                started = clock()
+                try:
+                    if deserialize is not None:
+                        deserialize(r)
+                    await handler(r)
+                    processed += 1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    metrics.in_processing += 1
+                    try:
+                        await self._after_failure(r, exc, decoded=not isinstance(
+                            exc, DeserializationError))
+                    finally:
+                        metrics.in_processing -= 1
+                elapsed = clock() - started
+                counts[bisect_left(bounds, elapsed)] += 1
+                total += elapsed
+                marks[tp] = r.offset + 1
+                released += r.size
+                self._current = None
+                if self._draining:
+                    self._progress.set()
+        except ProcessingError as exc:
+            self._fail(exc)
+            used -= 1  # the failed record goes back to the buffer, unprocessed
+        finally:
+            self._current = None
+            metrics.processed += processed
+            metrics.latency_sum += total
+            consumer._release(released)
+            self._progress.set()
+        return used
+
+    async def _after_failure(self, r: ConsumerRecord, exc: Exception, *, decoded: bool) -> None:
+        """The first call failed with ``exc``: the retries, then the dead-letter topic (or
+        :class:`ProcessingError`)."""
+        consumer, metrics = self.consumer, self.metrics
+        attempt = 1
+        while attempt <= consumer.max_retries:
+            metrics.retries += 1
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+            try:
+                if not decoded:
+                    consumer.deserialize(r)
+                    decoded = True
+                await self.handler(r)
+                metrics.processed += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as again:
+                exc = again
+        metrics.failed += 1
+        await self._give_up(r, exc, attempt)
+
+    # -- concurrency -------------------------------------------------------------------------
+
+    def _lane_of(self, r: ConsumerRecord) -> Any:
+        if self.ordering == "key":
+            if r.raw_key is None:
+                self._keyless += 1
+                return ("keyless", self._keyless)
+            return (r.topic, r.partition, r.raw_key)
+        if self.ordering == "partition":
+            return (r.topic, r.partition)
+        self._keyless += 1
+        return self._keyless
+
+    async def _dispatch(self, r: ConsumerRecord) -> None:
+        """Queue ``r`` in its lane; a lane new to the queue waits for a worker (and the
+        dispatch waits while more lanes wait than there are workers)."""
+        key = self._lane_of(r)
+        lane = self.lanes.get(key)
+        if lane is not None:
+            lane.append(r)
+            return
+        while len(self._ready_lanes) >= self.concurrency and not self._stopping:
+            self._picked.clear()
+            await self._picked.wait()
+        self.lanes[key] = deque((r,))
+        self._ready_lanes.append(key)
+        idle = self._idle
+        while idle:
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    async def _worker(self) -> None:
+        """Takes a waiting lane and runs its records in order until it is empty."""
+        ready, lanes, active, revoked = self._ready_lanes, self.lanes, self._active, self._revoked
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            if not ready:
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                continue
+            key = ready.popleft()
+            self._picked.set()
+            lane = lanes[key]
+            active.add(key)
+            try:
+                while lane and not self._stopping:
+                    r = lane[0]
+                    if revoked and (r.topic, r.partition) in revoked:
+                        self.consumer._release(r.size)
+                    else:
+                        await self._process(r)
+                    lane.popleft()
+            except ProcessingError as exc:
+                self._fail(exc)
+                return
+            finally:
+                active.discard(key)
+            if not lane:
+                del lanes[key]
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+        self.stop()
+
+    # -- one record --------------------------------------------------------------------------
+
+    async def _process(self, r: ConsumerRecord) -> None:
+        """The handler for ``r`` with its retries, then its dead-letter copy or the failure."""
+        tp = (r.topic, r.partition)
+        marks, metrics, consumer = self.marks, self.metrics, self.consumer
+        running = marks.running
+        running[tp] = running.get(tp, 0) + 1
+        metrics.in_processing += 1
+        started = time.perf_counter()
+        attempt = 0
+        decoded = not self._deserialize
+        try:
+            while True:
+                attempt += 1
+                try:
+                    if not decoded:
+                        consumer.deserialize(r)
+                        decoded = True
+                    await self.handler(r)
+                    metrics.processed += 1
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if attempt <= consumer.max_retries:
+                        metrics.retries += 1
+                        await asyncio.sleep(self._backoff(attempt))
+                        continue
+                    metrics.failed += 1
+                    await self._give_up(r, exc, attempt)
+                    break
+        finally:
+            metrics.in_processing -= 1
+            n = running.get(tp, 1) - 1
+            if n:
+                running[tp] = n
+            else:
+                running.pop(tp, None)
+            self._progress.set()
+        metrics.observe(time.perf_counter() - started)
+        marks.finish(tp, r.offset)
+        consumer._release(r.size)
+
+    def _backoff(self, attempt: int) -> float:
+        c = self.consumer
+        ceiling = min(c.retry_backoff_max, c.retry_backoff * 2 ** (attempt - 1))
+        return float(ceiling * random.uniform(0.5, 1.0))
+
+    async def _give_up(self, r: ConsumerRecord, exc: Exception, attempts: int) -> None:
+        where = f"{r.topic}[{r.partition}]@{r.offset}"
+        if self._producer is None or self._route is None:
+            err = ProcessingError(
+                f"{where}: the handler failed {attempts} times, last with {exc!r}", r, attempts
+            )
+            raise err from exc
+        stage = "TASK_PUT"
+        if isinstance(exc, DeserializationError):
+            stage = "VALUE_CONVERTER"
+        try:
+            await self._dead_letter(r, exc, attempts, stage)
+        except Exception as dlq_exc:
+            err = ProcessingError(
+                f"{where}: the handler failed {attempts} times ({exc!r}) and writing it to the "
+                f"dead-letter topic failed: {dlq_exc}",
+                r,
+                attempts,
+            )
+            err.dead_letter_error = dlq_exc
+            raise err from exc
+
+    async def _dead_letter(
+        self, r: ConsumerRecord, exc: BaseException, attempts: int, stage: str
+    ) -> None:
+        assert self._producer is not None and self._route is not None
+        letter = processing_letter(
+            self._route.topic_for(r.topic),
+            source_topic=r.topic,
+            partition=r.partition,
+            offset=r.offset,
+            key=r.raw_key,
+            value=r.raw_value,
+            headers=r.headers,
+            timestamp=r.timestamp,
+            stage=stage,
+            error=exc,
+            attempts=attempts,
+        )
+        await self._producer.send(
+            letter.topic, letter.value, letter.key, letter.headers, None, letter.timestamp or None
+        )
+        self.metrics.dead_lettered += 1
+
+    async def _shed(self, r: ConsumerRecord, reason: str) -> None:
+        metrics = self.metrics
+        metrics.shed[reason] = metrics.shed.get(reason, 0) + 1
+        shed = self.consumer.shed
+        if shed is not None and shed.dead_letter and self._producer is not None:
+            try:
+                await self._dead_letter(r, Shedded(f"shed: {reason}"), 0, "SHED")
+            except Exception as exc:
+                self._fail(ConsumerError(f"writing a shed record to the dead-letter topic: {exc}"))
+                return
+        self.marks.finish((r.topic, r.partition), r.offset)
+        self.consumer._release(r.size)
+
+    async def _dead_letter_producer(self) -> Producer:
+        from sluice.client.producer import Producer
+
+        c = self.consumer
+        settings = {
+            k: v for k, v in c.config.items()
+            if k == "bootstrap.servers" or k.startswith(CONNECTION_PREFIXES)
+        }
+        settings.update(c.dead_letter_options)
+        settings.setdefault("client.id", f"{c._metrics.client_id}-dlq")
+        producer = Producer(metrics_registry=None, config=settings)
+        return await producer.start()
+
+
+CONNECTION_PREFIXES = (
+    "security.", "sasl.", "ssl.", "api.version", "broker.version.fallback", "socket.",
+    "client.dns.lookup", "client.rack",
+)
+"""The consumer's librdkafka settings its dead-letter producer takes over."""

@@ -1,0 +1,512 @@
+"""The consumer toolkit against a real broker (sluice by default; any Kafka through the
+environment, see conftest.py): reading one at a time and in batches, commits, seek, pause that
+keeps what was fetched, run's key ordering and watermark commits, retries then the dead-letter
+topic (poison pills included), failure without one, the overload policy, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import confluent_kafka as ck
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from sluice.client import (
+    Consumer,
+    ConsumerRecord,
+    DeserializationError,
+    ProcessingError,
+    Shed,
+)
+from sluice.client import dlq as headers
+from tests.client.conftest import DEADLINE, Target, read_topic
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, DEADLINE))
+
+
+def produce(
+    target: Target,
+    topic: str,
+    values: list[bytes],
+    keys: list[bytes | None] | None = None,
+    partition: int | None = None,
+    timestamp: int | None = None,
+) -> None:
+    p = ck.Producer({"bootstrap.servers": target.bootstrap, "linger.ms": 5,
+                     "partitioner": "murmur2_random", **target.client})
+    for i, v in enumerate(values):
+        kw: dict[str, Any] = {"value": v}
+        if keys is not None:
+            kw["key"] = keys[i]
+        if partition is not None:
+            kw["partition"] = partition
+        if timestamp is not None:
+            kw["timestamp"] = timestamp
+        p.produce(topic, **kw)
+        if i % 1000 == 999:
+            p.poll(0)
+    assert p.flush(DEADLINE) == 0
+
+
+def consumer(target: Target, topic: str, group: str | None = None, **options: Any) -> Consumer:
+    options.setdefault("metrics_registry", CollectorRegistry())
+    return Consumer(
+        target.bootstrap,
+        group_id=group or f"g-{topic}",
+        topics=[topic],
+        **options,
+        # within every broker's group.max.session.timeout.ms (30 s on Kafka 0.9, librdkafka asks 45)
+        **{"auto.offset.reset": "earliest", "session.timeout.ms": 10000, **target.client},
+    )
+
+
+def committed(target: Target, group: str, topic: str, partitions: int) -> dict[int, int]:
+    c = ck.Consumer({"bootstrap.servers": target.bootstrap, "group.id": group, **target.client})
+    try:
+        got = c.committed([ck.TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in got}
+    finally:
+        c.close()
+
+
+def test_async_for_and_getmany_read_everything_and_commit_resumes(target: Target) -> None:
+    topic, n = target.topic("c-read", 2)
+    values = [f"v{i}".encode() for i in range(300)]
+    produce(target, topic, values, keys=[f"k{i % 7}".encode() for i in range(300)])
+
+    async def main() -> None:
+        seen: list[ConsumerRecord] = []
+        async with consumer(target, topic) as c:
+            async for r in c:
+                seen.append(r)
+                if len(seen) == 100:
+                    break
+            await c.commit()
+        assert all(isinstance(r.value, bytes) for r in seen)
+        async with consumer(target, topic) as c:
+            while len(seen) < 300:
+                seen.extend(await c.getmany(50, timeout=1.0))
+            assert await c.getmany(50, timeout=0.2) == []
+        assert sorted(r.value for r in seen) == sorted(values)  # nothing twice, nothing lost
+        for p in range(n):
+            offsets = [r.offset for r in seen if r.partition == p]
+            assert offsets == sorted(offsets)
+
+    run(main())
+
+
+def test_seek_reads_again_from_the_offset(target: Target) -> None:
+    topic, _ = target.topic("c-seek", 1)
+    produce(target, topic, [f"v{i}".encode() for i in range(50)])
+
+    async def main() -> None:
+        async with consumer(target, topic) as c:
+            got: list[ConsumerRecord] = []
+            while len(got) < 50:
+                got += await c.getmany(100, 1.0)
+            await c.seek(topic, 0, 10)
+            again: list[ConsumerRecord] = []
+            while len(again) < 40:
+                again += await c.getmany(100, 1.0)
+            assert [r.offset for r in again] == list(range(10, 50))
+            assert c.position(topic, 0) == 50
+
+    run(main())
+
+
+def test_deserializer_failure_is_raised_for_that_record_alone(target: Target) -> None:
+    topic, _ = target.topic("c-poison-read", 1)
+    produce(target, topic, [b'{"a": 1}', b"not json", b'{"a": 3}'])
+
+    async def main() -> None:
+        async with consumer(target, topic, value_deserializer="json") as c:
+            first = await c.getmany(10, 5.0)
+            while not first:
+                first = await c.getmany(10, 1.0)
+            assert first[0].value == {"a": 1}
+            rest = list(first[1:])
+            with pytest.raises(DeserializationError) as info:
+                while True:
+                    rest += await c.getmany(10, 1.0)
+            assert info.value.record.offset == 1
+            assert info.value.record.raw_value == b"not json"
+            while not rest:
+                rest += await c.getmany(10, 1.0)
+            assert [r.value for r in rest] == [{"a": 3}]
+            assert c.metrics()["deserialization_errors"] == 1
+
+    run(main())
+
+
+def test_run_keeps_key_order_under_concurrency_and_commits_the_end(target: Target) -> None:
+    topic, n = target.topic("c-run", 4)
+    total = 2000
+    keys: list[bytes | None] = [f"k{i % 40}".encode() for i in range(total)]
+    values = [str(i).encode() for i in range(total)]
+    produce(target, topic, values, keys=keys)
+    group = f"g-{topic}"
+
+    async def main() -> dict[bytes, list[int]]:
+        by_key: dict[bytes, list[int]] = {}
+        active: set[bytes] = set()
+        overlap = []
+        running = 0
+        peak = 0
+
+        async def handler(r: ConsumerRecord) -> None:
+            nonlocal running, peak
+            assert r.raw_key is not None
+            if r.raw_key in active:
+                overlap.append(r.raw_key)
+            active.add(r.raw_key)
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(random.random() * 0.002)
+            by_key.setdefault(r.raw_key, []).append(int(r.raw_value or b"0"))
+            running -= 1
+            active.discard(r.raw_key)
+            if sum(len(v) for v in by_key.values()) == total:
+                c.stop()
+
+        async with consumer(target, topic, group) as c:
+            await c.run(handler, concurrency=16, ordering="key")
+        assert not overlap
+        assert 1 < peak <= 16
+        return by_key
+
+    by_key = run(main())
+    for key, got in by_key.items():
+        sent = [int(v) for k, v in zip(keys, values, strict=True) if k == key]
+        assert got == sent, key  # each key in production order, once
+    ends = {p: 0 for p in range(n)}
+    for s in read_topic(target, topic):
+        ends[s.partition] = s.offset + 1
+    assert committed(target, group, topic, n) == ends
+
+
+def test_watermark_never_passes_an_unfinished_record(target: Target) -> None:
+    """Record 5 is slow; the others finish: the committed offset stays at 5 until it does."""
+    topic, _ = target.topic("c-watermark", 1)
+    produce(target, topic, [str(i).encode() for i in range(20)], keys=[str(i).encode() for i in range(20)])
+    group = f"g-{topic}"
+
+    async def main() -> None:
+        release = asyncio.Event()
+        done: set[int] = set()
+
+        async def handler(r: ConsumerRecord) -> None:
+            if r.offset == 5:
+                await release.wait()
+            done.add(r.offset)
+
+        async with consumer(target, topic, group, commit_interval=0.05) as c:
+            task = asyncio.create_task(c.run(handler, concurrency=8, ordering="key"))
+            while len(done) < 19:
+                await asyncio.sleep(0.01)
+            await c.commit()
+            assert committed(target, group, topic, 1) == {0: 5}
+            release.set()
+            while len(done) < 20:
+                await asyncio.sleep(0.01)
+            c.stop()
+            await task
+        assert committed(target, group, topic, 1) == {0: 20}
+
+    run(main())
+
+
+def test_retries_then_dead_letter_with_headers_poison_pill_included(target: Target) -> None:
+    target.require_headers()
+    topic, _ = target.topic("c-dlq", 1)
+    dlq = f"{topic}.dlq"
+    target.make(dlq, 1)
+    values = [json.dumps({"i": i}).encode() for i in range(30)]
+    values[7] = b"\xffpoison"
+    produce(target, topic, values, keys=[f"k{i}".encode() for i in range(30)])
+    failing = {3, 11, 20}
+
+    async def main() -> tuple[dict[int, int], list[int], dict[str, Any]]:
+        calls: dict[int, int] = {}
+        processed: list[int] = []
+
+        async def handler(r: ConsumerRecord) -> None:
+            calls[r.offset] = calls.get(r.offset, 0) + 1
+            if r.value["i"] in failing:
+                raise RuntimeError(f"no thanks {r.offset}")
+            processed.append(r.offset)
+            if len(processed) == 26:
+                c.stop()
+
+        async with consumer(
+            target, topic, max_retries=2, retry_backoff=0.001, dead_letter_topic="{topic}.dlq",
+            dead_letter_options=target.options(), value_deserializer="json",
+        ) as c:
+            await c.run(handler, concurrency=4, ordering="none")
+            return calls, processed, c.metrics()
+
+    calls, processed, metrics = run(main())
+    assert sorted(processed) == sorted(set(range(30)) - failing - {7})
+    assert all(calls[o] == 3 for o in failing)  # the first call and two retries
+    assert 7 not in calls  # the poison pill never reached the handler
+    letters = read_topic(target, dlq)
+    assert sorted(int(dict(s.headers)[headers.OFFSET]) for s in letters) == sorted([*failing, 7])
+    for s in letters:
+        h = dict(s.headers)
+        offset = int(h[headers.OFFSET])
+        assert s.value == values[offset]
+        assert s.key == f"k{offset}".encode()
+        assert h[headers.TOPIC] == topic.encode()
+        assert h[headers.PARTITION] == b"0"
+        assert h[headers.ATTEMPTS] == b"3"
+        assert h[headers.CLASS_NAME] == b"sluice.client.Consumer"
+        if offset == 7:
+            assert h[headers.STAGE] == b"VALUE_CONVERTER"
+            assert h[headers.EXCEPTION_CLASS_NAME] == b"sluice.client.errors.DeserializationError"
+        else:
+            assert h[headers.STAGE] == b"TASK_PUT"
+            assert h[headers.EXCEPTION_CLASS_NAME] == b"builtins.RuntimeError"
+            assert f"no thanks {offset}".encode() in h[headers.EXCEPTION_MESSAGE]
+        assert int(h[headers.TIMESTAMP]) > 0
+    assert metrics["dead_lettered"] == 4
+    assert metrics["retries"] == 4 * 2
+    assert metrics["failed"] == 4
+
+
+def test_without_dead_letter_topic_run_stops_with_the_record(target: Target) -> None:
+    topic, _ = target.topic("c-fail", 1)
+    produce(target, topic, [str(i).encode() for i in range(10)])
+    group = f"g-{topic}"
+
+    async def main() -> None:
+        async def handler(r: ConsumerRecord) -> None:
+            if r.offset == 4:
+                raise ValueError("bad record")
+
+        async with consumer(target, topic, group, max_retries=1, retry_backoff=0.001) as c:
+            with pytest.raises(ProcessingError) as info:
+                await c.run(handler)
+        assert info.value.record.offset == 4
+        assert info.value.attempts == 2
+        assert isinstance(info.value.__cause__, ValueError)
+
+    run(main())
+    assert committed(target, group, topic, 1) == {0: 4}
+
+
+def test_shedding_skips_old_records_counts_and_dead_letters_them(target: Target) -> None:
+    target.require_headers()
+    topic, _ = target.topic("c-shed", 1)
+    target.make(f"{topic}.dlq", 1)
+    old = int(time.time() * 1000) - 3_600_000
+    produce(target, topic, [b"old"] * 10, timestamp=old)
+    produce(target, topic, [b"new"] * 5)
+
+    async def main() -> tuple[list[bytes], dict[str, Any]]:
+        got: list[bytes] = []
+
+        async def handler(r: ConsumerRecord) -> None:
+            got.append(r.raw_value or b"")
+            if len(got) == 5:
+                c.stop()
+
+        async with consumer(
+            target, topic, shed=Shed(max_age=60, dead_letter=True),
+            dead_letter_topic="{topic}.dlq", dead_letter_options=target.options(),
+        ) as c:
+            await c.run(handler)
+            return got, c.metrics()
+
+    got, metrics = run(main())
+    assert got == [b"new"] * 5
+    assert metrics["shed_by_reason"] == {"max_age": 10}
+    letters = read_topic(target, f"{topic}.dlq")
+    assert len(letters) == 10
+    assert all(dict(s.headers)[headers.STAGE] == b"SHED" for s in letters)
+
+
+def test_pause_keeps_fetched_records_and_resume_serves_them_without_refetch(
+    target: Target,
+) -> None:
+    """Everything is fetched, partition 0 paused and resumed: librdkafka's statistics count
+    each record fetched once, and every record is served once."""
+    topic, n = target.topic("c-pause", 2)
+    if n < 2:
+        pytest.skip("needs two partitions; this broker auto-creates topics with one")
+    per = 200
+    produce(target, topic, [b"x" * 100] * per, partition=0)
+    produce(target, topic, [b"y" * 100] * per, partition=1)
+
+    async def main() -> None:
+        async with consumer(target, topic, config={"statistics.interval.ms": 100}) as c:
+            got = await c.getmany(10, 5.0)
+            while c.metrics()["buffered_records"] + len(got) < 2 * per:
+                got += await c.getmany(1, 0.05)
+            c.pause((topic, 0))
+            others: list[ConsumerRecord] = []
+            while len(others) < per - sum(1 for r in got if r.partition == 1):
+                others += await c.getmany(1000, 1.0)
+            assert all(r.partition == 1 for r in others)
+            assert await c.getmany(1000, 0.3) == []  # partition 0's records are held
+            held = c.metrics()["buffered_records"]
+            assert held == per - sum(1 for r in got if r.partition == 0) > 0
+            c.resume((topic, 0))
+            after = await c.getmany(1000, 1.0)
+            assert [r.offset for r in after] == list(range(per - held, per))
+            # every record fetched exactly once (librdkafka's count, a second later)
+            t0 = time.monotonic()
+            while True:
+                stats = c.metrics()["librdkafka"]
+                parts = stats["topics"][topic]["partitions"] if stats else {}
+                fetched = sum(parts[str(p)]["rxmsgs"] for p in (0, 1) if str(p) in parts)
+                if time.monotonic() - t0 > 1.5:
+                    break
+                await asyncio.sleep(0.1)
+            assert fetched == 2 * per, parts
+
+    run(main())
+
+
+def test_metrics_snapshot_and_prometheus(target: Target) -> None:
+    topic, _ = target.topic("c-metrics", 1)
+    produce(target, topic, [b"m"] * 20, keys=[b"k"] * 20)
+    registry = CollectorRegistry()
+
+    async def main() -> dict[str, Any]:
+        async def handler(r: ConsumerRecord) -> None:
+            if r.offset == 19:
+                c.stop()
+
+        async with consumer(target, topic, metrics_registry=registry) as c:
+            await c.run(handler)
+            text = generate_latest(registry).decode()
+            assert "messaging_process_duration_seconds_bucket" in text
+            assert "messaging_client_consumed_messages_total" in text
+            assert "sluice_client_consumer_lag_messages" in text
+            assert "sluice_client_consumer_commits_total" in text
+            return c.metrics()
+
+    m = run(main())
+    assert m["consumed"] == 20 and m["processed"] == 20
+    assert m["process_duration"]["count"] == 20
+    assert m["commits"] >= 1
+    assert m["lag"] == {f"{topic}/0": 0}
+
+
+def test_manual_assignment_reads_from_the_given_offset(target: Target) -> None:
+    topic, n = target.topic("c-assign", 2)
+    last = n - 1
+    produce(target, topic, [f"a{i}".encode() for i in range(30)], partition=last)
+
+    async def main() -> list[int]:
+        async with Consumer(target.bootstrap, assign=[(topic, last, 12)],
+                            metrics_registry=CollectorRegistry(), **target.client) as c:
+            assert c.assignment() == [(topic, last)]
+            got: list[ConsumerRecord] = []
+            while len(got) < 18:
+                got += await c.getmany(100, 1.0)
+            return [r.offset for r in got]
+
+    assert run(main()) == list(range(12, 30))
+
+
+def test_bad_options_are_refused_at_once(target: Target) -> None:
+    from sluice.client import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="exactly one of"):
+        Consumer(target.bootstrap, group_id="g", metrics_registry=None)
+    with pytest.raises(ConfigurationError, match="group_id"):
+        Consumer(target.bootstrap, topics=["t"], metrics_registry=None)
+    with pytest.raises(ConfigurationError, match="max_buffer_bytes"):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], max_buffer_bytes=1000,
+                 metrics_registry=None)
+    with pytest.raises(ConfigurationError, match="dead_letter_topic"):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], dead_letter_topic="{nope}",
+                 metrics_registry=None)
+    with pytest.raises(ConfigurationError, match="on_commit"):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
+                 config={"on_commit": print})
+    with pytest.raises(ConfigurationError, match="librdkafka refused"):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
+                 config={"no.such.setting": 1})
+
+    async def bad_ordering() -> None:
+        async with Consumer(target.bootstrap, group_id="g", topics=["t"],
+                            metrics_registry=None) as c:
+            async def handler(r: ConsumerRecord) -> None:
+                pass
+
+            with pytest.raises(ConfigurationError, match="ordering"):
+                await c.run(handler, ordering="sorted")
+
+    run(bad_ordering())
+
+
+def test_partition_ordering_runs_one_record_of_a_partition_at_a_time(target: Target) -> None:
+    topic, n = target.topic("c-part-order", 3)
+    if n < 2:
+        pytest.skip("needs several partitions; this broker auto-creates topics with one")
+    produce(target, topic, [str(i).encode() for i in range(600)],
+            keys=[f"k{i}".encode() for i in range(600)])
+
+    async def main() -> tuple[list[Any], dict[int, list[int]], int]:
+        busy: dict[int, int] = {}
+        clashes: list[Any] = []
+        seen: dict[int, list[int]] = {}
+        peak = 0
+
+        async def handler(r: ConsumerRecord) -> None:
+            nonlocal peak
+            if busy.get(r.partition):
+                clashes.append(r.partition)
+            busy[r.partition] = 1
+            peak = max(peak, sum(busy.values()))
+            await asyncio.sleep(random.random() * 0.001)
+            busy[r.partition] = 0
+            seen.setdefault(r.partition, []).append(r.offset)
+            if sum(len(v) for v in seen.values()) == 600:
+                c.stop()
+
+        async with consumer(target, topic) as c:
+            await c.run(handler, concurrency=8, ordering="partition")
+        return clashes, seen, peak
+
+    clashes, seen, peak = run(main())
+    assert not clashes
+    assert peak > 1  # partitions did run concurrently
+    for offsets in seen.values():
+        assert offsets == sorted(offsets) == list(range(len(offsets)))
+
+
+def test_cancelling_run_commits_what_finished(target: Target) -> None:
+    topic, _ = target.topic("c-cancel", 1)
+    produce(target, topic, [str(i).encode() for i in range(200)])
+    group = f"g-{topic}"
+
+    async def main() -> int:
+        done: list[int] = []
+
+        async def handler(r: ConsumerRecord) -> None:
+            await asyncio.sleep(0.001)
+            done.append(r.offset)
+
+        async with consumer(target, topic, group, commit_interval=60) as c:
+            task = asyncio.create_task(c.run(handler))
+            while len(done) < 50:
+                await asyncio.sleep(0.005)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert done == list(range(len(done)))
+        return len(done)
+
+    finished = run(main())
+    assert committed(target, group, topic, 1) == {0: finished}

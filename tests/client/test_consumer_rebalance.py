@@ -1,0 +1,90 @@
+"""A second member joins a group during ``run``: no partition's records are processed by both
+members at once, a revoked partition's records in processing are drained (and committed)
+before it is given up, so the new owner neither overlaps nor repeats them; every record is
+processed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from sluice.client import Consumer, ConsumerRecord
+from tests.client.conftest import DEADLINE, Target
+from tests.client.test_consumer import produce
+
+TOTAL = 4000
+
+
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_second_member_joins_during_run(target: Target, strategy: str) -> None:
+    topic, n = target.topic("c-rebalance", 4)
+    if n < 2:
+        pytest.skip("needs several partitions; this broker auto-creates topics with one")
+    produce(target, topic, [str(i).encode() for i in range(TOTAL)],
+            keys=[f"k{i % 64}".encode() for i in range(TOTAL)])
+    group = f"g-{topic}"
+
+    async def main() -> None:
+        running: dict[tuple[str, int], dict[str, int]] = {}
+        processed: list[tuple[str, int, int]] = []
+        overlaps: list[Any] = []
+        revoked_busy: list[Any] = []
+        revocations: dict[str, list[Any]] = {"a": [], "b": []}
+        members: dict[str, Consumer] = {}
+
+        def make(name: str) -> Consumer:
+            async def on_revoke(tps: list[tuple[str, int]]) -> None:
+                revocations[name].append(tps)
+                busy = [tp for tp in tps if running.get(tp, {}).get(name)]
+                if busy:
+                    revoked_busy.append((name, busy))
+
+            return Consumer(
+                target.bootstrap, group_id=group, topics=[topic], on_revoke=on_revoke,
+                metrics_registry=CollectorRegistry(),
+                **{"auto.offset.reset": "earliest", "heartbeat.interval.ms": 100,
+                   "session.timeout.ms": 6000, "partition.assignment.strategy": strategy,
+                   **target.client},
+            )
+
+        def handler_for(name: str) -> Any:
+            async def handler(r: ConsumerRecord) -> None:
+                tp = (r.topic, r.partition)
+                here = running.setdefault(tp, {})
+                if any(v for k, v in here.items() if k != name):
+                    overlaps.append((name, tp, r.offset))
+                here[name] = here.get(name, 0) + 1
+                await asyncio.sleep(0.004)
+                here[name] -= 1
+                processed.append((name, r.partition, r.offset))
+                if len({(p, o) for _, p, o in processed}) == TOTAL:
+                    for m in members.values():
+                        m.stop()
+            return handler
+
+        a, b = make("a"), make("b")
+        members["a"] = a
+        async with a:
+            task_a = asyncio.create_task(a.run(handler_for("a"), concurrency=4, ordering="key"))
+            while len(processed) < 300:
+                await asyncio.sleep(0.01)  # polling the handler's progress
+            assert not revocations["a"]
+            members["b"] = b
+            async with b:  # joins the group now
+                task_b = asyncio.create_task(b.run(handler_for("b"), concurrency=4, ordering="key"))
+                await asyncio.gather(task_a, task_b)
+        by_b = [x for x in processed if x[0] == "b"]
+        print(f"{strategy}: a processed {len(processed) - len(by_b)}, b {len(by_b)}, "
+              f"revocations a={revocations['a']}")
+        assert not overlaps
+        assert not revoked_busy
+        assert by_b, "the second member got nothing"
+        assert revocations["a"], "the first member gave nothing up"
+        seen = [(p, o) for _, p, o in processed]
+        assert len(set(seen)) == TOTAL
+        assert len(seen) == TOTAL, "a drained and committed partition was processed again"
+
+    asyncio.run(asyncio.wait_for(main(), DEADLINE))
