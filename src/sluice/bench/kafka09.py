@@ -261,8 +261,10 @@ class Kafka09:
         """Create a topic with the bundled ``kafka-topics.sh`` (0.9 has no CreateTopics API)."""
         self.create_topics([(name, partitions)], timeout=timeout)
 
-    def create_topics(self, specs: list[tuple[str, int]], timeout: float = 60.0) -> None:
-        """Create several topics, two ``kafka-topics.sh`` JVMs at a time (one per core here)."""
+    def create_topics(self, specs: list[tuple[str, int]], timeout: float = 60.0,
+                      configs: Mapping[str, str] | None = None) -> None:
+        """Create several topics, two ``kafka-topics.sh`` JVMs at a time (one per core here),
+        each with the topic ``configs`` given."""
         env = _jvm_env(self.workdir / "logs-tools", "-Xmx256M")
         # A short-lived tool: C1 only and the serial GC start it ~20% faster.
         env["KAFKA_JVM_PERFORMANCE_OPTS"] = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
@@ -278,6 +280,8 @@ class Kafka09:
                            "--zookeeper", f"127.0.0.1:{self.zk_port}", "--create",
                            "--topic", name, "--partitions", str(parts),
                            "--replication-factor", "1"]
+                    for key, value in (configs or {}).items():
+                        cmd += ["--config", f"{key}={value}"]
                     running.append((name, subprocess.Popen(
                         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
                 name, proc = running.pop(0)

@@ -1,0 +1,184 @@
+"""``sluice bench``: one command for every benchmark.
+
+    sluice bench SCENARIO [--bootstrap HOST:PORT] [-X key=value] [--json] [--plot FILE.png] ...
+    sluice bench compare [SCENARIO ...]     # Apache Kafka 0.9.0.1 and sluice, alternating
+    sluice bench report [--quick]           # regenerates docs/benchmarks.md and its plots
+    sluice bench storage|fetch [...]        # the engine without network; fetch under consumers
+
+Without ``--bootstrap`` a scenario starts a ``sluice serve`` child on a temporary directory, so
+the broker's CPU and RSS are measured apart from the load generator's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from sluice.bench import output
+from sluice.bench.harness import Result, parse_settings
+from sluice.bench.scenarios import SCENARIOS, Options
+from sluice.bench.targets import Remote, Target, sluice_child
+
+PASSTHROUGH = ("storage", "fetch")
+QUICK = {"messages": 50_000, "seconds": 5.0}
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The scenario options (shared by ``sluice bench SCENARIO`` and ``compare``)."""
+    d = Options()
+    g = parser.add_argument_group("load")
+    g.add_argument("--messages", type=int, default=None,
+                   help=f"messages per case (default {d.messages:,})")
+    g.add_argument("--size", type=int, default=d.size, help="value bytes (default 100)")
+    g.add_argument("--partitions", type=int, default=d.partitions)
+    g.add_argument("--producers", type=int, default=d.producers,
+                   help="producer instances (connections), spread over --processes")
+    g.add_argument("--processes", type=int, default=d.processes,
+                   help="load processes (default: one per producer, at most 4)")
+    g.add_argument("--consumers", type=int, default=d.consumers,
+                   help="consumers in one group, the partitions split between them")
+    g.add_argument("--acks", default=d.acks, choices=["0", "1", "all", "-1"])
+    g.add_argument("--compression", default=d.compression,
+                   choices=["none", "gzip", "snappy", "lz4", "zstd"])
+    g.add_argument("--linger-ms", type=float, default=d.linger_ms)
+    g.add_argument("--rate", type=float, default=d.rate,
+                   help="target msg/s over all producers (e2e default 1000; 0: flat out)")
+    g.add_argument("--seconds", type=float, default=None,
+                   help=f"e2e and slow-consumer length (default {d.seconds:g})")
+    g.add_argument("--repeat", type=int, default=d.repeat, help="runs per case; the median "
+                   "is reported")
+    g.add_argument("--deadline", type=float, default=d.deadline, help="seconds per case")
+    g.add_argument("--quick", action="store_true", help="a short run: 50,000 messages, 5 s")
+    g.add_argument("-X", dest="client", action="append", default=[], metavar="KEY=VALUE",
+                   help="librdkafka setting for every client (repeatable; wins over ours)")
+    s = parser.add_argument_group("scenario-specific")
+    s.add_argument("--only", help="strategies: comma-separated strategies to run")
+    s.add_argument("--round-trips", type=int, default=300,
+                   help="strategies: records of `send` and `send_ordered 1` (x10 for 10)")
+    s.add_argument("--process-us", type=float, default=1000.0,
+                   help="slow-consumer: processing time per message, microseconds")
+    s.add_argument("--producer-counts", default="1,4,16",
+                   help="writer: concurrent producers per case (default 1,4,16)")
+
+
+def options(args: argparse.Namespace) -> Options:
+    try:
+        client = parse_settings(args.client)
+    except ValueError as exc:
+        raise SystemExit(f"sluice bench: -X {exc}") from None
+    d = Options()
+    quick = QUICK if args.quick else {}
+    return Options(
+        messages=args.messages or int(quick.get("messages", d.messages)),
+        size=args.size, partitions=args.partitions, producers=args.producers,
+        processes=args.processes, consumers=args.consumers,
+        acks="all" if args.acks == "-1" else args.acks, compression=args.compression,
+        linger_ms=args.linger_ms, rate=args.rate,
+        seconds=args.seconds or float(quick.get("seconds", d.seconds)),
+        repeat=max(1, args.repeat), deadline=args.deadline, client=client,
+    )
+
+
+def scenario_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sluice bench", description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="Also: sluice bench compare|report|storage|fetch --help")
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--bootstrap", metavar="HOST:PORT",
+                        help="a running broker (default: start a sluice serve child)")
+    parser.add_argument("--broker-pid", type=int, action="append", default=[],
+                        help="with --bootstrap: the local broker's pid, for its CPU and RSS")
+    parser.add_argument("--kafka09", action="store_true",
+                        help="with --bootstrap: a Kafka 0.9 broker (api.version.request=false, "
+                        "broker.version.fallback=0.9.0.1)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="broker setting for the sluice child (repeatable)")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per result on stdout instead of the table")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png",
+                        help="throughput and latency over time (RSS for slow-consumer)")
+    add_options(parser)
+    return parser
+
+
+@contextlib.contextmanager
+def target_for(args: argparse.Namespace) -> Iterator[Target]:
+    if args.bootstrap:
+        from sluice.bench.kafka09 import CLIENT_CONFIG
+
+        yield Remote(args.bootstrap, dict(CLIENT_CONFIG) if args.kafka09 else {},
+                     list(args.broker_pid), "Kafka 0.9.0.1" if args.kafka09 else args.bootstrap,
+                     "kafka09" if args.kafka09 else "external")
+        return
+    try:
+        settings = parse_settings(args.set)
+    except ValueError as exc:
+        raise SystemExit(f"sluice bench: --set {exc}") from None
+    with sluice_child(settings) as target:
+        yield target
+
+
+def run_scenario(name: str, target: Target, opts: Options, args: argparse.Namespace,
+                 say: output.Say) -> list[Result]:
+    from sluice.bench import scenarios
+
+    if name == "strategies":
+        only = args.only.split(",") if args.only else None
+        return scenarios.strategies(target, opts, say, only=only, round_trips=args.round_trips)
+    if name == "slow-consumer":
+        return scenarios.slow_consumer(target, opts, say, process_us=args.process_us)
+    if name == "writer":
+        counts = [int(n) for n in args.producer_counts.split(",")]
+        return scenarios.writer(target, opts, say, producers=counts)
+    return SCENARIOS[name](target, opts, say)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    head = argv[0] if argv else ""
+    if head in PASSTHROUGH:
+        return passthrough(head, argv[1:])
+    if head == "compare":
+        from sluice.bench import compare
+
+        return compare.main(argv[1:])
+    if head == "report":
+        from sluice.bench import report
+
+        return report.main(argv[1:])
+    args = scenario_parser().parse_args(argv)
+    opts = options(args)
+    say = output.say
+    with output.live_progress() as progress:
+        opts.progress = progress
+        try:
+            with target_for(args) as target:
+                results = run_scenario(args.scenario, target, opts, args, say)
+        except (ValueError, RuntimeError, TimeoutError) as exc:
+            print(f"sluice bench {args.scenario}: {exc}", file=sys.stderr)
+            return 1
+    if args.json:
+        output.print_json(results)
+    else:
+        output.print_table(results)
+    if args.plot:
+        output.plot(results, args.plot, title=f"sluice bench {args.scenario}")
+    return 1 if any(r.errors for r in results) else 0
+
+
+def passthrough(name: str, argv: list[str]) -> int:
+    if name == "fetch":
+        from sluice.bench import fetch
+
+        return fetch.main(argv)
+    from sluice.bench import storage
+
+    storage.main(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
