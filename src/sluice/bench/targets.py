@@ -19,11 +19,18 @@ from sluice.bench.harness import rdkafka_logger
 
 
 class Target(Protocol):
-    label: str
-    bootstrap: str
-    client_config: dict[str, Any]
-    pids: list[int]
-    kind: str  # "sluice", "kafka09" or "external"
+    @property
+    def label(self) -> str: ...
+    @property
+    def bootstrap(self) -> str: ...
+    @property
+    def client_config(self) -> dict[str, Any]: ...
+    @property
+    def pids(self) -> list[int]: ...
+    @property
+    def kind(self) -> str:
+        """``sluice``, ``kafka09`` or ``external``."""
+        ...
 
     def create_topic(self, name: str, partitions: int,
                      configs: Mapping[str, str] | None = None) -> str: ...
