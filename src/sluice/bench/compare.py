@@ -170,7 +170,7 @@ def _csv(text: str, cast: Any = str) -> tuple[Any, ...]:
 
 def parser() -> argparse.ArgumentParser:
     from sluice.bench import kafka09
-    from sluice.bench.cli import add_options
+    from sluice.bench.args import add_options
 
     p = argparse.ArgumentParser(prog="sluice bench compare", description=__doc__.split("\n\n")[0]
                                 if __doc__ else None)
@@ -195,7 +195,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sluice.bench.cli import options
+    from sluice.bench.args import options
 
     p = parser()
     args = p.parse_args(argv)

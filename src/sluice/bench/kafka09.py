@@ -112,27 +112,6 @@ def write_properties(path: Path, props: Mapping[str, str]) -> None:
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
 
-def rss_bytes(pid: int) -> int | None:
-    """Resident set size of ``pid`` from /proc, or None if it is gone."""
-    return _proc_status_kib(pid, "VmRSS")
-
-
-def peak_rss_bytes(pid: int) -> int | None:
-    """The kernel's high-water mark of ``pid``'s resident set (VmHWM), or None if it is gone."""
-    return _proc_status_kib(pid, "VmHWM")
-
-
-def _proc_status_kib(pid: int, key: str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return None
-
-
 def listening_addresses(pid: int) -> list[tuple[str, int]]:
     """The (address, port) pairs that ``pid`` listens on over TCP, from /proc (no ``ss`` needed)."""
     inodes: set[str] = set()

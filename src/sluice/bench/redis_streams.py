@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 
 from sluice.bench.harness import Process, Result, cpu_seconds, peak_rss_bytes
+from sluice.bench.kafka09 import free_port
 
 LABEL = "Redis Streams (XADD, AOF everysec)"
 
@@ -51,13 +52,6 @@ def ensure_installed() -> tuple[str, str]:
     return server, bench
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _pong(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
@@ -70,7 +64,7 @@ def _pong(port: int) -> bool:
 @contextlib.contextmanager
 def running_redis(server: str) -> Iterator[tuple[int, int]]:
     """``(port, pid)`` of a redis-server with AOF ``appendfsync everysec``, no RDB snapshots."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="sluice-bench-redis-") as tmp:
         proc = subprocess.Popen(
             [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp,

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sluice.bench.harness import peak_rss_bytes, rss_bytes
 from sluice.testing import unique_topic_name
 
 CONFIG: dict[str, Any] = {"acks": "all", "enable.idempotence": True, "linger.ms": 5}
@@ -98,14 +99,6 @@ class Measured:
     latencies: array[float]
     rss_start: int
     rss_peak: int
-
-
-def _proc_kib(key: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _raw(
@@ -198,7 +191,7 @@ def run_case(
     bootstrap: str, topic: str, strategy: str, size: int, count: int, config: dict[str, Any]
 ) -> Measured:
     values = [os.urandom(8) + b"x" * (size - 8) for _ in range(count)]
-    rss_start = _proc_kib("VmRSS")
+    rss_start = rss_bytes(os.getpid()) or 0
     if strategy.startswith("raw loop"):
         seconds, cpu, errors, latencies = _raw(
             bootstrap, topic, values, config, keep=strategy.endswith("results")
@@ -209,7 +202,7 @@ def run_case(
         seconds, cpu, errors, latencies = uvloop.run(
             _toolkit(bootstrap, topic, values, config, strategy)
         )
-    return Measured(count, seconds, cpu, errors, latencies, rss_start, _proc_kib("VmHWM"))
+    return Measured(count, seconds, cpu, errors, latencies, rss_start, peak_rss_bytes(os.getpid()) or 0)
 
 
 def summary(m: Measured) -> dict[str, Any]:
