@@ -36,6 +36,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--repeat", type=int, default=d.repeat, help="runs per case; the median "
                    "is reported")
     g.add_argument("--deadline", type=float, default=d.deadline, help="seconds per case")
+    g.add_argument("--no-latency", dest="latency", action="store_false",
+                   help="producers without a delivery callback per message: higher msg/s from "
+                   "one process, no latency percentiles")
     g.add_argument("--quick", action="store_true", help="a short run: 50,000 messages, 5 s")
     g.add_argument("-X", dest="client", action="append", default=[], metavar="KEY=VALUE",
                    help="librdkafka setting for every client (repeatable; wins over ours)")
@@ -64,4 +67,5 @@ def options(args: argparse.Namespace) -> Options:
         linger_ms=args.linger_ms, rate=args.rate,
         seconds=args.seconds or float(quick.get("seconds", d.seconds)),
         repeat=max(1, args.repeat), deadline=args.deadline, client=client,
+        latency=args.latency,
     )

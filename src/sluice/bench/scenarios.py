@@ -48,6 +48,7 @@ class Options:
     seconds: float = 10.0  # e2e and slow-consumer length
     repeat: int = 1
     deadline: float = 300.0
+    latency: bool = True  # produce: False drops the delivery callback (and the percentiles)
     client: dict[str, Any] = field(default_factory=dict)  # -X settings, last word
     progress: Callable[[str, int, int, float], None] | None = None  # case, done, of, s
 
@@ -80,7 +81,8 @@ def produce_works(target: Target, topic: str, opts: Options, count: int, role: s
                           rate=opts.rate / procs if opts.rate else 0.0,
                           config=dict(config if config is not None
                                       else producer_config(opts, target)),
-                          instances=instances, deadline=opts.deadline))
+                          instances=instances, deadline=opts.deadline,
+                          latency=opts.latency or role == "e2e-produce"))
     return works
 
 
@@ -117,6 +119,8 @@ def measure(scenario: str, case: str, target: Target, opts: Options, works: Sequ
                                                        if w.role.endswith(count_role))
     if result.messages < wanted:
         result.notes.append(f"{result.messages:,} of {wanted:,} messages in the deadline")
+    if result.errors:
+        result.notes.append(f"{result.errors:,} failed deliveries or consumer errors")
     return result
 
 
