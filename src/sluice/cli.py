@@ -76,6 +76,10 @@ class _PrintVersion(argparse.Action):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own parser, --help included (argparse's REMAINDER drops it)
+        from sluice.bench import cli
+
+        return cli.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="sluice", description="A Kafka-compatible streaming platform."
     )

@@ -56,6 +56,18 @@ def test_scenario_arguments_and_client_settings() -> None:
     assert (quick.messages, quick.seconds) == (50_000, 5.0)
 
 
+def test_sluice_bench_help_names_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    from sluice.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for name in ("produce", "consume", "e2e", "durable", "writer", "strategies",
+                 "slow-consumer", "compare", "report", "storage", "--bootstrap", "-X"):
+        assert name in text
+
+
 def test_bad_arguments_are_refused_with_a_reason(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         parse_settings(["linger.ms"])

@@ -28,8 +28,8 @@ PASSTHROUGH = ("storage", "fetch")
 
 def scenario_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sluice bench", description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog="Also: sluice bench compare|report|storage|fetch --help")
+        prog="sluice bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Each of compare, report, storage and fetch has its own --help.")
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--bootstrap", metavar="HOST:PORT",
                         help="a running broker (default: start a sluice serve child)")
