@@ -92,7 +92,8 @@ def test_client_settings_win_and_load_is_split_over_processes() -> None:
 
 def test_compare_matrix_runs_every_case_on_the_same_options() -> None:
     cases = Matrix(sizes=(100, 1024), partitions=(1, 8), acks=("1", "all"),
-                   rates=(1000.0,), base=Options(messages=1000)).cases()
+                   rates=(1000.0,), base=Options(messages=1000, repeat=3)).cases()
+    assert {c.opts.repeat for c in cases} == {1}  # compare's rounds are the repetitions
     produce = [c for c in cases if c.scenario == "produce"]
     assert len(produce) == 8 and len([c for c in cases if c.scenario == "consume"]) == 4
     assert {c.opts.messages for c in produce if c.opts.size == 1024} == {200}

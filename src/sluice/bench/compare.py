@@ -52,8 +52,10 @@ class Matrix:
     base: Options = field(default_factory=Options)
 
     def cases(self) -> list[Case]:
+        """Each case once: ``compare``'s rounds are the repetitions (a scenario's own
+        ``repeat`` would run every case rounds x repeat times)."""
         out: list[Case] = []
-        b = self.base
+        b = replace(self.base, repeat=1)
         for size in self.sizes:
             count = b.messages if size <= 100 else max(1, b.messages // 5)
             for parts in self.partitions:

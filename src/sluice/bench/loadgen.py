@@ -273,9 +273,7 @@ def _consume(work: Work, counter: Synchronized[int], total: Any, ready: Any, go:
                 if delay:
                     time.sleep(delay)
             counter.value = got
-            if msgs and everyone() >= work.count:
-                break
-            if not msgs and everyone() >= work.count:
+            if everyone() >= work.count:
                 break
         last = clock()
     finally:

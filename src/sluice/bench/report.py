@@ -199,8 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "`fetch.queue.backoff.ms=10`: librdkafka stops fetching when its queue holds "
         "`queued.min.messages` (100k) and then waits `fetch.queue.backoff.ms` (1 s by "
         "default), so with the default a fast broker ends up timing the client's sleep;",
-        "- e2e: one producer at a fixed rate with `linger.ms=1`, each value stamped with its "
-        "*scheduled* send time (no coordinated omission), one consumer polling;",
+        f"- e2e: the same {base.producers} producer processes at a fixed total rate with "
+        "`linger.ms=1`, each value stamped with its *scheduled* send time (no coordinated "
+        "omission), one consumer polling one message at a time;",
         "- Kafka 0.9.0.1 also gets `api.version.request=false broker.version.fallback=0.9.0.1` "
         "(it has no ApiVersions); its broker JVM is measured, ZooKeeper is not.",
         "- Redis Streams: `redis-benchmark` (50 connections, 16 commands pipelined) doing XADD "
