@@ -49,8 +49,38 @@ class Remote:
 
     def create_topic(self, name: str, partitions: int,
                      configs: Mapping[str, str] | None = None) -> str:
+        if self.kind == "kafka09":
+            return auto_create(self.bootstrap, self.client_config, name, partitions, configs)
         admin_create(self.bootstrap, self.client_config, name, partitions, configs)
         return name
+
+
+def auto_create(bootstrap: str, client_config: Mapping[str, Any], name: str, partitions: int,
+                configs: Mapping[str, str] | None = None) -> str:
+    """A Kafka 0.9 broker has no CreateTopics: a Metadata request for ``name`` makes it create
+    the topic with its defaults (``num.partitions``), which must match what was asked."""
+    from confluent_kafka.admin import AdminClient
+
+    if configs:
+        raise ValueError(f"topic configs {dict(configs)} need CreateTopics, which Kafka 0.9 lacks: "
+                         "use `sluice bench compare`, which creates topics with kafka-topics.sh")
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": rdkafka_logger(),
+                            **client_config}
+    admin = AdminClient(conf)
+    deadline = time.monotonic() + 30
+    while True:
+        topic = admin.list_topics(name, timeout=5).topics.get(name)
+        if topic is not None and topic.error is None and topic.partitions:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topic {name} was not auto-created in 30 s")
+        time.sleep(0.1)  # metadata poll interval while the broker creates the topic
+    if len(topic.partitions) != partitions:
+        raise ValueError(f"Kafka 0.9 auto-created {name} with {len(topic.partitions)} "
+                         f"partition(s), not {partitions}: set the broker's num.partitions, or "
+                         "use `sluice bench compare`")
+    wait_for_leaders(admin, name, partitions, 60)
+    return name
 
 
 def admin_create(bootstrap: str, client_config: Mapping[str, Any], name: str, partitions: int,
