@@ -8,12 +8,10 @@ JSON (:data:`JSON_KEYS`: stable, a test pins them).
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
-import statistics
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,10 +156,6 @@ class Latency:
     def as_json(self) -> dict[str, float | int]:
         return {"p50": self.p50_ms, "p90": self.p90_ms, "p99": self.p99_ms,
                 "p99.9": self.p999_ms, "max": self.max_ms, "samples": self.samples}
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -311,14 +305,3 @@ def median_result(runs: Sequence[Result]) -> Result:
         mid.errors = sum(r.errors for r in runs)
     return mid
 
-
-def median(values: Iterable[float]) -> float:
-    got = list(values)
-    return statistics.median(got) if got else 0.0
-
-
-def merge_params(*layers: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for layer in layers:
-        out.update(layer)
-    return out
