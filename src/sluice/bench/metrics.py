@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import signal
 import statistics
@@ -36,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sluice.bench.harness import cpu_seconds
 from sluice.bench.kafka09 import free_port, port_open
 
 TOPIC = "bench-metrics"
@@ -57,10 +57,11 @@ class Run:
     scrapes: int
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+def _cpu(pid: int) -> float:
+    used = cpu_seconds(pid)
+    if used is None:
+        raise RuntimeError(f"the broker (pid {pid}) is gone")
+    return used
 
 
 @contextlib.contextmanager
@@ -153,7 +154,7 @@ def _produce(
             if err is None:
                 delivered += 1
 
-        cpu_before = _cpu_seconds(proc.pid)
+        cpu_before = _cpu(proc.pid)
         t0 = time.perf_counter()
         for _ in range(records):
             while True:
@@ -164,7 +165,7 @@ def _produce(
                     producer.poll(0.01)
         producer.flush(120)
         elapsed = time.perf_counter() - t0
-        cpu = _cpu_seconds(proc.pid) - cpu_before
+        cpu = _cpu(proc.pid) - cpu_before
         if delivered != records:
             raise RuntimeError(f"only {delivered} of {records} records were delivered")
         scrapes = 0
@@ -268,11 +269,11 @@ def scrape_cost(partitions: int, work: Path) -> None:
         admin.create_topics([NewTopic("many", partitions)], request_timeout=300)["many"].result(300)
         print(f"created {partitions} partitions in {time.monotonic() - created:.1f} s", flush=True)
         url = f"http://127.0.0.1:{admin_port}/metrics"
-        cpu_before = _cpu_seconds(proc.pid)
+        cpu_before = _cpu(proc.pid)
         started = time.monotonic()
         body = urllib.request.urlopen(url, timeout=120).read()
         took = time.monotonic() - started
-        cpu = _cpu_seconds(proc.pid) - cpu_before
+        cpu = _cpu(proc.pid) - cpu_before
         samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
         print(
             f"one scrape: {len(body) / 1e6:.1f} MB, {samples:,} samples, {took:.2f} s, "

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sluice.bench.harness import peak_rss_bytes, rss_bytes
 from sluice.testing import unique_topic_name
 
 CONFIG: dict[str, Any] = {"acks": "all", "enable.idempotence": True, "linger.ms": 5}
@@ -98,14 +99,6 @@ class Measured:
     latencies: array[float]
     rss_start: int
     rss_peak: int
-
-
-def _proc_kib(key: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _raw(
@@ -198,7 +191,7 @@ def run_case(
     bootstrap: str, topic: str, strategy: str, size: int, count: int, config: dict[str, Any]
 ) -> Measured:
     values = [os.urandom(8) + b"x" * (size - 8) for _ in range(count)]
-    rss_start = _proc_kib("VmRSS")
+    rss_start = rss_bytes(os.getpid()) or 0
     if strategy.startswith("raw loop"):
         seconds, cpu, errors, latencies = _raw(
             bootstrap, topic, values, config, keep=strategy.endswith("results")
@@ -209,33 +202,61 @@ def run_case(
         seconds, cpu, errors, latencies = uvloop.run(
             _toolkit(bootstrap, topic, values, config, strategy)
         )
-    return Measured(count, seconds, cpu, errors, latencies, rss_start, _proc_kib("VmHWM"))
+    return Measured(count, seconds, cpu, errors, latencies, rss_start, peak_rss_bytes(os.getpid()) or 0)
+
+
+def summary(m: Measured) -> dict[str, Any]:
+    """What a child prints (one JSON line): counts, CPU, RSS and the latency percentiles (ms)."""
+    from sluice.bench.harness import Histogram
+
+    hist = Histogram()
+    for seconds in m.latencies:
+        if seconds > 0:
+            hist.record_us(seconds * 1_000_000)
+    lat = hist.latency()
+    return {
+        "count": m.count,
+        "seconds": m.seconds,
+        "cpu": m.cpu,
+        "errors": m.errors,
+        "p50_ms": lat.p50_ms if lat else 0.0,
+        "p90_ms": lat.p90_ms if lat else 0.0,
+        "p99_ms": lat.p99_ms if lat else 0.0,
+        "p999_ms": lat.p999_ms if lat else 0.0,
+        "max_ms": lat.max_ms if lat else 0.0,
+        "samples": lat.samples if lat else 0,
+        "rss_start": m.rss_start,
+        "rss_peak": m.rss_peak,
+    }
 
 
 def _child(args: argparse.Namespace) -> int:
-    from hdrh.histogram import HdrHistogram
-
     config = {**CONFIG, **json.loads(args.config)}
     m = run_case(args.bootstrap, args.topic, args.strategy, args.size, args.count, config)
-    hist = HdrHistogram(1, 600_000_000, 3)  # microseconds
-    for seconds in m.latencies:
-        if seconds > 0:
-            hist.record_value(max(1, int(seconds * 1_000_000)))
-    print(
-        json.dumps(
-            {
-                "count": m.count,
-                "seconds": m.seconds,
-                "cpu": m.cpu,
-                "errors": m.errors,
-                "p50_ms": hist.get_value_at_percentile(50) / 1000,
-                "p99_ms": hist.get_value_at_percentile(99) / 1000,
-                "rss_start": m.rss_start,
-                "rss_peak": m.rss_peak,
-            }
-        )
-    )
+    print(json.dumps(summary(m)))
     return 0
+
+
+def run_child(
+    bootstrap: str,
+    topic: str,
+    strategy: str,
+    size: int,
+    count: int,
+    config: dict[str, Any],
+    timeout: float,
+) -> dict[str, Any]:
+    """One case in a fresh child process (so its peak RSS is its own); its :func:`summary`."""
+    cmd = [
+        sys.executable, "-m", "sluice.bench.strategies", "--child",
+        "--bootstrap", bootstrap, "--topic", topic, "--strategy", strategy,
+        "--size", str(size), "--count", str(count), "--config", json.dumps(config),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{strategy} {size} B failed:\n{out.stderr[-3000:]}")
+    data: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return data
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -256,10 +277,11 @@ class Result:
         return statistics.median(values) if values else 0.0
 
 
-def counts(strategy: str, size: int, args: argparse.Namespace) -> int:
+def counts(strategy: str, size: int, records: int, round_trips: int) -> int:
+    """Records in one case: round-trip-bound strategies get ``SLOW[s] x round_trips``."""
     if strategy in SLOW:
-        return SLOW[strategy] * int(args.round_trips)
-    return int(args.records) if size <= 100 else int(args.records) // 2
+        return SLOW[strategy] * round_trips
+    return records if size <= 100 else records // 2
 
 
 def measure(
@@ -273,30 +295,8 @@ def measure(
     for round_ in range(args.repeat):
         for label, strategy, size, config in cases:
             topic = create(unique_topic_name(f"strategies-{label}-{size}-{round_}"))
-            cmd = [
-                sys.executable,
-                "-m",
-                "sluice.bench.strategies",
-                "--child",
-                "--bootstrap",
-                bootstrap,
-                "--topic",
-                topic,
-                "--strategy",
-                strategy,
-                "--size",
-                str(size),
-                "--count",
-                str(counts(strategy, size, args)),
-                "--config",
-                json.dumps(config),
-            ]
-            out = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=args.case_timeout, check=False
-            )
-            if out.returncode != 0:
-                raise RuntimeError(f"{label} {size} B failed:\n{out.stderr[-3000:]}")
-            data = json.loads(out.stdout.strip().splitlines()[-1])
+            count = counts(strategy, size, args.records, args.round_trips)
+            data = run_child(bootstrap, topic, strategy, size, count, config, args.case_timeout)
             r = results.setdefault((label, size), Result())
             r.rates.append(data["count"] / data["seconds"])
             r.cpu_us.append(data["cpu"] / data["count"] * 1e6)
