@@ -265,8 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"A topic filled with {sc_opts.messages:,} x 1 KiB, then one consumer that takes 1 ms "
         f"per message for {sc_opts.seconds:g} s: its RSS over time. librdkafka prefetches up to "
         "`queued.max.messages.kbytes` (64 MiB by default) ahead of the application; lowering it "
-        "bounds the memory. The consumer toolkit's `max_buffer_bytes` (8/32/128 MiB) rows "
-        "join when the toolkit lands (issue 12).",
+        "bounds the memory by hand. The consumer toolkit's one knob, `max_buffer_bytes` "
+        "(8/32/128 MiB rows), bounds all of it: librdkafka's queues and the toolkit's own "
+        "buffer (docs/client.md, \"Memory: one knob\"). Client RSS includes the interpreter "
+        "and, for the toolkit rows, the toolkit's import.",
         "",
         output.markdown(slow, _cols("msg/s", "client RSS MiB")),
         "",
