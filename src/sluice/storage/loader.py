@@ -112,6 +112,9 @@ class Loaded:
     segments: list[LogSegment]
     log_start_offset: int
     report: RecoveryReport
+    recorded: CleanState | None = None
+    """The state a clean close left in the directory's marker, when it held (a log opened on
+    its own then finds its producer state where that says, without reading the segments)."""
 
 
 def load(
@@ -196,12 +199,15 @@ def load(
         last.size = last_size
         last.next_offset = clean_end
         report = RecoveryReport(clean=True)
+        if recorded is None or recorded.log_end_offset != clean_end:
+            recorded = None
     else:
+        recorded = None
         recovery_point = min(read_int(directory / RECOVERY_POINT_FILE, 0), _first_insane_txn_index(segments))
         report = _recover(segments, recovery_point, config, gaps_below(directory))
     log_start = min(max(log_start, segments[0].base_offset), segments[-1].next_offset)
     segments[-1].created_ms = rolling_timestamp(segments[-1], now)
-    return Loaded(segments, log_start, report)
+    return Loaded(segments, log_start, report, recorded)
 
 
 def _recover(

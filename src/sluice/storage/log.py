@@ -231,6 +231,8 @@ class PartitionLog:
         config = config or LogConfig()
         loaded = load(directory, config, clock, files, state)
         log = cls(directory, config, loaded.segments, loaded.log_start_offset, clock, loaded.report)
+        if state is None:
+            state = loaded.recorded  # a clean close's own marker (a log opened on its own)
         if state is not None:
             log._producers_at = state.producers  # loaded on first use, if there is anything
             if state.ongoing_txns:
