@@ -24,10 +24,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-import crc32c
-
 from sluice.errors import CorruptRecordError, InvalidRecordError
 from sluice.protocol.compression import CODEC_NAMES, compress, inflate
+from sluice.protocol.crc import crc32c
 from sluice.protocol.records import (
     ATTRIBUTES_OFFSET,
     COMPRESSION_MASK,
@@ -221,7 +220,7 @@ def _assemble(
             batch_length,
             header.partition_leader_epoch,
             header.magic,
-            crc32c.crc32c(tail),
+            crc32c(tail),
         )
         + tail
     )
@@ -244,7 +243,7 @@ def _with_timestamp_delta(records: bytes, record: KeyedRecord, ts_delta: int) ->
 
 def check_crc(batch: Bytes, header: BatchHeader) -> None:
     view = memoryview(batch)
-    if crc32c.crc32c(view[ATTRIBUTES_OFFSET : header.size]) != header.crc:
+    if crc32c(view[ATTRIBUTES_OFFSET : header.size]) != header.crc:
         raise CorruptRecordError(
             f"record batch at offset {header.base_offset} fails its CRC-32C check"
         )

@@ -14,9 +14,8 @@ import struct
 from enum import IntEnum
 from typing import NamedTuple
 
-import crc32c
-
 from sluice.errors import CorruptRecordError
+from sluice.protocol.crc import crc32c
 from sluice.protocol.records import (
     CONTROL_BIT,
     HEADER_SIZE,
@@ -83,7 +82,7 @@ def build_marker(
         )
         + body
     )
-    return _LEAD.pack(base_offset, len(tail) + 9, 0, 2, crc32c.crc32c(tail)) + tail
+    return _LEAD.pack(base_offset, len(tail) + 9, 0, 2, crc32c(tail)) + tail
 
 
 def read_marker(header: BatchHeader, batch: Bytes) -> Marker | None:
