@@ -23,16 +23,8 @@ from sluice.protocol.records import (
 )
 from sluice.storage import CleanerConfig, LogCleaner, LogConfig, PartitionLog
 from sluice.storage.cleaner import CleanResult
-from sluice.storage.compaction import (
-    CHECKPOINT_FILE,
-    CleanedSpec,
-    RunPlan,
-    SegmentSpec,
-    commit_swap,
-    read_checkpoint,
-    run,
-    swap_path,
-)
+from sluice.storage.compaction import CleanedSpec, RunPlan, SegmentSpec, commit_swap, run
+from sluice.storage.swaps import CHECKPOINT_FILE, read_checkpoint, swap_path
 
 from .conftest import FakeClock
 

@@ -14,7 +14,8 @@ import pytest
 from sluice.protocol.keyed import delete_horizon
 from sluice.protocol.records import build_batch
 from sluice.storage import PartitionLog
-from sluice.storage.compaction import CHECKPOINT_FILE, commit_swap, run, swap_path, txn_swap_path
+from sluice.storage.compaction import commit_swap, run
+from sluice.storage.swaps import CHECKPOINT_FILE, swap_path, txn_swap_path
 from sluice.storage.txn_index import AbortedTxn
 
 from . import test_compaction

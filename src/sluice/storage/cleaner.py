@@ -26,32 +26,25 @@ import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sluice.errors import SluiceError
 from sluice.protocol.records import DEFAULT_MAX_UNCOMPRESSED
-from sluice.storage.cleaner_worker import CleanerWorker, WorkerDied
 from sluice.storage.clock import Clock, wall_clock_ms
-from sluice.storage.compaction import (
-    MAP_ENTRY_BYTES,
-    CleanedSpec,
-    CleanerCheckpoint,
-    CleaningAborted,
-    CleaningStats,
-    RunOutput,
-    RunPlan,
-    SegmentSpec,
-    commit_swap,
-    discard,
-    finish_swap,
-    new_segment,
-    read_checkpoint,
-    run,
-    write_checkpoint,
-)
 from sluice.storage.files import is_disk_full
 from sluice.storage.log import PartitionLog
 from sluice.storage.segment import LogSegment
+from sluice.storage.swaps import (
+    MAP_ENTRY_BYTES,
+    CleanerCheckpoint,
+    CleaningAborted,
+    read_checkpoint,
+    write_checkpoint,
+)
+
+if TYPE_CHECKING:  # the cleaning code itself is imported on a cleaner's first run
+    from sluice.storage.cleaner_worker import CleanerWorker
+    from sluice.storage.compaction import CleanedSpec, CleaningStats, RunOutput, RunPlan
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +273,8 @@ class LogCleaner:
         return lambda: self._stopping or plog in self._aborting or plog.closed
 
     def _plan(self, c: Cleanable) -> RunPlan:
+        from sluice.storage.compaction import RunPlan, SegmentSpec
+
         plog = c.log
         specs = [SegmentSpec(seg.base_offset, seg.size, seg.next_offset) for seg in c.segments]
         start_position = 0
@@ -310,6 +305,8 @@ class LogCleaner:
         )
 
     async def _run(self, c: Cleanable) -> CleanResult:
+        from sluice.storage.compaction import CleaningStats, discard, run
+
         plog = c.log
         plan = self._plan(c)
         held = list(c.segments)
@@ -362,6 +359,8 @@ class LogCleaner:
     def _run_in_process(self, plan: RunPlan, plog: PartitionLog) -> RunOutput:
         """A cleaner thread's part: run ``plan`` in a worker process and wait for it (the wait
         holds no lock). :meth:`abort` kills the worker."""
+        from sluice.storage.cleaner_worker import CleanerWorker, WorkerDied
+
         worker = self._idle_workers.pop() if self._idle_workers else CleanerWorker()
         self._workers[plog] = worker
         try:
@@ -383,6 +382,8 @@ class LogCleaner:
         read from (or written to) files meanwhile, so readers read them on until the list
         changes. False if the files are half
         swapped (the next start finishes it; until then the log serves the old segments)."""
+        from sluice.storage.compaction import commit_swap, discard, finish_swap, new_segment
+
         new = new_segment(plan, spec, plog.active_segment.files)
         leased: list[LogSegment] = []
         try:

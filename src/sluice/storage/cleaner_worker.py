@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from sluice.storage.compaction import CleaningAborted, RunOutput, RunPlan, run
+from sluice.storage.compaction import RunOutput, RunPlan, run
+from sluice.storage.swaps import CleaningAborted
 
 _LENGTH = struct.Struct(">Q")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])

@@ -70,118 +70,22 @@ from sluice.protocol.keyed import (
 from sluice.protocol.records import HEADER_SIZE, BatchHeader, iter_stored_batches, read_header
 from sluice.storage import txn_index
 from sluice.storage.fdcache import FdCache
-from sluice.storage.files import fsync_dir, read_json, write_atomic, write_json
+from sluice.storage.files import fsync_dir, write_atomic
 from sluice.storage.segment import LogSegment, segment_name
+from sluice.storage.swaps import (
+    CLEANED_SUFFIX,
+    CleaningAborted,
+    cleaned_path,
+    finish_swap_files,
+    swap_path,
+    txn_swap_path,
+)
 from sluice.storage.txn_index import AbortedTxn
 
 log = logging.getLogger(__name__)
 
-CLEANED_SUFFIX = ".log.cleaned"
-SWAP_SUFFIX = ".swap"
-TXN_SWAP_SUFFIX = f"{txn_index.SUFFIX}.swap"
-CHECKPOINT_FILE = "cleaner-offset-checkpoint"
-MAP_ENTRY_BYTES = 128
-"""What one key costs in the offset map (a Python dict of keys of at most 16 bytes, measured at
-about 120 bytes an entry for a million): ``log.cleaner.dedupe.buffer.size`` / this many keys."""
 _SHORT_KEY = 16
 _MAX_RELATIVE_OFFSET = (1 << 31) - 1
-
-
-class CleaningAborted(Exception):
-    """The log was closed or deleted, or the cleaner stopped, while this run was working."""
-
-
-# -- the checkpoint ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CleanerCheckpoint:
-    """A partition's cleaner state, durable in its directory (``cleaner-offset-checkpoint``)."""
-
-    first_dirty: int
-    """Where the next run's dirty section starts (Kafka's cleaner offset checkpoint)."""
-    gaps_below: int
-    """Every offset gap cleaning made lies below this: recovery accepts gaps there and only
-    there (elsewhere a gap means stale bytes). Written before a run's first swap, never lowered."""
-
-    def to_json(self) -> dict[str, int]:
-        return {"first_dirty": self.first_dirty, "gaps_below": self.gaps_below}
-
-
-def read_checkpoint(directory: Path) -> CleanerCheckpoint | None:
-    raw = read_json(directory / CHECKPOINT_FILE)
-    try:
-        return CleanerCheckpoint(int(raw["first_dirty"]), int(raw["gaps_below"]))
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def write_checkpoint(directory: Path, checkpoint: CleanerCheckpoint) -> None:
-    write_json(directory / CHECKPOINT_FILE, checkpoint.to_json())
-
-
-def gaps_below(directory: Path) -> int:
-    """Below which offset recovery must accept gaps (-1: nowhere)."""
-    checkpoint = read_checkpoint(directory)
-    return -1 if checkpoint is None else checkpoint.gaps_below
-
-
-# -- the swap files ---------------------------------------------------------------------------------
-
-
-def cleaned_path(directory: Path, base: int, token: str) -> Path:
-    return directory / f"{segment_name(base)}.{token}{CLEANED_SUFFIX}"
-
-
-def swap_path(directory: Path, base: int, end: int) -> Path:
-    return directory / f"{segment_name(base)}.{segment_name(end)}{SWAP_SUFFIX}"
-
-
-def txn_swap_path(directory: Path, base: int, end: int) -> Path:
-    return directory / f"{segment_name(base)}.{segment_name(end)}{TXN_SWAP_SUFFIX}"
-
-
-def _parse_swap(path: Path) -> tuple[int, int] | None:
-    parts = path.name.split(".")
-    if len(parts) == 3 and all(len(p) == 20 and p.isdigit() for p in parts[:2]):
-        return int(parts[0]), int(parts[1])
-    return None
-
-
-def finish_swaps(directory: Path) -> int:
-    """What a crash left of swaps (at open, before the segments are listed): committed ones are
-    finished, uncommitted ``.cleaned`` files removed. Returns how many swaps were finished."""
-    finished = 0
-    for path in sorted(directory.glob(f"*{SWAP_SUFFIX}")):
-        parsed = _parse_swap(path)
-        if parsed is None:
-            continue
-        base, end = parsed
-        log.warning("finishing the swap of cleaned segment %s (offsets %d-%d) a crash interrupted", path, base, end - 1)
-        _finish_swap(directory, base, end)
-        finished += 1
-    for stray in [*directory.glob(f"*{CLEANED_SUFFIX}"), *directory.glob(f"*{TXN_SWAP_SUFFIX}")]:
-        stray.unlink(missing_ok=True)  # a transaction index swap file is stray once its swap is done
-    if finished:
-        fsync_dir(directory)
-    return finished
-
-
-def _finish_swap(directory: Path, base: int, end: int) -> None:
-    """Replace every segment with a base offset in [base, end) by the swap file. Idempotent, so a
-    crash in the middle of it is finished by doing it again."""
-    kinds = ("*.log", "*.index", "*.timeindex", f"*{txn_index.SUFFIX}")
-    for path in [p for kind in kinds for p in directory.glob(kind)]:
-        stem = path.name.split(".")[0]
-        if len(stem) != 20 or not stem.isdigit() or not base <= int(stem) < end:
-            continue
-        if path.suffix in (".log", txn_index.SUFFIX) and int(stem) == base:
-            continue  # replaced by the renames below, atomically
-        path.unlink(missing_ok=True)
-    txn_swap = txn_swap_path(directory, base, end)
-    if txn_swap.exists():
-        os.replace(txn_swap, directory / f"{segment_name(base)}{txn_index.SUFFIX}")
-    os.replace(swap_path(directory, base, end), directory / f"{segment_name(base)}.log")
 
 
 # -- the offset map ---------------------------------------------------------------------------------
@@ -710,7 +614,7 @@ def finish_swap(directory: Path, spec: CleanedSpec, seg: LogSegment) -> None:
     """After the commit: the old files go, the swap file becomes ``<base>.log``, and the new
     segment's index files are written (best effort: missing ones are rebuilt when needed). The
     caller holds descriptors of the old segments, so their readers read on meanwhile."""
-    _finish_swap(directory, spec.base, spec.end)
+    finish_swap_files(directory, spec.base, spec.end)
     fsync_dir(directory)
     try:
         seg.index.save(seg.index_path)

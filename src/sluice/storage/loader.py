@@ -24,10 +24,10 @@ from sluice.dataclass import dataclass
 from sluice.errors import SluiceError
 from sluice.protocol.records import HEADER_SIZE, read_header
 from sluice.storage.clock import Clock
-from sluice.storage.compaction import finish_swaps, gaps_below
 from sluice.storage.fdcache import FdCache
 from sluice.storage.files import fsync_dir, read_int, read_json, remove_temporaries
 from sluice.storage.segment import LogSegment
+from sluice.storage.swaps import finish_swaps, gaps_below
 from sluice.storage.txn_index import SUFFIX as TXN_SUFFIX
 
 log = logging.getLogger(__name__)
