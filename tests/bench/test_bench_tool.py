@@ -227,3 +227,20 @@ def test_slow_consumer_runs_the_consumer_toolkit(sluice_broker: Any) -> None:
     # every record the fill wrote (its producer also writes one warm-up record)
     assert result.case == variant.label and result.messages == 2001 and result.errors == 0
     assert result.client_rss_peak is not None and result.client_rss_peak > 0
+
+
+def test_storage_json_has_its_stable_keys(tmp_path: Path) -> None:
+    """``sluice bench storage --json``: a line per case with STORAGE_JSON_KEYS, then recovery."""
+    from sluice.bench.storage import STORAGE_JSON_KEYS
+
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run(
+        [sys.executable, "-m", "sluice.cli", "bench", "storage", "--sizes", "1", "--seconds", "0.05",
+         "--max-mib", "1", "--recovery-gib", "0.001", "--dir", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=180, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    *cases, last = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    assert len(cases) == 12 and all(tuple(c) == STORAGE_JSON_KEYS for c in cases)
+    assert {c["case"] for c in cases} >= {"raw os.write", "log inline, ack=written", "log read, 64 KiB fetches"}
+    assert all(c["mb_s"] > 0 for c in cases)
+    assert tuple(last) == ("scenario", "case", "segment_bytes", "unclean_open_s", "clean_reopen_s")

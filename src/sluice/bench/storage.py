@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import tempfile
@@ -163,6 +164,16 @@ def recovery(directory: Path, gib: float) -> tuple[float, float, int]:
     return unclean, clean, written
 
 
+STORAGE_JSON_KEYS = ("scenario", "case", "batch_bytes", "mb_s", "batches_s", "vs_raw")
+"""The keys of ``--json``'s case lines (stable; the recovery line has ``segment_bytes``,
+``unclean_open_s`` and ``clean_reopen_s`` instead of the last four)."""
+
+
+def _json_line(case: str, batch_bytes: int, mb_s: float, batches_s: float, vs_raw: float | None) -> None:
+    values = ("storage", case, batch_bytes, mb_s, batches_s, vs_raw)
+    print(json.dumps(dict(zip(STORAGE_JSON_KEYS, values, strict=True))), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sluice bench storage", description=__doc__)
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir under the cwd)")
@@ -170,7 +181,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="time bound per case")
     parser.add_argument("--max-mib", type=int, default=1024, help="byte bound per case")
     parser.add_argument("--recovery-gib", type=float, default=1.0)
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per case instead of the table (keys: STORAGE_JSON_KEYS)")
     args = parser.parse_args(argv)
+    as_json = args.json
     root = Path(tempfile.mkdtemp(prefix="sluice-bench-", dir=args.dir or Path.cwd()))
     max_bytes = args.max_mib * MIB
     counter = iter(range(1_000_000))
@@ -182,8 +196,9 @@ def main(argv: list[str] | None = None) -> None:
         os.sync()  # start every case with no dirty pages left by the one before
         return path
 
-    print("| case | batch | MB/s | batches/s | vs raw |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    if not as_json:
+        print("| case | batch | MB/s | batches/s | vs raw |")
+        print("| --- | ---: | ---: | ---: | ---: |")
     try:
         for kib in (int(s) for s in args.sizes.split(",")):
             batch = make_batch_of(kib * KIB)
@@ -198,6 +213,9 @@ def main(argv: list[str] | None = None) -> None:
                 for appenders in (1, 8):
                     rows.append((log_writer(fresh(), batch, args.seconds, max_bytes, ack, appenders), base))
             for result, base in rows:
+                if as_json:
+                    _json_line(result.case, kib * KIB, result.mb_s, result.batches_s, result.mb_s / base.mb_s)
+                    continue
                 print(
                     f"| {result.case} | {kib} KiB | {result.mb_s:,.0f} | {result.batches_s:,.0f} "
                     f"| {result.mb_s / base.mb_s:.0%} |",
@@ -207,8 +225,15 @@ def main(argv: list[str] | None = None) -> None:
         log_inline(directory, make_batch_of(16 * KIB), args.seconds, max_bytes, "written")
         for fetch in (64 * KIB, MIB):
             r = read_all(directory, fetch)
+            if as_json:
+                _json_line(r.case, r.batch_bytes, r.mb_s, r.batches_s, None)
+                continue
             print(f"| {r.case} | {r.batch_bytes // KIB} KiB/read | {r.mb_s:,.0f} | {r.batches_s:,.0f} reads/s | |")
         unclean, clean, written = recovery(fresh(), args.recovery_gib)
+        if as_json:
+            print(json.dumps({"scenario": "storage", "case": "recovery", "segment_bytes": written,
+                              "unclean_open_s": unclean, "clean_reopen_s": clean}), flush=True)
+            return
         print()
         print(f"recovery of an unclean {written / MIB:,.0f} MiB segment: {unclean:.2f} s "
               f"({written / unclean / 1e6:,.0f} MB/s); clean reopen: {clean * 1000:.1f} ms")
