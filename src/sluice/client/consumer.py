@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import threading
 from collections import deque
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import confluent_kafka as ck
 from prometheus_client import CollectorRegistry
 
-from sluice.client import serializers
+from sluice.client import librdkafka, serializers
 from sluice.client.bridge import DeliveryBridge
 from sluice.client.buffer import TP, FetchBuffer
 from sluice.client.consumer_metrics import ConsumerMetrics, consumer_collector_for
@@ -70,7 +69,6 @@ RESERVED = frozenset({"on_commit", "on_assign", "on_revoke", "on_lost"})
 """Callbacks that are the toolkit's keyword options, or its own business."""
 
 NOT_SET: Any = object()
-_client_ids = itertools.count(1)
 
 Rebalance = Callable[[list[TP]], Awaitable[None]]
 
@@ -166,21 +164,16 @@ class Consumer:
         elif "group.id" not in options:
             if topics is not None or pattern is not None:
                 raise ConfigurationError("subscribing needs a group_id")
-            settings["group.id"] = f"sluice-consumer-{next(_client_ids)}"
+            settings["group.id"] = f"sluice-consumer-{librdkafka.next_number()}"
         settings.update(options)
-        if "client.id" not in settings:
-            settings["client.id"] = f"sluice-consumer-{next(_client_ids)}"
-        self._error_cb = settings.pop("error_cb", None)
-        self._stats_cb = settings.pop("stats_cb", None)
-        settings["error_cb"] = self._on_error
-        settings["stats_cb"] = self._on_statistics
-        settings.setdefault("logger", logging.getLogger("sluice.client.librdkafka"))
-        self.config = settings
+        made = librdkafka.make(
+            ck.Consumer, settings, kind="consumer",
+            on_error=self._on_error, on_statistics=self._on_statistics,
+        )
+        self._consumer = made.client
+        self._error_cb, self._stats_cb = made.error_cb, made.stats_cb
+        self.config = made.config
         """The librdkafka configuration the consumer was made with."""
-        try:
-            self._consumer = ck.Consumer(settings)
-        except (ck.KafkaException, ValueError, TypeError) as exc:
-            raise ConfigurationError(f"librdkafka refused the configuration: {exc}") from exc
         self._topics = list(topics) if topics is not None else None
         self._pattern = pattern
         self._assign: list[tuple[str, int, int | None]] | None = None
@@ -234,7 +227,7 @@ class Consumer:
         self._rebalance_offsets: dict[TP, int] = {}
         self._hwm: dict[TP, int] = {}
         self._metrics = ConsumerMetrics(
-            str(settings["client.id"]),
+            str(self.config["client.id"]),
             settings.get("group.id"),
             lag=self._lag,
             buffered=lambda: (len(self._buffer), self._buffer.bytes),

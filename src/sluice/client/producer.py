@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import weakref
 from collections.abc import AsyncIterable, Callable, Mapping
@@ -38,7 +37,7 @@ from typing import Any
 import confluent_kafka as ck
 from prometheus_client import CollectorRegistry
 
-from sluice.client import serializers
+from sluice.client import librdkafka, serializers
 from sluice.client.bridge import DeliveryBridge
 from sluice.client.dlq import DeadLetter, DeadLetterRoute
 from sluice.client.errors import (
@@ -74,7 +73,6 @@ RESERVED = frozenset({"on_delivery", "delivery.report.only.error", "dr_cb", "dr_
 """librdkafka settings the toolkit owns: every record's report is its business."""
 
 NOT_SET: Any = object()
-_client_ids = itertools.count(1)
 CHUNK = 1024
 """Records ``send_batch`` takes from an async iterable before submitting them."""
 SERVE_EVERY_MASK = 1023
@@ -130,26 +128,21 @@ class Producer:
         if compression is not None:
             settings["compression.type"] = compression
         settings.update(options)
-        if "client.id" not in settings:
-            settings["client.id"] = f"sluice-producer-{next(_client_ids)}"
-        self._error_cb = settings.pop("error_cb", None)
-        self._stats_cb = settings.pop("stats_cb", None)
-        settings["error_cb"] = self._on_error
-        settings["stats_cb"] = self._on_statistics
-        settings.setdefault("logger", logging.getLogger("sluice.client.librdkafka"))
-        self.config = settings
+        made = librdkafka.make(
+            ck.Producer, settings, kind="producer",
+            on_error=self._on_error, on_statistics=self._on_statistics,
+        )
+        self._producer = made.client
+        self._error_cb, self._stats_cb = made.error_cb, made.stats_cb
+        self.config = made.config
         """The librdkafka configuration the producer was made with."""
-        try:
-            self._producer = ck.Producer(settings)
-        except (ck.KafkaException, ValueError, TypeError) as exc:
-            raise ConfigurationError(f"librdkafka refused the configuration: {exc}") from exc
         self._produce = self._producer.produce
         self._dead_letter = DeadLetterRoute(dead_letter_topic) if dead_letter_topic else None
         self._value_serializer = serializers.resolve(value_serializer, "value_serializer")
         self._key_serializer = serializers.resolve(key_serializer, "key_serializer")
         self.close_timeout = close_timeout
         self._metrics = ProducerMetrics(
-            str(settings["client.id"]),
+            str(self.config["client.id"]),
             queue_length=self._producer.__len__,
             queue_max_messages=int(settings.get("queue.buffering.max.messages", 100_000)),
             queue_max_bytes=int(settings.get("queue.buffering.max.kbytes", 1_048_576)) * 1024,
