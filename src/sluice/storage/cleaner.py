@@ -25,9 +25,9 @@ import secrets
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sluice.dataclass import dataclass
 from sluice.errors import SluiceError
 from sluice.protocol.records import DEFAULT_MAX_UNCOMPRESSED
 from sluice.storage.clock import Clock, wall_clock_ms
