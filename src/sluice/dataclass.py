@@ -20,7 +20,6 @@ only sometimes slower.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import operator
 import reprlib
 from collections.abc import Callable
@@ -74,7 +73,8 @@ def build(cls: type[T], *, frozen: bool = False, kw_only: bool = False) -> type[
     namespace = dict(cls.__dict__)
     fields: dict[str, dataclasses.Field[Any]] = {}
     seen_default = False
-    for name, annotation in inspect.get_annotations(cls).items():
+    own = cls.__dict__.get("__annotations__", {})  # noqa: RUF063 -- what inspect's would read, faster
+    for name, annotation in own.items():
         if isinstance(annotation, str) and annotation.startswith(_UNSUPPORTED_ANNOTATIONS):
             return None
         value = namespace.pop(name, dataclasses.MISSING)
