@@ -10,7 +10,7 @@ broker's versions can read them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluice.dataclass import dataclass
 from sluice.errors import ErrorCode
@@ -34,89 +34,92 @@ from sluice.protocol.primitives import (
 )
 from sluice.protocol.schema import encode_struct, plan
 
-RequestBody = (
-    m.ProduceRequest
-    | m.FetchRequest
-    | m.ListOffsetsRequest
-    | m.MetadataRequest
-    | m.OffsetCommitRequest
-    | m.OffsetFetchRequest
-    | m.FindCoordinatorRequest
-    | m.JoinGroupRequest
-    | m.HeartbeatRequest
-    | m.LeaveGroupRequest
-    | m.SyncGroupRequest
-    | m.DescribeGroupsRequest
-    | m.ListGroupsRequest
-    | m.SaslHandshakeRequest
-    | m.ApiVersionsRequest
-    | m.CreateTopicsRequest
-    | m.DeleteTopicsRequest
-    | m.DeleteRecordsRequest
-    | m.InitProducerIdRequest
-    | m.AddPartitionsToTxnRequest
-    | m.AddOffsetsToTxnRequest
-    | m.EndTxnRequest
-    | m.TxnOffsetCommitRequest
-    | m.DescribeConfigsRequest
-    | m.AlterConfigsRequest
-    | m.SaslAuthenticateRequest
-    | m.CreatePartitionsRequest
-    | m.DeleteGroupsRequest
-    | m.IncrementalAlterConfigsRequest
-    | m.OffsetDeleteRequest
-    | m.DescribeLogDirsRequest
-    | m.ElectLeadersRequest
-    | m.AlterPartitionReassignmentsRequest
-    | m.ListPartitionReassignmentsRequest
-    | m.DescribeClusterRequest
-    | m.WriteTxnMarkersRequest
-    | m.DescribeProducersRequest
-    | m.DescribeTransactionsRequest
-    | m.ListTransactionsRequest
-)
+if TYPE_CHECKING:
+    RequestBody = (
+        m.ProduceRequest
+        | m.FetchRequest
+        | m.ListOffsetsRequest
+        | m.MetadataRequest
+        | m.OffsetCommitRequest
+        | m.OffsetFetchRequest
+        | m.FindCoordinatorRequest
+        | m.JoinGroupRequest
+        | m.HeartbeatRequest
+        | m.LeaveGroupRequest
+        | m.SyncGroupRequest
+        | m.DescribeGroupsRequest
+        | m.ListGroupsRequest
+        | m.SaslHandshakeRequest
+        | m.ApiVersionsRequest
+        | m.CreateTopicsRequest
+        | m.DeleteTopicsRequest
+        | m.DeleteRecordsRequest
+        | m.InitProducerIdRequest
+        | m.AddPartitionsToTxnRequest
+        | m.AddOffsetsToTxnRequest
+        | m.EndTxnRequest
+        | m.TxnOffsetCommitRequest
+        | m.DescribeConfigsRequest
+        | m.AlterConfigsRequest
+        | m.SaslAuthenticateRequest
+        | m.CreatePartitionsRequest
+        | m.DeleteGroupsRequest
+        | m.IncrementalAlterConfigsRequest
+        | m.OffsetDeleteRequest
+        | m.DescribeLogDirsRequest
+        | m.ElectLeadersRequest
+        | m.AlterPartitionReassignmentsRequest
+        | m.ListPartitionReassignmentsRequest
+        | m.DescribeClusterRequest
+        | m.WriteTxnMarkersRequest
+        | m.DescribeProducersRequest
+        | m.DescribeTransactionsRequest
+        | m.ListTransactionsRequest
+    )
 
-ResponseBody = (
-    m.ProduceResponse
-    | m.FetchResponse
-    | m.ListOffsetsResponse
-    | m.MetadataResponse
-    | m.OffsetCommitResponse
-    | m.OffsetFetchResponse
-    | m.FindCoordinatorResponse
-    | m.JoinGroupResponse
-    | m.HeartbeatResponse
-    | m.LeaveGroupResponse
-    | m.SyncGroupResponse
-    | m.DescribeGroupsResponse
-    | m.ListGroupsResponse
-    | m.SaslHandshakeResponse
-    | m.ApiVersionsResponse
-    | m.CreateTopicsResponse
-    | m.DeleteTopicsResponse
-    | m.DeleteRecordsResponse
-    | m.InitProducerIdResponse
-    | m.AddPartitionsToTxnResponse
-    | m.AddOffsetsToTxnResponse
-    | m.EndTxnResponse
-    | m.TxnOffsetCommitResponse
-    | m.DescribeConfigsResponse
-    | m.AlterConfigsResponse
-    | m.SaslAuthenticateResponse
-    | m.CreatePartitionsResponse
-    | m.DeleteGroupsResponse
-    | m.IncrementalAlterConfigsResponse
-    | m.OffsetDeleteResponse
-    | m.DescribeLogDirsResponse
-    | m.ElectLeadersResponse
-    | m.AlterPartitionReassignmentsResponse
-    | m.ListPartitionReassignmentsResponse
-    | m.DescribeClusterResponse
-    | m.WriteTxnMarkersResponse
-    | m.DescribeProducersResponse
-    | m.DescribeTransactionsResponse
-    | m.ListTransactionsResponse
-)
+    ResponseBody = (
+        m.ProduceResponse
+        | m.FetchResponse
+        | m.ListOffsetsResponse
+        | m.MetadataResponse
+        | m.OffsetCommitResponse
+        | m.OffsetFetchResponse
+        | m.FindCoordinatorResponse
+        | m.JoinGroupResponse
+        | m.HeartbeatResponse
+        | m.LeaveGroupResponse
+        | m.SyncGroupResponse
+        | m.DescribeGroupsResponse
+        | m.ListGroupsResponse
+        | m.SaslHandshakeResponse
+        | m.ApiVersionsResponse
+        | m.CreateTopicsResponse
+        | m.DeleteTopicsResponse
+        | m.DeleteRecordsResponse
+        | m.InitProducerIdResponse
+        | m.AddPartitionsToTxnResponse
+        | m.AddOffsetsToTxnResponse
+        | m.EndTxnResponse
+        | m.TxnOffsetCommitResponse
+        | m.DescribeConfigsResponse
+        | m.AlterConfigsResponse
+        | m.SaslAuthenticateResponse
+        | m.CreatePartitionsResponse
+        | m.DeleteGroupsResponse
+        | m.IncrementalAlterConfigsResponse
+        | m.OffsetDeleteResponse
+        | m.DescribeLogDirsResponse
+        | m.ElectLeadersResponse
+        | m.AlterPartitionReassignmentsResponse
+        | m.ListPartitionReassignmentsResponse
+        | m.DescribeClusterResponse
+        | m.WriteTxnMarkersResponse
+        | m.DescribeProducersResponse
+        | m.DescribeTransactionsResponse
+        | m.ListTransactionsResponse
+    )
+else:  # at run time: not built from the admin APIs' classes, which load on first use
+    RequestBody = ResponseBody = Any
 
 
 @dataclass(slots=True)

@@ -134,7 +134,11 @@ def f(
 
 @cache
 def _metadata(
-    ftype: str | type | Array, versions: str, nullable: str | None, tag: int | None, tagged: str | None
+    ftype: str | type | Array,
+    versions: str,
+    nullable: str | None,
+    tag: int | None,
+    tagged: str | None,
 ) -> dict[str, FieldMeta]:
     """One shared (read-only) metadata mapping per distinct declaration: ~600 fields at import
     share ~250 of them, and building a FieldMeta costs more than looking one up."""
