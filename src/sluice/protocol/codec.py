@@ -231,7 +231,10 @@ def decode_request(frame: Buffer) -> Request:
     elif api_key == ApiKey.FETCH:
         body = decode_fetch_request(r, api_version)
     else:
-        body = plan(spec.request, api_version, spec.flexible(api_version)).read(r)
+        cls = _REQUEST_CLASS.get(api_key)
+        if cls is None:
+            cls = _REQUEST_CLASS[api_key] = spec.request
+        body = plan(cls, api_version, spec.flexible(api_version)).read(r)
     return Request(api_key, api_version, correlation_id, client_id, body)
 
 
@@ -253,7 +256,10 @@ def encode_response_bytes(
 ) -> bytearray:
     """As :func:`encode_response`, as one buffer (record sets are copied into it)."""
     spec = _spec(api_key)
-    if not isinstance(body, spec.response):
+    cls = _RESPONSE_CLASS.get(api_key)
+    if cls is None:
+        cls = _RESPONSE_CLASS[api_key] = spec.response
+    if not isinstance(body, cls):
         raise TypeError(f"{type(body).__name__} is not a {spec.key.name} response")
     out = bytearray(4)
     encode_response_header(out, correlation_id, response_header_version(api_key, api_version))
@@ -312,6 +318,12 @@ def decode_response(frame: Buffer, api_key: int, api_version: int) -> tuple[int,
         api_version = 0  # the broker did not know our version and answered in v0
     body = plan(spec.response, api_version, spec.flexible(api_version)).read(r)
     return correlation_id, body
+
+
+_REQUEST_CLASS: dict[int, type] = {}
+_RESPONSE_CLASS: dict[int, type] = {}
+"""The broker's side looks each API's classes up here: ``spec.request`` names them (an admin
+API's are built on first use) and costs a property call, which every request would pay."""
 
 
 def _spec(api_key: int) -> m.ApiSpec:
