@@ -160,7 +160,7 @@ with EmbeddedBroker() as broker:
 
 def test_the_admin_apis_messages_are_built_when_first_asked_for() -> None:
     """A fresh process that starts a broker and produces and consumes never builds the admin and
-    transaction APIs' ~100 message classes (a third of the broker's import); the first admin
+    transaction APIs' ~90 message classes (a tenth of the broker's import); the first admin
     request builds them and is answered as ever."""
     import subprocess
     import sys

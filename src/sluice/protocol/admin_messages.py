@@ -3,8 +3,8 @@
 Declared exactly as :mod:`sluice.protocol.messages` declares the rest (see its docstring), and
 reached through it (``messages.DescribeConfigsRequest``, ``APIS[key].request``), which imports
 this module the first time one of these names is looked up. A client's first requests (ApiVersions,
-Metadata, Produce, Fetch, the group APIs) never need these ~100 classes, and building them was
-about a third of what importing the broker cost; a broker that is never asked for them never builds
+Metadata, Produce, Fetch, the group APIs) never need these ~90 classes, and building them was
+about a tenth of what importing the broker cost; a broker that is never asked for them never builds
 them.
 """
 
