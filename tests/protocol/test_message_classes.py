@@ -57,3 +57,22 @@ def test_the_dataclasses_module_sees_a_dataclass() -> None:
         "topic_data": [],
     }
     assert dataclasses.is_dataclass(request)
+
+
+def test_the_admin_apis_messages_are_reached_through_messages() -> None:
+    """``messages`` hands out the classes :mod:`sluice.protocol.admin_messages` builds on first use,
+    by name and through ``APIS``; a name neither module has is an AttributeError as ever."""
+    from sluice.protocol import admin_messages
+    from sluice.protocol.messages import APIS
+
+    assert m.DescribeConfigsRequest is admin_messages.DescribeConfigsRequest
+    for spec in APIS.values():
+        assert (spec.request.__name__, spec.response.__name__) == (
+            spec.request_class,
+            spec.response_class,
+        )
+        assert getattr(m, spec.request_class) is spec.request
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchRequest'"):
+        _ = m.NoSuchRequest  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        _ = m.__wrapped__  # type: ignore[attr-defined]

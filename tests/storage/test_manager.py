@@ -325,3 +325,17 @@ def test_a_clean_restart_opens_partitions_without_touching_their_files(tmp_path:
     assert not any(p.recovery.clean for p in again.all_logs())
     assert [p.log_end_offset for p in again.all_logs()] == [p % 3 + 1 for p in range(50)]
     again.close_sync()
+
+
+def test_a_clean_stop_syncs_the_filesystem_with_libcs_syncfs(tmp_path: Path) -> None:
+    """One syncfs makes a stop's writes durable: found among the process's own symbols (no
+    ldconfig subprocess), and a directory that cannot be opened is an OSError, not a silent pass."""
+    import sys
+
+    from sluice.storage import files
+
+    files.sync_filesystem(tmp_path)
+    if sys.platform == "linux":
+        assert getattr(files._libc, "syncfs", None) is not None
+    with pytest.raises(OSError):
+        files.sync_filesystem(tmp_path / "missing")

@@ -28,11 +28,11 @@ import logging
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Self, TypeVar
 
 from sluice.config import AckLevel, LogConfig
+from sluice.dataclass import dataclass
 from sluice.errors import LogClosedError, SluiceError
 from sluice.plural import plural
 from sluice.protocol.records import build_batch, decode_records, iter_stored_batches

@@ -1,7 +1,8 @@
 """Kafka wire protocol, sans-IO: bytes in, typed values out, and back. No sockets here.
 
 Modules: :mod:`.primitives` (reader/writers, errors), :mod:`.schema` (the generic,
-schema-driven codec), :mod:`.messages` (typed bodies of every API), :mod:`.fast` (Produce and
+schema-driven codec), :mod:`.messages` (typed bodies of every API; those of the admin and transaction
+APIs in :mod:`.admin_messages`, built on first use), :mod:`.fast` (Produce and
 Fetch paths that never touch records), :mod:`.codec` (whole frames: headers + bodies),
 :mod:`.framing` (size prefixes, the frame reader), :mod:`.api_versions` (what we advertise), :mod:`.records`
 (record batch v2).

@@ -10,7 +10,7 @@ broker's versions can read them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluice.dataclass import dataclass
 from sluice.errors import ErrorCode
@@ -34,89 +34,92 @@ from sluice.protocol.primitives import (
 )
 from sluice.protocol.schema import encode_struct, plan
 
-RequestBody = (
-    m.ProduceRequest
-    | m.FetchRequest
-    | m.ListOffsetsRequest
-    | m.MetadataRequest
-    | m.OffsetCommitRequest
-    | m.OffsetFetchRequest
-    | m.FindCoordinatorRequest
-    | m.JoinGroupRequest
-    | m.HeartbeatRequest
-    | m.LeaveGroupRequest
-    | m.SyncGroupRequest
-    | m.DescribeGroupsRequest
-    | m.ListGroupsRequest
-    | m.SaslHandshakeRequest
-    | m.ApiVersionsRequest
-    | m.CreateTopicsRequest
-    | m.DeleteTopicsRequest
-    | m.DeleteRecordsRequest
-    | m.InitProducerIdRequest
-    | m.AddPartitionsToTxnRequest
-    | m.AddOffsetsToTxnRequest
-    | m.EndTxnRequest
-    | m.TxnOffsetCommitRequest
-    | m.DescribeConfigsRequest
-    | m.AlterConfigsRequest
-    | m.SaslAuthenticateRequest
-    | m.CreatePartitionsRequest
-    | m.DeleteGroupsRequest
-    | m.IncrementalAlterConfigsRequest
-    | m.OffsetDeleteRequest
-    | m.DescribeLogDirsRequest
-    | m.ElectLeadersRequest
-    | m.AlterPartitionReassignmentsRequest
-    | m.ListPartitionReassignmentsRequest
-    | m.DescribeClusterRequest
-    | m.WriteTxnMarkersRequest
-    | m.DescribeProducersRequest
-    | m.DescribeTransactionsRequest
-    | m.ListTransactionsRequest
-)
+if TYPE_CHECKING:
+    RequestBody = (
+        m.ProduceRequest
+        | m.FetchRequest
+        | m.ListOffsetsRequest
+        | m.MetadataRequest
+        | m.OffsetCommitRequest
+        | m.OffsetFetchRequest
+        | m.FindCoordinatorRequest
+        | m.JoinGroupRequest
+        | m.HeartbeatRequest
+        | m.LeaveGroupRequest
+        | m.SyncGroupRequest
+        | m.DescribeGroupsRequest
+        | m.ListGroupsRequest
+        | m.SaslHandshakeRequest
+        | m.ApiVersionsRequest
+        | m.CreateTopicsRequest
+        | m.DeleteTopicsRequest
+        | m.DeleteRecordsRequest
+        | m.InitProducerIdRequest
+        | m.AddPartitionsToTxnRequest
+        | m.AddOffsetsToTxnRequest
+        | m.EndTxnRequest
+        | m.TxnOffsetCommitRequest
+        | m.DescribeConfigsRequest
+        | m.AlterConfigsRequest
+        | m.SaslAuthenticateRequest
+        | m.CreatePartitionsRequest
+        | m.DeleteGroupsRequest
+        | m.IncrementalAlterConfigsRequest
+        | m.OffsetDeleteRequest
+        | m.DescribeLogDirsRequest
+        | m.ElectLeadersRequest
+        | m.AlterPartitionReassignmentsRequest
+        | m.ListPartitionReassignmentsRequest
+        | m.DescribeClusterRequest
+        | m.WriteTxnMarkersRequest
+        | m.DescribeProducersRequest
+        | m.DescribeTransactionsRequest
+        | m.ListTransactionsRequest
+    )
 
-ResponseBody = (
-    m.ProduceResponse
-    | m.FetchResponse
-    | m.ListOffsetsResponse
-    | m.MetadataResponse
-    | m.OffsetCommitResponse
-    | m.OffsetFetchResponse
-    | m.FindCoordinatorResponse
-    | m.JoinGroupResponse
-    | m.HeartbeatResponse
-    | m.LeaveGroupResponse
-    | m.SyncGroupResponse
-    | m.DescribeGroupsResponse
-    | m.ListGroupsResponse
-    | m.SaslHandshakeResponse
-    | m.ApiVersionsResponse
-    | m.CreateTopicsResponse
-    | m.DeleteTopicsResponse
-    | m.DeleteRecordsResponse
-    | m.InitProducerIdResponse
-    | m.AddPartitionsToTxnResponse
-    | m.AddOffsetsToTxnResponse
-    | m.EndTxnResponse
-    | m.TxnOffsetCommitResponse
-    | m.DescribeConfigsResponse
-    | m.AlterConfigsResponse
-    | m.SaslAuthenticateResponse
-    | m.CreatePartitionsResponse
-    | m.DeleteGroupsResponse
-    | m.IncrementalAlterConfigsResponse
-    | m.OffsetDeleteResponse
-    | m.DescribeLogDirsResponse
-    | m.ElectLeadersResponse
-    | m.AlterPartitionReassignmentsResponse
-    | m.ListPartitionReassignmentsResponse
-    | m.DescribeClusterResponse
-    | m.WriteTxnMarkersResponse
-    | m.DescribeProducersResponse
-    | m.DescribeTransactionsResponse
-    | m.ListTransactionsResponse
-)
+    ResponseBody = (
+        m.ProduceResponse
+        | m.FetchResponse
+        | m.ListOffsetsResponse
+        | m.MetadataResponse
+        | m.OffsetCommitResponse
+        | m.OffsetFetchResponse
+        | m.FindCoordinatorResponse
+        | m.JoinGroupResponse
+        | m.HeartbeatResponse
+        | m.LeaveGroupResponse
+        | m.SyncGroupResponse
+        | m.DescribeGroupsResponse
+        | m.ListGroupsResponse
+        | m.SaslHandshakeResponse
+        | m.ApiVersionsResponse
+        | m.CreateTopicsResponse
+        | m.DeleteTopicsResponse
+        | m.DeleteRecordsResponse
+        | m.InitProducerIdResponse
+        | m.AddPartitionsToTxnResponse
+        | m.AddOffsetsToTxnResponse
+        | m.EndTxnResponse
+        | m.TxnOffsetCommitResponse
+        | m.DescribeConfigsResponse
+        | m.AlterConfigsResponse
+        | m.SaslAuthenticateResponse
+        | m.CreatePartitionsResponse
+        | m.DeleteGroupsResponse
+        | m.IncrementalAlterConfigsResponse
+        | m.OffsetDeleteResponse
+        | m.DescribeLogDirsResponse
+        | m.ElectLeadersResponse
+        | m.AlterPartitionReassignmentsResponse
+        | m.ListPartitionReassignmentsResponse
+        | m.DescribeClusterResponse
+        | m.WriteTxnMarkersResponse
+        | m.DescribeProducersResponse
+        | m.DescribeTransactionsResponse
+        | m.ListTransactionsResponse
+    )
+else:  # at run time: not built from the admin APIs' classes, which load on first use
+    RequestBody = ResponseBody = Any
 
 
 @dataclass(slots=True)
@@ -228,7 +231,10 @@ def decode_request(frame: Buffer) -> Request:
     elif api_key == ApiKey.FETCH:
         body = decode_fetch_request(r, api_version)
     else:
-        body = plan(spec.request, api_version, spec.flexible(api_version)).read(r)
+        cls = _REQUEST_CLASS.get(api_key)
+        if cls is None:
+            cls = _REQUEST_CLASS[api_key] = spec.request
+        body = plan(cls, api_version, spec.flexible(api_version)).read(r)
     return Request(api_key, api_version, correlation_id, client_id, body)
 
 
@@ -250,7 +256,10 @@ def encode_response_bytes(
 ) -> bytearray:
     """As :func:`encode_response`, as one buffer (record sets are copied into it)."""
     spec = _spec(api_key)
-    if not isinstance(body, spec.response):
+    cls = _RESPONSE_CLASS.get(api_key)
+    if cls is None:
+        cls = _RESPONSE_CLASS[api_key] = spec.response
+    if not isinstance(body, cls):
         raise TypeError(f"{type(body).__name__} is not a {spec.key.name} response")
     out = bytearray(4)
     encode_response_header(out, correlation_id, response_header_version(api_key, api_version))
@@ -309,6 +318,12 @@ def decode_response(frame: Buffer, api_key: int, api_version: int) -> tuple[int,
         api_version = 0  # the broker did not know our version and answered in v0
     body = plan(spec.response, api_version, spec.flexible(api_version)).read(r)
     return correlation_id, body
+
+
+_REQUEST_CLASS: dict[int, type] = {}
+_RESPONSE_CLASS: dict[int, type] = {}
+"""The broker's side looks each API's classes up here: ``spec.request`` names them (an admin
+API's are built on first use) and costs a property call, which every request would pay."""
 
 
 def _spec(api_key: int) -> m.ApiSpec:

@@ -84,9 +84,12 @@ def _nr_open(fallback: int) -> int:
 def listen(host: str, port: int, backlog: int) -> list[socket.socket]:
     """Bound, listening, non-blocking sockets for every address ``host`` resolves to (as
     ``loop.create_server`` would; with port 0, they all share the first one's port)."""
+    # An ASCII name goes as bytes: for those the IDNA codec returns the same bytes, and not
+    # calling it spares importing it (with unicodedata and stringprep) on every start.
+    name = host.encode("ascii") if host.isascii() else host
     try:
         infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            name or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except socket.gaierror as exc:
         raise OSError(exc.errno, f"cannot resolve listener host {host!r}: {exc.strerror}") from None

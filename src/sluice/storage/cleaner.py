@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
+import os
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sluice.dataclass import dataclass
 from sluice.errors import SluiceError
 from sluice.protocol.records import DEFAULT_MAX_UNCOMPRESSED
 from sluice.storage.clock import Clock, wall_clock_ms
@@ -295,7 +295,7 @@ class LogCleaner:
             map_start_position=start_position,
             producer_last_offsets=plog.producer_last_offsets(),
             now=self.clock(),
-            token=secrets.token_hex(4),
+            token=os.urandom(4).hex(),  # secrets.token_hex without importing secrets (hmac, hashlib)
             map_capacity=self.config.map_capacity,
             io_buffer_size=self.config.io_buffer_size,
             io_bytes_per_second=self.config.io_max_bytes_per_second / self.config.threads,

@@ -89,11 +89,10 @@ def sync_filesystem(directory: Path) -> None:
     of one fsync per file: a clean stop of thousands of partitions then costs one call. Falls back
     to ``sync()`` where syncfs is missing. Raises OSError when the kernel reports a write error."""
     import ctypes  # here: ~5% of what starting a broker costs, needed only when it stops
-    import ctypes.util
 
     global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if _libc is None:  # the process's own symbols, libc's among them: ctypes.util.find_library
+        _libc = ctypes.CDLL(None, use_errno=True)  # ran ldconfig in a subprocess (~10 ms a stop)
     syncfs = getattr(_libc, "syncfs", None)
     if syncfs is None:
         os.sync()

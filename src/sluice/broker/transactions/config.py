@@ -3,7 +3,7 @@ same names), apart from the coordinator so tests can build one without a broker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from sluice.dataclass import dataclass
 
 
 @dataclass(frozen=True, slots=True)

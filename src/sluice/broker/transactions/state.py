@@ -22,9 +22,10 @@ markers carry the new epoch and the old producer is fenced everywhere.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import Enum
 
+from sluice.dataclass import dataclass
 from sluice.errors import ErrorCode
 
 NO_PRODUCER_ID = -1
