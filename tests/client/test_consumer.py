@@ -401,6 +401,34 @@ def test_metrics_snapshot_and_prometheus(target: Target) -> None:
     assert m["lag"] == {f"{topic}/0": 0}
 
 
+def test_run_times_each_record_by_itself_at_concurrency_1(target: Target) -> None:
+    """The sequential path reads the clock once a record: a record's duration runs from the
+    previous record's end to its own, so a slow record, even the last, counts as slow and
+    its successor does not."""
+    topic, _ = target.topic("c-durations", 1)
+    produce(target, topic, [b"d"] * 6, partition=0)
+    slow = {1, 5}
+
+    async def main() -> dict[str, Any]:
+        async def handler(r: ConsumerRecord) -> None:
+            if r.offset in slow:
+                await asyncio.sleep(0.06)
+            if r.offset == 5:
+                c.stop()
+
+        async with consumer(target, topic) as c:
+            await c.run(handler)
+            counts = list(c._metrics.latency_counts)
+            return {"counts": counts, **c.metrics()["process_duration"]}
+
+    got = run(main())
+    assert got["count"] == 6
+    # bucket 7 is (0.05, 0.1]: the two slow records, nothing else above 0.05 s
+    assert got["counts"][7] == 2, got
+    assert sum(got["counts"][:6]) == 4, got
+    assert 0.12 <= got["sum"] < 0.12 + 4 * 0.05
+
+
 def test_manual_assignment_reads_from_the_given_offset(target: Target) -> None:
     topic, n = target.topic("c-assign", 2)
     last = n - 1

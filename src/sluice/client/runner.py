@@ -23,9 +23,12 @@ import logging
 import random
 import time
 from bisect import bisect_left
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from itertools import islice
+from operator import sub
 from typing import TYPE_CHECKING, Any
 
 from sluice.client.buffer import TP, size_of
@@ -231,12 +234,14 @@ class Runner:
                 if not consumer._buffer.ready:
                     await consumer._wait_ready(consumer.commit_interval)
                     continue
+                buffered = consumer._buffer.bytes
                 taken = consumer._buffer.take(TAKE)
+                nbytes = buffered - consumer._buffer.bytes
                 self.metrics.consumed += len(taken)
-                self.metrics.consumed_bytes += sum(map(size_of, taken))
+                self.metrics.consumed_bytes += nbytes
                 shed = consumer.shed
                 if self.concurrency == 1 and shed is None:
-                    started = await self._sequential(taken)
+                    started = await self._sequential(taken, nbytes)
                     if started < len(taken):
                         consumer._buffer.unread(taken[started:])
                     continue
@@ -313,19 +318,24 @@ class Runner:
 
     # -- concurrency 1 -----------------------------------------------------------------------
 
-    async def _sequential(self, batch: list[ConsumerRecord]) -> int:
+    async def _sequential(self, batch: list[ConsumerRecord], nbytes: int) -> int:
         """Concurrency 1: the batch in order, on this task; returns how many records it used.
-        The fast path of :meth:`_process`: per record a handler call, its duration, the
-        partition's watermark; the rest once a batch."""
+        The fast path of :meth:`_process`: per record a handler call, one clock read (a
+        record's duration runs from the previous record's end to its own), its position and
+        watermark; the latency histogram, counts and released bytes (``nbytes``, the batch's
+        sizes, when it used them all) once a batch, in C-level ``map`` calls over the batch."""
         consumer, metrics = self.consumer, self.metrics
         handler = self.handler
         marks, positions = self.marks.marks, consumer._positions
-        counts, bounds = metrics.latency_counts, LATENCY_BUCKETS
         revoked = self._revoked
         deserialize = consumer.deserialize if self._deserialize else None
         clock = time.perf_counter
-        used = processed = released = 0
-        total = 0.0
+        stamps = [clock()]
+        """When each record's processing ended (the first: when the batch started)."""
+        stamp = stamps.append
+        skips: list[int] = []
+        """Indexes in ``stamps`` that ended a revoked record's skip, not a processing."""
+        used = failures = 0
         try:
             for r in batch:
                 if self._stopping or self._failure is not None:
@@ -333,43 +343,55 @@ class Runner:
                 used += 1
                 tp = (r.topic, r.partition)
                 if revoked and tp in revoked:
-                    released += r.size
+                    skips.append(len(stamps))
+                    stamp(clock())
                     continue
-                positions[tp] = r.offset + 1
+                after = r.offset + 1
+                positions[tp] = after
                 self._current = r
-                started = clock()
                 try:
                     if deserialize is not None:
                         deserialize(r)
                     await handler(r)
-                    processed += 1
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    failures += 1
                     metrics.in_processing += 1
                     try:
                         await self._after_failure(r, exc, decoded=not isinstance(
                             exc, DeserializationError))
                     finally:
                         metrics.in_processing -= 1
-                elapsed = clock() - started
-                counts[bisect_left(bounds, elapsed)] += 1
-                total += elapsed
-                marks[tp] = r.offset + 1
-                released += r.size
-                self._current = None
+                stamp(clock())
+                marks[tp] = after
                 if self._draining:
+                    self._current = None
                     self._progress.set()
         except ProcessingError as exc:
             self._fail(exc)
             used -= 1  # the failed record goes back to the buffer, unprocessed
+            failures -= 1
         finally:
             self._current = None
-            metrics.processed += processed
-            metrics.latency_sum += total
-            consumer._release(released)
+            if len(stamps) > 1:
+                self._observe(stamps, skips)
+            metrics.processed += len(stamps) - 1 - len(skips) - failures
+            consumer._release(nbytes if used == len(batch) else sum(map(size_of, batch[:used])))
             self._progress.set()
         return used
+
+    def _observe(self, stamps: list[float], skips: list[int]) -> None:
+        """The latency histogram of a batch :meth:`_sequential` processed."""
+        metrics = self.metrics
+        durations = list(map(sub, islice(stamps, 1, None), stamps))
+        if skips:
+            for i in reversed(skips):
+                del durations[i - 1]
+        counts = metrics.latency_counts
+        for bucket, n in Counter(map(partial(bisect_left, LATENCY_BUCKETS), durations)).items():
+            counts[bucket] += n
+        metrics.latency_sum += sum(durations)
 
     async def _after_failure(self, r: ConsumerRecord, exc: Exception, *, decoded: bool) -> None:
         """The first call failed with ``exc``: the retries, then the dead-letter topic (or
