@@ -151,6 +151,8 @@ class Runner:
         self._active: set[Any] = set()
         """Lanes a worker is on (the lane's first record is in processing)."""
         self._idle: deque[asyncio.Future[None]] = deque()
+        self._waking = 0
+        """Idle workers woken and not yet running."""
         self._picked = asyncio.Event()
         self._progress = asyncio.Event()
         self._stopping = False
@@ -177,6 +179,7 @@ class Runner:
             waiter = self._idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._waking += 1
         self.consumer.wake()
 
     def watermarks(self) -> dict[TP, int]:
@@ -242,6 +245,12 @@ class Runner:
                 shed = consumer.shed
                 if self.concurrency == 1 and shed is None:
                     started = await self._sequential(taken, nbytes)
+                    if started < len(taken):
+                        consumer._buffer.unread(taken[started:])
+                    continue
+                if shed is None:
+                    started = await self._dispatch_batch(taken)
+                    await asyncio.sleep(0)  # the workers take what was dispatched
                     if started < len(taken):
                         consumer._buffer.unread(taken[started:])
                     continue
@@ -429,9 +438,54 @@ class Runner:
         self._keyless += 1
         return self._keyless
 
+    async def _dispatch_batch(self, batch: list[ConsumerRecord]) -> int:
+        """Concurrency above 1 without shedding: ``batch`` into lanes; returns how many
+        records it used. :meth:`_dispatch` for a whole batch in one coroutine, per record: the
+        lane, the position, the watermark's start (inline)."""
+        consumer = self.consumer
+        lanes, ready, bound = self.lanes, self._ready_lanes, self.concurrency
+        positions, revoked = consumer._positions, self._revoked
+        pending, done = self.marks.pending, self.marks.done
+        by_key = self.ordering == "key"
+        by_partition = self.ordering == "partition"
+        used = 0
+        for r in batch:
+            if self._stopping or self._failure is not None:
+                break
+            used += 1
+            tp = (r.topic, r.partition)
+            if revoked and tp in revoked:
+                consumer._release(r.size)
+                continue
+            positions[tp] = r.offset + 1
+            q = pending.get(tp)  # Watermarks.start
+            if q is None:
+                q = pending[tp] = deque()
+                done[tp] = set()
+            q.append(r.offset)
+            if by_key and r.raw_key is not None:
+                key: Any = (r.topic, r.partition, r.raw_key)
+            elif by_partition:
+                key = tp
+            else:
+                key = self._lane_of(r)
+            lane = lanes.get(key)
+            if lane is not None:
+                lane.append(r)
+                continue
+            while len(ready) >= bound and not self._stopping:
+                self._picked.clear()
+                await self._picked.wait()
+            lanes[key] = deque((r,))
+            ready.append(key)
+            if not self._waking:
+                self._wake_one()
+        return used
+
     async def _dispatch(self, r: ConsumerRecord) -> None:
         """Queue ``r`` in its lane; a lane new to the queue waits for a worker (and the
-        dispatch waits while more lanes wait than there are workers)."""
+        dispatch waits while more lanes wait than there are workers: so records start about
+        in offset order, and a revoke's drain leaves few finished beyond the watermark)."""
         key = self._lane_of(r)
         lane = self.lanes.get(key)
         if lane is not None:
@@ -442,12 +496,22 @@ class Runner:
             await self._picked.wait()
         self.lanes[key] = deque((r,))
         self._ready_lanes.append(key)
+        if not self._waking:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake an idle worker for the lanes waiting. One wake-up at a time: the worker that
+        takes a lane wakes the next if lanes still wait (so every waiting lane gets a worker
+        while there are idle ones), and a worker whose handler never suspends takes lane after
+        lane without the others waking for nothing (waking every idle worker per lane cost a
+        loop turn per lane)."""
         idle = self._idle
         while idle:
             waiter = idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                break
+                self._waking += 1
+                return
 
     async def _worker(self) -> None:
         """Takes a waiting lane and runs its records in order until it is empty."""
@@ -457,10 +521,16 @@ class Runner:
             if not ready:
                 waiter = loop.create_future()
                 self._idle.append(waiter)
-                await waiter
+                try:
+                    await waiter
+                finally:
+                    if waiter.done() and not waiter.cancelled():
+                        self._waking -= 1
                 continue
             key = ready.popleft()
             self._picked.set()
+            if ready and not self._waking:
+                self._wake_one()
             lane = lanes[key]
             active.add(key)
             try:
@@ -494,28 +564,17 @@ class Runner:
         running[tp] = running.get(tp, 0) + 1
         metrics.in_processing += 1
         started = time.perf_counter()
-        attempt = 0
-        decoded = not self._deserialize
         try:
-            while True:
-                attempt += 1
-                try:
-                    if not decoded:
-                        consumer.deserialize(r)
-                        decoded = True
-                    await self.handler(r)
-                    metrics.processed += 1
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    if attempt <= consumer.max_retries:
-                        metrics.retries += 1
-                        await asyncio.sleep(self._backoff(attempt))
-                        continue
-                    metrics.failed += 1
-                    await self._give_up(r, exc, attempt)
-                    break
+            try:
+                if self._deserialize:
+                    consumer.deserialize(r)
+                await self.handler(r)
+                metrics.processed += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._after_failure(r, exc, decoded=not isinstance(
+                    exc, DeserializationError))
         finally:
             metrics.in_processing -= 1
             n = running.get(tp, 1) - 1
@@ -524,9 +583,13 @@ class Runner:
             else:
                 running.pop(tp, None)
             self._progress.set()
-        metrics.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        metrics.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+        metrics.latency_sum += elapsed
         marks.finish(tp, r.offset)
-        consumer._release(r.size)
+        consumer._released += r.size  # Consumer._release, inline: its call only when it waits
+        if consumer._fetch_waiting:
+            consumer._release(0)
 
     def _backoff(self, attempt: int) -> float:
         c = self.consumer
