@@ -22,6 +22,7 @@ from sluice.client import (
     DeserializationError,
     ProcessingError,
     Shed,
+    records,
 )
 from sluice.client import dlq as headers
 from tests.client.conftest import DEADLINE, Target, read_topic
@@ -427,6 +428,37 @@ def test_run_times_each_record_by_itself_at_concurrency_1(target: Target) -> Non
     assert got["counts"][7] == 2, got
     assert sum(got["counts"][:6]) == 4, got
     assert 0.12 <= got["sum"] < 0.12 + 4 * 0.05
+
+
+def test_fetched_records_carry_every_field_and_count_their_real_size(target: Target) -> None:
+    """What the fetch thread makes of a batch: keys, values (a tombstone among them),
+    headers and timestamps as produced, and each record's size its key, value and headers
+    plus the per-record overhead."""
+    topic, _ = target.topic("c-fields", 1)
+    p = ck.Producer({"bootstrap.servers": target.bootstrap, **target.client})
+    p.produce(topic, b"v" * 100, b"key-0", partition=0, timestamp=1_700_000_000_000)
+    p.produce(topic, None, b"key-1", partition=0, timestamp=1_700_000_000_001)
+    p.produce(topic, b"w" * 7, None, partition=0, headers=[("h", b"12345"), ("n", None)],
+              timestamp=1_700_000_000_002)
+    assert p.flush(DEADLINE) == 0
+
+    async def main() -> list[ConsumerRecord]:
+        async with consumer(target, topic) as c:
+            got: list[ConsumerRecord] = []
+            while len(got) < 3:
+                got += await c.getmany(10, 1.0)
+            return got
+
+    got = run(main())
+    assert [(r.topic, r.partition, r.offset) for r in got] == [(topic, 0, i) for i in range(3)]
+    assert [(r.key, r.value, r.raw_key, r.raw_value) for r in got] == [
+        (b"key-0", b"v" * 100, b"key-0", b"v" * 100), (b"key-1", None, b"key-1", None),
+        (None, b"w" * 7, None, b"w" * 7)]
+    assert [r.headers for r in got] == [None, None, [("h", b"12345"), ("n", None)]]
+    assert [r.timestamp for r in got] == [1_700_000_000_000 + i for i in range(3)]
+    overhead = records.RECORD_OVERHEAD
+    assert [r.size for r in got] == [
+        overhead + 105, overhead + 5, overhead + 7 + (1 + 5 + 64) + (1 + 64)]
 
 
 def test_manual_assignment_reads_from_the_given_offset(target: Target) -> None:
