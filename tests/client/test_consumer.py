@@ -461,6 +461,36 @@ def test_fetched_records_carry_every_field_and_count_their_real_size(target: Tar
         overhead + 105, overhead + 5, overhead + 7 + (1 + 5 + 64) + (1 + 64)]
 
 
+@pytest.mark.parametrize("how", ["run c=1", "run c=4", "getmany"])
+def test_every_byte_counted_in_is_counted_out(target: Target, how: str) -> None:
+    """The memory accounting after reading a whole topic: nothing buffered, nothing held,
+    and everything the handler saw counted as consumed (the fetch thread hands each batch's
+    byte count to the buffer; run and getmany release a batch's bytes at once)."""
+    topic, _ = target.topic("c-accounting", 2)
+    total = 300
+    produce(target, topic, [b"x" * (i % 50) for i in range(total)],
+            keys=[None if i % 3 else str(i).encode() for i in range(total)])
+
+    async def main() -> tuple[int, dict[str, Any]]:
+        sizes: list[int] = []
+        async with consumer(target, topic, group=f"g-{topic}-{how[-1]}") as c:
+            if how == "getmany":
+                while len(sizes) < total:
+                    sizes += [r.size for r in await c.getmany(64, 1.0)]
+            else:
+                async def handler(r: ConsumerRecord) -> None:
+                    sizes.append(r.size)
+                    if len(sizes) == total:
+                        c.stop()
+
+                await c.run(handler, concurrency=int(how[-1]))
+            return c.held_bytes(), {**c.metrics(), "sizes": sum(sizes)}
+
+    held, m = run(main())
+    assert (held, m["buffered_bytes"], m["buffered_records"]) == (0, 0, 0), m
+    assert m["consumed_bytes"] == m["sizes"] and m["consumed"] == total
+
+
 def test_manual_assignment_reads_from_the_given_offset(target: Target) -> None:
     topic, n = target.topic("c-assign", 2)
     last = n - 1

@@ -30,8 +30,9 @@ class FetchBuffer:
     def __len__(self) -> int:
         return len(self.ready) + sum(len(q) for q in self.held.values())
 
-    def add(self, records: list[ConsumerRecord]) -> None:
-        self.bytes += sum(map(size_of, records))
+    def add(self, records: list[ConsumerRecord], nbytes: int | None = None) -> None:
+        """``nbytes``: the records' sizes' sum, when the caller knows it."""
+        self.bytes += sum(map(size_of, records)) if nbytes is None else nbytes
         if not self.paused:
             self.ready.extend(records)
             return

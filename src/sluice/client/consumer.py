@@ -217,7 +217,8 @@ class Consumer:
 
         self._buffer = FetchBuffer()
         self._inbox: deque[Any] = deque()
-        """Lists of records and markers (callables), appended by the fetch thread."""
+        """Batches (a list of records and their sizes' sum) and markers (callables), appended
+        by the fetch thread."""
         self._appended = 0
         """Items the fetch thread put in the inbox so far (its own count: the inbox's length
         changes under it as the loop empties it)."""
@@ -621,10 +622,12 @@ class Consumer:
         inbox, buffer = self._inbox, self._buffer
         while inbox:
             item = inbox.popleft()
-            if type(item) is list:
+            if type(item) is tuple:
+                records, nbytes = item
                 if self._seeking:
-                    item = self._not_seeking(item)
-                buffer.add(item)
+                    records = self._not_seeking(records)
+                    nbytes = None
+                buffer.add(records, nbytes)
             else:
                 item()
         held = self._taken - self._released
@@ -744,7 +747,7 @@ class Consumer:
         total = sum(sizes) + RECORD_OVERHEAD * len(records)
         self._taken += total
         self._avg_size = max(1, total // len(records))
-        self._inbox.append(records)
+        self._inbox.append((records, total))
         self._appended += 1
 
     def _consume_error(self, error: ck.KafkaError) -> None:

@@ -397,9 +397,14 @@ class Runner:
         if skips:
             for i in reversed(skips):
                 del durations[i - 1]
+        if not durations:
+            return
         counts = metrics.latency_counts
-        for bucket, n in Counter(map(partial(bisect_left, LATENCY_BUCKETS), durations)).items():
-            counts[bucket] += n
+        if max(durations) <= LATENCY_BUCKETS[0]:  # all in the first bucket: a fast handler
+            counts[0] += len(durations)
+        else:
+            for bucket, n in Counter(map(partial(bisect_left, LATENCY_BUCKETS), durations)).items():
+                counts[bucket] += n
         metrics.latency_sum += sum(durations)
 
     async def _after_failure(self, r: ConsumerRecord, exc: Exception, *, decoded: bool) -> None:
