@@ -22,6 +22,7 @@ from sluice.client import (
     DeserializationError,
     ProcessingError,
     Shed,
+    records,
 )
 from sluice.client import dlq as headers
 from tests.client.conftest import DEADLINE, Target, read_topic
@@ -399,6 +400,95 @@ def test_metrics_snapshot_and_prometheus(target: Target) -> None:
     assert m["process_duration"]["count"] == 20
     assert m["commits"] >= 1
     assert m["lag"] == {f"{topic}/0": 0}
+
+
+def test_run_times_each_record_by_itself_at_concurrency_1(target: Target) -> None:
+    """The sequential path reads the clock once a record: a record's duration runs from the
+    previous record's end to its own, so a slow record, even the last, counts as slow and
+    its successor does not."""
+    topic, _ = target.topic("c-durations", 1)
+    produce(target, topic, [b"d"] * 6, partition=0)
+    slow = {1, 5}
+
+    async def main() -> dict[str, Any]:
+        async def handler(r: ConsumerRecord) -> None:
+            if r.offset in slow:
+                await asyncio.sleep(0.06)
+            if r.offset == 5:
+                c.stop()
+
+        async with consumer(target, topic) as c:
+            await c.run(handler)
+            counts = list(c._metrics.latency_counts)
+            return {"counts": counts, **c.metrics()["process_duration"]}
+
+    got = run(main())
+    assert got["count"] == 6
+    # bucket 7 is (0.05, 0.1]: the two slow records, nothing else above 0.05 s
+    assert got["counts"][7] == 2, got
+    assert sum(got["counts"][:6]) == 4, got
+    assert 0.12 <= got["sum"] < 0.12 + 4 * 0.05
+
+
+def test_fetched_records_carry_every_field_and_count_their_real_size(target: Target) -> None:
+    """What the fetch thread makes of a batch: keys, values (a tombstone among them),
+    headers and timestamps as produced, and each record's size its key, value and headers
+    plus the per-record overhead."""
+    topic, _ = target.topic("c-fields", 1)
+    p = ck.Producer({"bootstrap.servers": target.bootstrap, **target.client})
+    p.produce(topic, b"v" * 100, b"key-0", partition=0, timestamp=1_700_000_000_000)
+    p.produce(topic, None, b"key-1", partition=0, timestamp=1_700_000_000_001)
+    p.produce(topic, b"w" * 7, None, partition=0, headers=[("h", b"12345"), ("n", None)],
+              timestamp=1_700_000_000_002)
+    assert p.flush(DEADLINE) == 0
+
+    async def main() -> list[ConsumerRecord]:
+        async with consumer(target, topic) as c:
+            got: list[ConsumerRecord] = []
+            while len(got) < 3:
+                got += await c.getmany(10, 1.0)
+            return got
+
+    got = run(main())
+    assert [(r.topic, r.partition, r.offset) for r in got] == [(topic, 0, i) for i in range(3)]
+    assert [(r.key, r.value, r.raw_key, r.raw_value) for r in got] == [
+        (b"key-0", b"v" * 100, b"key-0", b"v" * 100), (b"key-1", None, b"key-1", None),
+        (None, b"w" * 7, None, b"w" * 7)]
+    assert [r.headers for r in got] == [None, None, [("h", b"12345"), ("n", None)]]
+    assert [r.timestamp for r in got] == [1_700_000_000_000 + i for i in range(3)]
+    overhead = records.RECORD_OVERHEAD
+    assert [r.size for r in got] == [
+        overhead + 105, overhead + 5, overhead + 7 + (1 + 5 + 64) + (1 + 64)]
+
+
+@pytest.mark.parametrize("how", ["run c=1", "run c=4", "getmany"])
+def test_every_byte_counted_in_is_counted_out(target: Target, how: str) -> None:
+    """The memory accounting after reading a whole topic: nothing buffered, nothing held,
+    and everything the handler saw counted as consumed (the fetch thread hands each batch's
+    byte count to the buffer; run and getmany release a batch's bytes at once)."""
+    topic, _ = target.topic("c-accounting", 2)
+    total = 300
+    produce(target, topic, [b"x" * (i % 50) for i in range(total)],
+            keys=[None if i % 3 else str(i).encode() for i in range(total)])
+
+    async def main() -> tuple[int, dict[str, Any]]:
+        sizes: list[int] = []
+        async with consumer(target, topic, group=f"g-{topic}-{how[-1]}") as c:
+            if how == "getmany":
+                while len(sizes) < total:
+                    sizes += [r.size for r in await c.getmany(64, 1.0)]
+            else:
+                async def handler(r: ConsumerRecord) -> None:
+                    sizes.append(r.size)
+                    if len(sizes) == total:
+                        c.stop()
+
+                await c.run(handler, concurrency=int(how[-1]))
+            return c.held_bytes(), {**c.metrics(), "sizes": sum(sizes)}
+
+    held, m = run(main())
+    assert (held, m["buffered_bytes"], m["buffered_records"]) == (0, 0, 0), m
+    assert m["consumed_bytes"] == m["sizes"] and m["consumed"] == total
 
 
 def test_manual_assignment_reads_from_the_given_offset(target: Target) -> None:

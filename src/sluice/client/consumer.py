@@ -28,6 +28,8 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from itertools import repeat
+from operator import add, attrgetter, length_hint
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +46,7 @@ from sluice.client.errors import (
     ConsumerError,
     DeserializationError,
 )
-from sluice.client.records import RECORD_OVERHEAD, ConsumerRecord
+from sluice.client.records import FETCHED, RECORD_OVERHEAD, ConsumerRecord
 
 if TYPE_CHECKING:
     from sluice.client.runner import Runner, Shed
@@ -69,6 +71,16 @@ RESERVED = frozenset({"on_commit", "on_assign", "on_revoke", "on_lost"})
 """Callbacks that are the toolkit's keyword options, or its own business."""
 
 NOT_SET: Any = object()
+
+# confluent-kafka's Message accessors, for C-level ``map`` over a batch
+_error_of: Callable[[Any], Any] = ck.Message.error
+_key_of: Callable[[Any], Any] = ck.Message.key
+_headers_of: Callable[[Any], Any] = ck.Message.headers
+_topic_of: Callable[[Any], Any] = ck.Message.topic
+_partition_of: Callable[[Any], Any] = ck.Message.partition
+_offset_of: Callable[[Any], Any] = ck.Message.offset
+_tp_of = attrgetter("topic", "partition")
+_offset_attr = attrgetter("offset")
 
 Rebalance = Callable[[list[TP]], Awaitable[None]]
 
@@ -205,7 +217,8 @@ class Consumer:
 
         self._buffer = FetchBuffer()
         self._inbox: deque[Any] = deque()
-        """Lists of records and markers (callables), appended by the fetch thread."""
+        """Batches (a list of records and their sizes' sum) and markers (callables), appended
+        by the fetch thread."""
         self._appended = 0
         """Items the fetch thread put in the inbox so far (its own count: the inbox's length
         changes under it as the loop empties it)."""
@@ -342,7 +355,20 @@ class Consumer:
             raise err
         if not self._buffer.ready:
             await self._wait_ready(timeout)
+        buffered = self._buffer.bytes
         records = self._buffer.take(max_records)
+        if self._value_deserializer is None and self._key_deserializer is None:
+            # _hand_out for the whole batch: one release, positions by C-level map
+            nbytes = buffered - self._buffer.bytes
+            self._release(nbytes)
+            self._positions.update(zip(
+                map(_tp_of, records), map(add, map(_offset_attr, records), repeat(1)),
+                strict=True,
+            ))
+            m = self._metrics
+            m.consumed += len(records)
+            m.consumed_bytes += nbytes
+            return records
         out: list[ConsumerRecord] = []
         for r in records:
             try:
@@ -596,10 +622,12 @@ class Consumer:
         inbox, buffer = self._inbox, self._buffer
         while inbox:
             item = inbox.popleft()
-            if type(item) is list:
+            if type(item) is tuple:
+                records, nbytes = item
                 if self._seeking:
-                    item = self._not_seeking(item)
-                buffer.add(item)
+                    records = self._not_seeking(records)
+                    nbytes = None
+                buffer.add(records, nbytes)
             else:
                 item()
         held = self._taken - self._released
@@ -673,34 +701,54 @@ class Consumer:
             self._convert(messages)
 
     def _convert(self, messages: list[Any]) -> None:
+        """Messages into records, on the fetch thread. A record keeps its message and reads
+        key, value, headers and timestamp from it when asked (:class:`ConsumerRecord`); only
+        what the toolkit reads per record is copied out here, by accessors ``map``-ped over the
+        batch (C-level calls), and the sizes likewise (``len(message)`` is its value's
+        length, ``length_hint`` 0 for a missing key)."""
+        if any(map(_error_of, messages)):
+            kept = []
+            for m in messages:
+                error = m.error()
+                if error is None:
+                    kept.append(m)
+                else:
+                    self._consume_error(error)
+            messages = kept
+            if not messages:
+                return
+        sizes = list(map(add, map(len, messages), map(length_hint, map(_key_of, messages))))
+        if any(map(_headers_of, messages)):
+            for i, m in enumerate(messages):
+                h = m.headers()
+                if h:
+                    sizes[i] += sum(len(name) + (len(val) if val else 0) + 64 for name, val in h)
         records: list[ConsumerRecord] = []
         append = records.append
-        total = 0
-        for m in messages:
-            if m.error() is not None:
-                self._consume_error(m.error())
-                continue
-            k = m.key()
-            v = m.value()
-            h = m.headers()
-            size = RECORD_OVERHEAD + (len(k) if k else 0) + (len(v) if v else 0)
-            if h:
-                size += sum(len(name) + (len(val) if val else 0) + 64 for name, val in h)
-            ts_type, ts = m.timestamp()
-            append(ConsumerRecord(m.topic(), m.partition(), m.offset(), k, v, h,
-                                  ts if ts_type else None, size))
-            total += size
-        if records:
-            hwm, get = self._hwm, self._consumer.get_watermark_offsets
-            for tp in {(r.topic, r.partition) for r in (records[0], records[-1])}:
-                with contextlib.suppress(ck.KafkaException):
-                    got = get(ck.TopicPartition(*tp), cached=True)
-                    if got is not None and got[1] >= 0:
-                        hwm[tp] = got[1]
-            self._taken += total
-            self._avg_size = max(1, total // len(records))
-            self._inbox.append(records)
-            self._appended += 1
+        new = ConsumerRecord.__new__
+        for m, size, topic, partition, offset in zip(
+            messages, sizes, map(_topic_of, messages), map(_partition_of, messages),
+            map(_offset_of, messages), strict=True,
+        ):
+            r = new(ConsumerRecord)  # as ConsumerRecord.fetched, without a call per record
+            r._message = m
+            r.topic = topic
+            r.partition = partition
+            r.offset = offset
+            r.size = size + RECORD_OVERHEAD
+            r._key = r._value = FETCHED
+            append(r)
+        hwm, get = self._hwm, self._consumer.get_watermark_offsets
+        for tp in {(r.topic, r.partition) for r in (records[0], records[-1])}:
+            with contextlib.suppress(ck.KafkaException):
+                got = get(ck.TopicPartition(*tp), cached=True)
+                if got is not None and got[1] >= 0:
+                    hwm[tp] = got[1]
+        total = sum(sizes) + RECORD_OVERHEAD * len(records)
+        self._taken += total
+        self._avg_size = max(1, total // len(records))
+        self._inbox.append((records, total))
+        self._appended += 1
 
     def _consume_error(self, error: ck.KafkaError) -> None:
         if error.fatal():

@@ -23,9 +23,12 @@ import logging
 import random
 import time
 from bisect import bisect_left
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from itertools import islice
+from operator import sub
 from typing import TYPE_CHECKING, Any
 
 from sluice.client.buffer import TP, size_of
@@ -148,6 +151,8 @@ class Runner:
         self._active: set[Any] = set()
         """Lanes a worker is on (the lane's first record is in processing)."""
         self._idle: deque[asyncio.Future[None]] = deque()
+        self._waking = 0
+        """Idle workers woken and not yet running."""
         self._picked = asyncio.Event()
         self._progress = asyncio.Event()
         self._stopping = False
@@ -174,6 +179,7 @@ class Runner:
             waiter = self._idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._waking += 1
         self.consumer.wake()
 
     def watermarks(self) -> dict[TP, int]:
@@ -231,12 +237,20 @@ class Runner:
                 if not consumer._buffer.ready:
                     await consumer._wait_ready(consumer.commit_interval)
                     continue
+                buffered = consumer._buffer.bytes
                 taken = consumer._buffer.take(TAKE)
+                nbytes = buffered - consumer._buffer.bytes
                 self.metrics.consumed += len(taken)
-                self.metrics.consumed_bytes += sum(map(size_of, taken))
+                self.metrics.consumed_bytes += nbytes
                 shed = consumer.shed
                 if self.concurrency == 1 and shed is None:
-                    started = await self._sequential(taken)
+                    started = await self._sequential(taken, nbytes)
+                    if started < len(taken):
+                        consumer._buffer.unread(taken[started:])
+                    continue
+                if shed is None:
+                    started = await self._dispatch_batch(taken)
+                    await asyncio.sleep(0)  # the workers take what was dispatched
                     if started < len(taken):
                         consumer._buffer.unread(taken[started:])
                     continue
@@ -313,19 +327,24 @@ class Runner:
 
     # -- concurrency 1 -----------------------------------------------------------------------
 
-    async def _sequential(self, batch: list[ConsumerRecord]) -> int:
+    async def _sequential(self, batch: list[ConsumerRecord], nbytes: int) -> int:
         """Concurrency 1: the batch in order, on this task; returns how many records it used.
-        The fast path of :meth:`_process`: per record a handler call, its duration, the
-        partition's watermark; the rest once a batch."""
+        The fast path of :meth:`_process`: per record a handler call, one clock read (a
+        record's duration runs from the previous record's end to its own), its position and
+        watermark; the latency histogram, counts and released bytes (``nbytes``, the batch's
+        sizes, when it used them all) once a batch, in C-level ``map`` calls over the batch."""
         consumer, metrics = self.consumer, self.metrics
         handler = self.handler
         marks, positions = self.marks.marks, consumer._positions
-        counts, bounds = metrics.latency_counts, LATENCY_BUCKETS
         revoked = self._revoked
         deserialize = consumer.deserialize if self._deserialize else None
         clock = time.perf_counter
-        used = processed = released = 0
-        total = 0.0
+        stamps = [clock()]
+        """When each record's processing ended (the first: when the batch started)."""
+        stamp = stamps.append
+        skips: list[int] = []
+        """Indexes in ``stamps`` that ended a revoked record's skip, not a processing."""
+        used = failures = 0
         try:
             for r in batch:
                 if self._stopping or self._failure is not None:
@@ -333,43 +352,60 @@ class Runner:
                 used += 1
                 tp = (r.topic, r.partition)
                 if revoked and tp in revoked:
-                    released += r.size
+                    skips.append(len(stamps))
+                    stamp(clock())
                     continue
-                positions[tp] = r.offset + 1
+                after = r.offset + 1
+                positions[tp] = after
                 self._current = r
-                started = clock()
                 try:
                     if deserialize is not None:
                         deserialize(r)
                     await handler(r)
-                    processed += 1
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    failures += 1
                     metrics.in_processing += 1
                     try:
                         await self._after_failure(r, exc, decoded=not isinstance(
                             exc, DeserializationError))
                     finally:
                         metrics.in_processing -= 1
-                elapsed = clock() - started
-                counts[bisect_left(bounds, elapsed)] += 1
-                total += elapsed
-                marks[tp] = r.offset + 1
-                released += r.size
-                self._current = None
+                stamp(clock())
+                marks[tp] = after
                 if self._draining:
+                    self._current = None
                     self._progress.set()
         except ProcessingError as exc:
             self._fail(exc)
             used -= 1  # the failed record goes back to the buffer, unprocessed
+            failures -= 1
         finally:
             self._current = None
-            metrics.processed += processed
-            metrics.latency_sum += total
-            consumer._release(released)
+            if len(stamps) > 1:
+                self._observe(stamps, skips)
+            metrics.processed += len(stamps) - 1 - len(skips) - failures
+            consumer._release(nbytes if used == len(batch) else sum(map(size_of, batch[:used])))
             self._progress.set()
         return used
+
+    def _observe(self, stamps: list[float], skips: list[int]) -> None:
+        """The latency histogram of a batch :meth:`_sequential` processed."""
+        metrics = self.metrics
+        durations = list(map(sub, islice(stamps, 1, None), stamps))
+        if skips:
+            for i in reversed(skips):
+                del durations[i - 1]
+        if not durations:
+            return
+        counts = metrics.latency_counts
+        if max(durations) <= LATENCY_BUCKETS[0]:  # all in the first bucket: a fast handler
+            counts[0] += len(durations)
+        else:
+            for bucket, n in Counter(map(partial(bisect_left, LATENCY_BUCKETS), durations)).items():
+                counts[bucket] += n
+        metrics.latency_sum += sum(durations)
 
     async def _after_failure(self, r: ConsumerRecord, exc: Exception, *, decoded: bool) -> None:
         """The first call failed with ``exc``: the retries, then the dead-letter topic (or
@@ -407,9 +443,54 @@ class Runner:
         self._keyless += 1
         return self._keyless
 
+    async def _dispatch_batch(self, batch: list[ConsumerRecord]) -> int:
+        """Concurrency above 1 without shedding: ``batch`` into lanes; returns how many
+        records it used. :meth:`_dispatch` for a whole batch in one coroutine, per record: the
+        lane, the position, the watermark's start (inline)."""
+        consumer = self.consumer
+        lanes, ready, bound = self.lanes, self._ready_lanes, self.concurrency
+        positions, revoked = consumer._positions, self._revoked
+        pending, done = self.marks.pending, self.marks.done
+        by_key = self.ordering == "key"
+        by_partition = self.ordering == "partition"
+        used = 0
+        for r in batch:
+            if self._stopping or self._failure is not None:
+                break
+            used += 1
+            tp = (r.topic, r.partition)
+            if revoked and tp in revoked:
+                consumer._release(r.size)
+                continue
+            positions[tp] = r.offset + 1
+            q = pending.get(tp)  # Watermarks.start
+            if q is None:
+                q = pending[tp] = deque()
+                done[tp] = set()
+            q.append(r.offset)
+            if by_key and r.raw_key is not None:
+                key: Any = (r.topic, r.partition, r.raw_key)
+            elif by_partition:
+                key = tp
+            else:
+                key = self._lane_of(r)
+            lane = lanes.get(key)
+            if lane is not None:
+                lane.append(r)
+                continue
+            while len(ready) >= bound and not self._stopping:
+                self._picked.clear()
+                await self._picked.wait()
+            lanes[key] = deque((r,))
+            ready.append(key)
+            if not self._waking:
+                self._wake_one()
+        return used
+
     async def _dispatch(self, r: ConsumerRecord) -> None:
         """Queue ``r`` in its lane; a lane new to the queue waits for a worker (and the
-        dispatch waits while more lanes wait than there are workers)."""
+        dispatch waits while more lanes wait than there are workers: so records start about
+        in offset order, and a revoke's drain leaves few finished beyond the watermark)."""
         key = self._lane_of(r)
         lane = self.lanes.get(key)
         if lane is not None:
@@ -420,12 +501,22 @@ class Runner:
             await self._picked.wait()
         self.lanes[key] = deque((r,))
         self._ready_lanes.append(key)
+        if not self._waking:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake an idle worker for the lanes waiting. One wake-up at a time: the worker that
+        takes a lane wakes the next if lanes still wait (so every waiting lane gets a worker
+        while there are idle ones), and a worker whose handler never suspends takes lane after
+        lane without the others waking for nothing (waking every idle worker per lane cost a
+        loop turn per lane)."""
         idle = self._idle
         while idle:
             waiter = idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                break
+                self._waking += 1
+                return
 
     async def _worker(self) -> None:
         """Takes a waiting lane and runs its records in order until it is empty."""
@@ -435,10 +526,16 @@ class Runner:
             if not ready:
                 waiter = loop.create_future()
                 self._idle.append(waiter)
-                await waiter
+                try:
+                    await waiter
+                finally:
+                    if waiter.done() and not waiter.cancelled():
+                        self._waking -= 1
                 continue
             key = ready.popleft()
             self._picked.set()
+            if ready and not self._waking:
+                self._wake_one()
             lane = lanes[key]
             active.add(key)
             try:
@@ -472,28 +569,17 @@ class Runner:
         running[tp] = running.get(tp, 0) + 1
         metrics.in_processing += 1
         started = time.perf_counter()
-        attempt = 0
-        decoded = not self._deserialize
         try:
-            while True:
-                attempt += 1
-                try:
-                    if not decoded:
-                        consumer.deserialize(r)
-                        decoded = True
-                    await self.handler(r)
-                    metrics.processed += 1
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    if attempt <= consumer.max_retries:
-                        metrics.retries += 1
-                        await asyncio.sleep(self._backoff(attempt))
-                        continue
-                    metrics.failed += 1
-                    await self._give_up(r, exc, attempt)
-                    break
+            try:
+                if self._deserialize:
+                    consumer.deserialize(r)
+                await self.handler(r)
+                metrics.processed += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._after_failure(r, exc, decoded=not isinstance(
+                    exc, DeserializationError))
         finally:
             metrics.in_processing -= 1
             n = running.get(tp, 1) - 1
@@ -502,9 +588,13 @@ class Runner:
             else:
                 running.pop(tp, None)
             self._progress.set()
-        metrics.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        metrics.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+        metrics.latency_sum += elapsed
         marks.finish(tp, r.offset)
-        consumer._release(r.size)
+        consumer._released += r.size  # Consumer._release, inline: its call only when it waits
+        if consumer._fetch_waiting:
+            consumer._release(0)
 
     def _backoff(self, attempt: int) -> float:
         c = self.consumer
