@@ -158,6 +158,12 @@ class Runner:
         self._stopping = False
         self._failure: BaseException | None = None
         self._revoked: set[TP] = set()
+        self._revocations = 0
+        """Revocations so far: a batch taken from the buffer notes it (``taken_at``)."""
+        self._revoked_at: dict[TP, int] = {}
+        """The revocation that last took each partition: a taken record of a partition revoked
+        after its batch was taken is stale even once the partition is assigned again (the
+        buffer dropped its records and the partition refetches from the commit)."""
         self._current: ConsumerRecord | None = None
         """The record the sequential path (concurrency 1) is processing."""
         self._draining = False
@@ -193,6 +199,9 @@ class Runner:
         """Stop starting records of ``tps``, wait for those running, return their watermarks
         (then forget them)."""
         self._revoked |= tps
+        self._revocations += 1
+        for tp in tps:
+            self._revoked_at[tp] = self._revocations
         for key, lane in list(self.lanes.items()):
             if not any((r.topic, r.partition) in tps for r in lane):
                 continue
@@ -223,6 +232,24 @@ class Runner:
             self.marks.forget(tp)
         return out
 
+    def _gone(self, tp: TP, taken_at: int) -> bool:
+        """Whether a record of ``tp`` from a batch taken at ``taken_at`` must not start: its
+        partition is revoked, or was revoked since the batch was taken."""
+        return tp in self._revoked or self._revoked_at.get(tp, 0) > taken_at
+
+    def _give_back(self, taken: list[ConsumerRecord], start: int, taken_at: int) -> None:
+        """Records ``taken[start:]`` never started: back to the buffer, but for those of
+        partitions revoked meanwhile (released: the partition refetches them)."""
+        consumer = self.consumer
+        rest = taken[start:]
+        if self._revocations != taken_at:
+            gone = [r for r in rest if self._gone((r.topic, r.partition), taken_at)]
+            if gone:
+                consumer._release(sum(map(size_of, gone)))
+                rest = [r for r in rest if not self._gone((r.topic, r.partition), taken_at)]
+        if rest:
+            consumer._buffer.unread(rest)
+
     # -- the loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -238,21 +265,22 @@ class Runner:
                     await consumer._wait_ready(consumer.commit_interval)
                     continue
                 buffered = consumer._buffer.bytes
+                taken_at = self._revocations
                 taken = consumer._buffer.take(TAKE)
                 nbytes = buffered - consumer._buffer.bytes
                 self.metrics.consumed += len(taken)
                 self.metrics.consumed_bytes += nbytes
                 shed = consumer.shed
                 if self.concurrency == 1 and shed is None:
-                    started = await self._sequential(taken, nbytes)
+                    started = await self._sequential(taken, nbytes, taken_at)
                     if started < len(taken):
-                        consumer._buffer.unread(taken[started:])
+                        self._give_back(taken, started, taken_at)
                     continue
                 if shed is None:
-                    started = await self._dispatch_batch(taken)
+                    started = await self._dispatch_batch(taken, taken_at)
                     await asyncio.sleep(0)  # the workers take what was dispatched
                     if started < len(taken):
-                        consumer._buffer.unread(taken[started:])
+                        self._give_back(taken, started, taken_at)
                     continue
                 hwms: dict[TP, int | None] = {}
                 now_ms = time.time() * 1000
@@ -262,7 +290,7 @@ class Runner:
                         break
                     started += 1
                     tp = (r.topic, r.partition)
-                    if tp in self._revoked:
+                    if self._gone(tp, taken_at):
                         consumer._release(r.size)
                         continue
                     consumer._positions[tp] = r.offset + 1
@@ -279,11 +307,11 @@ class Runner:
                     if self.concurrency == 1:
                         await self._process(r)
                     else:
-                        await self._dispatch(r)
+                        await self._dispatch(r, taken_at)
                 if self.concurrency > 1:
                     await asyncio.sleep(0)  # the workers take what was dispatched
                 if started < len(taken):  # stopped in the middle: the rest never started
-                    consumer._buffer.unread(taken[started:])
+                    self._give_back(taken, started, taken_at)
         except asyncio.CancelledError:
             self._stopping = True
             for task in self.tasks:
@@ -327,7 +355,7 @@ class Runner:
 
     # -- concurrency 1 -----------------------------------------------------------------------
 
-    async def _sequential(self, batch: list[ConsumerRecord], nbytes: int) -> int:
+    async def _sequential(self, batch: list[ConsumerRecord], nbytes: int, taken_at: int) -> int:
         """Concurrency 1: the batch in order, on this task; returns how many records it used.
         The fast path of :meth:`_process`: per record a handler call, one clock read (a
         record's duration runs from the previous record's end to its own), its position and
@@ -351,7 +379,9 @@ class Runner:
                     break
                 used += 1
                 tp = (r.topic, r.partition)
-                if revoked and tp in revoked:
+                if (revoked and tp in revoked) or (
+                    self._revocations != taken_at and self._gone(tp, taken_at)
+                ):
                     skips.append(len(stamps))
                     stamp(clock())
                     continue
@@ -443,7 +473,7 @@ class Runner:
         self._keyless += 1
         return self._keyless
 
-    async def _dispatch_batch(self, batch: list[ConsumerRecord]) -> int:
+    async def _dispatch_batch(self, batch: list[ConsumerRecord], taken_at: int) -> int:
         """Concurrency above 1 without shedding: ``batch`` into lanes; returns how many
         records it used. :meth:`_dispatch` for a whole batch in one coroutine, per record: the
         lane, the position, the watermark's start (inline)."""
@@ -459,15 +489,11 @@ class Runner:
                 break
             used += 1
             tp = (r.topic, r.partition)
-            if revoked and tp in revoked:
+            if (revoked and tp in revoked) or (
+                self._revocations != taken_at and self._gone(tp, taken_at)
+            ):
                 consumer._release(r.size)
                 continue
-            positions[tp] = r.offset + 1
-            q = pending.get(tp)  # Watermarks.start
-            if q is None:
-                q = pending[tp] = deque()
-                done[tp] = set()
-            q.append(r.offset)
             if by_key and r.raw_key is not None:
                 key: Any = (r.topic, r.partition, r.raw_key)
             elif by_partition:
@@ -475,22 +501,34 @@ class Runner:
             else:
                 key = self._lane_of(r)
             lane = lanes.get(key)
+            if lane is None:
+                while len(ready) >= bound and not self._stopping:
+                    self._picked.clear()
+                    await self._picked.wait()
+                if self._revocations != taken_at and self._gone(tp, taken_at):
+                    consumer._release(r.size)  # revoked during the wait: never started
+                    continue
+                lane = lanes.get(key)  # the wait may have let another record open it
+            positions[tp] = r.offset + 1
+            q = pending.get(tp)  # Watermarks.start
+            if q is None:
+                q = pending[tp] = deque()
+                done[tp] = set()
+            q.append(r.offset)
             if lane is not None:
                 lane.append(r)
                 continue
-            while len(ready) >= bound and not self._stopping:
-                self._picked.clear()
-                await self._picked.wait()
             lanes[key] = deque((r,))
             ready.append(key)
             if not self._waking:
                 self._wake_one()
         return used
 
-    async def _dispatch(self, r: ConsumerRecord) -> None:
+    async def _dispatch(self, r: ConsumerRecord, taken_at: int) -> None:
         """Queue ``r`` in its lane; a lane new to the queue waits for a worker (and the
         dispatch waits while more lanes wait than there are workers: so records start about
-        in offset order, and a revoke's drain leaves few finished beyond the watermark)."""
+        in offset order, and a revoke's drain leaves few finished beyond the watermark). A
+        record whose partition is revoked during that wait is released, not queued."""
         key = self._lane_of(r)
         lane = self.lanes.get(key)
         if lane is not None:
@@ -499,6 +537,13 @@ class Runner:
         while len(self._ready_lanes) >= self.concurrency and not self._stopping:
             self._picked.clear()
             await self._picked.wait()
+        if self._gone((r.topic, r.partition), taken_at):
+            self.consumer._release(r.size)
+            return
+        lane = self.lanes.get(key)
+        if lane is not None:
+            lane.append(r)
+            return
         self.lanes[key] = deque((r,))
         self._ready_lanes.append(key)
         if not self._waking:
