@@ -147,6 +147,36 @@ def test_send_ordered_keeps_at_most_its_bound_in_flight(target: Target) -> None:
     assert [r.offset for r in results] == [s.offset for s in stored]  # in submission order
 
 
+def test_waiting_for_every_record_in_flight_does_not_wait_for_the_linger(target: Target) -> None:
+    """A full window, a submitted batch and ``flush`` produce nothing more until results come:
+    the poll thread flushes then, so lingering records leave at once (each wait here would
+    otherwise take the whole ``linger.ms``, 5 s)."""
+    topic, _ = target.topic("urgent")
+    linger = 5.0
+    records = [Record(topic, f"{i:03d}".encode()) for i in range(16)]
+
+    async def go() -> dict[str, float]:
+        took: dict[str, float] = {}
+        async with producer(target, **{"linger.ms": int(linger * 1000)}) as p:
+            await p.send_batch([Record(topic, b"connect")])  # the connection is up
+            started = time.monotonic()
+            results = [r async for r in p.send_ordered(records, max_in_flight=8)]
+            took["send_ordered"] = time.monotonic() - started
+            assert all(r.ok for r in results)
+            started = time.monotonic()
+            assert all(r.ok for r in await p.send_batch(records))
+            took["send_batch"] = time.monotonic() - started
+            started = time.monotonic()
+            future = p.send_nowait(topic, b"last")
+            assert await p.flush(DEADLINE) == 0 and future.result().ok
+            took["flush"] = time.monotonic() - started
+        return took
+
+    took = run(go())
+    assert all(seconds < linger / 2 for seconds in took.values()), took
+    assert len(read_topic(target, topic)) == 1 + 2 * len(records) + 1
+
+
 def test_send_ordered_yields_a_failed_record_in_its_place(target: Target) -> None:
     topic, _ = target.topic("ordered-failure")
     records = [Record(topic, f"{i:04d}".encode()) for i in range(300)]

@@ -23,6 +23,7 @@ from bisect import bisect_left
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+from sluice.client.bridge import DeliveryBridge
 from sluice.client.errors import ProducerClosedError
 from sluice.client.metrics import LATENCY_BUCKETS, ProducerMetrics
 from sluice.client.records import Record, RecordLike, Records
@@ -53,6 +54,7 @@ class OrderedSends:
         closing: Callable[[], bool],
         busy: Callable[[], None] = lambda: None,
         serve: Callable[[], None] = lambda: None,
+        bridge: DeliveryBridge | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
@@ -63,6 +65,7 @@ class OrderedSends:
         self._closing = closing
         self._busy = busy
         self._serve = serve
+        self._bridge = bridge
         self._sync: Iterator[RecordLike] | None = None
         self._async: AsyncIterator[RecordLike] | None = None
         if isinstance(records, AsyncIterable):
@@ -149,11 +152,18 @@ class OrderedSends:
             self._serve()  # reports ready but not yet served may hold it
             result = self._results[slot]
         if result is None:
+            # The window has submitted what it may: nothing more comes until results do, so
+            # nothing is worth lingering for (see sluice.client.bridge).
             self._waiter = asyncio.get_running_loop().create_future()
+            bridge = self._bridge
+            if bridge is not None:
+                bridge.urgent += 1
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+                if bridge is not None:
+                    bridge.urgent -= 1
             result = self._results[slot]
             assert result is not None
         self._results[slot] = None

@@ -187,7 +187,8 @@ class Producer:
         self._idle.set()
         self._space = asyncio.Event()
         self._bridge = DeliveryBridge(
-            self._producer.poll, loop, self._after_poll, name=f"{self._metrics.client_id}-poll"
+            self._producer.poll, loop, self._after_poll, name=f"{self._metrics.client_id}-poll",
+            flush=self._producer.flush, outstanding=self._producer.__len__,
         )
         self._bridge.start()
 
@@ -208,8 +209,14 @@ class Producer:
         if self._idle is None or self._settled():
             return 0
         self._idle.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
+        assert self._bridge is not None
+        bridge = self._bridge
+        bridge.urgent += 1  # nothing to linger for: see sluice.client.bridge
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout)
+        finally:
+            bridge.urgent -= 1
         return 0 if self._settled() else max(1, self._metrics.in_flight)
 
     async def close(self, timeout: float | None = 30.0) -> None:
@@ -333,6 +340,7 @@ class Producer:
             closing=lambda: self._closing,
             busy=self._bridge.pause_while_busy,
             serve=self._bridge.serve_here,
+            bridge=self._bridge,
         )
         self._watch(window)
         return window
@@ -364,9 +372,13 @@ class Producer:
             self._watch(batch)
             await self._submit_batch(batch, 0, len(batch.records))
         batch.finish()
+        bridge = self._bridge
+        assert bridge is not None
+        bridge.urgent += 1  # every record is submitted: nothing to linger for
         try:
             await batch.done
         finally:
+            bridge.urgent -= 1
             self._active.pop(id(batch), None)
             self._metrics.retire(batch.tally)
         return batch.results()
