@@ -573,3 +573,26 @@ def test_metrics_snapshot_and_prometheus(target: Target) -> None:
     assert sample("sluice_client_queue_fill_ratio") == 0
     assert sample("sluice_client_retried_requests_total") == snapshot["retried"]
     assert client_id not in generate_latest(registry).decode()  # closed: no longer exported
+
+
+def test_latencies_are_bucketed_as_prometheus_le_bounds() -> None:
+    """The tokens only append latencies; bucketing them a poll at a time must count each where
+    a per-record ``le`` bound puts it (a value equal to a bound belongs to that bound)."""
+    from bisect import bisect_left
+
+    from sluice.client.metrics import LATENCY_BUCKETS, ProducerMetrics
+
+    metrics = ProducerMetrics(
+        "buckets", queue_length=lambda: 0, queue_max_messages=1, queue_max_bytes=1
+    )
+    values = [*LATENCY_BUCKETS, 0.0, 0.0001, 0.003, 0.003, 0.0049, 7.5, 299.9, 301.0, 1e6]
+    expected = [0] * (len(LATENCY_BUCKETS) + 1)
+    for v in values:
+        expected[bisect_left(LATENCY_BUCKETS, v)] += 1
+    metrics.latencies.extend(values[:10])
+    metrics.bucket_latencies()  # in two polls' worth, unsorted
+    metrics.latencies.extend(reversed(values[10:]))
+    assert metrics.latency_counts == expected
+    assert metrics.latency_sum == pytest.approx(sum(values))
+    assert metrics.latencies == []
+    assert metrics.snapshot()["latency"]["count"] == len(values)

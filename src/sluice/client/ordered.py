@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from bisect import bisect_left
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from sluice.client.bridge import DeliveryBridge
 from sluice.client.errors import ProducerClosedError
-from sluice.client.metrics import LATENCY_BUCKETS, ProducerMetrics
+from sluice.client.metrics import ProducerMetrics
 from sluice.client.records import Record, RecordLike, Records
 from sluice.client.results import RecordMetadata
 from sluice.client.sinks import Failure, TokenType, new_metadata
@@ -84,7 +83,7 @@ class OrderedSends:
         self._tail = 0
         """Sequence number of the next record to submit."""
         self._tally = metrics.tally()
-        """[records delivered, their latencies' sum], written by the tokens."""
+        """[records delivered], written by the tokens."""
         self._metrics = metrics
         self._settled = 0
         """Records settled otherwise (on the loop)."""
@@ -226,7 +225,7 @@ def _ordered_token(
     sink: OrderedSends, metrics: ProducerMetrics, failures: list[Failure]
 ) -> TokenType:
     results, records, n = sink._results, sink._records, sink.max_in_flight
-    tally, fail, counts = sink._tally, failures.append, metrics.latency_counts
+    tally, fail, keep_latency = sink._tally, failures.append, metrics.latencies.append
 
     class Token(int):
         __slots__ = ()
@@ -240,8 +239,7 @@ def _ordered_token(
                     (records[slot].topic, message.partition(), message.offset(),  # type: ignore[union-attr]
                      message.timestamp()[1], None, None, latency),
                 )
-                counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
-                tally[1] += latency
+                keep_latency(latency)
                 tally[0] += 1
             else:
                 fail((sink, self, error, message))

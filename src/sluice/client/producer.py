@@ -561,6 +561,7 @@ class Producer:
             sink = ref()
             if sink is not None:
                 sink.check()
+        self._metrics.bucket_latencies()
         assert self._space is not None and self._idle is not None
         self._space.set()
         if self._settled():

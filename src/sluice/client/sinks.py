@@ -12,8 +12,9 @@ a token each, in development).
 Tokens run in whichever thread serves a poll, one at a time (under the bridge's ``serving``
 lock), concurrently with the loop. So a token writes only what the loop never writes: a
 batch's result arrays and delivered count, a window's result slots of records in flight, lists
-the loop empties, and the metrics' delivery counters. Everything else (futures, waking a waiter,
-failures, dead-letter copies) the loop finishes in ``Producer._after_poll``. A token appends
+the loop empties (the metrics' latencies among them: bucketed a poll at a time, not a record at
+a time), and the delivery counters. Everything else (futures, waking a waiter, failures,
+dead-letter copies) the loop finishes in ``Producer._after_poll``. A token appends
 before it counts, so whenever the loop sees a record counted delivered, its outcome is there.
 Failed records' reports go to the producer's ``failures`` list, with their message (its key
 and value make the dead-letter copy).
@@ -28,11 +29,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from array import array
-from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from sluice.client.metrics import LATENCY_BUCKETS, ProducerMetrics
+from sluice.client.metrics import ProducerMetrics
 from sluice.client.records import Record, RecordLike, as_record
 from sluice.client.results import BatchResults, RecordMetadata
 
@@ -115,7 +115,7 @@ class Futures:
 
 def _futures_token(sink: Futures, metrics: ProducerMetrics, failures: list[Failure]) -> TokenType:
     ready, fail = sink.ready.append, failures.append
-    counts, tally = metrics.latency_counts, sink.tally
+    keep_latency, tally = metrics.latencies.append, sink.tally
 
     class Token(int):
         __slots__ = ()
@@ -125,9 +125,8 @@ def _futures_token(sink: Futures, metrics: ProducerMetrics, failures: list[Failu
                 latency = message.latency()
                 ready((self, message.partition(), message.offset(), message.timestamp()[1],
                        latency))
-                counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
+                keep_latency(latency)
                 tally[0] += 1
-                tally[1] += latency
             else:
                 fail((sink, self, error, message))
 
@@ -153,7 +152,7 @@ class Batch:
         self.latencies = array("d", [0.0]) * n
         self.failures: dict[int, RecordMetadata] = {}
         self.tally = metrics.tally()
-        """[records delivered, their latencies' sum], written by the tokens."""
+        """[records delivered], written by the tokens."""
         self.settled = 0
         """Records settled otherwise (on the loop)."""
         self.submitted = False
@@ -208,7 +207,7 @@ def _batch_token(sink: Batch, metrics: ProducerMetrics, failures: list[Failure])
     partitions, offsets, timestamps, latencies = (
         sink.partitions, sink.offsets, sink.timestamps, sink.latencies,
     )
-    tally, fail, counts = sink.tally, failures.append, metrics.latency_counts
+    tally, fail, keep_latency = sink.tally, failures.append, metrics.latencies.append
 
     class Token(int):
         __slots__ = ()
@@ -219,8 +218,7 @@ def _batch_token(sink: Batch, metrics: ProducerMetrics, failures: list[Failure])
                 offsets[self] = message.offset()
                 timestamps[self] = message.timestamp()[1]
                 latency = latencies[self] = message.latency()
-                counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
-                tally[1] += latency
+                keep_latency(latency)
                 tally[0] += 1
             else:
                 fail((sink, self, error, message))
@@ -249,7 +247,7 @@ class DeadLetters:
 
 def _dead_letter_token(sink: DeadLetters, metrics: ProducerMetrics) -> TokenType:
     outcome = sink.outcomes.append
-    counts, tally = metrics.latency_counts, sink.tally
+    keep_latency, tally = metrics.latencies.append, sink.tally
 
     class Token(int):
         __slots__ = ()
@@ -259,9 +257,8 @@ def _dead_letter_token(sink: DeadLetters, metrics: ProducerMetrics) -> TokenType
                 latency = message.latency()
                 outcome((self, None, message.partition(), message.offset(),
                          message.timestamp()[1], latency))
-                counts[bisect_left(LATENCY_BUCKETS, latency)] += 1
+                keep_latency(latency)
                 tally[0] += 1
-                tally[1] += latency
             else:
                 outcome((self, error, message, -1, -1, 0.0))
 
