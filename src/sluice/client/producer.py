@@ -205,7 +205,8 @@ class Producer:
 
     async def flush(self, timeout: float | None = None) -> int:
         """Wait until every accepted record has its outcome, at most ``timeout`` seconds (None:
-        no limit); returns how many still have none (0: all settled)."""
+        no limit); returns how many still have none (0: all settled). Records lingering in
+        librdkafka are sent at once meanwhile (see :mod:`sluice.client.bridge`)."""
         if self._idle is None or self._settled():
             return 0
         self._idle.clear()
