@@ -150,17 +150,18 @@ def test_send_ordered_keeps_at_most_its_bound_in_flight(target: Target) -> None:
 def test_waiting_for_every_record_in_flight_does_not_wait_for_the_linger(target: Target) -> None:
     """A full window, a submitted batch and ``flush`` produce nothing more until results come:
     the poll thread flushes then, so lingering records leave at once (each wait here would
-    otherwise take the whole ``linger.ms``, 5 s)."""
+    otherwise take the whole ``linger.ms``, 5 s). The window of 2 waits ~200 times: were the
+    poll thread inside a ``poll()`` when a wait began, each would cost its 50 ms interval."""
     topic, _ = target.topic("urgent")
     linger = 5.0
-    records = [Record(topic, f"{i:03d}".encode()) for i in range(16)]
+    records = [Record(topic, f"{i:03d}".encode()) for i in range(200)]
 
     async def go() -> dict[str, float]:
         took: dict[str, float] = {}
         async with producer(target, **{"linger.ms": int(linger * 1000)}) as p:
             await p.send_batch([Record(topic, b"connect")])  # the connection is up
             started = time.monotonic()
-            results = [r async for r in p.send_ordered(records, max_in_flight=8)]
+            results = [r async for r in p.send_ordered(records, max_in_flight=2)]
             took["send_ordered"] = time.monotonic() - started
             assert all(r.ok for r in results)
             started = time.monotonic()
