@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("sluice.client")
@@ -138,6 +139,7 @@ class DeliveryBridge:
     def _run(self) -> None:
         poll, interval, stopping, serving = self._poll, self._interval, self._stopping, self.serving
         flush, outstanding = self._flush, self._outstanding
+        hopped = time.monotonic()
         while not stopping.is_set():
             if self._paused:
                 self._wake.wait(interval)
@@ -149,8 +151,12 @@ class DeliveryBridge:
                     if self.urgent and flush is not None and outstanding is not None and (
                         before := outstanding()
                     ):
-                        # Served something unless nothing moved (a broker that is down).
-                        served = flush(FLUSH_SLICE) != before
+                        # Served something unless nothing moved (a broker that is down); but
+                        # hop at least every interval (records sent meanwhile may hide it).
+                        served = (
+                            flush(FLUSH_SLICE) != before
+                            or time.monotonic() - hopped >= interval
+                        )
                     else:
                         served = poll(interval)
             except Exception:  # an application callback (error_cb, stats_cb) raised
@@ -165,3 +171,4 @@ class DeliveryBridge:
                     log.error("event loop closed with delivery reports unfinished")
                     return
                 self.hops += 1
+                hopped = time.monotonic()
