@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from types import MethodType
 from typing import Any
 
 from sluice.client.bridge import DeliveryBridge
@@ -27,7 +28,7 @@ from sluice.client.errors import ProducerClosedError
 from sluice.client.metrics import ProducerMetrics
 from sluice.client.records import Record, RecordLike, Records
 from sluice.client.results import RecordMetadata
-from sluice.client.sinks import Failure, TokenType, new_metadata
+from sluice.client.sinks import Deliver, Failure, new_metadata, token_maker
 
 Submit = Callable[[RecordLike, Any, int], bool]
 """(item, sink, key) -> True once librdkafka has the record or its outcome is settled (a bad
@@ -89,7 +90,8 @@ class OrderedSends:
         """Records settled otherwise (on the loop)."""
         self._waiter: asyncio.Future[None] | None = None
         self.peak_in_flight = 0
-        self.token = _ordered_token(self, metrics, failures)
+        self.deliver = _ordered_deliver(self, metrics, failures)
+        self.token = token_maker(self.deliver)
         weakref.finalize(self, metrics.retire, self._tally)
 
     @property
@@ -176,7 +178,8 @@ class OrderedSends:
         producer's ``submit``."""
         if self._closing():
             raise ProducerClosedError("the producer is closing or closed; the record was not sent")
-        records, produce, token, metrics = self._records, self._produce, self.token, self._metrics
+        records, produce, metrics = self._records, self._produce, self._metrics
+        bind, deliver = MethodType, self.deliver
         accepted = nbytes = 0
         try:
             while self._tail - self._head < n:
@@ -198,7 +201,7 @@ class OrderedSends:
                         p = item.partition
                         try:
                             produce(
-                                item.topic, value, k, -1 if p is None else p, token(seq), None,
+                                item.topic, value, k, -1 if p is None else p, bind(deliver, seq), None,
                                 item.timestamp or 0, item.headers,
                             )
                         except Exception:  # BufferError included: the submit below handles it
@@ -221,30 +224,27 @@ class OrderedSends:
             self.peak_in_flight = in_flight
 
 
-def _ordered_token(
+def _ordered_deliver(
     sink: OrderedSends, metrics: ProducerMetrics, failures: list[Failure]
-) -> TokenType:
+) -> Deliver:
     results, records, n = sink._results, sink._records, sink.max_in_flight
     tally, fail, keep_latency = sink._tally, failures.append, metrics.latencies.append
 
-    class Token(int):
-        __slots__ = ()
+    def deliver(seq: int, error: Any, message: Any) -> None:
+        if error is None:
+            slot = seq % n
+            latency = message.latency()
+            results[slot] = new_metadata(
+                RecordMetadata,
+                (records[slot].topic, message.partition(), message.offset(),  # type: ignore[union-attr]
+                 message.timestamp()[1], None, None, latency),
+            )
+            keep_latency(latency)
+            tally[0] += 1
+        else:
+            fail((sink, seq, error, message))
 
-        def __call__(self, error: Any, message: Any) -> None:
-            if error is None:
-                slot = self % n
-                latency = message.latency()
-                results[slot] = new_metadata(
-                    RecordMetadata,
-                    (records[slot].topic, message.partition(), message.offset(),  # type: ignore[union-attr]
-                     message.timestamp()[1], None, None, latency),
-                )
-                keep_latency(latency)
-                tally[0] += 1
-            else:
-                fail((sink, self, error, message))
-
-    return Token
+    return deliver
 
 
 _END: Any = object()

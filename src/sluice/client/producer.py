@@ -31,7 +31,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterable, Callable, Mapping
-from types import TracebackType
+from types import MethodType, TracebackType
 from typing import Any
 
 import confluent_kafka as ck
@@ -391,7 +391,8 @@ class Producer:
         if self._closing:
             raise ProducerClosedError("the producer is closing or closed; the records were not sent")
         records = batch.records
-        produce, token, submit = self._produce, batch.token, self._submit
+        produce, submit = self._produce, self._submit
+        bind, deliver = MethodType, batch.deliver
         metrics = self._metrics
         bridge = self._bridge
         assert bridge is not None
@@ -416,7 +417,7 @@ class Producer:
                             value,
                             k,
                             -1 if p is None else p,
-                            token(i),
+                            bind(deliver, i),
                             None,
                             item.timestamp or 0,
                             item.headers,  # type: ignore[arg-type]
