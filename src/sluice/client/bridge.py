@@ -26,7 +26,10 @@ serves reports as ``poll()`` does, and while it runs librdkafka's broker threads
 partition's linger as expired (``rd_kafka_flush`` sets ``rk_flushing``), so what lingers is
 sent at once. Each slice blocks (at most :data:`FLUSH_SLICE`), so nothing spins; with nothing
 in flight the thread polls as usual; other sends meanwhile are not held back either (they too
-go without lingering, and their reports are served in the same slices).
+go without lingering, and their reports are served in the same slices). For the flush to start
+when such a wait does, the producer's poll thread waits for each hop to run before it polls
+again (:meth:`~DeliveryBridge.hop_started`), rather than sitting in a ``poll()`` that would last
+until the lingering records' reports came.
 """
 
 from __future__ import annotations
