@@ -111,7 +111,8 @@ class DeliveryBridge:
         report comes (which at that point is after the linger)."""
         self._hop_scheduled = False
         if self._flush is not None:
-            self._loop.call_soon(self._resume)
+            # Twice: the tasks the hop wakes are scheduled after this call, and run first.
+            self._loop.call_soon(self._loop.call_soon, self._resume)
 
     def pause_while_busy(self) -> None:
         """Keep the poll thread out of ``poll()`` until the running task next suspends (the
