@@ -411,6 +411,31 @@ def test_close_reports_every_record_it_could_not_deliver() -> None:
         assert isinstance(exc, DeliveryError) and exc.purged and exc.name == "_PURGE_QUEUE"
 
 
+def test_a_waiting_window_does_not_spin_while_nothing_can_be_delivered() -> None:
+    """A window waiting for records no broker takes keeps the poll thread flushing (nothing is
+    worth lingering for); each flush slice blocks, so a second of it costs little CPU, where a
+    spinning thread would burn the whole second."""
+
+    async def go() -> float:
+        p = Producer(f"127.0.0.1:{free_port()}", metrics_registry=None)
+        await p.start()
+        window = p.send_ordered([Record("nowhere", b"x")] * 4, max_in_flight=4)
+        first = asyncio.ensure_future(anext(window))
+        while not window.waiting:
+            await asyncio.sleep(0)
+        started = time.process_time()
+        await asyncio.sleep(1.0)  # the span measured, not a wait for readiness
+        cpu = time.process_time() - started
+        assert window.waiting and not first.done()
+        with pytest.raises(UndeliveredError):
+            await p.close(0.1)
+        assert (await first).error is not None
+        return cpu
+
+    cpu = run(go())
+    assert cpu < 0.3, f"{cpu:.2f} s of CPU in 1 s of waiting"
+
+
 def test_an_exception_in_the_block_still_closes(target: Target) -> None:
     topic, _ = target.topic("close-on-error")
 
