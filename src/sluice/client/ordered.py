@@ -79,8 +79,12 @@ class OrderedSends:
         seven eighths full."""
         self._results: list[RecordMetadata | None] = [None] * max_in_flight
         self._records: list[Record | None] = [None] * max_in_flight
+        self._nones: list[None] = [None] * max_in_flight
+        self._ready: list[RecordMetadata] = []
+        """Results taken from the ring, not yet yielded, last first: ``__anext__`` hands
+        them out with a ``pop()``, and only when none is left takes more (and submits)."""
         self._head = 0
-        """Sequence number of the next result to yield."""
+        """Sequence number of the next result to take from the ring."""
         self._tail = 0
         """Sequence number of the next record to submit."""
         self._tally = metrics.tally()
@@ -100,7 +104,7 @@ class OrderedSends:
 
     @property
     def outstanding(self) -> int:
-        return self._tail - self._head
+        return self._tail - self._head + len(self._ready)
 
     @property
     def waiting(self) -> bool:
@@ -139,20 +143,23 @@ class OrderedSends:
         return self
 
     async def __anext__(self) -> RecordMetadata:
+        ready = self._ready
+        if ready:  # the common case: a result taken from the ring with the others ready
+            return ready.pop()
         n = self.max_in_flight
         self._busy()
         if not self._exhausted and n - (self._tail - self._head) >= self._refill:
             await self._fill(n)
         head = self._head
-        if head == self._tail:
+        tail = self._tail
+        if head == tail:
             self._metrics.retire(self._tally)
             raise StopAsyncIteration
         slot = head % n
-        result = self._results[slot]
-        if result is None:
+        results = self._results
+        if results[slot] is None:
             self._serve()  # reports ready but not yet served may hold it
-            result = self._results[slot]
-        if result is None:
+        if results[slot] is None:
             # The window has submitted what it may: nothing more comes until results do, so
             # nothing is worth lingering for (see sluice.client.bridge).
             self._waiter = asyncio.get_running_loop().create_future()
@@ -165,12 +172,24 @@ class OrderedSends:
                 self._waiter = None
                 if bridge is not None:
                     bridge.urgent -= 1
-            result = self._results[slot]
-            assert result is not None
-        self._results[slot] = None
-        self._records[slot] = None
-        self._head = head + 1
-        return result
+            assert results[slot] is not None
+        # Take the results that are in from here on, up to a refill's worth (so the window
+        # refills as often as before), in C: a slice, an index, two slice assignments.
+        end = min(n, slot + tail - head, slot + self._refill)
+        chunk = results[slot:end]
+        try:
+            end = slot + chunk.index(None)
+            del chunk[end - slot:]
+        except ValueError:
+            pass
+        cleared = self._nones[: end - slot]
+        results[slot:end] = cleared
+        self._records[slot:end] = cleared
+        self._head = head + end - slot
+        chunk.reverse()
+        result = chunk.pop()
+        self._ready = chunk  # type: ignore[assignment]  # no None left in it
+        return result  # type: ignore[return-value]
 
     async def _fill(self, n: int) -> None:
         """Submit until the window is full or the records run out. A Record with bytes value
@@ -179,44 +198,56 @@ class OrderedSends:
         if self._closing():
             raise ProducerClosedError("the producer is closing or closed; the record was not sent")
         records, produce, metrics = self._records, self._produce, self._metrics
-        bind, deliver = MethodType, self.deliver
+        bind, deliver, sync = MethodType, self.deliver, self._sync
         accepted = nbytes = 0
+        seq = self._tail
+        """The next record's sequence number: ``self._tail`` is written back before anything
+        that may read it (a submit, an await) and at the end."""
+        stop = self._head + n
         try:
-            while self._tail - self._head < n:
-                if self._sync is not None:
-                    item = next(self._sync, _END)
+            while seq < stop:
+                if sync is not None:
+                    item = next(sync, _END)
                 else:
                     assert self._async is not None
+                    self._tail = seq
                     item = await anext(self._async, _END)
                     self._busy()
                 if item is _END:
                     self._exhausted = True
                     break
-                seq = self._tail
-                self._tail = seq + 1
                 if type(item) is Record:
                     value, k = item.value, item.key
                     if type(value) is bytes and (k is None or type(k) is bytes):
                         records[seq % n] = item
                         p = item.partition
+                        timestamp, headers = item.timestamp, item.headers
                         try:
-                            produce(
-                                item.topic, value, k, -1 if p is None else p, bind(deliver, seq), None,
-                                item.timestamp or 0, item.headers,
-                            )
+                            if timestamp is None and headers is None:
+                                # Five arguments: librdkafka's argument parsing is per argument.
+                                produce(item.topic, value, k, -1 if p is None else p, bind(deliver, seq))
+                            else:
+                                produce(
+                                    item.topic, value, k, -1 if p is None else p, bind(deliver, seq),
+                                    None, timestamp or 0, headers,
+                                )
                         except Exception:  # BufferError included: the submit below handles it
                             pass
                         else:
+                            seq += 1
                             accepted += 1
                             nbytes += len(value)
                             continue
                 metrics.accepted += accepted
                 metrics.accepted_bytes += nbytes
                 accepted = nbytes = 0
+                self._tail = seq + 1
                 while not self._submit(item, self, seq):  # librdkafka's queue is full
                     await self._wait_for_space()
                     self._busy()
+                seq += 1
         finally:
+            self._tail = seq
             metrics.accepted += accepted
             metrics.accepted_bytes += nbytes
         in_flight = self.in_flight
