@@ -178,6 +178,35 @@ def test_waiting_for_every_record_in_flight_does_not_wait_for_the_linger(target:
     assert len(read_topic(target, topic)) == 1 + 2 * len(records) + 1
 
 
+def test_send_ordered_counts_every_record_it_hands_over_once(target: Target) -> None:
+    """The window counts the records it hands straight to librdkafka at the end of each fill,
+    and the others through the producer's submit: every record counted once, so nothing
+    is left in flight once every result is out (a record counted twice would never be)."""
+    topic, _ = target.topic("ordered-accounting")
+    records: list[Any] = []
+    for i in range(400):
+        kind = i % 5
+        if kind == 0:
+            records.append({"topic": topic, "value": b"m%d" % i})  # a mapping: the submit path
+        elif kind == 1:
+            records.append(Record(topic, b"h%d" % i, headers=[("h", b"1")]))  # all arguments
+        else:
+            records.append(Record(topic, b"r%d" % i))  # straight to librdkafka
+    records[7] = Record(topic, 7)  # not bytes and no serializer: settled at once, never sent
+
+    async def go() -> tuple[list[RecordMetadata], dict[str, Any], int]:
+        async with producer(target, close_timeout=5) as p:
+            results = [r async for r in p.send_ordered(records, max_in_flight=32)]
+            snapshot = p.metrics()  # every result is out: nothing can be in flight
+            return results, snapshot, await p.flush(1)
+
+    results, snapshot, left = run(go())
+    assert [i for i, r in enumerate(results) if r.error is not None] == [7]
+    assert snapshot["sent"] == 399
+    assert snapshot["in_flight"] == 0 and snapshot["in_flight_bytes"] == 0
+    assert left == 0
+
+
 def test_send_ordered_yields_a_failed_record_in_its_place(target: Target) -> None:
     topic, _ = target.topic("ordered-failure")
     records = [Record(topic, f"{i:04d}".encode()) for i in range(300)]
