@@ -147,6 +147,66 @@ def test_send_ordered_keeps_at_most_its_bound_in_flight(target: Target) -> None:
     assert [r.offset for r in results] == [s.offset for s in stored]  # in submission order
 
 
+def test_waiting_for_every_record_in_flight_does_not_wait_for_the_linger(target: Target) -> None:
+    """A full window, a submitted batch and ``flush`` produce nothing more until results come:
+    the poll thread flushes then, so lingering records leave at once (each wait here would
+    otherwise take the whole ``linger.ms``, 5 s). The window of 2 waits ~200 times: were the
+    poll thread inside a ``poll()`` when a wait began, each would cost its 50 ms interval."""
+    topic, _ = target.topic("urgent")
+    linger = 5.0
+    records = [Record(topic, f"{i:03d}".encode()) for i in range(200)]
+
+    async def go() -> dict[str, float]:
+        took: dict[str, float] = {}
+        async with producer(target, **{"linger.ms": int(linger * 1000)}) as p:
+            await p.send_batch([Record(topic, b"connect")])  # the connection is up
+            started = time.monotonic()
+            results = [r async for r in p.send_ordered(records, max_in_flight=2)]
+            took["send_ordered"] = time.monotonic() - started
+            assert all(r.ok for r in results)
+            started = time.monotonic()
+            assert all(r.ok for r in await p.send_batch(records))
+            took["send_batch"] = time.monotonic() - started
+            started = time.monotonic()
+            future = p.send_nowait(topic, b"last")
+            assert await p.flush(DEADLINE) == 0 and future.result().ok
+            took["flush"] = time.monotonic() - started
+        return took
+
+    took = run(go())
+    assert all(seconds < linger / 2 for seconds in took.values()), took
+    assert len(read_topic(target, topic)) == 1 + 2 * len(records) + 1
+
+
+def test_send_ordered_counts_every_record_it_hands_over_once(target: Target) -> None:
+    """The window counts the records it hands straight to librdkafka at the end of each fill,
+    and the others through the producer's submit: every record counted once, so nothing
+    is left in flight once every result is out (a record counted twice would never be)."""
+    topic, _ = target.topic("ordered-accounting")
+    records: list[Any] = []
+    for i in range(400):
+        kind = i % 5
+        if kind == 0:
+            records.append({"topic": topic, "value": b"m%d" % i})  # a mapping: the submit path
+        elif kind == 1:
+            records.append(Record(topic, b"h%d" % i, headers=[("h", b"1")]))  # all arguments
+        else:
+            records.append(Record(topic, b"r%d" % i))  # straight to librdkafka
+    records[7] = Record(topic, 7)  # not bytes and no serializer: settled at once, never sent
+
+    async def go() -> tuple[list[RecordMetadata], dict[str, Any], int]:
+        async with producer(target, close_timeout=5) as p:
+            results = [r async for r in p.send_ordered(records, max_in_flight=32)]
+            snapshot = p.metrics()  # every result is out: nothing can be in flight
+            return results, snapshot, await p.flush(1)
+
+    results, snapshot, left = run(go())
+    assert [i for i, r in enumerate(results) if r.error is not None] == [7]
+    assert snapshot["sent"] == 399
+    assert snapshot["in_flight"] == 0 and snapshot["in_flight_bytes"] == 0
+    assert left == 0
+
+
 def test_send_ordered_yields_a_failed_record_in_its_place(target: Target) -> None:
     topic, _ = target.topic("ordered-failure")
     records = [Record(topic, f"{i:04d}".encode()) for i in range(300)]
@@ -380,6 +440,31 @@ def test_close_reports_every_record_it_could_not_deliver() -> None:
         assert isinstance(exc, DeliveryError) and exc.purged and exc.name == "_PURGE_QUEUE"
 
 
+def test_a_waiting_window_does_not_spin_while_nothing_can_be_delivered() -> None:
+    """A window waiting for records no broker takes keeps the poll thread flushing (nothing is
+    worth lingering for); each flush slice blocks, so a second of it costs little CPU, where a
+    spinning thread would burn the whole second."""
+
+    async def go() -> float:
+        p = Producer(f"127.0.0.1:{free_port()}", metrics_registry=None)
+        await p.start()
+        window = p.send_ordered([Record("nowhere", b"x")] * 4, max_in_flight=4)
+        first = asyncio.ensure_future(anext(window))
+        while not window.waiting:
+            await asyncio.sleep(0)
+        started = time.process_time()
+        await asyncio.sleep(1.0)  # the span measured, not a wait for readiness
+        cpu = time.process_time() - started
+        assert window.waiting and not first.done()
+        with pytest.raises(UndeliveredError):
+            await p.close(0.1)
+        assert (await first).error is not None
+        return cpu
+
+    cpu = run(go())
+    assert cpu < 0.3, f"{cpu:.2f} s of CPU in 1 s of waiting"
+
+
 def test_an_exception_in_the_block_still_closes(target: Target) -> None:
     topic, _ = target.topic("close-on-error")
 
@@ -543,3 +628,26 @@ def test_metrics_snapshot_and_prometheus(target: Target) -> None:
     assert sample("sluice_client_queue_fill_ratio") == 0
     assert sample("sluice_client_retried_requests_total") == snapshot["retried"]
     assert client_id not in generate_latest(registry).decode()  # closed: no longer exported
+
+
+def test_latencies_are_bucketed_as_prometheus_le_bounds() -> None:
+    """The tokens only append latencies; bucketing them a poll at a time must count each where
+    a per-record ``le`` bound puts it (a value equal to a bound belongs to that bound)."""
+    from bisect import bisect_left
+
+    from sluice.client.metrics import LATENCY_BUCKETS, ProducerMetrics
+
+    metrics = ProducerMetrics(
+        "buckets", queue_length=lambda: 0, queue_max_messages=1, queue_max_bytes=1
+    )
+    values = [*LATENCY_BUCKETS, 0.0, 0.0001, 0.003, 0.003, 0.0049, 7.5, 299.9, 301.0, 1e6]
+    expected = [0] * (len(LATENCY_BUCKETS) + 1)
+    for v in values:
+        expected[bisect_left(LATENCY_BUCKETS, v)] += 1
+    metrics.latencies.extend(values[:10])
+    metrics.bucket_latencies()  # in two polls' worth, unsorted
+    metrics.latencies.extend(reversed(values[10:]))
+    assert metrics.latency_counts == expected
+    assert metrics.latency_sum == pytest.approx(sum(values))
+    assert metrics.latencies == []
+    assert metrics.snapshot()["latency"]["count"] == len(values)

@@ -79,8 +79,9 @@ KNOBS: list[tuple[str, dict[str, Any]]] = [
 ORDERED_LINGER: list[tuple[str, dict[str, Any]]] = [
     (f"send_ordered 1000, linger.ms={ms}", {"linger.ms": ms}) for ms in (0, 1, 5, 20)
 ]
-"""A window is bounded by Little's law, N records per delivery latency; librdkafka's linger is
-most of that latency at N=1000."""
+"""A window is bounded by Little's law, N records per delivery latency. A full window does not
+wait for the linger (the toolkit flushes while it waits), so the linger costs only the records
+it holds while the window refills."""
 SLOW = {"send": 1, "send_ordered 1": 1, "send_ordered 10": 10}
 """Strategies bounded by round trips: records per case = this x ``--round-trips``."""
 MIB = 1024 * 1024

@@ -16,6 +16,20 @@ between submissions, as a plain confluent-kafka loop does), and the poll thread 
 until the loop's task next suspends. confluent-kafka takes the GIL once per delivery callback,
 so a poll thread serving reports while the loop thread runs Python trades the GIL back and forth
 once per record (in development, ``send_batch`` was about a third slower that way).
+
+When the loop waits for every record it has in flight and will produce nothing more until some
+are delivered (a full ``send_ordered`` window, a ``send_batch`` whose records are all submitted,
+``flush``), lingering only delays those records: ``linger.ms`` waits for records that are not
+coming. Such a wait counts itself in :attr:`~DeliveryBridge.urgent`, and while it is not 0 the
+poll thread calls librdkafka's ``flush()`` in short slices instead of ``poll()``. ``flush()``
+serves reports as ``poll()`` does, and while it runs librdkafka's broker threads treat every
+partition's linger as expired (``rd_kafka_flush`` sets ``rk_flushing``), so what lingers is
+sent at once. Each slice blocks (at most :data:`FLUSH_SLICE`), so nothing spins; with nothing
+in flight the thread polls as usual; other sends meanwhile are not held back either (they too
+go without lingering, and their reports are served in the same slices). For the flush to start
+when such a wait does, the producer's poll thread waits for each hop to run before it polls
+again (:meth:`~DeliveryBridge.hop_started`), rather than sitting in a ``poll()`` that would last
+until the lingering records' reports came.
 """
 
 from __future__ import annotations
@@ -23,9 +37,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("sluice.client")
+
+FLUSH_SLICE = 0.005
+"""Seconds a ``flush()`` slice may block while a wait is :attr:`~DeliveryBridge.urgent`: the
+longest a report served in it waits for its hop when records keep arriving (a slice ends as soon
+as nothing is in flight)."""
 
 
 class DeliveryBridge:
@@ -40,8 +60,16 @@ class DeliveryBridge:
         *,
         interval: float = 0.05,
         name: str = "sluice-producer-poll",
+        flush: Callable[[float], int] | None = None,
+        outstanding: Callable[[], int] | None = None,
     ) -> None:
         self._poll = poll
+        self._flush = flush
+        self._outstanding = outstanding
+        self.urgent = 0
+        """Waits (on the loop) that need every in-flight record delivered before they produce
+        more: while not 0, the poll thread flushes instead of polling (with ``flush`` and
+        ``outstanding``, librdkafka's ``flush`` and ``len``, given)."""
         self._loop = loop
         self._after_poll = after_poll
         self._interval = interval
@@ -76,8 +104,15 @@ class DeliveryBridge:
     # -- on the loop -----------------------------------------------------------------------
 
     def hop_started(self) -> None:
-        """Called first by ``after_poll``: what the thread serves from now on needs a new hop."""
+        """Called first by ``after_poll``: what the thread serves from now on needs a new hop.
+        With ``flush`` given, the thread waits for the hop before it polls again, and resumes
+        after the callbacks the hop schedules (the tasks it wakes): so a task that then waits
+        urgently finds the thread ready to flush, not inside a ``poll()`` that lasts until a
+        report comes (which at that point is after the linger)."""
         self._hop_scheduled = False
+        if self._flush is not None:
+            # Twice: the tasks the hop wakes are scheduled after this call, and run first.
+            self._loop.call_soon(self._loop.call_soon, self._resume)
 
     def pause_while_busy(self) -> None:
         """Keep the poll thread out of ``poll()`` until the running task next suspends (the
@@ -107,6 +142,8 @@ class DeliveryBridge:
 
     def _run(self) -> None:
         poll, interval, stopping, serving = self._poll, self._interval, self._stopping, self.serving
+        flush, outstanding = self._flush, self._outstanding
+        hopped = time.monotonic()
         while not stopping.is_set():
             if self._paused:
                 self._wake.wait(interval)
@@ -115,14 +152,27 @@ class DeliveryBridge:
             served = 0
             try:
                 with serving:
-                    served = poll(interval)
+                    if self.urgent and flush is not None and outstanding is not None and (
+                        before := outstanding()
+                    ):
+                        # Served something unless nothing moved (a broker that is down); but
+                        # hop at least every interval (records sent meanwhile may hide it).
+                        served = (
+                            flush(FLUSH_SLICE) != before
+                            or time.monotonic() - hopped >= interval
+                        )
+                    else:
+                        served = poll(interval)
             except Exception:  # an application callback (error_cb, stats_cb) raised
                 log.exception("a librdkafka callback raised in the poll thread")
             if served and not self._hop_scheduled:
                 self._hop_scheduled = True
+                if flush is not None:
+                    self._paused = True  # until the hop has run: see hop_started
                 try:
                     self._loop.call_soon_threadsafe(self._after_poll)
                 except RuntimeError:  # the loop is closed: nobody is left to tell
                     log.error("event loop closed with delivery reports unfinished")
                     return
                 self.hops += 1
+                hopped = time.monotonic()

@@ -1,10 +1,11 @@
 """A producer's metrics: plain counters, read as a snapshot dict or scraped by prometheus-client
 through a collector.
 
-The delivery callbacks count deliveries and bucket their latency (one ``bisect`` a record);
-prometheus-client's own ``Histogram.observe`` takes a lock per call, which at hundreds of
-thousands of records a second is measurable, so the collector reads these counters at scrape
-time instead.
+The delivery callbacks count deliveries and append each latency to a list; the loop buckets
+that list once per poll (:meth:`ProducerMetrics.bucket_latencies`: a sort and a bisect per
+bucket bound), and so does every read. A ``bisect`` per record cost a delivery callback about a
+quarter of its time, and prometheus-client's own ``Histogram.observe`` takes a lock per call,
+so the collector reads these counters at scrape time instead.
 
 Names follow the OpenTelemetry messaging conventions where they exist, as Prometheus spells
 them: ``messaging.client.operation.duration`` (a histogram, seconds) is
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import threading
 import weakref
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -55,12 +57,17 @@ class ProducerMetrics:
         self.queue_max_messages = queue_max_messages
         self.queue_max_bytes = queue_max_bytes
         # Written by the tokens (delivery callbacks), one at a time, read by the loop:
-        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
-        self._tallies: dict[int, list[Any]] = {}
-        """Each sink's [records delivered, their latencies' sum], written by its tokens (a
-        counter per sink rather than one shared: a token's every operation counts)."""
-        self._retired: list[Any] = [0, 0.0]
+        self.latencies: list[float] = []
+        """Delivered records' latencies not yet bucketed, appended by the tokens."""
+        self._tallies: dict[int, list[int]] = {}
+        """Each sink's [records delivered], written by its tokens (a counter per sink rather
+        than one shared: a token's every operation counts)."""
+        self._retired = 0
         """The tallies of sinks that are done, added up."""
+        # Bucketed from ``latencies`` (under ``_bucketing``: the loop and a scrape may race):
+        self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._latency_sum = 0.0
+        self._bucketing = threading.Lock()
         # Written by the loop:
         self.accepted = 0
         """Records librdkafka took (dead-letter copies included)."""
@@ -75,26 +82,52 @@ class ProducerMetrics:
         self.statistics: dict[str, Any] | None = None
         """librdkafka's latest statistics (``statistics.interval.ms``), parsed."""
 
-    def tally(self) -> list[Any]:
-        """A new sink's delivery counter, [records, latency sum], counted from now on."""
-        tally: list[Any] = [0, 0.0]
+    def tally(self) -> list[int]:
+        """A new sink's delivery counter, [records delivered], counted from now on."""
+        tally = [0]
         self._tallies[id(tally)] = tally
         return tally
 
-    def retire(self, tally: list[Any]) -> None:
-        """A sink is done (or gone): keep its counts, forget the counter. Idempotent."""
+    def retire(self, tally: list[int]) -> None:
+        """A sink is done (or gone): keep its count, forget the counter. Idempotent."""
         if self._tallies.pop(id(tally), None) is not None:
-            self._retired[0] += tally[0]
-            self._retired[1] += tally[1]
+            self._retired += tally[0]
 
     @property
     def sent(self) -> int:
         """Records delivered (dead-letter copies included)."""
-        return int(self._retired[0]) + sum(int(t[0]) for t in list(self._tallies.values()))
+        return self._retired + sum(t[0] for t in list(self._tallies.values()))
+
+    def bucket_latencies(self) -> None:
+        """Move the latencies the tokens appended into the histogram: sorted, each bucket's
+        count is the difference of two bisections (a poll's latencies arrive nearly sorted,
+        which is what ``sorted`` is fastest at)."""
+        latencies = self.latencies
+        if not latencies:
+            return
+        with self._bucketing:
+            n = len(latencies)  # the tokens may append meanwhile: take these n, leave the rest
+            taken = sorted(latencies[:n])
+            del latencies[:n]
+            counts = self._latency_counts
+            below = 0
+            for i, bound in enumerate(LATENCY_BUCKETS):
+                upto = bisect_right(taken, bound, below)
+                counts[i] += upto - below
+                below = upto
+            counts[-1] += n - below
+            self._latency_sum += sum(taken)
+
+    @property
+    def latency_counts(self) -> list[int]:
+        """Delivered records per latency bucket (:data:`LATENCY_BUCKETS`, then +Inf)."""
+        self.bucket_latencies()
+        return self._latency_counts
 
     @property
     def latency_sum(self) -> float:
-        return float(self._retired[1]) + sum(float(t[1]) for t in list(self._tallies.values()))
+        self.bucket_latencies()
+        return self._latency_sum
 
     @property
     def in_flight(self) -> int:
@@ -257,7 +290,8 @@ class ProducerCollector:
         )
         for client_id, group in sorted(by_client.items()):
             labels = [SYSTEM, client_id]
-            counts = [sum(p.latency_counts[i] for p in group) for i in range(len(LATENCY_BUCKETS) + 1)]
+            each = [p.latency_counts for p in group]
+            counts = [sum(c[i] for c in each) for i in range(len(LATENCY_BUCKETS) + 1)]
             cumulative, buckets = 0, []
             for bound, n in zip([*LATENCY_BUCKETS, float("inf")], counts, strict=True):
                 cumulative += n

@@ -31,7 +31,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterable, Callable, Mapping
-from types import TracebackType
+from types import MethodType, TracebackType
 from typing import Any
 
 import confluent_kafka as ck
@@ -187,7 +187,8 @@ class Producer:
         self._idle.set()
         self._space = asyncio.Event()
         self._bridge = DeliveryBridge(
-            self._producer.poll, loop, self._after_poll, name=f"{self._metrics.client_id}-poll"
+            self._producer.poll, loop, self._after_poll, name=f"{self._metrics.client_id}-poll",
+            flush=self._producer.flush, outstanding=self._producer.__len__,
         )
         self._bridge.start()
 
@@ -204,12 +205,19 @@ class Producer:
 
     async def flush(self, timeout: float | None = None) -> int:
         """Wait until every accepted record has its outcome, at most ``timeout`` seconds (None:
-        no limit); returns how many still have none (0: all settled)."""
+        no limit); returns how many still have none (0: all settled). Records lingering in
+        librdkafka are sent at once meanwhile (see :mod:`sluice.client.bridge`)."""
         if self._idle is None or self._settled():
             return 0
         self._idle.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
+        assert self._bridge is not None
+        bridge = self._bridge
+        bridge.urgent += 1  # nothing to linger for: see sluice.client.bridge
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout)
+        finally:
+            bridge.urgent -= 1
         return 0 if self._settled() else max(1, self._metrics.in_flight)
 
     async def close(self, timeout: float | None = 30.0) -> None:
@@ -333,6 +341,7 @@ class Producer:
             closing=lambda: self._closing,
             busy=self._bridge.pause_while_busy,
             serve=self._bridge.serve_here,
+            bridge=self._bridge,
         )
         self._watch(window)
         return window
@@ -364,9 +373,13 @@ class Producer:
             self._watch(batch)
             await self._submit_batch(batch, 0, len(batch.records))
         batch.finish()
+        bridge = self._bridge
+        assert bridge is not None
+        bridge.urgent += 1  # every record is submitted: nothing to linger for
         try:
             await batch.done
         finally:
+            bridge.urgent -= 1
             self._active.pop(id(batch), None)
             self._metrics.retire(batch.tally)
         return batch.results()
@@ -378,7 +391,8 @@ class Producer:
         if self._closing:
             raise ProducerClosedError("the producer is closing or closed; the records were not sent")
         records = batch.records
-        produce, token, submit = self._produce, batch.token, self._submit
+        produce, submit = self._produce, self._submit
+        bind, deliver = MethodType, batch.deliver
         metrics = self._metrics
         bridge = self._bridge
         assert bridge is not None
@@ -403,7 +417,7 @@ class Producer:
                             value,
                             k,
                             -1 if p is None else p,
-                            token(i),
+                            bind(deliver, i),
                             None,
                             item.timestamp or 0,
                             item.headers,  # type: ignore[arg-type]
@@ -549,6 +563,7 @@ class Producer:
             sink = ref()
             if sink is not None:
                 sink.check()
+        self._metrics.bucket_latencies()
         assert self._space is not None and self._idle is not None
         self._space.set()
         if self._settled():
