@@ -3,6 +3,14 @@ raw confluent-kafka ``consume()`` loop in the same run (issue 12's target: at le
 raw loop at concurrency 1), 100-byte records from a topic written beforehand, on a sluice broker
 this module starts as a child process (or ``--bootstrap``).
 
+The baseline, ``raw consume loop``, runs with the librdkafka settings the toolkit's consumer
+derives from its default ``max_buffer_bytes`` (:func:`sluice.client.consumer.librdkafka_budget`),
+so the ratio is the toolkit's own cost. ``raw loop, librdkafka defaults`` shows why: with
+``fetch.queue.backoff.ms`` at its default of 1000, librdkafka now and then postpones a
+partition's next fetch by a second once its prefetch thresholds are crossed, and a run of a few
+hundred thousand records then takes 0.3 s or 1.3 s by chance (about 1M or 225k records/s on
+this machine, the same code).
+
 Every case reads the whole topic with a fresh group in a fresh child process (records a second
 from the first record to the last, and the child's CPU time per record); cases run in rounds
 (``--repeat``) and the table shows the median, slowest and fastest::
@@ -26,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-CASES = ["raw consume loop", "run c=1", "run c=16", "run c=256", "async for", "getmany"]
+DEFAULTS_CASE = "raw loop, librdkafka defaults"
+CASES = ["raw consume loop", DEFAULTS_CASE, "run c=1", "run c=16", "run c=256", "async for", "getmany"]
 
 
 def _cpu() -> float:
@@ -46,8 +55,13 @@ def child(argv: list[str]) -> int:
               "auto.offset.reset": "earliest", "enable.auto.commit": False}
     total = a.records
     first = 0.0
-    if a.case == "raw consume loop":
+    if a.case in ("raw consume loop", DEFAULTS_CASE):
         import confluent_kafka as ck
+
+        if a.case == "raw consume loop":
+            from sluice.client.consumer import DEFAULT_MAX_BUFFER_BYTES, librdkafka_budget
+
+            config.update(librdkafka_budget(DEFAULT_MAX_BUFFER_BYTES))
 
         def handle(m: Any) -> None:
             pass
