@@ -113,6 +113,12 @@ class TxnHarness:
         for p in b.logs.all_partitions():
             await p.drain()
             p.abandon()
+        # The dead process's background tasks die with it (without their shutdown writes).
+        housekeeping = b.logs._housekeeping
+        if housekeeping is not None:
+            housekeeping.cancel()
+            await asyncio.gather(housekeeping, return_exceptions=True)
+        await b.logs.cleaner.stop()
         b.logs.executor.shutdown(wait=True)
 
     def close(self) -> None:
