@@ -564,7 +564,10 @@ class Runner:
                 return
 
     async def _worker(self) -> None:
-        """Takes a waiting lane and runs its records in order until it is empty."""
+        """Takes a waiting lane and runs its records in order until it is empty, or, when
+        another lane waits for a worker, for one record: then the lane goes to the back of
+        the queue (round robin). A worker staying on its lane while records of its key kept
+        coming starved the lanes that waited, and their partitions' watermarks with them."""
         ready, lanes, active, revoked = self._ready_lanes, self.lanes, self._active, self._revoked
         loop = asyncio.get_running_loop()
         while not self._stopping:
@@ -591,6 +594,8 @@ class Runner:
                     else:
                         await self._process(r)
                     lane.popleft()
+                    if ready and lane:
+                        break  # a lane waits for a worker: this one's turn is over
             except ProcessingError as exc:
                 self._fail(exc)
                 return
@@ -598,6 +603,8 @@ class Runner:
                 active.discard(key)
             if not lane:
                 del lanes[key]
+            elif not self._stopping:
+                ready.append(key)  # behind the lanes that waited
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is None:
