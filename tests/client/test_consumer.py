@@ -641,3 +641,44 @@ def test_a_waiting_lane_gets_a_worker_while_busy_lanes_keep_getting_records(
         gaps.append(max(b - a for a, b in itertools.pairwise(at)))
     print(f"longest stretch without a key's record: {gaps}")
     assert max(gaps) < 20, gaps
+
+
+@pytest.mark.parametrize("concurrency", [1, 16])
+def test_a_cancelled_run_gives_back_what_it_had_not_finished(
+    target: Target, concurrency: int
+) -> None:
+    """``run`` cancelled in the middle of a batch: the batch's records that had not started,
+    and the one whose handler the cancel interrupted, go back to the consumer, so what reads
+    it next (here ``getmany``) gets them. (They used to be dropped with the batch: the next
+    reader went on after it, and a commit after that one would skip them for good.)"""
+    topic, _ = target.topic("c-cancel-run", 1)
+    total = 2000
+    produce(target, topic, [str(i).encode() for i in range(total)],
+            keys=[f"k{i % 50}".encode() for i in range(total)], partition=0)
+
+    async def main() -> tuple[list[int], list[int]]:
+        processed: list[int] = []
+        ran = asyncio.Event()
+
+        async def handler(r: ConsumerRecord) -> None:
+            await asyncio.sleep(0.0005)
+            processed.append(r.offset)
+            if len(processed) == 100:
+                ran.set()
+
+        read: list[int] = []
+        async with consumer(target, topic) as c:
+            task = asyncio.create_task(c.run(handler, concurrency=concurrency))
+            await ran.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert len(processed) < total
+            while total - 1 not in read:  # one partition: getmany hands out in offset order
+                read += [r.offset for r in await c.getmany(500, timeout=DEADLINE)]
+        return processed, read
+
+    processed, read = run(main())
+    missing = sorted(set(range(total)) - set(processed) - set(read))
+    assert not missing, f"{len(missing)} records never handed out again, from {missing[:3]}"
+    assert len(read) == len(set(read))
