@@ -6,6 +6,7 @@ topic (poison pills included), failure without one, the overload policy, metrics
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import time
@@ -600,3 +601,84 @@ def test_cancelling_run_commits_what_finished(target: Target) -> None:
 
     finished = run(main())
     assert committed(target, group, topic, 1) == {0: finished}
+
+
+def test_a_waiting_lane_gets_a_worker_while_busy_lanes_keep_getting_records(
+    target: Target,
+) -> None:
+    """More keys than workers: a key whose lane waits for a worker starts within a few records,
+    not once another key's records run out. (A worker used to stay on its lane while the
+    lane had records: with records of the busy keys still coming, the waiting key starved,
+    its partition's watermark with it: nothing past it was committed, and after a rebalance
+    or a restart the next owner processed everything after it again.)"""
+    topic, _ = target.topic("c-fair", 1)
+    total = 1500
+    keys: list[bytes | None] = [f"k{i % 3}".encode() for i in range(total)]
+    produce(target, topic, [str(i).encode() for i in range(total)], keys=keys, partition=0)
+
+    async def main() -> list[bytes]:
+        order: list[bytes] = []
+
+        async def handler(r: ConsumerRecord) -> None:
+            await asyncio.sleep(0)
+            assert r.raw_key is not None
+            order.append(r.raw_key)
+            if len(order) == total:
+                c.stop()
+
+        async with consumer(target, topic) as c:
+            await c.run(handler, concurrency=2, ordering="key")
+        return order
+
+    order = run(main())
+    assert len(order) == total
+    # The longest stretch of records done without a record of some key, from the start
+    # (a key with records waiting for a worker all along): two workers, three keys, a worker
+    # handing its lane over after a record while another waits: a few records.
+    gaps = []
+    for key in (b"k0", b"k1", b"k2"):
+        at = [-1, *(i for i, k in enumerate(order) if k == key)]
+        gaps.append(max(b - a for a, b in itertools.pairwise(at)))
+    print(f"longest stretch without a key's record: {gaps}")
+    assert max(gaps) < 20, gaps
+
+
+@pytest.mark.parametrize("concurrency", [1, 16])
+def test_a_cancelled_run_gives_back_what_it_had_not_finished(
+    target: Target, concurrency: int
+) -> None:
+    """``run`` cancelled in the middle of a batch: the batch's records that had not started,
+    and the one whose handler the cancel interrupted, go back to the consumer, so what reads
+    it next (here ``getmany``) gets them. (They used to be dropped with the batch: the next
+    reader went on after it, and a commit after that one would skip them for good.)"""
+    topic, _ = target.topic("c-cancel-run", 1)
+    total = 2000
+    produce(target, topic, [str(i).encode() for i in range(total)],
+            keys=[f"k{i % 50}".encode() for i in range(total)], partition=0)
+
+    async def main() -> tuple[list[int], list[int]]:
+        processed: list[int] = []
+        ran = asyncio.Event()
+
+        async def handler(r: ConsumerRecord) -> None:
+            await asyncio.sleep(0.0005)
+            processed.append(r.offset)
+            if len(processed) == 100:
+                ran.set()
+
+        read: list[int] = []
+        async with consumer(target, topic) as c:
+            task = asyncio.create_task(c.run(handler, concurrency=concurrency))
+            await ran.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert len(processed) < total
+            while total - 1 not in read:  # one partition: getmany hands out in offset order
+                read += [r.offset for r in await c.getmany(500, timeout=DEADLINE)]
+        return processed, read
+
+    processed, read = run(main())
+    missing = sorted(set(range(total)) - set(processed) - set(read))
+    assert not missing, f"{len(missing)} records never handed out again, from {missing[:3]}"
+    assert len(read) == len(set(read))

@@ -6,6 +6,7 @@ failed records fail alone; the dead-letter topic; cancellation and close; metric
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -651,3 +652,46 @@ def test_latencies_are_bucketed_as_prometheus_le_bounds() -> None:
     assert metrics.latency_sum == pytest.approx(sum(values))
     assert metrics.latencies == []
     assert metrics.snapshot()["latency"]["count"] == len(values)
+
+
+def test_a_window_waiting_for_queue_space_keeps_its_records_counted(target: Target) -> None:
+    """librdkafka's queue is smaller than the window, so the window fills it and waits for
+    space, over and over. The records it handed over count as in flight meanwhile (the
+    snapshot never goes below 0), and ``close`` then settles them and returns as soon as
+    they are delivered. (Counted only when the fill ended, the records delivered while it
+    waited made ``in_flight`` negative: ``flush``/``close`` waited out their whole timeout, or,
+    at 0 by chance, returned with records still in flight.)"""
+    topic, _ = target.topic("p-queue-space", 1)
+
+    async def go() -> tuple[int, float, int]:
+        p = Producer(target.bootstrap, metrics_registry=None, config=target.options(**{
+            "queue.buffering.max.messages": 200, "linger.ms": 20,
+        }))
+        await p.start()
+        window = p.send_ordered((Record(topic, b"v") for _ in range(20_000)), max_in_flight=1000)
+        results: list[RecordMetadata] = []
+
+        async def iterate() -> None:
+            with contextlib.suppress(ProducerClosedError):  # the source outlives the close
+                async for r in window:
+                    results.append(r)
+
+        task = asyncio.ensure_future(iterate())
+        lowest = 0
+        while len(results) < 500:
+            lowest = min(lowest, p.metrics()["in_flight"])
+            # A sample a millisecond, a sampling interval, not a wait for readiness (a task
+            # that never sleeps slows the window down many times over).
+            await asyncio.sleep(0.001)
+        started = time.monotonic()
+        await p.close(20)
+        took = time.monotonic() - started
+        await task
+        assert all(r.error is None for r in results)
+        return lowest, took, window.in_flight
+
+    lowest, took, left = run(go())
+    print(f"lowest in_flight {lowest}; close took {took:.2f} s")
+    assert lowest >= 0
+    assert took < 10, f"close took {took:.1f} s with every record delivered"
+    assert left == 0

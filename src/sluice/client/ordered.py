@@ -214,13 +214,16 @@ class OrderedSends:
 
     async def _fill_from(self, source: Iterator[RecordLike], n: int) -> None:
         """The hot loop (a sync source): as few bytecodes a record as it takes. The records
-        that went straight to librdkafka are counted at the end from the sequence numbers."""
+        that went straight to librdkafka are counted from the sequence numbers at the end, or
+        before the loop can wait (a full queue)."""
         records, produce, metrics = self._records, self._produce, self._metrics
         bind, deliver = MethodType, self.deliver
         start = seq = self._tail
         """``seq``: the next record's sequence number (``self._tail`` is written back before
         a submit and at the end)."""
         room = self._head + n - start
+        counted = start
+        """Records before this one are counted in ``metrics.accepted`` (or by ``submit``)."""
         slow = nbytes = 0
         try:
             for item in islice(source, room):
@@ -247,6 +250,11 @@ class OrderedSends:
                             nbytes += len(value)
                             continue
                 self._tail = seq + 1
+                # Count what went straight to librdkafka before anything can wait: delivered
+                # while uncounted, it would make the producer's in_flight negative.
+                metrics.accepted += seq - counted - slow
+                metrics.accepted_bytes += nbytes
+                counted, slow, nbytes = seq, 0, 0
                 while not self._submit(item, self, seq % n):  # librdkafka's queue is full
                     await self._wait_for_space()
                     self._busy()
@@ -257,7 +265,7 @@ class OrderedSends:
                     self._exhausted = True
         finally:
             self._tail = seq
-            metrics.accepted += seq - start - slow
+            metrics.accepted += seq - counted - slow
             metrics.accepted_bytes += nbytes
 
     async def _fill_from_async(self, n: int) -> None:
@@ -268,6 +276,10 @@ class OrderedSends:
         accepted = nbytes = 0
         try:
             while self._tail - self._head < n:
+                if accepted:  # counted before the source can wait (see _fill_from)
+                    metrics.accepted += accepted
+                    metrics.accepted_bytes += nbytes
+                    accepted = nbytes = 0
                 item = await anext(source, _END)
                 self._busy()
                 if item is _END:
@@ -292,6 +304,9 @@ class OrderedSends:
                             accepted += 1
                             nbytes += len(value)
                             continue
+                metrics.accepted += accepted
+                metrics.accepted_bytes += nbytes
+                accepted = nbytes = 0
                 while not self._submit(item, self, slot):  # librdkafka's queue is full
                     await self._wait_for_space()
                     self._busy()

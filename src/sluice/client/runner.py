@@ -164,6 +164,9 @@ class Runner:
         """The revocation that last took each partition: a taken record of a partition revoked
         after its batch was taken is stale even once the partition is assigned again (the
         buffer dropped its records and the partition refetches from the commit)."""
+        self._started = 0
+        """Records of the batch in hand that started (or were skipped): a cancelled ``run``
+        gives back the rest."""
         self._current: ConsumerRecord | None = None
         """The record the sequential path (concurrency 1) is processing."""
         self._draining = False
@@ -259,13 +262,18 @@ class Runner:
         committer = asyncio.create_task(self._commit_periodically())
         if self.concurrency > 1:
             self.tasks = {asyncio.create_task(self._worker()) for _ in range(self.concurrency)}
+        taken: list[ConsumerRecord] | None = None
+        """The batch in hand (None between batches): cancelled, what did not start goes back."""
+        taken_at = 0
         try:
             while not self._stopping and self._failure is None:
+                taken = None
                 if not consumer._buffer.ready:
                     await consumer._wait_ready(consumer.commit_interval)
                     continue
                 buffered = consumer._buffer.bytes
                 taken_at = self._revocations
+                self._started = 0
                 taken = consumer._buffer.take(TAKE)
                 nbytes = buffered - consumer._buffer.bytes
                 self.metrics.consumed += len(taken)
@@ -308,6 +316,7 @@ class Runner:
                         await self._process(r)
                     else:
                         await self._dispatch(r, taken_at)
+                    self._started = started
                 if self.concurrency > 1:
                     await asyncio.sleep(0)  # the workers take what was dispatched
                 if started < len(taken):  # stopped in the middle: the rest never started
@@ -316,6 +325,10 @@ class Runner:
             self._stopping = True
             for task in self.tasks:
                 task.cancel()
+            if taken is not None and self._started < len(taken):
+                # Not started, or cancelled in the handler (not finished): back to the
+                # buffer, so that what reads the consumer next (run again, getmany) gets them.
+                self._give_back(taken, self._started, taken_at)
             raise
         finally:
             self._stopping = True
@@ -393,6 +406,8 @@ class Runner:
                         deserialize(r)
                     await handler(r)
                 except asyncio.CancelledError:
+                    used -= 1  # not finished: it goes back to the buffer (see run)
+                    positions[tp] = r.offset
                     raise
                 except Exception as exc:
                     failures += 1
@@ -417,6 +432,7 @@ class Runner:
                 self._observe(stamps, skips)
             metrics.processed += len(stamps) - 1 - len(skips) - failures
             consumer._release(nbytes if used == len(batch) else sum(map(size_of, batch[:used])))
+            self._started = used
             self._progress.set()
         return used
 
@@ -502,6 +518,7 @@ class Runner:
                 key = self._lane_of(r)
             lane = lanes.get(key)
             if lane is None:
+                self._started = used - 1  # cancelled in the wait: this record goes back
                 while len(ready) >= bound and not self._stopping:
                     self._picked.clear()
                     await self._picked.wait()
@@ -522,6 +539,7 @@ class Runner:
             ready.append(key)
             if not self._waking:
                 self._wake_one()
+        self._started = used
         return used
 
     async def _dispatch(self, r: ConsumerRecord, taken_at: int) -> None:
@@ -564,7 +582,10 @@ class Runner:
                 return
 
     async def _worker(self) -> None:
-        """Takes a waiting lane and runs its records in order until it is empty."""
+        """Takes a waiting lane and runs its records in order until it is empty, or, when
+        another lane waits for a worker, for one record: then the lane goes to the back of
+        the queue (round robin). A worker staying on its lane while records of its key kept
+        coming starved the lanes that waited, and their partitions' watermarks with them."""
         ready, lanes, active, revoked = self._ready_lanes, self.lanes, self._active, self._revoked
         loop = asyncio.get_running_loop()
         while not self._stopping:
@@ -591,6 +612,8 @@ class Runner:
                     else:
                         await self._process(r)
                     lane.popleft()
+                    if ready and lane:
+                        break  # a lane waits for a worker: this one's turn is over
             except ProcessingError as exc:
                 self._fail(exc)
                 return
@@ -598,6 +621,8 @@ class Runner:
                 active.discard(key)
             if not lane:
                 del lanes[key]
+            elif not self._stopping:
+                ready.append(key)  # behind the lanes that waited
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is None:
