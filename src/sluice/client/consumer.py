@@ -46,7 +46,7 @@ from sluice.client.errors import (
     ConsumerError,
     DeserializationError,
 )
-from sluice.client.records import FETCHED, RECORD_OVERHEAD, ConsumerRecord
+from sluice.client.records import RECORD_OVERHEAD, ConsumerRecord, fetched_records
 
 if TYPE_CHECKING:
     from sluice.client.runner import Runner, Shed
@@ -76,9 +76,6 @@ NOT_SET: Any = object()
 _error_of: Callable[[Any], Any] = ck.Message.error
 _key_of: Callable[[Any], Any] = ck.Message.key
 _headers_of: Callable[[Any], Any] = ck.Message.headers
-_topic_of: Callable[[Any], Any] = ck.Message.topic
-_partition_of: Callable[[Any], Any] = ck.Message.partition
-_offset_of: Callable[[Any], Any] = ck.Message.offset
 _tp_of = attrgetter("topic", "partition")
 _offset_attr = attrgetter("offset")
 
@@ -723,21 +720,7 @@ class Consumer:
                 h = m.headers()
                 if h:
                     sizes[i] += sum(len(name) + (len(val) if val else 0) + 64 for name, val in h)
-        records: list[ConsumerRecord] = []
-        append = records.append
-        new = ConsumerRecord.__new__
-        for m, size, topic, partition, offset in zip(
-            messages, sizes, map(_topic_of, messages), map(_partition_of, messages),
-            map(_offset_of, messages), strict=True,
-        ):
-            r = new(ConsumerRecord)  # as ConsumerRecord.fetched, without a call per record
-            r._message = m
-            r.topic = topic
-            r.partition = partition
-            r.offset = offset
-            r.size = size + RECORD_OVERHEAD
-            r._key = r._value = FETCHED
-            append(r)
+        records = fetched_records(messages, sizes, RECORD_OVERHEAD)
         hwm, get = self._hwm, self._consumer.get_watermark_offsets
         for tp in {(r.topic, r.partition) for r in (records[0], records[-1])}:
             with contextlib.suppress(ck.KafkaException):

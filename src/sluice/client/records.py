@@ -130,16 +130,8 @@ class ConsumerRecord:
 
     @classmethod
     def fetched(cls, message: Any, size: int) -> ConsumerRecord:
-        """A record reading its fields from confluent-kafka's ``message`` (the consumer makes
-        them in bulk, slot by slot, the same way)."""
-        r = cls.__new__(cls)
-        r._message = message
-        r.topic = message.topic()
-        r.partition = message.partition()
-        r.offset = message.offset()
-        r.size = size
-        r._key = r._value = FETCHED
-        return r
+        """A record reading its fields from confluent-kafka's ``message``."""
+        return fetched_records([message], [size])[0]
 
     @property
     def key(self) -> Any:
@@ -226,6 +218,34 @@ class ConsumerRecord:
             f"ConsumerRecord(topic={self.topic!r}, partition={self.partition}, "
             f"offset={self.offset}, key={self.raw_key!r}, size={self.size})"
         )
+
+
+def fetched_records(
+    messages: list[Any], sizes: Iterable[int], overhead: int = 0
+) -> list[ConsumerRecord]:
+    """Records reading their fields from confluent-kafka's ``messages`` (none empty of errors),
+    each of its size plus ``overhead``. The fetch thread's per-record path: topic, partition and
+    offset come from the message type's accessors ``map``-ped over the batch (C-level calls),
+    and each record is filled slot by slot without a Python call of its own."""
+    if not messages:
+        return []
+    kind = type(messages[0])
+    new = ConsumerRecord.__new__
+    records: list[ConsumerRecord] = []
+    append = records.append
+    for m, size, topic, partition, offset in zip(
+        messages, sizes, map(kind.topic, messages), map(kind.partition, messages),
+        map(kind.offset, messages), strict=True,
+    ):
+        r = new(ConsumerRecord)
+        r._message = m
+        r.topic = topic
+        r.partition = partition
+        r.offset = offset
+        r.size = size + overhead
+        r._key = r._value = FETCHED
+        append(r)
+    return records
 
 
 def _rebuilt(
