@@ -36,6 +36,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         import uvloop
 
+        from sluice.server.malloc import map_big_buffers_apart
+
+        map_big_buffers_apart()
         uvloop.run(Server(config).serve())
     except StartupError as exc:
         print(f"sluice serve: cannot start: {exc}", file=sys.stderr)
