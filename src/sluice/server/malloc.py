@@ -17,7 +17,6 @@ broker (``sluice serve``), never for one that embeds it.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -30,11 +29,10 @@ _M_MMAP_THRESHOLD = -3
 
 def map_big_buffers_apart() -> bool:
     """Fix glibc's mmap and trim thresholds; False where the C library is not glibc."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
+        # The interpreter's own symbols include its C library's (find_library would run
+        # ldconfig, a process, at every broker start).
+        libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
         libc.gnu_get_libc_version  # noqa: B018 - glibc only; musl also has a mallopt
     except (OSError, AttributeError):
