@@ -394,6 +394,9 @@ def test_metrics_snapshot_and_prometheus(target: Target) -> None:
             assert "messaging_client_consumed_messages_total" in text
             assert "sluice_client_consumer_lag_messages" in text
             assert "sluice_client_consumer_commits_total" in text
+            # A consumer that kept its partition throughout: no rebalance took anything yet.
+            assert 'sluice_client_consumer_revocations_total{' in text
+            assert c.metrics()["revocations"] == 0
             return c.metrics()
 
     m = run(main())

@@ -83,6 +83,9 @@ def test_second_member_joins_during_run(target: Target, strategy: str) -> None:
         assert not revoked_busy
         assert by_b, "the second member got nothing"
         assert revocations["a"], "the first member gave nothing up"
+        # The metric counts the rebalances that took partitions (on_revoke may be told of none).
+        assert a.metrics()["revocations"] == len([tps for tps in revocations["a"] if tps])
+        assert b.metrics()["revocations"] == len([tps for tps in revocations["b"] if tps])
         seen = [(p, o) for _, p, o in processed]
         assert len(set(seen)) == TOTAL
         assert len(seen) == TOTAL, "a drained and committed partition was processed again"

@@ -796,6 +796,8 @@ class Consumer:
         """Drop the revoked partitions' buffered records, drain those in processing, call the
         application's ``on_revoke``; returns the offsets to commit before giving them up."""
         gone = set(tps)
+        if gone:
+            self._metrics.revocations += 1
         self._take_inbox()
         self._drop(gone)
         offsets: dict[TP, int] = {}

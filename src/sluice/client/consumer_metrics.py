@@ -59,6 +59,9 @@ class ConsumerMetrics:
         self.deserialization_errors = 0
         self.commits = 0
         self.commit_failures = 0
+        self.revocations = 0
+        """Rebalances that took partitions from this consumer (revoked or lost), counted as
+        they begin, before the records in processing drain."""
         self.in_processing = 0
         self.peak_held_bytes = 0
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -102,6 +105,7 @@ class ConsumerMetrics:
             "deserialization_errors": self.deserialization_errors,
             "commits": self.commits,
             "commit_failures": self.commit_failures,
+            "revocations": self.revocations,
             "buffered_records": records,
             "buffered_bytes": nbytes,
             "held_bytes": self._held_bytes(),
@@ -179,6 +183,7 @@ class ConsumerCollector:
             for name, text in (
                 ("commits", "Offset commits that succeeded"),
                 ("commit_failures", "Offset commits that failed"),
+                ("revocations", "Rebalances that took partitions from this consumer"),
                 ("retries", "Handler calls retried after a failure"),
                 ("dead_lettered_messages", "Records run wrote to the dead-letter topic"),
                 ("failed_messages", "Records run gave up on after their retries"),
@@ -206,6 +211,7 @@ class ConsumerCollector:
             in_processing.add_metric(lv, c.in_processing)
             counters["commits"].add_metric(lv, c.commits)
             counters["commit_failures"].add_metric(lv, c.commit_failures)
+            counters["revocations"].add_metric(lv, c.revocations)
             counters["retries"].add_metric(lv, c.retries)
             counters["dead_lettered_messages"].add_metric(lv, c.dead_lettered)
             counters["failed_messages"].add_metric(lv, c.failed)
