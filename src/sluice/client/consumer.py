@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -38,7 +39,7 @@ from prometheus_client import CollectorRegistry
 
 from sluice.client import librdkafka, serializers
 from sluice.client.bridge import DeliveryBridge
-from sluice.client.buffer import TP, FetchBuffer
+from sluice.client.buffer import TP, FetchBuffer, size_of
 from sluice.client.consumer_metrics import ConsumerMetrics, consumer_collector_for
 from sluice.client.errors import (
     ConfigurationError,
@@ -199,7 +200,14 @@ class Consumer:
         if dead_letter_topic is not None:
             from sluice.client.dlq import DeadLetterRoute
 
-            DeadLetterRoute(dead_letter_topic)  # refuses a bad template now
+            route = DeadLetterRoute(dead_letter_topic)  # refuses a bad template now
+            for t in self._topics or ():
+                if self._reads(route.topic_for(t)):
+                    raise ConfigurationError(
+                        f"dead_letter_topic={dead_letter_topic!r} names "
+                        f"{route.topic_for(t)!r} for records of {t!r}: a topic this consumer "
+                        "reads itself, so its dead letters would come back to it"
+                    )
         self.shed = shed
         self._value_deserializer = serializers.resolve_deserializer(
             value_deserializer, "value_deserializer"
@@ -392,6 +400,33 @@ class Consumer:
             self.deserialize(record)
         return record
 
+    def _reads(self, topic: str) -> bool:
+        """Whether this consumer reads ``topic``: listed, matched by its pattern (librdkafka's
+        regex, which Python's ``re`` reads alike for such patterns), or assigned."""
+        if self._topics is not None:
+            return topic in self._topics
+        if self._pattern is not None:
+            return re.search(self._pattern, topic) is not None
+        return any(t == topic for t, _, _ in self._assign or ())
+
+    def _unread(self, records: list[ConsumerRecord]) -> None:
+        """Records ``run`` took but never started go back to the buffer, in front: they are
+        not served any more, so neither counted as consumed nor behind their partition's
+        position, which goes back to the first of them (what ``commit()`` and ``position()``
+        see after ``run``)."""
+        if not records:
+            return
+        positions = self._positions
+        for r in records:
+            tp = (r.topic, r.partition)
+            pos = positions.get(tp)
+            if pos is not None and r.offset < pos:
+                positions[tp] = r.offset
+        m = self._metrics
+        m.consumed -= len(records)
+        m.consumed_bytes -= sum(map(size_of, records))
+        self._buffer.unread(records)
+
     def deserialize(self, record: ConsumerRecord) -> None:
         """Replace ``record``'s key and value by what the deserializers make of their bytes."""
         try:
@@ -503,6 +538,8 @@ class Consumer:
         dropped, the ones fetched before the seek never served."""
         tp = (topic, partition)
         self._drop({tp})
+        if self._runner is not None:
+            self._runner.sought(tp)
         self._seeking[tp] = self._seeking.get(tp, 0) + 1
         assert self._loop is not None
         done: asyncio.Future[None] = self._loop.create_future()
@@ -550,6 +587,8 @@ class Consumer:
     def resume(self, *partitions: TP) -> None:
         tps = set(partitions)
         self._buffer.resume(tps)
+        if self._runner is not None:
+            self._runner.resumed(tps)
         if self._buffer.ready:
             self.wake()
         self._request(lambda: self._consumer.resume([ck.TopicPartition(t, p) for t, p in tps]))

@@ -159,11 +159,17 @@ class Runner:
         self._failure: BaseException | None = None
         self._revoked: set[TP] = set()
         self._revocations = 0
-        """Revocations so far: a batch taken from the buffer notes it (``taken_at``)."""
+        """Revocations and seeks so far: a batch taken from the buffer notes it (``taken_at``)."""
         self._revoked_at: dict[TP, int] = {}
-        """The revocation that last took each partition: a taken record of a partition revoked
-        after its batch was taken is stale even once the partition is assigned again (the
-        buffer dropped its records and the partition refetches from the commit)."""
+        """The revocation or seek that last took each partition: a taken record of a partition
+        revoked or sought after its batch was taken is stale even once the partition is
+        assigned again (the buffer dropped its records and the partition refetches from the
+        commit, or from where the seek went)."""
+        self._paused: set[TP] = consumer._buffer.paused
+        """The consumer's paused partitions (the buffer's own set): their records not started
+        go back to the buffer, which holds them until ``resume``."""
+        self._parked: dict[Any, None] = {}
+        """Lanes whose next record's partition is paused: out of the queue until resumed."""
         self._started = 0
         """Records of the batch in hand that started (or were skipped): a cancelled ``run``
         gives back the rest."""
@@ -198,6 +204,29 @@ class Runner:
         for tp in tps:
             self._revoked.discard(tp)
 
+    def resumed(self, tps: set[TP]) -> None:
+        """Lanes parked on these partitions go back to the queue."""
+        for key in list(self._parked):
+            lane = self.lanes.get(key)
+            if not lane:
+                del self._parked[key]
+            elif (lane[0].topic, lane[0].partition) in tps:
+                del self._parked[key]
+                self._ready_lanes.append(key)
+        if self._ready_lanes and not self._waking:
+            self._wake_one()
+
+    def sought(self, tp: TP) -> None:
+        """A seek on ``tp``: its records taken before it never start (released: the buffer
+        refetches from where the seek went), and its watermark starts afresh from the records
+        after it (those running now still finish, but count for nothing)."""
+        self._revocations += 1
+        self._revoked_at[tp] = self._revocations
+        self._remove_unstarted({tp})
+        for d in (self.marks.pending, self.marks.done, self.marks.marks):
+            d.pop(tp, None)
+        self._picked.set()
+
     async def revoked(self, tps: set[TP]) -> dict[TP, int]:
         """Stop starting records of ``tps``, wait for those running, return their watermarks
         (then forget them)."""
@@ -205,21 +234,7 @@ class Runner:
         self._revocations += 1
         for tp in tps:
             self._revoked_at[tp] = self._revocations
-        for key, lane in list(self.lanes.items()):
-            if not any((r.topic, r.partition) in tps for r in lane):
-                continue
-            head = lane.popleft() if key in self._active else None
-            gone = [r for r in lane if (r.topic, r.partition) in tps]
-            keep = [r for r in lane if (r.topic, r.partition) not in tps]
-            self.consumer._release(sum(r.size for r in gone))
-            lane.clear()
-            if head is not None:
-                lane.append(head)
-            lane.extend(keep)
-            if not lane:
-                del self.lanes[key]
-                with contextlib.suppress(ValueError):
-                    self._ready_lanes.remove(key)
+        self._remove_unstarted(tps)
         self._picked.set()  # lanes may have left the queue: a dispatch waiting may go on
         self._draining = True
         try:
@@ -235,9 +250,29 @@ class Runner:
             self.marks.forget(tp)
         return out
 
+    def _remove_unstarted(self, tps: set[TP]) -> None:
+        """Drop (and release) the records of ``tps`` waiting in lanes; a lane's first record,
+        if a worker is on it, is running and stays."""
+        for key, lane in list(self.lanes.items()):
+            if not any((r.topic, r.partition) in tps for r in lane):
+                continue
+            head = lane.popleft() if key in self._active else None
+            gone = [r for r in lane if (r.topic, r.partition) in tps]
+            keep = [r for r in lane if (r.topic, r.partition) not in tps]
+            self.consumer._release(sum(r.size for r in gone))
+            lane.clear()
+            if head is not None:
+                lane.append(head)
+            lane.extend(keep)
+            if not lane:
+                del self.lanes[key]
+                self._parked.pop(key, None)
+                with contextlib.suppress(ValueError):
+                    self._ready_lanes.remove(key)
+
     def _gone(self, tp: TP, taken_at: int) -> bool:
         """Whether a record of ``tp`` from a batch taken at ``taken_at`` must not start: its
-        partition is revoked, or was revoked since the batch was taken."""
+        partition is revoked, or was revoked or sought since the batch was taken."""
         return tp in self._revoked or self._revoked_at.get(tp, 0) > taken_at
 
     def _give_back(self, taken: list[ConsumerRecord], start: int, taken_at: int) -> None:
@@ -251,7 +286,7 @@ class Runner:
                 consumer._release(sum(map(size_of, gone)))
                 rest = [r for r in rest if not self._gone((r.topic, r.partition), taken_at)]
         if rest:
-            consumer._buffer.unread(rest)
+            consumer._unread(rest)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -293,6 +328,8 @@ class Runner:
                 hwms: dict[TP, int | None] = {}
                 now_ms = time.time() * 1000
                 started = 0
+                held: list[ConsumerRecord] = []
+                held_tps: set[TP] = set()
                 for r in taken:
                     if self._stopping or self._failure is not None:
                         break
@@ -300,6 +337,10 @@ class Runner:
                     tp = (r.topic, r.partition)
                     if self._gone(tp, taken_at):
                         consumer._release(r.size)
+                        continue
+                    if tp in self._paused or tp in held_tps:
+                        held.append(r)  # back to the buffer (see _sequential)
+                        held_tps.add(tp)
                         continue
                     consumer._positions[tp] = r.offset + 1
                     self.marks.start(tp, r.offset)
@@ -317,6 +358,8 @@ class Runner:
                     else:
                         await self._dispatch(r, taken_at)
                     self._started = started
+                if held:
+                    consumer._unread(held)
                 if self.concurrency > 1:
                     await asyncio.sleep(0)  # the workers take what was dispatched
                 if started < len(taken):  # stopped in the middle: the rest never started
@@ -344,8 +387,9 @@ class Runner:
             await asyncio.gather(*self.tasks, return_exceptions=True)
         unstarted = [r for lane in self.lanes.values() for r in lane]  # the workers are done
         self.lanes.clear()
+        self._parked.clear()
         unstarted = [r for r in unstarted if (r.topic, r.partition) not in self._revoked]
-        consumer._buffer.unread(unstarted)
+        consumer._unread(unstarted)  # their positions go back to them: they were not served
         committer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await committer
@@ -377,7 +421,10 @@ class Runner:
         consumer, metrics = self.consumer, self.metrics
         handler = self.handler
         marks, positions = self.marks.marks, consumer._positions
-        revoked = self._revoked
+        revoked, paused = self._revoked, self._paused
+        held: list[ConsumerRecord] = []
+        """Records of partitions paused meanwhile: back to the buffer, unstarted."""
+        held_tps: set[TP] = set()
         deserialize = consumer.deserialize if self._deserialize else None
         clock = time.perf_counter
         stamps = [clock()]
@@ -395,6 +442,12 @@ class Runner:
                 if (revoked and tp in revoked) or (
                     self._revocations != taken_at and self._gone(tp, taken_at)
                 ):
+                    skips.append(len(stamps))
+                    stamp(clock())
+                    continue
+                if (paused and tp in paused) or (held_tps and tp in held_tps):
+                    held.append(r)  # and the partition's later records, even if resumed now
+                    held_tps.add(tp)
                     skips.append(len(stamps))
                     stamp(clock())
                     continue
@@ -431,7 +484,11 @@ class Runner:
             if len(stamps) > 1:
                 self._observe(stamps, skips)
             metrics.processed += len(stamps) - 1 - len(skips) - failures
-            consumer._release(nbytes if used == len(batch) else sum(map(size_of, batch[:used])))
+            released = nbytes if used == len(batch) else sum(map(size_of, batch[:used]))
+            if held:
+                released -= sum(map(size_of, held))
+                consumer._unread(held)
+            consumer._release(released)
             self._started = used
             self._progress.set()
         return used
@@ -495,7 +552,9 @@ class Runner:
         lane, the position, the watermark's start (inline)."""
         consumer = self.consumer
         lanes, ready, bound = self.lanes, self._ready_lanes, self.concurrency
-        positions, revoked = consumer._positions, self._revoked
+        positions, revoked, paused = consumer._positions, self._revoked, self._paused
+        held: list[ConsumerRecord] = []
+        held_tps: set[TP] = set()
         pending, done = self.marks.pending, self.marks.done
         by_key = self.ordering == "key"
         by_partition = self.ordering == "partition"
@@ -509,6 +568,10 @@ class Runner:
                 self._revocations != taken_at and self._gone(tp, taken_at)
             ):
                 consumer._release(r.size)
+                continue
+            if (paused and tp in paused) or (held_tps and tp in held_tps):
+                held.append(r)  # back to the buffer (see _sequential)
+                held_tps.add(tp)
                 continue
             if by_key and r.raw_key is not None:
                 key: Any = (r.topic, r.partition, r.raw_key)
@@ -525,6 +588,10 @@ class Runner:
                 if self._revocations != taken_at and self._gone(tp, taken_at):
                     consumer._release(r.size)  # revoked during the wait: never started
                     continue
+                if tp in paused or tp in held_tps:
+                    held.append(r)
+                    held_tps.add(tp)
+                    continue
                 lane = lanes.get(key)  # the wait may have let another record open it
             positions[tp] = r.offset + 1
             q = pending.get(tp)  # Watermarks.start
@@ -540,6 +607,8 @@ class Runner:
             if not self._waking:
                 self._wake_one()
         self._started = used
+        if held:
+            consumer._unread(held)
         return used
 
     async def _dispatch(self, r: ConsumerRecord, taken_at: int) -> None:
@@ -587,6 +656,7 @@ class Runner:
         the queue (round robin). A worker staying on its lane while records of its key kept
         coming starved the lanes that waited, and their partitions' watermarks with them."""
         ready, lanes, active, revoked = self._ready_lanes, self.lanes, self._active, self._revoked
+        paused, parked = self._paused, self._parked
         loop = asyncio.get_running_loop()
         while not self._stopping:
             if not ready:
@@ -609,6 +679,9 @@ class Runner:
                     r = lane[0]
                     if revoked and (r.topic, r.partition) in revoked:
                         self.consumer._release(r.size)
+                    elif paused and (r.topic, r.partition) in paused:
+                        parked[key] = None  # a lane holds one partition: resumed() requeues it
+                        break
                     else:
                         await self._process(r)
                     lane.popleft()
@@ -621,7 +694,8 @@ class Runner:
                 active.discard(key)
             if not lane:
                 del lanes[key]
-            elif not self._stopping:
+                parked.pop(key, None)
+            elif not self._stopping and key not in parked:
                 ready.append(key)  # behind the lanes that waited
 
     def _fail(self, exc: BaseException) -> None:
@@ -697,8 +771,17 @@ class Runner:
         self, r: ConsumerRecord, exc: BaseException, attempts: int, stage: str
     ) -> None:
         assert self._producer is not None and self._route is not None
+        topic = self._route.topic_for(r.topic)
+        if self.consumer._reads(topic):
+            # A pattern matching its own dead letters, or a template that is the topic itself:
+            # each copy would come back, fail again and be copied again, without end.
+            raise ConfigurationError(
+                f"dead_letter_topic={self._route.template!r} names {topic!r} for a record of "
+                f"{r.topic!r}: a topic this consumer reads itself, so its dead letters would "
+                "come back to it; choose one outside the subscription"
+            )
         letter = processing_letter(
-            self._route.topic_for(r.topic),
+            topic,
             source_topic=r.topic,
             partition=r.partition,
             offset=r.offset,

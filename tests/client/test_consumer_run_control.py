@@ -1,0 +1,156 @@
+"""Controlling a consumer while ``run`` holds records it has taken from the buffer: what it had
+not started when it returned is neither committed nor behind the position; a pause and a seek
+take effect on the records it holds, not only on the buffer; a dead-letter topic the consumer
+reads itself is refused rather than feeding the consumer its own dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+
+import confluent_kafka as ck
+import pytest
+from prometheus_client import CollectorRegistry
+
+from sluice.client import ConfigurationError, Consumer, ConsumerRecord, ProcessingError
+from tests.client.conftest import Target
+from tests.client.test_consumer import committed, consumer, produce, run
+
+
+@pytest.mark.parametrize("ordering", ["none", "partition"])
+def test_records_run_had_not_started_are_neither_committed_nor_passed(
+    target: Target, ordering: str
+) -> None:
+    topic, _ = target.topic("c-unstarted", 1)
+    produce(target, topic, [str(i).encode() for i in range(200)], partition=0)
+    group = f"g-{topic}"
+    processed: list[int] = []
+
+    async def main() -> tuple[int | None, dict[tuple[str, int], int]]:
+        async with consumer(target, topic, group) as c:
+
+            async def handler(r: ConsumerRecord) -> None:
+                processed.append(r.offset)
+                if r.offset == 5:
+                    c.stop()  # records are waiting in lanes now
+                await asyncio.sleep(0.001)
+
+            await c.run(handler, concurrency=4, ordering=ordering)
+            position = c.position(topic, 0)
+            return position, await c.commit()
+
+    position, explicit = run(main())
+    first_unprocessed = min(set(range(200)) - set(processed))
+    assert first_unprocessed < 200, "run processed everything: nothing was left to give back"
+    assert position == first_unprocessed
+    assert explicit.get((topic, 0), first_unprocessed) <= first_unprocessed
+    assert committed(target, group, topic, 1)[0] == first_unprocessed
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_no_record_of_a_partition_paused_during_run_starts_until_resumed(
+    target: Target, concurrency: int
+) -> None:
+    topic, n = target.topic("c-pause-run", 2)
+    if n < 2:
+        pytest.skip("needs two partitions")
+    per = 300
+    for p in range(2):
+        produce(target, topic, [f"{p}-{i}".encode() for i in range(per)], partition=p)
+    processed: list[tuple[int, int]] = []
+    while_paused: list[tuple[int, int]] = []
+    state: dict[str, int | None] = {"paused": None, "resumed": None}
+
+    async def main() -> None:
+        async with consumer(target, topic) as c:
+
+            async def handler(r: ConsumerRecord) -> None:
+                if state["paused"] is None and r.offset == 50:
+                    # Inside a batch, with that partition's next records taken (and, at
+                    # concurrency 4, queued in its lane): pause it.
+                    state["paused"] = r.partition
+                    c.pause((topic, r.partition))
+                elif r.partition == state["paused"] and state["resumed"] is None:
+                    while_paused.append((r.partition, r.offset))
+                await asyncio.sleep(0)
+                processed.append((r.partition, r.offset))
+                other = 1 - (state["paused"] or 0)
+                done_other = sum(1 for p, _ in processed if p == other)
+                if done_other == per and state["resumed"] is None:
+                    state["resumed"] = 1
+                    c.resume((topic, state["paused"] or 0))
+                if len(processed) == 2 * per:
+                    c.stop()
+
+            await c.run(handler, concurrency=concurrency, ordering="partition")
+
+    run(main())
+    assert not while_paused, f"{len(while_paused)} records of the paused partition started"
+    assert state["resumed"] == 1
+    for p in range(2):
+        assert [o for q, o in processed if q == p] == list(range(per))  # in order, once each
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_seek_during_run_applies_to_the_records_it_holds(
+    target: Target, concurrency: int
+) -> None:
+    topic, _ = target.topic("c-seek-run", 1)
+    total, to = 3000, 2500
+    produce(target, topic, [str(i).encode() for i in range(total)], partition=0)
+    processed: list[int] = []
+    after_seek: list[int] = []
+    sought = asyncio.Event()
+
+    async def main() -> None:
+        async with consumer(target, topic) as c:
+
+            async def handler(r: ConsumerRecord) -> None:
+                if sought.is_set():
+                    after_seek.append(r.offset)
+                processed.append(r.offset)
+                if r.offset == 10 and not sought.is_set():
+                    await c.seek(topic, 0, to)
+                    sought.set()
+                if r.offset == total - 1:
+                    c.stop()
+
+            await c.run(handler, concurrency=concurrency, ordering="partition")
+
+    run(main())
+    assert after_seek == list(range(to, total))  # nothing taken before the seek, then in order
+    assert processed[: processed.index(10) + 1] == list(range(11))
+
+
+def test_a_dead_letter_topic_the_consumer_reads_itself_is_refused(target: Target) -> None:
+    topic, _ = target.topic("c-dlq-self", 1)
+    with pytest.raises(ConfigurationError, match="reads itself"):
+        Consumer(target.bootstrap, group_id="g", topics=[topic], dead_letter_topic="{topic}",
+                 metrics_registry=CollectorRegistry())
+    with pytest.raises(ConfigurationError, match="reads itself"):
+        Consumer(target.bootstrap, group_id="g", topics=[topic, "audit"],
+                 dead_letter_topic="audit", metrics_registry=CollectorRegistry())
+
+
+def test_a_pattern_matching_its_own_dead_letters_stops_run(target: Target) -> None:
+    topic, _ = target.topic("c-dlq-pattern", 1)
+    produce(target, topic, [b"bad"], partition=0)
+    dlq = f"{topic}.dlq"
+
+    async def main() -> None:
+        async def handler(r: ConsumerRecord) -> None:
+            raise ValueError("cannot process")
+
+        async with Consumer(
+            target.bootstrap, group_id=f"g-{topic}", pattern=f"^{topic}.*",
+            dead_letter_topic="{topic}.dlq", max_retries=0,
+            metrics_registry=CollectorRegistry(),
+            **{"auto.offset.reset": "earliest", **target.client},
+        ) as c:
+            with pytest.raises(ProcessingError) as failed:
+                await c.run(handler)
+            assert isinstance(failed.value.dead_letter_error, ConfigurationError)
+            assert "reads itself" in str(failed.value.dead_letter_error)
+
+    run(main())
+    admin = ck.admin.AdminClient({"bootstrap.servers": target.bootstrap, **target.client})
+    assert dlq not in admin.list_topics(timeout=10).topics  # nothing was written
