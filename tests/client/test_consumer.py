@@ -299,9 +299,29 @@ def test_without_dead_letter_topic_run_stops_with_the_record(target: Target) -> 
         assert info.value.record.offset == 4
         assert info.value.attempts == 2
         assert isinstance(info.value.__cause__, ValueError)
+        assert "the handler failed 2 times" in str(info.value)
 
     run(main())
     assert committed(target, group, topic, 1) == {0: 4}
+
+
+def test_a_poison_pill_without_dead_letter_topic_names_the_deserializer(target: Target) -> None:
+    topic, _ = target.topic("c-poison-stop", 1)
+    produce(target, topic, [b'{"ok": 1}', b"not json"])
+
+    async def main() -> None:
+        async def handler(r: ConsumerRecord) -> None:
+            pass
+
+        async with consumer(target, topic, max_retries=1, retry_backoff=0.001,
+                            value_deserializer="json") as c:
+            with pytest.raises(ProcessingError) as info:
+                await c.run(handler)
+        assert info.value.record.offset == 1
+        assert "the deserializer failed 2 times" in str(info.value)
+        assert isinstance(info.value.__cause__, DeserializationError)
+
+    run(main())
 
 
 def test_shedding_skips_old_records_counts_and_dead_letters_them(target: Target) -> None:

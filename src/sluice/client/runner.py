@@ -747,10 +747,11 @@ class Runner:
 
     async def _give_up(self, r: ConsumerRecord, exc: Exception, attempts: int) -> None:
         where = f"{r.topic}[{r.partition}]@{r.offset}"
+        failed = (
+            "the deserializer" if isinstance(exc, DeserializationError) else "the handler"
+        ) + f" failed {attempts} times"
         if self._producer is None or self._route is None:
-            err = ProcessingError(
-                f"{where}: the handler failed {attempts} times, last with {exc!r}", r, attempts
-            )
+            err = ProcessingError(f"{where}: {failed}, last with {exc!r}", r, attempts)
             raise err from exc
         stage = "TASK_PUT"
         if isinstance(exc, DeserializationError):
@@ -759,7 +760,7 @@ class Runner:
             await self._dead_letter(r, exc, attempts, stage)
         except Exception as dlq_exc:
             err = ProcessingError(
-                f"{where}: the handler failed {attempts} times ({exc!r}) and writing it to the "
+                f"{where}: {failed} ({exc!r}) and writing it to the "
                 f"dead-letter topic failed: {dlq_exc}",
                 r,
                 attempts,
