@@ -223,6 +223,8 @@ def test_an_ipv6_host_is_bracketed_in_bootstrap_servers() -> None:
         assert broker.bootstrap_servers == f"[::1]:{broker.port}"
         broker.produce("t", "over IPv6", timeout=10)
         assert [r.value for r in broker.consume_all("t")] == [b"over IPv6"]
+    with EmbeddedBroker(host="[::1]") as bracketed:  # as a bootstrap address writes it
+        assert bracketed.bootstrap_servers == f"[::1]:{bracketed.port}"
 
 
 def test_a_temporary_broker_entered_again_cleans_up_each_time(temporary_dirs: Path) -> None:

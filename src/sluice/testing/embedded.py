@@ -88,6 +88,8 @@ class EmbeddedBroker(Cluster):
         from sluice.config import BrokerConfig, Listener
 
         _check_listener(host, port)
+        if host.startswith("[") and host.endswith("]"):  # "[::1]", as in a bootstrap address
+            host = host[1:-1]
         given = {k: config_value(v) for k, v in (settings or {}).items()}
         if "sluice.admin.listen" not in given:
             given["sluice.admin.listen"] = _address(host, 0) if admin else "off"
