@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,8 +19,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
     ResourceType,
 )
 
-from sluice.errors import InvalidConfigError
-from sluice.testing import EmbeddedBroker
+from sluice.errors import InvalidConfigError, InvalidPartitionsError, InvalidTopicError
+from sluice.testing import EmbeddedBroker, ProduceError, TopicCreationError
 
 
 def _admin(broker: EmbeddedBroker) -> AdminClient:
@@ -58,11 +61,182 @@ def test_topics_and_settings_declared_up_front() -> None:
         assert "unknown" not in _admin(broker).list_topics(timeout=30).topics
 
 
-def test_a_bad_setting_is_refused_before_anything_starts() -> None:
+@pytest.fixture
+def temporary_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where this test's temporary data directories go (so the test sees every one)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_a_bad_setting_is_refused_before_anything_starts(temporary_dirs: Path) -> None:
+    threads = set(threading.enumerate())
     with pytest.raises(InvalidConfigError, match=r"num\.partitions"):
         EmbeddedBroker(settings={"num.partitions": 0})
     with pytest.raises(InvalidConfigError, match=r"unknown broker config 'num\.partition'"):
         EmbeddedBroker(settings={"num.partition": 3})
+    for port in (70000, 65536, -1):
+        with pytest.raises(InvalidConfigError, match=rf"port must be 0\.\.65535 .*not {port}"):
+            EmbeddedBroker(port=port)
+    for wrong in ("9092", True):
+        with pytest.raises(TypeError, match=r"port must be an int"):
+            EmbeddedBroker(port=wrong)  # type: ignore[arg-type]  # what the check is for
+    assert list(temporary_dirs.iterdir()) == []  # no temporary directory made meanwhile
+    assert set(threading.enumerate()) <= threads
+
+
+@pytest.mark.parametrize(
+    ("topics", "error", "message"),
+    [
+        ({"x": 0}, InvalidPartitionsError, r"topic 'x': partitions must be 1\.\.10000 .*not 0"),
+        ({"x": -2}, InvalidPartitionsError, r"topic 'x': partitions must be 1\.\.10000 .*not -2"),
+        ({"x": {"retention.ms": "abc"}}, InvalidConfigError, r"topic 'x': retention\.ms .*'abc'"),
+        ({"x": {"retention.ms": None}}, InvalidConfigError, r"topic 'x': retention\.ms .*'None'"),
+        ({"x": {"no.such": 1}}, InvalidConfigError, r"topic 'x': unknown topic config 'no\.such'"),
+        ({"bad name!": 1}, InvalidTopicError, r"invalid topic name 'bad name!'"),
+        ({"x": {"partitions": "3"}}, TypeError, r"topic 'x': partitions must be an int, not '3'"),
+        ({"x": True}, TypeError, r"topic 'x': a partition count or a mapping"),
+    ],
+)
+def test_a_bad_topic_is_refused_before_anything_starts(
+    topics: dict[str, object], error: type[Exception], message: str, temporary_dirs: Path
+) -> None:
+    threads = set(threading.enumerate())
+    with pytest.raises(error, match=message):
+        EmbeddedBroker(topics=topics)  # type: ignore[arg-type]
+    assert list(temporary_dirs.iterdir()) == []
+    assert set(threading.enumerate()) <= threads
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_a_start_the_broker_refuses_stops_everything_it_started(
+    temporary_dirs: Path, tmp_path: Path
+) -> None:
+    threads = set(threading.enumerate())
+    internal = EmbeddedBroker(topics={"__consumer_offsets": 1})  # the broker keeps that name
+    with pytest.raises(TopicCreationError, match=r"reserved for internal topics"), internal:
+        pass
+    assert not internal.running
+    assert _refused(internal.config.listen.port)
+    assert set(threading.enumerate()) <= threads
+    assert list(temporary_dirs.iterdir()) == []
+
+    kept = tmp_path / "kept"
+    with EmbeddedBroker(kept, topics={"a": 3}) as first:
+        first.produce("a", b"kept", partition=2)
+    # 3 partitions there already and 2 more declared: over the limit, which only the broker knows
+    over = EmbeddedBroker(kept, settings={"max.broker.partitions": 4}, topics={"b": 2})
+    with pytest.raises(TopicCreationError, match=r"creating topic 'b' failed"):
+        over.start()
+    assert not over.running
+    assert _refused(over.config.listen.port)
+    assert set(threading.enumerate()) <= threads
+    with EmbeddedBroker(kept) as again:  # the data directory was left alone
+        assert [r.value for r in again.consume_all("a")] == [b"kept"]
+
+
+def test_cancelled_while_starting_the_broker_is_stopped_and_cleaned_up(temporary_dirs: Path) -> None:
+    threads = set(threading.enumerate())
+    entered: list[EmbeddedBroker] = []
+
+    async def main() -> None:
+        async def use() -> None:
+            async with EmbeddedBroker(topics={"t": 1}) as broker:
+                entered.append(broker)
+                await asyncio.sleep(60)
+
+        task = asyncio.get_running_loop().create_task(use())
+        await asyncio.sleep(0)  # the task is waiting for the start now
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert entered == []  # cancelled while starting, not in the block
+    assert set(threading.enumerate()) <= threads
+    assert list(temporary_dirs.iterdir()) == []
+
+
+def test_stopping_sends_a_delayed_answer_now(tmp_path: Path) -> None:
+    """A stop clears the faults first: a delayed produce's answer goes out at once rather than
+    holding the stop for the shutdown grace (10 s)."""
+    with EmbeddedBroker(tmp_path / "data", topics={"t": 1}) as broker:
+        reports: list[KafkaError | None] = []
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "log_level": 0})
+        delay = broker.faults.delay("Produce", 60)
+        producer.produce("t", b"held", on_delivery=lambda err, _msg: reports.append(err))
+        deadline = time.monotonic() + 10
+        while delay.hits == 0 and time.monotonic() < deadline:  # the produce is being held
+            producer.poll(0.01)
+        assert delay.hits == 1
+        started = time.monotonic()
+        broker.restart()
+        took = time.monotonic() - started
+        assert producer.flush(10) == 0
+        assert reports == [None]
+        assert took < 5, f"the restart took {took:.1f} s"
+        assert [r.value for r in broker.consume_all("t")] == [b"held"]
+
+
+def test_clearing_the_faults_sends_a_delayed_answer_now(sluice_broker: EmbeddedBroker) -> None:
+    topic = sluice_broker.create_topic()
+    reports: list[KafkaError | None] = []
+    producer = Producer({"bootstrap.servers": sluice_broker.bootstrap_servers, "log_level": 0})
+    delay = sluice_broker.faults.delay("Produce", 60)
+    producer.produce(topic, b"held", on_delivery=lambda err, _msg: reports.append(err))
+    deadline = time.monotonic() + 10
+    while delay.hits == 0 and time.monotonic() < deadline:
+        producer.poll(0.01)
+    assert delay.hits == 1 and reports == []
+    sluice_broker.faults.clear()
+    assert producer.flush(5) == 0
+    assert reports == [None]
+
+
+def test_stopping_resumes_paused_appends_before_closing_the_helpers(tmp_path: Path) -> None:
+    """The helpers' producer is closed (flushed, up to 5 s) after the faults are cleared, so
+    a record it holds for a paused partition does not hold the stop."""
+    with EmbeddedBroker(tmp_path / "data", topics={"t": 1}) as broker:
+        broker.faults.pause_appends("t")
+        with pytest.raises(ProduceError):
+            broker.produce("t", "held", timeout=0.5)
+        started = time.monotonic()
+        broker.stop()
+        took = time.monotonic() - started
+        assert took < 4, f"the stop took {took:.1f} s"
+
+
+def test_an_ipv6_host_is_bracketed_in_bootstrap_servers() -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    with EmbeddedBroker(host="::1", topics={"t": 1}) as broker:
+        assert broker.bootstrap_servers == f"[::1]:{broker.port}"
+        broker.produce("t", "over IPv6", timeout=10)
+        assert [r.value for r in broker.consume_all("t")] == [b"over IPv6"]
+    with EmbeddedBroker(host="[::1]") as bracketed:  # as a bootstrap address writes it
+        assert bracketed.bootstrap_servers == f"[::1]:{bracketed.port}"
+
+
+def test_a_temporary_broker_entered_again_cleans_up_each_time(temporary_dirs: Path) -> None:
+    broker = EmbeddedBroker(topics={"t": 1})
+    with broker:
+        broker.produce("t", "first")
+        first = broker.data_dir
+    assert not first.exists()
+    with broker:  # a fresh temporary directory, with the declared topics
+        assert broker.data_dir.is_dir()
+        assert broker.consume_all("t") == []
+    assert list(temporary_dirs.iterdir()) == []
 
 
 def test_a_temporary_data_directory_goes_and_a_given_one_stays(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from sluice.testing.cluster import Cluster
-from sluice.testing.faults import Faults
+from sluice.testing.faults import Faults, Host
 from sluice.testing.topics import TopicSpec, config_value
 
 if TYPE_CHECKING:
@@ -28,6 +28,36 @@ if TYPE_CHECKING:
     from sluice.server.app import Server
 
 T = TypeVar("T")
+
+
+class _Faults(Faults):
+    """The embedded broker's faults: clearing them (as stopping does, first) also sends the
+    answers a delay holds back now, so a stop never waits out a delay in flight."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host)
+        self._holds: set[asyncio.Future[None]] = set()  # the broker loop's alone
+
+    async def _hold(self, seconds: float) -> None:
+        cut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._holds.add(cut)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cut, seconds)
+        finally:
+            self._holds.discard(cut)
+
+    def clear(self) -> None:
+        super().clear()
+        if self._host.server is None:
+            return
+
+        def cut_short() -> None:
+            for hold in list(self._holds):
+                if not hold.done():
+                    hold.set_result(None)
+
+        self._host.call(cut_short)
 
 
 class EmbeddedBroker(Cluster):
@@ -57,27 +87,30 @@ class EmbeddedBroker(Cluster):
         super().__init__()
         from sluice.config import BrokerConfig, Listener
 
+        _check_listener(host, port)
+        if host.startswith("[") and host.endswith("]"):  # "[::1]", as in a bootstrap address
+            host = host[1:-1]
         given = {k: config_value(v) for k, v in (settings or {}).items()}
         if "sluice.admin.listen" not in given:
-            address = f"[{host}]:0" if ":" in host else f"{host}:0"
-            given["sluice.admin.listen"] = address if admin else "off"
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if data_dir is None:
-            import tempfile
-
-            self._tmp = tempfile.TemporaryDirectory(prefix="sluice-")
-            data_dir = self._tmp.name
-        self.data_dir = Path(data_dir)
+            given["sluice.admin.listen"] = _address(host, 0) if admin else "off"
+        # everything is checked before a temporary directory exists
         self.config: BrokerConfig = BrokerConfig.from_settings(
-            given, listen=Listener(host, port), data_dir=self.data_dir
+            given, listen=Listener(host, port), data_dir=Path("sluice-temporary" if data_dir is None else data_dir)
         )
-        self.topics: dict[str, TopicSpec] = dict(topics or {})
-        self.faults = Faults(self)
+        self.topics: dict[str, TopicSpec] = _checked_topics(topics or {}, self.config)
+        self._temporary = data_dir is None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._tmp_served = False
+        self.data_dir = self.config.data_dir
+        if self._temporary:
+            self._new_temporary_dir()
+        self.faults: Faults = _Faults(self)
         """Scripted faults (:class:`~sluice.testing.faults.Faults`)."""
         self.server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._stopping = threading.Event()  # stop() asked, maybe before the server existed
         self._error: BaseException | None = None
 
     def __repr__(self) -> str:
@@ -86,7 +119,7 @@ class EmbeddedBroker(Cluster):
 
     @property
     def bootstrap_servers(self) -> str:  # type: ignore[override]  # a property here
-        return f"{self.config.listen.host}:{self.port}"
+        return _address(self.config.listen.host, self.port)
 
     @property
     def port(self) -> int:
@@ -113,24 +146,45 @@ class EmbeddedBroker(Cluster):
 
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         """Start serving; returns once the broker accepts connections and the declared topics
-        exist. Started again after :meth:`stop`, it listens on the port it had."""
+        exist. Started again after :meth:`stop`, it listens on the port it had; a temporary
+        data directory removed by :meth:`cleanup` (the end of a ``with`` block) is made afresh.
+        A start that fails stops whatever it started (and removes a temporary directory no
+        start had served yet) before it raises."""
         if self._thread is not None:
             raise RuntimeError("the embedded broker is started already")
+        if self._temporary and self._tmp is None:
+            self._new_temporary_dir()
         self._ready.clear()
+        self._stopping.clear()
         self._error = None
         self._thread = threading.Thread(target=self._run, name="sluice-embedded", daemon=True)
         self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("embedded sluice broker did not start in time")
-        if self._error is not None:
-            self._thread.join(timeout)
-            self._thread = None
-            raise RuntimeError(
-                f"embedded sluice broker failed to start: {self._error}"
-            ) from self._error
-        if self.topics:
-            self.create_topics(self.topics, exist_ok=True, timeout=timeout)
+        try:
+            if not self._ready.wait(timeout):
+                raise TimeoutError("embedded sluice broker did not start in time")
+            if self._error is not None:
+                raise RuntimeError(
+                    f"embedded sluice broker failed to start: {self._error}"
+                ) from self._error
+            if self.topics:
+                self.create_topics(self.topics, exist_ok=True, timeout=timeout)
+        except BaseException:
+            self._abandon(timeout)
+            if not self._tmp_served:  # nothing of a user's is in it yet
+                self.cleanup()
+            raise
+        self._tmp_served = True
         return self
+
+    def _abandon(self, timeout: float) -> None:
+        """Stop what a failed start started; the start's own error is what the caller sees."""
+        try:
+            self.stop(max(timeout, 10.0))  # a start that timed out may be well on its way
+        except Exception:  # the broker failed (reported by start) or would not stop in time
+            if self._thread is not None and not self._thread.is_alive():
+                self._thread = None
+        finally:
+            self._error = None
 
     def _run(self) -> None:
         import uvloop
@@ -144,6 +198,8 @@ class EmbeddedBroker(Cluster):
         async def main() -> None:
             server = Server(self.config)
             self.server = server
+            if self._stopping.is_set():  # a start given up on (timed out) before this
+                server.request_exit()
             waiter = asyncio.ensure_future(server.started.wait())
             serving = asyncio.ensure_future(server.serve())
             await asyncio.wait([waiter, serving], return_when=asyncio.FIRST_COMPLETED)
@@ -158,21 +214,25 @@ class EmbeddedBroker(Cluster):
         except BaseException as exc:  # reported to start() or stop()
             self._error = exc
         finally:
+            with contextlib.suppress(Exception):  # its worker threads end with the broker
+                loop.run_until_complete(loop.shutdown_default_executor())
             self._ready.set()
             loop.close()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Clean shutdown, exactly as SIGTERM does for ``sluice serve`` (faults are cleared
-        first, so paused appends finish)."""
+        """Clean shutdown, exactly as SIGTERM does for ``sluice serve``. Faults are cleared
+        first, so paused appends finish and delayed answers go out now."""
         if self._thread is None:
             return
-        self.close()  # the helpers' producer, before its broker goes
-        if self.server is not None and self.server.bound is not None:
-            self._keep_port(self.server.bound.port)
+        self._stopping.set()
         loop = self._loop
         if loop is not None and not loop.is_closed() and self._thread.is_alive():
             with contextlib.suppress(RuntimeError):  # the loop finished meanwhile
                 self.faults.clear()
+        self.close()  # the helpers' producer, before its broker goes
+        if self.server is not None and self.server.bound is not None:
+            self._keep_port(self.server.bound.port)
+        if loop is not None and not loop.is_closed() and self._thread.is_alive():
             with contextlib.suppress(RuntimeError):
                 server = self.server
                 if server is not None:
@@ -205,6 +265,15 @@ class EmbeddedBroker(Cluster):
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+    def _new_temporary_dir(self) -> None:
+        import dataclasses
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="sluice-")
+        self._tmp_served = False
+        self.data_dir = Path(self._tmp.name)
+        self.config = dataclasses.replace(self.config, data_dir=self.data_dir)
 
     def call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
         """Run ``fn`` on the broker's event loop (its thread) and return what it returns: how
@@ -241,10 +310,90 @@ class EmbeddedBroker(Cluster):
             self.cleanup()
 
     async def __aenter__(self) -> EmbeddedBroker:
-        """Started in an executor thread: the caller's event loop goes on meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(None, self.__enter__)
+        """Started in an executor thread: the caller's event loop goes on meanwhile. Cancelled
+        while starting, it waits for the start to end and stops the broker, then is cancelled."""
+        loop = asyncio.get_running_loop()
+        starting = loop.run_in_executor(None, self.__enter__)
+        try:
+            return await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            await _wait_out(starting)
+            if starting.exception() is None:  # started: nobody else will stop it
+                stopping = loop.run_in_executor(None, self.__exit__, None, None, None)
+                await _wait_out(stopping)
+                stopping.exception()  # the cancellation is what the caller sees
+            raise
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.__exit__, exc_type, exc, tb)
+        """Stopped in an executor thread; cancelled meanwhile, it still waits for the stop."""
+        stopping = asyncio.get_running_loop().run_in_executor(None, self.__exit__, exc_type, exc, tb)
+        cancelled = await _wait_out(stopping)
+        stopping.result()
+        if cancelled:
+            raise asyncio.CancelledError
+
+
+async def _wait_out(work: asyncio.Future[T]) -> bool:
+    """Wait until ``work`` (an executor's) is done, even when the waiting task is cancelled
+    meanwhile, so a broker is never left half started or half stopped; returns whether it
+    was cancelled (the caller raises that once it has cleaned up)."""
+    cancelled = False
+    while not work.done():
+        try:
+            await asyncio.wait([work])
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
+
+
+def _address(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets (``[::1]:9092``) as clients read it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_listener(host: str, port: int) -> None:
+    from sluice.errors import InvalidConfigError
+
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, not {host!r}")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int, not {port!r}")
+    if not 0 <= port <= 65535:
+        raise InvalidConfigError(f"port must be 0..65535 (0: a free one), not {port}")
+
+
+def _checked_topics(topics: Mapping[str, TopicSpec], config: BrokerConfig) -> dict[str, TopicSpec]:
+    """The declared topics, checked as the broker would check them, so a bad one is refused
+    before anything starts (the broker still checks them when it creates them)."""
+    from sluice.config import LogConfig
+    from sluice.errors import InvalidConfigError, InvalidPartitionsError
+    from sluice.storage.manager import validate_topic_name
+
+    limit = config.max_partitions_per_topic
+    for name, spec in topics.items():
+        if not isinstance(name, str):
+            raise TypeError(f"a topic name is a str, not {name!r}")
+        validate_topic_name(name)
+        if isinstance(spec, Mapping):
+            partitions = spec.get("partitions", 1)
+            configs = {str(k): config_value(v) for k, v in spec.items() if k != "partitions"}
+        elif isinstance(spec, int) and not isinstance(spec, bool):
+            partitions, configs = spec, {}
+        else:
+            raise TypeError(
+                f"topic {name!r}: a partition count or a mapping of topic configs, not {spec!r}"
+            )
+        if isinstance(partitions, bool) or not isinstance(partitions, int):
+            raise TypeError(f"topic {name!r}: partitions must be an int, not {partitions!r}")
+        if not 1 <= partitions <= limit:
+            raise InvalidPartitionsError(
+                f"topic {name!r}: partitions must be 1..{limit} "
+                f"(sluice.max.partitions.per.topic), not {partitions}"
+            )
+        try:
+            LogConfig.from_dict(configs, config.topic_defaults)
+        except InvalidConfigError as exc:
+            raise InvalidConfigError(f"topic {name!r}: {exc}") from None
+    return dict(topics)

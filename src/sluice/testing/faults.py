@@ -266,11 +266,13 @@ class Faults:
             delay = self._take(request.api_key, "delay")
             drop = self._take(request.api_key, "drop_after")
         if delay is not None:
-            await asyncio.sleep(delay.seconds)
+            await self._hold(delay.seconds)
         if drop is not None:
             raise CloseConnection("scripted fault: connection dropped after processing")
 
     # -- internals ---------------------------------------------------------------------------------
+
+    _hold = staticmethod(asyncio.sleep)  # how a delay waits (the embedded broker's is cut short)
 
     def _add(self, fault: Fault) -> Fault:
         with self._lock:
