@@ -91,6 +91,19 @@ def test_a_produce_that_times_out_says_so_and_the_next_call_waits_for_its_own_re
     assert [r.value for r in stored] == [b"fine", b"too"]  # its own records, and only those
 
 
+def test_produce_takes_any_timeout_above_0_and_refuses_others(
+    sluice_broker: EmbeddedBroker, sluice_topic: str
+) -> None:
+    # librdkafka caps its own timeouts (message.timeout.ms at ~24 days, the metadata
+    # propagation wait at an hour): a longer timeout is no configuration error
+    assert [r.offset for r in sluice_broker.produce(sluice_topic, "x", timeout=1e12)] == [0]
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="above 0"):
+            sluice_broker.produce(sluice_topic, "x", timeout=bad)
+    with pytest.raises(TypeError, match="number of seconds"):
+        sluice_broker.produce(sluice_topic, "x", timeout="1")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("how", ["consume_all", "consume_until"])
 def test_reading_a_missing_topic_is_a_consume_timeout_and_closes_its_consumer(
     sluice_fresh_broker: EmbeddedBroker, how: str

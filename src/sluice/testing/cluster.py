@@ -39,6 +39,12 @@ _DELIVERY_GRACE = 2.0
 """Seconds past a produce's timeout to wait for librdkafka's own verdict on each record (it
 checks message timeouts about once a second) before purging what is left."""
 
+_MAX_MS = 2**31 - 1
+"""The longest ``message.timeout.ms`` librdkafka takes, about 24 days."""
+
+_HOUR_MS = 3_600_000
+"""The longest ``topic.metadata.propagation.max.ms`` librdkafka takes."""
+
 _RETRY_INTERVAL = 0.05
 """Seconds between a reader's metadata attempts while it waits for a topic."""
 
@@ -167,7 +173,7 @@ class Cluster:
             raise ValueError(f"timeout is a finite number of seconds above 0, not {timeout!r}")
         if not values:
             return []
-        timeout_ms = max(int(timeout * 1000), 1)
+        timeout_ms = min(max(int(timeout * 1000), 1), _MAX_MS)
         producer = confluent_kafka.Producer(
             {
                 "bootstrap.servers": self.bootstrap_servers,
@@ -176,7 +182,7 @@ class Cluster:
                 "log_level": 3,
                 # librdkafka fails each record with its reason within the call's timeout
                 "message.timeout.ms": timeout_ms,
-                "topic.metadata.propagation.max.ms": max(timeout_ms // 2, 1),
+                "topic.metadata.propagation.max.ms": min(max(timeout_ms // 2, 1), _HOUR_MS),
             }
         )
         results: list[confluent_kafka.Message | confluent_kafka.KafkaError] = []
@@ -194,7 +200,7 @@ class Cluster:
         try:
             for value in values:
                 producer.produce(topic, _encode(value), **kwargs)
-            producer.flush(timeout + _DELIVERY_GRACE)
+            producer.flush(timeout_ms / 1000 + _DELIVERY_GRACE)
         finally:
             # what librdkafka still holds (it should have failed it by now) is reported as
             # purged; nothing outlives the call
