@@ -266,3 +266,51 @@ def test_faults_are_thread_safe_to_script_while_clients_run(
     assert sorted(r.value or b"" for r in sluice_broker.consume_all(sluice_topic)) == sorted(
         b"%d" % i for i in range(50)
     )
+
+
+@pytest.mark.parametrize(
+    ("script", "refusal", "says"),
+    [
+        (lambda f: f.fail("Produce", "NONE"), ValueError, "NONE is no error"),
+        (lambda f: f.fail("Produce", 0), ValueError, "NONE is no error"),
+        (lambda f: f.fail("Produce", 6, count=1.5), TypeError, "count must be an int"),
+        (lambda f: f.fail("Produce", 6, count=None), TypeError, "count must be an int"),
+        (lambda f: f.fail("Produce", 6, count="2"), TypeError, "count must be an int"),
+        (lambda f: f.fail("Produce", 6, count=True), TypeError, "count must be an int"),
+        (lambda f: f.fail("Produce", 6, count=0), ValueError, "count is at least 1"),
+        (lambda f: f.drop_after("Produce", count=2.0), TypeError, "count must be an int"),
+        (lambda f: f.delay("Produce", 1, count=0.5), TypeError, "count must be an int"),
+        (lambda f: f.delay("Produce", float("nan")), ValueError, "finite number of seconds"),
+        (lambda f: f.delay("Produce", float("inf"), count=1), ValueError, "finite number"),
+        (lambda f: f.delay("Produce", -1), ValueError, "at least 0"),
+        (lambda f: f.delay("Produce", "1"), TypeError, "a delay is a number of seconds"),
+    ],
+    ids=[
+        "error-NONE", "error-0", "count-1.5", "count-None", "count-str", "count-True",
+        "count-0", "drop-count-2.0", "delay-count-0.5", "delay-nan", "delay-inf",
+        "delay-negative", "delay-str",
+    ],
+)
+def test_a_fault_that_could_not_work_as_meant_is_refused(
+    sluice_broker: EmbeddedBroker, script: Any, refusal: type[Exception], says: str
+) -> None:
+    """Each of these was once accepted (a success answer with nothing stored, a count that never
+    runs out, a NaN delay that broke every connection) or failed with a bare comparison error."""
+    with pytest.raises(refusal, match=says):
+        script(sluice_broker.faults)
+    assert sluice_broker.faults.active == []
+
+
+def test_a_fault_refused_while_the_broker_is_stopped_never_fires(
+    sluice_fresh_broker: EmbeddedBroker,
+) -> None:
+    broker = sluice_fresh_broker
+    topic = broker.create_topic()
+    broker.stop()
+    with pytest.raises(RuntimeError, match="not running"):
+        broker.faults.fail("Produce", "TOPIC_AUTHORIZATION_FAILED")
+    broker.start()
+    assert broker.faults.active == []
+    broker.faults.delay("ApiVersions", 0.0)  # installs the faults on the broker again
+    assert _deliver(_producer(broker), topic, b"accepted") == [None]
+    assert _values(broker, topic) == [b"accepted"]

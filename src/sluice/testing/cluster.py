@@ -5,21 +5,48 @@ topics, produce a few records, and read back what a topic holds, for assertions.
 an :class:`~sluice.testing.EmbeddedBroker` or, through :class:`ExternalCluster`, against Apache
 Kafka, Redpanda or a ``sluice serve`` started elsewhere. Producing and consuming go through
 librdkafka (confluent-kafka, a dependency of sluice's tools), imported on first use.
+
+Every call has librdkafka clients of its own, closed before it returns. A client that outlived
+the call would remember the topics it used and refresh their metadata (after a reconnect, and
+every ``topic.metadata.refresh.interval.ms``), which creates a deleted topic again wherever the
+broker creates topics on first use; and a shared producer's queue would make one call wait for
+another's records.
 """
 
 from __future__ import annotations
 
-import threading
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sluice.dataclass import dataclass
-from sluice.testing.topics import TopicSpec, create_topics, delete_topics, unique_topic_name
+from sluice.testing.topics import (
+    TopicCreationError,
+    TopicSpec,
+    create_topics,
+    delete_topics,
+    unique_topic_name,
+)
 
 if TYPE_CHECKING:
     import confluent_kafka
+
+T = TypeVar("T")
+
+_DELIVERY_GRACE = 2.0
+"""Seconds past a produce's timeout to wait for librdkafka's own verdict on each record (it
+checks message timeouts about once a second) before purging what is left."""
+
+_MAX_MS = 2**31 - 1
+"""The longest ``message.timeout.ms`` librdkafka takes, about 24 days."""
+
+_HOUR_MS = 3_600_000
+"""The longest ``topic.metadata.propagation.max.ms`` librdkafka takes."""
+
+_RETRY_INTERVAL = 0.05
+"""Seconds between a reader's metadata attempts while it waits for a topic."""
 
 Value = bytes | str | None
 """A record's key or value as the helpers take it: ``str`` is sent UTF-8 encoded."""
@@ -40,11 +67,17 @@ class Record:
 
 
 class ProduceError(Exception):
-    """Records were not acknowledged; ``errors`` holds librdkafka's error for each."""
+    """Records were not acknowledged; ``errors`` holds librdkafka's delivery error for each
+    (a ``confluent_kafka.KafkaError``: ``UNKNOWN_TOPIC_OR_PART``, ``_MSG_TIMED_OUT``, ...)."""
 
-    def __init__(self, topic: str, errors: Sequence[object]) -> None:
-        super().__init__(f"producing to {topic!r} failed for {len(errors)} records: {errors[0]}")
-        self.errors = list(errors)
+    def __init__(self, topic: str, errors: Sequence[Any], total: int | None = None) -> None:
+        total = len(errors) if total is None else total
+        reasons = sorted({_describe(e) for e in errors})
+        super().__init__(
+            f"producing to {topic!r} failed for {len(errors)} of {total} records: "
+            + "; ".join(reasons)
+        )
+        self.errors: list[Any] = list(errors)
 
 
 class ConsumeTimeout(AssertionError):
@@ -69,9 +102,8 @@ class Cluster:
     def __init__(self) -> None:
         self.created_topics: list[str] = []
         """Every topic :meth:`create_topic` and :meth:`create_topics` made, in order (the pytest
-        fixtures delete those a test made when it ends)."""
-        self._producer: confluent_kafka.Producer | None = None
-        self._producer_lock = threading.Lock()
+        fixtures delete those a test made when it ends), also those a request that failed for
+        another topic made."""
 
     # -- topics ------------------------------------------------------------------------------------
 
@@ -93,10 +125,15 @@ class Cluster:
         self, topics: Mapping[str, TopicSpec], *, exist_ok: bool = False, timeout: float = 30.0
     ) -> list[str]:
         """Create several topics in one request: name -> partition count, or -> configs by
-        Kafka name with an optional ``"partitions"``."""
-        created = create_topics(
-            self.bootstrap_servers, topics, exist_ok=exist_ok, timeout=timeout
-        )
+        Kafka name with an optional ``"partitions"``. When the broker refuses one, those it did
+        create are recorded all the same (and deleted by the fixtures)."""
+        try:
+            created = create_topics(
+                self.bootstrap_servers, topics, exist_ok=exist_ok, timeout=timeout
+            )
+        except TopicCreationError as refused:
+            self.created_topics.extend(refused.created)
+            raise
         self.created_topics.extend(created)
         return created
 
@@ -120,11 +157,34 @@ class Cluster:
     ) -> list[Record]:
         """Produce one record per value (all with ``key`` and ``headers``; to ``partition``, or
         where the key's hash puts them) and wait until every one is acknowledged (acks=all);
-        returns them as stored, with their partitions and offsets. Raises
-        :class:`ProduceError` if any is refused."""
+        returns them as stored, with their partitions and offsets.
+
+        The call has a producer of its own, closed before it returns: it waits for its own
+        records only, one that failed leaves nothing queued for the next, and nothing of the
+        helpers knows the topic afterwards. Raises :class:`ProduceError` with each refused
+        record's delivery error: ``UNKNOWN_TOPIC_OR_PART`` for a topic that does not exist
+        (and was not created within half of ``timeout``), ``_MSG_TIMED_OUT`` for a record not
+        acknowledged within ``timeout`` (the broker may have stored it all the same)."""
         import confluent_kafka
 
-        producer = self._shared_producer()
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout is a number of seconds, not {timeout!r}")
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError(f"timeout is a finite number of seconds above 0, not {timeout!r}")
+        if not values:
+            return []
+        timeout_ms = min(max(int(timeout * 1000), 1), _MAX_MS)
+        producer = confluent_kafka.Producer(
+            {
+                "bootstrap.servers": self.bootstrap_servers,
+                "linger.ms": 0,
+                "acks": "all",
+                "log_level": 3,
+                # librdkafka fails each record with its reason within the call's timeout
+                "message.timeout.ms": timeout_ms,
+                "topic.metadata.propagation.max.ms": min(max(timeout_ms // 2, 1), _HOUR_MS),
+            }
+        )
         results: list[confluent_kafka.Message | confluent_kafka.KafkaError] = []
 
         def delivered(err: Any, msg: Any) -> None:
@@ -137,14 +197,21 @@ class Cluster:
             kwargs["partition"] = partition
         if headers:
             kwargs["headers"] = [(k, _encode(v)) for k, v in headers.items()]
-        for value in values:
-            producer.produce(topic, _encode(value), **kwargs)
-        remaining = producer.flush(timeout)
-        if remaining:
-            raise ProduceError(topic, [f"{remaining} records unacknowledged after {timeout} s"])
-        errors = [r for r in results if isinstance(r, confluent_kafka.KafkaError)]
+        try:
+            for value in values:
+                producer.produce(topic, _encode(value), **kwargs)
+            producer.flush(timeout_ms / 1000 + _DELIVERY_GRACE)
+        finally:
+            # what librdkafka still holds (it should have failed it by now) is reported as
+            # purged; nothing outlives the call
+            producer.purge(in_queue=True, in_flight=True)
+            producer.flush(_DELIVERY_GRACE)
+            producer.close()
+        errors: list[Any] = [r for r in results if isinstance(r, confluent_kafka.KafkaError)]
+        if len(results) < len(values):  # no report at all: should not happen, said if it does
+            errors.append(f"{len(values) - len(results)} records without a delivery report")
         if errors:
-            raise ProduceError(topic, errors)
+            raise ProduceError(topic, errors, len(values))
         return [_record(msg) for msg in results if not isinstance(msg, confluent_kafka.KafkaError)]
 
     def consume_until(
@@ -192,26 +259,8 @@ class Cluster:
             return reader.records
 
     def close(self) -> None:
-        """Close the producer :meth:`produce` keeps (the fixtures do this at their end)."""
-        with self._producer_lock:
-            producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.flush(5)
-
-    def _shared_producer(self) -> confluent_kafka.Producer:
-        import confluent_kafka
-
-        with self._producer_lock:
-            if self._producer is None:
-                self._producer = confluent_kafka.Producer(
-                    {
-                        "bootstrap.servers": self.bootstrap_servers,
-                        "linger.ms": 0,
-                        "acks": "all",
-                        "log_level": 3,
-                    }
-                )
-            return self._producer
+        """Nothing to release: every helper call closes its clients before it returns (kept
+        so code written when the helpers kept a producer still runs)."""
 
 
 class ExternalCluster(Cluster):
@@ -254,29 +303,49 @@ class _Reader:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
+                "allow.auto.create.topics": False,  # reading never creates a topic
                 "fetch.wait.max.ms": 100,
                 "log_level": 3,
             }
         )
-        self.partitions = self._partitions(deadline)
-        self.starts, self.ends = self.offsets(deadline)
-        # at explicit offsets: from OFFSET_BEGINNING librdkafka takes ~0.5 s to start fetching
-        self.consumer.assign(
-            [confluent_kafka.TopicPartition(topic, p, self.starts[p]) for p in self.partitions]
-        )
+        try:
+            self.partitions = self._partitions(deadline)
+            self.starts, self.ends = self.offsets(deadline)
+            # at explicit offsets: from OFFSET_BEGINNING librdkafka takes ~0.5 s to start fetching
+            self.consumer.assign(
+                [confluent_kafka.TopicPartition(topic, p, self.starts[p]) for p in self.partitions]
+            )
+        except BaseException:  # no `with` block closes it yet
+            self.consumer.close()
+            raise
 
     def _partitions(self, deadline: float) -> list[int]:
         """The topic's partitions, once its metadata has them (it may be created meanwhile)."""
-        while True:
-            remaining = max(deadline - time.monotonic(), 0.001)
+
+        def attempt(remaining: float) -> list[int] | None:
             metadata = self.consumer.list_topics(self.topic, timeout=remaining)
             topic = metadata.topics.get(self.topic)
             if topic is not None and topic.error is None and topic.partitions:
                 return sorted(topic.partitions)
+            return None
+
+        return self._until(deadline, f"topic {self.topic!r} does not exist", attempt)
+
+    def _until(self, deadline: float, failure: str, attempt: Callable[[float], T | None]) -> T:
+        """``attempt(seconds left)`` again until it returns a value; :class:`ConsumeTimeout`
+        saying ``failure`` (and librdkafka's last error) once past ``deadline``."""
+        while True:
+            error: Exception | None = None
+            try:
+                result = attempt(max(deadline - time.monotonic(), 0.001))
+            except self._ck.KafkaException as exc:  # e.g. _TIMED_OUT: no metadata in time
+                result, error = None, exc
+            if result is not None:
+                return result
             if time.monotonic() >= deadline:
-                self.consumer.close()
-                raise ConsumeTimeout(f"topic {self.topic!r} does not exist", [])
-            time.sleep(0.05)  # the metadata retry interval
+                said = f"{failure} (last error: {error})" if error is not None else failure
+                raise ConsumeTimeout(said, self.records) from error
+            time.sleep(_RETRY_INTERVAL)
 
     def poll(self, deadline: float, want: int) -> bool:
         """Take up to ``want`` records, returning as soon as they are there or a quarter second
@@ -298,10 +367,14 @@ class _Reader:
         """Each partition's log start and end offsets (low and high watermarks) now."""
         starts, ends = {}, {}
         for p in self.partitions:
-            remaining = max(deadline - time.monotonic(), 0.001)
             tp = self._ck.TopicPartition(self.topic, p)
-            low, high = self.consumer.get_watermark_offsets(tp, timeout=remaining, cached=False)
-            starts[p], ends[p] = low, high
+
+            def attempt(remaining: float, tp: Any = tp) -> tuple[int, int] | None:
+                found = self.consumer.get_watermark_offsets(tp, timeout=remaining, cached=False)
+                return None if found is None else (found[0], found[1])
+
+            failure = f"no offsets for {self.topic}-{p}"
+            starts[p], ends[p] = self._until(deadline, failure, attempt)
         return starts, ends
 
     def reached(self, ends: dict[int, int]) -> bool:
@@ -316,6 +389,14 @@ class _Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.consumer.close()
+
+
+def _describe(error: object) -> str:
+    """A delivery error as a person reads it: librdkafka's name for it and its text."""
+    name, text = getattr(error, "name", None), getattr(error, "str", None)
+    if callable(name) and callable(text):
+        return f"{name()} ({text()})"
+    return str(error)
 
 
 def _encode(value: Value) -> bytes | None:

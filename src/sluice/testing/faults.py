@@ -24,6 +24,7 @@ after each test; stopping the broker clears them too.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -72,6 +73,7 @@ def api_key(api: ApiName) -> ApiKey:
 
 
 def error_code(error: ErrorName) -> ErrorCode:
+    """The error code named by ``error`` (any spelling of :data:`ErrorName`)."""
     if isinstance(error, str):
         try:
             return ErrorCode[error.upper()]
@@ -177,22 +179,26 @@ class Faults:
             raise ValueError(
                 f"{key.name} has no scripted error answer; use drop_after() or delay() instead"
             )
-        return self._add(Fault(key, "fail", _positive(count), error=error_code(error)))
+        code = error_code(error)
+        if code == ErrorCode.NONE:
+            raise ValueError(
+                "NONE is no error: the client would be told its request succeeded while "
+                "nothing was done; name an error code"
+            )
+        return self._add(Fault(key, "fail", _count(count), error=code))
 
     def delay(self, api: ApiName, seconds: float, *, count: int | None = None) -> Fault:
         """Hold back the answers of ``api`` by ``seconds`` (the next ``count`` of them, or all
         until cleared). The request is processed first: a delayed produce is stored, and the
         connection answers nothing else meanwhile, as a slow broker would."""
-        if seconds < 0:
-            raise ValueError("a delay is at least 0 seconds")
-        remaining = None if count is None else _positive(count)
-        return self._add(Fault(api_key(api), "delay", remaining, seconds=seconds))
+        remaining = None if count is None else _count(count)
+        return self._add(Fault(api_key(api), "delay", remaining, seconds=_seconds(seconds)))
 
     def drop_after(self, api: ApiName, *, count: int = 1) -> Fault:
         """Process the next ``count`` requests of ``api``, then close their connection instead
         of answering: the client sees a broken connection and cannot tell that the request took
         effect (a produce retried then is stored twice, unless the producer is idempotent)."""
-        return self._add(Fault(api_key(api), "drop_after", _positive(count)))
+        return self._add(Fault(api_key(api), "drop_after", _count(count)))
 
     def drop_connections(self) -> int:
         """Close every client connection now (unsent answers are lost); returns how many."""
@@ -275,13 +281,15 @@ class Faults:
     _hold = staticmethod(asyncio.sleep)  # how a delay waits (the embedded broker's is cut short)
 
     def _add(self, fault: Fault) -> Fault:
-        with self._lock:
-            self._rules.append(fault)
+        """Install the faults on the broker, then record ``fault``: a broker that is not running
+        refuses it (RuntimeError), and a refused fault must not fire after a later start."""
 
         def install() -> None:
             self._broker().faults = self
 
         self._host.call(install)
+        with self._lock:
+            self._rules.append(fault)
         return fault
 
     def _take(self, api: int, action: str) -> Fault | None:
@@ -327,7 +335,21 @@ class Faults:
         self._host.call(release)
 
 
-def _positive(count: int) -> int:
+def _count(count: int) -> int:
+    """``count`` checked: a whole number of requests, at least one (a fractional or absent
+    count would never run out)."""
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"count must be an int of at least 1, not {count!r}")
     if count < 1:
-        raise ValueError("count is at least 1")
+        raise ValueError(f"count is at least 1, not {count}")
     return count
+
+
+def _seconds(seconds: float) -> float:
+    """A delay checked: a finite number of seconds, at least 0 (NaN or infinity would break
+    every connection the fault touches)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"a delay is a number of seconds, not {seconds!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a delay is a finite number of seconds, at least 0, not {seconds!r}")
+    return float(seconds)

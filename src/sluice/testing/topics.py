@@ -27,11 +27,15 @@ _ILLEGAL = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class TopicCreationError(Exception):
-    """The broker refused the topic; ``code`` is its Kafka error code."""
+    """The broker refused the topic; ``code`` is its Kafka error code. ``created`` names the
+    topics the same request did create (the others of a :func:`create_topics`), which exist
+    now and are the caller's to delete."""
 
     verb = "creating"
 
-    def __init__(self, name: str, code: int, message: str | None) -> None:
+    def __init__(
+        self, name: str, code: int, message: str | None, created: Iterable[str] = ()
+    ) -> None:
         try:
             label = ErrorCode(code).name
         except ValueError:
@@ -42,6 +46,7 @@ class TopicCreationError(Exception):
         )
         self.name = name
         self.code = code
+        self.created = list(created)
 
 
 class TopicDeletionError(TopicCreationError):
@@ -90,7 +95,8 @@ def create_topics(
 ) -> list[str]:
     """Create every topic of ``topics`` (name -> :data:`TopicSpec`) in one CreateTopics
     request; returns the names of those it created. Raises :class:`TopicCreationError` for the
-    first refusal (TOPIC_ALREADY_EXISTS is no refusal with ``exist_ok``)."""
+    first refusal (TOPIC_ALREADY_EXISTS is no refusal with ``exist_ok``), with the names of
+    those the request created all the same in its ``created``."""
     creatable = []
     for name, spec in topics.items():
         partitions, configs = topic_spec(spec)
@@ -106,12 +112,14 @@ def create_topics(
     body = m.CreateTopicsRequest(topics=creatable, timeout_ms=int(timeout * 1000))
     response = _call(bootstrap_servers, ApiKey.CREATE_TOPICS, _CREATE_TOPICS_VERSION, body, timeout)
     assert isinstance(response, m.CreateTopicsResponse)
-    created = []
+    created = [r.name for r in response.topics if r.error_code == ErrorCode.NONE]
     for result in response.topics:
         if result.error_code == ErrorCode.NONE:
-            created.append(result.name)
-        elif result.error_code != ErrorCode.TOPIC_ALREADY_EXISTS or not exist_ok:
-            raise TopicCreationError(result.name, result.error_code, result.error_message)
+            continue
+        if result.error_code != ErrorCode.TOPIC_ALREADY_EXISTS or not exist_ok:
+            raise TopicCreationError(
+                result.name, result.error_code, result.error_message, created=created
+            )
     return created
 
 

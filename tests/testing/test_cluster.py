@@ -1,0 +1,183 @@
+"""The record and topic helpers (``produce``, ``consume_until``, ``consume_all``,
+``create_topics``) when things go wrong: a call that fails leaves nothing behind that harms a
+later call or brings a deleted topic back, and says why it failed."""
+
+from __future__ import annotations
+
+import time
+
+import confluent_kafka as ck
+import pytest
+
+from sluice.testing import (
+    ConsumeTimeout,
+    EmbeddedBroker,
+    ProduceError,
+    TopicCreationError,
+    delete_topics,
+    unique_topic_name,
+)
+
+pytest_plugins = ["pytester"]
+
+
+def _topics(broker: EmbeddedBroker) -> list[str]:
+    def names() -> list[str]:
+        assert broker.server is not None and broker.server.broker is not None
+        return sorted(broker.server.broker.logs.list_topics())
+
+    return broker.call(names)
+
+
+def _connections(broker: EmbeddedBroker) -> int:
+    def count() -> int:
+        assert broker.server is not None
+        return len(broker.server.connections)
+
+    return broker.call(count)
+
+
+def _until_no_client_is_connected(broker: EmbeddedBroker, timeout: float = 10.0) -> None:
+    """Return once the broker has no client connection left (each closed client's connection
+    goes when the broker reads its end); fail if one stays."""
+    deadline = time.monotonic() + timeout
+    while _connections(broker):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{_connections(broker)} client connections still open after {timeout} s")
+        time.sleep(0.01)
+
+
+def test_no_client_of_the_helpers_outlives_its_call_so_a_deleted_topic_stays_deleted(
+    sluice_fresh_broker: EmbeddedBroker,
+) -> None:
+    """librdkafka refreshes the metadata of every topic a client knows (after a reconnect, and
+    every topic.metadata.refresh.interval.ms); a helper client kept between calls would so
+    create a deleted topic again on a broker that creates topics on first use."""
+    broker = sluice_fresh_broker
+    gone = broker.create_topic("gone")
+    broker.produce(gone, "x")
+    assert [r.value for r in broker.consume_all(gone)] == [b"x"]
+    delete_topics(broker.bootstrap_servers, [gone])  # deleted by anyone, not only the helpers
+    broker.faults.drop_connections()  # what made a kept producer reconnect and refresh
+    other = broker.create_topic("other")
+    broker.produce(other, "y")
+    assert [r.value for r in broker.consume_until(other)] == [b"y"]
+    _until_no_client_is_connected(broker)  # nothing left that could ask about `gone`
+    assert _topics(broker) == [other]
+
+
+def test_a_produce_to_a_missing_topic_says_so_and_harms_no_later_call() -> None:
+    with EmbeddedBroker(settings={"auto.create.topics.enable": False}, topics={"ok": 1}) as broker:
+        with pytest.raises(ProduceError, match="UNKNOWN_TOPIC_OR_PART") as refused:
+            broker.produce("missing", "x", timeout=1)
+        assert [e.code() for e in refused.value.errors] == [ck.KafkaError.UNKNOWN_TOPIC_OR_PART]
+        started = time.monotonic()
+        stored = broker.produce("ok", "fine", timeout=5)  # not held up by the failed record
+        assert time.monotonic() - started < 5
+        assert [(r.value, r.offset) for r in stored] == [(b"fine", 0)]
+        assert "missing" not in _topics(broker)
+
+
+def test_a_produce_that_times_out_says_so_and_the_next_call_waits_for_its_own_records(
+    sluice_broker: EmbeddedBroker, sluice_topic: str
+) -> None:
+    sluice_broker.faults.delay("Produce", 2.0, count=1)
+    with pytest.raises(ProduceError, match="_MSG_TIMED_OUT") as late:
+        sluice_broker.produce(sluice_topic, "slow", timeout=0.5)
+    assert [e.code() for e in late.value.errors] == [ck.KafkaError._MSG_TIMED_OUT]
+    started = time.monotonic()
+    stored = sluice_broker.produce(sluice_topic, "fine", "too", timeout=5)
+    assert time.monotonic() - started < 5
+    assert [r.value for r in stored] == [b"fine", b"too"]  # its own records, and only those
+
+
+def test_produce_takes_any_timeout_above_0_and_refuses_others(
+    sluice_broker: EmbeddedBroker, sluice_topic: str
+) -> None:
+    # librdkafka caps its own timeouts (message.timeout.ms at ~24 days, the metadata
+    # propagation wait at an hour): a longer timeout is no configuration error
+    assert [r.offset for r in sluice_broker.produce(sluice_topic, "x", timeout=1e12)] == [0]
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="above 0"):
+            sluice_broker.produce(sluice_topic, "x", timeout=bad)
+    with pytest.raises(TypeError, match="number of seconds"):
+        sluice_broker.produce(sluice_topic, "x", timeout="1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("how", ["consume_all", "consume_until"])
+def test_reading_a_missing_topic_is_a_consume_timeout_and_closes_its_consumer(
+    sluice_fresh_broker: EmbeddedBroker, how: str
+) -> None:
+    broker = sluice_fresh_broker
+    read = getattr(broker, how)
+    broker.faults.delay("Metadata", 1.0)  # librdkafka's metadata request times out first
+    with pytest.raises(ConsumeTimeout, match="does not exist"):
+        read("never-there", timeout=0.3)
+    broker.faults.clear()
+    for attempt in range(5):
+        with pytest.raises(ConsumeTimeout, match="does not exist") as timed_out:
+            read("never-there", timeout=0.1 + attempt * 0.05)
+        assert timed_out.value.records == []
+    _until_no_client_is_connected(broker)  # every reader was closed
+    assert _topics(broker) == []  # and none created the topic
+
+
+def test_offsets_that_do_not_come_in_time_are_a_consume_timeout(
+    sluice_fresh_broker: EmbeddedBroker,
+) -> None:
+    broker = sluice_fresh_broker
+    topic = broker.create_topic()
+    broker.produce(topic, "x")
+    broker.faults.delay("ListOffsets", 1.0)
+    with pytest.raises(ConsumeTimeout, match=f"no offsets for {topic}-0"):
+        broker.consume_all(topic, timeout=0.3)
+    broker.faults.clear()
+    _until_no_client_is_connected(broker)
+    assert [r.value for r in broker.consume_all(topic)] == [b"x"]
+
+
+def test_topics_a_partly_refused_create_topics_made_are_recorded(
+    sluice_broker: EmbeddedBroker,
+) -> None:
+    good, bad = unique_topic_name("good"), unique_topic_name("bad")
+    with pytest.raises(TopicCreationError, match="INVALID_PARTITIONS") as refused:
+        sluice_broker.create_topics({bad: 0, good: 1})  # the refused one first
+    assert refused.value.name == bad and refused.value.created == [good]
+    assert good in sluice_broker.created_topics and bad not in sluice_broker.created_topics
+    assert good in _topics(sluice_broker)
+
+
+CLEANUP_MODULE = """
+import time
+import pytest
+from sluice.testing import TopicCreationError
+
+NAMES = {}
+
+def topics(broker):
+    return broker.call(lambda: sorted(broker.server.broker.logs.list_topics()))
+
+def test_1_makes_topics(sluice_broker, sluice_topic):
+    NAMES["fixture"] = sluice_topic
+    sluice_broker.produce(sluice_topic, "x")
+    with pytest.raises(TopicCreationError):
+        sluice_broker.create_topics({"partly-good": 1, "partly-bad": 0})
+
+def test_2_finds_them_deleted_for_good(sluice_broker):
+    assert NAMES["fixture"] not in topics(sluice_broker)
+    assert "partly-good" not in topics(sluice_broker)
+    sluice_broker.faults.drop_connections()
+    sluice_broker.produce(sluice_broker.create_topic(), "y")
+    deadline = time.monotonic() + 10
+    while sluice_broker.call(lambda: len(sluice_broker.server.connections)):
+        assert time.monotonic() < deadline, "a client of the helpers stays connected"
+        time.sleep(0.01)
+    assert NAMES["fixture"] not in topics(sluice_broker)
+"""
+
+
+def test_the_fixture_deletes_every_topic_a_test_made_and_none_comes_back(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_cleanup=CLEANUP_MODULE)
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
