@@ -700,15 +700,16 @@ def test_settings_the_toolkit_owns_are_refused_unless_they_agree(
     construction, as keyword or in ``config``; the toolkit's own value is accepted."""
     from sluice.client import ConfigurationError
 
+    given: dict[str, Any] = {name: value}
     with pytest.raises(ConfigurationError, match=name):
-        Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
-                 **{name: value})
+        Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None, **given)
     with pytest.raises(ConfigurationError, match=name):
         Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
                  config={name: value})
     for agreeing in (False, "false"):
+        toolkits: dict[str, Any] = {name: agreeing}
         c = Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
-                     **{name: agreeing})
+                     **toolkits)
         assert c.config[name] == agreeing
         run(c.close())
 
