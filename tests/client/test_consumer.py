@@ -772,3 +772,34 @@ def test_manual_assignment_without_a_group_commits_nothing(
     assert run(main()) == 10
     assert not [r.getMessage() for r in caplog.records if "commit" in r.getMessage()]
     assert committed(target, f"g-{topic}", topic, 1) == {0: 10}
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_handler_that_closes_its_consumer_does_not_wait_for_itself(
+    target: Target, concurrency: int
+) -> None:
+    """``close()`` from a handler returns at once; ``run`` returns after the handlers in
+    processing, commits what finished, and librdkafka is closed after it (waiting for ``run``
+    inside the handler would wait for itself: it hung until the test's deadline)."""
+    topic, _ = target.topic("c-close-inside")
+    produce(target, topic, [f"h{i}".encode() for i in range(50)])
+    group = f"g-{topic}"
+
+    async def main() -> int:
+        c = consumer(target, topic, group)
+        processed = 0
+
+        async def handler(r: ConsumerRecord) -> None:
+            nonlocal processed
+            processed += 1
+            if processed == 10:
+                await c.close()
+
+        await asyncio.wait_for(c.run(handler, concurrency=concurrency), 20)
+        while not c.closed:  # librdkafka closes on a thread of its own once run returned
+            await asyncio.sleep(0.01)
+        return processed
+
+    processed = run(main())
+    assert 10 <= processed <= 50
+    assert committed(target, group, topic, 1) == {0: processed}

@@ -328,6 +328,7 @@ class Consumer:
         self._run_task: asyncio.Task[Any] | None = None
         self._run_finished = asyncio.Event()
         self._run_finished.set()
+        self._closing_task: asyncio.Future[None] | None = None
         self.fatal_error: ck.KafkaError | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -391,11 +392,21 @@ class Consumer:
         runner = self._runner
         if runner is not None:
             runner.stop()
-            if not self._inside_run(runner):
-                try:
-                    await asyncio.wait_for(self._run_finished.wait(), self._shutdown_remaining())
-                except TimeoutError:
-                    log.warning("close: run had not returned after %g s; closing anyway", budget)
+            if self._inside_run(runner):
+                # A handler closing its own consumer: run returns once that handler has, so
+                # the rest waits for it in the background (here it would wait for itself).
+                self._closing_task = asyncio.ensure_future(self._close_after_run(deadline))
+                return
+        await self._close_after_run(deadline)
+
+    async def _close_after_run(self, deadline: float) -> None:
+        """The rest of :meth:`close`: wait for ``run`` to return (its last commit goes through
+        the fetch thread), then close librdkafka on a thread of its own, until ``deadline``."""
+        if not self._run_finished.is_set():
+            try:
+                await asyncio.wait_for(self._run_finished.wait(), self._shutdown_remaining())
+            except TimeoutError:
+                log.warning("close: run had not returned by the deadline; closing anyway")
         bridge = self._bridge
         self._room.set()
         self._detached = True
@@ -414,9 +425,9 @@ class Consumer:
                 )
             except TimeoutError:
                 log.warning(
-                    "close: librdkafka did not close within %g s (broker unreachable?); it is "
-                    "closed in the background; the group notices the member gone after "
-                    "session.timeout.ms", budget,
+                    "close: librdkafka did not close by the deadline (broker unreachable?); it "
+                    "is closed in the background; the group notices the member gone after "
+                    "session.timeout.ms"
                 )
             else:
                 if bridge is not None:
