@@ -374,8 +374,9 @@ class Consumer:
     async def close(self, timeout: float | None = None) -> None:
         """Stop ``run`` and wait for it (it commits what it finished), stop fetching, leave
         the group (the revoke callbacks run) and close librdkafka, within ``timeout`` seconds
-        (default ``close_timeout``; a shutdown :meth:`stop` began keeps its deadline). Records
-        fetched and not processed are not committed: the group's next member reads them.
+        (default ``close_timeout``; a last commit that :meth:`stop` began keeps its own
+        deadline if that is earlier). Records fetched and not processed are not committed:
+        the group's next member reads them.
 
         With the broker unreachable librdkafka holds a commit until the session times out
         (``session.timeout.ms``, 45 s by default). At the deadline close stops waiting: what
@@ -484,7 +485,7 @@ class Consumer:
 
     def stop(self) -> None:
         """Make ``run`` return (after its handlers in progress finish and it commits). Its
-        last commit, and a :meth:`close` that follows, wait ``close_timeout`` in all."""
+        last commit waits at most ``close_timeout`` from now (see :meth:`close`)."""
         if self._runner is not None:
             if self._shutdown_deadline is None:
                 self._shutdown_deadline = time.monotonic() + self.close_timeout
