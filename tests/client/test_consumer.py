@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import random
 import time
 from collections.abc import Coroutine
@@ -705,3 +706,120 @@ def test_a_cancelled_run_gives_back_what_it_had_not_finished(
     missing = sorted(set(range(total)) - set(processed) - set(read))
     assert not missing, f"{len(missing)} records never handed out again, from {missing[:3]}"
     assert len(read) == len(set(read))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("enable.auto.commit", True), ("enable.auto.commit", "true"), ("enable.auto.commit", 1),
+     ("enable.partition.eof", True)],
+)
+def test_settings_the_toolkit_owns_are_refused_unless_they_agree(
+    target: Target, name: str, value: object
+) -> None:
+    """librdkafka's auto-commit would commit records fetched and not processed: refused at
+    construction, as keyword or in ``config``; the toolkit's own value is accepted."""
+    from sluice.client import ConfigurationError
+
+    given: dict[str, Any] = {name: value}
+    with pytest.raises(ConfigurationError, match=name):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None, **given)
+    with pytest.raises(ConfigurationError, match=name):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
+                 config={name: value})
+    for agreeing in (False, "false"):
+        toolkits: dict[str, Any] = {name: agreeing}
+        c = Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
+                     **toolkits)
+        assert c.config[name] == agreeing
+        run(c.close())
+
+
+def test_one_topic_given_as_a_str_is_that_topic(target: Target) -> None:
+    topic, _ = target.topic("c-str-topic")
+    produce(target, topic, [f"s{i}".encode() for i in range(10)])
+
+    async def main() -> list[bytes | None]:
+        async with Consumer(target.bootstrap, group_id=f"g-{topic}", topics=topic,
+                            metrics_registry=None,
+                            **{"auto.offset.reset": "earliest", **target.client}) as c:
+            got: list[ConsumerRecord] = []
+            deadline = time.monotonic() + 20
+            while len(got) < 10 and time.monotonic() < deadline:
+                got += await c.getmany(100, 0.5)
+            assert c._topics == [topic]
+            return [r.raw_value for r in got]
+
+    assert run(main()) == [f"s{i}".encode() for i in range(10)]
+
+
+def test_manual_assignment_without_a_group_commits_nothing(
+    target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No group_id: ``commit()`` refuses (there is no group to commit to), and ``run`` works
+    without committing (no failed-commit warnings). With a group_id the assigned partition's
+    offsets are committed to that group."""
+    from sluice.client import ConsumerError
+
+    topic, _ = target.topic("c-assign-commit")
+    produce(target, topic, [f"a{i}".encode() for i in range(10)])
+    caplog.set_level(logging.WARNING, logger="sluice.client")
+
+    async def main() -> int:
+        processed = 0
+        async with Consumer(target.bootstrap, assign=[(topic, 0, 0)], commit_interval=0.05,
+                            metrics_registry=None, **target.client) as c:
+
+            async def handler(r: ConsumerRecord) -> None:
+                nonlocal processed
+                processed += 1
+                if processed == 10:
+                    c.stop()
+
+            await c.run(handler)
+            with pytest.raises(ConsumerError, match="no group"):
+                await c.commit()
+            with pytest.raises(ConsumerError, match="no group"):
+                await c.commit({(topic, 0): 5})
+        group = f"g-{topic}"
+        async with Consumer(target.bootstrap, group_id=group, assign=[(topic, 0, 0)],
+                            metrics_registry=None, **target.client) as c:
+            got: list[ConsumerRecord] = []
+            while len(got) < 10:
+                got += await c.getmany(100, 1.0)
+            assert await c.commit() == {(topic, 0): 10}
+        return processed
+
+    assert run(main()) == 10
+    assert not [r.getMessage() for r in caplog.records if "commit" in r.getMessage()]
+    assert committed(target, f"g-{topic}", topic, 1) == {0: 10}
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_handler_that_closes_its_consumer_does_not_wait_for_itself(
+    target: Target, concurrency: int
+) -> None:
+    """``close()`` from a handler returns at once; ``run`` returns after the handlers in
+    processing, commits what finished, and librdkafka is closed after it (waiting for ``run``
+    inside the handler would wait for itself: it hung until the test's deadline)."""
+    topic, _ = target.topic("c-close-inside")
+    produce(target, topic, [f"h{i}".encode() for i in range(50)])
+    group = f"g-{topic}"
+
+    async def main() -> int:
+        c = consumer(target, topic, group)
+        processed = 0
+
+        async def handler(r: ConsumerRecord) -> None:
+            nonlocal processed
+            processed += 1
+            if processed == 10:
+                await c.close()
+
+        await asyncio.wait_for(c.run(handler, concurrency=concurrency), 20)
+        while not c.closed:  # librdkafka closes on a thread of its own once run returned
+            await asyncio.sleep(0.01)
+        return processed
+
+    processed = run(main())
+    assert 10 <= processed <= 50
+    assert committed(target, group, topic, 1) == {0: processed}

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from itertools import repeat
@@ -68,10 +69,38 @@ DEFAULTS: dict[str, Any] = {
     "enable.partition.eof": False,
 }
 
+OWNED: dict[str, str] = {
+    "enable.auto.commit": (
+        "the toolkit commits itself (run: only records processed; otherwise "
+        "consumer.commit()); librdkafka's auto-commit would also commit records fetched and "
+        "not yet processed, so a crash would skip them (at-least-once lost)"
+    ),
+    "enable.partition.eof": (
+        "the toolkit reads partitions as endless streams and has no end-of-partition event "
+        "to give the application"
+    ),
+}
+"""The settings of :data:`DEFAULTS` a user may repeat but not change, and why."""
+
 RESERVED = frozenset({"on_commit", "on_assign", "on_revoke", "on_lost"})
 """Callbacks that are the toolkit's keyword options, or its own business."""
 
 NOT_SET: Any = object()
+
+
+def _flag(value: Any) -> bool | None:
+    """A boolean setting's value as librdkafka reads it (None: not a boolean)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "t", "1"):
+            return True
+        if text in ("false", "f", "0"):
+            return False
+    return None
 
 # confluent-kafka's Message accessors, for C-level ``map`` over a batch
 _error_of: Callable[[Any], Any] = ck.Message.error
@@ -81,6 +110,22 @@ _tp_of = attrgetter("topic", "partition")
 _offset_attr = attrgetter("offset")
 
 Rebalance = Callable[[list[TP]], Awaitable[None]]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """A thread's outcome onto the loop's ``future`` (unless its waiter gave up already)."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a wait that was given up as seen (asyncio logs it otherwise)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def librdkafka_budget(max_buffer_bytes: int) -> dict[str, Any]:
@@ -109,8 +154,10 @@ class Consumer:
     """An asyncio Kafka consumer on librdkafka. ``options`` are librdkafka settings by their own
     names (``**{"auto.offset.reset": "earliest"}``); the keyword options are the toolkit's:
 
-    - ``topics`` (a list) or ``pattern`` (a regular expression) to subscribe as ``group_id``;
-      or ``assign``, partitions as ``(topic, partition)`` or ``(topic, partition, offset)``.
+    - ``topics`` (a list, or one topic as a str) or ``pattern`` (a regular expression) to
+      subscribe as ``group_id``; or ``assign``, partitions as ``(topic, partition)`` or
+      ``(topic, partition, offset)`` (without ``group_id`` there is no group: nothing is
+      committed, :meth:`commit` raises).
     - ``max_buffer_bytes``: the memory bound (default 32 MiB), see the module's docstring.
     - ``max_retries``, ``retry_backoff``, ``retry_backoff_max``: ``run``'s retries of a failed
       handler call (exponential backoff from ``retry_backoff`` seconds, capped, jittered).
@@ -122,7 +169,9 @@ class Consumer:
     - ``on_assign``, ``on_revoke``: coroutines called with the partitions; a revoke's runs after
       ``run`` drained the revoked partitions' records in processing, before their commit.
     - ``commit_interval``: seconds between ``run``'s commits (default 1).
-    - ``metrics_registry``, ``close_timeout``, ``config``: as the producer's.
+    - ``close_timeout``: seconds a shutdown may take, ``run``'s last commit and
+      :meth:`close` together (default 30), see :meth:`close`.
+    - ``metrics_registry``, ``config``: as the producer's.
     """
 
     def __init__(
@@ -130,7 +179,7 @@ class Consumer:
         bootstrap_servers: str | None = None,
         *,
         group_id: str | None = None,
-        topics: Iterable[str] | None = None,
+        topics: str | Iterable[str] | None = None,
         pattern: str | None = None,
         assign: Iterable[tuple[str, int] | tuple[str, int, int]] | None = None,
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
@@ -157,6 +206,14 @@ class Consumer:
                 f"{sorted(reserved)}: pass on_assign/on_revoke as the toolkit's keyword options "
                 f"(coroutines); commits are the toolkit's"
             )
+        for name, why in OWNED.items():
+            if name in options and _flag(options[name]) is not DEFAULTS[name]:
+                raise ConfigurationError(
+                    f"{name}={options[name]!r}: {why}; leave it unset (the toolkit sets "
+                    f"{DEFAULTS[name]!r})"
+                )
+        if isinstance(topics, str):  # one topic, not its characters
+            topics = [topics]
         if sum(x is not None for x in (topics, pattern, assign)) != 1:
             raise ConfigurationError("give exactly one of topics=[...], pattern=... or assign=[...]")
         if max_buffer_bytes < MIN_MAX_BUFFER_BYTES:
@@ -169,11 +226,15 @@ class Consumer:
         settings.update(librdkafka_budget(max_buffer_bytes))
         if bootstrap_servers is not None:
             settings["bootstrap.servers"] = bootstrap_servers
+        if group_id is None and options.get("group.id") is not None:
+            group_id = str(options["group.id"])
+        self._group_id = group_id
         if group_id is not None:
             settings["group.id"] = group_id
-        elif "group.id" not in options:
+        else:
             if topics is not None or pattern is not None:
                 raise ConfigurationError("subscribing needs a group_id")
+            # confluent-kafka wants one even for assign(); nothing is committed to it
             settings["group.id"] = f"sluice-consumer-{librdkafka.next_number()}"
         settings.update(options)
         made = librdkafka.make(
@@ -264,6 +325,18 @@ class Consumer:
         self._runner: Runner | None = None
         self._closing = False
         self._closed = False
+        self._shutdown_deadline: float | None = None
+        """``time.monotonic()`` by which a shutdown gives up waiting for librdkafka:
+        ``close_timeout`` after :meth:`stop`, ``run``'s cancellation or :meth:`close`."""
+        self._stuck = False
+        """A bounded wait gave up on a librdkafka call that still blocks (a commit waiting
+        for an unreachable group coordinator, until the session times out)."""
+        self._detached = False
+        """:meth:`close` handed librdkafka to its closing thread: nothing more is asked of it."""
+        self._run_task: asyncio.Task[Any] | None = None
+        self._run_finished = asyncio.Event()
+        self._run_finished.set()
+        self._closing_task: asyncio.Future[None] | None = None
         self.fatal_error: ck.KafkaError | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -306,35 +379,124 @@ class Consumer:
     ) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        """Stop ``run`` (committing what it finished), stop fetching, leave the group (the
-        revoke callbacks run) and close librdkafka. Records fetched and not processed are
-        not committed: the group's next member reads them."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop ``run`` and wait for it (it commits what it finished), stop fetching, leave
+        the group (the revoke callbacks run) and close librdkafka, within ``timeout`` seconds
+        (default ``close_timeout``; a last commit that :meth:`stop` began keeps its own
+        deadline if that is earlier). Records fetched and not processed are not committed:
+        the group's next member reads them.
+
+        With the broker unreachable librdkafka holds a commit until the session times out
+        (``session.timeout.ms``, 45 s by default). At the deadline close stops waiting: what
+        was not committed is logged (those records are read again: at-least-once), and
+        librdkafka is closed by a thread of its own once its call returns (a daemon thread:
+        it never keeps the process alive)."""
         if self._closing:
             return
         self._closing = True
-        if self._runner is not None:
-            self._runner.stop()
+        budget = self.close_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        if self._shutdown_deadline is None or deadline < self._shutdown_deadline:
+            self._shutdown_deadline = deadline
+        runner = self._runner
+        if runner is not None:
+            runner.stop()
+            if self._inside_run(runner):
+                # A handler closing its own consumer: run returns once that handler has, so
+                # the rest waits for it in the background (here it would wait for itself).
+                self._closing_task = asyncio.ensure_future(self._close_after_run(deadline))
+                return
+        await self._close_after_run(deadline)
+
+    async def _close_after_run(self, deadline: float) -> None:
+        """The rest of :meth:`close`: wait for ``run`` to return (its last commit goes through
+        the fetch thread), then close librdkafka on a thread of its own, until ``deadline``."""
+        if not self._run_finished.is_set():
+            try:
+                await asyncio.wait_for(self._run_finished.wait(), self._shutdown_remaining())
+            except TimeoutError:
+                log.warning("close: run had not returned by the deadline; closing anyway")
         bridge = self._bridge
-        if bridge is not None:
-            self._room.set()
-            await asyncio.to_thread(bridge.stop)
-            self._take_inbox()
-        with contextlib.suppress(ck.KafkaException, RuntimeError):
-            await asyncio.to_thread(self._consumer.close)
+        self._room.set()
+        self._detached = True
+        closing = self._in_thread(
+            lambda: self._close_librdkafka(bridge), f"{self._metrics.client_id}-close"
+        )
+        if self._stuck:
+            log.warning(
+                "close: librdkafka is still waiting for the group coordinator (a commit that "
+                "was given up); it is closed in the background when that returns"
+            )
+        else:
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(closing), max(0.0, deadline - time.monotonic())
+                )
+            except TimeoutError:
+                log.warning(
+                    "close: librdkafka did not close by the deadline (broker unreachable?); it "
+                    "is closed in the background; the group notices the member gone after "
+                    "session.timeout.ms"
+                )
+            else:
+                if bridge is not None:
+                    self._take_inbox()
         self._closed = True
         if self._ready is not None:
             self._ready.set()
         if self._collector is not None:
             self._collector.discard(self._metrics)
 
+    def _close_librdkafka(self, bridge: DeliveryBridge | None) -> None:
+        """On the closing thread: stop the fetch thread (it may be inside a librdkafka call
+        that blocks, a commit waiting for the coordinator), then close librdkafka."""
+        if bridge is not None:
+            bridge.stop()
+        with contextlib.suppress(ck.KafkaException, RuntimeError):
+            self._consumer.close()
+
+    def _inside_run(self, runner: Runner) -> bool:
+        """Whether the running task is ``run``'s own or one of its workers (a handler that
+        closes the consumer: waiting for ``run`` there would wait for itself)."""
+        task = asyncio.current_task()
+        return task is not None and (task is self._run_task or task in runner.tasks)
+
+    def _shutdown_remaining(self) -> float:
+        """Seconds left before the shutdown's deadline (starting it if none began)."""
+        now = time.monotonic()
+        if self._shutdown_deadline is None:
+            self._shutdown_deadline = now + self.close_timeout
+        return max(0.0, self._shutdown_deadline - now)
+
+    def _in_thread(self, call: Callable[[], Any], name: str) -> asyncio.Future[Any]:
+        """``call()`` on a daemon thread of its own; its outcome on the loop's future. (Not
+        ``asyncio.to_thread``: a librdkafka call that blocks there would hold up the loop's
+        shutdown, and the interpreter's exit, which join the executor's threads.)"""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        future.add_done_callback(_retrieve)
+
+        def target() -> None:
+            try:
+                outcome: tuple[Any, BaseException | None] = (call(), None)
+            except BaseException as exc:
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits now
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+
+        threading.Thread(target=target, name=name, daemon=True).start()
+        return future
+
     @property
     def closed(self) -> bool:
         return self._closed
 
     def stop(self) -> None:
-        """Make ``run`` return (after its handlers in progress finish and it commits)."""
+        """Make ``run`` return (after its handlers in progress finish and it commits). Its
+        last commit waits at most ``close_timeout`` from now (see :meth:`close`)."""
         if self._runner is not None:
+            if self._shutdown_deadline is None:
+                self._shutdown_deadline = time.monotonic() + self.close_timeout
             self._runner.stop()
 
     # -- reading ---------------------------------------------------------------------------
@@ -473,10 +635,28 @@ class Consumer:
         """The next offset the application gets from this partition (None before any)."""
         return self._positions.get((topic, partition))
 
-    async def commit(self, offsets: Mapping[TP, int] | None = None) -> dict[TP, int]:
+    @property
+    def group_id(self) -> str | None:
+        """The consumer group; None in manual assignment without one (nothing is committed)."""
+        return self._group_id
+
+    async def commit(
+        self, offsets: Mapping[TP, int] | None = None, *, timeout: float | None = None
+    ) -> dict[TP, int]:
         """Commit ``offsets`` (next offset to read, per partition), or by default: during
         ``run`` its watermarks (every record before them processed), otherwise the positions
-        after the records handed out. Returns what was committed (nothing new: ``{}``)."""
+        after the records handed out. Returns what was committed (nothing new: ``{}``).
+
+        ``timeout``: seconds to wait for the group coordinator's answer (default: as long as
+        librdkafka holds the commit, up to the session timeout when the coordinator is
+        unreachable); past it :class:`ConsumerError` says what was not confirmed (librdkafka
+        may still commit it). Without a group (``assign`` without ``group_id``) there is
+        nothing to commit to: :class:`ConsumerError`."""
+        if self._group_id is None:
+            raise ConsumerError(
+                "commit(): this consumer has no group (assign=... without group_id), so there "
+                "is nowhere to commit offsets; give it a group_id to commit them"
+            )
         if offsets is None:
             source = self._runner.watermarks() if self._runner is not None else self._positions
             offsets = {tp: o for tp, o in source.items() if self._committed.get(tp) != o}
@@ -486,7 +666,25 @@ class Consumer:
         if self._in_rebalance:  # the fetch thread waits for us: it commits these after
             self._rebalance_offsets.update(offsets)
             return offsets
-        await self._on_fetch_thread(lambda: self._commit_sync(offsets))
+        if timeout is None:
+            await self._on_fetch_thread(lambda: self._commit_sync(offsets))
+            return offsets
+        waiting = asyncio.ensure_future(self._on_fetch_thread(lambda: self._commit_sync(offsets)))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiting), timeout)
+        except TimeoutError:
+            self._stuck = True
+
+            def returned(_: asyncio.Future[Any]) -> None:
+                self._stuck = False
+
+            waiting.add_done_callback(returned)
+            waiting.add_done_callback(_retrieve)
+            raise ConsumerError(
+                f"commit of {offsets} not confirmed within {timeout:.1f} s (group coordinator "
+                f"unreachable?); if it is lost, the records from the last committed offsets "
+                f"are read again (at-least-once)"
+            ) from None
         return offsets
 
     async def _on_fetch_thread(self, call: Callable[[], Any]) -> Any:
@@ -494,26 +692,20 @@ class Consumer:
         was seen to block a call from another thread, even a cached
         ``get_watermark_offsets``, while one thread waits in ``consume()``: so every librdkafka
         call goes through the fetch thread.)"""
+        if self._detached:
+            raise ConsumerClosedError("the consumer is closed")
         bridge, loop = self._bridge, self._loop
-        if bridge is None or loop is None or self._closing:
-            return await asyncio.to_thread(call)
+        if bridge is None or loop is None:  # not started: no fetch thread yet
+            return await self._in_thread(call, f"{self._metrics.client_id}-call")
         future: asyncio.Future[Any] = loop.create_future()
-
-        def settle(result: Any, error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
 
         def request() -> None:
             try:
-                result = call()
+                outcome: tuple[Any, BaseException | None] = (call(), None)
             except BaseException as exc:
-                loop.call_soon_threadsafe(settle, None, exc)
-            else:
-                loop.call_soon_threadsafe(settle, result, None)
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits now
+                loop.call_soon_threadsafe(_settle, future, *outcome)
 
         self._request(request)
         return await future
@@ -617,10 +809,17 @@ class Consumer:
         await self.start()
         runner = Runner(self, handler, concurrency=concurrency, ordering=ordering)
         self._runner = runner
+        self._run_task = asyncio.current_task()
+        self._run_finished.clear()
+        self._shutdown_deadline = None
         try:
             await runner.run()
         finally:
             self._runner = None
+            self._run_task = None
+            self._run_finished.set()
+            if not self._closing:  # a close later has a deadline of its own
+                self._shutdown_deadline = None
 
     # -- metrics ---------------------------------------------------------------------------
 

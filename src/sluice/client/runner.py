@@ -393,16 +393,20 @@ class Runner:
         committer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await committer
-        try:
-            await consumer.commit(self.watermarks())
-        except ConsumerError as exc:
-            log.warning("run's last commit failed: %s", exc)
+        if consumer.group_id is not None:  # without a group nothing is committed
+            try:  # what is not committed yet, within close_timeout (a coordinator gone must
+                # not hold the exit; librdkafka would wait for it until the session times out)
+                await consumer.commit(timeout=consumer._shutdown_remaining())
+            except ConsumerError as exc:
+                log.warning("run's last commit failed: %s", exc)
         if self._producer is not None:
             with contextlib.suppress(Exception):
-                await self._producer.close(consumer.close_timeout)
+                await self._producer.close(consumer._shutdown_remaining())  # the same deadline
 
     async def _commit_periodically(self) -> None:
         consumer = self.consumer
+        if consumer.group_id is None:  # manual assignment without a group: nothing to commit
+            return
         while True:
             await asyncio.sleep(consumer.commit_interval)
             try:

@@ -1,0 +1,136 @@
+"""The consumer's shutdown is bounded by ``close_timeout`` even with the broker gone: run's last
+commit (which librdkafka holds until the session times out, 45 s by default, when the group
+coordinator is unreachable) and ``close`` give up at the deadline, log what was not committed,
+and leave librdkafka to a background thread; an application stopped by SIGTERM exits in time.
+Each test stops a broker of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import confluent_kafka as ck
+import pytest
+
+from sluice.client import Consumer, ConsumerRecord
+from sluice.testing import EmbeddedBroker
+from tests.client.conftest import DEADLINE
+
+APP = Path(__file__).with_name("consumer_shutdown_app.py")
+ROOT = Path(__file__).resolve().parents[2]
+CLOSE_TIMEOUT = 2.0
+BOUND = 10.0
+"""What a shutdown with ``close_timeout=2`` may take here: the timeout plus generous slack (it
+took 45 s, librdkafka's default session timeout, before the shutdown was bounded)."""
+
+
+def _produce(bootstrap: str, topic: str, n: int) -> None:
+    p = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for i in range(n):
+        p.produce(topic, b"%d" % i, key=b"k%d" % (i % 10))
+    assert p.flush(DEADLINE) == 0
+
+
+@pytest.mark.parametrize("how", ["stop", "cancel", "close"])
+def test_shutdown_with_the_broker_down_takes_at_most_close_timeout(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``stop()`` then ``close()``, cancelling ``run`` then ``close()``, or ``close()`` while
+    ``run`` runs: with the broker stopped mid-run, the whole shutdown stays within the bound,
+    and the commit that could not be made is logged with its offsets."""
+    caplog.set_level(logging.WARNING, logger="sluice.client")
+    with EmbeddedBroker(tmp_path, topics={"t": 2}) as broker:
+        _produce(broker.bootstrap_servers, "t", 400)
+
+        async def main() -> float:
+            processed = asyncio.Event()
+            done = 0
+
+            async def handler(r: ConsumerRecord) -> None:
+                nonlocal done
+                await asyncio.sleep(0.05)
+                done += 1
+                if done == 20:  # finished records: run's last commit has offsets to commit
+                    processed.set()
+
+            c = Consumer(broker.bootstrap_servers, group_id="g", topics=["t"],
+                         metrics_registry=None, close_timeout=CLOSE_TIMEOUT,
+                         commit_interval=60,  # so run's last commit has offsets to commit
+                         config={"auto.offset.reset": "earliest"})
+            await c.start()
+            task = asyncio.create_task(c.run(handler, concurrency=4))
+            await asyncio.wait_for(processed.wait(), DEADLINE)
+            await asyncio.to_thread(broker.stop)
+            started = time.monotonic()
+            if how == "stop":
+                c.stop()
+                await task
+                await c.close()
+            elif how == "cancel":
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await c.close()
+            else:
+                await c.close()
+                await task
+            assert c.closed
+            return time.monotonic() - started
+
+        elapsed = asyncio.run(asyncio.wait_for(main(), 2 * DEADLINE))
+    print(f"{how}: shutdown with the broker down took {elapsed:.1f} s")
+    assert elapsed < BOUND, f"{how}: shutdown took {elapsed:.1f} s"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("last commit" in w and "('t', " in w for w in warnings), warnings
+
+
+def _read_line(stream: subprocess.Popen[bytes], deadline: float) -> str:
+    assert stream.stdout is not None
+    fd = stream.stdout.fileno()
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no line from the app, got {line!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 1)
+            assert chunk, f"the app exited, got {line!r}"
+            line += chunk
+    return line.decode().strip()
+
+
+@pytest.mark.parametrize("how", ["stop", "cancel"])
+def test_a_sigterm_app_exits_within_close_timeout_with_the_broker_down(
+    tmp_path: Path, how: str
+) -> None:
+    with EmbeddedBroker(tmp_path, topics={"t": 2}) as broker:
+        _produce(broker.bootstrap_servers, "t", 400)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT),
+                                             env.get("PYTHONPATH", "")])
+        app = subprocess.Popen(
+            [sys.executable, str(APP), "--bootstrap", broker.bootstrap_servers, "--topic", "t",
+             "--group", "g", "--close-timeout", str(CLOSE_TIMEOUT), "--on-sigterm", how],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert _read_line(app, time.monotonic() + DEADLINE) == "processing"
+            broker.stop()
+            started = time.monotonic()
+            app.send_signal(signal.SIGTERM)
+            code = app.wait(2 * DEADLINE)
+            elapsed = time.monotonic() - started
+        finally:
+            if app.poll() is None:
+                app.kill()
+                app.wait()
+    print(f"SIGTERM ({how}) to exit with the broker down: {elapsed:.1f} s")
+    assert code == 0
+    assert elapsed < BOUND, f"the app took {elapsed:.1f} s to exit"
