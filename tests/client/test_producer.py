@@ -321,6 +321,27 @@ def test_an_abandoned_window_logs_each_failure_nobody_took_once(
     assert len(first) == 1 and "bad topic!" in first[0]
     assert len(every) == 2 and f"{topic}-absent" in every[1]
     assert sum(metrics["failed_by_error"].values()) == 2
+    assert (metrics["sent"], metrics["in_flight"]) == (52 + 2, 0)
+
+
+def test_a_dropped_window_still_counts_its_deliveries(target: Target) -> None:
+    """Records delivered after their window was dropped (their topic is created only then)
+    are counted: sent, and not left in flight."""
+    topic, _ = target.topic("ordered-dropped")
+    later = f"{topic}-later"
+
+    async def go() -> dict[str, Any]:
+        async with producer(target, **{"allow.auto.create.topics": False}) as p:
+            records = [Record(topic, b"0")] + [Record(later, b"%d" % i) for i in range(5)]
+            async for _ in p.send_ordered(records, max_in_flight=10):
+                break  # dropped, five records waiting for their topic
+            assert p.metrics()["in_flight"] == 5
+            await asyncio.to_thread(target.make, later)
+            assert await p.flush(DEADLINE) == 0
+            return p.metrics()
+
+    metrics = run(go())
+    assert (metrics["sent"], metrics["failed"], metrics["in_flight"]) == (6, 0, 0)
 
 
 def test_records_from_mappings_and_async_iterables(target: Target) -> None:
