@@ -13,9 +13,11 @@ dead-letter copies) in :meth:`~DeliveryBridge.after_poll`'s callback.
 
 While the loop is busy submitting, it serves reports itself (:meth:`serve_here`: ``poll(0)``
 between submissions, as a plain confluent-kafka loop does), and the poll thread stands aside
-until the loop's task next suspends. confluent-kafka takes the GIL once per delivery callback,
-so a poll thread serving reports while the loop thread runs Python trades the GIL back and forth
-once per record (in development, ``send_batch`` was about a third slower that way).
+until the loop's task next suspends (or, across the moments ``send_batch`` suspends only to let
+other tasks run, until it releases its :meth:`~DeliveryBridge.hold`). confluent-kafka takes the
+GIL once per delivery callback, so a poll thread serving reports while the loop thread runs
+Python trades the GIL back and forth once per record (in development, ``send_batch`` was about
+a third slower that way).
 
 When the loop waits for every record it has in flight and will produce nothing more until some
 are delivered (a full ``send_ordered`` window, a ``send_batch`` whose records are all submitted,

@@ -14,6 +14,11 @@ stops iterating stops the submitting too (backpressure). While the caller keeps 
 that are ready, the window serves delivery reports itself (``serve``) and keeps the poll thread
 aside (``busy``); see :mod:`sluice.client.bridge` for why.
 
+A caller that leaves the loop early drops the window; its records still in flight are delivered
+or fail as usual. The tokens hold the window only weakly, so it goes at once: the failures in
+its ring that nobody took are logged then, and a failure reported later is logged as it comes
+(:class:`Abandoned`), each once.
+
 The per-record path is kept to few bytecodes, since at a few hundred thousand records a second
 the interpreter's work per record is what the window costs over a bare produce loop: results
 are taken from the ring a refill's worth at a time with list slicing (C) and handed out with a
