@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -20,6 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.client import (
+    ConfigurationError,
     DeliveryError,
     Producer,
     ProducerClosedError,
@@ -229,6 +231,119 @@ def test_send_ordered_yields_a_failed_record_in_its_place(target: Target) -> Non
     assert [s.value for s in stored] == [r.value for i, r in enumerate(records) if i != 150]
 
 
+@pytest.mark.parametrize("source", ["list", "generator", "async generator"])
+def test_send_batch_lets_other_tasks_run_while_it_submits(target: Target, source: str) -> None:
+    """A ticker sleeping 1 ms runs throughout a big batch's submission: the batch path lets the
+    loop run every few milliseconds. (It used to hold the loop for the whole submission: a
+    second and more here, with a queue big enough that it never waits for space; a generator's
+    records were all made first, with the loop held as well; an async generator that never
+    suspends held it as long.) The bound is generous: the yields come every 5 ms."""
+    topic, _ = target.topic(f"batch-yields-{source.replace(' ', '-')}")
+    n = 300_000
+    record = Record(topic, b"v")
+
+    def generate() -> Any:
+        return (record for _ in range(n))
+
+    async def agenerate() -> AsyncIterator[Record]:
+        for _ in range(n):
+            yield record
+
+    async def go() -> tuple[float, int, int]:
+        async with producer(target, **{"queue.buffering.max.messages": 2 * n}) as p:
+            await p.send_batch([Record(topic, b"connect")])
+            gaps: list[float] = []
+
+            async def ticker() -> None:
+                last = time.perf_counter()
+                while True:
+                    await asyncio.sleep(0.001)
+                    now = time.perf_counter()
+                    gaps.append(now - last)
+                    last = now
+
+            task = asyncio.ensure_future(ticker())
+            await asyncio.sleep(0.01)  # the ticker is running
+            records = [record] * n if source == "list" else (
+                generate() if source == "generator" else agenerate())
+            results = await p.send_batch(records)
+            task.cancel()
+            return max(gaps), len(gaps), sum(r.ok for r in results)
+
+    largest, ticks, ok = run(go())
+    print(f"{source}: largest loop gap {largest * 1000:.1f} ms, {ticks} ticks")
+    assert ok == n
+    assert largest < 0.5, f"the loop was held {largest:.2f} s"
+
+
+def test_an_abandoned_window_logs_each_failure_nobody_took_once(
+    target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller breaks out of ``send_ordered`` with a failure in its window: reported before
+    the window is dropped (it waits in the ring), or after (nobody holds the window). Each is
+    logged once, when it can no longer be taken."""
+    topic, _ = target.topic("ordered-abandoned")
+    # One failure in before the drop (flush waits for it), one after: librdkafka waits for a
+    # topic that does not exist (and is not created) until message.timeout.ms.
+    early = [Record(topic, b"0"), Record(topic, b"1"), Record("bad topic!", b"early")]
+    late = [Record(topic, b"0"), Record(topic, b"1"), Record(f"{topic}-absent", b"late")]
+
+    def warnings() -> list[str]:
+        return [
+            r.getMessage() for r in caplog.records
+            if r.name == "sluice.client" and "abandoned send_ordered" in r.getMessage()
+        ]
+
+    async def go() -> tuple[list[str], list[str], list[str], dict[str, Any]]:
+        async with producer(target, **{
+            "allow.auto.create.topics": False, "message.timeout.ms": 1500,
+        }) as p:
+            window = p.send_ordered(early + [Record(topic, b"more")] * 50, max_in_flight=100)
+            taken = 0
+            async for _ in window:
+                taken += 1
+                if taken == 2:  # the failure is the next one
+                    break
+            assert await p.flush(DEADLINE) == 0  # the failure is in, waiting in the window
+            held = warnings()
+            del window
+            gc.collect()
+            first = warnings()
+            async for _ in p.send_ordered(late, max_in_flight=10):
+                break  # dropped now; the failure comes after message.timeout.ms
+            assert await p.flush(DEADLINE) == 0
+            gc.collect()
+            return held, first, warnings(), p.metrics()
+
+    with caplog.at_level("WARNING", logger="sluice.client"):
+        held, first, every, metrics = run(go())
+    assert held == []  # the caller could still take it
+    assert len(first) == 1 and "bad topic!" in first[0]
+    assert len(every) == 2 and f"{topic}-absent" in every[1]
+    assert sum(metrics["failed_by_error"].values()) == 2
+    assert (metrics["sent"], metrics["in_flight"]) == (52 + 2, 0)
+
+
+def test_a_dropped_window_still_counts_its_deliveries(target: Target) -> None:
+    """Records delivered after their window was dropped (their topic is created only then)
+    are counted: sent, and not left in flight."""
+    topic, _ = target.topic("ordered-dropped")
+    later = f"{topic}-later"
+
+    async def go() -> dict[str, Any]:
+        async with producer(target, **{"allow.auto.create.topics": False}) as p:
+            records = [Record(topic, b"0")] + [Record(later, b"%d" % i) for i in range(5)]
+            async for _ in p.send_ordered(records, max_in_flight=10):
+                break  # dropped, five records waiting for their topic
+            assert p.metrics()["in_flight"] == 5
+            await asyncio.to_thread(target.make, later)
+            assert await p.flush(DEADLINE) == 0
+            return p.metrics()
+
+    metrics = run(go())
+    assert (metrics["sent"], metrics["failed"], metrics["in_flight"]) == (6, 0, 0)
+
+
 def test_records_from_mappings_and_async_iterables(target: Target) -> None:
     topic, _ = target.topic("mappings")
 
@@ -417,6 +532,24 @@ def test_close_waits_for_records_in_flight(target: Target) -> None:
     assert len(read_topic(target, topic)) == 100
 
 
+def test_a_closed_producer_does_not_start_again(target: Target) -> None:
+    async def go() -> None:
+        p = producer(target)
+        async with p:
+            pass
+        with pytest.raises(ProducerClosedError, match="cannot be started again"):
+            await p.start()
+        with pytest.raises(ProducerClosedError):
+            async with p:
+                pytest.fail("a closed producer's block ran")
+        never = producer(target)
+        await never.close()
+        with pytest.raises(ProducerClosedError):
+            await never.start()
+
+    run(go())
+
+
 def test_close_reports_every_record_it_could_not_deliver() -> None:
     """Nothing listens at the address, so the records stay queued: close(timeout) purges them,
     fails each one's future, and raises naming them all."""
@@ -574,8 +707,39 @@ def test_a_failed_dead_letter_copy_is_reported_and_never_retried(target: Target)
     assert error.code == 10
     assert error.dead_letter_error is not None and error.dead_letter_error.code == 17
     assert "dead-letter topic failed too" in str(error)
+    # The copy's failure names the topic it could not be written to, not the original's.
+    assert error.dead_letter_error.record.topic == "bad dead letters!"
+    assert str(error.dead_letter_error).startswith("bad dead letters!: ")
     assert (metrics["dead_letter_failed"], metrics["dead_lettered"]) == (1, 0)
     assert metrics["failed_by_error"] == {"MSG_SIZE_TOO_LARGE": 1}  # the copy is no new failure
+
+
+def test_a_dead_letter_topic_that_is_the_records_own_is_refused(target: Target) -> None:
+    """The "copy" would go back to the topic the record failed to reach (without its value,
+    for a size failure: a tombstone on a compacted topic). A template that always is the
+    record's topic is refused at once; a name that happens to be is refused per record, which
+    fails with an error saying so, and nothing is written."""
+    with pytest.raises(ConfigurationError, match="own topic"):
+        producer(target, dead_letter_topic="{topic}")
+    topic, _ = target.topic("dlq-own")
+    big = Record(topic, b"x" * 20_000, key=b"k")
+
+    async def go() -> tuple[DeliveryError, RecordMetadata, dict[str, Any]]:
+        async with producer(target, dead_letter_topic=topic,
+                            **{"message.max.bytes": 10_000}) as p:
+            with pytest.raises(DeliveryError) as info:
+                await p.send(big.topic, big.value, big.key)
+            (result,) = await p.send_batch([big])
+            return info.value, result, p.metrics()
+
+    error, result, metrics = run(go())
+    for e in (error, result.error):
+        assert isinstance(e, DeliveryError) and e.name == "MSG_SIZE_TOO_LARGE"
+        assert e.dead_letter_error is not None
+        assert "the dead-letter topic is the record's own topic" in str(e)
+    assert result.dead_letter is None
+    assert (metrics["dead_lettered"], metrics["dead_letter_failed"]) == (0, 2)
+    assert read_topic(target, topic) == []  # nothing written back
 
 
 # -- metrics --------------------------------------------------------------------------------

@@ -13,9 +13,11 @@ dead-letter copies) in :meth:`~DeliveryBridge.after_poll`'s callback.
 
 While the loop is busy submitting, it serves reports itself (:meth:`serve_here`: ``poll(0)``
 between submissions, as a plain confluent-kafka loop does), and the poll thread stands aside
-until the loop's task next suspends. confluent-kafka takes the GIL once per delivery callback,
-so a poll thread serving reports while the loop thread runs Python trades the GIL back and forth
-once per record (in development, ``send_batch`` was about a third slower that way).
+until the loop's task next suspends (or, across the moments ``send_batch`` suspends only to let
+other tasks run, until it releases its :meth:`~DeliveryBridge.hold`). confluent-kafka takes the
+GIL once per delivery callback, so a poll thread serving reports while the loop thread runs
+Python trades the GIL back and forth once per record (in development, ``send_batch`` was about
+a third slower that way).
 
 When the loop waits for every record it has in flight and will produce nothing more until some
 are delivered (a full ``send_ordered`` window, a ``send_batch`` whose records are all submitted,
@@ -77,6 +79,7 @@ class DeliveryBridge:
         """Held around every ``poll()``: delivery callbacks never run two at a time."""
         self._stopping = threading.Event()
         self._paused = False
+        self._holds = 0
         self._wake = threading.Event()
         self._hop_scheduled = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -134,7 +137,23 @@ class DeliveryBridge:
             self.hop_started()
             self._after_poll()
 
+    def hold(self) -> None:
+        """Keep the poll thread out of ``poll()`` until :meth:`release`, suspensions included:
+        for a task that submits for long, serves reports itself (:meth:`serve_here`) and
+        suspends only to let the loop run other tasks a moment. Resumed at each such yield,
+        the poll thread would serve reports in Python alongside it, trading the GIL."""
+        self._holds += 1
+        self._paused = True
+
+    def release(self) -> None:
+        """After :meth:`hold`: paused until the running task next suspends, as
+        :meth:`pause_while_busy`."""
+        self._holds -= 1
+        self._loop.call_soon(self._resume)
+
     def _resume(self) -> None:
+        if self._holds:
+            return
         self._paused = False
         self._wake.set()
 

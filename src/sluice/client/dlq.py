@@ -77,7 +77,9 @@ class DeadLetter:
 
 class DeadLetterRoute:
     """``template`` is a topic name, or a template with ``{topic}`` for the original topic
-    (``"{topic}.dlq"``)."""
+    (``"{topic}.dlq"``). A template that is always the record's own topic (``"{topic}"``) is
+    refused here; a name that happens to be the topic a record is sent to is refused per record
+    by the producer (topics come with each record)."""
 
     def __init__(self, template: str) -> None:
         try:
@@ -89,6 +91,11 @@ class DeadLetterRoute:
             ) from None
         if not probe:
             raise ConfigurationError("dead_letter_topic is empty")
+        if probe == "t" and template.format(topic="u") == "u":
+            raise ConfigurationError(
+                f"dead_letter_topic={template!r} is every record's own topic: a failed record "
+                f"would be written back into the topic it failed in (e.g. \"{{topic}}.dlq\")"
+            )
         self.template = template
 
     def topic_for(self, topic: str) -> str:

@@ -14,6 +14,11 @@ stops iterating stops the submitting too (backpressure). While the caller keeps 
 that are ready, the window serves delivery reports itself (``serve``) and keeps the poll thread
 aside (``busy``); see :mod:`sluice.client.bridge` for why.
 
+A caller that leaves the loop early drops the window; its records still in flight are delivered
+or fail as usual. The tokens hold the window only weakly, so it goes at once: the failures in
+its ring that nobody took are logged then, and a failure reported later is logged as it comes
+(:class:`Abandoned`), each once.
+
 The per-record path is kept to few bytecodes, since at a few hundred thousand records a second
 the interpreter's work per record is what the window costs over a bare produce loop: results
 are taken from the ring a refill's worth at a time with list slicing (C) and handed out with a
@@ -24,6 +29,7 @@ the sequence numbers once, at the end.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from itertools import islice
@@ -36,6 +42,8 @@ from sluice.client.metrics import ProducerMetrics
 from sluice.client.records import Record, RecordLike, Records
 from sluice.client.results import RecordMetadata
 from sluice.client.sinks import Deliver, Failure, new_metadata, token_maker
+
+log = logging.getLogger("sluice.client")
 
 Submit = Callable[[RecordLike, Any, int], bool]
 """(item, sink, key) -> True once librdkafka has the record or its outcome is settled (a bad
@@ -89,7 +97,8 @@ class OrderedSends:
         self._nones: list[None] = [None] * max_in_flight
         self._ready: list[RecordMetadata] = []
         """Results taken from the ring, not yet yielded, last first: ``__anext__`` hands
-        them out with a ``pop()``, and only when none is left takes more (and submits)."""
+        them out with a ``pop()``, and only when none is left takes more (and submits). The
+        same list throughout (the finalizer that logs unseen failures holds it)."""
         self._head = 0
         """Sequence number of the next result to take from the ring."""
         self._tail = 0
@@ -103,7 +112,11 @@ class OrderedSends:
         self.peak_in_flight = 0
         self.deliver = _ordered_deliver(self, metrics, failures)
         self.token = token_maker(self.deliver)
-        weakref.finalize(self, metrics.retire, self._tally)
+        # The tokens hold ``deliver`` (which holds no reference to the window), so a window
+        # its caller drops goes at once, records still in flight: the counter is retired when
+        # the last token is gone, and the failures nobody took are logged now.
+        weakref.finalize(self.deliver, metrics.retire, self._tally)
+        weakref.finalize(self, log_unseen, self._results, self._ready)
 
     @property
     def in_flight(self) -> int:
@@ -195,7 +208,7 @@ class OrderedSends:
         self._head = head + end - slot
         chunk.reverse()
         result = chunk.pop()
-        self._ready = chunk  # type: ignore[assignment]  # no None left in it
+        ready.extend(chunk)  # type: ignore[arg-type]  # no None left in it
         return result  # type: ignore[return-value]
 
     async def _fill(self, n: int) -> None:
@@ -318,8 +331,12 @@ class OrderedSends:
 def _ordered_deliver(
     sink: OrderedSends, metrics: ProducerMetrics, failures: list[Failure]
 ) -> Deliver:
+    """The window's ``deliver``. It holds the window weakly: the tokens keep it alive, and a
+    strong reference would keep a dropped window (and its failures, unlogged) alive until the
+    cyclic collector ran. A failure reported after the window went goes to :class:`Abandoned`."""
     results, records = sink._results, sink._records
     tally, fail, keep_latency = sink._tally, failures.append, metrics.latencies.append
+    window = weakref.ref(sink)
 
     def deliver(slot: int, error: Any, message: Any) -> None:
         if error is None:
@@ -332,9 +349,39 @@ def _ordered_deliver(
             keep_latency(latency)
             tally[0] += 1
         else:
-            fail((sink, slot, error, message))
+            target = window()
+            fail((Abandoned(records[slot]) if target is None else target, slot, error, message))
 
     return deliver
+
+
+class Abandoned:
+    """The sink of a record whose window its caller dropped before the record's failure was
+    reported: the failure is handled as any (counted, dead-lettered if configured) and, with
+    nobody to take its result, logged unless its dead-letter copy was written."""
+
+    def __init__(self, record: Record | None) -> None:
+        self._record = record
+
+    def keep(self, key: int, record: Record) -> None:
+        self._record = record
+
+    def record(self, key: int) -> Record:
+        assert self._record is not None
+        return self._record
+
+    def settle(self, key: int, result: RecordMetadata) -> None:
+        log_unseen([result], [])
+
+
+def log_unseen(
+    results: list[RecordMetadata | None], ready: list[RecordMetadata]
+) -> None:
+    """A dropped window's results its caller never took: log each failure (not dead-lettered)
+    once, as a failure with nobody awaiting it is logged elsewhere."""
+    for result in (*results, *ready):
+        if result is not None and result.error is not None and result.dead_letter is None:
+            log.warning("a record of an abandoned send_ordered failed: %s", result.error)
 
 
 _END: Any = object()

@@ -29,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterable, Callable, Mapping
+from itertools import islice
 from types import MethodType, TracebackType
 from typing import Any
 
@@ -78,6 +80,11 @@ CHUNK = 1024
 SERVE_EVERY_MASK = 1023
 """The batch path serves delivery reports itself every 1024 records (as a plain confluent-kafka
 loop calls ``poll(0)``), while the poll thread stands aside (see :mod:`sluice.client.bridge`)."""
+YIELD_AFTER = 0.005
+"""Seconds the batch path submits before it lets the loop run other tasks a moment: a million
+records used to take seconds with the loop blocked."""
+YIELD_CHECK_MASK = 255
+"""The batch path looks at the clock every 256 records (a few hundred microseconds)."""
 
 
 class Producer:
@@ -172,7 +179,10 @@ class Producer:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> Producer:
-        """Start the poll thread on the running loop (sends start it too, if needed)."""
+        """Start the poll thread on the running loop (sends start it too, if needed). A closed
+        producer cannot start again: :class:`ProducerClosedError` (make a new one)."""
+        if self._closing:
+            raise ProducerClosedError("the producer is closed; a closed producer cannot be started again")
         self._start()
         return self
 
@@ -349,12 +359,15 @@ class Producer:
     async def send_batch(self, records: Records) -> BatchResults:
         """Send every record as fast as librdkafka takes them (waiting for queue space when it
         is full), then wait for all. The results are in order, a failed record's with
-        ``.error`` set; an async iterable is sent as it yields, a chunk at a time."""
+        ``.error`` set. A list or tuple is submitted as it is; any other iterable, sync or
+        async, is taken a chunk at a time as it is submitted. The submitting lets the loop run
+        other tasks every :data:`YIELD_AFTER` seconds."""
         self._start()
         assert self._loop is not None
         if isinstance(records, AsyncIterable):
             batch = Batch(self._loop, self._metrics, self._failures)
             self._watch(batch)
+            batch.yield_at = time.perf_counter() + YIELD_AFTER
             chunk: list[RecordLike] = []
             async for item in records:
                 chunk.append(item)
@@ -363,7 +376,7 @@ class Producer:
                     chunk = []
             if chunk:
                 await self._submit_batch(batch, batch.extend(chunk), len(batch.records))
-        else:
+        elif isinstance(records, list | tuple):
             batch = Batch(
                 self._loop,
                 self._metrics,
@@ -371,7 +384,17 @@ class Producer:
                 records if type(records) is list else list(records),
             )
             self._watch(batch)
+            batch.yield_at = time.perf_counter() + YIELD_AFTER
             await self._submit_batch(batch, 0, len(batch.records))
+        else:
+            # Taken a chunk at a time, as it is submitted: making the whole list first would
+            # run the source (a generator's work) with the loop blocked.
+            batch = Batch(self._loop, self._metrics, self._failures)
+            self._watch(batch)
+            batch.yield_at = time.perf_counter() + YIELD_AFTER
+            source = iter(records)
+            while chunk := list(islice(source, CHUNK)):
+                await self._submit_batch(batch, batch.extend(chunk), len(batch.records))
         batch.finish()
         bridge = self._bridge
         assert bridge is not None
@@ -394,17 +417,30 @@ class Producer:
         produce, submit = self._produce, self._submit
         bind, deliver = MethodType, batch.deliver
         metrics = self._metrics
+        perf_counter = time.perf_counter
         bridge = self._bridge
         assert bridge is not None
         i = start
         count = nbytes = 0
         bridge.pause_while_busy()
         while i < end:
-            if not i & SERVE_EVERY_MASK:
+            if not i & YIELD_CHECK_MASK:
                 metrics.accepted += count
                 metrics.accepted_bytes += nbytes
                 count = nbytes = 0
-                bridge.serve_here()
+                if not i & SERVE_EVERY_MASK:
+                    bridge.serve_here()
+                if perf_counter() >= batch.yield_at:
+                    # Let the loop's other tasks run a moment; this loop goes on serving.
+                    bridge.hold()
+                    try:
+                        await asyncio.sleep(0)
+                    finally:
+                        bridge.release()
+                    if self._closing:
+                        self._abandon_batch(batch, i, end)
+                        return
+                    batch.yield_at = perf_counter() + YIELD_AFTER
             item = records[i]
             if type(item) is Record:
                 value = item.value
@@ -583,13 +619,7 @@ class Producer:
         )
 
     def _reported_failure(self, sink: Sink, key: int, err: Any, message: Any) -> None:
-        metrics = self._metrics
-        metrics.failure_reports += 1
-        if id(sink) not in self._active and not isinstance(sink, Futures):
-            # A window its caller dropped: nobody to tell, and nothing to settle.
-            metrics.count_failure(err.name())
-            log.warning("a record of an abandoned send_ordered failed: %s", err.str())
-            return
+        self._metrics.failure_reports += 1
         record = sink.record(key)
         p = message.partition()
         self._fail(
@@ -617,10 +647,24 @@ class Producer:
         self._metrics.count_failure(error.name)
         if self._purged is not None and error.purged:
             self._purged.append(error)
-        if self._dead_letter is None or not self._dead_letter.routes(error):
+        route = self._dead_letter
+        if route is None or not route.routes(error):
             sink.settle(key, failed(error.record, error, partition))
             return
-        letter = self._dead_letter.letter(
+        topic = error.record.topic
+        if route.topic_for(topic) == topic:
+            # The "copy" would go back where the record failed to go (a value left out for its
+            # size would even be a tombstone there): refused, nothing written.
+            error.dead_letter_error = DeliveryError(
+                f"{topic}: the dead-letter topic is the record's own topic "
+                f"(dead_letter_topic={route.template!r}); the copy was not written",
+                error.record,
+                code=ck.KafkaError._INVALID_ARG,
+                name="_INVALID_ARG",
+            )
+            self._dead_letter_failed(sink, key, error, partition)
+            return
+        letter = route.letter(
             error, key=record_key, value=value, partition=partition, attempts=attempts
         )
         n = self._dead_letters.add((sink, key, error, partition))
@@ -693,7 +737,9 @@ class Producer:
                 )
             else:
                 self._metrics.failure_reports += 1
-                error.dead_letter_error = DeliveryError.from_kafka(err, error.record)
+                # The copy's own record (``partition`` is its Message here): the error then
+                # names the dead-letter topic, not the original one.
+                error.dead_letter_error = DeliveryError.from_kafka(err, _copy_record(partition))
                 self._dead_letter_failed(sink, original_key, error, original_partition)
 
     def _dead_letter_failed(
@@ -717,6 +763,11 @@ class Producer:
         self._metrics.take_statistics(raw)
         if self._stats_cb is not None:
             self._stats_cb(raw)
+
+
+def _copy_record(message: Any) -> Record:
+    """The dead-letter copy librdkafka reported failed, as a Record (its error's subject)."""
+    return Record(message.topic() or "", message.value(), message.key(), message.headers())
 
 
 def _record_or_stand_in(item: object) -> Record:

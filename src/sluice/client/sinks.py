@@ -167,6 +167,8 @@ class Batch:
         """Records settled otherwise (on the loop)."""
         self.submitted = False
         """Set once every record has been submitted."""
+        self.yield_at = 0.0
+        """``time.perf_counter()`` at which the submitting next lets the loop run others."""
         self.done: asyncio.Future[None] = loop.create_future()
         self.deliver = _batch_deliver(self, metrics, failures)
         self.token = token_maker(self.deliver)
