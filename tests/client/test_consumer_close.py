@@ -131,6 +131,8 @@ def test_a_sigterm_app_exits_within_close_timeout_with_the_broker_down(
             if app.poll() is None:
                 app.kill()
                 app.wait()
+            assert app.stdout is not None
+            app.stdout.close()
     print(f"SIGTERM ({how}) to exit with the broker down: {elapsed:.1f} s")
     assert code == 0
     assert elapsed < BOUND, f"the app took {elapsed:.1f} s to exit"

@@ -29,7 +29,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from itertools import repeat
 from operator import add, attrgetter, length_hint
 from types import TracebackType
@@ -993,11 +993,15 @@ class Consumer:
 
     # -- rebalance (the fetch thread, inside consume()) --------------------------------------
 
-    def _on_loop(self, coro: Awaitable[Any]) -> Any:
+    def _on_loop(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``coro`` on the loop from the fetch thread (or the thread closing librdkafka)
+        and wait for it; None, the coroutine dropped, when no loop runs any more (librdkafka
+        calls the rebalance callbacks from its close, which may come after the loop ended)."""
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None or loop.is_closed() or not loop.is_running():
+            coro.close()
             return None
-        future: Any = asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
+        future: Any = asyncio.run_coroutine_threadsafe(coro, loop)
         return future.result()
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
