@@ -154,3 +154,37 @@ def test_a_pattern_matching_its_own_dead_letters_stops_run(target: Target) -> No
     run(main())
     admin = ck.admin.AdminClient({"bootstrap.servers": target.bootstrap, **target.client})
     assert dlq not in admin.list_topics(timeout=10).topics  # nothing was written
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_stop_cuts_a_retry_backoff_short_and_leaves_the_record_unprocessed(
+    target: Target, concurrency: int
+) -> None:
+    """``max_retries=5`` with ``retry_backoff=2`` would wait at least 17 s (half of each
+    jittered backoff: 1 + 2 + 4 + 5 + 5) before giving up; ``stop()`` during the first backoff
+    returns at once, and the failing record is neither committed nor behind the position."""
+    topic, _ = target.topic("c-stop-backoff", 1)
+    produce(target, topic, [str(i).encode() for i in range(10)], partition=0)
+    group = f"g-{topic}"
+    calls: list[int] = []
+
+    async def main() -> tuple[float, int | None]:
+        async with consumer(target, topic, group, max_retries=5, retry_backoff=2.0,
+                            retry_backoff_max=5.0) as c:
+
+            async def handler(r: ConsumerRecord) -> None:
+                calls.append(r.offset)
+                if r.offset == 3:
+                    asyncio.get_running_loop().call_soon(c.stop)  # during the first backoff
+                    raise ValueError("fails until retried enough")
+
+            started = asyncio.get_running_loop().time()
+            await c.run(handler, concurrency=concurrency, ordering="partition")
+            elapsed = asyncio.get_running_loop().time() - started
+            return elapsed, c.position(topic, 0)
+
+    elapsed, position = run(main())
+    assert calls.count(3) == 1  # no retry ran: the stop came in its backoff
+    assert elapsed < 10, f"run took {elapsed:.1f} s to stop"
+    assert position == 3
+    assert committed(target, group, topic, 1)[0] == 3

@@ -83,6 +83,11 @@ class Shedded(Exception):
     """What a shed record's dead-letter copy names as its error."""
 
 
+class Unfinished(Exception):
+    """``stop()`` came during a record's retry backoff: the record is left unprocessed (back
+    to the buffer, not committed), rather than holding the stop for the rest of its retries."""
+
+
 class Watermarks:
     """Per partition: the offsets started and not finished, in order, and the watermark below
     which everything finished."""
@@ -155,6 +160,8 @@ class Runner:
         """Idle workers woken and not yet running."""
         self._picked = asyncio.Event()
         self._progress = asyncio.Event()
+        self._stopped = asyncio.Event()
+        """Set by :meth:`stop`: cuts a retry's backoff short."""
         self._stopping = False
         self._failure: BaseException | None = None
         self._revoked: set[TP] = set()
@@ -189,6 +196,7 @@ class Runner:
 
     def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         self._picked.set()
         while self._idle:
             waiter = self._idle.popleft()
@@ -354,7 +362,11 @@ class Runner:
                             await self._shed(r, reason)
                             continue
                     if self.concurrency == 1:
-                        await self._process(r)
+                        try:
+                            await self._process(r)
+                        except Unfinished:
+                            started -= 1  # back to the buffer with the rest
+                            break
                     else:
                         await self._dispatch(r, taken_at)
                     self._started = started
@@ -472,6 +484,11 @@ class Runner:
                     try:
                         await self._after_failure(r, exc, decoded=not isinstance(
                             exc, DeserializationError))
+                    except Unfinished:
+                        used -= 1  # back to the buffer, its position with it (see run)
+                        failures -= 1
+                        positions[tp] = r.offset
+                        break
                     finally:
                         metrics.in_processing -= 1
                 stamp(clock())
@@ -520,8 +537,13 @@ class Runner:
         consumer, metrics = self.consumer, self.metrics
         attempt = 1
         while attempt <= consumer.max_retries:
+            if self._stopping:
+                raise Unfinished from exc
             metrics.retries += 1
-            await asyncio.sleep(self._backoff(attempt))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self._backoff(attempt))
+            if self._stopping:
+                raise Unfinished from exc
             attempt += 1
             try:
                 if not decoded:
@@ -687,7 +709,10 @@ class Runner:
                         parked[key] = None  # a lane holds one partition: resumed() requeues it
                         break
                     else:
-                        await self._process(r)
+                        try:
+                            await self._process(r)
+                        except Unfinished:
+                            break  # stopping: the record stays in its lane, given back
                     lane.popleft()
                     if ready and lane:
                         break  # a lane waits for a worker: this one's turn is over
