@@ -752,6 +752,27 @@ def test_one_topic_given_as_a_str_is_that_topic(target: Target) -> None:
     assert run(main()) == [f"s{i}".encode() for i in range(10)]
 
 
+def test_one_partition_given_as_a_tuple_is_that_partition(target: Target) -> None:
+    from sluice.client import ConfigurationError
+
+    topic, _ = target.topic("c-tuple-assign")
+    produce(target, topic, [f"t{i}".encode() for i in range(5)])
+
+    async def main() -> list[bytes | None]:
+        async with Consumer(target.bootstrap, assign=(topic, 0, 0), metrics_registry=None,
+                            **target.client) as c:
+            got: list[ConsumerRecord] = []
+            deadline = time.monotonic() + 20
+            while len(got) < 5 and time.monotonic() < deadline:
+                got += await c.getmany(100, 0.5)
+            return [r.raw_value for r in got]
+
+    assert run(main()) == [f"t{i}".encode() for i in range(5)]
+    for bad in ([(topic, "0")], [(topic,)], [topic], [(0, topic)]):
+        with pytest.raises(ConfigurationError, match="assign"):
+            Consumer(target.bootstrap, assign=bad, metrics_registry=None)  # type: ignore[arg-type]
+
+
 def test_manual_assignment_without_a_group_commits_nothing(
     target: Target, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -122,6 +122,20 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
 
 
+def _assignment(a: Any) -> tuple[str, int, int | None]:
+    """One ``assign=`` entry: ``(topic, partition)`` or ``(topic, partition, offset)``."""
+    if (
+        isinstance(a, tuple | list)
+        and len(a) in (2, 3)
+        and isinstance(a[0], str)
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in a[1:])
+    ):
+        return (a[0], a[1], a[2] if len(a) == 3 else None)
+    raise ConfigurationError(
+        f"assign: {a!r} is not (topic, partition) or (topic, partition, offset)"
+    )
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark the outcome of a wait that was given up as seen (asyncio logs it otherwise)."""
     if not future.cancelled():
@@ -181,7 +195,7 @@ class Consumer:
         group_id: str | None = None,
         topics: str | Iterable[str] | None = None,
         pattern: str | None = None,
-        assign: Iterable[tuple[str, int] | tuple[str, int, int]] | None = None,
+        assign: Iterable[tuple[str, int] | tuple[str, int, int]] | tuple[str, int] | tuple[str, int, int] | None = None,
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         max_retries: int = 3,
         retry_backoff: float = 0.1,
@@ -249,7 +263,9 @@ class Consumer:
         self._pattern = pattern
         self._assign: list[tuple[str, int, int | None]] | None = None
         if assign is not None:
-            self._assign = [(a[0], a[1], a[2] if len(a) > 2 else None) for a in assign]
+            if isinstance(assign, tuple) and assign and isinstance(assign[0], str):
+                assign = [assign]  # one partition, not its fields
+            self._assign = [_assignment(a) for a in assign]
         self.max_buffer_bytes = max_buffer_bytes
         self._share = max_buffer_bytes // 2
         """The toolkit's half: its buffer and the records in processing."""
