@@ -85,6 +85,32 @@ def _external_cluster(bootstrap: str) -> ExternalCluster:
         def restart(self) -> Any:
             pytest.skip("restarts need an embedded sluice broker (--kafka-bootstrap)")
 
+        def start(self) -> Any:
+            pytest.skip("starting the broker needs an embedded sluice broker (--kafka-bootstrap)")
+
+        def stop(self) -> Any:
+            pytest.skip("stopping the broker needs an embedded sluice broker (--kafka-bootstrap)")
+
+        def cleanup(self) -> Any:
+            pytest.skip("the data directory needs an embedded sluice broker (--kafka-bootstrap)")
+
+        def call(self, *args: Any, **kwargs: Any) -> Any:
+            pytest.skip("call() (run on the broker's loop) needs an embedded sluice broker "
+                        "(--kafka-bootstrap)")
+
+        @property
+        def port(self) -> Any:
+            pytest.skip("the broker's port needs an embedded sluice broker (--kafka-bootstrap): "
+                        "use bootstrap_servers")
+
+        @property
+        def running(self) -> Any:
+            pytest.skip("running needs an embedded sluice broker (--kafka-bootstrap)")
+
+        @property
+        def admin_url(self) -> Any:
+            pytest.skip("the admin side needs an embedded sluice broker (--kafka-bootstrap)")
+
     return Skipping(bootstrap)
 
 
