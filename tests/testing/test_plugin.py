@@ -113,6 +113,14 @@ def test_under_xdist_each_worker_has_its_own_broker(
 EXTERNAL_MODULE = '''
 import pytest
 
+@pytest.fixture(scope="session")
+def shared_topic(sluice_session_broker):
+    sluice_session_broker.create_topic("shared-for-the-session", 1)
+    return "shared-for-the-session"
+
+def test_a_session_topic(sluice_broker, shared_topic):
+    sluice_broker.produce(shared_topic, b"s")
+
 def test_topics_and_records(sluice_broker, sluice_topic):
     sluice_broker.produce(sluice_topic, b"a", b"b", key=b"k")
     assert [r.value for r in sluice_broker.consume_until(sluice_topic, 2)] == [b"a", b"b"]
@@ -147,7 +155,7 @@ def test_kafka_bootstrap_runs_the_fixtures_against_an_external_cluster(
         else:
             monkeypatch.setenv(BOOTSTRAP_ENV, external.bootstrap_servers)
         result = pytester.runpytest_subprocess(*args)
-        result.assert_outcomes(passed=2, skipped=9)
+        result.assert_outcomes(passed=3, skipped=9)
         result.stdout.fnmatch_lines(
             ["*scripted faults need an embedded sluice broker*", "*sluice_process starts sluice*"]
         )

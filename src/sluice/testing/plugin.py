@@ -135,7 +135,12 @@ def sluice_session_broker(
         try:
             yield cluster
         finally:
-            cluster.close()
+            try:
+                # Topics made for the whole session (by session fixtures of the suite's own):
+                # the cluster outlives the run, and the next run would find them there.
+                cluster.delete_topics(list(cluster.created_topics))
+            finally:
+                cluster.close()
         return
     from sluice.testing.embedded import EmbeddedBroker
 
