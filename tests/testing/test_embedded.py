@@ -80,6 +80,9 @@ def test_a_bad_setting_is_refused_before_anything_starts(temporary_dirs: Path) -
     for wrong in ("9092", True):
         with pytest.raises(TypeError, match=r"port must be an int"):
             EmbeddedBroker(port=wrong)  # type: ignore[arg-type]  # what the check is for
+    for own, instead in (("listeners", "port="), ("log.dirs", "data_dir="), ("log.dir", "data_dir=")):
+        with pytest.raises(InvalidConfigError, match=rf"{own}: EmbeddedBroker sets it .*{instead}"):
+            EmbeddedBroker(settings={own: "PLAINTEXT://127.0.0.1:9092" if own == "listeners" else "/x"})
     assert list(temporary_dirs.iterdir()) == []  # no temporary directory made meanwhile
     assert set(threading.enumerate()) <= threads
 

@@ -60,6 +60,14 @@ class _Faults(Faults):
         self._host.call(cut_short)
 
 
+_OWN_SETTINGS = {
+    "listeners": "host= and port=",
+    "log.dirs": "data_dir=",
+    "log.dir": "data_dir=",
+}
+"""Broker settings an embedded broker takes from its own arguments."""
+
+
 class EmbeddedBroker(Cluster):
     """A sluice broker in this process.
 
@@ -91,6 +99,13 @@ class EmbeddedBroker(Cluster):
         if host.startswith("[") and host.endswith("]"):  # "[::1]", as in a bootstrap address
             host = host[1:-1]
         given = {k: config_value(v) for k, v in (settings or {}).items()}
+        for name, instead in _OWN_SETTINGS.items():
+            if name in given:  # they would be overridden without a word
+                from sluice.errors import InvalidConfigError
+
+                raise InvalidConfigError(
+                    f"{name}: EmbeddedBroker sets it itself; give {instead} instead"
+                )
         if "sluice.admin.listen" not in given:
             given["sluice.admin.listen"] = _address(host, 0) if admin else "off"
         # everything is checked before a temporary directory exists
