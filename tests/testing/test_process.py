@@ -47,3 +47,14 @@ def test_a_first_start_whose_port_was_taken_moves_to_a_free_one(tmp_path: Path) 
         assert broker.running and broker.port != taken
         create_topic(broker.bootstrap_servers, "here", 1)
         assert list_topics(broker.bootstrap_servers) == ["here"]
+
+
+def test_misuse_is_a_runtime_error_even_under_python_o(tmp_path: Path) -> None:
+    with BrokerProcess(tmp_path / "data", tmp_path / "serve.log") as broker:
+        broker.start()
+        pid = broker.proc.pid if broker.proc is not None else None
+        with pytest.raises(RuntimeError, match="already started"):
+            broker.start()
+        assert broker.proc is not None and broker.proc.pid == pid  # the first child serves on
+        with pytest.raises(RuntimeError, match="without admin=True"):
+            broker.admin_url  # noqa: B018 - the property raises

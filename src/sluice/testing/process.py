@@ -64,7 +64,8 @@ class BrokerProcess:
 
     @property
     def admin_url(self) -> str:
-        assert self.admin_port is not None, "started without admin=True"
+        if self.admin_port is None:
+            raise RuntimeError("admin_url: this BrokerProcess was made without admin=True")
         return f"http://127.0.0.1:{self.admin_port}"
 
     @property
@@ -78,7 +79,8 @@ class BrokerProcess:
         pytest-xdist worker) may take the port, and would answer for a child that then fails to
         bind. At the first start such a port is replaced by a new free one; at a restart, which
         must keep the port (clients reconnect to it), it is a RuntimeError."""
-        assert self.proc is None, "already started"
+        if self.proc is not None:
+            raise RuntimeError("this BrokerProcess is already started (stop() or kill() it first)")
         for _ in range(_PORT_ATTEMPTS - 1):
             try:
                 self._start_once()
