@@ -46,6 +46,10 @@ def test_names_of_apis_and_errors() -> None:
     assert api_key("Produce") is api_key("PRODUCE") is api_key(0) is ApiKey.PRODUCE
     assert api_key("list_offsets") is api_key("ListOffsets") is ApiKey.LIST_OFFSETS
     assert error_code("not_leader_or_follower") is error_code(6) is ErrorCode.NOT_LEADER_OR_FOLLOWER
+    assert api_key("offset-commit") is api_key(" Offset Commit") is ApiKey.OFFSET_COMMIT
+    assert error_code("request-timed-out") is error_code(" request timed out ") is (
+        ErrorCode.REQUEST_TIMED_OUT
+    )
     with pytest.raises(ValueError, match="no API named"):
         api_key("Produse")
     with pytest.raises(ValueError, match="no error code named"):

@@ -64,8 +64,8 @@ ErrorName = ErrorCode | int | str
 def api_key(api: ApiName) -> ApiKey:
     """The API named by ``api`` (any spelling of :data:`ApiName`)."""
     if isinstance(api, str):
-        wanted = api.replace("_", "").lower()
-        for key in ApiKey:
+        wanted = "".join(c for c in api if c not in "_- .").lower()  # Produce, OFFSET_COMMIT,
+        for key in ApiKey:  # list_offsets, offset-commit, "Offset Commit"
             if key.name.replace("_", "").lower() == wanted:
                 return key
         raise ValueError(f"no API named {api!r}")
@@ -76,7 +76,7 @@ def error_code(error: ErrorName) -> ErrorCode:
     """The error code named by ``error`` (any spelling of :data:`ErrorName`)."""
     if isinstance(error, str):
         try:
-            return ErrorCode[error.upper()]
+            return ErrorCode[error.strip().replace("-", "_").replace(" ", "_").upper()]
         except KeyError:
             raise ValueError(f"no error code named {error!r}") from None
     return ErrorCode(error)
