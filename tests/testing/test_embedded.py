@@ -351,3 +351,14 @@ def test_the_admin_apis_messages_are_built_when_first_asked_for() -> None:
         "cleanup.policy: delete",
         "after describe configs: True",
     ]
+
+
+def test_cleanup_refuses_while_the_broker_runs() -> None:
+    broker = EmbeddedBroker()
+    with broker:
+        with pytest.raises(RuntimeError, match="stop"):
+            broker.cleanup()
+        assert broker.data_dir.is_dir()  # still there, under the running broker
+        broker.produce("t", b"kept")
+        assert [r.value for r in broker.consume_all("t")] == [b"kept"]
+    assert not broker.data_dir.exists()

@@ -186,7 +186,7 @@ class EmbeddedBroker(Cluster):
         except BaseException:
             self._abandon(timeout)
             if not self._tmp_served:  # nothing of a user's is in it yet
-                self.cleanup()
+                self._remove_temporary()
             raise
         self._tmp_served = True
         return self
@@ -276,7 +276,13 @@ class EmbeddedBroker(Cluster):
         self.config = dataclasses.replace(self.config, listen=listen)
 
     def cleanup(self) -> None:
-        """Remove the temporary data directory (one that was given is kept)."""
+        """Remove the temporary data directory (one that was given is kept). Not while the
+        broker runs: its data would go from under it."""
+        if self.running:
+            raise RuntimeError("cleanup() while the broker runs: stop() it first")
+        self._remove_temporary()
+
+    def _remove_temporary(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -313,7 +319,7 @@ class EmbeddedBroker(Cluster):
         try:
             return self.start()
         except BaseException:
-            self.cleanup()
+            self._remove_temporary()
             raise
 
     def __exit__(
@@ -322,7 +328,7 @@ class EmbeddedBroker(Cluster):
         try:
             self.stop()
         finally:
-            self.cleanup()
+            self._remove_temporary()
 
     async def __aenter__(self) -> EmbeddedBroker:
         """Started in an executor thread: the caller's event loop goes on meanwhile. Cancelled
