@@ -6,6 +6,8 @@ reads itself is refused rather than feeding the consumer its own dead letters.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 import confluent_kafka as ck
 import pytest
@@ -188,3 +190,191 @@ def test_stop_cuts_a_retry_backoff_short_and_leaves_the_record_unprocessed(
     assert elapsed < 10, f"run took {elapsed:.1f} s to stop"
     assert position == 3
     assert committed(target, group, topic, 1)[0] == 3
+
+
+def test_a_failure_with_shedding_on_gives_the_rest_of_the_batch_back(target: Target) -> None:
+    """Concurrency 1 with an overload policy takes the per-record path: a handler failure that
+    stops ``run`` leaves the failed record and everything after it unprocessed and served next."""
+    from sluice.client import Shed
+
+    topic, _ = target.topic("c-shed-fail", 1)
+    produce(target, topic, [str(i).encode() for i in range(100)], partition=0)
+
+    async def main() -> tuple[int | None, list[int]]:
+        async with consumer(target, topic, max_retries=0, shed=Shed(max_age=3600)) as c:
+
+            async def handler(r: ConsumerRecord) -> None:
+                if r.offset == 10:
+                    raise ValueError("fails")
+
+            with pytest.raises(ProcessingError):
+                await c.run(handler)
+            position = c.position(topic, 0)
+            rest: list[int] = []
+            while len(rest) < 90:
+                got = await c.getmany(500, 5)
+                assert got, f"only {len(rest)} of the 90 records left came back"
+                rest += [r.offset for r in got]
+            return position, rest
+
+    position, rest = run(main())
+    assert position == 10
+    assert rest == list(range(10, 100))
+
+
+@pytest.mark.parametrize(("concurrency", "ordering", "shedding", "end"), [
+    (1, "partition", False, "cancel"), (4, "none", False, "cancel"), (4, "key", False, "cancel"),
+    (1, "partition", True, "cancel"), (4, "none", True, "cancel"),
+    (1, "partition", False, "stop"), (4, "none", False, "stop"), (1, "partition", False, "fail"),
+])
+def test_records_held_for_a_pause_survive_the_end_of_run_in_order(
+    target: Target, concurrency: int, ordering: str, shedding: bool, end: str
+) -> None:
+    """A partition paused in the middle of a batch: its records of that batch wait to go back
+    to the buffer. When ``run`` ends right then (cancelled, stopped, a handler failure), they
+    still go back, in offset order with the batch's unstarted rest, and resume serves all.
+    The buffer holds both partitions' records interleaved, chunk by chunk: each chunk is
+    produced once the consumer holds the one before."""
+    from sluice.client import Shed
+
+    topic, n = target.topic("c-held-end", 2)
+    if n < 2:
+        pytest.skip("needs two partitions")
+    produce(target, topic, [b"warm"], partition=0)
+    options: dict[str, Any] = {"shed": Shed(max_age=3600)} if shedding else {}
+    options["max_retries"] = 0
+
+    async def main() -> tuple[set[tuple[int, int]], list[tuple[int, int]]]:
+        processed: set[tuple[int, int]] = set()
+        async with consumer(target, topic, **options) as c:
+            gate = asyncio.Event()
+            paused: list[bool] = []
+
+            async def handler(r: ConsumerRecord) -> None:
+                await gate.wait()
+                if r.partition == 0 and r.offset >= 1 and not paused:
+                    paused.append(True)
+                    c.pause((topic, 0))
+                elif r.partition == 1 and paused:
+                    if end == "stop":
+                        c.stop()
+                    elif end == "cancel":
+                        task.cancel()
+                        await asyncio.sleep(0)
+                    else:
+                        raise RuntimeError("fails: run stops")
+                processed.add((r.partition, r.offset))
+                await asyncio.sleep(0)
+
+            task = asyncio.create_task(c.run(handler, concurrency=concurrency, ordering=ordering))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            total = 1
+            for chunk in range(10):
+                for p in range(2):
+                    values = [b"%d-%d-%d" % (p, chunk, i) for i in range(10)]
+                    await asyncio.to_thread(produce, target, topic, values, None, p)
+                    total += 10
+                    while (m := c.metrics())["consumed"] + m["buffered_records"] < total:
+                        assert loop.time() < deadline, "the records never came"
+                        await asyncio.sleep(0.01)  # polling the fetch
+            gate.set()
+            with contextlib.suppress(asyncio.CancelledError, ProcessingError):
+                await task
+            assert paused, "the pause never happened"
+            c.resume((topic, 0))
+            rest: list[tuple[int, int]] = []
+            while True:
+                got = await c.getmany(1000, 1)
+                if not got:
+                    break
+                rest += [(r.partition, r.offset) for r in got]
+        return processed, rest
+
+    processed, rest = run(main())
+    for p in range(2):
+        mine = [o for q, o in rest if q == p]
+        assert mine == sorted(mine), f"partition {p} came back out of order: {mine[:60]}"
+    everything = {(0, o) for o in range(101)} | {(1, o) for o in range(100)}
+    missing = sorted(everything - processed - set(rest))
+    assert not missing, f"{len(missing)} records lost: {missing[:20]}"
+
+
+def test_a_pause_during_a_rebalance_drain_does_not_stall_the_partition(target: Target) -> None:
+    """A handler pauses its partition while a rebalance waits for it (the drain): the revocation
+    forgets the pause, so librdkafka must not keep it either; records produced to the partition
+    after it is assigned back reach the consumer."""
+    topic, n = target.topic("c-pause-drain", 2)
+    if n < 2:
+        pytest.skip("needs two partitions")
+    for p in range(2):
+        produce(target, topic, [f"{p}-{i}".encode() for i in range(20)], partition=p)
+    group = f"g-{topic}"
+    later: list[int] = []
+
+    async def main() -> None:
+        def make() -> Consumer:
+            return consumer(target, topic, group, **{"heartbeat.interval.ms": 100,
+                                                      "partition.assignment.strategy": "range"})
+
+        a, b = make(), make()
+        joined = asyncio.Event()
+        async with a:
+
+            async def handler(r: ConsumerRecord) -> None:
+                if r.partition == 0 and r.offset == 3 and not joined.is_set():
+                    joined.set()
+                    while a.metrics()["revocations"] == 0:
+                        await asyncio.sleep(0.01)  # polling the revocation's start
+                    a.pause((topic, 0))  # during the drain, which waits for this handler
+                if r.value is not None and r.value.startswith(b"later"):
+                    later.append(r.offset)
+                    if len(later) == 10:
+                        a.stop()
+
+            task_a = asyncio.create_task(a.run(handler))
+            await joined.wait()
+            async with b:
+                b_task = asyncio.create_task(b.run(lambda r: asyncio.sleep(0)))
+                while a.metrics()["revocations"] == 0 or not a._assignment:
+                    await asyncio.sleep(0.05)  # polling the rebalance's end
+                assert a.paused() == []
+                mine = sorted(p for t, p in a._assignment)
+                produce(target, topic, [b"later-%d" % i for i in range(10)], partition=mine[0])
+                await asyncio.wait_for(task_a, 30)
+                b.stop()
+                await b_task
+
+    run(main())
+    assert len(later) == 10
+
+
+def test_a_regex_topic_matching_its_own_dead_letters_stops_run(target: Target) -> None:
+    """``topics=["^name.*"]`` is a regex to librdkafka, as ``pattern`` is: the same guard."""
+    topic, _ = target.topic("c-dlq-regex", 1)
+    produce(target, topic, [b"bad"], partition=0)
+
+    async def main() -> None:
+        async def handler(r: ConsumerRecord) -> None:
+            raise ValueError("cannot process")
+
+        async with Consumer(
+            target.bootstrap, group_id=f"g-{topic}", topics=[f"^{topic}.*"],
+            dead_letter_topic="{topic}.dlq", max_retries=0,
+            metrics_registry=CollectorRegistry(),
+            **{"auto.offset.reset": "earliest", **target.client},
+        ) as c:
+            with pytest.raises(ProcessingError) as failed:
+                await c.run(handler)
+            assert "reads itself" in str(failed.value.dead_letter_error)
+
+    run(main())
+    admin = ck.admin.AdminClient({"bootstrap.servers": target.bootstrap, **target.client})
+    assert f"{topic}.dlq" not in admin.list_topics(timeout=10).topics
+
+
+@pytest.mark.parametrize("topics", [b"orders", [], [""], ["a", 3]])
+def test_topics_that_are_not_topic_names_are_refused(target: Target, topics: object) -> None:
+    with pytest.raises(ConfigurationError, match="topics="):
+        Consumer(target.bootstrap, group_id="g", topics=topics,  # type: ignore[arg-type]
+                 metrics_registry=CollectorRegistry())

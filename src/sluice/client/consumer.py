@@ -228,6 +228,12 @@ class Consumer:
                 )
         if isinstance(topics, str):  # one topic, not its characters
             topics = [topics]
+        if topics is not None:
+            topics = list(topics) if not isinstance(topics, bytes | bytearray) else [topics]
+            if not topics or not all(isinstance(t, str) and t for t in topics):
+                raise ConfigurationError(
+                    f"topics={topics!r}: one topic name (a str) or a non-empty list of them"
+                )
         if sum(x is not None for x in (topics, pattern, assign)) != 1:
             raise ConfigurationError("give exactly one of topics=[...], pattern=... or assign=[...]")
         if max_buffer_bytes < MIN_MAX_BUFFER_BYTES:
@@ -278,7 +284,10 @@ class Consumer:
             from sluice.client.dlq import DeadLetterRoute
 
             route = DeadLetterRoute(dead_letter_topic)  # refuses a bad template now
-            for t in self._topics or ():
+            named = self._topics or [t for t, _, _ in self._assign or ()]
+            for t in named:
+                if t.startswith("^"):
+                    continue  # a regex: checked at each copy (Runner._dead_letter)
                 if self._reads(route.topic_for(t)):
                     raise ConfigurationError(
                         f"dead_letter_topic={dead_letter_topic!r} names "
@@ -581,8 +590,11 @@ class Consumer:
     def _reads(self, topic: str) -> bool:
         """Whether this consumer reads ``topic``: listed, matched by its pattern (librdkafka's
         regex, which Python's ``re`` reads alike for such patterns), or assigned."""
-        if self._topics is not None:
-            return topic in self._topics
+        if self._topics is not None:  # a name starting with ^ is a regex to librdkafka too
+            return any(
+                re.search(t, topic) is not None if t.startswith("^") else t == topic
+                for t in self._topics
+            )
         if self._pattern is not None:
             return re.search(self._pattern, topic) is not None
         return any(t == topic for t, _, _ in self._assign or ())
@@ -788,7 +800,11 @@ class Consumer:
 
         def request() -> None:  # on the fetch thread: take what librdkafka holds, then pause
             self._drain_librdkafka()
-            self._consumer.pause([ck.TopicPartition(t, p) for t, p in tps])
+            # Not those a revocation unpaused meanwhile (a pause during its drain): paused in
+            # librdkafka alone, they would stall with nothing here to say so.
+            still = [tp for tp in tps if tp in self._buffer.paused]
+            if still:
+                self._consumer.pause([ck.TopicPartition(t, p) for t, p in still])
 
         self._request(request)
 

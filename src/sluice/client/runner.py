@@ -175,6 +175,10 @@ class Runner:
         self._paused: set[TP] = consumer._buffer.paused
         """The consumer's paused partitions (the buffer's own set): their records not started
         go back to the buffer, which holds them until ``resume``."""
+        self._held: list[ConsumerRecord] = []
+        """Records of the batch in hand whose partition was paused: they go back to the buffer
+        with the batch's unstarted rest, in one :meth:`_give_back` (so in offset order), also
+        when ``run`` is cancelled."""
         self._parked: dict[Any, None] = {}
         """Lanes whose next record's partition is paused: out of the queue until resumed."""
         self._started = 0
@@ -288,6 +292,9 @@ class Runner:
         partitions revoked meanwhile (released: the partition refetches them)."""
         consumer = self.consumer
         rest = taken[start:]
+        if self._held:  # with the rest, so that each partition goes back in offset order
+            rest += self._held
+            self._held = []
         if self._revocations != taken_at:
             gone = [r for r in rest if self._gone((r.topic, r.partition), taken_at)]
             if gone:
@@ -324,19 +331,19 @@ class Runner:
                 shed = consumer.shed
                 if self.concurrency == 1 and shed is None:
                     started = await self._sequential(taken, nbytes, taken_at)
-                    if started < len(taken):
+                    if started < len(taken) or self._held:
                         self._give_back(taken, started, taken_at)
                     continue
                 if shed is None:
                     started = await self._dispatch_batch(taken, taken_at)
                     await asyncio.sleep(0)  # the workers take what was dispatched
-                    if started < len(taken):
+                    if started < len(taken) or self._held:
                         self._give_back(taken, started, taken_at)
                     continue
                 hwms: dict[TP, int | None] = {}
                 now_ms = time.time() * 1000
                 started = 0
-                held: list[ConsumerRecord] = []
+                held = self._held
                 held_tps: set[TP] = set()
                 for r in taken:
                     if self._stopping or self._failure is not None:
@@ -367,20 +374,22 @@ class Runner:
                         except Unfinished:
                             started -= 1  # back to the buffer with the rest
                             break
+                        except ProcessingError as exc:
+                            self._fail(exc)
+                            started -= 1  # the failed record goes back, unprocessed
+                            break
                     else:
                         await self._dispatch(r, taken_at)
                     self._started = started
-                if held:
-                    consumer._unread(held)
                 if self.concurrency > 1:
                     await asyncio.sleep(0)  # the workers take what was dispatched
-                if started < len(taken):  # stopped in the middle: the rest never started
+                if started < len(taken) or held:  # stopped in the middle, or paused
                     self._give_back(taken, started, taken_at)
         except asyncio.CancelledError:
             self._stopping = True
             for task in self.tasks:
                 task.cancel()
-            if taken is not None and self._started < len(taken):
+            if taken is not None and (self._started < len(taken) or self._held):
                 # Not started, or cancelled in the handler (not finished): back to the
                 # buffer, so that what reads the consumer next (run again, getmany) gets them.
                 self._give_back(taken, self._started, taken_at)
@@ -438,8 +447,7 @@ class Runner:
         handler = self.handler
         marks, positions = self.marks.marks, consumer._positions
         revoked, paused = self._revoked, self._paused
-        held: list[ConsumerRecord] = []
-        """Records of partitions paused meanwhile: back to the buffer, unstarted."""
+        held = self._held  # records of partitions paused meanwhile: back, unstarted
         held_tps: set[TP] = set()
         deserialize = consumer.deserialize if self._deserialize else None
         clock = time.perf_counter
@@ -507,8 +515,7 @@ class Runner:
             metrics.processed += len(stamps) - 1 - len(skips) - failures
             released = nbytes if used == len(batch) else sum(map(size_of, batch[:used]))
             if held:
-                released -= sum(map(size_of, held))
-                consumer._unread(held)
+                released -= sum(map(size_of, held))  # still the consumer's: back to the buffer
             consumer._release(released)
             self._started = used
             self._progress.set()
@@ -579,7 +586,7 @@ class Runner:
         consumer = self.consumer
         lanes, ready, bound = self.lanes, self._ready_lanes, self.concurrency
         positions, revoked, paused = consumer._positions, self._revoked, self._paused
-        held: list[ConsumerRecord] = []
+        held = self._held
         held_tps: set[TP] = set()
         pending, done = self.marks.pending, self.marks.done
         by_key = self.ordering == "key"
@@ -633,8 +640,6 @@ class Runner:
             if not self._waking:
                 self._wake_one()
         self._started = used
-        if held:
-            consumer._unread(held)
         return used
 
     async def _dispatch(self, r: ConsumerRecord, taken_at: int) -> None:
