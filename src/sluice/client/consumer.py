@@ -136,6 +136,22 @@ def _assignment(a: Any) -> tuple[str, int, int | None]:
     )
 
 
+def _settling(
+    call: Callable[[], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+) -> Callable[[], None]:
+    """What another thread runs: ``call()``, its outcome then settled on ``future`` in ``loop``."""
+
+    def run() -> None:
+        try:
+            outcome: tuple[Any, BaseException | None] = (call(), None)
+        except BaseException as exc:
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits now
+            loop.call_soon_threadsafe(_settle, future, *outcome)
+
+    return run
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark the outcome of a wait that was given up as seen (asyncio logs it otherwise)."""
     if not future.cancelled():
@@ -501,15 +517,7 @@ class Consumer:
         future: asyncio.Future[Any] = loop.create_future()
         future.add_done_callback(_retrieve)
 
-        def target() -> None:
-            try:
-                outcome: tuple[Any, BaseException | None] = (call(), None)
-            except BaseException as exc:
-                outcome = (None, exc)
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits now
-                loop.call_soon_threadsafe(_settle, future, *outcome)
-
-        threading.Thread(target=target, name=name, daemon=True).start()
+        threading.Thread(target=_settling(call, loop, future), name=name, daemon=True).start()
         return future
 
     @property
@@ -726,16 +734,7 @@ class Consumer:
         if bridge is None or loop is None:  # not started: no fetch thread yet
             return await self._in_thread(call, f"{self._metrics.client_id}-call")
         future: asyncio.Future[Any] = loop.create_future()
-
-        def request() -> None:
-            try:
-                outcome: tuple[Any, BaseException | None] = (call(), None)
-            except BaseException as exc:
-                outcome = (None, exc)
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits now
-                loop.call_soon_threadsafe(_settle, future, *outcome)
-
-        self._request(request)
+        self._request(_settling(call, loop, future))
         return await future
 
     def _commit_sync(self, offsets: Mapping[TP, int]) -> None:
