@@ -369,12 +369,17 @@ class Producer:
             self._watch(batch)
             batch.yield_at = time.perf_counter() + YIELD_AFTER
             chunk: list[RecordLike] = []
+            going = True
             async for item in records:
                 chunk.append(item)
                 if len(chunk) == CHUNK:
-                    await self._submit_batch(batch, batch.extend(chunk), len(batch.records))
+                    going = await self._submit_batch(
+                        batch, batch.extend(chunk), len(batch.records)
+                    )
                     chunk = []
-            if chunk:
+                    if not going:
+                        break  # closing: what the source still holds is not taken
+            if chunk and going:
                 await self._submit_batch(batch, batch.extend(chunk), len(batch.records))
         elif isinstance(records, list | tuple):
             batch = Batch(
@@ -394,7 +399,8 @@ class Producer:
             batch.yield_at = time.perf_counter() + YIELD_AFTER
             source = iter(records)
             while chunk := list(islice(source, CHUNK)):
-                await self._submit_batch(batch, batch.extend(chunk), len(batch.records))
+                if not await self._submit_batch(batch, batch.extend(chunk), len(batch.records)):
+                    break  # closing: what the source still holds is not taken
         batch.finish()
         bridge = self._bridge
         assert bridge is not None
@@ -407,12 +413,18 @@ class Producer:
             self._metrics.retire(batch.tally)
         return batch.results()
 
-    async def _submit_batch(self, batch: Batch, start: int, end: int) -> None:
+    async def _submit_batch(self, batch: Batch, start: int, end: int) -> bool:
         """Submit ``batch.records[start:end]``: the hot loop of the batch path, with everything
         the common record (a Record with bytes value and key) needs bound to locals; anything
-        else takes :meth:`_submit`."""
+        else takes :meth:`_submit`. False when ``close()`` began: the records not submitted
+        got :class:`NotSentError` results, and no more should be taken."""
         if self._closing:
-            raise ProducerClosedError("the producer is closing or closed; the records were not sent")
+            if start == 0:  # nothing of this batch was sent
+                raise ProducerClosedError(
+                    "the producer is closing or closed; the records were not sent"
+                )
+            self._abandon_batch(batch, start, end)
+            return False
         records = batch.records
         produce, submit = self._produce, self._submit
         bind, deliver = MethodType, batch.deliver
@@ -439,7 +451,7 @@ class Producer:
                         bridge.release()
                     if self._closing:
                         self._abandon_batch(batch, i, end)
-                        return
+                        return False
                     batch.yield_at = perf_counter() + YIELD_AFTER
             item = records[i]
             if type(item) is Record:
@@ -465,7 +477,7 @@ class Producer:
                         await self._wait_for_space()
                         if self._closing:
                             self._abandon_batch(batch, i, end)
-                            return
+                            return False
                         bridge.pause_while_busy()
                         continue
                     except (ck.KafkaException, TypeError, ValueError):
@@ -482,7 +494,7 @@ class Producer:
                 await self._wait_for_space()
                 if self._closing:
                     self._abandon_batch(batch, i, end)
-                    return
+                    return False
                 bridge.pause_while_busy()
             i += 1
         metrics.accepted += count
@@ -490,9 +502,10 @@ class Producer:
         in_flight = metrics.in_flight
         if in_flight > metrics.peak_in_flight:
             metrics.peak_in_flight = in_flight
+        return True
 
     def _abandon_batch(self, batch: Batch, start: int, end: int) -> None:
-        """``close()`` began while the batch waited for queue space: its remaining records were
+        """``close()`` began while the batch was being submitted: its remaining records were
         never accepted; each gets that as its result."""
         for i in range(start, end):
             record = _record_or_stand_in(batch.records[i])
