@@ -362,3 +362,13 @@ def test_cleanup_refuses_while_the_broker_runs() -> None:
         broker.produce("t", b"kept")
         assert [r.value for r in broker.consume_all("t")] == [b"kept"]
     assert not broker.data_dir.exists()
+
+
+def test_a_failed_second_with_keeps_the_running_brokers_data() -> None:
+    with EmbeddedBroker() as broker:
+        broker.produce("t", b"kept")
+        with pytest.raises(RuntimeError, match="started already"), broker:
+            pass
+        assert broker.running and broker.data_dir.is_dir()
+        assert [r.value for r in broker.consume_all("t")] == [b"kept"]
+    assert not broker.data_dir.exists()

@@ -316,11 +316,9 @@ class EmbeddedBroker(Cluster):
         return done.result(timeout)
 
     def __enter__(self) -> EmbeddedBroker:
-        try:
-            return self.start()
-        except BaseException:
-            self._remove_temporary()
-            raise
+        # A failed start removes a temporary directory nothing was served from yet; one that
+        # served (this broker's data, maybe running: a second `with` on it) stays.
+        return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
