@@ -181,3 +181,34 @@ def test_the_fixture_deletes_every_topic_a_test_made_and_none_comes_back(
 ) -> None:
     pytester.makepyfile(test_cleanup=CLEANUP_MODULE)
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_the_consume_helpers_check_their_arguments(
+    sluice_broker: EmbeddedBroker, sluice_topic: str
+) -> None:
+    sluice_broker.produce(sluice_topic, b"a")
+    for bad in (float("nan"), 0, -1, float("inf")):
+        with pytest.raises(ValueError, match="timeout"):
+            sluice_broker.consume_all(sluice_topic, timeout=bad)
+        with pytest.raises(ValueError, match="timeout"):
+            sluice_broker.consume_until(sluice_topic, 1, timeout=bad)
+    with pytest.raises(TypeError, match="timeout"):
+        sluice_broker.consume_all(sluice_topic, timeout="1")  # type: ignore[arg-type]
+    for count in ("1", 0, 1.5):
+        with pytest.raises(ValueError, match="count"):
+            sluice_broker.consume_until(sluice_topic, count)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="until"):
+        sluice_broker.consume_until(sluice_topic, until=3)  # type: ignore[arg-type]
+    assert [r.value for r in sluice_broker.consume_until(sluice_topic, 1)] == [b"a"]
+
+
+def test_a_create_topics_without_an_answer_in_time_names_it_and_is_cleaned_up(
+    sluice_broker: EmbeddedBroker,
+) -> None:
+    name = "created-late-" + str(time.monotonic_ns())
+    sluice_broker.faults.delay("CreateTopics", 2, count=1)
+    with pytest.raises(TimeoutError, match="CREATE_TOPICS: no answer"):
+        sluice_broker.create_topic(name, timeout=0.5)
+    assert name in sluice_broker.created_topics  # so the fixture deletes it
+    with pytest.raises(ValueError, match="timeout"):
+        sluice_broker.create_topic(timeout=0)

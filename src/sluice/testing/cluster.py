@@ -127,12 +127,20 @@ class Cluster:
         """Create several topics in one request: name -> partition count, or -> configs by
         Kafka name with an optional ``"partitions"``. When the broker refuses one, those it did
         create are recorded all the same (and deleted by the fixtures)."""
+        _check_timeout(timeout)
         try:
             created = create_topics(
                 self.bootstrap_servers, topics, exist_ok=exist_ok, timeout=timeout
             )
         except TopicCreationError as refused:
             self.created_topics.extend(refused.created)
+            raise
+        except TimeoutError:
+            # No answer in time, but the broker may have created them all the same: the
+            # fixtures delete them (a topic that is not there is skipped). Not with exist_ok,
+            # where one may be a topic that was there before.
+            if not exist_ok:
+                self.created_topics.extend(t for t in topics if t not in self.created_topics)
             raise
         self.created_topics.extend(created)
         return created
@@ -167,10 +175,7 @@ class Cluster:
         acknowledged within ``timeout`` (the broker may have stored it all the same)."""
         import confluent_kafka
 
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout is a number of seconds, not {timeout!r}")
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise ValueError(f"timeout is a finite number of seconds above 0, not {timeout!r}")
+        _check_timeout(timeout)
         if not values:
             return []
         timeout_ms = min(max(int(timeout * 1000), 1), _MAX_MS)
@@ -227,6 +232,11 @@ class Cluster:
         arrived; returns them, each partition's in offset order. Waits for a topic that does
         not exist yet. Raises :class:`ConsumeTimeout` (an AssertionError, with the records that
         did arrive) after ``timeout`` seconds."""
+        _check_timeout(timeout)
+        if until is not None and not callable(until):
+            raise TypeError(f"until is a callable of the records read, not {until!r}")
+        if until is None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ValueError(f"count is a number of records, 1 or more, not {count!r}")
         done = until or (lambda records: len(records) >= count)
         deadline = time.monotonic() + timeout
         with _Reader(self.bootstrap_servers, topic, deadline) as reader:
@@ -245,6 +255,7 @@ class Cluster:
         """Every record ``topic`` holds now: from the beginning of each partition to its end
         as of this call (nothing is waited for). Raises :class:`ConsumeTimeout` if reading
         that far takes longer than ``timeout`` seconds."""
+        _check_timeout(timeout)
         deadline = time.monotonic() + timeout
         with _Reader(self.bootstrap_servers, topic, deadline) as reader:
             ends = reader.ends
@@ -389,6 +400,15 @@ class _Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.consumer.close()
+
+
+def _check_timeout(timeout: object) -> None:
+    """A helper's ``timeout``: a finite number of seconds above 0 (NaN waited forever, 0 and
+    below gave misleading errors)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout is a number of seconds, not {timeout!r}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout is a finite number of seconds above 0, not {timeout!r}")
 
 
 def _describe(error: object) -> str:

@@ -8,6 +8,7 @@ a plain socket, so it needs no client library and works against sluice or Apache
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import uuid
@@ -158,11 +159,21 @@ def config_value(value: object) -> str:
 def _call(
     bootstrap_servers: str, api: ApiKey, version: int, body: RequestBody, timeout: float
 ) -> ResponseBody:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout is a number of seconds, not {timeout!r}")
+    if not math.isfinite(timeout) or timeout <= 0:  # 0 made the socket non-blocking
+        raise ValueError(f"timeout is a finite number of seconds above 0, not {timeout!r}")
     frame = encode_request(api, version, 1, "sluice.testing", body)
-    with socket.create_connection(_first_address(bootstrap_servers), timeout=timeout) as sock:
-        sock.sendall(frame)
-        (size,) = I32.unpack(_receive(sock, 4))
-        _, response = decode_response(_receive(sock, size), api, version)
+    try:
+        with socket.create_connection(_first_address(bootstrap_servers), timeout=timeout) as sock:
+            sock.sendall(frame)
+            (size,) = I32.unpack(_receive(sock, 4))
+            _, response = decode_response(_receive(sock, size), api, version)
+    except TimeoutError:
+        raise TimeoutError(
+            f"{api.name}: no answer from {bootstrap_servers} within {timeout} s (the broker may "
+            "still do what was asked)"
+        ) from None
     return response
 
 
