@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -69,6 +69,11 @@ def external_bootstrap(config: pytest.Config) -> str | None:
     return option or os.environ.get(BOOTSTRAP_ENV) or None
 
 
+def _embedded_only(what_needs: str) -> NoReturn:
+    """Skip the test: what it uses exists on an embedded broker only."""
+    pytest.skip(f"{what_needs} an embedded sluice broker (--kafka-bootstrap)")
+
+
 def _external_cluster(bootstrap: str) -> ExternalCluster:
     """The cluster at ``bootstrap``, where what only an embedded broker has skips the test."""
     from sluice.testing.cluster import ExternalCluster
@@ -76,40 +81,38 @@ def _external_cluster(bootstrap: str) -> ExternalCluster:
     class Skipping(ExternalCluster):
         @property
         def faults(self) -> Any:
-            pytest.skip("scripted faults need an embedded sluice broker (--kafka-bootstrap)")
+            _embedded_only("scripted faults need")
 
         @property
         def data_dir(self) -> Any:
-            pytest.skip("the data directory needs an embedded sluice broker (--kafka-bootstrap)")
+            _embedded_only("the data directory needs")
 
         def restart(self) -> Any:
-            pytest.skip("restarts need an embedded sluice broker (--kafka-bootstrap)")
+            _embedded_only("restarts need")
 
         def start(self) -> Any:
-            pytest.skip("starting the broker needs an embedded sluice broker (--kafka-bootstrap)")
+            _embedded_only("starting the broker needs")
 
         def stop(self) -> Any:
-            pytest.skip("stopping the broker needs an embedded sluice broker (--kafka-bootstrap)")
+            _embedded_only("stopping the broker needs")
 
         def cleanup(self) -> Any:
-            pytest.skip("the data directory needs an embedded sluice broker (--kafka-bootstrap)")
+            _embedded_only("the data directory needs")
 
         def call(self, *args: Any, **kwargs: Any) -> Any:
-            pytest.skip("call() (run on the broker's loop) needs an embedded sluice broker "
-                        "(--kafka-bootstrap)")
+            _embedded_only("call() (run on the broker's loop) needs")
 
         @property
         def port(self) -> Any:
-            pytest.skip("the broker's port needs an embedded sluice broker (--kafka-bootstrap): "
-                        "use bootstrap_servers")
+            _embedded_only("the broker's port (use bootstrap_servers) needs")
 
         @property
         def running(self) -> Any:
-            pytest.skip("running needs an embedded sluice broker (--kafka-bootstrap)")
+            _embedded_only("running needs")
 
         @property
         def admin_url(self) -> Any:
-            pytest.skip("the admin side needs an embedded sluice broker (--kafka-bootstrap)")
+            _embedded_only("the admin side needs")
 
     return Skipping(bootstrap)
 
