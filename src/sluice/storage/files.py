@@ -58,6 +58,16 @@ def remove_temporaries(directory: Path) -> None:
         stray.unlink(missing_ok=True)
 
 
+def remove_tree(path: Path) -> None:
+    """Remove a directory and everything in it, as far as possible (what is left is an orphan the
+    next open removes). shutil is imported here, on first use: with tempfile, bz2 and lzma it is
+    a few milliseconds of every fresh process that starts a broker, and a broker that deletes
+    nothing never needs it."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def write_int(path: Path, value: int) -> None:
     write_atomic(path, f"{value}\n".encode())
 

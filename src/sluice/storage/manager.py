@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -58,6 +57,7 @@ from sluice.storage.fdcache import FdCache
 from sluice.storage.files import (
     fsync_dir,
     read_json,
+    remove_tree,
     sync_filesystem,
     write_json,
 )
@@ -234,7 +234,7 @@ class LogManager:
             found = self._read_topic(child, match.group("id"))
             if found is None:
                 log.warning("removing %s: a topic whose creation or deletion was interrupted", child)
-                shutil.rmtree(child, ignore_errors=True)
+                remove_tree(child)
                 continue
             topics.append(found)
         by_name: dict[str, Topic] = {}
@@ -332,7 +332,7 @@ class LogManager:
         for name in os.listdir(directory):
             if name.isdigit() and int(name) >= count and (directory / name).is_dir():
                 log.warning("removing %s: a partition whose creation was interrupted", directory / name)
-                shutil.rmtree(directory / name, ignore_errors=True)
+                remove_tree(directory / name)
 
     def _open_log(self, topic: Topic, partition: int, state: CleanState | None) -> Partition:
         plog = PartitionLog.open(
@@ -385,8 +385,8 @@ class LogManager:
             legacy = child.name.endswith("-delete") or _LEGACY_PARTITION_DIR.match(child.name)
             if child.is_dir() and legacy and not _TOPIC_DIR.match(child.name):
                 log.warning("removing %s: it belongs to no topic (deleted before a crash)", child)
-                shutil.rmtree(child, ignore_errors=True)
-        shutil.rmtree(meta_dir, ignore_errors=True)
+                remove_tree(child)
+        remove_tree(meta_dir)
         fsync_dir(self.data_dir)
 
     # -- lookups ---------------------------------------------------------------------------------
@@ -482,7 +482,7 @@ class LogManager:
             write_json(directory / TOPIC_FILE, topic.metadata(count))  # fsyncs the directory
             fsync_dir(self.data_dir)
         except OSError as exc:
-            shutil.rmtree(directory, ignore_errors=True)
+            remove_tree(directory)
             self.disk.failed(exc, f"creating topic {topic.name!r}")
             raise StorageError(f"cannot create topic {topic.name!r}: {exc}") from exc
         logs = []
@@ -518,7 +518,7 @@ class LogManager:
             write_json(directory / TOPIC_FILE, topic.metadata(total))
         except OSError as exc:
             for p in range(current, total):
-                shutil.rmtree(directory / str(p), ignore_errors=True)
+                remove_tree(directory / str(p))
             self.disk.failed(exc, f"adding partitions to {topic.name!r}")
             raise StorageError(f"cannot add partitions to {topic.name!r}: {exc}") from exc
         logs = []
@@ -579,7 +579,7 @@ class LogManager:
             for partition in topic.partitions:
                 partition.abandon()
             # Best effort: what cannot be removed now is an orphan the next open removes.
-            await self._io(shutil.rmtree, topic.directory, True)
+            await self._io(remove_tree, topic.directory)
         return topic
 
     @staticmethod

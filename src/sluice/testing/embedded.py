@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sluice.testing.cluster import Cluster
 from sluice.testing.faults import Faults, Host
+from sluice.testing.tmpdir import TemporaryDirectory
 from sluice.testing.topics import TopicSpec, config_value
 
 if TYPE_CHECKING:
-    import tempfile
-
     from sluice.config import BrokerConfig
     from sluice.server.app import Server
 
@@ -114,7 +113,7 @@ class EmbeddedBroker(Cluster):
         )
         self.topics: dict[str, TopicSpec] = _checked_topics(topics or {}, self.config)
         self._temporary = data_dir is None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._tmp: TemporaryDirectory | None = None
         self._tmp_served = False
         self.data_dir = self.config.data_dir
         if self._temporary:
@@ -289,9 +288,8 @@ class EmbeddedBroker(Cluster):
 
     def _new_temporary_dir(self) -> None:
         import dataclasses
-        import tempfile
 
-        self._tmp = tempfile.TemporaryDirectory(prefix="sluice-")
+        self._tmp = TemporaryDirectory(prefix="sluice-")
         self._tmp_served = False
         self.data_dir = Path(self._tmp.name)
         self.config = dataclasses.replace(self.config, data_dir=self.data_dir)
