@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 import socket
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 
@@ -191,6 +190,8 @@ def _call(
         raise TypeError(f"timeout is a number of seconds, not {timeout!r}")
     if not math.isfinite(timeout) or timeout <= 0:  # 0 made the socket non-blocking
         raise ValueError(f"timeout is a finite number of seconds above 0, not {timeout!r}")
+    import time
+
     frame = encode_request(api, version, 1, "sluice.testing", body)
     sock = _connect(bootstrap_servers, api, time.monotonic() + timeout)
     peer = _address(sock.getpeername())
@@ -213,6 +214,8 @@ def _connect(bootstrap_servers: str, api: ApiKey, deadline: float) -> socket.soc
     ``deadline``; each attempt gets an even share of the time left, so one address that
     never answers does not use it all. ConnectionError naming every address and why, when
     none does."""
+    import time
+
     addresses = _addresses(bootstrap_servers)
     failures = []
     for i, (host, port) in enumerate(addresses):
