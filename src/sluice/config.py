@@ -544,7 +544,15 @@ class BrokerConfig:
             except (ValueError, InvalidConfigError) as exc:
                 raise InvalidConfigError(f"bad value for {key}: {value!r} ({exc})") from None
             given.add(setting.name)
-        kwargs["topic_defaults"] = LogConfig.from_dict(topic)
+        try:
+            kwargs["topic_defaults"] = LogConfig.from_dict(topic)
+        except InvalidConfigError as exc:  # named as the settings were given, not the topic's
+            import re
+
+            said = str(exc)
+            for name in topic:
+                said = re.sub(rf"(?<![\w.]){re.escape(name)}(?![\w.])", TOPIC_TO_BROKER[name], said)
+            raise InvalidConfigError(said) from None
         flags = {k: v for k, v in explicit.items() if v is not None}
         kwargs.update(flags)
         given |= {_BY_ATTR[a].name for a in flags if a in _BY_ATTR}

@@ -5,10 +5,12 @@ brokers in one process that know nothing of each other. Checked with real client
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -372,3 +374,114 @@ def test_a_failed_second_with_keeps_the_running_brokers_data() -> None:
         assert broker.running and broker.data_dir.is_dir()
         assert [r.value for r in broker.consume_all("t")] == [b"kept"]
     assert not broker.data_dir.exists()
+
+
+def test_a_declared_topic_the_data_directory_holds_otherwise_is_refused(tmp_path: Path) -> None:
+    """Declared topics are created with exist_ok: one that exists with another partition count
+    or other configs was kept as it was, without a word. The start refuses it now, naming the
+    topic and each difference, and changes nothing (creates no other declared topic either)."""
+    kept = tmp_path / "kept"
+    with EmbeddedBroker(kept, topics={"t": {"partitions": 3, "retention.ms": 60000}}) as first:
+        first.produce("t", b"stored", partition=2)
+    for declared, said in (
+        ({"t": 6, "new": 1}, r"partitions 3, declared 6 \("),
+        ({"t": 1, "new": 1}, r"partitions 3, declared 1 \("),
+        (
+            {"t": {"partitions": 3, "retention.ms": 1000}, "new": 1},
+            r"retention\.ms 60000, declared 1000 \(",
+        ),
+        (
+            {"new": 1, "t": {"partitions": 6, "cleanup.policy": "compact"}},
+            r"partitions 3, declared 6; cleanup\.policy delete, declared compact \(",
+        ),
+    ):
+        broker = EmbeddedBroker(kept, topics=declared)  # type: ignore[arg-type]
+        with pytest.raises(
+            TopicCreationError, match=rf"topic 't' failed: TOPIC_ALREADY_EXISTS .*{said}"
+        ) as refused:
+            broker.start()
+        assert str(kept) in str(refused.value)
+        assert not broker.running
+    # declared as it is (a value as a string or a number alike): started, nothing changed
+    with EmbeddedBroker(kept, topics={"t": {"partitions": 3, "retention.ms": "60000"}}) as same:
+        topics = _admin(same).list_topics(timeout=30).topics
+        assert sorted(topics) == ["t"] and len(topics["t"].partitions) == 3
+        assert _config(same, "t", "retention.ms") == "60000"
+        assert [(r.partition, r.value) for r in same.consume_all("t")] == [(2, b"stored")]
+
+
+def test_a_restart_keeps_what_the_test_itself_changed_on_a_declared_topic() -> None:
+    from confluent_kafka.admin import NewPartitions  # type: ignore[attr-defined]
+
+    with EmbeddedBroker(topics={"t": 2}) as broker:
+        admin = _admin(broker)
+        admin.create_partitions([NewPartitions("t", 4)])["t"].result(30)
+        broker.restart()  # the directory was checked when this broker created "t"
+        assert len(_admin(broker).list_topics(timeout=30).topics["t"].partitions) == 4
+        broker.stop()
+        broker.topics["t"] = 3  # declared anew: checked anew
+        with pytest.raises(TopicCreationError, match=r"partitions 4, declared 3"):
+            broker.start()
+        assert not broker.running
+
+
+def _status(url: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        status: int = answer.status
+        return status
+
+
+def test_a_restart_keeps_the_admin_port_as_it_keeps_the_kafka_port() -> None:
+    with EmbeddedBroker(admin=True) as broker:
+        url, port = broker.admin_url, broker.port
+        broker.restart()
+        assert (broker.admin_url, broker.port) == (url, port)
+        assert _status(url + "/healthz") == 200
+        broker.stop()
+        broker.start()
+        assert (broker.admin_url, broker.port) == (url, port)
+        assert _status(url + "/healthz") == 200
+
+
+def test_lifecycle_calls_on_the_brokers_own_thread_are_refused_and_change_nothing(
+    sluice_fresh_broker: EmbeddedBroker,
+) -> None:
+    """stop() inside call() could never join its own thread: it raised "cannot join current
+    thread" after it had asked the broker to exit."""
+    broker = sluice_fresh_broker
+    port, topic = broker.port, broker.create_topic()
+    attempts: dict[str, Callable[[], object]] = {
+        "stop()": broker.stop,
+        "restart()": broker.restart,
+        "start()": broker.start,
+        "leaving a with block": lambda: broker.__exit__(None, None, None),
+    }
+    for offset, (what, attempt) in enumerate(attempts.items()):
+        with pytest.raises(RuntimeError, match=rf"^{re.escape(what)} on the embedded broker's own"):
+            broker.call(attempt)
+        assert broker.running and broker.port == port and broker.data_dir.is_dir()
+        assert [r.offset for r in broker.produce(topic, "still served")] == [offset]
+    broker.stop()  # from this thread, as ever
+    assert not broker.running
+
+
+def test_a_bad_broker_wide_topic_default_is_named_as_given() -> None:
+    """Broker-wide defaults of topic settings (log.retention.ms for retention.ms) were named
+    by their topic setting's name in the error."""
+    with pytest.raises(InvalidConfigError, match=r"^log\.retention\.ms must be an integer, not 'None'$"):
+        EmbeddedBroker(settings={"log.retention.ms": None})
+    with pytest.raises(InvalidConfigError, match=r"^message\.max\.bytes must be an integer, not 'x'$"):
+        EmbeddedBroker(settings={"message.max.bytes": "x"})
+    with pytest.raises(
+        InvalidConfigError,
+        match=r"^log\.cleaner\.min\.compaction\.lag\.ms \(10\) must not exceed "
+        r"log\.cleaner\.max\.compaction\.lag\.ms \(5\)$",
+    ):
+        EmbeddedBroker(
+            settings={
+                "log.cleaner.min.compaction.lag.ms": 10,
+                "log.cleaner.max.compaction.lag.ms": 5,
+            }
+        )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import socket
+from collections.abc import Iterator
 
 import pytest
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
@@ -12,7 +14,14 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
 )
 
 from sluice.errors import ErrorCode
-from sluice.testing import EmbeddedBroker, TopicCreationError, create_topic, unique_topic_name
+from sluice.testing import (
+    EmbeddedBroker,
+    TopicCreationError,
+    TopicDeletionError,
+    create_topic,
+    delete_topics,
+    unique_topic_name,
+)
 from sluice.testing.topics import MAX_TOPIC_NAME
 
 
@@ -59,3 +68,59 @@ def test_sluice_topic_fixture(sluice_broker: EmbeddedBroker, sluice_topic: str) 
     assert "test_sluice_topic_fixture" in sluice_topic
     topics = _admin(sluice_broker).list_topics(timeout=30).topics
     assert len(topics[sluice_topic].partitions) == 1
+
+
+@pytest.fixture
+def down() -> Iterator[list[str]]:
+    """Two loopback addresses where nothing listens: each socket is bound, never listening,
+    so a connection to it is refused and no other process can take the port meanwhile."""
+    sockets = [socket.socket(), socket.socket()]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        yield [f"127.0.0.1:{sock.getsockname()[1]}" for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_the_topic_functions_try_each_bootstrap_address(
+    sluice_broker: EmbeddedBroker, down: list[str]
+) -> None:
+    """Only the first address of a bootstrap list was tried: with it down, creating a topic
+    failed although the others were up."""
+    up = sluice_broker.bootstrap_servers
+    name = create_topic(f"{down[0]},{down[1]}, {up}", unique_topic_name("through-the-third"))
+    assert name in _admin(sluice_broker).list_topics(timeout=30).topics
+    assert delete_topics(f"{down[0]},{up}", [name]) == [name]
+    with pytest.raises(ConnectionError, match=r"no broker of .* took a connection") as none:
+        create_topic(",".join(down), unique_topic_name("nowhere"))
+    for address in down:  # each named, with why
+        assert f"{address} ([Errno 111] Connection refused)" in str(none.value)
+    with pytest.raises(ValueError, match=r"not host:port: 'nocolon'"):
+        delete_topics(f"{up},nocolon", [name])
+
+
+def test_deleting_a_missing_topic_is_refused_unless_missing_ok(
+    sluice_broker: EmbeddedBroker,
+) -> None:
+    """As Kafka's admin clients do (DeleteTopics answers UNKNOWN_TOPIC_OR_PARTITION); it
+    returned silently."""
+    bootstrap = sluice_broker.bootstrap_servers
+    there, missing = create_topic(bootstrap, unique_topic_name("there")), unique_topic_name("never")
+    with pytest.raises(
+        TopicDeletionError, match=rf"deleting topic '{missing}' failed: UNKNOWN_TOPIC_OR_PARTITION"
+    ) as refused:
+        delete_topics(bootstrap, [there, missing])
+    assert refused.value.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    assert refused.value.deleted == [there]  # the one that was there is gone all the same
+    assert there not in _admin(sluice_broker).list_topics(timeout=30).topics
+    assert delete_topics(bootstrap, [there, missing], missing_ok=True) == []
+
+    # the same through the cluster helpers, which forget what is gone either way
+    made, kept = sluice_broker.create_topic(), sluice_broker.create_topic()
+    with pytest.raises(TopicDeletionError, match="UNKNOWN_TOPIC_OR_PARTITION"):
+        sluice_broker.delete_topics([made, missing])
+    assert made not in sluice_broker.created_topics and kept in sluice_broker.created_topics
+    assert sluice_broker.delete_topics([kept, missing], missing_ok=True) == [kept]
+    assert kept not in sluice_broker.created_topics

@@ -19,11 +19,13 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar
 
 from sluice.dataclass import dataclass
+from sluice.errors import ErrorCode
 from sluice.testing.topics import (
     TopicCreationError,
+    TopicDeletionError,
     TopicSpec,
     create_topics,
     delete_topics,
@@ -31,7 +33,11 @@ from sluice.testing.topics import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import confluent_kafka
+
+    from sluice.testing.faults import Faults
 
 T = TypeVar("T")
 
@@ -145,10 +151,26 @@ class Cluster:
         self.created_topics.extend(created)
         return created
 
-    def delete_topics(self, names: Iterable[str], *, timeout: float = 30.0) -> None:
-        """Delete topics (those that do not exist are skipped)."""
+    def delete_topics(
+        self, names: Iterable[str], *, missing_ok: bool = False, timeout: float = 30.0
+    ) -> list[str]:
+        """Delete topics in one request; returns those deleted. A topic that does not exist is
+        a :class:`~sluice.testing.TopicDeletionError` (UNKNOWN_TOPIC_OR_PARTITION), as in
+        Kafka, unless ``missing_ok``; those the request deleted all the same are no longer
+        recorded in :attr:`created_topics` either way."""
         names = list(names)
-        delete_topics(self.bootstrap_servers, names, timeout=timeout)
+        try:
+            deleted = delete_topics(
+                self.bootstrap_servers, names, missing_ok=missing_ok, timeout=timeout
+            )
+        except TopicDeletionError as refused:
+            missing = refused.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            self._forget([*refused.deleted, refused.name] if missing else refused.deleted)
+            raise
+        self._forget(names)  # missing ones too: nothing is left of them to delete
+        return deleted
+
+    def _forget(self, names: Iterable[str]) -> None:
         gone = set(names)
         self.created_topics = [t for t in self.created_topics if t not in gone]
 
@@ -276,7 +298,9 @@ class Cluster:
 
 class ExternalCluster(Cluster):
     """A cluster sluice does not run (Apache Kafka, Redpanda, a ``sluice serve`` elsewhere),
-    named by its bootstrap servers: the helpers work, the embedded broker's extras do not."""
+    named by its bootstrap servers: the helpers work; what only an embedded broker has (the
+    members below, typed as :class:`~sluice.testing.EmbeddedBroker`'s) raises
+    :class:`NotSupportedHere` saying what and why, never an AttributeError."""
 
     def __init__(self, bootstrap_servers: str) -> None:
         super().__init__()
@@ -285,16 +309,47 @@ class ExternalCluster(Cluster):
     def __repr__(self) -> str:
         return f"ExternalCluster({self.bootstrap_servers!r})"
 
-    @property
-    def faults(self) -> Any:
-        raise NotSupportedHere("scripted faults need an embedded sluice broker")
+    def _not_here(self, what_needs: str) -> NoReturn:
+        """Refuse what only an embedded broker has (the pytest plugin's subclass skips the
+        test instead)."""
+        raise NotSupportedHere(
+            f"{what_needs} an embedded sluice broker: {self!r} is a cluster sluice did not start"
+        )
 
     @property
-    def data_dir(self) -> Any:
-        raise NotSupportedHere("an external cluster's data directory is not at hand")
+    def faults(self) -> Faults:
+        self._not_here("scripted faults need")
 
-    def restart(self) -> Any:
-        raise NotSupportedHere("an external cluster cannot be restarted from a test")
+    @property
+    def data_dir(self) -> Path:
+        self._not_here("the data directory needs")
+
+    @property
+    def port(self) -> int:
+        self._not_here("the broker's port (use bootstrap_servers) needs")
+
+    @property
+    def running(self) -> bool:
+        self._not_here("running needs")
+
+    @property
+    def admin_url(self) -> str:
+        self._not_here("the admin side (admin_url) needs")
+
+    def start(self, timeout: float = 30.0) -> Self:
+        self._not_here("start() needs")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._not_here("stop() needs")
+
+    def restart(self, timeout: float = 30.0) -> Self:
+        self._not_here("restart() needs")
+
+    def cleanup(self) -> None:
+        self._not_here("cleanup() (of the data directory) needs")
+
+    def call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        self._not_here("call() (run on the broker's loop) needs")
 
 
 class _Reader:

@@ -15,16 +15,17 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from sluice.testing.cluster import Cluster
 from sluice.testing.faults import Faults, Host
 from sluice.testing.tmpdir import TemporaryDirectory
-from sluice.testing.topics import TopicSpec, config_value
+from sluice.testing.topics import TopicCreationError, TopicSpec, config_value, topic_spec
 
 if TYPE_CHECKING:
     from sluice.config import BrokerConfig
     from sluice.server.app import Server
+    from sluice.storage.manager import Topic
 
 T = TypeVar("T")
 
@@ -126,6 +127,10 @@ class EmbeddedBroker(Cluster):
         self._ready = threading.Event()
         self._stopping = threading.Event()  # stop() asked, maybe before the server existed
         self._error: BaseException | None = None
+        self._checked: tuple[Path, dict[str, tuple[int, dict[str, str]]]] | None = None
+        """The data directory whose topics the declared ones were last checked against (or
+        created in), and the declarations then: a restart does not hold the test's own later
+        changes to them (CreatePartitions, AlterConfigs) against it."""
 
     def __repr__(self) -> str:
         where = self.bootstrap_servers if self.running else "stopped"
@@ -158,12 +163,16 @@ class EmbeddedBroker(Cluster):
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
+    def start(self, timeout: float = 30.0) -> Self:
         """Start serving; returns once the broker accepts connections and the declared topics
-        exist. Started again after :meth:`stop`, it listens on the port it had; a temporary
-        data directory removed by :meth:`cleanup` (the end of a ``with`` block) is made afresh.
-        A start that fails stops whatever it started (and removes a temporary directory no
-        start had served yet) before it raises."""
+        exist. Started again after :meth:`stop`, it listens on the port it had (and serves the
+        admin side on the port that had); a temporary data directory removed by
+        :meth:`cleanup` (the end of a ``with`` block) is made afresh. A declared topic the data
+        directory holds already must have the declared partition count and configs
+        (:class:`TopicCreationError` otherwise: nothing stored is changed). A start that fails
+        stops whatever it started (and removes a temporary directory no start had served yet)
+        before it raises."""
+        self._not_on_own_thread("start()")
         if self._thread is not None:
             raise RuntimeError("the embedded broker is started already")
         if self._temporary and self._tmp is None:
@@ -181,7 +190,10 @@ class EmbeddedBroker(Cluster):
                     f"embedded sluice broker failed to start: {self._error}"
                 ) from self._error
             if self.topics:
+                self._check_declared_topics(timeout)
                 self.create_topics(self.topics, exist_ok=True, timeout=timeout)
+                declared = {name: topic_spec(spec) for name, spec in self.topics.items()}
+                self._checked = (self.data_dir, declared)
         except BaseException:
             self._abandon(timeout)
             if not self._tmp_served:  # nothing of a user's is in it yet
@@ -189,6 +201,41 @@ class EmbeddedBroker(Cluster):
             raise
         self._tmp_served = True
         return self
+
+    def _check_declared_topics(self, timeout: float) -> None:
+        """Refuse declared topics that the data directory holds with another partition count
+        or other configs: created with ``exist_ok``, they would be kept as they are without a
+        word, and the test would run against a topic other than the one it declared. Neither
+        is changed here (partitions added to a keyed topic move keys, and configs would be
+        overwritten), so the test's author decides. Topics this broker already checked or
+        created in this directory, as declared now, are left alone (the test may have changed
+        them itself since)."""
+        checked_dir, checked = self._checked or (None, {})
+        unchecked = {
+            name: spec
+            for name, spec in self.topics.items()
+            if checked_dir != self.data_dir or checked.get(name) != topic_spec(spec)
+        }
+        if not unchecked:
+            return
+
+        def existing() -> dict[str, Topic]:
+            assert self.server is not None and self.server.broker is not None
+            topics = self.server.broker.logs.topics
+            return {name: topics[name] for name in unchecked if name in topics}
+
+        for name, topic in self.call(existing, timeout).items():
+            differences = _differences(unchecked[name], topic)
+            if differences:
+                from sluice.errors import ErrorCode
+
+                raise TopicCreationError(
+                    name,
+                    ErrorCode.TOPIC_ALREADY_EXISTS,
+                    f"it exists in {self.data_dir} other than declared: {'; '.join(differences)} "
+                    "(a declared topic is created, never changed: declare it as it is, or use "
+                    "another data_dir)",
+                )
 
     def _abandon(self, timeout: float) -> None:
         """Stop what a failed start started; the start's own error is what the caller sees."""
@@ -235,7 +282,9 @@ class EmbeddedBroker(Cluster):
 
     def stop(self, timeout: float = 30.0) -> None:
         """Clean shutdown, exactly as SIGTERM does for ``sluice serve``. Faults are cleared
-        first, so paused appends finish and delayed answers go out now."""
+        first, so paused appends finish and delayed answers go out now. Not from the broker's
+        own thread (a function given to :meth:`call`): a RuntimeError, and nothing is changed."""
+        self._not_on_own_thread("stop()")
         if self._thread is None:
             return
         self._stopping.set()
@@ -244,8 +293,8 @@ class EmbeddedBroker(Cluster):
             with contextlib.suppress(RuntimeError):  # the loop finished meanwhile
                 self.faults.clear()
         self.close()  # the helpers' producer, before its broker goes
-        if self.server is not None and self.server.bound is not None:
-            self._keep_port(self.server.bound.port)
+        if self.server is not None:
+            self._keep_ports(self.server)
         if loop is not None and not loop.is_closed() and self._thread.is_alive():
             with contextlib.suppress(RuntimeError):
                 server = self.server
@@ -261,18 +310,38 @@ class EmbeddedBroker(Cluster):
         if error is not None and not isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise RuntimeError("embedded sluice broker failed") from error
 
-    def restart(self, timeout: float = 30.0) -> EmbeddedBroker:
-        """Stop cleanly and start again on the same port and data directory."""
+    def restart(self, timeout: float = 30.0) -> Self:
+        """Stop cleanly and start again on the same ports (Kafka and admin) and data
+        directory."""
+        self._not_on_own_thread("restart()")
         self.stop(timeout)
         return self.start(timeout)
 
-    def _keep_port(self, port: int) -> None:
+    def _keep_ports(self, server: Server) -> None:
+        """Listen where ``server`` did when started again: the Kafka port, and the admin
+        side's (``admin_url`` stays the same across a restart)."""
         import dataclasses
 
         from sluice.config import Listener
 
-        listen = Listener(self.config.listen.host, port)
-        self.config = dataclasses.replace(self.config, listen=listen)
+        config = self.config
+        if server.bound is not None:
+            kafka = Listener(config.listen.host, server.bound.port)
+            config = dataclasses.replace(config, listen=kafka)
+        admin = server.admin
+        if config.admin_listen is not None and admin is not None and admin.bound is not None:
+            kept = Listener(config.admin_listen.host, admin.bound.port)
+            config = dataclasses.replace(config, admin_listen=kept)
+        self.config = config
+
+    def _not_on_own_thread(self, what: str) -> None:
+        """Refuse a lifecycle call made on the broker's own thread (from :meth:`call`),
+        before it changes anything: stopping there would wait for the thread it runs on."""
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise RuntimeError(
+                f"{what} on the embedded broker's own thread (inside call()): call it from "
+                "another thread"
+            )
 
     def cleanup(self) -> None:
         """Remove the temporary data directory (one that was given is kept). Not while the
@@ -313,7 +382,7 @@ class EmbeddedBroker(Cluster):
         loop.call_soon_threadsafe(run)
         return done.result(timeout)
 
-    def __enter__(self) -> EmbeddedBroker:
+    def __enter__(self) -> Self:
         # A failed start removes a temporary directory nothing was served from yet; one that
         # served (this broker's data, maybe running: a second `with` on it) stays.
         return self.start()
@@ -321,12 +390,13 @@ class EmbeddedBroker(Cluster):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._not_on_own_thread("leaving a with block")  # the directory would go under it
         try:
             self.stop()
         finally:
             self._remove_temporary()
 
-    async def __aenter__(self) -> EmbeddedBroker:
+    async def __aenter__(self) -> Self:
         """Started in an executor thread: the caller's event loop goes on meanwhile. Cancelled
         while starting, it waits for the start to end and stops the broker, then is cancelled."""
         loop = asyncio.get_running_loop()
@@ -414,3 +484,27 @@ def _checked_topics(topics: Mapping[str, TopicSpec], config: BrokerConfig) -> di
         except InvalidConfigError as exc:
             raise InvalidConfigError(f"topic {name!r}: {exc}") from None
     return dict(topics)
+
+
+def _differences(declared: TopicSpec, topic: Topic) -> list[str]:
+    """How an existing topic differs from its declaration: the partition count, and each
+    declared config whose value (as parsed: ``60000`` and ``"60000"`` are the same) differs."""
+    from sluice.config import TOPIC_SETTINGS
+
+    partitions, configs = topic_spec(declared)
+    found = []
+    if partitions != len(topic.partitions):
+        found.append(f"partitions {len(topic.partitions)}, declared {partitions}")
+    for name, value in configs.items():
+        setting = TOPIC_SETTINGS.get(name)
+        if setting is None:  # put in .topics after the constructor checked them
+            found.append(f"{name} is no topic config, declared {value}")
+            continue
+        has = getattr(topic.config, setting.attr)
+        try:
+            differs = setting.parse(value) != has
+        except ValueError:  # likewise
+            differs = True
+        if differs:
+            found.append(f"{name} {setting.render(has)}, declared {value}")
+    return found

@@ -51,9 +51,17 @@ class TopicCreationError(Exception):
 
 
 class TopicDeletionError(TopicCreationError):
-    """The broker refused to delete the topic; ``code`` is its Kafka error code."""
+    """The broker refused to delete the topic; ``code`` is its Kafka error code
+    (UNKNOWN_TOPIC_OR_PARTITION for one that does not exist). ``deleted`` names the topics the
+    same request did delete."""
 
     verb = "deleting"
+
+    def __init__(
+        self, name: str, code: int, message: str | None, deleted: Iterable[str] = ()
+    ) -> None:
+        super().__init__(name, code, message)
+        self.deleted = list(deleted)
 
 
 def unique_topic_name(hint: str = "topic") -> str:
@@ -79,7 +87,8 @@ def create_topic(
     timeout: float = 30.0,
 ) -> str:
     """Create topic ``name`` with ``partitions`` partitions (replication factor 1) and topic
-    ``configs`` (Kafka names) on the first broker of ``bootstrap_servers``; returns ``name``.
+    ``configs`` (Kafka names) through the first broker of ``bootstrap_servers`` that takes a
+    connection (each is tried in turn); returns ``name``.
     Raises :class:`TopicCreationError` when the broker refuses, e.g. with
     TOPIC_ALREADY_EXISTS."""
     spec = {**(configs or {}), "partitions": partitions}
@@ -124,18 +133,33 @@ def create_topics(
     return created
 
 
-def delete_topics(bootstrap_servers: str, names: Iterable[str], *, timeout: float = 30.0) -> None:
-    """Delete topics by name in one DeleteTopics request; a topic that does not exist (deleted
-    already) is no error. Raises :class:`TopicDeletionError` for any other refusal."""
+def delete_topics(
+    bootstrap_servers: str,
+    names: Iterable[str],
+    *,
+    missing_ok: bool = False,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Delete topics by name in one DeleteTopics request; returns the names of those it
+    deleted. Raises :class:`TopicDeletionError` for the first refusal, as Kafka's admin
+    clients do: UNKNOWN_TOPIC_OR_PARTITION for a topic that does not exist, unless
+    ``missing_ok`` (cleanup code, where a test may have deleted it itself), with the names of
+    those the request deleted all the same in its ``deleted``."""
     names = list(names)
     if not names:
-        return
+        return []
     body = m.DeleteTopicsRequest(topic_names=names, timeout_ms=int(timeout * 1000))
     response = _call(bootstrap_servers, ApiKey.DELETE_TOPICS, _DELETE_TOPICS_VERSION, body, timeout)
     assert isinstance(response, m.DeleteTopicsResponse)
+    deleted = [r.name or "?" for r in response.responses if r.error_code == ErrorCode.NONE]
     for result in response.responses:
-        if result.error_code not in (ErrorCode.NONE, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION):
-            raise TopicDeletionError(result.name or "?", result.error_code, result.error_message)
+        if result.error_code == ErrorCode.NONE:
+            continue
+        if result.error_code != ErrorCode.UNKNOWN_TOPIC_OR_PARTITION or not missing_ok:
+            raise TopicDeletionError(
+                result.name or "?", result.error_code, result.error_message, deleted=deleted
+            )
+    return deleted
 
 
 def topic_spec(spec: TopicSpec) -> tuple[int, dict[str, str]]:
@@ -159,30 +183,71 @@ def config_value(value: object) -> str:
 def _call(
     bootstrap_servers: str, api: ApiKey, version: int, body: RequestBody, timeout: float
 ) -> ResponseBody:
+    """Send one request to the first broker of ``bootstrap_servers`` that takes a connection
+    (trying each in turn, as clients do) and return its answer. Only a failed connect moves on
+    to the next address: once a request is sent it may take effect, so it is never sent twice."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout is a number of seconds, not {timeout!r}")
     if not math.isfinite(timeout) or timeout <= 0:  # 0 made the socket non-blocking
         raise ValueError(f"timeout is a finite number of seconds above 0, not {timeout!r}")
+    import time
+
     frame = encode_request(api, version, 1, "sluice.testing", body)
+    sock = _connect(bootstrap_servers, api, time.monotonic() + timeout)
+    peer = _address(sock.getpeername())
     try:
-        with socket.create_connection(_first_address(bootstrap_servers), timeout=timeout) as sock:
+        with sock:
+            sock.settimeout(timeout)
             sock.sendall(frame)
             (size,) = I32.unpack(_receive(sock, 4))
             _, response = decode_response(_receive(sock, size), api, version)
     except TimeoutError:
         raise TimeoutError(
-            f"{api.name}: no answer from {bootstrap_servers} within {timeout} s (the broker may "
+            f"{api.name}: no answer from {peer} within {timeout} s (the broker may "
             "still do what was asked)"
         ) from None
     return response
 
 
-def _first_address(bootstrap_servers: str) -> tuple[str, int]:
-    first = bootstrap_servers.split(",")[0].strip()
-    host, _, port = first.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"not host:port: {first!r}")
-    return host.strip("[]"), int(port)
+def _connect(bootstrap_servers: str, api: ApiKey, deadline: float) -> socket.socket:
+    """A connection to the first address of ``bootstrap_servers`` that takes one before
+    ``deadline``; each attempt gets an even share of the time left, so one address that
+    never answers does not use it all. ConnectionError naming every address and why, when
+    none does."""
+    import time
+
+    addresses = _addresses(bootstrap_servers)
+    failures = []
+    for i, (host, port) in enumerate(addresses):
+        share = (deadline - time.monotonic()) / (len(addresses) - i)
+        try:
+            return socket.create_connection((host, port), timeout=max(share, 0.001))
+        except OSError as exc:  # refused, unreachable, unresolvable, timed out
+            failures.append(f"{_address((host, port))} ({exc or type(exc).__name__})")
+    raise ConnectionError(
+        f"{api.name}: no broker of {bootstrap_servers!r} took a connection: " + "; ".join(failures)
+    )
+
+
+def _addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
+    """Every ``host:port`` of a comma-separated bootstrap list (``[::1]:9092`` for IPv6)."""
+    found = []
+    for item in bootstrap_servers.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"not host:port: {item!r} (in {bootstrap_servers!r})")
+        found.append((host.removeprefix("[").removesuffix("]"), int(port)))
+    if not found:
+        raise ValueError(f"no host:port in bootstrap servers {bootstrap_servers!r}")
+    return found
+
+
+def _address(where: tuple[str, int]) -> str:
+    host, port = where[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _receive(sock: socket.socket, n: int) -> bytes:
