@@ -14,7 +14,6 @@ takes its producer ids from here too.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -23,7 +22,7 @@ from sluice.broker.context import BrokerContext
 from sluice.errors import ErrorCode
 from sluice.protocol import Request
 from sluice.protocol import messages as m
-from sluice.storage.files import write_atomic
+from sluice.storage.files import load_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class ProducerIds:
 
     def _read(self) -> int:
         try:
-            return int(json.loads(self.path.read_bytes())["next_block"])
+            return int(load_json(self.path)["next_block"])
         except FileNotFoundError:
             return 0
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -57,8 +56,8 @@ class ProducerIds:
         async with self._lock:
             if self._next == self._end:
                 end = self._end + BLOCK
-                body = json.dumps({"next_block": end}).encode()
-                await asyncio.get_running_loop().run_in_executor(None, write_atomic, self.path, body)
+                block = {"next_block": end}
+                await asyncio.get_running_loop().run_in_executor(None, write_json, self.path, block)
                 self._end = end
             pid = self._next
             self._next += 1

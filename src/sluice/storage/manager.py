@@ -25,7 +25,6 @@ thousands of partitions stop and start again in about a second.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -56,6 +55,7 @@ from sluice.storage.clock import Clock, wall_clock_ms
 from sluice.storage.fdcache import FdCache
 from sluice.storage.files import (
     fsync_dir,
+    load_json,
     read_json,
     remove_tree,
     sync_filesystem,
@@ -311,7 +311,7 @@ class LogManager:
         if not path.exists():
             return None
         try:
-            raw = json.loads(path.read_bytes())
+            raw = load_json(path)
             overrides = {str(k): str(v) for k, v in raw["configs"].items()}
             topic = Topic(
                 str(raw["name"]),
@@ -363,7 +363,7 @@ class LogManager:
             stray.unlink()
         for path in sorted(meta_dir.glob("*.json")):
             try:
-                raw = json.loads(path.read_bytes())
+                raw = load_json(path)
                 name, topic_id, count = str(raw["name"]), uuid.UUID(raw["topic_id"]), int(raw["partitions"])
                 configs = {str(k): str(v) for k, v in raw["configs"].items()}
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -31,7 +31,6 @@ stops and crashes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -50,7 +49,7 @@ from sluice.errors import (
 )
 from sluice.protocol.markers import Marker
 from sluice.protocol.records import TRANSACTIONAL_BIT, BatchHeader
-from sluice.storage.files import write_atomic
+from sluice.storage.files import load_json, write_json
 from sluice.storage.txn_index import AbortedTxn
 
 log = logging.getLogger(__name__)
@@ -371,7 +370,7 @@ class ProducerState:
                     path.unlink(missing_ok=True)
                 continue
             try:
-                raw = json.loads(path.read_bytes())
+                raw = load_json(path)
                 self.producers = {int(p): ProducerEntry.from_json(e) for p, e in raw["producers"].items()}
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("ignoring unreadable producer snapshot %s: %s", path, exc)
@@ -400,7 +399,7 @@ def write_snapshot(
     segment's base: where a replay after a crash starts). Any thread: it reads only what it is
     given."""
     body = {"offset": offset, "producers": {str(p): e.to_json() for p, e in producers.items()}}
-    write_atomic(directory / f"{offset:020d}{SNAPSHOT_SUFFIX}", json.dumps(body).encode(), sync=sync)
+    write_json(directory / f"{offset:020d}{SNAPSHOT_SUFFIX}", body, sync=sync)
     files = snapshot_files(directory)
     kept = set(files[-2:])
     if keep is not None:

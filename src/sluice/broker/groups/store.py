@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import field
@@ -124,6 +123,8 @@ TopicPartition = tuple[str, int]
 
 
 def encode_key(key: Key) -> bytes:
+    import json  # json on first use: a broker whose groups never commit reads and writes none
+
     if isinstance(key, OffsetKey):
         return json.dumps(["o", key.group, key.topic, key.partition]).encode()
     if isinstance(key, PendingOffsetKey):
@@ -134,6 +135,8 @@ def encode_key(key: Key) -> bytes:
 
 
 def decode_key(raw: bytes) -> Key:
+    import json
+
     parts = json.loads(raw)
     if parts[0] == "o":
         return OffsetKey(str(parts[1]), str(parts[2]), int(parts[3]))
@@ -151,6 +154,8 @@ def _b64(b: bytes) -> str:
 
 
 def encode_value(value: Value) -> bytes | None:
+    import json
+
     if value is None:
         return None
     if isinstance(value, CommittedOffset | TxnEnd):
@@ -163,6 +168,8 @@ def encode_value(value: Value) -> bytes | None:
 
 
 def decode_value(key: Key, raw: bytes | None) -> Value:
+    import json
+
     if raw is None:
         return None
     doc = json.loads(raw)

@@ -10,7 +10,6 @@ JSON, like the group store's: small at these sizes and readable when debugging.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +22,8 @@ DIR_NAME = "__transaction_state"
 
 
 def encode_record(record: TxnRecord) -> bytes:
+    import json  # json on first use: a broker with no transactions reads and writes none
+
     partitions: dict[str, list[int]] = {}
     for topic, partition in sorted(record.partitions):
         partitions.setdefault(topic, []).append(partition)
@@ -43,6 +44,8 @@ def encode_record(record: TxnRecord) -> bytes:
 
 
 def decode_record(raw: bytes) -> TxnRecord:
+    import json
+
     doc: dict[str, Any] = json.loads(raw)
     state = TxnState.named(doc["state"])
     if state is None:
