@@ -21,7 +21,7 @@ from pathlib import Path
 import confluent_kafka as ck
 import pytest
 
-from sluice.client import Consumer, ConsumerRecord
+from sluice.client import Consumer, ConsumerRecord, Producer
 from sluice.testing import EmbeddedBroker
 from tests.client.conftest import DEADLINE
 
@@ -250,3 +250,40 @@ def test_close_during_run_with_the_broker_down_returns_within_its_timeout(
     assert elapsed < timeout, warnings
     assert any("last commit" in w and "('t', " in w for w in warnings), warnings
     assert not any("run had not returned" in w for w in warnings), warnings
+
+
+def test_a_broker_outage_is_logged_once_per_failure_at_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker stopped under a consumer and a producer: each failed connection is one line,
+    on ``sluice.client`` at WARNING, naming the client (librdkafka's own log line for it, at
+    ERROR on ``sluice.client.librdkafka``, is left out); a line per failure, not two."""
+    caplog.set_level(logging.DEBUG, logger="sluice.client")
+    with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
+        _produce(broker.bootstrap_servers, "t", 10)
+
+        def failures() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if "Connect to" in r.getMessage()]
+
+        async def main() -> None:
+            p = Producer(broker.bootstrap_servers, metrics_registry=None,
+                         config={"client.id": "outage-p"})
+            c = Consumer(broker.bootstrap_servers, group_id="g", topics="t",
+                         metrics_registry=None,
+                         config={"auto.offset.reset": "earliest", "client.id": "outage-c"})
+            await p.send("t", b"x")
+            assert await c.getmany(10, DEADLINE)
+            await asyncio.to_thread(broker.stop)
+            deadline = time.monotonic() + DEADLINE
+            while not all(any(name in r.getMessage() for r in failures())
+                          for name in ("outage-c", "outage-p")):
+                assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+                await c.getmany(10, 0.1)
+            await c.close(1)
+            await p.close(1)
+
+        asyncio.run(asyncio.wait_for(main(), 2 * DEADLINE))
+    lines = failures()
+    print(f"{len(lines)} lines for failed connections, e.g. {lines[0].getMessage()!r}")
+    assert {(r.name, r.levelname) for r in lines} == {("sluice.client", "WARNING")}, [
+        (r.name, r.levelname, r.getMessage()) for r in lines]

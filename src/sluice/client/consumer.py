@@ -1050,6 +1050,7 @@ class Consumer:
     def _on_error(self, error: ck.KafkaError) -> None:
         if error.fatal():
             self.fatal_error = error
+        librdkafka.log_error(self._metrics.client_id, error)
         if self._error_cb is not None:
             self._error_cb(error)
 

@@ -766,9 +766,7 @@ class Producer:
     def _on_error(self, error: ck.KafkaError) -> None:
         if error.fatal():
             self.fatal_error = error
-            log.error("librdkafka fatal error, the producer is unusable: %s", error)
-        else:
-            log.warning("librdkafka: %s", error)
+        librdkafka.log_error(self._metrics.client_id, error)
         if self._error_cb is not None:
             self._error_cb(error)
 
