@@ -521,13 +521,25 @@ def test_manual_assignment_reads_from_the_given_offset(target: Target) -> None:
     last = n - 1
     produce(target, topic, [f"a{i}".encode() for i in range(30)], partition=last)
 
+    registry = CollectorRegistry()
+
     async def main() -> list[int]:
         async with Consumer(target.bootstrap, assign=[(topic, last, 12)],
-                            metrics_registry=CollectorRegistry(), **target.client) as c:
+                            metrics_registry=registry, **target.client) as c:
             assert c.assignment() == [(topic, last)]
             got: list[ConsumerRecord] = []
             while len(got) < 18:
                 got += await c.getmany(100, 1.0)
+            # no group: no group label either (not the group id librdkafka is given)
+            assert c.metrics()["group_id"] is None
+            client = c.config["client.id"]
+            labels = {"messaging_system": "kafka", "messaging_client_id": client,
+                      "messaging_consumer_group_name": ""}
+            assert registry.get_sample_value(
+                "messaging_client_consumed_messages_total", labels) == 18
+            groups = {s.labels.get("messaging_consumer_group_name")
+                      for m in registry.collect() for s in m.samples}
+            assert groups == {""}, groups
             return [r.offset for r in got]
 
     assert run(main()) == list(range(12, 30))

@@ -351,7 +351,7 @@ class Consumer:
         self._hwm: dict[TP, int] = {}
         self._metrics = ConsumerMetrics(
             str(self.config["client.id"]),
-            settings.get("group.id"),
+            group_id,  # None without a group: not the name librdkafka was given for assign()
             lag=self._lag,
             buffered=lambda: (len(self._buffer), self._buffer.bytes),
             held_bytes=self.held_bytes,
