@@ -856,3 +856,32 @@ def test_a_handler_that_closes_its_consumer_does_not_wait_for_itself(
     processed = run(main())
     assert 10 <= processed <= 50
     assert committed(target, group, topic, 1) == {0: processed}
+
+
+def test_a_record_stored_with_a_negative_timestamp_is_still_dead_lettered(
+    target: Target,
+) -> None:
+    """Another producer stored a record with timestamp -5 (librdkafka sends it; the toolkit's
+    producer refuses it): run's dead-letter copy of it is sent without the timestamp (stamped
+    with the time of sending), not refused, so run does not stop."""
+    if not target.timestamps:
+        pytest.skip(f"Kafka {target.version} keeps no timestamps (0.10 and later)")
+    topic, _ = target.topic("c-negative-ts")
+    dlq, _ = target.topic("c-negative-ts-dlq")
+    produce(target, topic, [b"old"], timestamp=-5)
+
+    async def main() -> None:
+        async with consumer(target, topic, dead_letter_topic=dlq, max_retries=0) as c:
+
+            async def handler(r: ConsumerRecord) -> None:
+                assert r.timestamp == -5
+                c.stop()
+                raise RuntimeError("no thanks")
+
+            await c.run(handler)
+            assert c.metrics()["dead_lettered"] == 1
+
+    before = int(time.time() * 1000)
+    run(main())
+    [letter] = read_topic(target, dlq)
+    assert letter.value == b"old" and letter.timestamp >= before

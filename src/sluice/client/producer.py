@@ -460,6 +460,9 @@ class Producer:
                 if type(value) is bytes and (k is None or type(k) is bytes):
                     p = item.partition
                     try:
+                        ts = item.timestamp or 0
+                        if ts < 0:  # librdkafka would store it: _submit refuses it
+                            raise ValueError(ts)
                         produce(
                             item.topic,
                             value,
@@ -467,7 +470,7 @@ class Producer:
                             -1 if p is None else p,
                             bind(deliver, i),
                             None,
-                            item.timestamp or 0,
+                            ts,
                             item.headers,  # type: ignore[arg-type]
                         )
                     except BufferError:
@@ -545,6 +548,14 @@ class Producer:
         except SerializationError as exc:
             self._metrics.count_failure("SERIALIZATION")
             sink.settle(key, failed(record, exc))
+            return True
+        ts = record.timestamp
+        if type(ts) is int and ts < 0:
+            self._metrics.count_failure("INVALID_RECORD")
+            sink.settle(key, failed(record, SerializationError(
+                f"{record.topic}: timestamp={ts}: a timestamp is milliseconds since the epoch, "
+                f"0 or more (None: the time of sending); Kafka producers refuse negative ones "
+                f"(-1 is Kafka's 'no timestamp', which a producer cannot send)", record)))
             return True
         partition = record.partition
         try:

@@ -23,7 +23,9 @@ FIELDS = frozenset({"topic", "value", "key", "headers", "partition", "timestamp"
 class Record:
     """One record to send. ``value`` and ``key`` are bytes, str (sent as UTF-8), None, or anything
     the producer's serializer takes. ``partition`` None lets librdkafka's partitioner choose (by
-    key); ``timestamp`` is milliseconds since the epoch (CreateTime), None for now."""
+    key); ``timestamp`` is milliseconds since the epoch (CreateTime), None for now. A negative
+    timestamp is refused (that record's SerializationError); 0 is librdkafka's "not given",
+    so it too means now (docs/client.md)."""
 
     topic: str
     value: Any

@@ -850,8 +850,10 @@ class Runner:
             error=exc,
             attempts=attempts,
         )
-        await self._producer.send(
-            letter.topic, letter.value, letter.key, letter.headers, None, letter.timestamp or None
+        timestamp = letter.timestamp
+        await self._producer.send(  # a negative timestamp as stored is not sent: refused
+            letter.topic, letter.value, letter.key, letter.headers, None,
+            timestamp if timestamp is not None and timestamp > 0 else None,
         )
         self.metrics.dead_lettered += 1
 
