@@ -885,3 +885,38 @@ def test_a_record_stored_with_a_negative_timestamp_is_still_dead_lettered(
     run(main())
     [letter] = read_topic(target, dlq)
     assert letter.value == b"old" and letter.timestamp >= before
+
+
+def test_a_consumer_belongs_to_the_loop_it_started_on(target: Target) -> None:
+    """Used from another event loop (an asyncio.run of its own on another thread), a started
+    consumer's reads, run, commit, seek and close raise WrongEventLoopError (asyncio's "bound
+    to a different event loop", before); on its own loop it goes on."""
+    from sluice.client import ConsumerError, WrongEventLoopError
+
+    topic, _ = target.topic("c-wrong-loop")
+    produce(target, topic, [b"a", b"b"])
+
+    async def elsewhere(c: Consumer) -> None:
+        async def handler(r: ConsumerRecord) -> None:
+            pass
+
+        for call in (
+            lambda: c.getmany(10, 0.1),
+            lambda: c.run(handler),
+            lambda: c.commit({(topic, 0): 1}),
+            lambda: c.seek(topic, 0, 0),
+            lambda: c.close(),
+        ):
+            with pytest.raises(WrongEventLoopError, match="belongs to the loop") as info:
+                await call()
+            assert isinstance(info.value, ConsumerError)
+
+    async def go() -> list[bytes | None]:
+        async with consumer(target, topic) as c:
+            got = await c.getmany(1, DEADLINE)
+            await asyncio.to_thread(asyncio.run, elsewhere(c))
+            while len(got) < 2:
+                got += await c.getmany(10, 1.0)
+            return [r.value for r in got]
+
+    assert run(go()) == [b"a", b"b"]

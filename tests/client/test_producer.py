@@ -952,3 +952,41 @@ def test_a_negative_timestamp_is_refused_for_that_record_and_0_means_now(
     assert set(stored) == {b"zero", b"one", b"none"}
     assert stored[b"one"] == 1
     assert before <= stored[b"zero"] <= after and before <= stored[b"none"] <= after
+
+
+def test_a_producer_belongs_to_the_loop_it_started_on(target: Target) -> None:
+    """Used from another event loop (an asyncio.run of its own, here on another thread while
+    the first loop still owns the producer), every entry point raises WrongEventLoopError
+    (asyncio's own error, "attached to a different loop", before); the producer still works,
+    and closes, on its own loop."""
+    from sluice.client import ProducerError, WrongEventLoopError
+
+    topic, _ = target.topic("wrong-loop")
+
+    async def elsewhere(p: Producer) -> list[BaseException]:
+        raised: list[BaseException] = []
+        for call in (
+            lambda: p.send(topic, b"x"),
+            lambda: p.submit(topic, b"x"),
+            lambda: p.send_batch([Record(topic, b"x")]),
+            lambda: p.flush(),
+            lambda: p.close(),
+        ):
+            with pytest.raises(WrongEventLoopError, match="belongs to the loop") as info:
+                await call()
+            raised.append(info.value)
+        with pytest.raises(WrongEventLoopError):
+            p.send_nowait(topic, b"x")
+        with pytest.raises(WrongEventLoopError):
+            p.send_ordered([Record(topic, b"x")])
+        return raised
+
+    async def go() -> None:
+        async with producer(target) as p:
+            await p.send(topic, b"before")
+            raised = await asyncio.to_thread(asyncio.run, elsewhere(p))
+            assert all(isinstance(e, ProducerError | RuntimeError) for e in raised)
+            await p.send(topic, b"after")
+
+    run(go())
+    assert [s.value for s in read_topic(target, topic)] == [b"before", b"after"]

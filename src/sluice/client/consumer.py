@@ -47,6 +47,7 @@ from sluice.client.errors import (
     ConsumerClosedError,
     ConsumerError,
     DeserializationError,
+    WrongEventLoopError,
 )
 from sluice.client.records import RECORD_OVERHEAD, ConsumerRecord, fetched_records
 
@@ -391,6 +392,7 @@ class Consumer:
     async def start(self) -> Consumer:
         """Subscribe (or assign) and start the fetch thread on the running loop."""
         if self._bridge is not None:
+            self._check_loop()
             return self
         if self._closing:
             raise ConsumerClosedError("the consumer is closed")
@@ -414,6 +416,16 @@ class Consumer:
         )
         self._bridge.start()
         return self
+
+    def _check_loop(self) -> None:
+        """Refuse a loop other than the one the consumer started on (a second asyncio.run):
+        the fetch thread hands records and outcomes to that first loop."""
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            raise WrongEventLoopError(
+                "this Consumer was started on another event loop (an earlier asyncio.run?): a "
+                "Consumer belongs to the loop it was started on; make one per loop and close "
+                "it on its own loop"
+            )
 
     async def __aenter__(self) -> Consumer:
         return await self.start()
@@ -440,6 +452,7 @@ class Consumer:
         it never keeps the process alive)."""
         if self._closing:
             return
+        self._check_loop()
         self._closing = True
         budget = self.close_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
@@ -570,6 +583,7 @@ class Consumer:
         ``[]`` if none came. A record the deserializer cannot read ends the batch before it;
         the next call raises its :class:`DeserializationError` (the position is past it, so
         the call after goes on with the next record)."""
+        self._check_loop()
         if self._pending_error is not None:
             err, self._pending_error = self._pending_error, None
             raise err
@@ -662,8 +676,7 @@ class Consumer:
 
     async def _wait_ready(self, timeout: float | None) -> None:
         """Until records are ready, the consumer closes, or ``timeout`` passes."""
-        if self._bridge is None:
-            await self.start()
+        await self.start()  # starts it, or checks the loop
         if self._closing:
             raise ConsumerClosedError("the consumer is closed")
         if self.fatal_error is not None:
@@ -768,6 +781,7 @@ class Consumer:
         """:meth:`_on_fetch_thread`'s future: ``call()``'s outcome, settled by the thread."""
         if self._detached:
             raise ConsumerClosedError("the consumer is closed")
+        self._check_loop()
         bridge, loop = self._bridge, self._loop
         if bridge is None or loop is None:  # not started: no fetch thread yet
             return self._in_thread(call, f"{self._metrics.client_id}-call")
@@ -793,6 +807,7 @@ class Consumer:
     async def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic[partition]`` from ``offset`` next: the records buffered for it are
         dropped, the ones fetched before the seek never served."""
+        self._check_loop()
         tp = (topic, partition)
         self._drop({tp})
         if self._runner is not None:

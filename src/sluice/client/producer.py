@@ -50,6 +50,7 @@ from sluice.client.errors import (
     QueueFullError,
     SerializationError,
     UndeliveredError,
+    WrongEventLoopError,
 )
 from sluice.client.metrics import ProducerMetrics, collector_for
 from sluice.client.ordered import OrderedSends
@@ -188,6 +189,8 @@ class Producer:
 
     def _start(self) -> None:
         if self._bridge is not None:
+            if asyncio.get_running_loop() is not self._loop:
+                raise self._wrong_loop()
             return
         if self._closing:
             raise ProducerClosedError("the producer is closed")
@@ -201,6 +204,13 @@ class Producer:
             flush=self._producer.flush, outstanding=self._producer.__len__,
         )
         self._bridge.start()
+
+    def _wrong_loop(self) -> WrongEventLoopError:
+        return WrongEventLoopError(
+            "this Producer was started on another event loop (an earlier asyncio.run?): a "
+            "Producer belongs to the loop it was started on; make one per loop and close it "
+            "on its own loop"
+        )
 
     async def __aenter__(self) -> Producer:
         return await self.start()
@@ -217,6 +227,8 @@ class Producer:
         """Wait until every accepted record has its outcome, at most ``timeout`` seconds (None:
         no limit); returns how many still have none (0: all settled). Records lingering in
         librdkafka are sent at once meanwhile (see :mod:`sluice.client.bridge`)."""
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            raise self._wrong_loop()
         if self._idle is None or self._settled():
             return 0
         self._idle.clear()
@@ -237,6 +249,8 @@ class Producer:
         it again does nothing."""
         if self._closing:
             return
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            raise self._wrong_loop()
         self._closing = True
         purged: list[DeliveryError] = []
         try:
