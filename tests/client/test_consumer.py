@@ -920,3 +920,28 @@ def test_a_consumer_belongs_to_the_loop_it_started_on(target: Target) -> None:
             return [r.value for r in got]
 
     assert run(go()) == [b"a", b"b"]
+
+
+def test_no_headers_sent_in_any_form_arrive_as_none(target: Target) -> None:
+    """The toolkit's producer sends ``headers=None``, ``[]`` and ``{}`` alike (no headers:
+    Kafka stores nothing to tell them apart); its consumer reads each as None, and headers
+    that were sent as they were sent."""
+    target.require_headers()
+    from sluice.client import Producer, Record
+
+    topic, _ = target.topic("c-no-headers")
+    sent: list[Any] = [None, [], {}, [("a", b"1")], {"b": b"2"}]
+
+    async def main() -> list[Any]:
+        async with Producer(target.bootstrap, metrics_registry=None,
+                            **target.options()) as p:
+            results = await p.send_batch(
+                [Record(topic, b"%d" % i, headers=h) for i, h in enumerate(sent)])
+            assert [r.error for r in results] == [None] * len(sent)
+        async with consumer(target, topic) as c:
+            got: list[ConsumerRecord] = []
+            while len(got) < len(sent):
+                got += await c.getmany(10, 1.0)
+            return [r.headers for r in got]
+
+    assert run(main()) == [None, None, None, [("a", b"1")], [("b", b"2")]]
