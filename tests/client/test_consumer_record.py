@@ -82,4 +82,4 @@ def test_no_headers_read_as_none_however_the_record_was_made() -> None:
     made = ConsumerRecord("orders", 3, 41, b"k", b"v", [], None, 448)
     assigned = ConsumerRecord.fetched(message(), 448)
     assigned.headers = []
-    assert (fetched.headers, made.headers, assigned.headers) == (None, None, None)
+    assert [r.headers for r in (fetched, made, assigned)] == [None, None, None]
