@@ -442,8 +442,10 @@ class Consumer:
         """Stop ``run`` and wait for it (it commits what it finished), stop fetching, leave
         the group (the revoke callbacks run) and close librdkafka, within ``timeout`` seconds
         (default ``close_timeout``; a last commit that :meth:`stop` began keeps its own
-        deadline if that is earlier). Records fetched and not processed are not committed:
-        the group's next member reads them.
+        deadline if that is earlier). ``run``'s last commit and its dead-letter producer's
+        close each leave a reserve of the deadline (:meth:`_run_share`), so ``run`` returns
+        before close stops waiting for it; ``timeout`` bounds the whole. Records fetched and
+        not processed are not committed: the group's next member reads them.
 
         With the broker unreachable librdkafka holds a commit until the session times out
         (``session.timeout.ms``, 45 s by default). At the deadline close stops waiting: what
