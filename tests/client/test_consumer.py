@@ -521,13 +521,25 @@ def test_manual_assignment_reads_from_the_given_offset(target: Target) -> None:
     last = n - 1
     produce(target, topic, [f"a{i}".encode() for i in range(30)], partition=last)
 
+    registry = CollectorRegistry()
+
     async def main() -> list[int]:
         async with Consumer(target.bootstrap, assign=[(topic, last, 12)],
-                            metrics_registry=CollectorRegistry(), **target.client) as c:
+                            metrics_registry=registry, **target.client) as c:
             assert c.assignment() == [(topic, last)]
             got: list[ConsumerRecord] = []
             while len(got) < 18:
                 got += await c.getmany(100, 1.0)
+            # no group: no group label either (not the group id librdkafka is given)
+            assert c.metrics()["group_id"] is None
+            client = c.config["client.id"]
+            labels = {"messaging_system": "kafka", "messaging_client_id": client,
+                      "messaging_consumer_group_name": ""}
+            assert registry.get_sample_value(
+                "messaging_client_consumed_messages_total", labels) == 18
+            groups = {s.labels.get("messaging_consumer_group_name")
+                      for m in registry.collect() for s in m.samples}
+            assert groups == {""}, groups
             return [r.offset for r in got]
 
     assert run(main()) == list(range(12, 30))
@@ -844,3 +856,92 @@ def test_a_handler_that_closes_its_consumer_does_not_wait_for_itself(
     processed = run(main())
     assert 10 <= processed <= 50
     assert committed(target, group, topic, 1) == {0: processed}
+
+
+def test_a_record_stored_with_a_negative_timestamp_is_still_dead_lettered(
+    target: Target,
+) -> None:
+    """Another producer stored a record with timestamp -5 (librdkafka sends it; the toolkit's
+    producer refuses it): run's dead-letter copy of it is sent without the timestamp (stamped
+    with the time of sending), not refused, so run does not stop."""
+    if not target.timestamps:
+        pytest.skip(f"Kafka {target.version} keeps no timestamps (0.10 and later)")
+    topic, _ = target.topic("c-negative-ts")
+    dlq, _ = target.topic("c-negative-ts-dlq")
+    produce(target, topic, [b"old"], timestamp=-5)
+
+    async def main() -> None:
+        async with consumer(target, topic, dead_letter_topic=dlq, max_retries=0) as c:
+
+            async def handler(r: ConsumerRecord) -> None:
+                assert r.timestamp == -5
+                c.stop()
+                raise RuntimeError("no thanks")
+
+            await c.run(handler)
+            assert c.metrics()["dead_lettered"] == 1
+
+    before = int(time.time() * 1000)
+    run(main())
+    [letter] = read_topic(target, dlq)
+    assert letter.value == b"old" and letter.timestamp >= before
+
+
+def test_a_consumer_belongs_to_the_loop_it_started_on(target: Target) -> None:
+    """Used from another event loop (an asyncio.run of its own on another thread), a started
+    consumer's reads, run, commit, seek and close raise WrongEventLoopError (asyncio's "bound
+    to a different event loop", before); on its own loop it goes on."""
+    from sluice.client import ConsumerError, WrongEventLoopError
+
+    topic, _ = target.topic("c-wrong-loop")
+    produce(target, topic, [b"a", b"b"])
+
+    async def elsewhere(c: Consumer) -> None:
+        async def handler(r: ConsumerRecord) -> None:
+            pass
+
+        for call in (
+            lambda: c.getmany(10, 0.1),
+            lambda: c.run(handler),
+            lambda: c.commit({(topic, 0): 1}),
+            lambda: c.seek(topic, 0, 0),
+            lambda: c.close(),
+        ):
+            with pytest.raises(WrongEventLoopError, match="belongs to the loop") as info:
+                await call()
+            assert isinstance(info.value, ConsumerError)
+
+    async def go() -> list[bytes | None]:
+        async with consumer(target, topic) as c:
+            got = await c.getmany(1, DEADLINE)
+            await asyncio.to_thread(asyncio.run, elsewhere(c))
+            while len(got) < 2:
+                got += await c.getmany(10, 1.0)
+            return [r.value for r in got]
+
+    assert run(go()) == [b"a", b"b"]
+
+
+def test_no_headers_sent_in_any_form_arrive_as_none(target: Target) -> None:
+    """The toolkit's producer sends ``headers=None``, ``[]`` and ``{}`` alike (no headers:
+    Kafka stores nothing to tell them apart); its consumer reads each as None, and headers
+    that were sent as they were sent."""
+    target.require_headers()
+    from sluice.client import Producer, Record
+
+    topic, _ = target.topic("c-no-headers")
+    sent: list[Any] = [None, [], {}, [("a", b"1")], {"b": b"2"}]
+
+    async def main() -> list[Any]:
+        async with Producer(target.bootstrap, metrics_registry=None,
+                            **target.options()) as p:
+            results = await p.send_batch(
+                [Record(topic, b"%d" % i, headers=h) for i, h in enumerate(sent)])
+            assert [r.error for r in results] == [None] * len(sent)
+        async with consumer(target, topic) as c:
+            got: list[ConsumerRecord] = []
+            while len(got) < len(sent):
+                got += await c.getmany(10, 1.0)
+            return [r.headers for r in got]
+
+    assert run(main()) == [None, None, None, [("a", b"1")], [("b", b"2")]]

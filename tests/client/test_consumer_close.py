@@ -7,19 +7,21 @@ Each test stops a broker of its own."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import confluent_kafka as ck
 import pytest
 
-from sluice.client import Consumer, ConsumerRecord
+from sluice.client import Consumer, ConsumerRecord, Producer
 from sluice.testing import EmbeddedBroker
 from tests.client.conftest import DEADLINE
 
@@ -136,3 +138,152 @@ def test_a_sigterm_app_exits_within_close_timeout_with_the_broker_down(
     print(f"SIGTERM ({how}) to exit with the broker down: {elapsed:.1f} s")
     assert code == 0
     assert elapsed < BOUND, f"the app took {elapsed:.1f} s to exit"
+
+
+def _consumer_threads(client_id: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(client_id)]
+
+
+@pytest.mark.parametrize("second_cancel", ["at-once", "in-last-commit"])
+def test_cancelling_run_twice_with_the_broker_down_leaves_nothing_open(
+    tmp_path: Path, second_cancel: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``run`` (with a dead-letter topic, so it has a producer of its own) cancelled twice
+    with the broker down, the second cancel at once or during its last commit (which waits
+    up to its share of close_timeout, 3 s here): close() returns within its timeout, the
+    dead-letter producer's thread is gone, what librdkafka still holds is left to daemon
+    threads, and asyncio reports no task destroyed while pending."""
+    close_timeout = 4.0
+    caplog.set_level(logging.WARNING)
+    with EmbeddedBroker(tmp_path, topics={"t": 2}) as broker:
+        _produce(broker.bootstrap_servers, "t", 400)
+
+        async def main() -> tuple[float, float]:
+            processed = asyncio.Event()
+            done = 0
+
+            async def handler(r: ConsumerRecord) -> None:
+                nonlocal done
+                await asyncio.sleep(0.05)
+                done += 1
+                if done == 20:
+                    processed.set()
+
+            c = Consumer(broker.bootstrap_servers, group_id="g", topics=["t"],
+                         metrics_registry=None, close_timeout=close_timeout,
+                         commit_interval=60, dead_letter_topic="t.dlq",
+                         config={"auto.offset.reset": "earliest", "client.id": "twice"})
+            await c.start()
+            task = asyncio.create_task(c.run(handler, concurrency=4))
+            await asyncio.wait_for(processed.wait(), DEADLINE)
+            assert any(t.name == "twice-dlq-poll" for t in threading.enumerate())
+            await asyncio.to_thread(broker.stop)
+            started = time.monotonic()
+            task.cancel()
+            if second_cancel == "in-last-commit":
+                # the handlers in progress finish within 0.05 s; the commit then waits 3 s
+                await asyncio.sleep(0.5)
+            else:  # one loop turn: run has the first cancel, waits for its handlers
+                await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            ran = time.monotonic() - started
+            started = time.monotonic()
+            await c.close()
+            closing = time.monotonic() - started
+            assert c.closed
+            left = _consumer_threads("twice")
+            assert not [t.name for t in left if "dlq" in t.name], left
+            assert all(t.daemon for t in left), left
+            return ran, closing
+
+        ran, closing = asyncio.run(asyncio.wait_for(main(), 2 * DEADLINE))
+        gc.collect()
+    print(f"{second_cancel}: run returned after {ran:.2f} s, close took {closing:.2f} s")
+    assert ran < close_timeout * 3 / 4, "the second cancel did not end run's last commit"
+    assert closing < close_timeout
+    destroyed = [r.getMessage() for r in caplog.records
+                 if "destroyed but it is pending" in r.getMessage()]
+    assert not destroyed, destroyed
+
+
+def test_close_during_run_with_the_broker_down_returns_within_its_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close(timeout) while run runs, the broker down: run's last commit gives up within its
+    share of the deadline (it is logged, with its offsets), run returns before close stops
+    waiting for it, and close returns within its timeout."""
+    timeout = 2.0
+    caplog.set_level(logging.WARNING, logger="sluice.client")
+    with EmbeddedBroker(tmp_path, topics={"t": 2}) as broker:
+        _produce(broker.bootstrap_servers, "t", 400)
+
+        async def main() -> float:
+            processed = asyncio.Event()
+            done = 0
+
+            async def handler(r: ConsumerRecord) -> None:
+                nonlocal done
+                await asyncio.sleep(0.05)
+                done += 1
+                if done == 20:
+                    processed.set()
+
+            c = Consumer(broker.bootstrap_servers, group_id="g", topics=["t"],
+                         metrics_registry=None, close_timeout=30, commit_interval=60,
+                         dead_letter_topic="t.dlq", config={"auto.offset.reset": "earliest"})
+            await c.start()
+            task = asyncio.create_task(c.run(handler, concurrency=4))
+            await asyncio.wait_for(processed.wait(), DEADLINE)
+            await asyncio.to_thread(broker.stop)
+            started = time.monotonic()
+            await c.close(timeout)
+            elapsed = time.monotonic() - started
+            assert task.done()
+            await task
+            return elapsed
+
+        elapsed = asyncio.run(asyncio.wait_for(main(), 2 * DEADLINE))
+    print(f"close({timeout}) during run with the broker down took {elapsed:.3f} s")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert elapsed < timeout, warnings
+    assert any("last commit" in w and "('t', " in w for w in warnings), warnings
+    assert not any("run had not returned" in w for w in warnings), warnings
+
+
+def test_a_broker_outage_is_logged_once_per_failure_at_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker stopped under a consumer and a producer: each failed connection is one line,
+    on ``sluice.client`` at WARNING, naming the client (librdkafka's own log line for it, at
+    ERROR on ``sluice.client.librdkafka``, is left out); a line per failure, not two."""
+    caplog.set_level(logging.DEBUG, logger="sluice.client")
+    with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
+        _produce(broker.bootstrap_servers, "t", 10)
+
+        def failures() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if "Connect to" in r.getMessage()]
+
+        async def main() -> None:
+            p = Producer(broker.bootstrap_servers, metrics_registry=None,
+                         config={"client.id": "outage-p"})
+            c = Consumer(broker.bootstrap_servers, group_id="g", topics="t",
+                         metrics_registry=None,
+                         config={"auto.offset.reset": "earliest", "client.id": "outage-c"})
+            await p.send("t", b"x")
+            assert await c.getmany(10, DEADLINE)
+            await asyncio.to_thread(broker.stop)
+            deadline = time.monotonic() + DEADLINE
+            while not all(any(name in r.getMessage() for r in failures())
+                          for name in ("outage-c", "outage-p")):
+                assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+                await c.getmany(10, 0.1)
+            await c.close(1)
+            await p.close(1)
+
+        asyncio.run(asyncio.wait_for(main(), 2 * DEADLINE))
+    lines = failures()
+    print(f"{len(lines)} lines for failed connections, e.g. {lines[0].getMessage()!r}")
+    assert {(r.name, r.levelname) for r in lines} == {("sluice.client", "WARNING")}, [
+        (r.name, r.levelname, r.getMessage()) for r in lines]

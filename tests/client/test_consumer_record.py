@@ -73,3 +73,13 @@ def test_pickle_and_copy_keep_every_field_and_the_decoded_value() -> None:
     for again in (pickle.loads(pickle.dumps(r)), copy.copy(r), copy.deepcopy(r)):
         assert isinstance(again, ConsumerRecord)
         assert fields(again) == fields(r)
+
+
+def test_no_headers_read_as_none_however_the_record_was_made() -> None:
+    """``[]`` and None are the same record on the wire; the consumer says None for both,
+    whether the record was fetched, made or assigned (docs/client.md)."""
+    fetched = ConsumerRecord.fetched(message(headers=[]), 448)
+    made = ConsumerRecord("orders", 3, 41, b"k", b"v", [], None, 448)
+    assigned = ConsumerRecord.fetched(message(), 448)
+    assigned.headers = []
+    assert [r.headers for r in (fetched, made, assigned)] == [None, None, None]

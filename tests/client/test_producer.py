@@ -901,3 +901,92 @@ def test_a_window_waiting_for_queue_space_keeps_its_records_counted(target: Targ
     assert lowest >= 0
     assert took < 10, f"close took {took:.1f} s with every record delivered"
     assert left == 0
+
+
+@pytest.mark.parametrize("strategy", [*STRATEGIES, "send_ordered async", "send_batch async"])
+def test_a_negative_timestamp_is_refused_for_that_record_and_0_means_now(
+    target: Target, strategy: str
+) -> None:
+    """A timestamp below 0 (-1, Kafka's "no timestamp", included: a producer cannot send it,
+    librdkafka would store it as a CreateTime of -1) is that record's SerializationError in
+    every strategy and fast path, the others delivered; 0 is librdkafka's "not given": the
+    record is stamped with the time of sending (docs/client.md)."""
+    if not target.timestamps:
+        pytest.skip(f"Kafka {target.version} keeps no timestamps (0.10 and later)")
+    topic, _ = target.topic("timestamps")
+    records = [
+        Record(topic, b"minus-5", timestamp=-5),
+        Record(topic, b"minus-1", key=b"k", headers=[("h", b"1")], timestamp=-1),
+        Record(topic, b"zero", timestamp=0),
+        Record(topic, b"one", timestamp=1),
+        Record(topic, b"none"),
+    ]
+
+    async def source() -> AsyncIterator[Record]:
+        for r in records:
+            yield r
+
+    async def go() -> list[Any]:
+        async with producer(target) as p:
+            if strategy == "send_ordered async":
+                return [r.error async for r in p.send_ordered(source(), max_in_flight=4)]
+            if strategy == "send_batch async":
+                return [r.error for r in await p.send_batch(source())]
+            if strategy in ("send_ordered", "send_batch"):
+                return [r.error for r in await send_all(p, strategy, records)]
+            out: list[Any] = []
+            for r in records:
+                try:
+                    await send_all(p, strategy, [r])
+                    out.append(None)
+                except SerializationError as exc:
+                    out.append(exc)
+            return out
+
+    before = int(time.time() * 1000)
+    errors = run(go())
+    after = int(time.time() * 1000)
+    assert [type(e) for e in errors] == [SerializationError] * 2 + [type(None)] * 3, errors
+    assert "timestamp=-5" in str(errors[0]) and "timestamp=-1" in str(errors[1])
+    stored = {s.value: s.timestamp for s in read_topic(target, topic)}
+    assert set(stored) == {b"zero", b"one", b"none"}
+    assert stored[b"one"] == 1
+    assert before <= stored[b"zero"] <= after and before <= stored[b"none"] <= after
+
+
+def test_a_producer_belongs_to_the_loop_it_started_on(target: Target) -> None:
+    """Used from another event loop (an asyncio.run of its own, here on another thread while
+    the first loop still owns the producer), every entry point raises WrongEventLoopError
+    (asyncio's own error, "attached to a different loop", before); the producer still works,
+    and closes, on its own loop."""
+    from sluice.client import ProducerError, WrongEventLoopError
+
+    topic, _ = target.topic("wrong-loop")
+
+    async def elsewhere(p: Producer) -> list[BaseException]:
+        raised: list[BaseException] = []
+        for call in (
+            lambda: p.send(topic, b"x"),
+            lambda: p.submit(topic, b"x"),
+            lambda: p.send_batch([Record(topic, b"x")]),
+            lambda: p.flush(),
+            lambda: p.close(),
+        ):
+            with pytest.raises(WrongEventLoopError, match="belongs to the loop") as info:
+                await call()
+            raised.append(info.value)
+        with pytest.raises(WrongEventLoopError):
+            p.send_nowait(topic, b"x")
+        with pytest.raises(WrongEventLoopError):
+            p.send_ordered([Record(topic, b"x")])
+        return raised
+
+    async def go() -> None:
+        async with producer(target) as p:
+            await p.send(topic, b"before")
+            raised = await asyncio.to_thread(asyncio.run, elsewhere(p))
+            assert all(isinstance(e, ProducerError | RuntimeError) for e in raised)
+            await p.send(topic, b"after")
+
+    run(go())
+    assert [s.value for s in read_topic(target, topic)] == [b"before", b"after"]

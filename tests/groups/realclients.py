@@ -3,6 +3,7 @@ raw wire client, and waiting for conditions (polled with a deadline, never a fix
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -106,9 +107,10 @@ class ChildMember:
         ]
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
-        self._reader.join(10)
+        self._release()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -120,7 +122,16 @@ class ChildMember:
             except (BrokenPipeError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(10)
+        self._release()
+
+    def _release(self) -> None:
+        """The child has exited: its output read to the end, both pipes closed (left open,
+        each is a ResourceWarning when the Popen is collected)."""
         self._reader.join(10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):  # stdin: a flush to a child that is gone
+                    pipe.close()
 
 
 class WireClient:

@@ -171,6 +171,7 @@ def measure(label: str, args: list[str], *, timeout: float = 120.0) -> Samples:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+        proc.stdout.close()  # the pipe is ours to close (a ResourceWarning otherwise)
     return out
 
 

@@ -18,6 +18,7 @@ from sluice.client.errors import (
     RecordError,
     SerializationError,
     UndeliveredError,
+    WrongEventLoopError,
 )
 from sluice.client.ordered import OrderedSends
 from sluice.client.producer import Producer
@@ -47,4 +48,5 @@ __all__ = [
     "SerializationError",
     "Shed",
     "UndeliveredError",
+    "WrongEventLoopError",
 ]

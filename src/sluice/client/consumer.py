@@ -47,6 +47,7 @@ from sluice.client.errors import (
     ConsumerClosedError,
     ConsumerError,
     DeserializationError,
+    WrongEventLoopError,
 )
 from sluice.client.records import RECORD_OVERHEAD, ConsumerRecord, fetched_records
 
@@ -58,6 +59,9 @@ log = logging.getLogger("sluice.client")
 MiB = 1024 * 1024
 DEFAULT_MAX_BUFFER_BYTES = 32 * MiB
 MIN_MAX_BUFFER_BYTES = 64 * 1024
+SHUTDOWN_RESERVE = 1.0
+"""Seconds of a shutdown's deadline ``run``'s last commit leaves to what follows it (closing its
+dead-letter producer, librdkafka's close): see :meth:`Consumer._run_share`."""
 MAX_BATCH = 1000
 """Records one ``consume()`` call may return."""
 FIRST_BATCH = 64
@@ -348,7 +352,7 @@ class Consumer:
         self._hwm: dict[TP, int] = {}
         self._metrics = ConsumerMetrics(
             str(self.config["client.id"]),
-            settings.get("group.id"),
+            group_id,  # None without a group: not the name librdkafka was given for assign()
             lag=self._lag,
             buffered=lambda: (len(self._buffer), self._buffer.bytes),
             held_bytes=self.held_bytes,
@@ -369,9 +373,12 @@ class Consumer:
         self._shutdown_deadline: float | None = None
         """``time.monotonic()`` by which a shutdown gives up waiting for librdkafka:
         ``close_timeout`` after :meth:`stop`, ``run``'s cancellation or :meth:`close`."""
-        self._stuck = False
-        """A bounded wait gave up on a librdkafka call that still blocks (a commit waiting
-        for an unreachable group coordinator, until the session times out)."""
+        self._stuck_calls: set[asyncio.Future[Any]] = set()
+        """librdkafka calls whose wait was given up (timed out or cancelled) that have not
+        returned yet: see :attr:`_stuck`."""
+        self._dead_letter_closing: asyncio.Future[None] | None = None
+        """``run``'s dead-letter producer closing: a task of its own, so that cancelling
+        ``run`` again does not leave the producer open; :meth:`close` waits for it."""
         self._detached = False
         """:meth:`close` handed librdkafka to its closing thread: nothing more is asked of it."""
         self._run_task: asyncio.Task[Any] | None = None
@@ -385,6 +392,7 @@ class Consumer:
     async def start(self) -> Consumer:
         """Subscribe (or assign) and start the fetch thread on the running loop."""
         if self._bridge is not None:
+            self._check_loop()
             return self
         if self._closing:
             raise ConsumerClosedError("the consumer is closed")
@@ -409,6 +417,16 @@ class Consumer:
         self._bridge.start()
         return self
 
+    def _check_loop(self) -> None:
+        """Refuse a loop other than the one the consumer started on (a second asyncio.run):
+        the fetch thread hands records and outcomes to that first loop."""
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            raise WrongEventLoopError(
+                "this Consumer was started on another event loop (an earlier asyncio.run?): a "
+                "Consumer belongs to the loop it was started on; make one per loop and close "
+                "it on its own loop"
+            )
+
     async def __aenter__(self) -> Consumer:
         return await self.start()
 
@@ -424,8 +442,10 @@ class Consumer:
         """Stop ``run`` and wait for it (it commits what it finished), stop fetching, leave
         the group (the revoke callbacks run) and close librdkafka, within ``timeout`` seconds
         (default ``close_timeout``; a last commit that :meth:`stop` began keeps its own
-        deadline if that is earlier). Records fetched and not processed are not committed:
-        the group's next member reads them.
+        deadline if that is earlier). ``run``'s last commit and its dead-letter producer's
+        close each leave a reserve of the deadline (:meth:`_run_share`), so ``run`` returns
+        before close stops waiting for it; ``timeout`` bounds the whole. Records fetched and
+        not processed are not committed: the group's next member reads them.
 
         With the broker unreachable librdkafka holds a commit until the session times out
         (``session.timeout.ms``, 45 s by default). At the deadline close stops waiting: what
@@ -434,6 +454,7 @@ class Consumer:
         it never keeps the process alive)."""
         if self._closing:
             return
+        self._check_loop()
         self._closing = True
         budget = self.close_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
@@ -457,6 +478,12 @@ class Consumer:
                 await asyncio.wait_for(self._run_finished.wait(), self._shutdown_remaining())
             except TimeoutError:
                 log.warning("close: run had not returned by the deadline; closing anyway")
+        dead_letters = self._dead_letter_closing
+        if dead_letters is not None and not dead_letters.done():
+            # run's dead-letter producer (run cancelled again while closing it): its close
+            # is bounded by the same deadline
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(dead_letters), self._shutdown_remaining())
         bridge = self._bridge
         self._room.set()
         self._detached = True
@@ -509,6 +536,14 @@ class Consumer:
             self._shutdown_deadline = now + self.close_timeout
         return max(0.0, self._shutdown_deadline - now)
 
+    def _run_share(self) -> float:
+        """Seconds ``run``'s last steps (its commit, then its dead-letter producer's close) may
+        each take: what is left of the shutdown's deadline but a reserve for what comes after
+        them (a quarter of it, at most :data:`SHUTDOWN_RESERVE`), so that ``run`` returns
+        before the deadline a concurrent :meth:`close` waits for it by."""
+        left = self._shutdown_remaining()
+        return left - min(left / 4, SHUTDOWN_RESERVE)
+
     def _in_thread(self, call: Callable[[], Any], name: str) -> asyncio.Future[Any]:
         """``call()`` on a daemon thread of its own; its outcome on the loop's future. (Not
         ``asyncio.to_thread``: a librdkafka call that blocks there would hold up the loop's
@@ -550,6 +585,7 @@ class Consumer:
         ``[]`` if none came. A record the deserializer cannot read ends the batch before it;
         the next call raises its :class:`DeserializationError` (the position is past it, so
         the call after goes on with the next record)."""
+        self._check_loop()
         if self._pending_error is not None:
             err, self._pending_error = self._pending_error, None
             raise err
@@ -642,8 +678,7 @@ class Consumer:
 
     async def _wait_ready(self, timeout: float | None) -> None:
         """Until records are ready, the consumer closes, or ``timeout`` passes."""
-        if self._bridge is None:
-            await self.start()
+        await self.start()  # starts it, or checks the loop
         if self._closing:
             raise ConsumerClosedError("the consumer is closed")
         if self.fatal_error is not None:
@@ -705,17 +740,18 @@ class Consumer:
         if timeout is None:
             await self._on_fetch_thread(lambda: self._commit_sync(offsets))
             return offsets
-        waiting = asyncio.ensure_future(self._on_fetch_thread(lambda: self._commit_sync(offsets)))
+        # A plain future, not a task: given up on, it is left to the fetch thread, and no
+        # task is pending when the loop closes.
+        waiting = self._fetch_thread_future(lambda: self._commit_sync(offsets))
         try:
             await asyncio.wait_for(asyncio.shield(waiting), timeout)
+        except asyncio.CancelledError:
+            # Cancelled (run cancelled again during its last commit): librdkafka still holds
+            # the commit, so close() must not wait for the fetch thread either.
+            self._given_up(waiting)
+            raise
         except TimeoutError:
-            self._stuck = True
-
-            def returned(_: asyncio.Future[Any]) -> None:
-                self._stuck = False
-
-            waiting.add_done_callback(returned)
-            waiting.add_done_callback(_retrieve)
+            self._given_up(waiting)
             raise ConsumerError(
                 f"commit of {offsets} not confirmed within {timeout:.1f} s (group coordinator "
                 f"unreachable?); if it is lost, the records from the last committed offsets "
@@ -723,19 +759,37 @@ class Consumer:
             ) from None
         return offsets
 
+    def _given_up(self, waiting: asyncio.Future[Any]) -> None:
+        """A wait for a librdkafka call that still blocks was given up: until the call returns
+        the consumer is :attr:`_stuck` (close hands librdkafka to its closing thread)."""
+        self._stuck_calls.add(waiting)
+        waiting.add_done_callback(self._stuck_calls.discard)
+        waiting.add_done_callback(_retrieve)
+
+    @property
+    def _stuck(self) -> bool:
+        """A bounded wait gave up on a librdkafka call that still blocks (a commit waiting
+        for an unreachable group coordinator, until the session times out)."""
+        return bool(self._stuck_calls)
+
     async def _on_fetch_thread(self, call: Callable[[], Any]) -> Any:
         """``call()`` on the fetch thread, between two ``consume()`` calls. (confluent-kafka
         was seen to block a call from another thread, even a cached
         ``get_watermark_offsets``, while one thread waits in ``consume()``: so every librdkafka
         call goes through the fetch thread.)"""
+        return await self._fetch_thread_future(call)
+
+    def _fetch_thread_future(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
+        """:meth:`_on_fetch_thread`'s future: ``call()``'s outcome, settled by the thread."""
         if self._detached:
             raise ConsumerClosedError("the consumer is closed")
+        self._check_loop()
         bridge, loop = self._bridge, self._loop
         if bridge is None or loop is None:  # not started: no fetch thread yet
-            return await self._in_thread(call, f"{self._metrics.client_id}-call")
+            return self._in_thread(call, f"{self._metrics.client_id}-call")
         future: asyncio.Future[Any] = loop.create_future()
         self._request(_settling(call, loop, future))
-        return await future
+        return future
 
     def _commit_sync(self, offsets: Mapping[TP, int]) -> None:
         """Commit, blocking (any thread but the loop's)."""
@@ -755,6 +809,7 @@ class Consumer:
     async def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic[partition]`` from ``offset`` next: the records buffered for it are
         dropped, the ones fetched before the seek never served."""
+        self._check_loop()
         tp = (topic, partition)
         self._drop({tp})
         if self._runner is not None:
@@ -1012,6 +1067,7 @@ class Consumer:
     def _on_error(self, error: ck.KafkaError) -> None:
         if error.fatal():
             self.fatal_error = error
+        librdkafka.log_error(self._metrics.client_id, error)
         if self._error_cb is not None:
             self._error_cb(error)
 

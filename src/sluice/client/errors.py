@@ -25,6 +25,12 @@ class ConfigurationError(ProducerError, ConsumerError, ValueError):
     """An option the toolkit or librdkafka refuses (unknown name, bad value)."""
 
 
+class WrongEventLoopError(ProducerError, ConsumerError, RuntimeError):
+    """A producer or consumer used on an event loop other than the one it was started on (a
+    second ``asyncio.run``): its thread hands everything to that first loop. Make one per loop,
+    and close it on its own."""
+
+
 class QueueFullError(ProducerError):
     """``send_nowait`` found librdkafka's queue full (``queue.buffering.max.messages`` or
     ``queue.buffering.max.kbytes``); the record was not accepted. ``await producer.submit(...)``

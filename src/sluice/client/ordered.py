@@ -252,9 +252,12 @@ class OrderedSends:
                                 # Five arguments: librdkafka's argument parsing is per argument.
                                 produce(item.topic, value, k, -1 if p is None else p, bind(deliver, slot))
                             else:
+                                timestamp = timestamp or 0
+                                if timestamp < 0:  # librdkafka would store it: submit refuses
+                                    raise ValueError(timestamp)
                                 produce(
                                     item.topic, value, k, -1 if p is None else p, bind(deliver, slot),
-                                    None, timestamp or 0, headers,
+                                    None, timestamp, headers,
                                 )
                         except Exception:  # BufferError included: the submit below handles it
                             pass
@@ -307,9 +310,12 @@ class OrderedSends:
                         records[slot] = item
                         p = item.partition
                         try:
+                            timestamp = item.timestamp or 0
+                            if timestamp < 0:  # librdkafka would store it: submit refuses
+                                raise ValueError(timestamp)
                             produce(
                                 item.topic, value, k, -1 if p is None else p, bind(deliver, slot),
-                                None, item.timestamp or 0, item.headers,
+                                None, timestamp, item.headers,
                             )
                         except Exception:  # BufferError included: the submit below handles it
                             pass

@@ -50,6 +50,7 @@ from sluice.client.errors import (
     QueueFullError,
     SerializationError,
     UndeliveredError,
+    WrongEventLoopError,
 )
 from sluice.client.metrics import ProducerMetrics, collector_for
 from sluice.client.ordered import OrderedSends
@@ -188,6 +189,8 @@ class Producer:
 
     def _start(self) -> None:
         if self._bridge is not None:
+            if asyncio.get_running_loop() is not self._loop:
+                raise self._wrong_loop()
             return
         if self._closing:
             raise ProducerClosedError("the producer is closed")
@@ -201,6 +204,13 @@ class Producer:
             flush=self._producer.flush, outstanding=self._producer.__len__,
         )
         self._bridge.start()
+
+    def _wrong_loop(self) -> WrongEventLoopError:
+        return WrongEventLoopError(
+            "this Producer was started on another event loop (an earlier asyncio.run?): a "
+            "Producer belongs to the loop it was started on; make one per loop and close it "
+            "on its own loop"
+        )
 
     async def __aenter__(self) -> Producer:
         return await self.start()
@@ -217,6 +227,8 @@ class Producer:
         """Wait until every accepted record has its outcome, at most ``timeout`` seconds (None:
         no limit); returns how many still have none (0: all settled). Records lingering in
         librdkafka are sent at once meanwhile (see :mod:`sluice.client.bridge`)."""
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            raise self._wrong_loop()
         if self._idle is None or self._settled():
             return 0
         self._idle.clear()
@@ -237,6 +249,8 @@ class Producer:
         it again does nothing."""
         if self._closing:
             return
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            raise self._wrong_loop()
         self._closing = True
         purged: list[DeliveryError] = []
         try:
@@ -460,6 +474,9 @@ class Producer:
                 if type(value) is bytes and (k is None or type(k) is bytes):
                     p = item.partition
                     try:
+                        ts = item.timestamp or 0
+                        if ts < 0:  # librdkafka would store it: _submit refuses it
+                            raise ValueError(ts)
                         produce(
                             item.topic,
                             value,
@@ -467,7 +484,7 @@ class Producer:
                             -1 if p is None else p,
                             bind(deliver, i),
                             None,
-                            item.timestamp or 0,
+                            ts,
                             item.headers,  # type: ignore[arg-type]
                         )
                     except BufferError:
@@ -545,6 +562,14 @@ class Producer:
         except SerializationError as exc:
             self._metrics.count_failure("SERIALIZATION")
             sink.settle(key, failed(record, exc))
+            return True
+        ts = record.timestamp
+        if type(ts) is int and ts < 0:
+            self._metrics.count_failure("INVALID_RECORD")
+            sink.settle(key, failed(record, SerializationError(
+                f"{record.topic}: timestamp={ts}: a timestamp is milliseconds since the epoch, "
+                f"0 or more (None: the time of sending); Kafka producers refuse negative ones "
+                f"(-1 is Kafka's 'no timestamp', which a producer cannot send)", record)))
             return True
         partition = record.partition
         try:
@@ -766,9 +791,7 @@ class Producer:
     def _on_error(self, error: ck.KafkaError) -> None:
         if error.fatal():
             self.fatal_error = error
-            log.error("librdkafka fatal error, the producer is unusable: %s", error)
-        else:
-            log.warning("librdkafka: %s", error)
+        librdkafka.log_error(self._metrics.client_id, error)
         if self._error_cb is not None:
             self._error_cb(error)
 

@@ -23,7 +23,9 @@ FIELDS = frozenset({"topic", "value", "key", "headers", "partition", "timestamp"
 class Record:
     """One record to send. ``value`` and ``key`` are bytes, str (sent as UTF-8), None, or anything
     the producer's serializer takes. ``partition`` None lets librdkafka's partitioner choose (by
-    key); ``timestamp`` is milliseconds since the epoch (CreateTime), None for now."""
+    key); ``timestamp`` is milliseconds since the epoch (CreateTime), None for now. A negative
+    timestamp is refused (that record's SerializationError); 0 is librdkafka's "not given",
+    so it too means now (docs/client.md)."""
 
     topic: str
     value: Any
@@ -81,8 +83,10 @@ class ConsumerRecord:
     """One consumed record. ``value`` and ``key`` are what the consumer's deserializers made of
     ``raw_value`` and ``raw_key`` (the bytes as stored; the same objects without a
     deserializer). ``timestamp`` is milliseconds since the epoch, None when the broker has none;
-    ``headers`` a list of (name, value) pairs, or None. ``size`` is what the record counts
-    against ``max_buffer_bytes``.
+    ``headers`` a list of (name, value) pairs, or None when the record has none (never ``[]``:
+    Kafka stores no difference between a record sent with ``headers=[]`` and one without, and
+    librdkafka gives None for both; a record made or assigned with ``[]`` reads None too).
+    ``size`` is what the record counts against ``max_buffer_bytes``.
 
     A record the consumer fetched keeps confluent-kafka's ``Message`` and reads key, value,
     headers and timestamp from it when asked (properties): copying all ten fields into every
@@ -124,7 +128,7 @@ class ConsumerRecord:
         self._value: Any = value
         self._raw_key = key
         self._raw_value = value
-        self._headers = headers
+        self._headers = headers or None  # no headers: None, as librdkafka gives them
         self._timestamp = timestamp
         self.size = size
 
@@ -174,12 +178,12 @@ class ConsumerRecord:
     @property
     def headers(self) -> list[tuple[str, bytes | None]] | None:
         m = self._message
-        return self._headers if m is None else m.headers()
+        return self._headers if m is None else (m.headers() or None)
 
     @headers.setter
     def headers(self, headers: list[tuple[str, bytes | None]] | None) -> None:
         self._detach()
-        self._headers = headers
+        self._headers = headers or None  # no headers: None, as librdkafka gives them
 
     @property
     def timestamp(self) -> int | None:

@@ -401,7 +401,32 @@ class Runner:
             raise self._failure
 
     async def _wind_down(self, committer: asyncio.Task[None]) -> None:
-        """Let the lanes finish the records they started, give back the rest, commit."""
+        """Let the lanes finish the records they started, give back the rest, commit, close
+        the dead-letter producer (that also when ``run`` is cancelled again meanwhile)."""
+        try:
+            await self._finish(committer)
+        finally:
+            if self._producer is not None:
+                self._close_dead_letter_producer(self._producer)
+                self._producer = None
+                closing = self.consumer._dead_letter_closing
+                assert closing is not None
+                # Shielded: a cancel here ends the wait, not the close (close() waits for it)
+                await asyncio.shield(closing)
+
+    def _close_dead_letter_producer(self, producer: Producer) -> None:
+        """Close ``producer`` in a task of its own, within ``run``'s share of the deadline."""
+        consumer = self.consumer
+
+        async def close() -> None:
+            try:
+                await producer.close(consumer._run_share())
+            except Exception as exc:  # UndeliveredError: each letter's failure is its own
+                log.warning("closing run's dead-letter producer: %s", exc)
+
+        consumer._dead_letter_closing = asyncio.ensure_future(close())
+
+    async def _finish(self, committer: asyncio.Task[None]) -> None:
         consumer = self.consumer
         self.stop()
         if self.tasks:
@@ -417,12 +442,9 @@ class Runner:
         if consumer.group_id is not None:  # without a group nothing is committed
             try:  # what is not committed yet, within close_timeout (a coordinator gone must
                 # not hold the exit; librdkafka would wait for it until the session times out)
-                await consumer.commit(timeout=consumer._shutdown_remaining())
+                await consumer.commit(timeout=consumer._run_share())
             except ConsumerError as exc:
                 log.warning("run's last commit failed: %s", exc)
-        if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await self._producer.close(consumer._shutdown_remaining())  # the same deadline
 
     async def _commit_periodically(self) -> None:
         consumer = self.consumer
@@ -828,8 +850,10 @@ class Runner:
             error=exc,
             attempts=attempts,
         )
-        await self._producer.send(
-            letter.topic, letter.value, letter.key, letter.headers, None, letter.timestamp or None
+        timestamp = letter.timestamp
+        await self._producer.send(  # a negative timestamp as stored is not sent: refused
+            letter.topic, letter.value, letter.key, letter.headers, None,
+            timestamp if timestamp is not None and timestamp > 0 else None,
         )
         self.metrics.dead_lettered += 1
 
