@@ -76,3 +76,21 @@ def test_the_admin_apis_messages_are_reached_through_messages() -> None:
         _ = m.NoSuchRequest  # type: ignore[attr-defined]
     with pytest.raises(AttributeError):
         _ = m.__wrapped__  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("module_name", ["group_messages", "admin_messages"])
+def test_every_class_built_on_first_use_is_reached_through_messages(module_name: str) -> None:
+    """Each class the lazily built modules declare is listed in their ``__all__`` (what
+    ``messages`` looks names up in), so ``m.<Name>`` finds nested structs as well as requests."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(f"sluice.protocol.{module_name}")
+    declared = {
+        name
+        for name, value in vars(module).items()
+        if inspect.isclass(value) and value.__module__ == module.__name__
+    }
+    assert declared == set(module.__all__)
+    for name in declared:
+        assert getattr(m, name) is getattr(module, name)
