@@ -48,6 +48,7 @@ from sluice.client.errors import (
     ConsumerError,
     DeserializationError,
     WrongEventLoopError,
+    running_loop,
 )
 from sluice.client.records import RECORD_OVERHEAD, ConsumerRecord, fetched_records
 
@@ -420,11 +421,11 @@ class Consumer:
     def _check_loop(self) -> None:
         """Refuse a loop other than the one the consumer started on (a second asyncio.run):
         the fetch thread hands records and outcomes to that first loop."""
-        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+        if self._loop is not None and running_loop() is not self._loop:
             raise WrongEventLoopError(
-                "this Consumer was started on another event loop (an earlier asyncio.run?): a "
-                "Consumer belongs to the loop it was started on; make one per loop and close "
-                "it on its own loop"
+                "this Consumer was started on another event loop (an earlier asyncio.run?), or "
+                "is called from a thread with no loop running: a Consumer belongs to the loop "
+                "it was started on; make one per loop and close it on its own loop"
             )
 
     async def __aenter__(self) -> Consumer:
@@ -573,6 +574,8 @@ class Consumer:
         return self
 
     async def __anext__(self) -> ConsumerRecord:
+        if asyncio.get_running_loop() is not self._loop:  # buffered records are its loop's
+            self._check_loop()  # (inline first: this is once per record)
         if not self._buffer.ready:
             await self._wait_ready(None)
             if not self._buffer.ready:
@@ -849,6 +852,7 @@ class Consumer:
     def pause(self, *partitions: TP) -> None:
         """Stop serving these partitions; what was already fetched for them stays buffered
         and is served after :meth:`resume`, without being fetched again."""
+        self._check_loop()
         tps = set(partitions)
         self._buffer.pause(tps)
 
@@ -863,6 +867,7 @@ class Consumer:
         self._request(request)
 
     def resume(self, *partitions: TP) -> None:
+        self._check_loop()
         tps = set(partitions)
         self._buffer.resume(tps)
         if self._runner is not None:
@@ -1145,3 +1150,4 @@ class Consumer:
         if lost:
             return {}
         return {tp: o for tp, o in offsets.items() if tp in gone}
+

@@ -51,6 +51,7 @@ from sluice.client.errors import (
     SerializationError,
     UndeliveredError,
     WrongEventLoopError,
+    running_loop,
 )
 from sluice.client.metrics import ProducerMetrics, collector_for
 from sluice.client.ordered import OrderedSends
@@ -189,7 +190,7 @@ class Producer:
 
     def _start(self) -> None:
         if self._bridge is not None:
-            if asyncio.get_running_loop() is not self._loop:
+            if running_loop() is not self._loop:
                 raise self._wrong_loop()
             return
         if self._closing:
@@ -207,9 +208,9 @@ class Producer:
 
     def _wrong_loop(self) -> WrongEventLoopError:
         return WrongEventLoopError(
-            "this Producer was started on another event loop (an earlier asyncio.run?): a "
-            "Producer belongs to the loop it was started on; make one per loop and close it "
-            "on its own loop"
+            "this Producer was started on another event loop (an earlier asyncio.run?), or is "
+            "called from a thread with no loop running: a Producer belongs to the loop it was "
+            "started on; make one per loop and close it on its own loop"
         )
 
     async def __aenter__(self) -> Producer:
@@ -227,7 +228,7 @@ class Producer:
         """Wait until every accepted record has its outcome, at most ``timeout`` seconds (None:
         no limit); returns how many still have none (0: all settled). Records lingering in
         librdkafka are sent at once meanwhile (see :mod:`sluice.client.bridge`)."""
-        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+        if self._loop is not None and running_loop() is not self._loop:
             raise self._wrong_loop()
         if self._idle is None or self._settled():
             return 0
@@ -249,7 +250,7 @@ class Producer:
         it again does nothing."""
         if self._closing:
             return
-        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+        if self._loop is not None and running_loop() is not self._loop:
             raise self._wrong_loop()
         self._closing = True
         purged: list[DeliveryError] = []
