@@ -80,3 +80,29 @@ def test_two_are_distinct_and_one_removed_by_someone_else_cleans_up_quietly(
     a.cleanup()
     b.cleanup()
     assert list(tmp_path.iterdir()) == []
+
+
+_FORKED = """
+import os, sys
+from sluice.testing.tmpdir import TemporaryDirectory
+d = TemporaryDirectory(prefix="sluice-")
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # the child's interpreter exits as usual: its exit hooks run
+os.waitpid(pid, 0)
+print(os.path.isdir(d.name))
+print(d.name)
+"""
+
+
+def test_a_forked_child_leaves_it_to_the_process_that_made_it(tmp_path: Path) -> None:
+    """A child forked from the process (os.fork, then a normal exit) removed the directory at
+    its own exit: a running embedded broker's data went from under it."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", _FORKED], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    kept, name = out.stdout.splitlines()
+    assert kept == "True"
+    assert not os.path.exists(name)  # and the parent still removed it at its own exit

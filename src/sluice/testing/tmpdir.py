@@ -4,7 +4,9 @@ tempfile imports shutil, random, bz2 and lzma: about 5 ms of a fresh process tha
 embedded broker, a third of the broker's own start-to-ready. The directory is made as tempfile
 makes one (new, private to this user, randomly named, under tempfile's root) and removed as its
 ``TemporaryDirectory`` is: by :meth:`TemporaryDirectory.cleanup`, or when the object is collected
-or the interpreter exits, whichever comes first.
+or the interpreter exits, whichever comes first. Only by the process that made it: a child
+forked from it (that exits as usual, running its exit hooks) leaves it to its parent, which
+tempfile's does not.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ def temporary_root() -> str:
     return root
 
 
-def _remove(path: str) -> None:
+def _remove(path: str, owner: int) -> None:
+    if os.getpid() != owner:  # a forked child's exit: the directory is its parent's
+        return
     import shutil
 
     with contextlib.suppress(FileNotFoundError):  # removed by someone else: as cleanup wanted
@@ -53,8 +57,9 @@ class TemporaryDirectory:
                 continue
             break
         self.name = path
-        self._finalizer = weakref.finalize(self, _remove, path)
+        self._finalizer = weakref.finalize(self, _remove, path, os.getpid())
 
     def cleanup(self) -> None:
-        """Remove the directory and everything in it (once; later calls do nothing)."""
+        """Remove the directory and everything in it (once; later calls, and calls in a
+        forked child, do nothing)."""
         self._finalizer()
