@@ -51,6 +51,7 @@ from sluice.client.errors import (
     running_loop,
 )
 from sluice.client.records import RECORD_OVERHEAD, ConsumerRecord, fetched_records
+from sluice.client.timeouts import wait_limit
 
 if TYPE_CHECKING:
     from sluice.client.runner import Runner, Shed
@@ -693,7 +694,7 @@ class Consumer:
             await ready.wait()
         else:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready.wait(), timeout)
+                await asyncio.wait_for(ready.wait(), wait_limit(timeout))
 
     def wake(self) -> None:
         """Wake a reader waiting in :meth:`_wait_ready` (``run`` stopping)."""
@@ -743,6 +744,8 @@ class Consumer:
         if timeout is None:
             await self._on_fetch_thread(lambda: self._commit_sync(offsets))
             return offsets
+        timeout = wait_limit(timeout)  # NaN: asyncio's timer would never fire
+        assert timeout is not None
         # A plain future, not a task: given up on, it is left to the fetch thread, and no
         # task is pending when the loop closes.
         waiting = self._fetch_thread_future(lambda: self._commit_sync(offsets))

@@ -58,6 +58,7 @@ from sluice.client.ordered import OrderedSends
 from sluice.client.records import Headers, InvalidRecord, Record, RecordLike, Records, as_record
 from sluice.client.results import BatchResults, RecordMetadata, failed
 from sluice.client.sinks import Batch, DeadLetters, Failure, Futures, Sink, new_metadata
+from sluice.client.timeouts import wait_limit
 
 log = logging.getLogger("sluice.client")
 
@@ -226,12 +227,13 @@ class Producer:
 
     async def flush(self, timeout: float | None = None) -> int:
         """Wait until every accepted record has its outcome, at most ``timeout`` seconds (None:
-        no limit); returns how many still have none (0: all settled). Records lingering in
+        no limit; NaN or negative: none); returns how many still have none (0: all settled). Records lingering in
         librdkafka are sent at once meanwhile (see :mod:`sluice.client.bridge`)."""
         if self._loop is not None and running_loop() is not self._loop:
             raise self._wrong_loop()
         if self._idle is None or self._settled():
             return 0
+        timeout = wait_limit(timeout)  # NaN: asyncio's timer would never fire
         self._idle.clear()
         assert self._bridge is not None
         bridge = self._bridge
