@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import time
 import weakref
 from collections.abc import AsyncIterable, Callable, Mapping
@@ -567,6 +568,9 @@ class Producer:
             sink.settle(key, failed(record, exc))
             return True
         ts = record.timestamp
+        if ts is not None and type(ts) is not int:  # numpy's int64, an IntEnum: librdkafka
+            with contextlib.suppress(TypeError):  # takes any integer (__index__) as it is
+                ts = operator.index(ts)
         if type(ts) is int and ts < 0:
             self._metrics.count_failure("INVALID_RECORD")
             sink.settle(key, failed(record, SerializationError(
