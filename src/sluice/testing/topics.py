@@ -239,6 +239,8 @@ def _addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
         host, _, port = item.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"not host:port: {item!r} (in {bootstrap_servers!r})")
+        if not 0 < int(port) <= 65535:  # getaddrinfo would wrap 65536 and up to another port
+            raise ValueError(f"port {port} of {item!r} is not 1..65535 (in {bootstrap_servers!r})")
         found.append((host.removeprefix("[").removesuffix("]"), int(port)))
     if not found:
         raise ValueError(f"no host:port in bootstrap servers {bootstrap_servers!r}")
