@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
     import confluent_kafka
 
+    from sluice.config import BrokerConfig
+    from sluice.server.app import Server
     from sluice.testing.faults import Faults
 
 T = TypeVar("T")
@@ -335,6 +337,18 @@ class ExternalCluster(Cluster):
     @property
     def admin_url(self) -> str:
         self._not_here("the admin side (admin_url) needs")
+
+    @property
+    def config(self) -> BrokerConfig:
+        self._not_here("the broker's configuration (config) needs")
+
+    @property
+    def server(self) -> Server | None:
+        self._not_here("the broker's server object needs")
+
+    @property
+    def topics(self) -> dict[str, TopicSpec]:
+        self._not_here("declared topics (topics) need")
 
     def start(self, timeout: float = 30.0) -> Self:
         self._not_here("start() needs")
