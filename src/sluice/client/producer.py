@@ -580,6 +580,10 @@ class Producer:
             return True
         partition = record.partition
         try:
+            headers: Any = record.headers
+            if headers is not None and type(headers) is not list and type(headers) is not dict:
+                # any Mapping or sequence of pairs (Headers): librdkafka takes a dict or a list
+                headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
             self._produce(
                 record.topic,
                 value,
@@ -588,7 +592,7 @@ class Producer:
                 sink.token(key),
                 None,
                 record.timestamp or 0,
-                record.headers,  # type: ignore[arg-type]  # any Mapping or sequence of pairs
+                headers,
             )
         except BufferError:
             return False
