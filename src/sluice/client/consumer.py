@@ -345,6 +345,8 @@ class Consumer:
         self._room = threading.Event()
         self._fetch_waiting = False
         self._seeking: dict[TP, int] = {}
+        self._seeks: set[asyncio.Future[None]] = set()
+        """Seeks waiting for the fetch thread: close fails them (it would not answer them)."""
         self._positions: dict[TP, int] = {}
         """Next offset per partition after the records handed out (manual commits)."""
         self._committed: dict[TP, int] = {}
@@ -489,6 +491,9 @@ class Consumer:
         bridge = self._bridge
         self._room.set()
         self._detached = True
+        for waiting in list(self._seeks):  # the fetch thread is asked nothing more
+            if not waiting.done():
+                waiting.set_exception(ConsumerClosedError("the consumer closed during the seek"))
         closing = self._in_thread(
             lambda: self._close_librdkafka(bridge), f"{self._metrics.client_id}-close"
         )
@@ -814,7 +819,16 @@ class Consumer:
 
     async def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic[partition]`` from ``offset`` next: the records buffered for it are
-        dropped, the ones fetched before the seek never served."""
+        dropped, the ones fetched before the seek never served. :class:`ConsumerError`
+        before :meth:`start` (librdkafka seeks only partitions it is fetching),
+        :class:`ConsumerClosedError` once the consumer is closing."""
+        if self._closing:  # the fetch thread that would answer is gone, or going
+            raise ConsumerClosedError("the consumer is closed")
+        if self._bridge is None:
+            raise ConsumerError(
+                f"seek {topic}[{partition}] before the consumer started: start it (or enter "
+                "async with) and let it fetch the partition first"
+            )
         self._check_loop()
         tp = (topic, partition)
         self._drop({tp})
@@ -849,6 +863,8 @@ class Consumer:
             self._inbox.append(marker)
             self._appended += 1
 
+        self._seeks.add(done)
+        done.add_done_callback(self._seeks.discard)
         self._request(request)
         await done
 
