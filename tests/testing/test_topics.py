@@ -137,3 +137,13 @@ def test_a_port_out_of_range_is_refused_not_wrapped(sluice_broker: EmbeddedBroke
         with pytest.raises(ValueError, match=r"port .*1\.\.65535"):
             create_topic(f"127.0.0.1:{port}", name, timeout=5)
         create_topic(sluice_broker.bootstrap_servers, name)  # not created by the above
+
+
+def test_a_topic_named_twice_in_one_deletion_is_deleted_once(sluice_broker: EmbeddedBroker) -> None:
+    """It was deleted, then the same request's second mention raised TopicDeletionError
+    UNKNOWN_TOPIC_OR_PARTITION ("deleting topic failed") for the topic it had just deleted."""
+    bootstrap = sluice_broker.bootstrap_servers
+    name = create_topic(bootstrap, unique_topic_name("twice"))
+    assert delete_topics(bootstrap, [name, name]) == [name]
+    create_topic(bootstrap, name)  # it is gone
+    assert delete_topics(bootstrap, [name, name]) == [name]

@@ -145,7 +145,7 @@ def delete_topics(
     clients do: UNKNOWN_TOPIC_OR_PARTITION for a topic that does not exist, unless
     ``missing_ok`` (cleanup code, where a test may have deleted it itself), with the names of
     those the request deleted all the same in its ``deleted``."""
-    names = list(names)
+    names = list(dict.fromkeys(names))  # once each: a name twice read as missing the second time
     if not names:
         return []
     body = m.DeleteTopicsRequest(topic_names=names, timeout_ms=int(timeout * 1000))
