@@ -38,10 +38,30 @@ def temporary_root() -> str:
 def _remove(path: str, owner: int) -> None:
     if os.getpid() != owner:  # a forked child's exit: the directory is its parent's
         return
+    with contextlib.suppress(FileNotFoundError):  # removed by someone else: as cleanup wanted
+        _rmtree(path)
+
+
+def _rmtree(top: str) -> None:
+    """``shutil.rmtree``, making what a test made read-only writable again first, as
+    tempfile's does (a directory chmod-ed 0o500 to provoke a disk error, say)."""
     import shutil
 
-    with contextlib.suppress(FileNotFoundError):  # removed by someone else: as cleanup wanted
-        shutil.rmtree(path)
+    def onerror(func: Any, path: str, exc_info: Any) -> None:
+        if not issubclass(exc_info[0], PermissionError):
+            if issubclass(exc_info[0], FileNotFoundError):
+                return
+            raise exc_info[1]
+        with contextlib.suppress(FileNotFoundError):
+            if path != top:
+                os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+            try:
+                os.unlink(path)
+            except (IsADirectoryError, PermissionError):
+                _rmtree(path)
+
+    shutil.rmtree(top, onerror=onerror)
 
 
 class TemporaryDirectory:
