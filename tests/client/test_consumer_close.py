@@ -257,13 +257,20 @@ def test_a_broker_outage_is_logged_once_per_failure_at_warning(
 ) -> None:
     """The broker stopped under a consumer and a producer: each failed connection is one line,
     on ``sluice.client`` at WARNING, naming the client (librdkafka's own log line for it, at
-    ERROR on ``sluice.client.librdkafka``, is left out); a line per failure, not two."""
+    ERROR on ``sluice.client.librdkafka``, is left out); a line per failure, not two. The
+    disconnect itself (librdkafka's INFO line, with no error event) is still logged."""
     caplog.set_level(logging.DEBUG, logger="sluice.client")
     with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
         _produce(broker.bootstrap_servers, "t", 10)
 
         def failures() -> list[logging.LogRecord]:
             return [r for r in caplog.records if "Connect to" in r.getMessage()]
+
+        def disconnects() -> list[logging.LogRecord]:
+            # librdkafka's FAIL line for a connection the broker closed has no error event to
+            # repeat: it is kept (it was left out with the repeating ones, logged nowhere)
+            return [r for r in caplog.records
+                    if r.name == "sluice.client.librdkafka" and "Disconnected" in r.getMessage()]
 
         async def main() -> None:
             p = Producer(broker.bootstrap_servers, metrics_registry=None,
@@ -276,7 +283,7 @@ def test_a_broker_outage_is_logged_once_per_failure_at_warning(
             await asyncio.to_thread(broker.stop)
             deadline = time.monotonic() + DEADLINE
             while not all(any(name in r.getMessage() for r in failures())
-                          for name in ("outage-c", "outage-p")):
+                          for name in ("outage-c", "outage-p")) or not disconnects():
                 assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
                 await c.getmany(10, 0.1)
             await c.close(1)

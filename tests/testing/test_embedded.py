@@ -22,7 +22,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
 )
 
 from sluice.errors import InvalidConfigError, InvalidPartitionsError, InvalidTopicError
-from sluice.testing import EmbeddedBroker, ProduceError, TopicCreationError
+from sluice.testing import EmbeddedBroker, ProduceError, TopicCreationError, unique_topic_name
 
 
 def _admin(broker: EmbeddedBroker) -> AdminClient:
@@ -465,6 +465,31 @@ def test_lifecycle_calls_on_the_brokers_own_thread_are_refused_and_change_nothin
         assert [r.offset for r in broker.produce(topic, "still served")] == [offset]
     broker.stop()  # from this thread, as ever
     assert not broker.running
+
+
+def test_helpers_on_the_brokers_own_thread_are_refused_at_once(
+    sluice_broker: EmbeddedBroker,
+) -> None:
+    """create_topic() (and the other helpers that wait for the broker) inside call() blocked
+    the very loop that should answer it for the whole timeout, then raised a TimeoutError
+    saying the broker may still do it (it did, once the loop was free)."""
+    broker = sluice_broker
+    topic = broker.create_topic()
+    name = unique_topic_name("in-call")
+    attempts: dict[str, Callable[[], object]] = {
+        "create_topics()": lambda: broker.create_topic(name, timeout=5),
+        "delete_topics()": lambda: broker.delete_topics([topic], timeout=5),
+        "produce()": lambda: broker.produce(topic, "x", timeout=5),
+        "consume_until()": lambda: broker.consume_until(topic, 1, timeout=5),
+        "consume_all()": lambda: broker.consume_all(topic, timeout=5),
+    }
+    for what, attempt in attempts.items():
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match=rf"^{re.escape(what)} on the embedded broker's own"):
+            broker.call(attempt)
+        assert time.monotonic() - started < 2.5, what  # refused, not timed out
+    assert [r.offset for r in broker.produce(topic, "still served")] == [0]
+    broker.create_topic(name)  # not created by the refused call
 
 
 def test_a_bad_broker_wide_topic_default_is_named_as_given() -> None:

@@ -136,7 +136,7 @@ def test_faults_skip(sluice_broker):
 def test_processes_skip(sluice_process):
     pass
 
-@pytest.mark.parametrize("what", ["stop", "start", "restart", "cleanup", "call", "port", "running", "admin_url", "data_dir"])
+@pytest.mark.parametrize("what", ["stop", "start", "restart", "cleanup", "call", "port", "running", "admin_url", "data_dir", "config", "server", "topics"])
 def test_the_embedded_brokers_own_skip(sluice_broker, what):
     member = getattr(sluice_broker, what)  # a property skips here
     member(lambda: None) if what == "call" else member()
@@ -156,7 +156,7 @@ def test_kafka_bootstrap_runs_the_fixtures_against_an_external_cluster(
         else:
             monkeypatch.setenv(BOOTSTRAP_ENV, external.bootstrap_servers)
         result = pytester.runpytest_subprocess(*args)
-        result.assert_outcomes(passed=3, skipped=11)
+        result.assert_outcomes(passed=3, skipped=14)
         result.stdout.fnmatch_lines(
             ["*scripted faults need an embedded sluice broker*", "*sluice_process starts sluice*"]
         )
@@ -197,6 +197,9 @@ EMBEDDED_ONLY = {
     "restart": "restart() needs",
     "cleanup": "cleanup() (of the data directory) needs",
     "call": "call() (run on the broker's loop) needs",
+    "config": "the broker's configuration (config) needs",
+    "server": "the broker's server object needs",
+    "topics": "declared topics (topics) need",
 }
 """What only an embedded broker has, and how ExternalCluster says so."""
 
@@ -215,6 +218,13 @@ def test_an_external_cluster_refuses_what_needs_an_embedded_broker(member: str) 
         found(lambda: None) if member == "call" else found()
 
 
+def test_an_external_cluster_has_every_public_member_an_embedded_broker_has() -> None:
+    """config, server and topics (set in EmbeddedBroker's __init__) were AttributeErrors on an
+    external cluster, and so not skipped by the plugin either."""
+    embedded = {n for n in dir(EmbeddedBroker()) if not n.startswith("_")}
+    assert embedded - set(dir(ExternalCluster("127.0.0.1:1"))) == set()
+
+
 def test_an_external_clusters_members_are_typed_as_an_embedded_brokers() -> None:
     """So code typed for one takes the other (and mypy checks what follows a call)."""
     for member in EMBEDDED_ONLY:
@@ -223,7 +233,10 @@ def test_an_external_clusters_members_are_typed_as_an_embedded_brokers() -> None
         if isinstance(mine, property):
             returns = inspect.signature(mine.fget).return_annotation  # type: ignore[arg-type]
             if theirs is None:  # set in __init__: its annotation there, or its value's type
-                theirs_returns = {"faults": "Faults", "data_dir": "Path"}[member]
+                theirs_returns = {
+                    "faults": "Faults", "data_dir": "Path", "config": "BrokerConfig",
+                    "server": "Server | None", "topics": "dict[str, TopicSpec]",
+                }[member]
             else:
                 theirs_returns = inspect.signature(theirs.fget).return_annotation
             assert returns == theirs_returns, member

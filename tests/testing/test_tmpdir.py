@@ -4,6 +4,7 @@ removed by cleanup or, when forgotten, at the interpreter's exit."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -79,4 +80,67 @@ def test_two_are_distinct_and_one_removed_by_someone_else_cleans_up_quietly(
     os.rmdir(a.name)
     a.cleanup()
     b.cleanup()
+    assert list(tmp_path.iterdir()) == []
+
+
+_FORKED = """
+import os, sys
+from sluice.testing.tmpdir import TemporaryDirectory
+d = TemporaryDirectory(prefix="sluice-")
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # the child's interpreter exits as usual: its exit hooks run
+os.waitpid(pid, 0)
+print(os.path.isdir(d.name))
+print(d.name)
+"""
+
+
+def test_a_forked_child_leaves_it_to_the_process_that_made_it(tmp_path: Path) -> None:
+    """A child forked from the process (os.fork, then a normal exit) removed the directory at
+    its own exit: a running embedded broker's data went from under it."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", _FORKED], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    kept, name = out.stdout.splitlines()
+    assert kept == "True"
+    assert not os.path.exists(name)  # and the parent still removed it at its own exit
+
+
+_READ_ONLY = """
+import os, sys
+from sluice.testing.tmpdir import TemporaryDirectory
+d = TemporaryDirectory(prefix="sluice-")
+part = os.path.join(d.name, "t-0")
+os.makedirs(os.path.join(part, "locked"))
+open(os.path.join(part, "00000000000000000000.log"), "w").close()
+os.chmod(os.path.join(part, "00000000000000000000.log"), 0o400)
+os.chmod(os.path.join(part, "locked"), 0o000)
+os.chmod(part, 0o500)  # as a test provoking a disk error might leave it
+print(d.name)
+if sys.argv[1] == "cleanup":
+    d.cleanup()
+    print(os.path.exists(d.name))
+"""
+
+
+@pytest.mark.parametrize("how", ["cleanup", "exit"])
+def test_read_only_contents_are_removed_too(tmp_path: Path, how: str) -> None:
+    """As tempfile's are: a read-only directory inside made cleanup raise PermissionError and
+    leave the whole directory behind (it was never tried again). Run without the power to
+    ignore permissions (root's CAP_DAC_OVERRIDE), which would hide the difference."""
+    command = [sys.executable, "-c", _READ_ONLY, how]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "needs setpriv to run without root's permission override"
+        command = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *command]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    name = out.stdout.splitlines()[0]
+    if how == "cleanup":
+        assert out.stdout.splitlines()[1] == "False"
+    assert not os.path.exists(name)
     assert list(tmp_path.iterdir()) == []

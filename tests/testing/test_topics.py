@@ -124,3 +124,26 @@ def test_deleting_a_missing_topic_is_refused_unless_missing_ok(
     assert made not in sluice_broker.created_topics and kept in sluice_broker.created_topics
     assert sluice_broker.delete_topics([kept, missing], missing_ok=True) == [kept]
     assert kept not in sluice_broker.created_topics
+
+
+
+def test_a_port_out_of_range_is_refused_not_wrapped(sluice_broker: EmbeddedBroker) -> None:
+    """A port beyond 65535 reached the port 65536 below it (getaddrinfo wraps it): a typo
+    such as ``:{port + 65536}`` created the topic on whatever listened there; port 0 was tried
+    as an address."""
+    up = sluice_broker.port
+    for port in (up + 65536, 65536, 0):
+        name = unique_topic_name("wrapped-port")
+        with pytest.raises(ValueError, match=r"port .*1\.\.65535"):
+            create_topic(f"127.0.0.1:{port}", name, timeout=5)
+        create_topic(sluice_broker.bootstrap_servers, name)  # not created by the above
+
+
+def test_a_topic_named_twice_in_one_deletion_is_deleted_once(sluice_broker: EmbeddedBroker) -> None:
+    """It was deleted, then the same request's second mention raised TopicDeletionError
+    UNKNOWN_TOPIC_OR_PARTITION ("deleting topic failed") for the topic it had just deleted."""
+    bootstrap = sluice_broker.bootstrap_servers
+    name = create_topic(bootstrap, unique_topic_name("twice"))
+    assert delete_topics(bootstrap, [name, name]) == [name]
+    create_topic(bootstrap, name)  # it is gone
+    assert delete_topics(bootstrap, [name, name]) == [name]

@@ -48,8 +48,10 @@ from sluice.client.errors import (
     ConsumerError,
     DeserializationError,
     WrongEventLoopError,
+    running_loop,
 )
 from sluice.client.records import RECORD_OVERHEAD, ConsumerRecord, fetched_records
+from sluice.client.timeouts import wait_limit
 
 if TYPE_CHECKING:
     from sluice.client.runner import Runner, Shed
@@ -343,6 +345,8 @@ class Consumer:
         self._room = threading.Event()
         self._fetch_waiting = False
         self._seeking: dict[TP, int] = {}
+        self._seeks: set[asyncio.Future[None]] = set()
+        """Seeks waiting for the fetch thread: close fails them (it would not answer them)."""
         self._positions: dict[TP, int] = {}
         """Next offset per partition after the records handed out (manual commits)."""
         self._committed: dict[TP, int] = {}
@@ -420,11 +424,11 @@ class Consumer:
     def _check_loop(self) -> None:
         """Refuse a loop other than the one the consumer started on (a second asyncio.run):
         the fetch thread hands records and outcomes to that first loop."""
-        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+        if self._loop is not None and running_loop() is not self._loop:
             raise WrongEventLoopError(
-                "this Consumer was started on another event loop (an earlier asyncio.run?): a "
-                "Consumer belongs to the loop it was started on; make one per loop and close "
-                "it on its own loop"
+                "this Consumer was started on another event loop (an earlier asyncio.run?), or "
+                "is called from a thread with no loop running: a Consumer belongs to the loop "
+                "it was started on; make one per loop and close it on its own loop"
             )
 
     async def __aenter__(self) -> Consumer:
@@ -487,6 +491,9 @@ class Consumer:
         bridge = self._bridge
         self._room.set()
         self._detached = True
+        for waiting in list(self._seeks):  # the fetch thread is asked nothing more
+            if not waiting.done():
+                waiting.set_exception(ConsumerClosedError("the consumer closed during the seek"))
         closing = self._in_thread(
             lambda: self._close_librdkafka(bridge), f"{self._metrics.client_id}-close"
         )
@@ -573,6 +580,8 @@ class Consumer:
         return self
 
     async def __anext__(self) -> ConsumerRecord:
+        if asyncio.get_running_loop() is not self._loop:  # buffered records are its loop's
+            self._check_loop()  # (inline first: this is once per record)
         if not self._buffer.ready:
             await self._wait_ready(None)
             if not self._buffer.ready:
@@ -690,7 +699,7 @@ class Consumer:
             await ready.wait()
         else:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready.wait(), timeout)
+                await asyncio.wait_for(ready.wait(), wait_limit(timeout))
 
     def wake(self) -> None:
         """Wake a reader waiting in :meth:`_wait_ready` (``run`` stopping)."""
@@ -740,6 +749,8 @@ class Consumer:
         if timeout is None:
             await self._on_fetch_thread(lambda: self._commit_sync(offsets))
             return offsets
+        timeout = wait_limit(timeout)  # NaN: asyncio's timer would never fire
+        assert timeout is not None
         # A plain future, not a task: given up on, it is left to the fetch thread, and no
         # task is pending when the loop closes.
         waiting = self._fetch_thread_future(lambda: self._commit_sync(offsets))
@@ -808,7 +819,16 @@ class Consumer:
 
     async def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic[partition]`` from ``offset`` next: the records buffered for it are
-        dropped, the ones fetched before the seek never served."""
+        dropped, the ones fetched before the seek never served. :class:`ConsumerError`
+        before :meth:`start` (librdkafka seeks only partitions it is fetching),
+        :class:`ConsumerClosedError` once the consumer is closing."""
+        if self._closing:  # the fetch thread that would answer is gone, or going
+            raise ConsumerClosedError("the consumer is closed")
+        if self._bridge is None:
+            raise ConsumerError(
+                f"seek {topic}[{partition}] before the consumer started: start it (or enter "
+                "async with) and let it fetch the partition first"
+            )
         self._check_loop()
         tp = (topic, partition)
         self._drop({tp})
@@ -843,12 +863,15 @@ class Consumer:
             self._inbox.append(marker)
             self._appended += 1
 
+        self._seeks.add(done)
+        done.add_done_callback(self._seeks.discard)
         self._request(request)
         await done
 
     def pause(self, *partitions: TP) -> None:
         """Stop serving these partitions; what was already fetched for them stays buffered
         and is served after :meth:`resume`, without being fetched again."""
+        self._check_loop()
         tps = set(partitions)
         self._buffer.pause(tps)
 
@@ -863,6 +886,7 @@ class Consumer:
         self._request(request)
 
     def resume(self, *partitions: TP) -> None:
+        self._check_loop()
         tps = set(partitions)
         self._buffer.resume(tps)
         if self._runner is not None:
@@ -1145,3 +1169,4 @@ class Consumer:
         if lost:
             return {}
         return {tp: o for tp, o in offsets.items() if tp in gone}
+

@@ -5,6 +5,7 @@ closed, records left undelivered at close) have exceptions of their own. librdka
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sluice.client.records import Record
@@ -29,6 +30,15 @@ class WrongEventLoopError(ProducerError, ConsumerError, RuntimeError):
     """A producer or consumer used on an event loop other than the one it was started on (a
     second ``asyncio.run``): its thread hands everything to that first loop. Make one per loop,
     and close it on its own."""
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The running loop, None on a thread with none running (an executor's: asyncio's own
+    error there says nothing of the rule the caller broke)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class QueueFullError(ProducerError):

@@ -7,8 +7,8 @@ Logging. librdkafka reports a failure twice: as an error event (``error_cb``) an
 (a failed connection is a ``FAIL`` line at syslog level 3, which confluent-kafka logs at
 ERROR). The toolkit logs each error event once (:func:`log_error`: WARNING on ``sluice.client``,
 ERROR when fatal), so librdkafka's lines of the facilities that repeat an error event
-(:data:`REPORTED`) are left out of ``sluice.client.librdkafka``, which keeps the rest of
-librdkafka's log. A ``logger`` given in the settings gets librdkafka's log untouched."""
+(:data:`REPORTED`, at ERROR) are left out of ``sluice.client.librdkafka``, which keeps the rest
+of librdkafka's log. A ``logger`` given in the settings gets librdkafka's log untouched."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ _numbers = itertools.count(1)
 log = logging.getLogger("sluice.client")
 
 REPORTED = frozenset({"FAIL"})
-"""librdkafka log facilities whose lines repeat an error event the toolkit logs itself (a
-connection that failed: ``_TRANSPORT``, ``_AUTHENTICATION``, ``_SSL`` ...)."""
+"""librdkafka log facilities whose lines at ERROR repeat an error event the toolkit logs itself
+(a connection that failed: ``_TRANSPORT``, ``_AUTHENTICATION``, ``_SSL`` ...)."""
 
 
 class LibrdkafkaLog:
@@ -43,7 +43,9 @@ class LibrdkafkaLog:
         self.logger = logging.getLogger("sluice.client.librdkafka")
 
     def log(self, level: int, msg: str, *args: Any) -> None:
-        if args and args[0] in REPORTED:
+        # Only at ERROR (syslog 3 and below): librdkafka's INFO FAIL line for a connection the
+        # broker closed ("Disconnected") repeats no error event, and would be logged nowhere.
+        if level >= logging.ERROR and args and args[0] in REPORTED:
             return
         self.logger.log(level, msg, *args)
 

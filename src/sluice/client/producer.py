@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import time
 import weakref
 from collections.abc import AsyncIterable, Callable, Mapping
@@ -51,12 +52,14 @@ from sluice.client.errors import (
     SerializationError,
     UndeliveredError,
     WrongEventLoopError,
+    running_loop,
 )
 from sluice.client.metrics import ProducerMetrics, collector_for
 from sluice.client.ordered import OrderedSends
 from sluice.client.records import Headers, InvalidRecord, Record, RecordLike, Records, as_record
 from sluice.client.results import BatchResults, RecordMetadata, failed
 from sluice.client.sinks import Batch, DeadLetters, Failure, Futures, Sink, new_metadata
+from sluice.client.timeouts import wait_limit
 
 log = logging.getLogger("sluice.client")
 
@@ -189,7 +192,7 @@ class Producer:
 
     def _start(self) -> None:
         if self._bridge is not None:
-            if asyncio.get_running_loop() is not self._loop:
+            if running_loop() is not self._loop:
                 raise self._wrong_loop()
             return
         if self._closing:
@@ -207,9 +210,9 @@ class Producer:
 
     def _wrong_loop(self) -> WrongEventLoopError:
         return WrongEventLoopError(
-            "this Producer was started on another event loop (an earlier asyncio.run?): a "
-            "Producer belongs to the loop it was started on; make one per loop and close it "
-            "on its own loop"
+            "this Producer was started on another event loop (an earlier asyncio.run?), or is "
+            "called from a thread with no loop running: a Producer belongs to the loop it was "
+            "started on; make one per loop and close it on its own loop"
         )
 
     async def __aenter__(self) -> Producer:
@@ -225,12 +228,13 @@ class Producer:
 
     async def flush(self, timeout: float | None = None) -> int:
         """Wait until every accepted record has its outcome, at most ``timeout`` seconds (None:
-        no limit); returns how many still have none (0: all settled). Records lingering in
+        no limit; NaN or negative: none); returns how many still have none (0: all settled). Records lingering in
         librdkafka are sent at once meanwhile (see :mod:`sluice.client.bridge`)."""
-        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+        if self._loop is not None and running_loop() is not self._loop:
             raise self._wrong_loop()
         if self._idle is None or self._settled():
             return 0
+        timeout = wait_limit(timeout)  # NaN: asyncio's timer would never fire
         self._idle.clear()
         assert self._bridge is not None
         bridge = self._bridge
@@ -249,7 +253,7 @@ class Producer:
         it again does nothing."""
         if self._closing:
             return
-        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+        if self._loop is not None and running_loop() is not self._loop:
             raise self._wrong_loop()
         self._closing = True
         purged: list[DeliveryError] = []
@@ -564,6 +568,9 @@ class Producer:
             sink.settle(key, failed(record, exc))
             return True
         ts = record.timestamp
+        if ts is not None and type(ts) is not int:  # numpy's int64, an IntEnum: librdkafka
+            with contextlib.suppress(TypeError):  # takes any integer (__index__) as it is
+                ts = operator.index(ts)
         if type(ts) is int and ts < 0:
             self._metrics.count_failure("INVALID_RECORD")
             sink.settle(key, failed(record, SerializationError(
@@ -573,6 +580,10 @@ class Producer:
             return True
         partition = record.partition
         try:
+            headers: Any = record.headers
+            if headers is not None and type(headers) is not list and type(headers) is not dict:
+                # any Mapping or sequence of pairs (Headers): librdkafka takes a dict or a list
+                headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
             self._produce(
                 record.topic,
                 value,
@@ -581,7 +592,7 @@ class Producer:
                 sink.token(key),
                 None,
                 record.timestamp or 0,
-                record.headers,  # type: ignore[arg-type]  # any Mapping or sequence of pairs
+                headers,
             )
         except BufferError:
             return False

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
     import confluent_kafka
 
+    from sluice.config import BrokerConfig
+    from sluice.server.app import Server
     from sluice.testing.faults import Faults
 
 T = TypeVar("T")
@@ -111,6 +113,11 @@ class Cluster:
         fixtures delete those a test made when it ends), also those a request that failed for
         another topic made."""
 
+    def _not_on_own_thread(self, what: str) -> None:
+        """Refuse a helper that waits for the broker when called on the broker's own thread
+        (an embedded broker's :meth:`~sluice.testing.EmbeddedBroker.call`): it would block the
+        loop that should answer it for its whole timeout. Nothing to refuse elsewhere."""
+
     # -- topics ------------------------------------------------------------------------------------
 
     def create_topic(
@@ -134,6 +141,7 @@ class Cluster:
         Kafka name with an optional ``"partitions"``. When the broker refuses one, those it did
         create are recorded all the same (and deleted by the fixtures)."""
         _check_timeout(timeout)
+        self._not_on_own_thread("create_topics()")
         try:
             created = create_topics(
                 self.bootstrap_servers, topics, exist_ok=exist_ok, timeout=timeout
@@ -158,6 +166,7 @@ class Cluster:
         a :class:`~sluice.testing.TopicDeletionError` (UNKNOWN_TOPIC_OR_PARTITION), as in
         Kafka, unless ``missing_ok``; those the request deleted all the same are no longer
         recorded in :attr:`created_topics` either way."""
+        self._not_on_own_thread("delete_topics()")
         names = list(names)
         try:
             deleted = delete_topics(
@@ -198,6 +207,7 @@ class Cluster:
         import confluent_kafka
 
         _check_timeout(timeout)
+        self._not_on_own_thread("produce()")
         if not values:
             return []
         timeout_ms = min(max(int(timeout * 1000), 1), _MAX_MS)
@@ -255,6 +265,7 @@ class Cluster:
         not exist yet. Raises :class:`ConsumeTimeout` (an AssertionError, with the records that
         did arrive) after ``timeout`` seconds."""
         _check_timeout(timeout)
+        self._not_on_own_thread("consume_until()")
         if until is not None and not callable(until):
             raise TypeError(f"until is a callable of the records read, not {until!r}")
         if until is None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
@@ -278,6 +289,7 @@ class Cluster:
         as of this call (nothing is waited for). Raises :class:`ConsumeTimeout` if reading
         that far takes longer than ``timeout`` seconds."""
         _check_timeout(timeout)
+        self._not_on_own_thread("consume_all()")
         deadline = time.monotonic() + timeout
         with _Reader(self.bootstrap_servers, topic, deadline) as reader:
             ends = reader.ends
@@ -335,6 +347,18 @@ class ExternalCluster(Cluster):
     @property
     def admin_url(self) -> str:
         self._not_here("the admin side (admin_url) needs")
+
+    @property
+    def config(self) -> BrokerConfig:
+        self._not_here("the broker's configuration (config) needs")
+
+    @property
+    def server(self) -> Server | None:
+        self._not_here("the broker's server object needs")
+
+    @property
+    def topics(self) -> dict[str, TopicSpec]:
+        self._not_here("declared topics (topics) need")
 
     def start(self, timeout: float = 30.0) -> Self:
         self._not_here("start() needs")

@@ -145,7 +145,7 @@ def delete_topics(
     clients do: UNKNOWN_TOPIC_OR_PARTITION for a topic that does not exist, unless
     ``missing_ok`` (cleanup code, where a test may have deleted it itself), with the names of
     those the request deleted all the same in its ``deleted``."""
-    names = list(names)
+    names = list(dict.fromkeys(names))  # once each: a name twice read as missing the second time
     if not names:
         return []
     body = m.DeleteTopicsRequest(topic_names=names, timeout_ms=int(timeout * 1000))
@@ -239,6 +239,8 @@ def _addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
         host, _, port = item.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"not host:port: {item!r} (in {bootstrap_servers!r})")
+        if not 0 < int(port) <= 65535:  # getaddrinfo would wrap 65536 and up to another port
+            raise ValueError(f"port {port} of {item!r} is not 1..65535 (in {bootstrap_servers!r})")
         found.append((host.removeprefix("[").removesuffix("]"), int(port)))
     if not found:
         raise ValueError(f"no host:port in bootstrap servers {bootstrap_servers!r}")
