@@ -144,12 +144,15 @@ def _consumer_threads(client_id: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(client_id)]
 
 
-@pytest.mark.parametrize("second_cancel", ["at-once", "in-last-commit"])
+@pytest.mark.parametrize(
+    "second_cancel", [*(f"after-{n}-loop-turns" for n in range(7)), "in-last-commit"]
+)
 def test_cancelling_run_twice_with_the_broker_down_leaves_nothing_open(
     tmp_path: Path, second_cancel: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``run`` (with a dead-letter topic, so it has a producer of its own) cancelled twice
-    with the broker down, the second cancel at once or during its last commit (which waits
+    with the broker down, the second cancel 1 to 7 loop turns after the first (a second cancel
+    while run waited for its periodic committer's end was swallowed) or during its last commit (which waits
     up to its share of close_timeout, 3 s here): close() returns within its timeout, the
     dead-letter producer's thread is gone, what librdkafka still holds is left to daemon
     threads, and asyncio reports no task destroyed while pending."""
@@ -183,8 +186,9 @@ def test_cancelling_run_twice_with_the_broker_down_leaves_nothing_open(
             if second_cancel == "in-last-commit":
                 # the handlers in progress finish within 0.05 s; the commit then waits 3 s
                 await asyncio.sleep(0.5)
-            else:  # one loop turn: run has the first cancel, waits for its handlers
-                await asyncio.sleep(0)
+            else:  # at each step of run's wind-down in turn (its handlers, its committer, ...)
+                for _ in range(int(second_cancel.split("-")[1]) + 1):
+                    await asyncio.sleep(0)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

@@ -437,8 +437,9 @@ class Runner:
         unstarted = [r for r in unstarted if (r.topic, r.partition) not in self._revoked]
         consumer._unread(unstarted)  # their positions go back to them: they were not served
         committer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await committer
+        # wait(), not await: the committer's CancelledError is its own, and suppressing it would
+        # also swallow a second cancel of run arriving meanwhile (run then waited out its commit)
+        await asyncio.wait([committer])
         if consumer.group_id is not None:  # without a group nothing is committed
             try:  # what is not committed yet, within close_timeout (a coordinator gone must
                 # not hold the exit; librdkafka would wait for it until the session times out)
