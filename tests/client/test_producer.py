@@ -267,14 +267,21 @@ def test_send_batch_lets_other_tasks_run_while_it_submits(target: Target, source
             await asyncio.sleep(0.01)  # the ticker is running
             records = [record] * n if source == "list" else (
                 generate() if source == "generator" else agenerate())
+            gaps.clear()
+            started = time.perf_counter()
             results = await p.send_batch(records)
+            took = time.perf_counter() - started
             task.cancel()
-            return max(gaps), len(gaps), sum(r.ok for r in results)
+            return took, max(gaps), len(gaps), sum(r.ok for r in results)
 
-    largest, ticks, ok = run(go())
-    print(f"{source}: largest loop gap {largest * 1000:.1f} ms, {ticks} ticks")
+    took, largest, ticks, ok = run(go())
+    print(f"{source}: send_batch took {took * 1000:.0f} ms, largest loop gap "
+          f"{largest * 1000:.1f} ms, {ticks} ticks")
     assert ok == n
-    assert largest < 0.5, f"the loop was held {largest:.2f} s"
+    # Relative to the batch's own time, so a slower or loaded machine does not fail it: held
+    # for the whole submission, the largest gap was the batch's time and there was one tick.
+    assert ticks >= 10, f"the ticker ran {ticks} times in {took:.2f} s"
+    assert largest < took / 3, f"the loop was held {largest:.2f} s of {took:.2f} s"
 
 
 @pytest.mark.parametrize("source", ["list", "generator", "async generator"])
