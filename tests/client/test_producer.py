@@ -250,7 +250,7 @@ def test_send_batch_lets_other_tasks_run_while_it_submits(target: Target, source
         for _ in range(n):
             yield record
 
-    async def go() -> tuple[float, int, int]:
+    async def go() -> tuple[float, float, int, int]:
         async with producer(target, **{"queue.buffering.max.messages": 2 * n}) as p:
             await p.send_batch([Record(topic, b"connect")])
             gaps: list[float] = []

@@ -164,6 +164,8 @@ class Runner:
         """Set by :meth:`stop`: cuts a retry's backoff short."""
         self._stopping = False
         self._failure: BaseException | None = None
+        self._cancels_before = 0
+        """The task's pending cancel requests when run began (see :meth:`_cancelled_twice`)."""
         self._revoked: set[TP] = set()
         self._revocations = 0
         """Revocations and seeks so far: a batch taken from the buffer notes it (``taken_at``)."""
@@ -307,6 +309,8 @@ class Runner:
 
     async def run(self) -> None:
         consumer = self.consumer
+        task = asyncio.current_task()
+        self._cancels_before = task.cancelling() if task is not None else 0
         if self._route is not None:
             self._producer = await self._dead_letter_producer()
         committer = asyncio.create_task(self._commit_periodically())
@@ -440,12 +444,21 @@ class Runner:
         # wait(), not await: the committer's CancelledError is its own, and suppressing it would
         # also swallow a second cancel of run arriving meanwhile (run then waited out its commit)
         await asyncio.wait([committer])
+        if self._cancelled_twice():
+            raise asyncio.CancelledError  # as a second cancel arriving now would: no last commit
         if consumer.group_id is not None:  # without a group nothing is committed
             try:  # what is not committed yet, within close_timeout (a coordinator gone must
                 # not hold the exit; librdkafka would wait for it until the session times out)
                 await consumer.commit(timeout=consumer._run_share())
             except ConsumerError as exc:
                 log.warning("run's last commit failed: %s", exc)
+
+    def _cancelled_twice(self) -> bool:
+        """Cancelled twice since run began, the second time before run had reacted to the first:
+        asyncio then delivers one CancelledError for both, and only the task's count of cancel
+        requests tells them apart."""
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() - self._cancels_before > 1
 
     async def _commit_periodically(self) -> None:
         consumer = self.consumer
