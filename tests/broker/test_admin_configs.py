@@ -212,3 +212,37 @@ def test_create_partitions_delete_records_delete_topics(harness: Callable[..., B
         ("__consumer_offsets", ErrorCode.INVALID_TOPIC_EXCEPTION),
     ]
     assert user_topics(h) == []
+
+
+def test_delete_topics_refuses_a_topic_named_twice(harness: Callable[..., BrokerHarness]) -> None:
+    """As Kafka does (and as CreateTopics here does): every mention of a topic named more than
+    once in one request, by name, by id or both, is INVALID_REQUEST and the topic stays."""
+    import uuid
+
+    h = harness()
+    for name in ("t", "u", "v"):
+        h.run(h.broker.logs.create_topic(name, 1))
+    by_names = m.DeleteTopicsRequest(topic_names=["t", "u", "t"], timeout_ms=1000)
+    results = h.call(ApiKey.DELETE_TOPICS, 5, by_names).responses
+    assert [(r.name, r.error_code) for r in results] == [
+        ("t", ErrorCode.INVALID_REQUEST),
+        ("u", 0),
+        ("t", ErrorCode.INVALID_REQUEST),
+    ]
+    assert sorted(user_topics(h)) == ["t", "v"]
+    v_id = h.broker.logs.topic("v").topic_id
+    by_name_and_id = m.DeleteTopicsRequest(
+        topics=[
+            m.DeleteTopicState(name="v", topic_id=uuid.UUID(int=0)),
+            m.DeleteTopicState(name=None, topic_id=v_id),
+            m.DeleteTopicState(name=None, topic_id=h.broker.logs.topic("t").topic_id),
+        ],
+        timeout_ms=1000,
+    )
+    results = h.call(ApiKey.DELETE_TOPICS, 6, by_name_and_id).responses
+    assert [(r.name, r.topic_id, r.error_code) for r in results] == [
+        ("v", uuid.UUID(int=0), ErrorCode.INVALID_REQUEST),
+        (None, v_id, ErrorCode.INVALID_REQUEST),
+        ("t", results[2].topic_id, 0),
+    ]
+    assert user_topics(h) == ["v"]

@@ -107,22 +107,31 @@ async def delete_topics(broker: BrokerContext, request: Request) -> m.DeleteTopi
         if request.api_version >= 6
         else [(name, uuid.UUID(int=0)) for name in body.topic_names]
     )
+    # Each entry as the topic it names (an id looked up), so one topic named twice, by name or
+    # by id or both, is refused in every mention and deleted in none, as Kafka does.
+    resolved = [
+        name if name is not None else
+        next((t.name for t in broker.logs.topics.values() if t.topic_id == topic_id), None)
+        for name, topic_id in wanted
+    ]
+    counts = Counter(n for n in resolved if n is not None)
     results = []
-    for name, topic_id in wanted:
+    for (given, topic_id), name in zip(wanted, resolved, strict=True):
         if name is None:
-            name = next((t.name for t in broker.logs.topics.values() if t.topic_id == topic_id), None)
-            if name is None:
-                results.append(
-                    m.DeletableTopicResult(
-                        name=None,
-                        topic_id=topic_id,
-                        error_code=ErrorCode.UNKNOWN_TOPIC_ID,
-                        error_message=f"no topic with id {topic_id}",
-                    )
+            results.append(
+                m.DeletableTopicResult(
+                    name=None,
+                    topic_id=topic_id,
+                    error_code=ErrorCode.UNKNOWN_TOPIC_ID,
+                    error_message=f"no topic with id {topic_id}",
                 )
-                continue
-        result = m.DeletableTopicResult(name=name, topic_id=topic_id, error_code=ErrorCode.NONE)
+            )
+            continue
+        result = m.DeletableTopicResult(name=given, topic_id=topic_id, error_code=ErrorCode.NONE)
         try:
+            if counts[name] > 1:
+                raise Refused(ErrorCode.INVALID_REQUEST, f"topic {name!r} is named more than once")
+            result.name = name
             if is_internal(name):
                 raise Refused(ErrorCode.INVALID_TOPIC_EXCEPTION, f"{name!r} is an internal topic")
             deleted = await broker.logs.delete_topic(name, None if topic_id.int == 0 else topic_id)
