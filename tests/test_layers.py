@@ -12,6 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYER = {
     "errors": 0,
     "plural": 0,
+    "hostport": 0,
     "dataclass": 0,
     "protocol": 1,
     "config": 2,

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import confluent_kafka as ck
@@ -40,6 +41,22 @@ def _produce(bootstrap: str, topic: str, n: int) -> None:
     assert p.flush(DEADLINE) == 0
 
 
+def _slow_handler() -> tuple[Callable[[ConsumerRecord], Awaitable[None]], asyncio.Event]:
+    """A handler taking 50 ms a record, and an event set once it has finished 20 (so run's last
+    commit has offsets to commit)."""
+    processed = asyncio.Event()
+    done = 0
+
+    async def handler(r: ConsumerRecord) -> None:
+        nonlocal done
+        await asyncio.sleep(0.05)
+        done += 1
+        if done == 20:
+            processed.set()
+
+    return handler, processed
+
+
 @pytest.mark.parametrize("how", ["stop", "cancel", "close"])
 def test_shutdown_with_the_broker_down_takes_at_most_close_timeout(
     tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
@@ -52,15 +69,7 @@ def test_shutdown_with_the_broker_down_takes_at_most_close_timeout(
         _produce(broker.bootstrap_servers, "t", 400)
 
         async def main() -> float:
-            processed = asyncio.Event()
-            done = 0
-
-            async def handler(r: ConsumerRecord) -> None:
-                nonlocal done
-                await asyncio.sleep(0.05)
-                done += 1
-                if done == 20:  # finished records: run's last commit has offsets to commit
-                    processed.set()
+            handler, processed = _slow_handler()
 
             c = Consumer(broker.bootstrap_servers, group_id="g", topics=["t"],
                          metrics_registry=None, close_timeout=CLOSE_TIMEOUT,
@@ -162,15 +171,7 @@ def test_cancelling_run_twice_with_the_broker_down_leaves_nothing_open(
         _produce(broker.bootstrap_servers, "t", 400)
 
         async def main() -> tuple[float, float]:
-            processed = asyncio.Event()
-            done = 0
-
-            async def handler(r: ConsumerRecord) -> None:
-                nonlocal done
-                await asyncio.sleep(0.05)
-                done += 1
-                if done == 20:
-                    processed.set()
+            handler, processed = _slow_handler()
 
             c = Consumer(broker.bootstrap_servers, group_id="g", topics=["t"],
                          metrics_registry=None, close_timeout=close_timeout,
@@ -224,15 +225,7 @@ def test_close_during_run_with_the_broker_down_returns_within_its_timeout(
         _produce(broker.bootstrap_servers, "t", 400)
 
         async def main() -> float:
-            processed = asyncio.Event()
-            done = 0
-
-            async def handler(r: ConsumerRecord) -> None:
-                nonlocal done
-                await asyncio.sleep(0.05)
-                done += 1
-                if done == 20:
-                    processed.set()
+            handler, processed = _slow_handler()
 
             c = Consumer(broker.bootstrap_servers, group_id="g", topics=["t"],
                          metrics_registry=None, close_timeout=30, commit_interval=60,

@@ -47,8 +47,7 @@ from sluice.client.errors import (
     ConsumerClosedError,
     ConsumerError,
     DeserializationError,
-    WrongEventLoopError,
-    running_loop,
+    check_loop,
 )
 from sluice.client.records import RECORD_OVERHEAD, ConsumerRecord, fetched_records
 from sluice.client.timeouts import wait_limit
@@ -424,12 +423,7 @@ class Consumer:
     def _check_loop(self) -> None:
         """Refuse a loop other than the one the consumer started on (a second asyncio.run):
         the fetch thread hands records and outcomes to that first loop."""
-        if self._loop is not None and running_loop() is not self._loop:
-            raise WrongEventLoopError(
-                "this Consumer was started on another event loop (an earlier asyncio.run?), or "
-                "is called from a thread with no loop running: a Consumer belongs to the loop "
-                "it was started on; make one per loop and close it on its own loop"
-            )
+        check_loop(self._loop, "Consumer")
 
     async def __aenter__(self) -> Consumer:
         return await self.start()
@@ -1169,4 +1163,3 @@ class Consumer:
         if lost:
             return {}
         return {tp: o for tp, o in offsets.items() if tp in gone}
-

@@ -41,6 +41,17 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+def check_loop(started_on: asyncio.AbstractEventLoop | None, what: str) -> None:
+    """Refuse a loop other than the one ``what`` (a Producer, a Consumer) started on: its
+    thread hands records and outcomes to that first loop. Nothing to check before a start."""
+    if started_on is not None and running_loop() is not started_on:
+        raise WrongEventLoopError(
+            f"this {what} was started on another event loop (an earlier asyncio.run?), or is "
+            f"called from a thread with no loop running: a {what} belongs to the loop it was "
+            "started on; make one per loop and close it on its own loop"
+        )
+
+
 class QueueFullError(ProducerError):
     """``send_nowait`` found librdkafka's queue full (``queue.buffering.max.messages`` or
     ``queue.buffering.max.kbytes``); the record was not accepted. ``await producer.submit(...)``

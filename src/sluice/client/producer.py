@@ -51,8 +51,7 @@ from sluice.client.errors import (
     QueueFullError,
     SerializationError,
     UndeliveredError,
-    WrongEventLoopError,
-    running_loop,
+    check_loop,
 )
 from sluice.client.metrics import ProducerMetrics, collector_for
 from sluice.client.ordered import OrderedSends
@@ -192,8 +191,7 @@ class Producer:
 
     def _start(self) -> None:
         if self._bridge is not None:
-            if running_loop() is not self._loop:
-                raise self._wrong_loop()
+            check_loop(self._loop, "Producer")
             return
         if self._closing:
             raise ProducerClosedError("the producer is closed")
@@ -208,13 +206,6 @@ class Producer:
         )
         self._bridge.start()
 
-    def _wrong_loop(self) -> WrongEventLoopError:
-        return WrongEventLoopError(
-            "this Producer was started on another event loop (an earlier asyncio.run?), or is "
-            "called from a thread with no loop running: a Producer belongs to the loop it was "
-            "started on; make one per loop and close it on its own loop"
-        )
-
     async def __aenter__(self) -> Producer:
         return await self.start()
 
@@ -228,10 +219,9 @@ class Producer:
 
     async def flush(self, timeout: float | None = None) -> int:
         """Wait until every accepted record has its outcome, at most ``timeout`` seconds (None:
-        no limit; NaN or negative: none); returns how many still have none (0: all settled). Records lingering in
-        librdkafka are sent at once meanwhile (see :mod:`sluice.client.bridge`)."""
-        if self._loop is not None and running_loop() is not self._loop:
-            raise self._wrong_loop()
+        no limit; NaN or negative: none); returns how many still have none (0: all settled).
+        Records lingering in librdkafka are sent at once meanwhile (see :mod:`sluice.client.bridge`)."""
+        check_loop(self._loop, "Producer")
         if self._idle is None or self._settled():
             return 0
         timeout = wait_limit(timeout)  # NaN: asyncio's timer would never fire
@@ -253,8 +243,7 @@ class Producer:
         it again does nothing."""
         if self._closing:
             return
-        if self._loop is not None and running_loop() is not self._loop:
-            raise self._wrong_loop()
+        check_loop(self._loop, "Producer")
         self._closing = True
         purged: list[DeliveryError] = []
         try:
@@ -591,7 +580,7 @@ class Producer:
                 -1 if partition is None else partition,
                 sink.token(key),
                 None,
-                record.timestamp or 0,
+                ts or 0,  # as checked above
                 headers,
             )
         except BufferError:

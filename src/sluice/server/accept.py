@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sluice.config import canonical_host
+from sluice.hostport import host_port
 from sluice.server.connlog import ConnectionLog
 
 log = logging.getLogger("sluice.server.connections")
@@ -111,7 +112,7 @@ def listen(host: str, port: int, backlog: int) -> list[socket.socket]:
                 sock.bind(address)
             except OSError as exc:
                 raise OSError(
-                    exc.errno, f"cannot listen on {peer_name(host, port)}: {exc.strerror}"
+                    exc.errno, f"cannot listen on {host_port(host, port)}: {exc.strerror}"
                 ) from None
             sock.listen(backlog)
             sock.setblocking(False)
@@ -122,8 +123,6 @@ def listen(host: str, port: int, backlog: int) -> list[socket.socket]:
     return sockets
 
 
-def peer_name(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Exhaustion:
@@ -230,7 +229,7 @@ class Acceptor:
                 host,
                 "refused %s: it would take file descriptor %d of the %d the process may open, "
                 "and the last %d are kept for the logs (sluice.fd.reserve)",
-                peer_name(host, port),
+                host_port(host, port),
                 fd,
                 self._fd_limit,
                 self._fd_reserve,
@@ -242,7 +241,7 @@ class Acceptor:
         try:
             self._admit(sock, host, port)
         except Exception:
-            log.exception("admitting %s failed; closing it", peer_name(host, port))
+            log.exception("admitting %s failed; closing it", host_port(host, port))
             sock.close()
 
     # -- out of descriptors ------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from sluice.config import BrokerConfig, Listener
 from sluice.errors import SluiceError
-from sluice.server.accept import Acceptor, listen, peer_name, raise_fd_limit
+from sluice.hostport import host_port
+from sluice.server.accept import Acceptor, listen, raise_fd_limit
 from sluice.server.connection import Connection
 from sluice.server.connlog import ConnectionLog
 from sluice.server.memory import RequestMemory
@@ -63,7 +64,7 @@ class Server:
         """A connection just accepted: refuse it (closed at once, logged with the cause) or
         hand it to a :class:`Connection`. The per-address limit is checked first: it names the
         address a flood comes from, and it is what keeps slots for everyone else."""
-        peer = peer_name(host, port)
+        peer = host_port(host, port)
         held = self.per_host.get(host, 0)
         limit = self.config.per_ip_limit_for(host)
         if held >= limit:

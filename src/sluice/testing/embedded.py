@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar
 
+from sluice.hostport import host_port
 from sluice.testing.cluster import Cluster
 from sluice.testing.faults import Faults, Host
 from sluice.testing.tmpdir import TemporaryDirectory
@@ -107,7 +108,7 @@ class EmbeddedBroker(Cluster):
                     f"{name}: EmbeddedBroker sets it itself; give {instead} instead"
                 )
         if "sluice.admin.listen" not in given:
-            given["sluice.admin.listen"] = _address(host, 0) if admin else "off"
+            given["sluice.admin.listen"] = host_port(host, 0) if admin else "off"
         # everything is checked before a temporary directory exists
         self.config: BrokerConfig = BrokerConfig.from_settings(
             given, listen=Listener(host, port), data_dir=Path("sluice-temporary" if data_dir is None else data_dir)
@@ -138,7 +139,7 @@ class EmbeddedBroker(Cluster):
 
     @property
     def bootstrap_servers(self) -> str:  # type: ignore[override]  # a property here
-        return _address(self.config.listen.host, self.port)
+        return host_port(self.config.listen.host, self.port)
 
     @property
     def port(self) -> int:
@@ -433,11 +434,6 @@ async def _wait_out(work: asyncio.Future[T]) -> bool:
         except asyncio.CancelledError:
             cancelled = True
     return cancelled
-
-
-def _address(host: str, port: int) -> str:
-    """``host:port``, an IPv6 address in brackets (``[::1]:9092``) as clients read it."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _check_listener(host: str, port: int) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 import re
 import socket
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 
 from sluice.errors import ErrorCode
+from sluice.hostport import host_port
 from sluice.protocol import ApiKey, RequestBody, ResponseBody, decode_response, encode_request
 from sluice.protocol import messages as m
 from sluice.protocol.primitives import I32
@@ -190,11 +192,9 @@ def _call(
         raise TypeError(f"timeout is a number of seconds, not {timeout!r}")
     if not math.isfinite(timeout) or timeout <= 0:  # 0 made the socket non-blocking
         raise ValueError(f"timeout is a finite number of seconds above 0, not {timeout!r}")
-    import time
-
     frame = encode_request(api, version, 1, "sluice.testing", body)
     sock = _connect(bootstrap_servers, api, time.monotonic() + timeout)
-    peer = _address(sock.getpeername())
+    peer = host_port(*sock.getpeername()[:2])
     try:
         with sock:
             sock.settimeout(timeout)
@@ -214,8 +214,6 @@ def _connect(bootstrap_servers: str, api: ApiKey, deadline: float) -> socket.soc
     ``deadline``; each attempt gets an even share of the time left, so one address that
     never answers does not use it all. ConnectionError naming every address and why, when
     none does."""
-    import time
-
     addresses = _addresses(bootstrap_servers)
     failures = []
     for i, (host, port) in enumerate(addresses):
@@ -223,7 +221,7 @@ def _connect(bootstrap_servers: str, api: ApiKey, deadline: float) -> socket.soc
         try:
             return socket.create_connection((host, port), timeout=max(share, 0.001))
         except OSError as exc:  # refused, unreachable, unresolvable, timed out
-            failures.append(f"{_address((host, port))} ({exc or type(exc).__name__})")
+            failures.append(f"{host_port(host, port)} ({exc or type(exc).__name__})")
     raise ConnectionError(
         f"{api.name}: no broker of {bootstrap_servers!r} took a connection: " + "; ".join(failures)
     )
@@ -245,11 +243,6 @@ def _addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
     if not found:
         raise ValueError(f"no host:port in bootstrap servers {bootstrap_servers!r}")
     return found
-
-
-def _address(where: tuple[str, int]) -> str:
-    host, port = where[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _receive(sock: socket.socket, n: int) -> bytes:
