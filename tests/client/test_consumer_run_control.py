@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sluice.client import ConfigurationError, Consumer, ConsumerRecord, ProcessingError
-from tests.client.conftest import Target
+from tests.client.conftest import DEADLINE, Target
 from tests.client.test_consumer import committed, consumer, produce, run
 
 
@@ -380,3 +380,47 @@ def test_topics_that_are_not_topic_names_are_refused(target: Target, topics: obj
     with pytest.raises(ConfigurationError, match="topics="):
         Consumer(target.bootstrap, group_id="g", topics=topics,  # type: ignore[arg-type]
                  metrics_registry=CollectorRegistry())
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_stop_from_another_thread_is_handed_to_the_loop(target: Target, concurrency: int) -> None:
+    """A watchdog thread (or a ``signal.signal`` handler on a thread with no loop) calls
+    ``stop()``: ``run`` returns, having processed what it started, and the call never touches
+    the loop's events from the wrong thread (in debug mode asyncio raises there)."""
+    import threading
+
+    topic, _ = target.topic("c-stop-thread", 1)
+    produce(target, topic, [str(i).encode() for i in range(50)], partition=0)
+    group = f"g-{topic}"
+    seen = threading.Event()
+    stopper_errors: list[BaseException] = []
+
+    def stopper(c: Consumer) -> None:
+        seen.wait(DEADLINE)
+        try:
+            c.stop()
+        except BaseException as exc:  # reported by the assertion below
+            stopper_errors.append(exc)
+
+    async def main() -> tuple[list[int], int | None]:
+        processed: list[int] = []
+        async with consumer(target, topic, group, commit_interval=60.0) as c:
+
+            async def handler(r: ConsumerRecord) -> None:
+                processed.append(r.offset)
+                if r.offset == 49:
+                    seen.set()  # everything is processed: run now waits for more, idle
+
+            thread = threading.Thread(target=stopper, args=(c,))
+            thread.start()
+            try:
+                await c.run(handler, concurrency=concurrency, ordering="partition")
+            finally:
+                await asyncio.to_thread(thread.join)
+            return processed, c.position(topic, 0)
+
+    processed, position = asyncio.run(asyncio.wait_for(main(), DEADLINE), debug=True)
+    assert stopper_errors == []
+    assert sorted(processed) == list(range(50))
+    assert position == 50
+    assert committed(target, group, topic, 1)[0] == 50

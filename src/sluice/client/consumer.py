@@ -48,6 +48,7 @@ from sluice.client.errors import (
     ConsumerError,
     DeserializationError,
     check_loop,
+    running_loop,
 )
 from sluice.client.records import RECORD_OVERHEAD, ConsumerRecord, fetched_records
 from sluice.client.timeouts import wait_limit
@@ -562,7 +563,16 @@ class Consumer:
 
     def stop(self) -> None:
         """Make ``run`` return (after its handlers in progress finish and it commits). Its
-        last commit waits at most ``close_timeout`` from now (see :meth:`close`)."""
+        last commit waits at most ``close_timeout`` from now (see :meth:`close`). Any thread
+        may call it (a signal handler, a watchdog): off the consumer's loop it is handed to
+        that loop, whose events only its own thread may set."""
+        loop = self._loop
+        if loop is not None and running_loop() is not loop:
+            if self._shutdown_deadline is None:
+                self._shutdown_deadline = time.monotonic() + self.close_timeout
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs to stop
+                loop.call_soon_threadsafe(self.stop)
+            return
         if self._runner is not None:
             if self._shutdown_deadline is None:
                 self._shutdown_deadline = time.monotonic() + self.close_timeout
