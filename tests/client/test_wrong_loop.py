@@ -76,3 +76,24 @@ def test_the_right_loop_from_a_callback_is_fine(target: Target) -> None:
 
     assert run(go()) == 0
 
+
+
+def test_an_ordered_window_iterated_on_another_loop_raises(target: Target) -> None:
+    """A ``send_ordered`` window made on the producer's loop and iterated on another: its
+    results are settled on the producer's loop, so a wait for one there never ended (and its
+    submits ran off the loop). It raises at the first step that would submit or wait; the
+    window still works on its own loop."""
+    topic, _ = target.topic("wrong-loop-window")
+
+    async def go() -> list[int]:
+        async with Producer(target.bootstrap, metrics_registry=None, **target.options()) as p:
+            window = p.send_ordered([{"topic": topic, "value": str(i)} for i in range(5)])
+
+            async def elsewhere() -> None:
+                with pytest.raises(WrongEventLoopError, match="belongs to the loop"):
+                    await window.__anext__()
+
+            await asyncio.wait_for(asyncio.to_thread(asyncio.run, elsewhere()), DEADLINE)
+            return [r.offset async for r in window]
+
+    assert run(go()) == [0, 1, 2, 3, 4]

@@ -37,7 +37,7 @@ from types import MethodType
 from typing import Any
 
 from sluice.client.bridge import DeliveryBridge
-from sluice.client.errors import ProducerClosedError
+from sluice.client.errors import ProducerClosedError, check_loop
 from sluice.client.metrics import ProducerMetrics
 from sluice.client.records import Record, RecordLike, Records
 from sluice.client.results import RecordMetadata
@@ -70,6 +70,7 @@ class OrderedSends:
         busy: Callable[[], None] = lambda: None,
         serve: Callable[[], None] = lambda: None,
         bridge: DeliveryBridge | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
@@ -81,6 +82,8 @@ class OrderedSends:
         self._busy = busy
         self._serve = serve
         self._bridge = bridge
+        self._loop = loop
+        """The producer's: its poll thread settles the results there."""
         self._sync: Iterator[RecordLike] | None = None
         self._async: AsyncIterator[RecordLike] | None = None
         if isinstance(records, AsyncIterable):
@@ -166,6 +169,7 @@ class OrderedSends:
         ready = self._ready
         if ready:  # the common case: a result taken from the ring with the others ready
             return ready.pop()
+        check_loop(self._loop, "Producer")  # once a refill: what follows waits on its loop
         n = self.max_in_flight
         self._busy()
         if not self._exhausted and n - (self._tail - self._head) >= self._refill:

@@ -359,6 +359,7 @@ class Producer:
             busy=self._bridge.pause_while_busy,
             serve=self._bridge.serve_here,
             bridge=self._bridge,
+            loop=self._loop,
         )
         self._watch(window)
         return window
