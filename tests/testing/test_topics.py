@@ -147,3 +147,41 @@ def test_a_topic_named_twice_in_one_deletion_is_deleted_once(sluice_broker: Embe
     assert delete_topics(bootstrap, [name, name]) == [name]
     create_topic(bootstrap, name)  # it is gone
     assert delete_topics(bootstrap, [name, name]) == [name]
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", r"does not answer as a Kafka broker does \(its answer begins b'HTTP'"),
+        (b"\x00\x00\x00\x06\x00\x00\x00\x01\x00\x01", r"not a CREATE_TOPICS v7 response \(truncated"),
+        (b"\x00\x00\x00\x04\x00\x00\x00\x09", r"answered request 1 as request 9"),
+    ],
+    ids=["http", "truncated", "wrong-correlation"],
+)
+def test_an_answer_that_is_not_kafka_is_named_as_such(answer: bytes, says: str) -> None:
+    """A server that is not a Kafka broker (an HTTP port given by mistake) answered with bytes
+    read as a 1.2 GB frame size: the helper waited for them until its timeout and then said
+    the broker did not answer."""
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    host, port = server.getsockname()[:2]
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(answer)
+            done.wait(30)  # the connection stays open, as an HTTP server's keep-alive would
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with pytest.raises(ConnectionError, match=says) as info:
+            create_topic(f"{host}:{port}", unique_topic_name("not-kafka"), timeout=20)
+        assert f"127.0.0.1:{port}" in str(info.value)
+    finally:
+        done.set()
+        thread.join()
+        server.close()

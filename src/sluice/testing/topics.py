@@ -17,7 +17,14 @@ from collections.abc import Iterable, Mapping
 
 from sluice.errors import ErrorCode
 from sluice.hostport import host_port
-from sluice.protocol import ApiKey, RequestBody, ResponseBody, decode_response, encode_request
+from sluice.protocol import (
+    ApiKey,
+    ProtocolError,
+    RequestBody,
+    ResponseBody,
+    decode_response,
+    encode_request,
+)
 from sluice.protocol import messages as m
 from sluice.protocol.primitives import I32
 
@@ -27,6 +34,9 @@ MAX_TOPIC_NAME = 249
 _CREATE_TOPICS_VERSION = 7
 _DELETE_TOPICS_VERSION = 4
 _ILLEGAL = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_ANSWER = 64 * 1024 * 1024
+"""Far above any answer to these requests: a size beyond it is no Kafka frame (an HTTP
+server's ``HTTP`` reads as 1.2 GB, which was awaited until the timeout)."""
 
 
 class TopicCreationError(Exception):
@@ -168,15 +178,23 @@ def topic_spec(spec: TopicSpec) -> tuple[int, dict[str, str]]:
     """A :data:`TopicSpec` as (partitions, configs as strings)."""
     if isinstance(spec, int):
         return spec, {}
-    configs = {k: config_value(v) for k, v in spec.items() if k != "partitions"}
+    configs = {k: config_value(v, k) for k, v in spec.items() if k != "partitions"}
     partitions = spec.get("partitions", 1)
     if not isinstance(partitions, int):
         raise TypeError(f"partitions must be an int, not {partitions!r}")
     return partitions, configs
 
 
-def config_value(value: object) -> str:
-    """A setting's value as Kafka's configs carry it: ``True`` is ``"true"``, 60000 is ``"60000"``."""
+def config_value(value: object, name: object = "a setting") -> str:
+    """A setting's value as Kafka's configs carry it: ``True`` is ``"true"``, 60000 is
+    ``"60000"``. None is refused (it went out as the string ``"None"``, which a free-form
+    setting took as its value)."""
+    if value is None:
+        from sluice.errors import InvalidConfigError
+
+        raise InvalidConfigError(
+            f"{name}: None is no value; leave the setting out to keep its default"
+        )
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -199,8 +217,26 @@ def _call(
         with sock:
             sock.settimeout(timeout)
             sock.sendall(frame)
-            (size,) = I32.unpack(_receive(sock, 4))
-            _, response = decode_response(_receive(sock, size), api, version)
+            head = _receive(sock, 4)
+            (size,) = I32.unpack(head)
+            if not 4 <= size <= _MAX_ANSWER:
+                raise ConnectionError(
+                    f"{api.name}: {peer} does not answer as a Kafka broker does (its answer "
+                    f"begins {head!r}, which is no frame size)"
+                )
+            answer = _receive(sock, size)
+            (correlation_id,) = I32.unpack_from(answer)
+            if correlation_id != 1:
+                raise ConnectionError(
+                    f"{api.name}: {peer} answered request 1 as request {correlation_id}"
+                )
+            try:
+                _, response = decode_response(answer, api, version)
+            except ProtocolError as exc:
+                raise ConnectionError(
+                    f"{api.name}: {peer} answered with something that is not a {api.name} "
+                    f"v{version} response ({exc})"
+                ) from None
     except TimeoutError:
         raise TimeoutError(
             f"{api.name}: no answer from {peer} within {timeout} s (the broker may "
