@@ -76,6 +76,9 @@ def test_a_bad_setting_is_refused_before_anything_starts(temporary_dirs: Path) -
         EmbeddedBroker(settings={"num.partitions": 0})
     with pytest.raises(InvalidConfigError, match=r"unknown broker config 'num\.partition'"):
         EmbeddedBroker(settings={"num.partition": 3})
+    for free_form in ("sluice.admin.listen", "log.retention.ms"):  # "None" was taken as a value
+        with pytest.raises(InvalidConfigError, match=rf"{free_form}: None is no value; leave"):
+            EmbeddedBroker(settings={free_form: None})
     for port in (70000, 65536, -1):
         with pytest.raises(InvalidConfigError, match=rf"port must be 0\.\.65535 .*not {port}"):
             EmbeddedBroker(port=port)
@@ -95,7 +98,8 @@ def test_a_bad_setting_is_refused_before_anything_starts(temporary_dirs: Path) -
         ({"x": 0}, InvalidPartitionsError, r"topic 'x': partitions must be 1\.\.10000 .*not 0"),
         ({"x": -2}, InvalidPartitionsError, r"topic 'x': partitions must be 1\.\.10000 .*not -2"),
         ({"x": {"retention.ms": "abc"}}, InvalidConfigError, r"topic 'x': retention\.ms .*'abc'"),
-        ({"x": {"retention.ms": None}}, InvalidConfigError, r"topic 'x': retention\.ms .*'None'"),
+        ({"x": {"retention.ms": None}}, InvalidConfigError, r"topic 'x': retention\.ms: None is no value"),
+        ({"x": {"message.timestamp.type": None}}, InvalidConfigError, r"topic 'x': message\.timestamp\.type: None is no"),
         ({"x": {"no.such": 1}}, InvalidConfigError, r"topic 'x': unknown topic config 'no\.such'"),
         ({"bad name!": 1}, InvalidTopicError, r"invalid topic name 'bad name!'"),
         ({"x": {"partitions": "3"}}, TypeError, r"topic 'x': partitions must be an int, not '3'"),
@@ -495,8 +499,8 @@ def test_helpers_on_the_brokers_own_thread_are_refused_at_once(
 def test_a_bad_broker_wide_topic_default_is_named_as_given() -> None:
     """Broker-wide defaults of topic settings (log.retention.ms for retention.ms) were named
     by their topic setting's name in the error."""
-    with pytest.raises(InvalidConfigError, match=r"^log\.retention\.ms must be an integer, not 'None'$"):
-        EmbeddedBroker(settings={"log.retention.ms": None})
+    with pytest.raises(InvalidConfigError, match=r"^log\.retention\.ms must be an integer, not 'abc'$"):
+        EmbeddedBroker(settings={"log.retention.ms": "abc"})
     with pytest.raises(InvalidConfigError, match=r"^message\.max\.bytes must be an integer, not 'x'$"):
         EmbeddedBroker(settings={"message.max.bytes": "x"})
     with pytest.raises(
