@@ -6,12 +6,15 @@ processed."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from sluice.client import Consumer, ConsumerRecord
+from sluice.testing import EmbeddedBroker
 from tests.client.conftest import DEADLINE, Target
 from tests.client.test_consumer import produce
 
@@ -91,3 +94,60 @@ def test_second_member_joins_during_run(target: Target, strategy: str) -> None:
         assert len(seen) == TOTAL, "a drained and committed partition was processed again"
 
     asyncio.run(asyncio.wait_for(main(), DEADLINE))
+
+
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_a_commit_made_before_a_revocation_never_moves_its_commits_back(
+    tmp_path: Path, strategy: str
+) -> None:
+    """``run``'s periodic commit reads the watermarks on the loop and is sent by the fetch
+    thread between two ``consume()`` calls; a revocation inside that ``consume()`` drained
+    the partitions and committed further. The older commit, sent after it, moved the
+    partitions' commits back (a's rejoin failing once keeps the old generation valid, as a
+    slow rejoin does), and the records between were processed twice. The interleaving is
+    the threads' own (a commit every 2 ms makes it likely): without the guard, 2 runs in 12
+    failed here, with 8 records processed twice."""
+    total = 3000
+    with EmbeddedBroker(tmp_path, topics={"t": 4}) as broker:
+        target = Target(broker.bootstrap_servers, data_dir=broker.data_dir)
+        produce(target, "t", [str(i).encode() for i in range(total)],
+                keys=[f"k{i % 64}".encode() for i in range(total)])
+        processed: list[tuple[int, int]] = []
+        members: dict[str, Consumer] = {}
+        rejoins_fail: list[object] = []
+
+        def make(name: str) -> Consumer:
+            async def on_revoke(tps: list[tuple[str, int]]) -> None:
+                if name == "a" and tps and not rejoins_fail:  # a's rejoin, next, fails once
+                    rejoins_fail.append(await asyncio.to_thread(
+                        broker.faults.fail, "JoinGroup", "COORDINATOR_LOAD_IN_PROGRESS"))
+
+            return Consumer(
+                broker.bootstrap_servers, group_id="g", topics=["t"], on_revoke=on_revoke,
+                metrics_registry=CollectorRegistry(), commit_interval=0.002,
+                **{"auto.offset.reset": "earliest", "heartbeat.interval.ms": 100,
+                   "session.timeout.ms": 6000, "partition.assignment.strategy": strategy},
+            )
+
+        async def handler(r: ConsumerRecord) -> None:
+            await asyncio.sleep(0.002)
+            processed.append((r.partition, r.offset))
+            if len(set(processed)) == total:
+                for m in members.values():
+                    m.stop()
+
+        async def main() -> None:
+            a, b = members["a"], members["b"] = make("a"), make("b")
+            async with a:
+                task_a = asyncio.create_task(a.run(handler, concurrency=4, ordering="key"))
+                while len(processed) < 300:
+                    await asyncio.sleep(0.01)  # polling the handler's progress
+                async with b:  # joins the group now
+                    task_b = asyncio.create_task(b.run(handler, concurrency=4, ordering="key"))
+                    await asyncio.gather(task_a, task_b)
+
+        asyncio.run(asyncio.wait_for(main(), DEADLINE))
+    assert rejoins_fail, "a gave nothing up"
+    assert len(set(processed)) == total
+    again = sorted(x for x, n in Counter(processed).items() if n > 1)
+    assert not again, f"{len(again)} records processed twice, e.g. {again[:5]}"

@@ -353,6 +353,9 @@ class Consumer:
         self._assignment: set[TP] = set()
         self._in_rebalance = False
         self._rebalance_offsets: dict[TP, int] = {}
+        self._revocations_done = 0
+        """Revocations completed (their commit made), counted on the fetch thread: a default
+        commit made before one and sent after it is stale (see :meth:`_commit_sync`)."""
         self._hwm: dict[TP, int] = {}
         self._metrics = ConsumerMetrics(
             str(self.config["client.id"]),
@@ -741,9 +744,11 @@ class Consumer:
                 "commit(): this consumer has no group (assign=... without group_id), so there "
                 "is nowhere to commit offsets; give it a group_id to commit them"
             )
+        made_after: int | None = None
         if offsets is None:
             source = self._runner.watermarks() if self._runner is not None else self._positions
             offsets = {tp: o for tp, o in source.items() if self._committed.get(tp) != o}
+            made_after = self._revocations_done
         offsets = dict(offsets)
         if not offsets:
             return {}
@@ -751,13 +756,15 @@ class Consumer:
             self._rebalance_offsets.update(offsets)
             return offsets
         if timeout is None:
-            await self._on_fetch_thread(lambda: self._commit_sync(offsets))
-            return offsets
+            committed: dict[TP, int] = await self._on_fetch_thread(
+                lambda: self._commit_sync(offsets, made_after)
+            )
+            return committed
         timeout = wait_limit(timeout)  # NaN: asyncio's timer would never fire
         assert timeout is not None
         # A plain future, not a task: given up on, it is left to the fetch thread, and no
         # task is pending when the loop closes.
-        waiting = self._fetch_thread_future(lambda: self._commit_sync(offsets))
+        waiting = self._fetch_thread_future(lambda: self._commit_sync(offsets, made_after))
         try:
             await asyncio.wait_for(asyncio.shield(waiting), timeout)
         except asyncio.CancelledError:
@@ -772,7 +779,8 @@ class Consumer:
                 f"unreachable?); if it is lost, the records from the last committed offsets "
                 f"are read again (at-least-once)"
             ) from None
-        return offsets
+        done: dict[TP, int] = waiting.result()
+        return done
 
     def _given_up(self, waiting: asyncio.Future[Any]) -> None:
         """A wait for a librdkafka call that still blocks was given up: until the call returns
@@ -806,20 +814,37 @@ class Consumer:
         self._request(_settling(call, loop, future))
         return future
 
-    def _commit_sync(self, offsets: Mapping[TP, int]) -> None:
-        """Commit, blocking (any thread but the loop's)."""
+    def _commit_sync(
+        self, offsets: Mapping[TP, int], made_after: int | None = None
+    ) -> dict[TP, int]:
+        """Commit, blocking (any thread but the loop's); returns what it committed.
+
+        ``made_after``: for offsets the consumer chose itself (watermarks, positions), the
+        revocations done when they were read. A revocation done since then committed the
+        partitions it took, from a later reading; these older offsets, sent after it, would
+        move their commits back (the new owner then processes those records again), so a
+        partition no longer assigned, or whose commit would go back, is left out."""
+        if made_after is not None and made_after != self._revocations_done:
+            offsets = {
+                tp: o
+                for tp, o in offsets.items()
+                if tp in self._assignment and o > self._committed.get(tp, -1)
+            }
+            if not offsets:
+                return {}
         tps = [ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
             self._consumer.commit(offsets=tps, asynchronous=False)
         except ck.KafkaException as exc:
             self._metrics.commit_failures += 1
             if exc.args and exc.args[0].code() == ck.KafkaError._NO_OFFSET:
-                return
+                return {}
             raise ConsumerError(f"commit failed: {exc}") from exc
         self._metrics.commits += 1
         for tp, o in offsets.items():
             if self._committed.get(tp, -1) < o or tp not in self._committed:
                 self._committed[tp] = o
+        return dict(offsets)
 
     async def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic[partition]`` from ``offset`` next: the records buffered for it are
@@ -1132,15 +1157,23 @@ class Consumer:
             self._in_rebalance = False
         offsets = {**self._rebalance_offsets, **offsets}
         self._rebalance_offsets = {}
-        if offsets:
-            try:
-                self._commit_sync(offsets)
-            except ConsumerError as exc:
-                log.warning("commit before giving up %s failed: %s", tps, exc)
+        try:
+            if offsets:
+                try:
+                    self._commit_sync(offsets)
+                except ConsumerError as exc:
+                    log.warning("commit before giving up %s failed: %s", tps, exc)
+        finally:
+            if tps:
+                self._revocations_done += 1
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        self._on_loop(self._revoked(tps, lost=True))
+        try:
+            self._on_loop(self._revoked(tps, lost=True))
+        finally:
+            if tps:
+                self._revocations_done += 1
 
     async def _assigned(self, tps: list[TP]) -> None:
         self._assignment.update(tps)
