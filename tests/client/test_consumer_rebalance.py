@@ -122,11 +122,13 @@ def test_a_commit_made_before_a_revocation_never_moves_its_commits_back(
                     rejoins_fail.append(await asyncio.to_thread(
                         broker.faults.fail, "JoinGroup", "COORDINATOR_LOAD_IN_PROGRESS"))
 
+            settings: dict[str, Any] = {
+                "auto.offset.reset": "earliest", "heartbeat.interval.ms": 100,
+                "session.timeout.ms": 6000, "partition.assignment.strategy": strategy,
+            }
             return Consumer(
                 broker.bootstrap_servers, group_id="g", topics=["t"], on_revoke=on_revoke,
-                metrics_registry=CollectorRegistry(), commit_interval=0.002,
-                **{"auto.offset.reset": "earliest", "heartbeat.interval.ms": 100,
-                   "session.timeout.ms": 6000, "partition.assignment.strategy": strategy},
+                metrics_registry=CollectorRegistry(), commit_interval=0.002, **settings,
             )
 
         async def handler(r: ConsumerRecord) -> None:
