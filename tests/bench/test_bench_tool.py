@@ -244,3 +244,21 @@ def test_storage_json_has_its_stable_keys(tmp_path: Path) -> None:
     assert {c["case"] for c in cases} >= {"raw os.write", "log inline, ack=written", "log read, 64 KiB fetches"}
     assert all(c["mb_s"] > 0 for c in cases)
     assert tuple(last) == ("scenario", "case", "segment_bytes", "unclean_open_s", "clean_reopen_s")
+
+
+def test_fetch_json_has_its_stable_keys() -> None:
+    """``sluice bench fetch --json``: a line per case with FETCH_JSON_KEYS on stdout, the table
+    on stderr (it had no --json: the only bench tool whose numbers a script could not read)."""
+    from sluice.bench.fetch import FETCH_JSON_KEYS
+
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run(
+        [sys.executable, "-m", "sluice.cli", "bench", "fetch", "--mib", "1", "--sizes", "100",
+         "--partitions", "2", "--consumers", "1,2", "--cache", "warm", "--json"],
+        capture_output=True, text=True, timeout=180, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cases = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    assert [tuple(c) for c in cases] == [FETCH_JSON_KEYS] * 2
+    assert [(c["consumers"], c["partitions"], c["value_bytes"]) for c in cases] == [(1, 2, 100), (2, 2, 100)]
+    assert all(c["records_s"] > 0 and c["mb_s"] > 0 and c["runs"] == 1 for c in cases)
+    assert "records/s" in done.stderr  # the table, for a reader

@@ -343,6 +343,21 @@ def median_of(runs: list[Measured]) -> Measured:
     )
 
 
+FETCH_JSON_KEYS = (
+    "scenario", "case", "cache", "value_bytes", "partitions", "consumers", "records_s", "mb_s",
+    "lag_p50_ms", "lag_p99_ms", "lag_max_ms", "broker_cpu_s", "loop_cpu_s", "runs",
+)
+"""The keys of ``--json``'s lines, one per case (stable; medians of ``runs``)."""
+
+
+def _json_line(case: Case, m: Measured, runs: int) -> str:
+    values = (
+        "fetch", case.name, case.cache, case.size, case.partitions, case.consumers, m.records_s,
+        m.mb_s, m.lag["p50"], m.lag["p99"], m.lag["max"], m.cpu_s, m.loop_cpu_s, runs,
+    )
+    return json.dumps(dict(zip(FETCH_JSON_KEYS, values, strict=True)))
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
@@ -361,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, help="the broker's data (default: a temp dir)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a broker setting")  # fmt: skip
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per case on stdout (keys: FETCH_JSON_KEYS); the "
+                        "progress lines go to stderr")  # fmt: skip
     parser.add_argument("--role", choices=["bench", "serve", "consume"], default="bench",
                         help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
@@ -392,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, data_dir: Path, log: IO[bytes], settings: dict[str, str]) -> None:
+    table = sys.stderr if args.json else sys.stdout
     broker = BrokerChild(data_dir, log, settings)
     try:
         topics: dict[tuple[int, int], tuple[str, int]] = {}
@@ -404,6 +423,7 @@ def run(args: argparse.Namespace, data_dir: Path, log: IO[bytes], settings: dict
                 print(
                     f"# filled {topic}: {count:,} records of {size} B "
                     f"in {time.monotonic() - began:.1f} s",
+                    file=table,
                     flush=True,
                 )
                 topics[size, partitions] = (topic, count)
@@ -418,6 +438,7 @@ def run(args: argparse.Namespace, data_dir: Path, log: IO[bytes], settings: dict
             f"{'case':<36} {'records/s':>11} {'MB/s':>7} {'lag p50':>8} {'p99':>7} {'max':>7}"
             f" {'cpu s':>6} {'loop':>6}   (lag in ms; cpu: broker, its loop thread; medians of"
             f" {args.repeat})",
+            file=table,
             flush=True,
         )
         for case in cases:
@@ -430,8 +451,11 @@ def run(args: argparse.Namespace, data_dir: Path, log: IO[bytes], settings: dict
             print(
                 f"{case.name:<36} {m.records_s:>11,.0f} {m.mb_s:>7.1f} {m.lag['p50']:>8.2f} "
                 f"{m.lag['p99']:>7.2f} {m.lag['max']:>7.1f} {m.cpu_s:>6.2f} {m.loop_cpu_s:>6.2f}",
+                file=table,
                 flush=True,
             )
+            if args.json:
+                print(_json_line(case, m, len(runs)), flush=True)
     finally:
         broker.stop()
 
