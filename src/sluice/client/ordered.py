@@ -91,6 +91,10 @@ class OrderedSends:
         else:
             self._sync = iter(records)
         self._exhausted = False
+        self._carried: Any = _END
+        """A record taken from the source whose submit was waiting for queue space when the
+        caller's await was cancelled (``wait_for(anext(window), ...)``): the next fill submits
+        it first. It was dropped, or, from an async source, left its slot empty for good."""
         self._refill = max(1, max_in_flight // 8)
         """Free slots that make the window submit again: filling a slot at a time would pay
         the fill's fixed cost per record; an eighth of the window at a time keeps it at least
@@ -221,6 +225,13 @@ class OrderedSends:
         producer's ``submit``. A record's token is bound to its slot in the ring."""
         if self._closing():
             raise ProducerClosedError("the producer is closing or closed; the record was not sent")
+        if self._carried is not _END:
+            seq = self._tail
+            while not self._submit(self._carried, self, seq % n):  # cancelled again: still carried
+                await self._wait_for_space()
+                self._busy()
+            self._carried = _END
+            self._tail = seq + 1
         if self._sync is not None:
             await self._fill_from(self._sync, n)
         else:
@@ -275,9 +286,13 @@ class OrderedSends:
                 metrics.accepted += seq - counted - slow
                 metrics.accepted_bytes += nbytes
                 counted, slow, nbytes = seq, 0, 0
-                while not self._submit(item, self, seq % n):  # librdkafka's queue is full
-                    await self._wait_for_space()
-                    self._busy()
+                try:
+                    while not self._submit(item, self, seq % n):  # librdkafka's queue is full
+                        await self._wait_for_space()
+                        self._busy()
+                except asyncio.CancelledError:
+                    self._carried = item
+                    raise
                 seq += 1
                 slow += 1
             else:
@@ -330,9 +345,14 @@ class OrderedSends:
                 metrics.accepted += accepted
                 metrics.accepted_bytes += nbytes
                 accepted = nbytes = 0
-                while not self._submit(item, self, slot):  # librdkafka's queue is full
-                    await self._wait_for_space()
-                    self._busy()
+                try:
+                    while not self._submit(item, self, slot):  # librdkafka's queue is full
+                        await self._wait_for_space()
+                        self._busy()
+                except asyncio.CancelledError:
+                    self._carried = item
+                    self._tail = seq
+                    raise
         finally:
             metrics.accepted += accepted
             metrics.accepted_bytes += nbytes

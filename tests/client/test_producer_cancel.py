@@ -1,0 +1,62 @@
+"""The producer's windows and batches under a caller's cancellation: ``asyncio.wait_for``
+around a step of ``send_ordered`` gives up on the step, never on a record.
+
+These need a broker that answers slowly on request (``faults``), so they run against the
+embedded sluice broker (skipped with ``--kafka-bootstrap``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sluice.client import Producer, Record, RecordMetadata
+from sluice.testing import EmbeddedBroker, unique_topic_name
+from sluice.testing.topics import create_topic
+from tests.client.conftest import DEADLINE, Target, read_topic
+
+
+async def _source(records: list[Record]) -> AsyncIterator[Record]:
+    for record in records:
+        yield record
+
+
+@pytest.mark.parametrize("kind", ["list", "async generator"])
+def test_a_window_step_cancelled_while_the_queue_is_full_loses_no_record(
+    sluice_broker: EmbeddedBroker, kind: str
+) -> None:
+    """librdkafka's queue holds 4 records and the broker answers late, so the window's fill
+    waits for space at the 5th; ``wait_for(anext(window), ...)`` times out there. The 5th
+    record was dropped (a list) or its slot left empty, the window then waiting for it for
+    ever (an async source)."""
+    topic = create_topic(sluice_broker.bootstrap_servers, unique_topic_name("ordered-cancel"))
+    records = [Record(topic, b"%d" % i) for i in range(12)]
+
+    async def go() -> tuple[bool, list[RecordMetadata], int]:
+        p = Producer(sluice_broker.bootstrap_servers, metrics_registry=None, config={
+            "queue.buffering.max.messages": 4, "linger.ms": 0,
+        })
+        async with p:
+            sluice_broker.faults.delay("Produce", 1.0)
+            window = p.send_ordered(
+                records if kind == "list" else _source(records), max_in_flight=16
+            )
+            results: list[RecordMetadata] = []
+            try:
+                results.append(await asyncio.wait_for(anext(window), 0.1))
+                timed_out = False
+            except TimeoutError:
+                timed_out = True
+            sluice_broker.faults.clear()
+            async with asyncio.timeout(DEADLINE / 2):
+                results.extend([r async for r in window])
+            return timed_out, results, p.metrics()["in_flight"]
+
+    timed_out, results, in_flight = asyncio.run(go())
+    assert timed_out  # the step was cancelled while the fill waited for space
+    assert [r.offset for r in results] == list(range(12))
+    assert all(r.error is None for r in results)
+    assert in_flight == 0
+    stored = read_topic(Target(sluice_broker.bootstrap_servers), topic)
+    assert [s.value for s in stored] == [r.value for r in records]
