@@ -8,6 +8,7 @@ a plain socket, so it needs no client library and works against sluice or Apache
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 import socket
@@ -178,26 +179,68 @@ def topic_spec(spec: TopicSpec) -> tuple[int, dict[str, str]]:
     """A :data:`TopicSpec` as (partitions, configs as strings)."""
     if isinstance(spec, int):
         return spec, {}
-    configs = {k: config_value(v, k) for k, v in spec.items() if k != "partitions"}
+    configs = {k: config_value(v, k, key=k) for k, v in spec.items() if k != "partitions"}
     partitions = spec.get("partitions", 1)
     if not isinstance(partitions, int):
         raise TypeError(f"partitions must be an int, not {partitions!r}")
     return partitions, configs
 
 
-def config_value(value: object, name: object = "a setting") -> str:
+def config_value(value: object, name: object = "a setting", *, key: str | None = None) -> str:
     """A setting's value as Kafka's configs carry it: ``True`` is ``"true"``, 60000 is
-    ``"60000"``. None is refused (it went out as the string ``"None"``, which a free-form
-    setting took as its value)."""
-    if value is None:
-        from sluice.errors import InvalidConfigError
+    ``"60000"``, an Enum member is its value, a list or tuple is Kafka's comma-separated list
+    (``["compact", "delete"]`` is ``"compact,delete"``) for a list setting. What has no such
+    string is refused naming the setting (``name``), rather than sent as Python's repr (which
+    a free-form setting took as its value): None (leave the setting out), bytes, a mapping, a
+    set (no order), a list for a setting ``key`` sluice knows is no list, a nested list, and a
+    list item with a comma in it."""
+    from sluice.errors import InvalidConfigError
 
+    if isinstance(value, enum.Enum):  # str() of a (str, Enum) member is 'Class.MEMBER'
+        value = value.value
+    if value is None:
         raise InvalidConfigError(
             f"{name}: None is no value; leave the setting out to keep its default"
         )
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        if key is not None and not _takes_list(key):
+            raise InvalidConfigError(f"{name}: {value!r} is a list; the setting takes one value")
+        items = []
+        for item in value:
+            if isinstance(item, enum.Enum):
+                item = item.value
+            if isinstance(item, list | tuple | set | frozenset | Mapping):
+                raise InvalidConfigError(
+                    f"{name}: a list setting's items are single values, not {item!r}"
+                )
+            text = config_value(item, name)
+            if "," in text:
+                raise InvalidConfigError(
+                    f"{name}: the list item {text!r} has a comma, which Kafka's lists "
+                    "separate items with"
+                )
+            items.append(text)
+        return ",".join(items)
+    if isinstance(value, bytes | bytearray | memoryview | Mapping | set | frozenset):
+        kind = "a set has no order; give a list" if isinstance(value, set | frozenset) else (
+            "decode bytes first" if not isinstance(value, Mapping) else "a setting has one value"
+        )
+        raise InvalidConfigError(f"{name}: {value!r} is no config value ({kind})")
     return str(value)
+
+
+def _takes_list(key: str) -> bool:
+    """Whether setting ``key`` is one of Kafka's lists, or one sluice does not know (another
+    broker's, which may be)."""
+    from sluice.config import BROKER_SETTINGS, TOPIC_SETTINGS, ConfigType
+
+    lists = {s.broker_name for s in TOPIC_SETTINGS.values() if s.kind == ConfigType.LIST}
+    setting = TOPIC_SETTINGS.get(key) or BROKER_SETTINGS.get(key)
+    return setting is None or setting.kind == ConfigType.LIST or key in lists
 
 
 def _call(
