@@ -254,20 +254,21 @@ def _call(
     if not math.isfinite(timeout) or timeout <= 0:  # 0 made the socket non-blocking
         raise ValueError(f"timeout is a finite number of seconds above 0, not {timeout!r}")
     frame = encode_request(api, version, 1, "sluice.testing", body)
-    sock = _connect(bootstrap_servers, api, time.monotonic() + timeout)
+    deadline = time.monotonic() + timeout
+    sock = _connect(bootstrap_servers, api, deadline)
     peer = host_port(*sock.getpeername()[:2])
     try:
         with sock:
-            sock.settimeout(timeout)
+            sock.settimeout(_left(deadline))  # sendall's timeout is for the whole send
             sock.sendall(frame)
-            head = _receive(sock, 4)
+            head = _receive(sock, 4, deadline, api, peer)
             (size,) = I32.unpack(head)
             if not 4 <= size <= _MAX_ANSWER:
                 raise ConnectionError(
                     f"{api.name}: {peer} does not answer as a Kafka broker does (its answer "
                     f"begins {head!r}, which is no frame size)"
                 )
-            answer = _receive(sock, size)
+            answer = _receive(sock, size, deadline, api, peer)
             (correlation_id,) = I32.unpack_from(answer)
             if correlation_id != 1:
                 raise ConnectionError(
@@ -324,13 +325,25 @@ def _addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
     return found
 
 
-def _receive(sock: socket.socket, n: int) -> bytes:
+def _left(deadline: float) -> float:
+    """Seconds left before ``deadline``; TimeoutError when none are."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left
+
+
+def _receive(sock: socket.socket, n: int, deadline: float, api: ApiKey, peer: str) -> bytes:
+    """``n`` bytes, all before ``deadline``: a socket timeout is per ``recv``, so a peer that
+    sends a byte now and then (a slow or hostile one) held the call far beyond its timeout."""
     data = bytearray()
     while len(data) < n:
+        sock.settimeout(_left(deadline))
         chunk = sock.recv(n - len(data))
         if not chunk:
             raise ConnectionError(
-                f"the broker closed the connection after {len(data)} of {n} bytes"
+                f"{api.name}: {peer} closed the connection after {len(data)} of {n} bytes of "
+                "its answer (the broker may still do what was asked)"
             )
         data += chunk
     return bytes(data)
