@@ -60,3 +60,36 @@ def test_a_window_step_cancelled_while_the_queue_is_full_loses_no_record(
     assert in_flight == 0
     stored = read_topic(Target(sluice_broker.bootstrap_servers), topic)
     assert [s.value for s in stored] == [r.value for r in records]
+
+
+def test_a_batch_cancelled_while_its_records_are_in_flight_still_counts_them(
+    sluice_broker: EmbeddedBroker,
+) -> None:
+    """Cancelling ``send_batch`` while it waits for outcomes (the broker answers late) gives
+    up the waiting, not the records: they are delivered, counted in ``sent``, and ``flush``
+    and ``close`` see them settled. The batch's delivery counter was retired at the cancel,
+    so in_flight stayed at 100 for good: flush waited out its timeout and returned 100, and
+    close logged 100 records unsettled and skipped closing librdkafka."""
+    topic = create_topic(sluice_broker.bootstrap_servers, unique_topic_name("batch-cancel"))
+    records = [Record(topic, b"%d" % i) for i in range(100)]
+
+    async def go() -> tuple[int, int, dict[str, object]]:
+        async with Producer(sluice_broker.bootstrap_servers, metrics_registry=None) as p:
+            sluice_broker.faults.delay("Produce", 1.0)
+            task = asyncio.ensure_future(p.send_batch(records))
+            while p.metrics()["in_flight"] < len(records):  # all handed over: it waits now
+                await asyncio.sleep(0.01)  # a sampling interval, not a readiness wait
+            waiting = p.metrics()["in_flight"]
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            sluice_broker.faults.clear()
+            left = await p.flush(10)  # about 1 s: the delay left
+            return waiting, left, p.metrics()
+
+    waiting, left, metrics = asyncio.run(go())
+    assert waiting == 100
+    assert left == 0
+    assert (metrics["sent"], metrics["failed"], metrics["in_flight"]) == (100, 0, 0)
+    stored = read_topic(Target(sluice_broker.bootstrap_servers), topic)
+    assert [s.value for s in stored] == [r.value for r in records]

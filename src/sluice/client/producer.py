@@ -418,7 +418,12 @@ class Producer:
         finally:
             bridge.urgent -= 1
             self._active.pop(id(batch), None)
-            self._metrics.retire(batch.tally)
+            if batch.done.done() and not batch.done.cancelled():  # (cancelled with the task)
+                self._metrics.retire(batch.tally)
+            # else given up on with records in flight: their deliveries are still to be
+            # counted (the tally was retired here, and in_flight stayed up for good: flush
+            # waited out its timeout, close found records unsettled); the batch retires it
+            # when it goes
         return batch.results()
 
     async def _submit_batch(self, batch: Batch, start: int, end: int) -> bool:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from array import array
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -162,7 +163,10 @@ class Batch:
         self.latencies = array("d", [0.0]) * n
         self.failures: dict[int, RecordMetadata] = {}
         self.tally = metrics.tally()
-        """[records delivered], written by the tokens."""
+        """[records delivered], written by the tokens. Retired when every outcome is in, or,
+        for a batch its caller gave up on (cancelled, its source raised), once the batch is
+        gone: its records' tokens hold it, so none can count a delivery after that."""
+        weakref.finalize(self, metrics.retire, self.tally)
         self.settled = 0
         """Records settled otherwise (on the loop)."""
         self.submitted = False
