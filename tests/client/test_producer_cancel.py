@@ -1,5 +1,6 @@
-"""The producer's windows and batches under a caller's cancellation: ``asyncio.wait_for``
-around a step of ``send_ordered`` gives up on the step, never on a record.
+"""The producer's windows and batches under a caller's cancellation, and at close: giving up a
+wait (``asyncio.wait_for`` around a step of ``send_ordered``, a cancelled ``send_batch``) gives
+up on the wait, never on a record, and every record sent has its result for the caller.
 
 These need a broker that answers slowly on request (``faults``), so they run against the
 embedded sluice broker (skipped with ``--kafka-bootstrap``)."""
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sluice.client import Producer, Record, RecordMetadata
+from sluice.client import Producer, ProducerClosedError, Record, RecordMetadata
 from sluice.testing import EmbeddedBroker, unique_topic_name
 from sluice.testing.topics import create_topic
 from tests.client.conftest import DEADLINE, Target, read_topic
@@ -93,3 +94,36 @@ def test_a_batch_cancelled_while_its_records_are_in_flight_still_counts_them(
     assert (metrics["sent"], metrics["failed"], metrics["in_flight"]) == (100, 0, 0)
     stored = read_topic(Target(sluice_broker.bootstrap_servers), topic)
     assert [s.value for s in stored] == [r.value for r in records]
+
+
+def test_a_window_open_at_close_hands_out_what_was_sent_then_raises(
+    sluice_broker: EmbeddedBroker,
+) -> None:
+    """``close()`` with a ``send_ordered`` window open: iterating on, the caller gets the result
+    of every record the window sent, in order, then ``ProducerClosedError`` for those it did
+    not. The window raised at its next refill, withholding the results in its ring: records
+    stored with the caller never told (a pipeline committing per result redoes them)."""
+    topic = create_topic(sluice_broker.bootstrap_servers, unique_topic_name("ordered-close"))
+
+    async def go() -> list[RecordMetadata]:
+        p = Producer(sluice_broker.bootstrap_servers, metrics_registry=None)
+        await p.start()
+        window = p.send_ordered(
+            (Record(topic, b"%d" % i) for i in range(10_000)), max_in_flight=100
+        )
+        results = []
+        async for r in window:
+            results.append(r)
+            if len(results) == 50:
+                break
+        await p.close(DEADLINE / 2)
+        with pytest.raises(ProducerClosedError, match="the producer is closing or closed"):
+            async for r in window:
+                results.append(r)
+        return results
+
+    results = asyncio.run(go())
+    stored = read_topic(Target(sluice_broker.bootstrap_servers), topic)
+    assert len(stored) > 50  # the window had sent more than the caller took before close
+    assert [r.offset for r in results] == [s.offset for s in stored]
+    assert all(r.error is None for r in results)

@@ -177,7 +177,13 @@ class OrderedSends:
         n = self.max_in_flight
         self._busy()
         if not self._exhausted and n - (self._tail - self._head) >= self._refill:
-            await self._fill(n)
+            try:
+                await self._fill(n)
+            except ProducerClosedError:
+                if self._tail == self._head:
+                    raise
+                # The results of what was sent are handed out first: a window that raised
+                # here withheld them (their records delivered or purged, the caller not told).
         head = self._head
         tail = self._tail
         if head == tail:
