@@ -127,3 +127,48 @@ def test_a_window_open_at_close_hands_out_what_was_sent_then_raises(
     assert len(stored) > 50  # the window had sent more than the caller took before close
     assert [r.offset for r in results] == [s.offset for s in stored]
     assert all(r.error is None for r in results)
+
+
+def test_a_window_takes_nothing_from_an_async_source_once_close_began(
+    sluice_broker: EmbeddedBroker,
+) -> None:
+    """An async source that yields while ``close()`` runs: the window took its records and
+    handed them straight to librdkafka (the fast path checked nothing), 15 records stored
+    after close began, which stops taking records. Now the window hands out the results of
+    the 5 sent before, then raises ``ProducerClosedError``."""
+    topic = create_topic(sluice_broker.bootstrap_servers, unique_topic_name("ordered-closing"))
+    gate = asyncio.Event()
+
+    async def source() -> AsyncIterator[Record]:
+        for i in range(20):
+            if i == 5:
+                await gate.wait()
+            yield Record(topic, b"%d" % i)
+
+    async def go() -> tuple[list[RecordMetadata], BaseException | None]:
+        p = Producer(sluice_broker.bootstrap_servers, metrics_registry=None)
+        await p.start()
+        results: list[RecordMetadata] = []
+
+        async def iterate() -> BaseException | None:
+            try:
+                async for r in p.send_ordered(source(), max_in_flight=50):
+                    results.append(r)
+            except ProducerClosedError as exc:
+                return exc
+            return None
+
+        task = asyncio.ensure_future(iterate())
+        while p.metrics()["sent"] < 5:  # the first five delivered, the source at the gate
+            await asyncio.sleep(0.01)  # a sampling interval, not a readiness wait
+        closing = asyncio.ensure_future(p.close(DEADLINE / 2))
+        await asyncio.sleep(0)  # close began: it waits for the poll thread to stop
+        gate.set()
+        await closing
+        return results, await task
+
+    results, raised = asyncio.run(go())
+    stored = read_topic(Target(sluice_broker.bootstrap_servers), topic)
+    assert [s.value for s in stored] == [b"%d" % i for i in range(5)]
+    assert [r.offset for r in results] == list(range(5))
+    assert isinstance(raised, ProducerClosedError)

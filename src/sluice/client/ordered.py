@@ -326,6 +326,11 @@ class OrderedSends:
                 if item is _END:
                     self._exhausted = True
                     break
+                if self._closing():  # began while the source was awaited: not taken (it was
+                    self._carried = item  # produced by the fast path during close's wait)
+                    raise ProducerClosedError(
+                        "the producer is closing or closed; the record was not sent"
+                    )
                 seq = self._tail
                 self._tail = seq + 1
                 slot = seq % n
@@ -355,7 +360,7 @@ class OrderedSends:
                     while not self._submit(item, self, slot):  # librdkafka's queue is full
                         await self._wait_for_space()
                         self._busy()
-                except asyncio.CancelledError:
+                except BaseException:  # cancelled (see _carried), or the producer closed
                     self._carried = item
                     self._tail = seq
                     raise

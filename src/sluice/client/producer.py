@@ -357,12 +357,18 @@ class Producer:
             produce=self._produce,
             closing=lambda: self._closing,
             busy=self._bridge.pause_while_busy,
-            serve=self._bridge.serve_here,
+            serve=self._serve_here,
             bridge=self._bridge,
             loop=self._loop,
         )
         self._watch(window)
         return window
+
+    def _serve_here(self) -> None:
+        """The bridge's ``serve_here`` while the producer is open (closed, librdkafka's
+        ``poll`` raises; every outcome was served by then)."""
+        if not self._closed and self._bridge is not None:
+            self._bridge.serve_here()
 
     async def send_batch(self, records: Records) -> BatchResults:
         """Send every record as fast as librdkafka takes them (waiting for queue space when it
