@@ -208,6 +208,19 @@ class Cluster:
 
         _check_timeout(timeout)
         self._not_on_own_thread("produce()")
+        # Every argument checked before anything is sent: a bad one raised mid-way, with the
+        # records before it purged (or stored: in flight they may be), and no word of which
+        # argument it was ("a bytes-like object is required, not 'int'").
+        encoded = [_encode(value, f"value {i}") for i, value in enumerate(values)]
+        if partition is not None and (isinstance(partition, bool) or not isinstance(partition, int)):
+            raise TypeError(f"partition is an int or None, not {partition!r}")
+        kwargs: dict[str, Any] = {}
+        if key is not None:
+            kwargs["key"] = _encode(key, "key")
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = [(k, _encode(v, f"header {k!r}")) for k, v in headers.items()]
         if not values:
             return []
         timeout_ms = min(max(int(timeout * 1000), 1), _MAX_MS)
@@ -227,16 +240,22 @@ class Cluster:
         def delivered(err: Any, msg: Any) -> None:
             results.append(err if err is not None else msg)
 
-        kwargs: dict[str, Any] = {"on_delivery": delivered}
-        if key is not None:
-            kwargs["key"] = _encode(key)
-        if partition is not None:
-            kwargs["partition"] = partition
-        if headers:
-            kwargs["headers"] = [(k, _encode(v)) for k, v in headers.items()]
+        kwargs["on_delivery"] = delivered
+        refused: list[Any] = []
+        """A record librdkafka refused on the spot (larger than message.max.bytes, say): it
+        raised KafkaException out of the call; now a ProduceError, the records after it not
+        sent."""
+        produced = 0
         try:
-            for value in values:
-                producer.produce(topic, _encode(value), **kwargs)
+            for value in encoded:
+                try:
+                    producer.produce(topic, value, **kwargs)
+                except confluent_kafka.KafkaException as exc:
+                    refused.append(exc.args[0])
+                    if len(encoded) > produced + 1:
+                        refused.append(f"{len(encoded) - produced - 1} records after it not sent")
+                    break
+                produced += 1
             producer.flush(timeout_ms / 1000 + _DELIVERY_GRACE)
         finally:
             # what librdkafka still holds (it should have failed it by now) is reported as
@@ -245,8 +264,9 @@ class Cluster:
             producer.flush(_DELIVERY_GRACE)
             producer.close()
         errors: list[Any] = [r for r in results if isinstance(r, confluent_kafka.KafkaError)]
-        if len(results) < len(values):  # no report at all: should not happen, said if it does
-            errors.append(f"{len(values) - len(results)} records without a delivery report")
+        if len(results) < produced:  # no report at all: should not happen, said if it does
+            errors.append(f"{produced - len(results)} records without a delivery report")
+        errors += refused
         if errors:
             raise ProduceError(topic, errors, len(values))
         return [_record(msg) for msg in results if not isinstance(msg, confluent_kafka.KafkaError)]
@@ -498,8 +518,14 @@ def _describe(error: object) -> str:
     return str(error)
 
 
-def _encode(value: Value) -> bytes | None:
-    return value.encode() if isinstance(value, str) else value
+def _encode(value: Value, what: str) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"{what} is bytes, str or None, not {value!r}")
 
 
 def _record(msg: Any) -> Record:
