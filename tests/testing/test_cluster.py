@@ -141,6 +141,19 @@ def test_a_value_over_message_max_bytes_is_a_produce_error(
     assert [r.value for r in sluice_broker.consume_all(sluice_topic)] == [b"before"]
 
 
+@pytest.mark.parametrize("count", [1_000_001, 2**70])
+def test_waiting_for_more_than_a_million_records_reads_what_there_is(
+    sluice_broker: EmbeddedBroker, sluice_topic: str, count: int
+) -> None:
+    """librdkafka's consume() takes at most 1M records a call: waiting for more was a
+    ValueError from inside the helper (num_messages must be between 0 and 1000000), and a
+    count of 2**64 or more read nothing in its time, saying 0 records arrived."""
+    sluice_broker.produce(sluice_topic, "a", "b")
+    with pytest.raises(ConsumeTimeout, match=rf"2 records from .* waiting for {count} records") as late:
+        sluice_broker.consume_until(sluice_topic, count, timeout=1)
+    assert [r.value for r in late.value.records] == [b"a", b"b"]
+
+
 @pytest.mark.parametrize("how", ["consume_all", "consume_until"])
 def test_reading_a_missing_topic_is_a_consume_timeout_and_closes_its_consumer(
     sluice_fresh_broker: EmbeddedBroker, how: str

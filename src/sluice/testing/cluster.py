@@ -463,7 +463,11 @@ class _Reader:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        batch = self.consumer.consume(num_messages=max(want, 1), timeout=min(remaining, 0.25))
+        # librdkafka takes at most 1M a call: beyond it a ValueError (a consume_until of 2M
+        # records, a consume_all of a topic that large), and 2**64 and up read nothing at all
+        batch = self.consumer.consume(
+            num_messages=min(max(want, 1), _MAX_BATCH), timeout=min(remaining, 0.25)
+        )
         for msg in batch:
             error = msg.error()
             if error is not None:
@@ -508,6 +512,10 @@ def _check_timeout(timeout: object) -> None:
         raise TypeError(f"timeout is a number of seconds, not {timeout!r}")
     if not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"timeout is a finite number of seconds above 0, not {timeout!r}")
+
+
+_MAX_BATCH = 100_000
+"""Records a reader takes from librdkafka in one ``consume()`` at most."""
 
 
 def _describe(error: object) -> str:
