@@ -9,6 +9,7 @@ import time
 import confluent_kafka as ck
 import pytest
 
+from sluice.errors import InvalidTopicError
 from sluice.testing import (
     ConsumeTimeout,
     EmbeddedBroker,
@@ -139,6 +140,22 @@ def test_a_value_over_message_max_bytes_is_a_produce_error(
     assert big.value.errors[0].code() == ck.KafkaError.MSG_SIZE_TOO_LARGE
     assert "1 records after it not sent" in str(big.value)
     assert [r.value for r in sluice_broker.consume_all(sluice_topic)] == [b"before"]
+
+
+@pytest.mark.parametrize("how", ["consume_all", "consume_until"])
+def test_reading_a_topic_no_topic_can_be_is_refused_at_once(
+    sluice_broker: EmbeddedBroker, how: str
+) -> None:
+    """None (a fixture value not set, say) and an illegal name were waited for until the
+    timeout, then reported as a topic that does not exist."""
+    read = getattr(sluice_broker, how)
+    started = time.monotonic()
+    with pytest.raises(TypeError, match="a topic name is a str, not None"):
+        read(None, timeout=5)
+    for illegal in ("", "bad topic!", ".."):
+        with pytest.raises(InvalidTopicError, match="invalid topic name"):
+            read(illegal, timeout=5)
+    assert time.monotonic() - started < 1
 
 
 @pytest.mark.parametrize("count", [1_000_001, 2**70])

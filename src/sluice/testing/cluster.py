@@ -285,6 +285,7 @@ class Cluster:
         not exist yet. Raises :class:`ConsumeTimeout` (an AssertionError, with the records that
         did arrive) after ``timeout`` seconds."""
         _check_timeout(timeout)
+        _check_topic(topic)
         self._not_on_own_thread("consume_until()")
         if until is not None and not callable(until):
             raise TypeError(f"until is a callable of the records read, not {until!r}")
@@ -309,6 +310,7 @@ class Cluster:
         as of this call (nothing is waited for). Raises :class:`ConsumeTimeout` if reading
         that far takes longer than ``timeout`` seconds."""
         _check_timeout(timeout)
+        _check_topic(topic)
         self._not_on_own_thread("consume_all()")
         deadline = time.monotonic() + timeout
         with _Reader(self.bootstrap_servers, topic, deadline) as reader:
@@ -503,6 +505,16 @@ class _Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.consumer.close()
+
+
+def _check_topic(topic: object) -> None:
+    """A topic to read is a legal name: None, or a name no topic can have, was waited for
+    until the timeout ("topic None does not exist")."""
+    from sluice.storage.manager import validate_topic_name
+
+    if not isinstance(topic, str):
+        raise TypeError(f"a topic name is a str, not {topic!r}")
+    validate_topic_name(topic)
 
 
 def _check_timeout(timeout: object) -> None:
