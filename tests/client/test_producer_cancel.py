@@ -172,3 +172,32 @@ def test_a_window_takes_nothing_from_an_async_source_once_close_began(
     assert [s.value for s in stored] == [b"%d" % i for i in range(5)]
     assert [r.offset for r in results] == list(range(5))
     assert isinstance(raised, ProducerClosedError)
+
+
+def test_a_failure_in_a_cancelled_batch_is_logged(
+    sluice_broker: EmbeddedBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record of a cancelled ``send_batch`` that fails later has nobody to take its result:
+    it is logged, as a failed record of a cancelled ``send`` or a dropped window is. It went
+    unseen."""
+    topic = create_topic(sluice_broker.bootstrap_servers, unique_topic_name("batch-cancel-fail"))
+    records = [Record(topic, b"ok"), Record(f"{topic}-absent", b"fails")]
+
+    async def go() -> dict[str, object]:
+        async with Producer(sluice_broker.bootstrap_servers, metrics_registry=None, config={
+            "allow.auto.create.topics": False, "message.timeout.ms": 1500,
+        }) as p:
+            task = asyncio.ensure_future(p.send_batch(records))
+            while p.metrics()["in_flight"] + p.metrics()["sent"] < len(records):
+                await asyncio.sleep(0.01)  # a sampling interval, not a readiness wait
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await p.flush(DEADLINE / 2) == 0
+            return p.metrics()
+
+    with caplog.at_level("WARNING", logger="sluice.client"):
+        metrics = asyncio.run(go())
+    logged = [r.getMessage() for r in caplog.records if "cancelled send_batch" in r.getMessage()]
+    assert len(logged) == 1 and f"{topic}-absent" in logged[0]
+    assert (metrics["sent"], metrics["failed"], metrics["in_flight"]) == (1, 1, 0)

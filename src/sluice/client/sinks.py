@@ -198,6 +198,9 @@ class Batch:
     def settle(self, i: int, result: RecordMetadata) -> None:
         self.failures[i] = result
         self.settled += 1
+        if self.done.cancelled() and result.error is not None and result.dead_letter is None:
+            # the caller cancelled the send_batch: nobody will see this failure otherwise
+            log.warning("a record of a cancelled send_batch failed: %s", result.error)
         self.check()
 
     def finish(self) -> None:
