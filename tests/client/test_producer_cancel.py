@@ -174,30 +174,43 @@ def test_a_window_takes_nothing_from_an_async_source_once_close_began(
     assert isinstance(raised, ProducerClosedError)
 
 
-def test_a_failure_in_a_cancelled_batch_is_logged(
-    sluice_broker: EmbeddedBroker, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("how", ["cancelled", "source raised"])
+def test_a_failure_in_a_batch_given_up_on_is_logged(
+    sluice_broker: EmbeddedBroker, caplog: pytest.LogCaptureFixture, how: str
 ) -> None:
-    """A record of a cancelled ``send_batch`` that fails later has nobody to take its result:
-    it is logged, as a failed record of a cancelled ``send`` or a dropped window is. It went
-    unseen."""
-    topic = create_topic(sluice_broker.bootstrap_servers, unique_topic_name("batch-cancel-fail"))
-    records = [Record(topic, b"ok"), Record(f"{topic}-absent", b"fails")]
+    """A record of a ``send_batch`` its caller gave up on (cancelled while it waits for the
+    outcomes, or its async source raised after the records went) that fails later has nobody
+    to take its result: it is logged, as a failed record of a cancelled ``send`` or a dropped
+    window is. It went unseen."""
+    topic = create_topic(sluice_broker.bootstrap_servers, unique_topic_name("batch-given-up"))
+    records = [Record(topic, b"ok"), Record(f"{topic}-absent", b"fails")] * 600  # > a chunk
+
+    async def source() -> AsyncIterator[Record]:
+        for record in records:
+            yield record
+        await asyncio.sleep(0.2)  # the chunks before went out meanwhile
+        raise RuntimeError("the source broke")
 
     async def go() -> dict[str, object]:
         async with Producer(sluice_broker.bootstrap_servers, metrics_registry=None, config={
             "allow.auto.create.topics": False, "message.timeout.ms": 1500,
         }) as p:
-            task = asyncio.ensure_future(p.send_batch(records))
-            while p.metrics()["in_flight"] + p.metrics()["sent"] < len(records):
-                await asyncio.sleep(0.01)  # a sampling interval, not a readiness wait
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            if how == "cancelled":
+                task = asyncio.ensure_future(p.send_batch(records))
+                while p.metrics()["in_flight"] + p.metrics()["sent"] < len(records):
+                    await asyncio.sleep(0.01)  # a sampling interval, not a readiness wait
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            else:
+                with pytest.raises(RuntimeError, match="the source broke"):
+                    await p.send_batch(source())
             assert await p.flush(DEADLINE / 2) == 0
             return p.metrics()
 
     with caplog.at_level("WARNING", logger="sluice.client"):
         metrics = asyncio.run(go())
-    logged = [r.getMessage() for r in caplog.records if "cancelled send_batch" in r.getMessage()]
-    assert len(logged) == 1 and f"{topic}-absent" in logged[0]
-    assert (metrics["sent"], metrics["failed"], metrics["in_flight"]) == (1, 1, 0)
+    logged = [r.getMessage() for r in caplog.records if "send_batch given up on" in r.getMessage()]
+    sent = 600 if how == "cancelled" else 512  # a source's last partial chunk is not sent
+    assert len(logged) == sent and f"{topic}-absent" in logged[0]
+    assert (metrics["sent"], metrics["failed"], metrics["in_flight"]) == (sent, sent, 0)

@@ -378,43 +378,54 @@ class Producer:
         other tasks every :data:`YIELD_AFTER` seconds."""
         self._start()
         assert self._loop is not None
-        if isinstance(records, AsyncIterable):
-            batch = Batch(self._loop, self._metrics, self._failures)
-            self._watch(batch)
-            batch.yield_at = time.perf_counter() + YIELD_AFTER
-            chunk: list[RecordLike] = []
-            going = True
-            async for item in records:
-                chunk.append(item)
-                if len(chunk) == CHUNK:
-                    going = await self._submit_batch(
-                        batch, batch.extend(chunk), len(batch.records)
-                    )
-                    chunk = []
-                    if not going:
+        # The batch, once made: given up on while submitting (cancelled, the source raised),
+        # its records' failures are logged (nobody takes its results).
+        made: list[Batch] = []
+        try:
+            if isinstance(records, AsyncIterable):
+                batch = Batch(self._loop, self._metrics, self._failures)
+                self._watch(batch)
+                made.append(batch)
+                batch.yield_at = time.perf_counter() + YIELD_AFTER
+                chunk: list[RecordLike] = []
+                going = True
+                async for item in records:
+                    chunk.append(item)
+                    if len(chunk) == CHUNK:
+                        going = await self._submit_batch(
+                            batch, batch.extend(chunk), len(batch.records)
+                        )
+                        chunk = []
+                        if not going:
+                            break  # closing: what the source still holds is not taken
+                if chunk and going:
+                    await self._submit_batch(batch, batch.extend(chunk), len(batch.records))
+            elif isinstance(records, list | tuple):
+                batch = Batch(
+                    self._loop,
+                    self._metrics,
+                    self._failures,
+                    records if type(records) is list else list(records),
+                )
+                self._watch(batch)
+                made.append(batch)
+                batch.yield_at = time.perf_counter() + YIELD_AFTER
+                await self._submit_batch(batch, 0, len(batch.records))
+            else:
+                # Taken a chunk at a time, as it is submitted: making the whole list first would
+                # run the source (a generator's work) with the loop blocked.
+                batch = Batch(self._loop, self._metrics, self._failures)
+                self._watch(batch)
+                made.append(batch)
+                batch.yield_at = time.perf_counter() + YIELD_AFTER
+                source = iter(records)
+                while chunk := list(islice(source, CHUNK)):
+                    if not await self._submit_batch(batch, batch.extend(chunk), len(batch.records)):
                         break  # closing: what the source still holds is not taken
-            if chunk and going:
-                await self._submit_batch(batch, batch.extend(chunk), len(batch.records))
-        elif isinstance(records, list | tuple):
-            batch = Batch(
-                self._loop,
-                self._metrics,
-                self._failures,
-                records if type(records) is list else list(records),
-            )
-            self._watch(batch)
-            batch.yield_at = time.perf_counter() + YIELD_AFTER
-            await self._submit_batch(batch, 0, len(batch.records))
-        else:
-            # Taken a chunk at a time, as it is submitted: making the whole list first would
-            # run the source (a generator's work) with the loop blocked.
-            batch = Batch(self._loop, self._metrics, self._failures)
-            self._watch(batch)
-            batch.yield_at = time.perf_counter() + YIELD_AFTER
-            source = iter(records)
-            while chunk := list(islice(source, CHUNK)):
-                if not await self._submit_batch(batch, batch.extend(chunk), len(batch.records)):
-                    break  # closing: what the source still holds is not taken
+        except BaseException:
+            for given_up in made:
+                given_up.abandoned = True
+            raise
         batch.finish()
         bridge = self._bridge
         assert bridge is not None

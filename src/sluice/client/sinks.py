@@ -171,6 +171,8 @@ class Batch:
         """Records settled otherwise (on the loop)."""
         self.submitted = False
         """Set once every record has been submitted."""
+        self.abandoned = False
+        """Set when the submitting was given up (cancelled, the source raised)."""
         self.yield_at = 0.0
         """``time.perf_counter()`` at which the submitting next lets the loop run others."""
         self.done: asyncio.Future[None] = loop.create_future()
@@ -198,9 +200,12 @@ class Batch:
     def settle(self, i: int, result: RecordMetadata) -> None:
         self.failures[i] = result
         self.settled += 1
-        if self.done.cancelled() and result.error is not None and result.dead_letter is None:
-            # the caller cancelled the send_batch: nobody will see this failure otherwise
-            log.warning("a record of a cancelled send_batch failed: %s", result.error)
+        if (
+            (self.abandoned or self.done.cancelled())
+            and result.error is not None
+            and result.dead_letter is None
+        ):  # the caller gave up on the send_batch: nobody will see this failure otherwise
+            log.warning("a record of a send_batch given up on (cancelled, or its source raised) failed: %s", result.error)
         self.check()
 
     def finish(self) -> None:
