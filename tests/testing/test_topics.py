@@ -242,3 +242,17 @@ def test_a_peer_that_closes_mid_answer_is_named() -> None:
         ConnectionError, match=r"CREATE_TOPICS: 127\.0\.0\.1:\d+ closed the connection after 10 of 100"
     ):
         create_topic(address, unique_topic_name("half"), timeout=10)
+
+
+def test_a_str_given_for_the_names_to_delete_is_refused() -> None:
+    """``delete_topics(bootstrap, "ab")`` iterated the str: it deleted topic ``a``, one
+    nobody named (with ``missing_ok``, silently)."""
+    with EmbeddedBroker(topics={"a": 1, "ab": 1}) as broker:
+        refused = r"an iterable of str, not the str 'ab': give \['ab'\]"
+        with pytest.raises(TypeError, match=refused):
+            delete_topics(broker.bootstrap_servers, "ab", missing_ok=True)
+        with pytest.raises(TypeError, match=refused):
+            broker.delete_topics("ab", missing_ok=True)
+        with pytest.raises(TypeError, match="a topic name is a str, not 5"):
+            delete_topics(broker.bootstrap_servers, ["ab", 5])  # type: ignore[list-item]
+        assert {"a", "ab"} <= set(_admin(broker).list_topics(timeout=30).topics)

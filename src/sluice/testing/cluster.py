@@ -29,6 +29,7 @@ from sluice.testing.topics import (
     TopicSpec,
     create_topics,
     delete_topics,
+    topic_names,
     unique_topic_name,
 )
 
@@ -167,7 +168,7 @@ class Cluster:
         Kafka, unless ``missing_ok``; those the request deleted all the same are no longer
         recorded in :attr:`created_topics` either way."""
         self._not_on_own_thread("delete_topics()")
-        names = list(names)
+        names = topic_names(names)
         try:
             deleted = delete_topics(
                 self.bootstrap_servers, names, missing_ok=missing_ok, timeout=timeout

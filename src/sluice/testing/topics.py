@@ -158,7 +158,7 @@ def delete_topics(
     clients do: UNKNOWN_TOPIC_OR_PARTITION for a topic that does not exist, unless
     ``missing_ok`` (cleanup code, where a test may have deleted it itself), with the names of
     those the request deleted all the same in its ``deleted``."""
-    names = list(dict.fromkeys(names))  # once each: a name twice read as missing the second time
+    names = list(dict.fromkeys(topic_names(names)))  # once each: twice read as missing
     if not names:
         return []
     body = m.DeleteTopicsRequest(topic_names=names, timeout_ms=int(timeout * 1000))
@@ -173,6 +173,18 @@ def delete_topics(
                 result.name or "?", result.error_code, result.error_message, deleted=deleted
             )
     return deleted
+
+
+def topic_names(names: Iterable[str]) -> list[str]:
+    """``names`` as a list, each a str. A str itself is refused: iterated, ``"ab"`` named
+    topics ``a`` and ``b``, and a delete removed topic ``a``."""
+    if isinstance(names, str | bytes):
+        raise TypeError(f"topic names are an iterable of str, not the str {names!r}: give [{names!r}]")
+    listed = list(names)
+    for name in listed:
+        if not isinstance(name, str):
+            raise TypeError(f"a topic name is a str, not {name!r}")
+    return listed
 
 
 def topic_spec(spec: TopicSpec) -> tuple[int, dict[str, str]]:
