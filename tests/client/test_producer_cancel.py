@@ -214,3 +214,36 @@ def test_a_failure_in_a_batch_given_up_on_is_logged(
     sent = 600 if how == "cancelled" else 512  # a source's last partial chunk is not sent
     assert len(logged) == sent and f"{topic}-absent" in logged[0]
     assert (metrics["sent"], metrics["failed"], metrics["in_flight"]) == (sent, sent, 0)
+
+
+def test_a_second_task_iterating_a_window_is_refused_not_left_hanging(
+    sluice_broker: EmbeddedBroker,
+) -> None:
+    """Two tasks pulling from one window: the second's waiter replaced the first's, and the
+    first waited for ever (every record delivered). The second is refused, as an async
+    generator refuses a second ``anext`` while one runs; the first gets every result."""
+    topic = create_topic(sluice_broker.bootstrap_servers, unique_topic_name("ordered-two-tasks"))
+
+    async def go() -> tuple[list[int], BaseException | None]:
+        async with Producer(sluice_broker.bootstrap_servers, metrics_registry=None) as p:
+            window = p.send_ordered([Record(topic, b"%d" % i) for i in range(50)], max_in_flight=8)
+            offsets: list[int] = []
+
+            async def iterate() -> None:
+                async for r in window:
+                    offsets.append(r.offset)
+
+            first = asyncio.ensure_future(iterate())
+            while not window.waiting:  # the first task waits in the window for a result
+                await asyncio.sleep(0)
+            refused = None
+            try:
+                offsets.append((await asyncio.wait_for(anext(window), 5)).offset)
+            except RuntimeError as exc:
+                refused = exc
+            await asyncio.wait_for(first, DEADLINE / 2)
+            return offsets, refused
+
+    offsets, refused = asyncio.run(go())
+    assert isinstance(refused, RuntimeError) and "one task at a time" in str(refused)
+    assert offsets == list(range(50))

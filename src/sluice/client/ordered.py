@@ -116,6 +116,8 @@ class OrderedSends:
         self._settled = 0
         """Records settled otherwise (on the loop)."""
         self._waiter: asyncio.Future[None] | None = None
+        self._taking = False
+        """A task is in the refill (``_take``)."""
         self.peak_in_flight = 0
         self.deliver = _ordered_deliver(self, metrics, failures)
         self.token = token_maker(self.deliver)
@@ -174,6 +176,23 @@ class OrderedSends:
         if ready:  # the common case: a result taken from the ring with the others ready
             return ready.pop()
         check_loop(self._loop, "Producer")  # once a refill: what follows waits on its loop
+        if self._taking:
+            # Two tasks in here at once: the second's waiter replaced the first's, which then
+            # waited for ever (and two fills at once would share a sequence number).
+            raise RuntimeError(
+                "a send_ordered window is iterated by one task at a time: another task is "
+                "waiting in it (an async generator refuses the same way)"
+            )
+        self._taking = True
+        try:
+            return await self._take()
+        finally:
+            self._taking = False
+
+    async def _take(self) -> RecordMetadata:
+        """The refill: submit what the window has room for, wait for the oldest result, and
+        take the results that are in from there on."""
+        ready = self._ready
         n = self.max_in_flight
         self._busy()
         if not self._exhausted and n - (self._tail - self._head) >= self._refill:
