@@ -9,6 +9,7 @@ import time
 import confluent_kafka as ck
 import pytest
 
+from sluice.errors import InvalidTopicError
 from sluice.testing import (
     ConsumeTimeout,
     EmbeddedBroker,
@@ -102,6 +103,72 @@ def test_produce_takes_any_timeout_above_0_and_refuses_others(
             sluice_broker.produce(sluice_topic, "x", timeout=bad)
     with pytest.raises(TypeError, match="number of seconds"):
         sluice_broker.produce(sluice_topic, "x", timeout="1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "says"),
+    [
+        ((b"ok", 3), {}, r"value 1 is bytes, str or None, not 3"),
+        ((b"ok",), {"key": 5}, r"key is bytes, str or None, not 5"),
+        ((b"ok",), {"headers": {"h": 3}}, r"header 'h' is bytes, str or None, not 3"),
+        ((b"ok",), {"partition": True}, r"partition is an int or None, not True"),
+        ((b"ok",), {"partition": "0"}, r"partition is an int or None, not '0'"),
+    ],
+    ids=["value", "key", "header", "bool-partition", "str-partition"],
+)
+def test_a_bad_argument_to_produce_is_named_before_anything_is_sent(
+    sluice_broker: EmbeddedBroker, sluice_topic: str, args: tuple[object, ...],
+    kwargs: dict[str, object], says: str,
+) -> None:
+    """librdkafka's TypeError named no argument ("a bytes-like object is required, not
+    'int'"), came after the records before it were queued, and True went out as partition
+    1."""
+    with pytest.raises(TypeError, match=says):
+        sluice_broker.produce(sluice_topic, *args, **kwargs)  # type: ignore[arg-type]
+    assert sluice_broker.consume_all(sluice_topic) == []
+
+
+def test_a_value_over_message_max_bytes_is_a_produce_error(
+    sluice_broker: EmbeddedBroker, sluice_topic: str
+) -> None:
+    """librdkafka refuses a record over message.max.bytes on the spot: its KafkaException
+    came out of ``produce`` as it was, and the records before it were purged unsent or, in
+    flight, maybe stored. Now it is a ProduceError naming it, the records before it are
+    stored and acknowledged, and the ones after it are not sent."""
+    with pytest.raises(ProduceError, match=r"failed for 2 of 3 records: .*MSG_SIZE_TOO_LARGE") as big:
+        sluice_broker.produce(sluice_topic, "before", b"x" * 2_000_000, "after", timeout=10)
+    assert big.value.errors[0].code() == ck.KafkaError.MSG_SIZE_TOO_LARGE
+    assert "1 records after it not sent" in str(big.value)
+    assert [r.value for r in sluice_broker.consume_all(sluice_topic)] == [b"before"]
+
+
+@pytest.mark.parametrize("how", ["consume_all", "consume_until"])
+def test_reading_a_topic_no_topic_can_be_is_refused_at_once(
+    sluice_broker: EmbeddedBroker, how: str
+) -> None:
+    """None (a fixture value not set, say) and an illegal name were waited for until the
+    timeout, then reported as a topic that does not exist."""
+    read = getattr(sluice_broker, how)
+    started = time.monotonic()
+    with pytest.raises(TypeError, match="a topic name is a str, not None"):
+        read(None, timeout=5)
+    for illegal in ("", "bad topic!", ".."):
+        with pytest.raises(InvalidTopicError, match="invalid topic name"):
+            read(illegal, timeout=5)
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize("count", [1_000_001, 2**70])
+def test_waiting_for_more_than_a_million_records_reads_what_there_is(
+    sluice_broker: EmbeddedBroker, sluice_topic: str, count: int
+) -> None:
+    """librdkafka's consume() takes at most 1M records a call: waiting for more was a
+    ValueError from inside the helper (num_messages must be between 0 and 1000000), and a
+    count of 2**64 or more read nothing in its time, saying 0 records arrived."""
+    sluice_broker.produce(sluice_topic, "a", "b")
+    with pytest.raises(ConsumeTimeout, match=rf"2 records from .* waiting for {count} records") as late:
+        sluice_broker.consume_until(sluice_topic, count, timeout=1)
+    assert [r.value for r in late.value.records] == [b"a", b"b"]
 
 
 @pytest.mark.parametrize("how", ["consume_all", "consume_until"])

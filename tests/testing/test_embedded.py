@@ -5,6 +5,7 @@ brokers in one process that know nothing of each other. Checked with real client
 from __future__ import annotations
 
 import asyncio
+import enum
 import re
 import socket
 import tempfile
@@ -61,6 +62,48 @@ def test_topics_and_settings_declared_up_front() -> None:
             [KafkaError._MSG_TIMED_OUT],
         )
         assert "unknown" not in _admin(broker).list_topics(timeout=30).topics
+
+
+class _Policy(enum.Enum):
+    COMPACT = "compact"
+
+
+def test_a_list_or_enum_value_goes_out_as_kafka_writes_it() -> None:
+    """A list setting as a list (Kafka's comma-separated string) and an Enum member as its
+    value: ``['compact', 'delete']`` went out as that repr and ``_Policy.COMPACT`` as
+    ``'_Policy.COMPACT'``, both refused as no cleanup policy."""
+    with EmbeddedBroker(
+        settings={"log.cleanup.policy": ("compact", "delete")},
+        topics={"both": {"cleanup.policy": ["delete", "compact"]}, "named": {"cleanup.policy": _Policy.COMPACT}},
+    ) as broker:
+        assert _config(broker, "both", "cleanup.policy") in ("compact,delete", "delete,compact")
+        assert _config(broker, "named", "cleanup.policy") == "compact"
+        name = unique_topic_name("default-policy")
+        broker.create_topic(name)
+        assert _config(broker, name, "cleanup.policy") in ("compact,delete", "delete,compact")
+        made = broker.create_topic(configs={"cleanup.policy": [_Policy.COMPACT]})  # CreateTopics
+        assert _config(broker, made, "cleanup.policy") == "compact"
+
+
+@pytest.mark.parametrize(
+    ("settings", "topic_configs", "message"),
+    [
+        # each was sent as its repr: b"off" was taken as an admin listen address
+        ({"sluice.admin.listen": b"off"}, None, r"sluice\.admin\.listen: b'off' is no config value \(decode bytes"),
+        ({"message.max.bytes": {"max": 1}}, None, r"message\.max\.bytes: \{'max': 1\} is no config value"),
+        ({"auto.create.topics.enable": [True]}, None, r"auto\.create\.topics\.enable: \[True\] is a list; the setting takes one"),
+        (None, {"cleanup.policy": {"compact", "delete"}}, r"topic 'x': cleanup\.policy: .* \(a set has no order; give a list\)"),
+        (None, {"cleanup.policy": [["compact"]]}, r"topic 'x': cleanup\.policy: a list setting's items are single values"),
+        (None, {"cleanup.policy": ["compact,delete", "x"]}, r"topic 'x': cleanup\.policy: the list item 'compact,delete' has a comma"),
+        (None, {"retention.ms": [60000]}, r"topic 'x': retention\.ms: \[60000\] is a list"),
+    ],
+    ids=["bytes", "dict", "bool-in-list", "set", "nested-list", "comma", "list-for-one"],
+)
+def test_a_value_with_no_kafka_string_is_refused_naming_the_setting(
+    settings: dict[str, object] | None, topic_configs: dict[str, object] | None, message: str
+) -> None:
+    with pytest.raises(InvalidConfigError, match=message):
+        EmbeddedBroker(settings=settings, topics=None if topic_configs is None else {"x": topic_configs})
 
 
 @pytest.fixture

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__
@@ -185,3 +188,71 @@ def test_an_answer_that_is_not_kafka_is_named_as_such(answer: bytes, says: str) 
         done.set()
         thread.join()
         server.close()
+
+
+@contextlib.contextmanager
+def _serve_once(answer: Callable[[socket.socket, threading.Event], None]) -> Iterator[str]:
+    """A one-connection server that reads a request and hands the connection to ``answer``
+    (with an event set when the test is done); yields its address."""
+    server = socket.create_server(("127.0.0.1", 0))
+    host, port = server.getsockname()[:2]
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            with contextlib.suppress(OSError):  # the helper gave up and closed its end
+                answer(conn, done)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield f"{host}:{port}"
+    finally:
+        done.set()
+        thread.join()
+        server.close()
+
+
+def test_an_answer_trickled_a_byte_at_a_time_is_held_to_the_timeout() -> None:
+    """The socket timeout was per ``recv``: a peer sending a byte every 0.2 s held a call with
+    ``timeout=1`` for as long as it kept trickling (here 20 s), then failed on the bytes."""
+
+    def trickle(conn: socket.socket, done: threading.Event) -> None:
+        conn.sendall(b"\x00\x00\x00\x64")  # a frame of 100 bytes
+        for _ in range(100):
+            if done.wait(0.2):  # the pace of the trickle, not a readiness wait
+                return
+            conn.sendall(b"\x00")
+
+    with _serve_once(trickle) as address:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"CREATE_TOPICS: no answer from .* within 1\.0 s"):
+            create_topic(address, unique_topic_name("trickled"), timeout=1.0)
+        took = time.monotonic() - started
+        assert took < 5, f"a call with timeout=1 took {took:.1f} s"
+
+
+def test_a_peer_that_closes_mid_answer_is_named() -> None:
+    def half(conn: socket.socket, done: threading.Event) -> None:
+        conn.sendall(b"\x00\x00\x00\x64" + b"\x00\x00\x00\x01" + bytes(6))  # 10 of 100 bytes
+
+    with _serve_once(half) as address, pytest.raises(
+        ConnectionError, match=r"CREATE_TOPICS: 127\.0\.0\.1:\d+ closed the connection after 10 of 100"
+    ):
+        create_topic(address, unique_topic_name("half"), timeout=10)
+
+
+def test_a_str_given_for_the_names_to_delete_is_refused() -> None:
+    """``delete_topics(bootstrap, "ab")`` iterated the str: it deleted topic ``a``, one
+    nobody named (with ``missing_ok``, silently)."""
+    with EmbeddedBroker(topics={"a": 1, "ab": 1}) as broker:
+        refused = r"an iterable of str, not the str 'ab': give \['ab'\]"
+        with pytest.raises(TypeError, match=refused):
+            delete_topics(broker.bootstrap_servers, "ab", missing_ok=True)
+        with pytest.raises(TypeError, match=refused):
+            broker.delete_topics("ab", missing_ok=True)
+        with pytest.raises(TypeError, match="a topic name is a str, not 5"):
+            delete_topics(broker.bootstrap_servers, ["ab", 5])  # type: ignore[list-item]
+        assert {"a", "ab"} <= set(_admin(broker).list_topics(timeout=30).topics)

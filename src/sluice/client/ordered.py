@@ -91,6 +91,10 @@ class OrderedSends:
         else:
             self._sync = iter(records)
         self._exhausted = False
+        self._carried: Any = _END
+        """A record taken from the source whose submit was waiting for queue space when the
+        caller's await was cancelled (``wait_for(anext(window), ...)``): the next fill submits
+        it first. It was dropped, or, from an async source, left its slot empty for good."""
         self._refill = max(1, max_in_flight // 8)
         """Free slots that make the window submit again: filling a slot at a time would pay
         the fill's fixed cost per record; an eighth of the window at a time keeps it at least
@@ -112,6 +116,8 @@ class OrderedSends:
         self._settled = 0
         """Records settled otherwise (on the loop)."""
         self._waiter: asyncio.Future[None] | None = None
+        self._taking = False
+        """A task is in the refill (``_take``)."""
         self.peak_in_flight = 0
         self.deliver = _ordered_deliver(self, metrics, failures)
         self.token = token_maker(self.deliver)
@@ -170,10 +176,33 @@ class OrderedSends:
         if ready:  # the common case: a result taken from the ring with the others ready
             return ready.pop()
         check_loop(self._loop, "Producer")  # once a refill: what follows waits on its loop
+        if self._taking:
+            # Two tasks in here at once: the second's waiter replaced the first's, which then
+            # waited for ever (and two fills at once would share a sequence number).
+            raise RuntimeError(
+                "a send_ordered window is iterated by one task at a time: another task is "
+                "waiting in it (an async generator refuses the same way)"
+            )
+        self._taking = True
+        try:
+            return await self._take()
+        finally:
+            self._taking = False
+
+    async def _take(self) -> RecordMetadata:
+        """The refill: submit what the window has room for, wait for the oldest result, and
+        take the results that are in from there on."""
+        ready = self._ready
         n = self.max_in_flight
         self._busy()
         if not self._exhausted and n - (self._tail - self._head) >= self._refill:
-            await self._fill(n)
+            try:
+                await self._fill(n)
+            except ProducerClosedError:
+                if self._tail == self._head:
+                    raise
+                # The results of what was sent are handed out first: a window that raised
+                # here withheld them (their records delivered or purged, the caller not told).
         head = self._head
         tail = self._tail
         if head == tail:
@@ -221,6 +250,13 @@ class OrderedSends:
         producer's ``submit``. A record's token is bound to its slot in the ring."""
         if self._closing():
             raise ProducerClosedError("the producer is closing or closed; the record was not sent")
+        if self._carried is not _END:
+            seq = self._tail
+            while not self._submit(self._carried, self, seq % n):  # cancelled again: still carried
+                await self._wait_for_space()
+                self._busy()
+            self._carried = _END
+            self._tail = seq + 1
         if self._sync is not None:
             await self._fill_from(self._sync, n)
         else:
@@ -275,9 +311,13 @@ class OrderedSends:
                 metrics.accepted += seq - counted - slow
                 metrics.accepted_bytes += nbytes
                 counted, slow, nbytes = seq, 0, 0
-                while not self._submit(item, self, seq % n):  # librdkafka's queue is full
-                    await self._wait_for_space()
-                    self._busy()
+                try:
+                    while not self._submit(item, self, seq % n):  # librdkafka's queue is full
+                        await self._wait_for_space()
+                        self._busy()
+                except asyncio.CancelledError:
+                    self._carried = item
+                    raise
                 seq += 1
                 slow += 1
             else:
@@ -305,6 +345,11 @@ class OrderedSends:
                 if item is _END:
                     self._exhausted = True
                     break
+                if self._closing():  # began while the source was awaited: not taken (it was
+                    self._carried = item  # produced by the fast path during close's wait)
+                    raise ProducerClosedError(
+                        "the producer is closing or closed; the record was not sent"
+                    )
                 seq = self._tail
                 self._tail = seq + 1
                 slot = seq % n
@@ -330,9 +375,14 @@ class OrderedSends:
                 metrics.accepted += accepted
                 metrics.accepted_bytes += nbytes
                 accepted = nbytes = 0
-                while not self._submit(item, self, slot):  # librdkafka's queue is full
-                    await self._wait_for_space()
-                    self._busy()
+                try:
+                    while not self._submit(item, self, slot):  # librdkafka's queue is full
+                        await self._wait_for_space()
+                        self._busy()
+                except BaseException:  # cancelled (see _carried), or the producer closed
+                    self._carried = item
+                    self._tail = seq
+                    raise
         finally:
             metrics.accepted += accepted
             metrics.accepted_bytes += nbytes

@@ -357,12 +357,18 @@ class Producer:
             produce=self._produce,
             closing=lambda: self._closing,
             busy=self._bridge.pause_while_busy,
-            serve=self._bridge.serve_here,
+            serve=self._serve_here,
             bridge=self._bridge,
             loop=self._loop,
         )
         self._watch(window)
         return window
+
+    def _serve_here(self) -> None:
+        """The bridge's ``serve_here`` while the producer is open (closed, librdkafka's
+        ``poll`` raises; every outcome was served by then)."""
+        if not self._closed and self._bridge is not None:
+            self._bridge.serve_here()
 
     async def send_batch(self, records: Records) -> BatchResults:
         """Send every record as fast as librdkafka takes them (waiting for queue space when it
@@ -372,43 +378,54 @@ class Producer:
         other tasks every :data:`YIELD_AFTER` seconds."""
         self._start()
         assert self._loop is not None
-        if isinstance(records, AsyncIterable):
-            batch = Batch(self._loop, self._metrics, self._failures)
-            self._watch(batch)
-            batch.yield_at = time.perf_counter() + YIELD_AFTER
-            chunk: list[RecordLike] = []
-            going = True
-            async for item in records:
-                chunk.append(item)
-                if len(chunk) == CHUNK:
-                    going = await self._submit_batch(
-                        batch, batch.extend(chunk), len(batch.records)
-                    )
-                    chunk = []
-                    if not going:
+        # The batch, once made: given up on while submitting (cancelled, the source raised),
+        # its records' failures are logged (nobody takes its results).
+        made: list[Batch] = []
+        try:
+            if isinstance(records, AsyncIterable):
+                batch = Batch(self._loop, self._metrics, self._failures)
+                self._watch(batch)
+                made.append(batch)
+                batch.yield_at = time.perf_counter() + YIELD_AFTER
+                chunk: list[RecordLike] = []
+                going = True
+                async for item in records:
+                    chunk.append(item)
+                    if len(chunk) == CHUNK:
+                        going = await self._submit_batch(
+                            batch, batch.extend(chunk), len(batch.records)
+                        )
+                        chunk = []
+                        if not going:
+                            break  # closing: what the source still holds is not taken
+                if chunk and going:
+                    await self._submit_batch(batch, batch.extend(chunk), len(batch.records))
+            elif isinstance(records, list | tuple):
+                batch = Batch(
+                    self._loop,
+                    self._metrics,
+                    self._failures,
+                    records if type(records) is list else list(records),
+                )
+                self._watch(batch)
+                made.append(batch)
+                batch.yield_at = time.perf_counter() + YIELD_AFTER
+                await self._submit_batch(batch, 0, len(batch.records))
+            else:
+                # Taken a chunk at a time, as it is submitted: making the whole list first would
+                # run the source (a generator's work) with the loop blocked.
+                batch = Batch(self._loop, self._metrics, self._failures)
+                self._watch(batch)
+                made.append(batch)
+                batch.yield_at = time.perf_counter() + YIELD_AFTER
+                source = iter(records)
+                while chunk := list(islice(source, CHUNK)):
+                    if not await self._submit_batch(batch, batch.extend(chunk), len(batch.records)):
                         break  # closing: what the source still holds is not taken
-            if chunk and going:
-                await self._submit_batch(batch, batch.extend(chunk), len(batch.records))
-        elif isinstance(records, list | tuple):
-            batch = Batch(
-                self._loop,
-                self._metrics,
-                self._failures,
-                records if type(records) is list else list(records),
-            )
-            self._watch(batch)
-            batch.yield_at = time.perf_counter() + YIELD_AFTER
-            await self._submit_batch(batch, 0, len(batch.records))
-        else:
-            # Taken a chunk at a time, as it is submitted: making the whole list first would
-            # run the source (a generator's work) with the loop blocked.
-            batch = Batch(self._loop, self._metrics, self._failures)
-            self._watch(batch)
-            batch.yield_at = time.perf_counter() + YIELD_AFTER
-            source = iter(records)
-            while chunk := list(islice(source, CHUNK)):
-                if not await self._submit_batch(batch, batch.extend(chunk), len(batch.records)):
-                    break  # closing: what the source still holds is not taken
+        except BaseException:
+            for given_up in made:
+                given_up.abandoned = True
+            raise
         batch.finish()
         bridge = self._bridge
         assert bridge is not None
@@ -418,7 +435,12 @@ class Producer:
         finally:
             bridge.urgent -= 1
             self._active.pop(id(batch), None)
-            self._metrics.retire(batch.tally)
+            if batch.done.done() and not batch.done.cancelled():  # (cancelled with the task)
+                self._metrics.retire(batch.tally)
+            # else given up on with records in flight: their deliveries are still to be
+            # counted (the tally was retired here, and in_flight stayed up for good: flush
+            # waited out its timeout, close found records unsettled); the batch retires it
+            # when it goes
         return batch.results()
 
     async def _submit_batch(self, batch: Batch, start: int, end: int) -> bool:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from array import array
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -162,11 +163,16 @@ class Batch:
         self.latencies = array("d", [0.0]) * n
         self.failures: dict[int, RecordMetadata] = {}
         self.tally = metrics.tally()
-        """[records delivered], written by the tokens."""
+        """[records delivered], written by the tokens. Retired when every outcome is in, or,
+        for a batch its caller gave up on (cancelled, its source raised), once the batch is
+        gone: its records' tokens hold it, so none can count a delivery after that."""
+        weakref.finalize(self, metrics.retire, self.tally)
         self.settled = 0
         """Records settled otherwise (on the loop)."""
         self.submitted = False
         """Set once every record has been submitted."""
+        self.abandoned = False
+        """Set when the submitting was given up (cancelled, the source raised)."""
         self.yield_at = 0.0
         """``time.perf_counter()`` at which the submitting next lets the loop run others."""
         self.done: asyncio.Future[None] = loop.create_future()
@@ -194,6 +200,12 @@ class Batch:
     def settle(self, i: int, result: RecordMetadata) -> None:
         self.failures[i] = result
         self.settled += 1
+        if (
+            (self.abandoned or self.done.cancelled())
+            and result.error is not None
+            and result.dead_letter is None
+        ):  # the caller gave up on the send_batch: nobody will see this failure otherwise
+            log.warning("a record of a send_batch given up on (cancelled, or its source raised) failed: %s", result.error)
         self.check()
 
     def finish(self) -> None:

@@ -29,6 +29,7 @@ from sluice.testing.topics import (
     TopicSpec,
     create_topics,
     delete_topics,
+    topic_names,
     unique_topic_name,
 )
 
@@ -167,7 +168,7 @@ class Cluster:
         Kafka, unless ``missing_ok``; those the request deleted all the same are no longer
         recorded in :attr:`created_topics` either way."""
         self._not_on_own_thread("delete_topics()")
-        names = list(names)
+        names = topic_names(names)
         try:
             deleted = delete_topics(
                 self.bootstrap_servers, names, missing_ok=missing_ok, timeout=timeout
@@ -208,6 +209,19 @@ class Cluster:
 
         _check_timeout(timeout)
         self._not_on_own_thread("produce()")
+        # Every argument checked before anything is sent: a bad one raised mid-way, with the
+        # records before it purged (or stored: in flight they may be), and no word of which
+        # argument it was ("a bytes-like object is required, not 'int'").
+        encoded = [_encode(value, f"value {i}") for i, value in enumerate(values)]
+        if partition is not None and (isinstance(partition, bool) or not isinstance(partition, int)):
+            raise TypeError(f"partition is an int or None, not {partition!r}")
+        kwargs: dict[str, Any] = {}
+        if key is not None:
+            kwargs["key"] = _encode(key, "key")
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = [(k, _encode(v, f"header {k!r}")) for k, v in headers.items()]
         if not values:
             return []
         timeout_ms = min(max(int(timeout * 1000), 1), _MAX_MS)
@@ -227,16 +241,22 @@ class Cluster:
         def delivered(err: Any, msg: Any) -> None:
             results.append(err if err is not None else msg)
 
-        kwargs: dict[str, Any] = {"on_delivery": delivered}
-        if key is not None:
-            kwargs["key"] = _encode(key)
-        if partition is not None:
-            kwargs["partition"] = partition
-        if headers:
-            kwargs["headers"] = [(k, _encode(v)) for k, v in headers.items()]
+        kwargs["on_delivery"] = delivered
+        refused: list[Any] = []
+        """A record librdkafka refused on the spot (larger than message.max.bytes, say): it
+        raised KafkaException out of the call; now a ProduceError, the records after it not
+        sent."""
+        produced = 0
         try:
-            for value in values:
-                producer.produce(topic, _encode(value), **kwargs)
+            for value in encoded:
+                try:
+                    producer.produce(topic, value, **kwargs)
+                except confluent_kafka.KafkaException as exc:
+                    refused.append(exc.args[0])
+                    if len(encoded) > produced + 1:
+                        refused.append(f"{len(encoded) - produced - 1} records after it not sent")
+                    break
+                produced += 1
             producer.flush(timeout_ms / 1000 + _DELIVERY_GRACE)
         finally:
             # what librdkafka still holds (it should have failed it by now) is reported as
@@ -245,8 +265,9 @@ class Cluster:
             producer.flush(_DELIVERY_GRACE)
             producer.close()
         errors: list[Any] = [r for r in results if isinstance(r, confluent_kafka.KafkaError)]
-        if len(results) < len(values):  # no report at all: should not happen, said if it does
-            errors.append(f"{len(values) - len(results)} records without a delivery report")
+        if len(results) < produced:  # no report at all: should not happen, said if it does
+            errors.append(f"{produced - len(results)} records without a delivery report")
+        errors += refused
         if errors:
             raise ProduceError(topic, errors, len(values))
         return [_record(msg) for msg in results if not isinstance(msg, confluent_kafka.KafkaError)]
@@ -265,6 +286,7 @@ class Cluster:
         not exist yet. Raises :class:`ConsumeTimeout` (an AssertionError, with the records that
         did arrive) after ``timeout`` seconds."""
         _check_timeout(timeout)
+        _check_topic(topic)
         self._not_on_own_thread("consume_until()")
         if until is not None and not callable(until):
             raise TypeError(f"until is a callable of the records read, not {until!r}")
@@ -289,6 +311,7 @@ class Cluster:
         as of this call (nothing is waited for). Raises :class:`ConsumeTimeout` if reading
         that far takes longer than ``timeout`` seconds."""
         _check_timeout(timeout)
+        _check_topic(topic)
         self._not_on_own_thread("consume_all()")
         deadline = time.monotonic() + timeout
         with _Reader(self.bootstrap_servers, topic, deadline) as reader:
@@ -443,7 +466,11 @@ class _Reader:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        batch = self.consumer.consume(num_messages=max(want, 1), timeout=min(remaining, 0.25))
+        # librdkafka takes at most 1M a call: beyond it a ValueError (a consume_until of 2M
+        # records, a consume_all of a topic that large), and 2**64 and up read nothing at all
+        batch = self.consumer.consume(
+            num_messages=min(max(want, 1), _MAX_BATCH), timeout=min(remaining, 0.25)
+        )
         for msg in batch:
             error = msg.error()
             if error is not None:
@@ -481,6 +508,16 @@ class _Reader:
         self.consumer.close()
 
 
+def _check_topic(topic: object) -> None:
+    """A topic to read is a legal name: None, or a name no topic can have, was waited for
+    until the timeout ("topic None does not exist")."""
+    from sluice.storage.manager import validate_topic_name
+
+    if not isinstance(topic, str):
+        raise TypeError(f"a topic name is a str, not {topic!r}")
+    validate_topic_name(topic)
+
+
 def _check_timeout(timeout: object) -> None:
     """A helper's ``timeout``: a finite number of seconds above 0 (NaN waited forever, 0 and
     below gave misleading errors)."""
@@ -488,6 +525,10 @@ def _check_timeout(timeout: object) -> None:
         raise TypeError(f"timeout is a number of seconds, not {timeout!r}")
     if not math.isfinite(timeout) or timeout <= 0:
         raise ValueError(f"timeout is a finite number of seconds above 0, not {timeout!r}")
+
+
+_MAX_BATCH = 100_000
+"""Records a reader takes from librdkafka in one ``consume()`` at most."""
 
 
 def _describe(error: object) -> str:
@@ -498,8 +539,14 @@ def _describe(error: object) -> str:
     return str(error)
 
 
-def _encode(value: Value) -> bytes | None:
-    return value.encode() if isinstance(value, str) else value
+def _encode(value: Value, what: str) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"{what} is bytes, str or None, not {value!r}")
 
 
 def _record(msg: Any) -> Record:

@@ -99,7 +99,7 @@ class EmbeddedBroker(Cluster):
         _check_listener(host, port)
         if host.startswith("[") and host.endswith("]"):  # "[::1]", as in a bootstrap address
             host = host[1:-1]
-        given = {k: config_value(v, k) for k, v in (settings or {}).items()}
+        given = {k: config_value(v, k, key=k) for k, v in (settings or {}).items()}
         for name, instead in _OWN_SETTINGS.items():
             if name in given:  # they would be overridden without a word
                 from sluice.errors import InvalidConfigError
@@ -462,7 +462,7 @@ def _checked_topics(topics: Mapping[str, TopicSpec], config: BrokerConfig) -> di
         if isinstance(spec, Mapping):
             partitions = spec.get("partitions", 1)
             configs = {
-                str(k): config_value(v, f"topic {name!r}: {k}")
+                str(k): config_value(v, f"topic {name!r}: {k}", key=str(k))
                 for k, v in spec.items()
                 if k != "partitions"
             }

@@ -8,6 +8,7 @@ a plain socket, so it needs no client library and works against sluice or Apache
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 import socket
@@ -157,7 +158,7 @@ def delete_topics(
     clients do: UNKNOWN_TOPIC_OR_PARTITION for a topic that does not exist, unless
     ``missing_ok`` (cleanup code, where a test may have deleted it itself), with the names of
     those the request deleted all the same in its ``deleted``."""
-    names = list(dict.fromkeys(names))  # once each: a name twice read as missing the second time
+    names = list(dict.fromkeys(topic_names(names)))  # once each: twice read as missing
     if not names:
         return []
     body = m.DeleteTopicsRequest(topic_names=names, timeout_ms=int(timeout * 1000))
@@ -174,30 +175,84 @@ def delete_topics(
     return deleted
 
 
+def topic_names(names: Iterable[str]) -> list[str]:
+    """``names`` as a list, each a str. A str itself is refused: iterated, ``"ab"`` named
+    topics ``a`` and ``b``, and a delete removed topic ``a``."""
+    if isinstance(names, str | bytes):
+        raise TypeError(f"topic names are an iterable of str, not the str {names!r}: give [{names!r}]")
+    listed = list(names)
+    for name in listed:
+        if not isinstance(name, str):
+            raise TypeError(f"a topic name is a str, not {name!r}")
+    return listed
+
+
 def topic_spec(spec: TopicSpec) -> tuple[int, dict[str, str]]:
     """A :data:`TopicSpec` as (partitions, configs as strings)."""
     if isinstance(spec, int):
         return spec, {}
-    configs = {k: config_value(v, k) for k, v in spec.items() if k != "partitions"}
+    configs = {k: config_value(v, k, key=k) for k, v in spec.items() if k != "partitions"}
     partitions = spec.get("partitions", 1)
     if not isinstance(partitions, int):
         raise TypeError(f"partitions must be an int, not {partitions!r}")
     return partitions, configs
 
 
-def config_value(value: object, name: object = "a setting") -> str:
+def config_value(value: object, name: object = "a setting", *, key: str | None = None) -> str:
     """A setting's value as Kafka's configs carry it: ``True`` is ``"true"``, 60000 is
-    ``"60000"``. None is refused (it went out as the string ``"None"``, which a free-form
-    setting took as its value)."""
-    if value is None:
-        from sluice.errors import InvalidConfigError
+    ``"60000"``, an Enum member is its value, a list or tuple is Kafka's comma-separated list
+    (``["compact", "delete"]`` is ``"compact,delete"``) for a list setting. What has no such
+    string is refused naming the setting (``name``), rather than sent as Python's repr (which
+    a free-form setting took as its value): None (leave the setting out), bytes, a mapping, a
+    set (no order), a list for a setting ``key`` sluice knows is no list, a nested list, and a
+    list item with a comma in it."""
+    from sluice.errors import InvalidConfigError
 
+    if isinstance(value, enum.Enum):  # str() of a (str, Enum) member is 'Class.MEMBER'
+        value = value.value
+    if value is None:
         raise InvalidConfigError(
             f"{name}: None is no value; leave the setting out to keep its default"
         )
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        if key is not None and not _takes_list(key):
+            raise InvalidConfigError(f"{name}: {value!r} is a list; the setting takes one value")
+        items = []
+        for item in value:
+            if isinstance(item, enum.Enum):
+                item = item.value
+            if isinstance(item, list | tuple | set | frozenset | Mapping):
+                raise InvalidConfigError(
+                    f"{name}: a list setting's items are single values, not {item!r}"
+                )
+            text = config_value(item, name)
+            if "," in text:
+                raise InvalidConfigError(
+                    f"{name}: the list item {text!r} has a comma, which Kafka's lists "
+                    "separate items with"
+                )
+            items.append(text)
+        return ",".join(items)
+    if isinstance(value, bytes | bytearray | memoryview | Mapping | set | frozenset):
+        kind = "a set has no order; give a list" if isinstance(value, set | frozenset) else (
+            "decode bytes first" if not isinstance(value, Mapping) else "a setting has one value"
+        )
+        raise InvalidConfigError(f"{name}: {value!r} is no config value ({kind})")
     return str(value)
+
+
+def _takes_list(key: str) -> bool:
+    """Whether setting ``key`` is one of Kafka's lists, or one sluice does not know (another
+    broker's, which may be)."""
+    from sluice.config import BROKER_SETTINGS, TOPIC_SETTINGS, ConfigType
+
+    lists = {s.broker_name for s in TOPIC_SETTINGS.values() if s.kind == ConfigType.LIST}
+    setting = TOPIC_SETTINGS.get(key) or BROKER_SETTINGS.get(key)
+    return setting is None or setting.kind == ConfigType.LIST or key in lists
 
 
 def _call(
@@ -211,20 +266,21 @@ def _call(
     if not math.isfinite(timeout) or timeout <= 0:  # 0 made the socket non-blocking
         raise ValueError(f"timeout is a finite number of seconds above 0, not {timeout!r}")
     frame = encode_request(api, version, 1, "sluice.testing", body)
-    sock = _connect(bootstrap_servers, api, time.monotonic() + timeout)
+    deadline = time.monotonic() + timeout
+    sock = _connect(bootstrap_servers, api, deadline)
     peer = host_port(*sock.getpeername()[:2])
     try:
         with sock:
-            sock.settimeout(timeout)
+            sock.settimeout(_left(deadline))  # sendall's timeout is for the whole send
             sock.sendall(frame)
-            head = _receive(sock, 4)
+            head = _receive(sock, 4, deadline, api, peer)
             (size,) = I32.unpack(head)
             if not 4 <= size <= _MAX_ANSWER:
                 raise ConnectionError(
                     f"{api.name}: {peer} does not answer as a Kafka broker does (its answer "
                     f"begins {head!r}, which is no frame size)"
                 )
-            answer = _receive(sock, size)
+            answer = _receive(sock, size, deadline, api, peer)
             (correlation_id,) = I32.unpack_from(answer)
             if correlation_id != 1:
                 raise ConnectionError(
@@ -281,13 +337,25 @@ def _addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
     return found
 
 
-def _receive(sock: socket.socket, n: int) -> bytes:
+def _left(deadline: float) -> float:
+    """Seconds left before ``deadline``; TimeoutError when none are."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left
+
+
+def _receive(sock: socket.socket, n: int, deadline: float, api: ApiKey, peer: str) -> bytes:
+    """``n`` bytes, all before ``deadline``: a socket timeout is per ``recv``, so a peer that
+    sends a byte now and then (a slow or hostile one) held the call far beyond its timeout."""
     data = bytearray()
     while len(data) < n:
+        sock.settimeout(_left(deadline))
         chunk = sock.recv(n - len(data))
         if not chunk:
             raise ConnectionError(
-                f"the broker closed the connection after {len(data)} of {n} bytes"
+                f"{api.name}: {peer} closed the connection after {len(data)} of {n} bytes of "
+                "its answer (the broker may still do what was asked)"
             )
         data += chunk
     return bytes(data)
