@@ -165,29 +165,15 @@ def test_an_answer_that_is_not_kafka_is_named_as_such(answer: bytes, says: str) 
     """A server that is not a Kafka broker (an HTTP port given by mistake) answered with bytes
     read as a 1.2 GB frame size: the helper waited for them until its timeout and then said
     the broker did not answer."""
-    import threading
 
-    server = socket.create_server(("127.0.0.1", 0))
-    host, port = server.getsockname()[:2]
-    done = threading.Event()
+    def send(conn: socket.socket, done: threading.Event) -> None:
+        conn.sendall(answer)
+        done.wait(30)  # the connection stays open, as an HTTP server's keep-alive would
 
-    def serve() -> None:
-        conn, _ = server.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(answer)
-            done.wait(30)  # the connection stays open, as an HTTP server's keep-alive would
-
-    thread = threading.Thread(target=serve)
-    thread.start()
-    try:
+    with _serve_once(send) as address:
         with pytest.raises(ConnectionError, match=says) as info:
-            create_topic(f"{host}:{port}", unique_topic_name("not-kafka"), timeout=20)
-        assert f"127.0.0.1:{port}" in str(info.value)
-    finally:
-        done.set()
-        thread.join()
-        server.close()
+            create_topic(address, unique_topic_name("not-kafka"), timeout=20)
+        assert address in str(info.value)
 
 
 @contextlib.contextmanager
