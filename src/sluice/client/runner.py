@@ -174,6 +174,9 @@ class Runner:
         revoked or sought after its batch was taken is stale even once the partition is
         assigned again (the buffer dropped its records and the partition refetches from the
         commit, or from where the seek went)."""
+        self._sought_at: dict[TP, int] = {}
+        """The seek that last moved each partition (numbered as ``_revoked_at``): a record
+        running across it finishes, but its offset no longer counts for the watermark."""
         self._paused: set[TP] = consumer._buffer.paused
         """The consumer's paused partitions (the buffer's own set): their records not started
         go back to the buffer, which holds them until ``resume``."""
@@ -235,7 +238,7 @@ class Runner:
         refetches from where the seek went), and its watermark starts afresh from the records
         after it (those running now still finish, but count for nothing)."""
         self._revocations += 1
-        self._revoked_at[tp] = self._revocations
+        self._revoked_at[tp] = self._sought_at[tp] = self._revocations
         self._remove_unstarted({tp})
         for d in (self.marks.pending, self.marks.done, self.marks.marks):
             d.pop(tp, None)
@@ -536,7 +539,10 @@ class Runner:
                     finally:
                         metrics.in_processing -= 1
                 stamp(clock())
-                marks[tp] = after
+                if self._revocations == taken_at or self._sought_at.get(tp, 0) <= taken_at:
+                    marks[tp] = after
+                # else: sought during its handler (a seek before it would have skipped it):
+                # a seek back would otherwise be committed past the records it replays
                 if self._draining:
                     self._current = None
                     self._progress.set()
@@ -782,6 +788,7 @@ class Runner:
         running = marks.running
         running[tp] = running.get(tp, 0) + 1
         metrics.in_processing += 1
+        at = self._revocations
         started = time.perf_counter()
         try:
             try:
@@ -805,7 +812,8 @@ class Runner:
         elapsed = time.perf_counter() - started
         metrics.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         metrics.latency_sum += elapsed
-        marks.finish(tp, r.offset)
+        if self._revocations == at or self._sought_at.get(tp, 0) <= at:
+            marks.finish(tp, r.offset)  # not if sought meanwhile: see _sought_at
         consumer._released += r.size  # Consumer._release, inline: its call only when it waits
         if consumer._fetch_waiting:
             consumer._release(0)
