@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import confluent_kafka as ck
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sluice.client import ConfigurationError, Consumer, ConsumerRecord, ProcessingError
-from tests.client.conftest import DEADLINE, Target
+from tests.client.conftest import DEADLINE, Target, read_topic
 from tests.client.test_consumer import committed, consumer, produce, run
 
 
@@ -517,3 +518,47 @@ def test_a_record_running_across_a_seek_back_does_not_finish_its_replay(target: 
     during = run(main())
     assert all(o <= 5 for (_, _), o in during.items()), during
     assert committed(target, group, topic, 1)[0] == 10
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_shed_record_whose_dead_letter_copy_failed_is_not_passed(
+    tmp_path: Path, concurrency: int
+) -> None:
+    """Shedding with ``dead_letter=True``: the copy of record 0 cannot be written (the broker
+    refuses produces), so ``run`` stops with ``ConsumerError``. That record was neither shed
+    nor processed, yet the position was past it and it was not given back: a ``commit()``
+    after, or ``run`` started again, went on from record 1 and record 0 was lost without its
+    copy (and its bytes stayed counted as held). Failed every time before the fix."""
+    from sluice.client import ConsumerError, Shed
+    from sluice.testing import EmbeddedBroker
+
+    with EmbeddedBroker(tmp_path, topics={"t": 1, "t.dlq": 1}) as broker:
+        target = Target(broker.bootstrap_servers)
+        produce(target, "t", [str(i).encode() for i in range(5)], partition=0)
+
+        async def main() -> int | None:
+            async with consumer(target, "t", "g", shed=Shed(max_age=0.0, dead_letter=True),
+                                dead_letter_topic="{topic}.dlq",
+                                dead_letter_options={"message.timeout.ms": 2000}) as c:
+
+                async def handler(r: ConsumerRecord) -> None:
+                    raise AssertionError("every record is shed")
+
+                fault = await asyncio.to_thread(
+                    broker.faults.fail, "Produce", "TOPIC_AUTHORIZATION_FAILED", count=1000)
+                with pytest.raises(ConsumerError, match="shed record"):
+                    await c.run(handler, concurrency=concurrency, ordering="none")
+                assert fault.hits
+                position = c.position("t", 0)
+                await asyncio.to_thread(broker.faults.clear)
+                later = asyncio.create_task(c.run(handler, concurrency=concurrency))
+                while c.position("t", 0) != 5:
+                    await asyncio.sleep(0.01)  # polling run's progress
+                c.stop()
+                await later
+                return position
+
+        position = run(main())
+        assert position == 0
+        dlq = read_topic(target, "t.dlq")
+        assert sorted(int(s.value or b"") for s in dlq) == list(range(5))

@@ -373,7 +373,9 @@ class Runner:
                         lag = 0 if hwm is None else hwm - r.offset
                         reason = shed.reason(r, lag, now_ms)
                         if reason is not None:
-                            await self._shed(r, reason)
+                            if not await self._shed(r, reason):  # its copy failed:
+                                started -= 1  # back to the buffer, neither shed nor passed
+                                break
                             continue
                     if self.concurrency == 1:
                         try:
@@ -879,7 +881,9 @@ class Runner:
         )
         self.metrics.dead_lettered += 1
 
-    async def _shed(self, r: ConsumerRecord, reason: str) -> None:
+    async def _shed(self, r: ConsumerRecord, reason: str) -> bool:
+        """Shed ``r``; False if its dead-letter copy failed (``run`` then stops, and ``r``
+        must go back to the buffer: it was neither shed nor processed)."""
         metrics = self.metrics
         metrics.shed[reason] = metrics.shed.get(reason, 0) + 1
         shed = self.consumer.shed
@@ -887,10 +891,12 @@ class Runner:
             try:
                 await self._dead_letter(r, Shedded(f"shed: {reason}"), 0, "SHED")
             except Exception as exc:
+                metrics.shed[reason] -= 1
                 self._fail(ConsumerError(f"writing a shed record to the dead-letter topic: {exc}"))
-                return
+                return False
         self.marks.finish((r.topic, r.partition), r.offset)
         self.consumer._release(r.size)
+        return True
 
     async def _dead_letter_producer(self) -> Producer:
         from sluice.client.producer import Producer
