@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import confluent_kafka as ck
+import pytest
 from prometheus_client import CollectorRegistry
 
 from sluice.client import Consumer, ConsumerRecord
@@ -36,7 +37,8 @@ def committed(bootstrap: str, group: str) -> int:
         c.close()
 
 
-def test_seek_inside_on_assign_starts_there(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_seek_inside_on_assign_starts_there(tmp_path: Path, strategy: str) -> None:
     with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
         produce(Target(broker.bootstrap_servers), "t", [str(i).encode() for i in range(20)])
         got: list[int] = []
@@ -51,7 +53,8 @@ def test_seek_inside_on_assign_starts_there(tmp_path: Path) -> None:
                     c.stop()
 
             c = Consumer(broker.bootstrap_servers, group_id="g", topics="t", on_assign=on_assign,
-                         metrics_registry=CollectorRegistry(), **SETTINGS)
+                         metrics_registry=CollectorRegistry(), **SETTINGS,
+                         **{"partition.assignment.strategy": strategy})
             async with c:
                 await asyncio.wait_for(c.run(handler), BOUND)
 
@@ -60,7 +63,8 @@ def test_seek_inside_on_assign_starts_there(tmp_path: Path) -> None:
         assert committed(broker.bootstrap_servers, "g") == 20
 
 
-def test_commit_inside_on_assign_is_committed_before_fetching(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_commit_inside_on_assign_is_committed_before_fetching(tmp_path: Path, strategy: str) -> None:
     """A commit in ``on_assign`` is made when it returns, before librdkafka asks the
     coordinator where to start: the partition is read from there."""
     with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
@@ -78,7 +82,8 @@ def test_commit_inside_on_assign_is_committed_before_fetching(tmp_path: Path) ->
                     c.stop()
 
             c = Consumer(broker.bootstrap_servers, group_id="g", topics="t", on_assign=on_assign,
-                         metrics_registry=CollectorRegistry(), **SETTINGS)
+                         metrics_registry=CollectorRegistry(), **SETTINGS,
+                         **{"partition.assignment.strategy": strategy})
             async with c:
                 await asyncio.wait_for(c.run(handler), BOUND)
 
