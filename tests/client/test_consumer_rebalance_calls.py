@@ -53,8 +53,8 @@ def test_seek_inside_on_assign_starts_there(tmp_path: Path, strategy: str) -> No
                     c.stop()
 
             c = Consumer(broker.bootstrap_servers, group_id="g", topics="t", on_assign=on_assign,
-                         metrics_registry=CollectorRegistry(), **SETTINGS,
-                         **{"partition.assignment.strategy": strategy})
+                         metrics_registry=CollectorRegistry(),
+                         config={**SETTINGS, "partition.assignment.strategy": strategy})
             async with c:
                 await asyncio.wait_for(c.run(handler), BOUND)
 
@@ -82,8 +82,8 @@ def test_commit_inside_on_assign_is_committed_before_fetching(tmp_path: Path, st
                     c.stop()
 
             c = Consumer(broker.bootstrap_servers, group_id="g", topics="t", on_assign=on_assign,
-                         metrics_registry=CollectorRegistry(), **SETTINGS,
-                         **{"partition.assignment.strategy": strategy})
+                         metrics_registry=CollectorRegistry(),
+                         config={**SETTINGS, "partition.assignment.strategy": strategy})
             async with c:
                 await asyncio.wait_for(c.run(handler), BOUND)
 
