@@ -988,8 +988,10 @@ class Consumer:
         return self._taken - self._released
 
     def _lag(self) -> dict[TP, int]:
+        """Read by a metrics scrape on its own thread: the assignment is copied in one C call
+        (a rebalance on the loop changes it; iterating it here could raise midway)."""
         out: dict[TP, int] = {}
-        for tp in self._assignment:
+        for tp in list(self._assignment):
             hwm = self._hwm.get(tp)
             pos = self._positions.get(tp)
             if hwm is not None and pos is not None:
