@@ -358,10 +358,10 @@ class Consumer:
         self._committed: dict[TP, int] = {}
         self._assignment: set[TP] = set()
         self._in_rebalance = False
-        """The fetch thread is in a rebalance callback, waiting for the loop (see
-        :meth:`_in_callback`)."""
+        """A rebalance callback's coroutine runs on the loop, the fetch thread waiting for it
+        (see :meth:`_in_callback`); set and cleared on the loop."""
         self._rebalance_offsets: dict[TP, int] = {}
-        self._rebalance_lost: set[TP] = set()
+        self._rebalance_lost: frozenset[TP] = frozenset()
         self._revocations_done = 0
         """Revocations completed (their commit made), counted on the fetch thread: a default
         commit made before one and sent after it is stale (see :meth:`_commit_sync`)."""
@@ -1163,24 +1163,44 @@ class Consumer:
         future: Any = asyncio.run_coroutine_threadsafe(coro, loop)
         return future.result()
 
-    def _in_callback(self, coro: Coroutine[Any, Any, Any], lost: set[TP] | None = None) -> Any:
+    def _in_callback(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        deferred: dict[TP, int],
+        lost: frozenset[TP] = frozenset(),
+    ) -> Any:
         """:meth:`_on_loop` for a rebalance callback. The fetch thread waits in it, so what
         the coroutine (the application's ``on_assign``/``on_revoke``, or ``run``'s periodic
-        commit meanwhile) asks of that thread is not awaited: a commit is kept for the
-        callback's end (:attr:`_rebalance_offsets`), a seek runs after it. Awaited, either
-        waited for the thread forever (it waits for the coroutine). ``lost``: partitions
-        lost, whose offsets are not committed (their new owner's commits stand)."""
-        self._in_rebalance = True
-        self._rebalance_lost = lost or set()
+        commit meanwhile) asks of that thread is not awaited: a commit is kept in
+        :attr:`_rebalance_offsets` and handed over in ``deferred`` for the callback's end, a
+        seek runs after it. Awaited, either waited for the thread forever (it waits for the
+        coroutine). ``lost``: partitions lost, whose offsets are not committed (their new
+        owner's commits stand). The flag, the kept offsets and their hand-over are the loop's
+        alone (set and read there), so no commit slips between the coroutine's end and the
+        thread's reading of them."""
+        started = False
+
+        async def inside() -> Any:
+            nonlocal started
+            started = True
+            self._in_rebalance = True
+            self._rebalance_lost = lost
+            try:
+                return await coro
+            finally:
+                self._in_rebalance = False
+                self._rebalance_lost = frozenset()
+                deferred.update(self._rebalance_offsets)
+                self._rebalance_offsets = {}
+
         try:
-            return self._on_loop(coro)
+            return self._on_loop(inside())
         finally:
-            self._in_rebalance = False
-            self._rebalance_lost = set()
+            if not started:  # no loop ran it
+                coro.close()
 
     def _commit_deferred(self, offsets: Mapping[TP, int], what: str) -> None:
         """On the fetch thread, at a rebalance callback's end: the commits made during it."""
-        self._rebalance_offsets = {}
         if not offsets:
             return
         try:
@@ -1190,31 +1210,28 @@ class Consumer:
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        deferred: dict[TP, int] = {}
         try:
-            self._in_callback(self._assigned(tps))
+            self._in_callback(self._assigned(tps), deferred)
         finally:
-            self._commit_deferred(self._rebalance_offsets, f"during the assignment of {tps}")
+            self._commit_deferred(deferred, f"during the assignment of {tps}")
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        deferred: dict[TP, int] = {}
         try:
-            offsets = self._in_callback(self._revoked(tps, lost=False)) or {}
-            self._commit_deferred(
-                {**self._rebalance_offsets, **offsets}, f"before giving up {tps}"
-            )
+            offsets = self._in_callback(self._revoked(tps, lost=False), deferred) or {}
+            self._commit_deferred({**deferred, **offsets}, f"before giving up {tps}")
         finally:
             if tps:
                 self._revocations_done += 1
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        deferred: dict[TP, int] = {}
         try:
-            self._in_callback(self._revoked(tps, lost=True), lost=set(tps))
-            gone = set(tps)
-            self._commit_deferred(
-                {tp: o for tp, o in self._rebalance_offsets.items() if tp not in gone},
-                f"after losing {tps}",
-            )
+            self._in_callback(self._revoked(tps, lost=True), deferred, frozenset(tps))
+            self._commit_deferred(deferred, f"after losing {tps}")
         finally:
             if tps:
                 self._revocations_done += 1
