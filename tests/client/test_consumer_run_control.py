@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import confluent_kafka as ck
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sluice.client import ConfigurationError, Consumer, ConsumerRecord, ProcessingError
-from tests.client.conftest import DEADLINE, Target
+from tests.client.conftest import DEADLINE, Target, read_topic
 from tests.client.test_consumer import committed, consumer, produce, run
 
 
@@ -424,3 +425,140 @@ def test_stop_from_another_thread_is_handed_to_the_loop(target: Target, concurre
     assert sorted(processed) == list(range(50))
     assert position == 50
     assert committed(target, group, topic, 1)[0] == 50
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_record_running_across_a_seek_back_does_not_commit_past_the_replay(
+    target: Target, concurrency: int
+) -> None:
+    """A handler seeks its partition back (to process offsets 2..5 again) and returns: the
+    record it ran for counts for nothing (the seek started the watermark afresh). It
+    counted: the watermark went to 6 while 2..5 were about to be replayed, a commit then
+    said 6, and a crash there skipped the replay the seek asked for. Failed every time
+    before the fix at concurrency 1; concurrency 4 held (the record's end came before the
+    replay started: the next test has the other order)."""
+    topic, _ = target.topic("c-seek-back", 1)
+    produce(target, topic, [str(i).encode() for i in range(10)], partition=0)
+    group = f"g-{topic}"
+    replaying = asyncio.Event()
+    go_on = asyncio.Event()
+    seen: list[int] = []
+
+    async def main() -> dict[tuple[str, int], int]:
+        async with consumer(target, topic, group, commit_interval=60.0) as c:
+
+            async def handler(r: ConsumerRecord) -> None:
+                seen.append(r.offset)
+                if r.offset == 5 and seen.count(5) == 1:
+                    await c.seek(topic, 0, 2)
+                elif seen.count(5) == 1 and r.offset == 2:  # the replay's first record
+                    replaying.set()
+                    await go_on.wait()
+                if seen.count(9) == 1 and r.offset == 9:
+                    c.stop()
+
+            task = asyncio.create_task(
+                c.run(handler, concurrency=concurrency, ordering="partition"))
+            await replaying.wait()
+            during = await c.commit()
+            go_on.set()
+            await task
+            return during
+
+    during = run(main())
+    assert all(o <= 2 for (_, _), o in during.items()), during
+    assert seen == [0, 1, 2, 3, 4, 5, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert committed(target, group, topic, 1)[0] == 10
+
+
+def test_a_record_running_across_a_seek_back_does_not_finish_its_replay(target: Target) -> None:
+    """Concurrency 4, any order: record 5 runs while another task seeks back to 2; the
+    replayed 5 starts, then the first 5 finishes. Its offset counted for the watermark that
+    the seek started afresh, as if the replayed 5 had finished: a commit then said 10 while
+    the replayed 5 was still running (a crash there skipped it). Failed every time before
+    the fix."""
+    topic, _ = target.topic("c-seek-back-4", 1)
+    produce(target, topic, [str(i).encode() for i in range(10)], partition=0)
+    group = f"g-{topic}"
+    first_five, second_five = asyncio.Event(), asyncio.Event()
+    release_first, release_second = asyncio.Event(), asyncio.Event()
+    seen: list[int] = []
+    finished: list[int] = []
+
+    async def main() -> dict[tuple[str, int], int]:
+        async with consumer(target, topic, group, commit_interval=60.0) as c:
+
+            async def handler(r: ConsumerRecord) -> None:
+                seen.append(r.offset)
+                if r.offset == 5:
+                    first = seen.count(5) == 1
+                    (first_five if first else second_five).set()
+                    await (release_first if first else release_second).wait()
+                finished.append(r.offset)
+                if finished.count(9) == 2:
+                    c.stop()
+
+            task = asyncio.create_task(c.run(handler, concurrency=4, ordering="none"))
+            await first_five.wait()
+            while sorted(finished) != [0, 1, 2, 3, 4, 6, 7, 8, 9]:
+                await asyncio.sleep(0.01)  # polling the handlers' progress
+            await c.seek(topic, 0, 2)
+            await second_five.wait()
+            while finished.count(4) < 2:
+                await asyncio.sleep(0.01)
+            release_first.set()
+            while finished.count(5) < 1:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # the first 5's end: _process after its handler returned
+            during = await c.commit()
+            release_second.set()
+            await task
+            return during
+
+    during = run(main())
+    assert all(o <= 5 for (_, _), o in during.items()), during
+    assert committed(target, group, topic, 1)[0] == 10
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_shed_record_whose_dead_letter_copy_failed_is_not_passed(
+    tmp_path: Path, concurrency: int
+) -> None:
+    """Shedding with ``dead_letter=True``: the copy of record 0 cannot be written (the broker
+    refuses produces), so ``run`` stops with ``ConsumerError``. That record was neither shed
+    nor processed, yet the position was past it and it was not given back: a ``commit()``
+    after, or ``run`` started again, went on from record 1 and record 0 was lost without its
+    copy (and its bytes stayed counted as held). Failed every time before the fix."""
+    from sluice.client import ConsumerError, Shed
+    from sluice.testing import EmbeddedBroker
+
+    with EmbeddedBroker(tmp_path, topics={"t": 1, "t.dlq": 1}) as broker:
+        target = Target(broker.bootstrap_servers)
+        produce(target, "t", [str(i).encode() for i in range(5)], partition=0)
+
+        async def main() -> int | None:
+            async with consumer(target, "t", "g", shed=Shed(max_age=0.0, dead_letter=True),
+                                dead_letter_topic="{topic}.dlq",
+                                dead_letter_options={"message.timeout.ms": 2000}) as c:
+
+                async def handler(r: ConsumerRecord) -> None:
+                    raise AssertionError("every record is shed")
+
+                fault = await asyncio.to_thread(
+                    broker.faults.fail, "Produce", "TOPIC_AUTHORIZATION_FAILED", count=1000)
+                with pytest.raises(ConsumerError, match="shed record"):
+                    await c.run(handler, concurrency=concurrency, ordering="none")
+                assert fault.hits
+                position = c.position("t", 0)
+                await asyncio.to_thread(broker.faults.clear)
+                later = asyncio.create_task(c.run(handler, concurrency=concurrency))
+                while c.position("t", 0) != 5:
+                    await asyncio.sleep(0.01)  # polling run's progress
+                c.stop()
+                await later
+                return position
+
+        position = run(main())
+        assert position == 0
+        dlq = read_topic(target, "t.dlq")
+        assert sorted(int(s.value or b"") for s in dlq) == list(range(5))

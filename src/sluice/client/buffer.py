@@ -28,7 +28,11 @@ class FetchBuffer:
         """Sizes (:attr:`ConsumerRecord.size`) of everything in the buffer."""
 
     def __len__(self) -> int:
-        return len(self.ready) + sum(len(q) for q in self.held.values())
+        # A metrics scrape calls this from its own thread while the loop pauses and resumes
+        # (held gains and loses partitions): iterating held there raised "dictionary changed
+        # size during iteration" when the threads switched midway. list() copies the values
+        # in one C call, with no bytecode (so no switch) inside it.
+        return len(self.ready) + sum(map(len, list(self.held.values())))
 
     def add(self, records: list[ConsumerRecord], nbytes: int | None = None) -> None:
         """``nbytes``: the records' sizes' sum, when the caller knows it."""

@@ -158,6 +158,12 @@ def _settling(
     return run
 
 
+def _seek_failed(future: asyncio.Future[None]) -> None:
+    """A seek nobody awaits (made in a rebalance callback): its failure is logged."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("%s", future.exception())
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark the outcome of a wait that was given up as seen (asyncio logs it otherwise)."""
     if not future.cancelled():
@@ -352,7 +358,10 @@ class Consumer:
         self._committed: dict[TP, int] = {}
         self._assignment: set[TP] = set()
         self._in_rebalance = False
+        """A rebalance callback's coroutine runs on the loop, the fetch thread waiting for it
+        (see :meth:`_in_callback`); set and cleared on the loop."""
         self._rebalance_offsets: dict[TP, int] = {}
+        self._rebalance_lost: frozenset[TP] = frozenset()
         self._revocations_done = 0
         """Revocations completed (their commit made), counted on the fetch thread: a default
         commit made before one and sent after it is stale (see :meth:`_commit_sync`)."""
@@ -753,6 +762,8 @@ class Consumer:
         if not offsets:
             return {}
         if self._in_rebalance:  # the fetch thread waits for us: it commits these after
+            if self._rebalance_lost:  # another member may own them now: its commits stand
+                offsets = {tp: o for tp, o in offsets.items() if tp not in self._rebalance_lost}
             self._rebalance_offsets.update(offsets)
             return offsets
         if timeout is None:
@@ -895,6 +906,12 @@ class Consumer:
         self._seeks.add(done)
         done.add_done_callback(self._seeks.discard)
         self._request(request)
+        if self._in_rebalance:
+            # Inside on_assign/on_revoke: the fetch thread waits for the callback, and seeks
+            # when it returns (after librdkafka assigned the partitions); records fetched
+            # before the seek are dropped by the marker all the same.
+            done.add_done_callback(_seek_failed)
+            return
         await done
 
     def pause(self, *partitions: TP) -> None:
@@ -971,8 +988,10 @@ class Consumer:
         return self._taken - self._released
 
     def _lag(self) -> dict[TP, int]:
+        """Read by a metrics scrape on its own thread: the assignment is copied in one C call
+        (a rebalance on the loop changes it; iterating it here could raise midway)."""
         out: dict[TP, int] = {}
-        for tp in self._assignment:
+        for tp in list(self._assignment):
             hwm = self._hwm.get(tp)
             pos = self._positions.get(tp)
             if hwm is not None and pos is not None:
@@ -1144,33 +1163,75 @@ class Consumer:
         future: Any = asyncio.run_coroutine_threadsafe(coro, loop)
         return future.result()
 
+    def _in_callback(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        deferred: dict[TP, int],
+        lost: frozenset[TP] = frozenset(),
+    ) -> Any:
+        """:meth:`_on_loop` for a rebalance callback. The fetch thread waits in it, so what
+        the coroutine (the application's ``on_assign``/``on_revoke``, or ``run``'s periodic
+        commit meanwhile) asks of that thread is not awaited: a commit is kept in
+        :attr:`_rebalance_offsets` and handed over in ``deferred`` for the callback's end, a
+        seek runs after it. Awaited, either waited for the thread forever (it waits for the
+        coroutine). ``lost``: partitions lost, whose offsets are not committed (their new
+        owner's commits stand). The flag, the kept offsets and their hand-over are the loop's
+        alone (set and read there), so no commit slips between the coroutine's end and the
+        thread's reading of them."""
+        started = False
+
+        async def inside() -> Any:
+            nonlocal started
+            started = True
+            self._in_rebalance = True
+            self._rebalance_lost = lost
+            try:
+                return await coro
+            finally:
+                self._in_rebalance = False
+                self._rebalance_lost = frozenset()
+                deferred.update(self._rebalance_offsets)
+                self._rebalance_offsets = {}
+
+        try:
+            return self._on_loop(inside())
+        finally:
+            if not started:  # no loop ran it
+                coro.close()
+
+    def _commit_deferred(self, offsets: Mapping[TP, int], what: str) -> None:
+        """On the fetch thread, at a rebalance callback's end: the commits made during it."""
+        if not offsets:
+            return
+        try:
+            self._commit_sync(offsets)
+        except ConsumerError as exc:
+            log.warning("commit %s failed: %s", what, exc)
+
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        self._on_loop(self._assigned(tps))
+        deferred: dict[TP, int] = {}
+        try:
+            self._in_callback(self._assigned(tps), deferred)
+        finally:
+            self._commit_deferred(deferred, f"during the assignment of {tps}")
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        self._in_rebalance = True
+        deferred: dict[TP, int] = {}
         try:
-            offsets = self._on_loop(self._revoked(tps, lost=False)) or {}
-        finally:
-            self._in_rebalance = False
-        offsets = {**self._rebalance_offsets, **offsets}
-        self._rebalance_offsets = {}
-        try:
-            if offsets:
-                try:
-                    self._commit_sync(offsets)
-                except ConsumerError as exc:
-                    log.warning("commit before giving up %s failed: %s", tps, exc)
+            offsets = self._in_callback(self._revoked(tps, lost=False), deferred) or {}
+            self._commit_deferred({**deferred, **offsets}, f"before giving up {tps}")
         finally:
             if tps:
                 self._revocations_done += 1
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        deferred: dict[TP, int] = {}
         try:
-            self._on_loop(self._revoked(tps, lost=True))
+            self._in_callback(self._revoked(tps, lost=True), deferred, frozenset(tps))
+            self._commit_deferred(deferred, f"after losing {tps}")
         finally:
             if tps:
                 self._revocations_done += 1

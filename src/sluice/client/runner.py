@@ -174,6 +174,9 @@ class Runner:
         revoked or sought after its batch was taken is stale even once the partition is
         assigned again (the buffer dropped its records and the partition refetches from the
         commit, or from where the seek went)."""
+        self._sought_at: dict[TP, int] = {}
+        """The seek that last moved each partition (numbered as ``_revoked_at``): a record
+        running across it finishes, but its offset no longer counts for the watermark."""
         self._paused: set[TP] = consumer._buffer.paused
         """The consumer's paused partitions (the buffer's own set): their records not started
         go back to the buffer, which holds them until ``resume``."""
@@ -235,7 +238,7 @@ class Runner:
         refetches from where the seek went), and its watermark starts afresh from the records
         after it (those running now still finish, but count for nothing)."""
         self._revocations += 1
-        self._revoked_at[tp] = self._revocations
+        self._revoked_at[tp] = self._sought_at[tp] = self._revocations
         self._remove_unstarted({tp})
         for d in (self.marks.pending, self.marks.done, self.marks.marks):
             d.pop(tp, None)
@@ -370,7 +373,9 @@ class Runner:
                         lag = 0 if hwm is None else hwm - r.offset
                         reason = shed.reason(r, lag, now_ms)
                         if reason is not None:
-                            await self._shed(r, reason)
+                            if not await self._shed(r, reason):  # its copy failed:
+                                started -= 1  # back to the buffer, neither shed nor passed
+                                break
                             continue
                     if self.concurrency == 1:
                         try:
@@ -536,7 +541,10 @@ class Runner:
                     finally:
                         metrics.in_processing -= 1
                 stamp(clock())
-                marks[tp] = after
+                if self._revocations == taken_at or self._sought_at.get(tp, 0) <= taken_at:
+                    marks[tp] = after
+                # else: sought during its handler (a seek before it would have skipped it):
+                # a seek back would otherwise be committed past the records it replays
                 if self._draining:
                     self._current = None
                     self._progress.set()
@@ -782,6 +790,7 @@ class Runner:
         running = marks.running
         running[tp] = running.get(tp, 0) + 1
         metrics.in_processing += 1
+        at = self._revocations
         started = time.perf_counter()
         try:
             try:
@@ -805,7 +814,8 @@ class Runner:
         elapsed = time.perf_counter() - started
         metrics.latency_counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         metrics.latency_sum += elapsed
-        marks.finish(tp, r.offset)
+        if self._revocations == at or self._sought_at.get(tp, 0) <= at:
+            marks.finish(tp, r.offset)  # not if sought meanwhile: see _sought_at
         consumer._released += r.size  # Consumer._release, inline: its call only when it waits
         if consumer._fetch_waiting:
             consumer._release(0)
@@ -871,7 +881,9 @@ class Runner:
         )
         self.metrics.dead_lettered += 1
 
-    async def _shed(self, r: ConsumerRecord, reason: str) -> None:
+    async def _shed(self, r: ConsumerRecord, reason: str) -> bool:
+        """Shed ``r``; False if its dead-letter copy failed (``run`` then stops, and ``r``
+        must go back to the buffer: it was neither shed nor processed)."""
         metrics = self.metrics
         metrics.shed[reason] = metrics.shed.get(reason, 0) + 1
         shed = self.consumer.shed
@@ -879,10 +891,12 @@ class Runner:
             try:
                 await self._dead_letter(r, Shedded(f"shed: {reason}"), 0, "SHED")
             except Exception as exc:
+                metrics.shed[reason] -= 1
                 self._fail(ConsumerError(f"writing a shed record to the dead-letter topic: {exc}"))
-                return
+                return False
         self.marks.finish((r.topic, r.partition), r.offset)
         self.consumer._release(r.size)
+        return True
 
     async def _dead_letter_producer(self) -> Producer:
         from sluice.client.producer import Producer
