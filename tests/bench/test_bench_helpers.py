@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
 from sluice.bench import harness, kafka09
 
 
@@ -59,3 +61,14 @@ def test_ingest_bench_builds_librdkafka_like_batches_and_times_them() -> None:
     finally:
         loop.close()
     assert line.split()[:2] == ["lz4", "100"]
+
+
+def test_consumer_throughput_refuses_a_case_it_does_not_have(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--only raw,1`` ran the getmany case twice, under those names, with nothing said."""
+    from sluice.bench import consumer_throughput
+
+    with pytest.raises(SystemExit) as exit_:
+        consumer_throughput.main(["--only", "raw consume loop,1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "no case '1'; the cases: raw consume loop," in err and "run c=1" in err

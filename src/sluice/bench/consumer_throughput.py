@@ -108,12 +108,14 @@ def child(argv: list[str]) -> int:
                         n += 1
                         if n == total:
                             break
-                else:
+                elif a.case == "getmany":
                     while n < total:
                         batch = await c.getmany(1000, 1.0)
                         if batch and n == 0:
                             first = time.perf_counter()
                         n += len(batch)
+                else:
+                    raise ValueError(f"no case {a.case!r}")
                 return time.perf_counter() - first, _cpu() - cpu0
 
         elapsed, cpu = asyncio.run(run())
@@ -152,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", help="comma-separated cases (default: all)")
     args = parser.parse_args(argv)
-    cases = args.only.split(",") if args.only else CASES
+    cases = [c.strip() for c in args.only.split(",")] if args.only else CASES
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:  # they ran the getmany case under their own name
+        parser.error(f"no case {', '.join(map(repr, unknown))}; the cases: {', '.join(CASES)}")
 
     def run(bootstrap: str) -> dict[str, list[dict[str, float]]]:
         from sluice.testing import create_topic, unique_topic_name
