@@ -112,12 +112,63 @@ def test_a_signal_stops_consume_cleanly(
         stderr=subprocess.PIPE,
     )
     assert consume.stdout is not None and consume.stderr is not None
-    assert consume.stdout.readline() == b"first\n"  # it is running and has printed
-    os.kill(consume.pid, signum)
-    assert consume.wait(timeout=60) == 0
-    assert consume.stderr.read() == b""
+    try:
+        assert consume.stdout.readline() == b"first\n"  # it is running and has printed
+        os.kill(consume.pid, signum)
+        code = consume.wait(timeout=60)
+    finally:
+        if consume.poll() is None:  # never left running, whatever failed
+            consume.kill()
+            consume.wait()
+    assert (code, consume.stderr.read().decode()) == (0, "")
     admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
     (described,) = admin.describe_consumer_groups([group]).values()
     assert described.result(timeout=10).members == []
     consume.stdout.close()
     consume.stderr.close()
+
+
+_CLOSE_HANGS = """
+import sys
+import confluent_kafka as ck
+from sluice.tools.consume import _close_within
+
+bootstrap, topic, group = sys.argv[1:4]
+c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 0,
+                 "auto.offset.reset": "earliest", "auto.commit.interval.ms": 600000})
+c.subscribe([topic])
+while (m := c.poll(1.0)) is None or m.error() is not None:
+    pass
+print("got", flush=True)
+sys.stdin.readline()  # the broker now holds back the commit close makes
+_close_within(c, 2.0)
+print("closed", flush=True)
+"""
+
+
+def test_a_close_that_hangs_ends_the_tool_after_its_bound(
+    broker: EmbeddedBroker, ref: Reference, topic: str
+) -> None:
+    """librdkafka's close has no bound: its last commit unanswered, a Ctrl-C'd ``consume``
+    waited for ever (CI once saw one not exit within 60 s). It now exits with code 1 and says
+    why once its bound passes; the bound is the tool's CLOSE_TIMEOUT_S (30 s), 2 s here."""
+    ref.create_topic(topic, 1)
+    ref.produce(topic, [{"value": b"first"}])
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CLOSE_HANGS, broker.bootstrap_servers, topic, f"{topic}-group"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    fault = broker.faults.delay("OffsetCommit", 30.0, count=1)
+    try:
+        assert child.stdout.readline() == b"got\n"
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+        out, err = child.communicate(timeout=20)
+    finally:
+        child.kill()
+        child.wait()
+        broker.faults.clear()
+    assert fault.hits == 1  # the close's commit was the one held back
+    assert (child.returncode, out) == (1, b""), err.decode()
+    assert b"did not close within 2 s" in err

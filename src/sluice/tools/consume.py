@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import string
 import sys
+import threading
 import time
 from typing import Any, BinaryIO
 
@@ -29,6 +31,9 @@ from sluice.tools.common import (
     unescape,
 )
 
+CLOSE_TIMEOUT_S = 30.0
+"""How long closing (committing, leaving the group) may take before the tool exits without it:
+librdkafka's close has no bound, and Kafka's console consumer waits 30 s too."""
 FIELDS = ("topic", "partition", "offset", "timestamp", "key", "value", "headers")
 # Errors that end the tool; others (a dropped connection, a coordinator moving) are retried
 # by librdkafka and only shown with --verbose.
@@ -274,7 +279,7 @@ def consume(args: argparse.Namespace) -> int:
         try:
             sys.stdout.flush()
         finally:
-            consumer.close()
+            _close_within(consumer, CLOSE_TIMEOUT_S)
             signal.signal(signal.SIGTERM, previous)
     if args.verbose:
         print(f"Processed a total of {count} messages", file=sys.stderr)
@@ -283,6 +288,27 @@ def consume(args: argparse.Namespace) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _close_within(consumer: Any, seconds: float) -> None:
+    """``consumer.close()``, or, if it has not returned after ``seconds``, exit code 1 with a
+    line saying so: a Ctrl-C must end the tool even when leaving the group does not."""
+    closed = threading.Event()
+
+    def watchdog() -> None:
+        if not closed.wait(seconds):
+            sys.stderr.write(
+                f"sluice consume: the consumer did not close within {seconds:g} s (its last "
+                "commit or its leaving the group got no answer); exiting without it\n"
+            )
+            sys.stderr.flush()
+            os._exit(1)
+
+    threading.Thread(target=watchdog, name="close-watchdog", daemon=True).start()
+    try:
+        consumer.close()
+    finally:
+        closed.set()
 
 
 def _loop(consumer: Any, args: argparse.Namespace, printer: _Printer) -> int:
