@@ -97,6 +97,13 @@ def test_reader_going_away_is_not_an_error(
     assert err == b""
 
 
+_DEFAULT_SIGINT = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('sluice.tools', run_name='__main__', alter_sys=True)"
+)
+"""``python -m sluice.tools`` with SIGINT's default handling, whatever this process inherited."""
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_signal_stops_consume_cleanly(
     broker: EmbeddedBroker, ref: Reference, topic: str, signum: signal.Signals
@@ -106,8 +113,12 @@ def test_a_signal_stops_consume_cleanly(
     ref.create_topic(topic, 1)
     ref.produce(topic, [{"value": b"first"}])
     group = f"{topic}-group"
+    argv = tool(broker, "consume", topic, "--from-beginning", "--group", group)
     consume = subprocess.Popen(
-        tool(broker, "consume", topic, "--from-beginning", "--group", group),
+        # As from a terminal: a process started in the background by a non-interactive shell
+        # (`./scripts/test &`) has SIGINT ignored, its children inherit that, and Python then
+        # installs no KeyboardInterrupt handler, so a Ctrl-C never reached the tool.
+        [argv[0], "-c", _DEFAULT_SIGINT, *argv[3:]],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
