@@ -7,6 +7,7 @@ every time, before the fix)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,28 +38,42 @@ def committed(bootstrap: str, group: str) -> int:
         c.close()
 
 
+def _run_until(
+    broker: EmbeddedBroker,
+    strategy: str,
+    on_assign: Callable[[Consumer, list[tuple[str, int]]], Awaitable[None]],
+    last: int,
+) -> list[int]:
+    """The offsets ``run`` hands to its handler, in group ``g`` on topic ``t``, until the
+    record at ``last``; ``on_assign`` gets the consumer too."""
+    got: list[int] = []
+
+    async def main() -> None:
+        async def handler(r: ConsumerRecord) -> None:
+            got.append(r.offset)
+            if r.offset == last:
+                c.stop()
+
+        c = Consumer(broker.bootstrap_servers, group_id="g", topics="t",
+                     on_assign=lambda tps: on_assign(c, tps),
+                     metrics_registry=CollectorRegistry(),
+                     config={**SETTINGS, "partition.assignment.strategy": strategy})
+        async with c:
+            await asyncio.wait_for(c.run(handler), BOUND)
+
+    asyncio.run(main())
+    return got
+
+
 @pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
 def test_seek_inside_on_assign_starts_there(tmp_path: Path, strategy: str) -> None:
     with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
         produce(Target(broker.bootstrap_servers), "t", [str(i).encode() for i in range(20)])
-        got: list[int] = []
 
-        async def main() -> None:
-            async def on_assign(tps: list[tuple[str, int]]) -> None:
-                await c.seek("t", 0, 15)
+        async def on_assign(c: Consumer, tps: list[tuple[str, int]]) -> None:
+            await c.seek("t", 0, 15)
 
-            async def handler(r: ConsumerRecord) -> None:
-                got.append(r.offset)
-                if r.offset == 19:
-                    c.stop()
-
-            c = Consumer(broker.bootstrap_servers, group_id="g", topics="t", on_assign=on_assign,
-                         metrics_registry=CollectorRegistry(),
-                         config={**SETTINGS, "partition.assignment.strategy": strategy})
-            async with c:
-                await asyncio.wait_for(c.run(handler), BOUND)
-
-        asyncio.run(main())
+        got = _run_until(broker, strategy, on_assign, last=19)
         assert got == [15, 16, 17, 18, 19]
         assert committed(broker.bootstrap_servers, "g") == 20
 
@@ -69,25 +84,12 @@ def test_commit_inside_on_assign_is_committed_before_fetching(tmp_path: Path, st
     coordinator where to start: the partition is read from there."""
     with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
         produce(Target(broker.bootstrap_servers), "t", [str(i).encode() for i in range(10)])
-        got: list[int] = []
         said: list[dict[tuple[str, int], int]] = []
 
-        async def main() -> None:
-            async def on_assign(tps: list[tuple[str, int]]) -> None:
-                said.append(await c.commit({TP0: 7}))
+        async def on_assign(c: Consumer, tps: list[tuple[str, int]]) -> None:
+            said.append(await c.commit({TP0: 7}))
 
-            async def handler(r: ConsumerRecord) -> None:
-                got.append(r.offset)
-                if r.offset == 9:
-                    c.stop()
-
-            c = Consumer(broker.bootstrap_servers, group_id="g", topics="t", on_assign=on_assign,
-                         metrics_registry=CollectorRegistry(),
-                         config={**SETTINGS, "partition.assignment.strategy": strategy})
-            async with c:
-                await asyncio.wait_for(c.run(handler), BOUND)
-
-        asyncio.run(main())
+        got = _run_until(broker, strategy, on_assign, last=9)
         assert said == [{TP0: 7}]
         assert got == [7, 8, 9]
 

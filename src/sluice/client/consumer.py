@@ -161,7 +161,7 @@ def _settling(
 def _seek_failed(future: asyncio.Future[None]) -> None:
     """A seek nobody awaits (made in a rebalance callback): its failure is logged."""
     if not future.cancelled() and future.exception() is not None:
-        log.warning("%s", future.exception())
+        log.warning("a seek made in a rebalance callback failed: %s", future.exception())
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -580,8 +580,6 @@ class Consumer:
         that loop, whose events only its own thread may set."""
         loop = self._loop
         if loop is not None and running_loop() is not loop:
-            if self._shutdown_deadline is None:
-                self._shutdown_deadline = time.monotonic() + self.close_timeout
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs to stop
                 loop.call_soon_threadsafe(self.stop)
             return

@@ -378,15 +378,16 @@ class Producer:
         other tasks every :data:`YIELD_AFTER` seconds."""
         self._start()
         assert self._loop is not None
-        # The batch, once made: given up on while submitting (cancelled, the source raised),
-        # its records' failures are logged (nobody takes its results).
-        made: list[Batch] = []
+        given = None
+        if isinstance(records, list | tuple):  # submitted as it is
+            given = records if type(records) is list else list(records)
+        batch = Batch(self._loop, self._metrics, self._failures, given)
+        self._watch(batch)
+        batch.yield_at = time.perf_counter() + YIELD_AFTER
         try:
-            if isinstance(records, AsyncIterable):
-                batch = Batch(self._loop, self._metrics, self._failures)
-                self._watch(batch)
-                made.append(batch)
-                batch.yield_at = time.perf_counter() + YIELD_AFTER
+            if given is not None:
+                await self._submit_batch(batch, 0, len(batch.records))
+            elif isinstance(records, AsyncIterable):
                 chunk: list[RecordLike] = []
                 going = True
                 async for item in records:
@@ -400,31 +401,17 @@ class Producer:
                             break  # closing: what the source still holds is not taken
                 if chunk and going:
                     await self._submit_batch(batch, batch.extend(chunk), len(batch.records))
-            elif isinstance(records, list | tuple):
-                batch = Batch(
-                    self._loop,
-                    self._metrics,
-                    self._failures,
-                    records if type(records) is list else list(records),
-                )
-                self._watch(batch)
-                made.append(batch)
-                batch.yield_at = time.perf_counter() + YIELD_AFTER
-                await self._submit_batch(batch, 0, len(batch.records))
             else:
                 # Taken a chunk at a time, as it is submitted: making the whole list first would
                 # run the source (a generator's work) with the loop blocked.
-                batch = Batch(self._loop, self._metrics, self._failures)
-                self._watch(batch)
-                made.append(batch)
-                batch.yield_at = time.perf_counter() + YIELD_AFTER
                 source = iter(records)
                 while chunk := list(islice(source, CHUNK)):
                     if not await self._submit_batch(batch, batch.extend(chunk), len(batch.records)):
                         break  # closing: what the source still holds is not taken
         except BaseException:
-            for given_up in made:
-                given_up.abandoned = True
+            # Given up on while submitting (cancelled, the source raised): its records'
+            # failures are logged, since nobody takes its results.
+            batch.abandoned = True
             raise
         batch.finish()
         bridge = self._bridge

@@ -223,8 +223,6 @@ def config_value(value: object, name: object = "a setting", *, key: str | None =
             raise InvalidConfigError(f"{name}: {value!r} is a list; the setting takes one value")
         items = []
         for item in value:
-            if isinstance(item, enum.Enum):
-                item = item.value
             if isinstance(item, list | tuple | set | frozenset | Mapping):
                 raise InvalidConfigError(
                     f"{name}: a list setting's items are single values, not {item!r}"
@@ -247,12 +245,11 @@ def config_value(value: object, name: object = "a setting", *, key: str | None =
 
 def _takes_list(key: str) -> bool:
     """Whether setting ``key`` is one of Kafka's lists, or one sluice does not know (another
-    broker's, which may be)."""
-    from sluice.config import BROKER_SETTINGS, TOPIC_SETTINGS, ConfigType
+    broker's, which may be). The types are DescribeConfigs' (a broker-wide default such as
+    ``log.cleanup.policy`` has its topic setting's)."""
+    from sluice.config import ConfigType, describe
 
-    lists = {s.broker_name for s in TOPIC_SETTINGS.values() if s.kind == ConfigType.LIST}
-    setting = TOPIC_SETTINGS.get(key) or BROKER_SETTINGS.get(key)
-    return setting is None or setting.kind == ConfigType.LIST or key in lists
+    return describe(key)[0] in (ConfigType.LIST, ConfigType.UNKNOWN)
 
 
 def _call(
