@@ -464,6 +464,46 @@ def test_bad_records_fail_alone(target: Target) -> None:
     assert [s.value for s in read_topic(target, topic)] == [b"first", b"last"] * 2
 
 
+@pytest.mark.parametrize("strategy", ["send_batch", "send_ordered"])
+def test_one_record_or_no_records_where_records_are_wanted_is_refused(
+    target: Target, strategy: str
+) -> None:
+    """A str, bytes, a lone record or mapping, or a number is a TypeError at the call, before
+    anything is sent: iterated, they would be one failing record per character, byte or key."""
+    topic, _ = target.topic("not-records")
+    given: list[Any] = ["abc", b"abc", Record(topic, b"x"), {"topic": topic, "value": b"x"}, 5]
+
+    async def go() -> list[str]:
+        messages = []
+        async with producer(target) as p:
+            for records in given:
+                with pytest.raises(TypeError) as info:
+                    if strategy == "send_batch":
+                        await p.send_batch(records)
+                    else:
+                        [r async for r in p.send_ordered(records)]
+                messages.append(str(info.value))
+            assert p.metrics()["sent"] == p.metrics()["failed"] == 0
+        return messages
+
+    messages = run(go())
+    assert all(m.startswith("records must be an iterable") for m in messages), messages
+    assert "pass a list of it" in messages[2] and "pass a list of it" in messages[3]
+    assert read_topic(target, topic) == []
+
+
+@pytest.mark.parametrize("bound", [2.5, True, "3"])
+def test_a_window_bound_that_is_not_an_int_is_refused(target: Target, bound: Any) -> None:
+    topic, _ = target.topic("bound")
+
+    async def go() -> None:
+        async with producer(target) as p:
+            with pytest.raises(TypeError, match="max_in_flight must be an int"):
+                p.send_ordered([Record(topic, b"x")], max_in_flight=bound)
+
+    run(go())
+
+
 @dataclasses.dataclass
 class Point:
     x: int

@@ -345,6 +345,8 @@ class Producer:
         at most ``max_in_flight`` records outstanding; a failed record's result has ``.error``
         set and the others carry on. Records are taken from ``records`` (Records or mappings,
         a sync or async iterable) as results are consumed."""
+        _check_records(records)
+        max_in_flight = _check_max_in_flight(max_in_flight)
         self._start()
         assert self._bridge is not None
         window = OrderedSends(
@@ -376,6 +378,7 @@ class Producer:
         ``.error`` set. A list or tuple is submitted as it is; any other iterable, sync or
         async, is taken a chunk at a time as it is submitted. The submitting lets the loop run
         other tasks every :data:`YIELD_AFTER` seconds."""
+        _check_records(records)
         self._start()
         assert self._loop is not None
         given = None
@@ -809,6 +812,31 @@ class Producer:
         self._metrics.take_statistics(raw)
         if self._stats_cb is not None:
             self._stats_cb(raw)
+
+
+def _check_records(records: object) -> None:
+    """TypeError for what is one record, or no records at all, where an iterable of records is
+    wanted: a str, bytes or mapping would otherwise be iterated into one failing record per
+    character, byte or key."""
+    if isinstance(records, str | bytes | bytearray | memoryview | Record | Mapping) or not (
+        isinstance(records, AsyncIterable) or hasattr(records, "__iter__")
+    ):
+        raise TypeError(
+            "records must be an iterable (sync or async) of Records or mappings, got "
+            f"{type(records).__name__}" + (
+                "; for one record, pass a list of it" if isinstance(records, Record | Mapping)
+                else ""
+            )
+        )
+
+
+def _check_max_in_flight(value: object) -> int:
+    if isinstance(value, bool):
+        raise TypeError("max_in_flight must be an int, got bool")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"max_in_flight must be an int, got {type(value).__name__}") from None
 
 
 def _copy_record(message: Any) -> Record:
