@@ -483,7 +483,11 @@ class Consumer:
         (``session.timeout.ms``, 45 s by default). At the deadline close stops waiting: what
         was not committed is logged (those records are read again: at-least-once), and
         librdkafka is closed by a thread of its own once its call returns (a daemon thread:
-        it never keeps the process alive)."""
+        it never keeps the process alive).
+
+        Inside ``on_assign``/``on_revoke`` (or a task they started) it raises
+        :class:`~sluice.client.errors.RebalanceCallbackError` at once: the fetch thread waits
+        for the callback, so the close would wait for itself; ``stop()`` there ends ``run``."""
         if self._closing:
             return
         self._check_loop()
@@ -606,7 +610,12 @@ class Consumer:
         """Make ``run`` return (after its handlers in progress finish and it commits). Its
         last commit waits at most ``close_timeout`` from now (see :meth:`close`). Any thread
         may call it (a signal handler, a watchdog): off the consumer's loop it is handed to
-        that loop, whose events only its own thread may set."""
+        that loop, whose events only its own thread may set.
+
+        It ends the run in progress; with none (before ``run()``, before :meth:`start`,
+        between two runs) the next ``run()``, which returns at once after its last commit: a
+        SIGTERM during the application's start is not lost. The run it ends takes it: the
+        run after that one goes on as usual."""
         with self._stop_lock:
             loop = self._loop
             if loop is None:  # not started: no run can be running; the next one stops
@@ -780,7 +789,12 @@ class Consumer:
         librdkafka holds the commit, up to the session timeout when the coordinator is
         unreachable); past it :class:`ConsumerError` says what was not confirmed (librdkafka
         may still commit it). Without a group (``assign`` without ``group_id``) there is
-        nothing to commit to: :class:`ConsumerError`."""
+        nothing to commit to: :class:`ConsumerError`.
+
+        Inside ``on_assign``/``on_revoke`` the thread waiting in the callback makes it (see
+        :meth:`_in_callback`): it returns once committed, and raises its failure, there too.
+        A default commit leaves out the partitions whose offset is the last one committed
+        (after a seek, none: see :meth:`seek`)."""
         if self._group_id is None:
             raise ConsumerError(
                 "commit(): this consumer has no group (assign=... without group_id), so there "
@@ -903,7 +917,10 @@ class Consumer:
         """Read ``topic[partition]`` from ``offset`` next: the records buffered for it are
         dropped, the ones fetched before the seek never served. :class:`ConsumerError`
         before :meth:`start` (librdkafka seeks only partitions it is fetching),
-        :class:`ConsumerClosedError` once the consumer is closing."""
+        :class:`ConsumerClosedError` once the consumer is closing,
+        :class:`~sluice.client.errors.PartitionRevokedError` for a partition being revoked
+        (draining, or in ``on_revoke``): it is leaving, and its next owner starts at the
+        drained watermark, committed for it all the same."""
         if self._closing:  # the fetch thread that would answer is gone, or going
             raise ConsumerClosedError("the consumer is closed")
         if self._bridge is None:
