@@ -622,9 +622,17 @@ class Consumer:
                 self._stop_pending = True
                 return
         if running_loop() is not loop:
+            # For the run running now, if one is (read here: by the time the loop gets it,
+            # that run may have ended, and the stop must not fall to the next)
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs to stop
-                loop.call_soon_threadsafe(self.stop)
+                loop.call_soon_threadsafe(self._stop_run, self._runner)
             return
+        self._stop_run(None)
+
+    def _stop_run(self, runner: Runner | None) -> None:
+        """:meth:`stop` on the loop: of ``runner`` (None: the run running now, or the next)."""
+        if runner is not None and runner is not self._runner:
+            return  # that run has ended: the stop was for it alone
         if self._runner is None:
             self._stop_pending = True
             return
