@@ -7,6 +7,7 @@ every time, before the fix)."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,13 @@ import confluent_kafka as ck
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sluice.client import Consumer, ConsumerRecord
+from sluice.client import (
+    Consumer,
+    ConsumerError,
+    ConsumerRecord,
+    PartitionRevokedError,
+    RebalanceCallbackError,
+)
 from sluice.testing import EmbeddedBroker
 from tests.client.conftest import DEADLINE, Target
 from tests.client.test_consumer import produce
@@ -125,3 +132,142 @@ def test_commit_inside_on_revoke_of_lost_partitions_commits_nothing(tmp_path: Pa
         assert said == [{}]
         assert before and before[0] > 0
         assert committed(broker.bootstrap_servers, "g") >= before[0]
+
+
+def test_a_commit_inside_on_assign_returns_once_committed_and_raises_its_failure(
+    tmp_path: Path,
+) -> None:
+    """``await commit()`` inside a rebalance callback was kept for the callback's end and
+    returned at once, saying committed what was not yet (the broker had nothing when it
+    returned), and a failure then was only logged. The fetch thread, which waits for the
+    callback, now makes the commits it is asked for while it waits: the commit returns once
+    made, and its failure is raised where it was asked for. Both asserts failed before."""
+    with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
+        produce(Target(broker.bootstrap_servers), "t", [str(i).encode() for i in range(10)])
+        failed: list[BaseException] = []
+        seen: list[int] = []
+
+        async def on_assign(c: Consumer, tps: list[tuple[str, int]]) -> None:
+            await asyncio.to_thread(broker.faults.fail, "OffsetCommit", "OFFSET_METADATA_TOO_LARGE")
+            try:
+                await c.commit({TP0: 5})
+            except ConsumerError as exc:
+                failed.append(exc)
+            assert await c.commit({TP0: 7}) == {TP0: 7}
+            seen.append(await asyncio.to_thread(committed, broker.bootstrap_servers, "g"))
+
+        got = _run_until(broker, "range", on_assign, last=9)
+        assert seen == [7], "commit() returned before the commit was made"
+        assert len(failed) == 1 and "commit failed" in str(failed[0]), failed
+        assert got == [7, 8, 9]
+
+
+@pytest.mark.parametrize("callback", ["on_assign", "on_lost"])
+def test_close_inside_a_rebalance_callback_fails_at_once(tmp_path: Path, callback: str) -> None:
+    """``close()`` stops the fetch thread, which waits for the callback: from inside one it
+    waited for itself until ``close_timeout`` (30 s here). It raises
+    :class:`RebalanceCallbackError` at once; ``stop()`` there ends ``run``, and leaving
+    ``async with`` closes the consumer."""
+    with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
+        produce(Target(broker.bootstrap_servers), "t", [str(i).encode() for i in range(50)])
+        outcome: list[BaseException] = []
+
+        async def close_in(c: Consumer) -> None:
+            if outcome:
+                return
+            try:
+                await asyncio.wait_for(c.close(), 5.0)
+            except (RebalanceCallbackError, TimeoutError) as exc:
+                outcome.append(exc)
+            c.stop()
+
+        async def main() -> Consumer:
+            async def on_assign(tps: list[tuple[str, int]]) -> None:
+                if callback == "on_assign":
+                    await close_in(c)
+
+            async def on_revoke(tps: list[tuple[str, int]]) -> None:
+                if callback == "on_lost":
+                    await close_in(c)
+
+            async def handler(r: ConsumerRecord) -> None:
+                await asyncio.sleep(0.02)
+                if r.offset == 10 and callback == "on_lost":  # the member is lost next
+                    await asyncio.to_thread(broker.faults.fail, "Heartbeat", "UNKNOWN_MEMBER_ID")
+
+            c = Consumer(broker.bootstrap_servers, group_id="g", topics="t",
+                         on_assign=on_assign, on_revoke=on_revoke, close_timeout=30.0,
+                         metrics_registry=CollectorRegistry(), **SETTINGS)
+            async with c:
+                await asyncio.wait_for(c.run(handler), BOUND)
+            return c
+
+        c = asyncio.run(asyncio.wait_for(main(), DEADLINE))
+        assert len(outcome) == 1 and isinstance(outcome[0], RebalanceCallbackError), outcome
+        assert "stop()" in str(outcome[0])
+        assert c.closed
+
+
+@pytest.mark.parametrize("where", ["handler", "on_revoke"])
+def test_a_seek_on_a_partition_being_revoked_is_refused_and_its_drain_committed(
+    tmp_path: Path, where: str
+) -> None:
+    """A second member joins while a's handler holds t[0]@3; during the revocation's drain
+    (from that handler) or in ``on_revoke``, a seeks t[0] back to 0. The partition is leaving:
+    the seek cannot apply to it (its next owner starts at the commit), so it is refused with
+    :class:`PartitionRevokedError`, and the drained watermark (4) is committed all the same.
+    Before the fix the handler's seek dropped that watermark (nothing was committed: the next
+    owner processed 0..3 again), and ``on_revoke``'s was applied after the callback, to the
+    partition assigned back or to none."""
+    with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
+        total = 20
+        produce(Target(broker.bootstrap_servers), "t", [str(i).encode() for i in range(total)])
+        processed: list[int] = []
+        refused: list[BaseException] = []
+        members: dict[str, Consumer] = {}
+
+        async def seek_back(c: Consumer) -> None:
+            try:
+                await c.seek("t", 0, 0)
+            except PartitionRevokedError as exc:
+                refused.append(exc)
+
+        async def main() -> None:
+            joined = asyncio.Event()
+
+            def make(name: str) -> tuple[Consumer, Callable[[ConsumerRecord], Awaitable[None]]]:
+                async def on_revoke(tps: list[tuple[str, int]]) -> None:
+                    if name == "a" and where == "on_revoke" and TP0 in tps and not refused:
+                        await seek_back(members["a"])
+
+                async def handler(r: ConsumerRecord) -> None:
+                    if name == "a" and r.offset == 3 and not joined.is_set():
+                        joined.set()
+                        while members["a"].metrics()["revocations"] == 0:
+                            await asyncio.sleep(0.01)  # polling the revocation's start
+                        if where == "handler":
+                            await seek_back(members["a"])  # during the drain, which waits
+                    processed.append(r.offset)
+                    if len(set(processed)) == total:
+                        for m in members.values():
+                            m.stop()
+
+                members[name] = Consumer(
+                    broker.bootstrap_servers, group_id="g", topics="t", on_revoke=on_revoke,
+                    commit_interval=60.0, metrics_registry=CollectorRegistry(),
+                    config={**SETTINGS, "partition.assignment.strategy": "range"})
+                return members[name], handler
+
+            a, handle_a = make("a")
+            async with a:
+                task_a = asyncio.create_task(a.run(handle_a))
+                await joined.wait()
+                b, handle_b = make("b")
+                async with b:
+                    await asyncio.gather(task_a, b.run(handle_b))
+
+        asyncio.run(asyncio.wait_for(main(), DEADLINE))
+        again = sorted(o for o, n in Counter(processed).items() if n > 1)
+        assert not again, f"processed twice: {again}"
+        assert sorted(processed) == list(range(total))
+        assert len(refused) == 1, refused

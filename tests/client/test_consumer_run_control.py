@@ -562,3 +562,74 @@ def test_a_shed_record_whose_dead_letter_copy_failed_is_not_passed(
         assert position == 0
         dlq = read_topic(target, "t.dlq")
         assert sorted(int(s.value or b"") for s in dlq) == list(range(5))
+
+
+@pytest.mark.parametrize("where", ["loop", "thread before start"])
+def test_a_stop_before_run_ends_the_next_run_at_once(target: Target, where: str) -> None:
+    """``stop()`` before ``run()`` (a SIGTERM that came while the application was starting,
+    or a watchdog's, before the consumer even started) was lost: the next ``run`` went on until
+    another stop. It now ends that run at once, nothing processed, after its (empty) last
+    commit; and only that one: the run after it works as ever."""
+    import threading
+
+    topic, _ = target.topic("c-stop-first", 1)
+    produce(target, topic, [str(i).encode() for i in range(10)], partition=0)
+    group = f"g-{topic}"
+    seen: list[int] = []
+
+    async def main() -> None:
+        c = consumer(target, topic, group, commit_interval=60.0)
+        if where == "thread before start":
+            thread = threading.Thread(target=c.stop)
+            thread.start()
+            thread.join()
+        async with c:
+            if where == "loop":
+                c.stop()
+
+            async def handler(r: ConsumerRecord) -> None:
+                seen.append(r.offset)
+                if r.offset == 9:
+                    c.stop()
+
+            await asyncio.wait_for(c.run(handler), 10.0)  # ran on, before the fix
+            assert seen == []
+            await c.run(handler)  # this run's own stop ends it
+
+    run(main())
+    assert seen == list(range(10))
+    assert committed(target, group, topic, 1)[0] == 10
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_stop_during_a_run_ends_that_run_alone(target: Target, concurrency: int) -> None:
+    """A stop is taken by the run it stopped (and a second stop while that run winds down
+    too): the run after it processes the rest."""
+    topic, _ = target.topic("c-stop-twice", 1)
+    produce(target, topic, [str(i).encode() for i in range(10)], partition=0)
+    group = f"g-{topic}"
+    first: list[int] = []
+    second: list[int] = []
+
+    async def main() -> None:
+        async with consumer(target, topic, group, commit_interval=60.0) as c:
+
+            async def one(r: ConsumerRecord) -> None:
+                first.append(r.offset)
+                if r.offset == 4:
+                    c.stop()
+                    c.stop()
+
+            async def two(r: ConsumerRecord) -> None:
+                second.append(r.offset)
+                if r.offset == 9:
+                    c.stop()
+
+            await c.run(one, concurrency=concurrency, ordering="partition")
+            await asyncio.wait_for(c.run(two, concurrency=concurrency, ordering="partition"),
+                                   DEADLINE)
+
+    run(main())
+    assert first == list(range(5))
+    assert second == list(range(5, 10))
+    assert committed(target, group, topic, 1)[0] == 10

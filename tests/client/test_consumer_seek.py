@@ -9,9 +9,9 @@ import contextlib
 
 import pytest
 
-from sluice.client import Consumer, ConsumerClosedError, ConsumerError
+from sluice.client import Consumer, ConsumerClosedError, ConsumerError, ConsumerRecord
 from tests.client.conftest import DEADLINE, Target
-from tests.client.test_consumer import produce, run
+from tests.client.test_consumer import committed, consumer, produce, run
 
 SHORT = 5.0
 """Far beyond what each of these takes; a hang fails the test instead of stalling it."""
@@ -66,3 +66,63 @@ def test_a_seek_in_flight_when_close_comes_ends(target: Target, turns: int) -> N
             await asyncio.wait_for(seeking, SHORT)
 
     run(go())
+
+
+def test_a_commit_after_a_seek_back_is_compared_with_what_is_committed(target: Target) -> None:
+    """Committed 10, sought back to 5, committed 7 (the replay's progress): the broker has 7.
+    The cache of what is committed kept the highest (10), so committing 10 again after the
+    replay was skipped as "already committed", and a restart read 7..9 again although the
+    application had finished them. Failed every time before the fix."""
+    topic, _ = target.topic("c-seek-commit", 1)
+    produce(target, topic, [str(i).encode() for i in range(10)], partition=0)
+    group = f"g-{topic}"
+
+    async def upto(c: Consumer, first: int, last: int) -> list[int]:
+        got: list[int] = []
+        while len(got) < last + 1 - first:
+            got += [r.offset for r in await c.getmany(last + 1 - first - len(got), DEADLINE)]
+        return got
+
+    async def go() -> list[dict[tuple[str, int], int]]:
+        async with consumer(target, topic, group) as c:
+            said = []
+            assert await upto(c, 0, 9) == list(range(10))
+            said.append(await c.commit())
+            await c.seek(topic, 0, 5)
+            assert await upto(c, 5, 6) == [5, 6]
+            said.append(await c.commit())
+            assert await upto(c, 7, 9) == [7, 8, 9]
+            said.append(await c.commit())
+            return said
+
+    said = run(go())
+    assert said == [{(topic, 0): 10}, {(topic, 0): 7}, {(topic, 0): 10}]
+    assert committed(target, group, topic, 1)[0] == 10
+
+
+def test_runs_last_commit_after_a_seek_back_is_made(target: Target) -> None:
+    """The same through ``run``: the first run commits 10 as it returns; the consumer seeks
+    back to 5; the second run's handler commits 7 on its way, and its last commit, 10, was
+    skipped as equal to the highest committed before the seek."""
+    topic, _ = target.topic("c-seek-run-commit", 1)
+    produce(target, topic, [str(i).encode() for i in range(10)], partition=0)
+    group = f"g-{topic}"
+    seen: list[int] = []
+
+    async def go() -> None:
+        async with consumer(target, topic, group, commit_interval=60.0) as c:
+
+            async def handler(r: ConsumerRecord) -> None:
+                seen.append(r.offset)
+                if r.offset == 7 and seen.count(7) == 2:
+                    assert await c.commit() == {(topic, 0): 7}  # the watermark: 5 and 6 done
+                if r.offset == 9:
+                    c.stop()
+
+            await c.run(handler)
+            await c.seek(topic, 0, 5)
+            await c.run(handler)
+
+    run(go())
+    assert seen == [*range(10), *range(5, 10)]
+    assert committed(target, group, topic, 1)[0] == 10

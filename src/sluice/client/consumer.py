@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import queue
 import re
 import threading
 import time
@@ -47,6 +49,8 @@ from sluice.client.errors import (
     ConsumerClosedError,
     ConsumerError,
     DeserializationError,
+    PartitionRevokedError,
+    RebalanceCallbackError,
     check_loop,
     running_loop,
 )
@@ -116,6 +120,12 @@ _tp_of = attrgetter("topic", "partition")
 _offset_attr = attrgetter("offset")
 
 Rebalance = Callable[[list[TP]], Awaitable[None]]
+
+_CALLBACK: contextvars.ContextVar[object] = contextvars.ContextVar("sluice_rebalance_callback")
+"""In a rebalance callback's coroutine and the tasks it starts (they copy its context): that
+callback's token (:attr:`Consumer._rebalance_calls`), so :meth:`Consumer.close` knows a call
+the callback waits for (``asyncio.wait_for(consumer.close(), 5)`` runs it in a task of its own
+before Python 3.12) from one of another task."""
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -360,8 +370,18 @@ class Consumer:
         self._in_rebalance = False
         """A rebalance callback's coroutine runs on the loop, the fetch thread waiting for it
         (see :meth:`_in_callback`); set and cleared on the loop."""
-        self._rebalance_offsets: dict[TP, int] = {}
+        self._rebalance_calls: queue.SimpleQueue[Callable[[], None] | None] | None = None
+        """While :attr:`_in_rebalance`: the librdkafka calls (commits) the thread in the
+        callback makes while it waits for the coroutine, in order."""
         self._rebalance_lost: frozenset[TP] = frozenset()
+        self._revoking: set[TP] = set()
+        """Partitions a revocation is taking, from its drain's start to ``on_revoke``'s end:
+        a seek on them is refused (:class:`PartitionRevokedError`)."""
+        self._stop_pending = False
+        """:meth:`stop` came with no ``run`` running: the next ``run`` returns at once."""
+        self._stop_lock = threading.Lock()
+        """Orders a :meth:`stop` off the loop before :meth:`start` with ``run``'s reading of
+        :attr:`_stop_pending` (one sets the flag or sees the loop, the other sees the flag)."""
         self._revocations_done = 0
         """Revocations completed (their commit made), counted on the fetch thread: a default
         commit made before one and sent after it is stale (see :meth:`_commit_sync`)."""
@@ -412,7 +432,8 @@ class Consumer:
             return self
         if self._closing:
             raise ConsumerClosedError("the consumer is closed")
-        self._loop = asyncio.get_running_loop()
+        with self._stop_lock:  # a stop() off the loop from now on is handed to it
+            self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
         c = self._consumer
         if self._assign is not None:
@@ -462,10 +483,22 @@ class Consumer:
         (``session.timeout.ms``, 45 s by default). At the deadline close stops waiting: what
         was not committed is logged (those records are read again: at-least-once), and
         librdkafka is closed by a thread of its own once its call returns (a daemon thread:
-        it never keeps the process alive)."""
+        it never keeps the process alive).
+
+        Inside ``on_assign``/``on_revoke`` (or a task they started) it raises
+        :class:`~sluice.client.errors.RebalanceCallbackError` at once: the fetch thread waits
+        for the callback, so the close would wait for itself; ``stop()`` there ends ``run``."""
         if self._closing:
             return
         self._check_loop()
+        calls = self._rebalance_calls
+        if self._in_rebalance and calls is not None and _CALLBACK.get(None) is calls:
+            raise RebalanceCallbackError(
+                "close() inside on_assign/on_revoke: the fetch thread waits for this callback, "
+                "and closing stops that thread, so the close would wait for itself; call "
+                "consumer.stop() here to end run(), and close after the callback returns "
+                "(leaving async with does)"
+            )
         self._closing = True
         budget = self.close_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
@@ -577,16 +610,35 @@ class Consumer:
         """Make ``run`` return (after its handlers in progress finish and it commits). Its
         last commit waits at most ``close_timeout`` from now (see :meth:`close`). Any thread
         may call it (a signal handler, a watchdog): off the consumer's loop it is handed to
-        that loop, whose events only its own thread may set."""
-        loop = self._loop
-        if loop is not None and running_loop() is not loop:
+        that loop, whose events only its own thread may set.
+
+        It ends the run in progress; with none (before ``run()``, before :meth:`start`,
+        between two runs) the next ``run()``, which returns at once after its last commit: a
+        SIGTERM during the application's start is not lost. The run it ends takes it: the
+        run after that one goes on as usual."""
+        with self._stop_lock:
+            loop = self._loop
+            if loop is None:  # not started: no run can be running; the next one stops
+                self._stop_pending = True
+                return
+        if running_loop() is not loop:
+            # For the run running now, if one is (read here: by the time the loop gets it,
+            # that run may have ended, and the stop must not fall to the next)
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs to stop
-                loop.call_soon_threadsafe(self.stop)
+                loop.call_soon_threadsafe(self._stop_run, self._runner)
             return
-        if self._runner is not None:
-            if self._shutdown_deadline is None:
-                self._shutdown_deadline = time.monotonic() + self.close_timeout
-            self._runner.stop()
+        self._stop_run(None)
+
+    def _stop_run(self, runner: Runner | None) -> None:
+        """:meth:`stop` on the loop: of ``runner`` (None: the run running now, or the next)."""
+        if runner is not None and runner is not self._runner:
+            return  # that run has ended: the stop was for it alone
+        if self._runner is None:
+            self._stop_pending = True
+            return
+        if self._shutdown_deadline is None:
+            self._shutdown_deadline = time.monotonic() + self.close_timeout
+        self._runner.stop()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -745,7 +797,12 @@ class Consumer:
         librdkafka holds the commit, up to the session timeout when the coordinator is
         unreachable); past it :class:`ConsumerError` says what was not confirmed (librdkafka
         may still commit it). Without a group (``assign`` without ``group_id``) there is
-        nothing to commit to: :class:`ConsumerError`."""
+        nothing to commit to: :class:`ConsumerError`.
+
+        Inside ``on_assign``/``on_revoke`` the thread waiting in the callback makes it (see
+        :meth:`_in_callback`): it returns once committed, and raises its failure, there too.
+        A default commit leaves out the partitions whose offset is the last one committed
+        (after a seek, none: see :meth:`seek`)."""
         if self._group_id is None:
             raise ConsumerError(
                 "commit(): this consumer has no group (assign=... without group_id), so there "
@@ -759,11 +816,11 @@ class Consumer:
         offsets = dict(offsets)
         if not offsets:
             return {}
-        if self._in_rebalance:  # the fetch thread waits for us: it commits these after
-            if self._rebalance_lost:  # another member may own them now: its commits stand
-                offsets = {tp: o for tp, o in offsets.items() if tp not in self._rebalance_lost}
-            self._rebalance_offsets.update(offsets)
-            return offsets
+        if self._in_rebalance and self._rebalance_lost:
+            # another member may own them now: its commits stand
+            offsets = {tp: o for tp, o in offsets.items() if tp not in self._rebalance_lost}
+            if not offsets:
+                return {}
         if timeout is None:
             committed: dict[TP, int] = await self._on_fetch_thread(
                 lambda: self._commit_sync(offsets, made_after)
@@ -812,7 +869,15 @@ class Consumer:
         return await self._fetch_thread_future(call)
 
     def _fetch_thread_future(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
-        """:meth:`_on_fetch_thread`'s future: ``call()``'s outcome, settled by the thread."""
+        """:meth:`_on_fetch_thread`'s future: ``call()``'s outcome, settled by the thread.
+        During a rebalance callback that is the thread waiting in it (:meth:`_in_callback`),
+        the closing thread's too (librdkafka's close calls on_revoke)."""
+        calls = self._rebalance_calls
+        if self._in_rebalance and calls is not None:
+            assert self._loop is not None
+            answer: asyncio.Future[Any] = self._loop.create_future()
+            calls.put(_settling(call, self._loop, answer))
+            return answer
         if self._detached:
             raise ConsumerClosedError("the consumer is closed")
         self._check_loop()
@@ -850,16 +915,20 @@ class Consumer:
                 return {}
             raise ConsumerError(f"commit failed: {exc}") from exc
         self._metrics.commits += 1
-        for tp, o in offsets.items():
-            if self._committed.get(tp, -1) < o or tp not in self._committed:
-                self._committed[tp] = o
+        # What the group has now: the last commit made (commits are made one at a time, in
+        # order), lower than before after a seek back; not the highest ever committed, which
+        # made a later commit of that highest offset look done already (it was skipped).
+        self._committed.update(offsets)
         return dict(offsets)
 
     async def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic[partition]`` from ``offset`` next: the records buffered for it are
         dropped, the ones fetched before the seek never served. :class:`ConsumerError`
         before :meth:`start` (librdkafka seeks only partitions it is fetching),
-        :class:`ConsumerClosedError` once the consumer is closing."""
+        :class:`ConsumerClosedError` once the consumer is closing,
+        :class:`~sluice.client.errors.PartitionRevokedError` for a partition being revoked
+        (draining, or in ``on_revoke``): it is leaving, and its next owner starts at the
+        drained watermark, committed for it all the same."""
         if self._closing:  # the fetch thread that would answer is gone, or going
             raise ConsumerClosedError("the consumer is closed")
         if self._bridge is None:
@@ -869,7 +938,17 @@ class Consumer:
             )
         self._check_loop()
         tp = (topic, partition)
+        if tp in self._revoking:
+            raise PartitionRevokedError(
+                f"seek {topic}[{partition}] to {offset}: the partition is being revoked (its "
+                "records in processing drain, then their watermark is committed and it goes); "
+                "its next owner starts at that commit, so a seek cannot apply to it",
+                tp,
+            )
         self._drop({tp})
+        # Whatever was committed for it, its commits now follow the records after the seek:
+        # the next commit is made even if it names the offset committed before.
+        self._committed.pop(tp, None)
         if self._runner is not None:
             self._runner.sought(tp)
         self._seeking[tp] = self._seeking.get(tp, 0) + 1
@@ -966,6 +1045,10 @@ class Consumer:
         self._run_task = asyncio.current_task()
         self._run_finished.clear()
         self._shutdown_deadline = None
+        with self._stop_lock:
+            stop_now, self._stop_pending = self._stop_pending, False
+        if stop_now:  # stop() came before this run: it ends at once, after its last commit
+            self.stop()
         try:
             await runner.run()
         finally:
@@ -1150,86 +1233,82 @@ class Consumer:
 
     # -- rebalance (the fetch thread, inside consume()) --------------------------------------
 
-    def _on_loop(self, coro: Coroutine[Any, Any, Any]) -> Any:
+    def _on_loop(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        calls: queue.SimpleQueue[Callable[[], None] | None] | None = None,
+    ) -> Any:
         """Run ``coro`` on the loop from the fetch thread (or the thread closing librdkafka)
-        and wait for it; None, the coroutine dropped, when no loop runs any more (librdkafka
-        calls the rebalance callbacks from its close, which may come after the loop ended)."""
+        and wait for it, making meanwhile the ``calls`` the loop puts in (None: done); None,
+        the coroutine dropped, when no loop runs any more (librdkafka calls the rebalance
+        callbacks from its close, which may come after the loop ended)."""
         loop = self._loop
         if loop is None or loop.is_closed() or not loop.is_running():
             coro.close()
             return None
         future: Any = asyncio.run_coroutine_threadsafe(coro, loop)
+        if calls is not None:
+            future.add_done_callback(lambda _: calls.put(None))
+            while (call := calls.get()) is not None:
+                call()  # a _settling call: its outcome goes to the loop's future
         return future.result()
 
     def _in_callback(
-        self,
-        coro: Coroutine[Any, Any, Any],
-        deferred: dict[TP, int],
-        lost: frozenset[TP] = frozenset(),
+        self, coro: Coroutine[Any, Any, Any], lost: frozenset[TP] = frozenset()
     ) -> Any:
-        """:meth:`_on_loop` for a rebalance callback. The fetch thread waits in it, so what
-        the coroutine (the application's ``on_assign``/``on_revoke``, or ``run``'s periodic
-        commit meanwhile) asks of that thread is not awaited: a commit is kept in
-        :attr:`_rebalance_offsets` and handed over in ``deferred`` for the callback's end, a
-        seek runs after it. Awaited, either waited for the thread forever (it waits for the
-        coroutine). ``lost``: partitions lost, whose offsets are not committed (their new
-        owner's commits stand). The flag, the kept offsets and their hand-over are the loop's
-        alone (set and read there), so no commit slips between the coroutine's end and the
-        thread's reading of them."""
+        """:meth:`_on_loop` for a rebalance callback. The thread waits in it for the
+        coroutine (the application's ``on_assign``/``on_revoke``, and what runs on the loop
+        meanwhile: ``run``'s periodic commit), so what the coroutine asks of that thread is
+        made by it while it waits: a commit is made then (inside the callback, before
+        librdkafka assigns or revokes, as librdkafka's own rebalance callbacks commit), and
+        its outcome awaited. A seek runs after the callback (a partition is seekable once
+        assigned). ``lost``: partitions lost, whose offsets are not committed (their new
+        owner's commits stand). The flag and the calls' queue are set and cleared on the
+        loop, around the coroutine: a call made after it ended goes the usual way."""
         started = False
+        calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
 
         async def inside() -> Any:
             nonlocal started
             started = True
             self._in_rebalance = True
+            self._rebalance_calls = calls
             self._rebalance_lost = lost
+            _CALLBACK.set(calls)  # this task's context (and its children's) alone
             try:
                 return await coro
             finally:
                 self._in_rebalance = False
+                self._rebalance_calls = None
                 self._rebalance_lost = frozenset()
-                deferred.update(self._rebalance_offsets)
-                self._rebalance_offsets = {}
 
         try:
-            return self._on_loop(inside())
+            return self._on_loop(inside(), calls)
         finally:
             if not started:  # no loop ran it
                 coro.close()
 
-    def _commit_deferred(self, offsets: Mapping[TP, int], what: str) -> None:
-        """On the fetch thread, at a rebalance callback's end: the commits made during it."""
-        if not offsets:
-            return
-        try:
-            self._commit_sync(offsets)
-        except ConsumerError as exc:
-            log.warning("commit %s failed: %s", what, exc)
-
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        deferred: dict[TP, int] = {}
-        try:
-            self._in_callback(self._assigned(tps), deferred)
-        finally:
-            self._commit_deferred(deferred, f"during the assignment of {tps}")
+        self._in_callback(self._assigned(tps))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        deferred: dict[TP, int] = {}
         try:
-            offsets = self._in_callback(self._revoked(tps, lost=False), deferred) or {}
-            self._commit_deferred({**deferred, **offsets}, f"before giving up {tps}")
+            offsets = self._in_callback(self._revoked(tps, lost=False)) or {}
+            if offsets:
+                try:
+                    self._commit_sync(offsets)
+                except ConsumerError as exc:
+                    log.warning("commit before giving up %s failed: %s", tps, exc)
         finally:
             if tps:
                 self._revocations_done += 1
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        deferred: dict[TP, int] = {}
         try:
-            self._in_callback(self._revoked(tps, lost=True), deferred, frozenset(tps))
-            self._commit_deferred(deferred, f"after losing {tps}")
+            self._in_callback(self._revoked(tps, lost=True), frozenset(tps))
         finally:
             if tps:
                 self._revocations_done += 1
@@ -1247,16 +1326,20 @@ class Consumer:
         gone = set(tps)
         if gone:
             self._metrics.revocations += 1
-        self._take_inbox()
-        self._drop(gone)
-        offsets: dict[TP, int] = {}
-        if self._runner is not None:
-            offsets = await self._runner.revoked(gone)
-        if self._user_on_revoke is not None:
-            try:
-                await self._user_on_revoke(tps)
-            except Exception:
-                log.exception("on_revoke raised")
+        self._revoking |= gone
+        try:
+            self._take_inbox()
+            self._drop(gone)
+            offsets: dict[TP, int] = {}
+            if self._runner is not None:
+                offsets = await self._runner.revoked(gone)
+            if self._user_on_revoke is not None:
+                try:
+                    await self._user_on_revoke(tps)
+                except Exception:
+                    log.exception("on_revoke raised")
+        finally:
+            self._revoking -= gone
         self._assignment -= gone
         for tp in gone:
             self._positions.pop(tp, None)

@@ -152,6 +152,23 @@ class ConsumerClosedError(ConsumerError):
     """A read or a ``run`` on a consumer that is closing or closed."""
 
 
+class RebalanceCallbackError(ConsumerError):
+    """A call an ``on_assign``/``on_revoke`` callback may not make: ``close()``. The fetch
+    thread waits for the callback, and closing stops that thread, so the close would wait for
+    itself; ``stop()`` there ends ``run``, and the consumer is closed after the callback."""
+
+
+class PartitionRevokedError(ConsumerError):
+    """A ``seek()`` on a partition being revoked (its records in processing draining, or its
+    ``on_revoke`` running). The partition is leaving: its next owner starts at the offset
+    committed for it, the drained watermark, so the seek cannot apply to it. ``partition`` is
+    the ``(topic, partition)``."""
+
+    def __init__(self, message: str, partition: tuple[str, int]) -> None:
+        super().__init__(message)
+        self.partition = partition
+
+
 class DeserializationError(ConsumerError):
     """The consumer's value or key deserializer could not read a record (a poison pill).
     ``record`` is the record with its raw bytes; the consumer's position is already past it, so
