@@ -20,6 +20,7 @@ LAYER = {
     "broker": 4,
     "server": 5,
     "client": 6,  # the toolkit: on librdkafka, for any Kafka; imports no broker layer
+    "roundtrip": 6,  # one request and its answer on a blocking socket, for tools and testing
     "testing": 7,
     "tools": 7,
     "bench": 8,  # benchmarks start their brokers with the testing kit's BrokerProcess

@@ -17,7 +17,8 @@ from typing import Any
 
 import confluent_kafka as ck
 
-from sluice.protocol import ApiKey, RequestBody, decode_response, encode_request
+from sluice.protocol import ApiKey, RequestBody, encode_request
+from sluice.roundtrip import round_trip
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSION_TIMEOUT_MS = 6000
@@ -145,20 +146,8 @@ class WireClient:
 
     def call(self, api: ApiKey, version: int, body: RequestBody) -> Any:
         self.correlation += 1
-        self.sock.sendall(encode_request(api, version, self.correlation, "wire-test", body))
-        size = int.from_bytes(self._read(4), "big")
-        correlation, response = decode_response(self._read(size), api, version)
-        assert correlation == self.correlation
-        return response
-
-    def _read(self, n: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("broker closed the connection")
-            buf += chunk
-        return bytes(buf)
+        frame = encode_request(api, version, self.correlation, "wire-test", body)
+        return round_trip(self.sock, frame, api, version, self.correlation, time.monotonic() + 30)
 
     def close(self) -> None:
         self.sock.close()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from itertools import islice
 from types import MethodType
 from typing import Any
@@ -266,20 +266,44 @@ class OrderedSends:
             self.peak_in_flight = in_flight
 
     async def _fill_from(self, source: Iterator[RecordLike], n: int) -> None:
-        """The hot loop (a sync source): as few bytecodes a record as it takes. The records
-        that went straight to librdkafka are counted from the sequence numbers at the end, or
-        before the loop can wait (a full queue)."""
+        """A sync source: as many records as the window has room for, in one ``_send``."""
+        start = self._tail
+        room = self._head + n - start
+        await self._send(islice(source, room), n)
+        if self._tail - start < room:
+            self._exhausted = True
+
+    async def _fill_from_async(self, n: int) -> None:
+        """An async source: a record at a time, as the source yields."""
+        source = self._async
+        assert source is not None
+        while self._tail - self._head < n:
+            item = await anext(source, _END)
+            self._busy()
+            if item is _END:
+                self._exhausted = True
+                break
+            if self._closing():  # began while the source was awaited: not taken (it was
+                self._carried = item  # produced by the fast path during close's wait)
+                raise ProducerClosedError(
+                    "the producer is closing or closed; the record was not sent"
+                )
+            await self._send((item,), n)
+
+    async def _send(self, items: Iterable[RecordLike], n: int) -> None:
+        """The hot loop, both sources': as few bytecodes a record as it takes. ``items`` fit
+        the window, and nothing in them awaits (a sync source, or one record an async source
+        yielded). The records that went straight to librdkafka are counted from the sequence
+        numbers at the end, or before the loop can wait (a full queue)."""
         records, produce, metrics = self._records, self._produce, self._metrics
         bind, deliver = MethodType, self.deliver
-        start = seq = self._tail
+        seq = counted = self._tail
         """``seq``: the next record's sequence number (``self._tail`` is written back before
-        a submit and at the end)."""
-        room = self._head + n - start
-        counted = start
-        """Records before this one are counted in ``metrics.accepted`` (or by ``submit``)."""
+        a submit and at the end); records before ``counted`` are counted in
+        ``metrics.accepted`` (or by ``submit``)."""
         slow = nbytes = 0
         try:
-            for item in islice(source, room):
+            for item in items:
                 if type(item) is Record:
                     value, k = item.value, item.key
                     if type(value) is bytes and (k is None or type(k) is bytes):
@@ -315,76 +339,14 @@ class OrderedSends:
                     while not self._submit(item, self, seq % n):  # librdkafka's queue is full
                         await self._wait_for_space()
                         self._busy()
-                except asyncio.CancelledError:
-                    self._carried = item
+                except asyncio.CancelledError:  # see _carried (a close is for good: after
+                    self._carried = item  # ProducerClosedError nothing is submitted again)
                     raise
                 seq += 1
                 slow += 1
-            else:
-                if seq - start < room:
-                    self._exhausted = True
         finally:
             self._tail = seq
             metrics.accepted += seq - counted - slow
-            metrics.accepted_bytes += nbytes
-
-    async def _fill_from_async(self, n: int) -> None:
-        """``_fill_from`` for an async source: a record at a time, as the source yields."""
-        records, produce, metrics = self._records, self._produce, self._metrics
-        bind, deliver, source = MethodType, self.deliver, self._async
-        assert source is not None
-        accepted = nbytes = 0
-        try:
-            while self._tail - self._head < n:
-                if accepted:  # counted before the source can wait (see _fill_from)
-                    metrics.accepted += accepted
-                    metrics.accepted_bytes += nbytes
-                    accepted = nbytes = 0
-                item = await anext(source, _END)
-                self._busy()
-                if item is _END:
-                    self._exhausted = True
-                    break
-                if self._closing():  # began while the source was awaited: not taken (it was
-                    self._carried = item  # produced by the fast path during close's wait)
-                    raise ProducerClosedError(
-                        "the producer is closing or closed; the record was not sent"
-                    )
-                seq = self._tail
-                self._tail = seq + 1
-                slot = seq % n
-                if type(item) is Record:
-                    value, k = item.value, item.key
-                    if type(value) is bytes and (k is None or type(k) is bytes):
-                        records[slot] = item
-                        p = item.partition
-                        try:
-                            timestamp = item.timestamp or 0
-                            if timestamp < 0:  # librdkafka would store it: submit refuses
-                                raise ValueError(timestamp)
-                            produce(
-                                item.topic, value, k, -1 if p is None else p, bind(deliver, slot),
-                                None, timestamp, item.headers,
-                            )
-                        except Exception:  # BufferError included: the submit below handles it
-                            pass
-                        else:
-                            accepted += 1
-                            nbytes += len(value)
-                            continue
-                metrics.accepted += accepted
-                metrics.accepted_bytes += nbytes
-                accepted = nbytes = 0
-                try:
-                    while not self._submit(item, self, slot):  # librdkafka's queue is full
-                        await self._wait_for_space()
-                        self._busy()
-                except BaseException:  # cancelled (see _carried), or the producer closed
-                    self._carried = item
-                    self._tail = seq
-                    raise
-        finally:
-            metrics.accepted += accepted
             metrics.accepted_bytes += nbytes
 
 

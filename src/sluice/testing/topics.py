@@ -18,16 +18,9 @@ from collections.abc import Iterable, Mapping
 
 from sluice.errors import ErrorCode
 from sluice.hostport import host_port
-from sluice.protocol import (
-    ApiKey,
-    ProtocolError,
-    RequestBody,
-    ResponseBody,
-    decode_response,
-    encode_request,
-)
+from sluice.protocol import ApiKey, RequestBody, ResponseBody, encode_request
 from sluice.protocol import messages as m
-from sluice.protocol.primitives import I32
+from sluice.roundtrip import round_trip
 
 MAX_TOPIC_NAME = 249
 """Kafka's limit on a topic name's length."""
@@ -35,9 +28,6 @@ MAX_TOPIC_NAME = 249
 _CREATE_TOPICS_VERSION = 7
 _DELETE_TOPICS_VERSION = 4
 _ILLEGAL = re.compile(r"[^A-Za-z0-9._-]+")
-_MAX_ANSWER = 64 * 1024 * 1024
-"""Far above any answer to these requests: a size beyond it is no Kafka frame (an HTTP
-server's ``HTTP`` reads as 1.2 GB, which was awaited until the timeout)."""
 
 
 class TopicCreationError(Exception):
@@ -268,28 +258,7 @@ def _call(
     peer = host_port(*sock.getpeername()[:2])
     try:
         with sock:
-            sock.settimeout(_left(deadline))  # sendall's timeout is for the whole send
-            sock.sendall(frame)
-            head = _receive(sock, 4, deadline, api, peer)
-            (size,) = I32.unpack(head)
-            if not 4 <= size <= _MAX_ANSWER:
-                raise ConnectionError(
-                    f"{api.name}: {peer} does not answer as a Kafka broker does (its answer "
-                    f"begins {head!r}, which is no frame size)"
-                )
-            answer = _receive(sock, size, deadline, api, peer)
-            (correlation_id,) = I32.unpack_from(answer)
-            if correlation_id != 1:
-                raise ConnectionError(
-                    f"{api.name}: {peer} answered request 1 as request {correlation_id}"
-                )
-            try:
-                _, response = decode_response(answer, api, version)
-            except ProtocolError as exc:
-                raise ConnectionError(
-                    f"{api.name}: {peer} answered with something that is not a {api.name} "
-                    f"v{version} response ({exc})"
-                ) from None
+            response = round_trip(sock, frame, api, version, 1, deadline)
     except TimeoutError:
         raise TimeoutError(
             f"{api.name}: no answer from {peer} within {timeout} s (the broker may "
@@ -332,27 +301,3 @@ def _addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
     if not found:
         raise ValueError(f"no host:port in bootstrap servers {bootstrap_servers!r}")
     return found
-
-
-def _left(deadline: float) -> float:
-    """Seconds left before ``deadline``; TimeoutError when none are."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    return left
-
-
-def _receive(sock: socket.socket, n: int, deadline: float, api: ApiKey, peer: str) -> bytes:
-    """``n`` bytes, all before ``deadline``: a socket timeout is per ``recv``, so a peer that
-    sends a byte now and then (a slow or hostile one) held the call far beyond its timeout."""
-    data = bytearray()
-    while len(data) < n:
-        sock.settimeout(_left(deadline))
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError(
-                f"{api.name}: {peer} closed the connection after {len(data)} of {n} bytes of "
-                "its answer (the broker may still do what was asked)"
-            )
-        data += chunk
-    return bytes(data)

@@ -9,21 +9,20 @@ versions each serves (ApiVersions), and finds coordinators (FindCoordinator) its
 from __future__ import annotations
 
 import socket
-import struct
 import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
 
 from sluice.errors import ErrorCode
-from sluice.protocol import ApiKey, RequestBody, decode_response, encode_request
+from sluice.protocol import ApiKey, RequestBody, encode_request
 from sluice.protocol import messages as m
+from sluice.roundtrip import round_trip
 from sluice.tools.common import ToolError
 
 T = TypeVar("T")
 
 CLIENT_ID = "sluice-tools"
-_I32 = struct.Struct(">i")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +44,8 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 class Connection:
-    """One broker connection: requests answered in order, each within ``timeout`` seconds."""
+    """One broker connection: requests answered in order, each within ``timeout`` seconds
+    (the whole answer, not each read of it)."""
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.address = f"{host}:{port}"
@@ -59,24 +59,16 @@ class Connection:
 
     def call(self, api: ApiKey, version: int, body: RequestBody, expect: type[T]) -> T:
         self._correlation += 1
+        frame = encode_request(api, version, self._correlation, CLIENT_ID, body)
         try:
-            self._sock.sendall(encode_request(api, version, self._correlation, CLIENT_ID, body))
-            (size,) = _I32.unpack(self._receive(4))
-            correlation, response = decode_response(self._receive(size), api, version)
+            response = round_trip(
+                self._sock, frame, api, version, self._correlation, time.monotonic() + self.timeout
+            )
         except OSError as exc:
             raise ToolError(f"{api.name} to {self.address} failed: {exc.strerror or exc}") from exc
-        if correlation != self._correlation or not isinstance(response, expect):
+        if not isinstance(response, expect):
             raise ToolError(f"{api.name} to {self.address}: an answer that does not match")
         return response
-
-    def _receive(self, n: int) -> bytes:
-        data = bytearray()
-        while len(data) < n:
-            chunk = self._sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("the broker closed the connection")
-            data += chunk
-        return bytes(data)
 
     def version(self, api: ApiKey, ours: tuple[int, int]) -> int:
         """The highest version of ``api`` both sides speak (ApiVersions, asked once)."""

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
 
+from sluice.broker.background import BackgroundTasks
 from sluice.broker.groups import responses
 from sluice.broker.groups.committed import CommittedOffsets
 from sluice.broker.groups.config import GroupConfig
@@ -87,10 +88,14 @@ class GroupCoordinator:
             wall_clock,
             compact_min_records=store_compact_min_records,
         )
-        self.membership = GroupMembership(self.store, self.config, clock, wall_clock, self._spawn)
+        self._tasks = BackgroundTasks("group coordinator", log)
+        self.membership = GroupMembership(
+            self.store, self.config, clock, wall_clock, self._tasks.spawn
+        )
         self.offsets = CommittedOffsets(self.store, logs, self.membership, self.config, wall_clock)
-        self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.Task[None] | None = None
+        self._next_expiry = 0.0
+        """When the timers next expire offsets, by ``clock`` (set at :meth:`start`)."""
         self._shutting_down = False
         self._closed = False
         self.membership.load(self.store.groups, {*self.store.offsets, *self.store.pending})
@@ -118,8 +123,11 @@ class GroupCoordinator:
     def start(self) -> None:
         """Start the timers (on the running loop). Loaded members' sessions count from here."""
         self.membership.restart_sessions()
-        self._timer = asyncio.get_running_loop().create_task(
-            self._run_timers(), name="group-timers"
+        self._next_expiry = self.clock() + self.config.offsets_retention_check_interval_ms / 1000
+        self._timer = self._tasks.start_timers(
+            "group-timers",
+            [(self.config.timer_interval_ms / 1000, self._tick)],
+            asyncio.get_running_loop().time,
         )
 
     def begin_shutdown(self) -> None:
@@ -127,8 +135,7 @@ class GroupCoordinator:
         coordinator again and rejoin) and park no more, so a server draining its connections
         does not wait out a rebalance timeout. Offsets keep committing until :meth:`close`."""
         self._shutting_down = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._tasks.stop.set()
         self.membership.release_parked(ErrorCode.NOT_COORDINATOR)
 
     async def close(self) -> None:
@@ -137,44 +144,18 @@ class GroupCoordinator:
             return
         self.begin_shutdown()
         self._closed = True
-        if self._timer is not None:
-            await asyncio.gather(self._timer, return_exceptions=True)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         await self.store.close()
-
-    def _spawn(self, coro: Awaitable[object], name: str) -> None:
-        """Run ``coro`` in the background; :meth:`close` waits for it. Failures are logged:
-        nobody is waiting for an answer."""
-
-        async def run() -> None:
-            try:
-                await coro
-            except SluiceError as exc:
-                log.warning("group coordinator task %s failed: %s", name, exc)
-            except Exception:
-                log.exception("group coordinator task %s failed", name)
-
-        task = asyncio.get_running_loop().create_task(run(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- timers -----------------------------------------------------------------------------------
 
-    async def _run_timers(self) -> None:
-        interval = self.config.timer_interval_ms / 1000
-        next_expiry = self.clock() + self.config.offsets_retention_check_interval_ms / 1000
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.poll_timers()
-                if self.clock() >= next_expiry:
-                    next_expiry = (
-                        self.clock() + self.config.offsets_retention_check_interval_ms / 1000
-                    )
-                    self._spawn(self.expire_offsets(), "offset-expiry")
-            except Exception:
-                log.exception("group timers failed")
+    def _tick(self) -> None:
+        """Every ``timer_interval_ms`` of real time: the membership deadlines, and the offset
+        expiry once its interval has passed by the coordinator's clock (which tests move)."""
+        self.poll_timers()
+        if self.clock() >= self._next_expiry:
+            self._next_expiry = self.clock() + self.config.offsets_retention_check_interval_ms / 1000
+            self._tasks.spawn(self.expire_offsets(), "offset-expiry")
 
     def poll_timers(self) -> None:
         """Fire every membership deadline that has passed (sessions, pending member ids, join

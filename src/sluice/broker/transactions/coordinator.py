@@ -39,6 +39,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 
+from sluice.broker.background import BackgroundTasks
 from sluice.broker.transactions import responses
 from sluice.broker.transactions.config import TransactionConfig
 from sluice.broker.transactions.state import (
@@ -117,9 +118,9 @@ class TransactionCoordinator:
             wall_clock,
             compact_min_records=store_compact_min_records,
         )
-        self._stop = asyncio.Event()
+        self._tasks = BackgroundTasks("transaction coordinator", log)
+        self._stop = self._tasks.stop
         self._timer: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._retrying: set[str] = set()
         self._closed = False
 
@@ -132,7 +133,14 @@ class TransactionCoordinator:
     def start(self) -> None:
         """Start the timers, and complete every transaction the log left decided (a crash
         between PrepareCommit/PrepareAbort and CompleteCommit/CompleteAbort)."""
-        self._timer = asyncio.get_running_loop().create_task(self._run_timers(), name="txn-timers")
+        self._timer = self._tasks.start_timers(
+            "txn-timers",
+            [
+                (self.config.abort_interval_ms / 1000, self.abort_timed_out),
+                (self.config.expiration_check_interval_ms / 1000, self.expire_transactional_ids),
+            ],
+            self.clock,
+        )
         for txn in list(self.transactions.values()):
             if txn.state in PREPARED:
                 txn.unmarked = set(txn.record.partitions)
@@ -141,7 +149,7 @@ class TransactionCoordinator:
                     txn.transactional_id,
                     txn.state.value,
                 )
-                self._spawn(self._finish(txn), f"txn-recover-{txn.transactional_id}")
+                self._tasks.spawn(self._finish(txn), f"txn-recover-{txn.transactional_id}")
 
     def begin_shutdown(self) -> None:
         """Stop looking for timed-out transactions and stop retrying markers; what is in
@@ -153,43 +161,8 @@ class TransactionCoordinator:
             return
         self.begin_shutdown()
         self._closed = True
-        if self._timer is not None:
-            await asyncio.gather(self._timer, return_exceptions=True)
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         await self.store.close()
-
-    def _spawn(self, coro: Awaitable[object], name: str) -> None:
-        async def run() -> None:
-            try:
-                await coro
-            except Exception:
-                log.exception("transaction coordinator task %s failed", name)
-
-        task = asyncio.get_running_loop().create_task(run(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_timers(self) -> None:
-        now = self.clock()
-        next_abort = now + self.config.abort_interval_ms / 1000
-        next_expiry = now + self.config.expiration_check_interval_ms / 1000
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._stop.wait(), max(0.0, min(next_abort, next_expiry) - self.clock())
-                )
-            if self._stop.is_set():
-                return
-            try:
-                if self.clock() >= next_abort:
-                    next_abort = self.clock() + self.config.abort_interval_ms / 1000
-                    await self.abort_timed_out()
-                if self.clock() >= next_expiry:
-                    next_expiry = self.clock() + self.config.expiration_check_interval_ms / 1000
-                    await self.expire_transactional_ids()
-            except Exception:
-                log.exception("transaction timers failed")
 
     def _refusal(self, request: Request) -> ResponseBody | None:
         if self._closed:
@@ -233,7 +206,7 @@ class TransactionCoordinator:
             return True
         if txn.transactional_id not in self._retrying and not self._stop.is_set():
             self._retrying.add(txn.transactional_id)
-            self._spawn(self._retry(txn), f"txn-markers-{txn.transactional_id}")
+            self._tasks.spawn(self._retry(txn), f"txn-markers-{txn.transactional_id}")
         return False
 
     async def _complete(self, txn: Transaction) -> bool:
