@@ -271,3 +271,60 @@ def test_a_seek_on_a_partition_being_revoked_is_refused_and_its_drain_committed(
         assert not again, f"processed twice: {again}"
         assert sorted(processed) == list(range(total))
         assert len(refused) == 1, refused
+
+
+def test_a_partition_back_from_a_member_that_committed_it_back_is_committed_again(
+    tmp_path: Path,
+) -> None:
+    """a reads t[0] and t[1] to their ends (10); b joins, and in ``on_assign`` commits its
+    partition back to 2 (a replay), then leaves. a gets it back at 2 and processes 2..9
+    again. a kept the offset it had committed when the partition left (10) as "committed",
+    so its commits of 10 were skipped as done, the last one included: the group stayed at 2,
+    and every restart processed 2..9 again (the lag never cleared). Failed before the fix
+    (b's partition committed at 2)."""
+    with EmbeddedBroker(tmp_path, topics={"t": 2}) as broker:
+        for p in (0, 1):
+            produce(Target(broker.bootstrap_servers), "t", [str(i).encode() for i in range(10)],
+                    partition=p)
+        seen: list[tuple[int, int]] = []
+        b_has: list[tuple[str, int]] = []
+
+        async def main() -> None:
+            caught_up = asyncio.Event()
+            b_left = asyncio.Event()
+
+            async def handler(r: ConsumerRecord) -> None:
+                seen.append((r.partition, r.offset))
+                if len(seen) == 20:
+                    caught_up.set()
+                if b_left.is_set() and (r.topic, r.partition, r.offset) == (*b_has[0], 9):
+                    a.stop()
+
+            async def b_on_assign(tps: list[tuple[str, int]]) -> None:
+                if tps:
+                    b_has.extend(tps)
+                    await b.commit({tp: 2 for tp in tps})
+
+            a = Consumer(broker.bootstrap_servers, group_id="g", topics="t", commit_interval=0.05,
+                         metrics_registry=CollectorRegistry(), **SETTINGS)
+            b = Consumer(broker.bootstrap_servers, group_id="g", topics="t",
+                         on_assign=b_on_assign, metrics_registry=CollectorRegistry(), **SETTINGS)
+            async with a:
+                running = asyncio.create_task(a.run(handler))
+                await caught_up.wait()
+                async with b:
+                    while not b_has:
+                        await b.getmany(timeout=0.1)
+                b_left.set()
+                await asyncio.wait_for(running, BOUND)
+
+        asyncio.run(asyncio.wait_for(main(), DEADLINE))
+        assert len(b_has) == 1, b_has
+        again = [o for p, o in seen[20:] if p == b_has[0][1]]
+        assert again == list(range(2, 10)), seen
+        c = ck.Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "g"})
+        try:
+            got = c.committed([ck.TopicPartition("t", p) for p in (0, 1)], timeout=10)
+        finally:
+            c.close()
+        assert {x.partition: x.offset for x in got} == {0: 10, 1: 10}

@@ -385,6 +385,9 @@ class Consumer:
         self._revocations_done = 0
         """Revocations completed (their commit made), counted on the fetch thread: a default
         commit made before one and sent after it is stale (see :meth:`_commit_sync`)."""
+        self._left_at: dict[TP, int] = {}
+        """Per partition, :attr:`_revocations_done` once its last revocation completed (the
+        fetch thread's): a stale default commit leaves it out even if it came back since."""
         self._hwm: dict[TP, int] = {}
         self._metrics = ConsumerMetrics(
             str(self.config["client.id"]),
@@ -899,10 +902,13 @@ class Consumer:
         move their commits back (the new owner then processes those records again), so a
         partition no longer assigned, or whose commit would go back, is left out."""
         if made_after is not None and made_after != self._revocations_done:
+            left_at = self._left_at
             offsets = {
                 tp: o
                 for tp, o in offsets.items()
-                if tp in self._assignment and o > self._committed.get(tp, -1)
+                if tp in self._assignment
+                and left_at.get(tp, 0) <= made_after
+                and o > self._committed.get(tp, -1)
             }
             if not offsets:
                 return {}
@@ -1302,19 +1308,31 @@ class Consumer:
                 except ConsumerError as exc:
                     log.warning("commit before giving up %s failed: %s", tps, exc)
         finally:
-            if tps:
-                self._revocations_done += 1
+            self._revoked_done(tps)
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         try:
             self._in_callback(self._revoked(tps, lost=True), frozenset(tps))
         finally:
-            if tps:
-                self._revocations_done += 1
+            self._revoked_done(tps)
+
+    def _revoked_done(self, tps: list[TP]) -> None:
+        """On the thread in the revoke callback, at its end (its commit made)."""
+        if tps:
+            self._revocations_done += 1
+            for tp in tps:
+                self._left_at[tp] = self._revocations_done
 
     async def _assigned(self, tps: list[TP]) -> None:
         self._assignment.update(tps)
+        for tp in tps:
+            # What the group has for a partition arriving is not known here: another member
+            # may have committed it back meanwhile. Kept (the commit made when it left), a
+            # commit of that offset after the records from the group's was skipped as done,
+            # and the group stayed behind records finished (a stale commit is left out by
+            # _left_at instead).
+            self._committed.pop(tp, None)
         if self._runner is not None:
             self._runner.assigned(tps)
         if self._user_on_assign is not None:
