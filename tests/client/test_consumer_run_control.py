@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sluice.client import ConfigurationError, Consumer, ConsumerRecord, ProcessingError
+from sluice.testing import EmbeddedBroker
 from tests.client.conftest import DEADLINE, Target, read_topic
 from tests.client.test_consumer import committed, consumer, produce, run
 
@@ -633,3 +634,26 @@ def test_a_stop_during_a_run_ends_that_run_alone(target: Target, concurrency: in
     assert first == list(range(5))
     assert second == list(range(5, 10))
     assert committed(target, group, topic, 1)[0] == 10
+
+
+def test_a_stop_from_a_signal_handler_during_start_is_kept(tmp_path: Path) -> None:
+    """``stop()`` from a ``signal.signal`` handler runs on the thread the signal interrupted:
+    delivered while ``start()`` held the lock that orders it with ``run()``, it waited for
+    that lock, which its own thread held, for ever (the application hung on its SIGTERM; here
+    the child was killed at the deadline, every time, before the fix). The stop is now kept
+    for the run that follows, which returns at once."""
+    import subprocess
+    import sys
+
+    app = Path(__file__).with_name("stop_signal_app.py")
+    root = Path(__file__).resolve().parents[2]
+    with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
+        try:
+            done = subprocess.run(
+                [sys.executable, str(app), broker.bootstrap_servers], cwd=root,
+                capture_output=True, text=True, timeout=DEADLINE / 2,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("stop() from the signal handler deadlocked the application")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["stopped"], done.stdout

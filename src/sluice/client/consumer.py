@@ -379,9 +379,11 @@ class Consumer:
         a seek on them is refused (:class:`PartitionRevokedError`)."""
         self._stop_pending = False
         """:meth:`stop` came with no ``run`` running: the next ``run`` returns at once."""
-        self._stop_lock = threading.Lock()
+        self._stop_lock = threading.RLock()
         """Orders a :meth:`stop` off the loop before :meth:`start` with ``run``'s reading of
-        :attr:`_stop_pending` (one sets the flag or sees the loop, the other sees the flag)."""
+        :attr:`_stop_pending` (one sets the flag or sees the loop, the other sees the flag).
+        Reentrant: a ``signal.signal`` handler's stop runs on the thread it interrupted, which
+        may hold it (a plain lock waited for itself there, for ever)."""
         self._revocations_done = 0
         """Revocations completed (their commit made), counted on the fetch thread: a default
         commit made before one and sent after it is stale (see :meth:`_commit_sync`)."""
