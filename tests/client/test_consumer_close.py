@@ -291,3 +291,42 @@ def test_a_broker_outage_is_logged_once_per_failure_at_warning(
     print(f"{len(lines)} lines for failed connections, e.g. {lines[0].getMessage()!r}")
     assert {(r.name, r.levelname) for r in lines} == {("sluice.client", "WARNING")}, [
         (r.name, r.levelname, r.getMessage()) for r in lines]
+
+
+@pytest.mark.parametrize("first", ["cancelled", "from a handler"])
+def test_a_second_close_waits_for_the_first_and_the_consumer_closes(
+    tmp_path: Path, first: str
+) -> None:
+    """A close whose caller was cancelled (``asyncio.timeout`` around it, a task group torn
+    down) left the consumer half closed: ``closing`` set, so every later close, ``async
+    with``'s included, returned at once and nothing closed librdkafka (its fetch thread ran
+    on, the group was never left). A close from a handler goes on in the background (run
+    returns first), and ``async with``'s close after ``run`` returned at once, the consumer
+    not closed yet. The close now goes on whatever its caller does, and a later close waits
+    for it: ``closed`` once it returns. Both failed before the fix (``closed`` False)."""
+    with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
+        _produce(broker.bootstrap_servers, "t", 10)
+
+        async def main() -> tuple[bool, list[str]]:
+            c = Consumer(broker.bootstrap_servers, group_id="g", topics=["t"],
+                         metrics_registry=None, close_timeout=10,
+                         config={"auto.offset.reset": "earliest", "client.id": "again"})
+
+            async def handler(r: ConsumerRecord) -> None:
+                await c.close()  # run returns after this handler; the close goes on after it
+
+            async with c:
+                if first == "cancelled":
+                    await c.getmany(timeout=DEADLINE)
+                    closing = asyncio.create_task(c.close())
+                    await asyncio.sleep(0)  # the close begins (its caller waits for it)
+                    closing.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await closing
+                else:
+                    await asyncio.wait_for(c.run(handler), DEADLINE)
+            return c.closed, [t.name for t in _consumer_threads("again") if t.is_alive()]
+
+        closed, threads = asyncio.run(asyncio.wait_for(main(), DEADLINE))
+        assert closed
+        assert not threads, threads

@@ -492,12 +492,18 @@ class Consumer:
 
         Inside ``on_assign``/``on_revoke`` (or a task they started) it raises
         :class:`~sluice.client.errors.RebalanceCallbackError` at once: the fetch thread waits
-        for the callback, so the close would wait for itself; ``stop()`` there ends ``run``."""
+        for the callback, so the close would wait for itself; ``stop()`` there ends ``run``.
+
+        The close goes on if its caller is cancelled (or its ``asyncio.timeout`` ends); a
+        later close waits for it (but from ``run``'s handlers or a rebalance callback, which
+        it waits for in turn: those return at once)."""
         if self._closing:
+            closing = self._closing_task
+            if closing is not None and not closing.done() and self._may_wait_for_close():
+                await asyncio.shield(closing)
             return
         self._check_loop()
-        calls = self._rebalance_calls
-        if self._in_rebalance and calls is not None and _CALLBACK.get(None) is calls:
+        if self._in_own_callback():
             raise RebalanceCallbackError(
                 "close() inside on_assign/on_revoke: the fetch thread waits for this callback, "
                 "and closing stops that thread, so the close would wait for itself; call "
@@ -512,12 +518,29 @@ class Consumer:
         runner = self._runner
         if runner is not None:
             runner.stop()
-            if self._inside_run(runner):
-                # A handler closing its own consumer: run returns once that handler has, so
-                # the rest waits for it in the background (here it would wait for itself).
-                self._closing_task = asyncio.ensure_future(self._close_after_run(deadline))
-                return
-        await self._close_after_run(deadline)
+        # A task of its own: a caller cancelled (or timed out) does not leave the consumer
+        # half closed, every later close returning at once and librdkafka never closed.
+        closing = self._closing_task = asyncio.ensure_future(self._close_after_run(deadline))
+        closing.add_done_callback(_retrieve)
+        if runner is not None and self._inside_run(runner):
+            # A handler closing its own consumer: run returns once that handler has, so the
+            # close goes on in the background (waiting here it would wait for itself).
+            return
+        await asyncio.shield(closing)
+
+    def _in_own_callback(self) -> bool:
+        """Whether the running task is a rebalance callback's, or one it started (its
+        context): the fetch thread (or the closing thread) waits for it."""
+        calls = self._rebalance_calls
+        return self._in_rebalance and calls is not None and _CALLBACK.get(None) is calls
+
+    def _may_wait_for_close(self) -> bool:
+        """Whether a close in progress may be waited for here: on the consumer's loop, and
+        not by what the close waits for itself (``run``'s task or handlers, a callback)."""
+        if running_loop() is not self._loop or self._in_own_callback():
+            return False
+        runner = self._runner
+        return runner is None or not self._inside_run(runner)
 
     async def _close_after_run(self, deadline: float) -> None:
         """The rest of :meth:`close`: wait for ``run`` to return (its last commit goes through
