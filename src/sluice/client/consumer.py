@@ -127,6 +127,12 @@ callback's token (:attr:`Consumer._rebalance_calls`), so :meth:`Consumer.close` 
 the callback waits for (``asyncio.wait_for(consumer.close(), 5)`` runs it in a task of its own
 before Python 3.12) from one of another task."""
 
+_RUN: contextvars.ContextVar[object] = contextvars.ContextVar("sluice_run")
+"""In ``run``'s task, its handlers and the tasks they start (they copy its context): that
+run's :class:`~sluice.client.runner.Runner`, so :meth:`Consumer.close` knows a close the run
+waits for (``asyncio.wait_for(consumer.close(), 5)`` in a handler, a task of its own before
+Python 3.12)."""
+
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     """A thread's outcome onto the loop's ``future`` (unless its waiter gave up already)."""
@@ -599,10 +605,13 @@ class Consumer:
             self._consumer.close()
 
     def _inside_run(self, runner: Runner) -> bool:
-        """Whether the running task is ``run``'s own or one of its workers (a handler that
-        closes the consumer: waiting for ``run`` there would wait for itself)."""
+        """Whether the running task is ``run``'s own, one of its workers, or a task one of
+        them started (:data:`_RUN`): a handler that closes the consumer, directly or in a
+        task it waits for, would wait for ``run`` there, which waits for it."""
         task = asyncio.current_task()
-        return task is not None and (task is self._run_task or task in runner.tasks)
+        return task is not None and (
+            task is self._run_task or task in runner.tasks or _RUN.get(None) is runner
+        )
 
     def _shutdown_remaining(self) -> float:
         """Seconds left before the shutdown's deadline (starting it if none began)."""
@@ -1080,9 +1089,11 @@ class Consumer:
             stop_now, self._stop_pending = self._stop_pending, False
         if stop_now:  # stop() came before this run: it ends at once, after its last commit
             self.stop()
+        token = _RUN.set(runner)  # for the workers and the tasks handlers start: they copy it
         try:
             await runner.run()
         finally:
+            _RUN.reset(token)
             self._runner = None
             self._run_task = None
             self._run_finished.set()
