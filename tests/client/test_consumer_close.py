@@ -293,7 +293,7 @@ def test_a_broker_outage_is_logged_once_per_failure_at_warning(
         (r.name, r.levelname, r.getMessage()) for r in lines]
 
 
-@pytest.mark.parametrize("first", ["cancelled", "from a handler"])
+@pytest.mark.parametrize("first", ["cancelled", "from a handler", "before start"])
 def test_a_second_close_waits_for_the_first_and_the_consumer_closes(
     tmp_path: Path, first: str
 ) -> None:
@@ -303,7 +303,8 @@ def test_a_second_close_waits_for_the_first_and_the_consumer_closes(
     on, the group was never left). A close from a handler goes on in the background (run
     returns first), and ``async with``'s close after ``run`` returned at once, the consumer
     not closed yet. The close now goes on whatever its caller does, and a later close waits
-    for it: ``closed`` once it returns. Both failed before the fix (``closed`` False)."""
+    for it: ``closed`` once it returns (a consumer never started too). Each failed before
+    the fix (``closed`` False)."""
     with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
         _produce(broker.bootstrap_servers, "t", 10)
 
@@ -315,6 +316,12 @@ def test_a_second_close_waits_for_the_first_and_the_consumer_closes(
             async def handler(r: ConsumerRecord) -> None:
                 await c.close()  # run returns after this handler; the close goes on after it
 
+            if first == "before start":  # a close in progress, then another
+                task = asyncio.create_task(c.close())
+                await asyncio.sleep(0)
+                await c.close()
+                assert task.done()
+                return c.closed, []
             async with c:
                 if first == "cancelled":
                     await c.getmany(timeout=DEADLINE)

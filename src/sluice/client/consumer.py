@@ -505,7 +505,7 @@ class Consumer:
         it waits for in turn: those return at once)."""
         if self._closing:
             closing = self._closing_task
-            if closing is not None and not closing.done() and self._may_wait_for_close():
+            if closing is not None and not closing.done() and self._may_wait_for(closing):
                 await asyncio.shield(closing)
             return
         self._check_loop()
@@ -540,10 +540,10 @@ class Consumer:
         calls = self._rebalance_calls
         return self._in_rebalance and calls is not None and _CALLBACK.get(None) is calls
 
-    def _may_wait_for_close(self) -> bool:
-        """Whether a close in progress may be waited for here: on the consumer's loop, and
-        not by what the close waits for itself (``run``'s task or handlers, a callback)."""
-        if running_loop() is not self._loop or self._in_own_callback():
+    def _may_wait_for(self, closing: asyncio.Future[None]) -> bool:
+        """Whether the close in progress may be waited for here: on its loop, and not by what
+        it waits for itself (``run``'s task or handlers, a rebalance callback)."""
+        if running_loop() is not closing.get_loop() or self._in_own_callback():
             return False
         runner = self._runner
         return runner is None or not self._inside_run(runner)
