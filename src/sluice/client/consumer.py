@@ -180,6 +180,13 @@ def _seek_failed(future: asyncio.Future[None]) -> None:
         log.warning("a seek made in a rebalance callback failed: %s", future.exception())
 
 
+def _close_failed(future: asyncio.Future[None]) -> None:
+    """A close that failed is logged (its caller may have been cancelled, or returned at once:
+    a handler's close goes on in the background)."""
+    if not future.cancelled() and future.exception() is not None:
+        log.error("closing the consumer failed", exc_info=future.exception())
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark the outcome of a wait that was given up as seen (asyncio logs it otherwise)."""
     if not future.cancelled():
@@ -527,7 +534,7 @@ class Consumer:
         # A task of its own: a caller cancelled (or timed out) does not leave the consumer
         # half closed, every later close returning at once and librdkafka never closed.
         closing = self._closing_task = asyncio.ensure_future(self._close_after_run(deadline))
-        closing.add_done_callback(_retrieve)
+        closing.add_done_callback(_close_failed)
         if runner is not None and self._inside_run(runner):
             # A handler closing its own consumer: run returns once that handler has, so the
             # close goes on in the background (waiting here it would wait for itself).
