@@ -9,7 +9,7 @@ import pytest
 
 from sluice.client import Consumer, Producer, RecordMetadata, WrongEventLoopError
 from tests.client.conftest import DEADLINE, Target
-from tests.client.test_consumer import consumer, produce, run
+from tests.client.test_consumer import committed, consumer, produce, run
 
 
 def test_async_for_on_another_loop_raises_even_with_records_buffered(target: Target) -> None:
@@ -97,3 +97,35 @@ def test_an_ordered_window_iterated_on_another_loop_raises(target: Target) -> No
             return [r.offset async for r in window]
 
     assert run(go()) == [0, 1, 2, 3, 4]
+
+
+def test_a_commit_on_another_loop_during_a_rebalance_callback_raises_and_commits_nothing(
+    target: Target,
+) -> None:
+    """While ``on_assign`` runs, the thread waiting in it makes the loop's commits; a commit
+    from another loop then skipped the loop check: it was made (the group's offset moved to
+    3) while its caller got asyncio's 'attached to a different loop'. It raises
+    WrongEventLoopError, as at any other time, and commits nothing (failed before the fix)."""
+    topic, _ = target.topic("c-wrong-loop-rebalance")
+    produce(target, topic, [str(i).encode() for i in range(5)])
+    group = f"g-{topic}"
+    raised: list[BaseException] = []
+
+    async def elsewhere(c: Consumer) -> None:
+        try:
+            await c.commit({(topic, 0): 3})
+        except BaseException as exc:
+            raised.append(exc)
+
+    async def go() -> int:
+        async def on_assign(tps: list[tuple[str, int]]) -> None:
+            if tps:
+                await asyncio.to_thread(asyncio.run, elsewhere(c))
+
+        async with consumer(target, topic, group, on_assign=on_assign) as c:
+            got = await c.getmany(1, DEADLINE)
+            return got[0].offset
+
+    assert run(go()) == 0
+    assert len(raised) == 1 and isinstance(raised[0], WrongEventLoopError), raised
+    assert committed(target, group, topic, 1)[0] < 0  # nothing committed

@@ -916,6 +916,7 @@ class Consumer:
         """:meth:`_on_fetch_thread`'s future: ``call()``'s outcome, settled by the thread.
         During a rebalance callback that is the thread waiting in it (:meth:`_in_callback`),
         the closing thread's too (librdkafka's close calls on_revoke)."""
+        self._check_loop()  # first: from another loop, nothing is made (nor queued below)
         calls = self._rebalance_calls
         if self._in_rebalance and calls is not None:
             assert self._loop is not None
@@ -924,7 +925,6 @@ class Consumer:
             return answer
         if self._detached:
             raise ConsumerClosedError("the consumer is closed")
-        self._check_loop()
         bridge, loop = self._bridge, self._loop
         if bridge is None or loop is None:  # not started: no fetch thread yet
             return self._in_thread(call, f"{self._metrics.client_id}-call")
