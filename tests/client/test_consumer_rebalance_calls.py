@@ -328,3 +328,42 @@ def test_a_partition_back_from_a_member_that_committed_it_back_is_committed_agai
         finally:
             c.close()
         assert {x.partition: x.offset for x in got} == {0: 10, 1: 10}
+
+
+def test_a_revocation_does_not_commit_again_what_on_revoke_committed(tmp_path: Path) -> None:
+    """``on_revoke`` commits the drained watermark itself (10); the revocation then committed
+    the same offset again, a second round trip inside the rebalance, counted twice in the
+    metrics. It is made once (failed before the fix: 2 commits)."""
+    with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
+        produce(Target(broker.bootstrap_servers), "t", [str(i).encode() for i in range(10)])
+        said: list[dict[tuple[str, int], int]] = []
+
+        async def main() -> dict[str, Any]:
+            done = asyncio.Event()
+
+            async def on_revoke(tps: list[tuple[str, int]]) -> None:
+                if TP0 in tps and not said:
+                    said.append(await a.commit({TP0: 10}))
+                    a.stop()
+
+            async def handler(r: ConsumerRecord) -> None:
+                if r.offset == 9:
+                    done.set()
+
+            a = Consumer(broker.bootstrap_servers, group_id="g", topics="t", on_revoke=on_revoke,
+                         commit_interval=60.0, metrics_registry=CollectorRegistry(), **SETTINGS)
+            b = Consumer(broker.bootstrap_servers, group_id="g", topics="t",
+                         metrics_registry=CollectorRegistry(), **SETTINGS)
+            async with a:
+                running = asyncio.create_task(a.run(handler))
+                await done.wait()
+                async with b:  # joins: a's partition is revoked
+                    reading = asyncio.create_task(b.getmany(timeout=BOUND))
+                    await asyncio.wait_for(running, BOUND)
+                    reading.cancel()
+                return a.metrics()
+
+        metrics = asyncio.run(asyncio.wait_for(main(), DEADLINE))
+        assert said == [{TP0: 10}]
+        assert metrics["commits"] == 1, metrics["commits"]
+        assert committed(broker.bootstrap_servers, "g") == 10

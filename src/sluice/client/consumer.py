@@ -1401,11 +1401,15 @@ class Consumer:
                     log.exception("on_revoke raised")
         finally:
             self._revoking -= gone
+        # What on_revoke (or run's commit during the drain) committed already is not sent
+        # again: a second round trip inside the rebalance, counted twice.
+        committed = self._committed
+        offsets = {} if lost else {
+            tp: o for tp, o in offsets.items() if tp in gone and committed.get(tp) != o
+        }
         self._assignment -= gone
         for tp in gone:
             self._positions.pop(tp, None)
-            self._committed.pop(tp, None)
+            committed.pop(tp, None)
             self._buffer.paused.discard(tp)
-        if lost:
-            return {}
-        return {tp: o for tp, o in offsets.items() if tp in gone}
+        return offsets
