@@ -885,6 +885,33 @@ def test_metrics_snapshot_and_prometheus(target: Target) -> None:
     assert client_id not in generate_latest(registry).decode()  # closed: no longer exported
 
 
+def test_queue_fill_counts_records_not_librdkafkas_pending_events(target: Target) -> None:
+    """librdkafka's queue length also counts events waiting for a poll (a statistics document
+    here): with nothing in flight, the fill is 0 all the same (it read 1e-05, now and then)."""
+    topic, _ = target.topic("fill")
+
+    async def go() -> tuple[int, float, float]:
+        async with producer(target, **{"statistics.interval.ms": 10}) as p:
+            await p.send(topic, b"x")
+            bridge = p._bridge
+            assert bridge is not None
+            bridge.hold()  # the poll thread stays out of poll(): the next statistics wait
+            try:
+                await asyncio.sleep(0)  # (the thread may be inside a poll() now: its next
+                deadline = time.monotonic() + DEADLINE  # one waits for the release)
+                while len(p._producer) == 0:  # a statistics event, unserved
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.01)
+                registry_fill = p.metrics()["queue_fill"]
+                return len(p._producer), registry_fill, p._metrics.queue_fill()
+            finally:
+                bridge.release()
+
+    pending, snapshot_fill, fill = run(go())
+    assert pending >= 1
+    assert snapshot_fill == fill == 0
+
+
 def test_latencies_are_bucketed_as_prometheus_le_bounds() -> None:
     """The tokens only append latencies; bucketing them a poll at a time must count each where
     a per-record ``le`` bound puts it (a value equal to a bound belongs to that bound)."""
@@ -893,7 +920,7 @@ def test_latencies_are_bucketed_as_prometheus_le_bounds() -> None:
     from sluice.client.metrics import LATENCY_BUCKETS, ProducerMetrics
 
     metrics = ProducerMetrics(
-        "buckets", queue_length=lambda: 0, queue_max_messages=1, queue_max_bytes=1
+        "buckets", queue_max_messages=1, queue_max_bytes=1
     )
     values = [*LATENCY_BUCKETS, 0.0, 0.0001, 0.003, 0.003, 0.0049, 7.5, 299.9, 301.0, 1e6]
     expected = [0] * (len(LATENCY_BUCKETS) + 1)

@@ -21,7 +21,7 @@ import json
 import threading
 import weakref
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -48,12 +48,10 @@ class ProducerMetrics:
         self,
         client_id: str,
         *,
-        queue_length: Callable[[], int],
         queue_max_messages: int,
         queue_max_bytes: int,
     ) -> None:
         self.client_id = client_id
-        self._queue_length = queue_length
         self.queue_max_messages = queue_max_messages
         self.queue_max_bytes = queue_max_bytes
         # Written by the tokens (delivery callbacks), one at a time, read by the loop:
@@ -184,9 +182,13 @@ class ProducerMetrics:
         return LATENCY_BUCKETS[-1]
 
     def queue_fill(self) -> float:
-        """How full librdkafka's queue is, 0..1: the larger of its message and byte fill."""
-        by_count = self._queue_length() / self.queue_max_messages
-        by_bytes = self.in_flight_bytes / self.queue_max_bytes
+        """How full librdkafka's queue is, 0..1: the larger of its message and byte fill, by
+        the records in flight (each holds its place in the queue until its report is served).
+        Not ``len()`` of the producer: that also counts librdkafka's events waiting for a
+        poll (a statistics document, an error), so an idle producer read a fill above 0."""
+        in_flight = max(0, self.in_flight)
+        by_count = in_flight / self.queue_max_messages
+        by_bytes = max(0, self.in_flight_bytes) / self.queue_max_bytes
         return min(1.0, max(by_count, by_bytes))
 
     def snapshot(self) -> dict[str, Any]:

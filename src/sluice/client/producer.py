@@ -153,7 +153,6 @@ class Producer:
         self.close_timeout = close_timeout
         self._metrics = ProducerMetrics(
             str(self.config["client.id"]),
-            queue_length=self._producer.__len__,
             queue_max_messages=int(settings.get("queue.buffering.max.messages", 100_000)),
             queue_max_bytes=int(settings.get("queue.buffering.max.kbytes", 1_048_576)) * 1024,
         )
