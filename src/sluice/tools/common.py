@@ -8,9 +8,11 @@ needs it and ``sluice serve`` starts without loading librdkafka.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, TypeVar
@@ -31,6 +33,52 @@ class ToolError(Exception):
 
 class UsageError(Exception):
     """The command line is inconsistent in a way argparse cannot see: exit code 2."""
+
+
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C ended
+
+
+class ClientInUse(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) came while a librdkafka call was still running on the worker thread of
+    :func:`blocking_call`: the client is in use there, so it must not be closed or flushed (a
+    consumer's close under that call hung until killed)."""
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """A SIGTERM handler: ends a tool as Ctrl-C does (``timeout``, systemd, ``docker stop``)."""
+    raise KeyboardInterrupt
+
+
+def blocking_call(call: Callable[[], T]) -> T:
+    """``call()`` on a worker thread, waited for on this one.
+
+    librdkafka's synchronous calls (``list_topics``) wait in C for their whole timeout, and
+    Python runs signal handlers only between bytecodes: a Ctrl-C while the broker did not
+    answer did nothing for up to ``--timeout`` (30 s), then printed a traceback. A wait on an
+    event is interrupted at once. On an interrupt the call runs on to its own timeout on the
+    daemon thread, which keeps its client: :class:`ClientInUse` says not to close it."""
+    done = threading.Event()
+    outcome: list[tuple[bool, Any]] = []
+
+    def work() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    try:
+        # start() itself waits for the thread: an interrupt there may come with the call under way.
+        threading.Thread(target=work, name="sluice-tools-call", daemon=True).start()
+        done.wait()
+    except KeyboardInterrupt:
+        raise ClientInUse from None
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    result: T = value
+    return result
 
 
 def _positive_float(text: str) -> float:
@@ -160,8 +208,8 @@ def list_topics(client: Any, args: argparse.Namespace, topic: str | None) -> Any
         left = max(0.1, deadline - time.monotonic())
         try:
             if topic is None:
-                return client.list_topics(timeout=left)
-            return client.list_topics(topic, timeout=left)
+                return blocking_call(functools.partial(client.list_topics, timeout=left))
+            return blocking_call(functools.partial(client.list_topics, topic, timeout=left))
         except Exception as exc:
             # A connection dropped mid-request (a broker restarting, an idle timeout): try again
             # on a new one while time is left.
@@ -292,7 +340,9 @@ def leaf(group: SubParsers, name: str, help_text: str, handler: Handler) -> argp
         name, help=help_text, description=help_text[:1].upper() + help_text[1:] + "."
     )
     add_connection_options(parser)
-    parser.set_defaults(func=run, handler=handler, parser=parser)
+    parser.set_defaults(
+        func=run, handler=handler, parser=parser, interrupted_exit_code=INTERRUPTED_EXIT_CODE
+    )
     return parser
 
 
@@ -310,6 +360,13 @@ def run(args: argparse.Namespace) -> int:
     except ToolError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C while waiting for the broker: one line, not a traceback (``consume``, which
+        # runs until Ctrl-C, ends cleanly with 0 and says nothing).
+        interrupted: int = getattr(args, "interrupted_exit_code", INTERRUPTED_EXIT_CODE)
+        if interrupted:
+            print(f"{prog}: interrupted", file=sys.stderr)
+        return interrupted
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("confluent_kafka"):
             print(

@@ -17,11 +17,13 @@ import time
 from typing import Any, BinaryIO
 
 from sluice.tools.common import (
+    ClientInUse,
     SubParsers,
     ToolError,
     UsageError,
     client_config,
     decode,
+    interrupt,
     kafka_error_text,
     leaf,
     list_topics,
@@ -83,6 +85,7 @@ def _offset(text: str) -> str | int:
 
 def add_parser(sub: SubParsers) -> None:
     p = leaf(sub, "consume", "print the records of a topic", consume)
+    p.set_defaults(interrupted_exit_code=0)  # runs until Ctrl-C: that is a clean end
     p.add_argument("topic", metavar="TOPIC")
     start = p.add_argument_group("where to start (default: new records only)")
     start.add_argument("--from-beginning", action="store_true", help="start at the earliest offset")
@@ -249,7 +252,8 @@ def consume(args: argparse.Namespace) -> int:
     count = 0
     # SIGTERM (timeout, systemd, docker stop) ends it as Ctrl-C does: the consumer leaves its
     # group at once instead of holding its partitions until the session times out.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    in_use = False
     try:
         meta = list_topics(consumer, args, args.topic)
         tmeta = meta.topics.get(args.topic)
@@ -273,21 +277,20 @@ def consume(args: argparse.Namespace) -> int:
             start = _start_offset(args)
             consumer.assign([TopicPartition(args.topic, p, start) for p in partitions])
         count = _loop(consumer, args, _Printer(args, sys.stdout.buffer))
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt as exc:
+        # Interrupted while its metadata call still runs on another thread (an unreachable
+        # broker): it has joined nothing yet, and closing it under that call is not safe.
+        in_use = isinstance(exc, ClientInUse)
     finally:
         try:
             sys.stdout.flush()
         finally:
-            _close_within(consumer, CLOSE_TIMEOUT_S)
+            if not in_use:
+                _close_within(consumer, CLOSE_TIMEOUT_S)
             signal.signal(signal.SIGTERM, previous)
     if args.verbose:
         print(f"Processed a total of {count} messages", file=sys.stderr)
     return 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _close_within(consumer: Any, seconds: float) -> None:
