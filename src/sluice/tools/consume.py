@@ -67,7 +67,29 @@ def _template(text: str) -> str:
             raise argparse.ArgumentTypeError(
                 f"unknown field {{{name}}} in template (fields: {', '.join(FIELDS)})"
             )
+    # A conversion, format spec or attribute no record can take ({value!z}, {offset:s},
+    # {value.real}) is a usage error now, not a traceback at the first record.
+    # An index ({value[3]}) depends on the record: that is checked record by record.
+    try:
+        template.format(**_SAMPLE)
+    except (IndexError, KeyError):
+        pass
+    except _FORMAT_ERRORS as exc:
+        raise argparse.ArgumentTypeError(f"bad template {text!r}: {exc}") from None
     return template
+
+
+_SAMPLE: dict[str, object] = {
+    "topic": "t",
+    "partition": 0,
+    "offset": 0,
+    "timestamp": 0,
+    "key": "k",
+    "value": "v",
+    "headers": "h:v",
+}
+"""A record's fields as ``--format`` gets them (ints and strs), to try a template on."""
+_FORMAT_ERRORS = (ValueError, TypeError, AttributeError, IndexError, KeyError)
 
 
 def _offset(text: str) -> str | int:
@@ -180,15 +202,21 @@ class _Printer:
             line = json.dumps(record, ensure_ascii=False).encode() + b"\n"
         elif args.format is not None:
             _, ts = msg.timestamp()
-            text = args.format.format(
-                topic=msg.topic(),
-                partition=msg.partition(),
-                offset=msg.offset(),
-                timestamp=ts,
-                key=self._text(msg.key()),
-                value=self._text(msg.value()),
-                headers=",".join(f"{k}:{self._text(v)}" for k, v in self._headers(msg)),
-            )
+            try:
+                text = args.format.format(
+                    topic=msg.topic(),
+                    partition=msg.partition(),
+                    offset=msg.offset(),
+                    timestamp=ts,
+                    key=self._text(msg.key()),
+                    value=self._text(msg.value()),
+                    headers=",".join(f"{k}:{self._text(v)}" for k, v in self._headers(msg)),
+                )
+            except _FORMAT_ERRORS as exc:  # {value[3]} of a shorter value, say
+                raise ToolError(
+                    f"--format cannot print the record at {msg.topic()}[{msg.partition()}] "
+                    f"offset {msg.offset()}: {exc}"
+                ) from None
             line = text.encode("utf-8", errors="surrogateescape") + b"\n"
         else:
             value = msg.value()
