@@ -103,9 +103,12 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = non_negative_int(text)
-    if value == 0:
+    """argparse type: an integer >= 1 (-1 is told the same bound as 0, not ">= 0")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
     return value
 
