@@ -238,3 +238,22 @@ def test_a_partition_count_below_1_is_told_the_bound(sluice: Run, topic: str, co
     assert r.err.splitlines()[-1] == (
         f"sluice topics create: error: argument --partitions/-p: must be >= 1: '{count}'"
     )
+
+
+@pytest.mark.parametrize(
+    ("servers", "said"),
+    [
+        ("", "empty address in ''"),
+        ("127.0.0.1:9092,", "empty address in '127.0.0.1:9092,'"),
+        ("127.0.0.1:99999", "not HOST:PORT with a port of 1-65535: '127.0.0.1:99999'"),
+        ("127.0.0.1:x", "not HOST:PORT with a port of 1-65535: '127.0.0.1:x'"),
+        ("[::1]:0", "not HOST:PORT with a port of 1-65535: '[::1]:0'"),
+    ],
+)
+def test_a_bootstrap_address_that_cannot_work_is_a_usage_error(
+    sluice: Run, servers: str, said: str
+) -> None:
+    """librdkafka only times out on these: the tool said "cannot reach" after --timeout."""
+    r = sluice("topics", "list", "-b", servers, "--timeout", "2")
+    assert r.code == 2
+    assert r.err.splitlines()[-1] == f"sluice topics list: error: --bootstrap-server: {said}"

@@ -170,6 +170,25 @@ def apply_connection_defaults(args: argparse.Namespace) -> None:
         args.verbose = False
 
 
+def check_bootstrap(servers: str) -> None:
+    """A usage error for a bootstrap list librdkafka would only time out on (after ``--timeout``,
+    as "cannot reach"): an empty entry, or a port that is not 1..65535 (``127.0.0.1:99999``).
+    An entry without a port is librdkafka's ``host`` (port 9092)."""
+    for entry in servers.split(","):
+        address = entry.strip().rpartition("://")[2]
+        if not address:
+            raise UsageError(f"--bootstrap-server: empty address in {servers!r}")
+        if address.startswith("["):  # [v6]:port
+            host, _, rest = address[1:].partition("]")
+            port = rest.removeprefix(":") if rest.startswith(":") else None
+        elif address.count(":") == 1:
+            host, _, port = address.partition(":")
+        else:  # a host name, or bare IPv6 (librdkafka's default port)
+            host, port = address, None
+        if not host or (port is not None and not (port.isdigit() and 1 <= int(port) <= 65535)):
+            raise UsageError(f"--bootstrap-server: not HOST:PORT with a port of 1-65535: {entry!r}")
+
+
 def client_config(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     """The librdkafka configuration for a tool: bootstrap servers, quiet logs unless ``-v``,
     the tool's own settings, then the user's ``-X`` overrides (which win)."""
@@ -356,6 +375,7 @@ def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
     prog = parser.prog
     try:
+        check_bootstrap(args.bootstrap_server)
         code: int = args.handler(args)
         return code
     except UsageError as exc:
