@@ -172,8 +172,10 @@ def _produce(
     # The topic's metadata first (auto-creating it where the broker allows): records produced
     # before librdkafka knows the partitions are spread over them one by one, not stuck to one.
     # Interrupted here (ClientInUse), nothing was read: the tool just exits.
+    meta = None
     with contextlib.suppress(KafkaException):  # the deliveries say what is wrong with it
-        blocking_call(lambda: producer.list_topics(args.topic, timeout=args.timeout))
+        meta = blocking_call(lambda: producer.list_topics(args.topic, timeout=args.timeout))
+    _check_topic(args.topic, meta)
     report = _Deliveries()
     extra: dict[str, Any] = {}
     if args.partition is not None:
@@ -216,6 +218,25 @@ def _produce(
         print(f"sluice produce: interrupted{delivered if report.sent else ''}", file=sys.stderr)
         return INTERRUPTED_EXIT_CODE
     return 0
+
+
+def _check_topic(topic: str, meta: Any) -> None:
+    """Fail before reading anything when the broker says the topic cannot be written: an
+    unknown topic on a broker that creates none on first use got no delivery error until
+    --timeout (30 s) ran out, and then only librdkafka's _MSG_TIMED_OUT."""
+    from confluent_kafka import KafkaError
+
+    found = None if meta is None else meta.topics.get(topic)
+    error = None if found is None else found.error
+    if error is None:
+        return
+    if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        raise ToolError(
+            f"unknown topic {topic!r} (the broker creates no topic on first use: "
+            f"sluice topics create {topic})"
+        )
+    if error.code() == KafkaError.TOPIC_EXCEPTION:
+        raise ToolError(f"topic {topic!r}: {kafka_error_text(error)}")
 
 
 class _BadLine(Exception):
