@@ -68,8 +68,8 @@ def _template(text: str) -> str:
                 f"unknown field {{{name}}} in template (fields: {', '.join(FIELDS)})"
             )
     # A conversion, format spec or attribute no record can take ({value!z}, {offset:s},
-    # {value.real}) is a usage error now, not a traceback at the first record.
-    # An index ({value[3]}) depends on the record: that is checked record by record.
+    # {value.real}) is a usage error, not a traceback at the first record. An index
+    # ({value[3]}) depends on the record: _Printer.write checks that record by record.
     try:
         template.format(**_SAMPLE)
     except (IndexError, KeyError):
