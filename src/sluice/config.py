@@ -566,6 +566,17 @@ def _check(config: BrokerConfig) -> None:
     """Rules between settings, or ones a single parser cannot state."""
     if config.num_partitions < 1:
         raise InvalidConfigError("num.partitions must be >= 1")
+    advertised = config.advertised
+    if advertised is not None:
+        # As Kafka refuses it: a client told 0.0.0.0 (or ":PORT", read as 0.0.0.0) or port 0
+        # cannot connect, and the broker would start and hand that out in every Metadata.
+        if advertised.host in ("0.0.0.0", "::", "[::]", ""):
+            raise InvalidConfigError(
+                f"advertised.listeners cannot use the meta-address {advertised.host!r}: give the "
+                "host clients reach this broker at"
+            )
+        if advertised.port == 0:
+            raise InvalidConfigError("advertised.listeners needs the port clients connect to, not 0")
     if config.group_min_session_timeout_ms > config.group_max_session_timeout_ms:
         raise InvalidConfigError("group.min.session.timeout.ms must be <= group.max.session.timeout.ms")
     if config.max_uncompressed_batch_bytes < 1024 * 1024:

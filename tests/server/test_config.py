@@ -408,6 +408,36 @@ def test_cli_config_errors_exit_2(
     assert not (tmp_path / "d").exists()  # refused before touching anything
 
 
+@pytest.mark.parametrize(
+    ("overrides", "advertise", "message"),
+    [
+        ([], "0.0.0.0:9092", "advertised.listeners cannot use the meta-address '0.0.0.0'"),
+        ([], ":9092", "advertised.listeners cannot use the meta-address '0.0.0.0'"),
+        ([], "[::]:9092", "advertised.listeners cannot use the meta-address '::'"),
+        (["advertised.listeners=0.0.0.0:9092"], None, "cannot use the meta-address '0.0.0.0'"),
+        ([], "broker.example:0", "advertised.listeners needs the port clients connect to, not 0"),
+    ],
+)
+def test_an_advertised_address_no_client_can_reach_is_refused(
+    overrides: list[str], advertise: str | None, message: str
+) -> None:
+    """As in Kafka: the broker started, and told every client an address it could not dial."""
+    with pytest.raises(InvalidConfigError) as raised:
+        BrokerConfig.load(
+            None, overrides, advertised=parse_host_port(advertise) if advertise else None
+        )
+    assert message in str(raised.value)
+
+
+def test_an_unreachable_advertised_address_stops_serve_with_exit_2(tmp_path: Path) -> None:
+    result = run_serve(
+        ["--listen", "127.0.0.1:0", "--advertise", "0.0.0.0:9092", "--data-dir", "d"], cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    assert "sluice serve: advertised.listeners cannot use the meta-address" in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
 def test_cli_unknown_key_exit_code_in_a_real_process(tmp_path: Path) -> None:
     file = write_toml(tmp_path / "sluice.toml", top='"log.retention.mz" = 5\n')
     result = run_serve(["--config", str(file), "--data-dir", str(tmp_path / "d")], cwd=tmp_path)

@@ -234,6 +234,20 @@ def test_serve_port_in_use_exits_1(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "d").iterdir()] == [".lock"]
 
 
+@pytest.mark.parametrize("data_dir", ["data", "data/sub"])
+def test_a_data_dir_that_is_a_file_is_refused_naming_it(tmp_path: Path, data_dir: str) -> None:
+    """Python's error named only the path (`cannot start: [Errno 17] File exists: 'data'`)."""
+    (tmp_path / "data").write_bytes(b"not a directory")
+    result = run_serve(["--listen", "127.0.0.1:0", "--data-dir", data_dir], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert (
+        f"sluice serve: cannot start: data directory {data_dir} is not a directory "
+        "(it, or a parent, is a file)"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "data").read_bytes() == b"not a directory"
+
+
 def test_a_second_broker_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:
     """Two brokers on one directory would hand out the same offsets and lose acknowledged
     records: the second exits 1 without touching anything, and the first keeps serving."""

@@ -113,8 +113,15 @@ def test_produce_takes_any_timeout_above_0_and_refuses_others(
         ((b"ok",), {"headers": {"h": 3}}, r"header 'h' is bytes, str or None, not 3"),
         ((b"ok",), {"partition": True}, r"partition is an int or None, not True"),
         ((b"ok",), {"partition": "0"}, r"partition is an int or None, not '0'"),
+        ((b"ok",), {"headers": [("h", 3)]}, r"header 'h' is bytes, str or None, not 3"),
+        ((b"ok",), {"headers": [("h",)]}, r"a header is a \(name, value\) pair .*not \('h',\)"),
+        ((b"ok",), {"headers": {1: "v"}}, r"a header is a \(name, value\) pair .*not \(1, 'v'\)"),
+        ((b"ok",), {"headers": "h=v"}, r"headers is a mapping or \(name, value\) pairs"),
     ],
-    ids=["value", "key", "header", "bool-partition", "str-partition"],
+    ids=[
+        "value", "key", "header", "bool-partition", "str-partition", "pair-header",
+        "short-pair", "int-name", "str-headers",
+    ],
 )
 def test_a_bad_argument_to_produce_is_named_before_anything_is_sent(
     sluice_broker: EmbeddedBroker, sluice_topic: str, args: tuple[object, ...],
@@ -126,6 +133,18 @@ def test_a_bad_argument_to_produce_is_named_before_anything_is_sent(
     with pytest.raises(TypeError, match=says):
         sluice_broker.produce(sluice_topic, *args, **kwargs)  # type: ignore[arg-type]
     assert sluice_broker.consume_all(sluice_topic) == []
+
+
+def test_headers_may_be_pairs_with_a_name_repeated(
+    sluice_broker: EmbeddedBroker, sluice_topic: str
+) -> None:
+    """As a Record has them, and as Kafka allows: a list of pairs was an AttributeError."""
+    (sent,) = sluice_broker.produce(sluice_topic, "v", headers=[("h", "1"), ("h", b"2")])
+    assert sent.headers == (("h", b"1"), ("h", b"2"))
+    (stored,) = sluice_broker.consume_all(sluice_topic)
+    assert stored.headers == (("h", b"1"), ("h", b"2"))
+    (mapped,) = sluice_broker.produce(sluice_topic, "w", headers={"a": "x", "b": None})
+    assert mapped.headers == (("a", b"x"), ("b", None))
 
 
 def test_a_value_over_message_max_bytes_is_a_produce_error(

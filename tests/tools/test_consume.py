@@ -208,6 +208,9 @@ def test_unknown_topic_and_partition(sluice: Run, filled: str, topic: str) -> No
         ["--format", "{nope}"],
         ["--format", "{value"],
         ["--format", "{value}", "--print-key"],
+        ["--format", "{value!z}"],  # no such conversion
+        ["--format", "{value.real}"],  # a str has no such attribute
+        ["--format", "{offset:s}"],  # an int takes no 's'
         ["--count", "0"],
     ],
 )
@@ -215,3 +218,16 @@ def test_usage_errors(sluice: Run, topic: str, argv: list[str]) -> None:
     r = sluice("consume", topic, *argv)
     assert r.code == 2
     assert r.out == b""
+
+
+def test_a_template_a_record_cannot_fill_ends_the_tool_saying_which(
+    sluice: Run, filled: str
+) -> None:
+    """``{value[2]}`` is fine for a sample value but not for "a0": exit 1 naming the record,
+    not a traceback."""
+    r = sluice("consume", filled, "-p", "0", "--from-beginning", "-e", "--format", "{value[2]}")
+    assert (r.code, r.out) == (1, b"")
+    assert r.err == (
+        f"sluice consume: error: --format cannot print the record at {filled}[0] offset 0: "
+        "string index out of range\n"
+    )

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -183,3 +185,110 @@ def test_a_close_that_hangs_ends_the_tool_after_its_bound(
     assert fault.hits == 1  # the close's commit was the one held back
     assert (child.returncode, out) == (1, b""), err.decode()
     assert b"did not close within 2 s" in err
+
+
+def _reading_its_input(pid: int) -> bool:
+    """The process's main thread waits in a read of a pipe (its stdin): what it was given is
+    read, and it waits for more."""
+    with open(f"/proc/{pid}/wchan") as wchan:
+        return "pipe_read" in wchan.read()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_ends_produce_after_delivering_what_it_read(
+    broker: EmbeddedBroker, ref: Reference, topic: str, signum: signal.Signals
+) -> None:
+    """Ctrl-C or SIGTERM while stdin is still open (typing, `tail -f log | sluice produce`)
+    delivers the records read so far, then exits with 130 and one line. The tool used to die
+    with a traceback (Ctrl-C) or silently (SIGTERM), and the records librdkafka still held
+    (here all: linger.ms is 20 s) were lost."""
+    ref.create_topic(topic, 1)
+    argv = tool(broker, "produce", topic, "--linger-ms", "20000")
+    produce = subprocess.Popen(
+        [argv[0], "-c", _DEFAULT_SIGINT, *argv[3:]],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert produce.stdin is not None
+    try:
+        produce.stdin.write(b"one\ntwo\nthree\n")
+        produce.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not _reading_its_input(produce.pid):
+            assert produce.poll() is None, produce.communicate()
+            assert time.monotonic() < deadline, "the tool never waited for more input"
+            time.sleep(0.01)
+        os.kill(produce.pid, signum)
+        out, err = produce.communicate(timeout=30)
+    finally:
+        if produce.poll() is None:
+            produce.kill()
+            produce.wait()
+    assert (produce.returncode, out) == (130, b"")
+    assert err.decode() == (
+        "sluice produce: interrupted; the 3 records read before it were delivered\n"
+    )
+    assert [r.value for r in ref.read(topic)] == [b"one", b"two", b"three"]
+
+
+class _Unanswering:
+    """A listener that takes connections and never answers: a broker that hangs."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.server.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+
+    def wait_for_a_client(self) -> None:
+        self.server.settimeout(30)
+        self.accepted.append(self.server.accept()[0])
+
+    def close(self) -> None:
+        for conn in self.accepted:
+            conn.close()
+        self.server.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "err"),
+    [
+        (["topics", "list"], 130, "sluice topics list: interrupted\n"),
+        (["groups", "describe", "g"], 130, "sluice groups describe: interrupted\n"),
+        (["produce", "t"], 130, "sluice produce: interrupted\n"),
+        (["consume", "t"], 0, ""),  # it runs until Ctrl-C: always a clean end
+    ],
+    ids=["topics", "groups", "produce", "consume"],
+)
+def test_ctrl_c_while_the_broker_does_not_answer_ends_the_tool_at_once(
+    argv: list[str], code: int, err: str
+) -> None:
+    """librdkafka's metadata call waits in C, where Python runs no signal handler: a Ctrl-C
+    did nothing until the call's timeout (--timeout, 60 s here) ran out, then printed a
+    traceback. Now the tool ends at once, with one line (130) or, for consume, quietly (0)."""
+    hung = _Unanswering()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _DEFAULT_SIGINT,
+            *argv,
+            "--bootstrap-server",
+            hung.address,
+            "--timeout",
+            "60",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        hung.wait_for_a_client()  # librdkafka connected: the tool waits for its answer
+        child.send_signal(signal.SIGINT)
+        out, got = child.communicate(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        hung.close()
+    assert (child.returncode, out, got.decode()) == (code, b"", err)

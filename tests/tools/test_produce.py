@@ -215,3 +215,24 @@ def test_usage_errors(sluice: Run, topic: str) -> None:
     assert sluice("produce", topic, "--partition", "-1").code == 2
     assert sluice("produce", topic, "--header", "novalue").code == 2
     assert sluice("produce", topic, "--key-separator", "").code == 2
+
+
+def test_an_unknown_topic_the_broker_will_not_create_fails_at_once(sluice: Run, topic: str) -> None:
+    """With auto.create.topics.enable=false the records got no delivery error until --timeout
+    ran out, then only librdkafka's _MSG_TIMED_OUT."""
+    with EmbeddedBroker(settings={"auto.create.topics.enable": False}) as strict:
+        started = time.monotonic()
+        r = sluice("produce", topic, "-b", strict.bootstrap_servers, "--timeout", "5", stdin=b"x\n")
+        took = time.monotonic() - started
+    assert (r.code, r.out) == (1, b"")
+    assert r.err == (
+        f"sluice produce: error: unknown topic {topic!r} (the broker creates no topic on first "
+        f"use: sluice topics create {topic})\n"
+    )
+    assert took < 4  # not the --timeout
+
+
+def test_an_invalid_topic_name_is_named(sluice: Run) -> None:
+    r = sluice("produce", "bad name!", stdin=b"x\n")
+    assert (r.code, r.out) == (1, b"")
+    assert r.err == "sluice produce: error: topic 'bad name!': TOPIC_EXCEPTION: Broker: Invalid topic\n"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sluice.testing import EmbeddedBroker
 from tests.tools.conftest import NUM_PARTITIONS, Run
 from tests.tools.reference import Reference
@@ -226,3 +228,32 @@ def test_unreachable_broker(sluice: Run) -> None:
     assert r.code == 1
     assert r.err.startswith("sluice topics list: error: cannot reach 127.0.0.1:1")
     assert len(r.err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("count", ["0", "-1"])
+def test_a_partition_count_below_1_is_told_the_bound(sluice: Run, topic: str, count: str) -> None:
+    """-1 was told ``must be >= 0`` (the bound of another option), though 0 is refused too."""
+    r = sluice("topics", "create", topic, "--partitions", count)
+    assert r.code == 2
+    assert r.err.splitlines()[-1] == (
+        f"sluice topics create: error: argument --partitions/-p: must be >= 1: '{count}'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("servers", "said"),
+    [
+        ("", "empty address in ''"),
+        ("127.0.0.1:9092,", "empty address in '127.0.0.1:9092,'"),
+        ("127.0.0.1:99999", "not HOST:PORT with a port of 1-65535: '127.0.0.1:99999'"),
+        ("127.0.0.1:x", "not HOST:PORT with a port of 1-65535: '127.0.0.1:x'"),
+        ("[::1]:0", "not HOST:PORT with a port of 1-65535: '[::1]:0'"),
+    ],
+)
+def test_a_bootstrap_address_that_cannot_work_is_a_usage_error(
+    sluice: Run, servers: str, said: str
+) -> None:
+    """librdkafka only times out on these: the tool said "cannot reach" after --timeout."""
+    r = sluice("topics", "list", "-b", servers, "--timeout", "2")
+    assert r.code == 2
+    assert r.err.splitlines()[-1] == f"sluice topics list: error: --bootstrap-server: {said}"

@@ -26,7 +26,13 @@ class DataDirLock:
 
     @classmethod
     def acquire(cls, data_dir: Path) -> DataDirLock:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            # Python's own words name only the path: "[Errno 17] File exists: 'data'".
+            raise StorageError(
+                f"data directory {data_dir} is not a directory (it, or a parent, is a file)"
+            ) from None
         path = data_dir / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -192,7 +192,7 @@ class Cluster:
         *values: Value,
         key: Value = None,
         partition: int | None = None,
-        headers: Mapping[str, Value] | None = None,
+        headers: Mapping[str, Value] | Iterable[tuple[str, Value]] | None = None,
         timeout: float = 30.0,
     ) -> list[Record]:
         """Produce one record per value (all with ``key`` and ``headers``; to ``partition``, or
@@ -221,7 +221,7 @@ class Cluster:
         if partition is not None:
             kwargs["partition"] = partition
         if headers:
-            kwargs["headers"] = [(k, _encode(v, f"header {k!r}")) for k, v in headers.items()]
+            kwargs["headers"] = _headers(headers)
         if not values:
             return []
         timeout_ms = min(max(int(timeout * 1000), 1), _MAX_MS)
@@ -270,7 +270,11 @@ class Cluster:
         errors += refused
         if errors:
             raise ProduceError(topic, errors, len(values))
-        return [_record(msg) for msg in results if not isinstance(msg, confluent_kafka.KafkaError)]
+        # librdkafka's delivery report has no headers: the records say what was sent.
+        sent = kwargs.get("headers")
+        return [
+            _record(msg, sent) for msg in results if not isinstance(msg, confluent_kafka.KafkaError)
+        ]
 
     def consume_until(
         self,
@@ -539,6 +543,24 @@ def _describe(error: object) -> str:
     return str(error)
 
 
+def _headers(
+    headers: Mapping[str, Value] | Iterable[tuple[str, Value]],
+) -> list[tuple[str, bytes | None]]:
+    """A mapping, or ``(name, value)`` pairs as a ``Record`` has them (a name may repeat, as
+    Kafka allows); a list of pairs was an ``AttributeError`` (``'list' object has no
+    attribute 'items'``)."""
+    if isinstance(headers, str | bytes | bytearray | memoryview):
+        raise TypeError(f"headers is a mapping or (name, value) pairs, not {headers!r}")
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    out = []
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise TypeError(f"a header is a (name, value) pair with a str name, not {pair!r}")
+        name, value = pair
+        out.append((name, _encode(value, f"header {name!r}")))
+    return out
+
+
 def _encode(value: Value, what: str) -> bytes | None:
     if value is None or isinstance(value, bytes):
         return value
@@ -549,8 +571,8 @@ def _encode(value: Value, what: str) -> bytes | None:
     raise TypeError(f"{what} is bytes, str or None, not {value!r}")
 
 
-def _record(msg: Any) -> Record:
-    headers = msg.headers() or []
+def _record(msg: Any, sent_headers: list[tuple[str, bytes | None]] | None = None) -> Record:
+    headers = msg.headers() or sent_headers or []
     _kind, timestamp = msg.timestamp()
     return Record(
         topic=msg.topic(),

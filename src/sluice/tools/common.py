@@ -8,9 +8,11 @@ needs it and ``sluice serve`` starts without loading librdkafka.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, TypeVar
@@ -31,6 +33,52 @@ class ToolError(Exception):
 
 class UsageError(Exception):
     """The command line is inconsistent in a way argparse cannot see: exit code 2."""
+
+
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C ended
+
+
+class ClientInUse(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) came while a librdkafka call was still running on the worker thread of
+    :func:`blocking_call`: the client is in use there, so it must not be closed or flushed (a
+    consumer's close under that call hung until killed)."""
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """A SIGTERM handler: ends a tool as Ctrl-C does (``timeout``, systemd, ``docker stop``)."""
+    raise KeyboardInterrupt
+
+
+def blocking_call(call: Callable[[], T]) -> T:
+    """``call()`` on a worker thread, waited for on this one.
+
+    librdkafka's synchronous calls (``list_topics``) wait in C for their whole timeout, and
+    Python runs signal handlers only between bytecodes: a Ctrl-C while the broker did not
+    answer did nothing for up to ``--timeout`` (30 s), then printed a traceback. A wait on an
+    event is interrupted at once. On an interrupt the call runs on to its own timeout on the
+    daemon thread, which keeps its client: :class:`ClientInUse` says not to close it."""
+    done = threading.Event()
+    outcome: list[tuple[bool, Any]] = []
+
+    def work() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    try:
+        # start() itself waits for the thread: an interrupt there may come with the call under way.
+        threading.Thread(target=work, name="sluice-tools-call", daemon=True).start()
+        done.wait()
+    except KeyboardInterrupt:
+        raise ClientInUse from None
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    result: T = value
+    return result
 
 
 def _positive_float(text: str) -> float:
@@ -55,9 +103,12 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = non_negative_int(text)
-    if value == 0:
+    """argparse type: an integer >= 1 (-1 is told the same bound as 0, not ">= 0")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
     return value
 
@@ -119,6 +170,25 @@ def apply_connection_defaults(args: argparse.Namespace) -> None:
         args.verbose = False
 
 
+def check_bootstrap(servers: str) -> None:
+    """A usage error for a bootstrap list librdkafka would only time out on (after ``--timeout``,
+    as "cannot reach"): an empty entry, or a port that is not 1..65535 (``127.0.0.1:99999``).
+    An entry without a port is librdkafka's ``host`` (port 9092)."""
+    for entry in servers.split(","):
+        address = entry.strip().rpartition("://")[2]
+        if not address:
+            raise UsageError(f"--bootstrap-server: empty address in {servers!r}")
+        if address.startswith("["):  # [v6]:port
+            host, _, rest = address[1:].partition("]")
+            port = rest.removeprefix(":") if rest.startswith(":") else None
+        elif address.count(":") == 1:
+            host, _, port = address.partition(":")
+        else:  # a host name, or bare IPv6 (librdkafka's default port)
+            host, port = address, None
+        if not host or (port is not None and not (port.isdigit() and 1 <= int(port) <= 65535)):
+            raise UsageError(f"--bootstrap-server: not HOST:PORT with a port of 1-65535: {entry!r}")
+
+
 def client_config(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     """The librdkafka configuration for a tool: bootstrap servers, quiet logs unless ``-v``,
     the tool's own settings, then the user's ``-X`` overrides (which win)."""
@@ -160,8 +230,8 @@ def list_topics(client: Any, args: argparse.Namespace, topic: str | None) -> Any
         left = max(0.1, deadline - time.monotonic())
         try:
             if topic is None:
-                return client.list_topics(timeout=left)
-            return client.list_topics(topic, timeout=left)
+                return blocking_call(functools.partial(client.list_topics, timeout=left))
+            return blocking_call(functools.partial(client.list_topics, topic, timeout=left))
         except Exception as exc:
             # A connection dropped mid-request (a broker restarting, an idle timeout): try again
             # on a new one while time is left.
@@ -292,7 +362,9 @@ def leaf(group: SubParsers, name: str, help_text: str, handler: Handler) -> argp
         name, help=help_text, description=help_text[:1].upper() + help_text[1:] + "."
     )
     add_connection_options(parser)
-    parser.set_defaults(func=run, handler=handler, parser=parser)
+    parser.set_defaults(
+        func=run, handler=handler, parser=parser, interrupted_exit_code=INTERRUPTED_EXIT_CODE
+    )
     return parser
 
 
@@ -303,6 +375,7 @@ def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
     prog = parser.prog
     try:
+        check_bootstrap(args.bootstrap_server)
         code: int = args.handler(args)
         return code
     except UsageError as exc:
@@ -310,6 +383,13 @@ def run(args: argparse.Namespace) -> int:
     except ToolError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C while waiting for the broker: one line, not a traceback (``consume``, which
+        # runs until Ctrl-C, ends cleanly with 0 and says nothing).
+        interrupted: int = getattr(args, "interrupted_exit_code", INTERRUPTED_EXIT_CODE)
+        if interrupted:
+            print(f"{prog}: interrupted", file=sys.stderr)
+        return interrupted
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("confluent_kafka"):
             print(

@@ -17,11 +17,13 @@ import time
 from typing import Any, BinaryIO
 
 from sluice.tools.common import (
+    ClientInUse,
     SubParsers,
     ToolError,
     UsageError,
     client_config,
     decode,
+    interrupt,
     kafka_error_text,
     leaf,
     list_topics,
@@ -65,7 +67,29 @@ def _template(text: str) -> str:
             raise argparse.ArgumentTypeError(
                 f"unknown field {{{name}}} in template (fields: {', '.join(FIELDS)})"
             )
+    # A conversion, format spec or attribute no record can take ({value!z}, {offset:s},
+    # {value.real}) is a usage error, not a traceback at the first record. An index
+    # ({value[3]}) depends on the record: _Printer.write checks that record by record.
+    try:
+        template.format(**_SAMPLE)
+    except (IndexError, KeyError):
+        pass
+    except _FORMAT_ERRORS as exc:
+        raise argparse.ArgumentTypeError(f"bad template {text!r}: {exc}") from None
     return template
+
+
+_SAMPLE: dict[str, object] = {
+    "topic": "t",
+    "partition": 0,
+    "offset": 0,
+    "timestamp": 0,
+    "key": "k",
+    "value": "v",
+    "headers": "h:v",
+}
+"""A record's fields as ``--format`` gets them (ints and strs), to try a template on."""
+_FORMAT_ERRORS = (ValueError, TypeError, AttributeError, IndexError, KeyError)
 
 
 def _offset(text: str) -> str | int:
@@ -83,6 +107,7 @@ def _offset(text: str) -> str | int:
 
 def add_parser(sub: SubParsers) -> None:
     p = leaf(sub, "consume", "print the records of a topic", consume)
+    p.set_defaults(interrupted_exit_code=0)  # runs until Ctrl-C: that is a clean end
     p.add_argument("topic", metavar="TOPIC")
     start = p.add_argument_group("where to start (default: new records only)")
     start.add_argument("--from-beginning", action="store_true", help="start at the earliest offset")
@@ -177,15 +202,21 @@ class _Printer:
             line = json.dumps(record, ensure_ascii=False).encode() + b"\n"
         elif args.format is not None:
             _, ts = msg.timestamp()
-            text = args.format.format(
-                topic=msg.topic(),
-                partition=msg.partition(),
-                offset=msg.offset(),
-                timestamp=ts,
-                key=self._text(msg.key()),
-                value=self._text(msg.value()),
-                headers=",".join(f"{k}:{self._text(v)}" for k, v in self._headers(msg)),
-            )
+            try:
+                text = args.format.format(
+                    topic=msg.topic(),
+                    partition=msg.partition(),
+                    offset=msg.offset(),
+                    timestamp=ts,
+                    key=self._text(msg.key()),
+                    value=self._text(msg.value()),
+                    headers=",".join(f"{k}:{self._text(v)}" for k, v in self._headers(msg)),
+                )
+            except _FORMAT_ERRORS as exc:  # {value[3]} of a shorter value, say
+                raise ToolError(
+                    f"--format cannot print the record at {msg.topic()}[{msg.partition()}] "
+                    f"offset {msg.offset()}: {exc}"
+                ) from None
             line = text.encode("utf-8", errors="surrogateescape") + b"\n"
         else:
             value = msg.value()
@@ -249,7 +280,8 @@ def consume(args: argparse.Namespace) -> int:
     count = 0
     # SIGTERM (timeout, systemd, docker stop) ends it as Ctrl-C does: the consumer leaves its
     # group at once instead of holding its partitions until the session times out.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    in_use = False
     try:
         meta = list_topics(consumer, args, args.topic)
         tmeta = meta.topics.get(args.topic)
@@ -273,21 +305,20 @@ def consume(args: argparse.Namespace) -> int:
             start = _start_offset(args)
             consumer.assign([TopicPartition(args.topic, p, start) for p in partitions])
         count = _loop(consumer, args, _Printer(args, sys.stdout.buffer))
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt as exc:
+        # Interrupted while its metadata call still runs on another thread (an unreachable
+        # broker): it has joined nothing yet, and closing it under that call is not safe.
+        in_use = isinstance(exc, ClientInUse)
     finally:
         try:
             sys.stdout.flush()
         finally:
-            _close_within(consumer, CLOSE_TIMEOUT_S)
+            if not in_use:
+                _close_within(consumer, CLOSE_TIMEOUT_S)
             signal.signal(signal.SIGTERM, previous)
     if args.verbose:
         print(f"Processed a total of {count} messages", file=sys.stderr)
     return 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _close_within(consumer: Any, seconds: float) -> None:

@@ -376,7 +376,7 @@ def reset_offsets(args: argparse.Namespace) -> int:
     state = _state_name(desc.state)
     if desc.members or state not in ("Empty", "Dead", "Unknown"):
         raise ToolError(
-            f"group {args.group!r} is {state} with {len(desc.members)} members: "
+            f"group {args.group!r} is {state} with {plural(len(desc.members), 'member')}: "
             "offsets can only be reset while it has no members; stop its consumers first"
         )
     committed = _committed(admin, args, args.group)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,11 +13,14 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from sluice.tools.common import (
+    INTERRUPTED_EXIT_CODE,
     SubParsers,
     ToolError,
     UsageError,
+    blocking_call,
     client_config,
     describe_error,
+    interrupt,
     kafka_error_text,
     key_value,
     leaf,
@@ -129,7 +133,7 @@ def _lines(stream: IO[bytes]) -> Iterator[bytes]:
 
 
 def produce(args: argparse.Namespace) -> int:
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import Producer
 
     separator = unescape(args.key_separator).encode() if args.key_separator is not None else None
     if separator == b"":
@@ -148,10 +152,30 @@ def produce(args: argparse.Namespace) -> int:
         },
     )
     producer = make_client(Producer, conf)
+    # Ctrl-C and SIGTERM stop the reading; what was read is delivered before the tool exits.
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return _produce(args, producer, separator, null, headers)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _produce(
+    args: argparse.Namespace,
+    producer: Any,
+    separator: bytes | None,
+    null: bytes | None,
+    headers: list[tuple[str, bytes]] | None,
+) -> int:
+    from confluent_kafka import KafkaException
+
     # The topic's metadata first (auto-creating it where the broker allows): records produced
     # before librdkafka knows the partitions are spread over them one by one, not stuck to one.
+    # Interrupted here (ClientInUse), nothing was read: the tool just exits.
+    meta = None
     with contextlib.suppress(KafkaException):  # the deliveries say what is wrong with it
-        producer.list_topics(args.topic, timeout=args.timeout)
+        meta = blocking_call(lambda: producer.list_topics(args.topic, timeout=args.timeout))
+    _check_topic(args.topic, meta)
     report = _Deliveries()
     extra: dict[str, Any] = {}
     if args.partition is not None:
@@ -159,6 +183,76 @@ def produce(args: argparse.Namespace) -> int:
     if headers:
         extra["headers"] = headers
     bad_line: str | None = None
+    interrupted = False
+    try:
+        _send_lines(args, producer, report, separator, null, extra)
+    except _BadLine as exc:
+        bad_line = str(exc)
+    except KeyboardInterrupt:
+        interrupted = True  # the records read are delivered below, then exit code 130
+    try:
+        remaining = producer.flush(args.timeout + 5)
+    except KeyboardInterrupt:
+        # A second Ctrl-C: stop waiting for the broker and say what was not confirmed.
+        raise ToolError(
+            f"interrupted with {len(producer)} of {report.sent} records not yet delivered"
+        ) from None
+    if remaining:
+        report.fail(f"{remaining} records still queued after {args.timeout:g}s")
+        report.failed += remaining - 1
+    if args.verbose:
+        print(
+            f"Produced {report.delivered} of {report.sent} records to {args.topic}.",
+            file=sys.stderr,
+        )
+    problems = []
+    if report.failed:
+        reasons = "; ".join(dict.fromkeys(report.failures))
+        problems.append(f"{report.failed} of {report.sent} records not delivered: {reasons}")
+    if bad_line is not None:
+        problems.append(f"{bad_line}; stopped there after {report.delivered} records")
+    if problems:
+        raise ToolError("; ".join(problems))
+    if interrupted:
+        delivered = f"; the {report.sent} records read before it were delivered"
+        print(f"sluice produce: interrupted{delivered if report.sent else ''}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+    return 0
+
+
+def _check_topic(topic: str, meta: Any) -> None:
+    """Fail before reading anything when the broker says the topic cannot be written: an
+    unknown topic on a broker that creates none on first use got no delivery error until
+    --timeout (30 s) ran out, and then only librdkafka's _MSG_TIMED_OUT."""
+    from confluent_kafka import KafkaError
+
+    found = None if meta is None else meta.topics.get(topic)
+    error = None if found is None else found.error
+    if error is None:
+        return
+    if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        raise ToolError(
+            f"unknown topic {topic!r} (the broker creates no topic on first use: "
+            f"sluice topics create {topic})"
+        )
+    if error.code() == KafkaError.TOPIC_EXCEPTION:
+        raise ToolError(f"topic {topic!r}: {kafka_error_text(error)}")
+
+
+class _BadLine(Exception):
+    """A line without the key separator: the input stops there."""
+
+
+def _send_lines(
+    args: argparse.Namespace,
+    producer: Any,
+    report: _Deliveries,
+    separator: bytes | None,
+    null: bytes | None,
+    extra: dict[str, Any],
+) -> None:
+    from confluent_kafka import KafkaException
+
     with _open_input(args.file) as stream:
         for lineno, line in enumerate(_lines(stream), 1):
             key: bytes | None = None
@@ -166,8 +260,7 @@ def produce(args: argparse.Namespace) -> int:
             if separator is not None:
                 k, sep, v = line.partition(separator)
                 if not sep:
-                    bad_line = f"line {lineno} has no key separator {args.key_separator!r}"
-                    break
+                    raise _BadLine(f"line {lineno} has no key separator {args.key_separator!r}")
                 key, value = k, v
                 if null is not None and key == null:
                     key = None
@@ -185,21 +278,3 @@ def produce(args: argparse.Namespace) -> int:
                     report.fail(f"line {lineno}: {describe_error(exc)}")
                     break
             producer.poll(0)
-    remaining = producer.flush(args.timeout + 5)
-    if remaining:
-        report.fail(f"{remaining} records still queued after {args.timeout:g}s")
-        report.failed += remaining - 1
-    if args.verbose:
-        print(
-            f"Produced {report.delivered} of {report.sent} records to {args.topic}.",
-            file=sys.stderr,
-        )
-    problems = []
-    if report.failed:
-        reasons = "; ".join(dict.fromkeys(report.failures))
-        problems.append(f"{report.failed} of {report.sent} records not delivered: {reasons}")
-    if bad_line is not None:
-        problems.append(f"{bad_line}; stopped there after {report.delivered} records")
-    if problems:
-        raise ToolError("; ".join(problems))
-    return 0
