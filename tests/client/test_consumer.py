@@ -565,6 +565,8 @@ def test_bad_options_are_refused_at_once(target: Target) -> None:
     with pytest.raises(ConfigurationError, match="librdkafka refused"):
         Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
                  config={"no.such.setting": 1})
+    with pytest.raises(ConfigurationError, match="metrics_registry must be a prometheus_client"):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=5)  # type: ignore[arg-type]
 
     async def bad_ordering() -> None:
         async with Consumer(target.bootstrap, group_id="g", topics=["t"],

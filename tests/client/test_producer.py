@@ -492,6 +492,13 @@ def test_one_record_or_no_records_where_records_are_wanted_is_refused(
     assert read_topic(target, topic) == []
 
 
+@pytest.mark.parametrize("registry", [5, "default", object()])
+def test_a_metrics_registry_that_is_not_one_is_refused(target: Target, registry: Any) -> None:
+    """At once, before a librdkafka client is made (it was a TypeError about weak references)."""
+    with pytest.raises(ConfigurationError, match="metrics_registry must be a prometheus_client"):
+        Producer(target.bootstrap, metrics_registry=registry)
+
+
 @pytest.mark.parametrize("bound", [2.5, True, "3"])
 def test_a_window_bound_that_is_not_an_int_is_refused(target: Target, bound: Any) -> None:
     topic, _ = target.topic("bound")

@@ -54,6 +54,7 @@ from sluice.client.errors import (
     check_loop,
     running_loop,
 )
+from sluice.client.metrics import registry_of
 from sluice.client.records import RECORD_OVERHEAD, ConsumerRecord, fetched_records
 from sluice.client.timeouts import wait_limit
 
@@ -264,6 +265,8 @@ class Consumer:
         config: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
+        if metrics_registry is not None and metrics_registry is not NOT_SET:
+            registry_of(metrics_registry)  # refused before a librdkafka client is made
         options = {**(config or {}), **options}
         reserved = RESERVED & options.keys()
         if reserved:

@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -20,7 +20,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from sluice.client.metrics import _LABELS, LATENCY_BUCKETS, SYSTEM, _bound
+from sluice.client.metrics import _LABELS, LATENCY_BUCKETS, SYSTEM, _bound, registry_of
 
 TP = tuple[str, int]
 
@@ -231,7 +231,7 @@ _collectors_lock = threading.Lock()
 def consumer_collector_for(registry: CollectorRegistry | None = None) -> ConsumerCollector:
     """The consumers' collector of ``registry`` (the default one if None), registered there on
     first use."""
-    registry = REGISTRY if registry is None else registry
+    registry = registry_of(registry)
     with _collectors_lock:
         found = _collectors.get(registry)
         if found is None:

@@ -32,6 +32,8 @@ from prometheus_client.core import (
     Metric,
 )
 
+from sluice.client.errors import ConfigurationError
+
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 120.0, 300.0,
@@ -329,10 +331,25 @@ _collectors: weakref.WeakKeyDictionary[CollectorRegistry, ProducerCollector] = (
 _collectors_lock = threading.Lock()
 
 
+def registry_of(registry: object) -> CollectorRegistry:
+    """The registry a collector goes to: prometheus-client's default one for None;
+    :class:`ConfigurationError` for anything that is not a registry (a client's
+    ``metrics_registry=5`` failed deep in the weak mapping of collectors, as "cannot create
+    weak reference to 'int' object")."""
+    if registry is None:
+        return REGISTRY
+    if not isinstance(registry, CollectorRegistry):
+        raise ConfigurationError(
+            "metrics_registry must be a prometheus_client CollectorRegistry, or None for no "
+            f"Prometheus metrics; got {type(registry).__name__}"
+        )
+    return registry
+
+
 def collector_for(registry: CollectorRegistry | None = None) -> ProducerCollector:
     """The producers' collector of ``registry`` (prometheus-client's default one if None),
     registered there on first use."""
-    registry = REGISTRY if registry is None else registry
+    registry = registry_of(registry)
     with _collectors_lock:
         found = _collectors.get(registry)
         if found is None:

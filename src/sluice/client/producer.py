@@ -53,7 +53,7 @@ from sluice.client.errors import (
     UndeliveredError,
     check_loop,
 )
-from sluice.client.metrics import ProducerMetrics, collector_for
+from sluice.client.metrics import ProducerMetrics, collector_for, registry_of
 from sluice.client.ordered import OrderedSends
 from sluice.client.records import Headers, InvalidRecord, Record, RecordLike, Records, as_record
 from sluice.client.results import BatchResults, RecordMetadata, failed
@@ -125,6 +125,8 @@ class Producer:
         config: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
+        if metrics_registry is not None and metrics_registry is not NOT_SET:
+            registry_of(metrics_registry)  # refused before a librdkafka client is made
         options = {**(config or {}), **options}
         reserved = RESERVED & options.keys()
         if reserved:
