@@ -140,6 +140,10 @@ class Producer:
         if compression is not None:
             settings["compression.type"] = compression
         settings.update(options)
+        # The toolkit's own options first: refused, no librdkafka client was made for nothing.
+        self._dead_letter = DeadLetterRoute(dead_letter_topic) if dead_letter_topic else None
+        self._value_serializer = serializers.resolve(value_serializer, "value_serializer")
+        self._key_serializer = serializers.resolve(key_serializer, "key_serializer")
         made = librdkafka.make(
             ck.Producer, settings, kind="producer",
             on_error=self._on_error, on_statistics=self._on_statistics,
@@ -149,9 +153,6 @@ class Producer:
         self.config = made.config
         """The librdkafka configuration the producer was made with."""
         self._produce = self._producer.produce
-        self._dead_letter = DeadLetterRoute(dead_letter_topic) if dead_letter_topic else None
-        self._value_serializer = serializers.resolve(value_serializer, "value_serializer")
-        self._key_serializer = serializers.resolve(key_serializer, "key_serializer")
         self.close_timeout = close_timeout
         self._metrics = ProducerMetrics(
             str(self.config["client.id"]),
