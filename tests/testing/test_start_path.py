@@ -1,6 +1,6 @@
 """What a fresh process that starts an embedded broker imports: only what serving needs. The
 rest (the group and admin APIs' message classes, tempfile, shutil) is imported when first used,
-so a test suite's start pays for none of it (docs/testing.md, "What starting costs")."""
+so a test suite's start pays for none of it (docs/testing.md, "What it costs")."""
 
 from __future__ import annotations
 
