@@ -570,7 +570,7 @@ def _check(config: BrokerConfig) -> None:
     if advertised is not None:
         # As Kafka refuses it: a client told 0.0.0.0 (or ":PORT", read as 0.0.0.0) or port 0
         # cannot connect, and the broker would start and hand that out in every Metadata.
-        if advertised.host in ("0.0.0.0", "::", "[::]", ""):
+        if _unspecified(advertised.host):
             raise InvalidConfigError(
                 f"advertised.listeners cannot use the meta-address {advertised.host!r}: give the "
                 "host clients reach this broker at"
@@ -585,6 +585,17 @@ def _check(config: BrokerConfig) -> None:
         raise InvalidConfigError("socket.request.max.bytes must be >= 1024")
     if config.max_connections_per_ip == 0 and not config.max_connections_per_ip_overrides:
         raise InvalidConfigError("max.connections.per.ip can be 0 only with max.connections.per.ip.overrides")
+
+
+def _unspecified(host: str) -> bool:
+    """The meta-address in any spelling (``0.0.0.0``, ``::``, ``0:0::0``, bracketed or not), or
+    none; a host name is not."""
+    if not host:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -414,6 +414,8 @@ def test_cli_config_errors_exit_2(
         ([], "0.0.0.0:9092", "advertised.listeners cannot use the meta-address '0.0.0.0'"),
         ([], ":9092", "advertised.listeners cannot use the meta-address '0.0.0.0'"),
         ([], "[::]:9092", "advertised.listeners cannot use the meta-address '::'"),
+        ([], "[0:0::0]:9092", "advertised.listeners cannot use the meta-address '0:0::0'"),
+        ([], "[0:0:0:0:0:0:0:0]:9092", "cannot use the meta-address '0:0:0:0:0:0:0:0'"),
         (["advertised.listeners=0.0.0.0:9092"], None, "cannot use the meta-address '0.0.0.0'"),
         ([], "broker.example:0", "advertised.listeners needs the port clients connect to, not 0"),
     ],
