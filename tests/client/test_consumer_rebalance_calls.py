@@ -208,7 +208,7 @@ def test_close_inside_a_rebalance_callback_fails_at_once(tmp_path: Path, callbac
         assert c.closed
 
 
-@pytest.mark.parametrize("where", ["handler", "on_revoke"])
+@pytest.mark.parametrize("where", ["handler", "handler, uncaught", "on_revoke"])
 def test_a_seek_on_a_partition_being_revoked_is_refused_and_its_drain_committed(
     tmp_path: Path, where: str
 ) -> None:
@@ -218,7 +218,10 @@ def test_a_seek_on_a_partition_being_revoked_is_refused_and_its_drain_committed(
     :class:`PartitionRevokedError`, and the drained watermark (4) is committed all the same.
     Before the fix the handler's seek dropped that watermark (nothing was committed: the next
     owner processed 0..3 again), and ``on_revoke``'s was applied after the callback, to the
-    partition assigned back or to none."""
+    partition assigned back or to none. A handler that lets the refusal out has not failed
+    its record: it is not retried (a retry cannot succeed while the partition leaves), and is
+    left unfinished, so the drained commit stops at it and its next owner processes it (it was
+    retried, and a retry that sought again went to the dead-letter topic)."""
     with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
         total = 20
         produce(Target(broker.bootstrap_servers), "t", [str(i).encode() for i in range(total)])
@@ -247,6 +250,12 @@ def test_a_seek_on_a_partition_being_revoked_is_refused_and_its_drain_committed(
                             await asyncio.sleep(0.01)  # polling the revocation's start
                         if where == "handler":
                             await seek_back(members["a"])  # during the drain, which waits
+                        elif where == "handler, uncaught":
+                            try:
+                                await members["a"].seek("t", 0, 0)
+                            except PartitionRevokedError as exc:
+                                refused.append(exc)
+                                raise
                     processed.append(r.offset)
                     if len(set(processed)) == total:
                         for m in members.values():
@@ -271,6 +280,8 @@ def test_a_seek_on_a_partition_being_revoked_is_refused_and_its_drain_committed(
         assert not again, f"processed twice: {again}"
         assert sorted(processed) == list(range(total))
         assert len(refused) == 1, refused
+        a = members["a"].metrics()
+        assert (a["retries"], a["failed"]) == (0, 0), a
 
 
 def test_a_partition_back_from_a_member_that_committed_it_back_is_committed_again(

@@ -37,6 +37,7 @@ from sluice.client.errors import (
     ConfigurationError,
     ConsumerError,
     DeserializationError,
+    PartitionRevokedError,
     ProcessingError,
 )
 from sluice.client.metrics import LATENCY_BUCKETS
@@ -586,6 +587,11 @@ class Runner:
         """The first call failed with ``exc``: the retries, then the dead-letter topic (or
         :class:`ProcessingError`)."""
         consumer, metrics = self.consumer, self.metrics
+        if isinstance(exc, PartitionRevokedError) and exc.partition == (r.topic, r.partition):
+            # The handler sought its own partition while it is being revoked: no retry can
+            # succeed (the partition is leaving), and the record did not fail. Left
+            # unfinished, the drained commit stops at it and its next owner processes it.
+            raise Unfinished from exc
         attempt = 1
         while attempt <= consumer.max_retries:
             if self._stopping:
