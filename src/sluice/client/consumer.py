@@ -181,13 +181,6 @@ def _seek_failed(future: asyncio.Future[None]) -> None:
         log.warning("a seek made in a rebalance callback failed: %s", future.exception())
 
 
-def _close_failed(future: asyncio.Future[None]) -> None:
-    """A close that failed is logged (its caller may have been cancelled, or returned at once:
-    a handler's close goes on in the background)."""
-    if not future.cancelled() and future.exception() is not None:
-        log.error("closing the consumer failed", exc_info=future.exception())
-
-
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark the outcome of a wait that was given up as seen (asyncio logs it otherwise)."""
     if not future.cancelled():
@@ -442,6 +435,9 @@ class Consumer:
         self._run_finished = asyncio.Event()
         self._run_finished.set()
         self._closing_task: asyncio.Future[None] | None = None
+        self._close_waiters = 0
+        """Callers awaiting the close task: its failure is theirs to see (raised to them);
+        with none left (returned at once, or cancelled) it is logged."""
         self.fatal_error: ck.KafkaError | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -516,7 +512,7 @@ class Consumer:
         if self._closing:
             closing = self._closing_task
             if closing is not None and not closing.done() and self._may_wait_for(closing):
-                await asyncio.shield(closing)
+                await self._wait_for_close(closing)
             return
         self._check_loop()
         if self._in_own_callback():
@@ -537,12 +533,26 @@ class Consumer:
         # A task of its own: a caller cancelled (or timed out) does not leave the consumer
         # half closed, every later close returning at once and librdkafka never closed.
         closing = self._closing_task = asyncio.ensure_future(self._close_after_run(deadline))
-        closing.add_done_callback(_close_failed)
+        closing.add_done_callback(self._close_failed)
         if runner is not None and self._inside_run(runner):
             # A handler closing its own consumer: run returns once that handler has, so the
             # close goes on in the background (waiting here it would wait for itself).
             return
-        await asyncio.shield(closing)
+        await self._wait_for_close(closing)
+
+    async def _wait_for_close(self, closing: asyncio.Future[None]) -> None:
+        self._close_waiters += 1
+        try:
+            await asyncio.shield(closing)
+        finally:
+            self._close_waiters -= 1
+
+    def _close_failed(self, closing: asyncio.Future[None]) -> None:
+        """A close that failed with no caller to raise it to (a handler's close returned at
+        once, its caller was cancelled) is logged; one a caller awaits is raised to it."""
+        if closing.cancelled() or closing.exception() is None or self._close_waiters:
+            return
+        log.error("closing the consumer failed", exc_info=closing.exception())
 
     def _in_own_callback(self) -> bool:
         """Whether the running task is a rebalance callback's, or one it started (its
