@@ -3,7 +3,8 @@
 :meth:`Consumer.start` holds the lock that orders a ``stop()`` with the loop's start (a profile
 hook raises it when ``start`` calls ``asyncio.get_running_loop``: the moment a SIGTERM during
 the application's start may come). The handler runs on that same thread, inside that lock.
-Prints ``stopped`` once ``run`` returned (the stop is for it) and the consumer closed."""
+Prints ``stopped`` and the count of records processed (0) once ``run`` returned (the stop is
+for it) and the consumer closed."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from sluice.client import Consumer, ConsumerRecord
 
 
 def main() -> None:
-    consumer = Consumer(sys.argv[1], group_id="g", topics="t", metrics_registry=None)
+    consumer = Consumer(sys.argv[1], group_id="g", topics="t", metrics_registry=None,
+                        max_retries=0, config={"auto.offset.reset": "earliest"})
     signal.signal(signal.SIGUSR1, lambda *_: consumer.stop())
 
     def hook(frame: FrameType, event: str, arg: Any) -> None:
@@ -27,6 +29,7 @@ def main() -> None:
             signal.raise_signal(signal.SIGUSR1)  # handled here, start() holding the lock
 
     async def handler(r: ConsumerRecord) -> None:
+        # The topic has a record: were the stop lost, the run would fail here at once.
         raise AssertionError("the stop came before run: no record is processed")
 
     async def run() -> None:
@@ -37,7 +40,7 @@ def main() -> None:
             sys.setprofile(None)
         await asyncio.wait_for(consumer.run(handler), 30)
         await consumer.close()
-        print("stopped", flush=True)
+        print("stopped", f"processed={consumer.metrics()['processed']}", flush=True)
 
     asyncio.run(run())
 

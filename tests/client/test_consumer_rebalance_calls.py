@@ -171,6 +171,7 @@ def test_close_inside_a_rebalance_callback_fails_at_once(tmp_path: Path, callbac
     with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
         produce(Target(broker.bootstrap_servers), "t", [str(i).encode() for i in range(50)])
         outcome: list[BaseException] = []
+        lost: list[bool] = []
 
         async def close_in(c: Consumer) -> None:
             if outcome:
@@ -188,6 +189,8 @@ def test_close_inside_a_rebalance_callback_fails_at_once(tmp_path: Path, callbac
 
             async def on_revoke(tps: list[tuple[str, int]]) -> None:
                 if callback == "on_lost":
+                    if not outcome:  # the lost path, not an ordinary revocation
+                        lost.append(bool(c._rebalance_lost))
                     await close_in(c)
 
             async def handler(r: ConsumerRecord) -> None:
@@ -206,6 +209,7 @@ def test_close_inside_a_rebalance_callback_fails_at_once(tmp_path: Path, callbac
         assert len(outcome) == 1 and isinstance(outcome[0], RebalanceCallbackError), outcome
         assert "stop()" in str(outcome[0])
         assert c.closed
+        assert lost == ([True] if callback == "on_lost" else [])
 
 
 @pytest.mark.parametrize("where", ["handler", "handler, uncaught", "on_revoke"])

@@ -565,7 +565,7 @@ def test_a_shed_record_whose_dead_letter_copy_failed_is_not_passed(
         assert sorted(int(s.value or b"") for s in dlq) == list(range(5))
 
 
-@pytest.mark.parametrize("where", ["loop", "thread before start"])
+@pytest.mark.parametrize("where", ["loop", "thread before start", "thread after start"])
 def test_a_stop_before_run_ends_the_next_run_at_once(target: Target, where: str) -> None:
     """``stop()`` before ``run()`` (a SIGTERM that came while the application was starting,
     or a watchdog's, before the consumer even started) was lost: the next ``run`` went on until
@@ -587,6 +587,11 @@ def test_a_stop_before_run_ends_the_next_run_at_once(target: Target, where: str)
         async with c:
             if where == "loop":
                 c.stop()
+            elif where == "thread after start":  # handed to the loop, which runs it next
+                thread = threading.Thread(target=c.stop)
+                thread.start()
+                thread.join()
+                await asyncio.sleep(0)
 
             async def handler(r: ConsumerRecord) -> None:
                 seen.append(r.offset)
@@ -648,6 +653,8 @@ def test_a_stop_from_a_signal_handler_during_start_is_kept(tmp_path: Path) -> No
     app = Path(__file__).with_name("stop_signal_app.py")
     root = Path(__file__).resolve().parents[2]
     with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
+        # A record to process, were the stop lost (the run would fail on it: see the app)
+        produce(Target(broker.bootstrap_servers), "t", [b"not for this run"], partition=0)
         try:
             done = subprocess.run(
                 [sys.executable, str(app), broker.bootstrap_servers], cwd=root,
@@ -656,4 +663,4 @@ def test_a_stop_from_a_signal_handler_during_start_is_kept(tmp_path: Path) -> No
         except subprocess.TimeoutExpired:
             pytest.fail("stop() from the signal handler deadlocked the application")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["stopped"], done.stdout
+    assert done.stdout.split() == ["stopped", "processed=0"], done.stdout
