@@ -28,7 +28,9 @@ def test_a_failing_round_is_logged_and_the_job_runs_again(caplog: pytest.LogCapt
                 raise RuntimeError("first round fails")
             again.set()
 
-        timer = tasks.start_timers("test-timers", [(0.001, job)], asyncio.get_running_loop().time)
+        tasks.start_timers("test-timers", [(0.001, job)], asyncio.get_running_loop().time)
+        timer = tasks.timer
+        assert timer is not None
         await asyncio.wait_for(again.wait(), 10)
         await tasks.close()
         assert timer.done() and not timer.cancelled()
@@ -55,9 +57,9 @@ def test_close_waits_for_tasks_that_tasks_start() -> None:
             done.append("first")
 
         tasks.spawn(first(), "first")
-        assert len(tasks) == 1
+        assert tasks.pending == 1
         await tasks.close()
-        assert len(tasks) == 0
+        assert tasks.pending == 0
 
     asyncio.run(main())
     assert done == ["first", "second"]

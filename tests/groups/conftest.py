@@ -142,8 +142,8 @@ class Harness:
         c = self.coordinator
         # White-box: a crash stops the timers without the shutdown path (begin_shutdown answers
         # parked joins), which no public method does.
-        if c._timer is not None:
-            c._timer.cancel()
+        if c._tasks.timer is not None:
+            c._tasks.timer.cancel()
         await c.store.partition.drain()  # acknowledged writes are in the file already
         c.store.partition.abandon()
         for p in self.logs.all_partitions():

@@ -103,8 +103,8 @@ class TxnHarness:
     async def _crash(self) -> None:
         b = self.broker
         # White-box: a crash stops the background work without the shutdown path.
-        b.transactions._stop.set()
-        for timer in (b.transactions._timer, b.groups._timer):
+        b.transactions._tasks.stop.set()
+        for timer in (b.transactions._tasks.timer, b.groups._tasks.timer):
             if timer is not None:
                 timer.cancel()
         for store in (b.transactions.store, b.groups.store):

@@ -138,7 +138,7 @@ def test_a_topic_deleted_mid_transaction_neither_hangs_nor_blocks_the_end(
     assert answer.error_code == E.NONE
     assert [mk.commit for mk in h.markers("t", 0)] == [commit]
     assert state(h) == ("CompleteCommit" if commit else "CompleteAbort")
-    assert not h.broker.transactions._tasks  # nothing left retrying in the background
+    assert h.broker.transactions._tasks.pending == 0  # nothing left retrying in the background
     # the next transaction runs as usual
     assert add_partitions(h, pid, 0, {"t": [0]}) == {("t", 0): E.NONE}
     assert end(h, pid, 0, True) == E.NONE
@@ -169,7 +169,7 @@ def test_a_topic_deleted_while_the_transaction_ends(h: TxnHarness) -> None:
 
         assert h.run(race(topic, turns)).error_code == E.NONE, turns
         assert state(h) == "CompleteCommit", turns
-        assert not h.broker.transactions._tasks
+        assert h.broker.transactions._tasks.pending == 0
     assert [mk.commit for mk in h.markers("t", 0)] == [True] * 12
 
 

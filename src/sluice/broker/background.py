@@ -29,7 +29,8 @@ class BackgroundTasks:
         self.stop = asyncio.Event()
         self.timer: asyncio.Task[None] | None = None
 
-    def __len__(self) -> int:
+    @property
+    def pending(self) -> int:
         """Tasks not yet done (the timer not counted)."""
         return len(self._tasks)
 
@@ -50,11 +51,11 @@ class BackgroundTasks:
 
     def start_timers(
         self, name: str, jobs: Sequence[Job], clock: Callable[[], float]
-    ) -> asyncio.Task[None]:
-        """The timer task: each job every its interval by ``clock``, in turn, until ``stop``.
-        A round that fails is logged (``"<name> failed"``); each job runs again at its turn."""
+    ) -> None:
+        """Start :attr:`timer`: each job every its interval by ``clock``, in turn, until
+        ``stop``. A round that fails is logged (``"<name> failed"``); each job runs again at
+        its turn."""
         self.timer = asyncio.get_running_loop().create_task(self._run(name, jobs, clock), name=name)
-        return self.timer
 
     async def _run(self, name: str, jobs: Sequence[Job], clock: Callable[[], float]) -> None:
         stop = self.stop

@@ -93,7 +93,6 @@ class GroupCoordinator:
             self.store, self.config, clock, wall_clock, self._tasks.spawn
         )
         self.offsets = CommittedOffsets(self.store, logs, self.membership, self.config, wall_clock)
-        self._timer: asyncio.Task[None] | None = None
         self._next_expiry = 0.0
         """When the timers next expire offsets, by ``clock`` (set at :meth:`start`)."""
         self._shutting_down = False
@@ -124,7 +123,7 @@ class GroupCoordinator:
         """Start the timers (on the running loop). Loaded members' sessions count from here."""
         self.membership.restart_sessions()
         self._next_expiry = self.clock() + self.config.offsets_retention_check_interval_ms / 1000
-        self._timer = self._tasks.start_timers(
+        self._tasks.start_timers(
             "group-timers",
             [(self.config.timer_interval_ms / 1000, self._tick)],
             asyncio.get_running_loop().time,

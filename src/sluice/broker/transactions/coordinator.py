@@ -119,8 +119,6 @@ class TransactionCoordinator:
             compact_min_records=store_compact_min_records,
         )
         self._tasks = BackgroundTasks("transaction coordinator", log)
-        self._stop = self._tasks.stop
-        self._timer: asyncio.Task[None] | None = None
         self._retrying: set[str] = set()
         self._closed = False
 
@@ -133,7 +131,7 @@ class TransactionCoordinator:
     def start(self) -> None:
         """Start the timers, and complete every transaction the log left decided (a crash
         between PrepareCommit/PrepareAbort and CompleteCommit/CompleteAbort)."""
-        self._timer = self._tasks.start_timers(
+        self._tasks.start_timers(
             "txn-timers",
             [
                 (self.config.abort_interval_ms / 1000, self.abort_timed_out),
@@ -154,7 +152,7 @@ class TransactionCoordinator:
     def begin_shutdown(self) -> None:
         """Stop looking for timed-out transactions and stop retrying markers; what is in
         flight finishes, and a restart completes what stays decided."""
-        self._stop.set()
+        self._tasks.stop.set()
 
     async def close(self) -> None:
         if self._closed:
@@ -204,7 +202,7 @@ class TransactionCoordinator:
         on failure, retry in the background. True if it completed now."""
         if await self._complete(txn):
             return True
-        if txn.transactional_id not in self._retrying and not self._stop.is_set():
+        if txn.transactional_id not in self._retrying and not self._tasks.stop.is_set():
             self._retrying.add(txn.transactional_id)
             self._tasks.spawn(self._retry(txn), f"txn-markers-{txn.transactional_id}")
         return False
@@ -277,10 +275,10 @@ class TransactionCoordinator:
     async def _retry(self, txn: Transaction) -> None:
         delay = self.config.marker_retry_ms
         try:
-            while not self._stop.is_set():
+            while not self._tasks.stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay / 1000)
-                if self._stop.is_set() or self.transactions.get(txn.transactional_id) is not txn:
+                    await asyncio.wait_for(self._tasks.stop.wait(), delay / 1000)
+                if self._tasks.stop.is_set() or self.transactions.get(txn.transactional_id) is not txn:
                     return
                 if await self._complete(txn):
                     log.info(
