@@ -85,7 +85,7 @@ def add_parser(sub: SubParsers) -> None:
         type=non_negative_int,
         default=5,
         metavar="MS",
-        help="batching delay (default 5)",
+        help="batching delay (default 5); a record may take --linger-ms plus --timeout",
     )
 
 
@@ -148,7 +148,10 @@ def produce(args: argparse.Namespace) -> int:
             "linger.ms": args.linger_ms,
             # Java clients' key hashing, so keyed records land where Kafka's tools would put them.
             "partitioner": "murmur2_random",
-            "message.timeout.ms": int(args.timeout * 1000),
+            # --timeout is for the broker, once a batch is sent: librdkafka's message timeout
+            # also covers the lingering before it, and refuses one shorter than linger.ms
+            # (an error naming a setting the user never gave).
+            "message.timeout.ms": _message_timeout_ms(args.timeout, args.linger_ms),
         },
     )
     producer = make_client(Producer, conf)
@@ -158,6 +161,16 @@ def produce(args: argparse.Namespace) -> int:
         return _produce(args, producer, separator, null, headers)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+MAX_MESSAGE_TIMEOUT_MS = 2**31 - 1  # librdkafka's bound for message.timeout.ms
+
+
+def _message_timeout_ms(timeout_s: float, linger_ms: int) -> int:
+    """How long a record may take: --linger-ms of batching, then --timeout for the broker
+    (``--linger-ms 60000`` with the default --timeout of 30 s was librdkafka's "message.timeout.ms
+    must be greater than linger.ms"). At least 1 ms: 0 would be librdkafka's "no limit"."""
+    return max(1, min(MAX_MESSAGE_TIMEOUT_MS, int(timeout_s * 1000) + linger_ms))
 
 
 def _produce(
