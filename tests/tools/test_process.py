@@ -292,3 +292,40 @@ def test_ctrl_c_while_the_broker_does_not_answer_ends_the_tool_at_once(
             child.wait()
         hung.close()
     assert (child.returncode, out, got.decode()) == (code, b"", err)
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_second_signal_while_consume_closes_ends_it_at_once(
+    broker: EmbeddedBroker, ref: Reference, topic: str, second: signal.Signals
+) -> None:
+    """Ctrl-C, then another (or SIGTERM: ``timeout -k``) while the consumer's close waits for its
+    last commit: the tool ends at once, killed by that signal as a user pressing it again
+    means, without a word; it did nothing until the close's bound (30 s) ran out."""
+    ref.create_topic(topic, 1)
+    ref.produce(topic, [{"value": b"first"}])
+    argv = tool(broker, "consume", topic, "--from-beginning", "--group", f"{topic}-group")
+    consume = subprocess.Popen(
+        [argv[0], "-c", _DEFAULT_SIGINT, *argv[3:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert consume.stdout is not None
+    fault = broker.faults.delay("OffsetCommit", 30.0, count=1)
+    try:
+        assert consume.stdout.readline() == b"first\n"
+        consume.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 20
+        while fault.hits == 0:  # the close's commit is held back: it waits in close()
+            assert consume.poll() is None, consume.communicate()
+            assert time.monotonic() < deadline, "the close never committed"
+            time.sleep(0.01)
+        began = time.monotonic()
+        consume.send_signal(second)
+        out, err = consume.communicate(timeout=25)
+        took = time.monotonic() - began
+    finally:
+        if consume.poll() is None:
+            consume.kill()
+            consume.wait()
+        broker.faults.clear()
+    print(f"ended {took:.2f} s after the second signal: {consume.returncode} {err!r}")
+    assert (consume.returncode, out, err) == (-second, b"", b"")
+    assert took < 10
