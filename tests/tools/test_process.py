@@ -408,3 +408,46 @@ def test_a_signal_while_produce_waits_for_the_broker_says_what_is_unconfirmed(
         1, b"", "sluice produce: error: interrupted with 1 of 1 records not confirmed delivered\n"
     )
     assert took < 10
+
+
+def test_ctrl_c_twice_while_the_broker_holds_produce_back(
+    broker: EmbeddedBroker, ref: Reference, topic: str
+) -> None:
+    """Ctrl-C while typing, with the broker not answering (slow, or gone): the tool waits for
+    the records read, up to --timeout, and now says so at once (it waited silently, looking
+    hung); a second Ctrl-C stops the wait, saying what is unconfirmed."""
+    ref.create_topic(topic, 1)
+    fault = broker.faults.delay("Produce", 30.0, count=1)
+    argv = tool(broker, "produce", topic, "--timeout", "20")
+    produce = subprocess.Popen(
+        [argv[0], "-c", _DEFAULT_SIGINT, *argv[3:]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert produce.stdin is not None and produce.stderr is not None
+    try:
+        produce.stdin.write(b"held\n")
+        produce.stdin.flush()
+        deadline = time.monotonic() + 30
+        while fault.hits == 0:
+            assert produce.poll() is None, produce.communicate()
+            assert time.monotonic() < deadline, "the record never reached the broker"
+            time.sleep(0.01)
+        produce.send_signal(signal.SIGINT)
+        waiting = produce.stderr.readline().decode()
+        began = time.monotonic()
+        produce.send_signal(signal.SIGINT)
+        out, err = produce.communicate(timeout=20)
+        took = time.monotonic() - began
+    finally:
+        if produce.poll() is None:
+            produce.kill()
+            produce.wait()
+        broker.faults.clear()
+    assert waiting == (
+        "sluice produce: interrupted; waiting up to 25 s for 1 of 1 records to be confirmed "
+        "(Ctrl-C again to stop waiting)\n"
+    )
+    assert (produce.returncode, out, err.decode()) == (
+        1, b"", "sluice produce: error: interrupted with 1 of 1 records not confirmed delivered\n"
+    )
+    assert took < 10

@@ -216,6 +216,15 @@ def _produce(
         reports.stop()
         raise
     try:
+        if not reports.flush(1.0) and interrupted:
+            # A broker that is slow or gone: say why the Ctrl-C did not end the tool yet.
+            print(
+                f"sluice produce: interrupted; waiting up to {args.timeout + 5:g} s for "
+                f"{report.unconfirmed} of {report.sent} records to be confirmed "
+                "(Ctrl-C again to stop waiting)",
+                file=sys.stderr,
+                flush=True,
+            )
         reports.flush()
     except KeyboardInterrupt:
         # A second Ctrl-C: stop waiting for the broker and say what was not confirmed. Counted
@@ -302,11 +311,12 @@ class _Reports:
         """Flush on the thread without waiting for it (the tool is failing anyway)."""
         self._flushing.set()
 
-    def flush(self) -> None:
-        """Send what lingers and wait for its reports (up to the flush timeout). A Ctrl-C ends
-        the wait; the flush runs on to its timeout on the daemon thread."""
+    def flush(self, wait: float | None = None) -> bool:
+        """Send what lingers and wait for its reports (up to the flush timeout, or ``wait``
+        seconds); whether the flush is over. A Ctrl-C ends the wait; the flush runs on to its
+        timeout on the daemon thread."""
         self._flushing.set()
-        self._done.wait()
+        return self._done.wait(wait)
 
 
 class _BadLine(Exception):
