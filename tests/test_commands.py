@@ -88,3 +88,49 @@ def test_scripts_serve_resolves_relative_paths_from_where_it_was_run(tmp_path: P
     data_dir = tmp_path / "rel" / "dir"
     assert any(p.name.startswith("from-config") for p in data_dir.iterdir()), proc.output
     assert not (REPO / "rel").exists()
+
+
+_CTRL_C_DURING_IMPORT = """
+import os, runpy, signal, sys
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal
+
+
+class CtrlCAt:
+    '''Sends this process SIGINT as the module named by argv[1] starts to import.'''
+
+    def find_spec(self, name, path=None, target=None):
+        if name == WHEN:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+
+WHEN = sys.argv.pop(1)
+sys.meta_path.insert(0, CtrlCAt())
+runpy.run_module("sluice", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("when", "err"),
+    [
+        ("sluice.cli", "sluice: interrupted\n"),  # python -m sluice importing the CLI
+        ("sluice.tools", "sluice serve: interrupted\n"),  # the CLI importing the tools' parsers
+        ("sluice.server.app", "sluice serve: interrupted\n"),  # serve importing the broker
+        ("uvloop", "sluice serve: interrupted\n"),
+    ],
+)
+def test_ctrl_c_while_serve_imports_ends_it_with_one_line(
+    when: str, err: str, tmp_path: Path
+) -> None:
+    """``sluice serve`` imports for ~250 ms before its event loop takes SIGINT over; a Ctrl-C
+    then printed a KeyboardInterrupt traceback from wherever the import was. It ends with one
+    line and 130 now, as the tools do, and without having started."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_DURING_IMPORT, when, "serve", "--listen", "127.0.0.1:0",
+         "--data-dir", str(tmp_path / "data"), "--admin-listen", "off"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", err)
+    assert not (tmp_path / "data").exists()

@@ -77,8 +77,23 @@ class _PrintVersion(argparse.Action):
         parser.exit()
 
 
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as the tools exit on Ctrl-C (sluice.tools.common)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``sluice`` command. A Ctrl-C that lands before a command handles it (``sluice serve``
+    imports for ~250 ms before its event loop takes SIGINT over) ends it with one line and 130:
+    Python's default is a KeyboardInterrupt traceback from wherever the import was."""
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        command = argv[0] if argv and not argv[0].startswith("-") else ""
+        print(f"sluice{' ' + command if command else ''}: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["bench"]:  # its own parser, --help included (argparse's REMAINDER drops it)
         from sluice.bench import cli
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -262,3 +263,119 @@ def test_fetch_json_has_its_stable_keys() -> None:
     assert [(c["consumers"], c["partitions"], c["value_bytes"]) for c in cases] == [(1, 2, 100), (2, 2, 100)]
     assert all(c["records_s"] > 0 and c["mb_s"] > 0 and c["runs"] == 1 for c in cases)
     assert "records/s" in done.stderr  # the table, for a reader
+
+
+def test_usage_and_invalid_choice_name_every_subcommand(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The description named compare, report, storage and fetch; the usage line and the
+    invalid-choice error listed only the scenarios."""
+    from sluice.bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["no-such-scenario"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    usage, _, message = err.partition("sluice bench: error:")
+    assert "invalid choice: 'no-such-scenario'" in message
+    for name in ("compare", "report", "storage", "fetch", "produce", "slow-consumer"):
+        assert name in usage and f"'{name}'" in message
+    with pytest.raises(SystemExit) as exit_:  # options first: no scenario, and said so
+        main(["--json", "compare"])
+    assert exit_.value.code == 2
+    assert "compare takes its own options" in capsys.readouterr().err
+
+
+_SLUICE_WITH_DEFAULT_SIGINT = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('sluice', run_name='__main__', alter_sys=True)"
+)
+"""``python -m sluice`` as from a terminal, whatever SIGINT handling this process inherited."""
+
+
+def _in_session(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (zombies left out: their parent reaps them)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return f"{pid} (gone)"
+
+
+def _load_workers(pids: list[int], with_clients: bool) -> int:
+    """How many of ``pids`` are load workers (``with_clients``: that built their librdkafka
+    clients, whose threads they then have)."""
+    count = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if b"spawn_main" not in cmdline.read():
+                    continue
+            threads = len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            continue
+        count += threads >= 4 or not with_clients
+    return count
+
+
+@pytest.mark.parametrize("loading", [False, True], ids=["starting", "loading"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigterm-twice"])
+def test_a_signal_ends_a_run_with_one_line_and_nothing_left_behind(
+    tmp_path: Path, how: str, loading: bool
+) -> None:
+    """Ctrl-C (to the whole process group, as a terminal sends it) printed a KeyboardInterrupt
+    traceback; SIGTERM killed the bench alone, leaving its broker child and load workers running
+    and their temporary directory behind. Now either ends the run with one line and 130, after
+    stopping them and removing the directory; a second signal does not cut that short. The
+    signal lands as the workers start, or once their clients run."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(SRC), "TMPDIR": str(scratch)}
+    bench = subprocess.Popen(
+        [sys.executable, "-c", _SLUICE_WITH_DEFAULT_SIGINT, "bench", "produce",
+         "--messages", "100000000", "--rate", "10000", "--producers", "2"],
+        env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while _load_workers(_in_session(bench.pid), loading) < 2:  # broker up, workers too
+            assert bench.poll() is None, bench.communicate()
+            assert time.monotonic() < deadline, "the load workers never started"
+            time.sleep(0.05)
+        if how == "ctrl-c":
+            os.killpg(bench.pid, signal.SIGINT)
+        else:
+            bench.send_signal(signal.SIGTERM)
+            if how == "sigterm-twice":
+                bench.send_signal(signal.SIGTERM)
+        out, err = bench.communicate(timeout=90)
+        # multiprocessing's resource tracker leaves when it reads the end of its pipe, just
+        # after the bench exits: allowed a moment
+        gone = time.monotonic() + 10
+        while (left := _in_session(bench.pid)) and time.monotonic() < gone:
+            time.sleep(0.05)
+        left_cmds = [_cmdline(pid) for pid in left]
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+        for pid in _in_session(bench.pid):  # whatever it left behind
+            os.kill(pid, signal.SIGKILL)
+    assert (bench.returncode, out) == (130, b""), err.decode()
+    assert err.decode().splitlines()[-1:] == ["sluice bench produce: interrupted"]
+    assert "Traceback" not in err.decode()
+    assert (left_cmds, list(scratch.iterdir())) == ([], [])

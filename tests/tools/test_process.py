@@ -292,3 +292,162 @@ def test_ctrl_c_while_the_broker_does_not_answer_ends_the_tool_at_once(
             child.wait()
         hung.close()
     assert (child.returncode, out, got.decode()) == (code, b"", err)
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_second_signal_while_consume_closes_ends_it_at_once(
+    broker: EmbeddedBroker, ref: Reference, topic: str, second: signal.Signals
+) -> None:
+    """Ctrl-C, then another (or SIGTERM: ``timeout -k``) while the consumer's close waits for its
+    last commit: the tool ends at once, killed by that signal as a user pressing it again
+    means, without a word; it did nothing until the close's bound (30 s) ran out."""
+    ref.create_topic(topic, 1)
+    ref.produce(topic, [{"value": b"first"}])
+    argv = tool(broker, "consume", topic, "--from-beginning", "--group", f"{topic}-group")
+    consume = subprocess.Popen(
+        [argv[0], "-c", _DEFAULT_SIGINT, *argv[3:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert consume.stdout is not None
+    fault = broker.faults.delay("OffsetCommit", 30.0, count=1)
+    try:
+        assert consume.stdout.readline() == b"first\n"
+        consume.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 20
+        while fault.hits == 0:  # the close's commit is held back: it waits in close()
+            assert consume.poll() is None, consume.communicate()
+            assert time.monotonic() < deadline, "the close never committed"
+            time.sleep(0.01)
+        began = time.monotonic()
+        consume.send_signal(second)
+        out, err = consume.communicate(timeout=25)
+        took = time.monotonic() - began
+    finally:
+        if consume.poll() is None:
+            consume.kill()
+            consume.wait()
+        broker.faults.clear()
+    print(f"ended {took:.2f} s after the second signal: {consume.returncode} {err!r}")
+    assert (consume.returncode, out, err) == (-second, b"", b"")
+    assert took < 10
+
+
+_CTRL_C_IN_A_DELIVERY_REPORT = """
+import os, runpy, signal
+
+from sluice.tools import produce
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+report = produce._Deliveries.callback
+
+
+def ctrl_c_first(self, err, msg):
+    os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt at the next instruction, before report
+    report(self, err, msg)
+
+
+produce._Deliveries.callback = ctrl_c_first
+runpy.run_module("sluice.tools", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_ctrl_c_inside_a_delivery_report_is_not_a_delivery(
+    broker: EmbeddedBroker, ref: Reference, topic: str
+) -> None:
+    """A Ctrl-C can land inside the delivery callback, before it counts the record; the tool
+    counted what librdkafka still queued instead, so a record the broker refused was reported
+    as delivered ("interrupted with 0 of 1 records not yet delivered")."""
+    ref.create_topic(topic, 1, max_message_bytes="2000")
+    argv = tool(broker, "produce", topic)
+    done = subprocess.run(
+        [argv[0], "-c", _CTRL_C_IN_A_DELIVERY_REPORT, *argv[3:]],
+        input=b"x" * 5000 + b"\n",  # refused: larger than the topic's max.message.bytes
+        capture_output=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (1, b"")
+    assert done.stderr.decode() == (
+        "sluice produce: error: interrupted with 1 of 1 records not confirmed delivered\n"
+    )
+    assert ref.end_offsets(topic) == {0: 0}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_while_produce_waits_for_the_broker_says_what_is_unconfirmed(
+    broker: EmbeddedBroker, ref: Reference, topic: str, signum: signal.Signals
+) -> None:
+    """All input read, the tool waits for the broker's answer (held back here): a Ctrl-C or
+    SIGTERM ends the wait at once with exit code 1, saying the record is not confirmed, and
+    the tool does not hang on its way out with the flush still running."""
+    ref.create_topic(topic, 1)
+    fault = broker.faults.delay("Produce", 30.0, count=1)
+    argv = tool(broker, "produce", topic)
+    produce = subprocess.Popen(
+        [argv[0], "-c", _DEFAULT_SIGINT, *argv[3:]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert produce.stdin is not None
+    try:
+        produce.stdin.write(b"held\n")
+        produce.stdin.close()
+        produce.stdin = None  # communicate() below would flush it
+        deadline = time.monotonic() + 30
+        while fault.hits == 0:
+            assert produce.poll() is None, produce.communicate()
+            assert time.monotonic() < deadline, "the record never reached the broker"
+            time.sleep(0.01)
+        began = time.monotonic()
+        produce.send_signal(signum)
+        out, err = produce.communicate(timeout=20)
+        took = time.monotonic() - began
+    finally:
+        if produce.poll() is None:
+            produce.kill()
+            produce.wait()
+        broker.faults.clear()
+    assert (produce.returncode, out, err.decode()) == (
+        1, b"", "sluice produce: error: interrupted with 1 of 1 records not confirmed delivered\n"
+    )
+    assert took < 10
+
+
+def test_ctrl_c_twice_while_the_broker_holds_produce_back(
+    broker: EmbeddedBroker, ref: Reference, topic: str
+) -> None:
+    """Ctrl-C while typing, with the broker not answering (slow, or gone): the tool waits for
+    the records read, up to --timeout, and now says so at once (it waited silently, looking
+    hung); a second Ctrl-C stops the wait, saying what is unconfirmed."""
+    ref.create_topic(topic, 1)
+    fault = broker.faults.delay("Produce", 30.0, count=1)
+    argv = tool(broker, "produce", topic, "--timeout", "20")
+    produce = subprocess.Popen(
+        [argv[0], "-c", _DEFAULT_SIGINT, *argv[3:]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert produce.stdin is not None and produce.stderr is not None
+    try:
+        produce.stdin.write(b"held\n")
+        produce.stdin.flush()
+        deadline = time.monotonic() + 30
+        while fault.hits == 0:
+            assert produce.poll() is None, produce.communicate()
+            assert time.monotonic() < deadline, "the record never reached the broker"
+            time.sleep(0.01)
+        produce.send_signal(signal.SIGINT)
+        waiting = produce.stderr.readline().decode()
+        began = time.monotonic()
+        produce.send_signal(signal.SIGINT)
+        out, err = produce.communicate(timeout=20)
+        took = time.monotonic() - began
+    finally:
+        if produce.poll() is None:
+            produce.kill()
+            produce.wait()
+        broker.faults.clear()
+    assert waiting == (
+        "sluice produce: interrupted; waiting up to 25 s for 1 of 1 records to be confirmed "
+        "(Ctrl-C again to stop waiting)\n"
+    )
+    assert (produce.returncode, out, err.decode()) == (
+        1, b"", "sluice produce: error: interrupted with 1 of 1 records not confirmed delivered\n"
+    )
+    assert took < 10

@@ -236,3 +236,30 @@ def test_an_invalid_topic_name_is_named(sluice: Run) -> None:
     r = sluice("produce", "bad name!", stdin=b"x\n")
     assert (r.code, r.out) == (1, b"")
     assert r.err == "sluice produce: error: topic 'bad name!': TOPIC_EXCEPTION: Broker: Invalid topic\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--linger-ms", "60000"], ["--linger-ms", "900000", "--timeout", "5"]],
+    ids=["linger-above-default-timeout", "librdkafkas-longest-linger"],
+)
+def test_a_long_linger_is_accepted_and_delivers_at_the_end_of_input(
+    sluice: Run, ref: Reference, topic: str, argv: list[str]
+) -> None:
+    """--linger-ms 60000 failed at once with librdkafka's "message.timeout.ms must be greater
+    than linger.ms", a setting the user never gave (it came from --timeout, 30 s): a record
+    may now take --linger-ms plus --timeout. The end of the input sends what lingers at once."""
+    ref.create_topic(topic, 1)
+    began = time.monotonic()
+    r = sluice("produce", topic, *argv, stdin=b"a\nb\n")
+    assert (r.code, r.err) == (0, "")
+    assert time.monotonic() - began < 30  # the linger did not hold the end of input
+    assert [x.value for x in ref.read(topic)] == [b"a", b"b"]
+
+
+def test_the_message_timeout_stays_within_librdkafkas_bounds() -> None:
+    from sluice.tools.produce import MAX_MESSAGE_TIMEOUT_MS, _message_timeout_ms
+
+    assert _message_timeout_ms(30, 60_000) == 90_000
+    assert _message_timeout_ms(1e9, 5) == MAX_MESSAGE_TIMEOUT_MS  # not librdkafka's range error
+    assert _message_timeout_ms(0.0001, 0) == 1  # 0 would be librdkafka's "no limit"

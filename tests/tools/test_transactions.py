@@ -111,9 +111,22 @@ def test_abort_fences_the_producer_and_aborts_its_transaction(
     assert unknown.code == 1 and "unknown transactional id" in unknown.err
 
 
-def test_librdkafka_settings_are_refused(sluice: Run) -> None:
-    r = sluice("transactions", "list", "-X", "security.protocol=SSL")
-    assert r.code == 2 and "-X librdkafka settings do not apply" in r.err
+@pytest.mark.parametrize("where", ["group", "action"])
+def test_librdkafka_options_are_not_offered(sluice: Run, where: str) -> None:
+    """The tool speaks the protocol itself: its --help listed -X and -v, then refused -X and
+    ignored -v. Neither is offered now, on `sluice transactions` or on an action."""
+    actions = ("list", "describe", "abort")
+    helps = [sluice("transactions", "--help"), *(sluice("transactions", a, "--help") for a in actions)]
+    for h in helps:
+        assert h.code == 0 and "--bootstrap-server" in h.text
+        assert "-X" not in h.text and "--client-config" not in h.text
+        assert "-v" not in h.text.split() and "--verbose" not in h.text
+    for option in (["-X", "security.protocol=SSL"], ["-v"]):
+        argv = ["transactions", *option, "list"] if where == "group" else [
+            "transactions", "list", *option]
+        r = sluice(*argv)
+        # `transactions -X K=V list` reads K=V as the action
+        assert r.code == 2 and ("unrecognized arguments" in r.err or "invalid choice" in r.err)
 
 
 def test_an_unreachable_broker_is_an_error(sluice: Run) -> None:

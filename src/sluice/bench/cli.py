@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,13 +25,17 @@ from sluice.bench.scenarios import SCENARIOS, Options
 from sluice.bench.targets import Remote, Target, sluice_child
 
 PASSTHROUGH = ("storage", "fetch")
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as the tools exit on Ctrl-C (sluice.tools.common)
+COMMANDS = ("compare", "report", *PASSTHROUGH)
+"""Subcommands with parsers of their own, dispatched before the scenario parser runs; it lists
+them too, so its usage line and its invalid-choice error name every subcommand."""
 
 
 def scenario_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sluice bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Each of compare, report, storage and fetch has its own --help.")
-    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("scenario", choices=[*sorted(SCENARIOS), *COMMANDS])
     parser.add_argument("--bootstrap", metavar="HOST:PORT",
                         help="a running broker (default: start a sluice serve child)")
     parser.add_argument("--broker-pid", type=int, action="append", default=[],
@@ -81,8 +86,36 @@ def run_scenario(name: str, target: Target, opts: Options, args: argparse.Namesp
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``sluice bench``. Ctrl-C or SIGTERM ends any run with one line and exit code 130, as the
+    tools do, after the context managers stopped the broker child and the load workers and
+    removed the temporary directories (a traceback, and with SIGTERM nothing cleaned up, before).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     head = argv[0] if argv else ""
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupt)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if ignored (nohup)
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        return _main(argv, head)
+    except KeyboardInterrupt:
+        name = f" {head}" if head and not head.startswith("-") else ""
+        print(f"sluice bench{name}: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: unwind, stopping the broker child and the workers on the way. A second
+    signal is ignored, so it cannot cut that short and leave them (and their data) behind; each
+    step of it is bounded (SIGKILL after a wait)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _main(argv: list[str], head: str) -> int:
     if head in PASSTHROUGH:
         return passthrough(head, argv[1:])
     if head == "compare":
@@ -93,7 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sluice.bench import report
 
         return report.main(argv[1:])
-    args = scenario_parser().parse_args(argv)
+    parser = scenario_parser()
+    args = parser.parse_args(argv)
+    if args.scenario in COMMANDS:  # options before it: `sluice bench --json compare`
+        parser.error(f"{args.scenario} takes its own options: sluice bench {args.scenario} ...")
     opts = options(args)
     say = output.say
     with output.live_progress() as progress:

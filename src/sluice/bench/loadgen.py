@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import queue
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -366,6 +367,34 @@ class WorkerError(RuntimeError):
     """A load worker failed; the message has its traceback."""
 
 
+def _start_all(procs: Sequence[Any]) -> None:
+    """Start every worker, uninterrupted and without losing a signal.
+
+    A terminal's Ctrl-C goes to the whole process group: each worker printed its own
+    KeyboardInterrupt traceback. They start with SIGINT blocked (the mask survives the spawn's
+    exec; the parent, which got the Ctrl-C too, kills them). A KeyboardInterrupt raised inside
+    ``start()`` left a worker running that its parent no longer knew of, so SIGINT and SIGTERM
+    are held until every worker has started, then raised."""
+    held: list[int] = []
+
+    def hold(signum: int, _frame: object) -> None:
+        held.append(signum)
+
+    handlers = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for p in procs:
+                p.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending Ctrl-C lands in hold
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if held:
+        signal.raise_signal(held[0])  # now, to the handler it was meant for
+
+
 def run(works: Sequence[Work], broker_pids: Sequence[int] = (), *,
         progress: Callable[[int, int, float], None] | None = None,
         expected: int | None = None, sample: Callable[[], dict[str, float]] | None = None,
@@ -391,8 +420,7 @@ def run(works: Sequence[Work], broker_pids: Sequence[int] = (), *,
         expected = sum(w.count for w in works if w.role.endswith("produce")) or max(
             w.count for w in works)
     try:
-        for p in procs:
-            p.start()
+        _start_all(procs)
         for _ in procs:
             try:
                 ready.get(timeout=60)
@@ -423,8 +451,17 @@ def run(works: Sequence[Work], broker_pids: Sequence[int] = (), *,
         failed = [o.error for o in outcomes if o.error]
         if failed:
             raise WorkerError(failed[0])
+    except BaseException:
+        # Interrupted or failed: nothing of the workers' is worth waiting for (a join waited
+        # 10 s for each one still sending).
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                p.kill()
+        raise
     finally:
         for p in procs:
+            if p.pid is None:  # never started
+                continue
             p.join(timeout=10)
             if p.is_alive():
                 p.kill()

@@ -36,7 +36,7 @@ def register(sub: SubParsers) -> None:
     groups.add_parsers(p.add_subparsers(dest="action", required=True, metavar="ACTION"))
 
     p = sub.add_parser("transactions", help="list, describe and abort transactions")
-    add_connection_options(p)
+    add_connection_options(p, librdkafka=False)
     transactions.add_parsers(p.add_subparsers(dest="action", required=True, metavar="ACTION"))
 
 

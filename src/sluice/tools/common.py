@@ -121,10 +121,11 @@ def key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
+def add_connection_options(parser: argparse.ArgumentParser, librdkafka: bool = True) -> None:
     """Options every tool takes. Defaults are suppressed so that the options may be given on the
     group parser (``sluice topics --bootstrap-server X list``) or on the leaf parser; call
-    :func:`apply_connection_defaults` after parsing."""
+    :func:`apply_connection_defaults` after parsing. ``librdkafka=False`` (a tool speaking the
+    protocol itself) leaves out ``-X`` and ``-v``, which would have nothing to act on."""
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--bootstrap-server",
@@ -140,6 +141,8 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help=f"how long to wait for the broker per operation (default {DEFAULT_TIMEOUT_S:g})",
     )
+    if not librdkafka:
+        return
     group.add_argument(
         "--client-config",
         "-X",
@@ -355,13 +358,16 @@ Handler = Callable[[argparse.Namespace], int]
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def leaf(group: SubParsers, name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
-    """A runnable (sub)command parser: connection options, and ``func`` set to :func:`run` with
-    ``handler`` doing the work, which is how ``sluice.cli`` dispatches (``args.func(args)``)."""
+def leaf(
+    group: SubParsers, name: str, help_text: str, handler: Handler, librdkafka: bool = True
+) -> argparse.ArgumentParser:
+    """A runnable (sub)command parser: connection options (see :func:`add_connection_options`
+    for ``librdkafka``), and ``func`` set to :func:`run` with ``handler`` doing the work, which
+    is how ``sluice.cli`` dispatches (``args.func(args)``)."""
     parser = group.add_parser(
         name, help=help_text, description=help_text[:1].upper() + help_text[1:] + "."
     )
-    add_connection_options(parser)
+    add_connection_options(parser, librdkafka)
     parser.set_defaults(
         func=run, handler=handler, parser=parser, interrupted_exit_code=INTERRUPTED_EXIT_CODE
     )

@@ -7,6 +7,7 @@ what it printed."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import string
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from sluice.tools.common import (
@@ -323,7 +325,34 @@ def consume(args: argparse.Namespace) -> int:
 
 def _close_within(consumer: Any, seconds: float) -> None:
     """``consumer.close()``, or, if it has not returned after ``seconds``, exit code 1 with a
-    line saying so: a Ctrl-C must end the tool even when leaving the group does not."""
+    line saying so: a Ctrl-C must end the tool even when leaving the group does not.
+
+    The close waits in C, where Python runs no signal handler: a second Ctrl-C (or a SIGTERM)
+    while it waited for an answer did nothing until ``seconds`` ran out. During it both signals
+    take their default action and end the process at once, as a user pressing Ctrl-C again
+    means (the shell reports 130 or 143; the group is left to expire the member)."""
+    with _signals_end_the_process():
+        _close_or_exit(consumer, seconds)
+
+
+@contextlib.contextmanager
+def _signals_end_the_process() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # signal.signal would fail
+        yield
+        return
+    previous = {
+        sig: signal.signal(sig, signal.SIG_DFL)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(sig) is not signal.SIG_IGN  # nohup, or started in the background
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _close_or_exit(consumer: Any, seconds: float) -> None:
     closed = threading.Event()
 
     def watchdog() -> None:

@@ -7,6 +7,8 @@ import argparse
 import contextlib
 import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,7 +87,7 @@ def add_parser(sub: SubParsers) -> None:
         type=non_negative_int,
         default=5,
         metavar="MS",
-        help="batching delay (default 5)",
+        help="batching delay (default 5); a record may take --linger-ms plus --timeout",
     )
 
 
@@ -108,6 +110,12 @@ class _Deliveries:
             self.delivered += 1
         else:
             self.fail(kafka_error_text(err))
+
+    @property
+    def unconfirmed(self) -> int:
+        """Records neither delivered nor failed: queued still, or whose report a Ctrl-C cut
+        short (it can land inside this callback; librdkafka does not report a record twice)."""
+        return max(0, self.sent - self.delivered - self.failed)
 
 
 @contextmanager
@@ -148,7 +156,10 @@ def produce(args: argparse.Namespace) -> int:
             "linger.ms": args.linger_ms,
             # Java clients' key hashing, so keyed records land where Kafka's tools would put them.
             "partitioner": "murmur2_random",
-            "message.timeout.ms": int(args.timeout * 1000),
+            # --timeout is for the broker, once a batch is sent: librdkafka's message timeout
+            # also covers the lingering before it, and refuses one shorter than linger.ms
+            # (an error naming a setting the user never gave).
+            "message.timeout.ms": _message_timeout_ms(args.timeout, args.linger_ms),
         },
     )
     producer = make_client(Producer, conf)
@@ -158,6 +169,16 @@ def produce(args: argparse.Namespace) -> int:
         return _produce(args, producer, separator, null, headers)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+MAX_MESSAGE_TIMEOUT_MS = 2**31 - 1  # librdkafka's bound for message.timeout.ms
+
+
+def _message_timeout_ms(timeout_s: float, linger_ms: int) -> int:
+    """How long a record may take: --linger-ms of batching, then --timeout for the broker
+    (``--linger-ms 60000`` with the default --timeout of 30 s was librdkafka's "message.timeout.ms
+    must be greater than linger.ms"). At least 1 ms: 0 would be librdkafka's "no limit"."""
+    return max(1, min(MAX_MESSAGE_TIMEOUT_MS, int(timeout_s * 1000) + linger_ms))
 
 
 def _produce(
@@ -184,22 +205,44 @@ def _produce(
         extra["headers"] = headers
     bad_line: str | None = None
     interrupted = False
+    reports = _Reports(producer, args.timeout + 5)
     try:
         _send_lines(args, producer, report, separator, null, extra)
     except _BadLine as exc:
         bad_line = str(exc)
     except KeyboardInterrupt:
         interrupted = True  # the records read are delivered below, then exit code 130
+    except BaseException:
+        reports.stop()
+        raise
     try:
-        remaining = producer.flush(args.timeout + 5)
+        if not reports.flush(1.0) and interrupted:
+            # A broker that is slow or gone: say why the Ctrl-C did not end the tool yet.
+            print(
+                f"sluice produce: interrupted; waiting up to {args.timeout + 5:g} s for "
+                f"{report.unconfirmed} of {report.sent} records to be confirmed "
+                "(Ctrl-C again to stop waiting)",
+                file=sys.stderr,
+                flush=True,
+            )
+        reports.flush()
     except KeyboardInterrupt:
-        # A second Ctrl-C: stop waiting for the broker and say what was not confirmed.
+        # A second Ctrl-C: stop waiting for the broker and say what was not confirmed. Counted
+        # from the reports, not from librdkafka's queue: a record whose report the Ctrl-C cut
+        # short has left the queue, and one that failed has too.
         raise ToolError(
-            f"interrupted with {len(producer)} of {report.sent} records not yet delivered"
+            f"interrupted with {report.sent - report.delivered} of {report.sent} records "
+            "not confirmed delivered"
         ) from None
-    if remaining:
-        report.fail(f"{remaining} records still queued after {args.timeout:g}s")
-        report.failed += remaining - 1
+    unconfirmed = report.unconfirmed
+    if unconfirmed:
+        queued = len(producer)
+        report.fail(
+            f"{queued} records still queued after {args.timeout:g}s"
+            if queued == unconfirmed
+            else f"{unconfirmed} records without a delivery report ({queued} still queued)"
+        )
+        report.failed += unconfirmed - 1
     if args.verbose:
         print(
             f"Produced {report.delivered} of {report.sent} records to {args.topic}.",
@@ -239,6 +282,43 @@ def _check_topic(topic: str, meta: Any) -> None:
         raise ToolError(f"topic {topic!r}: {kafka_error_text(error)}")
 
 
+class _Reports:
+    """Serves the producer's delivery reports on a thread of their own, then flushes there.
+
+    Python runs signal handlers on the main thread, so a Ctrl-C that came while a delivery
+    callback ran there raised inside it: librdkafka's flush then failed with "SystemError:
+    <method 'flush'> returned NULL without setting an exception" (a traceback), or the report was
+    lost. Here the main thread only reads, produces and waits on an event, which a Ctrl-C
+    interrupts at once."""
+
+    def __init__(self, producer: Any, flush_timeout: float) -> None:
+        self._producer = producer
+        self._flush_timeout = flush_timeout
+        self._flushing = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="sluice-produce", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            while not self._flushing.is_set():
+                self._producer.poll(0.1)
+            self._producer.flush(self._flush_timeout)
+        finally:
+            self._done.set()
+
+    def stop(self) -> None:
+        """Flush on the thread without waiting for it (the tool is failing anyway)."""
+        self._flushing.set()
+
+    def flush(self, wait: float | None = None) -> bool:
+        """Send what lingers and wait for its reports (up to the flush timeout, or ``wait``
+        seconds); whether the flush is over. A Ctrl-C ends the wait; the flush runs on to its
+        timeout on the daemon thread."""
+        self._flushing.set()
+        return self._done.wait(wait)
+
+
 class _BadLine(Exception):
     """A line without the key separator: the input stops there."""
 
@@ -267,14 +347,15 @@ def _send_lines(
             if null is not None and value == null:
                 value = None
             while True:
+                # Counted before it is queued: a Ctrl-C landing between the two leaves it counted
+                # and unconfirmed, never queued and uncounted (then delivered but not reported).
+                report.sent += 1
                 try:
                     producer.produce(args.topic, value, key, on_delivery=report.callback, **extra)
-                    report.sent += 1
                     break
                 except BufferError:
-                    producer.poll(0.1)  # the local queue is full: let deliveries drain it
+                    report.sent -= 1
+                    time.sleep(0.05)  # the local queue is full: deliveries drain it (_Reports)
                 except KafkaException as exc:
-                    report.sent += 1
                     report.fail(f"line {lineno}: {describe_error(exc)}")
                     break
-            producer.poll(0)

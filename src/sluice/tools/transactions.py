@@ -3,7 +3,7 @@ does, over the wire protocol (ListTransactions, DescribeTransactions, FindCoordi
 InitProducerId), for sluice or any Kafka-compatible broker.
 
 librdkafka has none of these APIs, so this tool speaks them itself through sluice's codec
-(:mod:`sluice.tools.wire`): plaintext only, and ``-X`` librdkafka settings do not apply.
+(:mod:`sluice.tools.wire`): plaintext only, without librdkafka's ``-X`` and ``-v``.
 
 ``abort --transactional-id`` ends a transactional id's transaction the way a new incarnation of
 its producer does (Kafka's ``force-terminate``): InitProducerId with that id, which aborts the
@@ -25,7 +25,6 @@ from sluice.protocol import messages as m
 from sluice.tools.common import (
     SubParsers,
     ToolError,
-    UsageError,
     add_output_option,
     leaf,
     non_negative_int,
@@ -55,7 +54,13 @@ _IN_PROGRESS = {"Ongoing", "PrepareCommit", "PrepareAbort", "PrepareEpochFence"}
 
 def add_parsers(group: SubParsers) -> None:
     """Add the ``transactions`` actions to ``group`` (the subparsers of ``sluice transactions``)."""
-    p = leaf(group, "list", "list transactional ids and their transactions' states", list_)
+    p = leaf(
+        group,
+        "list",
+        "list transactional ids and their transactions' states",
+        list_,
+        librdkafka=False,
+    )
     p.add_argument(
         "--state",
         action="append",
@@ -79,7 +84,9 @@ def add_parsers(group: SubParsers) -> None:
     add_output_option(p)
 
     p = leaf(
-        group, "describe", "state, producer, timeout and partitions of transactional ids", describe
+        group, "describe", "state, producer, timeout and partitions of transactional ids",
+        describe,
+        librdkafka=False,
     )
     p.add_argument("transactional_ids", nargs="+", metavar="TRANSACTIONAL_ID")
     add_output_option(p)
@@ -89,16 +96,12 @@ def add_parsers(group: SubParsers) -> None:
         "abort",
         "abort a transactional id's transaction by fencing its producer",
         abort,
+        librdkafka=False,
     )
     p.add_argument("--transactional-id", required=True, metavar="ID", help="the transactional id")
 
 
 def _cluster(args: argparse.Namespace) -> Cluster:
-    if args.client_config:
-        raise UsageError(
-            "-X librdkafka settings do not apply: sluice transactions speaks the protocol "
-            "itself (plaintext)"
-        )
     return Cluster(args.bootstrap_server, args.timeout)
 
 
