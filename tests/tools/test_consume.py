@@ -231,3 +231,23 @@ def test_a_template_a_record_cannot_fill_ends_the_tool_saying_which(
         f"sluice consume: error: --format cannot print the record at {filled}[0] offset 0: "
         "string index out of range\n"
     )
+
+
+def test_with_a_group_a_record_the_template_cannot_print_is_not_committed(
+    sluice: Run, ref: Reference, topic: str
+) -> None:
+    """The tool stops at a record its ``--format`` cannot print; the group's offset stays at
+    that record, so a rerun with a mended template prints it. (Offsets were stored as
+    ``poll()`` returned records, and the close committed past it: the rerun skipped it.)"""
+    ref.create_topic(topic, 1)
+    ref.produce(topic, [{"value": v, "partition": 0} for v in (b"abcdef", b"ab", b"abcdefgh")])
+    group = f"{topic}.group"
+    r = sluice("consume", topic, "--group", group, "--from-beginning", "--timeout-ms", "20000",
+               "--format", "{value[3]}")
+    assert r.code == 1, r.err
+    assert r.lines == ["d"]
+    assert "offset 1" in r.err
+    assert ref.committed(group) == {(topic, 0): 1}
+    r = sluice("consume", topic, "--group", group, "--count", "2", "--timeout-ms", "20000")
+    assert (r.code, r.lines) == (0, ["ab", "abcdefgh"])
+    assert ref.committed(group) == {(topic, 0): 3}

@@ -273,12 +273,19 @@ def consume(args: argparse.Namespace) -> int:
     }
     if grouped:
         settings["group.id"] = args.group
+        # Offsets are stored by hand once a record is printed: stored as poll() returns it
+        # (librdkafka's default), a record the template could not print, or one a closed
+        # stdout did not take, was committed all the same, and a rerun skipped it.
+        settings["enable.auto.offset.store"] = False
     else:
         # librdkafka insists on a group id; with assign() and no commits the group is never used.
         settings["group.id"] = "sluice-console"
         settings["enable.auto.commit"] = False
         settings["enable.auto.offset.store"] = False
-    consumer = make_client(Consumer, client_config(args, **settings))
+    config = client_config(args, **settings)
+    # Each record's offset is stored once it is printed (unless -X turned the store back on).
+    store = grouped and str(config.get("enable.auto.offset.store", True)).lower() in ("false", "0")
+    consumer = make_client(Consumer, config)
     count = 0
     # SIGTERM (timeout, systemd, docker stop) ends it as Ctrl-C does: the consumer leaves its
     # group at once instead of holding its partitions until the session times out.
@@ -306,7 +313,7 @@ def consume(args: argparse.Namespace) -> int:
                 partitions = [args.partition]
             start = _start_offset(args)
             consumer.assign([TopicPartition(args.topic, p, start) for p in partitions])
-        count = _loop(consumer, args, _Printer(args, sys.stdout.buffer))
+        count = _loop(consumer, args, _Printer(args, sys.stdout.buffer), store=store)
     except KeyboardInterrupt as exc:
         # Interrupted while its metadata call still runs on another thread (an unreachable
         # broker): it has joined nothing yet, and closing it under that call is not safe.
@@ -371,7 +378,7 @@ def _close_or_exit(consumer: Any, seconds: float) -> None:
         closed.set()
 
 
-def _loop(consumer: Any, args: argparse.Namespace, printer: _Printer) -> int:
+def _loop(consumer: Any, args: argparse.Namespace, printer: _Printer, *, store: bool) -> int:
     from confluent_kafka import KafkaError
 
     count = 0
@@ -407,6 +414,8 @@ def _loop(consumer: Any, args: argparse.Namespace, printer: _Printer) -> int:
             continue
         at_end.discard((msg.topic(), msg.partition()))
         printer.write(msg)
+        if store:
+            consumer.store_offsets(message=msg)
         count += 1
         last = time.monotonic()
     printer.out.flush()
