@@ -248,6 +248,8 @@ def test_a_partition_count_below_1_is_told_the_bound(sluice: Run, topic: str, co
         ("127.0.0.1:99999", "not HOST:PORT with a port of 1-65535: '127.0.0.1:99999'"),
         ("127.0.0.1:x", "not HOST:PORT with a port of 1-65535: '127.0.0.1:x'"),
         ("[::1]:0", "not HOST:PORT with a port of 1-65535: '[::1]:0'"),
+        ("h:1:2", "not HOST:PORT (an IPv6 address with a port goes in brackets: [::1]:9092): "
+         "'h:1:2'"),
     ],
 )
 def test_a_bootstrap_address_that_cannot_work_is_a_usage_error(

@@ -132,3 +132,17 @@ def test_librdkafka_options_are_not_offered(sluice: Run, where: str) -> None:
 def test_an_unreachable_broker_is_an_error(sluice: Run) -> None:
     r = sluice("transactions", "list", "-b", "127.0.0.1:1")
     assert r.code == 1 and "cannot reach 127.0.0.1:1" in r.err
+
+
+def test_the_bootstrap_list_is_read_as_the_librdkafka_tools_read_it(
+    sluice: Run, broker: EmbeddedBroker
+) -> None:
+    """The tool speaks the protocol itself; its addresses were its own parse, which took
+    ``PLAINTEXT://host`` for a host name and ``h:1:2`` for host ``h:1``, both accepted by the
+    usage check the other tools share."""
+    r = sluice("transactions", "list", "-b", f"PLAINTEXT://{broker.bootstrap_servers}")
+    assert r.code == 0, r.err
+    assert r.lines[0].split()[0] == "TRANSACTIONAL-ID"
+    r = sluice("transactions", "list", "-b", "h:1:2")
+    assert r.code == 2
+    assert "an IPv6 address with a port goes in brackets" in r.err

@@ -15,10 +15,11 @@ from types import TracebackType
 from typing import TypeVar
 
 from sluice.errors import ErrorCode
+from sluice.hostport import host_port
 from sluice.protocol import ApiKey, RequestBody, encode_request
 from sluice.protocol import messages as m
 from sluice.roundtrip import round_trip
-from sluice.tools.common import ToolError
+from sluice.tools.common import ToolError, bootstrap_entries
 
 T = TypeVar("T")
 
@@ -36,19 +37,12 @@ class Node:
         return f"{self.host}:{self.port}"
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ToolError(f"not HOST:PORT: {text!r}")
-    return host.strip("[]"), int(port)
-
-
 class Connection:
     """One broker connection: requests answered in order, each within ``timeout`` seconds
     (the whole answer, not each read of it)."""
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
-        self.address = f"{host}:{port}"
+        self.address = host_port(host, port)
         self.timeout = timeout
         try:
             self._sock = socket.create_connection((host, port), timeout=timeout)
@@ -107,8 +101,7 @@ class Cluster:
         self.timeout = timeout
         self._connections: dict[int, Connection] = {}
         errors = []
-        for address in bootstrap.split(","):
-            host, port = parse_address(address)
+        for host, port in bootstrap_entries(bootstrap):
             try:
                 first = Connection(host, port, timeout)
             except ToolError as exc:
