@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -187,6 +188,32 @@ def test_a_close_that_hangs_ends_the_tool_after_its_bound(
     assert b"did not close within 2 s" in err
 
 
+def _until_held(child: subprocess.Popen[bytes], fault: Any, what: str) -> None:
+    """Wait (polling) until the broker holds the request ``fault`` delays, the child still
+    running: from then on the child waits for that answer."""
+    deadline = time.monotonic() + 30
+    while fault.hits == 0:
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def _signal_and_wait(child: subprocess.Popen[bytes], signum: int, timeout: float) -> tuple[bytes, bytes, float]:
+    """Send ``signum`` and wait for the child's end: its output, and the seconds it took."""
+    began = time.monotonic()
+    child.send_signal(signum)
+    out, err = child.communicate(timeout=timeout)
+    return out, err, time.monotonic() - began
+
+
+def _cleanup(child: subprocess.Popen[bytes], broker: EmbeddedBroker) -> None:
+    """Never leave the child running, nor the broker's faults in place, whatever failed."""
+    if child.poll() is None:
+        child.kill()
+        child.wait()
+    broker.faults.clear()
+
+
 def _reading_its_input(pid: int) -> bool:
     """The process's main thread waits in a read of a pipe (its stdin): what it was given is
     read, and it waits for more."""
@@ -312,20 +339,10 @@ def test_a_second_signal_while_consume_closes_ends_it_at_once(
     try:
         assert consume.stdout.readline() == b"first\n"
         consume.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 20
-        while fault.hits == 0:  # the close's commit is held back: it waits in close()
-            assert consume.poll() is None, consume.communicate()
-            assert time.monotonic() < deadline, "the close never committed"
-            time.sleep(0.01)
-        began = time.monotonic()
-        consume.send_signal(second)
-        out, err = consume.communicate(timeout=25)
-        took = time.monotonic() - began
+        _until_held(consume, fault, "the close never committed")  # it waits in close()
+        out, err, took = _signal_and_wait(consume, second, 25)
     finally:
-        if consume.poll() is None:
-            consume.kill()
-            consume.wait()
-        broker.faults.clear()
+        _cleanup(consume, broker)
     print(f"ended {took:.2f} s after the second signal: {consume.returncode} {err!r}")
     assert (consume.returncode, out, err) == (-second, b"", b"")
     assert took < 10
@@ -390,20 +407,10 @@ def test_a_signal_while_produce_waits_for_the_broker_says_what_is_unconfirmed(
         produce.stdin.write(b"held\n")
         produce.stdin.close()
         produce.stdin = None  # communicate() below would flush it
-        deadline = time.monotonic() + 30
-        while fault.hits == 0:
-            assert produce.poll() is None, produce.communicate()
-            assert time.monotonic() < deadline, "the record never reached the broker"
-            time.sleep(0.01)
-        began = time.monotonic()
-        produce.send_signal(signum)
-        out, err = produce.communicate(timeout=20)
-        took = time.monotonic() - began
+        _until_held(produce, fault, "the record never reached the broker")
+        out, err, took = _signal_and_wait(produce, signum, 20)
     finally:
-        if produce.poll() is None:
-            produce.kill()
-            produce.wait()
-        broker.faults.clear()
+        _cleanup(produce, broker)
     assert (produce.returncode, out, err.decode()) == (
         1, b"", "sluice produce: error: interrupted with 1 of 1 records not confirmed delivered\n"
     )
@@ -427,22 +434,12 @@ def test_ctrl_c_twice_while_the_broker_holds_produce_back(
     try:
         produce.stdin.write(b"held\n")
         produce.stdin.flush()
-        deadline = time.monotonic() + 30
-        while fault.hits == 0:
-            assert produce.poll() is None, produce.communicate()
-            assert time.monotonic() < deadline, "the record never reached the broker"
-            time.sleep(0.01)
+        _until_held(produce, fault, "the record never reached the broker")
         produce.send_signal(signal.SIGINT)
         waiting = produce.stderr.readline().decode()
-        began = time.monotonic()
-        produce.send_signal(signal.SIGINT)
-        out, err = produce.communicate(timeout=20)
-        took = time.monotonic() - began
+        out, err, took = _signal_and_wait(produce, signal.SIGINT, 20)
     finally:
-        if produce.poll() is None:
-            produce.kill()
-            produce.wait()
-        broker.faults.clear()
+        _cleanup(produce, broker)
     assert waiting == (
         "sluice produce: interrupted; waiting up to 25 s for 1 of 1 records to be confirmed "
         "(Ctrl-C again to stop waiting)\n"
