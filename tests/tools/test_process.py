@@ -138,6 +138,7 @@ def test_a_signal_stops_consume_cleanly(
     admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
     (described,) = admin.describe_consumer_groups([group]).values()
     assert described.result(timeout=10).members == []
+    assert ref.committed(group) == {(topic, 0): 1}  # what it printed, committed by the close
     consume.stdout.close()
     consume.stderr.close()
 
@@ -448,3 +449,81 @@ def test_ctrl_c_twice_while_the_broker_holds_produce_back(
         1, b"", "sluice produce: error: interrupted with 1 of 1 records not confirmed delivered\n"
     )
     assert took < 10
+
+
+def _buffered_env() -> dict[str, str]:
+    """The environment a user's shell gives: stdout block-buffered into a pipe or file
+    (PYTHONUNBUFFERED, set by some CI runners, would write each record at once)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+@pytest.mark.parametrize("count", [5, None], ids=["count", "until-the-pipe-breaks"])
+def test_consume_commits_nothing_a_closed_reader_did_not_take(
+    broker: EmbeddedBroker, ref: Reference, topic: str, count: int | None
+) -> None:
+    """`sluice consume t --group g | true`: the reader is gone before the first record. The
+    records sat in stdout's buffer, their offsets were stored and the close committed them:
+    a rerun skipped records nobody saw."""
+    ref.create_topic(topic, 1)
+    ref.produce(topic, [{"value": b"%06d" % i} for i in range(5_000)])
+    group = f"{topic}-group"
+    read, write = os.pipe()
+    os.close(read)  # no reader, before the tool writes anything
+    try:
+        p = subprocess.run(
+            tool(broker, "consume", topic, "--from-beginning", "--group", group)
+            + ([] if count is None else ["--count", str(count)]),
+            stdout=write,
+            stderr=subprocess.PIPE,
+            env=_buffered_env(),
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert (p.returncode, p.stderr) == (0, b"")
+    assert ref.committed(group) == {}
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_consume_to_a_full_disk_is_one_line_and_commits_nothing(
+    broker: EmbeddedBroker, ref: Reference, topic: str
+) -> None:
+    """stdout refusing the records (ENOSPC) was a traceback, exit 120 (the interpreter's own
+    flush failing again at exit), and the records were committed unwritten."""
+    ref.create_topic(topic, 1)
+    ref.produce(topic, [{"value": b"x"}] * 5)
+    group = f"{topic}-group"
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run(
+            tool(broker, "consume", topic, "--from-beginning", "--group", group, "--count", "5"),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=_buffered_env(),
+            timeout=60,
+        )
+    assert (p.returncode, p.stderr.decode()) == (
+        1,
+        "sluice consume: error: cannot write the records: No space left on device\n",
+    )
+    assert ref.committed(group) == {}
+
+
+@pytest.mark.parametrize("command", ["produce", "consume"])
+def test_a_closed_stdin_or_stdout_is_one_line(
+    broker: EmbeddedBroker, ref: Reference, topic: str, command: str
+) -> None:
+    """`sluice produce t <&-` / `sluice consume t >&-`: Python sees no stdin or stdout at all
+    (None); that was an AttributeError traceback."""
+    ref.create_topic(topic, 1)
+    fd = 0 if command == "produce" else 1
+    argv = tool(broker, command, topic)
+    # Closed in the child before exec, as the shell's <&- and >&- do.
+    script = f"import os, sys; os.close({fd}); os.execv(sys.executable, {argv!r})"
+    p = subprocess.run(
+        [sys.executable, "-c", script], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60
+    )
+    what = "stdin" if command == "produce" else "stdout"
+    assert (p.returncode, p.stderr.decode().splitlines()) == (
+        1,
+        [f"sluice {command}: error: {what} is closed"],
+    )

@@ -432,12 +432,13 @@ def run(args: argparse.Namespace) -> int:
         raise
     except BrokenPipeError:
         # The reader went away (``sluice consume ... | head``): not an error of ours.
-        _silence_stdout()
+        silence_stdout()
         return 0
 
 
-def _silence_stdout() -> None:
-    """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+def silence_stdout() -> None:
+    """After EPIPE (or ENOSPC), point stdout at /dev/null so the interpreter's final flush
+    stays quiet: it would print "Exception ignored" and make the exit status 120."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

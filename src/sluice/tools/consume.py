@@ -32,6 +32,7 @@ from sluice.tools.common import (
     make_client,
     non_negative_int,
     positive_int,
+    silence_stdout,
     unescape,
 )
 
@@ -169,15 +170,46 @@ def add_parser(sub: SubParsers) -> None:
     )
 
 
-class _Printer:
-    """Renders records to stdout as the options ask."""
+STORE_EVERY_S = 1.0
+"""How often, at most, printed records are flushed and their offsets stored (--group): well
+within librdkafka's auto-commit interval (5 s)."""
 
-    def __init__(self, args: argparse.Namespace, out: BinaryIO) -> None:
+
+class _Printer:
+    """Renders records to stdout as the options ask and, with ``consumer`` (--group), stores
+    each record's offset once stdout has taken it.
+
+    A record is printed when the flush of stdout's buffer succeeds, not when it enters the
+    buffer: stored at the write, a reader that went away (``| head``) or a full disk left the
+    buffered records unwritten, and the close committed them all the same (a rerun skipped
+    them)."""
+
+    def __init__(self, args: argparse.Namespace, out: BinaryIO, consumer: Any = None) -> None:
         self.args = args
         self.out = out
+        self.consumer = consumer
         self.null = args.null.encode()
         self.separator = unescape(args.key_separator).encode()
         self.flush_each = out.isatty()
+        self._unstored: dict[tuple[str, int], Any] = {}  # the last record written per partition
+        self._flushed = time.monotonic()
+        self.broken = False
+
+    def flush(self) -> None:
+        """Flush stdout, then store the offsets of what it took. After a failed write it does
+        nothing: what is buffered will never be written, and is not stored."""
+        if self.broken:
+            return
+        try:
+            self.out.flush()
+        except OSError:
+            self.broken = True
+            raise
+        self._flushed = time.monotonic()
+        if self.consumer is not None:
+            for msg in self._unstored.values():
+                self.consumer.store_offsets(message=msg)
+        self._unstored.clear()
 
     def _text(self, data: bytes | None) -> str:
         return decode(data, self.args.null)
@@ -226,9 +258,14 @@ class _Printer:
             if args.print_key:
                 key = msg.key()
                 line = (self.null if key is None else key) + self.separator + line
-        self.out.write(line)
-        if self.flush_each:
-            self.out.flush()
+        try:
+            self.out.write(line)
+        except OSError:
+            self.broken = True
+            raise
+        self._unstored[(msg.topic(), msg.partition())] = msg
+        if self.flush_each or time.monotonic() - self._flushed >= STORE_EVERY_S:
+            self.flush()
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -282,10 +319,13 @@ def consume(args: argparse.Namespace) -> int:
         settings["group.id"] = "sluice-console"
         settings["enable.auto.commit"] = False
         settings["enable.auto.offset.store"] = False
+    if sys.stdout is None:  # `sluice consume t >&-`
+        raise ToolError("stdout is closed")
     config = client_config(args, **settings)
     # Each record's offset is stored once it is printed (unless -X turned the store back on).
     store = grouped and str(config.get("enable.auto.offset.store", True)).lower() in ("false", "0")
     consumer = make_client(Consumer, config)
+    printer = _Printer(args, sys.stdout.buffer, consumer if store else None)
     count = 0
     # SIGTERM (timeout, systemd, docker stop) ends it as Ctrl-C does: the consumer leaves its
     # group at once instead of holding its partitions until the session times out.
@@ -313,14 +353,19 @@ def consume(args: argparse.Namespace) -> int:
                 partitions = [args.partition]
             start = _start_offset(args)
             consumer.assign([TopicPartition(args.topic, p, start) for p in partitions])
-        count = _loop(consumer, args, _Printer(args, sys.stdout.buffer), store=store)
+        count = _loop(consumer, args, printer)
     except KeyboardInterrupt as exc:
         # Interrupted while its metadata call still runs on another thread (an unreachable
         # broker): it has joined nothing yet, and closing it under that call is not safe.
         in_use = isinstance(exc, ClientInUse)
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError) or not printer.broken:
+            raise  # the reader went away (not an error), or not stdout's error
+        silence_stdout()  # or the interpreter's own flush fails again at exit (status 120)
+        raise ToolError(f"cannot write the records: {exc.strerror or exc}") from None
     finally:
         try:
-            sys.stdout.flush()
+            printer.flush()  # what was printed before a Ctrl-C is committed by the close
         finally:
             if not in_use:
                 _close_within(consumer, CLOSE_TIMEOUT_S)
@@ -378,7 +423,7 @@ def _close_or_exit(consumer: Any, seconds: float) -> None:
         closed.set()
 
 
-def _loop(consumer: Any, args: argparse.Namespace, printer: _Printer, *, store: bool) -> int:
+def _loop(consumer: Any, args: argparse.Namespace, printer: _Printer) -> int:
     from confluent_kafka import KafkaError
 
     count = 0
@@ -393,7 +438,7 @@ def _loop(consumer: Any, args: argparse.Namespace, printer: _Printer, *, store: 
         wait_s = 1.0 if idle_s is None else max(0.0, min(1.0, last + idle_s - time.monotonic()))
         msg = consumer.poll(wait_s)
         if msg is None:
-            printer.out.flush()
+            printer.flush()
             if idle_s is not None and time.monotonic() - last >= idle_s:
                 break
             continue
@@ -414,9 +459,7 @@ def _loop(consumer: Any, args: argparse.Namespace, printer: _Printer, *, store: 
             continue
         at_end.discard((msg.topic(), msg.partition()))
         printer.write(msg)
-        if store:
-            consumer.store_offsets(message=msg)
         count += 1
         last = time.monotonic()
-    printer.out.flush()
+    printer.flush()
     return count

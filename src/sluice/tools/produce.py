@@ -146,6 +146,8 @@ def produce(args: argparse.Namespace) -> int:
     separator = unescape(args.key_separator).encode() if args.key_separator is not None else None
     if separator == b"":
         raise UsageError("--key-separator must not be empty")
+    if args.file in (None, "-") and sys.stdin is None:  # `sluice produce t <&-`
+        raise ToolError("stdin is closed")
     null = args.null_marker.encode() if args.null_marker is not None else None
     headers = [(k, v.encode()) for k, v in args.header] or None
     conf = client_config(
