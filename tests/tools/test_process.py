@@ -527,3 +527,32 @@ def test_a_closed_stdin_or_stdout_is_one_line(
         1,
         [f"sluice {command}: error: {what} is closed"],
     )
+
+
+def test_produce_to_a_missing_partition_ends_though_its_input_does_not(
+    broker: EmbeddedBroker, ref: Reference, topic: str
+) -> None:
+    """`tail -f app.log | sluice produce t -p 7` on a topic of 1 partition: each line failed
+    locally (_UNKNOWN_PARTITION) and the tool read on for as long as the input lasted."""
+    ref.create_topic(topic, 1)
+    produce = subprocess.Popen(
+        tool(broker, "produce", topic, "--partition", "7"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert produce.stdin is not None
+        produce.stdin.write(b"line\n" * 1000)  # and the pipe stays open, as tail -f keeps it
+        produce.stdin.flush()
+        code = produce.wait(timeout=30)
+    finally:
+        if produce.poll() is None:
+            produce.kill()
+            produce.wait()
+        out, err = produce.communicate()
+    assert (code, out, err.decode()) == (
+        1,
+        b"",
+        f"sluice produce: error: topic {topic!r} has no partition 7 (it has 1)\n",
+    )

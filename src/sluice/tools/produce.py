@@ -198,7 +198,7 @@ def _produce(
     meta = None
     with contextlib.suppress(KafkaException):  # the deliveries say what is wrong with it
         meta = blocking_call(lambda: producer.list_topics(args.topic, timeout=args.timeout))
-    _check_topic(args.topic, meta)
+    _check_topic(args.topic, meta, args.partition)
     report = _Deliveries()
     extra: dict[str, Any] = {}
     if args.partition is not None:
@@ -265,15 +265,20 @@ def _produce(
     return 0
 
 
-def _check_topic(topic: str, meta: Any) -> None:
+def _check_topic(topic: str, meta: Any, partition: int | None) -> None:
     """Fail before reading anything when the broker says the topic cannot be written: an
     unknown topic on a broker that creates none on first use got no delivery error until
-    --timeout (30 s) ran out, and then only librdkafka's _MSG_TIMED_OUT."""
+    --timeout (30 s) ran out, and then only librdkafka's _MSG_TIMED_OUT; a --partition it does
+    not have failed each line in turn, reading on for as long as the input lasted (tail -f)."""
     from confluent_kafka import KafkaError
 
     found = None if meta is None else meta.topics.get(topic)
     error = None if found is None else found.error
     if error is None:
+        if found is not None and partition is not None and partition not in found.partitions:
+            raise ToolError(
+                f"topic {topic!r} has no partition {partition} (it has {len(found.partitions)})"
+            )
         return
     if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
         raise ToolError(
