@@ -379,3 +379,34 @@ def test_a_signal_ends_a_run_with_one_line_and_nothing_left_behind(
     assert err.decode().splitlines()[-1:] == ["sluice bench produce: interrupted"]
     assert "Traceback" not in err.decode()
     assert (left_cmds, list(scratch.iterdir())) == ([], [])
+
+
+def test_a_bad_bootstrap_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A port outside 1-65535 hung the run: librdkafka only retries such an address."""
+    from sluice.bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["produce", "--bootstrap", "127.0.0.1:99999", "--quick"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sluice bench: error: --bootstrap: not HOST:PORT with a port of 1-65535: '127.0.0.1:99999'"
+    )
+
+
+def test_a_broker_nobody_listens_at_ends_the_run_at_once() -> None:
+    """`sluice bench produce --bootstrap 127.0.0.1:1` waited without a word (a minute and more,
+    each step's timeout in turn) instead of saying the broker is not there."""
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nobody listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.run(
+        [sys.executable, "-m", "sluice", "bench", "produce", "--bootstrap", f"127.0.0.1:{port}",
+         "--quick"],
+        capture_output=True, timeout=30, env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
+    assert (p.returncode, p.stdout) == (1, b"")
+    assert p.stderr.decode() == (
+        f"sluice bench produce: cannot reach 127.0.0.1:{port}: Connection refused\n"
+    )

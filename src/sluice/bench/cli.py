@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from sluice.bench.args import add_options, options
 from sluice.bench.harness import Result, parse_settings
 from sluice.bench.scenarios import SCENARIOS, Options
 from sluice.bench.targets import Remote, Target, sluice_child
+from sluice.tools.common import UsageError, bootstrap_entries
 
 PASSTHROUGH = ("storage", "fetch")
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as the tools exit on Ctrl-C (sluice.tools.common)
@@ -58,6 +60,7 @@ def target_for(args: argparse.Namespace) -> Iterator[Target]:
     if args.bootstrap:
         from sluice.bench.kafka09 import CLIENT_CONFIG
 
+        check_reachable(args.bootstrap)
         yield Remote(args.bootstrap, dict(CLIENT_CONFIG) if args.kafka09 else {},
                      list(args.broker_pid), "Kafka 0.9.0.1" if args.kafka09 else args.bootstrap,
                      "kafka09" if args.kafka09 else "external")
@@ -68,6 +71,23 @@ def target_for(args: argparse.Namespace) -> Iterator[Target]:
         raise SystemExit(f"sluice bench: --set {exc}") from None
     with sluice_child(settings) as target:
         yield target
+
+
+REACH_TIMEOUT_S = 10.0
+
+
+def check_reachable(bootstrap: str) -> None:
+    """Fail at once when no bootstrap address takes a connection: librdkafka only retries, so
+    ``--bootstrap 127.0.0.1:1`` waited a minute (each step's timeout), then said nothing but
+    ``sluice bench produce:`` (a bare TimeoutError)."""
+    reasons = []
+    for host, port in bootstrap_entries(bootstrap):
+        try:
+            socket.create_connection((host, port), timeout=REACH_TIMEOUT_S).close()
+            return
+        except OSError as exc:
+            reasons.append(exc.strerror or str(exc) or type(exc).__name__)
+    raise RuntimeError(f"cannot reach {bootstrap}: {'; '.join(dict.fromkeys(reasons))}")
 
 
 def run_scenario(name: str, target: Target, opts: Options, args: argparse.Namespace,
@@ -130,6 +150,11 @@ def _main(argv: list[str], head: str) -> int:
     args = parser.parse_args(argv)
     if args.scenario in COMMANDS:  # options before it: `sluice bench --json compare`
         parser.error(f"{args.scenario} takes its own options: sluice bench {args.scenario} ...")
+    if args.bootstrap:
+        try:
+            bootstrap_entries(args.bootstrap)
+        except UsageError as exc:
+            parser.error(str(exc).replace("--bootstrap-server", "--bootstrap"))
     opts = options(args)
     say = output.say
     with output.live_progress() as progress:
