@@ -54,7 +54,7 @@ from sluice.client.errors import (
     check_loop,
     running_loop,
 )
-from sluice.client.metrics import registry_of
+from sluice.client.metrics import DEFAULT_REGISTRY, registry_of
 from sluice.client.records import RECORD_OVERHEAD, ConsumerRecord, fetched_records
 from sluice.client.timeouts import wait_limit
 
@@ -96,7 +96,6 @@ OWNED: dict[str, str] = {
 RESERVED = frozenset({"on_commit", "on_assign", "on_revoke", "on_lost"})
 """Callbacks that are the toolkit's keyword options, or its own business."""
 
-NOT_SET: Any = object()
 
 
 def _flag(value: Any) -> bool | None:
@@ -253,12 +252,12 @@ class Consumer:
         on_assign: Rebalance | None = None,
         on_revoke: Rebalance | None = None,
         commit_interval: float = 1.0,
-        metrics_registry: CollectorRegistry | None = NOT_SET,
+        metrics_registry: CollectorRegistry | None = DEFAULT_REGISTRY,
         close_timeout: float = 30.0,
         config: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
-        if metrics_registry is not None and metrics_registry is not NOT_SET:
+        if metrics_registry is not None:
             registry_of(metrics_registry)  # refused before a librdkafka client is made
         options = {**(config or {}), **options}
         reserved = RESERVED & options.keys()
@@ -410,9 +409,7 @@ class Consumer:
         )
         self._collector = None
         if metrics_registry is not None:
-            self._collector = consumer_collector_for(
-                None if metrics_registry is NOT_SET else metrics_registry
-            )
+            self._collector = consumer_collector_for(metrics_registry)
             self._collector.add(self._metrics)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bridge: DeliveryBridge | None = None

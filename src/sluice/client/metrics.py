@@ -331,12 +331,18 @@ _collectors: weakref.WeakKeyDictionary[CollectorRegistry, ProducerCollector] = (
 _collectors_lock = threading.Lock()
 
 
+DEFAULT_REGISTRY: Any = object()
+"""The clients' ``metrics_registry`` default: prometheus-client's own registry (an explicit None
+means no Prometheus metrics at all)."""
+
+
 def registry_of(registry: object) -> CollectorRegistry:
-    """The registry a collector goes to: prometheus-client's default one for None;
+    """The registry a collector goes to: prometheus-client's default one for None or
+    :data:`DEFAULT_REGISTRY`;
     :class:`ConfigurationError` for anything that is not a registry (a client's
     ``metrics_registry=5`` failed deep in the weak mapping of collectors, as "cannot create
     weak reference to 'int' object")."""
-    if registry is None:
+    if registry is None or registry is DEFAULT_REGISTRY:
         return REGISTRY
     if not isinstance(registry, CollectorRegistry):
         raise ConfigurationError(

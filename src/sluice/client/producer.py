@@ -53,7 +53,7 @@ from sluice.client.errors import (
     UndeliveredError,
     check_loop,
 )
-from sluice.client.metrics import ProducerMetrics, collector_for, registry_of
+from sluice.client.metrics import DEFAULT_REGISTRY, ProducerMetrics, collector_for, registry_of
 from sluice.client.ordered import OrderedSends
 from sluice.client.records import Headers, InvalidRecord, Record, RecordLike, Records, as_record
 from sluice.client.results import BatchResults, RecordMetadata, failed
@@ -77,7 +77,6 @@ DEFAULTS: dict[str, Any] = {
 RESERVED = frozenset({"on_delivery", "delivery.report.only.error", "dr_cb", "dr_msg_cb"})
 """librdkafka settings the toolkit owns: every record's report is its business."""
 
-NOT_SET: Any = object()
 CHUNK = 1024
 """Records ``send_batch`` takes from an async iterable before submitting them."""
 SERVE_EVERY_MASK = 1023
@@ -120,12 +119,12 @@ class Producer:
         compression: str | None = None,
         value_serializer: str | Callable[[Any], bytes] | None = None,
         key_serializer: str | Callable[[Any], bytes] | None = None,
-        metrics_registry: CollectorRegistry | None = NOT_SET,
+        metrics_registry: CollectorRegistry | None = DEFAULT_REGISTRY,
         close_timeout: float = 30.0,
         config: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
-        if metrics_registry is not None and metrics_registry is not NOT_SET:
+        if metrics_registry is not None:
             registry_of(metrics_registry)  # refused before a librdkafka client is made
         options = {**(config or {}), **options}
         reserved = RESERVED & options.keys()
@@ -161,7 +160,7 @@ class Producer:
         )
         self._collector = None
         if metrics_registry is not None:
-            self._collector = collector_for(None if metrics_registry is NOT_SET else metrics_registry)
+            self._collector = collector_for(metrics_registry)
             self._collector.add(self._metrics)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bridge: DeliveryBridge | None = None
