@@ -788,6 +788,53 @@ def test_one_partition_given_as_a_tuple_is_that_partition(target: Target) -> Non
             Consumer(target.bootstrap, assign=bad, metrics_registry=None)  # type: ignore[arg-type]
 
 
+def test_commit_refuses_offsets_that_are_not_offsets(target: Target) -> None:
+    """``commit(offsets)`` with a negative offset, a bool, a str, a float, a malformed
+    (topic, partition) or a non-mapping raises :class:`InvalidOffsetsError` naming it and
+    commits nothing of the call; numpy-style integers are taken. Before, librdkafka answered
+    ``{tp: -1}`` with "nothing to commit" and commit() returned ``{}`` as if done (counted as a
+    failed commit), and the rest failed with bare TypeError/ValueError from deep inside."""
+    from sluice.client import InvalidOffsetsError
+
+    topic, _ = target.topic("c-commit-bad", 2)
+    produce(target, topic, [b"x"] * 4, partition=0)
+    bad: list[Any] = [
+        {(topic, 0): -1},
+        {(topic, 0): 2, (topic, 1): -1001},  # one bad entry: none of the call is committed
+        {(topic, 0): True},
+        {(topic, 0): "3"},
+        {(topic, 0): 3.0},
+        {(topic, -1): 3},
+        {(topic, "0"): 3},
+        {("", 0): 3},
+        {topic: 3},
+        [(topic, 0)],
+    ]
+
+    class Index:  # an integer type of another library (numpy's int64 is one)
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def __index__(self) -> int:
+            return self.n
+
+    async def main() -> None:
+        async with consumer(target, topic) as c:
+            got: list[ConsumerRecord] = []
+            while len(got) < 4:  # in the group, with its partitions
+                got += await c.getmany(100, 1.0)
+            for offsets in bad:
+                with pytest.raises(InvalidOffsetsError, match=r"nothing was committed|mapping"):
+                    await c.commit(offsets)
+            assert c.metrics()["commit_failures"] == 0
+            three = {(topic, Index(0)): Index(3)}
+            assert await c.commit(three) == {(topic, 0): 3}  # type: ignore[arg-type]
+            assert await c.commit({(topic, 0): 4}) == {(topic, 0): 4}
+
+    run(main())
+    assert committed(target, f"g-{topic}", topic, 2) == {0: 4, 1: -1001}
+
+
 def test_manual_assignment_without_a_group_commits_nothing(
     target: Target, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import operator
 import queue
 import re
 import threading
@@ -49,6 +50,7 @@ from sluice.client.errors import (
     ConsumerClosedError,
     ConsumerError,
     DeserializationError,
+    InvalidOffsetsError,
     PartitionRevokedError,
     RebalanceCallbackError,
     check_loop,
@@ -856,7 +858,8 @@ class Consumer:
         Inside ``on_assign``/``on_revoke`` the thread waiting in the callback makes it (see
         :meth:`_in_callback`): it returns once committed, and raises its failure, there too.
         A default commit leaves out the partitions whose offset is the last one committed
-        (after a seek, none: see :meth:`seek`)."""
+        (after a seek, none: see :meth:`seek`). Given ``offsets`` that are not a mapping of
+        ``(topic, partition)`` to an offset of 0 or more: :class:`InvalidOffsetsError`."""
         if self._group_id is None:
             raise ConsumerError(
                 "commit(): this consumer has no group (assign=... without group_id), so there "
@@ -867,7 +870,8 @@ class Consumer:
             source = self._runner.watermarks() if self._runner is not None else self._positions
             offsets = {tp: o for tp, o in source.items() if self._committed.get(tp) != o}
             made_after = self._revocations_done
-        offsets = dict(offsets)
+        else:
+            offsets = _checked_offsets(offsets)
         if not offsets:
             return {}
         if self._in_rebalance and self._rebalance_lost:
@@ -967,9 +971,9 @@ class Consumer:
         try:
             self._consumer.commit(offsets=tps, asynchronous=False)
         except ck.KafkaException as exc:
-            self._metrics.commit_failures += 1
             if exc.args and exc.args[0].code() == ck.KafkaError._NO_OFFSET:
-                return {}
+                return {}  # nothing to commit: not a failure
+            self._metrics.commit_failures += 1
             raise ConsumerError(f"commit failed: {exc}") from exc
         self._metrics.commits += 1
         # What the group has now: the last commit made (commits are made one at a time, in
@@ -1423,3 +1427,41 @@ class Consumer:
             committed.pop(tp, None)
             self._buffer.paused.discard(tp)
         return offsets
+
+
+def _checked_offsets(offsets: object) -> dict[TP, int]:
+    """``commit(offsets)``'s argument as a dict, or :class:`InvalidOffsetsError` naming the
+    first entry that is not ``(topic, partition): offset``, a non-empty str and integers of 0
+    or more (any integer type, numpy's too; not a bool)."""
+    if not isinstance(offsets, Mapping):
+        raise InvalidOffsetsError(
+            f"commit(offsets): a mapping of (topic, partition) to the next offset to read, "
+            f"e.g. {{('orders', 0): 42}}; got {type(offsets).__name__}"
+        )
+    checked: dict[TP, int] = {}
+    for tp, offset in offsets.items():
+        partition = _natural(tp[1]) if type(tp) is tuple and len(tp) == 2 else None
+        if partition is None or not isinstance(tp[0], str) or not tp[0]:
+            raise InvalidOffsetsError(
+                f"commit(offsets): {tp!r} is not a (topic, partition) pair such as "
+                f"('orders', 0); nothing was committed"
+            )
+        value = _natural(offset)
+        if value is None:
+            raise InvalidOffsetsError(
+                f"commit(offsets): {tp[0]}[{partition}]: {offset!r} is not an offset (the next "
+                f"offset to read, an integer of 0 or more); nothing was committed"
+            )
+        checked[(tp[0], partition)] = value
+    return checked
+
+
+def _natural(value: object) -> int | None:
+    """``value`` as an int if it is an integer of 0 or more (not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        n = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    return n if n >= 0 else None

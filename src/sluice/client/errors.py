@@ -169,6 +169,12 @@ class PartitionRevokedError(ConsumerError):
         self.partition = partition
 
 
+class InvalidOffsetsError(ConsumerError, ValueError):
+    """``commit(offsets)`` given something that is not a mapping of ``(topic, partition)`` to
+    an offset of 0 or more: refused before anything is committed (librdkafka answered a
+    negative offset with "nothing to commit", and the commit looked made)."""
+
+
 class DeserializationError(ConsumerError):
     """The consumer's value or key deserializer could not read a record (a poison pill).
     ``record`` is the record with its raw bytes; the consumer's position is already past it, so
