@@ -790,11 +790,11 @@ def test_one_partition_given_as_a_tuple_is_that_partition(target: Target) -> Non
 
 def test_commit_refuses_offsets_that_are_not_offsets(target: Target) -> None:
     """``commit(offsets)`` with a negative offset, a bool, a str, a float, a malformed
-    (topic, partition) or a non-mapping raises :class:`InvalidOffsetsError` naming it and
+    (topic, partition) or a non-mapping raises :class:`InvalidArgumentError` naming it and
     commits nothing of the call; numpy-style integers are taken. Before, librdkafka answered
     ``{tp: -1}`` with "nothing to commit" and commit() returned ``{}`` as if done (counted as a
     failed commit), and the rest failed with bare TypeError/ValueError from deep inside."""
-    from sluice.client import InvalidOffsetsError
+    from sluice.client import InvalidArgumentError
 
     topic, _ = target.topic("c-commit-bad", 2)
     produce(target, topic, [b"x"] * 4, partition=0)
@@ -824,7 +824,7 @@ def test_commit_refuses_offsets_that_are_not_offsets(target: Target) -> None:
             while len(got) < 4:  # in the group, with its partitions
                 got += await c.getmany(100, 1.0)
             for offsets in bad:
-                with pytest.raises(InvalidOffsetsError, match=r"nothing was committed|mapping"):
+                with pytest.raises(InvalidArgumentError, match=r"nothing was committed|mapping"):
                     await c.commit(offsets)
             assert c.metrics()["commit_failures"] == 0
             three = {(topic, Index(0)): Index(3)}
@@ -833,6 +833,64 @@ def test_commit_refuses_offsets_that_are_not_offsets(target: Target) -> None:
 
     run(main())
     assert committed(target, f"g-{topic}", topic, 2) == {0: 4, 1: -1001}
+
+
+def test_calls_refuse_arguments_that_are_not_what_they_name(target: Target) -> None:
+    """seek, pause, resume, getmany, run and ``assign=`` refuse a malformed (topic, partition),
+    a negative offset, partition or count, a bool, and a handler that is not callable, at the
+    call, with a typed error, and change nothing. Before, ``seek(t, 0, "x")`` never returned
+    (its TypeError was only logged on the fetch thread), ``seek(t, 0, True)`` made the
+    position True (committed as 1), ``pause("t")`` put ``"t"`` among the paused partitions,
+    ``assign=[(t, -1)]`` consumed nothing, silently, and ``run(None)`` ran without a handler."""
+    from sluice.client import ConfigurationError, InvalidArgumentError
+
+    topic, _ = target.topic("c-bad-calls")
+    produce(target, topic, [f"v{i}".encode() for i in range(5)])
+
+    async def noop(r: ConsumerRecord) -> None:
+        pass
+
+    async def main() -> None:
+        entries: list[Any] = [(topic, -1), (topic, 0, -5), ("", 0), (topic, "0"), (topic, True)]
+        for entry in entries:
+            with pytest.raises(ConfigurationError, match="is not"):
+                Consumer(target.bootstrap, assign=[entry], metrics_registry=None, **target.client)
+        async with consumer(target, topic) as c:
+            got: list[ConsumerRecord] = []
+            while len(got) < 5:
+                got += await c.getmany(100, 1.0)
+            calls: list[Any] = [
+                lambda: c.seek(topic, 0, "x"),  # type: ignore[arg-type]
+                lambda: c.seek(topic, 0, True),
+                lambda: c.seek(topic, 0, -2),
+                lambda: c.seek(topic, -1, 0),
+                lambda: c.getmany(0, 0.1),
+                lambda: c.getmany("5", 0.1),  # type: ignore[arg-type]
+            ]
+            for call in calls:
+                with pytest.raises(InvalidArgumentError):
+                    await asyncio.wait_for(call(), 5)
+            bad_partitions: list[Any] = ["t", [(topic, 0)], (topic,), (topic, -1)]
+            for bad in bad_partitions:
+                with pytest.raises(InvalidArgumentError, match="nothing was paused"):
+                    c.pause(bad)
+                with pytest.raises(InvalidArgumentError, match="nothing was resumed"):
+                    c.resume(bad)
+            assert c.paused() == []
+            assert c.position(topic, 0) == 5
+            for kwargs in ({"concurrency": True}, {"concurrency": 2.5}, {"concurrency": 0}):
+                with pytest.raises(ConfigurationError, match="concurrency"):
+                    await c.run(noop, **kwargs)
+            with pytest.raises(ConfigurationError, match="handler"):
+                await c.run(None)  # type: ignore[arg-type]
+            await c.seek(topic, 0, 3)  # the calls still work
+            again: list[ConsumerRecord] = []
+            while len(again) < 2:
+                again += await c.getmany(100, 1.0)
+            assert [r.offset for r in again] == [3, 4]
+            assert await c.commit() == {(topic, 0): 5}
+
+    run(main())
 
 
 def test_manual_assignment_without_a_group_commits_nothing(

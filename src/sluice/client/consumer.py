@@ -50,7 +50,7 @@ from sluice.client.errors import (
     ConsumerClosedError,
     ConsumerError,
     DeserializationError,
-    InvalidOffsetsError,
+    InvalidArgumentError,
     PartitionRevokedError,
     RebalanceCallbackError,
     check_loop,
@@ -146,17 +146,28 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
 
 
+LOGICAL_OFFSETS = (ck.OFFSET_BEGINNING, ck.OFFSET_END, ck.OFFSET_STORED)
+"""librdkafka's named offsets an ``assign=`` entry may start at (the log's start, its end, the
+group's committed offset)."""
+
+
 def _assignment(a: Any) -> tuple[str, int, int | None]:
-    """One ``assign=`` entry: ``(topic, partition)`` or ``(topic, partition, offset)``."""
+    """One ``assign=`` entry: ``(topic, partition)`` or ``(topic, partition, offset)``, an
+    offset of 0 or more or one of :data:`LOGICAL_OFFSETS`."""
     if (
         isinstance(a, tuple | list)
         and len(a) in (2, 3)
         and isinstance(a[0], str)
+        and a[0]
         and all(isinstance(x, int) and not isinstance(x, bool) for x in a[1:])
+        and a[1] >= 0
+        and (len(a) == 2 or a[2] >= 0 or a[2] in LOGICAL_OFFSETS)
     ):
         return (a[0], a[1], a[2] if len(a) == 3 else None)
     raise ConfigurationError(
-        f"assign: {a!r} is not (topic, partition) or (topic, partition, offset)"
+        f"assign: {a!r} is not (topic, partition) or (topic, partition, offset): a topic name, "
+        f"a partition of 0 or more, an offset of 0 or more (or confluent_kafka.OFFSET_BEGINNING, "
+        f"OFFSET_END or OFFSET_STORED)"
     )
 
 
@@ -717,6 +728,10 @@ class Consumer:
         the next call raises its :class:`DeserializationError` (the position is past it, so
         the call after goes on with the next record)."""
         self._check_loop()
+        if _natural(max_records) is None or not max_records:
+            raise InvalidArgumentError(
+                f"getmany(max_records={max_records!r}): the most records to return, 1 or more"
+            )
         if self._pending_error is not None:
             err, self._pending_error = self._pending_error, None
             raise err
@@ -859,7 +874,7 @@ class Consumer:
         :meth:`_in_callback`): it returns once committed, and raises its failure, there too.
         A default commit leaves out the partitions whose offset is the last one committed
         (after a seek, none: see :meth:`seek`). Given ``offsets`` that are not a mapping of
-        ``(topic, partition)`` to an offset of 0 or more: :class:`InvalidOffsetsError`."""
+        ``(topic, partition)`` to an offset of 0 or more: :class:`InvalidArgumentError`."""
         if self._group_id is None:
             raise ConsumerError(
                 "commit(): this consumer has no group (assign=... without group_id), so there "
@@ -998,7 +1013,16 @@ class Consumer:
                 "async with) and let it fetch the partition first"
             )
         self._check_loop()
-        tp = (topic, partition)
+        tp = _checked_partition((topic, partition), "seek", "nothing was done")
+        topic, partition = tp
+        where = _natural(offset)
+        if where is None:
+            raise InvalidArgumentError(
+                f"seek {topic}[{partition}] to {offset!r}: an offset is an integer of 0 or more "
+                "(an offset before the log's start or past its end is reset by "
+                "auto.offset.reset); nothing was done"
+            )
+        offset = where
         if tp in self._revoking:
             raise PartitionRevokedError(
                 f"seek {topic}[{partition}] to {offset}: the partition is being revoked (its "
@@ -1020,7 +1044,7 @@ class Consumer:
             error: BaseException | None = None
             try:
                 self._consumer.seek(ck.TopicPartition(topic, partition, offset))
-            except ck.KafkaException as exc:
+            except Exception as exc:  # a KafkaException; anything else too: the seek is awaited
                 error = ConsumerError(f"seek {topic}[{partition}] to {offset}: {exc}")
 
             def marker() -> None:  # on the loop, after the records fetched before the seek
@@ -1056,7 +1080,7 @@ class Consumer:
         """Stop serving these partitions; what was already fetched for them stays buffered
         and is served after :meth:`resume`, without being fetched again."""
         self._check_loop()
-        tps = set(partitions)
+        tps = {_checked_partition(tp, "pause", "nothing was paused") for tp in partitions}
         self._buffer.pause(tps)
 
         def request() -> None:  # on the fetch thread: take what librdkafka holds, then pause
@@ -1071,7 +1095,7 @@ class Consumer:
 
     def resume(self, *partitions: TP) -> None:
         self._check_loop()
-        tps = set(partitions)
+        tps = {_checked_partition(tp, "resume", "nothing was resumed") for tp in partitions}
         self._buffer.resume(tps)
         if self._runner is not None:
             self._runner.resumed(tps)
@@ -1430,30 +1454,35 @@ class Consumer:
 
 
 def _checked_offsets(offsets: object) -> dict[TP, int]:
-    """``commit(offsets)``'s argument as a dict, or :class:`InvalidOffsetsError` naming the
-    first entry that is not ``(topic, partition): offset``, a non-empty str and integers of 0
-    or more (any integer type, numpy's too; not a bool)."""
+    """``commit(offsets)``'s argument as a dict, or :class:`InvalidArgumentError` naming the
+    first entry that is not ``(topic, partition): offset`` (see :func:`_checked_partition`)."""
     if not isinstance(offsets, Mapping):
-        raise InvalidOffsetsError(
+        raise InvalidArgumentError(
             f"commit(offsets): a mapping of (topic, partition) to the next offset to read, "
-            f"e.g. {{('orders', 0): 42}}; got {type(offsets).__name__}"
+            f"e.g. {{('orders', 0): 42}}; got {type(offsets).__name__}; nothing was committed"
         )
     checked: dict[TP, int] = {}
     for tp, offset in offsets.items():
-        partition = _natural(tp[1]) if type(tp) is tuple and len(tp) == 2 else None
-        if partition is None or not isinstance(tp[0], str) or not tp[0]:
-            raise InvalidOffsetsError(
-                f"commit(offsets): {tp!r} is not a (topic, partition) pair such as "
-                f"('orders', 0); nothing was committed"
-            )
+        topic, partition = _checked_partition(tp, "commit(offsets)", "nothing was committed")
         value = _natural(offset)
         if value is None:
-            raise InvalidOffsetsError(
-                f"commit(offsets): {tp[0]}[{partition}]: {offset!r} is not an offset (the next "
+            raise InvalidArgumentError(
+                f"commit(offsets): {topic}[{partition}]: {offset!r} is not an offset (the next "
                 f"offset to read, an integer of 0 or more); nothing was committed"
             )
-        checked[(tp[0], partition)] = value
+        checked[(topic, partition)] = value
     return checked
+
+
+def _checked_partition(tp: object, call: str, outcome: str) -> TP:
+    """``tp`` as a ``(topic, partition)`` pair -- a non-empty str and an integer of 0 or more
+    (any integer type, numpy's too; not a bool) -- or :class:`InvalidArgumentError`."""
+    partition = _natural(tp[1]) if isinstance(tp, tuple) and len(tp) == 2 else None
+    if partition is None or not isinstance(tp[0], str) or not tp[0]:  # type: ignore[index]
+        raise InvalidArgumentError(
+            f"{call}: {tp!r} is not a (topic, partition) pair such as ('orders', 0); {outcome}"
+        )
+    return (tp[0], partition)  # type: ignore[index]
 
 
 def _natural(value: object) -> int | None:

@@ -169,10 +169,10 @@ class PartitionRevokedError(ConsumerError):
         self.partition = partition
 
 
-class InvalidOffsetsError(ConsumerError, ValueError):
-    """``commit(offsets)`` given something that is not a mapping of ``(topic, partition)`` to
-    an offset of 0 or more: refused before anything is committed (librdkafka answered a
-    negative offset with "nothing to commit", and the commit looked made)."""
+class InvalidArgumentError(ConsumerError, ValueError):
+    """A call's argument that is not what it names -- a ``(topic, partition)`` pair, an offset
+    of 0 or more, a record count -- refused before anything is done (librdkafka took a
+    negative commit offset as "nothing to commit", and the commit looked made)."""
 
 
 class DeserializationError(ConsumerError):

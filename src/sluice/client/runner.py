@@ -141,8 +141,12 @@ class Runner:
     ) -> None:
         if ordering not in ORDERINGS:
             raise ConfigurationError(f"ordering={ordering!r}: one of {ORDERINGS}")
-        if concurrency < 1:
-            raise ConfigurationError(f"concurrency={concurrency}: 1 or more")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency={concurrency!r}: an integer, 1 or more")
+        if not callable(handler):
+            raise ConfigurationError(
+                f"run(handler={handler!r}): a coroutine function, called with each record"
+            )
         self.consumer = consumer
         self.handler = handler
         self.concurrency = concurrency
