@@ -994,8 +994,9 @@ def test_a_negative_timestamp_is_refused_for_that_record_and_0_means_now(
     target: Target, strategy: str
 ) -> None:
     """A timestamp below 0 (-1, Kafka's "no timestamp", included: a producer cannot send it,
-    librdkafka would store it as a CreateTime of -1) is that record's SerializationError in
-    every strategy and fast path, the others delivered; 0 is librdkafka's "not given": the
+    librdkafka would store it as a CreateTime of -1) or past int64, and a partition past C's
+    range, is that record's SerializationError in every strategy and fast path, the others
+    delivered; 0 is librdkafka's "not given": the
     record is stamped with the time of sending (docs/client.md)."""
     if not target.timestamps:
         pytest.skip(f"Kafka {target.version} keeps no timestamps (0.10 and later)")
@@ -1005,6 +1006,9 @@ def test_a_negative_timestamp_is_refused_for_that_record_and_0_means_now(
         Record(topic, b"minus-1", key=b"k", headers=[("h", b"1")], timestamp=-1),
         # any integer librdkafka takes (numpy's int64 is one): it stored these
         Record(topic, b"minus-7", timestamp=_Millis.MINUS_SEVEN),
+        # past int64: librdkafka's OverflowError took the whole send_batch down with it
+        Record(topic, b"past-int64", timestamp=1 << 63),
+        Record(topic, b"partition-past-int64", partition=1 << 70),
         Record(topic, b"zero", timestamp=0),
         Record(topic, b"one", timestamp=1),
         Record(topic, b"none"),
@@ -1034,8 +1038,9 @@ def test_a_negative_timestamp_is_refused_for_that_record_and_0_means_now(
     before = int(time.time() * 1000)
     errors = run(go())
     after = int(time.time() * 1000)
-    assert [type(e) for e in errors] == [SerializationError] * 3 + [type(None)] * 3, errors
+    assert [type(e) for e in errors] == [SerializationError] * 5 + [type(None)] * 3, errors
     assert "timestamp=-5" in str(errors[0]) and "timestamp=-1" in str(errors[1])
+    assert "0 to 2**63-1" in str(errors[3])
     stored = {s.value: s.timestamp for s in read_topic(target, topic)}
     assert set(stored) == {b"zero", b"one", b"none"}
     assert stored[b"one"] == 1

@@ -77,6 +77,8 @@ DEFAULTS: dict[str, Any] = {
 RESERVED = frozenset({"on_delivery", "delivery.report.only.error", "dr_cb", "dr_msg_cb"})
 """librdkafka settings the toolkit owns: every record's report is its business."""
 
+MAX_TIMESTAMP = (1 << 63) - 1
+"""The largest timestamp a record batch holds (int64 milliseconds)."""
 CHUNK = 1024
 """Records ``send_batch`` takes from an async iterable before submitting them."""
 SERVE_EVERY_MASK = 1023
@@ -504,7 +506,7 @@ class Producer:
                             return False
                         bridge.pause_while_busy()
                         continue
-                    except (ck.KafkaException, TypeError, ValueError):
+                    except (ck.KafkaException, TypeError, ValueError, OverflowError):
                         pass  # _submit reports it
                     else:
                         count += 1
@@ -574,11 +576,11 @@ class Producer:
         if ts is not None and type(ts) is not int:  # numpy's int64, an IntEnum: librdkafka
             with contextlib.suppress(TypeError):  # takes any integer (__index__) as it is
                 ts = operator.index(ts)
-        if type(ts) is int and ts < 0:
+        if type(ts) is int and not 0 <= ts <= MAX_TIMESTAMP:
             self._metrics.count_failure("INVALID_RECORD")
             sink.settle(key, failed(record, SerializationError(
                 f"{record.topic}: timestamp={ts}: a timestamp is milliseconds since the epoch, "
-                f"0 or more (None: the time of sending); Kafka producers refuse negative ones "
+                f"0 to 2**63-1 (None: the time of sending); Kafka producers refuse negative ones "
                 f"(-1 is Kafka's 'no timestamp', which a producer cannot send)", record)))
             return True
         partition = record.partition
@@ -605,7 +607,8 @@ class Producer:
                 attempts=0,
             )
             return True
-        except (TypeError, ValueError) as exc:  # a field of the wrong type (headers, partition)
+        except (TypeError, ValueError, OverflowError) as exc:
+            # a field of the wrong type (headers, partition) or out of C's range (partition)
             self._metrics.count_failure("INVALID_RECORD")
             sink.settle(key, failed(record, SerializationError(f"{record.topic}: {exc}", record)))
             return True
