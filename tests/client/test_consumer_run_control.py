@@ -641,6 +641,40 @@ def test_a_stop_during_a_run_ends_that_run_alone(target: Target, concurrency: in
     assert committed(target, group, topic, 1)[0] == 10
 
 
+def test_a_stop_from_a_signal_handler_wakes_an_idle_run(tmp_path: Path) -> None:
+    """``stop()`` from a ``signal.signal`` handler while ``run`` waits for records: the handler
+    runs on the loop's thread, interrupting its ``select()``, and what the stop set was seen
+    only when something else woke the loop, ``run``'s next commit tick (``commit_interval``
+    away: 58 s in a repro with 60). By then the stop's deadline (``close_timeout``) was spent,
+    and ``run``'s last commit failed ("not confirmed within 0.0 s"): the processed record was
+    read again after a restart. Before the fix the child outlived the test's wait; now the
+    stop wakes the loop, and the record's offset is committed."""
+    import subprocess
+    import sys
+
+    app = Path(__file__).with_name("stop_idle_signal_app.py")
+    root = Path(__file__).resolve().parents[2]
+    with EmbeddedBroker(tmp_path, topics={"t": 1}) as broker:
+        produce(Target(broker.bootstrap_servers), "t", [b"one"], partition=0)
+        child = subprocess.Popen(
+            [sys.executable, str(app), broker.bootstrap_servers], cwd=root,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:  # the child signals itself once its loop waits in select() (see the app)
+            out, err = child.communicate(timeout=30)  # the commit tick was 45 s away
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            pytest.fail("the stop from the signal handler waited for run's next commit tick")
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert child.returncode == 0, err
+        assert out.split() == ["stopped"], out
+        assert committed(Target(broker.bootstrap_servers), "g", "t", 1) == {0: 1}
+
+
 def test_a_stop_from_a_signal_handler_during_start_is_kept(tmp_path: Path) -> None:
     """``stop()`` from a ``signal.signal`` handler runs on the thread the signal interrupted:
     delivered while ``start()`` held the lock that orders it with ``run()``, it waited for

@@ -187,6 +187,10 @@ def _settling(
     return run
 
 
+def _nothing() -> None:
+    """A callback that only wakes the loop (see :meth:`Consumer.stop`)."""
+
+
 def _seek_failed(future: asyncio.Future[None]) -> None:
     """A seek nobody awaits (made in a rebalance callback): its failure is logged."""
     if not future.cancelled() and future.exception() is not None:
@@ -695,6 +699,12 @@ class Consumer:
                 loop.call_soon_threadsafe(self._stop_run, self._runner)
             return
         self._stop_run(None)
+        # From a signal.signal handler, this thread may have been waiting in the loop's
+        # select(): what _stop_run woke is seen when something else wakes the loop (run's next
+        # commit tick, commit_interval away, its last commit's deadline meanwhile spent). The
+        # self-pipe write wakes it now.
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs to stop
+            loop.call_soon_threadsafe(_nothing)
 
     def _stop_run(self, runner: Runner | None) -> None:
         """:meth:`stop` on the loop: of ``runner`` (None: the run running now, or the next)."""
