@@ -762,6 +762,62 @@ def test_a_record_over_the_size_limit_is_dead_lettered(target: Target) -> None:
     assert metrics["dead_lettered"] == 1 and metrics["failed_by_error"] == {"MSG_SIZE_TOO_LARGE": 1}
 
 
+def test_records_failed_for_a_neighbours_size_keep_their_value_in_the_dead_letter_topic(
+    target: Target,
+) -> None:
+    """A topic whose max.message.bytes is below librdkafka's batch.size: the broker refuses a
+    whole batch over it, so the small records batched with an oversized one fail with it
+    (MSG_SIZE_TOO_LARGE, the Kafka Java producer would split the batch; librdkafka does not).
+    Their dead-letter copies were written without their values, as if each were too large
+    itself: the records were lost while counted as dead-lettered. A size failure from the
+    broker now keeps the value in the copy, and the error says what to set; with batch.size and
+    message.max.bytes at the topic's limit (the remedy docs/client.md gives) only the oversized
+    record fails, refused by librdkafka on the spot, and its copy carries no value."""
+    target.require_headers()
+    if not target.sluice:
+        pytest.skip("creates a topic with its own max.message.bytes (CreateTopics)")
+    from sluice.testing import create_topic, unique_topic_name
+
+    topic = create_topic(target.bootstrap, unique_topic_name("dlq-batch-size"),
+                         configs={"max.message.bytes": 4000})
+    letters_topic = f"{topic}.dlq"
+    target.make(letters_topic)
+    small = [Record(topic, b"s%03d" % i * 8) for i in range(100)]  # 32 bytes each
+    big = Record(topic, b"x" * 6000, key=b"big")
+
+    async def go(**options: Any) -> list[RecordMetadata]:
+        async with producer(target, dead_letter_topic="{topic}.dlq", **options) as p:
+            return list(await p.send_batch([*small[:50], big, *small[50:]]))
+
+    results = run(go())
+    errors = [r.error for r in results if not r.ok]
+    assert all(isinstance(e, DeliveryError) for e in errors)
+    failed = [(e.record.value, r.dead_letter) for r in results
+              if isinstance(e := r.error, DeliveryError)]
+    assert big.value in [value for value, _ in failed]
+    assert len(failed) > 1  # neighbours of the big record went down with it
+    for e in errors:
+        assert isinstance(e, DeliveryError) and e.name == "MSG_SIZE_TOO_LARGE"
+        assert "batch.size" in str(e)
+    letters = {s.offset: s for s in read_topic(target, letters_topic)}
+    for value, copy in failed:
+        assert copy is not None and copy.ok
+        assert letters[copy.offset].value == value  # the value is kept
+    delivered = [s.value for s in read_topic(target, topic)]
+    assert sorted(delivered + [value for value, _ in failed]) == sorted(
+        x.value for x in [*small, big]
+    )
+
+    results = run(go(**{"batch.size": 4000, "message.max.bytes": 4000}))
+    assert [r.ok for r in results] == [True] * 50 + [False] + [True] * 50
+    error = results[50].error
+    assert isinstance(error, DeliveryError) and "batch.size" not in str(error)
+    copy = results[50].dead_letter
+    assert copy is not None
+    letter = {s.offset: s for s in read_topic(target, letters_topic)}[copy.offset]
+    assert letter.value is None and dict(letter.headers)[headers.VALUE_SIZE] == b"6000"
+
+
 def test_a_record_for_a_topic_the_broker_refuses_is_dead_lettered(target: Target) -> None:
     target.require_headers()
     topic, _ = target.topic("dlq-refused")

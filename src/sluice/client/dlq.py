@@ -25,8 +25,11 @@ original key, value (see below), headers and timestamp, as Connect's does, and a
 =====================================  =========================================================
 
 The last eight are sluice's, in Connect's namespace so that one prefix finds them all. A record
-that failed for its size (``MSG_SIZE_TOO_LARGE``, ``RECORD_LIST_TOO_LARGE``) is copied without
-its value, which would fail the same way; ``__connect.errors.value.size`` says what was left out.
+librdkafka refused on the spot for its size (over ``message.max.bytes``) is copied without its
+value, which would fail the same way; ``__connect.errors.value.size`` says what was left out. A
+size failure from the broker may be a neighbour's (the broker refuses a whole batch over the
+topic's ``max.message.bytes``): that copy keeps its value (a dead-letter topic that refuses it
+in turn fails the copy, reported with the record as any copy's failure).
 
 The consumer (:func:`processing_letter`) writes the same headers for a record its handler failed
 on, with ``__connect.errors.offset`` (Connect's) added, the stage ``TASK_PUT`` (Connect's for a
@@ -61,7 +64,7 @@ KEY = PREFIX + "key"
 VALUE_SIZE = PREFIX + "value.size"
 
 SIZE_ERRORS = frozenset({"MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE", "INVALID_MSG_SIZE"})
-"""Failures that the same value would meet again in the dead-letter topic."""
+"""Failures for a size: the record's own, or, from the broker, its batch's (a neighbour's)."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,10 @@ class DeadLetterRoute:
         ]
         if key is not None:
             headers.append((KEY, key))
-        if value is not None and error.name in SIZE_ERRORS:
+        if value is not None and error.name in SIZE_ERRORS and attempts == 0:
+            # librdkafka refused the record itself (over message.max.bytes): so would it the
+            # copy. A size failure from the broker may be a neighbour's (the broker refuses a
+            # whole batch over the topic's max.message.bytes): that copy keeps its value.
             headers.append((VALUE_SIZE, str(len(value))))
             value = None
         return DeadLetter(

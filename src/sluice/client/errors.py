@@ -81,6 +81,11 @@ class NotSentError(RecordError):
     librdkafka, so it was not sent."""
 
 
+MESSAGE_TOO_LARGE = 10
+"""Kafka's error code for a batch over the topic's ``max.message.bytes`` (librdkafka's
+``MSG_SIZE_TOO_LARGE``, also its name for a record over its own ``message.max.bytes``)."""
+
+
 class DeliveryError(RecordError):
     """Kafka (or librdkafka locally) refused the record or gave up on it.
 
@@ -116,10 +121,19 @@ class DeliveryError(RecordError):
         return self.name in PURGED
 
     @classmethod
-    def from_kafka(cls, error: Any, record: Record) -> DeliveryError:
-        """From a confluent-kafka ``KafkaError``."""
+    def from_kafka(cls, error: Any, record: Record, *, reported: bool = False) -> DeliveryError:
+        """From a confluent-kafka ``KafkaError``; ``reported``: from a delivery report (the
+        broker's answer to the batch the record went in), not refused by librdkafka at once."""
+        hint = ""
+        if reported and error.code() == MESSAGE_TOO_LARGE:
+            hint = (
+                ": the broker refused the batch this record went in, which may be for its "
+                "neighbours' size, not its own; a batch is up to librdkafka's batch.size "
+                "(1000000 bytes by default), so for a topic whose max.message.bytes is lower, "
+                "set batch.size and message.max.bytes to at most that"
+            )
         return cls(
-            f"{record.topic}: {error.str()} ({error.name()}, code {error.code()})",
+            f"{record.topic}: {error.str()} ({error.name()}, code {error.code()}){hint}",
             record,
             code=error.code(),
             name=error.name(),

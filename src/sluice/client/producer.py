@@ -680,7 +680,7 @@ class Producer:
         self._fail(
             sink,
             key,
-            DeliveryError.from_kafka(err, record),
+            DeliveryError.from_kafka(err, record, reported=True),
             message.value(),
             message.key(),
             record.partition if p is None or p < 0 else p,
