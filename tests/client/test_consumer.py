@@ -567,6 +567,24 @@ def test_bad_options_are_refused_at_once(target: Target) -> None:
                  config={"no.such.setting": 1})
     with pytest.raises(ConfigurationError, match="metrics_registry must be a prometheus_client"):
         Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=5)  # type: ignore[arg-type]
+    # Each was taken before: a float or huge budget (2**70 failed inside librdkafka as
+    # "queued.max.messages.kbytes value 0"), a commit interval of 0 or less (a loop committing
+    # without pause) or NaN, a NaN close timeout, a fractional or bool retry count, a
+    # negative backoff, an invalid dead-letter topic name (every copy failed at run time),
+    # config=5 (a bare TypeError).
+    bad: list[dict[str, Any]] = [
+        {"max_buffer_bytes": 1.5e6}, {"max_buffer_bytes": 2**70}, {"max_buffer_bytes": "32M"},
+        {"commit_interval": 0}, {"commit_interval": -1}, {"commit_interval": float("nan")},
+        {"commit_interval": float("inf")}, {"close_timeout": float("nan")},
+        {"close_timeout": -1}, {"max_retries": 1.5}, {"max_retries": True},
+        {"retry_backoff": -0.1}, {"retry_backoff_max": "1"}, {"dead_letter_topic": "bad name!"},
+        {"dead_letter_topic": 5}, {"dead_letter_topic": ""}, {"config": 5},
+    ]
+    for options in bad:
+        name = next(iter(options))
+        with pytest.raises(ConfigurationError, match=name):
+            Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
+                     **options)
 
     async def bad_ordering() -> None:
         async with Consumer(target.bootstrap, group_id="g", topics=["t"],

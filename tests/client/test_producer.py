@@ -499,6 +499,25 @@ def test_a_metrics_registry_that_is_not_one_is_refused(target: Target, registry:
         Producer(target.bootstrap, metrics_registry=registry)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"close_timeout": float("nan")}, {"close_timeout": -1}, {"close_timeout": "30"},
+        {"dead_letter_topic": ""}, {"dead_letter_topic": "bad name!"},
+        {"dead_letter_topic": "{topic} dlq"}, {"dead_letter_topic": 5}, {"config": 5},
+    ],
+)
+def test_a_bad_option_is_refused_at_once(target: Target, options: dict[str, Any]) -> None:
+    """A ConfigurationError naming the option, before a librdkafka client is made. Each was
+    taken before: a NaN or negative close timeout (a NaN timer never fires), an empty or
+    invalid dead-letter topic (an empty one meant none, silently; an invalid name failed
+    every copy at run time), and a non-mapping config or dead_letter_topic failed with bare
+    TypeError/AttributeError."""
+    name = next(iter(options))
+    with pytest.raises(ConfigurationError, match=name):
+        Producer(target.bootstrap, metrics_registry=None, **options)
+
+
 @pytest.mark.parametrize("bound", [2.5, True, "3"])
 def test_a_window_bound_that_is_not_an_int_is_refused(target: Target, bound: Any) -> None:
     topic, _ = target.topic("bound")
@@ -848,9 +867,14 @@ def test_a_record_for_a_topic_the_broker_refuses_is_dead_lettered(target: Target
 
 def test_a_failed_dead_letter_copy_is_reported_and_never_retried(target: Target) -> None:
     topic, _ = target.topic("dlq-fails")
+    # A legal template that makes, for this topic, a name past Kafka's 249 characters: the
+    # broker refuses it (a name no topic may have is refused at construction).
+    template = "{topic}." + "d" * 240
+    letters = template.format(topic=topic)
+    assert len(letters) > 249
 
     async def go() -> tuple[DeliveryError, dict[str, Any]]:
-        async with producer(target, dead_letter_topic="bad dead letters!",
+        async with producer(target, dead_letter_topic=template,
                             **{"message.max.bytes": 10_000}) as p:
             with pytest.raises(DeliveryError) as info:
                 await p.send(topic, b"x" * 20_000)
@@ -861,8 +885,8 @@ def test_a_failed_dead_letter_copy_is_reported_and_never_retried(target: Target)
     assert error.dead_letter_error is not None and error.dead_letter_error.code == 17
     assert "dead-letter topic failed too" in str(error)
     # The copy's failure names the topic it could not be written to, not the original's.
-    assert error.dead_letter_error.record.topic == "bad dead letters!"
-    assert str(error.dead_letter_error).startswith("bad dead letters!: ")
+    assert error.dead_letter_error.record.topic == letters
+    assert str(error.dead_letter_error).startswith(f"{letters}: ")
     assert (metrics["dead_letter_failed"], metrics["dead_lettered"]) == (1, 0)
     assert metrics["failed_by_error"] == {"MSG_SIZE_TOO_LARGE": 1}  # the copy is no new failure
 

@@ -42,6 +42,7 @@ import confluent_kafka as ck
 from prometheus_client import CollectorRegistry
 
 from sluice.client import librdkafka, serializers
+from sluice.client import options as check
 from sluice.client.bridge import DeliveryBridge
 from sluice.client.buffer import TP, FetchBuffer, size_of
 from sluice.client.consumer_metrics import ConsumerMetrics, consumer_collector_for
@@ -68,6 +69,8 @@ log = logging.getLogger("sluice.client")
 MiB = 1024 * 1024
 DEFAULT_MAX_BUFFER_BYTES = 32 * MiB
 MIN_MAX_BUFFER_BYTES = 64 * 1024
+MAX_MAX_BUFFER_BYTES = 8 * 1024 * MiB
+"""librdkafka takes fetch.max.bytes (an eighth of the budget) up to about 2 GiB."""
 SHUTDOWN_RESERVE = 1.0
 """Seconds of a shutdown's deadline ``run``'s last commit leaves to what follows it (closing its
 dead-letter producer, librdkafka's close): see :meth:`Consumer._run_share`."""
@@ -276,7 +279,7 @@ class Consumer:
     ) -> None:
         if metrics_registry is not None:
             registry_of(metrics_registry)  # refused before a librdkafka client is made
-        options = {**(config or {}), **options}
+        options = {**check.mapping("config", config), **options}
         reserved = RESERVED & options.keys()
         if reserved:
             raise ConfigurationError(
@@ -299,12 +302,15 @@ class Consumer:
                 )
         if sum(x is not None for x in (topics, pattern, assign)) != 1:
             raise ConfigurationError("give exactly one of topics=[...], pattern=... or assign=[...]")
-        if max_buffer_bytes < MIN_MAX_BUFFER_BYTES:
-            raise ConfigurationError(
-                f"max_buffer_bytes={max_buffer_bytes}: at least {MIN_MAX_BUFFER_BYTES}"
-            )
-        if max_retries < 0:
-            raise ConfigurationError(f"max_retries={max_retries}: 0 or more")
+        max_buffer_bytes = check.count(
+            "max_buffer_bytes", max_buffer_bytes, least=MIN_MAX_BUFFER_BYTES,
+            most=MAX_MAX_BUFFER_BYTES,
+        )
+        max_retries = check.count("max_retries", max_retries, least=0)
+        retry_backoff = check.seconds("retry_backoff", retry_backoff)
+        retry_backoff_max = check.seconds("retry_backoff_max", retry_backoff_max)
+        commit_interval = check.seconds("commit_interval", commit_interval, zero=False)
+        close_timeout = check.seconds("close_timeout", close_timeout)
         settings: dict[str, Any] = dict(DEFAULTS)
         settings.update(librdkafka_budget(max_buffer_bytes))
         if bootstrap_servers is not None:

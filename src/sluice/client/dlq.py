@@ -41,6 +41,7 @@ The copy keeps the record's raw key, value, headers and timestamp.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -62,6 +63,9 @@ ATTEMPTS = PREFIX + "attempts"
 TIMESTAMP = PREFIX + "timestamp"
 KEY = PREFIX + "key"
 VALUE_SIZE = PREFIX + "value.size"
+
+LEGAL_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+"""Kafka's rule for a topic name (``Topic.validate``)."""
 
 SIZE_ERRORS = frozenset({"MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE", "INVALID_MSG_SIZE"})
 """Failures for a size: the record's own, or, from the broker, its batch's (a neighbour's)."""
@@ -85,6 +89,11 @@ class DeadLetterRoute:
     by the producer (topics come with each record)."""
 
     def __init__(self, template: str) -> None:
+        if not isinstance(template, str):
+            raise ConfigurationError(
+                f"dead_letter_topic={template!r}: a topic name (a str), or a template such as "
+                f"\"{{topic}}.dlq\""
+            )
         try:
             probe = template.format(topic="t")
         except (KeyError, IndexError, ValueError) as exc:
@@ -94,6 +103,13 @@ class DeadLetterRoute:
             ) from None
         if not probe:
             raise ConfigurationError("dead_letter_topic is empty")
+        if not LEGAL_NAME.fullmatch(probe) or probe in (".", ".."):
+            # every copy would fail (INVALID_TOPIC_EXCEPTION): the failures it should keep
+            # would be reported as failed twice over, at run time
+            raise ConfigurationError(
+                f"dead_letter_topic={template!r}: a topic name is ASCII letters, digits, '.', "
+                f"'_' and '-' (Kafka's rule), at most 249 of them"
+            )
         if probe == "t" and template.format(topic="u") == "u":
             raise ConfigurationError(
                 f"dead_letter_topic={template!r} is every record's own topic: a failed record "

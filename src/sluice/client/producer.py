@@ -41,6 +41,7 @@ import confluent_kafka as ck
 from prometheus_client import CollectorRegistry
 
 from sluice.client import librdkafka, serializers
+from sluice.client import options as check
 from sluice.client.bridge import DeliveryBridge
 from sluice.client.dlq import DeadLetter, DeadLetterRoute
 from sluice.client.errors import (
@@ -128,7 +129,8 @@ class Producer:
     ) -> None:
         if metrics_registry is not None:
             registry_of(metrics_registry)  # refused before a librdkafka client is made
-        options = {**(config or {}), **options}
+        close_timeout = check.seconds("close_timeout", close_timeout)
+        options = {**check.mapping("config", config), **options}
         reserved = RESERVED & options.keys()
         if reserved:
             raise ConfigurationError(
@@ -142,7 +144,9 @@ class Producer:
             settings["compression.type"] = compression
         settings.update(options)
         # The toolkit's own options first: refused, no librdkafka client was made for nothing.
-        self._dead_letter = DeadLetterRoute(dead_letter_topic) if dead_letter_topic else None
+        self._dead_letter = (
+            None if dead_letter_topic is None else DeadLetterRoute(dead_letter_topic)
+        )
         self._value_serializer = serializers.resolve(value_serializer, "value_serializer")
         self._key_serializer = serializers.resolve(key_serializer, "key_serializer")
         made = librdkafka.make(
