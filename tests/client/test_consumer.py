@@ -585,6 +585,22 @@ def test_bad_options_are_refused_at_once(target: Target) -> None:
         with pytest.raises(ConfigurationError, match=name):
             Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
                      **options)
+    # The overload policy: a negative max_age shed every record, NaN none, a predicate that
+    # is not callable failed every record, Shed() sheds nothing, shed=60 failed at run time.
+    from sluice.client import Shed
+
+    policies: list[Any] = [
+        lambda: Shed(max_age=-1), lambda: Shed(max_age=float("nan")), lambda: Shed(),
+        lambda: Shed(predicate=5),  # type: ignore[arg-type]
+        lambda: Shed(max_age=60, min_lag=-1),
+        lambda: Shed(max_age=60, min_lag=2.5),  # type: ignore[arg-type]
+    ]
+    for policy in policies:
+        with pytest.raises(ConfigurationError, match="Shed"):
+            policy()
+    with pytest.raises(ConfigurationError, match="shed=60"):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
+                 shed=60)  # type: ignore[arg-type]
 
     async def bad_ordering() -> None:
         async with Consumer(target.bootstrap, group_id="g", topics=["t"],

@@ -363,6 +363,13 @@ class Consumer:
                         f"{route.topic_for(t)!r} for records of {t!r}: a topic this consumer "
                         "reads itself, so its dead letters would come back to it"
                     )
+        if shed is not None:
+            from sluice.client.runner import Shed
+
+            if not isinstance(shed, Shed):
+                raise ConfigurationError(
+                    f"shed={shed!r}: a sluice.client.Shed policy (e.g. Shed(max_age=60)) or None"
+                )
         self.shed = shed
         self._value_deserializer = serializers.resolve_deserializer(
             value_deserializer, "value_deserializer"

@@ -31,6 +31,7 @@ from itertools import islice
 from operator import sub
 from typing import TYPE_CHECKING, Any
 
+from sluice.client import options as check
 from sluice.client.buffer import TP, size_of
 from sluice.client.dlq import DeadLetterRoute, processing_letter
 from sluice.client.errors import (
@@ -65,6 +66,22 @@ class Shed:
     predicate: Callable[[ConsumerRecord], bool] | None = None
     min_lag: int = 0
     dead_letter: bool = False
+
+    def __post_init__(self) -> None:
+        """Refused here, not at the first record: a negative ``max_age`` shed every record, a
+        NaN one none, a predicate that is not callable failed every record."""
+        if self.max_age is None and self.predicate is None:
+            raise ConfigurationError(
+                "Shed(): give max_age (seconds) or predicate (a record -> bool), or both; "
+                "without either nothing is ever shed"
+            )
+        if self.max_age is not None:
+            check.seconds("Shed(max_age)", self.max_age)
+        if self.predicate is not None and not callable(self.predicate):
+            raise ConfigurationError(
+                f"Shed(predicate={self.predicate!r}): a function of a record, True to shed it"
+            )
+        check.count("Shed(min_lag)", self.min_lag, least=0)
 
     def reason(self, record: ConsumerRecord, lag: int, now_ms: float) -> str | None:
         if lag < self.min_lag:
