@@ -66,6 +66,13 @@ class BrokerContext(Protocol):
         """(node id, advertised host, advertised port)."""
         ...
 
+    def verify_produce(
+        self, txn_id: str | None, producer_id: int, epoch: int, topic: str, partition: int
+    ) -> tuple[ErrorCode, str] | None:
+        """For a transactional batch (the Produce request's transactional id, the batch's
+        producer): None to append it, or the error and message to answer instead."""
+        ...
+
     async def write_txn_markers(
         self,
         producer_id: int,

@@ -515,6 +515,50 @@ class TransactionCoordinator:
             return ErrorCode.CONCURRENT_TRANSACTIONS  # the group may be what is being added
         return ErrorCode.INVALID_TXN_STATE
 
+    def verify_produce(
+        self, txn_id: str | None, producer_id: int, epoch: int, tp: TopicPartition
+    ) -> tuple[ErrorCode, str] | None:
+        """For a transactional batch about to be given offsets on ``tp``: None if its producer
+        is the id's current one with a transaction Ongoing that includes ``tp``, else the error
+        and message to answer (Kafka's transaction verification, KIP-890 part 1).
+
+        Without it a batch that arrives after its transaction ended (a retry or a late request
+        from before a commit, abort or timeout), or from a fenced producer to a partition its
+        transaction never added, opens a transaction on the partition that no coordinator will
+        ever end: the last stable offset stays there and read_committed consumers stop, or a
+        later marker of the id's new incarnation commits the fenced producer's records."""
+        if txn_id is None:
+            return (
+                ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                "a transactional batch needs the transactional_id of its producer in the Produce request",
+            )
+        if not self.config.partition_verification:
+            return None
+        txn = self.transactions.get(txn_id)
+        if txn is None or txn.record.producer_id != producer_id:
+            return (
+                ErrorCode.INVALID_PRODUCER_ID_MAPPING,
+                f"producer {producer_id} is not transactional id {txn_id!r}'s current producer",
+            )
+        record = txn.record
+        if epoch != record.producer_epoch:
+            return (
+                ErrorCode.INVALID_PRODUCER_EPOCH,
+                f"producer {producer_id} epoch {epoch} is not transactional id {txn_id!r}'s "
+                f"current epoch {record.producer_epoch} (fenced)",
+            )
+        if (
+            record.state is TxnState.ONGOING
+            and txn.pending in (None, TxnState.ONGOING)
+            and tp in record.partitions
+        ):
+            return None
+        return (
+            ErrorCode.INVALID_TXN_STATE,
+            f"{tp[0]}-{tp[1]} is not in an ongoing transaction of transactional id {txn_id!r} "
+            f"(state {(txn.pending or record.state).value}): AddPartitionsToTxn must add it first",
+        )
+
     # -- EndTxn ----------------------------------------------------------------------------------------
 
     async def end_txn(self, request: Request) -> ResponseBody:
