@@ -329,26 +329,30 @@ def unstable(h: TxnHarness, topic: str, partition: int) -> int:
     return plog.high_watermark - plog.last_stable_offset
 
 
+@pytest.mark.parametrize("mode", ["writer", "inline"])
 @pytest.mark.parametrize("ending", ["commit", "abort"])
-def test_a_batch_arriving_after_its_transaction_ended_is_refused(h: TxnHarness, ending: str) -> None:
+def test_a_batch_arriving_after_its_transaction_ended_is_refused(
+    h: TxnHarness, ending: str, mode: str
+) -> None:
     """A produce request delayed past its EndTxn (or retried after it) would open a transaction
     on the partition that the coordinator, which holds the id CompleteCommit, never ends: the
     LSO would stay at it for good and read_committed consumers would stop there."""
+    h.run(h.broker.logs.create_topic("m", 1, {"sluice.append.mode": mode}))
     pid = init(h).producer_id
-    assert add_partitions(h, pid, 0, {"t": [0]}) == {("t", 0): E.NONE}
-    assert produce(h, "t", 0, transactional_batch(pid, 0, 0, b"a")) == E.NONE
+    assert add_partitions(h, pid, 0, {"m": [0]}) == {("m", 0): E.NONE}
+    assert produce(h, "m", 0, transactional_batch(pid, 0, 0, b"a")) == E.NONE
     # a retry of a batch that made it is answered as before, not refused
-    assert produce(h, "t", 0, transactional_batch(pid, 0, 0, b"a")) == E.NONE
+    assert produce(h, "m", 0, transactional_batch(pid, 0, 0, b"a")) == E.NONE
     assert end(h, pid, 0, ending == "commit") == E.NONE
-    assert produce(h, "t", 0, transactional_batch(pid, 0, 0, b"a")) == E.NONE
-    assert produce(h, "t", 0, transactional_batch(pid, 0, 1, b"late")) == E.INVALID_TXN_STATE
-    assert unstable(h, "t", 0) == 0
+    assert produce(h, "m", 0, transactional_batch(pid, 0, 0, b"a")) == E.NONE
+    assert produce(h, "m", 0, transactional_batch(pid, 0, 1, b"late")) == E.INVALID_TXN_STATE
+    assert unstable(h, "m", 0) == 0
     # the producer's next transaction goes on with the sequence the refused batch did not take
-    assert add_partitions(h, pid, 0, {"t": [0]}) == {("t", 0): E.NONE}
-    assert produce(h, "t", 0, transactional_batch(pid, 0, 1, b"next")) == E.NONE
-    assert unstable(h, "t", 0) > 0
+    assert add_partitions(h, pid, 0, {"m": [0]}) == {("m", 0): E.NONE}
+    assert produce(h, "m", 0, transactional_batch(pid, 0, 1, b"next")) == E.NONE
+    assert unstable(h, "m", 0) > 0
     assert end(h, pid, 0, True) == E.NONE
-    assert unstable(h, "t", 0) == 0
+    assert unstable(h, "m", 0) == 0
 
 
 @pytest.mark.parametrize("fenced_while", ["Ongoing", "Empty"])
