@@ -410,3 +410,55 @@ def test_verification_turned_off_takes_any_transactional_batch(make_harness: Any
     assert produce(h, "t", 0, transactional_batch(pid, 0, 0, b"x")) == E.NONE
     assert unstable(h, "t", 0) == 1
     assert produce(h, "t", 0, transactional_batch(pid, 0, 1, b"x"), txn=None) == E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+
+
+# -- a marker written by hand ---------------------------------------------------------------------------
+
+
+def write_txn_marker(
+    h: TxnHarness, pid: int, epoch: int, coordinator_epoch: int, commit: bool, tp: tuple[str, int]
+) -> int:
+    """WriteTxnMarkers as Admin.abortTransaction (kafka-transactions.sh abort) sends it."""
+    body = m.WriteTxnMarkersRequest(
+        markers=[
+            m.WritableTxnMarker(
+                producer_id=pid,
+                producer_epoch=epoch,
+                transaction_result=commit,
+                coordinator_epoch=coordinator_epoch,
+                topics=[m.WritableTxnMarkerTopic(name=tp[0], partition_indexes=[tp[1]])],
+            )
+        ]
+    )
+    resp: m.WriteTxnMarkersResponse = h.call(ApiKey.WRITE_TXN_MARKERS, 1, body)
+    code: int = resp.markers[0].topics[0].partitions[0].error_code
+    return code
+
+
+def test_a_marker_written_by_hand_with_a_higher_coordinator_epoch_never_fences_the_coordinator(
+    h: TxnHarness,
+) -> None:
+    """An operator aborting a transaction by hand (kafka-transactions.sh abort with a
+    --coordinator-epoch, say 5) raised the partition's coordinator epoch for the producer past
+    the coordinator's 0: every marker of the coordinator was then refused
+    TRANSACTION_COORDINATOR_FENCED and retried forever, the transactional id stayed
+    PrepareCommit for good (across restarts too) and its producer got CONCURRENT_TRANSACTIONS
+    for every request, InitProducerId included. The node's coordinator is the only one, so
+    nothing can be newer than it."""
+    pid = init(h).producer_id
+    assert add_partitions(h, pid, 0, {"t": [0, 1]}) == dict.fromkeys([("t", 0), ("t", 1)], E.NONE)
+    assert produce(h, "t", 0, transactional_batch(pid, 0, 0, b"aborted by hand")) == E.NONE
+    assert produce(h, "t", 1, transactional_batch(pid, 0, 0, b"committed")) == E.NONE
+    assert write_txn_marker(h, pid, 0, 5, False, ("t", 0)) == E.NONE
+    # a marker from an older coordinator epoch than the hand-written one is still refused
+    assert write_txn_marker(h, pid, 0, 4, False, ("t", 0)) == E.TRANSACTION_COORDINATOR_FENCED
+    assert end(h, pid, 0, True) == E.NONE
+    assert state(h) == "CompleteCommit"
+    assert [(mk.commit, mk.coordinator_epoch) for mk in h.markers("t", 0)] == [(False, 5), (True, 5)]
+    assert [(mk.commit, mk.coordinator_epoch) for mk in h.markers("t", 1)] == [(True, 0)]
+    # the producer goes on: a new transaction, a new incarnation fencing it
+    assert add_partitions(h, pid, 0, {"t": [0]}) == {("t", 0): E.NONE}
+    assert produce(h, "t", 0, transactional_batch(pid, 0, 1, b"next")) == E.NONE
+    new = init(h)
+    assert (new.error_code, new.producer_epoch) == (E.NONE, 2)
+    assert state(h) == "Empty" and unstable(h, "t", 0) == 0

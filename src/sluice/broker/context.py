@@ -77,7 +77,7 @@ class BrokerContext(Protocol):
         self,
         producer_id: int,
         producer_epoch: int,
-        coordinator_epoch: int,
+        coordinator_epoch: int | None,
         commit: bool,
         partitions: Iterable[tuple[str, int]],
     ) -> dict[tuple[str, int], ErrorCode]:

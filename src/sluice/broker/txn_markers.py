@@ -26,12 +26,13 @@ async def write_markers(
     logs: LogManager,
     producer_id: int,
     producer_epoch: int,
-    coordinator_epoch: int,
+    coordinator_epoch: int | None,
     commit: bool,
     partitions: Iterable[Target],
 ) -> dict[Target, ErrorCode]:
     """A COMMIT or ABORT marker for ``producer_id`` on every partition, concurrently; per
-    partition NONE or the error code."""
+    partition NONE or the error code. ``coordinator_epoch`` None: from this node's own
+    transaction coordinator, which no marker can fence."""
     targets = list(dict.fromkeys(partitions))
     codes = await asyncio.gather(
         *(
@@ -48,7 +49,7 @@ async def _write_one(
     index: int,
     producer_id: int,
     producer_epoch: int,
-    coordinator_epoch: int,
+    coordinator_epoch: int | None,
     commit: bool,
 ) -> ErrorCode:
     try:

@@ -403,16 +403,17 @@ class PartitionLog:
         self,
         producer_id: int,
         producer_epoch: int,
-        coordinator_epoch: int,
+        coordinator_epoch: int | None,
         commit: bool,
         ack: AckLevel | None = None,
     ) -> Reservation:
         """Build the COMMIT or ABORT marker ending ``producer_id``'s transaction and give it its
         offset (the broker's own control batch: nothing to validate but the producer's epochs).
-        Raises InvalidProducerEpochError or TransactionCoordinatorFencedError, changing nothing."""
+        Raises InvalidProducerEpochError or TransactionCoordinatorFencedError, changing nothing.
+        ``coordinator_epoch`` None: this node's own coordinator (see ProducerState.check_marker)."""
         self.check_open()
         state = self.producer_state()
-        state.check_marker(producer_id, producer_epoch, coordinator_epoch)
+        coordinator_epoch = state.check_marker(producer_id, producer_epoch, coordinator_epoch)
         base = self._next_offset
         now = self.clock()
         batch = bytearray(
@@ -657,7 +658,9 @@ class PartitionLog:
             return reservation.base_offset
         return self._append_reserved(reservation)
 
-    def append_marker(self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool) -> int:
+    def append_marker(
+        self, producer_id: int, producer_epoch: int, coordinator_epoch: int | None, commit: bool
+    ) -> int:
         """Append a transaction marker inline and fsync it (see :meth:`reserve_marker`)."""
         return self._append_reserved(
             self.reserve_marker(producer_id, producer_epoch, coordinator_epoch, commit, AckLevel.FSYNCED)

@@ -91,7 +91,7 @@ class Partition:
         return self.log.append(data, ack, txn_check)
 
     async def write_txn_marker(
-        self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool
+        self, producer_id: int, producer_epoch: int, coordinator_epoch: int | None, commit: bool
     ) -> int:
         """Append a COMMIT (commit=True) or ABORT control batch ending ``producer_id``'s
         transaction on this partition; returns its offset once it is durable (fsynced, whatever

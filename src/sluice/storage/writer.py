@@ -92,7 +92,7 @@ class PartitionWriter:
         return await self._submit(self._log.reserve, data, ack, txn_check)
 
     async def submit_marker(
-        self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool
+        self, producer_id: int, producer_epoch: int, coordinator_epoch: int | None, commit: bool
     ) -> int:
         """Queue a transaction marker (:meth:`PartitionLog.reserve_marker`), in order with the
         appends; return its offset once it is fsynced."""

@@ -69,11 +69,15 @@ from sluice.storage.manager import LogManager
 
 log = logging.getLogger(__name__)
 
-COORDINATOR_EPOCH = 0
-"""Kafka's is the transaction log partition's leader epoch; one node never changes leader."""
+OWN_COORDINATOR_EPOCH = None
+"""Kafka's is the transaction log partition's leader epoch; one node never changes leader, and
+its coordinator is the only one: None makes its markers carry the producer's last coordinator
+epoch on each partition (0 unless a WriteTxnMarkers request wrote a higher one), so no marker
+written by hand (an operator's abort) can fence it and leave its transaction decided forever."""
 
 MarkerWriter = Callable[
-    [int, int, int, bool, Iterable[TopicPartition]], Awaitable[dict[TopicPartition, ErrorCode]]
+    [int, int, int | None, bool, Iterable[TopicPartition]],
+    Awaitable[dict[TopicPartition, ErrorCode]],
 ]
 """The broker's ``write_txn_markers``: (producer id, epoch, coordinator epoch, commit,
 partitions) -> each partition's result."""
@@ -218,7 +222,7 @@ class TransactionCoordinator:
                 results = await self._write_markers(
                     record.producer_id,
                     record.producer_epoch,
-                    COORDINATOR_EPOCH,
+                    OWN_COORDINATOR_EPOCH,
                     commit,
                     sorted(txn.unmarked),
                 )
