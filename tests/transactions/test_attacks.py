@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sluice.broker.transactions.state import TxnState
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
@@ -394,6 +395,18 @@ def test_transactional_batches_the_coordinator_cannot_place_are_refused(h: TxnHa
     assert produce(h, "t", 0, transactional_batch(pid, 1, 0, b"x")) == E.INVALID_PRODUCER_EPOCH
     # a partition not added to the transaction (yet)
     assert produce(h, "t", 1, transactional_batch(pid, 0, 0, b"x")) == E.INVALID_TXN_STATE
+    # while its transaction is being fenced (the PrepareAbort of a new incarnation or of the
+    # timeout being written): fenced already, and while it is being ended (EndTxn)
+    txn = h.broker.transactions.transactions["app"]
+    for pending, code in [
+        (TxnState.PREPARE_EPOCH_FENCE, E.INVALID_PRODUCER_EPOCH),
+        (TxnState.PREPARE_COMMIT, E.INVALID_TXN_STATE),
+    ]:
+        txn.pending = pending  # white-box: the moment a write of that state is in flight
+        try:
+            assert produce(h, "t", 0, no_id) == code
+        finally:
+            txn.pending = None
     assert all(h.batches("t", p) == [] for p in (0, 1))
     # the one the transaction added takes it
     assert produce(h, "t", 0, no_id) == E.NONE

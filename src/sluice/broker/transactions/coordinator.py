@@ -551,6 +551,12 @@ class TransactionCoordinator:
                 f"producer {producer_id} epoch {epoch} is not transactional id {txn_id!r}'s "
                 f"current epoch {record.producer_epoch} (fenced)",
             )
+        if txn.pending is TxnState.PREPARE_EPOCH_FENCE:
+            return (
+                ErrorCode.INVALID_PRODUCER_EPOCH,
+                f"producer {producer_id} epoch {epoch} is being fenced (a new incarnation of "
+                f"transactional id {txn_id!r}, or its transaction timed out)",
+            )
         if (
             record.state is TxnState.ONGOING
             and txn.pending in (None, TxnState.ONGOING)
