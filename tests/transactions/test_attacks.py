@@ -475,3 +475,31 @@ def test_a_marker_written_by_hand_with_a_higher_coordinator_epoch_never_fences_t
     new = init(h)
     assert (new.error_code, new.producer_epoch) == (E.NONE, 2)
     assert state(h) == "Empty" and unstable(h, "t", 0) == 0
+
+
+def test_a_marker_written_by_hand_at_an_epoch_the_coordinator_never_gave_is_refused(
+    h: TxnHarness,
+) -> None:
+    """A WriteTxnMarkers at a future epoch of a transactional id's producer (a typo in
+    kafka-transactions.sh abort --producer-epoch) raised the producer's epoch on the partition
+    past the coordinator's: each new incarnation of the id (epoch 1, 2, ...) had its batches
+    there refused INVALID_PRODUCER_EPOCH until its epoch passed the typo's (for good near the
+    epoch limit)."""
+    pid = init(h).producer_id
+    assert add_partitions(h, pid, 0, {"t": [0]}) == {("t", 0): E.NONE}
+    assert produce(h, "t", 0, transactional_batch(pid, 0, 0, b"a")) == E.NONE
+    assert write_txn_marker(h, pid, 10, 0, False, ("t", 0)) == E.INVALID_PRODUCER_EPOCH
+    assert h.markers("t", 0) == []
+    # at the producer's own epoch it is what Admin.abortTransaction does, and goes through
+    assert write_txn_marker(h, pid, 0, 0, False, ("t", 0)) == E.NONE
+    assert end(h, pid, 0, True) == E.NONE
+    for expected_epoch in (1, 2):
+        new = init(h)
+        assert new.producer_epoch == expected_epoch
+        assert add_partitions(h, pid, new.producer_epoch, {"t": [0]}) == {("t", 0): E.NONE}
+        batch = transactional_batch(pid, new.producer_epoch, 0, b"next")
+        assert produce(h, "t", 0, batch) == E.NONE
+        assert end(h, pid, new.producer_epoch, True) == E.NONE
+    # a producer id no transactional id holds (an idempotent producer's) is not checked
+    assert write_txn_marker(h, pid + 1000, 7, 0, False, ("t", 0)) == E.NONE
+    assert unstable(h, "t", 0) == 0

@@ -234,6 +234,9 @@ class Broker:
     ) -> tuple[ErrorCode, str] | None:
         return self.transactions.verify_produce(txn_id, producer_id, epoch, (topic, partition))
 
+    def marker_epoch_beyond(self, producer_id: int, epoch: int) -> int | None:
+        return self.transactions.marker_epoch_beyond(producer_id, epoch)
+
     def _verify_txn_offset_commit(
         self, txn_id: str, producer_id: int, epoch: int, group: str
     ) -> ErrorCode | None:

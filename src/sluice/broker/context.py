@@ -73,6 +73,11 @@ class BrokerContext(Protocol):
         producer): None to append it, or the error and message to answer instead."""
         ...
 
+    def marker_epoch_beyond(self, producer_id: int, epoch: int) -> int | None:
+        """The current epoch of the transactional id ``producer_id`` belongs to, if ``epoch``
+        is past it; None otherwise (or for a producer no transactional id holds)."""
+        ...
+
     async def write_txn_markers(
         self,
         producer_id: int,

@@ -569,6 +569,17 @@ class TransactionCoordinator:
             f"(state {(txn.pending or record.state).value}): AddPartitionsToTxn must add it first",
         )
 
+    def marker_epoch_beyond(self, producer_id: int, epoch: int) -> int | None:
+        """For a WriteTxnMarkers request: the epoch of the transactional id whose current
+        producer ``producer_id`` is, if ``epoch`` is past it (an epoch this coordinator never
+        gave), else None. Such a marker would raise the producer's epoch on the partition past
+        every epoch its next incarnations get, fencing them there one after another."""
+        for txn in self.transactions.values():
+            record = txn.record
+            if record.producer_id == producer_id and record.producer_epoch != NO_EPOCH:
+                return record.producer_epoch if epoch > record.producer_epoch else None
+        return None
+
     # -- EndTxn ----------------------------------------------------------------------------------------
 
     async def end_txn(self, request: Request) -> ResponseBody:
