@@ -435,6 +435,7 @@ class BrokerConfig:
     transactional_id_expiration_ms: int = 7 * 24 * 3600 * 1000
     transaction_abort_interval_ms: int = 10_000
     transaction_expiration_check_interval_ms: int = 3_600_000
+    transaction_partition_verification: bool = True
     cleaner_enable: bool = True
     cleaner_threads: int = 1
     cleaner_dedupe_buffer_size: int = 128 * 1024 * 1024
@@ -750,6 +751,8 @@ _BROKER_ROWS = (
     _broker("transaction.remove.expired.transaction.cleanup.interval.ms",
             "transaction_expiration_check_interval_ms", _integer(1, _INT_MAX), _I,
             "How often expired transactional ids are looked for."),
+    _broker("transaction.partition.verification.enable", "transaction_partition_verification", _boolean, _B,
+            "A transactional batch is appended only to a partition its producer's ongoing transaction has added."),
     _broker("sluice.batch.uncompressed.max.bytes", "max_uncompressed_batch_bytes", _positive, _I,
             "Most decompressed bytes of one batch the broker processes (verification, recompression)."),
     _broker("log.cleaner.enable", "cleaner_enable", _boolean, _B,

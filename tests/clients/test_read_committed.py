@@ -19,7 +19,7 @@ import pytest
 
 from sluice.testing import EmbeddedBroker
 from tests.clients.adapters import confluent_consumer
-from tests.server.txn_producer import RawTxnProducer
+from tests.server.txn_producer import UNVERIFIED, RawTxnProducer
 from tests.server.wire import WireClient
 
 DEADLINE = 30.0
@@ -70,6 +70,13 @@ class Scenario:
 
     def close(self) -> None:
         self.client.close()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """A broker without transaction verification: the raw producer has no coordinator."""
+    with EmbeddedBroker(tmp_path_factory.mktemp("sluice-raw-txn"), settings=UNVERIFIED) as b:
+        yield b
 
 
 @pytest.fixture

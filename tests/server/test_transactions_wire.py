@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +15,7 @@ from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
 from sluice.testing import BrokerProcess, EmbeddedBroker
-from tests.server.txn_producer import RawTxnProducer, write_markers
+from tests.server.txn_producer import UNVERIFIED, RawTxnProducer, write_markers
 from tests.server.wire import (
     WireClient,
     api_versions,
@@ -24,6 +26,20 @@ from tests.server.wire import (
 )
 
 READ_UNCOMMITTED, READ_COMMITTED = 0, 1
+
+
+@pytest.fixture(scope="module")
+def sluice_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """A broker without transaction verification: the raw producer has no coordinator."""
+    with EmbeddedBroker(tmp_path_factory.mktemp("sluice-raw-txn"), settings=UNVERIFIED) as broker:
+        yield broker
+
+
+@pytest.fixture
+def sluice_process(tmp_path: Path) -> Iterator[BrokerProcess]:
+    with BrokerProcess(tmp_path / "sluice-data", tmp_path / "sluice-serve.log", settings=UNVERIFIED) as broker:
+        broker.start()
+        yield broker
 
 
 def fetch(

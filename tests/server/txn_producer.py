@@ -1,6 +1,6 @@
 """A transactional producer by hand, over the wire, for the tests of the partition side of
 transactions (no coordinator: a test ends a transaction with WriteTxnMarkers, as Kafka's
-coordinator and ``Admin.abortTransaction`` do).
+coordinator and ``Admin.abortTransaction`` do), on a broker started with :data:`UNVERIFIED`.
 
 It gets a producer id from InitProducerId (idempotent: the transactional form is the
 coordinator's), and sends Produce v9 requests naming a transactional id, each holding one batch
@@ -18,6 +18,10 @@ from sluice.protocol.records import build_batch
 from tests.server.wire import WireClient
 
 TRANSACTIONAL_ID = "raw-txn"
+
+UNVERIFIED = {"transaction.partition.verification.enable": "false"}
+"""The broker settings its tests need: without a coordinator's transaction, the broker's
+transaction verification (on by default, as in Kafka) refuses its batches (INVALID_PRODUCER_ID_MAPPING)."""
 
 
 class RawTxnProducer:

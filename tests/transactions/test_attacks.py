@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sluice.broker.transactions.state import TxnState
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
@@ -318,3 +319,187 @@ def test_txn_offset_commit_racing_end_txn_leaves_nothing_pending(h: TxnHarness, 
         if code == E.NONE and commit:
             expected = turns + 1
         assert offset_fetch(h, "g", [("t", 0)]) == {("t", 0): (expected, E.NONE)}, turns
+
+
+# -- transactional batches the coordinator knows nothing of (KIP-890 verification) -------------------------
+
+
+def unstable(h: TxnHarness, topic: str, partition: int) -> int:
+    """How far the partition's LSO is below its high watermark (0: nothing left open)."""
+    plog = h.broker.logs.get_partition(topic, partition).log
+    return plog.high_watermark - plog.last_stable_offset
+
+
+@pytest.mark.parametrize("mode", ["writer", "inline"])
+@pytest.mark.parametrize("ending", ["commit", "abort"])
+def test_a_batch_arriving_after_its_transaction_ended_is_refused(
+    h: TxnHarness, ending: str, mode: str
+) -> None:
+    """A produce request delayed past its EndTxn (or retried after it) would open a transaction
+    on the partition that the coordinator, which holds the id CompleteCommit, never ends: the
+    LSO would stay at it for good and read_committed consumers would stop there."""
+    h.run(h.broker.logs.create_topic("m", 1, {"sluice.append.mode": mode}))
+    pid = init(h).producer_id
+    assert add_partitions(h, pid, 0, {"m": [0]}) == {("m", 0): E.NONE}
+    assert produce(h, "m", 0, transactional_batch(pid, 0, 0, b"a")) == E.NONE
+    # a retry of a batch that made it is answered as before, not refused
+    assert produce(h, "m", 0, transactional_batch(pid, 0, 0, b"a")) == E.NONE
+    assert end(h, pid, 0, ending == "commit") == E.NONE
+    assert produce(h, "m", 0, transactional_batch(pid, 0, 0, b"a")) == E.NONE
+    assert produce(h, "m", 0, transactional_batch(pid, 0, 1, b"late")) == E.INVALID_TXN_STATE
+    assert unstable(h, "m", 0) == 0
+    # the producer's next transaction goes on with the sequence the refused batch did not take
+    assert add_partitions(h, pid, 0, {"m": [0]}) == {("m", 0): E.NONE}
+    assert produce(h, "m", 0, transactional_batch(pid, 0, 1, b"next")) == E.NONE
+    assert unstable(h, "m", 0) > 0
+    assert end(h, pid, 0, True) == E.NONE
+    assert unstable(h, "m", 0) == 0
+
+
+@pytest.mark.parametrize("fenced_while", ["Ongoing", "Empty"])
+def test_a_fenced_producer_cannot_write_where_its_transaction_never_went(
+    h: TxnHarness, fenced_while: str
+) -> None:
+    """No marker of the fencing ever reaches t-1, so only the coordinator knows the zombie is
+    fenced there: without asking it, its batch opened a transaction that the new incarnation's
+    commit marker then committed (read_committed consumers got a fenced producer's records)."""
+    old = init(h)
+    if fenced_while == "Ongoing":
+        assert add_partitions(h, old.producer_id, 0, {"t": [0]}) == {("t", 0): E.NONE}
+        assert produce(h, "t", 0, transactional_batch(old.producer_id, 0, 0, b"old")) == E.NONE
+    new = init(h)
+    assert (new.producer_id, new.producer_epoch) == (old.producer_id, 2 if fenced_while == "Ongoing" else 1)
+    zombie = transactional_batch(old.producer_id, 0, 0, b"zombie")
+    assert produce(h, "t", 1, zombie) == E.INVALID_PRODUCER_EPOCH
+    assert unstable(h, "t", 1) == 0 and h.batches("t", 1) == []
+    assert add_partitions(h, new.producer_id, new.producer_epoch, {"t": [1]}) == {("t", 1): E.NONE}
+    assert produce(h, "t", 1, zombie) == E.INVALID_PRODUCER_EPOCH  # added now, but not for it
+    batch = transactional_batch(new.producer_id, new.producer_epoch, 0, b"new")
+    assert produce(h, "t", 1, batch) == E.NONE
+    assert end(h, new.producer_id, new.producer_epoch, True) == E.NONE
+    assert unstable(h, "t", 1) == 0
+    assert [epoch for _, epoch, _ in h.batches("t", 1)] == [new.producer_epoch] * 2  # its batch, its marker
+
+
+def test_transactional_batches_the_coordinator_cannot_place_are_refused(h: TxnHarness) -> None:
+    pid = init(h).producer_id
+    other = init(h, "other").producer_id
+    assert add_partitions(h, pid, 0, {"t": [0]}) == {("t", 0): E.NONE}
+    # no transactional_id in the request: Kafka's answer (authorization of the id)
+    no_id = transactional_batch(pid, 0, 0, b"x")
+    assert produce(h, "t", 0, no_id, txn=None) == E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    # an id the coordinator does not know, or another producer's
+    assert produce(h, "t", 0, no_id, txn="nobody") == E.INVALID_PRODUCER_ID_MAPPING
+    assert produce(h, "t", 0, transactional_batch(other, 0, 0, b"x")) == E.INVALID_PRODUCER_ID_MAPPING
+    # an epoch the coordinator never gave
+    assert produce(h, "t", 0, transactional_batch(pid, 1, 0, b"x")) == E.INVALID_PRODUCER_EPOCH
+    # a partition not added to the transaction (yet)
+    assert produce(h, "t", 1, transactional_batch(pid, 0, 0, b"x")) == E.INVALID_TXN_STATE
+    # while its transaction is being fenced (the PrepareAbort of a new incarnation or of the
+    # timeout being written): fenced already, and while it is being ended (EndTxn)
+    txn = h.broker.transactions.transactions["app"]
+    for pending, code in [
+        (TxnState.PREPARE_EPOCH_FENCE, E.INVALID_PRODUCER_EPOCH),
+        (TxnState.PREPARE_COMMIT, E.INVALID_TXN_STATE),
+    ]:
+        txn.pending = pending  # white-box: the moment a write of that state is in flight
+        try:
+            assert produce(h, "t", 0, no_id) == code
+        finally:
+            txn.pending = None
+    assert all(h.batches("t", p) == [] for p in (0, 1))
+    # the one the transaction added takes it
+    assert produce(h, "t", 0, no_id) == E.NONE
+    assert end(h, pid, 0, False) == E.NONE
+    assert unstable(h, "t", 0) == 0
+
+
+def test_verification_turned_off_takes_any_transactional_batch(make_harness: Any) -> None:
+    """transaction.partition.verification.enable=false: the partition side alone (Kafka's
+    behaviour before KIP-890), which the raw-producer tests of the partition side rely on."""
+    h = make_harness(transaction_partition_verification_enable="false")
+    h.create_topic("t", 1)
+    pid = init(h).producer_id
+    assert produce(h, "t", 0, transactional_batch(pid, 0, 0, b"x")) == E.NONE
+    assert unstable(h, "t", 0) == 1
+    assert produce(h, "t", 0, transactional_batch(pid, 0, 1, b"x"), txn=None) == E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+
+
+# -- a marker written by hand ---------------------------------------------------------------------------
+
+
+def write_txn_marker(
+    h: TxnHarness, pid: int, epoch: int, coordinator_epoch: int, commit: bool, tp: tuple[str, int]
+) -> int:
+    """WriteTxnMarkers as Admin.abortTransaction (kafka-transactions.sh abort) sends it."""
+    body = m.WriteTxnMarkersRequest(
+        markers=[
+            m.WritableTxnMarker(
+                producer_id=pid,
+                producer_epoch=epoch,
+                transaction_result=commit,
+                coordinator_epoch=coordinator_epoch,
+                topics=[m.WritableTxnMarkerTopic(name=tp[0], partition_indexes=[tp[1]])],
+            )
+        ]
+    )
+    resp: m.WriteTxnMarkersResponse = h.call(ApiKey.WRITE_TXN_MARKERS, 1, body)
+    code: int = resp.markers[0].topics[0].partitions[0].error_code
+    return code
+
+
+def test_a_marker_written_by_hand_with_a_higher_coordinator_epoch_never_fences_the_coordinator(
+    h: TxnHarness,
+) -> None:
+    """An operator aborting a transaction by hand (kafka-transactions.sh abort with a
+    --coordinator-epoch, say 5) raised the partition's coordinator epoch for the producer past
+    the coordinator's 0: every marker of the coordinator was then refused
+    TRANSACTION_COORDINATOR_FENCED and retried forever, the transactional id stayed
+    PrepareCommit for good (across restarts too) and its producer got CONCURRENT_TRANSACTIONS
+    for every request, InitProducerId included. The node's coordinator is the only one, so
+    nothing can be newer than it."""
+    pid = init(h).producer_id
+    assert add_partitions(h, pid, 0, {"t": [0, 1]}) == dict.fromkeys([("t", 0), ("t", 1)], E.NONE)
+    assert produce(h, "t", 0, transactional_batch(pid, 0, 0, b"aborted by hand")) == E.NONE
+    assert produce(h, "t", 1, transactional_batch(pid, 0, 0, b"committed")) == E.NONE
+    assert write_txn_marker(h, pid, 0, 5, False, ("t", 0)) == E.NONE
+    # a marker from an older coordinator epoch than the hand-written one is still refused
+    assert write_txn_marker(h, pid, 0, 4, False, ("t", 0)) == E.TRANSACTION_COORDINATOR_FENCED
+    assert end(h, pid, 0, True) == E.NONE
+    assert state(h) == "CompleteCommit"
+    assert [(mk.commit, mk.coordinator_epoch) for mk in h.markers("t", 0)] == [(False, 5), (True, 5)]
+    assert [(mk.commit, mk.coordinator_epoch) for mk in h.markers("t", 1)] == [(True, 0)]
+    # the producer goes on: a new transaction, a new incarnation fencing it
+    assert add_partitions(h, pid, 0, {"t": [0]}) == {("t", 0): E.NONE}
+    assert produce(h, "t", 0, transactional_batch(pid, 0, 1, b"next")) == E.NONE
+    new = init(h)
+    assert (new.error_code, new.producer_epoch) == (E.NONE, 2)
+    assert state(h) == "Empty" and unstable(h, "t", 0) == 0
+
+
+def test_a_marker_written_by_hand_at_an_epoch_the_coordinator_never_gave_is_refused(
+    h: TxnHarness,
+) -> None:
+    """A WriteTxnMarkers at a future epoch of a transactional id's producer (a typo in
+    kafka-transactions.sh abort --producer-epoch) raised the producer's epoch on the partition
+    past the coordinator's: each new incarnation of the id (epoch 1, 2, ...) had its batches
+    there refused INVALID_PRODUCER_EPOCH until its epoch passed the typo's (for good near the
+    epoch limit)."""
+    pid = init(h).producer_id
+    assert add_partitions(h, pid, 0, {"t": [0]}) == {("t", 0): E.NONE}
+    assert produce(h, "t", 0, transactional_batch(pid, 0, 0, b"a")) == E.NONE
+    assert write_txn_marker(h, pid, 10, 0, False, ("t", 0)) == E.INVALID_PRODUCER_EPOCH
+    assert h.markers("t", 0) == []
+    # at the producer's own epoch it is what Admin.abortTransaction does, and goes through
+    assert write_txn_marker(h, pid, 0, 0, False, ("t", 0)) == E.NONE
+    assert end(h, pid, 0, True) == E.NONE
+    for expected_epoch in (1, 2):
+        new = init(h)
+        assert new.producer_epoch == expected_epoch
+        assert add_partitions(h, pid, new.producer_epoch, {"t": [0]}) == {("t", 0): E.NONE}
+        batch = transactional_batch(pid, new.producer_epoch, 0, b"next")
+        assert produce(h, "t", 0, batch) == E.NONE
+        assert end(h, pid, new.producer_epoch, True) == E.NONE
+    # a producer id no transactional id holds (an idempotent producer's) is not checked
+    assert write_txn_marker(h, pid + 1000, 7, 0, False, ("t", 0)) == E.NONE
+    assert unstable(h, "t", 0) == 0

@@ -225,8 +225,17 @@ class Broker:
                 id_expiration_ms=config.transactional_id_expiration_ms,
                 abort_interval_ms=config.transaction_abort_interval_ms,
                 expiration_check_interval_ms=config.transaction_expiration_check_interval_ms,
+                partition_verification=config.transaction_partition_verification,
             ),
         )
+
+    def verify_produce(
+        self, txn_id: str | None, producer_id: int, epoch: int, topic: str, partition: int
+    ) -> tuple[ErrorCode, str] | None:
+        return self.transactions.verify_produce(txn_id, producer_id, epoch, (topic, partition))
+
+    def marker_epoch_beyond(self, producer_id: int, epoch: int) -> int | None:
+        return self.transactions.marker_epoch_beyond(producer_id, epoch)
 
     def _verify_txn_offset_commit(
         self, txn_id: str, producer_id: int, epoch: int, group: str
@@ -263,7 +272,7 @@ class Broker:
         self,
         producer_id: int,
         producer_epoch: int,
-        coordinator_epoch: int,
+        coordinator_epoch: int | None,
         commit: bool,
         partitions: Iterable[tuple[str, int]],
     ) -> dict[tuple[str, int], ErrorCode]:

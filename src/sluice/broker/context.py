@@ -66,11 +66,23 @@ class BrokerContext(Protocol):
         """(node id, advertised host, advertised port)."""
         ...
 
+    def verify_produce(
+        self, txn_id: str | None, producer_id: int, epoch: int, topic: str, partition: int
+    ) -> tuple[ErrorCode, str] | None:
+        """For a transactional batch (the Produce request's transactional id, the batch's
+        producer): None to append it, or the error and message to answer instead."""
+        ...
+
+    def marker_epoch_beyond(self, producer_id: int, epoch: int) -> int | None:
+        """The current epoch of the transactional id ``producer_id`` belongs to, if ``epoch``
+        is past it; None otherwise (or for a producer no transactional id holds)."""
+        ...
+
     async def write_txn_markers(
         self,
         producer_id: int,
         producer_epoch: int,
-        coordinator_epoch: int,
+        coordinator_epoch: int | None,
         commit: bool,
         partitions: Iterable[tuple[str, int]],
     ) -> dict[tuple[str, int], ErrorCode]:

@@ -18,10 +18,10 @@ from collections.abc import Awaitable
 from sluice.broker import ingest
 from sluice.broker.context import BrokerContext
 from sluice.config import AckLevel
-from sluice.errors import CloseConnection, ErrorCode, RecordErrors, SluiceError
+from sluice.errors import CloseConnection, ErrorCode, RecordErrors, Refused, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
-from sluice.storage.log import PartitionLog
+from sluice.storage.log import PartitionLog, TxnCheck
 from sluice.storage.manager import LogManager
 from sluice.storage.partition import Partition
 
@@ -54,7 +54,8 @@ async def produce(broker: BrokerContext, request: Request) -> m.ProduceResponse 
     jobs: list[Awaitable[int] | Outcome] = []
     for topic in body.topic_data:
         for part in topic.partition_data:
-            plog, job = _submit(logs, topic.name, part, acks, limit)
+            check = _txn_check(broker, body.transactional_id, topic.name, part.index)
+            plog, job = _submit(logs, topic.name, part, acks, limit, check)
             targets.append((topic.name, part.index, plog))
             jobs.append(job)
     if acks == -1:
@@ -83,8 +84,25 @@ async def produce(broker: BrokerContext, request: Request) -> m.ProduceResponse 
     )
 
 
+def _txn_check(broker: BrokerContext, txn_id: str | None, topic: str, partition: int) -> TxnCheck:
+    """The partition's check of a transactional batch against the transaction coordinator,
+    made by the log when it gives the batch offsets (so no marker slips in between)."""
+
+    def check(producer_id: int, epoch: int) -> None:
+        refused = broker.verify_produce(txn_id, producer_id, epoch, topic, partition)
+        if refused is not None:
+            raise Refused(*refused)
+
+    return check
+
+
 def _submit(
-    logs: LogManager, topic: str, part: m.ProducePartitionData, acks: int, limit: int
+    logs: LogManager,
+    topic: str,
+    part: m.ProducePartitionData,
+    acks: int,
+    limit: int,
+    txn_check: TxnCheck,
 ) -> tuple[PartitionLog | None, Awaitable[int] | Outcome]:
     """Start one partition's append: its log and a future of its base offset, or an error."""
     try:
@@ -94,16 +112,20 @@ def _submit(
     plog = partition.log
     if part.records is None or len(part.records) == 0:
         return plog, (int(ErrorCode.INVALID_RECORD), "a produce request must carry record batches")
-    return plog, _append(partition, part.records, ack_level(acks, plog), limit)
+    return plog, _append(partition, part.records, ack_level(acks, plog), limit, txn_check)
 
 
 async def _append(
-    partition: Partition, records: bytes | bytearray | memoryview, ack: AckLevel, limit: int
+    partition: Partition,
+    records: bytes | bytearray | memoryview,
+    ack: AckLevel,
+    limit: int,
+    txn_check: TxnCheck,
 ) -> int:
     """Verify (compressed record counts) and recompress (compression.type) as the topic needs,
     then append: see :mod:`sluice.broker.ingest`."""
     data = await ingest.prepare(records, partition.log.config, limit, partition.name)
-    return await partition.append(data, ack)
+    return await partition.append(data, ack, txn_check)
 
 
 def _start(job: Awaitable[int] | Outcome) -> Awaitable[int] | Outcome:

@@ -11,6 +11,7 @@ forgets a transaction once its markers are acknowledged must never see one lost.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 
 from sluice.broker.context import BrokerContext
@@ -19,6 +20,8 @@ from sluice.protocol import Request
 from sluice.protocol import messages as m
 from sluice.storage.manager import LogManager
 
+log = logging.getLogger(__name__)
+
 Target = tuple[str, int]
 
 
@@ -26,12 +29,13 @@ async def write_markers(
     logs: LogManager,
     producer_id: int,
     producer_epoch: int,
-    coordinator_epoch: int,
+    coordinator_epoch: int | None,
     commit: bool,
     partitions: Iterable[Target],
 ) -> dict[Target, ErrorCode]:
     """A COMMIT or ABORT marker for ``producer_id`` on every partition, concurrently; per
-    partition NONE or the error code."""
+    partition NONE or the error code. ``coordinator_epoch`` None: from this node's own
+    transaction coordinator, which no marker can fence."""
     targets = list(dict.fromkeys(partitions))
     codes = await asyncio.gather(
         *(
@@ -48,7 +52,7 @@ async def _write_one(
     index: int,
     producer_id: int,
     producer_epoch: int,
-    coordinator_epoch: int,
+    coordinator_epoch: int | None,
     commit: bool,
 ) -> ErrorCode:
     try:
@@ -69,19 +73,14 @@ async def _write_one(
 
 
 async def write_txn_markers(broker: BrokerContext, request: Request) -> m.WriteTxnMarkersResponse:
+    """A marker for the current producer of a transactional id at an epoch past the one the
+    coordinator gave it (a typo in ``kafka-transactions.sh abort --producer-epoch``) is refused
+    INVALID_PRODUCER_EPOCH on every partition: written, it would fence that id's producers on
+    the partition until their epochs pass it (for good, near the epoch limit)."""
     body = request.body
     assert isinstance(body, m.WriteTxnMarkersRequest)
     results = await asyncio.gather(
-        *(
-            broker.write_txn_markers(
-                marker.producer_id,
-                marker.producer_epoch,
-                marker.coordinator_epoch,
-                marker.transaction_result,
-                [(topic.name, index) for topic in marker.topics for index in topic.partition_indexes],
-            )
-            for marker in body.markers
-        )
+        *(_write_request_marker(broker, marker) for marker in body.markers)
     )
     return m.WriteTxnMarkersResponse(
         markers=[
@@ -102,4 +101,28 @@ async def write_txn_markers(broker: BrokerContext, request: Request) -> m.WriteT
             )
             for marker, codes in zip(body.markers, results, strict=True)
         ]
+    )
+
+
+async def _write_request_marker(
+    broker: BrokerContext, marker: m.WritableTxnMarker
+) -> dict[Target, ErrorCode]:
+    targets = [(topic.name, index) for topic in marker.topics for index in topic.partition_indexes]
+    current = broker.marker_epoch_beyond(marker.producer_id, marker.producer_epoch)
+    if current is not None:
+        log.warning(
+            "WriteTxnMarkers refused: producer %d epoch %d is past its transactional id's "
+            "current epoch %d (it would fence that id's producers on %s)",
+            marker.producer_id,
+            marker.producer_epoch,
+            current,
+            ", ".join(f"{t}[{p}]" for t, p in dict.fromkeys(targets)),
+        )
+        return dict.fromkeys(targets, ErrorCode.INVALID_PRODUCER_EPOCH)
+    return await broker.write_txn_markers(
+        marker.producer_id,
+        marker.producer_epoch,
+        marker.coordinator_epoch,
+        marker.transaction_result,
+        targets,
     )

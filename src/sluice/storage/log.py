@@ -31,6 +31,7 @@ from sluice.errors import LogClosedError, OffsetOutOfRangeError, StorageError
 from sluice.protocol.markers import Marker, build_marker, read_marker
 from sluice.protocol.records import (
     DEFAULT_MAX_UNCOMPRESSED,
+    TRANSACTIONAL_BIT,
     BatchHeader,
     assign_offsets,
     iter_record_stamps,
@@ -64,6 +65,12 @@ from sluice.storage.producer_state import (
 )
 from sluice.storage.segment import LogSegment
 from sluice.storage.txn_index import AbortedTxn, collect
+
+TxnCheck = Callable[[int, int], None]
+"""Asked (producer id, epoch) before a transactional batch is given offsets; raises the Kafka
+error to answer if the transaction coordinator has no such transaction open on the partition
+(the broker's transaction verification, Kafka's KIP-890 part 1). Called in the same step that
+reserves the offsets, so no marker can slip between the check and the batch's place in the log."""
 
 __all__ = ["CleanState", "Clock", "FileSlice", "PartitionLog", "RecoveryReport", "wall_clock_ms"]
 
@@ -345,7 +352,10 @@ class PartitionLog:
     # -- appending -------------------------------------------------------------------------------
 
     def reserve(
-        self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None
+        self,
+        data: bytes | bytearray | memoryview,
+        ack: AckLevel | None = None,
+        txn_check: TxnCheck | None = None,
     ) -> Reservation:
         """Validate ``data`` (one or more whole batches) and assign its offsets, patching in place.
 
@@ -353,7 +363,8 @@ class PartitionLog:
         idempotent producer's OutOfOrderSequenceError, InvalidProducerEpochError,
         UnknownProducerIdError) and changes nothing if any batch is bad. A writable buffer is
         patched and kept, not copied: the caller hands it over. A batch an idempotent producer
-        already appended is not reserved again: the reservation names the original.
+        already appended is not reserved again: the reservation names the original. Any other
+        transactional batch is first put to ``txn_check`` (if given), whose error refuses it.
         """
         self.check_open()
         view = memoryview(data)
@@ -369,6 +380,8 @@ class PartitionLog:
             if duplicate is not None:
                 base = duplicate.first_offset
                 return Reservation(view, [], base, base, 0, ack, duplicate=duplicate)
+            if txn_check is not None and headers[0].attributes & TRANSACTIONAL_BIT:
+                txn_check(headers[0].producer_id, headers[0].producer_epoch)
         base = self._next_offset
         next_offset = assign_offsets(view, headers, base)
         patched = []
@@ -390,16 +403,17 @@ class PartitionLog:
         self,
         producer_id: int,
         producer_epoch: int,
-        coordinator_epoch: int,
+        coordinator_epoch: int | None,
         commit: bool,
         ack: AckLevel | None = None,
     ) -> Reservation:
         """Build the COMMIT or ABORT marker ending ``producer_id``'s transaction and give it its
         offset (the broker's own control batch: nothing to validate but the producer's epochs).
-        Raises InvalidProducerEpochError or TransactionCoordinatorFencedError, changing nothing."""
+        Raises InvalidProducerEpochError or TransactionCoordinatorFencedError, changing nothing.
+        ``coordinator_epoch`` None: this node's own coordinator (see ProducerState.check_marker)."""
         self.check_open()
         state = self.producer_state()
-        state.check_marker(producer_id, producer_epoch, coordinator_epoch)
+        coordinator_epoch = state.check_marker(producer_id, producer_epoch, coordinator_epoch)
         base = self._next_offset
         now = self.clock()
         batch = bytearray(
@@ -628,18 +642,25 @@ class PartitionLog:
             seg.sealed = True
             seg.unpin()
 
-    def append(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
+    def append(
+        self,
+        data: bytes | bytearray | memoryview,
+        ack: AckLevel | None = None,
+        txn_check: TxnCheck | None = None,
+    ) -> int:
         """Append inline, in the caller: validate, assign offsets, write; fsync if ``ack`` (default
         the topic's) is ``fsynced`` or ``flush.messages`` is reached. Returns the first offset.
 
         The only inline path: :class:`~sluice.storage.partition.Partition` uses it in ``inline``
         mode, and tools and tests that own a log use it directly."""
-        reservation = self.reserve(data, ack)
+        reservation = self.reserve(data, ack, txn_check)
         if reservation.duplicate is not None:  # inline: the original was written before it
             return reservation.base_offset
         return self._append_reserved(reservation)
 
-    def append_marker(self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool) -> int:
+    def append_marker(
+        self, producer_id: int, producer_epoch: int, coordinator_epoch: int | None, commit: bool
+    ) -> int:
         """Append a transaction marker inline and fsync it (see :meth:`reserve_marker`)."""
         return self._append_reserved(
             self.reserve_marker(producer_id, producer_epoch, coordinator_epoch, commit, AckLevel.FSYNCED)

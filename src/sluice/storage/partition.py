@@ -18,7 +18,7 @@ from sluice.config import AckLevel, AppendMode, LogConfig
 from sluice.storage.clock import Clock, wall_clock_ms
 from sluice.storage.fdcache import DEFAULT_CACHE, FdCache
 from sluice.storage.loader import CleanState
-from sluice.storage.log import PartitionLog
+from sluice.storage.log import PartitionLog, TxnCheck
 from sluice.storage.writer import PartitionWriter
 
 if TYPE_CHECKING:
@@ -71,9 +71,15 @@ class Partition:
         """The writer task, once the first append in writer mode started it."""
         return self._writer
 
-    async def append(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
+    async def append(
+        self,
+        data: bytes | bytearray | memoryview,
+        ack: AckLevel | None = None,
+        txn_check: TxnCheck | None = None,
+    ) -> int:
         """Append one or more whole batches; returns the first offset once the append is
-        acknowledged at ``ack`` (default: the topic's ``sluice.append.ack``)."""
+        acknowledged at ``ack`` (default: the topic's ``sluice.append.ack``). A transactional
+        batch is put to ``txn_check`` when it is given its offsets (see :data:`TxnCheck`)."""
         if self.append_gate is not None:
             await self.append_gate.wait()
         writer = self._writer
@@ -81,11 +87,11 @@ class Partition:
             if writer is None:
                 self.log.check_open()
                 writer = self._writer = PartitionWriter(self.log, self.executor)
-            return await writer.submit(data, ack)
-        return self.log.append(data, ack)
+            return await writer.submit(data, ack, txn_check)
+        return self.log.append(data, ack, txn_check)
 
     async def write_txn_marker(
-        self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool
+        self, producer_id: int, producer_epoch: int, coordinator_epoch: int | None, commit: bool
     ) -> int:
         """Append a COMMIT (commit=True) or ABORT control batch ending ``producer_id``'s
         transaction on this partition; returns its offset once it is durable (fsynced, whatever

@@ -233,11 +233,17 @@ class ProducerState:
         self.changed = True
         return batch
 
-    def check_marker(self, pid: int, epoch: int, coordinator_epoch: int) -> None:
-        """Refuse a marker from a fenced producer epoch or coordinator epoch (Kafka's rules)."""
+    def check_marker(self, pid: int, epoch: int, coordinator_epoch: int | None) -> int:
+        """Refuse a marker from a fenced producer epoch or coordinator epoch (Kafka's rules);
+        the coordinator epoch to write. None is this node's own transaction coordinator, the
+        only one there is: no other can be newer, so a marker a WriteTxnMarkers request wrote
+        with a higher coordinator epoch (an operator's abort, say) must not fence it. Its
+        markers carry the producer's last coordinator epoch here (at least 0)."""
         entry = self.producers.get(pid)
+        if coordinator_epoch is None:
+            coordinator_epoch = max(0, -1 if entry is None else entry.coordinator_epoch)
         if entry is None:
-            return
+            return coordinator_epoch
         if epoch < entry.epoch:
             raise InvalidProducerEpochError(
                 f"a marker for producer {pid} at epoch {epoch}, older than its current epoch {entry.epoch}"
@@ -247,6 +253,7 @@ class ProducerState:
                 f"a marker for producer {pid} from coordinator epoch {coordinator_epoch}, older "
                 f"than {entry.coordinator_epoch}"
             )
+        return coordinator_epoch
 
     def end_txn(
         self, pid: int, epoch: int, marker: Marker, offset: int, timestamp: int, undo: Undo

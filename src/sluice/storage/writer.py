@@ -27,7 +27,7 @@ from sluice.config import AckLevel
 from sluice.errors import LogClosedError, StorageError
 
 if TYPE_CHECKING:
-    from sluice.storage.log import PartitionLog, Reservation
+    from sluice.storage.log import PartitionLog, Reservation, TxnCheck
     from sluice.storage.producer_state import BatchMetadata
     from sluice.storage.segment import LogSegment
 
@@ -82,12 +82,17 @@ class PartitionWriter:
             and not self._writing
         )
 
-    async def submit(self, data: bytes | bytearray | memoryview, ack: AckLevel | None = None) -> int:
+    async def submit(
+        self,
+        data: bytes | bytearray | memoryview,
+        ack: AckLevel | None = None,
+        txn_check: TxnCheck | None = None,
+    ) -> int:
         """Queue an append; return its first offset once acknowledged at ``ack``."""
-        return await self._submit(self._log.reserve, data, ack)
+        return await self._submit(self._log.reserve, data, ack, txn_check)
 
     async def submit_marker(
-        self, producer_id: int, producer_epoch: int, coordinator_epoch: int, commit: bool
+        self, producer_id: int, producer_epoch: int, coordinator_epoch: int | None, commit: bool
     ) -> int:
         """Queue a transaction marker (:meth:`PartitionLog.reserve_marker`), in order with the
         appends; return its offset once it is fsynced."""

@@ -16,6 +16,9 @@ class TransactionConfig:
     """``transaction.abort.timed.out.transaction.cleanup.interval.ms``."""
     expiration_check_interval_ms: int = 3_600_000
     """``transaction.remove.expired.transaction.cleanup.interval.ms``."""
+    partition_verification: bool = True
+    """``transaction.partition.verification.enable``: a transactional batch is appended only
+    if its producer's ongoing transaction includes the partition (Kafka's KIP-890 part 1)."""
     marker_retry_ms: int = 500
     """First wait before writing a transaction's markers again after a failure (a full disk);
     doubled up to 10 s while it keeps failing."""

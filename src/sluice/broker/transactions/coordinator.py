@@ -69,11 +69,15 @@ from sluice.storage.manager import LogManager
 
 log = logging.getLogger(__name__)
 
-COORDINATOR_EPOCH = 0
-"""Kafka's is the transaction log partition's leader epoch; one node never changes leader."""
+OWN_COORDINATOR_EPOCH = None
+"""Kafka's is the transaction log partition's leader epoch; one node never changes leader, and
+its coordinator is the only one: None makes its markers carry the producer's last coordinator
+epoch on each partition (0 unless a WriteTxnMarkers request wrote a higher one), so no marker
+written by hand (an operator's abort) can fence it and leave its transaction decided forever."""
 
 MarkerWriter = Callable[
-    [int, int, int, bool, Iterable[TopicPartition]], Awaitable[dict[TopicPartition, ErrorCode]]
+    [int, int, int | None, bool, Iterable[TopicPartition]],
+    Awaitable[dict[TopicPartition, ErrorCode]],
 ]
 """The broker's ``write_txn_markers``: (producer id, epoch, coordinator epoch, commit,
 partitions) -> each partition's result."""
@@ -218,7 +222,7 @@ class TransactionCoordinator:
                 results = await self._write_markers(
                     record.producer_id,
                     record.producer_epoch,
-                    COORDINATOR_EPOCH,
+                    OWN_COORDINATOR_EPOCH,
                     commit,
                     sorted(txn.unmarked),
                 )
@@ -514,6 +518,67 @@ class TransactionCoordinator:
         if txn.pending is TxnState.ONGOING:
             return ErrorCode.CONCURRENT_TRANSACTIONS  # the group may be what is being added
         return ErrorCode.INVALID_TXN_STATE
+
+    def verify_produce(
+        self, txn_id: str | None, producer_id: int, epoch: int, tp: TopicPartition
+    ) -> tuple[ErrorCode, str] | None:
+        """For a transactional batch about to be given offsets on ``tp``: None if its producer
+        is the id's current one with a transaction Ongoing that includes ``tp``, else the error
+        and message to answer (Kafka's transaction verification, KIP-890 part 1).
+
+        Without it a batch that arrives after its transaction ended (a retry or a late request
+        from before a commit, abort or timeout), or from a fenced producer to a partition its
+        transaction never added, opens a transaction on the partition that no coordinator will
+        ever end: the last stable offset stays there and read_committed consumers stop, or a
+        later marker of the id's new incarnation commits the fenced producer's records."""
+        if txn_id is None:
+            return (
+                ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                "a transactional batch needs the transactional_id of its producer in the Produce request",
+            )
+        if not self.config.partition_verification:
+            return None
+        txn = self.transactions.get(txn_id)
+        if txn is None or txn.record.producer_id != producer_id:
+            return (
+                ErrorCode.INVALID_PRODUCER_ID_MAPPING,
+                f"producer {producer_id} is not transactional id {txn_id!r}'s current producer",
+            )
+        record = txn.record
+        if epoch != record.producer_epoch:
+            return (
+                ErrorCode.INVALID_PRODUCER_EPOCH,
+                f"producer {producer_id} epoch {epoch} is not transactional id {txn_id!r}'s "
+                f"current epoch {record.producer_epoch} (fenced)",
+            )
+        if txn.pending is TxnState.PREPARE_EPOCH_FENCE:
+            return (
+                ErrorCode.INVALID_PRODUCER_EPOCH,
+                f"producer {producer_id} epoch {epoch} is being fenced (a new incarnation of "
+                f"transactional id {txn_id!r}, or its transaction timed out)",
+            )
+        if (
+            record.state is TxnState.ONGOING
+            and txn.pending in (None, TxnState.ONGOING)
+            and tp in record.partitions
+        ):
+            return None
+        return (
+            ErrorCode.INVALID_TXN_STATE,
+            f"{tp[0]}-{tp[1]} is not in an ongoing transaction of transactional id {txn_id!r} "
+            f"(state {(txn.pending or record.state).value}): AddPartitionsToTxn must add it first",
+        )
+
+    def marker_epoch_beyond(self, producer_id: int, epoch: int) -> int | None:
+        """For a WriteTxnMarkers request: the epoch of the transactional id whose current
+        producer ``producer_id`` is, if ``epoch`` is past it (an epoch this coordinator never
+        gave), else None. Such a marker would raise the producer's epoch on the partition past
+        every epoch its next incarnations get, fencing them there one after another."""
+        for txn in self.transactions.values():
+            record = txn.record
+            if record.producer_id == producer_id and record.producer_epoch != NO_EPOCH:
+                return record.producer_epoch if epoch > record.producer_epoch else None
+        return None
 
     # -- EndTxn ----------------------------------------------------------------------------------------
 
