@@ -128,6 +128,9 @@ def test_a_bad_setting_is_refused_before_anything_starts(temporary_dirs: Path) -
     for wrong in ("9092", True):
         with pytest.raises(TypeError, match=r"port must be an int"):
             EmbeddedBroker(port=wrong)  # type: ignore[arg-type]  # what the check is for
+    for blank in ("", " "):  # it listened on every interface, bootstrap_servers ":PORT"
+        with pytest.raises(InvalidConfigError, match=r"host must name an address"):
+            EmbeddedBroker(host=blank)
     for own, instead in (("listeners", "port="), ("log.dirs", "data_dir="), ("log.dir", "data_dir=")):
         with pytest.raises(InvalidConfigError, match=rf"{own}: EmbeddedBroker sets it .*{instead}"):
             EmbeddedBroker(settings={own: "PLAINTEXT://127.0.0.1:9092" if own == "listeners" else "/x"})
@@ -147,6 +150,8 @@ def test_a_bad_setting_is_refused_before_anything_starts(temporary_dirs: Path) -
         ({"bad name!": 1}, InvalidTopicError, r"invalid topic name 'bad name!'"),
         ({"x": {"partitions": "3"}}, TypeError, r"topic 'x': partitions must be an int, not '3'"),
         ({"x": True}, TypeError, r"topic 'x': a partition count or a mapping"),
+        # a list of names was an AttributeError ('list' object has no attribute 'items')
+        (["x", "y"], TypeError, r"topics is a mapping of topic name .*got list"),
     ],
 )
 def test_a_bad_topic_is_refused_before_anything_starts(

@@ -441,6 +441,12 @@ def _check_listener(host: str, port: int) -> None:
 
     if not isinstance(host, str):
         raise TypeError(f"host must be a str, not {host!r}")
+    if not host.strip():
+        # it would listen on every interface and give clients ":PORT" to connect to
+        raise InvalidConfigError(
+            "host must name an address to listen on, e.g. 127.0.0.1 (the default), ::1, or "
+            "0.0.0.0 for every interface; not an empty string"
+        )
     if isinstance(port, bool) or not isinstance(port, int):
         raise TypeError(f"port must be an int, not {port!r}")
     if not 0 <= port <= 65535:
@@ -454,6 +460,11 @@ def _checked_topics(topics: Mapping[str, TopicSpec], config: BrokerConfig) -> di
     from sluice.errors import InvalidConfigError, InvalidPartitionsError
     from sluice.storage.manager import validate_topic_name
 
+    if not isinstance(topics, Mapping):
+        raise TypeError(
+            f"topics is a mapping of topic name to partition count or topic configs, e.g. "
+            f"{{'orders': 3}}; got {type(topics).__name__}"
+        )
     limit = config.max_partitions_per_topic
     for name, spec in topics.items():
         if not isinstance(name, str):
