@@ -65,6 +65,10 @@ def test_create_topic_reports_the_brokers_refusal(sluice_broker: EmbeddedBroker)
     with pytest.raises(TopicCreationError) as invalid:
         create_topic(sluice_broker.bootstrap_servers, unique_topic_name("bad"), 0)
     assert invalid.value.code == ErrorCode.INVALID_PARTITIONS
+    # a bool is no partition count: True made a topic of 1 partition
+    for wrong in (True, "2", 2.0):
+        with pytest.raises(TypeError, match="partitions must be an int"):
+            create_topic(sluice_broker.bootstrap_servers, unique_topic_name("bool"), wrong)  # type: ignore[arg-type]
 
 
 def test_sluice_topic_fixture(sluice_broker: EmbeddedBroker, sluice_topic: str) -> None:

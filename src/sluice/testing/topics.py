@@ -179,11 +179,13 @@ def topic_names(names: Iterable[str]) -> list[str]:
 
 def topic_spec(spec: TopicSpec) -> tuple[int, dict[str, str]]:
     """A :data:`TopicSpec` as (partitions, configs as strings)."""
-    if isinstance(spec, int):
+    if isinstance(spec, int) and not isinstance(spec, bool):
         return spec, {}
+    if not isinstance(spec, Mapping):  # True was a topic of 1 partition
+        raise TypeError(f"a topic is a partition count or a mapping of configs, not {spec!r}")
     configs = {k: config_value(v, k, key=k) for k, v in spec.items() if k != "partitions"}
     partitions = spec.get("partitions", 1)
-    if not isinstance(partitions, int):
+    if isinstance(partitions, bool) or not isinstance(partitions, int):
         raise TypeError(f"partitions must be an int, not {partitions!r}")
     return partitions, configs
 
