@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,38 @@ def test_a_pattern_matching_its_own_dead_letters_stops_run(target: Target) -> No
     run(main())
     admin = ck.admin.AdminClient({"bootstrap.servers": target.bootstrap, **target.client})
     assert dlq not in admin.list_topics(timeout=10).topics  # nothing was written
+
+
+def test_a_pattern_without_a_caret_is_a_regex_and_a_bad_one_is_refused(target: Target) -> None:
+    """librdkafka reads a subscription without a leading ``^`` as a literal topic name: a
+    ``pattern="orders-.*"`` subscribed to no topic at all (librdkafka logged "Subscribed
+    topic not available"), while the toolkit's own dead-letter check read it as a regex. The
+    ``^`` is now added. An empty pattern, one that is not a str (``5`` subscribed to topic
+    "5") or not a regex was a KafkaException at start, or silently nothing: now a
+    ConfigurationError at construction."""
+    first, _ = target.topic("c-pat-a", 1)
+    suffix = first.removeprefix("c-pat-a")  # "-<random hex>"
+    second = "c-pat-b" + suffix
+    target.make(second)
+    produce(target, first, [b"a"], partition=0)
+    produce(target, second, [b"b"], partition=0)
+
+    async def main() -> list[bytes]:
+        got: list[ConsumerRecord] = []
+        async with Consumer(
+            target.bootstrap, group_id=f"g-{first}", pattern="c-pat-[ab]" + re.escape(suffix),
+            metrics_registry=None, **{"auto.offset.reset": "earliest", **target.client},
+        ) as c:
+            while len(got) < 2:
+                got += await c.getmany(10, 1.0)
+        return sorted(r.value for r in got)
+
+    assert run(main()) == [b"a", b"b"]
+    for bad in ("", "^(", 5, ["^t"]):
+        with pytest.raises(ConfigurationError, match="pattern"):
+            Consumer(target.bootstrap, group_id="g", pattern=bad, metrics_registry=None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="pattern"):
+        Consumer(target.bootstrap, group_id="g", topics=["^["], metrics_registry=None)
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])

@@ -154,6 +154,23 @@ LOGICAL_OFFSETS = (ck.OFFSET_BEGINNING, ck.OFFSET_END, ck.OFFSET_STORED)
 group's committed offset)."""
 
 
+def _checked_pattern(pattern: object) -> str:
+    """A subscription regex as librdkafka takes it: a non-empty str starting with ``^`` (added
+    when missing: librdkafka reads a name without it as a literal topic name, while the docs
+    and Python call it a pattern), that compiles."""
+    if not isinstance(pattern, str) or not pattern:
+        raise ConfigurationError(
+            f"pattern={pattern!r}: a regular expression (a non-empty str) such as '^orders-.*'"
+        )
+    if not pattern.startswith("^"):
+        pattern = "^" + pattern
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ConfigurationError(f"pattern={pattern!r}: not a regular expression ({exc})") from None
+    return pattern
+
+
 def _assignment(a: Any) -> tuple[str, int, int | None]:
     """One ``assign=`` entry: ``(topic, partition)`` or ``(topic, partition, offset)``, an
     offset of 0 or more or one of :data:`LOGICAL_OFFSETS`."""
@@ -302,6 +319,11 @@ class Consumer:
                 )
         if sum(x is not None for x in (topics, pattern, assign)) != 1:
             raise ConfigurationError("give exactly one of topics=[...], pattern=... or assign=[...]")
+        if pattern is not None:
+            pattern = _checked_pattern(pattern)
+        for t in topics or ():
+            if t.startswith("^"):  # librdkafka reads it as a regex
+                _checked_pattern(t)
         max_buffer_bytes = check.count(
             "max_buffer_bytes", max_buffer_bytes, least=MIN_MAX_BUFFER_BYTES,
             most=MAX_MAX_BUFFER_BYTES,
@@ -489,9 +511,13 @@ class Consumer:
             self._assignment = {(t, p) for t, p, _ in self._assign}
         else:
             subs = self._topics if self._topics is not None else [str(self._pattern)]
-            c.subscribe(
-                subs, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-            )
+            try:
+                c.subscribe(
+                    subs, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                    on_lost=self._on_lost,
+                )
+            except ck.KafkaException as exc:  # a regex Python reads and librdkafka does not
+                raise ConfigurationError(f"librdkafka refused to subscribe to {subs}: {exc}") from exc
         self._bridge = DeliveryBridge(
             self._fetch, self._loop, self._after_poll, name=f"{self._metrics.client_id}-fetch"
         )
