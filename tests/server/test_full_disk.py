@@ -20,6 +20,7 @@ from sluice.protocol import messages as m
 from sluice.testing import BrokerProcess
 from tests.disks import fill, small_tmpfs
 from tests.server.wire import (
+    ConnectionClosed,
     WireClient,
     batch,
     create_topic,
@@ -140,3 +141,50 @@ def test_a_roll_on_a_filling_disk_does_not_stop_retention(small_disk: Path, tmp_
     output = (tmp_path / "serve.log").read_text()
     assert "could not save the recovery point of r-0" in output, output
     assert "Traceback" not in output, output
+
+
+def _delete_records(client: WireClient, topic: str, before: int) -> m.DeleteRecordsPartitionResult:
+    body = m.DeleteRecordsRequest(
+        topics=[
+            m.DeleteRecordsTopic(
+                name=topic, partitions=[m.DeleteRecordsPartition(partition_index=0, offset=before)]
+            )
+        ],
+        timeout_ms=10_000,
+    )
+    resp = client.call(ApiKey.DELETE_RECORDS, 2, body, m.DeleteRecordsResponse)
+    (part,) = resp.topics[0].partitions
+    return part
+
+
+def test_delete_records_on_a_full_disk_answers_storage_error_and_moves_nothing(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """The log start offset could not be saved: the handler raised OSError, which dropped the
+    connection, and the log start had already moved in memory (the records were gone to readers
+    until a restart brought them back)."""
+    log_path = tmp_path / "serve.log"
+    with BrokerProcess(small_disk / "data", log_path, settings={"log.segment.bytes": "2000"}) as broker:
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            create_topic(client, "t")
+            values = [f"{i}-".encode() + b"x" * 900 for i in range(10)]
+            for value in values:
+                assert produce(client, "t", 0, batch([value]), acks=-1).error_code == 0
+            fill(small_disk, leave=0)
+            try:
+                refused = _delete_records(client, "t", 5)
+            except ConnectionClosed:
+                pytest.fail("DeleteRecords on a full disk dropped the connection")
+            assert (refused.error_code, refused.low_watermark) == (ErrorCode.KAFKA_STORAGE_ERROR, -1)
+            assert list_offset(client, "t", 0, -2) == (0, 0)
+            assert fetch_all_values(client, "t", 0) == values
+            (small_disk / "filler").unlink()
+            done = _delete_records(client, "t", 5)
+            assert (done.error_code, done.low_watermark) == (0, 5)
+        broker.kill()
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            assert list_offset(client, "t", 0, -2) == (0, 5)
+        assert broker.stop() == 0
+    assert "Traceback" not in log_path.read_text()

@@ -997,7 +997,12 @@ class PartitionLog:
         for _ in range(deletable):
             self._delete_first_segment()
         if deletable:
-            self._set_log_start_offset(max(self.log_start_offset, self._segments[0].base_offset))
+            self.log_start_offset = max(self.log_start_offset, self._segments[0].base_offset)
+            try:
+                self._save_log_start_offset()
+            except StorageError as exc:
+                # The segments are gone: the next open finds the start from the first one left.
+                log.warning("%s; the next start finds it from the segments", exc)
         return deletable
 
     def _active_segment_expired(self, now: int) -> bool:
@@ -1038,7 +1043,8 @@ class PartitionLog:
                 f"cannot delete records before {before_offset}: high watermark is {self.high_watermark}"
             )
         if target > self.log_start_offset:
-            self._set_log_start_offset(target)
+            self._save_log_start_offset(target)  # first: a failure (a full disk) changes nothing
+            self.log_start_offset = target
             while (
                 len(self._segments) > 1
                 and self._segments[0].next_offset <= target
@@ -1053,9 +1059,16 @@ class PartitionLog:
         self._bases.pop(0)
         seg.delete()
 
-    def _set_log_start_offset(self, offset: int) -> None:
-        self.log_start_offset = offset
-        write_int(self.directory / LOG_START_OFFSET_FILE, offset)
+    def _save_log_start_offset(self, offset: int | None = None) -> None:
+        """Persist the log start offset (default: the current one); StorageError if it cannot
+        be written, so a request that moves it gets KAFKA_STORAGE_ERROR, not a dropped
+        connection."""
+        value = self.log_start_offset if offset is None else offset
+        try:
+            write_int(self.directory / LOG_START_OFFSET_FILE, value)
+        except OSError as exc:
+            self.disk.failed(exc, f"saving the log start offset of {self.name}")
+            raise StorageError(f"cannot save the log start offset of {self.name}: {exc}") from exc
 
     # -- the log cleaner's hooks (storage/cleaner.py) ---------------------------------------------
 
