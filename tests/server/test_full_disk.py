@@ -17,6 +17,7 @@ import pytest
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
+from sluice.protocol.records import build_batch
 from sluice.testing import BrokerProcess
 from tests.disks import fill, small_tmpfs
 from tests.server.wire import (
@@ -188,3 +189,61 @@ def test_delete_records_on_a_full_disk_answers_storage_error_and_moves_nothing(
             assert list_offset(client, "t", 0, -2) == (0, 5)
         assert broker.stop() == 0
     assert "Traceback" not in log_path.read_text()
+
+
+def test_an_idempotent_producers_roll_on_a_filling_disk_does_not_stop_retention(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """As above, with an idempotent producer: the roll also writes its producer-state snapshot,
+    which did not fit either. That failure left the segment unsealed (retention stuck behind it
+    for good) and, at sluice.log.append.ack=fsynced, failed the append whose bytes were stored."""
+    settings = {
+        "log.segment.bytes": "2000",
+        "log.retention.bytes": "6000",
+        "log.retention.check.interval.ms": "100",
+        "sluice.log.append.ack": "fsynced",
+    }
+    log_path = tmp_path / "serve.log"
+    with BrokerProcess(small_disk / "data", log_path, settings=settings) as broker:
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            init = client.call(
+                ApiKey.INIT_PRODUCER_ID,
+                4,
+                m.InitProducerIdRequest(transaction_timeout_ms=60_000),
+                m.InitProducerIdResponse,
+            )
+            assert init.error_code == 0
+
+            def send(seq: int, value: bytes) -> m.ProducePartitionResponse:
+                records = build_batch(
+                    [(None, value)],
+                    producer_id=init.producer_id,
+                    producer_epoch=init.producer_epoch,
+                    base_sequence=seq,
+                    base_timestamp=int(time.time() * 1000),
+                )
+                return produce(client, "r", 0, records, acks=-1)
+
+            create_topic(client, "r")
+            for seq in range(3):
+                assert send(seq, b"x" * 1500).error_code == 0
+            fill(small_disk, leave=4096)  # one page: the rolled-to segment's batch takes it
+            rolled = send(3, b"y" * 1500)
+            assert (rolled.error_code, rolled.base_offset) == (0, 3)
+            (small_disk / "filler").unlink()
+            for seq in range(4, 16):
+                assert send(seq, b"z" * 1500).base_offset == seq
+            deadline = time.monotonic() + 10
+            while list_offset(client, "r", 0, -2) != (0, 12):  # 4 segments of 1 batch are kept
+                assert time.monotonic() < deadline, list_offset(client, "r", 0, -2)
+                time.sleep(0.05)
+        broker.kill()
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            assert send(15, b"z" * 1500).base_offset == 15  # a retry: still known as one
+            assert list_offset(client, "r", 0, -1) == (0, 16)
+        assert broker.stop() == 0
+    output = log_path.read_text()
+    assert "could not save the producer state of r-0" in output, output
+    assert "Traceback" not in output, output

@@ -616,7 +616,12 @@ class PartitionLog:
                 log.warning("could not save the transaction index of %s: %s", seg.log_path, exc)
         if plan.snapshot is not None:
             offset, producers = plan.snapshot
-            write_producer_snapshot(self.directory, offset, producers)
+            try:
+                write_producer_snapshot(self.directory, offset, producers)
+            except OSError as exc:
+                # Best effort too: without it a crash replays from an older snapshot, while
+                # failing would leave the segment unsealed (retention stuck behind it).
+                log.warning("could not save the producer state of %s at %d: %s", self.name, offset, exc)
         if plan.rolled:
             # Best effort, like the index files: an old recovery point only makes the next
             # recovery walk further, while failing here would leave the segments unsealed, and
