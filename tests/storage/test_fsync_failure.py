@@ -28,8 +28,9 @@ from tests.server.wire import (
 )
 
 
+@pytest.mark.parametrize("mode", ["writer", "inline"])
 def test_after_a_failed_fsync_nothing_is_acknowledged_until_a_restart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
     real_fdatasync = os.fdatasync
     failures = 0
@@ -42,7 +43,9 @@ def test_after_a_failed_fsync_nothing_is_acknowledged_until_a_restart(
         real_fdatasync(fd)
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
-    broker = EmbeddedBroker(tmp_path / "data", settings={"sluice.log.append.ack": "fsynced"})
+    broker = EmbeddedBroker(
+        tmp_path / "data", settings={"sluice.log.append.ack": "fsynced", "sluice.log.append.mode": mode}
+    )
     broker.start()
     try:
         with WireClient.to(broker) as client:

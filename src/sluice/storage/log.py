@@ -210,6 +210,8 @@ class PartitionLog:
         without touching its files."""
         self._hw_listeners: list[Callable[[], None]] = []
         self._unclean: str | None = None
+        self._fenced: StorageError | None = None
+        """Set by a failed fsync (:meth:`fence`): appends are refused until a restart."""
         self._stable_cache: tuple[int, LogSegment, int] | None = None
         """(LSO, segment, position of the batch holding it) when the LSO is below the high
         watermark: where a read_committed read stops."""
@@ -356,6 +358,8 @@ class PartitionLog:
         already appended is not reserved again: the reservation names the original.
         """
         self.check_open()
+        if self._fenced is not None:
+            raise self._fenced
         view = memoryview(data)
         if view.readonly:
             view = memoryview(bytearray(view))
@@ -398,6 +402,8 @@ class PartitionLog:
         offset (the broker's own control batch: nothing to validate but the producer's epochs).
         Raises InvalidProducerEpochError or TransactionCoordinatorFencedError, changing nothing."""
         self.check_open()
+        if self._fenced is not None:
+            raise self._fenced
         state = self.producer_state()
         state.check_marker(producer_id, producer_epoch, coordinator_epoch)
         base = self._next_offset
@@ -674,14 +680,16 @@ class PartitionLog:
             try:
                 self.seal_rolled(plan)
             except OSError as exc:
-                raise StorageError(f"sealing a segment of {self.name} failed: {exc}") from exc
+                error = StorageError(f"sealing a segment of {self.name} failed: {exc}")
+                self.fence(error)
+                raise error from exc
             self.mark_sealed(plan)
 
     # -- flushing --------------------------------------------------------------------------------
 
     def flush_due(self) -> bool:
         cfg = self.config
-        if self.unflushed_records == 0:
+        if self.unflushed_records == 0 or self._fenced is not None:
             return False
         if cfg.flush_messages > 0 and self.unflushed_records >= cfg.flush_messages:
             return True
@@ -707,12 +715,35 @@ class PartitionLog:
 
     def flush(self) -> None:
         """fsync everything committed so far, in the caller's thread."""
+        if self._fenced is not None:
+            raise self._fenced
         offset, seg, position, records = self.sync_point()
         try:
             self.fsync_times.time(seg.fsync)
         except OSError as exc:
-            raise StorageError(f"fsync of {self.name} failed: {exc}") from exc
+            self.disk.failed(exc, f"syncing {self.name}")
+            error = StorageError(f"fsync of {self.name} failed: {exc}")
+            self.fence(error)
+            raise error from exc
         self.mark_flushed(offset, seg, position, records)
+
+    def fence(self, error: StorageError) -> None:
+        """An fsync failed. The kernel reports a lost writeback once and then forgets it, so a
+        later fsync that succeeds proves nothing about the bytes the failed one covered (their
+        pages may be gone): acknowledging appends made after them as durable, or moving the
+        high watermark past them, could promise what is not on disk. So, as Kafka takes a log
+        directory offline, appends are refused from now on (reads go on), and a clean close
+        records no state, so the next start recovers the log from its files."""
+        if self._fenced is not None:
+            return
+        log.error("%s; %s refuses appends until the broker restarts", error, self.name)
+        self._fenced = StorageError(f"partition {self.name} refuses appends after a failed fsync ({error})")
+        self.mark_unclean(f"an fsync failed ({error})")
+
+    @property
+    def fenced(self) -> StorageError | None:
+        """Why appends are refused after a failed fsync; None if they are not."""
+        return self._fenced
 
     def _advance_high_watermark(self, offset: int, segment: LogSegment, position: int) -> None:
         if offset < self.high_watermark:

@@ -189,18 +189,11 @@ class PartitionWriter:
             self._fail_with_queue(group, self._broken)
 
     def _fence(self, error: StorageError) -> None:
-        """An fsync failed. The kernel reports a lost writeback once and then forgets it, so a
-        later fsync that succeeds proves nothing about the bytes the failed one covered (their
-        pages may be gone), and acknowledging appends made after them as durable, or moving the
-        high watermark past them, could promise what is not on disk. So, as Kafka takes a log
-        directory offline, the partition refuses appends from now on (reads go on), and the
-        next start recovers it from its files instead of trusting the clean-shutdown state."""
-        if self._broken is not None:
-            return
-        name = self._log.name
-        _log.error("%s; %s refuses appends until the broker restarts", error, name)
-        self._broken = StorageError(f"partition {name} refuses appends after a failed fsync ({error})")
-        self._log.mark_unclean(f"an fsync failed ({error})")
+        """An fsync failed: the log refuses appends until a restart (see
+        :meth:`PartitionLog.fence`), and so does this writer, which fails the appends waiting
+        for a sync instead of syncing again."""
+        self._log.fence(error)
+        self._broken = self._log.fenced
 
     def _fail_with_queue(self, group: list[_Waiter], error: StorageError) -> None:
         """Fail ``group`` and every append queued behind it: their offsets now will not exist."""
