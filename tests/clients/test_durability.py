@@ -153,3 +153,28 @@ def test_consumed_values_are_what_was_acknowledged(sluice_process: BrokerProcess
             client.name
         )
     assert sluice_process.stop() == 0
+
+
+def test_a_lowered_max_message_bytes_keeps_the_bigger_records_through_a_crash(
+    sluice_process: BrokerProcess,
+) -> None:
+    """max.message.bytes bounds what is accepted from now on; records accepted under a bigger
+    limit stay acknowledged. Recovery used to cut the log at the first batch over the new limit:
+    lower it, SIGKILL, and that record and every later one were gone."""
+    topic, bootstrap = "shrunk", sluice_process.bootstrap_servers
+    records = [Record(b"k", value, (), 0) for value in (b"small", b"x" * 50_000, b"after")]
+    expected = expected_positions(records)
+    admin = ConfluentAdmin(bootstrap)
+    try:
+        assert admin.create_topic(topic, 1) == ErrorCode.NONE
+        assert ConfluentClient().produce(bootstrap, topic, records) == [
+            Delivery(0, i) for i in range(3)
+        ]
+        assert admin.set_config(topic, "max.message.bytes", "10000") == ErrorCode.NONE
+    finally:
+        admin.close()
+    sluice_process.kill()
+    sluice_process.start()
+    assert ConfluentClient().consume(bootstrap, topic, 0) == expected
+    assert "recovered shrunk-0" not in sluice_process.log_path.read_text()
+    assert sluice_process.stop() == 0

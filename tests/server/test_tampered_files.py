@@ -82,3 +82,42 @@ def test_segments_changed_behind_a_clean_stop_are_refused_then_recovered(tmp_pat
         with WireClient("127.0.0.1", broker.port) as client:
             assert list_offset(client, "t", 0) == (0, end + 1)
             assert _values(client, "t", active_base, end + 1)[-1] == b"acked"
+
+
+def test_a_sealed_segment_zeroed_behind_the_broker_fails_its_reads_instead_of_skipping_them(
+    tmp_path: Path,
+) -> None:
+    """A sealed segment below the recovery point is trusted at any start, clean or not. Zeroed
+    in place (its size unchanged), its reads used to find no batch and go on to the next
+    segment: a fetch at its first offset answered with the next segment's records, and a
+    consumer skipped its offsets as if they had never been written."""
+    data = tmp_path / "data"
+    with BrokerProcess(data, tmp_path / "broker.log", settings=SETTINGS) as broker:
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            create_topic(client, "t")
+            for i in range(60):
+                assert produce(client, "t", 0, batch([b"v%03d" % i + b"x" * 100])).error_code == 0
+        broker.kill()  # unclean: the next start recovers from the recovery point, and trusts
+        # every segment below it
+
+        segments = sorted(partition_dir(data, "t", 0).glob("*.log"))
+        assert len(segments) >= 4
+        zeroed, after = segments[1], segments[2]
+        zeroed.write_bytes(b"\0" * zeroed.stat().st_size)
+        zeroed_base, after_base = int(zeroed.stem), int(after.stem)
+
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            assert list_offset(client, "t", 0) == (0, 60)
+            for offset in (zeroed_base, after_base - 1):
+                part = fetch(client, "t", 0, offset)
+                assert part.error_code == ErrorCode.KAFKA_STORAGE_ERROR, (offset, part)
+            # What is intact reads on, and appends go on.
+            assert _values(client, "t", 0, zeroed_base)[-1] == b"v%03d" % (zeroed_base - 1) + b"x" * 100
+            assert _values(client, "t", after_base, 60)[0] == b"v%03d" % after_base + b"x" * 100
+            assert produce(client, "t", 0, batch([b"more"])).base_offset == 60
+        assert broker.stop() == 0
+    output = (tmp_path / "broker.log").read_text()
+    assert output.count("are not record batches") == 1, output
+    assert "Traceback" not in output, output

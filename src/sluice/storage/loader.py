@@ -204,15 +204,13 @@ def load(
     else:
         recorded = None
         recovery_point = min(read_int(directory / RECOVERY_POINT_FILE, 0), _first_insane_txn_index(segments))
-        report = _recover(segments, recovery_point, config, gaps_below(directory))
+        report = _recover(segments, recovery_point, gaps_below(directory))
     log_start = min(max(log_start, segments[0].base_offset), segments[-1].next_offset)
     segments[-1].created_ms = rolling_timestamp(segments[-1], now)
     return Loaded(segments, log_start, report, recorded)
 
 
-def _recover(
-    segments: list[LogSegment], recovery_point: int, config: LogConfig, gaps: int = -1
-) -> RecoveryReport:
+def _recover(segments: list[LogSegment], recovery_point: int, gaps: int = -1) -> RecoveryReport:
     """Walk every segment at or past the recovery point; truncate at the first invalid byte and
     drop the segments after it (they would leave a gap). Gaps ending at or below ``gaps`` are
     the log cleaner's, and accepted (see :meth:`LogSegment.recover`)."""
@@ -226,7 +224,9 @@ def _recover(
         # Rebuilt with the producer state (PartitionLog.open); no stale file meanwhile.
         seg.txn_index_path.unlink(missing_ok=True)
         seg.fresh_txn_index()
-        result = seg.recover(config.max_message_bytes, gaps)
+        # No max.message.bytes bound: it may have been lowered since these batches were
+        # accepted, and a batch it now refuses is still acknowledged data (Kafka checks none).
+        result = seg.recover(None, gaps)
         recovered += 1
         truncated += result.truncated_bytes
         if i < len(segments) - 1:

@@ -217,6 +217,8 @@ class PartitionLog:
         without touching its files."""
         self._hw_listeners: list[Callable[[], None]] = []
         self._unclean: str | None = None
+        self._fenced: StorageError | None = None
+        """Set by a failed fsync (:meth:`fence`): appends are refused until a restart."""
         self._stable_cache: tuple[int, LogSegment, int] | None = None
         """(LSO, segment, position of the batch holding it) when the LSO is below the high
         watermark: where a read_committed read stops."""
@@ -367,6 +369,8 @@ class PartitionLog:
         transactional batch is first put to ``txn_check`` (if given), whose error refuses it.
         """
         self.check_open()
+        if self._fenced is not None:
+            raise self._fenced
         view = memoryview(data)
         if view.readonly:
             view = memoryview(bytearray(view))
@@ -412,6 +416,8 @@ class PartitionLog:
         Raises InvalidProducerEpochError or TransactionCoordinatorFencedError, changing nothing.
         ``coordinator_epoch`` None: this node's own coordinator (see ProducerState.check_marker)."""
         self.check_open()
+        if self._fenced is not None:
+            raise self._fenced
         state = self.producer_state()
         coordinator_epoch = state.check_marker(producer_id, producer_epoch, coordinator_epoch)
         base = self._next_offset
@@ -630,7 +636,12 @@ class PartitionLog:
                 log.warning("could not save the transaction index of %s: %s", seg.log_path, exc)
         if plan.snapshot is not None:
             offset, producers = plan.snapshot
-            write_producer_snapshot(self.directory, offset, producers)
+            try:
+                write_producer_snapshot(self.directory, offset, producers)
+            except OSError as exc:
+                # Best effort too: without it a crash replays from an older snapshot, while
+                # failing would leave the segment unsealed (retention stuck behind it).
+                log.warning("could not save the producer state of %s at %d: %s", self.name, offset, exc)
         if plan.rolled:
             # Best effort, like the index files: an old recovery point only makes the next
             # recovery walk further, while failing here would leave the segments unsealed, and
@@ -690,14 +701,16 @@ class PartitionLog:
             try:
                 self.seal_rolled(plan)
             except OSError as exc:
-                raise StorageError(f"sealing a segment of {self.name} failed: {exc}") from exc
+                error = StorageError(f"sealing a segment of {self.name} failed: {exc}")
+                self.fence(error)
+                raise error from exc
             self.mark_sealed(plan)
 
     # -- flushing --------------------------------------------------------------------------------
 
     def flush_due(self) -> bool:
         cfg = self.config
-        if self.unflushed_records == 0:
+        if self.unflushed_records == 0 or self._fenced is not None:
             return False
         if cfg.flush_messages > 0 and self.unflushed_records >= cfg.flush_messages:
             return True
@@ -723,12 +736,35 @@ class PartitionLog:
 
     def flush(self) -> None:
         """fsync everything committed so far, in the caller's thread."""
+        if self._fenced is not None:
+            raise self._fenced
         offset, seg, position, records = self.sync_point()
         try:
             self.fsync_times.time(seg.fsync)
         except OSError as exc:
-            raise StorageError(f"fsync of {self.name} failed: {exc}") from exc
+            self.disk.failed(exc, f"syncing {self.name}")
+            error = StorageError(f"fsync of {self.name} failed: {exc}")
+            self.fence(error)
+            raise error from exc
         self.mark_flushed(offset, seg, position, records)
+
+    def fence(self, error: StorageError) -> None:
+        """An fsync failed. The kernel reports a lost writeback once and then forgets it, so a
+        later fsync that succeeds proves nothing about the bytes the failed one covered (their
+        pages may be gone): acknowledging appends made after them as durable, or moving the
+        high watermark past them, could promise what is not on disk. So, as Kafka takes a log
+        directory offline, appends are refused from now on (reads go on), and a clean close
+        records no state, so the next start recovers the log from its files."""
+        if self._fenced is not None:
+            return
+        log.error("%s; %s refuses appends until the broker restarts", error, self.name)
+        self._fenced = StorageError(f"partition {self.name} refuses appends after a failed fsync ({error})")
+        self.mark_unclean(f"an fsync failed ({error})")
+
+    @property
+    def fenced(self) -> StorageError | None:
+        """Why appends are refused after a failed fsync; None if they are not."""
+        return self._fenced
 
     def _advance_high_watermark(self, offset: int, segment: LogSegment, position: int) -> None:
         if offset < self.high_watermark:
@@ -1018,7 +1054,12 @@ class PartitionLog:
         for _ in range(deletable):
             self._delete_first_segment()
         if deletable:
-            self._set_log_start_offset(max(self.log_start_offset, self._segments[0].base_offset))
+            self.log_start_offset = max(self.log_start_offset, self._segments[0].base_offset)
+            try:
+                self._save_log_start_offset()
+            except StorageError as exc:
+                # The segments are gone: the next open finds the start from the first one left.
+                log.warning("%s; the next start finds it from the segments", exc)
         return deletable
 
     def _active_segment_expired(self, now: int) -> bool:
@@ -1059,7 +1100,8 @@ class PartitionLog:
                 f"cannot delete records before {before_offset}: high watermark is {self.high_watermark}"
             )
         if target > self.log_start_offset:
-            self._set_log_start_offset(target)
+            self._save_log_start_offset(target)  # first: a failure (a full disk) changes nothing
+            self.log_start_offset = target
             while (
                 len(self._segments) > 1
                 and self._segments[0].next_offset <= target
@@ -1074,9 +1116,16 @@ class PartitionLog:
         self._bases.pop(0)
         seg.delete()
 
-    def _set_log_start_offset(self, offset: int) -> None:
-        self.log_start_offset = offset
-        write_int(self.directory / LOG_START_OFFSET_FILE, offset)
+    def _save_log_start_offset(self, offset: int | None = None) -> None:
+        """Persist the log start offset (default: the current one); StorageError if it cannot
+        be written, so a request that moves it gets KAFKA_STORAGE_ERROR, not a dropped
+        connection."""
+        value = self.log_start_offset if offset is None else offset
+        try:
+            write_int(self.directory / LOG_START_OFFSET_FILE, value)
+        except OSError as exc:
+            self.disk.failed(exc, f"saving the log start offset of {self.name}")
+            raise StorageError(f"cannot save the log start offset of {self.name}: {exc}") from exc
 
     # -- the log cleaner's hooks (storage/cleaner.py) ---------------------------------------------
 

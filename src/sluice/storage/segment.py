@@ -102,6 +102,8 @@ class LogSegment:
         """The size a clean shutdown recorded, checked against the file when it is first opened
         (a clean start reads no file, so this is where a file changed behind the broker's back
         shows): a shorter or missing file must never be written past its end or read as whole."""
+        self._reported_garbage = False
+        """Whether a read has logged that this file holds bytes that are not batches."""
         self.damage: str | None = None
         """Why this segment's file is refused (it changed outside the broker); None if it is not."""
         self.cleaning = False
@@ -454,11 +456,25 @@ class LogSegment:
             position += consumed
 
     def find_batch(self, offset: int, end: int | None = None) -> BatchHeader | None:
-        """The committed batch holding ``offset``, found from the nearest index entry."""
+        """The committed batch holding ``offset``, found from the nearest index entry.
+
+        Raises OSError (EIO) where the committed bytes stop being batches (a file zeroed or
+        overwritten behind the broker's back): the read fails rather than silently skipping
+        to the next segment, which would hand a consumer a gap in the offsets as if nothing
+        were missing."""
         _, position = self.index.lookup(offset - self.base_offset)
+        reached = position
         for header in self.iter_batches(position, end):
             if header.next_offset > offset:
                 return header
+            reached = header.position + header.size
+        limit = self.size if end is None else end
+        if reached < limit:
+            what = f"bytes {reached}..{limit} are not record batches"
+            if not self._reported_garbage:
+                self._reported_garbage = True
+                log.error("%s: %s (changed outside the broker); reads there fail", self.log_path, what)
+            raise OSError(errno.EIO, what, str(self.log_path))
         return None
 
     # -- recovery --------------------------------------------------------------------------

@@ -193,6 +193,13 @@ class PartitionWriter:
             self._broken = StorageError(f"partition {name} is unavailable after an internal error: {exc!r}")
             self._fail_with_queue(group, self._broken)
 
+    def _fence(self, error: StorageError) -> None:
+        """An fsync failed: the log refuses appends until a restart (see
+        :meth:`PartitionLog.fence`), and so does this writer, which fails the appends waiting
+        for a sync instead of syncing again."""
+        self._log.fence(error)
+        self._broken = self._log.fenced
+
     def _fail_with_queue(self, group: list[_Waiter], error: StorageError) -> None:
         """Fail ``group`` and every append queued behind it: their offsets now will not exist."""
         rest = list(self._queue)
@@ -224,6 +231,7 @@ class PartitionWriter:
                 log.mark_sealed(plan)
             except OSError as exc:
                 seal_error = StorageError(f"sealing a segment of {log.name} failed: {exc}")
+                self._fence(seal_error)
         for reservation, future in group:
             if future is None or future.done():
                 continue
@@ -241,7 +249,8 @@ class PartitionWriter:
     async def _sync_loop(self) -> None:
         log = self._log
         while True:
-            if not self._sync_waiters and not log.flush_due():
+            # Fenced, nothing is synced again (and an unflushed log must not spin this loop).
+            if not self._sync_waiters and (self._broken is not None or not log.flush_due()):
                 if self._closing and self._task.done():
                     break
                 self._sync_wanted.clear()
@@ -262,13 +271,21 @@ class PartitionWriter:
         # the rolled segments, so they are synced too (a no-op cost when none is pending).
         segments = [*log.sealing_segments(), segment]
         waiters, self._sync_waiters = self._sync_waiters, []
+        if self._broken is not None:
+            _fail(waiters, self._broken)
+            return
         try:
             await self._loop.run_in_executor(
                 self._executor, log.fsync_times.time, functools.partial(_fsync_all, segments)
             )
         except OSError as exc:
             log.disk.failed(exc, f"syncing {log.name}")
-            _fail(waiters, StorageError(f"fsync of {log.name} failed: {exc}"))
+            error = StorageError(f"fsync of {log.name} failed: {exc}")
+            self._fence(error)
+            _fail(waiters, error)
+            return
+        if self._broken is not None:  # a seal's fsync failed meanwhile
+            _fail(waiters, self._broken)
             return
         log.mark_flushed(offset, segment, position, records)
         for reservation, future in waiters:
