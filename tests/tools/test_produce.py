@@ -211,6 +211,26 @@ def test_too_large_record_is_reported(sluice: Run, ref: Reference, topic: str) -
     assert ref.end_offsets(topic) == {0: 0}
 
 
+def test_small_records_batched_with_a_too_large_one_fail_with_it_and_the_error_says_why(
+    sluice: Run, ref: Reference, topic: str
+) -> None:
+    """The broker refuses a whole batch over the topic's max.message.bytes, so the small lines
+    batched with a big one failed too, with nothing but MSG_SIZE_TOO_LARGE to say why. The
+    error now says so and what to pass; with that, only the big line fails."""
+    ref.create_topic(topic, 1, max_message_bytes="2000")
+    lines = b"x" * 5000 + b"\nsmall-1\nsmall-2\n"
+    r = sluice("produce", topic, "--timeout", "10", stdin=lines)
+    assert r.code == 1
+    assert "3 of 3 records not delivered" in r.err
+    assert "-X batch.size=N -X message.max.bytes=N" in r.err
+    r = sluice("produce", topic, "--timeout", "10", "-X", "batch.size=2000",
+               "-X", "message.max.bytes=2000", stdin=lines)
+    assert r.code == 1
+    assert "1 of 3 records not delivered: line 1: MSG_SIZE_TOO_LARGE" in r.err
+    assert "batch.size=N" not in r.err  # librdkafka refused the big line itself, at once
+    assert [x.value for x in ref.read(topic)] == [b"small-1", b"small-2"]
+
+
 def test_usage_errors(sluice: Run, topic: str) -> None:
     assert sluice("produce").code == 2
     assert sluice("produce", topic, "--compression", "brotli").code == 2

@@ -99,6 +99,9 @@ class _Deliveries:
     delivered: int = 0
     failures: list[str] = field(default_factory=list)
     failed: int = 0
+    batch_too_large: bool = False
+    """The broker refused a batch for its size (the topic's max.message.bytes): its records
+    may have been small ones batched with a big one."""
 
     def fail(self, text: str) -> None:
         self.failed += 1
@@ -109,6 +112,8 @@ class _Deliveries:
         if err is None:
             self.delivered += 1
         else:
+            if err.code() == MESSAGE_TOO_LARGE:
+                self.batch_too_large = True
             self.fail(kafka_error_text(err))
 
     @property
@@ -174,6 +179,13 @@ def produce(args: argparse.Namespace) -> int:
 
 
 MAX_MESSAGE_TIMEOUT_MS = 2**31 - 1  # librdkafka's bound for message.timeout.ms
+MESSAGE_TOO_LARGE = 10
+"""Kafka's error for a batch over the topic's max.message.bytes, in a delivery report."""
+BATCH_HINT = (
+    "the broker refuses a whole batch over the topic's max.message.bytes, so small records "
+    "batched with a big one fail with it: with -X batch.size=N -X message.max.bytes=N, N at "
+    "most the topic's max.message.bytes, only the records too big themselves fail"
+)
 
 
 def _message_timeout_ms(timeout_s: float, linger_ms: int) -> int:
@@ -254,6 +266,8 @@ def _produce(
     if report.failed:
         reasons = "; ".join(dict.fromkeys(report.failures))
         problems.append(f"{report.failed} of {report.sent} records not delivered: {reasons}")
+        if report.batch_too_large:
+            problems.append(BATCH_HINT)
     if bad_line is not None:
         problems.append(f"{bad_line}; stopped there after {report.delivered} records")
     if problems:
