@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 
 from sluice.errors import ErrorCode
-from sluice.hostport import host_port
+from sluice.hostport import bootstrap_addresses, host_port
 from sluice.protocol import ApiKey, RequestBody, ResponseBody, encode_request
 from sluice.protocol import messages as m
 from sluice.roundtrip import round_trip
@@ -274,7 +274,7 @@ def _connect(bootstrap_servers: str, api: ApiKey, deadline: float) -> socket.soc
     ``deadline``; each attempt gets an even share of the time left, so one address that
     never answers does not use it all. ConnectionError naming every address and why, when
     none does."""
-    addresses = _addresses(bootstrap_servers)
+    addresses = bootstrap_addresses(bootstrap_servers)
     failures = []
     for i, (host, port) in enumerate(addresses):
         share = (deadline - time.monotonic()) / (len(addresses) - i)
@@ -285,21 +285,3 @@ def _connect(bootstrap_servers: str, api: ApiKey, deadline: float) -> socket.soc
     raise ConnectionError(
         f"{api.name}: no broker of {bootstrap_servers!r} took a connection: " + "; ".join(failures)
     )
-
-
-def _addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
-    """Every ``host:port`` of a comma-separated bootstrap list (``[::1]:9092`` for IPv6)."""
-    found = []
-    for item in bootstrap_servers.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"not host:port: {item!r} (in {bootstrap_servers!r})")
-        if not 0 < int(port) <= 65535:  # getaddrinfo would wrap 65536 and up to another port
-            raise ValueError(f"port {port} of {item!r} is not 1..65535 (in {bootstrap_servers!r})")
-        found.append((host.removeprefix("[").removesuffix("]"), int(port)))
-    if not found:
-        raise ValueError(f"no host:port in bootstrap servers {bootstrap_servers!r}")
-    return found
