@@ -585,6 +585,12 @@ def test_bad_options_are_refused_at_once(target: Target) -> None:
         with pytest.raises(ConfigurationError, match=name):
             Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
                      **options)
+    # A blank group id aborted the process in librdkafka's consumer (SIGABRT); 5 was taken.
+    for group in ("", " ", 5):
+        with pytest.raises(ConfigurationError, match="group_id"):
+            Consumer(target.bootstrap, group_id=group, topics=["t"], metrics_registry=None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="group_id"):
+        Consumer(target.bootstrap, topics=["t"], metrics_registry=None, config={"group.id": ""})
     # The overload policy: a negative max_age shed every record, NaN none, a predicate that
     # is not callable failed every record, Shed() sheds nothing, shed=60 failed at run time.
     from sluice.client import Shed

@@ -338,7 +338,13 @@ class Consumer:
         if bootstrap_servers is not None:
             settings["bootstrap.servers"] = bootstrap_servers
         if group_id is None and options.get("group.id") is not None:
-            group_id = str(options["group.id"])
+            group_id = options["group.id"]
+        if group_id is not None and (not isinstance(group_id, str) or not group_id.strip()):
+            # librdkafka's consumer aborts the process (an assertion, SIGABRT) on a blank one
+            raise ConfigurationError(
+                f"group_id={group_id!r}: a consumer group's name, a non-blank str (or None "
+                "with assign=[...] for no group)"
+            )
         self._group_id = group_id
         if group_id is not None:
             settings["group.id"] = group_id
