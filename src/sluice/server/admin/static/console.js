@@ -130,6 +130,18 @@
       h("tbody", {}, rows));
   }
 
+  /* A record's transaction as a read_committed consumer meets it (the browser reads up to the
+   * high watermark, as a read_uncommitted consumer does). */
+  function txnLabel(r) {
+    if (r.read_committed === "aborted") {
+      return h("div", { class: "txn aborted", title: "Its transaction was aborted: read_committed consumers skip it." }, "aborted");
+    }
+    if (r.read_committed === "pending") {
+      return h("div", { class: "txn pending", title: "Past the last stable offset: read_committed consumers do not see it until the transactions before it are committed or aborted." }, "pending");
+    }
+    return r.transactional ? h("div", { class: "txn", title: "Written in a committed transaction." }, "txn") : null;
+  }
+
   function message(kind, text) { return h("div", { class: "message " + kind, role: kind === "error" ? "alert" : "status" }, text); }
 
   function every(seconds, fn) {
@@ -404,9 +416,9 @@
       document.getElementById("browse-next").disabled = !page.more;
       results.replaceChildren(page.records.length === 0 ? h("p", { class: "muted", id: "no-records" }, "No records here.") :
         table("records-table", ["Partition#", "Offset#", "Timestamp", "Key", "Value", "Headers"], page.records.map((r) =>
-          h("tr", {},
+          h("tr", { class: r.read_committed === "visible" ? null : r.read_committed },
             h("td", { class: "num" }, String(r.partition)),
-            h("td", { class: "num" }, String(r.offset)),
+            h("td", { class: "num" }, String(r.offset), txnLabel(r)),
             h("td", {}, fmtTime(r.timestamp)),
             h("td", { class: "data key" }, showData(r.key, format)),
             h("td", { class: "data value" }, showData(r.value, format)),
