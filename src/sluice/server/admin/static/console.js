@@ -144,11 +144,36 @@
 
   function message(kind, text) { return h("div", { class: "message " + kind, role: kind === "error" ? "alert" : "status" }, text); }
 
+  /* Says, above the page, that what it shows is no longer live: a poll failed (the broker
+   * stopped, restarts, or the network is gone). The page keeps what it last saw; the next poll
+   * that succeeds takes the notice away. */
+  const stale = h("div", { id: "stale", class: "message error", role: "alert", hidden: true });
+  app.before(stale);
+  let staleSince = null;
+
+  function pollFailed(e) {
+    if (staleSince === null) staleSince = new Date();
+    const reason = e instanceof ApiError ? e.message : "the broker does not answer";
+    stale.textContent = `Not updating since ${staleSince.toLocaleTimeString()}: ${reason}. ` +
+      "This page shows what it last saw, and keeps trying.";
+    stale.hidden = false;
+  }
+
+  function pollSucceeded() {
+    staleSince = null;
+    stale.hidden = true;
+  }
+
   function every(seconds, fn) {
     const mine = generation;
     const run = async () => {
       if (mine !== generation) return;
-      try { await fn(); } catch (e) { /* shown by the page's next successful poll */ }
+      try {
+        await fn();
+        if (mine === generation) pollSucceeded();
+      } catch (e) {
+        if (mine === generation) pollFailed(e);
+      }
     };
     timers.push(setInterval(run, seconds * 1000));
   }
@@ -211,6 +236,7 @@
     timers.forEach(clearInterval);
     timers = [];
     generation++;
+    pollSucceeded();
     const path = location.pathname;
     for (const nav of document.querySelectorAll("header nav a")) {
       const target = nav.getAttribute("href");
@@ -253,7 +279,9 @@
         card("Data directory", h("span", { class: "value small" }, d.data_dir)),
         card("Disk", `${fmtBytes(disk.logs)} in logs`,
           [h("div", { class: "muted" }, `${fmtBytes(disk.free)} free of ${fmtBytes(disk.total)}`),
-            h("div", { class: "bar" }, fill(used))]),
+            h("div", { class: "bar" }, fill(used)),
+            disk.full ? h("div", { class: "message error", id: "disk-full", role: "alert" },
+              "Full: writes are refused (KAFKA_STORAGE_ERROR) until space is freed; reads go on.") : null]),
         card("Topics", fmtNum(d.topics.length)),
         card("Partitions", fmtNum(d.partitions)),
         card("Connections", fmtNum(d.connections)),
@@ -262,8 +290,12 @@
         table("overview-topics-table", ["Topic", "Partitions#", "Size#", "Messages#"], d.topics.map((t) =>
           h("tr", {}, h("td", {}, link("/topics/" + enc(t.name), t.name)), h("td", { class: "num" }, fmtNum(t.partitions)),
             h("td", { class: "num" }, fmtBytes(t.size)), h("td", { class: "num" }, fmtNum(t.records))))));
-      const t = d.traffic;
-      if (previous) {
+      const t = { ...d.traffic, uptime: d.uptime };
+      // The counters count from the broker's start: one restarted since the last sample
+      // (uptime or a counter went back) starts a new sample, not a negative rate.
+      const restarted = previous && (t.uptime < previous.uptime ||
+        ["records_in", "records_out", "bytes_in", "bytes_out"].some((k) => t[k] < previous[k]));
+      if (previous && !restarted) {
         const dt = t.time - previous.time;
         if (dt > 0) {
           records.push(t.time, [(t.records_in - previous.records_in) / dt, (t.records_out - previous.records_out) / dt]);
@@ -350,6 +382,10 @@
         h("tr", {}, [p.partition, p.start, p.end, p.records].map((v) => h("td", { class: "num" }, fmtNum(v))),
           h("td", { class: "num" }, fmtBytes(p.size)), h("td", { class: "num" }, fmtNum(p.segments))))));
     drawPartitions(data);
+    const cards = h("div", { class: "cards", id: "topic-cards" });
+    const drawCards = (d) => cards.replaceChildren(card("Partitions", fmtNum(d.partitions.length)), card("Size", fmtBytes(d.size)),
+      card("Messages", fmtNum(d.records)), card("Topic id", h("span", { class: "value small" }, d.topic_id)));
+    drawCards(data);
     const configs = h("div", {});
     const drawConfigs = (d) => configs.replaceChildren(table("configs-table", ["Config", "Value", "Source", ""], d.configs.map((c) => {
       const input = h("input", { value: c.value ?? "", disabled: ro, "data-config": c.name, size: 24 });
@@ -457,14 +493,20 @@
     });
     app.replaceChildren(
       h("h1", { id: "topic-name" }, name),
-      h("div", { class: "cards" }, card("Partitions", fmtNum(data.partitions.length)), card("Size", fmtBytes(data.size)),
-        card("Messages", fmtNum(data.records)), card("Topic id", h("span", { class: "value small" }, data.topic_id))),
+      cards,
       status,
       h("h2", {}, "Partitions"), partitions,
       h("h2", {}, "Messages"), h("div", { class: "panel" }, controls), results,
       h("h2", {}, "Produce a message"), produceForm, produced,
       h("h2", {}, "Configs"), configs,
       h("h2", {}, "Delete"), remove);
+    // Offsets and sizes move with traffic; the configs, the browser and the forms stay as the
+    // user left them.
+    every(3, async () => {
+      const d = await api("/api/topics/" + enc(name));
+      drawCards(d);
+      drawPartitions(d);
+    });
     await load(null);
   }
 
