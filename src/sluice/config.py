@@ -655,9 +655,13 @@ def _listener(value: str) -> Listener:
 
 
 def _admin_listener(value: str) -> Listener | None:
-    """``HOST:PORT`` (the port defaults to 9644), or ``off``."""
+    """``HOST:PORT`` (the port defaults to 9644), or ``off``. Empty is refused: it would read
+    as every interface (as ``:9644`` does, Kafka's way), so an unset variable in
+    ``--admin-listen "$ADMIN"`` would open the console, which can delete topics, to the network."""
     if value.strip().lower() == "off":
         return None
+    if not value.strip():
+        raise InvalidConfigError("is empty: give HOST:PORT (':PORT' for every interface) or off")
     return parse_host_port(value, default_port=DEFAULT_ADMIN_PORT)
 
 
