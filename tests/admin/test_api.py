@@ -110,6 +110,15 @@ def test_names_that_need_escaping_in_a_url(broker: EmbeddedBroker) -> None:
             "INVALID_REQUEST",
         ),
         ("DELETE", "/api/groups/none", {}, 400, "GROUP_ID_NOT_FOUND"),
+        ("POST", "/api/topics", {"name": "z1", "partitions": True}, 400, "BAD_REQUEST"),
+        ("POST", "/api/topics", {"name": "z2", "partitions": 2.5}, 400, "BAD_REQUEST"),
+        (
+            "POST",
+            "/api/groups/none/reset",
+            {"topic": "pages", "target": "offset", "value": 1.5},
+            400,
+            "BAD_REQUEST",
+        ),
         ("DELETE", "/api/topics/nope", {}, 400, "UNKNOWN_TOPIC_OR_PARTITION"),
     ],
 )
