@@ -112,6 +112,7 @@ def test_names_that_need_escaping_in_a_url(broker: EmbeddedBroker) -> None:
         ("DELETE", "/api/groups/none", {}, 400, "GROUP_ID_NOT_FOUND"),
         ("POST", "/api/topics", {"name": "z1", "partitions": True}, 400, "BAD_REQUEST"),
         ("POST", "/api/topics", {"name": "z2", "partitions": 2.5}, 400, "BAD_REQUEST"),
+        ("POST", "/api/topics", {"name": "z3", "partitions": float("inf")}, 400, "BAD_REQUEST"),
         (
             "POST",
             "/api/groups/none/reset",
