@@ -68,12 +68,19 @@ def _below_zero(driver: WebDriver) -> list[str]:
     below zero."""
     out: list[str] = []
     for chart in driver.find_elements(By.CSS_SELECTOR, ".chart"):
-        zero = max(float(g.get_attribute("y1") or 0) for g in chart.find_elements(By.CSS_SELECTOR, "line.grid"))
+        zero = max(
+            float(g.get_attribute("y1") or 0)
+            for g in chart.find_elements(By.CSS_SELECTOR, "line.grid")
+        )
         for line in chart.find_elements(By.CSS_SELECTOR, "polyline"):
             for point in (line.get_attribute("points") or "").split():
                 if float(point.split(",")[1]) > zero + 0.5:
                     out.append(f"{chart.text.splitlines()[0]}: {point} under {zero}")
-        out += [v.text for v in chart.find_elements(By.CSS_SELECTOR, ".legend .muted") if v.text.startswith("-")]
+        out += [
+            v.text
+            for v in chart.find_elements(By.CSS_SELECTOR, ".legend .muted")
+            if v.text.startswith("-")
+        ]
     return out
 
 
@@ -113,7 +120,10 @@ def test_a_topic_page_follows_the_traffic(tmp_path: Path, browser: WebDriver) ->
 
 
 def test_a_full_disk_shows_on_the_overview(tmp_path: Path, browser: WebDriver) -> None:
-    with small_tmpfs(tmp_path / "disk") as disk, EmbeddedBroker(disk / "data", admin=True) as broker:
+    with (
+        small_tmpfs(tmp_path / "disk") as disk,
+        EmbeddedBroker(disk / "data", admin=True) as broker,
+    ):
         create_topic(broker.bootstrap_servers, TOPIC)
         browser.get(broker.admin_url + "/")
         wait_for(browser, lambda d: d.find_elements(By.ID, "overview-cards"))
@@ -128,3 +138,43 @@ def test_a_full_disk_shows_on_the_overview(tmp_path: Path, browser: WebDriver) -
         shown = wait_for(browser, lambda d: d.find_elements(By.ID, "disk-full"))
         assert "writes are refused" in shown[0].text
         assert page_errors(browser) == []
+
+
+def test_the_message_browser_marks_aborted_and_pending_records(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    with EmbeddedBroker(tmp_path / "data", admin=True) as broker:
+        create_topic(broker.bootstrap_servers, TOPIC)
+        tx = Producer(
+            {"bootstrap.servers": broker.bootstrap_servers, "transactional.id": "live-tx"}
+        )
+        tx.init_transactions(30)
+        tx.begin_transaction()
+        tx.produce(TOPIC, b"aborted")
+        assert tx.flush(30) == 0
+        tx.abort_transaction(30)
+        _produce(broker, 1)
+        tx.begin_transaction()
+        tx.produce(TOPIC, b"open")
+        assert tx.flush(30) == 0
+        try:
+            browser.get(broker.admin_url + f"/topics/{TOPIC}")
+            rows = wait_for(
+                browser,
+                lambda d: d.find_elements(By.CSS_SELECTOR, "#records-table tbody tr"),
+            )
+            marks = {
+                r.find_element(By.CSS_SELECTOR, "td.value").text: (
+                    r.get_attribute("class") or "",
+                    r.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text.split("\n")[1:],
+                )
+                for r in rows
+            }
+            assert marks == {
+                "open": ("pending", ["pending"]),
+                "v0": ("", []),
+                "aborted": ("aborted", ["aborted"]),
+            }
+            assert page_errors(browser) == []
+        finally:
+            tx.abort_transaction(30)

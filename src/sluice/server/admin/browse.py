@@ -242,7 +242,8 @@ def _as_read_committed(
                 except OSError:
                     aborted = []  # an unreadable index: Fetch fails on it; shown as visible
             if any(
-                a.producer_id == record.producer_id and a.first_offset <= record.offset <= a.last_offset
+                a.producer_id == record.producer_id
+                and a.first_offset <= record.offset <= a.last_offset
                 for a in aborted
             ):
                 record = replace(record, read_committed="aborted")
