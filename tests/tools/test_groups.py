@@ -321,3 +321,27 @@ def test_describe_unknown_group(sluice: Run, topic: str) -> None:
     r = sluice("groups", "describe", f"{topic}.nobody")
     assert r.code == 1
     assert f"unknown group '{topic}.nobody'" in r.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("groups", "describe", ""),
+        ("groups", "delete", ""),
+        ("groups", "reset-offsets", "", "--all-topics", "--to-earliest"),
+    ],
+)
+def test_an_empty_group_id_is_a_usage_error(sluice: Run, argv: tuple[str, ...]) -> None:
+    """describe and reset-offsets ended in librdkafka's ValueError traceback ('group_id'
+    cannot be empty), delete in 'unknown group'."""
+    r = sluice(*argv)
+    assert r.code == 2, r.err
+    assert r.err.splitlines()[-1] == (
+        f"sluice groups {argv[1]}: error: argument GROUP: a group id cannot be empty"
+    )
+
+
+def test_a_group_id_of_spaces_is_a_group_like_any_other(sluice: Run, topic: str) -> None:
+    r = sluice("groups", "describe", " ")
+    assert r.code == 1
+    assert "unknown group ' '" in r.err

@@ -114,6 +114,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def group_id(text: str) -> str:
+    """argparse type: a consumer group id, which Kafka allows any text but empty (librdkafka's
+    admin client raised a ValueError traceback on '')."""
+    if not text:
+        raise argparse.ArgumentTypeError("a group id cannot be empty")
+    return text
+
+
+def member_group_id(text: str) -> str:
+    """argparse type: a group id librdkafka's consumer can join. It reads one that is empty or
+    only whitespace as no group at all, and the consumer's constructor then failed an assertion
+    that aborted the process (SIGABRT, exit 134, a core dump)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"a group id of only whitespace (or none) cannot be joined with librdkafka: {text!r}"
+        )
+    return text
+
+
 def key_value(text: str) -> tuple[str, str]:
     """argparse type: ``KEY=VALUE`` (the value may contain ``=``; the key may not be empty)."""
     key, sep, value = text.partition("=")

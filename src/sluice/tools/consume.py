@@ -30,6 +30,7 @@ from sluice.tools.common import (
     leaf,
     list_topics,
     make_client,
+    member_group_id,
     non_negative_int,
     positive_int,
     silence_stdout,
@@ -129,6 +130,7 @@ def add_parser(sub: SubParsers) -> None:
         "--group",
         "-g",
         metavar="GROUP",
+        type=member_group_id,
         help="consume as a member of GROUP: share partitions and commit offsets (resumes from them)",
     )
     stop = p.add_argument_group("when to stop (default: never, until Ctrl-C)")

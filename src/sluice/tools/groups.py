@@ -17,6 +17,7 @@ from sluice.tools.common import (
     add_output_option,
     admin_client,
     describe_error,
+    group_id,
     is_error,
     leaf,
     list_offsets,
@@ -63,7 +64,7 @@ def add_parsers(group: SubParsers) -> None:
     p = leaf(
         group, "describe", "members, assignments, committed offsets and lag of groups", describe
     )
-    p.add_argument("groups", nargs="+", metavar="GROUP")
+    p.add_argument("groups", nargs="+", metavar="GROUP", type=group_id)
     p.add_argument(
         "--members",
         action="store_true",
@@ -72,10 +73,10 @@ def add_parsers(group: SubParsers) -> None:
     add_output_option(p)
 
     p = leaf(group, "delete", "delete consumer groups (and their committed offsets)", delete)
-    p.add_argument("groups", nargs="+", metavar="GROUP")
+    p.add_argument("groups", nargs="+", metavar="GROUP", type=group_id)
 
     p = leaf(group, "reset-offsets", "set an inactive group's committed offsets", reset_offsets)
-    p.add_argument("group", metavar="GROUP")
+    p.add_argument("group", metavar="GROUP", type=group_id)
     scope = p.add_mutually_exclusive_group(required=True)
     scope.add_argument(
         "--topic",
