@@ -114,6 +114,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def config_name(text: str) -> str:
+    """argparse type: a config name (librdkafka's admin client raised a ValueError traceback
+    on an empty one)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"a config name cannot be empty: {text!r}")
+    return text
+
+
 def group_id(text: str) -> str:
     """argparse type: a consumer group id, which Kafka allows any text but empty (librdkafka's
     admin client raised a ValueError traceback on '')."""

@@ -14,6 +14,7 @@ from sluice.tools.common import (
     UsageError,
     add_output_option,
     admin_client,
+    config_name,
     describe_error,
     is_error,
     key_value,
@@ -106,6 +107,7 @@ def add_parsers(group: SubParsers) -> None:
         "-d",
         action="append",
         default=[],
+        type=config_name,
         metavar="KEY",
         help="remove a config override, back to the default (repeatable)",
     )
