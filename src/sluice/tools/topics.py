@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from sluice.tools.common import (
+    INT16_MAX,
     SubParsers,
     ToolError,
     UsageError,
@@ -16,6 +17,7 @@ from sluice.tools.common import (
     admin_client,
     config_name,
     describe_error,
+    int_range,
     is_error,
     key_value,
     leaf,
@@ -45,7 +47,7 @@ def add_parsers(group: SubParsers) -> None:
     p.add_argument(
         "--replication-factor",
         "-r",
-        type=positive_int,
+        type=int_range(1, INT16_MAX),
         metavar="N",
         help="replicas per partition (default: the broker's default)",
     )
