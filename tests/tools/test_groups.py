@@ -242,6 +242,27 @@ def test_reset_to_datetime(sluice: Run, ref: Reference, empty_group: str, group_
     assert ref.committed(empty_group) == {(group_topic, 0): 5, (group_topic, 1): 3}
 
 
+def test_reset_to_a_datetime_before_1970_is_the_earliest(
+    sluice: Run, ref: Reference, empty_group: str, group_topic: str
+) -> None:
+    """librdkafka refused the negative time ('Partition 0 has an invalid offset
+    -31536000000', exit 1); every record is at or after such a time."""
+    r = sluice(
+        "groups", "reset-offsets", empty_group, "--topic", group_topic,
+        "--to-datetime", "1969-01-01T00:00:00Z", "--execute",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert ref.committed(empty_group) == {(group_topic, 0): 0, (group_topic, 1): 0}
+    r = sluice(
+        "groups", "reset-offsets", empty_group, "--all-topics",
+        "--to-datetime", "0001-01-01T00:00:00",
+    )  # fmt: skip
+    assert r.code == 2
+    assert r.err.splitlines()[-1].endswith(
+        "argument --to-datetime: out of range: '0001-01-01T00:00:00'"
+    )
+
+
 def test_reset_new_group(sluice: Run, ref: Reference, group_topic: str) -> None:
     group = f"{group_topic}.new"
     r = sluice(

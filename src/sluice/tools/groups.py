@@ -49,10 +49,16 @@ def _topic_scope(text: str) -> tuple[str, list[int] | None]:
 def _datetime_ms(text: str) -> int:
     """argparse type for ``--to-datetime``: ISO 8601 (naive means local time), to epoch ms."""
     try:
-        dt = datetime.fromisoformat(text)
+        when = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ISO 8601 date-time, got {text!r}") from None
-    return int(dt.timestamp() * 1000)
+    try:
+        stamp = when.timestamp()
+    except (ValueError, OverflowError, OSError):  # a local time at the ends of the calendar
+        raise argparse.ArgumentTypeError(f"out of range: {text!r}") from None
+    # Before 1970 every record is at or after it: the earliest offset (ListOffsets takes no
+    # negative time; librdkafka refused it as "an invalid offset").
+    return max(0, int(stamp * 1000))
 
 
 def add_parsers(group: SubParsers) -> None:
