@@ -316,7 +316,7 @@ class _Api:
         configs = await self._actions(broker).describe_configs(
             m.ConfigResourceType.BROKER, str(broker.config.node_id)
         )
-        return {"configs": [c.to_json() for c in configs]}
+        return {"configs": [c.to_json() for c in configs], "read_only": self.admin.read_only}
 
 
 def _group_json(g: state.GroupView) -> dict[str, Any]:

@@ -620,6 +620,7 @@
   async function settingsPage() {
     document.title = "sluice console: broker settings";
     const data = await api("/api/settings");
+    setReadOnly(data.read_only);
     app.replaceChildren(h("h1", {}, "Broker settings"),
       h("p", { class: "muted" }, "As DescribeConfigs reports them. Settings are read at start (sluice serve --config / --set)."),
       table("settings-table", ["Setting", "Value", "Source", "Documentation"], data.configs.map((c) =>
