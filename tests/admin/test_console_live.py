@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -178,3 +178,26 @@ def test_the_message_browser_marks_aborted_and_pending_records(
             assert page_errors(browser) == []
         finally:
             tx.abort_transaction(30)
+
+
+def test_groups_named_dot_and_dot_dot_open_their_pages(tmp_path: Path, browser: WebDriver) -> None:
+    """Kafka allows any group id; "/groups/.." resolved to the overview and "/groups/." to the
+    list (browsers resolve such segments, %2E%2E too), so those groups had no page."""
+    with EmbeddedBroker(tmp_path / "data", admin=True) as broker:
+        create_topic(broker.bootstrap_servers, TOPIC)
+        _produce(broker, 3)
+        for group in (".", "..", "../x"):
+            consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": group})
+            consumer.commit(offsets=[TopicPartition(TOPIC, 0, 2)], asynchronous=False)
+            consumer.close()
+        for group in (".", "..", "../x"):
+            browser.get(broker.admin_url + "/groups")
+            link = wait_for(browser, lambda d, g=group: d.find_element(By.LINK_TEXT, g))
+            link.click()
+            wait_for(browser, lambda d, g=group: d.find_element(By.ID, "group-id").text == g)
+            wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#offsets-table tbody tr"))
+            rows = browser.find_element(By.CSS_SELECTOR, "#offsets-table tbody").text
+            assert rows.split() == [TOPIC, "0", "2", "3", "1"], (group, rows)
+            browser.refresh()  # the address it shows opens the same group
+            wait_for(browser, lambda d, g=group: d.find_element(By.ID, "group-id").text == g)
+        assert page_errors(browser) == []

@@ -232,6 +232,12 @@
 
   function link(path, text) { return h("a", { href: path, class: "nav" }, text); }
 
+  /* A group's page and API. Kafka allows a group named "." or "..", which a URL path cannot
+   * carry (it resolves such segments, %2E%2E too): those go in the query. */
+  function dotted(groupId) { return groupId === "." || groupId === ".."; }
+  function groupHref(groupId) { return dotted(groupId) ? "/groups?id=" + enc(groupId) : "/groups/" + enc(groupId); }
+  function groupApi(groupId, action) { return `/api/group${action || ""}?id=${enc(groupId)}`; }
+
   async function route() {
     timers.forEach(clearInterval);
     timers = [];
@@ -247,7 +253,10 @@
       if (parts.length === 0) await overview();
       else if (parts[0] === "topics" && parts.length === 1) await topicsPage();
       else if (parts[0] === "topics") await topicPage(parts.slice(1).join("/"));
-      else if (parts[0] === "groups" && parts.length === 1) await groupsPage();
+      else if (parts[0] === "groups" && parts.length === 1) {
+        const id = new URLSearchParams(location.search).get("id");
+        await (id === null ? groupsPage() : groupPage(id));
+      }
       else if (parts[0] === "groups") await groupPage(parts.slice(1).join("/"));
       else if (parts[0] === "settings") await settingsPage();
       else app.replaceChildren(h("h1", {}, "Not found"));
@@ -523,7 +532,7 @@
       list.replaceChildren(d.groups.length === 0 ? h("p", { class: "muted" }, "No consumer groups yet.") :
         table("groups-table", ["Group", "State", "Protocol type", "Protocol", "Members#", "Topics", "Lag#", "Rebalances#"], d.groups.map((g) =>
           h("tr", { "data-group": g.group_id },
-            h("td", {}, link("/groups/" + enc(g.group_id), g.group_id)),
+            h("td", {}, link(groupHref(g.group_id), g.group_id)),
             h("td", {}, stateBadge(g.state)),
             h("td", {}, g.protocol_type), h("td", {}, g.protocol),
             h("td", { class: "num" }, fmtNum(g.member_count)),
@@ -536,7 +545,7 @@
   }
 
   async function groupPage(groupId) {
-    const url = "/api/groups/" + enc(groupId);
+    const url = groupApi(groupId);
     const data = await api(url);
     setReadOnly(data.read_only);
     document.title = "sluice console: group " + groupId;
@@ -577,7 +586,7 @@
           onclick: async () => {
             const body = { topic: document.getElementById("reset-topic").value || null, target: document.getElementById("reset-target").value, value: document.getElementById("reset-value").value };
             try {
-              const result = await api(url + "/reset", "POST", body);
+              const result = await api(groupApi(groupId, "/reset"), "POST", body);
               planned = body;
               plan.replaceChildren(table("reset-plan-table", ["Topic", "Partition#", "Current#", "New#"], result.plan.map((p) =>
                 h("tr", {}, h("td", {}, p.topic), [p.partition, p.current, p.new].map((v) => h("td", { class: "num" }, fmtNum(v)))))));
@@ -590,7 +599,7 @@
           id: "reset-apply", disabled: true,
           onclick: async () => {
             try {
-              const result = await api(url + "/reset", "POST", { ...planned, execute: true });
+              const result = await api(groupApi(groupId, "/reset"), "POST", { ...planned, execute: true });
               resetStatus.replaceChildren(message("ok", `Committed new offsets of ${result.plan.length} partition${result.plan.length === 1 ? "" : "s"}.`));
               document.getElementById("reset-apply").disabled = true;
               draw(await api(url));
