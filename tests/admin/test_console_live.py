@@ -191,13 +191,17 @@ def test_groups_named_dot_and_dot_dot_open_their_pages(tmp_path: Path, browser: 
             consumer.commit(offsets=[TopicPartition(TOPIC, 0, 2)], asynchronous=False)
             consumer.close()
         for group in (".", "..", "../x"):
+
+            def shown(d: WebDriver, g: str = group) -> bool:
+                return bool(d.find_element(By.ID, "group-id").text == g)
+
             browser.get(broker.admin_url + "/groups")
-            link = wait_for(browser, lambda d, g=group: d.find_element(By.LINK_TEXT, g))
-            link.click()
-            wait_for(browser, lambda d, g=group: d.find_element(By.ID, "group-id").text == g)
+            wait_for(browser, lambda d: d.find_elements(By.ID, "groups-table"))
+            browser.find_element(By.LINK_TEXT, group).click()
+            wait_for(browser, shown)
             wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#offsets-table tbody tr"))
             rows = browser.find_element(By.CSS_SELECTOR, "#offsets-table tbody").text
             assert rows.split() == [TOPIC, "0", "2", "3", "1"], (group, rows)
             browser.refresh()  # the address it shows opens the same group
-            wait_for(browser, lambda d, g=group: d.find_element(By.ID, "group-id").text == g)
+            wait_for(browser, shown)
         assert page_errors(browser) == []
