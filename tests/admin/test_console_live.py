@@ -205,3 +205,21 @@ def test_groups_named_dot_and_dot_dot_open_their_pages(tmp_path: Path, browser: 
             browser.refresh()  # the address it shows opens the same group
             wait_for(browser, shown)
         assert page_errors(browser) == []
+
+
+def test_a_page_opened_while_the_broker_is_away_is_drawn_once_it_answers(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    """A page whose first request failed (the broker stopped or restarting) said 'Error' until
+    it was reloaded by hand."""
+    with EmbeddedBroker(tmp_path / "data", admin=True) as broker:
+        create_topic(broker.bootstrap_servers, TOPIC)
+        browser.get(broker.admin_url + "/")
+        wait_for(browser, lambda d: d.find_elements(By.ID, "overview-cards"))
+        broker.stop()
+        browser.find_element(By.ID, "nav-topics").click()  # drawn by the page: no reload
+        wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "h1").text == "Error")
+        assert browser.find_element(By.ID, "stale").is_displayed()
+        broker.start()
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-topic="{TOPIC}"]'))
+        assert not browser.find_element(By.ID, "stale").is_displayed()

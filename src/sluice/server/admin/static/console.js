@@ -262,6 +262,13 @@
       else app.replaceChildren(h("h1", {}, "Not found"));
     } catch (e) {
       app.replaceChildren(h("h1", {}, "Error"), message("error", e.message));
+      // The broker not answering (stopped, restarting: 503) is not the page's last word: it is
+      // drawn again once the broker answers. A 404 or 400 stays.
+      if (!(e instanceof ApiError) || e.status === 503) {
+        pollFailed(e);
+        const mine = generation;
+        setTimeout(() => { if (mine === generation) route(); }, 2000);
+      }
     }
   }
 
