@@ -134,3 +134,44 @@ def test_ctrl_c_while_serve_imports_ends_it_with_one_line(
     )
     assert (done.returncode, done.stdout, done.stderr) == (130, "", err)
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (
+            ["--data-dir", ""],
+            "sluice serve: error: argument --data-dir: is empty (an unset variable?)",
+        ),
+        (
+            ["--listen", " "],
+            "sluice serve: error: argument --listen: is empty (an unset variable?)",
+        ),
+        (
+            ["--advertise", ""],
+            "sluice serve: error: argument --advertise: is empty (an unset variable?)",
+        ),
+        (["--config", ""], "sluice serve: error: argument --config: is empty (an unset variable?)"),
+        (
+            ["--set", "log.dirs="],
+            "sluice serve: bad value for log.dirs: '' (is empty: give the data directory)",
+        ),
+        (
+            ["--set", "listeners="],
+            "sluice serve: bad value for listeners: '' (is empty: give HOST:PORT)",
+        ),
+    ],
+)
+def test_an_empty_address_or_path_is_refused(given: list[str], said: str, tmp_path: Path) -> None:
+    """An unset variable (``--data-dir "$DATA"``) read as not given: the logs went to
+    ./sluice-data (log.dirs= to the directory it ran from), listeners= bound every interface."""
+    from tests.server.serve import run_serve
+
+    done = run_serve(
+        ["--listen", "127.0.0.1:0", *given] if given[0] != "--listen" else given,
+        cwd=tmp_path,
+        timeout=15,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == said
+    assert list(tmp_path.iterdir()) == []  # nothing stored where it ran

@@ -652,13 +652,29 @@ def _addresses(host: str) -> list[str]:
 
 
 def _listener(value: str) -> Listener:
+    """Empty is refused: it read as 0.0.0.0:9092, every interface (``:9092`` says that)."""
+    if not value.split(",")[0].strip():
+        raise InvalidConfigError("is empty: give HOST:PORT")
     return parse_host_port(value.split(",")[0])
 
 
+def _data_dir(value: str) -> Path:
+    """Empty is refused: it read as '.', so the logs went into whatever directory the broker
+    was started from."""
+    first = value.split(",")[0]
+    if not first.strip():
+        raise InvalidConfigError("is empty: give the data directory")
+    return Path(first)
+
+
 def _admin_listener(value: str) -> Listener | None:
-    """``HOST:PORT`` (the port defaults to 9644), or ``off``."""
+    """``HOST:PORT`` (the port defaults to 9644), or ``off``. Empty is refused: it would read
+    as every interface (as ``:9644`` does, Kafka's way), so an unset variable in
+    ``--admin-listen "$ADMIN"`` would open the console, which can delete topics, to the network."""
     if value.strip().lower() == "off":
         return None
+    if not value.strip():
+        raise InvalidConfigError("is empty: give HOST:PORT (':PORT' for every interface) or off")
     return parse_host_port(value, default_port=DEFAULT_ADMIN_PORT)
 
 
@@ -690,7 +706,7 @@ _BROKER_ROWS = (
     _broker("advertised.listeners", "advertised", _listener, _S,
             "The address Metadata and FindCoordinator give clients (default: the bound one).",
             render=lambda v: f"PLAINTEXT://{v}", shown="advertised_listener"),
-    _broker("log.dirs", "data_dir", lambda v: Path(v.split(",")[0]), _S, "The data directory.",
+    _broker("log.dirs", "data_dir", _data_dir, _S, "The data directory.",
             aliases=("log.dir",)),
     _broker("node.id", "node_id", _positive, _I, "This node's id.", aliases=("broker.id",)),
     _broker("cluster.id", "cluster_id", str, _S, "The cluster id reported to clients."),

@@ -110,6 +110,16 @@ def test_names_that_need_escaping_in_a_url(broker: EmbeddedBroker) -> None:
             "INVALID_REQUEST",
         ),
         ("DELETE", "/api/groups/none", {}, 400, "GROUP_ID_NOT_FOUND"),
+        ("POST", "/api/topics", {"name": "z1", "partitions": True}, 400, "BAD_REQUEST"),
+        ("POST", "/api/topics", {"name": "z2", "partitions": 2.5}, 400, "BAD_REQUEST"),
+        ("POST", "/api/topics", {"name": "z3", "partitions": float("inf")}, 400, "BAD_REQUEST"),
+        (
+            "POST",
+            "/api/groups/none/reset",
+            {"topic": "pages", "target": "offset", "value": 1.5},
+            400,
+            "BAD_REQUEST",
+        ),
         ("DELETE", "/api/topics/nope", {}, 400, "UNKNOWN_TOPIC_OR_PARTITION"),
     ],
 )
@@ -119,3 +129,62 @@ def test_bad_input_gets_a_clear_error(
     answer = request(broker.admin_url + path, method, body)
     assert (answer.status, answer.json()["error"]) == (status, error), answer.body
     assert answer.json()["message"]
+
+
+def test_each_record_says_what_a_read_committed_consumer_makes_of_it(
+    broker: EmbeddedBroker,
+) -> None:
+    """The browser reads up to the high watermark; a record of an aborted transaction, or one
+    past the last stable offset (an open transaction's), is marked as such, not shown as any
+    other record: the visible ones are exactly what a read_committed consumer reads."""
+    create_topic(broker.bootstrap_servers, "txn-browse", partitions=1)
+    tx = Producer({"bootstrap.servers": broker.bootstrap_servers, "transactional.id": "browse-tx"})
+    tx.init_transactions(30)
+    tx.begin_transaction()
+    for i in range(2):
+        tx.produce("txn-browse", f"aborted {i}".encode())
+    assert tx.flush(30) == 0
+    tx.abort_transaction(30)
+    tx.begin_transaction()
+    tx.produce("txn-browse", b"committed")
+    tx.commit_transaction(30)
+    plain = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    plain.produce("txn-browse", b"plain")
+    assert plain.flush(30) == 0
+    reader = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "group.id": "browse-reader",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    reader.assign([TopicPartition("txn-browse", 0, 0)])
+    read: list[str] = []
+    while len(read) < 2:
+        msg = reader.poll(10)
+        assert msg is not None, read
+        assert msg.error() is None, msg.error()
+        read.append(msg.value().decode())  # type: ignore[union-attr]
+    reader.close()
+    tx.begin_transaction()
+    tx.produce("txn-browse", b"open")
+    assert tx.flush(30) == 0
+    try:
+        page = request(
+            broker.admin_url + "/api/topics/txn-browse/records?mode=offset&offset=0&limit=100"
+        ).json()
+        shown = [
+            (v, r.get("transactional"), r.get("read_committed"))
+            for v, r in zip(_values(page), page["records"], strict=True)
+        ]
+        assert shown == [
+            ("aborted 0", True, "aborted"),
+            ("aborted 1", True, "aborted"),
+            ("committed", True, "visible"),
+            ("plain", False, "visible"),
+            ("open", True, "pending"),
+        ]
+        assert [v for v, _, seen in shown if seen == "visible"] == read == ["committed", "plain"]
+    finally:
+        tx.abort_transaction(30)

@@ -486,6 +486,9 @@ def test_read_only_console_refuses_every_write(
     producer = Producer({"bootstrap.servers": read_only.bootstrap_servers})
     producer.produce("kept", b"v")
     assert producer.flush(30) == 0
+    # Every page says so, the settings page too, opened first (it left the badge hidden).
+    _open(browser, read_only.admin_url + "/settings", "#settings-table")
+    assert browser.find_element(By.ID, "mode").is_displayed()
     _open(browser, read_only.admin_url + "/topics", "#create-topic-button")
     assert browser.find_element(By.ID, "mode").is_displayed()
     assert not browser.find_element(By.ID, "create-topic-button").is_enabled()

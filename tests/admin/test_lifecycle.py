@@ -17,6 +17,7 @@ import pytest
 
 from sluice.broker.broker import Broker
 from sluice.config import DEFAULT_ADMIN_PORT, BrokerConfig, Listener
+from sluice.errors import InvalidConfigError
 from sluice.server.app import Server
 from tests.admin.http import request
 from tests.server.serve import ServeProcess, run_serve
@@ -91,6 +92,21 @@ def test_an_explicit_admin_address_that_is_taken_stops_the_start(tmp_path: Path)
     assert done.returncode == 1, done.stderr
     assert f"cannot serve the admin side (metrics, console) on 127.0.0.1:{port}" in done.stderr
     assert "--admin-listen" in done.stderr
+
+
+def test_an_empty_admin_address_is_refused_not_every_interface(tmp_path: Path) -> None:
+    """An unset variable in ``--admin-listen "$ADMIN"`` served the console, which deletes
+    topics, on 0.0.0.0:9644."""
+    done = run_serve(
+        ["--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"), "--admin-listen", ""],
+        cwd=tmp_path,
+        timeout=15,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "sluice.admin.listen" in done.stderr and "is empty" in done.stderr, done.stderr
+    assert "admin side on" not in done.stderr
+    with pytest.raises(InvalidConfigError, match="is empty"):  # --set, the TOML file
+        BrokerConfig.from_settings({"sluice.admin.listen": " "}, data_dir=tmp_path)
 
 
 def test_the_default_admin_address_taken_is_logged_and_the_broker_runs(

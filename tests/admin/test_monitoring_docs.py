@@ -85,6 +85,30 @@ def test_the_dashboard_queries_only_served_metrics(served: set[str]) -> None:
     assert len(ids) == len(set(ids))
 
 
+def test_the_dashboards_p50_series_are_drawn_dashed_as_their_titles_say() -> None:
+    """A latency panel's p99 and p50 share colours; the title says p50 is dashed, so an
+    override must make it so (the request latency panel said it and drew both solid)."""
+    dashboard = json.loads((DOCS / "grafana" / "sluice-dashboard.json").read_text())
+    panels = [
+        p
+        for p in dashboard["panels"]
+        if any(t.get("legendFormat", "").startswith("p50") for t in p.get("targets", []))
+    ]
+    assert len(panels) >= 2
+    for panel in panels:
+        assert "p50 dashed" in panel["title"], panel["title"]
+        dashed = [
+            o["matcher"]["options"]
+            for o in panel["fieldConfig"]["overrides"]
+            for prop in o["properties"]
+            if prop["id"] == "custom.lineStyle" and prop["value"].get("fill") == "dash"
+        ]
+        p50 = [t["legendFormat"] for t in panel["targets"] if t["legendFormat"].startswith("p50")]
+        assert dashed and all(
+            re.fullmatch(r"/(.*)/", m) and re.match(m[1:-1], name) for m in dashed for name in p50
+        ), (panel["title"], dashed)
+
+
 def test_the_alert_rules_query_only_served_metrics(served: set[str]) -> None:
     rules = (DOCS / "prometheus" / "sluice-alerts.yml").read_text()
     alerts = re.findall(r"^\s+- alert: (\w+)$", rules, re.MULTILINE)

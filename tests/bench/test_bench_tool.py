@@ -80,6 +80,34 @@ def test_bad_arguments_are_refused_with_a_reason(capsys: pytest.CaptureFixture[s
     assert "invalid choice" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (["--messages", "-5"], "argument --messages: must be >= 1: '-5'"),
+        (["--messages", "0"], "argument --messages: must be >= 1: '0'"),
+        (["--messages", "2.5"], "argument --messages: not an integer: '2.5'"),
+        (["--size", "-1"], "argument --size: must be >= 0: '-1'"),
+        (["--partitions", "0"], "argument --partitions: must be >= 1: '0'"),
+        (["--producers", "0"], "argument --producers: must be >= 1: '0'"),
+        (["--consumers", "0"], "argument --consumers: must be >= 1: '0'"),
+        (["--repeat", "0"], "argument --repeat: must be >= 1: '0'"),
+        (["--rate", "nan"], "argument --rate: must be >= 0: 'nan'"),
+        (["--linger-ms", "-1"], "argument --linger-ms: must be >= 0: '-1'"),
+        (["--seconds", "0"], "argument --seconds: must be > 0: '0'"),
+        (["--deadline", "-3"], "argument --deadline: must be > 0: '-3'"),
+    ],
+)
+def test_a_count_or_time_out_of_range_is_a_usage_error(
+    given: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--messages -5 ran and reported 0 messages (exit 0), --messages 0 ran the default
+    200,000, --partitions 0 ended in a KafkaException traceback."""
+    with pytest.raises(SystemExit) as exit_:
+        scenario_parser().parse_args(["produce", *given])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"sluice bench: error: {said}"
+
+
 def test_client_settings_win_and_load_is_split_over_processes() -> None:
     target = Remote("127.0.0.1:1", {"api.version.request": False})
     opts = Options(messages=10, producers=5, processes=2, rate=300.0,

@@ -242,6 +242,27 @@ def test_reset_to_datetime(sluice: Run, ref: Reference, empty_group: str, group_
     assert ref.committed(empty_group) == {(group_topic, 0): 5, (group_topic, 1): 3}
 
 
+def test_reset_to_a_datetime_before_1970_is_the_earliest(
+    sluice: Run, ref: Reference, empty_group: str, group_topic: str
+) -> None:
+    """librdkafka refused the negative time ('Partition 0 has an invalid offset
+    -31536000000', exit 1); every record is at or after such a time."""
+    r = sluice(
+        "groups", "reset-offsets", empty_group, "--topic", group_topic,
+        "--to-datetime", "1969-01-01T00:00:00Z", "--execute",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert ref.committed(empty_group) == {(group_topic, 0): 0, (group_topic, 1): 0}
+    r = sluice(
+        "groups", "reset-offsets", empty_group, "--all-topics",
+        "--to-datetime", "0001-01-01T00:00:00",
+    )  # fmt: skip
+    assert r.code == 2
+    assert r.err.splitlines()[-1].endswith(
+        "argument --to-datetime: out of range: '0001-01-01T00:00:00'"
+    )
+
+
 def test_reset_new_group(sluice: Run, ref: Reference, group_topic: str) -> None:
     group = f"{group_topic}.new"
     r = sluice(
@@ -321,3 +342,27 @@ def test_describe_unknown_group(sluice: Run, topic: str) -> None:
     r = sluice("groups", "describe", f"{topic}.nobody")
     assert r.code == 1
     assert f"unknown group '{topic}.nobody'" in r.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("groups", "describe", ""),
+        ("groups", "delete", ""),
+        ("groups", "reset-offsets", "", "--all-topics", "--to-earliest"),
+    ],
+)
+def test_an_empty_group_id_is_a_usage_error(sluice: Run, argv: tuple[str, ...]) -> None:
+    """describe and reset-offsets ended in librdkafka's ValueError traceback ('group_id'
+    cannot be empty), delete in 'unknown group'."""
+    r = sluice(*argv)
+    assert r.code == 2, r.err
+    assert r.err.splitlines()[-1] == (
+        f"sluice groups {argv[1]}: error: argument GROUP: a group id cannot be empty"
+    )
+
+
+def test_a_group_id_of_spaces_is_a_group_like_any_other(sluice: Run, topic: str) -> None:
+    r = sluice("groups", "describe", " ")
+    assert r.code == 1
+    assert "unknown group ' '" in r.err

@@ -556,3 +556,21 @@ def test_produce_to_a_missing_partition_ends_though_its_input_does_not(
         b"",
         f"sluice produce: error: topic {topic!r} has no partition 7 (it has 1)\n",
     )
+
+
+@pytest.mark.parametrize("group", ["", " \t"])
+def test_a_blank_group_is_a_usage_error_not_an_abort(
+    broker: EmbeddedBroker, topic: str, group: str
+) -> None:
+    """librdkafka reads a group id that is empty or only whitespace as none: the consumer's
+    constructor failed an assertion and the process aborted (SIGABRT, a core dump)."""
+    done = subprocess.run(
+        tool(broker, "consume", topic, "--group", group, "--exit-at-end"),
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stderr.decode().splitlines()[-1] == (
+        "sluice consume: error: argument --group/-g: a group id of only whitespace (or none) "
+        f"cannot be joined with librdkafka: {group!r}"
+    )

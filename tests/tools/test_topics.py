@@ -178,6 +178,20 @@ def test_alter_refused_config(sluice: Run, ref: Reference, topic: str) -> None:
     assert "no.such.config" not in ref.configs(topic)
 
 
+def test_alter_an_empty_config_name_is_a_usage_error(
+    sluice: Run, ref: Reference, topic: str
+) -> None:
+    """librdkafka's admin client raised a ValueError traceback ('Config name mustn't be
+    empty')."""
+    ref.create_topic(topic)
+    r = sluice("topics", "alter", topic, "--delete-config", "")
+    assert r.code == 2, r.err
+    assert r.err.splitlines()[-1] == (
+        "sluice topics alter: error: argument --delete-config/-d: a config name cannot be "
+        "empty: ''"
+    )
+
+
 def test_alter_partitions(sluice: Run, ref: Reference, topic: str) -> None:
     ref.create_topic(topic, 2)
     r = sluice("topics", "alter", topic, "--partitions", "5")

@@ -82,36 +82,77 @@ def blocking_call(call: Callable[[], T]) -> T:
     return result
 
 
+INT16_MAX = 2**15 - 1
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+MAX_TIMEOUT_S = INT32_MAX // 1000
+"""The longest wait librdkafka's millisecond timeouts hold (about 24.8 days): more overflowed
+into an immediate timeout (--timeout 1e300 said the broker could not be reached)."""
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
+    if not value > 0:  # NaN too
         raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    if value > MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"must be <= {MAX_TIMEOUT_S}: {text!r}")
     return value
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    """argparse type: an integer in [low, high]. The wire's fields are INT16, INT32 or INT64:
+    a number past them ended in an OverflowError or struct.error traceback."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}: {text!r}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}: {text!r}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (-1 is told the same bound as 0, not ">= 0")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return value
+non_negative_int = int_range(0, INT32_MAX)
+"""argparse type: an integer >= 0 that fits Kafka's INT32 (a partition, a duration in ms)."""
+positive_int = int_range(1, INT32_MAX)
+"""argparse type: an integer >= 1 (-1 is told the same bound as 0, not ">= 0") that fits
+Kafka's INT32 (a partition count)."""
+
+
+def config_name(text: str) -> str:
+    """argparse type: a config name (librdkafka's admin client raised a ValueError traceback
+    on an empty one)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"a config name cannot be empty: {text!r}")
+    return text
+
+
+def group_id(text: str) -> str:
+    """argparse type: a consumer group id, which Kafka allows any text but empty (librdkafka's
+    admin client raised a ValueError traceback on '')."""
+    if not text:
+        raise argparse.ArgumentTypeError("a group id cannot be empty")
+    return text
+
+
+def member_group_id(text: str) -> str:
+    """argparse type: a group id librdkafka's consumer can join. It reads one that is empty or
+    only whitespace as no group at all, and the consumer's constructor then failed an assertion
+    that aborted the process (SIGABRT, exit 134, a core dump)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"a group id of only whitespace (or none) cannot be joined with librdkafka: {text!r}"
+        )
+    return text
 
 
 def key_value(text: str) -> tuple[str, str]:

@@ -19,17 +19,20 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from sluice.tools.common import (
+    INT64_MAX,
     ClientInUse,
     SubParsers,
     ToolError,
     UsageError,
     client_config,
     decode,
+    int_range,
     interrupt,
     kafka_error_text,
     leaf,
     list_topics,
     make_client,
+    member_group_id,
     non_negative_int,
     positive_int,
     silence_stdout,
@@ -101,11 +104,14 @@ def _offset(text: str) -> str | int:
     if lowered in ("earliest", "beginning", "latest", "end"):
         return "earliest" if lowered in ("earliest", "beginning") else "latest"
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected earliest, latest, an offset or -N, got {text!r}"
         ) from None
+    if abs(value) > INT64_MAX:  # an OverflowError traceback in librdkafka's TopicPartition
+        raise argparse.ArgumentTypeError(f"an offset or -N is at most {INT64_MAX} in size: {text!r}")
+    return value
 
 
 def add_parser(sub: SubParsers) -> None:
@@ -129,10 +135,11 @@ def add_parser(sub: SubParsers) -> None:
         "--group",
         "-g",
         metavar="GROUP",
+        type=member_group_id,
         help="consume as a member of GROUP: share partitions and commit offsets (resumes from them)",
     )
     stop = p.add_argument_group("when to stop (default: never, until Ctrl-C)")
-    stop.add_argument("--count", "-n", type=positive_int, metavar="N", help="exit after N records")
+    stop.add_argument("--count", "-n", type=int_range(1, INT64_MAX), metavar="N", help="exit after N records")
     stop.add_argument(
         "--timeout-ms", type=positive_int, metavar="MS", help="exit after MS with no record"
     )

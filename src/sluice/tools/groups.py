@@ -17,6 +17,7 @@ from sluice.tools.common import (
     add_output_option,
     admin_client,
     describe_error,
+    group_id,
     is_error,
     leaf,
     list_offsets,
@@ -48,10 +49,16 @@ def _topic_scope(text: str) -> tuple[str, list[int] | None]:
 def _datetime_ms(text: str) -> int:
     """argparse type for ``--to-datetime``: ISO 8601 (naive means local time), to epoch ms."""
     try:
-        dt = datetime.fromisoformat(text)
+        when = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ISO 8601 date-time, got {text!r}") from None
-    return int(dt.timestamp() * 1000)
+    try:
+        stamp = when.timestamp()
+    except (ValueError, OverflowError, OSError):  # a local time at the ends of the calendar
+        raise argparse.ArgumentTypeError(f"out of range: {text!r}") from None
+    # Before 1970 every record is at or after it: the earliest offset (ListOffsets takes no
+    # negative time; librdkafka refused it as "an invalid offset").
+    return max(0, int(stamp * 1000))
 
 
 def add_parsers(group: SubParsers) -> None:
@@ -63,7 +70,7 @@ def add_parsers(group: SubParsers) -> None:
     p = leaf(
         group, "describe", "members, assignments, committed offsets and lag of groups", describe
     )
-    p.add_argument("groups", nargs="+", metavar="GROUP")
+    p.add_argument("groups", nargs="+", metavar="GROUP", type=group_id)
     p.add_argument(
         "--members",
         action="store_true",
@@ -72,10 +79,10 @@ def add_parsers(group: SubParsers) -> None:
     add_output_option(p)
 
     p = leaf(group, "delete", "delete consumer groups (and their committed offsets)", delete)
-    p.add_argument("groups", nargs="+", metavar="GROUP")
+    p.add_argument("groups", nargs="+", metavar="GROUP", type=group_id)
 
     p = leaf(group, "reset-offsets", "set an inactive group's committed offsets", reset_offsets)
-    p.add_argument("group", metavar="GROUP")
+    p.add_argument("group", metavar="GROUP", type=group_id)
     scope = p.add_mutually_exclusive_group(required=True)
     scope.add_argument(
         "--topic",

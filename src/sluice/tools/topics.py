@@ -9,12 +9,15 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from sluice.tools.common import (
+    INT16_MAX,
     SubParsers,
     ToolError,
     UsageError,
     add_output_option,
     admin_client,
+    config_name,
     describe_error,
+    int_range,
     is_error,
     key_value,
     leaf,
@@ -44,7 +47,7 @@ def add_parsers(group: SubParsers) -> None:
     p.add_argument(
         "--replication-factor",
         "-r",
-        type=positive_int,
+        type=int_range(1, INT16_MAX),
         metavar="N",
         help="replicas per partition (default: the broker's default)",
     )
@@ -106,6 +109,7 @@ def add_parsers(group: SubParsers) -> None:
         "-d",
         action="append",
         default=[],
+        type=config_name,
         metavar="KEY",
         help="remove a config override, back to the default (repeatable)",
     )

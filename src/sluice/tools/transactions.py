@@ -23,11 +23,12 @@ from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
 from sluice.tools.common import (
+    INT64_MAX,
     SubParsers,
     ToolError,
     add_output_option,
+    int_range,
     leaf,
-    non_negative_int,
     print_json,
     print_table,
 )
@@ -70,14 +71,14 @@ def add_parsers(group: SubParsers) -> None:
     )
     p.add_argument(
         "--producer-id",
-        type=non_negative_int,
+        type=int_range(0, INT64_MAX),
         action="append",
         metavar="ID",
         help="only this producer id (repeatable)",
     )
     p.add_argument(
         "--min-duration-ms",
-        type=non_negative_int,
+        type=int_range(0, INT64_MAX),
         metavar="MS",
         help="only transactions running for longer than this (ListTransactions v1)",
     )

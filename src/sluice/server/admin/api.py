@@ -50,6 +50,11 @@ def routes(admin: AdminView) -> list[web.RouteDef]:
         web.get("/api/groups/{group}", api.wrap(api.group)),
         web.post("/api/groups/{group}/reset", api.wrap(api.reset_offsets)),
         web.delete("/api/groups/{group}", api.wrap(api.delete_group)),
+        # The same with the id in the query: a group may be named "." or "..", which no URL
+        # path can carry (browsers and HTTP clients resolve those segments, %2E%2E too).
+        web.get("/api/group", api.wrap(api.group)),
+        web.post("/api/group/reset", api.wrap(api.reset_offsets)),
+        web.delete("/api/group", api.wrap(api.delete_group)),
         web.get("/api/settings", api.wrap(api.settings)),
     ]
 
@@ -260,7 +265,7 @@ class _Api:
         }
 
     async def group(self, request: web.Request, broker: Broker) -> Any:
-        group_id = request.match_info["group"]
+        group_id = _group_id(request)
         found = state.group(broker, group_id)
         if found is None:
             raise NotFound(f"no group {group_id!r}")
@@ -291,7 +296,7 @@ class _Api:
         }
 
     async def reset_offsets(self, request: web.Request, broker: Broker) -> Any:
-        group_id = request.match_info["group"]
+        group_id = _group_id(request)
         body = await _json(request)
         topic = body.get("topic") or None
         raw = body.get("value")
@@ -306,7 +311,7 @@ class _Api:
         return {"plan": plan, "executed": executed}
 
     async def delete_group(self, request: web.Request, broker: Broker) -> Any:
-        group_id = request.match_info["group"]
+        group_id = _group_id(request)
         await self._actions(broker).delete_group(group_id)
         return {"deleted": group_id}
 
@@ -316,7 +321,7 @@ class _Api:
         configs = await self._actions(broker).describe_configs(
             m.ConfigResourceType.BROKER, str(broker.config.node_id)
         )
-        return {"configs": [c.to_json() for c in configs]}
+        return {"configs": [c.to_json() for c in configs], "read_only": self.admin.read_only}
 
 
 def _group_json(g: state.GroupView) -> dict[str, Any]:
@@ -360,6 +365,16 @@ async def _json(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _group_id(request: web.Request) -> str:
+    """From the path (``/api/groups/ID``) or the query (``/api/group?id=ID``)."""
+    found = request.match_info.get("group")
+    if found is None:
+        found = request.query.get("id")
+        if not found:
+            raise BadInput("id is required: /api/group?id=GROUP")
+    return found
+
+
 def _str(body: dict[str, Any], key: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:
@@ -368,9 +383,13 @@ def _str(body: dict[str, Any], key: str) -> str:
 
 
 def _as_int(value: Any, what: str) -> int:
+    """An integer, or its text; JSON's true or 2.5 is refused, not read as 1 or 2 (an offset
+    reset to 2 for 2.5 would commit where nobody asked)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise BadInput(f"{what} must be an integer, not {value!r}")
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadInput(f"{what} must be an integer, not {value!r}") from None
 
 

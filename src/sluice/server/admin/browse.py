@@ -9,13 +9,18 @@ runs in the loop's default executor, since a compressed batch may inflate to meg
 Records are browsed, never served in bulk: a page holds at most :data:`MAX_LIMIT` records, a
 value or key is cut to :data:`PREVIEW_BYTES` (its full size is reported), and a page stops
 reading after :data:`PAGE_READ_BYTES` of batches.
+
+The browser reads as a read_uncommitted consumer does (up to the high watermark), so each
+record says what a read_committed consumer makes of it: ``visible``; ``aborted`` (a record of
+an aborted transaction, which such a consumer skips for ever); or ``pending`` (at or past the
+last stable offset: it waits until the transactions before it are decided).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sluice.errors import ErrorCode, Refused, SluiceError
@@ -26,6 +31,7 @@ from sluice.protocol.records import (
 )
 from sluice.storage.log import PartitionLog
 from sluice.storage.manager import Topic
+from sluice.storage.txn_index import AbortedTxn
 
 MAX_LIMIT = 500
 PREVIEW_BYTES = 64 * 1024
@@ -44,6 +50,10 @@ class Shown:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]]
+    producer_id: int = -1
+    transactional: bool = False
+    read_committed: str = "visible"
+    """What a read_committed consumer makes of it: visible, aborted or pending."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +63,8 @@ class Shown:
             "key": _preview(self.key),
             "value": _preview(self.value),
             "headers": [[k, _preview(v)] for k, v in self.headers],
+            "transactional": self.transactional,
+            "read_committed": self.read_committed,
         }
 
 
@@ -204,11 +216,39 @@ async def _read(
         records, next_offset = await loop.run_in_executor(
             None, _decode, partition, data, offset, stop, limit - len(out)
         )
-        out.extend(records)
+        out.extend(_as_read_committed(plog, records, offset, next_offset))
         if next_offset <= offset:
             break
         offset = next_offset
     return out, spent
+
+
+def _as_read_committed(
+    plog: PartitionLog, records: list[Shown], start: int, upper: int
+) -> list[Shown]:
+    """``records`` (read from [start, upper)) marked as a read_committed consumer sees them:
+    past the last stable offset they wait; a transactional one its producer aborted (the
+    aborted-transactions index, as a Fetch hands it to such a consumer) is skipped."""
+    lso = plog.last_stable_offset
+    aborted: list[AbortedTxn] | None = None
+    out: list[Shown] = []
+    for record in records:
+        if record.offset >= lso:
+            record = replace(record, read_committed="pending")
+        elif record.transactional:
+            if aborted is None:
+                try:
+                    aborted = plog.aborted_txns(start, upper)
+                except OSError:
+                    aborted = []  # an unreadable index: Fetch fails on it; shown as visible
+            if any(
+                a.producer_id == record.producer_id
+                and a.first_offset <= record.offset <= a.last_offset
+                for a in aborted
+            ):
+                record = replace(record, read_committed="aborted")
+        out.append(record)
+    return out
 
 
 def _decode(
@@ -237,6 +277,8 @@ def _decode(
                     record.key,
                     record.value,
                     record.headers,
+                    header.producer_id,
+                    header.is_transactional,
                 )
             )
             next_offset = record.offset + 1

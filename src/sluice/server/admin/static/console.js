@@ -130,13 +130,50 @@
       h("tbody", {}, rows));
   }
 
+  /* A record's transaction as a read_committed consumer meets it (the browser reads up to the
+   * high watermark, as a read_uncommitted consumer does). */
+  function txnLabel(r) {
+    if (r.read_committed === "aborted") {
+      return h("div", { class: "txn aborted", title: "Its transaction was aborted: read_committed consumers skip it." }, "aborted");
+    }
+    if (r.read_committed === "pending") {
+      return h("div", { class: "txn pending", title: "Past the last stable offset: read_committed consumers do not see it until the transactions before it are committed or aborted." }, "pending");
+    }
+    return r.transactional ? h("div", { class: "txn", title: "Written in a committed transaction." }, "txn") : null;
+  }
+
   function message(kind, text) { return h("div", { class: "message " + kind, role: kind === "error" ? "alert" : "status" }, text); }
+
+  /* Says, above the page, that what it shows is no longer live: a poll failed (the broker
+   * stopped, restarts, or the network is gone). The page keeps what it last saw; the next poll
+   * that succeeds takes the notice away. */
+  const stale = h("div", { id: "stale", class: "message error", role: "alert", hidden: true });
+  app.before(stale);
+  let staleSince = null;
+
+  function pollFailed(e) {
+    if (staleSince === null) staleSince = new Date();
+    const reason = e instanceof ApiError ? e.message : "the broker does not answer";
+    stale.textContent = `Not updating since ${staleSince.toLocaleTimeString()}: ${reason}. ` +
+      "This page shows what it last saw, and keeps trying.";
+    stale.hidden = false;
+  }
+
+  function pollSucceeded() {
+    staleSince = null;
+    stale.hidden = true;
+  }
 
   function every(seconds, fn) {
     const mine = generation;
     const run = async () => {
       if (mine !== generation) return;
-      try { await fn(); } catch (e) { /* shown by the page's next successful poll */ }
+      try {
+        await fn();
+        if (mine === generation) pollSucceeded();
+      } catch (e) {
+        if (mine === generation) pollFailed(e);
+      }
     };
     timers.push(setInterval(run, seconds * 1000));
   }
@@ -195,10 +232,17 @@
 
   function link(path, text) { return h("a", { href: path, class: "nav" }, text); }
 
+  /* A group's page and API. Kafka allows a group named "." or "..", which a URL path cannot
+   * carry (it resolves such segments, %2E%2E too): those go in the query. */
+  function dotted(groupId) { return groupId === "." || groupId === ".."; }
+  function groupHref(groupId) { return dotted(groupId) ? "/groups?id=" + enc(groupId) : "/groups/" + enc(groupId); }
+  function groupApi(groupId, action) { return `/api/group${action || ""}?id=${enc(groupId)}`; }
+
   async function route() {
     timers.forEach(clearInterval);
     timers = [];
     generation++;
+    pollSucceeded();
     const path = location.pathname;
     for (const nav of document.querySelectorAll("header nav a")) {
       const target = nav.getAttribute("href");
@@ -209,12 +253,22 @@
       if (parts.length === 0) await overview();
       else if (parts[0] === "topics" && parts.length === 1) await topicsPage();
       else if (parts[0] === "topics") await topicPage(parts.slice(1).join("/"));
-      else if (parts[0] === "groups" && parts.length === 1) await groupsPage();
+      else if (parts[0] === "groups" && parts.length === 1) {
+        const id = new URLSearchParams(location.search).get("id");
+        await (id === null ? groupsPage() : groupPage(id));
+      }
       else if (parts[0] === "groups") await groupPage(parts.slice(1).join("/"));
       else if (parts[0] === "settings") await settingsPage();
       else app.replaceChildren(h("h1", {}, "Not found"));
     } catch (e) {
       app.replaceChildren(h("h1", {}, "Error"), message("error", e.message));
+      // The broker not answering (stopped, restarting: 503) is not the page's last word: it is
+      // drawn again once the broker answers. A 404 or 400 stays.
+      if (!(e instanceof ApiError) || e.status === 503) {
+        pollFailed(e);
+        const mine = generation;
+        setTimeout(() => { if (mine === generation) route(); }, 2000);
+      }
     }
   }
 
@@ -241,7 +295,9 @@
         card("Data directory", h("span", { class: "value small" }, d.data_dir)),
         card("Disk", `${fmtBytes(disk.logs)} in logs`,
           [h("div", { class: "muted" }, `${fmtBytes(disk.free)} free of ${fmtBytes(disk.total)}`),
-            h("div", { class: "bar" }, fill(used))]),
+            h("div", { class: "bar" }, fill(used)),
+            disk.full ? h("div", { class: "message error", id: "disk-full", role: "alert" },
+              "Full: writes are refused (KAFKA_STORAGE_ERROR) until space is freed; reads go on.") : null]),
         card("Topics", fmtNum(d.topics.length)),
         card("Partitions", fmtNum(d.partitions)),
         card("Connections", fmtNum(d.connections)),
@@ -250,8 +306,12 @@
         table("overview-topics-table", ["Topic", "Partitions#", "Size#", "Messages#"], d.topics.map((t) =>
           h("tr", {}, h("td", {}, link("/topics/" + enc(t.name), t.name)), h("td", { class: "num" }, fmtNum(t.partitions)),
             h("td", { class: "num" }, fmtBytes(t.size)), h("td", { class: "num" }, fmtNum(t.records))))));
-      const t = d.traffic;
-      if (previous) {
+      const t = { ...d.traffic, uptime: d.uptime };
+      // The counters count from the broker's start: one restarted since the last sample
+      // (uptime or a counter went back) starts a new sample, not a negative rate.
+      const restarted = previous && (t.uptime < previous.uptime ||
+        ["records_in", "records_out", "bytes_in", "bytes_out"].some((k) => t[k] < previous[k]));
+      if (previous && !restarted) {
         const dt = t.time - previous.time;
         if (dt > 0) {
           records.push(t.time, [(t.records_in - previous.records_in) / dt, (t.records_out - previous.records_out) / dt]);
@@ -338,6 +398,10 @@
         h("tr", {}, [p.partition, p.start, p.end, p.records].map((v) => h("td", { class: "num" }, fmtNum(v))),
           h("td", { class: "num" }, fmtBytes(p.size)), h("td", { class: "num" }, fmtNum(p.segments))))));
     drawPartitions(data);
+    const cards = h("div", { class: "cards", id: "topic-cards" });
+    const drawCards = (d) => cards.replaceChildren(card("Partitions", fmtNum(d.partitions.length)), card("Size", fmtBytes(d.size)),
+      card("Messages", fmtNum(d.records)), card("Topic id", h("span", { class: "value small" }, d.topic_id)));
+    drawCards(data);
     const configs = h("div", {});
     const drawConfigs = (d) => configs.replaceChildren(table("configs-table", ["Config", "Value", "Source", ""], d.configs.map((c) => {
       const input = h("input", { value: c.value ?? "", disabled: ro, "data-config": c.name, size: 24 });
@@ -404,9 +468,9 @@
       document.getElementById("browse-next").disabled = !page.more;
       results.replaceChildren(page.records.length === 0 ? h("p", { class: "muted", id: "no-records" }, "No records here.") :
         table("records-table", ["Partition#", "Offset#", "Timestamp", "Key", "Value", "Headers"], page.records.map((r) =>
-          h("tr", {},
+          h("tr", { class: r.read_committed === "visible" ? null : r.read_committed },
             h("td", { class: "num" }, String(r.partition)),
-            h("td", { class: "num" }, String(r.offset)),
+            h("td", { class: "num" }, String(r.offset), txnLabel(r)),
             h("td", {}, fmtTime(r.timestamp)),
             h("td", { class: "data key" }, showData(r.key, format)),
             h("td", { class: "data value" }, showData(r.value, format)),
@@ -445,14 +509,20 @@
     });
     app.replaceChildren(
       h("h1", { id: "topic-name" }, name),
-      h("div", { class: "cards" }, card("Partitions", fmtNum(data.partitions.length)), card("Size", fmtBytes(data.size)),
-        card("Messages", fmtNum(data.records)), card("Topic id", h("span", { class: "value small" }, data.topic_id))),
+      cards,
       status,
       h("h2", {}, "Partitions"), partitions,
       h("h2", {}, "Messages"), h("div", { class: "panel" }, controls), results,
       h("h2", {}, "Produce a message"), produceForm, produced,
       h("h2", {}, "Configs"), configs,
       h("h2", {}, "Delete"), remove);
+    // Offsets and sizes move with traffic; the configs, the browser and the forms stay as the
+    // user left them.
+    every(3, async () => {
+      const d = await api("/api/topics/" + enc(name));
+      drawCards(d);
+      drawPartitions(d);
+    });
     await load(null);
   }
 
@@ -469,7 +539,7 @@
       list.replaceChildren(d.groups.length === 0 ? h("p", { class: "muted" }, "No consumer groups yet.") :
         table("groups-table", ["Group", "State", "Protocol type", "Protocol", "Members#", "Topics", "Lag#", "Rebalances#"], d.groups.map((g) =>
           h("tr", { "data-group": g.group_id },
-            h("td", {}, link("/groups/" + enc(g.group_id), g.group_id)),
+            h("td", {}, link(groupHref(g.group_id), g.group_id)),
             h("td", {}, stateBadge(g.state)),
             h("td", {}, g.protocol_type), h("td", {}, g.protocol),
             h("td", { class: "num" }, fmtNum(g.member_count)),
@@ -482,7 +552,7 @@
   }
 
   async function groupPage(groupId) {
-    const url = "/api/groups/" + enc(groupId);
+    const url = groupApi(groupId);
     const data = await api(url);
     setReadOnly(data.read_only);
     document.title = "sluice console: group " + groupId;
@@ -523,7 +593,7 @@
           onclick: async () => {
             const body = { topic: document.getElementById("reset-topic").value || null, target: document.getElementById("reset-target").value, value: document.getElementById("reset-value").value };
             try {
-              const result = await api(url + "/reset", "POST", body);
+              const result = await api(groupApi(groupId, "/reset"), "POST", body);
               planned = body;
               plan.replaceChildren(table("reset-plan-table", ["Topic", "Partition#", "Current#", "New#"], result.plan.map((p) =>
                 h("tr", {}, h("td", {}, p.topic), [p.partition, p.current, p.new].map((v) => h("td", { class: "num" }, fmtNum(v)))))));
@@ -536,7 +606,7 @@
           id: "reset-apply", disabled: true,
           onclick: async () => {
             try {
-              const result = await api(url + "/reset", "POST", { ...planned, execute: true });
+              const result = await api(groupApi(groupId, "/reset"), "POST", { ...planned, execute: true });
               resetStatus.replaceChildren(message("ok", `Committed new offsets of ${result.plan.length} partition${result.plan.length === 1 ? "" : "s"}.`));
               document.getElementById("reset-apply").disabled = true;
               draw(await api(url));
@@ -566,6 +636,7 @@
   async function settingsPage() {
     document.title = "sluice console: broker settings";
     const data = await api("/api/settings");
+    setReadOnly(data.read_only);
     app.replaceChildren(h("h1", {}, "Broker settings"),
       h("p", { class: "muted" }, "As DescribeConfigs reports them. Settings are read at start (sluice serve --config / --set)."),
       table("settings-table", ["Setting", "Value", "Source", "Documentation"], data.configs.map((c) =>
