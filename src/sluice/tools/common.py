@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import ipaddress
 import json
 import os
 import sys
@@ -17,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias, TypeVar
+
+from sluice.hostport import bootstrap_addresses
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -215,43 +216,15 @@ def apply_connection_defaults(args: argparse.Namespace) -> None:
         args.verbose = False
 
 
-DEFAULT_PORT = 9092
-"""librdkafka's port for a bootstrap entry that names none."""
-
-
 def bootstrap_entries(servers: str) -> list[tuple[str, int]]:
-    """``--bootstrap-server`` as (host, port) pairs, read as librdkafka reads it (a
-    ``PLAINTEXT://`` prefix, ``[v6]:port``, a bare host or IPv6 address on port 9092), so the
-    tools that speak the protocol themselves (``sluice transactions``) connect where the
-    librdkafka ones do. A usage error for what librdkafka would only time out on (after
-    ``--timeout``, as "cannot reach"): an empty entry, a port that is not 1..65535
-    (``127.0.0.1:99999``), more than one colon outside brackets that is no IPv6 address."""
-    entries = []
-    for entry in servers.split(","):
-        address = entry.strip().rpartition("://")[2]
-        if not address:
-            raise UsageError(f"--bootstrap-server: empty address in {servers!r}")
-        port: str | None
-        if address.startswith("["):  # [v6]:port
-            host, _, rest = address[1:].partition("]")
-            port = rest.removeprefix(":") if rest.startswith(":") else None
-        elif address.count(":") == 1:
-            host, _, port = address.partition(":")
-        elif ":" in address:  # bare IPv6, on the default port
-            try:
-                ipaddress.IPv6Address(address)
-            except ValueError:
-                raise UsageError(
-                    f"--bootstrap-server: not HOST:PORT (an IPv6 address with a port goes in "
-                    f"brackets: [::1]:9092): {entry!r}"
-                ) from None
-            host, port = address, None
-        else:  # a host name, on the default port
-            host, port = address, None
-        if not host or (port is not None and not (port.isdigit() and 1 <= int(port) <= 65535)):
-            raise UsageError(f"--bootstrap-server: not HOST:PORT with a port of 1-65535: {entry!r}")
-        entries.append((host, DEFAULT_PORT if port is None else int(port)))
-    return entries
+    """``--bootstrap-server`` as (host, port) pairs, read as librdkafka reads it
+    (:func:`sluice.hostport.bootstrap_addresses`), so the tools that speak the protocol
+    themselves (``sluice transactions``) connect where the librdkafka ones do; a usage error for
+    what librdkafka would only time out on (after ``--timeout``, as "cannot reach")."""
+    try:
+        return bootstrap_addresses(servers)
+    except ValueError as exc:
+        raise UsageError(f"--bootstrap-server: {exc}") from None
 
 
 def check_bootstrap(servers: str) -> None:
