@@ -406,6 +406,8 @@ class BrokerConfig:
     node_id: int = 0
     cluster_id: str = "sluice-cluster"
     request_max_bytes: int = 100 * 1024 * 1024
+    fetch_max_bytes: int = 55 * 1024 * 1024
+    """Kafka's ``fetch.max.bytes``: a Fetch answer's size, whatever the request's max_bytes."""
     max_connections: int = 1000
     max_connections_per_ip: int | None = None
     """None: ``max.connections`` less a tenth (see :attr:`per_ip_limit`)."""
@@ -583,6 +585,8 @@ def _check(config: BrokerConfig) -> None:
         raise InvalidConfigError("sluice.batch.uncompressed.max.bytes must be >= 1048576")
     if config.request_max_bytes < 1024:
         raise InvalidConfigError("socket.request.max.bytes must be >= 1024")
+    if config.fetch_max_bytes < 1024:
+        raise InvalidConfigError("fetch.max.bytes must be >= 1024")
     if config.max_connections_per_ip == 0 and not config.max_connections_per_ip_overrides:
         raise InvalidConfigError("max.connections.per.ip can be 0 only with max.connections.per.ip.overrides")
 
@@ -694,6 +698,8 @@ _BROKER_ROWS = (
     _broker("node.id", "node_id", _positive, _I, "This node's id.", aliases=("broker.id",)),
     _broker("cluster.id", "cluster_id", str, _S, "The cluster id reported to clients."),
     _broker("socket.request.max.bytes", "request_max_bytes", _positive, _I, "Largest request frame accepted."),
+    _broker("fetch.max.bytes", "fetch_max_bytes", _positive, _I,
+            "Most record bytes one Fetch answer carries (its first batch is always whole)."),
     _broker("max.connections", "max_connections", _positive, _I, "Connections beyond this many are closed at once."),
     _broker("max.connections.per.ip", "max_connections_per_ip", _positive, _I,
             "Most connections from one address (the rest of max.connections is kept for others).",

@@ -2,8 +2,9 @@
 
 A partition's answer starts at the batch holding the fetch offset and may end in a partial batch
 (clients drop it). Limits follow KIP-74: ``partition_max_bytes`` per partition and ``max_bytes``
-per response, except that the first batch of the first partition with data is always returned
-whole, however big, so a consumer can always make progress.
+per response (capped by the broker's ``fetch.max.bytes``), except that the first batch of the
+first partition with data is always returned whole, however big, so a consumer can always make
+progress.
 
 Each pass over the request finds the byte ranges on the loop's thread (index lookups, a few
 batch headers); the record bytes are read only for the answer, by storage's
@@ -69,7 +70,10 @@ def _find_all(
 ]:
     """One pass over the request: (answers with their records still to read, whether to answer
     now, the logs looked at, each answer that has records with the range they are in)."""
-    remaining = body.max_bytes if body.max_bytes > 0 else 0x7FFFFFFF
+    # Kafka's rule: the request's max_bytes, capped by fetch.max.bytes (so one small request
+    # cannot make the broker read gigabytes into memory, e.g. by naming a partition 300
+    # times); 0 or less still gets the first batch below.
+    remaining = min(body.max_bytes, broker.config.fetch_max_bytes)
     total = 0
     errors = False
     read_committed = body.isolation_level == READ_COMMITTED
