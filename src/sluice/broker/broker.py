@@ -32,7 +32,7 @@ from sluice.broker import (
     produce,
     txn_markers,
 )
-from sluice.broker.context import FetchWaiters
+from sluice.broker.context import FetchWaiters, UnsentAnswers
 from sluice.broker.groups import GroupConfig, GroupCoordinator
 from sluice.broker.producer_ids import ProducerIds, init_producer_id
 from sluice.broker.stats import BrokerStats
@@ -213,6 +213,8 @@ class Broker:
         self.stats: BrokerStats | None = None
         """Request and traffic counters, kept only while something reads them (the server's
         metrics): None costs the hot path one attribute test."""
+        self.unsent = UnsentAnswers(config.unsent_response_max_bytes)
+        """Answers held before their clients take them (the server's connections count theirs)."""
         self.faults: Interceptor | None = None
         """Set by tests only (:class:`Interceptor`)."""
         self.transactions = TransactionCoordinator(
