@@ -311,3 +311,51 @@ def test_a_protocol_listed_twice_does_not_break_the_group(make_broker: MakeBroke
                 2,
                 "range",
             )
+
+
+def _group_records(broker: EmbeddedBroker) -> int:
+    """Records the group coordinator has written to its private log."""
+    server = broker.server
+    assert server is not None and server.broker is not None
+    store = server.broker.groups.store
+    return broker.call(lambda: store.records_in_log)
+
+
+def test_a_partition_committed_many_times_in_one_request_is_written_once(
+    sluice_fresh_broker: EmbeddedBroker,
+) -> None:
+    """An OffsetCommit naming 4 partitions 20,000 times wrote a record for every mention (the
+    100,000-mention request kept every other client waiting 5 s). As in Kafka, a partition
+    counts once, with its last mention; each mention is still answered."""
+    mentions = 20_000
+    with WireClient.to(sluice_fresh_broker, timeout=60) as client:
+        create_topic(client, "c4", partitions=4)
+        commit = m.OffsetCommitRequest(
+            group_id="dup",
+            generation_id_or_member_epoch=-1,
+            member_id="",
+            topics=[
+                m.OffsetCommitRequestTopic(
+                    name="c4",
+                    partitions=[
+                        m.OffsetCommitRequestPartition(partition_index=i % 4, committed_offset=i)
+                        for i in range(mentions)
+                    ],
+                )
+            ],
+        )
+        before = _group_records(sluice_fresh_broker)
+        answer = client.call(ApiKey.OFFSET_COMMIT, 8, commit, m.OffsetCommitResponse)
+        assert [p.error_code for t in answer.topics for p in t.partitions] == [0] * mentions
+        assert _group_records(sluice_fresh_broker) - before == 4
+        fetched = client.call(
+            ApiKey.OFFSET_FETCH,
+            7,
+            m.OffsetFetchRequest(
+                group_id="dup",
+                topics=[m.OffsetFetchRequestTopic(name="c4", partition_indexes=[0, 1, 2, 3])],
+            ),
+            m.OffsetFetchResponse,
+        )
+        offsets = [p.committed_offset for p in fetched.topics[0].partitions]
+        assert offsets == [mentions - 4 + i for i in range(4)]  # each partition's last mention
