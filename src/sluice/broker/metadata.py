@@ -44,7 +44,11 @@ async def metadata(broker: BrokerContext, request: Request) -> m.MetadataRespons
         for existing in logs.list_topics():
             topics.append(_describe(logs.topics[existing], node_id))
     else:
-        for wanted in body.topics:
+        # Each topic once, however often it is named (Kafka reads the names into a set): a
+        # 43 KiB request naming a 1000-partition topic 2000 times was a 50 MiB answer that
+        # kept the event loop busy for 22 s and the broker 730 MiB bigger.
+        distinct = {w.topic_id if w.name is None else w.name: w for w in body.topics}
+        for wanted in distinct.values():
             name = wanted.name
             if name is None and request.api_version < 12:
                 # v10-11 let the request's name be null but not the answer's: Kafka refuses such
