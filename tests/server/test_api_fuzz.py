@@ -433,3 +433,24 @@ def test_a_group_asked_for_many_times_is_answered_once(sluice_fresh_broker: Embe
             m.DescribeGroupsResponse,
         )
         assert [g.group_id for g in described.groups] == ["g", "other"]
+
+
+def test_a_partition_named_many_times_in_describe_producers_is_answered_once(
+    sluice_fresh_broker: EmbeddedBroker,
+) -> None:
+    """Each mention listed every producer the partition's log remembers (any number: each
+    InitProducerId makes one); each partition is answered once."""
+    with WireClient.to(sluice_fresh_broker) as client:
+        create_topic(client, "p2", partitions=2)
+        request = m.DescribeProducersRequest(
+            topics=[
+                m.DescribeProducersTopicRequest(name="p2", partition_indexes=[0, 1, 0] * 1000),
+                m.DescribeProducersTopicRequest(name="p2", partition_indexes=[1, 0]),
+                m.DescribeProducersTopicRequest(name="gone", partition_indexes=[0, 0]),
+            ]
+        )
+        answer = client.call(ApiKey.DESCRIBE_PRODUCERS, 0, request, m.DescribeProducersResponse)
+        assert [(t.name, [(p.partition_index, p.error_code) for p in t.partitions]) for t in answer.topics] == [
+            ("p2", [(0, 0), (1, 0)]),
+            ("gone", [(0, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)]),
+        ]
