@@ -407,6 +407,7 @@ class BrokerConfig:
     cluster_id: str = "sluice-cluster"
     request_max_bytes: int = 100 * 1024 * 1024
     fetch_max_bytes: int = 55 * 1024 * 1024
+    request_max_array_elements: int = 200_000
     """Kafka's ``fetch.max.bytes``: a Fetch answer's size, whatever the request's max_bytes."""
     max_connections: int = 1000
     max_connections_per_ip: int | None = None
@@ -700,6 +701,8 @@ _BROKER_ROWS = (
     _broker("node.id", "node_id", _positive, _I, "This node's id.", aliases=("broker.id",)),
     _broker("cluster.id", "cluster_id", str, _S, "The cluster id reported to clients."),
     _broker("socket.request.max.bytes", "request_max_bytes", _positive, _I, "Largest request frame accepted."),
+    _broker("sluice.request.max.array.elements", "request_max_array_elements", _at_least_one, _I,
+            "Most array elements (partitions, topics, ...) one request may hold in all; more closes the connection."),
     _broker("fetch.max.bytes", "fetch_max_bytes", _positive, _I,
             "Most record bytes one Fetch answer carries (its first batch is always whole)."),
     _broker("max.connections", "max_connections", _positive, _I, "Connections beyond this many are closed at once."),
