@@ -406,12 +406,17 @@ class BrokerConfig:
     node_id: int = 0
     cluster_id: str = "sluice-cluster"
     request_max_bytes: int = 100 * 1024 * 1024
+    fetch_max_bytes: int = 55 * 1024 * 1024
+    request_max_array_elements: int = 200_000
+    """Kafka's ``fetch.max.bytes``: a Fetch answer's size, whatever the request's max_bytes."""
     max_connections: int = 1000
     max_connections_per_ip: int | None = None
     """None: ``max.connections`` less a tenth (see :attr:`per_ip_limit`)."""
     max_connections_per_ip_overrides: tuple[tuple[str, int], ...] = ()
     idle_timeout_ms: int = 600_000
     queued_max_request_bytes: int = 256 * 1024 * 1024
+    unsent_response_max_bytes: int = 256 * 1024 * 1024
+    """-1: unbounded."""
     """-1: unbounded, as Kafka's default."""
     request_receive_timeout_ms: int = 30_000
     request_receive_min_rate: int = 256 * 1024
@@ -584,6 +589,8 @@ def _check(config: BrokerConfig) -> None:
         raise InvalidConfigError("sluice.batch.uncompressed.max.bytes must be >= 1048576")
     if config.request_max_bytes < 1024:
         raise InvalidConfigError("socket.request.max.bytes must be >= 1024")
+    if config.fetch_max_bytes < 1024:
+        raise InvalidConfigError("fetch.max.bytes must be >= 1024")
     if config.max_connections_per_ip == 0 and not config.max_connections_per_ip_overrides:
         raise InvalidConfigError("max.connections.per.ip can be 0 only with max.connections.per.ip.overrides")
 
@@ -711,6 +718,10 @@ _BROKER_ROWS = (
     _broker("node.id", "node_id", _positive, _I, "This node's id.", aliases=("broker.id",)),
     _broker("cluster.id", "cluster_id", str, _S, "The cluster id reported to clients."),
     _broker("socket.request.max.bytes", "request_max_bytes", _positive, _I, "Largest request frame accepted."),
+    _broker("sluice.request.max.array.elements", "request_max_array_elements", _at_least_one, _I,
+            "Most array elements (partitions, topics, ...) one request may hold in all; more closes the connection."),
+    _broker("fetch.max.bytes", "fetch_max_bytes", _positive, _I,
+            "Most record bytes one Fetch answer carries (its first batch is always whole)."),
     _broker("max.connections", "max_connections", _positive, _I, "Connections beyond this many are closed at once."),
     _broker("max.connections.per.ip", "max_connections_per_ip", _positive, _I,
             "Most connections from one address (the rest of max.connections is kept for others).",
@@ -721,6 +732,9 @@ _BROKER_ROWS = (
     _broker("connections.max.idle.ms", "idle_timeout_ms", _positive, _L, "Idle connections are closed after this long."),
     _broker("queued.max.request.bytes", "queued_max_request_bytes", _integer(1, minus_one="unbounded"), _L,
             "Bytes of requests being received or waiting, across all connections; -1 is unbounded."),
+    _broker("sluice.unsent.response.max.bytes", "unsent_response_max_bytes", _integer(1, minus_one="unbounded"), _L,
+            "Bytes of answers written but not yet taken by their clients, all connections together; "
+            "past it, Fetch answers carry no records. -1 is unbounded."),
     _broker("sluice.request.receive.timeout.ms", "request_receive_timeout_ms", _at_least_one, _L,
             "How long a started request may take to arrive (plus its size at the minimum rate)."),
     _broker("sluice.request.receive.min.bytes.per.sec", "request_receive_min_rate", _at_least_one, _L,

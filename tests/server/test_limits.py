@@ -19,6 +19,7 @@ from sluice.testing import EmbeddedBroker
 from tests.server.conftest import MakeBroker, WitnessFor
 from tests.server.wire import (
     I32,
+    ConnectionClosed,
     WireClient,
     Witness,
     api_versions,
@@ -253,3 +254,71 @@ def test_a_client_that_never_reads_its_answers_is_closed_when_idle(
         assert quiet >= idle_ms / 1000
     finally:
         stuck.close()
+
+
+def _fetch_bytes(client: WireClient, partitions: int, max_bytes: int) -> list[int]:
+    """One Fetch naming partition 0 of "big" ``partitions`` times from offset 0, asking up to
+    2^31-1 bytes of each: the record bytes answered for each mention."""
+    request = fetch_request("big", 0, 0, max_bytes=2**31 - 1)
+    request.max_bytes = max_bytes
+    request.topics[0].partitions *= partitions
+    answer = client.call(ApiKey.FETCH, 12, request, m.FetchResponse)
+    return [len(bytes(p.records or b"")) for p in answer.responses[0].partitions]
+
+
+def test_fetch_max_bytes_bounds_every_answer(make_broker: MakeBroker) -> None:
+    """fetch.max.bytes caps a Fetch answer whatever the request asks: a 3 KiB request naming one
+    partition 300 times with max_bytes 2^31-1 made the broker read and hold the partition 300
+    times over (a 7 MiB log: 2 GiB; measured 412 MiB resident for 60 mentions). max_bytes 0
+    or -1 was read as unlimited; as in Kafka, it is the first batch alone."""
+    broker = make_broker(**{"fetch.max.bytes": str(1 << 20)})
+    with WireClient.to(broker) as client:
+        create_topic(client, "big")
+        for i in range(4):
+            assert produce(client, "big", 0, batch([bytes([i]) * 300_000])).error_code == 0
+        one_batch = _fetch_bytes(client, 1, 1)[0]
+        assert 300_000 < one_batch < 310_000  # the first batch, whole, past max_bytes
+        got = _fetch_bytes(client, 300, 2**31 - 1)
+        print(f"300 mentions of a 4-batch partition: {sum(got)} record bytes answered")
+        assert one_batch * 3 <= sum(got) <= 1 << 20
+        for max_bytes in (0, -1, -(2**31)):
+            assert sum(_fetch_bytes(client, 300, max_bytes)) == one_batch
+        # a consumer reading the partition gets everything, over several answers
+        assert fetch_all_values(client, "big") == [bytes([i]) * 300_000 for i in range(4)]
+
+
+def _produce_to(client: WireClient, topics: int, partitions: int) -> m.ProduceResponse:
+    """acks=1 to ``partitions`` empty partitions of each of ``topics`` unknown topics."""
+    request = produce_request("none", 0, b"")
+    request.topic_data = [
+        m.ProduceTopicData(
+            name=f"none-{t}",
+            partition_data=[m.ProducePartitionData(index=i, records=None) for i in range(partitions)],
+        )
+        for t in range(topics)
+    ]
+    return client.call(ApiKey.PRODUCE, 9, request, m.ProduceResponse)
+
+
+def test_array_elements_per_request_are_bounded(
+    make_broker: MakeBroker, witness_for: WitnessFor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every array element becomes an object and often an answer of its own: a 2.9 MiB Produce
+    naming 500,000 partitions of an unknown topic kept every client waiting 6 s, answered
+    150 MiB and grew the broker by 514 MiB. sluice.request.max.array.elements bounds them,
+    counted across every array of the request as it is decoded."""
+    broker = make_broker(**{"sluice.request.max.array.elements": "1000"})
+    witness = witness_for(broker)
+    caplog.set_level(logging.INFO, logger="sluice.server.connection")
+    with WireClient.to(broker) as client:
+        answer = _produce_to(client, 1, 999)  # 1 topic + 999 partitions: at the limit
+        codes = {p.error_code for t in answer.responses for p in t.partition_responses}
+        assert codes == {ErrorCode.UNKNOWN_TOPIC_OR_PARTITION}
+        answer = _produce_to(client, 2, 499)  # 2 + 998
+        assert sum(len(t.partition_responses) for t in answer.responses) == 998
+    for topics, partitions in ((1, 1000), (2, 500), (1, 10**6)):
+        with WireClient.to(broker) as client, pytest.raises(ConnectionClosed):
+            _produce_to(client, topics, partitions)
+    assert sum("sluice.request.max.array.elements=1000" in r.getMessage() for r in caplog.records) == 3
+    witness.check()
+    connections_settle(broker, 1)

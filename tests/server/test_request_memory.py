@@ -25,6 +25,7 @@ from tests.server.wire import (
     batch,
     create_topic,
     fetch_all_values,
+    fetch_request,
     produce,
 )
 
@@ -198,6 +199,62 @@ def test_partly_received_requests_are_bounded_broker_wide(tmp_path: Path) -> Non
             )
             (part,) = resp.responses[0].partition_responses
             assert part.error_code == 10  # MESSAGE_TOO_LARGE: received whole and answered
+        assert broker.stop() == 0
+    log = (tmp_path / "broker.log").read_text()
+    assert "Traceback" not in log, log
+
+
+def test_answers_nobody_reads_are_bounded_broker_wide(tmp_path: Path) -> None:
+    """Twenty connections each ask for a 55 MiB Fetch answer (fetch.max.bytes) and never read
+    it. Kafka sends records from the page cache; sluice reads them into memory, where each
+    unread answer stayed until its connection closed: 1130 MiB resident for these twenty,
+    48 GiB for one address's 900 connections. With sluice.unsent.response.max.bytes the
+    broker holds about the bound (later fetches get no records), and once the hogs are gone a
+    consumer reads everything."""
+    bound = 32 * MiB
+    with BrokerProcess(
+        tmp_path / "data",
+        tmp_path / "broker.log",
+        settings={"sluice.unsent.response.max.bytes": str(bound)},
+    ) as broker:
+        broker.start()
+        assert broker.proc is not None
+        pid = broker.proc.pid
+        values = [bytes([i]) * 900_000 for i in range(64)]  # 55 MiB
+        with WireClient("127.0.0.1", broker.port) as setup:
+            create_topic(setup, "big")
+            for value in values:
+                assert produce(setup, "big", 0, batch([value])).error_code == 0
+        before = _status_bytes(pid, "VmRSS")
+        hogs = []
+        try:
+            for _ in range(20):
+                hog = WireClient("127.0.0.1", broker.port)
+                hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                hog.send(ApiKey.FETCH, 12, fetch_request("big", 0, 0, max_bytes=2**31 - 1))
+                # Its answer starts to arrive: the broker has handled the fetch.
+                readable, _, _ = select.select([hog.sock], [], [], 30)
+                assert readable
+                hogs.append(hog)
+            peak = _status_bytes(pid, "VmHWM")
+            grown = peak - before
+            print(
+                f"20 unread 55 MiB fetch answers: broker resident {before / MiB:.0f} MiB before, "
+                f"peak {peak / MiB:.0f} MiB (+{grown / MiB:.0f} MiB) with "
+                f"sluice.unsent.response.max.bytes={bound // MiB} MiB"
+            )
+            # The bound (one answer waits in the broker; the kernel's socket buffers take a few
+            # MiB of each, as Kafka's sendfile fills them too), the buffers of the reads whose
+            # answers the kernel took, and the interpreter's own overhead: about 110 MiB.
+            # Unbounded, the same twenty cost 1100 MiB.
+            assert grown < 6 * bound
+            with WireClient("127.0.0.1", broker.port) as other:  # served, if without records
+                assert api_versions(other).error_code == 0
+        finally:
+            for hog in hogs:
+                hog.close()
+        with WireClient("127.0.0.1", broker.port, timeout=60) as consumer:
+            assert fetch_all_values(consumer, "big") == values
         assert broker.stop() == 0
     log = (tmp_path / "broker.log").read_text()
     assert "Traceback" not in log, log

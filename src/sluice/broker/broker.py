@@ -32,7 +32,7 @@ from sluice.broker import (
     produce,
     txn_markers,
 )
-from sluice.broker.context import FetchWaiters
+from sluice.broker.context import FetchWaiters, UnsentAnswers
 from sluice.broker.groups import GroupConfig, GroupCoordinator
 from sluice.broker.producer_ids import ProducerIds, init_producer_id
 from sluice.broker.stats import BrokerStats
@@ -52,7 +52,7 @@ from sluice.protocol import (
     encode_unsupported_api_versions,
 )
 from sluice.protocol import messages as m
-from sluice.protocol.primitives import Buffer
+from sluice.protocol.primitives import Buffer, TooManyElementsError
 from sluice.storage.cleaner import CleanerConfig
 from sluice.storage.manager import Limits, LogManager
 
@@ -213,6 +213,8 @@ class Broker:
         self.stats: BrokerStats | None = None
         """Request and traffic counters, kept only while something reads them (the server's
         metrics): None costs the hot path one attribute test."""
+        self.unsent = UnsentAnswers(config.unsent_response_max_bytes)
+        """Answers held before their clients take them (the server's connections count theirs)."""
         self.faults: Interceptor | None = None
         """Set by tests only (:class:`Interceptor`)."""
         self.transactions = TransactionCoordinator(
@@ -319,11 +321,16 @@ class Broker:
         encoded answer."""
         started = time.perf_counter()
         try:
-            request = decode_request(frame)
+            request = decode_request(frame, max_elements=self.config.request_max_array_elements)
         except UnsupportedVersionError as exc:
             if exc.api_key == ApiKey.API_VERSIONS and exc.correlation_id is not None:
                 return [encode_unsupported_api_versions(exc.correlation_id, ADVERTISED)]
             raise CloseConnection(str(exc)) from None
+        except TooManyElementsError as exc:
+            raise CloseConnection(
+                f"request refused: {exc} (sluice.request.max.array.elements="
+                f"{self.config.request_max_array_elements})"
+            ) from None
         except ProtocolError as exc:
             raise CloseConnection(f"malformed request: {exc}") from None
         stats = self.stats

@@ -5,6 +5,7 @@ import this, never the dispatching module (``broker.py`` imports them), so impor
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -38,6 +39,29 @@ class FetchWaiters:
                 future.set_result(None)
 
 
+class UnsentAnswers:
+    """``sluice.unsent.response.max.bytes``: one broker-wide bound on the memory of answers
+    not yet taken by their clients.
+
+    Kafka sends a Fetch answer's records from the page cache (``sendfile``), so an answer a
+    client never reads costs it nothing. sluice reads them into memory first (uvloop has no
+    ``sendfile``), so connections that ask for big answers and never read them would hold each
+    in memory until closed: 900 connections (one address's share of ``max.connections``) at
+    55 MiB apiece is 48 GiB. Fetch counts the bytes it reads here while it reads them; the
+    connection then counts what its transport holds past the write buffer's high-water mark,
+    until it drains (or the connection closes). Fetch reads only the room left."""
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int = -1) -> None:
+        self.limit = sys.maxsize if limit < 0 else limit
+        self.held = 0
+
+    def room(self) -> int:
+        """Bytes of answers that may still be held (0 or less: none)."""
+        return self.limit - self.held
+
+
 class ProducerIdSource(Protocol):
     """What InitProducerId needs: ids never handed out twice, and KIP-360 epoch bumps."""
 
@@ -56,6 +80,8 @@ class BrokerContext(Protocol):
     """The API versions ApiVersions lists."""
     stats: BrokerStats | None
     """Traffic counters by topic, when metrics are kept."""
+    unsent: UnsentAnswers
+    """Answers held in memory before their clients take them: what Fetch may still read."""
 
     @property
     def producer_ids(self) -> ProducerIdSource:

@@ -15,9 +15,15 @@ async def describe_producers(broker: BrokerContext, request: Request) -> m.Descr
     body = request.body
     assert isinstance(body, m.DescribeProducersRequest)
     topics = []
+    # Each partition once, however often it is named: its answer lists every producer the
+    # log remembers, so repeats made a small request an answer of any size.
+    seen: set[tuple[str, int]] = set()
     for topic in body.topics:
         parts = []
         for index in topic.partition_indexes:
+            if (topic.name, index) in seen:
+                continue
+            seen.add((topic.name, index))
             try:
                 producers = broker.logs.get_log(topic.name, index).active_producers()
             except (SluiceError, OSError) as exc:
@@ -45,5 +51,6 @@ async def describe_producers(broker: BrokerContext, request: Request) -> m.Descr
                     ],
                 )
             )
-        topics.append(m.DescribeProducersTopicResponse(name=topic.name, partitions=parts))
+        if parts or not topic.partition_indexes:
+            topics.append(m.DescribeProducersTopicResponse(name=topic.name, partitions=parts))
     return m.DescribeProducersResponse(throttle_time_ms=0, topics=topics)

@@ -2,8 +2,9 @@
 
 A partition's answer starts at the batch holding the fetch offset and may end in a partial batch
 (clients drop it). Limits follow KIP-74: ``partition_max_bytes`` per partition and ``max_bytes``
-per response, except that the first batch of the first partition with data is always returned
-whole, however big, so a consumer can always make progress.
+per response (capped by the broker's ``fetch.max.bytes``), except that the first batch of the
+first partition with data is always returned whole, however big, so a consumer can always make
+progress.
 
 Each pass over the request finds the byte ranges on the loop's thread (index lookups, a few
 batch headers); the record bytes are read only for the answer, by storage's
@@ -50,7 +51,14 @@ async def fetch(broker: BrokerContext, request: Request) -> m.FetchResponse:
         wait = deadline - time.monotonic()
         if ready or wait <= 0 or broker.fetch_waiters.closed or not logs:
             # No await between finding the ranges and reading them: none can have gone.
-            records = await broker.logs.reader.read([s for _, s in found])
+            # The bytes count as unsent answers from now on: the connection counts them once
+            # written, until its client takes them.
+            reading = sum(s.length for _, s in found)
+            broker.unsent.held += reading
+            try:
+                records = await broker.logs.reader.read([s for _, s in found])
+            finally:
+                broker.unsent.held -= reading
             for (part, _), data in zip(found, records, strict=True):
                 part.records = data
             if broker.stats is not None:
@@ -69,7 +77,14 @@ def _find_all(
 ]:
     """One pass over the request: (answers with their records still to read, whether to answer
     now, the logs looked at, each answer that has records with the range they are in)."""
-    remaining = body.max_bytes if body.max_bytes > 0 else 0x7FFFFFFF
+    # Kafka's rule: the request's max_bytes, capped by fetch.max.bytes (so one small request
+    # cannot make the broker read gigabytes into memory, e.g. by naming a partition 300
+    # times); 0 or less still gets the first batch below. And no more than the answers other
+    # clients leave unsent allow: with no room, no records at all (not even the first batch),
+    # answered as "nothing ready" (after max_wait_ms), so the memory of answers nobody reads
+    # stays bounded.
+    room = broker.unsent.room()
+    remaining = min(body.max_bytes, broker.config.fetch_max_bytes, room)
     total = 0
     errors = False
     read_committed = body.isolation_level == READ_COMMITTED
@@ -91,7 +106,7 @@ def _find_all(
             aborted: list[AbortedTxn] = []
             code = ErrorCode.NONE
             limit = min(fp.partition_max_bytes, remaining)
-            if limit > 0 or total == 0:
+            if limit > 0 or (total == 0 and room > 0):
                 try:
                     if read_committed:
                         found, aborted = plog.read_committed(fp.fetch_offset, max(limit, 0))

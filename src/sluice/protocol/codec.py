@@ -10,6 +10,7 @@ broker's versions can read them.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from sluice.dataclass import dataclass
@@ -192,15 +193,16 @@ def encode_response_header(out: bytearray, correlation_id: int, header_version: 
 # -- the broker side: requests in, responses out ---------------------------------------------------
 
 
-def decode_request(frame: Buffer) -> Request:
+def decode_request(frame: Buffer, *, max_elements: int = sys.maxsize) -> Request:
     """Decode one request frame (without its size prefix).
 
     Raises UnsupportedVersionError for an API key or version outside
     :data:`sluice.protocol.api_versions.SUPPORTED` (with the correlation id whenever the header
     could be read, so the broker can answer ApiVersions with a v0 error response), and
-    ProtocolError for malformed bytes.
+    ProtocolError for malformed bytes (TooManyElementsError for more than ``max_elements``
+    array elements in all).
     """
-    r = Reader(frame)
+    r = Reader(frame, max_elements=max_elements)
     api_key = r.int16()
     api_version = r.int16()
     correlation_id = r.int32()

@@ -8,6 +8,7 @@ Every read checks the remaining length first, so malformed input surfaces as
 from __future__ import annotations
 
 import struct
+import sys
 import uuid
 from collections.abc import Callable
 
@@ -26,6 +27,12 @@ class ProtocolError(SluiceError):
     """
 
     code = ErrorCode.INVALID_REQUEST
+
+
+class TooManyElementsError(ProtocolError):
+    """A request whose arrays hold more elements in all than the reader's budget: each becomes
+    an object of its own (and often an answer of its own), so a few MiB of tiny elements cost
+    the broker seconds and hundreds of MiB before any handler could refuse them."""
 
 
 class UnsupportedVersionError(ProtocolError):
@@ -68,15 +75,19 @@ _u64: Callable[[Buffer, int], tuple[int]] = I64.unpack_from
 class Reader:
     """A cursor over ``buf[pos:end]``. Methods consume and return one value each."""
 
-    __slots__ = ("buf", "end", "pos")
+    __slots__ = ("buf", "elements", "end", "pos")
 
-    def __init__(self, data: Buffer, pos: int = 0, end: int | None = None) -> None:
+    def __init__(
+        self, data: Buffer, pos: int = 0, end: int | None = None, *, max_elements: int = sys.maxsize
+    ) -> None:
         buf = data if isinstance(data, memoryview) else memoryview(data)
         if buf.format != "B" or buf.ndim != 1:
             buf = buf.cast("B")
         self.buf = buf
         self.pos = pos
         self.end = len(buf) if end is None else end
+        self.elements = max_elements
+        """Array elements the rest of the message may still hold (TooManyElementsError past it)."""
 
     @property
     def remaining(self) -> int:
@@ -232,13 +243,22 @@ class Reader:
             raise ProtocolError(f"negative array length {n}")
         if n > self.end - self.pos:
             raise ProtocolError(f"array of {n} elements in {self.end - self.pos} bytes")
+        if n > 0:
+            self._count(n)
         return n
+
+    def _count(self, n: int) -> None:
+        self.elements -= n
+        if self.elements < 0:
+            raise TooManyElementsError(f"more array elements than allowed (an array of {n})")
 
     def compact_array_length(self) -> int:
         """Compact array count, -1 for null."""
         n = self.uvarint() - 1
         if n > self.end - self.pos:
             raise ProtocolError(f"array of {n} elements in {self.end - self.pos} bytes")
+        if n > 0:
+            self._count(n)
         return n
 
     def skip_tagged_fields(self) -> None:

@@ -420,8 +420,9 @@ class Plan:
                 continue
             start = r.pos
             r.skip(size)
-            sub = Reader(r.buf, start, start + size)
+            sub = Reader(r.buf, start, start + size, max_elements=r.elements)
             kwargs[known[0]] = known[1](sub)
+            r.elements = sub.elements
 
     def write(self, out: bytearray, obj: Any) -> None:
         for name, _, wr in self.fields:

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, cast
 
 from sluice.broker.broker import Client
+from sluice.broker.context import UnsentAnswers
 from sluice.errors import CloseConnection
 from sluice.protocol.framing import FrameReader, FrameSizeError
 from sluice.protocol.primitives import Buffer
@@ -58,6 +59,9 @@ class Owner(Protocol):
 
 
 class RequestHandler(Protocol):
+    unsent: UnsentAnswers
+    """Answers held before their clients take them; a connection counts the one it holds."""
+
     async def handle(self, frame: bytearray, client: Client) -> Sequence[Buffer] | None:
         """Answer one request frame (without its size prefix); None sends nothing (acks=0);
         CloseConnection drops this connection."""
@@ -70,6 +74,7 @@ class Connection(asyncio.BufferedProtocol):
         self.server = server
         self.handler = handler
         self.memory: RequestMemory = server.memory
+        self.unsent = handler.unsent
         self.peer = peer
         self.peer_host = peer_host
         self.client = Client(host=peer_host)
@@ -274,7 +279,13 @@ class Connection(asyncio.BufferedProtocol):
                 if response is not None and not self._closing:
                     transport.writelines(response)
                     if not self._writable.is_set():
-                        await self._writable.wait()
+                        # Held in memory until the client takes it: counted broker-wide.
+                        unsent = transport.get_write_buffer_size()
+                        self.unsent.held += unsent
+                        try:
+                            await self._writable.wait()
+                        finally:
+                            self.unsent.held -= unsent
                     self.last_active = time.monotonic()
         except CloseConnection as exc:
             log.info("closing %s: %s", self.peer, exc)

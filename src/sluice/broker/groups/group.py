@@ -112,7 +112,9 @@ class Member:
         return self.group_instance_id is not None
 
     def protocol_names(self) -> list[str]:
-        return [name for name, _ in self.protocols]
+        """Each name once, however often the member listed it: the group counts members per
+        protocol, and a name counted twice for one member would look supported by all."""
+        return list(dict.fromkeys(name for name, _ in self.protocols))
 
     def metadata(self, protocol: str) -> bytes:
         for name, meta in self.protocols:

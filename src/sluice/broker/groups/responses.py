@@ -112,8 +112,12 @@ def leave_group_response(
     top: ErrorCode,
     results: Sequence[ErrorCode],
 ) -> m.LeaveGroupResponse:
-    """v3+ answers per member; before that the one member's error is the top-level error."""
+    """v3+ answers per member; before that the one member's error is the top-level error.
+    A top-level error (a bad group id, a dead group) answers no member, as Kafka's error
+    response does."""
     if version >= 3:
+        if top is not ErrorCode.NONE:
+            return m.LeaveGroupResponse(error_code=top, members=[])
         return m.LeaveGroupResponse(
             error_code=top,
             members=[
