@@ -229,6 +229,10 @@ def _recover(segments: list[LogSegment], recovery_point: int, gaps: int = -1) ->
         result = seg.recover(None, gaps)
         recovered += 1
         truncated += result.truncated_bytes
+        while i < len(segments) - 2 and _stray(segments[i + 1], result.next_offset):
+            stray = segments.pop(i + 1)
+            log.warning("removing %s: an empty segment inside the previous one's offsets", stray.log_path)
+            stray.delete()
         if i < len(segments) - 1:
             successor = segments[i + 1]
             cleaned_tail = result.next_offset < successor.base_offset <= gaps
@@ -250,6 +254,13 @@ def _recover(segments: list[LogSegment], recovery_point: int, gaps: int = -1) ->
         segments_dropped=dropped,
         recovered_from=recovered_from,
     )
+
+
+def _stray(segment: LogSegment, previous_end: int) -> bool:
+    """An empty segment file whose base offset lies inside the segment before it: a roll whose
+    seal failed left it (before the seal came first). It holds nothing, and
+    taking it for the log's end would drop every segment after it."""
+    return segment.base_offset < previous_end and os.stat(segment.log_path).st_size == 0
 
 
 def _first_insane_txn_index(segments: list[LogSegment]) -> int:

@@ -1076,12 +1076,25 @@ class PartitionLog:
         return active.max_timestamp >= 0 and now - active.max_timestamp > self.config.retention_ms
 
     def _roll_empty(self) -> None:
-        """Start a new, empty active segment at the log end and seal the old one."""
+        """Seal the active segment, then start a new, empty one at the log end. In that order:
+        a new file created before a seal that fails would stay on disk but not in memory, and
+        appends going on into the old segment would overlap it (recovery cut the log there).
+        A failed seal fences the log, as a failed seal after an append does."""
         old = self.active_segment
+        try:
+            old.seal()
+        except OSError as exc:
+            error = StorageError(f"sealing a segment of {self.name} failed: {exc}")
+            self.fence(error)
+            raise
         new = self._new_segment(self.log_end_offset)
-        new.create_file()
-        fsync_dir(self.directory)
-        old.seal()
+        try:
+            new.create_file()
+            fsync_dir(self.directory)
+        except OSError:
+            with contextlib.suppress(OSError):
+                new.delete()  # else recovery skips it: empty, inside the old segment's range
+            raise
         old.sealed = True
         new.pin()
         old.unpin()
