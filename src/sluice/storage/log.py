@@ -337,6 +337,14 @@ class PartitionLog:
     def remove_high_watermark_listener(self, callback: Callable[[], None]) -> None:
         self._hw_listeners.remove(callback)
 
+    def wake_listeners(self) -> None:
+        """The log is going away (its topic deleted): long polls waiting on it look again now,
+        and find the topic gone (or recreated, a new log), as Kafka completes the delayed
+        fetches of a partition it stops; else they would wait out their max_wait_ms on a log
+        that will never move."""
+        for callback in list(self._hw_listeners):
+            callback()
+
     def update_config(self, config: LogConfig) -> None:
         was_fsynced = self.config.append_ack is AckLevel.FSYNCED
         self.config = config

@@ -574,6 +574,8 @@ class LogManager:
             except OSError as exc:
                 raise StorageError(f"cannot delete topic {name!r}: {exc}") from exc
             del self.topics[name]
+            for partition in topic.partitions:
+                partition.log.wake_listeners()
             await self.cleaner.abort(p.log for p in topic.partitions)
             await asyncio.gather(*(p.drain() for p in topic.partitions))
             for partition in topic.partitions:
