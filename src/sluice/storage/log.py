@@ -1227,6 +1227,7 @@ class PartitionLog:
             active.created_ms,
             self._producers_saved_at(),
             self._producers_at is None and bool(self._producers.ongoing),
+            active.last_batch if active.size else -1,
         )
 
     def _producers_saved_at(self) -> int:
