@@ -267,8 +267,8 @@ def _recover(segments: list[LogSegment], recovery_point: int, gaps: int = -1) ->
 
 def _stray(segment: LogSegment, previous_end: int) -> bool:
     """An empty segment file whose base offset lies inside the segment before it: a roll whose
-    seal failed left it (before the seal came first). It holds nothing, and
-    taking it for the log's end would drop every segment after it."""
+    seal failed left it (before the seal came first). It holds nothing, and taking it for the
+    log's end would drop every segment after it."""
     return segment.base_offset < previous_end and os.stat(segment.log_path).st_size == 0
 
 
