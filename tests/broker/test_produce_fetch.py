@@ -263,6 +263,35 @@ def test_long_poll_wakes_when_data_arrives(harness: Callable[..., BrokerHarness]
     assert elapsed < 30  # woken by the data, not by max_wait_ms
 
 
+def test_long_poll_on_a_deleted_topic_answers_at_once(harness: Callable[..., BrokerHarness]) -> None:
+    """A long poll parked on a topic that is deleted (and recreated under the same name) is
+    answered when the deletion happens, with UNKNOWN_TOPIC_OR_PARTITION, as Kafka completes the
+    delayed fetches of a partition it stops; it used to listen to the old log only, so neither
+    the deletion nor the new topic's data woke it before its max_wait_ms."""
+    h = harness()
+    h.run(h.broker.logs.create_topic("t", 1))
+    h.produce("t", 0, batch(2, "old"))
+    from sluice.broker import fetch
+
+    async def scenario() -> m.FetchResponse:
+        request = fetch_request("t", {0: 2}, max_wait_ms=60_000)
+        poll = asyncio.ensure_future(fetch.fetch(h.broker, Request(ApiKey.FETCH, 12, 1, "c", request)))
+        await asyncio.sleep(0)
+        assert not poll.done()  # at the log end: it is parked
+        await h.broker.logs.delete_topic("t")
+        await h.broker.logs.create_topic("t", 1)
+        for i in range(3):
+            await h.broker.logs.get_partition("t", 0).append(bytearray(batch(1, f"new{i}")))
+        # Generous, but far below max_wait_ms: only the wake-up can meet it.
+        return await asyncio.wait_for(poll, timeout=10)
+
+    (part,) = h.run(scenario()).responses[0].partitions
+    assert (part.error_code, part.records) == (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, b"")
+    # A fetch after the recreation reads the new topic's records, never the old one's.
+    resp = h.call(ApiKey.FETCH, 12, fetch_request("t", {0: 0}))
+    assert values(resp.responses[0].partitions[0].records) == [value(f"new{i}", 0) for i in range(3)]
+
+
 def test_long_poll_waits_for_min_bytes_then_times_out(harness: Callable[..., BrokerHarness]) -> None:
     h = harness()
     h.run(h.broker.logs.create_topic("t", 1))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from sluice.errors import ErrorCode
 from sluice.storage.manager import partition_dir
 from sluice.testing import BrokerProcess
@@ -121,3 +123,53 @@ def test_a_sealed_segment_zeroed_behind_the_broker_fails_its_reads_instead_of_sk
     output = (tmp_path / "broker.log").read_text()
     assert output.count("are not record batches") == 1, output
     assert "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("zeroed", ["whole", "last batch"])
+def test_an_active_segment_zeroed_behind_a_clean_stop_takes_no_appends(tmp_path: Path, zeroed: str) -> None:
+    """The active segment zeroed in place after a clean stop (its size unchanged). A clean start
+    reads no file, so appends used to go on after the garbage, acknowledged, and the next
+    recovery cut the segment at the garbage, with them. Now its first open checks the first
+    batch header and the last one where the state recorded it: the partition refuses appends
+    (KAFKA_STORAGE_ERROR) and is recovered at the next start, and what is acknowledged after
+    that survives a SIGKILL."""
+    data = tmp_path / "data"
+    with BrokerProcess(data, tmp_path / "broker.log", settings=SETTINGS) as broker:
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            create_topic(client, "t")
+            for i in range(30):
+                assert produce(client, "t", 0, batch([b"v%03d" % i + b"x" * 100])).error_code == 0
+        assert broker.stop() == 0
+
+        active = sorted(partition_dir(data, "t", 0).glob("*.log"))[-1]
+        size = active.stat().st_size
+        assert size > 0
+        with open(active, "r+b") as f:
+            if zeroed == "whole":
+                f.write(b"\0" * size)
+            else:  # the last batch only: the first header still reads right
+                f.seek(size - 60)
+                f.write(b"\0" * 60)
+        assert active.stat().st_size == size
+
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            refused = produce(client, "t", 0, batch([b"refused"]))
+            assert refused.error_code == ErrorCode.KAFKA_STORAGE_ERROR, refused
+            assert "changed outside the broker" in (refused.error_message or "")
+        assert broker.stop() == 0
+
+        broker.start()  # left out of the state: recovered now, before any append
+        with WireClient("127.0.0.1", broker.port) as client:
+            _, end = list_offset(client, "t", 0)
+            assert end < 30
+            acked = [produce(client, "t", 0, batch([b"acked%d" % i])) for i in range(3)]
+            assert [(a.error_code, a.base_offset) for a in acked] == [(0, end + i) for i in range(3)]
+        assert "recovered t-0 after an unclean stop" in (tmp_path / "broker.log").read_text()
+        broker.kill()
+
+        broker.start()
+        with WireClient("127.0.0.1", broker.port) as client:
+            assert list_offset(client, "t", 0)[1] == end + 3
+            assert _values(client, "t", end, end + 3) == [b"acked0", b"acked1", b"acked2"]

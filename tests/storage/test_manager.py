@@ -234,6 +234,34 @@ def test_unreadable_metadata_refuses_to_open_rather_than_guess(tmp_path: Path) -
         LogManager.open(tmp_path)
 
 
+def test_a_topic_file_naming_an_invalid_topic_refuses_to_open_and_removes_nothing(tmp_path: Path) -> None:
+    """Kafka refuses a log directory it cannot name a topic from. A topic.json whose name is
+    not a valid topic name ("bad name", edited by hand) used to be served in Metadata. Now the
+    start is refused, naming the file, before anything is removed or consumed: once the name is
+    fixed, the next start opens everything from the clean-shutdown state."""
+    manager = LogManager.open(tmp_path)
+    topic = create(manager, "t")
+    manager.get_log("t", 0).append(make_batch(3))
+    create(manager, "other")
+    manager.close_sync()
+    interrupted = tmp_path / f"gone.{'0' * 32}"  # a creation a crash interrupted
+    interrupted.mkdir()
+    meta_path = topic.directory / "topic.json"
+    good = meta_path.read_text()
+    meta_path.write_text(json.dumps({**json.loads(good), "name": "bad name"}))
+    files_before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with pytest.raises(Exception, match="invalid topic") as refused:
+        LogManager.open(tmp_path)
+    assert str(meta_path) in str(refused.value)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == files_before
+    meta_path.write_text(good)
+    again = LogManager.open(tmp_path)
+    assert again.list_topics() == ["other", "t"]
+    assert again.get_log("t", 0).recovery.clean and again.get_log("t", 0).log_end_offset == 3
+    assert not interrupted.exists()
+    again.close_sync()
+
+
 def test_many_partitions_open_in_parallel_and_recover(tmp_path: Path) -> None:
     manager = LogManager.open(tmp_path)
     create(manager, "many", 24)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import stat
 from collections.abc import Callable
 
 import pytest
 
-from sluice.protocol.records import scan_batches
+from sluice.errors import StorageError
+from sluice.protocol.records import build_batch, scan_batches
 from sluice.storage import PartitionLog
-from sluice.storage.loader import CLEAN_SHUTDOWN_FILE
+from sluice.storage.loader import CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE
 
-from .conftest import all_records, make_batch
+from .conftest import FakeClock, all_records, make_batch
 
 OpenLog = Callable[..., PartitionLog]
 
@@ -160,3 +163,61 @@ def test_recovery_only_walks_segments_past_the_recovery_point(open_log: OpenLog)
     assert again.recovery.segments_recovered == 1
     assert again.log_end_offset == 30
     assert scan_batches(again.read_bytes(0, batch))[0].base_offset == 0
+
+
+def test_a_failed_seal_when_retention_rolls_leaves_no_segment_behind(
+    open_log: OpenLog, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention rolls an expired active segment: the old one's fsync fails. The new empty file
+    used to be created first and stay on disk (not in memory) while appends went on into the
+    old segment; a later recovery then cut the log at it. Now nothing is created, and the log
+    refuses appends (a failed fsync fences it) until it is reopened."""
+    size = len(build_batch([(None, b"x")]))
+    settings = {"segment_bytes": size * 2, "retention_ms": 1000}
+    log = open_log(**settings)
+    log.append(build_batch([(None, b"x")], base_timestamp=clock.now))
+    clock.now += 5_000
+    real_fsync = os.fsync
+    failures = 1
+
+    def fsync(fd: int) -> None:
+        nonlocal failures
+        if failures and stat.S_ISREG(os.fstat(fd).st_mode):
+            failures -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError):
+        log.apply_retention()
+    assert failures == 0
+    assert sorted(p.name for p in log.directory.glob("*.log")) == [f"{0:020d}.log"]
+    with pytest.raises(StorageError, match="failed fsync"):
+        log.append(build_batch([(None, b"y")], base_timestamp=clock.now))
+    log.abandon()  # a crash
+    again = open_log(**settings)
+    assert [o for o, _ in all_records(again)] == [0]
+    for i in range(3):  # rolls by size as usual
+        assert again.append(build_batch([(None, b"z")], base_timestamp=clock.now)) == 1 + i
+    again.abandon()
+    assert [o for o, _ in all_records(open_log(**settings))] == [0, 1, 2, 3]
+
+
+def test_recovery_removes_an_empty_segment_inside_the_previous_ones_offsets(open_log: OpenLog) -> None:
+    """What a failed seal left before the seal came first: an empty file whose base offset lies
+    inside the segment before it, then segments appended after it. Recovery removes the empty
+    one; it used to take it for the end of the log and drop every segment after it."""
+    size = len(make_batch(1))
+    log = open_log(segment_bytes=size * 2)
+    for i in range(5):
+        log.append(make_batch(1, tag=f"b{i}"))
+    before = all_records(log)
+    assert [s.base_offset for s in log.segments] == [0, 2, 4]
+    log.abandon()
+    stray = log.directory / f"{1:020d}.log"
+    stray.touch()
+    (log.directory / RECOVERY_POINT_FILE).write_text("0")  # recovery walks from the start
+    again = open_log(segment_bytes=size * 2)
+    assert [s.base_offset for s in again.segments] == [0, 2, 4]
+    assert all_records(again) == before
+    assert not stray.exists()

@@ -18,11 +18,12 @@ consumer drops their records; ``read_uncommitted`` reads up to the high watermar
 Every answer reports the partition's last stable offset.
 
 Long polling: when fewer than ``min_bytes`` are ready, the request waits up to ``max_wait_ms`` for
-any of its partitions' high watermarks to move (storage calls a listener; nothing polls), then
-looks again; a read_committed request finds nothing new until the LSO moves, which happens only
-with the high watermark (a marker's append moves both). Incremental fetch sessions (KIP-227) are
-not kept: every answer says session id 0, which tells clients to send full requests, as the
-protocol allows.
+any of its partitions' high watermarks to move (storage calls a listener; nothing polls), or
+for one of their topics to be deleted, then looks again (a deleted topic is answered
+UNKNOWN_TOPIC_OR_PARTITION, as Kafka does); a read_committed request finds nothing new until
+the LSO moves, which happens only with the high watermark (a marker's append moves both).
+Incremental fetch sessions (KIP-227) are not kept: every answer says session id 0, which tells
+clients to send full requests, as the protocol allows.
 """
 
 from __future__ import annotations

@@ -58,6 +58,9 @@ class CleanState:
     ongoing_txns: bool = False
     """Whether that state holds an open transaction: then it is loaded at open, since the last
     stable offset depends on it."""
+    active_last_batch: int = -1
+    """Position of the active segment's last batch (-1: not known): where a clean start checks
+    that a batch still ends at the recorded size (see :meth:`LogSegment._not_batches`)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +73,7 @@ class CleanState:
             "active_created_ms": self.active_created_ms,
             "producers": self.producers,
             "txn": self.ongoing_txns,
+            "last": self.active_last_batch,
         }
 
     @classmethod
@@ -86,6 +90,7 @@ class CleanState:
                 int(raw["active_created_ms"]),
                 int(raw.get("producers", -1)),
                 bool(raw.get("txn", False)),
+                int(raw.get("last", -1)),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -153,6 +158,7 @@ def load(
         # An empty active segment may never have been created on disk (files are created by
         # the first write, which creates it again harmlessly if it was).
         segments[-1].exists = segments[-1].size > 0
+        segments[-1].expected_last_batch = segments[-1].last_batch = state.active_last_batch
         segments[-1].created_ms = state.active_created_ms
         start = min(max(state.log_start_offset, segments[0].base_offset), state.log_end_offset)
         return Loaded(segments, start, RecoveryReport(clean=True))
@@ -190,6 +196,9 @@ def load(
         clean_end = recorded.log_end_offset if recorded.segments[-1].size == last_size else None
         active = recorded.segments[-1]
         last.max_timestamp, last.offset_of_max_timestamp = active.max_timestamp, active.offset_of_max_timestamp
+        if clean_end is not None:  # checked at the first open, as a clean start's (above)
+            last.expected_size = last_size
+            last.expected_last_batch = last.last_batch = recorded.active_last_batch
     elif isinstance(marker, dict) and marker.get("active_base") == last.base_offset:
         # the form sluice 0.1 wrote
         clean_end = int(marker["log_end_offset"]) if marker.get("active_size") == last_size else None
@@ -229,6 +238,10 @@ def _recover(segments: list[LogSegment], recovery_point: int, gaps: int = -1) ->
         result = seg.recover(None, gaps)
         recovered += 1
         truncated += result.truncated_bytes
+        while i < len(segments) - 2 and _stray(segments[i + 1], result.next_offset):
+            stray = segments.pop(i + 1)
+            log.warning("removing %s: an empty segment inside the previous one's offsets", stray.log_path)
+            stray.delete()
         if i < len(segments) - 1:
             successor = segments[i + 1]
             cleaned_tail = result.next_offset < successor.base_offset <= gaps
@@ -250,6 +263,13 @@ def _recover(segments: list[LogSegment], recovery_point: int, gaps: int = -1) ->
         segments_dropped=dropped,
         recovered_from=recovered_from,
     )
+
+
+def _stray(segment: LogSegment, previous_end: int) -> bool:
+    """An empty segment file whose base offset lies inside the segment before it: a roll whose
+    seal failed left it (before the seal came first). It holds nothing, and taking it for the
+    log's end would drop every segment after it."""
+    return segment.base_offset < previous_end and os.stat(segment.log_path).st_size == 0
 
 
 def _first_insane_txn_index(segments: list[LogSegment]) -> int:

@@ -337,6 +337,14 @@ class PartitionLog:
     def remove_high_watermark_listener(self, callback: Callable[[], None]) -> None:
         self._hw_listeners.remove(callback)
 
+    def wake_listeners(self) -> None:
+        """The log is going away (its topic deleted): long polls waiting on it look again now,
+        and find the topic gone (or recreated, a new log), as Kafka completes the delayed
+        fetches of a partition it stops; else they would wait out their max_wait_ms on a log
+        that will never move."""
+        for callback in list(self._hw_listeners):
+            callback()
+
     def update_config(self, config: LogConfig) -> None:
         was_fsynced = self.config.append_ack is AckLevel.FSYNCED
         self.config = config
@@ -1076,12 +1084,25 @@ class PartitionLog:
         return active.max_timestamp >= 0 and now - active.max_timestamp > self.config.retention_ms
 
     def _roll_empty(self) -> None:
-        """Start a new, empty active segment at the log end and seal the old one."""
+        """Seal the active segment, then start a new, empty one at the log end. In that order:
+        a new file created before a seal that fails would stay on disk but not in memory, and
+        appends going on into the old segment would overlap it (recovery cut the log there).
+        A failed seal fences the log, as a failed seal after an append does."""
         old = self.active_segment
+        try:
+            old.seal()
+        except OSError as exc:
+            error = StorageError(f"sealing a segment of {self.name} failed: {exc}")
+            self.fence(error)
+            raise
         new = self._new_segment(self.log_end_offset)
-        new.create_file()
-        fsync_dir(self.directory)
-        old.seal()
+        try:
+            new.create_file()
+            fsync_dir(self.directory)
+        except OSError:
+            with contextlib.suppress(OSError):
+                new.delete()  # else recovery skips it: empty, inside the old segment's range
+            raise
         old.sealed = True
         new.pin()
         old.unpin()
@@ -1206,6 +1227,7 @@ class PartitionLog:
             active.created_ms,
             self._producers_saved_at(),
             self._producers_at is None and bool(self._producers.ongoing),
+            active.last_batch if active.size else -1,
         )
 
     def _producers_saved_at(self) -> int:

@@ -224,17 +224,16 @@ class LogManager:
     def _load(self) -> None:
         started = time.monotonic()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        states = self._take_clean_states()
         self._migrate_legacy_layout()
         topics: list[tuple[Topic, int]] = []
+        interrupted: list[Path] = []
         for child in sorted(self.data_dir.iterdir()):
             match = _TOPIC_DIR.match(child.name)
             if match is None or not child.is_dir():
                 continue
             found = self._read_topic(child, match.group("id"))
             if found is None:
-                log.warning("removing %s: a topic whose creation or deletion was interrupted", child)
-                remove_tree(child)
+                interrupted.append(child)
                 continue
             topics.append(found)
         by_name: dict[str, Topic] = {}
@@ -245,6 +244,12 @@ class LogManager:
                     f"two topic directories claim the name {topic.name!r} ({other.directory.name}, "
                     f"{topic.directory.name}); move one out of {self.data_dir} and start again"
                 )
+        # Only now, when no topic makes the start refuse: a refused start removes nothing, and
+        # leaves the state for the start after the fix (which then recovers nothing).
+        for child in interrupted:
+            log.warning("removing %s: a topic whose creation or deletion was interrupted", child)
+            remove_tree(child)
+        states = self._take_clean_states()
         opened: dict[tuple[str, int], Partition] = {}
         jobs: list[tuple[Topic, int]] = []
         for topic, count in topics:
@@ -325,6 +330,17 @@ class LogManager:
             raise SluiceError(f"topic metadata {path} is unreadable: {exc}") from exc
         if topic.topic_id.hex != id_hex:
             raise SluiceError(f"topic metadata {path} names topic id {topic.topic_id}, not its directory's")
+        try:
+            validate_topic_name(topic.name)
+        except InvalidTopicError as exc:
+            # Kafka refuses to load a log directory it cannot name a topic from. Skipping the
+            # topic would hide its data, and a client could then create the name again; serving
+            # it would hand clients a name they cannot use. Nothing is removed: fix the name
+            # (or move the directory away) and start again.
+            raise SluiceError(
+                f"topic metadata {path} names an invalid topic: {exc}; correct \"name\" there, or "
+                f"move {directory.name} out of {self.data_dir}, and start again"
+            ) from exc
         return topic, count
 
     def _remove_extra_partitions(self, directory: Path, count: int) -> None:
@@ -574,6 +590,8 @@ class LogManager:
             except OSError as exc:
                 raise StorageError(f"cannot delete topic {name!r}: {exc}") from exc
             del self.topics[name]
+            for partition in topic.partitions:
+                partition.log.wake_listeners()
             await self.cleaner.abort(p.log for p in topic.partitions)
             await asyncio.gather(*(p.drain() for p in topic.partitions))
             for partition in topic.partitions:

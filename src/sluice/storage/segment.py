@@ -43,6 +43,11 @@ def segment_name(base_offset: int) -> str:
     return f"{base_offset:020d}"
 
 
+_CHECKED_LAST_BATCH_BYTES = 1 << 20
+"""A clean start's first open reads the active segment's last batch whole, to check its CRC,
+when it is at most this big (else its header only)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RecoveryResult:
     valid_bytes: int
@@ -102,6 +107,11 @@ class LogSegment:
         """The size a clean shutdown recorded, checked against the file when it is first opened
         (a clean start reads no file, so this is where a file changed behind the broker's back
         shows): a shorter or missing file must never be written past its end or read as whole."""
+        self.expected_last_batch = -1
+        """Where a clean shutdown recorded the last batch of this (active) segment (-1: not
+        recorded): checked with the first batch when the file is first opened."""
+        self.last_batch = -1
+        """Position of the last batch committed or recovered in this segment (-1: none known)."""
         self._reported_garbage = False
         """Whether a read has logged that this file holds bytes that are not batches."""
         self.damage: str | None = None
@@ -192,14 +202,49 @@ class LogSegment:
         actual = os.fstat(fd).st_size
         if actual < expected:
             os.close(fd)
-            self._damaged(f"holds {actual} bytes")
+            self._damaged(f"holds {actual} bytes but the last clean shutdown left {expected}")
+        where = self._not_batches(fd, expected)
+        if where is not None:
+            os.close(fd)
+            self._damaged(f"holds no record batch at {where} where the last clean shutdown left one")
         self.expected_size = None
         return fd
 
+    def _not_batches(self, fd: int, size: int) -> str | None:
+        """Where the file, as a clean shutdown left it, no longer holds a sane batch header: its
+        first batch, and the last one where the state recorded it (two small preads). Zeroed or
+        overwritten in place, with its size unchanged, it would otherwise be trusted, appends
+        would go on after the garbage, and the next recovery would cut the log there, with
+        them. None if both look right (the bytes between are checked by reads as ever)."""
+        if size == 0:
+            return None
+        checks = [(0, "byte 0")]
+        if self.expected_last_batch > 0:
+            checks.append((self.expected_last_batch, f"byte {self.expected_last_batch}"))
+        for position, where in checks:
+            if position + HEADER_SIZE > size:
+                return where
+            header = read_header(os.pread(fd, HEADER_SIZE, position))
+            if (
+                header.magic != 2
+                or header.batch_length < HEADER_SIZE - LOG_OVERHEAD
+                or position + header.size > size
+                or not self.base_offset <= header.base_offset < header.next_offset <= self.next_offset
+            ):
+                return where
+            if position == self.expected_last_batch:
+                if position + header.size != size or header.next_offset != self.next_offset:
+                    return where
+                if header.size <= _CHECKED_LAST_BATCH_BYTES:  # the tail a crash would cut: its CRC too
+                    batch = os.pread(fd, header.size, position)
+                    if crc32c(memoryview(batch)[ATTRIBUTES_OFFSET:]) != header.crc:
+                        return where
+        return None
+
     def _damaged(self, what: str) -> NoReturn:
         self.damage = (
-            f"segment file {what} but the last clean shutdown left {self.expected_size}: it "
-            "changed outside the broker; the partition is recovered at the next start"
+            f"segment file {what}: it changed outside the broker; the partition is recovered "
+            "at the next start"
         )
         log.error("%s: %s", self.log_path, self.damage)
         raise OSError(errno.EIO, self.damage, str(self.log_path))
@@ -391,6 +436,7 @@ class LogSegment:
             self.offset_of_max_timestamp = header.last_offset
             self.time_index.maybe_append(header.max_timestamp, header.last_offset - self.base_offset)
         self.next_offset = header.next_offset
+        self.last_batch = position
 
     def indexes_full(self) -> bool:
         return self.index.full or self.time_index.full
@@ -491,6 +537,7 @@ class LogSegment:
         self.max_timestamp = -1
         self.offset_of_max_timestamp = -1
         self.next_offset = self.base_offset
+        self.last_batch = -1
         fd = self.acquire_fd()
         try:
             file_size = os.fstat(fd).st_size
