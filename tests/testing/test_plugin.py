@@ -172,6 +172,28 @@ def _topics(bootstrap: str) -> list[str]:
     return sorted(admin.list_topics(timeout=30).topics)
 
 
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["--kafka-bootstrap", ""], "--kafka-bootstrap is empty"),
+        (["--kafka-bootstrap", "h:99999"], "--kafka-bootstrap: not HOST:PORT with a port of 1-65535"),
+        (["--kafka-bootstrap", "a,,b"], "--kafka-bootstrap: empty address"),
+        ([], "$SLUICE_KAFKA_BOOTSTRAP: not HOST:PORT with a port of 1-65535"),
+    ],
+)
+def test_a_kafka_bootstrap_that_names_no_cluster_is_a_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, given: list[str], message: str
+) -> None:
+    """Given empty (an unset $VAR in a CI script), every test ran against an embedded sluice
+    broker instead and passed, for the wrong target; a malformed one failed each test later."""
+    if not given:
+        monkeypatch.setenv("SLUICE_KAFKA_BOOTSTRAP", "k:0")
+    pytester.makepyfile(test_sample="def test_a(sluice_broker):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *given)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
+
+
 def test_the_plugin_imports_no_broker_until_a_fixture_is_used(pytester: pytest.Pytester) -> None:
     """Every pytest run of every project with sluice installed loads the plugin."""
     pytester.makepyfile(

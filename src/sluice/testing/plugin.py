@@ -61,6 +61,29 @@ def pytest_configure(config: pytest.Config) -> None:
         "sluice_topic(partitions=1, configs=None): the sluice_topic fixture's partitions and "
         "topic configs (Kafka names)",
     )
+    _check_bootstrap(config)
+
+
+def _check_bootstrap(config: pytest.Config) -> None:
+    """A usage error at once for a ``--kafka-bootstrap`` that names no cluster: given empty (an
+    unset ``$VAR`` in CI) it ran every test against an embedded sluice broker instead, passing
+    for the wrong target; ``h:99999`` or ``a,,b`` failed each test later on its connection."""
+    option: str | None = config.getoption("kafka_bootstrap", None)
+    if option is not None and not option.strip():
+        raise pytest.UsageError(
+            "--kafka-bootstrap is empty: give HOST:PORT of the cluster, or leave the option out "
+            "to run against an embedded sluice broker"
+        )
+    bootstrap = external_bootstrap(config)
+    if bootstrap is None:
+        return
+    from sluice.hostport import bootstrap_addresses
+
+    try:
+        bootstrap_addresses(bootstrap)
+    except ValueError as exc:
+        source = "--kafka-bootstrap" if option else f"${BOOTSTRAP_ENV}"
+        raise pytest.UsageError(f"{source}: {exc}") from None
 
 
 def external_bootstrap(config: pytest.Config) -> str | None:
