@@ -240,6 +240,17 @@ def test_an_external_cluster_refuses_what_needs_an_embedded_broker(member: str) 
         found(lambda: None) if member == "call" else found()
 
 
+def test_an_external_cluster_refuses_an_address_that_names_no_cluster() -> None:
+    """At construction, as the topic helpers would at each call (it was taken, and every later
+    use failed on its connection)."""
+    for wrong in ("", "h:99999", "a,,b"):
+        with pytest.raises(ValueError, match=r"HOST:PORT|empty address"):
+            ExternalCluster(wrong)
+    with pytest.raises(TypeError, match="bootstrap_servers is a str"):
+        ExternalCluster(9092)  # type: ignore[arg-type]
+    assert ExternalCluster("kafka-1").bootstrap_servers == "kafka-1"  # on 9092, as librdkafka
+
+
 def test_an_external_cluster_has_every_public_member_an_embedded_broker_has() -> None:
     """config, server and topics (set in EmbeddedBroker's __init__) were AttributeErrors on an
     external cluster, and so not skipped by the plugin either."""

@@ -343,6 +343,11 @@ class ExternalCluster(Cluster):
 
     def __init__(self, bootstrap_servers: str) -> None:
         super().__init__()
+        from sluice.hostport import bootstrap_addresses
+
+        if not isinstance(bootstrap_servers, str):
+            raise TypeError(f"bootstrap_servers is a str such as 'kafka-1:9092', not {bootstrap_servers!r}")
+        bootstrap_addresses(bootstrap_servers)  # ValueError now, not at each later call
         self.bootstrap_servers = bootstrap_servers
 
     def __repr__(self) -> str:
