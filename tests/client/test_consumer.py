@@ -579,12 +579,13 @@ def test_bad_options_are_refused_at_once(target: Target) -> None:
         {"close_timeout": -1}, {"max_retries": 1.5}, {"max_retries": True},
         {"retry_backoff": -0.1}, {"retry_backoff_max": "1"}, {"dead_letter_topic": "bad name!"},
         {"dead_letter_topic": 5}, {"dead_letter_topic": ""}, {"config": 5},
+        {"bootstrap_servers": ""}, {"bootstrap_servers": "a,,b"},
     ]
     for options in bad:
         name = next(iter(options))
+        options.setdefault("bootstrap_servers", target.bootstrap)
         with pytest.raises(ConfigurationError, match=name):
-            Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
-                     **options)
+            Consumer(group_id="g", topics=["t"], metrics_registry=None, **options)
     # A blank group id aborted the process in librdkafka's consumer (SIGABRT); 5 was taken.
     for group in ("", " ", 5):
         with pytest.raises(ConfigurationError, match="group_id"):

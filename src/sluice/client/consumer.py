@@ -354,6 +354,7 @@ class Consumer:
             # confluent-kafka wants one even for assign(); nothing is committed to it
             settings["group.id"] = f"sluice-consumer-{librdkafka.next_number()}"
         settings.update(options)
+        check.bootstrap(settings)
         made = librdkafka.make(
             ck.Consumer, settings, kind="consumer",
             on_error=self._on_error, on_statistics=self._on_statistics,

@@ -143,6 +143,7 @@ class Producer:
         if compression is not None:
             settings["compression.type"] = compression
         settings.update(options)
+        check.bootstrap(settings)
         # The toolkit's own options first: refused, no librdkafka client was made for nothing.
         self._dead_letter = (
             None if dead_letter_topic is None else DeadLetterRoute(dead_letter_topic)
