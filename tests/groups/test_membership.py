@@ -226,6 +226,30 @@ def test_protocol_selection_mixes_clients_and_rejects_strangers(h: Harness) -> N
     assert len(leader[0].members) == 3
 
 
+def test_a_protocol_listed_twice_counts_once(h: Harness) -> None:
+    """A JoinGroup naming one protocol twice (the wire allows it; Kafka counts a member's
+    protocols as a set) neither fails nor locks the group: it used to raise in the protocol
+    vote (UNKNOWN_SERVER_ERROR, the group stuck in PreparingRebalance for five minutes) and to
+    refuse every other joiner INCONSISTENT_GROUP_PROTOCOL."""
+    md, other = sub("t"), sub("t", "u")
+    a = h.result(begin_join(h, protocols=[("range", md), ("range", other)]))
+    assert a.error_code == E.NONE and a.protocol_name == "range" and a.generation_id == 1
+    # The first metadata listed is the member's (Kafka's MemberMetadata.metadata).
+    assert [bytes(x.metadata) for x in a.members] == [md]
+    h.result(sync(h, a.member_id, 1, {a.member_id: asg(0)}))
+    b_task = begin_join(h, protocols=[("roundrobin", md), ("range", md)])
+    assert not b_task.done()
+    # A member whose only protocol was listed twice does not block the vote either.
+    c_task = begin_join(h, protocols=[("range", md), ("range", md)])
+    assert not c_task.done()
+    a2 = rejoin(h, a.member_id, protocols=[("range", md), ("range", other)])
+    results = [h.result(t) for t in (a2, b_task, c_task)]
+    assert {(r.error_code, r.protocol_name, r.generation_id) for r in results} == {
+        (E.NONE, "range", 2)
+    }
+    assert describe(h).group_state == "CompletingRebalance"
+
+
 def test_join_v7_reports_protocol_type_and_v6_does_not(h: Harness) -> None:
     r7 = h.result(h.start_call(ApiKey.JOIN_GROUP, 7, join_body(member_id="", instance_id="i7")))
     assert r7.protocol_type == "consumer" and r7.protocol_name == "range"

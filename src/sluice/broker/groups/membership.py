@@ -220,7 +220,7 @@ class GroupMembership:
         rebalance_timeout = req.rebalance_timeout_ms if version >= 1 else req.session_timeout_ms
         if rebalance_timeout <= 0:
             rebalance_timeout = req.session_timeout_ms
-        protocols: Protocols = [(p.name, bytes(p.metadata)) for p in req.protocols]
+        protocols = _distinct_protocols(req.protocols)
         unknown = member_id == ""
         group = self.groups.get(req.group_id)
         if group is None:
@@ -737,6 +737,18 @@ class GroupMembership:
             for g in self.groups.values()
             if not g.is_(GroupState.DEAD) and (not wanted or g.state.value.lower() in wanted)
         ]
+
+
+def _distinct_protocols(requested: Iterable[m.JoinGroupRequestProtocol]) -> Protocols:
+    """A member's protocols, each name once (its first metadata, as Kafka's MemberMetadata
+    looks it up). The group counts each member's vote for a name once: a name listed twice
+    counted twice made a one-member group look like two supporters, so every other joiner
+    was refused INCONSISTENT_GROUP_PROTOCOL, and the protocol vote found no common protocol
+    and failed the JoinGroup, leaving the group stuck mid-rebalance."""
+    seen: dict[str, bytes] = {}
+    for p in requested:
+        seen.setdefault(p.name, bytes(p.metadata))
+    return list(seen.items())
 
 
 @dataclass(frozen=True, slots=True)
