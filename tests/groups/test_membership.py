@@ -391,6 +391,44 @@ def test_followers_wait_for_the_leaders_assignment(h: Harness) -> None:
     assert h.result(follower).assignment == asg(3, 4, 5)
 
 
+def test_a_leader_retrying_sync_group_stores_one_assignment(h: Harness) -> None:
+    """A leader's second SyncGroup while its first is being stored (a client retrying after
+    its request timed out) waits for the first: the assignment the members are given is the
+    one stored, so a restart (and a static member rejoining from it) brings back the same one.
+    A second write used to land after the first was handed out, so the group on disk held an
+    assignment no member had."""
+    a = h.result(begin_join(h)).member_id
+    b_task = begin_join(h)
+    a_task = rejoin(h, a)
+    b = h.result(b_task).member_id
+    assert h.result(a_task).generation_id == 2
+    first = {a: asg(0, 1, 2), b: asg(3, 4, 5)}
+    retry = {a: asg(3, 4, 5), b: asg(0, 1, 2)}
+
+    def sync_now(assignment: dict[str, bytes]) -> asyncio.Task[m.SyncGroupResponse]:
+        body = m.SyncGroupRequest(
+            group_id="g",
+            generation_id=2,
+            member_id=a,
+            assignments=[
+                m.SyncGroupRequestAssignment(member_id=k, assignment=v)
+                for k, v in assignment.items()
+            ],
+        )
+        # Not settled: the retry arrives while the first assignment is still being written.
+        return h.loop.create_task(h.over_the_wire(ApiKey.SYNC_GROUP, 3, body, "client"))
+
+    s1, s2 = sync_now(first), sync_now(retry)
+    follower = sync(h, b, 2)
+    assert h.result(s1).error_code == E.REBALANCE_IN_PROGRESS  # superseded by the retry
+    answered = h.result(s2)
+    assert (answered.error_code, bytes(answered.assignment)) == (E.NONE, first[a])
+    assert bytes(h.result(follower).assignment) == first[b]
+    h.restart(crash=True)
+    stored = {x.member_id: bytes(x.member_assignment) for x in describe(h).members}
+    assert stored == first
+
+
 def test_member_that_never_syncs_is_removed_after_the_rebalance_timeout(h: Harness) -> None:
     a, b, gen = stable_pair(h)
     ta = rejoin(h, a)

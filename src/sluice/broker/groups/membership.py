@@ -596,7 +596,11 @@ class GroupMembership:
             member.answer_sync(SyncResult(ErrorCode.REBALANCE_IN_PROGRESS))
         member.sync_waiter = waiter
         self._remove_pending_sync(group, member.member_id)
-        if group.is_leader(member.member_id):
+        if group.is_leader(member.member_id) and group.storing_generation != group.generation_id:
+            # Once per generation: a leader retrying SyncGroup while the first is being stored
+            # waits for that one. A second write of another assignment landed after the first
+            # had been handed out, so a restart brought back an assignment no member was given.
+            group.storing_generation = group.generation_id
             assignment = {a.member_id: bytes(a.assignment) for a in req.assignments}
             for member_id in group.members:
                 assignment.setdefault(member_id, b"")
