@@ -412,6 +412,56 @@ def test_delete_groups(h: Harness) -> None:
     assert describe(h).group_state == "Stable"
 
 
+def test_delete_groups_names_a_group_twice(h: Harness) -> None:
+    """Kafka takes the names as a set: one answer, and it is the deletion's (the second
+    mention used to answer GROUP_ID_NOT_FOUND for the group the first had just deleted)."""
+    commit(h, {("t", 0): 1}, group="idle")
+    resp: m.DeleteGroupsResponse = h.call(
+        ApiKey.DELETE_GROUPS, 2, m.DeleteGroupsRequest(groups_names=["idle", "idle"])
+    )
+    assert [(r.group_id, r.error_code) for r in resp.results] == [("idle", E.NONE)]
+    assert describe(h, "idle").group_state == "Dead"
+
+
+def test_a_commit_that_stores_nothing_makes_no_group(h: Harness) -> None:
+    """A simple commit whose every partition is refused (a topic name with a typo, metadata
+    too large) writes nothing, so it makes no group: it used to leave an Empty group that
+    ListGroups and DescribeGroups showed until the next expiry run, and that a restart lost."""
+    assert commit(h, {("nope", 0): 1}, group="typo") == {("nope", 0): E.UNKNOWN_TOPIC_OR_PARTITION}
+    big = commit(h, {("t", 0): 1}, group="big", metadata="x" * 5000)
+    assert big == {("t", 0): E.OFFSET_METADATA_TOO_LARGE}
+    txn = h.call(
+        ApiKey.TXN_OFFSET_COMMIT,
+        3,
+        m.TxnOffsetCommitRequest(
+            transactional_id="tx",
+            group_id="txbig",
+            producer_id=7,
+            producer_epoch=0,
+            generation_id=-1,
+            member_id="",
+            topics=[
+                m.TxnOffsetCommitRequestTopic(
+                    name="t",
+                    partitions=[
+                        m.TxnOffsetCommitRequestPartition(
+                            partition_index=0, committed_offset=1, committed_metadata="x" * 5000
+                        )
+                    ],
+                )
+            ],
+        ),
+    )
+    assert txn.topics[0].partitions[0].error_code == E.OFFSET_METADATA_TOO_LARGE
+    listed: m.ListGroupsResponse = h.call(ApiKey.LIST_GROUPS, 4, m.ListGroupsRequest())
+    assert listed.groups == []
+    for group in ("typo", "big", "txbig"):
+        assert describe(h, group).group_state == "Dead"
+    # A commit with one good partition makes the group, as before.
+    assert commit(h, {("t", 0): 1, ("nope", 0): 1}, group="typo")[("t", 0)] == E.NONE
+    assert describe(h, "typo").group_state == "Empty"
+
+
 def test_a_commit_in_flight_when_its_group_is_deleted_leaves_no_orphan_offset(h: Harness) -> None:
     """DeleteGroups while a simple commit waits for its write: both succeed, and the group and
     its offsets agree afterwards (nothing served for a group nobody can list or delete)."""

@@ -114,16 +114,19 @@ class CommittedOffsets:
             if generation >= 0:
                 # Not a group we know: a member of a generation that no longer exists.
                 return fail_all(ErrorCode.ILLEGAL_GENERATION)
-            group = self.membership.new_group(req.group_id)
-        error = self._validate_commit(group, generation, req.member_id, instance_id)
-        if error is None and group.is_(GroupState.COMPLETING_REBALANCE):
-            # A valid member that has its JoinGroup answer but no assignment yet.
-            error = ErrorCode.REBALANCE_IN_PROGRESS
-        if error is not None:
-            return fail_all(error)
-        member = group.members.get(req.member_id)
-        if member is not None:
-            self.membership.renew_session(member)
+            # A simple commit to a new group; the group is made only once there is an offset
+            # to write (below), as Kafka's coordinator is never called for a commit whose
+            # partitions all fail validation.
+        else:
+            error = self._validate_commit(group, generation, req.member_id, instance_id)
+            if error is None and group.is_(GroupState.COMPLETING_REBALANCE):
+                # A valid member that has its JoinGroup answer but no assignment yet.
+                error = ErrorCode.REBALANCE_IN_PROGRESS
+            if error is not None:
+                return fail_all(error)
+            member = group.members.get(req.member_id)
+            if member is not None:
+                self.membership.renew_session(member)
         now = self.wall_clock()
         expire = None
         if version <= 4 and req.retention_time_ms >= 0:
@@ -150,6 +153,7 @@ class CommittedOffsets:
                     changes.append((OffsetKey(req.group_id, *tp), committed))
                     results[tp] = ErrorCode.NONE
         if changes:
+            created = self.membership.new_group(req.group_id) if group is None else None
             keys = [k for k, _ in changes if isinstance(k, OffsetKey)]
             self._pending_commits.update(keys)
             try:
@@ -161,7 +165,25 @@ class CommittedOffsets:
             finally:
                 self._pending_commits.subtract(keys)
                 self._pending_commits += Counter()
+            if created is not None:
+                self._forget_if_unstored(created)
         return results
+
+    def _forget_if_unstored(self, group: Group) -> None:
+        """A group a refused commit created, if nothing has used it since: forgotten, so
+        ListGroups shows what a restart would (the store holds nothing of it)."""
+        gid = group.group_id
+        if (
+            self.membership.groups.get(gid) is group
+            and group.is_(GroupState.EMPTY)
+            and not group.members
+            and not group.pending_members
+            and gid not in self.store.offsets
+            and gid not in self.store.pending
+            and gid not in self.store.groups
+            and not self._pending_of(gid)
+        ):
+            del self.membership.groups[gid]
 
     # -- TxnOffsetCommit and the end of transactions ------------------------------------------------
 
@@ -189,11 +211,9 @@ class CommittedOffsets:
         member_id = req.member_id if version >= 3 else ""
         instance_id = req.group_instance_id if version >= 3 else None
         group = self.membership.groups.get(req.group_id) if error is None else None
-        if error is None and group is None:
-            if generation >= 0:
-                error = ErrorCode.ILLEGAL_GENERATION
-            else:
-                group = self.membership.new_group(req.group_id)
+        if error is None and group is None and generation >= 0:
+            error = ErrorCode.ILLEGAL_GENERATION
+        # A new group is made only once there is an offset to write (below).
         if error is None and group is not None:
             error = self._validate_commit(
                 group, generation, member_id, instance_id, transactional=True
@@ -219,6 +239,8 @@ class CommittedOffsets:
             changes.append((PendingOffsetKey(req.group_id, req.producer_id, *tp), pending))
             results[tp] = ErrorCode.NONE
         if changes:
+            if req.group_id not in self.membership.groups:
+                self.membership.new_group(req.group_id)
             try:
                 await self.store.write(changes)
             except SluiceError as exc:
