@@ -475,6 +475,39 @@ def test_a_commit_in_flight_when_its_group_is_deleted_leaves_no_orphan_offset(h:
     assert describe(h, "race").group_state == "Dead"
 
 
+def test_a_transactional_commit_in_flight_when_its_group_is_deleted_leaves_no_orphan(
+    h: Harness,
+) -> None:
+    """As for a simple commit: a TxnOffsetCommit still waiting for its write when its group is
+    deleted is tombstoned with the group, so the transaction's commit brings nothing back. It
+    used to: OffsetFetch served the offset of a group DescribeGroups called Dead, that
+    ListGroups did not list and DeleteGroups answered GROUP_ID_NOT_FOUND, until a restart."""
+    commit(h, {("t", 1): 3}, group="race")
+    body = m.TxnOffsetCommitRequest(
+        transactional_id="tx",
+        group_id="race",
+        producer_id=7,
+        producer_epoch=0,
+        generation_id=-1,
+        member_id="",
+        topics=[
+            m.TxnOffsetCommitRequestTopic(
+                name="t",
+                partitions=[m.TxnOffsetCommitRequestPartition(partition_index=0, committed_offset=42)],
+            )
+        ],
+    )
+    pending = h.loop.create_task(h.over_the_wire(ApiKey.TXN_OFFSET_COMMIT, 3, body, "tx"))
+    assert _delete(h, "race") == {"race": E.NONE}
+    assert h.result(pending).topics[0].partitions[0].error_code == E.NONE
+    h.run(h.coordinator.end_transaction(7, ["race"], True))
+    assert fetch(h, ALL, group="race") == {}
+    assert describe(h, "race").group_state == "Dead"
+    h.restart()
+    assert fetch(h, ALL, group="race") == {}
+    assert describe(h, "race").group_state == "Dead"
+
+
 def test_offset_delete_keeps_a_group_with_a_commit_in_flight(h: Harness) -> None:
     commit(h, {("t", 0): 5}, group="race")
     pending = commit_in_flight(h, "race", {("t", 1): 7})

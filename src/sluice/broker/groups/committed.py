@@ -57,8 +57,8 @@ class CommittedOffsets:
         self.config = config
         self.wall_clock = wall_clock
         self._pending_commits: Counter[OffsetKey] = Counter()
-        """Offsets whose commit is still waiting for its write: expiry leaves them alone and
-        deleting their group tombstones them too."""
+        """Offsets whose commit (simple or transactional) is still waiting for its write:
+        expiry leaves them alone and deleting their group tombstones them too."""
 
     # -- OffsetCommit -----------------------------------------------------------------------------
 
@@ -241,6 +241,12 @@ class CommittedOffsets:
         if changes:
             if req.group_id not in self.membership.groups:
                 self.membership.new_group(req.group_id)
+            # Counted with the simple commits in flight: deleting the group meanwhile
+            # tombstones these partitions too (after this write, which drops the pending
+            # offsets), so the transaction's commit cannot bring back offsets of a group that
+            # was deleted, which nobody could list or delete again until a restart.
+            keys = [OffsetKey(k.group, k.topic, k.partition) for k, _ in changes if isinstance(k, PendingOffsetKey)]
+            self._pending_commits.update(keys)
             try:
                 await self.store.write(changes)
             except SluiceError as exc:
@@ -248,6 +254,9 @@ class CommittedOffsets:
                 for key, _ in changes:
                     assert isinstance(key, PendingOffsetKey)
                     results[(key.topic, key.partition)] = ErrorCode.COORDINATOR_NOT_AVAILABLE
+            finally:
+                self._pending_commits.subtract(keys)
+                self._pending_commits += Counter()
         return results
 
     async def end_transaction(self, producer_id: int, groups: Iterable[str], commit: bool) -> None:
