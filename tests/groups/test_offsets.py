@@ -460,6 +460,33 @@ def test_a_commit_that_stores_nothing_makes_no_group(h: Harness) -> None:
     # A commit with one good partition makes the group, as before.
     assert commit(h, {("t", 0): 1, ("nope", 0): 1}, group="typo")[("t", 0)] == E.NONE
     assert describe(h, "typo").group_state == "Empty"
+    # A new group is still checked as the empty group it would be: a member id or an instance
+    # id without a generation names a member it does not have.
+    assert commit(h, {("t", 0): 1}, group="new", member_id="m") == {("t", 0): E.UNKNOWN_MEMBER_ID}
+    fenced = commit(h, {("t", 0): 1}, group="new", instance_id="i", version=7)
+    assert fenced == {("t", 0): E.UNKNOWN_MEMBER_ID}
+    txn_member = h.call(
+        ApiKey.TXN_OFFSET_COMMIT,
+        3,
+        m.TxnOffsetCommitRequest(
+            transactional_id="tx",
+            group_id="new",
+            producer_id=7,
+            producer_epoch=0,
+            generation_id=-1,
+            member_id="m",
+            topics=[
+                m.TxnOffsetCommitRequestTopic(
+                    name="t",
+                    partitions=[
+                        m.TxnOffsetCommitRequestPartition(partition_index=0, committed_offset=1)
+                    ],
+                )
+            ],
+        ),
+    )
+    assert txn_member.topics[0].partitions[0].error_code == E.UNKNOWN_MEMBER_ID
+    assert describe(h, "new").group_state == "Dead"
 
 
 def test_a_commit_in_flight_when_its_group_is_deleted_leaves_no_orphan_offset(h: Harness) -> None:

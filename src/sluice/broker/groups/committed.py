@@ -110,23 +110,22 @@ class CommittedOffsets:
         instance_id = req.group_instance_id if version >= 7 else None
         generation = req.generation_id_or_member_epoch
         group = self.membership.groups.get(req.group_id)
-        if group is None:
-            if generation >= 0:
-                # Not a group we know: a member of a generation that no longer exists.
-                return fail_all(ErrorCode.ILLEGAL_GENERATION)
-            # A simple commit to a new group; the group is made only once there is an offset
-            # to write (below), as Kafka's coordinator is never called for a commit whose
-            # partitions all fail validation.
-        else:
-            error = self._validate_commit(group, generation, req.member_id, instance_id)
-            if error is None and group.is_(GroupState.COMPLETING_REBALANCE):
-                # A valid member that has its JoinGroup answer but no assignment yet.
-                error = ErrorCode.REBALANCE_IN_PROGRESS
-            if error is not None:
-                return fail_all(error)
-            member = group.members.get(req.member_id)
-            if member is not None:
-                self.membership.renew_session(member)
+        if group is None and generation >= 0:
+            # Not a group we know: a member of a generation that no longer exists.
+            return fail_all(ErrorCode.ILLEGAL_GENERATION)
+        # A new group is checked as the empty group it would be, and made only once there is
+        # an offset to write (below), as Kafka's coordinator is never called for a commit whose
+        # partitions all fail validation.
+        checked = Group(req.group_id) if group is None else group
+        error = self._validate_commit(checked, generation, req.member_id, instance_id)
+        if error is None and checked.is_(GroupState.COMPLETING_REBALANCE):
+            # A valid member that has its JoinGroup answer but no assignment yet.
+            error = ErrorCode.REBALANCE_IN_PROGRESS
+        if error is not None:
+            return fail_all(error)
+        member = checked.members.get(req.member_id)
+        if member is not None:
+            self.membership.renew_session(member)
         now = self.wall_clock()
         expire = None
         if version <= 4 and req.retention_time_ms >= 0:
@@ -213,10 +212,15 @@ class CommittedOffsets:
         group = self.membership.groups.get(req.group_id) if error is None else None
         if error is None and group is None and generation >= 0:
             error = ErrorCode.ILLEGAL_GENERATION
-        # A new group is made only once there is an offset to write (below).
-        if error is None and group is not None:
+        if error is None:
+            # A new group is checked as the empty group it would be, and made only once there
+            # is an offset to write (below).
             error = self._validate_commit(
-                group, generation, member_id, instance_id, transactional=True
+                Group(req.group_id) if group is None else group,
+                generation,
+                member_id,
+                instance_id,
+                transactional=True,
             )
         if error is not None:
             results.update((tp, error) for tp, _ in known)
