@@ -535,6 +535,37 @@ def test_a_transactional_commit_in_flight_when_its_group_is_deleted_leaves_no_or
     assert describe(h, "race").group_state == "Dead"
 
 
+def test_a_group_deleted_as_it_empties_stays_deleted_after_a_restart(h: Harness) -> None:
+    """The last member leaves and DeleteGroups arrives in the same turn of the event loop (a
+    script stopping its consumers and deleting their group): the group's Empty metadata, written
+    from a task of its own, used to land after the deletion's tombstone, so the acknowledged
+    deletion was undone by the next restart (the group listed again)."""
+    a, b, gen = stable_pair(h)
+    commit(h, {("t", 0): 4}, generation=gen, member_id=a)
+    leave = h.loop.create_task(
+        h.over_the_wire(
+            ApiKey.LEAVE_GROUP,
+            4,
+            m.LeaveGroupRequest(
+                group_id="g", members=[m.MemberIdentity(member_id=a), m.MemberIdentity(member_id=b)]
+            ),
+            "c",
+        )
+    )
+    delete = h.loop.create_task(
+        h.over_the_wire(ApiKey.DELETE_GROUPS, 2, m.DeleteGroupsRequest(groups_names=["g"]), "c")
+    )
+    assert h.result(leave).error_code == E.NONE
+    assert [r.error_code for r in h.result(delete).results] == [E.NONE]
+    h.settle()
+    h.run(h.coordinator.store.settled())
+    h.restart(crash=True)
+    assert describe(h).group_state == "Dead"
+    listed: m.ListGroupsResponse = h.call(ApiKey.LIST_GROUPS, 4, m.ListGroupsRequest())
+    assert listed.groups == []
+    assert fetch(h, ALL) == {}
+
+
 def test_offset_delete_keeps_a_group_with_a_commit_in_flight(h: Harness) -> None:
     commit(h, {("t", 0): 5}, group="race")
     pending = commit_in_flight(h, "race", {("t", 1): 7})

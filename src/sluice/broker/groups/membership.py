@@ -495,7 +495,7 @@ class GroupMembership:
             # Not awaited, as in Kafka: if it is lost, the previous generation comes back after a
             # restart and its members simply time out.
             self._spawn(
-                self.store.write([(GroupKey(group.group_id), self._stored_group(group))]),
+                self._store_if_current(group, self._stored_group(group)),
                 f"store-empty:{group.group_id}",
             )
             return
@@ -616,9 +616,27 @@ class GroupMembership:
         if not group.pending_sync:
             group.sync_deadline = None
 
+    def _is_current(self, group: Group) -> bool:
+        """Whether ``group`` is still the group of its id (not deleted, nor deleted and made
+        again)."""
+        return not group.is_(GroupState.DEAD) and self.groups.get(group.group_id) is group
+
+    async def _store_if_current(self, group: Group, stored: StoredGroup) -> None:
+        """Write ``group``'s metadata from a task of its own, unless the group was deleted
+        before the task ran: the deletion's tombstone is then already written, and this record
+        landing after it would bring the deleted group back at the next restart."""
+        if self._is_current(group):
+            await self.store.write([(GroupKey(group.group_id), stored)])
+
     async def _store_assignment(
         self, group: Group, generation: int, assignment: dict[str, bytes]
     ) -> None:
+        if not (
+            self._is_current(group)
+            and group.is_(GroupState.COMPLETING_REBALANCE)
+            and group.generation_id == generation
+        ):
+            return  # moved on (or deleted) before this task ran: nothing to store or answer
         error = ErrorCode.NONE
         try:
             await self.store.write(
