@@ -387,6 +387,8 @@ class GroupMembership:
         current_leader: str | None,
     ) -> None:
         generation = group.generation_id
+        if not self._is_current(group):
+            return  # deleted before this task ran (its members were answered as they left)
         try:
             await self.store.write([(GroupKey(group.group_id), self._stored_group(group))])
         except SluiceError as exc:
