@@ -80,6 +80,12 @@ class GroupMembership:
         self.wall_clock = wall_clock
         self._spawn = spawn
         self.groups: dict[str, Group] = {}
+        self._timed: dict[str, Group] = {}
+        """Groups that may have a deadline: every group a JoinGroup touched or a load brought
+        back, until the timers find it idle (Empty, no pending member ids). An idle group has
+        no deadline and becomes timed again only through a JoinGroup, so the timers skip the
+        many groups that only hold offsets: polling all of them every 100 ms took 13 ms per
+        10,000 groups, and with 100,000 kept the event loop busy all the time."""
 
     # -- loading, shutdown ------------------------------------------------------------------------
 
@@ -118,6 +124,7 @@ class GroupMembership:
                 group.state = GroupState.STABLE
             group.subscribed_topics = group.compute_subscribed_topics()
             self.groups[group_id] = group
+            self._timed[group_id] = group
         for group_id in offset_groups:
             if group_id not in self.groups:
                 self.groups[group_id] = Group(group_id)
@@ -169,36 +176,43 @@ class GroupMembership:
         """Fire every deadline that has passed: session expiry, pending member ids, join phase
         (rebalance timeout, initial delay) and sync phase. Synchronous and idempotent."""
         now = self.clock()
-        for group in list(self.groups.values()):
-            if group.is_(GroupState.DEAD):
+        for group_id, group in list(self._timed.items()):
+            if group.is_(GroupState.DEAD) or self.groups.get(group_id) is not group:
+                del self._timed[group_id]
                 continue
-            for member_id, deadline in list(group.pending_members.items()):
-                if now >= deadline:
-                    log.info(
-                        "group %s: pending member %s never rejoined", group.group_id, member_id
-                    )
-                    group.remove(member_id)
-                    self._try_complete_join(group)
-            for member in list(group.members.values()):
-                if group.members.get(member.member_id) is member and member.expired(now):
-                    log.info(
-                        "group %s: member %s session expired, removing it",
-                        group.group_id,
-                        member.member_id,
-                    )
-                    self._remove_member_and_update_group(group, member)
-            if (
-                group.is_(GroupState.PREPARING_REBALANCE)
-                and group.join_deadline is not None
-                and now >= group.join_deadline
-            ):
-                self._on_join_deadline(group)
-            if (
-                group.state in (GroupState.COMPLETING_REBALANCE, GroupState.STABLE)
-                and group.sync_deadline is not None
-                and now >= group.sync_deadline
-            ):
-                self._on_sync_deadline(group)
+            self._poll_group(group, now)
+            if group.is_(GroupState.EMPTY) and not group.members and not group.pending_members:
+                del self._timed[group_id]
+
+    def _poll_group(self, group: Group, now: float) -> None:
+        """One group's passed deadlines."""
+        for member_id, deadline in list(group.pending_members.items()):
+            if now >= deadline:
+                log.info(
+                    "group %s: pending member %s never rejoined", group.group_id, member_id
+                )
+                group.remove(member_id)
+                self._try_complete_join(group)
+        for member in list(group.members.values()):
+            if group.members.get(member.member_id) is member and member.expired(now):
+                log.info(
+                    "group %s: member %s session expired, removing it",
+                    group.group_id,
+                    member.member_id,
+                )
+                self._remove_member_and_update_group(group, member)
+        if (
+            group.is_(GroupState.PREPARING_REBALANCE)
+            and group.join_deadline is not None
+            and now >= group.join_deadline
+        ):
+            self._on_join_deadline(group)
+        if (
+            group.state in (GroupState.COMPLETING_REBALANCE, GroupState.STABLE)
+            and group.sync_deadline is not None
+            and now >= group.sync_deadline
+        ):
+            self._on_sync_deadline(group)
 
     def renew_session(self, member: Member) -> None:
         """Kafka's completeAndScheduleNextHeartbeatExpiration."""
@@ -227,6 +241,7 @@ class GroupMembership:
             if not unknown:
                 return JoinResult(ErrorCode.UNKNOWN_MEMBER_ID, member_id)
             group = self.new_group(req.group_id)
+        self._timed[group.group_id] = group  # only a JoinGroup gives an idle group a deadline
         waiter: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
         join = _Join(
             member_id,
