@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sluice.broker.groups import GroupConfig
+from sluice.broker.groups import committed as committed_module
 from sluice.broker.groups.store import DIR_NAME
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
@@ -344,6 +345,30 @@ def test_simple_group_offsets_expire_per_commit(make_harness: Any) -> None:
     h.advance(31)
     assert h.run(h.coordinator.expire_offsets()) == 1
     assert "g" not in h.coordinator.groups
+
+
+def test_expiry_runs_in_chunks_and_keeps_a_commit_made_between_them(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expiry run yields the event loop between chunks of groups (a million offsets in one
+    go held it for about 4 s). A commit that arrives between two chunks, to a group not yet
+    examined, is not expired, and every group is still examined."""
+    monkeypatch.setattr(committed_module, "_EXPIRY_CHUNK_OFFSETS", 2)
+    h = make_harness(GroupConfig(offsets_retention_ms=60_000))
+    h.run(h.logs.create_topic("t", 6))
+    for group in ("a", "b", "c", "d"):
+        commit(h, {("t", 0): 1, ("t", 1): 1}, group=group)
+    h.advance(61)
+    expiry = h.loop.create_task(h.coordinator.expire_offsets())
+    late = commit_in_flight(h, "d", {("t", 0): 9})  # runs while the first chunk is written
+    assert h.result(expiry) == 7  # a, b, c whole, and d's other partition
+    assert commit_codes(h.result(late)) == {("t", 0): E.NONE}
+    for group in ("a", "b", "c"):
+        assert describe(h, group).group_state == "Dead"
+    assert fetch(h, ALL, group="d") == {("t", 0): (9, "")}
+    h.restart()
+    assert fetch(h, ALL, group="d") == {("t", 0): (9, "")}
+    assert describe(h, "a").group_state == "Dead"
 
 
 def test_explicit_retention_time_of_old_commit_versions(make_harness: Any) -> None:
