@@ -226,6 +226,30 @@ def test_protocol_selection_mixes_clients_and_rejects_strangers(h: Harness) -> N
     assert len(leader[0].members) == 3
 
 
+def test_a_protocol_listed_twice_counts_once(h: Harness) -> None:
+    """A JoinGroup naming one protocol twice (the wire allows it; Kafka counts a member's
+    protocols as a set) neither fails nor locks the group: it used to raise in the protocol
+    vote (UNKNOWN_SERVER_ERROR, the group stuck in PreparingRebalance for five minutes) and to
+    refuse every other joiner INCONSISTENT_GROUP_PROTOCOL."""
+    md, other = sub("t"), sub("t", "u")
+    a = h.result(begin_join(h, protocols=[("range", md), ("range", other)]))
+    assert a.error_code == E.NONE and a.protocol_name == "range" and a.generation_id == 1
+    # The first metadata listed is the member's (Kafka's MemberMetadata.metadata).
+    assert [bytes(x.metadata) for x in a.members] == [md]
+    h.result(sync(h, a.member_id, 1, {a.member_id: asg(0)}))
+    b_task = begin_join(h, protocols=[("roundrobin", md), ("range", md)])
+    assert not b_task.done()
+    # A member whose only protocol was listed twice does not block the vote either.
+    c_task = begin_join(h, protocols=[("range", md), ("range", md)])
+    assert not c_task.done()
+    a2 = rejoin(h, a.member_id, protocols=[("range", md), ("range", other)])
+    results = [h.result(t) for t in (a2, b_task, c_task)]
+    assert {(r.error_code, r.protocol_name, r.generation_id) for r in results} == {
+        (E.NONE, "range", 2)
+    }
+    assert describe(h).group_state == "CompletingRebalance"
+
+
 def test_join_v7_reports_protocol_type_and_v6_does_not(h: Harness) -> None:
     r7 = h.result(h.start_call(ApiKey.JOIN_GROUP, 7, join_body(member_id="", instance_id="i7")))
     assert r7.protocol_type == "consumer" and r7.protocol_name == "range"
@@ -275,6 +299,48 @@ def test_session_timeout_removes_member_and_rebalances(h: Harness) -> None:
     assert heartbeat(h, a, gen) == E.REBALANCE_IN_PROGRESS
     r = h.result(rejoin(h, a))
     assert r.generation_id == gen + 1 and [x.member_id for x in r.members] == [a]
+
+
+def test_timers_watch_only_groups_with_deadlines_and_a_group_that_wakes_again(
+    h: Harness,
+) -> None:
+    """The 100 ms timer polls only groups that may have a deadline (polling every group took
+    13 ms per 10,000 groups that only hold offsets, each tick). A group that went idle and is
+    joined again is watched again: its pending member id and its member's session expire."""
+    for i in range(50):
+        body = m.OffsetCommitRequest(
+            group_id=f"simple-{i}",
+            generation_id_or_member_epoch=-1,
+            member_id="",
+            topics=[
+                m.OffsetCommitRequestTopic(
+                    name="t",
+                    partitions=[m.OffsetCommitRequestPartition(partition_index=0, committed_offset=1)],
+                )
+            ],
+        )
+        h.call(ApiKey.OFFSET_COMMIT, 8, body)
+    a = h.result(begin_join(h)).member_id
+    h.result(sync(h, a, 1, {a: asg(0)}))
+    timed = h.coordinator.membership._timed  # white-box: what the timers poll
+    assert set(timed) == {"g"}
+    leave = m.LeaveGroupRequest(group_id="g", members=[m.MemberIdentity(member_id=a)])
+    assert h.call(ApiKey.LEAVE_GROUP, 4, leave).error_code == E.NONE
+    h.advance(0.1)
+    assert describe(h).group_state == "Empty" and set(timed) == set()
+    # Joined again: a member id handed out (MEMBER_ID_REQUIRED) that never comes back expires.
+    first = h.call(ApiKey.JOIN_GROUP, 5, join_body())
+    assert first.error_code == E.MEMBER_ID_REQUIRED
+    h.advance(11)
+    assert h.coordinator.groups["g"].pending_members == {}
+    # And a member that joins and goes silent is removed when its session expires.
+    b = h.result(begin_join(h)).member_id
+    gen = h.coordinator.groups["g"].generation_id
+    h.result(sync(h, b, gen, {b: asg(0)}))
+    assert describe(h).group_state == "Stable"
+    h.advance(11)
+    assert describe(h).group_state == "Empty"
+    assert heartbeat(h, b, gen) == E.UNKNOWN_MEMBER_ID
 
 
 def test_rebalance_timeout_drops_members_that_do_not_rejoin(h: Harness) -> None:
@@ -365,6 +431,44 @@ def test_followers_wait_for_the_leaders_assignment(h: Harness) -> None:
     assert heartbeat(h, b, 2) == E.NONE  # heartbeats during CompletingRebalance are fine
     h.result(sync(h, a, 2, {a: asg(0, 1, 2), b: asg(3, 4, 5)}))
     assert h.result(follower).assignment == asg(3, 4, 5)
+
+
+def test_a_leader_retrying_sync_group_stores_one_assignment(h: Harness) -> None:
+    """A leader's second SyncGroup while its first is being stored (a client retrying after
+    its request timed out) waits for the first: the assignment the members are given is the
+    one stored, so a restart (and a static member rejoining from it) brings back the same one.
+    A second write used to land after the first was handed out, so the group on disk held an
+    assignment no member had."""
+    a = h.result(begin_join(h)).member_id
+    b_task = begin_join(h)
+    a_task = rejoin(h, a)
+    b = h.result(b_task).member_id
+    assert h.result(a_task).generation_id == 2
+    first = {a: asg(0, 1, 2), b: asg(3, 4, 5)}
+    retry = {a: asg(3, 4, 5), b: asg(0, 1, 2)}
+
+    def sync_now(assignment: dict[str, bytes]) -> asyncio.Task[m.SyncGroupResponse]:
+        body = m.SyncGroupRequest(
+            group_id="g",
+            generation_id=2,
+            member_id=a,
+            assignments=[
+                m.SyncGroupRequestAssignment(member_id=k, assignment=v)
+                for k, v in assignment.items()
+            ],
+        )
+        # Not settled: the retry arrives while the first assignment is still being written.
+        return h.loop.create_task(h.over_the_wire(ApiKey.SYNC_GROUP, 3, body, "client"))
+
+    s1, s2 = sync_now(first), sync_now(retry)
+    follower = sync(h, b, 2)
+    assert h.result(s1).error_code == E.REBALANCE_IN_PROGRESS  # superseded by the retry
+    answered = h.result(s2)
+    assert (answered.error_code, bytes(answered.assignment)) == (E.NONE, first[a])
+    assert bytes(h.result(follower).assignment) == first[b]
+    h.restart(crash=True)
+    stored = {x.member_id: bytes(x.member_assignment) for x in describe(h).members}
+    assert stored == first
 
 
 def test_member_that_never_syncs_is_removed_after_the_rebalance_timeout(h: Harness) -> None:

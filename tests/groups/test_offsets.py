@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sluice.broker.groups import GroupConfig
+from sluice.broker.groups import committed as committed_module
 from sluice.broker.groups.store import DIR_NAME
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
@@ -346,6 +347,30 @@ def test_simple_group_offsets_expire_per_commit(make_harness: Any) -> None:
     assert "g" not in h.coordinator.groups
 
 
+def test_expiry_runs_in_chunks_and_keeps_a_commit_made_between_them(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expiry run yields the event loop between chunks of groups (a million offsets in one
+    go held it for about 4 s). A commit that arrives between two chunks, to a group not yet
+    examined, is not expired, and every group is still examined."""
+    monkeypatch.setattr(committed_module, "_EXPIRY_CHUNK_OFFSETS", 2)
+    h = make_harness(GroupConfig(offsets_retention_ms=60_000))
+    h.run(h.logs.create_topic("t", 6))
+    for group in ("a", "b", "c", "d"):
+        commit(h, {("t", 0): 1, ("t", 1): 1}, group=group)
+    h.advance(61)
+    expiry = h.loop.create_task(h.coordinator.expire_offsets())
+    late = commit_in_flight(h, "d", {("t", 0): 9})  # runs while the first chunk is written
+    assert h.result(expiry) == 7  # a, b, c whole, and d's other partition
+    assert commit_codes(h.result(late)) == {("t", 0): E.NONE}
+    for group in ("a", "b", "c"):
+        assert describe(h, group).group_state == "Dead"
+    assert fetch(h, ALL, group="d") == {("t", 0): (9, "")}
+    h.restart()
+    assert fetch(h, ALL, group="d") == {("t", 0): (9, "")}
+    assert describe(h, "a").group_state == "Dead"
+
+
 def test_explicit_retention_time_of_old_commit_versions(make_harness: Any) -> None:
     h = make_harness(GroupConfig(offsets_retention_ms=10**9))
     h.run(h.logs.create_topic("t", 6))
@@ -412,6 +437,83 @@ def test_delete_groups(h: Harness) -> None:
     assert describe(h).group_state == "Stable"
 
 
+def test_delete_groups_names_a_group_twice(h: Harness) -> None:
+    """Kafka takes the names as a set: one answer, and it is the deletion's (the second
+    mention used to answer GROUP_ID_NOT_FOUND for the group the first had just deleted)."""
+    commit(h, {("t", 0): 1}, group="idle")
+    resp: m.DeleteGroupsResponse = h.call(
+        ApiKey.DELETE_GROUPS, 2, m.DeleteGroupsRequest(groups_names=["idle", "idle"])
+    )
+    assert [(r.group_id, r.error_code) for r in resp.results] == [("idle", E.NONE)]
+    assert describe(h, "idle").group_state == "Dead"
+
+
+def test_a_commit_that_stores_nothing_makes_no_group(h: Harness) -> None:
+    """A simple commit whose every partition is refused (a topic name with a typo, metadata
+    too large) writes nothing, so it makes no group: it used to leave an Empty group that
+    ListGroups and DescribeGroups showed until the next expiry run, and that a restart lost."""
+    assert commit(h, {("nope", 0): 1}, group="typo") == {("nope", 0): E.UNKNOWN_TOPIC_OR_PARTITION}
+    big = commit(h, {("t", 0): 1}, group="big", metadata="x" * 5000)
+    assert big == {("t", 0): E.OFFSET_METADATA_TOO_LARGE}
+    txn = h.call(
+        ApiKey.TXN_OFFSET_COMMIT,
+        3,
+        m.TxnOffsetCommitRequest(
+            transactional_id="tx",
+            group_id="txbig",
+            producer_id=7,
+            producer_epoch=0,
+            generation_id=-1,
+            member_id="",
+            topics=[
+                m.TxnOffsetCommitRequestTopic(
+                    name="t",
+                    partitions=[
+                        m.TxnOffsetCommitRequestPartition(
+                            partition_index=0, committed_offset=1, committed_metadata="x" * 5000
+                        )
+                    ],
+                )
+            ],
+        ),
+    )
+    assert txn.topics[0].partitions[0].error_code == E.OFFSET_METADATA_TOO_LARGE
+    listed: m.ListGroupsResponse = h.call(ApiKey.LIST_GROUPS, 4, m.ListGroupsRequest())
+    assert listed.groups == []
+    for group in ("typo", "big", "txbig"):
+        assert describe(h, group).group_state == "Dead"
+    # A commit with one good partition makes the group, as before.
+    assert commit(h, {("t", 0): 1, ("nope", 0): 1}, group="typo")[("t", 0)] == E.NONE
+    assert describe(h, "typo").group_state == "Empty"
+    # A new group is still checked as the empty group it would be: a member id or an instance
+    # id without a generation names a member it does not have.
+    assert commit(h, {("t", 0): 1}, group="new", member_id="m") == {("t", 0): E.UNKNOWN_MEMBER_ID}
+    fenced = commit(h, {("t", 0): 1}, group="new", instance_id="i", version=7)
+    assert fenced == {("t", 0): E.UNKNOWN_MEMBER_ID}
+    txn_member = h.call(
+        ApiKey.TXN_OFFSET_COMMIT,
+        3,
+        m.TxnOffsetCommitRequest(
+            transactional_id="tx",
+            group_id="new",
+            producer_id=7,
+            producer_epoch=0,
+            generation_id=-1,
+            member_id="m",
+            topics=[
+                m.TxnOffsetCommitRequestTopic(
+                    name="t",
+                    partitions=[
+                        m.TxnOffsetCommitRequestPartition(partition_index=0, committed_offset=1)
+                    ],
+                )
+            ],
+        ),
+    )
+    assert txn_member.topics[0].partitions[0].error_code == E.UNKNOWN_MEMBER_ID
+    assert describe(h, "new").group_state == "Dead"
+
+
 def test_a_commit_in_flight_when_its_group_is_deleted_leaves_no_orphan_offset(h: Harness) -> None:
     """DeleteGroups while a simple commit waits for its write: both succeed, and the group and
     its offsets agree afterwards (nothing served for a group nobody can list or delete)."""
@@ -423,6 +525,70 @@ def test_a_commit_in_flight_when_its_group_is_deleted_leaves_no_orphan_offset(h:
     h.restart()
     assert fetch(h, ALL, group="race") == {}
     assert describe(h, "race").group_state == "Dead"
+
+
+def test_a_transactional_commit_in_flight_when_its_group_is_deleted_leaves_no_orphan(
+    h: Harness,
+) -> None:
+    """As for a simple commit: a TxnOffsetCommit still waiting for its write when its group is
+    deleted is tombstoned with the group, so the transaction's commit brings nothing back. It
+    used to: OffsetFetch served the offset of a group DescribeGroups called Dead, that
+    ListGroups did not list and DeleteGroups answered GROUP_ID_NOT_FOUND, until a restart."""
+    commit(h, {("t", 1): 3}, group="race")
+    body = m.TxnOffsetCommitRequest(
+        transactional_id="tx",
+        group_id="race",
+        producer_id=7,
+        producer_epoch=0,
+        generation_id=-1,
+        member_id="",
+        topics=[
+            m.TxnOffsetCommitRequestTopic(
+                name="t",
+                partitions=[m.TxnOffsetCommitRequestPartition(partition_index=0, committed_offset=42)],
+            )
+        ],
+    )
+    pending = h.loop.create_task(h.over_the_wire(ApiKey.TXN_OFFSET_COMMIT, 3, body, "tx"))
+    assert _delete(h, "race") == {"race": E.NONE}
+    assert h.result(pending).topics[0].partitions[0].error_code == E.NONE
+    h.run(h.coordinator.end_transaction(7, ["race"], True))
+    assert fetch(h, ALL, group="race") == {}
+    assert describe(h, "race").group_state == "Dead"
+    h.restart()
+    assert fetch(h, ALL, group="race") == {}
+    assert describe(h, "race").group_state == "Dead"
+
+
+def test_a_group_deleted_as_it_empties_stays_deleted_after_a_restart(h: Harness) -> None:
+    """The last member leaves and DeleteGroups arrives in the same turn of the event loop (a
+    script stopping its consumers and deleting their group): the group's Empty metadata, written
+    from a task of its own, used to land after the deletion's tombstone, so the acknowledged
+    deletion was undone by the next restart (the group listed again)."""
+    a, b, gen = stable_pair(h)
+    commit(h, {("t", 0): 4}, generation=gen, member_id=a)
+    leave = h.loop.create_task(
+        h.over_the_wire(
+            ApiKey.LEAVE_GROUP,
+            4,
+            m.LeaveGroupRequest(
+                group_id="g", members=[m.MemberIdentity(member_id=a), m.MemberIdentity(member_id=b)]
+            ),
+            "c",
+        )
+    )
+    delete = h.loop.create_task(
+        h.over_the_wire(ApiKey.DELETE_GROUPS, 2, m.DeleteGroupsRequest(groups_names=["g"]), "c")
+    )
+    assert h.result(leave).error_code == E.NONE
+    assert [r.error_code for r in h.result(delete).results] == [E.NONE]
+    h.settle()
+    h.run(h.coordinator.store.settled())
+    h.restart(crash=True)
+    assert describe(h).group_state == "Dead"
+    listed: m.ListGroupsResponse = h.call(ApiKey.LIST_GROUPS, 4, m.ListGroupsRequest())
+    assert listed.groups == []
+    assert fetch(h, ALL) == {}
 
 
 def test_offset_delete_keeps_a_group_with_a_commit_in_flight(h: Harness) -> None:

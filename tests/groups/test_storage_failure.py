@@ -97,3 +97,17 @@ def test_a_refused_expiry_keeps_the_group_and_expires_it_later(disk_harness: Har
     (disk / "filler").unlink()
     assert h.run(h.coordinator.expire_offsets()) == PARTITIONS
     assert describe(h, "idle").group_state == "Dead"
+
+
+def test_a_refused_commit_to_a_new_group_leaves_no_group(disk_harness: Harness) -> None:
+    """The store holds nothing of a group whose first commit it refused, so neither does
+    ListGroups (a restart would not bring it back either)."""
+    h = disk_harness
+    disk = h.data_dir.parent
+    fill(disk, leave=0)
+    assert set(commit(h, OFFSETS, group="fresh").values()) == {E.COORDINATOR_NOT_AVAILABLE}
+    assert "fresh" not in _listed(h)
+    assert describe(h, "fresh").group_state == "Dead"
+    (disk / "filler").unlink()
+    assert set(commit(h, OFFSETS, group="fresh").values()) == {E.NONE}
+    assert "fresh" in _listed(h)

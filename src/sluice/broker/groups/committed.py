@@ -13,6 +13,7 @@ has fsynced it; what OffsetFetch reads is the store's view, never a write still 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -38,6 +39,10 @@ from sluice.storage.manager import LogManager
 
 log = logging.getLogger(__name__)
 
+_EXPIRY_CHUNK_OFFSETS = 5000
+"""About how many offsets an expiry run examines between two yields of the event loop (whole
+groups at a time)."""
+
 
 class CommittedOffsets:
     """Every group's committed offsets, read from and written through the store. Runs on the
@@ -57,8 +62,8 @@ class CommittedOffsets:
         self.config = config
         self.wall_clock = wall_clock
         self._pending_commits: Counter[OffsetKey] = Counter()
-        """Offsets whose commit is still waiting for its write: expiry leaves them alone and
-        deleting their group tombstones them too."""
+        """Offsets whose commit (simple or transactional) is still waiting for its write:
+        expiry leaves them alone and deleting their group tombstones them too."""
 
     # -- OffsetCommit -----------------------------------------------------------------------------
 
@@ -110,18 +115,20 @@ class CommittedOffsets:
         instance_id = req.group_instance_id if version >= 7 else None
         generation = req.generation_id_or_member_epoch
         group = self.membership.groups.get(req.group_id)
-        if group is None:
-            if generation >= 0:
-                # Not a group we know: a member of a generation that no longer exists.
-                return fail_all(ErrorCode.ILLEGAL_GENERATION)
-            group = self.membership.new_group(req.group_id)
-        error = self._validate_commit(group, generation, req.member_id, instance_id)
-        if error is None and group.is_(GroupState.COMPLETING_REBALANCE):
+        if group is None and generation >= 0:
+            # Not a group we know: a member of a generation that no longer exists.
+            return fail_all(ErrorCode.ILLEGAL_GENERATION)
+        # A new group is checked as the empty group it would be, and made only once there is
+        # an offset to write (below), as Kafka's coordinator is never called for a commit whose
+        # partitions all fail validation.
+        checked = Group(req.group_id) if group is None else group
+        error = self._validate_commit(checked, generation, req.member_id, instance_id)
+        if error is None and checked.is_(GroupState.COMPLETING_REBALANCE):
             # A valid member that has its JoinGroup answer but no assignment yet.
             error = ErrorCode.REBALANCE_IN_PROGRESS
         if error is not None:
             return fail_all(error)
-        member = group.members.get(req.member_id)
+        member = checked.members.get(req.member_id)
         if member is not None:
             self.membership.renew_session(member)
         now = self.wall_clock()
@@ -152,6 +159,7 @@ class CommittedOffsets:
                 changes.append((OffsetKey(req.group_id, *tp), committed))
                 results[tp] = ErrorCode.NONE
         if changes:
+            created = self.membership.new_group(req.group_id) if group is None else None
             keys = [k for k, _ in changes if isinstance(k, OffsetKey)]
             self._pending_commits.update(keys)
             try:
@@ -163,7 +171,25 @@ class CommittedOffsets:
             finally:
                 self._pending_commits.subtract(keys)
                 self._pending_commits += Counter()
+            if created is not None:
+                self._forget_if_unstored(created)
         return results
+
+    def _forget_if_unstored(self, group: Group) -> None:
+        """A group a refused commit created, if nothing has used it since: forgotten, so
+        ListGroups shows what a restart would (the store holds nothing of it)."""
+        gid = group.group_id
+        if (
+            self.membership.groups.get(gid) is group
+            and group.is_(GroupState.EMPTY)
+            and not group.members
+            and not group.pending_members
+            and gid not in self.store.offsets
+            and gid not in self.store.pending
+            and gid not in self.store.groups
+            and not self._pending_of(gid)
+        ):
+            del self.membership.groups[gid]
 
     # -- TxnOffsetCommit and the end of transactions ------------------------------------------------
 
@@ -191,14 +217,17 @@ class CommittedOffsets:
         member_id = req.member_id if version >= 3 else ""
         instance_id = req.group_instance_id if version >= 3 else None
         group = self.membership.groups.get(req.group_id) if error is None else None
-        if error is None and group is None:
-            if generation >= 0:
-                error = ErrorCode.ILLEGAL_GENERATION
-            else:
-                group = self.membership.new_group(req.group_id)
-        if error is None and group is not None:
+        if error is None and group is None and generation >= 0:
+            error = ErrorCode.ILLEGAL_GENERATION
+        if error is None:
+            # A new group is checked as the empty group it would be, and made only once there
+            # is an offset to write (below).
             error = self._validate_commit(
-                group, generation, member_id, instance_id, transactional=True
+                Group(req.group_id) if group is None else group,
+                generation,
+                member_id,
+                instance_id,
+                transactional=True,
             )
         if error is not None:
             results.update((tp, error) for tp, _ in known)
@@ -221,6 +250,14 @@ class CommittedOffsets:
             changes.append((PendingOffsetKey(req.group_id, req.producer_id, *tp), pending))
             results[tp] = ErrorCode.NONE
         if changes:
+            if req.group_id not in self.membership.groups:
+                self.membership.new_group(req.group_id)
+            # Counted with the simple commits in flight: deleting the group meanwhile
+            # tombstones these partitions too (after this write, which drops the pending
+            # offsets), so the transaction's commit cannot bring back offsets of a group that
+            # was deleted, which nobody could list or delete again until a restart.
+            keys = [OffsetKey(k.group, k.topic, k.partition) for k, _ in changes if isinstance(k, PendingOffsetKey)]
+            self._pending_commits.update(keys)
             try:
                 await self.store.write(changes)
             except SluiceError as exc:
@@ -228,6 +265,9 @@ class CommittedOffsets:
                 for key, _ in changes:
                     assert isinstance(key, PendingOffsetKey)
                     results[(key.topic, key.partition)] = ErrorCode.COORDINATOR_NOT_AVAILABLE
+            finally:
+                self._pending_commits.subtract(keys)
+                self._pending_commits += Counter()
         return results
 
     async def end_transaction(self, producer_id: int, groups: Iterable[str], commit: bool) -> None:
@@ -368,44 +408,87 @@ class CommittedOffsets:
         """Kafka's offsets.retention.minutes (KIP-211): an empty group's offsets expire once the
         group has been empty that long; a stable consumer group's offsets for topics it no longer
         subscribes to expire that long after their last commit; offsets of deleted topics go at
-        once. An empty group left with no offsets is deleted. Returns offsets removed."""
+        once. An empty group left with no offsets is deleted. Returns offsets removed.
+
+        The groups are examined a chunk at a time, each chunk's tombstones written before the
+        next is examined, so the event loop is never held for long (examining a million
+        offsets in one go held it for about 4 s). Each chunk is examined and its write called
+        with no await in between, so no commit can slip between the check and the tombstone."""
         now = self.wall_clock()
         retention = self.config.offsets_retention_ms
-        changes: list[Change] = []
-        dropped: list[str] = []
         removed = 0
-        for group in list(self.membership.groups.values()):
-            if group.is_(GroupState.DEAD):
-                continue
-            offsets = self.store.offsets.get(group.group_id, {})
-            expired: list[TopicPartition] = []
-            for (topic, partition), committed in offsets.items():
-                key = OffsetKey(group.group_id, topic, partition)
-                if self._pending_commits[key] or self.store.has_pending(group.group_id, (topic, partition)):
-                    # Not while a write or an open transaction may still set it (Kafka).
-                    continue
-                if not self._offset_is_live(topic, partition, committed) or self._offset_expired(
-                    group, topic, committed, now, retention
-                ):
-                    expired.append((topic, partition))
-            if (
-                group.is_(GroupState.EMPTY)
-                and len(expired) == len(offsets)
-                and not group.pending_members
-                and not any(k.group == group.group_id for k in self._pending_commits)
-                and not self.store.has_pending(group.group_id)
-            ):
-                removed += len(offsets)
-                changes.extend(self.delete_group(group))
-                dropped.append(group.group_id)
-                log.info("group %s expired (empty, no offsets left)", group.group_id)
-                continue
-            removed += len(expired)
-            changes.extend((OffsetKey(group.group_id, t, p), None) for t, p in expired)
-        if changes:
-            await self.write_deletion(changes, dropped)
+        groups = list(self.membership.groups.values())
+        next_group = 0
+        while next_group < len(groups):
+            changes: list[Change] = []
+            dropped: list[str] = []
+            in_flight: dict[str, set[TopicPartition]] = {}
+            for key in self._pending_commits:
+                in_flight.setdefault(key.group, set()).add((key.topic, key.partition))
+            topics: dict[str, tuple[int, str] | None] = {}
+            examined = 0
+            while next_group < len(groups) and examined < _EXPIRY_CHUNK_OFFSETS:
+                group = groups[next_group]
+                next_group += 1
+                if group.is_(GroupState.DEAD) or self.membership.groups.get(group.group_id) is not group:
+                    continue  # deleted (or deleted and made again) while an earlier chunk was written
+                examined += 1 + len(self.store.offsets.get(group.group_id, ()))
+                removed += self._expire_group(
+                    group, now, retention, in_flight.get(group.group_id, set()), topics, changes, dropped
+                )
+            if changes:
+                await self.write_deletion(changes, dropped)
+            else:
+                await asyncio.sleep(0)
+        if removed:
             log.info("offset expiry removed %s", plural(removed, "committed offset"))
         return removed
+
+    def _expire_group(
+        self,
+        group: Group,
+        now: int,
+        retention: int,
+        in_flight: set[TopicPartition],
+        topics: dict[str, tuple[int, str] | None],
+        changes: list[Change],
+        dropped: list[str],
+    ) -> int:
+        """One group's expired offsets (or the whole group) into ``changes``; returns how many
+        offsets. ``topics`` caches each topic's partition count and id for the chunk."""
+        group_id = group.group_id
+        offsets = self.store.offsets.get(group_id, {})
+        pending = self.store.pending.get(group_id)
+        in_txn: set[TopicPartition] = set().union(*pending.values()) if pending else set()
+        expired: list[TopicPartition] = []
+        for tp, committed in offsets.items():
+            if tp in in_flight or tp in in_txn:
+                continue  # not while a write or an open transaction may still set it (Kafka)
+            topic, partition = tp
+            if topic not in topics:
+                t = self.logs.topics.get(topic)
+                topics[topic] = None if t is None else (len(t.partitions), str(t.topic_id))
+            known = topics[topic]
+            live = (
+                known is not None
+                and 0 <= partition < known[0]
+                and (committed.topic_id is None or committed.topic_id == known[1])
+            )
+            if not live or self._offset_expired(group, topic, committed, now, retention):
+                expired.append(tp)
+        if (
+            group.is_(GroupState.EMPTY)
+            and len(expired) == len(offsets)
+            and not group.pending_members
+            and not in_flight
+            and not pending
+        ):
+            changes.extend(self.delete_group(group))
+            dropped.append(group_id)
+            log.info("group %s expired (empty, no offsets left)", group_id)
+            return len(offsets)
+        changes.extend((OffsetKey(group_id, t, p), None) for t, p in expired)
+        return len(expired)
 
     def _offset_expired(
         self, group: Group, topic: str, committed: CommittedOffset, now: int, retention: int

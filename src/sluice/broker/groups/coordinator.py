@@ -316,7 +316,9 @@ class GroupCoordinator:
         results: dict[str, ErrorCode] = {}
         changes: list[Change] = []
         deleted: list[str] = []
-        for group_id in body.groups_names:
+        # Each group once (Kafka takes a set): a name listed twice was deleted by the first
+        # and then answered GROUP_ID_NOT_FOUND by the second.
+        for group_id in dict.fromkeys(body.groups_names):
             error = group_id_error(group_id, ApiKey.DELETE_GROUPS)
             group = self.membership.groups.get(group_id)
             if error is not None:

@@ -188,6 +188,8 @@ class Group:
     """group.initial.rebalance.delay.ms bookkeeping (Kafka's InitialDelayedJoin)."""
     sync_deadline: float | None = None
     """CompletingRebalance/Stable: when members that never sent SyncGroup are removed."""
+    storing_generation: int | None = None
+    """The generation whose leader's assignment is being (or was) stored: stored once."""
     rebalances: int = 0
     """Rebalances started since this broker loaded or created the group (metrics)."""
 
