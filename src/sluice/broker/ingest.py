@@ -19,7 +19,7 @@ plausibility is an O(1) header check in the log's own validation.
   first (:mod:`sluice.protocol.walk`, after the CRC): a batch whose records are not exactly what
   its header says is refused with INVALID_RECORD, as Kafka's LogValidator refuses it. That walk
   covers what the compressed record-count check would, so that check is then skipped. Off, none
-  of this runs: not even a flag is read per batch.
+  of this runs (one boolean test per partition).
 """
 
 from __future__ import annotations

@@ -68,8 +68,8 @@ def walk_batch(header: BatchHeader, batch: Bytes, *, limit: int, chunk_size: int
     _walk_stream(header, payload, limit, chunk_size)
 
 
-def _walk(data: Bytes, pos: int, index: int, count: int, stop_at: int) -> tuple[int, int]:
-    """Walk records from ``pos`` (the one numbered ``index``) until ``count`` are walked or a
+def _walk(data: Bytes, pos: int, first: int, count: int, stop_at: int) -> tuple[int, int]:
+    """Walk records from ``pos`` (the one numbered ``first``) until ``count`` are walked or a
     record starts at or after ``stop_at``; return (records walked in all, where the next
     starts). Raises _Stop where a prefix does not parse (IndexError: the buffer ended).
 
@@ -77,8 +77,9 @@ def _walk(data: Bytes, pos: int, index: int, count: int, stop_at: int) -> tuple[
     deltas up to 4095) are decoded inline, and an offset delta is compared zigzag-encoded
     (``2 * index``) rather than decoded."""
     slow = read_varint
+    index = first
     try:
-        for index in range(index, count):  # noqa: B020 - the walk resumes where it stopped
+        for index in range(first, count):
             if pos >= stop_at:
                 return index, pos
             b = data[pos]
