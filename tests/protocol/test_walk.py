@@ -77,7 +77,7 @@ def test_each_lie_is_refused_with_what_is_wrong(codec: int, chunk_size: int) -> 
         "offset deltas 0, 2": (forge(record(0) + record(2), 2, codec), "offset delta 2"),
         "offset deltas 1, 2": (forge(record(1) + record(2), 2, codec), "record 0 of the batch has offset delta 1"),
         "a length too short for the fields": (forge(b"\x06\x00\x00\x00\x01\x00\x00" * 2, 2, codec), "too short"),
-        "a negative length": (forge(b"\x01" + record(0)[1:] + record(1), 2, codec), "too short"),
+        "a negative length": (forge(b"\x01" + record(0)[1:] + record(1), 2, codec), "negative length"),
         "a varint that never ends": (forge(b"\xff" * 40, 2, codec), "does not parse"),
         "garbage": (forge(bytes(range(256)) * 4, 5, codec), "of the batch"),
     }

@@ -62,7 +62,7 @@ def walk_batch(header: BatchHeader, batch: Bytes, *, limit: int, chunk_size: int
         try:
             index, pos = _walk(payload, 0, 0, count, end + 1)
         except _Stop as stop:
-            _refuse_stopped(header, payload, stop, end)
+            _refuse_stopped(header, stop, end)
         _check_end(header, index, pos, end)
         return
     _walk_stream(header, payload, limit, chunk_size)
@@ -73,71 +73,101 @@ def _walk(data: Bytes, pos: int, first: int, count: int, stop_at: int) -> tuple[
     record starts at or after ``stop_at``; return (records walked in all, where the next
     starts). Raises _Stop where a prefix does not parse (IndexError: the buffer ended).
 
-    The inner loop of the setting: one- and two-byte varints (record lengths up to 8191, offset
-    deltas up to 4095) are decoded inline, and an offset delta is compared zigzag-encoded
-    (``2 * index``) rather than decoded."""
+    The inner loop of the setting, ~0.4 us a record: varints of the usual widths (lengths of one
+    and two bytes, timestamp deltas of one and two, offset deltas of one to three) are decoded
+    inline; an offset delta is compared zigzag-encoded with twice its index; a length's sign
+    (the zigzag low bit) is gathered into ``odd`` and checked once, before any answer."""
     slow = read_varint
-    index = first
+    odd = 0
+    i2 = first << 1
     try:
-        for index in range(first, count):
+        for i2 in range(first << 1, count << 1, 2):
             if pos >= stop_at:
-                return index, pos
+                break
             b = data[pos]
             if b < 0x80:
-                length = (b >> 1) ^ -(b & 1)
+                odd |= b
                 body = pos + 1
+                pos = body + (b >> 1)
             else:
                 b2 = data[pos + 1]
                 if b2 < 0x80:
-                    raw = (b & 0x7F) | (b2 << 7)
-                    length = (raw >> 1) ^ -(raw & 1)
+                    b = (b & 0x7F) | (b2 << 7)
+                    odd |= b
                     body = pos + 2
+                    pos = body + (b >> 1)
                 else:
                     length, body = slow(data, pos)
-            p = body + 1  # attributes
-            if data[p] < 0x80:  # timestamp delta: skipped
-                p += 1
-            else:
-                _, p = slow(data, p)
-            raw = data[p]
-            if raw < 0x80:
+                    odd |= length < 0
+                    pos = body + length
+            p = body + 2  # past the attributes and a one-byte timestamp delta
+            if data[p - 1] >= 0x80:
+                if data[p] < 0x80:
+                    p += 1
+                else:
+                    _, p = slow(data, p - 1)
+            b = data[p]
+            if b < 0x80:
                 p += 1
             else:
                 b2 = data[p + 1]
                 if b2 < 0x80:
-                    raw = (raw & 0x7F) | (b2 << 7)
+                    b = (b & 0x7F) | (b2 << 7)
                     p += 2
                 else:
-                    delta, p = slow(data, p)
-                    raw = (delta << 1) ^ (delta >> 63)
-            if raw != index << 1:
+                    b3 = data[p + 2]
+                    if b3 < 0x80:
+                        b = (b & 0x7F) | ((b2 & 0x7F) << 7) | (b3 << 14)
+                        p += 3
+                    else:
+                        delta, p = slow(data, p)
+                        b = (delta << 1) ^ (delta >> 63)
+            if b != i2:
+                _check_signs(odd)
                 raise InvalidRecordError(
-                    f"record {index} of the batch has offset delta {(raw >> 1) ^ -(raw & 1)}; the "
+                    f"record {i2 >> 1} of the batch has offset delta {(b >> 1) ^ -(b & 1)}; the "
                     f"offset deltas of a batch's records must be 0, 1, 2, ... (Kafka: inner "
                     f"record offsets are not incremental)"
                 )
-            pos = body + length
             if pos < p + _MIN_TAIL:
+                _check_signs(odd)
                 raise InvalidRecordError(
-                    f"record {index} of the batch has length {length}, too short for its fields "
-                    f"(Kafka: Found invalid record structure)"
+                    f"record {i2 >> 1} of the batch has length {pos - body}, too short for its "
+                    f"fields (Kafka: Found invalid record structure)"
                 )
+        else:
+            i2 = count << 1
     except (IndexError, CorruptRecordError) as exc:  # the buffer ended, or a varint is too long
-        raise _Stop(index, pos) from exc
-    return count, pos
+        _check_signs(odd)
+        raise _Stop(i2 >> 1, pos) from exc
+    _check_signs(odd)
+    return i2 >> 1, pos
 
 
-def _refuse_stopped(header: BatchHeader, data: Bytes, stop: _Stop, end: int) -> NoReturn:
-    """The final walk stopped inside a record's prefix: the records ran out, or a varint of it is
-    malformed. Always raises."""
-    if stop.pos >= end:
+def _check_signs(odd: int) -> None:
+    if odd & 1:
+        raise InvalidRecordError(
+            "a record of the batch has a negative length (Kafka: Found invalid record structure)"
+        )
+
+
+def _refuse_stopped(header: BatchHeader, stop: _Stop, end: int | None) -> NoReturn:
+    """A walk stopped inside record ``stop.index``: ``stop.pos`` is where it starts or, once its
+    length is read, where it ends. ``end`` is the records' end when the walk was the final one,
+    None when more bytes follow (the prefix is then malformed). Always raises."""
+    if end is not None and stop.pos == end:
         raise InvalidRecordError(
             f"record batch claims {header.records_count} records but holds {stop.index} "
             f"(Kafka: Incorrect declared batch size, premature EOF reached)"
         )
+    if end is not None and stop.pos > end:
+        raise InvalidRecordError(
+            f"record {stop.index} of the batch runs {stop.pos - end} bytes past the end of the "
+            f"batch (Kafka: Invalid record size)"
+        )
     raise InvalidRecordError(
-        f"record {stop.index} of the batch does not parse: a malformed or truncated varint at "
-        f"byte {stop.pos} of {end} of its records (Kafka: Found invalid record structure)"
+        f"record {stop.index} of the batch does not parse: a malformed or truncated varint "
+        f"(Kafka: Found invalid record structure)"
     )
 
 
@@ -174,7 +204,7 @@ def _walk_stream(header: BatchHeader, payload: memoryview, limit: int, chunk_siz
         try:
             index, pos = _walk(data, pos, index, count, end - _MAX_PREFIX + 1)
         except _Stop as stop:
-            _refuse_stopped(header, data, stop, end + 1)  # more bytes follow: malformed
+            _refuse_stopped(header, stop, None)  # more bytes follow: malformed
         if index == count and pos < end:
             _check_end(header, index, pos, end)  # bytes after the last record
         if pos >= end:
@@ -191,7 +221,7 @@ def _walk_stream(header: BatchHeader, payload: memoryview, limit: int, chunk_siz
     try:
         index, pos = _walk(carry, 0, index, count, end + 1)
     except _Stop as stop:
-        _refuse_stopped(header, carry, stop, end)
+        _refuse_stopped(header, stop, end)
     _check_end(header, index, pos, end)
 
 
