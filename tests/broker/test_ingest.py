@@ -152,3 +152,37 @@ def test_the_broker_default_compression_type_applies_and_is_described(
     broker = describe(ConfigResourceType.BROKER, "0")
     assert broker["compression.type"] == ("lz4", STATIC_BROKER_CONFIG)
     assert broker["sluice.batch.uncompressed.max.bytes"] == ("2097152", STATIC_BROKER_CONFIG)
+
+
+def _one_fewer(batch: bytes) -> bytes:
+    """The batch claiming one record fewer than it holds (count and lastOffsetDelta agree)."""
+    out = bytearray(batch)
+    count = struct.unpack_from(">i", out, 57)[0]
+    struct.pack_into(">i", out, 23, count - 2)
+    struct.pack_into(">i", out, 57, count - 1)
+    return with_attributes(bytes(out), struct.unpack_from(">h", out, 21)[0])
+
+
+def test_validate_records_walks_big_requests_in_the_executor_and_every_topic_kind(
+    harness: Callable[..., BrokerHarness],
+) -> None:
+    """``sluice.produce.validate.records``: past the inline budget the walk leaves the loop and
+    answers the same; a compacted topic (whose own walk reads keys only) and a recompressing
+    topic (whose record chain check would call the lie CORRUPT_MESSAGE) refuse it as
+    INVALID_RECORD too, storing nothing."""
+    from sluice.broker.ingest import WALK_INLINE_BYTES
+
+    h = harness(**{"sluice.produce.validate.records": "true"})
+    h.run(h.broker.logs.create_topic("big", 1))
+    h.run(h.broker.logs.create_topic("compact", 1, {"cleanup.policy": "compact"}))
+    h.run(h.broker.logs.create_topic("gzip", 1, {"compression.type": "gzip"}))
+    big = build_batch([(b"k", os.urandom(100)) for _ in range(1000)])
+    assert len(big) > WALK_INLINE_BYTES
+    for topic, honest in (("big", big), ("compact", big[:]), ("gzip", build_batch([(b"k", b"v")] * 3))):
+        part = part_of(h.produce(topic, 0, _one_fewer(honest)))
+        assert part.error_code == ErrorCode.INVALID_RECORD, (topic, part)
+        assert "records still remaining" in (part.error_message or ""), (topic, part)
+        assert stored(h, topic) == [], topic
+        assert part_of(h.produce(topic, 0, honest)).error_code == 0, topic
+    assert stored(h, "big") == [(Compression.NONE, 1000)]
+    assert stored(h, "gzip") == [(Compression.GZIP, 3)]

@@ -357,6 +357,7 @@ def _sample(key: str) -> str:
         "log.cleaner.max.compaction.lag.ms": "3600000",
         "sluice.admin.listen": "off",
         "sluice.admin.read.only": "true",
+        "sluice.produce.validate.records": "true",
         "transaction.partition.verification.enable": "false",
     }
     if key in special:

@@ -49,13 +49,14 @@ async def produce(broker: BrokerContext, request: Request) -> m.ProduceResponse 
         return _all_failed(body, ErrorCode.INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1, not {acks}")
     logs = broker.logs
     limit = broker.config.max_uncompressed_batch_bytes
+    walk = broker.config.validate_records
     # The log is kept with its job: a topic deleted meanwhile must not fail the response.
     targets: list[tuple[str, int, PartitionLog | None]] = []
     jobs: list[Awaitable[int] | Outcome] = []
     for topic in body.topic_data:
         for part in topic.partition_data:
             check = _txn_check(broker, body.transactional_id, topic.name, part.index)
-            plog, job = _submit(logs, topic.name, part, acks, limit, check)
+            plog, job = _submit(logs, topic.name, part, acks, limit, check, walk)
             targets.append((topic.name, part.index, plog))
             jobs.append(job)
     if acks == -1:
@@ -103,6 +104,7 @@ def _submit(
     acks: int,
     limit: int,
     txn_check: TxnCheck,
+    walk: bool,
 ) -> tuple[PartitionLog | None, Awaitable[int] | Outcome]:
     """Start one partition's append: its log and a future of its base offset, or an error."""
     try:
@@ -112,7 +114,7 @@ def _submit(
     plog = partition.log
     if part.records is None or len(part.records) == 0:
         return plog, (int(ErrorCode.INVALID_RECORD), "a produce request must carry record batches")
-    return plog, _append(partition, part.records, ack_level(acks, plog), limit, txn_check)
+    return plog, _append(partition, part.records, ack_level(acks, plog), limit, txn_check, walk)
 
 
 async def _append(
@@ -121,10 +123,12 @@ async def _append(
     ack: AckLevel,
     limit: int,
     txn_check: TxnCheck,
+    walk: bool,
 ) -> int:
-    """Verify (compressed record counts) and recompress (compression.type) as the topic needs,
-    then append: see :mod:`sluice.broker.ingest`."""
-    data = await ingest.prepare(records, partition.log.config, limit, partition.name)
+    """Verify (compressed record counts; every record with ``sluice.produce.validate.records``)
+    and recompress (compression.type) as the topic needs, then append: see
+    :mod:`sluice.broker.ingest`."""
+    data = await ingest.prepare(records, partition.log.config, limit, partition.name, walk=walk)
     return await partition.append(data, ack, txn_check)
 
 
