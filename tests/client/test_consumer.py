@@ -579,7 +579,7 @@ def test_bad_options_are_refused_at_once(target: Target) -> None:
         {"close_timeout": -1}, {"max_retries": 1.5}, {"max_retries": True},
         {"retry_backoff": -0.1}, {"retry_backoff_max": "1"}, {"dead_letter_topic": "bad name!"},
         {"dead_letter_topic": 5}, {"dead_letter_topic": ""}, {"config": 5},
-        {"bootstrap_servers": ""}, {"bootstrap_servers": "a,,b"},
+        {"bootstrap_servers": ""}, {"bootstrap_servers": ","}, {"bootstrap_servers": "a,b:0"},
     ]
     for options in bad:
         name = next(iter(options))
@@ -1106,3 +1106,36 @@ def test_no_headers_sent_in_any_form_arrive_as_none(target: Target) -> None:
 
     assert run(main()) == [None, None, None, None, [("a", b"1")], [("b", b"2")], [("c", b"3")],
                            [("d", b"4")]]
+
+
+def test_a_bootstrap_list_under_librdkafkas_alias_reaches_the_dead_letter_producer(
+    target: Target,
+) -> None:
+    """``metadata.broker.list`` (librdkafka's alias of ``bootstrap.servers``) and a trailing
+    comma were refused by the construction check; and ``run``'s dead-letter producer took over
+    ``bootstrap.servers`` alone, so a consumer given the alias could not write its copies."""
+    topic, _ = target.topic("c-alias", 1)
+    dlq = f"{topic}.dlq"
+    target.make(dlq, 1)
+    produce(target, topic, [b"0", b"1"])
+
+    async def main() -> list[bytes]:
+        seen: list[bytes] = []
+
+        async def handler(r: ConsumerRecord) -> None:
+            seen.append(r.value)
+            if r.value == b"0":
+                raise RuntimeError("no thanks")
+            c.stop()
+
+        async with Consumer(
+            group_id=f"g-{topic}", topics=[topic], metrics_registry=None, max_retries=0,
+            dead_letter_topic="{topic}.dlq", dead_letter_options=target.options(),
+            config={"metadata.broker.list": f"{target.bootstrap},",
+                    "auto.offset.reset": "earliest", **target.client},
+        ) as c:
+            await c.run(handler)
+        return seen
+
+    assert run(main()) == [b"0", b"1"]
+    assert [s.value for s in read_topic(target, dlq)] == [b"0"]

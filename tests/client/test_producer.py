@@ -1166,3 +1166,32 @@ def test_a_producer_belongs_to_the_loop_it_started_on(target: Target) -> None:
 
     run(go())
     assert [s.value for s in read_topic(target, topic)] == [b"before", b"after"]
+
+
+def test_every_bootstrap_form_librdkafka_takes_is_taken(target: Target) -> None:
+    """The construction check refuses only what librdkafka cannot use: its alias
+    ``metadata.broker.list``, empty entries it skips (a trailing comma) and its in-process mock
+    cluster (``test.mock.num.brokers``, no bootstrap list at all) all worked before the check
+    and were refused by it as a missing or malformed bootstrap list."""
+    topic, _ = target.topic("bootstrap-forms", 1)
+    forms: list[dict[str, Any]] = [
+        {"metadata.broker.list": target.bootstrap},
+        {"bootstrap.servers": f"{target.bootstrap},"},
+        {"bootstrap.servers": f" , {target.bootstrap},,"},
+    ]
+
+    async def go() -> list[int]:
+        offsets = []
+        for form in forms:
+            async with Producer(metrics_registry=None, config=target.options(**form)) as p:
+                offsets.append((await p.send(topic, b"v")).offset)
+        async with Producer(metrics_registry=None, config={"test.mock.num.brokers": 1}) as p:
+            assert (await p.send("mocked", b"v")).error is None
+        return offsets
+
+    assert run(go()) == [0, 1, 2]
+    for servers in (",", " , "):  # nothing but empty entries: no broker at all
+        with pytest.raises(ConfigurationError, match="bootstrap_servers"):
+            Producer(servers, metrics_registry=None)
+    with pytest.raises(ConfigurationError, match=r"metadata\.broker\.list"):
+        Producer(metrics_registry=None, config={"metadata.broker.list": ""})

@@ -49,19 +49,33 @@ def mapping(name: str, value: object) -> Mapping[str, Any]:
     return value
 
 
+BOOTSTRAP_KEYS = ("bootstrap.servers", "metadata.broker.list")
+"""librdkafka's names for the bootstrap list (the second an alias of the first)."""
+MOCK_CLUSTER = "test.mock.num.brokers"
+"""librdkafka's in-process mock cluster, which needs no bootstrap list (it sets its own)."""
+
+
 def bootstrap(settings: Mapping[str, Any]) -> None:
-    """The ``bootstrap.servers`` a client is made with (``bootstrap_servers`` or the setting):
-    present and a bootstrap list librdkafka can use. Without one librdkafka knows no broker and
-    a producer's records wait out their whole timeout (``""``, an unset environment variable,
-    ended as "Purged in queue" at close); a malformed one times out likewise."""
+    """The bootstrap list a client is made with (``bootstrap_servers``, the setting or its alias
+    ``metadata.broker.list``; none for librdkafka's mock cluster): present and a list
+    librdkafka can use. Without one librdkafka knows no broker and a producer's records wait out
+    their whole timeout (``""``, an unset environment variable, ended as "Purged in queue" at
+    close); a malformed one times out likewise. Empty entries are skipped, as librdkafka skips
+    them (``"a:9092,"``), but one entry at least must be left."""
     from sluice.hostport import bootstrap_addresses
 
-    servers = settings.get("bootstrap.servers")
-    if not isinstance(servers, str) or not servers.strip():
+    given = [k for k in settings if k in BOOTSTRAP_KEYS]
+    if not given and settings.get(MOCK_CLUSTER) is not None:
+        return
+    name = given[-1] if given else "bootstrap.servers"  # librdkafka: the last one set
+    option = "bootstrap_servers" if name == "bootstrap.servers" else name
+    servers = settings.get(name)
+    entries = [e for e in servers.split(",") if e.strip()] if isinstance(servers, str) else []
+    if not entries:
         raise ConfigurationError(
-            f"bootstrap_servers={servers!r}: the brokers to connect to, e.g. 'localhost:9092'"
+            f"{option}={servers!r}: the brokers to connect to, e.g. 'localhost:9092'"
         )
     try:
-        bootstrap_addresses(servers)
+        bootstrap_addresses(",".join(entries))
     except ValueError as exc:
-        raise ConfigurationError(f"bootstrap_servers={servers!r}: {exc}") from None
+        raise ConfigurationError(f"{option}={servers!r}: {exc}") from None

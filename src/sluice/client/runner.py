@@ -931,7 +931,7 @@ class Runner:
         c = self.consumer
         settings = {
             k: v for k, v in c.config.items()
-            if k == "bootstrap.servers" or k.startswith(CONNECTION_PREFIXES)
+            if k in check.BOOTSTRAP_KEYS or k.startswith(CONNECTION_PREFIXES)
         }
         settings.update(c.dead_letter_options)
         settings.setdefault("client.id", f"{c._metrics.client_id}-dlq")
