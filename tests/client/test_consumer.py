@@ -903,7 +903,8 @@ def test_calls_refuse_arguments_that_are_not_what_they_name(target: Target) -> N
             calls: list[Any] = [
                 lambda: c.seek(topic, 0, "x"),  # type: ignore[arg-type]
                 lambda: c.seek(topic, 0, True),
-                lambda: c.seek(topic, 0, -2),
+                lambda: c.seek(topic, 0, -5),
+                lambda: c.seek(topic, 0, ck.OFFSET_STORED),
                 lambda: c.seek(topic, -1, 0),
                 lambda: c.getmany(0, 0.1),
                 lambda: c.getmany("5", 0.1),  # type: ignore[arg-type]

@@ -154,6 +154,13 @@ LOGICAL_OFFSETS = (ck.OFFSET_BEGINNING, ck.OFFSET_END, ck.OFFSET_STORED)
 group's committed offset)."""
 
 
+SEEK_ENDS = (ck.OFFSET_BEGINNING, ck.OFFSET_END)
+"""The named offsets :meth:`Consumer.seek` takes, resolved to the log's start or end when the
+seek is made."""
+SEEK_END_TIMEOUT = 10.0
+"""Seconds a seek to :data:`SEEK_ENDS` waits for the partition's offsets from its leader."""
+
+
 def _checked_pattern(pattern: object) -> str:
     """A subscription regex as librdkafka takes it: a non-empty str starting with ``^`` (added
     when missing: librdkafka reads a name without it as a literal topic name, while the docs
@@ -1055,7 +1062,9 @@ class Consumer:
 
     async def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic[partition]`` from ``offset`` next: the records buffered for it are
-        dropped, the ones fetched before the seek never served. :class:`ConsumerError`
+        dropped, the ones fetched before the seek never served. ``offset``: 0 or more, or
+        ``confluent_kafka.OFFSET_BEGINNING``/``OFFSET_END``, the log's start or end as its
+        leader gives them now (so the position stays an offset). :class:`ConsumerError`
         before :meth:`start` (librdkafka seeks only partitions it is fetching),
         :class:`ConsumerClosedError` once the consumer is closing,
         :class:`~sluice.client.errors.PartitionRevokedError` for a partition being revoked
@@ -1072,11 +1081,16 @@ class Consumer:
         tp = _checked_partition((topic, partition), "seek", "nothing was done")
         topic, partition = tp
         where = _natural(offset)
+        if where is None and not isinstance(offset, bool):
+            with contextlib.suppress(TypeError):
+                if operator.index(offset) in SEEK_ENDS:
+                    where = operator.index(offset)
         if where is None:
             raise InvalidArgumentError(
                 f"seek {topic}[{partition}] to {offset!r}: an offset is an integer of 0 or more "
                 "(an offset before the log's start or past its end is reset by "
-                "auto.offset.reset); nothing was done"
+                "auto.offset.reset), or confluent_kafka.OFFSET_BEGINNING or OFFSET_END; "
+                "nothing was done"
             )
         offset = where
         if tp in self._revoking:
@@ -1097,8 +1111,15 @@ class Consumer:
         done: asyncio.Future[None] = self._loop.create_future()
 
         def request() -> None:  # on the fetch thread
+            nonlocal offset
             error: BaseException | None = None
             try:
+                if offset < 0:  # the log's start or end, now: the position stays an offset
+                    low, high = self._consumer.get_watermark_offsets(
+                        ck.TopicPartition(topic, partition), timeout=SEEK_END_TIMEOUT,
+                        cached=False,
+                    )
+                    offset = low if offset == ck.OFFSET_BEGINNING else high
                 self._consumer.seek(ck.TopicPartition(topic, partition, offset))
             except Exception as exc:  # a KafkaException; anything else too: the seek is awaited
                 error = ConsumerError(f"seek {topic}[{partition}] to {offset}: {exc}")
