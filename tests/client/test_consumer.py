@@ -1140,3 +1140,50 @@ def test_a_bootstrap_list_under_librdkafkas_alias_reaches_the_dead_letter_produc
 
     assert run(main()) == [b"0", b"1"]
     assert [s.value for s in read_topic(target, dlq)] == [b"0"]
+
+
+def test_options_take_any_numeric_type_that_is_a_number(target: Target) -> None:
+    """numpy's integers and floats, a Decimal, a Fraction: each worked as a count or a number
+    of seconds before the construction checks, which refused all but ``int`` and ``float``
+    (``max_buffer_bytes=np.int64(...)`` was "an integer, from 65536 to ..."). They are taken,
+    as int or float, and a whole run works with them."""
+    import decimal
+    import fractions
+
+    import numpy
+
+    from sluice.client import Producer, Shed
+
+    np: Any = numpy  # the annotations say int and float; these are what they take too
+    five: Any = decimal.Decimal("5")
+
+    topic, _ = target.topic("c-numeric")
+    produce(target, topic, [b"0", b"1", b"2"])
+
+    async def main() -> tuple[list[int], dict[tuple[str, int], int], float]:
+        seen: list[int] = []
+
+        async def handler(r: ConsumerRecord) -> None:
+            seen.append(r.offset)
+            if len(seen) == 3:
+                c.stop()
+
+        async with Producer(target.bootstrap, metrics_registry=None,
+                            close_timeout=five, **target.options()) as p:
+            closing = p.close_timeout
+        async with consumer(
+            target, topic, max_buffer_bytes=np.int64(64 * 1024 * 1024),
+            commit_interval=decimal.Decimal("0.5"), close_timeout=np.float32(5),
+            max_retries=np.int64(1), retry_backoff=fractions.Fraction(1, 1000),
+            shed=Shed(max_age=np.int64(3600), min_lag=np.int64(0)),
+        ) as c:
+            await c.run(handler, concurrency=np.int64(2))
+            return sorted(seen), await c.commit({(topic, 0): np.int64(3)}), closing
+
+    seen, commit, closing = run(main())
+    assert seen == [0, 1, 2]
+    assert commit == {(topic, 0): 3}
+    assert closing == 5.0
+    assert committed(target, f"g-{topic}", topic, 1) == {0: 3}
+    policy = Shed(max_age=np.float32(1.5), min_lag=np.int8(2))
+    assert (type(policy.max_age), type(policy.min_lag)) == (float, int)
