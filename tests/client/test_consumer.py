@@ -1187,3 +1187,19 @@ def test_options_take_any_numeric_type_that_is_a_number(target: Target) -> None:
     assert committed(target, f"g-{topic}", topic, 1) == {0: 3}
     policy = Shed(max_age=np.float32(1.5), min_lag=np.int8(2))
     assert (type(policy.max_age), type(policy.min_lag)) == (float, int)
+
+
+def test_the_largest_buffer_the_check_allows_is_one_librdkafka_takes(target: Target) -> None:
+    """The check named 8 GiB as its top, which librdkafka refused (a quarter of it is past
+    ``queued.max.messages.kbytes``'s 2097151 KiB); its top now makes a consumer, one byte more
+    is the check's ConfigurationError naming the option."""
+    from sluice.client import ConfigurationError
+    from sluice.client.consumer import MAX_MAX_BUFFER_BYTES
+
+    assert MAX_MAX_BUFFER_BYTES > 8 * 1024**3 - 1024**2  # still about 8 GiB
+    c = Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
+                 max_buffer_bytes=MAX_MAX_BUFFER_BYTES)
+    run(c.close())
+    with pytest.raises(ConfigurationError, match=r"max_buffer_bytes=\d+: an integer"):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
+                 max_buffer_bytes=MAX_MAX_BUFFER_BYTES + 1)

@@ -69,8 +69,9 @@ log = logging.getLogger("sluice.client")
 MiB = 1024 * 1024
 DEFAULT_MAX_BUFFER_BYTES = 32 * MiB
 MIN_MAX_BUFFER_BYTES = 64 * 1024
-MAX_MAX_BUFFER_BYTES = 8 * 1024 * MiB
-"""librdkafka takes fetch.max.bytes (an eighth of the budget) up to about 2 GiB."""
+MAX_MAX_BUFFER_BYTES = 4 * 1024 * 2097151
+"""8 GiB less 4 KiB: librdkafka takes ``queued.max.messages.kbytes`` (a quarter of the budget)
+up to 2097151 KiB; 8 GiB itself, in the range the check named, was refused by librdkafka."""
 SHUTDOWN_RESERVE = 1.0
 """Seconds of a shutdown's deadline ``run``'s last commit leaves to what follows it (closing its
 dead-letter producer, librdkafka's close): see :meth:`Consumer._run_share`."""
