@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import confluent_kafka as ck
 from prometheus_client import CollectorRegistry
 
-from sluice.client import librdkafka, serializers
+from sluice.client import librdkafka, patterns, serializers
 from sluice.client import options as check
 from sluice.client.bridge import DeliveryBridge
 from sluice.client.buffer import TP, FetchBuffer, size_of
@@ -160,23 +160,6 @@ SEEK_ENDS = (ck.OFFSET_BEGINNING, ck.OFFSET_END)
 seek is made."""
 SEEK_END_TIMEOUT = 10.0
 """Seconds a seek to :data:`SEEK_ENDS` waits for the partition's offsets from its leader."""
-
-
-def _checked_pattern(pattern: object) -> str:
-    """A subscription regex as librdkafka takes it: a non-empty str starting with ``^`` (added
-    when missing: librdkafka reads a name without it as a literal topic name, while the docs
-    and Python call it a pattern), that compiles."""
-    if not isinstance(pattern, str) or not pattern:
-        raise ConfigurationError(
-            f"pattern={pattern!r}: a regular expression (a non-empty str) such as '^orders-.*'"
-        )
-    if not pattern.startswith("^"):
-        pattern = "^" + pattern
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ConfigurationError(f"pattern={pattern!r}: not a regular expression ({exc})") from None
-    return pattern
 
 
 def _assignment(a: Any) -> tuple[str, int, int | None]:
@@ -327,11 +310,13 @@ class Consumer:
                 )
         if sum(x is not None for x in (topics, pattern, assign)) != 1:
             raise ConfigurationError("give exactly one of topics=[...], pattern=... or assign=[...]")
+        regexes: dict[str, re.Pattern[str]] = {}
+        """Each regex subscribed to, as Python's ``re`` reads what librdkafka does."""
         if pattern is not None:
-            pattern = _checked_pattern(pattern)
+            pattern, regexes[pattern] = patterns.checked(pattern)
         for t in topics or ():
             if t.startswith("^"):  # librdkafka reads it as a regex
-                _checked_pattern(t)
+                regexes[t] = patterns.checked(t)[1]
         max_buffer_bytes = check.count(
             "max_buffer_bytes", max_buffer_bytes, least=MIN_MAX_BUFFER_BYTES,
             most=MAX_MAX_BUFFER_BYTES,
@@ -373,6 +358,7 @@ class Consumer:
         """The librdkafka configuration the consumer was made with."""
         self._topics = list(topics) if topics is not None else None
         self._pattern = pattern
+        self._regexes = regexes
         self._assign: list[tuple[str, int, int | None]] | None = None
         if assign is not None:
             if isinstance(assign, tuple) and assign and isinstance(assign[0], str):
@@ -843,14 +829,15 @@ class Consumer:
 
     def _reads(self, topic: str) -> bool:
         """Whether this consumer reads ``topic``: listed, matched by its pattern (librdkafka's
-        regex, which Python's ``re`` reads alike for such patterns), or assigned."""
+        POSIX regex, translated for Python's ``re``: :mod:`sluice.client.patterns`), or
+        assigned."""
         if self._topics is not None:  # a name starting with ^ is a regex to librdkafka too
             return any(
-                re.search(t, topic) is not None if t.startswith("^") else t == topic
+                self._regexes[t].search(topic) is not None if t in self._regexes else t == topic
                 for t in self._topics
             )
         if self._pattern is not None:
-            return re.search(self._pattern, topic) is not None
+            return self._regexes[self._pattern].search(topic) is not None
         return any(t == topic for t, _, _ in self._assign or ())
 
     def _unread(self, records: list[ConsumerRecord]) -> None:
