@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import decimal
+import ipaddress
 import math
 import numbers
 import operator
@@ -70,8 +71,6 @@ def bootstrap(settings: Mapping[str, Any]) -> None:
     their whole timeout (``""``, an unset environment variable, ended as "Purged in queue" at
     close); a malformed one times out likewise. Empty entries are skipped, as librdkafka skips
     them (``"a:9092,"``), but one entry at least must be left."""
-    from sluice.hostport import bootstrap_addresses
-
     given = [k for k in settings if k in BOOTSTRAP_KEYS]
     if not given and settings.get(MOCK_CLUSTER) is not None:
         return
@@ -83,7 +82,31 @@ def bootstrap(settings: Mapping[str, Any]) -> None:
         raise ConfigurationError(
             f"{option}={servers!r}: the brokers to connect to, e.g. 'localhost:9092'"
         )
-    try:
-        bootstrap_addresses(",".join(entries))
-    except ValueError as exc:
-        raise ConfigurationError(f"{option}={servers!r}: {exc}") from None
+    for entry in entries:
+        problem = _address_problem(entry)
+        if problem is not None:
+            raise ConfigurationError(f"{option}={servers!r}: {problem}: {entry.strip()!r}")
+
+
+def _address_problem(entry: str) -> str | None:
+    """What librdkafka could not connect to in one bootstrap entry (None: nothing), read as it
+    reads one: a ``SECURITY_PROTOCOL://`` prefix, ``[v6]:port``, a bare host or IPv6 address
+    on port 9092. (The toolkit imports nothing of sluice's other layers: it is for any Kafka.)"""
+    address = entry.strip().rpartition("://")[2]
+    port: str | None = None
+    if address.startswith("["):  # [v6]:port
+        host, _, rest = address[1:].partition("]")
+        port = rest.removeprefix(":") if rest.startswith(":") else None
+    elif address.count(":") == 1:
+        host, _, port = address.partition(":")
+    elif ":" in address:  # a bare IPv6 address, on the default port
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            return "not HOST:PORT (an IPv6 address with a port goes in brackets: [::1]:9092)"
+        host = address
+    else:  # a host name, on the default port
+        host = address
+    if not host or (port is not None and not (port.isdigit() and 1 <= int(port) <= 65535)):
+        return "not HOST:PORT with a port of 1-65535"
+    return None
