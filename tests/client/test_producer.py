@@ -840,6 +840,43 @@ def test_records_failed_for_a_neighbours_size_keep_their_value_in_the_dead_lette
     assert letter.value is None and dict(letter.headers)[headers.VALUE_SIZE] == b"6000"
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_record_over_its_topics_limit_is_dead_lettered_without_its_value_if_need_be(
+    target: Target, strategy: str,
+) -> None:
+    """A record refused by the broker for its own size (over the topic's max.message.bytes,
+    under librdkafka's message.max.bytes), its dead-letter topic with the same limit: since
+    broker size failures keep the value (it may be a neighbour's), the copy was refused too and
+    the record was in no topic at all (before, its copy was written without its value). The
+    copy is written once more without it, as one librdkafka refused on the spot is."""
+    target.require_headers()
+    if not target.sluice:
+        pytest.skip("creates topics with their own max.message.bytes (CreateTopics)")
+    from sluice.testing import create_topic, unique_topic_name
+
+    topic = create_topic(target.bootstrap, unique_topic_name("dlq-own-size"),
+                         configs={"max.message.bytes": 4000})
+    letters_topic = create_topic(target.bootstrap, f"{topic}.dlq",
+                                 configs={"max.message.bytes": 4000})
+
+    async def go() -> list[RecordMetadata]:
+        async with producer(target, dead_letter_topic="{topic}.dlq") as p:
+            return await send_all(p, strategy, [Record(topic, b"x" * 6000, key=b"big")])
+
+    (result,) = run(go())
+    assert not result.ok and isinstance(result.error, DeliveryError)
+    assert result.error.name == "MSG_SIZE_TOO_LARGE"
+    assert result.error.record.value == b"x" * 6000  # the caller still has it
+    copy = result.dead_letter
+    assert copy is not None and copy.ok
+    (letter,) = read_topic(target, letters_topic)
+    assert letter.offset == copy.offset and letter.key == b"big" and letter.value is None
+    h = header_map(letter.headers)
+    assert h[headers.VALUE_SIZE] == b"6000"
+    assert h[headers.ATTEMPTS] == b"1"  # the broker's refusal, not librdkafka's
+    assert read_topic(target, topic) == []
+
+
 def test_a_record_for_a_topic_the_broker_refuses_is_dead_lettered(target: Target) -> None:
     target.require_headers()
     topic, _ = target.topic("dlq-refused")
