@@ -1203,3 +1203,24 @@ def test_the_largest_buffer_the_check_allows_is_one_librdkafka_takes(target: Tar
     with pytest.raises(ConfigurationError, match=r"max_buffer_bytes=\d+: an integer"):
         Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
                  max_buffer_bytes=MAX_MAX_BUFFER_BYTES + 1)
+
+
+def test_assign_takes_any_integer_type_as_seek_and_commit_do(target: Target) -> None:
+    """``assign=[(topic, np.int64(0), np.int64(1))]`` was refused as "not (topic, partition,
+    offset)" while seek, pause and commit take numpy's integers; it reads from offset 1 now."""
+    import numpy
+
+    np: Any = numpy
+    topic, _ = target.topic("c-assign-numpy", 1)
+    produce(target, topic, [b"0", b"1", b"2"])
+
+    async def main() -> list[int]:
+        got: list[ConsumerRecord] = []
+        async with Consumer(target.bootstrap, assign=[(topic, np.int64(0), np.int64(1))],
+                            metrics_registry=None, **target.client) as c:
+            while len(got) < 2:
+                got += await c.getmany(10, 1.0)
+            assert c.assignment() == [(topic, 0)]
+        return [r.offset for r in got]
+
+    assert run(main()) == [1, 2]

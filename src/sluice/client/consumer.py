@@ -164,17 +164,17 @@ SEEK_END_TIMEOUT = 10.0
 
 def _assignment(a: Any) -> tuple[str, int, int | None]:
     """One ``assign=`` entry: ``(topic, partition)`` or ``(topic, partition, offset)``, an
-    offset of 0 or more or one of :data:`LOGICAL_OFFSETS`."""
-    if (
-        isinstance(a, tuple | list)
-        and len(a) in (2, 3)
-        and isinstance(a[0], str)
-        and a[0]
-        and all(isinstance(x, int) and not isinstance(x, bool) for x in a[1:])
-        and a[1] >= 0
-        and (len(a) == 2 or a[2] >= 0 or a[2] in LOGICAL_OFFSETS)
-    ):
-        return (a[0], a[1], a[2] if len(a) == 3 else None)
+    offset of 0 or more or one of :data:`LOGICAL_OFFSETS`; any integer type (numpy's too, as
+    ``seek`` and ``commit`` take them; not a bool), as int."""
+    if isinstance(a, tuple | list) and len(a) in (2, 3) and isinstance(a[0], str) and a[0]:
+        partition = _natural(a[1])
+        offset = None if len(a) == 2 else _natural(a[2])
+        if offset is None and len(a) == 3 and not isinstance(a[2], bool):
+            with contextlib.suppress(TypeError):
+                if operator.index(a[2]) in LOGICAL_OFFSETS:
+                    offset = operator.index(a[2])
+        if partition is not None and (len(a) == 2 or offset is not None):
+            return (a[0], partition, offset)
     raise ConfigurationError(
         f"assign: {a!r} is not (topic, partition) or (topic, partition, offset): a topic name, "
         f"a partition of 0 or more, an offset of 0 or more (or confluent_kafka.OFFSET_BEGINNING, "
