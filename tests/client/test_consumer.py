@@ -592,6 +592,17 @@ def test_bad_options_are_refused_at_once(target: Target) -> None:
             Consumer(target.bootstrap, group_id=group, topics=["t"], metrics_registry=None)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="group_id"):
         Consumer(target.bootstrap, topics=["t"], metrics_registry=None, config={"group.id": ""})
+    # Both given: librdkafka took the setting's group while the toolkit took group_id's, and a
+    # blank setting still aborted the process (the check read group_id alone). The "b" case
+    # comes first: without the check it is made, and the test fails before the abort.
+    for setting in ("b", "", " "):
+        with pytest.raises(ConfigurationError, match="disagree"):
+            Consumer(target.bootstrap, group_id="a", topics=["t"], metrics_registry=None,
+                     config={"group.id": setting})
+    agreeing = Consumer(target.bootstrap, group_id="a", topics=["t"], metrics_registry=None,
+                        config={"group.id": "a"})
+    assert agreeing.group_id == "a" and agreeing.config["group.id"] == "a"
+    run(agreeing.close())
     # The overload policy: a negative max_age shed every record, NaN none, a predicate that
     # is not callable failed every record, Shed() sheds nothing, shed=60 failed at run time.
     from sluice.client import Shed

@@ -330,8 +330,17 @@ class Consumer:
         settings.update(librdkafka_budget(max_buffer_bytes))
         if bootstrap_servers is not None:
             settings["bootstrap.servers"] = bootstrap_servers
-        if group_id is None and options.get("group.id") is not None:
+        if options.get("group.id") is None:
+            options.pop("group.id", None)
+        elif group_id is None:
             group_id = options["group.id"]
+        elif options["group.id"] != group_id:
+            # settings.update(options) below would give librdkafka the setting's group (a blank
+            # one aborted the process) while the toolkit took group_id's
+            raise ConfigurationError(
+                f"group_id={group_id!r} and the setting group.id={options['group.id']!r} "
+                "disagree: give the consumer group once"
+            )
         if group_id is not None and (not isinstance(group_id, str) or not group_id.strip()):
             # librdkafka's consumer aborts the process (an assertion, SIGABRT) on a blank one
             raise ConfigurationError(
