@@ -580,6 +580,9 @@ def test_bad_options_are_refused_at_once(target: Target) -> None:
         {"retry_backoff": -0.1}, {"retry_backoff_max": "1"}, {"dead_letter_topic": "bad name!"},
         {"dead_letter_topic": 5}, {"dead_letter_topic": ""}, {"config": 5},
         {"bootstrap_servers": ""}, {"bootstrap_servers": ","}, {"bootstrap_servers": "a,b:0"},
+        # a bare TypeError/ValueError, and a dead-letter producer with no broker (at run time)
+        {"dead_letter_options": 5}, {"dead_letter_options": "linger.ms=5"},
+        {"dead_letter_options": {"bootstrap.servers": ""}},
     ]
     for options in bad:
         name = next(iter(options))

@@ -288,6 +288,13 @@ class Consumer:
         if metrics_registry is not None:
             registry_of(metrics_registry)  # refused before a librdkafka client is made
         options = {**check.mapping("config", config), **options}
+        dead_letter_options = check.mapping("dead_letter_options", dead_letter_options)
+        if any(k in dead_letter_options for k in check.BOOTSTRAP_KEYS):
+            # the dead-letter producer's own brokers: refused now, not at the first copy
+            try:
+                check.bootstrap(dead_letter_options)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"dead_letter_options: {exc}") from None
         reserved = RESERVED & options.keys()
         if reserved:
             raise ConfigurationError(
@@ -380,7 +387,7 @@ class Consumer:
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
         self.dead_letter_topic = dead_letter_topic
-        self.dead_letter_options = dict(dead_letter_options or {})
+        self.dead_letter_options = dict(dead_letter_options)
         if dead_letter_topic is not None:
             from sluice.client.dlq import DeadLetterRoute
 
