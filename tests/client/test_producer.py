@@ -859,11 +859,14 @@ def test_a_record_over_its_topics_limit_is_dead_lettered_without_its_value_if_ne
     letters_topic = create_topic(target.bootstrap, f"{topic}.dlq",
                                  configs={"max.message.bytes": 4000})
 
-    async def go() -> list[RecordMetadata]:
+    async def go() -> tuple[list[RecordMetadata], dict[str, Any]]:
         async with producer(target, dead_letter_topic="{topic}.dlq") as p:
-            return await send_all(p, strategy, [Record(topic, b"x" * 6000, key=b"big")])
+            results = await send_all(p, strategy, [Record(topic, b"x" * 6000, key=b"big")])
+            return results, p.metrics()
 
-    (result,) = run(go())
+    (result,), metrics = run(go())
+    assert (metrics["dead_lettered"], metrics["dead_letter_failed"]) == (1, 0)
+    assert metrics["in_flight"] == 0  # the copy refused, and the one written, both counted out
     assert not result.ok and isinstance(result.error, DeliveryError)
     assert result.error.name == "MSG_SIZE_TOO_LARGE"
     assert result.error.record.value == b"x" * 6000  # the caller still has it
