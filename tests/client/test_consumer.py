@@ -579,7 +579,10 @@ def test_bad_options_are_refused_at_once(target: Target) -> None:
         {"close_timeout": -1}, {"max_retries": 1.5}, {"max_retries": True},
         {"retry_backoff": -0.1}, {"retry_backoff_max": "1"}, {"dead_letter_topic": "bad name!"},
         {"dead_letter_topic": 5}, {"dead_letter_topic": ""}, {"config": 5},
-        {"bootstrap_servers": ""}, {"bootstrap_servers": None},
+        {"bootstrap_servers": ""}, {"bootstrap_servers": None}, {"bootstrap_servers": ","},
+        # a bare TypeError/ValueError, and a dead-letter producer with no broker (at run time)
+        {"dead_letter_options": 5}, {"dead_letter_options": "linger.ms=5"},
+        {"dead_letter_options": {"bootstrap.servers": ""}},
     ]
     for options in bad:
         name = next(iter(options))
@@ -592,6 +595,17 @@ def test_bad_options_are_refused_at_once(target: Target) -> None:
             Consumer(target.bootstrap, group_id=group, topics=["t"], metrics_registry=None)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="group_id"):
         Consumer(target.bootstrap, topics=["t"], metrics_registry=None, config={"group.id": ""})
+    # Both given: librdkafka took the setting's group while the toolkit took group_id's, and a
+    # blank setting still aborted the process (the check read group_id alone). The "b" case
+    # comes first: without the check it is made, and the test fails before the abort.
+    for setting in ("b", "", " "):
+        with pytest.raises(ConfigurationError, match="disagree"):
+            Consumer(target.bootstrap, group_id="a", topics=["t"], metrics_registry=None,
+                     config={"group.id": setting})
+    agreeing = Consumer(target.bootstrap, group_id="a", topics=["t"], metrics_registry=None,
+                        config={"group.id": "a"})
+    assert agreeing.group_id == "a" and agreeing.config["group.id"] == "a"
+    run(agreeing.close())
     # The overload policy: a negative max_age shed every record, NaN none, a predicate that
     # is not callable failed every record, Shed() sheds nothing, shed=60 failed at run time.
     from sluice.client import Shed
@@ -903,7 +917,8 @@ def test_calls_refuse_arguments_that_are_not_what_they_name(target: Target) -> N
             calls: list[Any] = [
                 lambda: c.seek(topic, 0, "x"),  # type: ignore[arg-type]
                 lambda: c.seek(topic, 0, True),
-                lambda: c.seek(topic, 0, -2),
+                lambda: c.seek(topic, 0, -5),
+                lambda: c.seek(topic, 0, ck.OFFSET_STORED),
                 lambda: c.seek(topic, -1, 0),
                 lambda: c.getmany(0, 0.1),
                 lambda: c.getmany("5", 0.1),  # type: ignore[arg-type]
@@ -1106,3 +1121,120 @@ def test_no_headers_sent_in_any_form_arrive_as_none(target: Target) -> None:
 
     assert run(main()) == [None, None, None, None, [("a", b"1")], [("b", b"2")], [("c", b"3")],
                            [("d", b"4")]]
+
+
+def test_a_bootstrap_list_under_librdkafkas_alias_reaches_the_dead_letter_producer(
+    target: Target,
+) -> None:
+    """``metadata.broker.list`` (librdkafka's alias of ``bootstrap.servers``) and a trailing
+    comma were refused by the construction check; and ``run``'s dead-letter producer took over
+    ``bootstrap.servers`` alone, so a consumer given the alias could not write its copies."""
+    topic, _ = target.topic("c-alias", 1)
+    dlq = f"{topic}.dlq"
+    target.make(dlq, 1)
+    produce(target, topic, [b"0", b"1"])
+
+    async def main() -> list[bytes]:
+        seen: list[bytes] = []
+
+        async def handler(r: ConsumerRecord) -> None:
+            seen.append(r.value)
+            if r.value == b"0":
+                raise RuntimeError("no thanks")
+            c.stop()
+
+        async with Consumer(
+            group_id=f"g-{topic}", topics=[topic], metrics_registry=None, max_retries=0,
+            dead_letter_topic="{topic}.dlq", dead_letter_options=target.options(),
+            config={"metadata.broker.list": f"{target.bootstrap},",
+                    "auto.offset.reset": "earliest", **target.client},
+        ) as c:
+            await c.run(handler)
+        return seen
+
+    assert run(main()) == [b"0", b"1"]
+    assert [s.value for s in read_topic(target, dlq)] == [b"0"]
+
+
+def test_options_take_any_numeric_type_that_is_a_number(target: Target) -> None:
+    """numpy's integers and floats, a Decimal, a Fraction: each worked as a count or a number
+    of seconds before the construction checks, which refused all but ``int`` and ``float``
+    (``max_buffer_bytes=np.int64(...)`` was "an integer, from 65536 to ..."). They are taken,
+    as int or float, and a whole run works with them."""
+    import decimal
+    import fractions
+
+    import numpy
+
+    from sluice.client import Producer, Shed
+
+    np: Any = numpy  # the annotations say int and float; these are what they take too
+    five: Any = decimal.Decimal("5")
+
+    topic, _ = target.topic("c-numeric")
+    produce(target, topic, [b"0", b"1", b"2"])
+
+    async def main() -> tuple[list[int], dict[tuple[str, int], int], float]:
+        seen: list[int] = []
+
+        async def handler(r: ConsumerRecord) -> None:
+            seen.append(r.offset)
+            if len(seen) == 3:
+                c.stop()
+
+        async with Producer(target.bootstrap, metrics_registry=None,
+                            close_timeout=five, **target.options()) as p:
+            closing = p.close_timeout
+        async with consumer(
+            target, topic, max_buffer_bytes=np.int64(64 * 1024 * 1024),
+            commit_interval=decimal.Decimal("0.5"), close_timeout=np.float32(5),
+            max_retries=np.int64(1), retry_backoff=fractions.Fraction(1, 1000),
+            shed=Shed(max_age=np.int64(3600), min_lag=np.int64(0)),
+        ) as c:
+            await c.run(handler, concurrency=np.int64(2))
+            return sorted(seen), await c.commit({(topic, 0): np.int64(3)}), closing
+
+    seen, commit, closing = run(main())
+    assert seen == [0, 1, 2]
+    assert commit == {(topic, 0): 3}
+    assert closing == 5.0
+    assert committed(target, f"g-{topic}", topic, 1) == {0: 3}
+    policy = Shed(max_age=np.float32(1.5), min_lag=np.int8(2))
+    assert (type(policy.max_age), type(policy.min_lag)) == (float, int)
+
+
+def test_the_largest_buffer_the_check_allows_is_one_librdkafka_takes(target: Target) -> None:
+    """The check named 8 GiB as its top, which librdkafka refused (a quarter of it is past
+    ``queued.max.messages.kbytes``'s 2097151 KiB); its top now makes a consumer, one byte more
+    is the check's ConfigurationError naming the option."""
+    from sluice.client import ConfigurationError
+    from sluice.client.consumer import MAX_MAX_BUFFER_BYTES
+
+    assert MAX_MAX_BUFFER_BYTES > 8 * 1024**3 - 1024**2  # still about 8 GiB
+    c = Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
+                 max_buffer_bytes=MAX_MAX_BUFFER_BYTES)
+    run(c.close())
+    with pytest.raises(ConfigurationError, match=r"max_buffer_bytes=\d+: an integer"):
+        Consumer(target.bootstrap, group_id="g", topics=["t"], metrics_registry=None,
+                 max_buffer_bytes=MAX_MAX_BUFFER_BYTES + 1)
+
+
+def test_assign_takes_any_integer_type_as_seek_and_commit_do(target: Target) -> None:
+    """``assign=[(topic, np.int64(0), np.int64(1))]`` was refused as "not (topic, partition,
+    offset)" while seek, pause and commit take numpy's integers; it reads from offset 1 now."""
+    import numpy
+
+    np: Any = numpy
+    topic, _ = target.topic("c-assign-numpy", 1)
+    produce(target, topic, [b"0", b"1", b"2"])
+
+    async def main() -> list[int]:
+        got: list[ConsumerRecord] = []
+        async with Consumer(target.bootstrap, assign=[(topic, np.int64(0), np.int64(1))],
+                            metrics_registry=None, **target.client) as c:
+            while len(got) < 2:
+                got += await c.getmany(10, 1.0)
+            assert c.assignment() == [(topic, 0)]
+        return [r.offset for r in got]
+
+    assert run(main()) == [1, 2]

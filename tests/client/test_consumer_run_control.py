@@ -731,3 +731,49 @@ def test_a_stop_from_a_signal_handler_during_start_is_kept(tmp_path: Path) -> No
             pytest.fail("stop() from the signal handler deadlocked the application")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["stopped", "processed=0"], done.stdout
+
+
+def test_a_pattern_is_read_as_librdkafka_reads_it(target: Target) -> None:
+    """librdkafka matches with POSIX extended regexes: ``[[:alnum:]]`` is a character class
+    there, and was a set followed by a literal ``]`` to the toolkit's own dead-letter guard
+    (Python's ``re``, with a FutureWarning), so a pattern matching its own dead letters wrote
+    them and read them back; ``\\d`` is the letter d there (``^orders-\\d`` subscribed to
+    nothing, silently) and ``(?:...)`` is refused at subscribe: both are refused at
+    construction now, saying what to write."""
+    import warnings
+
+    topic, _ = target.topic("c-posix", 1)
+    produce(target, topic, [b"bad"], partition=0)
+    dlq = f"{topic}.dlq"
+    posix = f"^{topic[:-1]}[[:alnum:]]"  # the topic, and its dead-letter topic too
+
+    async def main() -> list[bytes]:
+        seen: list[bytes] = []
+
+        async def handler(r: ConsumerRecord) -> None:
+            seen.append(r.value)
+            raise ValueError("cannot process")
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            c = Consumer(
+                target.bootstrap, group_id=f"g-{topic}", pattern=posix,
+                dead_letter_topic="{topic}.dlq", max_retries=0,
+                metrics_registry=CollectorRegistry(),
+                **{"auto.offset.reset": "earliest", **target.client},
+            )
+        async with c:
+            with pytest.raises(ProcessingError) as failed:
+                await asyncio.wait_for(c.run(handler), DEADLINE)
+            assert "reads itself" in str(failed.value.dead_letter_error)
+        return seen
+
+    assert run(main()) == [b"bad"]  # read: librdkafka's class matched the topic
+    admin = ck.admin.AdminClient({"bootstrap.servers": target.bootstrap, **target.client})
+    assert dlq not in admin.list_topics(timeout=10).topics  # nothing was written
+    for bad, hint in ((r"^orders-\d+", r"\[0-9\]"), (r"^orders-[\d]", r"\[0-9\]"),
+                      ("^(?:orders|audit)", r"write \(\.\.\.\)")):
+        with pytest.raises(ConfigurationError, match=hint):
+            Consumer(target.bootstrap, group_id="g", pattern=bad, metrics_registry=None)
+        with pytest.raises(ConfigurationError, match=hint):
+            Consumer(target.bootstrap, group_id="g", topics=[bad], metrics_registry=None)

@@ -126,3 +126,31 @@ def test_runs_last_commit_after_a_seek_back_is_made(target: Target) -> None:
     run(go())
     assert seen == [*range(10), *range(5, 10)]
     assert committed(target, group, topic, 1)[0] == 10
+
+
+def test_seek_to_the_log_start_or_end_by_name(target: Target) -> None:
+    """``OFFSET_BEGINNING`` and ``OFFSET_END`` (confluent-kafka's names, which ``assign=``
+    takes too) are the log's start and end when the seek is made: ``position()`` is that
+    offset, and a record written after a seek to the end is the next one read. The argument
+    check refused them as negative offsets (before it, the position became -1 or -2)."""
+    import confluent_kafka as ck
+
+    topic, _ = target.topic("c-seek-ends")
+    produce(target, topic, [b"0", b"1", b"2"])
+
+    async def go() -> tuple[list[int | None], list[int], dict[tuple[str, int], int]]:
+        async with consumer(target, topic) as c:
+            read = [(await asyncio.wait_for(c.__anext__(), DEADLINE)).offset for _ in range(3)]
+            await c.seek(topic, 0, ck.OFFSET_BEGINNING)
+            positions = [c.position(topic, 0)]
+            read.append((await asyncio.wait_for(c.__anext__(), DEADLINE)).offset)
+            await c.seek(topic, 0, ck.OFFSET_END)
+            positions.append(c.position(topic, 0))
+            produce(target, topic, [b"3"])
+            read.append((await asyncio.wait_for(c.__anext__(), DEADLINE)).offset)
+            return positions, read, await c.commit()
+
+    positions, read, commit = run(go())
+    assert positions == [0, 3]
+    assert read == [0, 1, 2, 0, 3]
+    assert commit == {(topic, 0): 4}

@@ -840,6 +840,46 @@ def test_records_failed_for_a_neighbours_size_keep_their_value_in_the_dead_lette
     assert letter.value is None and dict(letter.headers)[headers.VALUE_SIZE] == b"6000"
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_record_over_its_topics_limit_is_dead_lettered_without_its_value_if_need_be(
+    target: Target, strategy: str,
+) -> None:
+    """A record refused by the broker for its own size (over the topic's max.message.bytes,
+    under librdkafka's message.max.bytes), its dead-letter topic with the same limit: since
+    broker size failures keep the value (it may be a neighbour's), the copy was refused too and
+    the record was in no topic at all (before, its copy was written without its value). The
+    copy is written once more without it, as one librdkafka refused on the spot is."""
+    target.require_headers()
+    if not target.sluice:
+        pytest.skip("creates topics with their own max.message.bytes (CreateTopics)")
+    from sluice.testing import create_topic, unique_topic_name
+
+    topic = create_topic(target.bootstrap, unique_topic_name("dlq-own-size"),
+                         configs={"max.message.bytes": 4000})
+    letters_topic = create_topic(target.bootstrap, f"{topic}.dlq",
+                                 configs={"max.message.bytes": 4000})
+
+    async def go() -> tuple[list[RecordMetadata], dict[str, Any]]:
+        async with producer(target, dead_letter_topic="{topic}.dlq") as p:
+            results = await send_all(p, strategy, [Record(topic, b"x" * 6000, key=b"big")])
+            return results, p.metrics()
+
+    (result,), metrics = run(go())
+    assert (metrics["dead_lettered"], metrics["dead_letter_failed"]) == (1, 0)
+    assert metrics["in_flight"] == 0  # the copy refused, and the one written, both counted out
+    assert not result.ok and isinstance(result.error, DeliveryError)
+    assert result.error.name == "MSG_SIZE_TOO_LARGE"
+    assert result.error.record.value == b"x" * 6000  # the caller still has it
+    copy = result.dead_letter
+    assert copy is not None and copy.ok
+    (letter,) = read_topic(target, letters_topic)
+    assert letter.offset == copy.offset and letter.key == b"big" and letter.value is None
+    h = header_map(letter.headers)
+    assert h[headers.VALUE_SIZE] == b"6000"
+    assert h[headers.ATTEMPTS] == b"1"  # the broker's refusal, not librdkafka's
+    assert read_topic(target, topic) == []
+
+
 def test_a_record_for_a_topic_the_broker_refuses_is_dead_lettered(target: Target) -> None:
     target.require_headers()
     topic, _ = target.topic("dlq-refused")
@@ -1166,3 +1206,32 @@ def test_a_producer_belongs_to_the_loop_it_started_on(target: Target) -> None:
 
     run(go())
     assert [s.value for s in read_topic(target, topic)] == [b"before", b"after"]
+
+
+def test_every_bootstrap_form_librdkafka_takes_is_taken(target: Target) -> None:
+    """The construction check refuses only what librdkafka cannot use: its alias
+    ``metadata.broker.list``, empty entries it skips (a trailing comma) and its in-process mock
+    cluster (``test.mock.num.brokers``, no bootstrap list at all) all worked before the check
+    and were refused by it as a missing or malformed bootstrap list."""
+    topic, _ = target.topic("bootstrap-forms", 1)
+    forms: list[dict[str, Any]] = [
+        {"metadata.broker.list": target.bootstrap},
+        {"bootstrap.servers": f"{target.bootstrap},"},
+        {"bootstrap.servers": f" , {target.bootstrap},,"},
+    ]
+
+    async def go() -> list[int]:
+        offsets = []
+        for form in forms:
+            async with Producer(metrics_registry=None, config=target.options(**form)) as p:
+                offsets.append((await p.send(topic, b"v")).offset)
+        async with Producer(metrics_registry=None, config={"test.mock.num.brokers": 1}) as p:
+            assert (await p.send("mocked", b"v")).error is None
+        return offsets
+
+    assert run(go()) == [0, 1, 2]
+    for servers in (",", " , "):  # nothing but empty entries: no broker at all
+        with pytest.raises(ConfigurationError, match="bootstrap_servers"):
+            Producer(servers, metrics_registry=None)
+    with pytest.raises(ConfigurationError, match=r"metadata\.broker\.list"):
+        Producer(metrics_registry=None, config={"metadata.broker.list": ""})

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import confluent_kafka as ck
 from prometheus_client import CollectorRegistry
 
-from sluice.client import librdkafka, serializers
+from sluice.client import librdkafka, patterns, serializers
 from sluice.client import options as check
 from sluice.client.bridge import DeliveryBridge
 from sluice.client.buffer import TP, FetchBuffer, size_of
@@ -69,8 +69,9 @@ log = logging.getLogger("sluice.client")
 MiB = 1024 * 1024
 DEFAULT_MAX_BUFFER_BYTES = 32 * MiB
 MIN_MAX_BUFFER_BYTES = 64 * 1024
-MAX_MAX_BUFFER_BYTES = 8 * 1024 * MiB
-"""librdkafka takes fetch.max.bytes (an eighth of the budget) up to about 2 GiB."""
+MAX_MAX_BUFFER_BYTES = 4 * 1024 * 2097151
+"""8 GiB less 4 KiB: librdkafka takes ``queued.max.messages.kbytes`` (a quarter of the budget)
+up to 2097151 KiB; 8 GiB itself, in the range the check named, was refused by librdkafka."""
 SHUTDOWN_RESERVE = 1.0
 """Seconds of a shutdown's deadline ``run``'s last commit leaves to what follows it (closing its
 dead-letter producer, librdkafka's close): see :meth:`Consumer._run_share`."""
@@ -154,36 +155,26 @@ LOGICAL_OFFSETS = (ck.OFFSET_BEGINNING, ck.OFFSET_END, ck.OFFSET_STORED)
 group's committed offset)."""
 
 
-def _checked_pattern(pattern: object) -> str:
-    """A subscription regex as librdkafka takes it: a non-empty str starting with ``^`` (added
-    when missing: librdkafka reads a name without it as a literal topic name, while the docs
-    and Python call it a pattern), that compiles."""
-    if not isinstance(pattern, str) or not pattern:
-        raise ConfigurationError(
-            f"pattern={pattern!r}: a regular expression (a non-empty str) such as '^orders-.*'"
-        )
-    if not pattern.startswith("^"):
-        pattern = "^" + pattern
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ConfigurationError(f"pattern={pattern!r}: not a regular expression ({exc})") from None
-    return pattern
+SEEK_ENDS = (ck.OFFSET_BEGINNING, ck.OFFSET_END)
+"""The named offsets :meth:`Consumer.seek` takes, resolved to the log's start or end when the
+seek is made."""
+SEEK_END_TIMEOUT = 10.0
+"""Seconds a seek to :data:`SEEK_ENDS` waits for the partition's offsets from its leader."""
 
 
 def _assignment(a: Any) -> tuple[str, int, int | None]:
     """One ``assign=`` entry: ``(topic, partition)`` or ``(topic, partition, offset)``, an
-    offset of 0 or more or one of :data:`LOGICAL_OFFSETS`."""
-    if (
-        isinstance(a, tuple | list)
-        and len(a) in (2, 3)
-        and isinstance(a[0], str)
-        and a[0]
-        and all(isinstance(x, int) and not isinstance(x, bool) for x in a[1:])
-        and a[1] >= 0
-        and (len(a) == 2 or a[2] >= 0 or a[2] in LOGICAL_OFFSETS)
-    ):
-        return (a[0], a[1], a[2] if len(a) == 3 else None)
+    offset of 0 or more or one of :data:`LOGICAL_OFFSETS`; any integer type (numpy's too, as
+    ``seek`` and ``commit`` take them; not a bool), as int."""
+    if isinstance(a, tuple | list) and len(a) in (2, 3) and isinstance(a[0], str) and a[0]:
+        partition = _natural(a[1])
+        offset = None if len(a) == 2 else _natural(a[2])
+        if offset is None and len(a) == 3 and not isinstance(a[2], bool):
+            with contextlib.suppress(TypeError):
+                if operator.index(a[2]) in LOGICAL_OFFSETS:
+                    offset = operator.index(a[2])
+        if partition is not None and (len(a) == 2 or offset is not None):
+            return (a[0], partition, offset)
     raise ConfigurationError(
         f"assign: {a!r} is not (topic, partition) or (topic, partition, offset): a topic name, "
         f"a partition of 0 or more, an offset of 0 or more (or confluent_kafka.OFFSET_BEGINNING, "
@@ -297,6 +288,13 @@ class Consumer:
         if metrics_registry is not None:
             registry_of(metrics_registry)  # refused before a librdkafka client is made
         options = {**check.mapping("config", config), **options}
+        dead_letter_options = check.mapping("dead_letter_options", dead_letter_options)
+        if any(k in dead_letter_options for k in check.BOOTSTRAP_KEYS):
+            # the dead-letter producer's own brokers: refused now, not at the first copy
+            try:
+                check.bootstrap(dead_letter_options)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"dead_letter_options: {exc}") from None
         reserved = RESERVED & options.keys()
         if reserved:
             raise ConfigurationError(
@@ -319,11 +317,13 @@ class Consumer:
                 )
         if sum(x is not None for x in (topics, pattern, assign)) != 1:
             raise ConfigurationError("give exactly one of topics=[...], pattern=... or assign=[...]")
+        regexes: dict[str, re.Pattern[str]] = {}
+        """Each regex subscribed to, as Python's ``re`` reads what librdkafka does."""
         if pattern is not None:
-            pattern = _checked_pattern(pattern)
+            pattern, regexes[pattern] = patterns.checked(pattern)
         for t in topics or ():
             if t.startswith("^"):  # librdkafka reads it as a regex
-                _checked_pattern(t)
+                regexes[t] = patterns.checked(t)[1]
         max_buffer_bytes = check.count(
             "max_buffer_bytes", max_buffer_bytes, least=MIN_MAX_BUFFER_BYTES,
             most=MAX_MAX_BUFFER_BYTES,
@@ -337,8 +337,17 @@ class Consumer:
         settings.update(librdkafka_budget(max_buffer_bytes))
         if bootstrap_servers is not None:
             settings["bootstrap.servers"] = bootstrap_servers
-        if group_id is None and options.get("group.id") is not None:
+        if options.get("group.id") is None:
+            options.pop("group.id", None)
+        elif group_id is None:
             group_id = options["group.id"]
+        elif options["group.id"] != group_id:
+            # settings.update(options) below would give librdkafka the setting's group (a blank
+            # one aborted the process) while the toolkit took group_id's
+            raise ConfigurationError(
+                f"group_id={group_id!r} and the setting group.id={options['group.id']!r} "
+                "disagree: give the consumer group once"
+            )
         if group_id is not None and (not isinstance(group_id, str) or not group_id.strip()):
             # librdkafka's consumer aborts the process (an assertion, SIGABRT) on a blank one
             raise ConfigurationError(
@@ -365,6 +374,7 @@ class Consumer:
         """The librdkafka configuration the consumer was made with."""
         self._topics = list(topics) if topics is not None else None
         self._pattern = pattern
+        self._regexes = regexes
         self._assign: list[tuple[str, int, int | None]] | None = None
         if assign is not None:
             if isinstance(assign, tuple) and assign and isinstance(assign[0], str):
@@ -377,7 +387,7 @@ class Consumer:
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
         self.dead_letter_topic = dead_letter_topic
-        self.dead_letter_options = dict(dead_letter_options or {})
+        self.dead_letter_options = dict(dead_letter_options)
         if dead_letter_topic is not None:
             from sluice.client.dlq import DeadLetterRoute
 
@@ -835,14 +845,15 @@ class Consumer:
 
     def _reads(self, topic: str) -> bool:
         """Whether this consumer reads ``topic``: listed, matched by its pattern (librdkafka's
-        regex, which Python's ``re`` reads alike for such patterns), or assigned."""
+        POSIX regex, translated for Python's ``re``: :mod:`sluice.client.patterns`), or
+        assigned."""
         if self._topics is not None:  # a name starting with ^ is a regex to librdkafka too
             return any(
-                re.search(t, topic) is not None if t.startswith("^") else t == topic
+                self._regexes[t].search(topic) is not None if t in self._regexes else t == topic
                 for t in self._topics
             )
         if self._pattern is not None:
-            return re.search(self._pattern, topic) is not None
+            return self._regexes[self._pattern].search(topic) is not None
         return any(t == topic for t, _, _ in self._assign or ())
 
     def _unread(self, records: list[ConsumerRecord]) -> None:
@@ -1055,7 +1066,9 @@ class Consumer:
 
     async def seek(self, topic: str, partition: int, offset: int) -> None:
         """Read ``topic[partition]`` from ``offset`` next: the records buffered for it are
-        dropped, the ones fetched before the seek never served. :class:`ConsumerError`
+        dropped, the ones fetched before the seek never served. ``offset``: 0 or more, or
+        ``confluent_kafka.OFFSET_BEGINNING``/``OFFSET_END``, the log's start or end as its
+        leader gives them now (so the position stays an offset). :class:`ConsumerError`
         before :meth:`start` (librdkafka seeks only partitions it is fetching),
         :class:`ConsumerClosedError` once the consumer is closing,
         :class:`~sluice.client.errors.PartitionRevokedError` for a partition being revoked
@@ -1072,11 +1085,16 @@ class Consumer:
         tp = _checked_partition((topic, partition), "seek", "nothing was done")
         topic, partition = tp
         where = _natural(offset)
+        if where is None and not isinstance(offset, bool):
+            with contextlib.suppress(TypeError):
+                if operator.index(offset) in SEEK_ENDS:
+                    where = operator.index(offset)
         if where is None:
             raise InvalidArgumentError(
                 f"seek {topic}[{partition}] to {offset!r}: an offset is an integer of 0 or more "
                 "(an offset before the log's start or past its end is reset by "
-                "auto.offset.reset); nothing was done"
+                "auto.offset.reset), or confluent_kafka.OFFSET_BEGINNING or OFFSET_END; "
+                "nothing was done"
             )
         offset = where
         if tp in self._revoking:
@@ -1097,8 +1115,15 @@ class Consumer:
         done: asyncio.Future[None] = self._loop.create_future()
 
         def request() -> None:  # on the fetch thread
+            nonlocal offset
             error: BaseException | None = None
             try:
+                if offset < 0:  # the log's start or end, now: the position stays an offset
+                    low, high = self._consumer.get_watermark_offsets(
+                        ck.TopicPartition(topic, partition), timeout=SEEK_END_TIMEOUT,
+                        cached=False,
+                    )
+                    offset = low if offset == ck.OFFSET_BEGINNING else high
                 self._consumer.seek(ck.TopicPartition(topic, partition, offset))
             except Exception as exc:  # a KafkaException; anything else too: the seek is awaited
                 error = ConsumerError(f"seek {topic}[{partition}] to {offset}: {exc}")

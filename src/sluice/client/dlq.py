@@ -28,8 +28,9 @@ The last eight are sluice's, in Connect's namespace so that one prefix finds the
 librdkafka refused on the spot for its size (over ``message.max.bytes``) is copied without its
 value, which would fail the same way; ``__connect.errors.value.size`` says what was left out. A
 size failure from the broker may be a neighbour's (the broker refuses a whole batch over the
-topic's ``max.message.bytes``): that copy keeps its value (a dead-letter topic that refuses it
-in turn fails the copy, reported with the record as any copy's failure).
+topic's ``max.message.bytes``): that copy keeps its value. A copy the dead-letter topic refuses
+for its size in turn (the record was over the limit itself, and the dead-letter topic has the
+same one) is written once more without its value, as a record librdkafka refused is.
 
 The consumer (:func:`processing_letter`) writes the same headers for a record its handler failed
 on, with ``__connect.errors.offset`` (Connect's) added, the stage ``TASK_PUT`` (Connect's for a
@@ -161,6 +162,14 @@ class DeadLetterRoute:
         return DeadLetter(
             self.topic_for(record.topic), key, value, headers, record.timestamp or 0
         )
+
+
+def without_value(letter: DeadLetter) -> DeadLetter:
+    """``letter`` without its value (``__connect.errors.value.size`` says what was left out):
+    the copy a broker refused for its size is written again so (see :class:`DeadLetterRoute`)."""
+    assert letter.value is not None
+    headers = [*letter.headers, (VALUE_SIZE, str(len(letter.value)))]
+    return DeadLetter(letter.topic, letter.key, None, headers, letter.timestamp)
 
 
 def _pairs(headers: Headers | None) -> list[tuple[str, bytes | str | None]]:

@@ -4,7 +4,11 @@ the first use, a timer that never fires (NaN), or a loop that spins (a commit in
 
 from __future__ import annotations
 
+import contextlib
+import decimal
 import math
+import numbers
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,30 +16,34 @@ from sluice.client.errors import ConfigurationError
 
 
 def seconds(name: str, value: object, *, zero: bool = True) -> float:
-    """A duration: a real number of seconds, finite, 0 or more (more than 0 unless ``zero``)."""
+    """A duration: a real number of seconds (any: numpy's, a Decimal, a Fraction; not a bool),
+    finite, 0 or more (more than 0 unless ``zero``), as a float."""
+    as_float: float | None = None
+    if isinstance(value, numbers.Real | decimal.Decimal) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError, ValueError, TypeError):
+            as_float = float(value)
     if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not zero)
+        as_float is None
+        or not math.isfinite(as_float)
+        or as_float < 0
+        or (as_float == 0 and not zero)
     ):
         least = "0 or more" if zero else "more than 0"
         raise ConfigurationError(f"{name}={value!r}: seconds, a finite number, {least}")
-    return float(value)
+    return as_float
 
 
 def count(name: str, value: object, *, least: int, most: int | None = None) -> int:
-    """A whole number (not a bool) from ``least`` to ``most``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < least
-        or (most is not None and value > most)
-    ):
+    """A whole number (any integer type: numpy's, an IntEnum; not a bool) from ``least`` to
+    ``most``, as an int."""
+    n: int | None = None
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError):
+            n = operator.index(value)  # type: ignore[arg-type]
+    if n is None or n < least or (most is not None and n > most):
         bounds = f"{least} or more" if most is None else f"from {least} to {most}"
         raise ConfigurationError(f"{name}={value!r}: an integer, {bounds}")
-    return value
+    return n
 
 
 def mapping(name: str, value: object) -> Mapping[str, Any]:
@@ -49,13 +57,28 @@ def mapping(name: str, value: object) -> Mapping[str, Any]:
     return value
 
 
+BOOTSTRAP_KEYS = ("bootstrap.servers", "metadata.broker.list")
+"""librdkafka's names for the bootstrap list (the second an alias of the first)."""
+MOCK_CLUSTER = "test.mock.num.brokers"
+"""librdkafka's in-process mock cluster, which needs no bootstrap list (it sets its own)."""
+
+
 def bootstrap(settings: Mapping[str, Any]) -> None:
-    """The ``bootstrap.servers`` a client is made with (``bootstrap_servers`` or the setting):
-    present and not blank. Without one librdkafka knows no broker, and a producer's records
-    wait out their whole timeout (``""``, an unset environment variable, ended as "Purged in
-    queue" at close). Its form is librdkafka's to read (the toolkit imports nothing of sluice)."""
-    servers = settings.get("bootstrap.servers")
-    if not isinstance(servers, str) or not servers.strip():
+    """The bootstrap list a client is made with (``bootstrap_servers``, the setting or its alias
+    ``metadata.broker.list``; none for librdkafka's mock cluster): present and a list
+    librdkafka can use. Without one librdkafka knows no broker and a producer's records wait out
+    their whole timeout (``""``, an unset environment variable, ended as "Purged in queue" at
+    close). Empty entries are skipped, as librdkafka skips them (``"a:9092,"``), but one entry
+    at least must be left; each entry's form is librdkafka's to read (the toolkit imports
+    nothing of sluice's other layers, whose parser is sluice.hostport's)."""
+    given = [k for k in settings if k in BOOTSTRAP_KEYS]
+    if not given and settings.get(MOCK_CLUSTER) is not None:
+        return
+    name = given[-1] if given else "bootstrap.servers"  # librdkafka: the last one set
+    option = "bootstrap_servers" if name == "bootstrap.servers" else name
+    servers = settings.get(name)
+    entries = [e for e in servers.split(",") if e.strip()] if isinstance(servers, str) else []
+    if not entries:
         raise ConfigurationError(
-            f"bootstrap_servers={servers!r}: the brokers to connect to, e.g. 'localhost:9092'"
+            f"{option}={servers!r}: the brokers to connect to, e.g. 'localhost:9092'"
         )

@@ -43,7 +43,7 @@ from prometheus_client import CollectorRegistry
 from sluice.client import librdkafka, serializers
 from sluice.client import options as check
 from sluice.client.bridge import DeliveryBridge
-from sluice.client.dlq import DeadLetter, DeadLetterRoute
+from sluice.client.dlq import SIZE_ERRORS, DeadLetter, DeadLetterRoute, without_value
 from sluice.client.errors import (
     ConfigurationError,
     DeliveryError,
@@ -727,7 +727,12 @@ class Producer:
         letter = route.letter(
             error, key=record_key, value=value, partition=partition, attempts=attempts
         )
-        n = self._dead_letters.add((sink, key, error, partition))
+        self._write_dead_letter(letter, (sink, key, error, partition))
+
+    def _write_dead_letter(self, letter: DeadLetter, entry: tuple[Any, ...]) -> None:
+        """Write ``letter``, the copy of the failed record ``entry`` names (sink, key, error,
+        partition), now or once librdkafka's queue has space."""
+        n = self._dead_letters.add((*entry, letter))
         if not self._produce_dead_letter(letter, n):
             task = asyncio.ensure_future(self._dead_letter_when_space(letter, n))
             self._dead_letter_tasks.add(task)
@@ -735,7 +740,8 @@ class Producer:
 
     def _produce_dead_letter(self, letter: DeadLetter, n: int) -> bool:
         """Hand the copy to librdkafka; False when the queue is full. A copy librdkafka refuses
-        on the spot settles the original at once: a copy is never retried or dead-lettered."""
+        on the spot settles the original at once: a copy is not retried (but one refused for its
+        size with its value, once without it: :meth:`_dead_letter_outcomes`) or dead-lettered."""
         try:
             self._produce(
                 letter.topic,
@@ -750,7 +756,7 @@ class Producer:
         except BufferError:
             return False
         except ck.KafkaException as exc:
-            sink, key, error, partition = self._dead_letters.pending.pop(n)
+            sink, key, error, partition, _ = self._dead_letters.pending.pop(n)
             error.dead_letter_error = DeliveryError.from_kafka(
                 exc.args[0], Record(letter.topic, letter.value, letter.key, letter.headers)
             )
@@ -766,7 +772,7 @@ class Producer:
             while not self._produce_dead_letter(letter, n):
                 await self._wait_for_space()
         except asyncio.CancelledError:  # close() gave up on it
-            sink, key, error, partition = self._dead_letters.pending.pop(n)
+            sink, key, error, partition, _ = self._dead_letters.pending.pop(n)
             error.dead_letter_error = DeliveryError(
                 f"{letter.topic}: not written, the producer closed first",
                 Record(letter.topic, letter.value, letter.key, letter.headers),
@@ -785,7 +791,7 @@ class Producer:
         del outcomes[:n]
         pending = self._dead_letters.pending
         for key, err, partition, offset, timestamp, latency in done:
-            sink, original_key, error, original_partition = pending.pop(key)
+            sink, original_key, error, original_partition, letter = pending.pop(key)
             if err is None:
                 topic = self._dead_letter.topic_for(error.record.topic) if self._dead_letter else ""
                 copy: RecordMetadata = new_metadata(
@@ -797,6 +803,15 @@ class Producer:
                 )
             else:
                 self._metrics.failure_reports += 1
+                if letter.value is not None and err.name() in SIZE_ERRORS:
+                    # The record was over its topic's limit itself (or went down with one
+                    # that was), and the dead-letter topic has the same limit: the copy is
+                    # written once more without its value, as when librdkafka refused the
+                    # record on the spot (before, such a copy was written so at once).
+                    self._write_dead_letter(
+                        without_value(letter), (sink, original_key, error, original_partition)
+                    )
+                    continue
                 # The copy's own record (``partition`` is its Message here): the error then
                 # names the dead-letter topic, not the original one.
                 error.dead_letter_error = DeliveryError.from_kafka(err, _copy_record(partition))

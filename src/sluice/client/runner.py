@@ -75,13 +75,13 @@ class Shed:
                 "Shed(): give max_age (seconds) or predicate (a record -> bool), or both; "
                 "without either nothing is ever shed"
             )
-        if self.max_age is not None:
-            check.seconds("Shed(max_age)", self.max_age)
+        if self.max_age is not None:  # numpy's, a Decimal: as a float (frozen: set as such)
+            object.__setattr__(self, "max_age", check.seconds("Shed(max_age)", self.max_age))
         if self.predicate is not None and not callable(self.predicate):
             raise ConfigurationError(
                 f"Shed(predicate={self.predicate!r}): a function of a record, True to shed it"
             )
-        check.count("Shed(min_lag)", self.min_lag, least=0)
+        object.__setattr__(self, "min_lag", check.count("Shed(min_lag)", self.min_lag, least=0))
 
     def reason(self, record: ConsumerRecord, lag: int, now_ms: float) -> str | None:
         if lag < self.min_lag:
@@ -158,8 +158,7 @@ class Runner:
     ) -> None:
         if ordering not in ORDERINGS:
             raise ConfigurationError(f"ordering={ordering!r}: one of {ORDERINGS}")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError(f"concurrency={concurrency!r}: an integer, 1 or more")
+        concurrency = check.count("concurrency", concurrency, least=1)
         if not callable(handler):
             raise ConfigurationError(
                 f"run(handler={handler!r}): a coroutine function, called with each record"
@@ -931,7 +930,7 @@ class Runner:
         c = self.consumer
         settings = {
             k: v for k, v in c.config.items()
-            if k == "bootstrap.servers" or k.startswith(CONNECTION_PREFIXES)
+            if k in check.BOOTSTRAP_KEYS or k.startswith(CONNECTION_PREFIXES)
         }
         settings.update(c.dead_letter_options)
         settings.setdefault("client.id", f"{c._metrics.client_id}-dlq")
