@@ -15,15 +15,18 @@ def bootstrap_addresses(servers: str) -> list[tuple[str, int]]:
     """A comma-separated bootstrap list as (host, port) pairs, read as librdkafka reads it: a
     ``PLAINTEXT://`` prefix, ``[v6]:port``, a bare host or IPv6 address on port 9092. So what
     speaks the protocol itself (the testing kit's topic helpers, ``sluice transactions``)
-    connects where a librdkafka client given the same string does. ValueError, naming the
-    entry, for what librdkafka would only time out on: an empty entry, a port that is not
-    1..65535 (``127.0.0.1:99999``; the socket layer would wrap it to another port), more than
-    one colon outside brackets that is no IPv6 address."""
+    connects where a librdkafka client given the same string does; empty entries are skipped,
+    as librdkafka skips them (``"k1:9092,"``). ValueError, naming the entry, for what
+    librdkafka would only time out on: no address at all, a port that is not 1..65535
+    (``127.0.0.1:99999``; the socket layer would wrap it to another port), more than one colon
+    outside brackets that is no IPv6 address."""
     entries = []
     for entry in servers.split(","):
+        if not entry.strip():
+            continue
         address = entry.strip().rpartition("://")[2]
         if not address:
-            raise ValueError(f"empty address in {servers!r}")
+            raise ValueError(f"no address after the protocol: {entry!r}")
         port: str | None
         if address.startswith("["):  # [v6]:port
             host, _, rest = address[1:].partition("]")
@@ -46,4 +49,6 @@ def bootstrap_addresses(servers: str) -> list[tuple[str, int]]:
         if not host or (port is not None and not (port.isdigit() and 1 <= int(port) <= 65535)):
             raise ValueError(f"not HOST:PORT with a port of 1-65535: {entry!r}")
         entries.append((host, DEFAULT_PORT if port is None else int(port)))
+    if not entries:
+        raise ValueError(f"no broker address in {servers!r}")
     return entries

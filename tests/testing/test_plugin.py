@@ -177,7 +177,7 @@ def _topics(bootstrap: str) -> list[str]:
     [
         (["--kafka-bootstrap", ""], "--kafka-bootstrap is empty"),
         (["--kafka-bootstrap", "h:99999"], "--kafka-bootstrap: not HOST:PORT with a port of 1-65535"),
-        (["--kafka-bootstrap", "a,,b"], "--kafka-bootstrap: empty address"),
+        (["--kafka-bootstrap", " , "], "--kafka-bootstrap: no broker address"),
         ([], "$SLUICE_KAFKA_BOOTSTRAP: not HOST:PORT with a port of 1-65535"),
     ],
 )
@@ -243,8 +243,8 @@ def test_an_external_cluster_refuses_what_needs_an_embedded_broker(member: str) 
 def test_an_external_cluster_refuses_an_address_that_names_no_cluster() -> None:
     """At construction, as the topic helpers would at each call (it was taken, and every later
     use failed on its connection)."""
-    for wrong in ("", "h:99999", "a,,b"):
-        with pytest.raises(ValueError, match=r"HOST:PORT|empty address"):
+    for wrong in ("", "h:99999", ","):
+        with pytest.raises(ValueError, match=r"HOST:PORT|no broker address"):
             ExternalCluster(wrong)
     with pytest.raises(TypeError, match="bootstrap_servers is a str"):
         ExternalCluster(9092)  # type: ignore[arg-type]

@@ -115,8 +115,10 @@ def test_a_bootstrap_list_is_read_as_librdkafka_reads_it(sluice_broker: Embedded
     up = sluice_broker.bootstrap_servers
     name = create_topic(f"PLAINTEXT://{up}", unique_topic_name("prefixed"))
     assert name in _admin(sluice_broker).list_topics(timeout=30).topics
-    with pytest.raises(ValueError, match=r"empty address"):
-        create_topic(f"{up},", unique_topic_name("trailing-comma"))
+    # an empty entry is skipped, as librdkafka skips it; nothing at all is refused
+    assert create_topic(f"{up},", unique_topic_name("trailing-comma")).startswith("trailing-comma")
+    with pytest.raises(ValueError, match=r"no broker address"):
+        create_topic(" , ", unique_topic_name("nothing"))
     from sluice.hostport import bootstrap_addresses
 
     assert bootstrap_addresses("h, [::1]:1, ::1, PLAINTEXT://k:2") == [

@@ -257,8 +257,9 @@ def test_a_partition_count_below_1_is_told_the_bound(sluice: Run, topic: str, co
 @pytest.mark.parametrize(
     ("servers", "said"),
     [
-        ("", "empty address in ''"),
-        ("127.0.0.1:9092,", "empty address in '127.0.0.1:9092,'"),
+        ("", "no broker address in ''"),
+        (" , ,", "no broker address in ' , ,'"),
+        ("PLAINTEXT://", "no address after the protocol: 'PLAINTEXT://'"),
         ("127.0.0.1:99999", "not HOST:PORT with a port of 1-65535: '127.0.0.1:99999'"),
         ("127.0.0.1:x", "not HOST:PORT with a port of 1-65535: '127.0.0.1:x'"),
         ("[::1]:0", "not HOST:PORT with a port of 1-65535: '[::1]:0'"),

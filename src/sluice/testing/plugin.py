@@ -67,7 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _check_bootstrap(config: pytest.Config) -> None:
     """A usage error at once for a ``--kafka-bootstrap`` that names no cluster: given empty (an
     unset ``$VAR`` in CI) it ran every test against an embedded sluice broker instead, passing
-    for the wrong target; ``h:99999`` or ``a,,b`` failed each test later on its connection."""
+    for the wrong target; ``h:99999`` or ``,`` failed each test later on its connection."""
     option: str | None = config.getoption("kafka_bootstrap", None)
     if option is not None and not option.strip():
         raise pytest.UsageError(
