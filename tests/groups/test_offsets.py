@@ -61,6 +61,33 @@ def commit(
     return commit_codes(h.call(ApiKey.OFFSET_COMMIT, version, body))
 
 
+def txn_commit_one(h: Harness, group: str, *, member_id: str = "", metadata: str | None = None) -> int:
+    """A TxnOffsetCommit of t[0] at 1 for producer 7 of "tx" (generation -1); its error code."""
+    resp = h.call(
+        ApiKey.TXN_OFFSET_COMMIT,
+        3,
+        m.TxnOffsetCommitRequest(
+            transactional_id="tx",
+            group_id=group,
+            producer_id=7,
+            producer_epoch=0,
+            generation_id=-1,
+            member_id=member_id,
+            topics=[
+                m.TxnOffsetCommitRequestTopic(
+                    name="t",
+                    partitions=[
+                        m.TxnOffsetCommitRequestPartition(
+                            partition_index=0, committed_offset=1, committed_metadata=metadata
+                        )
+                    ],
+                )
+            ],
+        ),
+    )
+    return int(resp.topics[0].partitions[0].error_code)
+
+
 def commit_codes(resp: m.OffsetCommitResponse) -> dict[tuple[str, int], int]:
     return {(t.name, p.partition_index): p.error_code for t in resp.topics for p in t.partitions}
 
@@ -455,29 +482,8 @@ def test_a_commit_that_stores_nothing_makes_no_group(h: Harness) -> None:
     assert commit(h, {("nope", 0): 1}, group="typo") == {("nope", 0): E.UNKNOWN_TOPIC_OR_PARTITION}
     big = commit(h, {("t", 0): 1}, group="big", metadata="x" * 5000)
     assert big == {("t", 0): E.OFFSET_METADATA_TOO_LARGE}
-    txn = h.call(
-        ApiKey.TXN_OFFSET_COMMIT,
-        3,
-        m.TxnOffsetCommitRequest(
-            transactional_id="tx",
-            group_id="txbig",
-            producer_id=7,
-            producer_epoch=0,
-            generation_id=-1,
-            member_id="",
-            topics=[
-                m.TxnOffsetCommitRequestTopic(
-                    name="t",
-                    partitions=[
-                        m.TxnOffsetCommitRequestPartition(
-                            partition_index=0, committed_offset=1, committed_metadata="x" * 5000
-                        )
-                    ],
-                )
-            ],
-        ),
-    )
-    assert txn.topics[0].partitions[0].error_code == E.OFFSET_METADATA_TOO_LARGE
+    txn = txn_commit_one(h, "txbig", metadata="x" * 5000)
+    assert txn == E.OFFSET_METADATA_TOO_LARGE
     listed: m.ListGroupsResponse = h.call(ApiKey.LIST_GROUPS, 4, m.ListGroupsRequest())
     assert listed.groups == []
     for group in ("typo", "big", "txbig"):
@@ -490,27 +496,8 @@ def test_a_commit_that_stores_nothing_makes_no_group(h: Harness) -> None:
     assert commit(h, {("t", 0): 1}, group="new", member_id="m") == {("t", 0): E.UNKNOWN_MEMBER_ID}
     fenced = commit(h, {("t", 0): 1}, group="new", instance_id="i", version=7)
     assert fenced == {("t", 0): E.UNKNOWN_MEMBER_ID}
-    txn_member = h.call(
-        ApiKey.TXN_OFFSET_COMMIT,
-        3,
-        m.TxnOffsetCommitRequest(
-            transactional_id="tx",
-            group_id="new",
-            producer_id=7,
-            producer_epoch=0,
-            generation_id=-1,
-            member_id="m",
-            topics=[
-                m.TxnOffsetCommitRequestTopic(
-                    name="t",
-                    partitions=[
-                        m.TxnOffsetCommitRequestPartition(partition_index=0, committed_offset=1)
-                    ],
-                )
-            ],
-        ),
-    )
-    assert txn_member.topics[0].partitions[0].error_code == E.UNKNOWN_MEMBER_ID
+    txn_member = txn_commit_one(h, "new", member_id="m")
+    assert txn_member == E.UNKNOWN_MEMBER_ID
     assert describe(h, "new").group_state == "Dead"
 
 
