@@ -1106,3 +1106,52 @@ def test_no_headers_sent_in_any_form_arrive_as_none(target: Target) -> None:
 
     assert run(main()) == [None, None, None, None, [("a", b"1")], [("b", b"2")], [("c", b"3")],
                            [("d", b"4")]]
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_plain_function_handler_and_callbacks_run_once_per_record(
+    target: Target, concurrency: int
+) -> None:
+    """``run(handler)`` with a plain ``def`` or a lambda (the first thing a newcomer tries), and
+    plain ``on_assign``/``on_revoke``: each record is handled once and counts as processed.
+    Before, the handler's ``None`` was awaited: its work done, the record "failed" with
+    TypeError, was handled again on each of ``max_retries`` retries, then stopped ``run`` (or
+    went to the dead-letter topic); a plain ``on_assign`` was logged as an error."""
+    topic, _ = target.topic(f"c-plain-handler-{concurrency}")
+    produce(target, topic, [f"v{i}".encode() for i in range(10)], keys=[b"k"] * 10)
+    group = f"g-{topic}"
+    events: list[Any] = []
+    from sluice.client import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="on_assign=5"):
+        consumer(target, topic, on_assign=5)
+
+    async def main() -> None:
+        async with consumer(target, topic, group, retry_backoff=0.001,
+                            on_assign=lambda tps: events.append(("assign", tps)),
+                            on_revoke=lambda tps: events.append(("revoke", tps))) as c:
+            seen: list[int] = []
+
+            def handle(r: ConsumerRecord) -> None:
+                seen.append(r.offset)
+                if len(seen) == 10:
+                    c.stop()
+
+            await c.run(handle, concurrency=concurrency)
+            assert seen == list(range(10))
+            m = c.metrics()
+            assert (m["processed"], m["retries"], m["failed"]) == (10, 0, 0)
+            more: list[int] = []
+            async with consumer(target, topic, f"{group}-lambda") as c2:
+
+                def note(r: ConsumerRecord) -> None:
+                    more.append(r.offset)
+                    if len(more) == 10:
+                        c2.stop()
+
+                await c2.run(lambda r: note(r))
+                assert more == list(range(10)) and c2.metrics()["retries"] == 0
+        assert events[0] == ("assign", [(topic, 0)]) and events[-1] == ("revoke", [(topic, 0)])
+
+    run(main())
+    assert committed(target, group, topic, 1) == {0: 10}

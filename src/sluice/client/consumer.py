@@ -32,7 +32,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from itertools import repeat
 from operator import add, attrgetter, length_hint
 from types import TracebackType
@@ -124,7 +124,8 @@ _headers_of: Callable[[Any], Any] = ck.Message.headers
 _tp_of = attrgetter("topic", "partition")
 _offset_attr = attrgetter("offset")
 
-Rebalance = Callable[[list[TP]], Awaitable[None]]
+Rebalance = Callable[[list[TP]], object]
+"""An async function, or a plain one (its result awaited only if it is awaitable)."""
 
 _CALLBACK: contextvars.ContextVar[object] = contextvars.ContextVar("sluice_rebalance_callback")
 """In a rebalance callback's coroutine and the tasks it starts (they copy its context): that
@@ -261,7 +262,7 @@ class Consumer:
     - ``shed``: the overload policy (:class:`~sluice.client.runner.Shed`), off by default.
     - ``value_deserializer``, ``key_deserializer``: a callable from bytes, or ``"json"``,
       ``"msgspec"``, ``"str"``.
-    - ``on_assign``, ``on_revoke``: coroutines called with the partitions; a revoke's runs after
+    - ``on_assign``, ``on_revoke``: functions (async, or plain) called with the partitions; a revoke's runs after
       ``run`` drained the revoked partitions' records in processing, before their commit.
     - ``commit_interval``: seconds between ``run``'s commits (default 1).
     - ``close_timeout``: seconds a shutdown may take, ``run``'s last commit and
@@ -406,8 +407,12 @@ class Consumer:
         self._key_deserializer = serializers.resolve_deserializer(
             key_deserializer, "key_deserializer"
         )
-        self._user_on_assign = on_assign
-        self._user_on_revoke = on_revoke
+        self._user_on_assign = (
+            None if on_assign is None else check.coroutine_function("on_assign", on_assign)
+        )
+        self._user_on_revoke = (
+            None if on_revoke is None else check.coroutine_function("on_revoke", on_revoke)
+        )
         self.commit_interval = commit_interval
         self.close_timeout = close_timeout
 
@@ -1166,13 +1171,14 @@ class Consumer:
 
     async def run(
         self,
-        handler: Callable[[ConsumerRecord], Awaitable[Any]],
+        handler: Callable[[ConsumerRecord], object],
         *,
         concurrency: int = 1,
         ordering: str = "key",
     ) -> None:
-        """The managed loop (:mod:`sluice.client.runner`): ``handler(record)`` for every record,
-        up to ``concurrency`` at once, ``ordering`` ``"key"``, ``"partition"`` or ``"none"``;
+        """The managed loop (:mod:`sluice.client.runner`): ``handler(record)`` for every record
+        (an async function; a plain one runs on the loop and its result is awaited only if it
+        is awaitable), up to ``concurrency`` at once, ``ordering`` ``"key"``, ``"partition"`` or ``"none"``;
         commits watermarks; returns after :meth:`stop` or when cancelled, having committed
         what finished; raises :class:`~sluice.client.errors.ProcessingError` for a record that
         failed without a dead-letter topic."""

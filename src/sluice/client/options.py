@@ -4,8 +4,9 @@ the first use, a timer that never fires (NaN), or a loop that spins (a commit in
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from sluice.client.errors import ConfigurationError
@@ -65,3 +66,28 @@ def bootstrap(settings: Mapping[str, Any]) -> None:
         bootstrap_addresses(servers)
     except ValueError as exc:
         raise ConfigurationError(f"bootstrap_servers={servers!r}: {exc}") from None
+
+
+def coroutine_function(name: str, fn: object) -> Callable[..., Awaitable[Any]]:
+    """``fn`` as a coroutine function, for ``run``'s handler and the rebalance callbacks. An
+    async function (or a ``functools.partial`` of one) is itself; any other callable (a plain
+    ``def``, a lambda, a lambda returning a coroutine, an object with an async ``__call__``) is
+    called and its result awaited only when it is awaitable. A plain function's ``None`` used
+    to be awaited: its work done, it "failed" with ``TypeError``, was run again for each retry
+    and then dead-lettered (a rebalance callback's was logged as an error)."""
+    if not callable(fn):
+        raise ConfigurationError(
+            f"{name}={fn!r}: a function called with each "
+            + ("record" if name == "handler" else "list of partitions")
+            + " (async, or plain)"
+        )
+    if inspect.iscoroutinefunction(fn):
+        return fn
+
+    async def call(*args: Any) -> Any:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    return call

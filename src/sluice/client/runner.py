@@ -24,7 +24,7 @@ import random
 import time
 from bisect import bisect_left
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -151,7 +151,7 @@ class Runner:
     def __init__(
         self,
         consumer: Any,
-        handler: Callable[[ConsumerRecord], Awaitable[Any]],
+        handler: Callable[[ConsumerRecord], object],
         *,
         concurrency: int,
         ordering: str,
@@ -160,12 +160,8 @@ class Runner:
             raise ConfigurationError(f"ordering={ordering!r}: one of {ORDERINGS}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency={concurrency!r}: an integer, 1 or more")
-        if not callable(handler):
-            raise ConfigurationError(
-                f"run(handler={handler!r}): a coroutine function, called with each record"
-            )
         self.consumer = consumer
-        self.handler = handler
+        self.handler = check.coroutine_function("handler", handler)
         self.concurrency = concurrency
         self.ordering = ordering
         self.metrics = consumer._metrics
