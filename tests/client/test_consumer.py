@@ -1155,3 +1155,38 @@ def test_a_plain_function_handler_and_callbacks_run_once_per_record(
 
     run(main())
     assert committed(target, group, topic, 1) == {0: 10}
+
+
+def test_a_consumer_never_closed_says_so_at_exit(target: Target) -> None:
+    """A script that reads without ``async with`` or ``close()`` leaves its consumer in the
+    group until ``session.timeout.ms``: run again, it waited 45 s for its first record, with
+    no word why. At exit it now logs one WARNING saying so; a closed one logs nothing."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    topic, _ = target.topic("c-never-closed")
+    produce(target, topic, [b"x"])
+    script = (
+        "import asyncio, sys\n"
+        "from sluice.client import Consumer\n"
+        "async def main():\n"
+        "    c = Consumer(sys.argv[1], group_id=sys.argv[2], topics=[sys.argv[2]],\n"
+        "                 metrics_registry=None, **{'auto.offset.reset': 'earliest'})\n"
+        "    assert len(await c.getmany(timeout=30)) == 1\n"
+        "    if sys.argv[3] == 'close':\n"
+        "        await c.close()\n"
+        "asyncio.run(main())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    out = {}
+    for how in ("close", "leave"):
+        done = subprocess.run([sys.executable, "-c", script, target.bootstrap, topic, how],
+                              env=env, capture_output=True, text=True, timeout=DEADLINE)
+        assert done.returncode == 0, done.stderr
+        out[how] = done.stderr
+    assert f"sluice-consumer-1 was never closed: it stays a member of group '{topic}'" in out[
+        "leave"]
+    assert "never closed" not in out["close"]

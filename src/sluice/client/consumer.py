@@ -23,6 +23,7 @@ the loop and wait for them (a revoke drains the records in processing, then comm
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import contextvars
 import logging
@@ -31,6 +32,7 @@ import queue
 import re
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from itertools import repeat
@@ -65,6 +67,27 @@ if TYPE_CHECKING:
     from sluice.client.runner import Runner, Shed
 
 log = logging.getLogger("sluice.client")
+
+_STARTED: weakref.WeakSet[Consumer] = weakref.WeakSet()
+"""Consumers subscribed and not yet closed, for :func:`_warn_unclosed` at the process's exit."""
+
+
+@atexit.register
+def _warn_unclosed() -> None:
+    """A consumer never closed does not leave its group: the coordinator keeps it a member
+    until ``session.timeout.ms`` (45 s by default), and the group's next member (the same
+    script run again) waited that long for its first record, with no word why. Say so."""
+    for consumer in list(_STARTED):
+        if consumer._closing or consumer._assign is not None:
+            continue
+        with contextlib.suppress(Exception):
+            log.warning(
+                "%s was never closed: it stays a member of group %r until session.timeout.ms "
+                "(%s ms) passes, and the group's next member waits that long; use `async with "
+                "Consumer(...)` or `await consumer.close()` before the event loop ends",
+                consumer._metrics.client_id, consumer._group_id,
+                consumer.config.get("session.timeout.ms", 45000),
+            )
 
 MiB = 1024 * 1024
 DEFAULT_MAX_BUFFER_BYTES = 32 * MiB
@@ -534,6 +557,7 @@ class Consumer:
             self._fetch, self._loop, self._after_poll, name=f"{self._metrics.client_id}-fetch"
         )
         self._bridge.start()
+        _STARTED.add(self)
         return self
 
     def _check_loop(self) -> None:
