@@ -1126,6 +1126,12 @@ def test_a_plain_function_handler_and_callbacks_run_once_per_record(
     with pytest.raises(ConfigurationError, match="on_assign=5"):
         consumer(target, topic, on_assign=5)
 
+    async def generator(r: ConsumerRecord) -> Any:  # its body would never run: refused
+        yield r
+
+    with pytest.raises(ConfigurationError, match="generator function"):
+        consumer(target, topic, on_revoke=generator)
+
     async def main() -> None:
         async with consumer(target, topic, group, retry_backoff=0.001,
                             on_assign=lambda tps: events.append(("assign", tps)),
@@ -1137,6 +1143,8 @@ def test_a_plain_function_handler_and_callbacks_run_once_per_record(
                 if len(seen) == 10:
                     c.stop()
 
+            with pytest.raises(ConfigurationError, match="generator function"):
+                await c.run(generator)
             await c.run(handle, concurrency=concurrency)
             assert seen == list(range(10))
             m = c.metrics()

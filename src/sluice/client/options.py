@@ -81,6 +81,11 @@ def coroutine_function(name: str, fn: object) -> Callable[..., Awaitable[Any]]:
             + ("record" if name == "handler" else "list of partitions")
             + " (async, or plain)"
         )
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise ConfigurationError(
+            f"{name}={fn!r} is a generator function (it has a `yield`): calling it runs none "
+            "of its body; make it a plain `async def`"
+        )
     if inspect.iscoroutinefunction(fn):
         return fn
 
