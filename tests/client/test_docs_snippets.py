@@ -24,6 +24,7 @@ import confluent_kafka as ck
 import pytest
 
 from sluice.testing import EmbeddedBroker
+from sluice.testing.process import free_port
 from tests.client.conftest import DEADLINE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def snippets(doc: str) -> list[str]:
     return _BLOCK.findall((ROOT / doc).read_text())
 
 
-RUN_HERE = {"README.md": 2, "docs/client.md": 3}
+RUN_HERE = {"README.md": 2, "docs/client.md": 4}
 """How many snippets of each file the tests below run, in order."""
 
 
@@ -44,7 +45,9 @@ def test_every_snippet_is_a_whole_program_that_a_test_runs() -> None:
         found = snippets(doc)
         for i, code in enumerate(found):
             compile(code, f"{doc} snippet {i}", "exec")
-            assert code.rstrip().endswith("asyncio.run(main())"), f"{doc} snippet {i}: a fragment"
+            end = code.rstrip().splitlines()[-1]
+            assert end == "asyncio.run(main())" or end.startswith("web.run_app("), (
+                f"{doc} snippet {i}: a fragment")
             assert ADDRESS in code, f"{doc} snippet {i} names no broker at {ADDRESS}"
         assert len(found) == tested, f"{doc} has {len(found)} snippets, the tests run {tested}"
 
@@ -52,11 +55,12 @@ def test_every_snippet_is_a_whole_program_that_a_test_runs() -> None:
 class Snippet:
     """A snippet running in a child process, its output lines read as they come."""
 
-    def __init__(self, code: str, bootstrap: str) -> None:
+    def __init__(self, code: str, bootstrap: str, port: int = 0) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code.replace(ADDRESS, bootstrap)],
+            [sys.executable, "-c",
+             code.replace(ADDRESS, bootstrap).replace("port=8080", f"port={port}")],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
@@ -147,7 +151,7 @@ def test_the_readme_snippets(broker: EmbeddedBroker) -> None:
 
 
 def test_the_client_md_snippets(broker: EmbeddedBroker) -> None:
-    producer, consumer, on_signal = snippets("docs/client.md")
+    producer, consumer, on_signal, _ = snippets("docs/client.md")
     bootstrap = broker.bootstrap_servers
     run = Snippet(producer, bootstrap)
     assert run.stop() == 0, run.stderr
@@ -177,3 +181,26 @@ def test_the_client_md_snippets(broker: EmbeddedBroker) -> None:
         assert offsets[0] == first and offsets == list(range(first, first + len(offsets)))
         first = committed(bootstrap, "billing", "orders")
         assert first == offsets[-1] + 1
+
+
+def test_the_service_snippet(broker: EmbeddedBroker) -> None:
+    """docs/client.md's aiohttp service: a POST answers the record's partition and offset, the
+    consumer task bills it, and SIGTERM or Ctrl-C shuts down cleanly, committed."""
+    import json
+    import urllib.request
+
+    service = snippets("docs/client.md")[3]
+    bootstrap = broker.bootstrap_servers
+    for i, sig in enumerate((signal.SIGTERM, signal.SIGINT)):
+        port = free_port()
+        run = Snippet(service, bootstrap, port)
+        assert run.take(1)[0].startswith("======== Running on")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/orders",
+                                         data=json.dumps({"id": i}).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=DEADLINE) as answer:
+            assert json.load(answer) == {"partition": 0, "offset": i}
+        lines = run.take(2)
+        assert lines[-1] == f"billing {i} {{'id': {i}}}", lines  # after aiohttp's "Press CTRL+C"
+        assert run.stop(sig) == 0, run.stderr
+        assert "Traceback" not in run.stderr and "never closed" not in run.stderr, run.stderr
+        assert committed(bootstrap, "billing", "orders") == i + 1
