@@ -1149,6 +1149,9 @@ def test_a_plain_function_handler_and_callbacks_run_once_per_record(
             assert seen == list(range(10))
             m = c.metrics()
             assert (m["processed"], m["retries"], m["failed"]) == (10, 0, 0)
+            # the accessors docs/client.md lists; high_watermark takes the partition either way
+            assert c.assignment() == [(topic, 0)] and c.position(topic, 0) == 10
+            assert c.high_watermark(topic, 0) == c.high_watermark((topic, 0)) == 10
             more: list[int] = []
             async with consumer(target, topic, f"{group}-lambda") as c2:
 

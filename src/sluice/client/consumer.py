@@ -1252,10 +1252,14 @@ class Consumer:
                 out[tp] = max(0, hwm - pos)
         return out
 
-    def high_watermark(self, tp: TP) -> int | None:
+    def high_watermark(self, tp: TP | str, partition: int | None = None) -> int | None:
         """The partition's high watermark as of librdkafka's last fetch response for it
         (read by the fetch thread after each ``consume()``: calling librdkafka for it from the
-        loop while the thread waits in ``consume()`` was seen to block)."""
+        loop while the thread waits in ``consume()`` was seen to block). The partition as a
+        ``(topic, partition)`` pair, or as :meth:`position` takes it, ``topic, partition``
+        (that read as a pair's topic and a stray argument: a TypeError)."""
+        if isinstance(tp, str):
+            return self._hwm.get((tp, partition))  # type: ignore[arg-type]
         return self._hwm.get(tp)
 
     # -- the loop's side of the fetch thread ---------------------------------------------------
