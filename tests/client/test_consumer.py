@@ -1201,3 +1201,25 @@ def test_a_consumer_never_closed_says_so_at_exit(target: Target) -> None:
     assert f"sluice-consumer-1 was never closed: it stays a member of group '{topic}'" in out[
         "leave"]
     assert "never closed" not in out["close"]
+
+
+def test_a_subscribed_topic_that_does_not_exist_is_logged_naming_the_consumer(
+    target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A typo in ``topics`` is the first error a newcomer meets: one WARNING on
+    ``sluice.client`` naming the consumer, the topic and the error, as the docs describe the
+    error lines (it was ``consumer error: KafkaError{code=UNKNOWN_TOPIC_OR_PART,val=3,...}``)."""
+    from sluice.testing import unique_topic_name
+
+    topic = unique_topic_name("c-no-such-topic")
+
+    async def main() -> None:
+        async with consumer(target, topic, **{"client.id": "typo-reader"}) as c:
+            deadline = time.monotonic() + DEADLINE / 4
+            while "typo-reader:" not in caplog.text and time.monotonic() < deadline:
+                assert await c.getmany(timeout=0.5) == []
+
+    with caplog.at_level(logging.WARNING, logger="sluice.client"):
+        run(main())
+    (line,) = [r.getMessage() for r in caplog.records if topic in r.getMessage()]
+    assert line.startswith("typo-reader: ") and line.endswith("(UNKNOWN_TOPIC_OR_PART)"), line

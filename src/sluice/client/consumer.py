@@ -1388,11 +1388,12 @@ class Consumer:
         self._appended += 1
 
     def _consume_error(self, error: ck.KafkaError) -> None:
+        """An error ``consume()`` handed back (a subscribed topic that does not exist, say):
+        logged as the error events are, naming the consumer (it was ``consumer error:
+        KafkaError{code=...,val=3,str="..."}``, which named neither)."""
         if error.fatal():
             self.fatal_error = error
-            log.error("librdkafka fatal consumer error: %s", error)
-        else:
-            log.warning("consumer error: %s", error)
+        librdkafka.log_error(self._metrics.client_id, error)
 
     def _on_error(self, error: ck.KafkaError) -> None:
         if error.fatal():
