@@ -1223,3 +1223,16 @@ def test_a_subscribed_topic_that_does_not_exist_is_logged_naming_the_consumer(
         run(main())
     (line,) = [r.getMessage() for r in caplog.records if topic in r.getMessage()]
     assert line.startswith("typo-reader: ") and line.endswith("(UNKNOWN_TOPIC_OR_PART)"), line
+
+
+def test_an_async_shed_predicate_is_refused() -> None:
+    """``Shed(predicate=...)`` is called without await: an ``async def`` predicate's coroutine
+    is always true, and every record past ``min_lag`` was shed (counted, never processed)."""
+    from sluice.client import ConfigurationError
+
+    async def stale(r: ConsumerRecord) -> bool:
+        return False
+
+    with pytest.raises(ConfigurationError, match="is an async function"):
+        Shed(predicate=stale)  # type: ignore[arg-type]
+    assert Shed(predicate=lambda r: False).predicate is not None  # a plain one is taken

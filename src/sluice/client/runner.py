@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import time
@@ -80,6 +81,16 @@ class Shed:
         if self.predicate is not None and not callable(self.predicate):
             raise ConfigurationError(
                 f"Shed(predicate={self.predicate!r}): a function of a record, True to shed it"
+            )
+        if inspect.iscoroutinefunction(self.predicate) or inspect.isasyncgenfunction(
+            self.predicate
+        ):
+            # Called as a plain function, its coroutine is always true: every record past
+            # min_lag was shed, silently but for the count.
+            raise ConfigurationError(
+                f"Shed(predicate={self.predicate!r}) is an async function: it is called "
+                "without await, and its coroutine, always true, would shed every record; "
+                "make it a plain function"
             )
         check.count("Shed(min_lag)", self.min_lag, least=0)
 
