@@ -1236,3 +1236,30 @@ def test_an_async_shed_predicate_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="is an async function"):
         Shed(predicate=stale)  # type: ignore[arg-type]
     assert Shed(predicate=lambda r: False).predicate is not None  # a plain one is taken
+
+
+
+def test_async_serializers_and_deserializers_are_refused() -> None:
+    """(De)serializers are called without await: an ``async def`` value_deserializer made
+    every record's value a coroutine (the handler got it, "never awaited" warnings followed),
+    and an ``async def`` value_serializer failed every record as not bytes."""
+    from sluice.client import ConfigurationError, Producer
+
+    async def decode(raw: bytes) -> Any:
+        return json.loads(raw)
+
+    async def encode(value: Any) -> bytes:
+        return json.dumps(value).encode()
+
+    given: dict[str, Any]
+    for option in ("value_deserializer", "key_deserializer"):
+        given = {option: decode}
+        with pytest.raises(ConfigurationError, match=f"{option}=.* is an async function"):
+            Consumer("127.0.0.1:9092", group_id="g", topics=["t"], metrics_registry=None,
+                     **given)
+    for option in ("value_serializer", "key_serializer"):
+        given = {option: encode}
+        with pytest.raises(ConfigurationError, match=f"{option}=.* is an async function"):
+            Producer("127.0.0.1:9092", metrics_registry=None, **given)
+    Consumer("127.0.0.1:9092", group_id="g", topics=["t"], metrics_registry=None,
+             value_deserializer=json.loads)  # a plain one is taken
