@@ -28,6 +28,7 @@ import contextlib
 import contextvars
 import logging
 import operator
+import os
 import queue
 import re
 import threading
@@ -68,8 +69,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sluice.client")
 
-_STARTED: weakref.WeakSet[Consumer] = weakref.WeakSet()
-"""Consumers subscribed and not yet closed, for :func:`_warn_unclosed` at the process's exit."""
+_STARTED: weakref.WeakKeyDictionary[Consumer, int] = weakref.WeakKeyDictionary()
+"""Consumers subscribed and not yet closed, for :func:`_warn_unclosed` at the process's exit, with the process that started each (a
+forked child's copy is not its to look at: librdkafka's locks may have been held at the fork)."""
 
 
 @atexit.register
@@ -78,7 +80,11 @@ def _warn_unclosed() -> None:
     until ``session.timeout.ms`` (45 s by default), and the group's next member (the same
     script run again) waited that long for its first record, with no word why. Say so."""
     for consumer in list(_STARTED):
-        if consumer._closing or consumer._assign is not None:
+        if (
+            _STARTED.get(consumer) != os.getpid()
+            or consumer._closing
+            or consumer._assign is not None  # no group membership to leave
+        ):
             continue
         with contextlib.suppress(Exception):
             log.warning(
@@ -557,7 +563,7 @@ class Consumer:
             self._fetch, self._loop, self._after_poll, name=f"{self._metrics.client_id}-fetch"
         )
         self._bridge.start()
-        _STARTED.add(self)
+        _STARTED[self] = os.getpid()
         return self
 
     def _check_loop(self) -> None:

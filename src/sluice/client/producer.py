@@ -31,6 +31,7 @@ import atexit
 import contextlib
 import logging
 import operator
+import os
 import time
 import weakref
 from collections.abc import AsyncIterable, Callable, Mapping
@@ -79,8 +80,9 @@ DEFAULTS: dict[str, Any] = {
 RESERVED = frozenset({"on_delivery", "delivery.report.only.error", "dr_cb", "dr_msg_cb"})
 """librdkafka settings the toolkit owns: every record's report is its business."""
 
-_STARTED: weakref.WeakSet[Producer] = weakref.WeakSet()
-"""Producers started and not yet closed, for :func:`_warn_unclosed` at the process's exit."""
+_STARTED: weakref.WeakKeyDictionary[Producer, int] = weakref.WeakKeyDictionary()
+"""Producers started and not yet closed, for :func:`_warn_unclosed` at the process's exit, with the process that started each (a
+forked child's copy is not its to look at: librdkafka's locks may have been held at the fork)."""
 
 
 @atexit.register
@@ -89,7 +91,7 @@ def _warn_unclosed() -> None:
     holds when the process exits, with nobody told: a ``send_nowait`` burst at the end of a
     script was simply not in the topic. Say so, once per such producer, on ``sluice.client``."""
     for producer in list(_STARTED):
-        if producer._closing:
+        if _STARTED.get(producer) != os.getpid() or producer._closing:
             continue
         with contextlib.suppress(Exception):
             held = len(producer._producer)
@@ -236,7 +238,7 @@ class Producer:
             flush=self._producer.flush, outstanding=self._producer.__len__,
         )
         self._bridge.start()
-        _STARTED.add(self)
+        _STARTED[self] = os.getpid()
 
     async def __aenter__(self) -> Producer:
         return await self.start()
