@@ -1238,3 +1238,160 @@ def test_assign_takes_any_integer_type_as_seek_and_commit_do(target: Target) -> 
         return [r.offset for r in got]
 
     assert run(main()) == [1, 2]
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_plain_function_handler_and_callbacks_run_once_per_record(
+    target: Target, concurrency: int
+) -> None:
+    """``run(handler)`` with a plain ``def`` or a lambda (the first thing a newcomer tries), and
+    plain ``on_assign``/``on_revoke``: each record is handled once and counts as processed.
+    Before, the handler's ``None`` was awaited: its work done, the record "failed" with
+    TypeError, was handled again on each of ``max_retries`` retries, then stopped ``run`` (or
+    went to the dead-letter topic); a plain ``on_assign`` was logged as an error."""
+    topic, _ = target.topic(f"c-plain-handler-{concurrency}")
+    produce(target, topic, [f"v{i}".encode() for i in range(10)], keys=[b"k"] * 10)
+    group = f"g-{topic}"
+    events: list[Any] = []
+    from sluice.client import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="on_assign=5"):
+        consumer(target, topic, on_assign=5)
+
+    async def generator(r: ConsumerRecord) -> Any:  # its body would never run: refused
+        yield r
+
+    with pytest.raises(ConfigurationError, match="generator function"):
+        consumer(target, topic, on_revoke=generator)
+
+    async def main() -> None:
+        async with consumer(target, topic, group, retry_backoff=0.001,
+                            on_assign=lambda tps: events.append(("assign", tps)),
+                            on_revoke=lambda tps: events.append(("revoke", tps))) as c:
+            seen: list[int] = []
+
+            def handle(r: ConsumerRecord) -> None:
+                seen.append(r.offset)
+                if len(seen) == 10:
+                    c.stop()
+
+            with pytest.raises(ConfigurationError, match="generator function"):
+                await c.run(generator)
+            await c.run(handle, concurrency=concurrency)
+            assert seen == list(range(10))
+            m = c.metrics()
+            assert (m["processed"], m["retries"], m["failed"]) == (10, 0, 0)
+            # the accessors docs/client.md lists; high_watermark takes the partition either way
+            assert c.assignment() == [(topic, 0)] and c.position(topic, 0) == 10
+            assert c.high_watermark(topic, 0) == c.high_watermark((topic, 0)) == 10
+            more: list[int] = []
+            async with consumer(target, topic, f"{group}-lambda") as c2:
+
+                def note(r: ConsumerRecord) -> None:
+                    more.append(r.offset)
+                    if len(more) == 10:
+                        c2.stop()
+
+                await c2.run(lambda r: note(r))
+                assert more == list(range(10)) and c2.metrics()["retries"] == 0
+        assert events[0] == ("assign", [(topic, 0)]) and events[-1] == ("revoke", [(topic, 0)])
+
+    run(main())
+    assert committed(target, group, topic, 1) == {0: 10}
+
+
+def test_a_consumer_never_closed_says_so_at_exit(target: Target) -> None:
+    """A script that reads without ``async with`` or ``close()`` leaves its consumer in the
+    group until ``session.timeout.ms``: run again, it waited 45 s for its first record, with
+    no word why. At exit it now logs one WARNING saying so; a closed one logs nothing."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    topic, _ = target.topic("c-never-closed")
+    produce(target, topic, [b"x"])
+    script = (
+        "import asyncio, sys\n"
+        "from sluice.client import Consumer\n"
+        "async def main():\n"
+        "    c = Consumer(sys.argv[1], group_id=sys.argv[2], topics=[sys.argv[2]],\n"
+        "                 metrics_registry=None, **{'auto.offset.reset': 'earliest'})\n"
+        "    assert len(await c.getmany(timeout=30)) == 1\n"
+        "    if sys.argv[3] == 'close':\n"
+        "        await c.close()\n"
+        "asyncio.run(main())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    out = {}
+    for how in ("close", "leave"):
+        done = subprocess.run([sys.executable, "-c", script, target.bootstrap, topic, how],
+                              env=env, capture_output=True, text=True, timeout=DEADLINE)
+        assert done.returncode == 0, done.stderr
+        out[how] = done.stderr
+    assert f"sluice-consumer-1 was never closed: it stays a member of group '{topic}'" in out[
+        "leave"]
+    assert "never closed" not in out["close"]
+
+
+def test_a_subscribed_topic_that_does_not_exist_is_logged_naming_the_consumer(
+    target: Target, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A typo in ``topics`` is the first error a newcomer meets: one WARNING on
+    ``sluice.client`` naming the consumer, the topic and the error, as the docs describe the
+    error lines (it was ``consumer error: KafkaError{code=UNKNOWN_TOPIC_OR_PART,val=3,...}``)."""
+    from sluice.testing import unique_topic_name
+
+    topic = unique_topic_name("c-no-such-topic")
+
+    async def main() -> None:
+        async with consumer(target, topic, **{"client.id": "typo-reader"}) as c:
+            deadline = time.monotonic() + DEADLINE / 4
+            while "typo-reader:" not in caplog.text and time.monotonic() < deadline:
+                assert await c.getmany(timeout=0.5) == []
+
+    with caplog.at_level(logging.WARNING, logger="sluice.client"):
+        run(main())
+    (line,) = [r.getMessage() for r in caplog.records if topic in r.getMessage()]
+    assert line.startswith("typo-reader: ") and line.endswith("(UNKNOWN_TOPIC_OR_PART)"), line
+
+
+def test_an_async_shed_predicate_is_refused() -> None:
+    """``Shed(predicate=...)`` is called without await: an ``async def`` predicate's coroutine
+    is always true, and every record past ``min_lag`` was shed (counted, never processed)."""
+    from sluice.client import ConfigurationError
+
+    async def stale(r: ConsumerRecord) -> bool:
+        return False
+
+    with pytest.raises(ConfigurationError, match="is an async function"):
+        Shed(predicate=stale)  # type: ignore[arg-type]
+    assert Shed(predicate=lambda r: False).predicate is not None  # a plain one is taken
+
+
+
+def test_async_serializers_and_deserializers_are_refused() -> None:
+    """(De)serializers are called without await: an ``async def`` value_deserializer made
+    every record's value a coroutine (the handler got it, "never awaited" warnings followed),
+    and an ``async def`` value_serializer failed every record as not bytes."""
+    from sluice.client import ConfigurationError, Producer
+
+    async def decode(raw: bytes) -> Any:
+        return json.loads(raw)
+
+    async def encode(value: Any) -> bytes:
+        return json.dumps(value).encode()
+
+    given: dict[str, Any]
+    for option in ("value_deserializer", "key_deserializer"):
+        given = {option: decode}
+        with pytest.raises(ConfigurationError, match=f"{option}=.* is an async function"):
+            Consumer("127.0.0.1:9092", group_id="g", topics=["t"], metrics_registry=None,
+                     **given)
+    for option in ("value_serializer", "key_serializer"):
+        given = {option: encode}
+        with pytest.raises(ConfigurationError, match=f"{option}=.* is an async function"):
+            Producer("127.0.0.1:9092", metrics_registry=None, **given)
+    Consumer("127.0.0.1:9092", group_id="g", topics=["t"], metrics_registry=None,
+             value_deserializer=json.loads)  # a plain one is taken

@@ -1235,3 +1235,37 @@ def test_every_bootstrap_form_librdkafka_takes_is_taken(target: Target) -> None:
             Producer(servers, metrics_registry=None)
     with pytest.raises(ConfigurationError, match=r"metadata\.broker\.list"):
         Producer(metrics_registry=None, config={"metadata.broker.list": ""})
+
+
+def test_a_producer_never_closed_says_so_at_exit(target: Target) -> None:
+    """A script that sends with ``send_nowait`` and ends without ``async with`` or ``close()``
+    loses the records librdkafka still holds (linger.ms is 5 ms); it used to exit silently,
+    the topic empty. It now logs one WARNING naming the producer; a closed one logs nothing."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    topic, _ = target.topic("p-never-closed")
+    script = (
+        "import asyncio, sys\n"
+        "from sluice.client import Producer\n"
+        "async def main():\n"
+        "    p = Producer(sys.argv[1], metrics_registry=None, **{'linger.ms': 10000})\n"
+        "    for i in range(100):\n"
+        "        p.send_nowait(sys.argv[2], b'x')\n"
+        "    if sys.argv[3] == 'close':\n"
+        "        await p.close()\n"
+        "asyncio.run(main())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    out = {}
+    for how in ("leave", "close"):
+        done = subprocess.run([sys.executable, "-c", script, target.bootstrap, topic, how],
+                              env=env, capture_output=True, text=True, timeout=DEADLINE)
+        assert done.returncode == 0, done.stderr
+        out[how] = done.stderr
+    assert "sluice-producer-1 was never closed: 100 records" in out["leave"]
+    assert "never closed" not in out["close"]
+    assert len(read_topic(target, topic)) == 100  # the closed one's records, none of the other's

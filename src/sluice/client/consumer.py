@@ -23,16 +23,19 @@ the loop and wait for them (a revoke drains the records in processing, then comm
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import contextvars
 import logging
 import operator
+import os
 import queue
 import re
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from itertools import repeat
 from operator import add, attrgetter, length_hint
 from types import TracebackType
@@ -65,6 +68,32 @@ if TYPE_CHECKING:
     from sluice.client.runner import Runner, Shed
 
 log = logging.getLogger("sluice.client")
+
+_STARTED: weakref.WeakKeyDictionary[Consumer, int] = weakref.WeakKeyDictionary()
+"""Consumers subscribed and not yet closed, for :func:`_warn_unclosed` at the process's exit, with the process that started each (a
+forked child's copy is not its to look at: librdkafka's locks may have been held at the fork)."""
+
+
+@atexit.register
+def _warn_unclosed() -> None:
+    """A consumer never closed does not leave its group: the coordinator keeps it a member
+    until ``session.timeout.ms`` (45 s by default), and the group's next member (the same
+    script run again) waited that long for its first record, with no word why. Say so."""
+    for consumer in list(_STARTED):
+        if (
+            _STARTED.get(consumer) != os.getpid()
+            or consumer._closing
+            or consumer._assign is not None  # no group membership to leave
+        ):
+            continue
+        with contextlib.suppress(Exception):
+            log.warning(
+                "%s was never closed: it stays a member of group %r until session.timeout.ms "
+                "(%s ms) passes, and the group's next member waits that long; use `async with "
+                "Consumer(...)` or `await consumer.close()` before the event loop ends",
+                consumer._metrics.client_id, consumer._group_id,
+                consumer.config.get("session.timeout.ms", 45000),
+            )
 
 MiB = 1024 * 1024
 DEFAULT_MAX_BUFFER_BYTES = 32 * MiB
@@ -125,7 +154,8 @@ _headers_of: Callable[[Any], Any] = ck.Message.headers
 _tp_of = attrgetter("topic", "partition")
 _offset_attr = attrgetter("offset")
 
-Rebalance = Callable[[list[TP]], Awaitable[None]]
+Rebalance = Callable[[list[TP]], object]
+"""An async function, or a plain one (its result awaited only if it is awaitable)."""
 
 _CALLBACK: contextvars.ContextVar[object] = contextvars.ContextVar("sluice_rebalance_callback")
 """In a rebalance callback's coroutine and the tasks it starts (they copy its context): that
@@ -252,7 +282,7 @@ class Consumer:
     - ``shed``: the overload policy (:class:`~sluice.client.runner.Shed`), off by default.
     - ``value_deserializer``, ``key_deserializer``: a callable from bytes, or ``"json"``,
       ``"msgspec"``, ``"str"``.
-    - ``on_assign``, ``on_revoke``: coroutines called with the partitions; a revoke's runs after
+    - ``on_assign``, ``on_revoke``: functions (async, or plain) called with the partitions; a revoke's runs after
       ``run`` drained the revoked partitions' records in processing, before their commit.
     - ``commit_interval``: seconds between ``run``'s commits (default 1).
     - ``close_timeout``: seconds a shutdown may take, ``run``'s last commit and
@@ -416,8 +446,12 @@ class Consumer:
         self._key_deserializer = serializers.resolve_deserializer(
             key_deserializer, "key_deserializer"
         )
-        self._user_on_assign = on_assign
-        self._user_on_revoke = on_revoke
+        self._user_on_assign = (
+            None if on_assign is None else check.coroutine_function("on_assign", on_assign)
+        )
+        self._user_on_revoke = (
+            None if on_revoke is None else check.coroutine_function("on_revoke", on_revoke)
+        )
         self.commit_interval = commit_interval
         self.close_timeout = close_timeout
 
@@ -539,6 +573,7 @@ class Consumer:
             self._fetch, self._loop, self._after_poll, name=f"{self._metrics.client_id}-fetch"
         )
         self._bridge.start()
+        _STARTED[self] = os.getpid()
         return self
 
     def _check_loop(self) -> None:
@@ -1191,13 +1226,14 @@ class Consumer:
 
     async def run(
         self,
-        handler: Callable[[ConsumerRecord], Awaitable[Any]],
+        handler: Callable[[ConsumerRecord], object],
         *,
         concurrency: int = 1,
         ordering: str = "key",
     ) -> None:
-        """The managed loop (:mod:`sluice.client.runner`): ``handler(record)`` for every record,
-        up to ``concurrency`` at once, ``ordering`` ``"key"``, ``"partition"`` or ``"none"``;
+        """The managed loop (:mod:`sluice.client.runner`): ``handler(record)`` for every record
+        (an async function; a plain one runs on the loop and its result is awaited only if it
+        is awaitable), up to ``concurrency`` at once, ``ordering`` ``"key"``, ``"partition"`` or ``"none"``;
         commits watermarks; returns after :meth:`stop` or when cancelled, having committed
         what finished; raises :class:`~sluice.client.errors.ProcessingError` for a record that
         failed without a dead-letter topic."""
@@ -1247,10 +1283,14 @@ class Consumer:
                 out[tp] = max(0, hwm - pos)
         return out
 
-    def high_watermark(self, tp: TP) -> int | None:
+    def high_watermark(self, tp: TP | str, partition: int | None = None) -> int | None:
         """The partition's high watermark as of librdkafka's last fetch response for it
         (read by the fetch thread after each ``consume()``: calling librdkafka for it from the
-        loop while the thread waits in ``consume()`` was seen to block)."""
+        loop while the thread waits in ``consume()`` was seen to block). The partition as a
+        ``(topic, partition)`` pair, or as :meth:`position` takes it, ``topic, partition``
+        (that read as a pair's topic and a stray argument: a TypeError)."""
+        if isinstance(tp, str):
+            return self._hwm.get((tp, partition))  # type: ignore[arg-type]
         return self._hwm.get(tp)
 
     # -- the loop's side of the fetch thread ---------------------------------------------------
@@ -1379,11 +1419,12 @@ class Consumer:
         self._appended += 1
 
     def _consume_error(self, error: ck.KafkaError) -> None:
+        """An error ``consume()`` handed back (a subscribed topic that does not exist, say):
+        logged as the error events are, naming the consumer (it was ``consumer error:
+        KafkaError{code=...,val=3,str="..."}``, which named neither)."""
         if error.fatal():
             self.fatal_error = error
-            log.error("librdkafka fatal consumer error: %s", error)
-        else:
-            log.warning("consumer error: %s", error)
+        librdkafka.log_error(self._metrics.client_id, error)
 
     def _on_error(self, error: ck.KafkaError) -> None:
         if error.fatal():

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import decimal
+import inspect
 import math
 import numbers
 import operator
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from sluice.client.errors import ConfigurationError
@@ -82,3 +83,33 @@ def bootstrap(settings: Mapping[str, Any]) -> None:
         raise ConfigurationError(
             f"{option}={servers!r}: the brokers to connect to, e.g. 'localhost:9092'"
         )
+
+
+def coroutine_function(name: str, fn: object) -> Callable[..., Awaitable[Any]]:
+    """``fn`` as a coroutine function, for ``run``'s handler and the rebalance callbacks. An
+    async function (or a ``functools.partial`` of one) is itself; any other callable (a plain
+    ``def``, a lambda, a lambda returning a coroutine, an object with an async ``__call__``) is
+    called and its result awaited only when it is awaitable. A plain function's ``None`` used
+    to be awaited: its work done, it "failed" with ``TypeError``, was run again for each retry
+    and then dead-lettered (a rebalance callback's was logged as an error)."""
+    if not callable(fn):
+        raise ConfigurationError(
+            f"{name}={fn!r}: a function called with each "
+            + ("record" if name == "handler" else "list of partitions")
+            + " (async, or plain)"
+        )
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise ConfigurationError(
+            f"{name}={fn!r} is a generator function (it has a `yield`): calling it runs none "
+            "of its body; make it a plain `async def`"
+        )
+    if inspect.iscoroutinefunction(fn):
+        return fn
+
+    async def call(*args: Any) -> Any:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    return call

@@ -27,9 +27,11 @@ the loop, a poll's worth at a time.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import operator
+import os
 import time
 import weakref
 from collections.abc import AsyncIterable, Callable, Mapping
@@ -77,6 +79,29 @@ DEFAULTS: dict[str, Any] = {
 
 RESERVED = frozenset({"on_delivery", "delivery.report.only.error", "dr_cb", "dr_msg_cb"})
 """librdkafka settings the toolkit owns: every record's report is its business."""
+
+_STARTED: weakref.WeakKeyDictionary[Producer, int] = weakref.WeakKeyDictionary()
+"""Producers started and not yet closed, for :func:`_warn_unclosed` at the process's exit, with the process that started each (a
+forked child's copy is not its to look at: librdkafka's locks may have been held at the fork)."""
+
+
+@atexit.register
+def _warn_unclosed() -> None:
+    """A producer never closed (no ``async with``, no ``close()``) loses what librdkafka still
+    holds when the process exits, with nobody told: a ``send_nowait`` burst at the end of a
+    script was simply not in the topic. Say so, once per such producer, on ``sluice.client``."""
+    for producer in list(_STARTED):
+        if _STARTED.get(producer) != os.getpid() or producer._closing:
+            continue
+        with contextlib.suppress(Exception):
+            held = len(producer._producer)
+            if held:
+                log.warning(
+                    "%s was never closed: %d records (or reports) were still in librdkafka at "
+                    "exit and may be lost; use `async with Producer(...)` or "
+                    "`await producer.close()` before the event loop ends",
+                    producer._metrics.client_id, held,
+                )
 
 MAX_TIMESTAMP = (1 << 63) - 1
 """The largest timestamp a record batch holds (int64 milliseconds)."""
@@ -213,6 +238,7 @@ class Producer:
             flush=self._producer.flush, outstanding=self._producer.__len__,
         )
         self._bridge.start()
+        _STARTED[self] = os.getpid()
 
     async def __aenter__(self) -> Producer:
         return await self.start()

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import time
 from bisect import bisect_left
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -80,6 +81,16 @@ class Shed:
         if self.predicate is not None and not callable(self.predicate):
             raise ConfigurationError(
                 f"Shed(predicate={self.predicate!r}): a function of a record, True to shed it"
+            )
+        if inspect.iscoroutinefunction(self.predicate) or inspect.isasyncgenfunction(
+            self.predicate
+        ):
+            # Called as a plain function, its coroutine is always true: every record past
+            # min_lag was shed, silently but for the count.
+            raise ConfigurationError(
+                f"Shed(predicate={self.predicate!r}) is an async function: it is called "
+                "without await, and its coroutine, always true, would shed every record; "
+                "make it a plain function"
             )
         object.__setattr__(self, "min_lag", check.count("Shed(min_lag)", self.min_lag, least=0))
 
@@ -151,7 +162,7 @@ class Runner:
     def __init__(
         self,
         consumer: Any,
-        handler: Callable[[ConsumerRecord], Awaitable[Any]],
+        handler: Callable[[ConsumerRecord], object],
         *,
         concurrency: int,
         ordering: str,
@@ -159,12 +170,8 @@ class Runner:
         if ordering not in ORDERINGS:
             raise ConfigurationError(f"ordering={ordering!r}: one of {ORDERINGS}")
         concurrency = check.count("concurrency", concurrency, least=1)
-        if not callable(handler):
-            raise ConfigurationError(
-                f"run(handler={handler!r}): a coroutine function, called with each record"
-            )
         self.consumer = consumer
-        self.handler = handler
+        self.handler = check.coroutine_function("handler", handler)
         self.concurrency = concurrency
         self.ordering = ordering
         self.metrics = consumer._metrics

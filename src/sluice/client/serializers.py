@@ -13,6 +13,7 @@ is a :class:`~sluice.client.errors.SerializationError` for that record alone.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json as _json
 from collections.abc import Callable
 from typing import Any, TypeAlias
@@ -68,9 +69,20 @@ def pydantic_json(obj: Any) -> bytes:
 BUILTIN: dict[str, Serializer] = {"json": json, "msgspec": msgspec_json, "pydantic": pydantic_json}
 
 
+def _not_async(spec: Any, option: str) -> None:
+    """(De)serializers are called without await: an ``async def`` one's coroutine became the
+    record's value (consumer) or failed every record as not bytes (producer)."""
+    if inspect.iscoroutinefunction(spec) or inspect.isasyncgenfunction(spec):
+        raise ConfigurationError(
+            f"{option}={spec!r} is an async function: it is called without await, so every "
+            "value would be a coroutine; make it a plain function"
+        )
+
+
 def resolve(spec: str | Serializer | None, option: str) -> Serializer | None:
     """A serializer from an option value: a built-in's name, a callable, or None."""
     if spec is None or callable(spec):
+        _not_async(spec, option)
         return spec
     try:
         return BUILTIN[spec]
@@ -147,6 +159,7 @@ def resolve_deserializer(spec: str | Deserializer | None, option: str) -> Deseri
     """A deserializer from an option value: a built-in's name, a callable, or None (bytes as
     stored)."""
     if spec is None or callable(spec):
+        _not_async(spec, option)
         return spec
     try:
         return BUILTIN_DESERIALIZERS[spec]
