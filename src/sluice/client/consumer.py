@@ -70,8 +70,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluice.client")
 
 _STARTED: weakref.WeakKeyDictionary[Consumer, int] = weakref.WeakKeyDictionary()
-"""Consumers subscribed and not yet closed, for :func:`_warn_unclosed` at the process's exit, with the process that started each (a
-forked child's copy is not its to look at: librdkafka's locks may have been held at the fork)."""
+"""Consumers subscribed and not yet closed, for :func:`_warn_unclosed` at the process's exit,
+with the process that started each (a forked child's copy is not its to look at: librdkafka's
+locks may have been held at the fork)."""
 
 
 @atexit.register

@@ -81,8 +81,9 @@ RESERVED = frozenset({"on_delivery", "delivery.report.only.error", "dr_cb", "dr_
 """librdkafka settings the toolkit owns: every record's report is its business."""
 
 _STARTED: weakref.WeakKeyDictionary[Producer, int] = weakref.WeakKeyDictionary()
-"""Producers started and not yet closed, for :func:`_warn_unclosed` at the process's exit, with the process that started each (a
-forked child's copy is not its to look at: librdkafka's locks may have been held at the fork)."""
+"""Producers started and not yet closed, for :func:`_warn_unclosed` at the process's exit,
+with the process that started each (a forked child's copy is not its to look at: librdkafka's
+locks may have been held at the fork)."""
 
 
 @atexit.register
