@@ -283,8 +283,9 @@ class Consumer:
     - ``shed``: the overload policy (:class:`~sluice.client.runner.Shed`), off by default.
     - ``value_deserializer``, ``key_deserializer``: a callable from bytes, or ``"json"``,
       ``"msgspec"``, ``"str"``.
-    - ``on_assign``, ``on_revoke``: functions (async, or plain) called with the partitions; a revoke's runs after
-      ``run`` drained the revoked partitions' records in processing, before their commit.
+    - ``on_assign``, ``on_revoke``: functions (async, or plain) called with the partitions; a
+      revoke's runs after ``run`` drained the revoked partitions' records in processing,
+      before their commit.
     - ``commit_interval``: seconds between ``run``'s commits (default 1).
     - ``close_timeout``: seconds a shutdown may take, ``run``'s last commit and
       :meth:`close` together (default 30), see :meth:`close`.
@@ -1234,7 +1235,8 @@ class Consumer:
     ) -> None:
         """The managed loop (:mod:`sluice.client.runner`): ``handler(record)`` for every record
         (an async function; a plain one runs on the loop and its result is awaited only if it
-        is awaitable), up to ``concurrency`` at once, ``ordering`` ``"key"``, ``"partition"`` or ``"none"``;
+        is awaitable), up to ``concurrency`` at once, ``ordering`` ``"key"``, ``"partition"``
+        or ``"none"``;
         commits watermarks; returns after :meth:`stop` or when cancelled, having committed
         what finished; raises :class:`~sluice.client.errors.ProcessingError` for a record that
         failed without a dead-letter topic."""
