@@ -112,9 +112,9 @@ class Member:
         return self.group_instance_id is not None
 
     def protocol_names(self) -> list[str]:
-        """Each name once, however often the member listed it: the group counts members per
-        protocol, and a name counted twice for one member would look supported by all."""
-        return list(dict.fromkeys(name for name, _ in self.protocols))
+        """Each name is listed once: JoinGroup drops a member's repeated names as it reads them
+        (membership._distinct_protocols), and a stored member has its group's one protocol."""
+        return [name for name, _ in self.protocols]
 
     def metadata(self, protocol: str) -> bytes:
         for name, meta in self.protocols:
