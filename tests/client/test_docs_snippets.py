@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import confluent_kafka as ck
 import pytest
@@ -55,6 +56,9 @@ def test_every_snippet_is_a_whole_program_that_a_test_runs() -> None:
 class Snippet:
     """A snippet running in a child process, its output lines read as they come."""
 
+    started: ClassVar[list[Snippet]] = []
+    """Every one started, so the fixture kills one a failed assertion left running."""
+
     def __init__(self, code: str, bootstrap: str, port: int = 0) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
@@ -63,6 +67,7 @@ class Snippet:
              code.replace(ADDRESS, bootstrap).replace("port=8080", f"port={port}")],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
+        Snippet.started.append(self)
         self.lines: queue.Queue[str] = queue.Queue()
         self._errors: list[str] = []
         self._readers = [threading.Thread(target=self._read, daemon=True),
@@ -130,7 +135,14 @@ def committed(bootstrap: str, group: str, topic: str) -> int:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker(tmp_path) as b:  # creates "orders" on first use, one partition
-        yield b
+        try:
+            yield b
+        finally:
+            while Snippet.started:
+                process = Snippet.started.pop().process
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
 
 
 def test_the_readme_snippets(broker: EmbeddedBroker) -> None:
