@@ -19,6 +19,8 @@ saying so. Against sluice nothing is skipped.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +37,15 @@ BOOTSTRAP_ENV = "SLUICE_TOOLKIT_BOOTSTRAP"
 VERSION_ENV = "SLUICE_TOOLKIT_KAFKA_VERSION"
 DEADLINE = float(os.environ.get("SLUICE_TOOLKIT_DEADLINE", "60"))
 """Seconds any one wait in these tests may take; reached only when something is broken."""
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -c script args...`` importing this tree, to its end: what a process does at its
+    exit (the never-closed warnings) is seen only from outside it."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    return subprocess.run([sys.executable, "-c", script, *args],
+                          env=env, capture_output=True, text=True, timeout=DEADLINE)
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -28,7 +28,7 @@ from sluice.client import (
     records,
 )
 from sluice.client import dlq as headers
-from tests.client.conftest import DEADLINE, Target, read_topic
+from tests.client.conftest import DEADLINE, Target, read_topic, run_script
 
 T = TypeVar("T")
 
@@ -1304,11 +1304,6 @@ def test_a_consumer_never_closed_says_so_at_exit(target: Target) -> None:
     """A script that reads without ``async with`` or ``close()`` leaves its consumer in the
     group until ``session.timeout.ms``: run again, it waited 45 s for its first record, with
     no word why. At exit it now logs one WARNING saying so; a closed one logs nothing."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     topic, _ = target.topic("c-never-closed")
     produce(target, topic, [b"x"])
     script = (
@@ -1322,12 +1317,9 @@ def test_a_consumer_never_closed_says_so_at_exit(target: Target) -> None:
         "        await c.close()\n"
         "asyncio.run(main())\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
     out = {}
     for how in ("close", "leave"):
-        done = subprocess.run([sys.executable, "-c", script, target.bootstrap, topic, how],
-                              env=env, capture_output=True, text=True, timeout=DEADLINE)
+        done = run_script(script, target.bootstrap, topic, how)
         assert done.returncode == 0, done.stderr
         out[how] = done.stderr
     assert f"sluice-consumer-1 was never closed: it stays a member of group '{topic}'" in out[

@@ -34,7 +34,7 @@ from sluice.client import (
 )
 from sluice.client import dlq as headers
 from sluice.testing.process import free_port
-from tests.client.conftest import DEADLINE, Target, read_topic
+from tests.client.conftest import DEADLINE, Target, read_topic, run_script
 from tests.clients.conftest import stored_batches
 
 T = TypeVar("T")
@@ -1241,11 +1241,6 @@ def test_a_producer_never_closed_says_so_at_exit(target: Target) -> None:
     """A script that sends with ``send_nowait`` and ends without ``async with`` or ``close()``
     loses the records librdkafka still holds (linger.ms is 5 ms); it used to exit silently,
     the topic empty. It now logs one WARNING naming the producer; a closed one logs nothing."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     topic, _ = target.topic("p-never-closed")
     script = (
         "import asyncio, sys\n"
@@ -1258,12 +1253,9 @@ def test_a_producer_never_closed_says_so_at_exit(target: Target) -> None:
         "        await p.close()\n"
         "asyncio.run(main())\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
     out = {}
     for how in ("leave", "close"):
-        done = subprocess.run([sys.executable, "-c", script, target.bootstrap, topic, how],
-                              env=env, capture_output=True, text=True, timeout=DEADLINE)
+        done = run_script(script, target.bootstrap, topic, how)
         assert done.returncode == 0, done.stderr
         out[how] = done.stderr
     assert "sluice-producer-1 was never closed: 100 records" in out["leave"]
