@@ -229,7 +229,7 @@ def _settling(
     return run
 
 
-def _nothing() -> None:
+def _wake_only() -> None:
     """A callback that only wakes the loop (see :meth:`Consumer.stop`)."""
 
 
@@ -797,7 +797,7 @@ class Consumer:
         # commit tick, commit_interval away, its last commit's deadline meanwhile spent). The
         # self-pipe write wakes it now.
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs to stop
-            loop.call_soon_threadsafe(_nothing)
+            loop.call_soon_threadsafe(_wake_only)
 
     def _stop_run(self, runner: Runner | None) -> None:
         """:meth:`stop` on the loop: of ``runner`` (None: the run running now, or the next)."""

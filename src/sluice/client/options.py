@@ -66,8 +66,8 @@ MOCK_CLUSTER = "test.mock.num.brokers"
 
 def bootstrap(settings: Mapping[str, Any]) -> None:
     """The bootstrap list a client is made with (``bootstrap_servers``, the setting or its alias
-    ``metadata.broker.list``; none for librdkafka's mock cluster): present and a list
-    librdkafka can use. Without one librdkafka knows no broker and a producer's records wait out
+    ``metadata.broker.list``; none for librdkafka's mock cluster): present, with one entry at
+    least. Without one librdkafka knows no broker and a producer's records wait out
     their whole timeout (``""``, an unset environment variable, ended as "Purged in queue" at
     close). Empty entries are skipped, as librdkafka skips them (``"a:9092,"``), but one entry
     at least must be left; each entry's form is librdkafka's to read (the toolkit imports
