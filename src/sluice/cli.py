@@ -49,7 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _given(text: str) -> str:
+def _non_empty(text: str) -> str:
     """argparse type of ``serve``'s address and path options: empty is refused. It read as
     not given, so ``--data-dir "$DATA"`` with $DATA unset stored the logs in ./sluice-data, a
     directory nobody looked in, and ``--listen "$ADDR"`` bound the default."""
@@ -58,8 +58,8 @@ def _given(text: str) -> str:
     return text
 
 
-def _given_path(text: str) -> Path:
-    return Path(_given(text))
+def _non_empty_path(text: str) -> Path:
+    return Path(_non_empty(text))
 
 
 class _PrintVersion(argparse.Action):
@@ -118,12 +118,12 @@ def _main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the broker until SIGINT/SIGTERM")
-    serve.add_argument("--listen", type=_given, help="HOST:PORT to bind (default 127.0.0.1:9092)")
-    serve.add_argument("--data-dir", type=_given, help="data directory (default ./sluice-data)")
+    serve.add_argument("--listen", type=_non_empty, help="HOST:PORT to bind (default 127.0.0.1:9092)")
+    serve.add_argument("--data-dir", type=_non_empty, help="data directory (default ./sluice-data)")
     serve.add_argument(
-        "--advertise", type=_given, help="HOST:PORT clients are told to use (advertised.listeners)"
+        "--advertise", type=_non_empty, help="HOST:PORT clients are told to use (advertised.listeners)"
     )
-    serve.add_argument("--config", type=_given_path, help="TOML file of broker settings (Kafka names)")
+    serve.add_argument("--config", type=_non_empty_path, help="TOML file of broker settings (Kafka names)")
     serve.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)"
     )
