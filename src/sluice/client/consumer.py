@@ -1611,11 +1611,6 @@ def _checked_partition(tp: object, call: str, outcome: str) -> TP:
 
 
 def _natural(value: object) -> int | None:
-    """``value`` as an int if it is an integer of 0 or more (not a bool), else None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        n = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-    return n if n >= 0 else None
+    """``value`` as an int if it is an integer (:func:`options.integer`) of 0 or more, else None."""
+    n = check.integer(value)
+    return n if n is not None and n >= 0 else None

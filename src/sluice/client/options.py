@@ -34,13 +34,20 @@ def seconds(name: str, value: object, *, zero: bool = True) -> float:
     return as_float
 
 
+def integer(value: object) -> int | None:
+    """``value`` as an int if it is of an integer type (numpy's, an IntEnum), else None. Not a
+    bool: ``True`` taken as 1 hides a mistake (a flag passed where a count was meant)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def count(name: str, value: object, *, least: int, most: int | None = None) -> int:
-    """A whole number (any integer type: numpy's, an IntEnum; not a bool) from ``least`` to
-    ``most``, as an int."""
-    n: int | None = None
-    if not isinstance(value, bool):
-        with contextlib.suppress(TypeError):
-            n = operator.index(value)  # type: ignore[arg-type]
+    """A whole number (see :func:`integer`) from ``least`` to ``most``, as an int."""
+    n = integer(value)
     if n is None or n < least or (most is not None and n > most):
         bounds = f"{least} or more" if most is None else f"from {least} to {most}"
         raise ConfigurationError(f"{name}={value!r}: an integer, {bounds}")

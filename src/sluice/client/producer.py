@@ -882,12 +882,10 @@ def _check_records(records: object) -> None:
 
 
 def _check_max_in_flight(value: object) -> int:
-    if isinstance(value, bool):
-        raise TypeError("max_in_flight must be an int, got bool")
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"max_in_flight must be an int, got {type(value).__name__}") from None
+    n = check.integer(value)
+    if n is None:
+        raise TypeError(f"max_in_flight must be an int, got {type(value).__name__}")
+    return n
 
 
 def _copy_record(message: Any) -> Record:
