@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from sluice.errors import ErrorCode
 from sluice.tools.common import (
     INTERRUPTED_EXIT_CODE,
     SubParsers,
@@ -112,7 +113,7 @@ class _Deliveries:
         if err is None:
             self.delivered += 1
         else:
-            if err.code() == MESSAGE_TOO_LARGE:
+            if err.code() == ErrorCode.MESSAGE_TOO_LARGE:  # a batch over max.message.bytes
                 self.batch_too_large = True
             self.fail(kafka_error_text(err))
 
@@ -179,8 +180,6 @@ def produce(args: argparse.Namespace) -> int:
 
 
 MAX_MESSAGE_TIMEOUT_MS = 2**31 - 1  # librdkafka's bound for message.timeout.ms
-MESSAGE_TOO_LARGE = 10
-"""Kafka's error for a batch over the topic's max.message.bytes, in a delivery report."""
 BATCH_HINT = (
     "the broker refuses a whole batch over the topic's max.message.bytes, so small records "
     "batched with a big one fail with it: with -X batch.size=N -X message.max.bytes=N, N at "
