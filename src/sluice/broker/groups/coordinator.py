@@ -353,4 +353,6 @@ class GroupCoordinator:
 def _topics_key(
     topics: list[m.OffsetFetchRequestTopic] | None,
 ) -> tuple[tuple[str, tuple[int, ...]], ...] | None:
+    """A group's topic list as a dict key (lists are not hashable), so that OffsetFetch v8
+    answers a group asked for with the same topics once; None (every topic) stays None."""
     return None if topics is None else tuple((t.name, tuple(t.partition_indexes)) for t in topics)
