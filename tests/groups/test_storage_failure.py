@@ -17,7 +17,7 @@ from sluice.protocol import messages as m
 from tests.disks import fill, small_tmpfs
 from tests.groups.conftest import FakeClock, Harness
 from tests.groups.test_membership import describe
-from tests.groups.test_offsets import _delete, _offset_delete, commit, fetch
+from tests.groups.test_offsets import _delete, _offset_delete, commit, fetch, txn_commit_one
 
 E = ErrorCode
 
@@ -108,6 +108,10 @@ def test_a_refused_commit_to_a_new_group_leaves_no_group(disk_harness: Harness) 
     assert set(commit(h, OFFSETS, group="fresh").values()) == {E.COORDINATOR_NOT_AVAILABLE}
     assert "fresh" not in _listed(h)
     assert describe(h, "fresh").group_state == "Dead"
+    # A TxnOffsetCommit's too (it left an Empty group in ListGroups until the next expiry run)
+    assert txn_commit_one(h, "fresh-txn") == E.COORDINATOR_NOT_AVAILABLE
+    assert "fresh-txn" not in _listed(h)
+    assert describe(h, "fresh-txn").group_state == "Dead"
     (disk / "filler").unlink()
     assert set(commit(h, OFFSETS, group="fresh").values()) == {E.NONE}
     assert "fresh" in _listed(h)

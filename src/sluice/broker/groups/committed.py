@@ -250,8 +250,7 @@ class CommittedOffsets:
             changes.append((PendingOffsetKey(req.group_id, req.producer_id, *tp), pending))
             results[tp] = ErrorCode.NONE
         if changes:
-            if req.group_id not in self.membership.groups:
-                self.membership.new_group(req.group_id)
+            created = self.membership.new_group(req.group_id) if group is None else None
             # Counted with the simple commits in flight: deleting the group meanwhile
             # tombstones these partitions too (after this write, which drops the pending
             # offsets), so the transaction's commit cannot bring back offsets of a group that
@@ -268,6 +267,8 @@ class CommittedOffsets:
             finally:
                 self._pending_commits.subtract(keys)
                 self._pending_commits += Counter()
+            if created is not None:
+                self._forget_if_unstored(created)
         return results
 
     async def end_transaction(self, producer_id: int, groups: Iterable[str], commit: bool) -> None:
