@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from sluice.errors import ErrorCode
+from sluice.protocol.records import build_batch
 from sluice.testing import EmbeddedBroker
 from tests.server.wire import (
     WireClient,
@@ -75,3 +77,86 @@ def test_after_a_failed_fsync_nothing_is_acknowledged_until_a_restart(
     finally:
         broker.stop()
     assert "t-0 refuses appends until the broker restarts" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ["writer", "inline"])
+def test_a_full_segment_that_cannot_be_opened_when_it_rolls_costs_one_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    """Out of descriptors (EMFILE, a connection flood) is not a lost write.
+
+    After a clean restart the active segment's file is opened only when first needed: by the
+    first append, which rolls it (it is full), when planning the roll reads its index (rebuilt
+    from the file) and when the roll seals it. That open failing broke the partition until a
+    restart (writer: "unavailable after an internal error"; inline: the connection dropped and
+    the failed append's offset stayed reserved); a seal that could not open the file fenced it
+    as after an fsync that lost data. Now that append alone is refused."""
+    broker = EmbeddedBroker(
+        tmp_path / "data", settings={"log.segment.bytes": "16384", "sluice.log.append.mode": mode}
+    )
+    broker.start()
+    try:
+        with WireClient.to(broker) as client:
+            create_topic(client, "t")
+            assert produce(client, "t", 0, batch([b"f" * 15_000]), acks=-1).error_code == 0
+        broker.restart()  # clean: the segment's file is not opened again until needed
+        (full,) = [p for p in (tmp_path / "data").rglob("*.log") if p.stat().st_size > 15_000]
+        real_open = os.open
+        armed = True
+
+        def open_(path: str | os.PathLike[str], flags: int, mode: int = 0o777, **kw: object) -> int:
+            if armed and os.fspath(path) == os.fspath(full):
+                raise OSError(errno.EMFILE, "Too many open files")
+            return real_open(path, flags, mode, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "open", open_)
+        with WireClient.to(broker) as client:
+            first = produce(client, "t", 0, batch([b"rolls"]), acks=-1)
+            armed = False
+            later = produce(client, "t", 0, batch([b"later"]), acks=-1)
+            assert later.error_code == 0, later
+            assert later.base_offset == (2 if first.error_code == 0 else 1), later
+            acknowledged = [b"rolls"] if first.error_code == 0 else []
+            assert fetch_all_values(client, "t", 0) == [b"f" * 15_000, *acknowledged, b"later"]
+        monkeypatch.setattr(os, "open", real_open)
+        broker.restart()
+        with WireClient.to(broker) as client:
+            assert fetch_all_values(client, "t", 0) == [b"f" * 15_000, *acknowledged, b"later"]
+    finally:
+        broker.stop()
+    assert "refuses appends" not in caplog.text
+
+
+def test_retention_that_cannot_open_the_segment_to_roll_it_does_not_fence_the_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retention rolls an expired idle active segment, sealing it first; after a clean restart
+    the seal is what opens its file. Out of descriptors there, the partition was fenced (every
+    later append refused until a restart) though no write was lost; now the roll is tried again
+    at the next check and appends go on meanwhile."""
+    settings = {"log.retention.ms": "3600000"}
+    with EmbeddedBroker(tmp_path / "data", settings=settings) as broker, WireClient.to(broker) as client:
+        create_topic(client, "t")
+        old = build_batch([(None, b"old")], base_timestamp=int(time.time() * 1000) - 7_200_000)
+        assert produce(client, "t", 0, old, acks=-1).error_code == 0
+    (segment,) = [p for p in (tmp_path / "data").rglob("*.log") if p.stat().st_size > 0]
+    real_open = os.open
+    armed = True
+
+    def open_(path: str | os.PathLike[str], flags: int, mode: int = 0o777, **kw: object) -> int:
+        if armed and os.fspath(path) == os.fspath(segment):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, flags, mode, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", open_)
+    settings["log.retention.check.interval.ms"] = "100"
+    with EmbeddedBroker(tmp_path / "data", settings=settings) as broker, WireClient.to(broker) as client:
+        deadline = time.monotonic() + 20
+        while "retention of t-0 failed" not in caplog.text:
+            assert time.monotonic() < deadline, "retention never ran"
+            time.sleep(0.05)
+        armed = False
+        after = produce(client, "t", 0, batch([b"new"]), acks=-1)
+        assert (after.error_code, after.base_offset) == (0, 1), after
+        assert fetch_all_values(client, "t", 0)[-1] == b"new"
+    assert "refuses appends" not in caplog.text
