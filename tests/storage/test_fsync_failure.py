@@ -19,6 +19,7 @@ import pytest
 
 from sluice.errors import ErrorCode
 from sluice.protocol.records import build_batch
+from sluice.storage import producer_state
 from sluice.testing import EmbeddedBroker
 from tests.server.wire import (
     WireClient,
@@ -160,3 +161,45 @@ def test_retention_that_cannot_open_the_segment_to_roll_it_does_not_fence_the_pa
         assert (after.error_code, after.base_offset) == (0, 1), after
         assert fetch_all_values(client, "t", 0)[-1] == b"new"
     assert "refuses appends" not in caplog.text
+
+
+def test_a_producer_snapshot_that_cannot_be_opened_is_not_deleted_nor_its_state_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a clean restart a partition loads its idempotent producers' snapshot at the first
+    append. Out of descriptors there (EMFILE), the snapshot was deleted as "unreadable" and the
+    state rebuilt from the log alone; with the producer's batches below the log start (deleted
+    records, retention), it was forgotten, so its retry of an acknowledged batch was appended a
+    second time. Now that append is refused (KAFKA_STORAGE_ERROR) and the next one loads it."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    def idempotent(seq: int) -> bytes:
+        return build_batch([(None, b"v%d" % seq)], producer_id=4242, producer_epoch=0, base_sequence=seq)
+
+    with EmbeddedBroker(tmp_path / "data") as broker:
+        with WireClient.to(broker) as client:
+            create_topic(client, "t")
+            for seq in range(3):
+                assert produce(client, "t", 0, idempotent(seq), acks=-1).base_offset == seq
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+        for future in admin.delete_records([TopicPartition("t", 0, 3)]).values():
+            future.result(10)
+    (snapshot,) = (tmp_path / "data").rglob("*.snapshot")
+    real_load = producer_state.load_json  # type: ignore[attr-defined]
+    armed = True
+
+    def load_json(path: Path) -> object:
+        if armed and path == snapshot:
+            raise OSError(errno.EMFILE, "Too many open files", str(path))
+        return real_load(path)
+
+    monkeypatch.setattr(producer_state, "load_json", load_json)
+    with EmbeddedBroker(tmp_path / "data") as broker, WireClient.to(broker) as client:
+        refused = produce(client, "t", 0, idempotent(2), acks=-1)  # a retry of an acked batch
+        assert refused.error_code == ErrorCode.KAFKA_STORAGE_ERROR, refused
+        assert snapshot.exists()
+        armed = False
+        retry = produce(client, "t", 0, idempotent(2), acks=-1)
+        assert (retry.error_code, retry.base_offset) == (0, 2), retry  # the original: a duplicate
+        assert list_offset(client, "t", 0) == (0, 3)

@@ -447,12 +447,18 @@ class PartitionLog:
     def producer_state(self) -> ProducerState:
         """The idempotent producers' state, loaded on first use after a clean open (one small
         snapshot read; nothing at all for a partition that had none)."""
-        if self._producers_at is not None:
-            at, self._producers_at = self._producers_at, None
+        at = self._producers_at
+        if at is not None:
             if at >= 0:
-                loaded = self._producers.load_newest(at)
-                if loaded != at:
-                    self._replay_producers(loaded)
+                try:
+                    loaded = self._producers.load_newest(at)
+                    if loaded != at:
+                        self._replay_producers(loaded)
+                except OSError as exc:
+                    # Nothing half loaded is kept: the next use loads it again.
+                    self._producers = ProducerState(self.directory, self._producers.expiration_ms)
+                    raise StorageError(f"loading the producer state of {self.name} failed: {exc}") from exc
+            self._producers_at = None
         return self._producers
 
     def _replay_producers(self, since: int | None, *, rebuild_txn_index_from: int = -1) -> None:
