@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol
 
 from sluice.broker import (
@@ -236,8 +236,8 @@ class Broker:
     ) -> tuple[ErrorCode, str] | None:
         return self.transactions.verify_produce(txn_id, producer_id, epoch, (topic, partition))
 
-    def marker_epoch_beyond(self, producer_id: int, epoch: int) -> int | None:
-        return self.transactions.marker_epoch_beyond(producer_id, epoch)
+    def current_epochs(self, producer_ids: Collection[int]) -> dict[int, int]:
+        return self.transactions.current_epochs(producer_ids)
 
     def _verify_txn_offset_commit(
         self, txn_id: str, producer_id: int, epoch: int, group: str

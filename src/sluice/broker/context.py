@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Protocol
 
 from sluice.broker.stats import BrokerStats
@@ -99,9 +99,9 @@ class BrokerContext(Protocol):
         producer): None to append it, or the error and message to answer instead."""
         ...
 
-    def marker_epoch_beyond(self, producer_id: int, epoch: int) -> int | None:
-        """The current epoch of the transactional id ``producer_id`` belongs to, if ``epoch``
-        is past it; None otherwise (or for a producer no transactional id holds)."""
+    def current_epochs(self, producer_ids: Collection[int]) -> dict[int, int]:
+        """The current epoch of each of ``producer_ids`` that a transactional id holds (the
+        others are left out)."""
         ...
 
     async def write_txn_markers(

@@ -79,8 +79,9 @@ async def write_txn_markers(broker: BrokerContext, request: Request) -> m.WriteT
     the partition until their epochs pass it (for good, near the epoch limit)."""
     body = request.body
     assert isinstance(body, m.WriteTxnMarkersRequest)
+    epochs = broker.current_epochs({marker.producer_id for marker in body.markers})
     results = await asyncio.gather(
-        *(_write_request_marker(broker, marker) for marker in body.markers)
+        *(_write_request_marker(broker, marker, epochs.get(marker.producer_id)) for marker in body.markers)
     )
     return m.WriteTxnMarkersResponse(
         markers=[
@@ -105,11 +106,12 @@ async def write_txn_markers(broker: BrokerContext, request: Request) -> m.WriteT
 
 
 async def _write_request_marker(
-    broker: BrokerContext, marker: m.WritableTxnMarker
+    broker: BrokerContext, marker: m.WritableTxnMarker, current: int | None
 ) -> dict[Target, ErrorCode]:
+    """``current``: the epoch the coordinator gave the marker's producer (None: not one of its
+    transactional ids' current producers)."""
     targets = [(topic.name, index) for topic in marker.topics for index in topic.partition_indexes]
-    current = broker.marker_epoch_beyond(marker.producer_id, marker.producer_epoch)
-    if current is not None:
+    if current is not None and marker.producer_epoch > current:
         log.warning(
             "WriteTxnMarkers refused: producer %d epoch %d is past its transactional id's "
             "current epoch %d (it would fence that id's producers on %s)",

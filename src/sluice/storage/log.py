@@ -63,7 +63,7 @@ from sluice.storage.producer_state import (
 from sluice.storage.producer_state import (
     write_snapshot as write_producer_snapshot,
 )
-from sluice.storage.segment import LogSegment
+from sluice.storage.segment import DescriptorError, LogSegment
 from sluice.storage.txn_index import AbortedTxn, collect
 
 TxnCheck = Callable[[int, int], None]
@@ -447,12 +447,18 @@ class PartitionLog:
     def producer_state(self) -> ProducerState:
         """The idempotent producers' state, loaded on first use after a clean open (one small
         snapshot read; nothing at all for a partition that had none)."""
-        if self._producers_at is not None:
-            at, self._producers_at = self._producers_at, None
+        at = self._producers_at
+        if at is not None:
             if at >= 0:
-                loaded = self._producers.load_newest(at)
-                if loaded != at:
-                    self._replay_producers(loaded)
+                try:
+                    loaded = self._producers.load_newest(at)
+                    if loaded != at:
+                        self._replay_producers(loaded)
+                except OSError as exc:
+                    # Nothing half loaded is kept: the next use loads it again.
+                    self._producers = ProducerState(self.directory, self._producers.expiration_ms)
+                    raise StorageError(f"loading the producer state of {self.name} failed: {exc}") from exc
+            self._producers_at = None
         return self._producers
 
     def _replay_producers(self, since: int | None, *, rebuild_txn_index_from: int = -1) -> None:
@@ -575,6 +581,10 @@ class PartitionLog:
             seg.create_file()
         if plan.creates:
             fsync_dir(plan.creates[0].directory)
+        for seg in plan.rolled:
+            # Before any byte is written: its seal must not fail for want of a descriptor
+            # once the appends are in (pinned, it stays open until sealed).
+            seg.ensure_open()
         for write in plan.writes:
             write.segment.write_at(write.position, write.buffers)  # type: ignore[arg-type]
 
@@ -696,7 +706,10 @@ class PartitionLog:
         return reservation.base_offset
 
     def write_inline(self, items: list[Reservation]) -> None:
-        plan = self.plan(items)
+        try:
+            plan = self.plan(items)  # may read a segment (its indexes rebuilt on first use)
+        except OSError as exc:
+            raise StorageError(f"write to {self.name} failed: {exc}") from exc
         try:
             self.execute(plan)
         except OSError as exc:
@@ -710,7 +723,7 @@ class PartitionLog:
                 self.seal_rolled(plan)
             except OSError as exc:
                 error = StorageError(f"sealing a segment of {self.name} failed: {exc}")
-                self.fence(error)
+                self.sync_failed(exc, error)
                 raise error from exc
             self.mark_sealed(plan)
 
@@ -752,9 +765,16 @@ class PartitionLog:
         except OSError as exc:
             self.disk.failed(exc, f"syncing {self.name}")
             error = StorageError(f"fsync of {self.name} failed: {exc}")
-            self.fence(error)
+            self.sync_failed(exc, error)
             raise error from exc
         self.mark_flushed(offset, seg, position, records)
+
+    def sync_failed(self, exc: OSError, error: StorageError) -> None:
+        """A sync (or seal) raised ``exc``: fence, unless the file could not even be opened for
+        it (DescriptorError: out of descriptors, the log closing), which loses no written byte;
+        the next sync covers those bytes, as ever."""
+        if not isinstance(exc, DescriptorError):
+            self.fence(error)
 
     def fence(self, error: StorageError) -> None:
         """An fsync failed. The kernel reports a lost writeback once and then forgets it, so a
@@ -1093,7 +1113,7 @@ class PartitionLog:
             old.seal()
         except OSError as exc:
             error = StorageError(f"sealing a segment of {self.name} failed: {exc}")
-            self.fence(error)
+            self.sync_failed(exc, error)
             raise
         new = self._new_segment(self.log_end_offset)
         try:

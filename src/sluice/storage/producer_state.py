@@ -368,7 +368,9 @@ class ProducerState:
     def load_newest(self, at_most: int, log_end: int | None = None) -> int | None:
         """Load the newest snapshot covering no more than offset ``at_most`` (those past
         ``log_end``, default ``at_most``, left by a log that was cut back by recovery, are
-        deleted); returns its offset, None without one."""
+        deleted); returns its offset, None without one. A snapshot that cannot be read for
+        want of a descriptor, memory or a working disk raises that OSError: it is not deleted
+        as unreadable, since it may be the only record of producers whose batches are gone."""
         end = at_most if log_end is None else log_end
         for path in reversed(self.snapshots()):
             offset = int(path.stem)
@@ -379,7 +381,9 @@ class ProducerState:
             try:
                 raw = load_json(path)
                 self.producers = {int(p): ProducerEntry.from_json(e) for p, e in raw["producers"].items()}
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except FileNotFoundError:
+                continue
+            except (ValueError, KeyError, TypeError) as exc:
                 log.warning("ignoring unreadable producer snapshot %s: %s", path, exc)
                 path.unlink(missing_ok=True)
                 continue

@@ -48,6 +48,12 @@ _CHECKED_LAST_BATCH_BYTES = 1 << 20
 when it is at most this big (else its header only)."""
 
 
+class DescriptorError(OSError):
+    """A segment's file could not be opened to sync it (out of descriptors, its log closed, the
+    file refused as damaged): nothing was synced, and no written byte was lost by it, so the
+    partition is not fenced as after a failed fsync (:meth:`PartitionLog.fence`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RecoveryResult:
     valid_bytes: int
@@ -330,10 +336,24 @@ class LogSegment:
         finally:
             self.release_fd()
 
+    def _sync_fd(self) -> int:
+        """:meth:`acquire_fd` for a sync: its failure is a DescriptorError."""
+        try:
+            return self.acquire_fd()
+        except OSError as exc:
+            raise DescriptorError(exc.errno, f"cannot open the file to sync it: {exc.strerror}", str(self.log_path)) from exc
+
+    def ensure_open(self) -> None:
+        """Open the file now if it is not (its descriptor then stays while the segment is
+        pinned): a roll does this before writing, so the seal that follows cannot fail for want
+        of a descriptor after the appends are in."""
+        self.acquire_fd()
+        self.release_fd()
+
     def fsync(self) -> None:
         if not self.exists:
             return
-        fd = self.acquire_fd()
+        fd = self._sync_fd()
         try:
             os.fdatasync(fd)
         finally:
@@ -344,7 +364,7 @@ class LogSegment:
         then its index files (best effort: an index that cannot be written, say on a full disk,
         is rebuilt from the log when next needed, so it must not fail the appends)."""
         if self.exists:
-            fd = self.acquire_fd()
+            fd = self._sync_fd()
             try:
                 os.fsync(fd)
             finally:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluice.config import AckLevel
 from sluice.errors import LogClosedError, StorageError
+from sluice.storage.segment import DescriptorError
 
 if TYPE_CHECKING:
     from sluice.storage.log import PartitionLog, Reservation, TxnCheck
@@ -211,7 +212,11 @@ class PartitionWriter:
 
     async def _write_popped(self, group: list[_Waiter], size: int) -> None:
         log = self._log
-        plan = log.plan([r for r, _ in group])
+        try:
+            plan = log.plan([r for r, _ in group])  # may read a segment (indexes rebuilt on first use)
+        except OSError as exc:
+            self._fail_with_queue(group, StorageError(f"write to {log.name} failed: {exc}"))
+            return
         try:
             if size <= INLINE_WRITE_MAX_BYTES and not plan.creates:
                 log.execute(plan)
@@ -231,7 +236,8 @@ class PartitionWriter:
                 log.mark_sealed(plan)
             except OSError as exc:
                 seal_error = StorageError(f"sealing a segment of {log.name} failed: {exc}")
-                self._fence(seal_error)
+                if not isinstance(exc, DescriptorError):
+                    self._fence(seal_error)
         for reservation, future in group:
             if future is None or future.done():
                 continue
@@ -281,7 +287,8 @@ class PartitionWriter:
         except OSError as exc:
             log.disk.failed(exc, f"syncing {log.name}")
             error = StorageError(f"fsync of {log.name} failed: {exc}")
-            self._fence(error)
+            if not isinstance(exc, DescriptorError):  # not opened: nothing lost, sync again later
+                self._fence(error)
             _fail(waiters, error)
             return
         if self._broken is not None:  # a seal's fsync failed meanwhile
