@@ -117,6 +117,24 @@ def test_a_control_batch_from_a_client_is_refused(harness: Callable[..., BrokerH
         assert stored(h, topic) == []
 
 
+def test_a_transactional_batch_without_a_producer_is_refused(
+    harness: Callable[..., BrokerHarness],
+) -> None:
+    """The transactional bit on a batch with no producer id (or no sequence): no transaction can
+    hold it, and it skipped the coordinator's verification (which runs for idempotent batches),
+    standing outside every transaction's markers. INVALID_RECORD; a transactional producer's
+    real batches (producer id and sequence set) go on to the verification."""
+    h = harness()
+    h.run(h.broker.logs.create_topic("t", 1))
+    for pid, seq in ((-1, -1), (-1, 0), (7, -1)):
+        lone = build_batch([(b"k", b"v")], transactional=True, producer_id=pid,
+                           producer_epoch=0 if pid >= 0 else -1, base_sequence=seq)
+        part = part_of(h.produce("t", 0, lone))
+        assert part.error_code == ErrorCode.INVALID_RECORD, (pid, seq, part.error_message)
+        assert "needs a producer id and a sequence" in (part.error_message or "")
+    assert stored(h, "t") == []
+
+
 def test_a_corrupt_batch_is_not_laundered_by_recompression(
     harness: Callable[..., BrokerHarness],
 ) -> None:

@@ -157,9 +157,17 @@ def _check_header(header: BatchHeader, available: int, max_batch_bytes: int | No
             f"record batch claims {size} bytes but only {available} are present"
         )
     if header.is_control:
-        # Only a transaction coordinator writes control batches (sluice has none); from a client
-        # one would burn offsets at will, since its count need not match its offset delta.
+        # Only a transaction coordinator writes control batches (sluice's writes its markers
+        # itself, never through here); from a client one would end another producer's
+        # transaction, or burn offsets at will, since its count need not match its offset delta.
         raise InvalidRecordError("clients may not write control batches")
+    if header.attributes & TRANSACTIONAL_BIT and (header.producer_id < 0 or header.base_sequence < 0):
+        # Not an idempotent producer's batch, so no transaction could hold it: it would skip
+        # the coordinator's verification and stand outside every transaction's markers.
+        raise InvalidRecordError(
+            f"a transactional record batch needs a producer id and a sequence (producer id "
+            f"{header.producer_id}, base sequence {header.base_sequence})"
+        )
     if header.records_count < 0 or header.last_offset_delta < 0:
         raise InvalidRecordError("record batch has a negative record count or offset delta")
     if header.records_count != header.last_offset_delta + 1:
