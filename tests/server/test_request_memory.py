@@ -169,9 +169,13 @@ def test_partly_received_requests_are_bounded_broker_wide(tmp_path: Path) -> Non
             # plus the copy while it grows; a read buffer per connection; and the interpreter's
             # own overhead. (Unbounded, this flood costs the broker about 700 MiB.) The broker
             # fixes glibc's mmap threshold (sluice.server.malloc), without which freed buffers
-            # that came from the heap stayed resident and the peak varied by 10-30 MiB.
+            # that came from the heap stayed resident and the peak varied by 10-30 MiB. The
+            # overhead is +100 MiB in all here alone or beside other tests, but twice +132 and
+            # +136 MiB inside the whole suite (2 workers; the high-water mark catches the
+            # interpreter's and its threads' transient allocations): 48 MiB of it allowed,
+            # still a fifth of what the flood costs unbounded.
             let_through = 2 * quota + quota
-            assert grown < bound + let_through + connections * 256 * 1024 + 16 * MiB
+            assert grown < bound + let_through + connections * 256 * 1024 + 48 * MiB
             _wait_for_log(broker.log_path, r"request memory full: .*")
         finally:
             for s in socks:
