@@ -419,6 +419,13 @@ def test_a_bad_bootstrap_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert capsys.readouterr().err.splitlines()[-1] == (
         "sluice bench: error: --bootstrap: not HOST:PORT with a port of 1-65535: '127.0.0.1:99999'"
     )
+    # Given empty (an unset $VAR), it measured a broker child of its own instead, silently.
+    with pytest.raises(SystemExit) as exit_:
+        main(["produce", "--bootstrap", "", "--quick"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sluice bench: error: --bootstrap: no broker address in ''"
+    )
 
 
 def test_a_broker_nobody_listens_at_ends_the_run_at_once() -> None:

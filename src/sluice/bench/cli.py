@@ -150,7 +150,7 @@ def _main(argv: list[str], head: str) -> int:
     args = parser.parse_args(argv)
     if args.scenario in COMMANDS:  # options before it: `sluice bench --json compare`
         parser.error(f"{args.scenario} takes its own options: sluice bench {args.scenario} ...")
-    if args.bootstrap:
+    if args.bootstrap is not None:  # given empty (an unset $VAR), it started its own broker
         try:
             bootstrap_entries(args.bootstrap)
         except UsageError as exc:

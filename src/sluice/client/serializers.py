@@ -103,8 +103,8 @@ def encode(obj: Any, serializer: Serializer | None, record: Record, what: str) -
         if isinstance(obj, str):
             return obj.encode()
         raise SerializationError(
-            f"{record.topic}: the {what} is a {type(obj).__name__}, not bytes or str, and the "
-            f"producer has no {what}_serializer (e.g. {what}_serializer='json')",
+            f"{record.topic}: the {what} is of type {type(obj).__name__}, not bytes or str, and "
+            f"the producer has no {what}_serializer (e.g. {what}_serializer='json')",
             record,
         )
     try:
