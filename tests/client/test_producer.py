@@ -458,7 +458,7 @@ def test_bad_records_fail_alone(target: Target) -> None:
         # and refuses the topic itself (-188, _UNKNOWN_TOPIC) from then on.
         assert isinstance(refused, DeliveryError) and refused.code in (17, -188)
         assert refused.record.topic == "bad topic!"
-        assert "value is a object" in str(results[1].error)
+        assert "value is of type object" in str(results[1].error)
     assert [type(e) for e in raised] == [SerializationError, DeliveryError, DeliveryError,
                                          SerializationError]
     assert [s.value for s in read_topic(target, topic)] == [b"first", b"last"] * 2
