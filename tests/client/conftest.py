@@ -48,6 +48,17 @@ def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
                           env=env, capture_output=True, text=True, timeout=DEADLINE)
 
 
+def stderr_by_ending(script: str, *args: str) -> dict[str, str]:
+    """What ``script`` printed to stderr run to its end once with ``close`` and once with
+    ``leave`` as its last argument (the never-closed tests), each run having exited 0."""
+    out = {}
+    for how in ("close", "leave"):
+        done = run_script(script, *args, how)
+        assert done.returncode == 0, done.stderr
+        out[how] = done.stderr
+    return out
+
+
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split(".")[:3])
 

@@ -34,7 +34,7 @@ from sluice.client import (
 )
 from sluice.client import dlq as headers
 from sluice.testing.process import free_port
-from tests.client.conftest import DEADLINE, Target, read_topic, run_script
+from tests.client.conftest import DEADLINE, Target, read_topic, stderr_by_ending
 from tests.clients.conftest import stored_batches
 
 T = TypeVar("T")
@@ -1253,11 +1253,7 @@ def test_a_producer_never_closed_says_so_at_exit(target: Target) -> None:
         "        await p.close()\n"
         "asyncio.run(main())\n"
     )
-    out = {}
-    for how in ("leave", "close"):
-        done = run_script(script, target.bootstrap, topic, how)
-        assert done.returncode == 0, done.stderr
-        out[how] = done.stderr
+    out = stderr_by_ending(script, target.bootstrap, topic)
     assert "sluice-producer-1 was never closed: 100 records" in out["leave"]
     assert "never closed" not in out["close"]
     assert len(read_topic(target, topic)) == 100  # the closed one's records, none of the other's

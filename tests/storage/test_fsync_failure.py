@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,22 @@ from tests.server.wire import (
     list_offset,
     produce,
 )
+
+
+def _emfile_on_open(monkeypatch: pytest.MonkeyPatch, target: Path) -> threading.Event:
+    """``os.open`` of ``target`` fails with EMFILE (out of descriptors) until the returned
+    event is cleared; every other open goes through."""
+    real_open = os.open
+    armed = threading.Event()
+    armed.set()
+
+    def open_(path: str | os.PathLike[str], flags: int, mode: int = 0o777, **kw: object) -> int:
+        if armed.is_set() and os.fspath(path) == os.fspath(target):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, flags, mode, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", open_)
+    return armed
 
 
 @pytest.mark.parametrize("mode", ["writer", "inline"])
@@ -102,24 +119,15 @@ def test_a_full_segment_that_cannot_be_opened_when_it_rolls_costs_one_append(
             assert produce(client, "t", 0, batch([b"f" * 15_000]), acks=-1).error_code == 0
         broker.restart()  # clean: the segment's file is not opened again until needed
         (full,) = [p for p in (tmp_path / "data").rglob("*.log") if p.stat().st_size > 15_000]
-        real_open = os.open
-        armed = True
-
-        def open_(path: str | os.PathLike[str], flags: int, mode: int = 0o777, **kw: object) -> int:
-            if armed and os.fspath(path) == os.fspath(full):
-                raise OSError(errno.EMFILE, "Too many open files")
-            return real_open(path, flags, mode, **kw)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(os, "open", open_)
+        emfile = _emfile_on_open(monkeypatch, full)
         with WireClient.to(broker) as client:
             first = produce(client, "t", 0, batch([b"rolls"]), acks=-1)
-            armed = False
+            emfile.clear()
             later = produce(client, "t", 0, batch([b"later"]), acks=-1)
             assert later.error_code == 0, later
             assert later.base_offset == (2 if first.error_code == 0 else 1), later
             acknowledged = [b"rolls"] if first.error_code == 0 else []
             assert fetch_all_values(client, "t", 0) == [b"f" * 15_000, *acknowledged, b"later"]
-        monkeypatch.setattr(os, "open", real_open)
         broker.restart()
         with WireClient.to(broker) as client:
             assert fetch_all_values(client, "t", 0) == [b"f" * 15_000, *acknowledged, b"later"]
@@ -141,22 +149,14 @@ def test_retention_that_cannot_open_the_segment_to_roll_it_does_not_fence_the_pa
         old = build_batch([(None, b"old")], base_timestamp=int(time.time() * 1000) - 7_200_000)
         assert produce(client, "t", 0, old, acks=-1).error_code == 0
     (segment,) = [p for p in (tmp_path / "data").rglob("*.log") if p.stat().st_size > 0]
-    real_open = os.open
-    armed = True
-
-    def open_(path: str | os.PathLike[str], flags: int, mode: int = 0o777, **kw: object) -> int:
-        if armed and os.fspath(path) == os.fspath(segment):
-            raise OSError(errno.EMFILE, "Too many open files")
-        return real_open(path, flags, mode, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "open", open_)
+    emfile = _emfile_on_open(monkeypatch, segment)
     settings["log.retention.check.interval.ms"] = "100"
     with EmbeddedBroker(tmp_path / "data", settings=settings) as broker, WireClient.to(broker) as client:
         deadline = time.monotonic() + 20
         while "retention of t-0 failed" not in caplog.text:
             assert time.monotonic() < deadline, "retention never ran"
             time.sleep(0.05)
-        armed = False
+        emfile.clear()
         after = produce(client, "t", 0, batch([b"new"]), acks=-1)
         assert (after.error_code, after.base_offset) == (0, 1), after
         assert fetch_all_values(client, "t", 0)[-1] == b"new"
