@@ -352,6 +352,39 @@ BROKER_TO_TOPIC: dict[str, str] = {
 
 TOPIC_TO_BROKER: dict[str, str] = {topic: broker for broker, topic in BROKER_TO_TOPIC.items()}
 
+COARSE_UNITS: dict[str, tuple[str, int, int]] = {
+    "log.retention.minutes": ("log.retention.ms", 60_000, -1),
+    "log.retention.hours": ("log.retention.ms", 3_600_000, -1),
+    "log.roll.hours": ("log.roll.ms", 3_600_000, 1),
+}
+"""Kafka's broker settings that give a millisecond setting in a coarser unit: name -> (the
+millisecond setting, milliseconds per unit, the least value; -1 means any negative is "no
+limit", as Kafka reads it). Kafka's own server.properties sets ``log.retention.hours=168``. The
+finer name wins when both are given (``.ms`` over ``.minutes`` over ``.hours``), as in Kafka."""
+
+
+def _in_milliseconds(values: Mapping[str, str]) -> dict[str, str]:
+    """``values`` with each coarse-unit setting replaced by its millisecond setting's value,
+    unless a finer one of the same setting is given too."""
+    out = {k: v for k, v in values.items() if k not in COARSE_UNITS}
+    for name, (target, unit, least) in COARSE_UNITS.items():  # finer units first
+        if name not in values:
+            continue
+        text = values[name]
+        try:
+            count = int(str(text).strip())
+        except ValueError:
+            raise InvalidConfigError(f"bad value for {name}: {text!r} (must be an integer)") from None
+        if count > _INT_MAX:  # an INT in Kafka
+            raise InvalidConfigError(f"bad value for {name}: {text!r} (must be <= {_INT_MAX})")
+        if least == -1:
+            count = max(count, -1)
+        elif count < least:
+            raise InvalidConfigError(f"bad value for {name}: {text!r} (must be >= {least})")
+        if target not in out:
+            out[target] = str(count if count == -1 else count * unit)
+    return out
+
 
 # -- broker settings -----------------------------------------------------------------------------
 
@@ -540,7 +573,7 @@ class BrokerConfig:
         kwargs: dict[str, Any] = {}
         topic: dict[str, str] = {}
         given: set[str] = set()
-        for key, value in values.items():
+        for key, value in _in_milliseconds(values).items():
             if key in BROKER_TO_TOPIC:
                 topic[BROKER_TO_TOPIC[key]] = value
                 given.add(key)
@@ -811,8 +844,11 @@ BROKER_SETTINGS: dict[str, Setting] = {s.name: s for s in _BROKER_ROWS}
 _BY_NAME: dict[str, Setting] = {n: s for s in _BROKER_ROWS for n in (s.name, *s.aliases)}
 _BY_ATTR: dict[str, Setting] = {s.attr: s for s in _BROKER_ROWS}
 
-BROKER_CONFIG_KEYS: frozenset[str] = frozenset(_BY_NAME) | frozenset(BROKER_TO_TOPIC)
-"""Every name ``sluice serve`` accepts (aliases and broker-wide topic defaults included)."""
+BROKER_CONFIG_KEYS: frozenset[str] = (
+    frozenset(_BY_NAME) | frozenset(BROKER_TO_TOPIC) | frozenset(COARSE_UNITS)
+)
+"""Every name ``sluice serve`` accepts (aliases, broker-wide topic defaults and their
+coarse-unit forms included)."""
 
 
 def describe(name: str) -> tuple[ConfigType, str | None]:

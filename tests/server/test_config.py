@@ -359,6 +359,9 @@ def _sample(key: str) -> str:
         "sluice.admin.read.only": "true",
         "sluice.produce.validate.records": "true",
         "transaction.partition.verification.enable": "false",
+        "log.retention.minutes": "1",
+        "log.retention.hours": "1",
+        "log.roll.hours": "1",
     }
     if key in special:
         return special[key]
@@ -366,7 +369,51 @@ def _sample(key: str) -> str:
     return str(int(default) + 1) if int(default) >= 0 else "1000"
 
 
-CANONICAL = {"log.dir": "log.dirs", "broker.id": "node.id"}
+CANONICAL = {
+    "log.dir": "log.dirs",
+    "broker.id": "node.id",
+    "log.retention.minutes": "log.retention.ms",
+    "log.retention.hours": "log.retention.ms",
+    "log.roll.hours": "log.roll.ms",
+}
+
+
+@pytest.mark.parametrize(
+    ("given", "retention_ms", "roll_ms"),
+    [
+        ({"log.retention.hours": "168"}, 604_800_000, 604_800_000),
+        ({"log.retention.hours": "1", "log.retention.minutes": "5"}, 300_000, 604_800_000),
+        ({"log.retention.hours": "1", "log.retention.ms": "42"}, 42, 604_800_000),
+        ({"log.retention.minutes": "-7"}, -1, 604_800_000),
+        ({"log.retention.hours": "0"}, 0, 604_800_000),
+        ({"log.roll.hours": "2"}, 604_800_000, 7_200_000),
+        ({"log.roll.hours": "2", "log.roll.ms": "5000"}, 604_800_000, 5000),
+    ],
+)
+def test_coarse_unit_settings_as_kafka_reads_them(
+    given: dict[str, str], retention_ms: int, roll_ms: int
+) -> None:
+    """Kafka's server.properties sets log.retention.hours=168: the hours and minutes forms are
+    taken, the finer one winning, and reported as the millisecond settings they set."""
+    config = BrokerConfig.from_settings(given)
+    assert config.topic_defaults.retention_ms == retention_ms
+    assert config.topic_defaults.segment_ms == roll_ms
+    assert config.settings()["log.retention.ms"] == str(retention_ms)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"log.retention.hours": "a week"}, "bad value for log.retention.hours: 'a week'"),
+        ({"log.retention.hours": "2147483648"}, "must be <= 2147483647"),
+        ({"log.roll.hours": "0"}, "bad value for log.roll.hours: '0' (must be >= 1)"),
+        # checked even when the finer setting wins, as Kafka validates every setting given
+        ({"log.roll.hours": "-1", "log.roll.ms": "5"}, "log.roll.hours"),
+    ],
+)
+def test_bad_coarse_unit_settings_are_errors(given: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidConfigError, match=re.escape(message)):
+        BrokerConfig.from_settings(given)
 
 
 def test_every_documented_key_is_accepted_and_takes_effect() -> None:
