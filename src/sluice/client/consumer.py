@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import confluent_kafka as ck
 from prometheus_client import CollectorRegistry
 
-from sluice.client import librdkafka, patterns, serializers
+from sluice.client import arguments, librdkafka, patterns, serializers
 from sluice.client import options as check
 from sluice.client.bridge import DeliveryBridge
 from sluice.client.buffer import TP, FetchBuffer, size_of
@@ -181,36 +181,11 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
 
 
-LOGICAL_OFFSETS = (ck.OFFSET_BEGINNING, ck.OFFSET_END, ck.OFFSET_STORED)
-"""librdkafka's named offsets an ``assign=`` entry may start at (the log's start, its end, the
-group's committed offset)."""
-
-
 SEEK_ENDS = (ck.OFFSET_BEGINNING, ck.OFFSET_END)
 """The named offsets :meth:`Consumer.seek` takes, resolved to the log's start or end when the
 seek is made."""
 SEEK_END_TIMEOUT = 10.0
 """Seconds a seek to :data:`SEEK_ENDS` waits for the partition's offsets from its leader."""
-
-
-def _assignment(a: Any) -> tuple[str, int, int | None]:
-    """One ``assign=`` entry: ``(topic, partition)`` or ``(topic, partition, offset)``, an
-    offset of 0 or more or one of :data:`LOGICAL_OFFSETS`; any integer type (numpy's too, as
-    ``seek`` and ``commit`` take them; not a bool), as int."""
-    if isinstance(a, tuple | list) and len(a) in (2, 3) and isinstance(a[0], str) and a[0]:
-        partition = _natural(a[1])
-        offset = None if len(a) == 2 else _natural(a[2])
-        if offset is None and len(a) == 3 and not isinstance(a[2], bool):
-            with contextlib.suppress(TypeError):
-                if operator.index(a[2]) in LOGICAL_OFFSETS:
-                    offset = operator.index(a[2])
-        if partition is not None and (len(a) == 2 or offset is not None):
-            return (a[0], partition, offset)
-    raise ConfigurationError(
-        f"assign: {a!r} is not (topic, partition) or (topic, partition, offset): a topic name, "
-        f"a partition of 0 or more, an offset of 0 or more (or confluent_kafka.OFFSET_BEGINNING, "
-        f"OFFSET_END or OFFSET_STORED)"
-    )
 
 
 def _settling(
@@ -411,7 +386,7 @@ class Consumer:
         if assign is not None:
             if isinstance(assign, tuple) and assign and isinstance(assign[0], str):
                 assign = [assign]  # one partition, not its fields
-            self._assign = [_assignment(a) for a in assign]
+            self._assign = [arguments.assignment(a) for a in assign]
         self.max_buffer_bytes = max_buffer_bytes
         self._share = max_buffer_bytes // 2
         """The toolkit's half: its buffer and the records in processing."""
@@ -831,7 +806,7 @@ class Consumer:
         the next call raises its :class:`DeserializationError` (the position is past it, so
         the call after goes on with the next record)."""
         self._check_loop()
-        if _natural(max_records) is None or not max_records:
+        if arguments.natural(max_records) is None or not max_records:
             raise InvalidArgumentError(
                 f"getmany(max_records={max_records!r}): the most records to return, 1 or more"
             )
@@ -990,7 +965,7 @@ class Consumer:
             offsets = {tp: o for tp, o in source.items() if self._committed.get(tp) != o}
             made_after = self._revocations_done
         else:
-            offsets = _checked_offsets(offsets)
+            offsets = arguments.offsets(offsets)
         if not offsets:
             return {}
         if self._in_rebalance and self._rebalance_lost:
@@ -1119,9 +1094,9 @@ class Consumer:
                 "async with) and let it fetch the partition first"
             )
         self._check_loop()
-        tp = _checked_partition((topic, partition), "seek", "nothing was done")
+        tp = arguments.partition((topic, partition), "seek", "nothing was done")
         topic, partition = tp
-        where = _natural(offset)
+        where = arguments.natural(offset)
         if where is None and not isinstance(offset, bool):
             with contextlib.suppress(TypeError):
                 if operator.index(offset) in SEEK_ENDS:
@@ -1198,7 +1173,7 @@ class Consumer:
         """Stop serving these partitions; what was already fetched for them stays buffered
         and is served after :meth:`resume`, without being fetched again."""
         self._check_loop()
-        tps = {_checked_partition(tp, "pause", "nothing was paused") for tp in partitions}
+        tps = {arguments.partition(tp, "pause", "nothing was paused") for tp in partitions}
         self._buffer.pause(tps)
 
         def request() -> None:  # on the fetch thread: take what librdkafka holds, then pause
@@ -1213,7 +1188,7 @@ class Consumer:
 
     def resume(self, *partitions: TP) -> None:
         self._check_loop()
-        tps = {_checked_partition(tp, "resume", "nothing was resumed") for tp in partitions}
+        tps = {arguments.partition(tp, "resume", "nothing was resumed") for tp in partitions}
         self._buffer.resume(tps)
         if self._runner is not None:
             self._runner.resumed(tps)
@@ -1576,41 +1551,3 @@ class Consumer:
             committed.pop(tp, None)
             self._buffer.paused.discard(tp)
         return offsets
-
-
-def _checked_offsets(offsets: object) -> dict[TP, int]:
-    """``commit(offsets)``'s argument as a dict, or :class:`InvalidArgumentError` naming the
-    first entry that is not ``(topic, partition): offset`` (see :func:`_checked_partition`)."""
-    if not isinstance(offsets, Mapping):
-        raise InvalidArgumentError(
-            f"commit(offsets): a mapping of (topic, partition) to the next offset to read, "
-            f"e.g. {{('orders', 0): 42}}; got {type(offsets).__name__}; nothing was committed"
-        )
-    checked: dict[TP, int] = {}
-    for tp, offset in offsets.items():
-        topic, partition = _checked_partition(tp, "commit(offsets)", "nothing was committed")
-        value = _natural(offset)
-        if value is None:
-            raise InvalidArgumentError(
-                f"commit(offsets): {topic}[{partition}]: {offset!r} is not an offset (the next "
-                f"offset to read, an integer of 0 or more); nothing was committed"
-            )
-        checked[(topic, partition)] = value
-    return checked
-
-
-def _checked_partition(tp: object, call: str, outcome: str) -> TP:
-    """``tp`` as a ``(topic, partition)`` pair -- a non-empty str and an integer of 0 or more
-    (any integer type, numpy's too; not a bool) -- or :class:`InvalidArgumentError`."""
-    partition = _natural(tp[1]) if isinstance(tp, tuple) and len(tp) == 2 else None
-    if partition is None or not isinstance(tp[0], str) or not tp[0]:  # type: ignore[index]
-        raise InvalidArgumentError(
-            f"{call}: {tp!r} is not a (topic, partition) pair such as ('orders', 0); {outcome}"
-        )
-    return (tp[0], partition)  # type: ignore[index]
-
-
-def _natural(value: object) -> int | None:
-    """``value`` as an int if it is an integer (:func:`options.integer`) of 0 or more, else None."""
-    n = check.integer(value)
-    return n if n is not None and n >= 0 else None
