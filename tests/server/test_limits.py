@@ -300,6 +300,37 @@ def _produce_to(client: WireClient, topics: int, partitions: int) -> m.ProduceRe
     return client.call(ApiKey.PRODUCE, 9, request, m.ProduceResponse)
 
 
+def test_error_text_of_a_produce_answer_is_bounded(make_broker: MakeBroker) -> None:
+    """Each partition's error message names its topic and partition: 200,000 partitions of an
+    unknown topic were answered with the topic's name 200,000 times (about 60 MiB for a 2 MiB
+    request). Past 64 KiB of text, partitions are answered with their code alone."""
+    broker = make_broker()
+    with WireClient.to(broker) as client:
+        small = _produce_to(client, 2, 3)
+        texts = [p.error_message for t in small.responses for p in t.partition_responses]
+        assert all(text and "none-" in text for text in texts)  # a normal answer keeps them all
+        answer = _produce_to(client, 1, 50_000)
+        parts = [p for t in answer.responses for p in t.partition_responses]
+        assert len(parts) == 50_000
+        assert {p.error_code for p in parts} == {ErrorCode.UNKNOWN_TOPIC_OR_PARTITION}
+        text = sum(len(p.error_message or "") for p in parts)
+        print(f"50,000 unknown partitions: {text} characters of error text in the answer")
+        assert parts[0].error_message and 0 < text <= 64 * 1024
+        request = produce_request("none", 0, b"")
+        request.acks = 5
+        request.topic_data = [
+            m.ProduceTopicData(
+                name="none",
+                partition_data=[m.ProducePartitionData(index=i, records=None) for i in range(50_000)],
+            )
+        ]
+        refused = client.call(ApiKey.PRODUCE, 9, request, m.ProduceResponse)
+        parts = refused.responses[0].partition_responses
+        assert {p.error_code for p in parts} == {ErrorCode.INVALID_REQUIRED_ACKS}
+        assert "acks must be" in (parts[0].error_message or "")
+        assert 0 < sum(len(p.error_message or "") for p in parts) <= 64 * 1024
+
+
 def test_array_elements_per_request_are_bounded(
     make_broker: MakeBroker, witness_for: WitnessFor, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -12,6 +12,7 @@ is the durability the operator configured for the topic.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Awaitable
 
@@ -39,6 +40,12 @@ def ack_level(acks: int, log_: PartitionLog) -> AckLevel:
 
 Outcome = int | tuple[int, str] | tuple[int, str, list[tuple[int, str]]]
 """A partition's result: its base offset, or (error code, message[, record errors])."""
+
+MESSAGE_TEXT_BUDGET = 64 * 1024
+"""Characters of partition error messages one Produce answer carries in all; past it a
+partition is answered with its error code alone (Kafka answers most errors so). Each message
+names its topic and partition: a 2 MiB request naming 200,000 partitions of an unknown topic
+was answered with about 60 MiB, and any client could ask for that again and again."""
 
 
 async def produce(broker: BrokerContext, request: Request) -> m.ProduceResponse | None:
@@ -74,8 +81,13 @@ async def produce(broker: BrokerContext, request: Request) -> m.ProduceResponse 
                 raise CloseConnection(f"acks=0 produce failed: {result[1]}")
         return None
     responses: dict[str, list[m.ProducePartitionResponse]] = {}
+    text_left = MESSAGE_TEXT_BUDGET
     for (name, index, plog), result in zip(targets, results, strict=True):
-        responses.setdefault(name, []).append(_partition_response(plog, index, result))
+        if isinstance(result, tuple):
+            text_left -= len(result[1])
+        responses.setdefault(name, []).append(
+            _partition_response(plog, index, result, with_text=text_left >= 0)
+        )
     return m.ProduceResponse(
         responses=[
             m.ProduceTopicResponse(name=name, partition_responses=parts)
@@ -183,7 +195,7 @@ def _retrieve(future: asyncio.Future[int]) -> None:
 
 
 def _partition_response(
-    plog: PartitionLog | None, index: int, result: Outcome
+    plog: PartitionLog | None, index: int, result: Outcome, *, with_text: bool = True
 ) -> m.ProducePartitionResponse:
     if isinstance(result, tuple):
         return m.ProducePartitionResponse(
@@ -194,7 +206,7 @@ def _partition_response(
                 m.BatchIndexAndErrorMessage(batch_index=i, batch_index_error_message=text)
                 for i, text in (result[2] if len(result) > 2 else [])
             ],
-            error_message=result[1],
+            error_message=result[1] if with_text else None,
         )
     assert plog is not None  # an append that succeeded had its log
     return m.ProducePartitionResponse(
@@ -207,6 +219,9 @@ def _partition_response(
 
 
 def _all_failed(body: m.ProduceRequest, code: int, message: str) -> m.ProduceResponse:
+    """Every partition answered ``code``; the message, within :data:`MESSAGE_TEXT_BUDGET`."""
+    texts = max(1, MESSAGE_TEXT_BUDGET // max(1, len(message)))
+    n = itertools.count()
     return m.ProduceResponse(
         responses=[
             m.ProduceTopicResponse(
@@ -217,7 +232,7 @@ def _all_failed(body: m.ProduceRequest, code: int, message: str) -> m.ProduceRes
                         error_code=code,
                         base_offset=-1,
                         record_errors=[],
-                        error_message=message,
+                        error_message=message if next(n) < texts else None,
                     )
                     for p in topic.partition_data
                 ],
