@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from sluice.broker.broker import INLINE_ELEMENTS
 from sluice.config import BrokerConfig
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
@@ -29,6 +30,7 @@ from tests.server.wire import (
     fetch_all_values,
     fetch_request,
     list_offset,
+    list_offsets_request,
     metadata,
     produce,
     produce_request,
@@ -329,6 +331,41 @@ def test_error_text_of_a_produce_answer_is_bounded(make_broker: MakeBroker) -> N
         assert {p.error_code for p in parts} == {ErrorCode.INVALID_REQUIRED_ACKS}
         assert "acks must be" in (parts[0].error_message or "")
         assert 0 < sum(len(p.error_message or "") for p in parts) <= 64 * 1024
+
+
+def test_requests_past_the_inline_elements_are_answered_whole(
+    make_broker: MakeBroker, witness_for: WitnessFor
+) -> None:
+    """A request holding more than INLINE_ELEMENTS array elements is decoded, and its answer
+    encoded, on the codec thread (the event loop serves other clients meanwhile): its answer is
+    the whole answer, and sluice.request.max.array.elements still bounds it exactly."""
+    inline = INLINE_ELEMENTS
+    broker = make_broker(**{"sluice.request.max.array.elements": str(inline * 3)})
+    witness = witness_for(broker)
+    with WireClient.to(broker) as client:
+        create_topic(client, "t", 3)
+        assert produce(client, "t", 1, batch([b"a", b"b"])).base_offset == 0
+        # 1 topic + 2.5 x INLINE_ELEMENTS partitions, most unknown: past the inline budget
+        request = list_offsets_request("t", 0, -1)
+        count = inline * 5 // 2
+        request.topics[0].partitions = [
+            m.ListOffsetsPartition(partition_index=i % (count // 2), timestamp=-1)
+            for i in range(count)
+        ]
+        answer = client.call(ApiKey.LIST_OFFSETS, 5, request, m.ListOffsetsResponse)
+        parts = answer.topics[0].partitions
+        assert [p.partition_index for p in parts] == [i % (count // 2) for i in range(count)]
+        assert [(p.error_code, p.offset) for p in parts[:3]] == [(0, 0), (0, 2), (0, 0)]
+        assert {p.error_code for p in parts[3 : count // 2]} == {
+            ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        }
+        # the element bound, past the inline budget: at it answered, one more closed
+        assert len(_produce_to(client, 1, inline * 3 - 1).responses[0].partition_responses) == (
+            inline * 3 - 1
+        )
+    with WireClient.to(broker) as client, pytest.raises(ConnectionClosed):
+        _produce_to(client, 1, inline * 3)
+    witness.check()
 
 
 def test_array_elements_per_request_are_bounded(

@@ -14,6 +14,12 @@ from sluice.config import BrokerConfig
 from sluice.errors import ErrorCode
 from sluice.storage.manager import LogManager
 
+ELEMENTS_PER_TURN = 4096
+"""Entries of one request (partitions, topics) a handler goes through before it lets the loop
+run other work (``await asyncio.sleep(0)``): a request may hold 200,000
+(``sluice.request.max.array.elements``), a second or more of handling during which every other
+client waited."""
+
 
 class FetchWaiters:
     """The long polls in progress, so shutdown can answer them at once instead of at timeout."""

@@ -4,7 +4,9 @@ is the last stable offset, and a timestamp's offset is answered only if it lies 
 
 from __future__ import annotations
 
-from sluice.broker.context import BrokerContext
+import asyncio
+
+from sluice.broker.context import ELEMENTS_PER_TURN, BrokerContext
 from sluice.errors import ErrorCode, Refused, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
@@ -20,9 +22,13 @@ async def list_offsets(broker: BrokerContext, request: Request) -> m.ListOffsets
     body = request.body
     assert isinstance(body, m.ListOffsetsRequest)
     topics = []
+    seen = 0
     for topic in body.topics:
         parts = []
         for p in topic.partitions:
+            seen += 1
+            if not seen % ELEMENTS_PER_TURN:
+                await asyncio.sleep(0)
             try:
                 plog = broker.logs.get_log(topic.name, p.partition_index)
                 offset, timestamp = await _lookup(

@@ -7,11 +7,12 @@ with ``num.partitions`` partitions, as Kafka does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
 from sluice.broker.authorized import CLUSTER_OPERATIONS, NOT_REQUESTED, TOPIC_OPERATIONS
-from sluice.broker.context import BrokerContext
+from sluice.broker.context import ELEMENTS_PER_TURN, BrokerContext
 from sluice.errors import ErrorCode, SluiceError
 from sluice.plural import plural
 from sluice.protocol import Request, api_versions_response
@@ -48,7 +49,9 @@ async def metadata(broker: BrokerContext, request: Request) -> m.MetadataRespons
         # 43 KiB request naming a 1000-partition topic 2000 times was a 50 MiB answer that
         # kept the event loop busy for 22 s and the broker 730 MiB bigger.
         distinct = {w.topic_id if w.name is None else w.name: w for w in body.topics}
-        for wanted in distinct.values():
+        for i, wanted in enumerate(distinct.values(), 1):
+            if not i % ELEMENTS_PER_TURN:
+                await asyncio.sleep(0)
             name = wanted.name
             if name is None and request.api_version < 12:
                 # v10-11 let the request's name be null but not the answer's: Kafka refuses such

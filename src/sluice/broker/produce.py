@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable
 
 from sluice.broker import ingest
-from sluice.broker.context import BrokerContext
+from sluice.broker.context import ELEMENTS_PER_TURN, BrokerContext
 from sluice.config import AckLevel
 from sluice.errors import CloseConnection, ErrorCode, RecordErrors, Refused, SluiceError
 from sluice.protocol import Request
@@ -66,6 +66,8 @@ async def produce(broker: BrokerContext, request: Request) -> m.ProduceResponse 
             plog, job = _submit(logs, topic.name, part, acks, limit, check, walk)
             targets.append((topic.name, part.index, plog))
             jobs.append(job)
+            if not len(jobs) % ELEMENTS_PER_TURN:
+                await asyncio.sleep(0)  # nothing started yet: the appends start in order below
     if acks == -1:
         results = await _settle_within(jobs, body.timeout_ms)
     else:
@@ -82,7 +84,9 @@ async def produce(broker: BrokerContext, request: Request) -> m.ProduceResponse 
         return None
     responses: dict[str, list[m.ProducePartitionResponse]] = {}
     text_left = MESSAGE_TEXT_BUDGET
-    for (name, index, plog), result in zip(targets, results, strict=True):
+    for i, ((name, index, plog), result) in enumerate(zip(targets, results, strict=True), 1):
+        if not i % ELEMENTS_PER_TURN:
+            await asyncio.sleep(0)
         if isinstance(result, tuple):
             text_left -= len(result[1])
         responses.setdefault(name, []).append(
