@@ -1,4 +1,4 @@
-"""The benchmark's pure helpers (no broker, no JVM): config files, /proc parsing."""
+"""The benchmark's helpers: config files, /proc parsing, and the small benches run small."""
 
 from __future__ import annotations
 
@@ -72,3 +72,18 @@ def test_consumer_throughput_refuses_a_case_it_does_not_have(capsys: pytest.Capt
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "no case '1'; the cases: raw consume loop," in err and "run c=1" in err
+
+
+def test_big_requests_bench_measures_each_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    """Its table: one row per kind, the other connection served meanwhile; a kind it does not
+    have is a usage error."""
+    from sluice.bench import big_requests
+
+    assert big_requests.main(["--elements", "5000", "--kinds", "produce,list_offsets"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row.split("|")[1].strip() for row in rows[2:]] == ["produce", "list_offsets"]
+    assert all(float(row.split("|")[2]) > 0 for row in rows[2:])
+    with pytest.raises(SystemExit) as exit_:
+        big_requests.main(["--kinds", "produce,delete"])
+    assert exit_.value.code == 2
+    assert "no kind delete" in capsys.readouterr().err
