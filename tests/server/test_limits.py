@@ -12,6 +12,7 @@ import time
 import pytest
 
 from sluice.broker.broker import INLINE_ELEMENTS
+from sluice.broker.context import ELEMENTS_PER_TURN
 from sluice.config import BrokerConfig
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
@@ -34,6 +35,7 @@ from tests.server.wire import (
     metadata,
     produce,
     produce_request,
+    record_values,
 )
 
 
@@ -366,6 +368,39 @@ def test_requests_past_the_inline_elements_are_answered_whole(
     with WireClient.to(broker) as client, pytest.raises(ConnectionClosed):
         _produce_to(client, 1, inline * 3)
     witness.check()
+
+
+def test_a_fetch_of_many_partitions_is_read_turn_by_turn(make_broker: MakeBroker) -> None:
+    """A Fetch naming more partitions than ELEMENTS_PER_TURN finds and reads them a turn at a
+    time (the loop serves others between turns): every partition's records are in its answer,
+    wherever in the request it is named, and the answer's byte budget spans the turns."""
+    broker = make_broker()
+    count = ELEMENTS_PER_TURN * 5 // 2
+    named = {0: 0, count // 2: 1, count - 1: 2}  # request position -> partition with records
+    with WireClient.to(broker) as client:
+        create_topic(client, "t", 3)
+        for p in range(3):
+            assert produce(client, "t", p, batch([b"p%d-%d" % (p, i) for i in range(3)])).error_code == 0
+        request = fetch_request("t", 0, 0)
+        request.topics[0].partitions = [
+            m.FetchPartition(partition=named.get(i, 3 + i), fetch_offset=0, partition_max_bytes=1 << 20)
+            for i in range(count)
+        ]
+        answer = client.call(ApiKey.FETCH, 11, request, m.FetchResponse)
+        parts = answer.responses[0].partitions
+        assert len(parts) == count
+        for i, p in named.items():
+            assert parts[i].error_code == 0
+            assert record_values(parts[i].records) == [b"p%d-%d" % (p, j) for j in range(3)]
+        assert {parts[i].error_code for i in range(count) if i not in named} == {
+            ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        }
+        # max_bytes holds across turns: past the first batch, nothing more fits in 10 bytes
+        request.max_bytes = 10
+        answer = client.call(ApiKey.FETCH, 11, request, m.FetchResponse)
+        parts = answer.responses[0].partitions
+        assert record_values(parts[0].records) == [b"p0-%d" % j for j in range(3)]
+        assert not parts[count // 2].records and not parts[count - 1].records
 
 
 def test_array_elements_per_request_are_bounded(

@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Generator
 
-from sluice.broker.context import BrokerContext
+from sluice.broker.context import ELEMENTS_PER_TURN, BrokerContext
 from sluice.broker.stats import BrokerStats
 from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import Request
@@ -48,36 +49,48 @@ async def fetch(broker: BrokerContext, request: Request) -> m.FetchResponse:
     assert isinstance(body, m.FetchRequest)
     deadline = time.monotonic() + max(0, body.max_wait_ms) / 1000
     while True:
-        responses, ready, logs, found = _find_all(broker, body)
+        finding = _find_all(broker, body)
+        try:
+            while True:  # a request of many partitions: read what each turn found, let others run
+                await _read(broker, next(finding))
+                await asyncio.sleep(0)
+        except StopIteration as done:
+            responses, ready, logs, found = done.value
         wait = deadline - time.monotonic()
         if ready or wait <= 0 or broker.fetch_waiters.closed or not logs:
-            # No await between finding the ranges and reading them: none can have gone.
-            # The bytes count as unsent answers from now on: the connection counts them once
-            # written, until its client takes them.
-            reading = sum(s.length for _, s in found)
-            broker.unsent.held += reading
-            try:
-                records = await broker.logs.reader.read([s for _, s in found])
-            finally:
-                broker.unsent.held -= reading
-            for (part, _), data in zip(found, records, strict=True):
-                part.records = data
+            await _read(broker, found)
             if broker.stats is not None:
                 _count(broker.stats, responses)
             return m.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0, responses=responses)
         await _wait_for_data(broker, logs, wait)
 
 
+async def _read(broker: BrokerContext, found: list[tuple[m.FetchPartitionData, FileSlice]]) -> None:
+    """Read the ranges found into their answers. Called with no await since they were found,
+    so none can have gone. The bytes count as unsent answers from now on: the connection
+    counts them once written, until its client takes them."""
+    reading = sum(s.length for _, s in found)
+    broker.unsent.held += reading
+    try:
+        records = await broker.logs.reader.read([s for _, s in found])
+    finally:
+        broker.unsent.held -= reading
+    for (part, _), data in zip(found, records, strict=True):
+        part.records = data
+
+
+Found = list[tuple[m.FetchPartitionData, FileSlice]]
+
+
 def _find_all(
     broker: BrokerContext, body: m.FetchRequest
-) -> tuple[
-    list[m.FetchableTopicResponse],
-    bool,
-    list[PartitionLog],
-    list[tuple[m.FetchPartitionData, FileSlice]],
-]:
-    """One pass over the request: (answers with their records still to read, whether to answer
-    now, the logs looked at, each answer that has records with the range they are in)."""
+) -> Generator[Found, None, tuple[list[m.FetchableTopicResponse], bool, list[PartitionLog], Found]]:
+    """One pass over the request, returning (answers with their records still to read, whether
+    to answer now, the logs looked at, each answer that has records with the range they are
+    in). Every :data:`ELEMENTS_PER_TURN` partitions it yields the ranges found since the last
+    turn, for the caller to read before it lets the loop run other work: a request may name
+    200,000 partitions (a second of finding), and a range found and not read across an await
+    could be deleted meanwhile (retention, DeleteRecords, a compaction's swap)."""
     # Kafka's rule: the request's max_bytes, capped by fetch.max.bytes (so one small request
     # cannot make the broker read gigabytes into memory, e.g. by naming a partition 300
     # times); 0 or less still gets the first batch below. And no more than the answers other
@@ -93,9 +106,14 @@ def _find_all(
     found_all: list[tuple[m.FetchPartitionData, FileSlice]] = []
     responses: list[m.FetchableTopicResponse] = []
     manager = broker.logs
+    seen = turn = 0
     for topic in body.topics:
         parts: list[m.FetchPartitionData] = []
         for fp in topic.partitions:
+            seen += 1
+            if not seen % ELEMENTS_PER_TURN:
+                yield found_all[turn:]
+                turn = len(found_all)
             try:
                 plog = manager.get_log(topic.topic, fp.partition)
             except SluiceError as exc:
@@ -143,7 +161,7 @@ def _find_all(
                 found_all.append((part, answer))
         responses.append(m.FetchableTopicResponse(topic=topic.topic, partitions=parts))
     ready = errors or total >= max(body.min_bytes, 1)
-    return responses, ready, logs, found_all
+    return responses, ready, logs, found_all[turn:]
 
 
 def _count(stats: BrokerStats, responses: list[m.FetchableTopicResponse]) -> None:
