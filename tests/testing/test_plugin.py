@@ -78,6 +78,47 @@ def test_the_session_broker_is_shared_kept_healthy_and_cleaned_up(
     assert fourth["fresh_dir"] == str(Path(str(fourth["tmp"])) / "sluice-data")
 
 
+STRICT_MODULE = """
+import pytest
+from sluice.testing import ProduceError
+
+@pytest.fixture(scope="{scope}")
+def sluice_settings():
+    return {{"auto.create.topics.enable": False}}
+
+def test_strict(sluice_broker):
+    with pytest.raises(ProduceError, match="UNKNOWN_TOPIC_OR_PART"):
+        sluice_broker.produce("never-created", b"x", timeout=1)
+
+def test_strict_again(sluice_broker, sluice_fresh_broker):
+    assert sluice_fresh_broker.config.auto_create_topics is False
+    assert sluice_broker.config.auto_create_topics is False
+"""
+
+DEFAULT_MODULE = """
+def test_creates_on_first_use(sluice_broker, sluice_session_broker):
+    assert sluice_broker is sluice_session_broker
+    topic = "created-on-first-use"
+    assert [r.offset for r in sluice_broker.produce(topic, b"x")] == [0]
+    sluice_broker.delete_topics([topic])
+"""
+
+
+@pytest.mark.parametrize("scope", ["function", "module", "session"])
+@pytest.mark.parametrize("first", ["test_a_strict", "test_b_default"])
+def test_settings_a_module_overrides_are_its_own_whatever_runs_first(
+    pytester: pytest.Pytester, scope: str, first: str
+) -> None:
+    """One broker for the session took the settings of whichever module asked first: the
+    override leaked into every later module (or was ignored), depending on the order; a
+    function-scoped override was a ScopeMismatch for ``sluice_broker``."""
+    modules = {"test_a_strict": STRICT_MODULE.format(scope=scope), "test_b_default": DEFAULT_MODULE}
+    pytester.makepyfile(**modules)
+    order = [first, *(m for m in modules if m != first)]
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", *(f"{m}.py" for m in order))
+    result.assert_outcomes(passed=3)
+
+
 XDIST_MODULE = '''
 import json, os
 import pytest

@@ -11,7 +11,8 @@
   parameter (``3``, or ``{"partitions": 3, "retention.ms": 60000}``) says.
 - ``sluice_process``: ``sluice serve`` as a child process, to SIGKILL and start again.
 - ``sluice_settings``: the broker settings (Kafka names) both brokers start with; override it
-  (session scope) in a conftest.py.
+  (session scope) in a conftest.py, or in a test module or class (any scope): ``sluice_broker``
+  is then a session broker for those settings, shared by the tests that have them.
 - ``sluice_session_broker``: the session's broker for session-scoped fixtures of your own.
 
 ``--kafka-bootstrap HOST:PORT`` (or the ``SLUICE_KAFKA_BOOTSTRAP`` environment variable) runs
@@ -111,40 +112,91 @@ def sluice_settings() -> Mapping[str, object]:
     return {}
 
 
-@pytest.fixture(scope="session")
-def sluice_session_broker(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    sluice_settings: Mapping[str, object],
-) -> Iterator[Cluster]:
-    """The session's broker itself, for session-scoped fixtures of your own (topics that every
-    test reads, say). Tests use ``sluice_broker``: the same broker, kept healthy per test."""
-    bootstrap = external_bootstrap(request.config)
-    if bootstrap is not None:
-        cluster = _external_cluster(bootstrap)
-        try:
-            yield cluster
-        finally:
+class _Clusters:
+    """The session's clusters: the external one under ``--kafka-bootstrap``, else an embedded
+    broker per set of ``sluice_settings``. One broker for the session, whatever a test module
+    says, started with the settings of whichever module asked first: a module's override
+    (``{"auto.create.topics.enable": False}``) then held for every later module too, and the
+    outcome hung on the order the tests ran in."""
+
+    def __init__(self, bootstrap: str | None, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._external = None if bootstrap is None else _external_cluster(bootstrap)
+        self._tmp_path_factory = tmp_path_factory
+        self._brokers: dict[str, EmbeddedBroker] = {}
+
+    def get(self, settings: Mapping[str, object]) -> Cluster:
+        if self._external is not None:
+            return self._external  # the cluster has settings of its own
+        key = _settings_key(settings)
+        broker = self._brokers.get(key)
+        if broker is None:
+            from sluice.testing.embedded import EmbeddedBroker
+
+            broker = EmbeddedBroker(self._tmp_path_factory.mktemp("sluice"), settings=settings)
+            broker.start()
+            self._brokers[key] = broker
+        return broker
+
+    def close(self) -> None:
+        if self._external is not None:
             try:
                 # Topics made for the whole session (by session fixtures of the suite's own):
                 # the cluster outlives the run, and the next run would find them there.
-                cluster.delete_topics(list(cluster.created_topics), missing_ok=True)
+                made = list(self._external.created_topics)
+                self._external.delete_topics(made, missing_ok=True)
             finally:
-                cluster.close()
-        return
-    from sluice.testing.embedded import EmbeddedBroker
+                self._external.close()
+        brokers, self._brokers = list(self._brokers.values()), {}
+        failures = []
+        for broker in brokers:
+            try:
+                broker.stop()
+            except Exception as exc:  # the others are stopped all the same
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
-    with EmbeddedBroker(tmp_path_factory.mktemp("sluice"), settings=sluice_settings) as broker:
-        yield broker
+
+def _settings_key(settings: Mapping[str, object]) -> str:
+    """Settings as a key: equal mappings, in any order, share a broker."""
+    if not isinstance(settings, Mapping):
+        raise TypeError(
+            f"sluice_settings returns a mapping of broker settings by Kafka name, not {settings!r}"
+        )
+    return repr(sorted((str(k), repr(v)) for k, v in settings.items()))
+
+
+@pytest.fixture(scope="session")
+def _sluice_clusters(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_Clusters]:
+    clusters = _Clusters(external_bootstrap(request.config), tmp_path_factory)
+    try:
+        yield clusters
+    finally:
+        clusters.close()
+
+
+@pytest.fixture(scope="session")
+def sluice_session_broker(
+    _sluice_clusters: _Clusters, sluice_settings: Mapping[str, object]
+) -> Cluster:
+    """The session's broker itself, for session-scoped fixtures of your own (topics that every
+    test reads, say). Tests use ``sluice_broker``: the same broker, kept healthy per test (a
+    module that overrides ``sluice_settings`` gets a broker of its own)."""
+    return _sluice_clusters.get(sluice_settings)
 
 
 @pytest.fixture
-def sluice_broker(sluice_session_broker: Cluster) -> Iterator[EmbeddedBroker]:
-    """The session's broker (see the module's documentation), healthy for this test; the
-    topics this test creates through its helpers are deleted when it ends."""
+def sluice_broker(
+    _sluice_clusters: _Clusters, sluice_settings: Mapping[str, object]
+) -> Iterator[EmbeddedBroker]:
+    """The session's broker for these ``sluice_settings`` (see the module's documentation),
+    healthy for this test; the topics this test creates through its helpers are deleted when
+    it ends."""
     from sluice.testing.embedded import EmbeddedBroker
 
-    cluster = sluice_session_broker
+    cluster = _sluice_clusters.get(sluice_settings)
     if isinstance(cluster, EmbeddedBroker) and not cluster.running:
         cluster.start()  # an earlier test stopped it
     before = set(cluster.created_topics)
