@@ -119,6 +119,33 @@ def test_settings_a_module_overrides_are_its_own_whatever_runs_first(
     result.assert_outcomes(passed=3)
 
 
+FRESH_TOPIC_MODULE = """
+import pytest
+
+def partitions(broker, topic):
+    return broker.call(lambda: len(broker.server.broker.logs.topics[topic].partitions))
+
+@pytest.mark.sluice_topic(partitions=3)
+def test_on_the_fresh_broker(sluice_fresh_broker, sluice_topic):
+    assert partitions(sluice_fresh_broker, sluice_topic) == 3
+
+@pytest.mark.sluice_topic(partitions=2)
+def test_on_the_session_broker_when_the_test_has_both(sluice_broker, sluice_fresh_broker, sluice_topic):
+    assert partitions(sluice_broker, sluice_topic) == 2
+    assert sluice_topic not in sluice_fresh_broker.call(lambda: sluice_fresh_broker.server.broker.logs.topics)
+"""
+
+
+def test_sluice_topic_is_on_the_fresh_broker_of_a_test_that_has_only_that_one(
+    pytester: pytest.Pytester,
+) -> None:
+    """It was made on the session's broker, started for nothing; the test's writes to its own
+    broker created the topic there on first use, with one partition and no configs."""
+    pytester.makepyfile(test_sample=FRESH_TOPIC_MODULE)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
 XDIST_MODULE = '''
 import json, os
 import pytest

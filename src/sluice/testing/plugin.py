@@ -6,7 +6,8 @@
   topics it created through the helpers are deleted.
 - ``sluice_fresh_broker``: a broker of its own for one test, with its data in ``tmp_path``
   (restart it, inspect its files, count its connections).
-- ``sluice_topic``: a new topic on ``sluice_broker``, uniquely named after the test; one
+- ``sluice_topic``: a new topic on ``sluice_broker`` (on ``sluice_fresh_broker`` in a test
+  that uses that one instead), uniquely named after the test; one
   partition, or as ``@pytest.mark.sluice_topic(partitions=3, configs={...})`` or an indirect
   parameter (``3``, or ``{"partitions": 3, "retention.ms": 60000}``) says.
 - ``sluice_process``: ``sluice serve`` as a child process, to SIGKILL and start again.
@@ -246,10 +247,19 @@ def sluice_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[B
 
 
 @pytest.fixture
-def sluice_topic(sluice_broker: Cluster, request: pytest.FixtureRequest) -> str:
+def sluice_topic(request: pytest.FixtureRequest) -> str:
     """A new topic on ``sluice_broker``, named after the test (made unique), deleted after it:
-    one partition unless a ``sluice_topic`` marker or an indirect parameter says otherwise."""
+    one partition unless a ``sluice_topic`` marker or an indirect parameter says otherwise. On
+    ``sluice_fresh_broker`` when the test uses that broker and not ``sluice_broker``: made on
+    the session's broker, the topic the test then wrote to on its own broker was created there
+    on first use, without the partitions and configs the marker asked for."""
     from sluice.testing.topics import topic_spec, unique_topic_name
+
+    fresh_only = "sluice_fresh_broker" in request.fixturenames and (
+        "sluice_broker" not in request.fixturenames
+    )
+    broker = "sluice_fresh_broker" if fresh_only else "sluice_broker"
+    sluice_broker: Cluster = request.getfixturevalue(broker)
 
     spec: Any = getattr(request, "param", None)
     marker = request.node.get_closest_marker("sluice_topic")
