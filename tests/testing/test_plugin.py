@@ -361,5 +361,5 @@ def test_the_documented_examples_run_against_an_external_cluster(
         result = pytester.runpytest_subprocess(
             str(EXAMPLES), "--kafka-bootstrap", external.bootstrap_servers, "-p", "no:cacheprovider", "-rs"
         )
-        result.assert_outcomes(passed=12, skipped=3)  # the three skips: scripted faults
+        result.assert_outcomes(passed=12, skipped=4)  # the skips: scripted faults, sluice_process
         assert _topics(external.bootstrap_servers) == []
