@@ -114,7 +114,8 @@ def _external_cluster(bootstrap: str) -> ExternalCluster:
 @pytest.fixture(scope="session")
 def sluice_settings() -> Mapping[str, object]:
     """Broker settings by Kafka name for ``sluice_broker`` and ``sluice_fresh_broker``
-    (override in a conftest.py, session scope)."""
+    (override in a conftest.py, session scope; or in a test module or class, any scope, for a
+    broker of those tests' own)."""
     return {}
 
 
@@ -248,13 +249,13 @@ def sluice_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[B
 
 @pytest.fixture
 def sluice_topic(request: pytest.FixtureRequest) -> str:
-    """A new topic on ``sluice_broker``, named after the test (made unique), deleted after it:
-    one partition unless a ``sluice_topic`` marker or an indirect parameter says otherwise. On
-    ``sluice_fresh_broker`` when the test uses that broker and not ``sluice_broker``: made on
-    the session's broker, the topic the test then wrote to on its own broker was created there
-    on first use, without the partitions and configs the marker asked for."""
+    """A new topic on ``sluice_broker`` (on ``sluice_fresh_broker`` in a test that uses that
+    one instead), named after the test (made unique), deleted after it: one partition unless
+    a ``sluice_topic`` marker or an indirect parameter says otherwise."""
     from sluice.testing.topics import topic_spec, unique_topic_name
 
+    # Made on the session's broker, the topic a fresh-broker test wrote to was created on its
+    # own broker on first use, without the partitions and configs the marker asked for.
     fresh_only = "sluice_fresh_broker" in request.fixturenames and (
         "sluice_broker" not in request.fixturenames
     )
