@@ -146,6 +146,50 @@ def test_sluice_topic_is_on_the_fresh_broker_of_a_test_that_has_only_that_one(
     result.assert_outcomes(passed=2)
 
 
+MARKER_MODULE = """
+import pytest
+
+@pytest.mark.sluice_topic(partition=3)
+def test_misspelt(sluice_topic):
+    pass
+
+@pytest.mark.sluice_topic(partitions=2, config={"retention.ms": 1000})
+def test_misspelt_configs(sluice_topic):
+    pass
+
+@pytest.mark.sluice_topic(2, partitions=3)
+def test_twice(sluice_topic):
+    pass
+
+@pytest.mark.sluice_topic(partitions=2, configs=["retention.ms"])
+def test_configs_not_a_mapping(sluice_topic):
+    pass
+
+@pytest.mark.sluice_topic(2, configs={"retention.ms": 1000})
+def test_right(sluice_broker, sluice_topic):
+    topic = sluice_broker.call(lambda: sluice_broker.server.broker.logs.topics[sluice_topic])
+    assert (len(topic.partitions), topic.config.retention_ms) == (2, 1000)
+"""
+
+
+def test_a_sluice_topic_marker_with_an_argument_it_does_not_take_is_an_error(
+    pytester: pytest.Pytester,
+) -> None:
+    """``partition=3`` or ``config={...}`` was ignored without a word: the test ran against a
+    topic of one partition with the broker's default configs."""
+    pytester.makepyfile(test_sample=MARKER_MODULE)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*sluice_topic(partition=3): unknown argument partition; it takes partitions*",
+            "*sluice_topic(partitions=2, config={'retention.ms': 1000}): unknown argument config*",
+            "*sluice_topic(2, partitions=3): partitions given twice*",
+            "*configs is a mapping of topic configs by Kafka name, not *'retention.ms'*",
+        ]
+    )
+
+
 XDIST_MODULE = '''
 import json, os
 import pytest

@@ -256,17 +256,51 @@ def sluice_topic(request: pytest.FixtureRequest) -> str:
 
     # Made on the session's broker, the topic a fresh-broker test wrote to was created on its
     # own broker on first use, without the partitions and configs the marker asked for.
+    spec: Any = getattr(request, "param", None)
+    marker = request.node.get_closest_marker("sluice_topic")
+    if spec is None and marker is not None:
+        spec = _marker_spec(marker)
+    partitions, configs = topic_spec(spec if spec is not None else 1)
     fresh_only = "sluice_fresh_broker" in request.fixturenames and (
         "sluice_broker" not in request.fixturenames
     )
     broker = "sluice_fresh_broker" if fresh_only else "sluice_broker"
     sluice_broker: Cluster = request.getfixturevalue(broker)
-
-    spec: Any = getattr(request, "param", None)
-    marker = request.node.get_closest_marker("sluice_topic")
-    if spec is None and marker is not None:
-        spec = {**(marker.kwargs.get("configs") or {})}
-        spec["partitions"] = marker.kwargs.get("partitions", marker.args[0] if marker.args else 1)
-    partitions, configs = topic_spec(spec if spec is not None else 1)
     name = unique_topic_name(request.node.name)
     return sluice_broker.create_topic(name, partitions, configs=configs)
+
+
+def _marker_spec(marker: pytest.Mark) -> dict[str, object]:
+    """The topic a ``sluice_topic`` marker asks for. Its arguments are checked: a misspelt one
+    (``partition=3``, ``config={...}``) was ignored without a word, and the test ran against a
+    topic of one partition with the broker's default configs."""
+    unknown = sorted(set(marker.kwargs) - {"partitions", "configs"})
+    given_twice = bool(marker.args) and "partitions" in marker.kwargs
+    if unknown or len(marker.args) > 1 or given_twice:
+        what = (
+            f"unknown argument {', '.join(unknown)}"
+            if unknown
+            else "partitions given twice"
+            if given_twice
+            else f"{len(marker.args)} positional arguments"
+        )
+        pytest.fail(
+            f"@pytest.mark.sluice_topic({_marker_arguments(marker)}): {what}; it takes "
+            "partitions (also as its one positional argument) and configs, e.g. "
+            '@pytest.mark.sluice_topic(partitions=3, configs={"retention.ms": 60000})',
+            pytrace=False,
+        )
+    configs = marker.kwargs.get("configs") or {}
+    if not isinstance(configs, Mapping):
+        pytest.fail(
+            f"@pytest.mark.sluice_topic: configs is a mapping of topic configs by Kafka name, "
+            f"not {configs!r}",
+            pytrace=False,
+        )
+    spec: dict[str, object] = {**configs}
+    spec["partitions"] = marker.kwargs.get("partitions", marker.args[0] if marker.args else 1)
+    return spec
+
+
+def _marker_arguments(marker: pytest.Mark) -> str:
+    return ", ".join([*map(repr, marker.args), *(f"{k}={v!r}" for k, v in marker.kwargs.items())])
