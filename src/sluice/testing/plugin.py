@@ -12,8 +12,9 @@
   parameter (``3``, or ``{"partitions": 3, "retention.ms": 60000}``) says.
 - ``sluice_process``: ``sluice serve`` as a child process, to SIGKILL and start again.
 - ``sluice_settings``: the broker settings (Kafka names) both brokers start with; override it
-  (session scope) in a conftest.py, or in a test module or class (any scope): ``sluice_broker``
-  is then a session broker for those settings, shared by the tests that have them.
+  (session scope) in a conftest.py, or in a test module or class (function or module scope):
+  ``sluice_broker`` is then a session broker for those settings, shared by the tests that
+  have them.
 - ``sluice_session_broker``: the session's broker for session-scoped fixtures of your own.
 
 ``--kafka-bootstrap HOST:PORT`` (or the ``SLUICE_KAFKA_BOOTSTRAP`` environment variable) runs
@@ -114,8 +115,8 @@ def _external_cluster(bootstrap: str) -> ExternalCluster:
 @pytest.fixture(scope="session")
 def sluice_settings() -> Mapping[str, object]:
     """Broker settings by Kafka name for ``sluice_broker`` and ``sluice_fresh_broker``
-    (override in a conftest.py, session scope; or in a test module or class, any scope, for a
-    broker of those tests' own)."""
+    (override in a conftest.py, session scope; or in a test module or class, function or module
+    scope, for a broker of those tests' own)."""
     return {}
 
 
