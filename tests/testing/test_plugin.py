@@ -190,6 +190,44 @@ def test_a_sluice_topic_marker_with_an_argument_it_does_not_take_is_an_error(
     )
 
 
+def test_a_test_whose_session_fixtures_are_on_another_broker_than_its_own_fails_saying_so(
+    pytester: pytest.Pytester,
+) -> None:
+    """A directory's conftest.py overrides sluice_settings for the session: its tests get a
+    broker of their own, but a session fixture on sluice_session_broker is made once, on the
+    broker of whichever test asked first. A test there would look for the fixture's topic on
+    its own broker."""
+    pytester.makeconftest(
+        """
+import pytest
+
+@pytest.fixture(scope="session")
+def shared_topic(sluice_session_broker):
+    return sluice_session_broker.create_topic()
+"""
+    )
+    strict = pytester.mkpydir("strict")
+    (strict / "conftest.py").write_text(
+        "import pytest\n\n"
+        "@pytest.fixture(scope='session')\n"
+        "def sluice_settings():\n"
+        "    return {'auto.create.topics.enable': False}\n"
+    )
+    (strict / "test_strict.py").write_text(
+        "def test_shared(sluice_broker, shared_topic):\n"
+        "    assert sluice_broker.consume_all(shared_topic) == []\n"
+    )
+    pytester.makepyfile(
+        test_default="""
+def test_shared(sluice_broker, shared_topic):
+    assert sluice_broker.consume_all(shared_topic) == []
+"""
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "test_default.py", "strict")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*not those sluice_session_broker started with*"])
+
+
 XDIST_MODULE = '''
 import json, os
 import pytest

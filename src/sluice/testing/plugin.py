@@ -197,7 +197,9 @@ def sluice_session_broker(
 
 @pytest.fixture
 def sluice_broker(
-    _sluice_clusters: _Clusters, sluice_settings: Mapping[str, object]
+    request: pytest.FixtureRequest,
+    _sluice_clusters: _Clusters,
+    sluice_settings: Mapping[str, object],
 ) -> Iterator[EmbeddedBroker]:
     """The session's broker for these ``sluice_settings`` (see the module's documentation),
     healthy for this test; the topics this test creates through its helpers are deleted when
@@ -205,6 +207,18 @@ def sluice_broker(
     from sluice.testing.embedded import EmbeddedBroker
 
     cluster = _sluice_clusters.get(sluice_settings)
+    if "sluice_session_broker" in request.fixturenames:
+        session = request.getfixturevalue("sluice_session_broker")
+        if session is not cluster:
+            # pytest makes a session fixture once, with the settings where it was first asked
+            # for: the test's session fixtures (their topics) are on another broker than its own
+            pytest.fail(
+                "this test's sluice_settings are not those sluice_session_broker started with, "
+                "so the session fixtures it takes live on another broker than sluice_broker: "
+                "override sluice_settings in the root conftest.py, or keep tests with settings "
+                "of their own off session fixtures built on sluice_session_broker",
+                pytrace=False,
+            )
     if isinstance(cluster, EmbeddedBroker) and not cluster.running:
         cluster.start()  # an earlier test stopped it
     before = set(cluster.created_topics)
