@@ -85,3 +85,11 @@ def test_a_child_that_exits_at_start_says_why_in_this_runs_words(tmp_path: Path)
     with pytest.raises(RuntimeError, match=r"unknown broker config 'no\.such\.setting'") as raised:
         broker.start()
     assert "earlier run" not in str(raised.value)
+
+
+@pytest.mark.parametrize("name", ["listeners", "log.dirs", "log.dir"])
+def test_a_setting_the_process_sets_itself_is_refused(tmp_path: Path, name: str) -> None:
+    """The command line's --listen and --data-dir won over them without a word: the child
+    served elsewhere than the test asked (EmbeddedBroker refuses them too)."""
+    with pytest.raises(InvalidConfigError, match="BrokerProcess sets it itself"):
+        BrokerProcess(tmp_path / "data", tmp_path / "serve.log", settings={name: "x"})

@@ -20,6 +20,12 @@ from types import TracebackType
 _READY = b"sluice listening on "
 """What ``sluice serve`` logs once its logs are open and it accepts connections."""
 _PORT_ATTEMPTS = 3
+_OWN_SETTINGS = {
+    "listeners": "nothing (it listens on a free loopback port: bootstrap_servers)",
+    "log.dirs": "data_dir",
+    "log.dir": "data_dir",
+}
+"""Broker settings a BrokerProcess takes from its own arguments, as EmbeddedBroker does."""
 
 
 class _PortTaken(Exception):
@@ -58,6 +64,13 @@ class BrokerProcess:
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.settings = {k: config_value(v, k, key=k) for k, v in (settings or {}).items()}
+        for name, instead in _OWN_SETTINGS.items():
+            if name in self.settings:  # the command line's --listen/--data-dir won silently
+                from sluice.errors import InvalidConfigError
+
+                raise InvalidConfigError(
+                    f"{name}: BrokerProcess sets it itself; give {instead} instead"
+                )
         self.timeout = timeout
         self.port = free_port()
         self.admin_port = free_port() if admin else None
