@@ -228,6 +228,33 @@ def test_shared(sluice_broker, shared_topic):
     result.stdout.fnmatch_lines(["*not those sluice_session_broker started with*"])
 
 
+def test_the_same_settings_written_otherwise_share_a_broker(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = tmp_path / "seen.jsonl"
+    monkeypatch.setenv("SEEN", str(seen))
+    module = """
+import json, os
+import pytest
+
+@pytest.fixture(scope="module")
+def sluice_settings():
+    return {settings}
+
+def test_port(sluice_broker):
+    with open(os.environ["SEEN"], "a") as f:
+        f.write(json.dumps({{"port": sluice_broker.port}}) + "\\n")
+"""
+    pytester.makepyfile(
+        test_a=module.format(settings='{"num.partitions": 3, "log.cleanup.policy": ["delete"]}'),
+        test_b=module.format(settings='{"log.cleanup.policy": "delete", "num.partitions": "3"}'),
+        test_c=module.format(settings='{"num.partitions": 4}'),
+    )
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    a, b, c = (row["port"] for row in _seen(seen))
+    assert a == b != c
+
+
 XDIST_MODULE = '''
 import json, os
 import pytest

@@ -166,12 +166,15 @@ class _Clusters:
 
 
 def _settings_key(settings: Mapping[str, object]) -> str:
-    """Settings as a key: equal mappings, in any order, share a broker."""
+    """Settings as a key, by their Kafka strings: the same settings (``3`` or ``"3"``, in any
+    order) share a broker. A value with no Kafka string is refused here, as the broker would."""
+    from sluice.testing.topics import config_value
+
     if not isinstance(settings, Mapping):
         raise TypeError(
             f"sluice_settings returns a mapping of broker settings by Kafka name, not {settings!r}"
         )
-    return repr(sorted((str(k), repr(v)) for k, v in settings.items()))
+    return repr(sorted((str(k), config_value(v, k, key=str(k))) for k, v in settings.items()))
 
 
 @pytest.fixture(scope="session")
