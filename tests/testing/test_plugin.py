@@ -78,6 +78,183 @@ def test_the_session_broker_is_shared_kept_healthy_and_cleaned_up(
     assert fourth["fresh_dir"] == str(Path(str(fourth["tmp"])) / "sluice-data")
 
 
+STRICT_MODULE = """
+import pytest
+from sluice.testing import ProduceError
+
+@pytest.fixture(scope="{scope}")
+def sluice_settings():
+    return {{"auto.create.topics.enable": False}}
+
+def test_strict(sluice_broker):
+    with pytest.raises(ProduceError, match="UNKNOWN_TOPIC_OR_PART"):
+        sluice_broker.produce("never-created", b"x", timeout=1)
+
+def test_strict_again(sluice_broker, sluice_fresh_broker):
+    assert sluice_fresh_broker.config.auto_create_topics is False
+    assert sluice_broker.config.auto_create_topics is False
+"""
+
+DEFAULT_MODULE = """
+def test_creates_on_first_use(sluice_broker, sluice_session_broker):
+    assert sluice_broker is sluice_session_broker
+    topic = "created-on-first-use"
+    assert [r.offset for r in sluice_broker.produce(topic, b"x")] == [0]
+    sluice_broker.delete_topics([topic])
+"""
+
+
+@pytest.mark.parametrize("scope", ["function", "module", "session"])
+@pytest.mark.parametrize("first", ["test_a_strict", "test_b_default"])
+def test_settings_a_module_overrides_are_its_own_whatever_runs_first(
+    pytester: pytest.Pytester, scope: str, first: str
+) -> None:
+    """One broker for the session took the settings of whichever module asked first: the
+    override leaked into every later module (or was ignored), depending on the order; a
+    function-scoped override was a ScopeMismatch for ``sluice_broker``."""
+    modules = {"test_a_strict": STRICT_MODULE.format(scope=scope), "test_b_default": DEFAULT_MODULE}
+    pytester.makepyfile(**modules)
+    order = [first, *(m for m in modules if m != first)]
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", *(f"{m}.py" for m in order))
+    result.assert_outcomes(passed=3)
+
+
+FRESH_TOPIC_MODULE = """
+import pytest
+
+def partitions(broker, topic):
+    return broker.call(lambda: len(broker.server.broker.logs.topics[topic].partitions))
+
+@pytest.mark.sluice_topic(partitions=3)
+def test_on_the_fresh_broker(sluice_fresh_broker, sluice_topic):
+    assert partitions(sluice_fresh_broker, sluice_topic) == 3
+
+@pytest.mark.sluice_topic(partitions=2)
+def test_on_the_session_broker_when_the_test_has_both(sluice_broker, sluice_fresh_broker, sluice_topic):
+    assert partitions(sluice_broker, sluice_topic) == 2
+    assert sluice_topic not in sluice_fresh_broker.call(lambda: sluice_fresh_broker.server.broker.logs.topics)
+"""
+
+
+def test_sluice_topic_is_on_the_fresh_broker_of_a_test_that_has_only_that_one(
+    pytester: pytest.Pytester,
+) -> None:
+    """It was made on the session's broker, started for nothing; the test's writes to its own
+    broker created the topic there on first use, with one partition and no configs."""
+    pytester.makepyfile(test_sample=FRESH_TOPIC_MODULE)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+MARKER_MODULE = """
+import pytest
+
+@pytest.mark.sluice_topic(partition=3)
+def test_misspelt(sluice_topic):
+    pass
+
+@pytest.mark.sluice_topic(partitions=2, config={"retention.ms": 1000})
+def test_misspelt_configs(sluice_topic):
+    pass
+
+@pytest.mark.sluice_topic(2, partitions=3)
+def test_twice(sluice_topic):
+    pass
+
+@pytest.mark.sluice_topic(partitions=2, configs=["retention.ms"])
+def test_configs_not_a_mapping(sluice_topic):
+    pass
+
+@pytest.mark.sluice_topic(2, configs={"retention.ms": 1000})
+def test_right(sluice_broker, sluice_topic):
+    topic = sluice_broker.call(lambda: sluice_broker.server.broker.logs.topics[sluice_topic])
+    assert (len(topic.partitions), topic.config.retention_ms) == (2, 1000)
+"""
+
+
+def test_a_sluice_topic_marker_with_an_argument_it_does_not_take_is_an_error(
+    pytester: pytest.Pytester,
+) -> None:
+    """``partition=3`` or ``config={...}`` was ignored without a word: the test ran against a
+    topic of one partition with the broker's default configs."""
+    pytester.makepyfile(test_sample=MARKER_MODULE)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*sluice_topic(partition=3): unknown argument partition; it takes partitions*",
+            "*sluice_topic(partitions=2, config={'retention.ms': 1000}): unknown argument config*",
+            "*sluice_topic(2, partitions=3): partitions given twice*",
+            "*configs is a mapping of topic configs by Kafka name, not *'retention.ms'*",
+        ]
+    )
+
+
+def test_a_test_whose_session_fixtures_are_on_another_broker_than_its_own_fails_saying_so(
+    pytester: pytest.Pytester,
+) -> None:
+    """A directory's conftest.py overrides sluice_settings for the session: its tests get a
+    broker of their own, but a session fixture on sluice_session_broker is made once, on the
+    broker of whichever test asked first. A test there would look for the fixture's topic on
+    its own broker."""
+    pytester.makeconftest(
+        """
+import pytest
+
+@pytest.fixture(scope="session")
+def shared_topic(sluice_session_broker):
+    return sluice_session_broker.create_topic()
+"""
+    )
+    strict = pytester.mkpydir("strict")
+    (strict / "conftest.py").write_text(
+        "import pytest\n\n"
+        "@pytest.fixture(scope='session')\n"
+        "def sluice_settings():\n"
+        "    return {'auto.create.topics.enable': False}\n"
+    )
+    (strict / "test_strict.py").write_text(
+        "def test_shared(sluice_broker, shared_topic):\n"
+        "    assert sluice_broker.consume_all(shared_topic) == []\n"
+    )
+    pytester.makepyfile(
+        test_default="""
+def test_shared(sluice_broker, shared_topic):
+    assert sluice_broker.consume_all(shared_topic) == []
+"""
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "test_default.py", "strict")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*not those sluice_session_broker started with*"])
+
+
+def test_the_same_settings_written_otherwise_share_a_broker(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = tmp_path / "seen.jsonl"
+    monkeypatch.setenv("SEEN", str(seen))
+    module = """
+import json, os
+import pytest
+
+@pytest.fixture(scope="module")
+def sluice_settings():
+    return {settings}
+
+def test_port(sluice_broker):
+    with open(os.environ["SEEN"], "a") as f:
+        f.write(json.dumps({{"port": sluice_broker.port}}) + "\\n")
+"""
+    pytester.makepyfile(
+        test_a=module.format(settings='{"num.partitions": 3, "log.cleanup.policy": ["delete"]}'),
+        test_b=module.format(settings='{"log.cleanup.policy": "delete", "num.partitions": "3"}'),
+        test_c=module.format(settings='{"num.partitions": 4}'),
+    )
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    a, b, c = (row["port"] for row in _seen(seen))
+    assert a == b != c
+
+
 XDIST_MODULE = '''
 import json, os
 import pytest
@@ -160,6 +337,9 @@ def test_kafka_bootstrap_runs_the_fixtures_against_an_external_cluster(
         result.stdout.fnmatch_lines(
             ["*scripted faults need an embedded sluice broker*", "*sluice_process starts sluice*"]
         )
+        # each skip is reported at its test, not all of them at one line of the plugin
+        skips = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
+        assert len(skips) == 14 and all("test_sample.py:" in line for line in skips), skips
         assert "AttributeError" not in result.stdout.str()
         # every topic the tests made was deleted; nothing else was ever there
         assert _topics(external.bootstrap_servers) == []
@@ -290,5 +470,5 @@ def test_the_documented_examples_run_against_an_external_cluster(
         result = pytester.runpytest_subprocess(
             str(EXAMPLES), "--kafka-bootstrap", external.bootstrap_servers, "-p", "no:cacheprovider", "-rs"
         )
-        result.assert_outcomes(passed=12, skipped=3)  # the three skips: scripted faults
+        result.assert_outcomes(passed=12, skipped=4)  # the skips: scripted faults, sluice_process
         assert _topics(external.bootstrap_servers) == []

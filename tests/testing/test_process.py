@@ -9,8 +9,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
+from sluice.errors import InvalidConfigError
 from sluice.testing import BrokerProcess, create_topic
 
 
@@ -58,3 +59,37 @@ def test_misuse_is_a_runtime_error_even_under_python_o(tmp_path: Path) -> None:
         assert broker.proc is not None and broker.proc.pid == pid  # the first child serves on
         with pytest.raises(RuntimeError, match="without admin=True"):
             broker.admin_url  # noqa: B018 - the property raises
+
+
+def test_settings_go_to_the_child_as_kafka_writes_them(tmp_path: Path) -> None:
+    """Each value was ``str()``-ed onto the command line: a list reached the child as
+    ``['compact', 'delete']`` and failed its start, ``False`` as ``False``."""
+    settings = {"log.cleanup.policy": ["compact", "delete"], "auto.create.topics.enable": False}
+    with BrokerProcess(tmp_path / "data", tmp_path / "serve.log", settings=settings) as broker:
+        broker.start()
+        create_topic(broker.bootstrap_servers, "t", 1)
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+        (described,) = admin.describe_configs([ConfigResource("topic", "t")]).values()
+        assert described.result(timeout=10)["cleanup.policy"].value == "compact,delete"
+
+
+def test_a_setting_with_no_kafka_string_is_refused_before_any_child(tmp_path: Path) -> None:
+    with pytest.raises(InvalidConfigError, match=r"log\.retention\.ms: None is no value"):
+        BrokerProcess(tmp_path / "data", tmp_path / "serve.log", settings={"log.retention.ms": None})
+
+
+def test_a_child_that_exits_at_start_says_why_in_this_runs_words(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    log.write_text("an earlier run's output\n")
+    broker = BrokerProcess(tmp_path / "data", log, settings={"no.such.setting": 1})
+    with pytest.raises(RuntimeError, match=r"unknown broker config 'no\.such\.setting'") as raised:
+        broker.start()
+    assert "earlier run" not in str(raised.value)
+
+
+@pytest.mark.parametrize("name", ["listeners", "log.dirs", "log.dir"])
+def test_a_setting_the_process_sets_itself_is_refused(tmp_path: Path, name: str) -> None:
+    """The command line's --listen and --data-dir won over them without a word: the child
+    served elsewhere than the test asked (EmbeddedBroker refuses them too)."""
+    with pytest.raises(InvalidConfigError, match="BrokerProcess sets it itself"):
+        BrokerProcess(tmp_path / "data", tmp_path / "serve.log", settings={name: "x"})

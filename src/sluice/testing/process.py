@@ -13,12 +13,19 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 _READY = b"sluice listening on "
 """What ``sluice serve`` logs once its logs are open and it accepts connections."""
 _PORT_ATTEMPTS = 3
+_OWN_SETTINGS = {
+    "listeners": "nothing (it listens on a free loopback port: bootstrap_servers)",
+    "log.dirs": "data_dir",
+    "log.dir": "data_dir",
+}
+"""Broker settings a BrokerProcess takes from its own arguments, as EmbeddedBroker does."""
 
 
 class _PortTaken(Exception):
@@ -41,16 +48,29 @@ class BrokerProcess:
         data_dir: Path,
         log_path: Path,
         *,
-        settings: dict[str, str] | None = None,
+        settings: Mapping[str, object] | None = None,
         timeout: float = 30.0,
         admin: bool = False,
     ) -> None:
-        """``admin``: serve the admin side (metrics, health, console) on a free loopback port
-        (:attr:`admin_url`); off otherwise, unless ``settings`` name ``sluice.admin.listen``."""
+        """``settings``: broker settings by Kafka name, their values as
+        :class:`~sluice.testing.EmbeddedBroker` takes them (``True``, ``60000``, ``["compact",
+        "delete"]``: Kafka's strings on the command line; each was ``str()``-ed, so a list
+        reached the child as ``['compact', 'delete']`` and failed its start, and ``None`` as
+        ``'None'``). ``admin``: serve the admin side (metrics, health, console) on a free
+        loopback port (:attr:`admin_url`); off otherwise, unless ``settings`` name
+        ``sluice.admin.listen``."""
+        from sluice.testing.topics import config_value
 
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
-        self.settings = dict(settings or {})
+        self.settings = {k: config_value(v, k, key=k) for k, v in (settings or {}).items()}
+        for name, instead in _OWN_SETTINGS.items():
+            if name in self.settings:  # the command line's --listen/--data-dir won silently
+                from sluice.errors import InvalidConfigError
+
+                raise InvalidConfigError(
+                    f"{name}: BrokerProcess sets it itself; give {instead} instead"
+                )
         self.timeout = timeout
         self.port = free_port()
         self.admin_port = free_port() if admin else None
@@ -121,7 +141,8 @@ class BrokerProcess:
                     output += log.read()
                     if f"cannot listen on 127.0.0.1:{self.port}:".encode() in output:
                         raise _PortTaken
-                    raise RuntimeError(f"sluice serve exited at start:\n{self.log_path.read_text()}")
+                    said = output.decode(errors="replace")  # this run's, not earlier ones'
+                    raise RuntimeError(f"sluice serve exited at start:\n{said}")
                 if _READY in output and (self.admin_port is None or self._admin_ready()):
                     return
                 if time.monotonic() > deadline:
