@@ -409,7 +409,7 @@ class GroupMembership:
         except SluiceError as exc:
             log.warning("group %s: could not persist static member: %s", group.group_id, exc)
             if member.join_waiter is join.waiter and group.members.get(member.member_id) is member:
-                member.join_waiter = None
+                member.set_join_waiter(None)
                 group.update_member(
                     member,
                     old.protocols,
