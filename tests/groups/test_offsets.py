@@ -720,3 +720,24 @@ def test_offset_metadata_is_measured_in_characters_as_kafka_does(h: Harness) -> 
         ("t", 0): E.NONE
     }
     assert txn_commit_one(h, "chars", metadata=accented + "é") == E.OFFSET_METADATA_TOO_LARGE
+
+
+def test_unknown_partitions_keep_their_answer_when_the_commit_is_refused(h: Harness) -> None:
+    """Kafka answers a partition that does not exist UNKNOWN_TOPIC_OR_PARTITION whatever the
+    group says of the rest (its request handler filters them before the coordinator), as
+    TxnOffsetCommit here already did; OffsetCommit gave them the group's refusal."""
+    a, _, gen = stable_pair(h)
+    stale = commit(h, {("nope", 0): 1, ("t", 9): 1, ("t", 0): 1}, generation=gen - 1, member_id=a)
+    assert stale == {
+        ("nope", 0): E.UNKNOWN_TOPIC_OR_PARTITION,
+        ("t", 9): E.UNKNOWN_TOPIC_OR_PARTITION,
+        ("t", 0): E.ILLEGAL_GENERATION,
+    }
+    assert commit(h, {("nope", 0): 1, ("t", 0): 1}, group="new", generation=3, member_id="m") == {
+        ("nope", 0): E.UNKNOWN_TOPIC_OR_PARTITION,
+        ("t", 0): E.ILLEGAL_GENERATION,
+    }
+    assert commit(h, {("nope", 0): 1, ("t", 0): 1}, group="g") == {
+        ("nope", 0): E.UNKNOWN_TOPIC_OR_PARTITION,
+        ("t", 0): E.UNKNOWN_MEMBER_ID,
+    }

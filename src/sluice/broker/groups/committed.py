@@ -138,7 +138,10 @@ class CommittedOffsets:
         parts = [((t.name, p.partition_index), p) for t in req.topics for p in t.partitions]
 
         def fail_all(error: ErrorCode) -> list[ErrorCode]:
-            return [error] * len(parts)
+            # Unknown partitions keep their own answer, as Kafka's (its request handler
+            # answers them before the coordinator sees the rest), and as TxnOffsetCommit.
+            unknown = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            return [error if self._partition_exists(*tp) else unknown for tp, _ in parts]
 
         error = group_id_error(req.group_id, ApiKey.OFFSET_COMMIT)
         if error is not None:
