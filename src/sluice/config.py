@@ -792,7 +792,7 @@ _BROKER_ROWS = (
     _broker("offsets.retention.check.interval.ms", "offsets_retention_check_interval_ms", _positive, _L,
             "How often offset expiry runs."),
     _broker("offset.metadata.max.bytes", "offset_metadata_max_bytes", _positive, _I,
-            "Longest metadata string an offset commit may carry."),
+            "Longest metadata string an offset commit may carry, in characters (UTF-16 units, as Kafka)."),
     _broker("sluice.max.partitions.per.topic", "max_partitions_per_topic", _at_least_one, _I,
             "Most partitions one topic may have (creation and increases)."),
     _broker("max.broker.partitions", "max_broker_partitions", _at_least_one, _I,

@@ -42,6 +42,9 @@ def assert_consistent(h: Harness) -> None:
             assert g.members and g.protocol_name is not None
             assert all(g.protocol_name in mm.protocol_names() for mm in g.members.values())
         assert g.pending_sync <= set(g.members)
+        # The tally JoinGroup reads instead of counting the members (linear rebalances).
+        assert g.tally.awaiting == sum(mm.awaiting_join for mm in g.members.values()), g.group_id
+        assert all(mm.tally is g.tally for mm in g.members.values()), g.group_id
 
 
 class Fuzzer:

@@ -794,3 +794,36 @@ def test_list_groups_with_state_filter_and_describe_unknown(h: Harness) -> None:
     assert preparing.protocol_data == "" and all(
         x.member_assignment == b"" for x in preparing.members
     )
+
+
+def test_group_metadata_over_the_store_limit_is_refused_as_kafka_does(h: Harness) -> None:
+    """A generation whose metadata cannot fit one record of the group store (64 MiB) cannot be
+    stored: the SyncGroup is answered UNKNOWN_SERVER_ERROR, Kafka's answer when a group's
+    record is over the offsets log's limit (Java consumers raise it from poll()), and refused
+    before it is encoded. It was answered COORDINATOR_NOT_AVAILABLE (a coordinator that is
+    there, said to be missing), after encoding ~90 MiB of JSON on the event loop, which every
+    client waited for, again on each rebalance of the loop that follows."""
+    from sluice.broker.groups.group import GroupState
+    from sluice.broker.state_log import LOG_CONFIG
+
+    big = b"\x00" * (LOG_CONFIG.max_message_bytes * 3 // 4 + 1024)  # > the limit in base64
+    ms = h.coordinator.membership
+    # Straight to the coordinator: 48 MiB through the wire codec is not what is tested here.
+    joined = h.run(ms.join_group(3, join_body(protocols=[("range", big)]), "c", "/127.0.0.1"))
+    assert joined.error == E.NONE and joined.leader == joined.member_id
+    request = m.SyncGroupRequest(
+        group_id="g",
+        generation_id=joined.generation_id,
+        member_id=joined.member_id,
+        assignments=[m.SyncGroupRequestAssignment(member_id=joined.member_id, assignment=b"a")],
+    )
+    synced = h.run(asyncio.wait_for(ms.sync_group(3, request), 10))
+    assert synced.error == E.UNKNOWN_SERVER_ERROR
+    group = h.coordinator.groups["g"]
+    assert group.is_(GroupState.PREPARING_REBALANCE)  # as Kafka: the group rebalances
+    assert "g" not in h.coordinator.store.groups
+    # The store still takes writes of other groups.
+    other = h.call(ApiKey.JOIN_GROUP, 3, join_body(group="other"))
+    assert other.error_code == E.NONE
+    done = h.result(sync(h, other.member_id, other.generation_id, {other.member_id: b"x"}, group="other"))
+    assert done.error_code == E.NONE and done.assignment == b"x"

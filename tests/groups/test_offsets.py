@@ -629,3 +629,115 @@ def test_offset_delete(h: Harness) -> None:
     top, parts = _offset_delete(h, "g", [("t", 0), ("u", 1)])
     assert (top, set(parts.values())) == (E.NONE, {E.NONE})
     assert describe(h).group_state == "Dead"
+
+
+def _entries(
+    resp: m.OffsetCommitResponse | m.TxnOffsetCommitResponse,
+) -> list[tuple[str, int, int]]:
+    return [(t.name, p.partition_index, p.error_code) for t in resp.topics for p in t.partitions]
+
+
+def test_a_partition_named_twice_is_answered_entry_by_entry(h: Harness) -> None:
+    """As Kafka's coordinator: every entry is judged and answered for itself, and the partition
+    keeps its last valid entry. Every mention was answered with the last one's verdict: a valid
+    offset followed by one with too much metadata was refused twice and nothing stored; the
+    other way round, the refused entry was answered NONE."""
+    big = "x" * 5000
+
+    def part(offset: int, metadata: str) -> m.OffsetCommitRequestPartition:
+        return m.OffsetCommitRequestPartition(
+            partition_index=0, committed_offset=offset, committed_metadata=metadata
+        )
+
+    body = m.OffsetCommitRequest(
+        group_id="dup",
+        generation_id_or_member_epoch=-1,
+        member_id="",
+        topics=[
+            m.OffsetCommitRequestTopic(name="t", partitions=[part(5, "five"), part(6, big)]),
+            m.OffsetCommitRequestTopic(name="u", partitions=[part(7, big)]),
+            m.OffsetCommitRequestTopic(name="u", partitions=[part(8, "eight")]),
+        ],
+    )
+    resp = h.call(ApiKey.OFFSET_COMMIT, 8, body)
+    assert _entries(resp) == [
+        ("t", 0, E.NONE),
+        ("t", 0, E.OFFSET_METADATA_TOO_LARGE),
+        ("u", 0, E.OFFSET_METADATA_TOO_LARGE),
+        ("u", 0, E.NONE),
+    ]
+    assert fetch(h, [("t", 0), ("u", 0)], group="dup") == {
+        ("t", 0): (5, "five"),
+        ("u", 0): (8, "eight"),
+    }
+    # Two valid entries: both NONE, the last one kept (what Kafka's log keeps).
+    body.topics = [m.OffsetCommitRequestTopic(name="t", partitions=[part(9, "a"), part(3, "b")])]
+    assert _entries(h.call(ApiKey.OFFSET_COMMIT, 8, body)) == [("t", 0, E.NONE), ("t", 0, E.NONE)]
+    assert fetch(h, [("t", 0)], group="dup") == {("t", 0): (3, "b")}
+
+    # TxnOffsetCommit: the same rule for the offsets pending in the transaction.
+    def tpart(offset: int, metadata: str) -> m.TxnOffsetCommitRequestPartition:
+        return m.TxnOffsetCommitRequestPartition(
+            partition_index=1, committed_offset=offset, committed_metadata=metadata
+        )
+
+    txn = m.TxnOffsetCommitRequest(
+        transactional_id="tx",
+        group_id="dup",
+        producer_id=7,
+        producer_epoch=0,
+        generation_id=-1,
+        member_id="",
+        topics=[
+            m.TxnOffsetCommitRequestTopic(name="t", partitions=[tpart(11, "ok"), tpart(12, big)]),
+            m.TxnOffsetCommitRequestTopic(name="nope", partitions=[tpart(1, "")]),
+        ],
+    )
+    assert _entries(h.call(ApiKey.TXN_OFFSET_COMMIT, 3, txn)) == [
+        ("t", 1, E.NONE),
+        ("t", 1, E.OFFSET_METADATA_TOO_LARGE),
+        ("nope", 1, E.UNKNOWN_TOPIC_OR_PARTITION),
+    ]
+    h.run(h.coordinator.end_transaction(7, ["dup"], commit=True))
+    assert fetch(h, [("t", 1)], group="dup") == {("t", 1): (11, "ok")}
+
+
+def test_offset_metadata_is_measured_in_characters_as_kafka_does(h: Harness) -> None:
+    """offset.metadata.max.bytes counts a Java string's length (UTF-16 code units), as Kafka's
+    isMetadataInvalid does; UTF-8 bytes refused 4096 accented letters that Kafka accepts."""
+    accented = "é" * 4096  # 8192 bytes of UTF-8, 4096 characters
+    assert commit(h, {("t", 0): 1}, group="chars", metadata=accented) == {("t", 0): E.NONE}
+    assert fetch(h, [("t", 0)], group="chars") == {("t", 0): (1, accented)}
+    assert txn_commit_one(h, "chars", metadata=accented) == E.NONE
+    # One more character is too many; a character outside the BMP is two UTF-16 units, as in Java.
+    assert commit(h, {("t", 0): 2}, group="chars", metadata=accented + "é") == {
+        ("t", 0): E.OFFSET_METADATA_TOO_LARGE
+    }
+    assert commit(h, {("t", 0): 3}, group="chars", metadata="é" * 4095 + "\U0001f600") == {
+        ("t", 0): E.OFFSET_METADATA_TOO_LARGE
+    }
+    assert commit(h, {("t", 0): 4}, group="chars", metadata="é" * 4094 + "\U0001f600") == {
+        ("t", 0): E.NONE
+    }
+    assert txn_commit_one(h, "chars", metadata=accented + "é") == E.OFFSET_METADATA_TOO_LARGE
+
+
+def test_unknown_partitions_keep_their_answer_when_the_commit_is_refused(h: Harness) -> None:
+    """Kafka answers a partition that does not exist UNKNOWN_TOPIC_OR_PARTITION whatever the
+    group says of the rest (its request handler filters them before the coordinator), as
+    TxnOffsetCommit here already did; OffsetCommit gave them the group's refusal."""
+    a, _, gen = stable_pair(h)
+    stale = commit(h, {("nope", 0): 1, ("t", 9): 1, ("t", 0): 1}, generation=gen - 1, member_id=a)
+    assert stale == {
+        ("nope", 0): E.UNKNOWN_TOPIC_OR_PARTITION,
+        ("t", 9): E.UNKNOWN_TOPIC_OR_PARTITION,
+        ("t", 0): E.ILLEGAL_GENERATION,
+    }
+    assert commit(h, {("nope", 0): 1, ("t", 0): 1}, group="new", generation=3, member_id="m") == {
+        ("nope", 0): E.UNKNOWN_TOPIC_OR_PARTITION,
+        ("t", 0): E.ILLEGAL_GENERATION,
+    }
+    assert commit(h, {("nope", 0): 1, ("t", 0): 1}, group="g") == {
+        ("nope", 0): E.UNKNOWN_TOPIC_OR_PARTITION,
+        ("t", 0): E.UNKNOWN_MEMBER_ID,
+    }

@@ -100,14 +100,48 @@ class CommittedOffsets:
             return ErrorCode.UNKNOWN_MEMBER_ID
         return None
 
-    async def commit(
-        self, version: int, req: m.OffsetCommitRequest
-    ) -> dict[TopicPartition, ErrorCode]:
-        """Each partition's result (the whole commit is one atomic write)."""
-        results: dict[TopicPartition, ErrorCode] = {}
+    def _metadata_too_long(self, metadata: str) -> bool:
+        """Kafka's isMetadataInvalid: ``offset.metadata.max.bytes`` counts the characters of a
+        Java string (UTF-16 code units), not bytes: 4096 accented letters are accepted by
+        Kafka, and were refused here as 8192 bytes."""
+        limit = self.config.offset_metadata_max_bytes
+        if len(metadata) > limit:
+            return True
+        if 2 * len(metadata) <= limit:
+            return False
+        return len(metadata.encode("utf-16-le", "surrogatepass")) // 2 > limit
 
-        def fail_all(error: ErrorCode) -> dict[TopicPartition, ErrorCode]:
-            return {(t.name, p.partition_index): error for t in req.topics for p in t.partitions}
+    def _entry_errors(
+        self, entries: list[tuple[TopicPartition, str | None]], *, known_only: bool = False
+    ) -> tuple[list[ErrorCode], dict[TopicPartition, int]]:
+        """Each entry's own verdict, in request order, and the last valid entry of each
+        partition (its index): as Kafka's coordinator, every entry is answered for itself
+        and the partition keeps its last valid offset. Answering every mention with the last
+        mention's verdict said NONE for an entry that was refused, or refused one that was
+        stored. ``known_only``: only unknown partitions are judged (TxnOffsetCommit checks the
+        rest after the group and the transaction)."""
+        errors: list[ErrorCode] = []
+        last: dict[TopicPartition, int] = {}
+        for i, (tp, metadata) in enumerate(entries):
+            if not self._partition_exists(*tp):
+                errors.append(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+            elif not known_only and self._metadata_too_long(metadata or ""):
+                errors.append(ErrorCode.OFFSET_METADATA_TOO_LARGE)
+            else:
+                errors.append(ErrorCode.NONE)
+                last[tp] = i
+        return errors, last
+
+    async def commit(self, version: int, req: m.OffsetCommitRequest) -> list[ErrorCode]:
+        """Each partition entry's result, in request order (the whole commit is one atomic
+        write)."""
+        parts = [((t.name, p.partition_index), p) for t in req.topics for p in t.partitions]
+
+        def fail_all(error: ErrorCode) -> list[ErrorCode]:
+            # Unknown partitions keep their own answer, as Kafka's (its request handler
+            # answers them before the coordinator sees the rest), and as TxnOffsetCommit.
+            unknown = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            return [error if self._partition_exists(*tp) else unknown for tp, _ in parts]
 
         error = group_id_error(req.group_id, ApiKey.OFFSET_COMMIT)
         if error is not None:
@@ -135,29 +169,23 @@ class CommittedOffsets:
         expire = None
         if version <= 4 and req.retention_time_ms >= 0:
             expire = now + req.retention_time_ms
-        # A partition named more than once counts once, with its last mention (Kafka keeps a
-        # map): a request naming 4 partitions 100,000 times wrote 100,000 records, the event
-        # loop busy for seconds while every other client waited.
-        latest = {(t.name, p.partition_index): p for t in req.topics for p in t.partitions}
+        # A partition named more than once is written once, with its last valid mention (what
+        # Kafka's log keeps): a request naming 4 partitions 100,000 times wrote 100,000
+        # records, the event loop busy for seconds while every other client waited.
+        results, last = self._entry_errors([(tp, p.committed_metadata) for tp, p in parts])
         topic_ids = {t.name: self._topic_id(t.name) for t in req.topics}
         changes: list[Change] = []
-        for tp, p in latest.items():
-            metadata = p.committed_metadata or ""
-            if not self._partition_exists(*tp):
-                results[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-            elif len(metadata.encode()) > self.config.offset_metadata_max_bytes:
-                results[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
-            else:
-                committed = CommittedOffset(
-                    p.committed_offset,
-                    p.committed_leader_epoch if version >= 6 else -1,
-                    metadata,
-                    now,
-                    expire,
-                    topic_ids[tp[0]],
-                )
-                changes.append((OffsetKey(req.group_id, *tp), committed))
-                results[tp] = ErrorCode.NONE
+        for tp, i in last.items():
+            p = parts[i][1]
+            committed = CommittedOffset(
+                p.committed_offset,
+                p.committed_leader_epoch if version >= 6 else -1,
+                p.committed_metadata or "",
+                now,
+                expire,
+                topic_ids[tp[0]],
+            )
+            changes.append((OffsetKey(req.group_id, *tp), committed))
         if changes:
             created = self.membership.new_group(req.group_id) if group is None else None
             keys = [k for k, _ in changes if isinstance(k, OffsetKey)]
@@ -166,8 +194,10 @@ class CommittedOffsets:
                 await self.store.write(changes)
             except SluiceError as exc:
                 log.warning("group %s: offset commit failed in storage: %s", req.group_id, exc)
-                for key in keys:
-                    results[(key.topic, key.partition)] = ErrorCode.COORDINATOR_NOT_AVAILABLE
+                results = [
+                    ErrorCode.COORDINATOR_NOT_AVAILABLE if e is ErrorCode.NONE else e
+                    for e in results
+                ]
             finally:
                 self._pending_commits.subtract(keys)
                 self._pending_commits += Counter()
@@ -195,21 +225,16 @@ class CommittedOffsets:
 
     async def commit_transactional(
         self, version: int, req: m.TxnOffsetCommitRequest, txn_error: ErrorCode | None
-    ) -> dict[TopicPartition, ErrorCode]:
-        """Each partition's result. Accepted offsets are pending, under the request's producer
-        id, until :meth:`end_transaction`; ``txn_error`` is the transaction coordinator's
-        verdict on the producer (Kafka's transaction verification), refusing every partition.
-        Checks run in Kafka's order: unknown partitions, the group id, the transaction, the
-        member (KIP-447, v3+: member id, instance id and generation when given)."""
-        results: dict[TopicPartition, ErrorCode] = {}
-        known: list[tuple[TopicPartition, m.TxnOffsetCommitRequestPartition]] = []
-        # A partition named more than once counts once, with its last mention (as OffsetCommit).
-        latest = {(t.name, p.partition_index): p for t in req.topics for p in t.partitions}
-        for tp, p in latest.items():
-            if self._partition_exists(*tp):
-                known.append((tp, p))
-            else:
-                results[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    ) -> list[ErrorCode]:
+        """Each partition entry's result, in request order. Accepted offsets are pending,
+        under the request's producer id, until :meth:`end_transaction`; ``txn_error`` is the
+        transaction coordinator's verdict on the producer (Kafka's transaction verification),
+        refusing every partition. Checks run in Kafka's order: unknown partitions, the group
+        id, the transaction, the member (KIP-447, v3+: member id, instance id and generation
+        when given)."""
+        parts = [((t.name, p.partition_index), p) for t in req.topics for p in t.partitions]
+        results, _ = self._entry_errors([(tp, None) for tp, _ in parts], known_only=True)
+        known = [i for i, e in enumerate(results) if e is ErrorCode.NONE]
         if not known:
             return results
         error = group_id_error(req.group_id, ApiKey.TXN_OFFSET_COMMIT) or txn_error
@@ -230,40 +255,47 @@ class CommittedOffsets:
                 transactional=True,
             )
         if error is not None:
-            results.update((tp, error) for tp, _ in known)
+            for i in known:
+                results[i] = error
             return results
         now = self.wall_clock()
+        # Each entry judged for itself; a partition named more than once keeps its last valid
+        # mention (as OffsetCommit).
+        last: dict[TopicPartition, int] = {}
+        for i in known:
+            tp, p = parts[i]
+            if self._metadata_too_long(p.committed_metadata or ""):
+                results[i] = ErrorCode.OFFSET_METADATA_TOO_LARGE
+            else:
+                last[tp] = i
         changes: list[Change] = []
-        for tp, p in known:
-            metadata = p.committed_metadata or ""
-            if len(metadata.encode()) > self.config.offset_metadata_max_bytes:
-                results[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
-                continue
+        for tp, i in last.items():
+            p = parts[i][1]
             pending = CommittedOffset(
                 p.committed_offset,
                 p.committed_leader_epoch if version >= 2 else -1,
-                metadata,
+                p.committed_metadata or "",
                 now,
                 None,
                 self._topic_id(tp[0]),
             )
             changes.append((PendingOffsetKey(req.group_id, req.producer_id, *tp), pending))
-            results[tp] = ErrorCode.NONE
         if changes:
             created = self.membership.new_group(req.group_id) if group is None else None
             # Counted with the simple commits in flight: deleting the group meanwhile
             # tombstones these partitions too (after this write, which drops the pending
             # offsets), so the transaction's commit cannot bring back offsets of a group that
             # was deleted, which nobody could list or delete again until a restart.
-            keys = [OffsetKey(k.group, k.topic, k.partition) for k, _ in changes if isinstance(k, PendingOffsetKey)]
+            keys = [OffsetKey(req.group_id, *tp) for tp in last]
             self._pending_commits.update(keys)
             try:
                 await self.store.write(changes)
             except SluiceError as exc:
                 log.warning("group %s: transactional offset commit failed in storage: %s", req.group_id, exc)
-                for key, _ in changes:
-                    assert isinstance(key, PendingOffsetKey)
-                    results[(key.topic, key.partition)] = ErrorCode.COORDINATOR_NOT_AVAILABLE
+                results = [
+                    ErrorCode.COORDINATOR_NOT_AVAILABLE if e is ErrorCode.NONE else e
+                    for e in results
+                ]
             finally:
                 self._pending_commits.subtract(keys)
                 self._pending_commits += Counter()

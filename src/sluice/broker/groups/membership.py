@@ -35,8 +35,9 @@ from sluice.broker.groups.group import (
     new_member_id,
 )
 from sluice.broker.groups.store import Change, GroupKey, GroupStore, StoredGroup, StoredMember
+from sluice.broker.state_log import LOG_CONFIG
 from sluice.dataclass import dataclass
-from sluice.errors import ErrorCode, SluiceError
+from sluice.errors import ErrorCode, RecordTooLargeError, SluiceError
 from sluice.plural import plural
 from sluice.protocol import ApiKey
 from sluice.protocol import messages as m
@@ -409,7 +410,7 @@ class GroupMembership:
         except SluiceError as exc:
             log.warning("group %s: could not persist static member: %s", group.group_id, exc)
             if member.join_waiter is join.waiter and group.members.get(member.member_id) is member:
-                member.join_waiter = None
+                member.set_join_waiter(None)
                 group.update_member(
                     member,
                     old.protocols,
@@ -655,13 +656,27 @@ class GroupMembership:
         ):
             return  # moved on (or deleted) before this task ran: nothing to store or answer
         error = ErrorCode.NONE
+        stored = self._stored_group(group, assignment)
+        least = _least_encoded_size(stored)
         try:
-            await self.store.write(
-                [(GroupKey(group.group_id), self._stored_group(group, assignment))]
-            )
+            if least > LOG_CONFIG.max_message_bytes:
+                # Refused before encoding it: encoding 64 MiB of JSON held the event loop
+                # (every client) for seconds, on every rebalance of a group that loops.
+                raise RecordTooLargeError(
+                    f"its metadata is at least {least} bytes, over the group store's limit "
+                    f"of {LOG_CONFIG.max_message_bytes}"
+                )
+            await self.store.write([(GroupKey(group.group_id), stored)])
         except SluiceError as exc:
-            log.warning("group %s: could not store the assignment: %s", group.group_id, exc)
-            error = ErrorCode.COORDINATOR_NOT_AVAILABLE
+            if exc.code in (ErrorCode.MESSAGE_TOO_LARGE, ErrorCode.RECORD_LIST_TOO_LARGE):
+                # Kafka's answer when a group's metadata record is over the offsets log's
+                # limit: no retry can help, and Java consumers raise it from poll() instead
+                # of looking for a coordinator that is there (COORDINATOR_NOT_AVAILABLE).
+                log.error("group %s: cannot store the assignment: %s", group.group_id, exc)
+                error = ErrorCode.UNKNOWN_SERVER_ERROR
+            else:
+                log.warning("group %s: could not store the assignment: %s", group.group_id, exc)
+                error = ErrorCode.COORDINATOR_NOT_AVAILABLE
         if not (group.is_(GroupState.COMPLETING_REBALANCE) and group.generation_id == generation):
             return  # the group moved on (a member joined or left) while we were writing
         if error is not ErrorCode.NONE:
@@ -788,6 +803,17 @@ def _distinct_protocols(requested: Iterable[m.JoinGroupRequestProtocol]) -> Prot
     for p in requested:
         seen.setdefault(p.name, bytes(p.metadata))
     return list(seen.items())
+
+
+def _least_encoded_size(stored: StoredGroup) -> int:
+    """A lower bound of ``stored``'s record in the group store (base64 of each member's
+    subscription and assignment, and its ids), computed without encoding it."""
+    size = 0
+    for sm in stored.members:
+        size += 4 * ((len(sm.subscription) + 2) // 3) + 4 * ((len(sm.assignment) + 2) // 3)
+        size += len(sm.member_id) + len(sm.client_id) + len(sm.client_host)
+        size += len(sm.group_instance_id or "")
+    return size
 
 
 @dataclass(frozen=True, slots=True)

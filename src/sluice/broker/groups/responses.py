@@ -134,16 +134,17 @@ def leave_group_response(
 
 
 def offset_commit_response(
-    req: m.OffsetCommitRequest, results: dict[TopicPartition, ErrorCode]
+    req: m.OffsetCommitRequest, results: list[ErrorCode]
 ) -> m.OffsetCommitResponse:
-    """One entry per partition asked for, in the request's order."""
+    """One entry per partition entry asked for, in the request's order (``results`` is in
+    that order too)."""
     topics: dict[str, list[m.OffsetCommitResponsePartition]] = {}
+    codes = iter(results)
     for t in req.topics:
         for p in t.partitions:
             topics.setdefault(t.name, []).append(
                 m.OffsetCommitResponsePartition(
-                    partition_index=p.partition_index,
-                    error_code=results[(t.name, p.partition_index)],
+                    partition_index=p.partition_index, error_code=next(codes)
                 )
             )
     return m.OffsetCommitResponse(
@@ -152,16 +153,17 @@ def offset_commit_response(
 
 
 def txn_offset_commit_response(
-    req: m.TxnOffsetCommitRequest, results: dict[TopicPartition, ErrorCode]
+    req: m.TxnOffsetCommitRequest, results: list[ErrorCode]
 ) -> m.TxnOffsetCommitResponse:
-    """One entry per partition asked for, in the request's order."""
+    """One entry per partition entry asked for, in the request's order (``results`` is in
+    that order too)."""
     topics: dict[str, list[m.TxnOffsetCommitResponsePartition]] = {}
+    codes = iter(results)
     for t in req.topics:
         for p in t.partitions:
             topics.setdefault(t.name, []).append(
                 m.TxnOffsetCommitResponsePartition(
-                    partition_index=p.partition_index,
-                    error_code=results[(t.name, p.partition_index)],
+                    partition_index=p.partition_index, error_code=next(codes)
                 )
             )
     return m.TxnOffsetCommitResponse(
@@ -394,6 +396,6 @@ def error_response(request: Request, error: ErrorCode) -> ResponseBody:
             return m.OffsetDeleteResponse(error_code=error)
         case m.TxnOffsetCommitRequest():
             return txn_offset_commit_response(
-                body, {(t.name, p.partition_index): error for t in body.topics for p in t.partitions}
+                body, [error for t in body.topics for p in t.partitions]
             )
     raise ValueError(f"not a group API: {type(body).__name__}")
