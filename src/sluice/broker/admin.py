@@ -23,7 +23,12 @@ log = logging.getLogger(__name__)
 
 def _check_replicas(broker: BrokerContext, replication_factor: int, assignments: list[list[int]]) -> None:
     node = broker.config.node_id
-    if replication_factor not in (-1, 1):
+    if replication_factor < 1 and replication_factor != -1:
+        raise Refused(
+            ErrorCode.INVALID_REPLICATION_FACTOR,
+            f"replication factor must be larger than 0, or -1 to use the default, not {replication_factor}",
+        )
+    if replication_factor > 1:
         raise Refused(
             ErrorCode.INVALID_REPLICATION_FACTOR,
             f"replication factor {replication_factor} is larger than the 1 broker available",

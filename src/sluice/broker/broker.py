@@ -124,6 +124,23 @@ async def _init_producer_id(broker: Broker, request: Request, client: Client) ->
     return await broker.transactions.init_producer_id(request)
 
 
+CONSUMER_PROTOCOL_REFUSAL = (
+    "sluice serves only the classic consumer group protocol (JoinGroup/SyncGroup), not KIP-848's "
+    "consumer protocol: set group.protocol=classic"
+)
+
+
+async def _consumer_group_heartbeat(broker: Broker, request: Request, client: Client) -> ResponseBody:
+    """KIP-848's consumer protocol is not served. Kafka answers UNSUPPORTED_VERSION to this API
+    when the protocol is off (``group.coordinator.rebalance.protocols`` without ``consumer``);
+    advertising the API so the refusal can be said turns librdkafka's silent retry loop (a
+    consumer that never joins, never errs, when the API is missing from ApiVersions) into a
+    fatal error the application sees at once."""
+    return m.ConsumerGroupHeartbeatResponse(
+        error_code=ErrorCode.UNSUPPORTED_VERSION, error_message=CONSUMER_PROTOCOL_REFUSAL
+    )
+
+
 def _plain(fn: Callable[[Broker, Request], Awaitable[Any]]) -> Handler:
     """A handler that needs nothing of the client."""
 
@@ -182,6 +199,7 @@ HANDLERS: dict[int, Registration] = dict(
         _register(ApiKey.LIST_GROUPS, _groups("list_groups")),
         _register(ApiKey.DELETE_GROUPS, _groups("delete_groups")),
         _register(ApiKey.OFFSET_DELETE, _groups("offset_delete")),
+        _register(ApiKey.CONSUMER_GROUP_HEARTBEAT, _consumer_group_heartbeat),
     ]
 )
 """Every API the broker serves, with its versions: the version table ApiVersions advertises."""

@@ -179,11 +179,55 @@ async def _alter(
     return response
 
 
+NAMED_TWICE = "Each resource must appear at most once."
+
+
+def _named_twice(
+    resources: list[m.AlterConfigsResource] | list[m.IncrementalAlterConfigsResource],
+) -> set[tuple[int, str]]:
+    """Resources a request names more than once. Kafka refuses every mention of them
+    (ConfigAdminManager.preprocess): applied one after the other, the second would silently
+    undo the first (AlterConfigs replaces the whole override set) while both were answered
+    success."""
+    counts = Counter((r.resource_type, r.resource_name) for r in resources)
+    return {key for key, n in counts.items() if n > 1}
+
+
+def _refused(
+    res: m.AlterConfigsResource | m.IncrementalAlterConfigsResource, problem: SluiceError
+) -> m.AlterConfigsResourceResponse:
+    return m.AlterConfigsResourceResponse(
+        error_code=problem.code,
+        error_message=str(problem),
+        resource_type=res.resource_type,
+        resource_name=res.resource_name,
+    )
+
+
+def _legacy_problem(res: m.AlterConfigsResource) -> SluiceError | None:
+    """Kafka's checks of an AlterConfigs resource before anything is applied: a key given
+    twice (which value would win?) and a null value (which this API cannot mean as a delete:
+    it used to drop the key from the override set, answered as a success)."""
+    if any(n > 1 for n in Counter(c.name for c in res.configs).values()):
+        return Refused(ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys")
+    nulls = [c.name for c in res.configs if c.value is None]
+    if nulls:
+        return Refused(ErrorCode.INVALID_REQUEST, f"Null value not supported for : {', '.join(nulls)}")
+    return None
+
+
 async def alter_configs(broker: BrokerContext, request: Request) -> m.AlterConfigsResponse:
     body = request.body
     assert isinstance(body, m.AlterConfigsRequest)
     responses = []
+    twice = _named_twice(body.resources)
     for res in body.resources:
+        if (res.resource_type, res.resource_name) in twice:
+            responses.append(_refused(res, Refused(ErrorCode.INVALID_REQUEST, NAMED_TWICE)))
+            continue
+        if (problem := _legacy_problem(res)) is not None:
+            responses.append(_refused(res, problem))
+            continue
         set_configs = {c.name: c.value for c in res.configs if c.value is not None}
         responses.append(
             await _alter(
@@ -225,19 +269,26 @@ async def incremental_alter_configs(
     body = request.body
     assert isinstance(body, m.IncrementalAlterConfigsRequest)
     responses = []
+    twice = _named_twice(body.resources)
     for res in body.resources:
+        if (res.resource_type, res.resource_name) in twice:
+            responses.append(_refused(res, Refused(ErrorCode.INVALID_REQUEST, NAMED_TWICE)))
+            continue
         set_configs: dict[str, str] = {}
         delete: list[str] = []
         problem: SluiceError | None = None
         dupes = [k for k, n in Counter(c.name for c in res.configs).items() if n > 1]
+        nulls = [c.name for c in res.configs if c.value is None and c.config_operation != ConfigOperation.DELETE]
         if dupes:
             problem = Refused(ErrorCode.INVALID_REQUEST, f"config {dupes[0]!r} is given more than once")
+        elif nulls:
+            # Kafka's answer; an APPEND of nothing used to succeed, doing nothing.
+            problem = Refused(ErrorCode.INVALID_REQUEST, f"Null value not supported for : {', '.join(nulls)}")
         for c in res.configs:
-            if c.config_operation == ConfigOperation.SET:
-                if c.value is None:
-                    problem = InvalidConfigError(f"config {c.name!r} has no value to set")
-                else:
-                    set_configs[c.name] = c.value
+            if problem is not None:
+                break
+            if c.config_operation == ConfigOperation.SET and c.value is not None:  # null: above
+                set_configs[c.name] = c.value
             elif c.config_operation == ConfigOperation.DELETE:
                 delete.append(c.name)
             elif c.config_operation in (ConfigOperation.APPEND, ConfigOperation.SUBTRACT):
@@ -248,14 +299,7 @@ async def incremental_alter_configs(
             else:
                 problem = Refused(ErrorCode.INVALID_REQUEST, f"unknown config operation {c.config_operation}")
         if problem is not None:
-            responses.append(
-                m.AlterConfigsResourceResponse(
-                    error_code=problem.code,
-                    error_message=str(problem),
-                    resource_type=res.resource_type,
-                    resource_name=res.resource_name,
-                )
-            )
+            responses.append(_refused(res, problem))
             continue
         responses.append(
             await _alter(

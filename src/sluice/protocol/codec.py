@@ -76,6 +76,7 @@ if TYPE_CHECKING:
         | m.DescribeProducersRequest
         | m.DescribeTransactionsRequest
         | m.ListTransactionsRequest
+        | m.ConsumerGroupHeartbeatRequest
     )
 
     ResponseBody = (
@@ -118,6 +119,7 @@ if TYPE_CHECKING:
         | m.DescribeProducersResponse
         | m.DescribeTransactionsResponse
         | m.ListTransactionsResponse
+        | m.ConsumerGroupHeartbeatResponse
     )
 else:  # at run time: not built from the admin APIs' classes, which load on first use
     RequestBody = ResponseBody = Any

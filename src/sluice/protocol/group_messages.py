@@ -1,5 +1,6 @@
 """The consumer group APIs' messages (OffsetCommit, OffsetFetch, FindCoordinator, JoinGroup,
-Heartbeat, LeaveGroup, SyncGroup, DescribeGroups, ListGroups), built on first use.
+Heartbeat, LeaveGroup, SyncGroup, DescribeGroups, ListGroups, and KIP-848's
+ConsumerGroupHeartbeat, which sluice only refuses), built on first use.
 
 Declared exactly as :mod:`sluice.protocol.messages` declares the rest (see its docstring), and
 reached through it (``messages.JoinGroupRequest``, ``APIS[key].request``), which imports this
@@ -10,8 +11,22 @@ starts a broker and never serves a group, never pays for these ~36 classes.
 
 from __future__ import annotations
 
+import uuid
+
 from sluice.protocol.primitives import Buffer
-from sluice.protocol.schema import BOOL, BYTES, INT8, INT16, INT32, INT64, STRING, arr, f, message
+from sluice.protocol.schema import (
+    BOOL,
+    BYTES,
+    INT8,
+    INT16,
+    INT32,
+    INT64,
+    STRING,
+    UUID,
+    arr,
+    f,
+    message,
+)
 
 _INT32_MIN = -(2**31)
 
@@ -323,7 +338,56 @@ class ListGroupsResponse:
     groups: list[ListedGroup] = f(arr(ListedGroup))
 
 
+# ---- ConsumerGroupHeartbeat (68, KIP-848) -------------------------------------------------------
+
+
+@message
+class ConsumerGroupHeartbeatTopicPartitions:
+    topic_id: uuid.UUID = f(UUID)
+    partitions: list[int] = f(arr(INT32))
+
+
+@message
+class ConsumerGroupHeartbeatRequest:
+    group_id: str = f(STRING)
+    member_id: str = f(STRING)
+    member_epoch: int = f(INT32)
+    instance_id: str | None = f(STRING, nullable="0+", default=None)
+    rack_id: str | None = f(STRING, nullable="0+", default=None)
+    rebalance_timeout_ms: int = f(INT32, default=-1)
+    subscribed_topic_names: list[str] | None = f(arr(STRING), nullable="0+", default=None)
+    subscribed_topic_regex: str | None = f(STRING, "1+", nullable="1+", default=None)
+    server_assignor: str | None = f(STRING, nullable="0+", default=None)
+    topic_partitions: list[ConsumerGroupHeartbeatTopicPartitions] | None = f(
+        arr(ConsumerGroupHeartbeatTopicPartitions), nullable="0+", default=None
+    )
+
+
+@message
+class ConsumerGroupHeartbeatAssignment:
+    topic_partitions: list[ConsumerGroupHeartbeatTopicPartitions] = f(
+        arr(ConsumerGroupHeartbeatTopicPartitions)
+    )
+
+
+@message
+class ConsumerGroupHeartbeatResponse:
+    throttle_time_ms: int = f(INT32)
+    error_code: int = f(INT16)
+    error_message: str | None = f(STRING, nullable="0+", default=None)
+    member_id: str | None = f(STRING, nullable="0+", default=None)
+    member_epoch: int = f(INT32)
+    heartbeat_interval_ms: int = f(INT32)
+    assignment: ConsumerGroupHeartbeatAssignment | None = f(
+        ConsumerGroupHeartbeatAssignment, nullable="0+", default=None
+    )
+
+
 __all__ = [
+    "ConsumerGroupHeartbeatAssignment",
+    "ConsumerGroupHeartbeatRequest",
+    "ConsumerGroupHeartbeatResponse",
+    "ConsumerGroupHeartbeatTopicPartitions",
     "Coordinator",
     "DescribeGroupsRequest",
     "DescribeGroupsResponse",

@@ -78,6 +78,7 @@ class ApiKey(IntEnum):
     DESCRIBE_PRODUCERS = 61
     DESCRIBE_TRANSACTIONS = 65
     LIST_TRANSACTIONS = 66
+    CONSUMER_GROUP_HEARTBEAT = 68
 
 
 # ---- Produce (0) ---------------------------------------------------------------------------------
@@ -670,6 +671,12 @@ APIS: dict[int, ApiSpec] = {
             0,
         ),
         ApiSpec(ApiKey.LIST_TRANSACTIONS, "ListTransactionsRequest", "ListTransactionsResponse", 0),
+        ApiSpec(
+            ApiKey.CONSUMER_GROUP_HEARTBEAT,
+            "ConsumerGroupHeartbeatRequest",
+            "ConsumerGroupHeartbeatResponse",
+            0,
+        ),
     )
 }
 

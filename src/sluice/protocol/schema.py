@@ -264,7 +264,18 @@ def _field_reader(
     if isinstance(ftype, str):
         return _primitive_reader(ftype, flexible, nullable)
     if isinstance(ftype, type):
-        return plan(ftype, version, flexible).read
+        read_struct = plan(ftype, version, flexible).read
+        if not nullable:
+            return read_struct
+
+        def read_nullable_struct(r: Reader) -> Any:
+            # Kafka's nullable struct: an int8 marker, -1 for null, 1 for a struct that follows.
+            marker = r.int8()
+            if marker < 0:
+                return None
+            return read_struct(r)
+
+        return read_nullable_struct
     elem = _field_reader(ftype.of, version, flexible, False)
     length = Reader.compact_array_length if flexible else Reader.array_length
 
@@ -285,7 +296,18 @@ def _field_writer(
     if isinstance(ftype, str):
         return _primitive_writer(ftype, flexible, nullable, name)
     if isinstance(ftype, type):
-        return plan(ftype, version, flexible).write
+        write_struct = plan(ftype, version, flexible).write
+        if not nullable:
+            return write_struct
+
+        def write_nullable_struct(out: bytearray, v: Any) -> None:
+            if v is None:
+                out.append(0xFF)
+                return
+            out.append(1)
+            write_struct(out, v)
+
+        return write_nullable_struct
     elem = _field_writer(ftype.of, version, flexible, False, name)
 
     def write_array(out: bytearray, v: list[Any] | None) -> None:
