@@ -158,12 +158,12 @@ def _walk(data: Bytes, pos: int, first: int, count: int) -> tuple[int, int]:
                 if b2 >= 0x80 or b & 1:
                     break
                 p += 2 + (((b & 0x7F) | (b2 << 7)) >> 1)
-            if data[p]:  # the header count
-                b = data[p]
-                p += 1
-                if b >= 0x80 or b & 1:
+            n = data[p]  # the header count
+            if n:
+                if n >= 0x80 or n & 1:
                     break
-                for _ in range(b >> 1):
+                p += 1
+                while n:
                     p += key_skip[data[p]]
                     k = skip[data[p]]
                     if k:
@@ -172,6 +172,7 @@ def _walk(data: Bytes, pos: int, first: int, count: int) -> tuple[int, int]:
                         b = data[p]
                         b2 = data[p + 1]
                         p += _BAD if b2 >= 0x80 or b & 1 else 2 + (((b & 0x7F) | (b2 << 7)) >> 1)
+                    n -= 2
                 if p != end or end > size:  # the last header value was skipped unread
                     break
             elif p + 1 != end:
