@@ -107,7 +107,8 @@ def test_transactional_batches_pass(broker: EmbeddedBroker) -> None:
 
 def with_field_lie(values: list[bytes]) -> bytes:
     """An honest batch whose last record's header key length becomes -1 (the record's length,
-    the header and the CRC stay sound): librdkafka cannot parse such a batch."""
+    the header and the CRC stay sound). Stored, librdkafka delivers that record without its
+    headers."""
     out = bytearray(build_batch([(b"k", v) for v in values], headers=[[("h", b"x")]] * len(values)))
     assert out.endswith(b"\x02\x02h\x02x")  # 1 header, key "h", value "x"
     null = bytearray()

@@ -3,10 +3,10 @@
 
 The hot path never reads records (:mod:`sluice.protocol.records` checks headers and the CRC), so
 a batch claiming one record that holds two, or whose records are garbage under a valid CRC,
-would be stored: consumers then see two records at one offset, or fail to parse the batch.
-Kafka's LogValidator refuses such a batch (INVALID_RECORD) because it reads every record
-(DefaultRecord.readFrom); this module reads every record's fields as that reader does, without
-copying a key, value or header. It refuses a batch (InvalidRecordError, INVALID_RECORD) when
+would be stored: consumers then see two records at one offset, or stop at a record they
+cannot parse. Kafka's LogValidator refuses such a batch (INVALID_RECORD) because it reads every
+record (DefaultRecord.readFrom); this module reads every record's fields as that reader does,
+without copying a key, value or header. It refuses a batch (InvalidRecordError, INVALID_RECORD) when
 
 * a varint is malformed, a field runs past its record's end, or a record's fields end before
   its length says (Kafka: "Found invalid record structure", "Invalid record size: expected to
@@ -14,7 +14,7 @@ copying a key, value or header. It refuses a batch (InvalidRecordError, INVALID_
 * a key, value or header value length is negative other than -1 (null), a header count is
   negative or larger than what is left of its record, a header key length is negative (Kafka:
   "Found invalid number of record headers", "Invalid negative header key size"; Kafka's reader
-  takes a length below -1 as null, librdkafka fails to parse it, so sluice refuses it),
+  takes a length below -1 as null, a librdkafka consumer stops there, so sluice refuses it),
 * a record's offset delta is not its index (Kafka refuses this only by rewriting a compressed
   batch; sluice never rewrites on produce, so it refuses),
 * the records run out before ``recordsCount`` of them (Kafka: "Incorrect declared batch size,
