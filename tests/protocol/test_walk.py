@@ -223,6 +223,9 @@ def test_records_whose_fields_lie_are_refused_naming_the_record_and_the_field(co
     short = raw(1, HONEST_FIELDS, length=len(raw(1, HONEST_FIELDS)) - 2)
     message = refusal(forge(raw(0, HONEST_FIELDS) + short + HONEST_FIELDS[-1:] + raw(2, HONEST_FIELDS), 3, codec), chunk_size)
     assert "record 1 of the batch has length 6, too short for its fields: its header count" in message
+    # A length of 2: the attributes and the timestamp delta; the offset delta lies past the end.
+    message = refusal(forge(raw(0, HONEST_FIELDS) + v(2) + b"\x00\x00\x02" + HONEST_FIELDS + raw(2, HONEST_FIELDS), 3, codec), chunk_size)
+    assert "record 1 of the batch has length 2, too short for its fields: its offset delta" in message
     # Far into a batch (the tight loop passes 3000 records first), and after a long value.
     many = records(3000)
     lie = raw(3000, v(-1) + v(300) + os.urandom(300) + v(1) + v(-1) + v(0))

@@ -189,6 +189,10 @@ class _End(Exception):
     """The records' bytes ended (the last chunk is consumed)."""
 
 
+class _PastEnd(Exception):
+    """A varint of a record was read past the record's end."""
+
+
 class _Reader:
     """The records' bytes as a cursor over ``buf`` and the chunks still to come. A skip drops
     whole chunks unread; only the unread tail of a chunk (a varint cut by its end) is carried."""
@@ -278,6 +282,8 @@ def _read_record(r: _Reader, index: int, count: int) -> None:
         r.varint(10)
         field = "offset delta"
         delta = r.varint(5)
+        if r.at > end:
+            raise _PastEnd
         if delta != index:
             raise InvalidRecordError(
                 f"{name} has offset delta {delta}; the offset deltas of a batch's records must "
@@ -288,7 +294,7 @@ def _read_record(r: _Reader, index: int, count: int) -> None:
         field = "header count"
         headers = r.varint(5)
         if r.at > end:
-            raise IndexError
+            raise _PastEnd
         if headers < 0 or headers > end - r.at:
             raise InvalidRecordError(
                 f"{name} has header count {headers}, "
@@ -314,7 +320,7 @@ def _read_record(r: _Reader, index: int, count: int) -> None:
                 f"record size)"
             ) from None
         _refuse(f"{name} has length {length}, too short for its fields: its {field} runs past its end")
-    except IndexError:  # a varint read past the record's end
+    except _PastEnd:
         _refuse(f"{name} has length {length}, too short for its fields: its {field} runs past its end")
     except CorruptRecordError:
         _refuse(f"{name} does not parse: its {field} is a malformed varint")
@@ -331,11 +337,11 @@ def _field(r: _Reader, name: str, field: str, size: int, end: int, least: int) -
     """Pass a length-prefixed field of ``size`` bytes (-1: null, when ``least`` allows it)
     whose length varint was just read, all inside the record ending at ``end``."""
     if r.at > end:
-        raise IndexError
+        raise _PastEnd
     if size < least:
         _refuse(f"{name} has {field} length {size}: only -1 (null) may be negative")
     if size > end - r.at:
-        _refuse(f"{name} has {field} length {size}, but {end - r.at} bytes of it are left")
+        _refuse(f"{name} has {field} length {size}, but {end - r.at} bytes of the record are left")
     if size > 0:
         r.skip(size)
 
