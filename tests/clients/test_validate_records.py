@@ -5,6 +5,7 @@ record fields lie is refused over the wire and nothing of it is stored."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Iterator
 
@@ -57,6 +58,34 @@ def test_every_clients_batches_pass(broker: EmbeddedBroker, client: Client, code
     assert got == [r.at(0, i) for i, r in enumerate(sent)]
 
 
+def committed_values(broker: EmbeddedBroker, topic: str) -> list[bytes]:
+    """What a read_committed librdkafka consumer reads of partition 0, to its end."""
+    c = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "group.id": topic,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    values: list[bytes] = []
+    try:
+        c.subscribe([topic])
+        while True:
+            msg = c.poll(30)
+            assert msg is not None, values
+            error = msg.error()
+            if error is not None:
+                assert error.code() == -191, error  # _PARTITION_EOF
+                return values
+            got = msg.value()
+            assert got is not None
+            values.append(got)
+    finally:
+        c.close()
+
+
 def test_transactional_batches_pass(broker: EmbeddedBroker) -> None:
     topic = create_topic(broker.bootstrap_servers, unique_topic_name("v-txn"), 1)
     p = Producer(
@@ -78,31 +107,44 @@ def test_transactional_batches_pass(broker: EmbeddedBroker) -> None:
             p.commit_transaction(30)
         else:
             p.abort_transaction(30)
-    c = Consumer(
-        {
-            "bootstrap.servers": broker.bootstrap_servers,
-            "group.id": topic,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        c.subscribe([topic])
-        values: list[bytes] = []
-        while True:
-            msg = c.poll(30)
-            assert msg is not None, values
-            error = msg.error()
-            if error is not None:
-                assert error.code() == -191, error  # _PARTITION_EOF
-                break
-            got = msg.value()
-            assert got is not None
-            values.append(got)
-    finally:
-        c.close()
-    assert values == [f"commit-{i}".encode() for i in range(50)] * 2
+    assert committed_values(broker, topic) == [f"commit-{i}".encode() for i in range(50)] * 2
+
+
+def test_aiokafka_transactional_batches_pass(broker: EmbeddedBroker) -> None:
+    from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+
+    topic = create_topic(broker.bootstrap_servers, unique_topic_name("v-aiotxn"), 1)
+
+    async def run() -> None:
+        p = AIOKafkaProducer(
+            bootstrap_servers=broker.bootstrap_servers,
+            transactional_id=topic,
+            compression_type="gzip",
+        )
+        await p.start()
+        try:
+            for outcome in ("commit", "abort"):
+                await p.begin_transaction()
+                sent = [
+                    await p.send(
+                        topic,
+                        f"{outcome}-{i}".encode(),
+                        key=b"k%d" % i,
+                        partition=0,
+                        headers=[("h", b"v" * i)],
+                    )
+                    for i in range(30)
+                ]
+                await asyncio.gather(*sent)
+                if outcome == "commit":
+                    await p.commit_transaction()
+                else:
+                    await p.abort_transaction()
+        finally:
+            await p.stop()
+
+    asyncio.run(run())
+    assert committed_values(broker, topic) == [f"commit-{i}".encode() for i in range(30)]
 
 
 def with_field_lie(values: list[bytes]) -> bytes:
