@@ -73,7 +73,7 @@ _LENGTH = struct.Struct(">i")
 WALK_INLINE_BYTES = 64 * 1024
 """Uncompressed record bytes walked on the event loop when ``sluice.produce.validate.records``
 is on; more, or any compressed batch, go to the executor. 64 KiB of 100-byte records
-is ~0.25 ms of walking (docs/broker.md, "Record validation", has the measurements)."""
+is ~0.4 ms of walking (docs/broker.md, "Record validation", has the measurements)."""
 
 
 async def prepare(
