@@ -479,7 +479,7 @@ class PartitionLog:
         """Headers of the batches from ``start`` on, each control batch with its marker."""
         i = max(0, bisect_right(self._bases, start) - 1)
         for seg in self._segments[i:]:
-            _, position = seg.index.lookup(max(start, seg.base_offset) - seg.base_offset)
+            position = seg.scan_position(max(start, seg.base_offset))
             for header in seg.iter_batches(position):
                 if header.base_offset < start:
                     continue
@@ -970,10 +970,8 @@ class PartitionLog:
             _ = seg.time_index  # closed segments load lazily; this fills max_timestamp
             if seg.max_timestamp < timestamp:
                 continue
-            start = max(
-                seg.base_offset + seg.time_index.lookup(timestamp), self.log_start_offset, after
-            )
-            _, position = seg.index.lookup(start - seg.base_offset)
+            start = max(seg.time_scan_start(timestamp), self.log_start_offset, after)
+            position = seg.scan_position(start)
             for header in seg.iter_batches(position, end):
                 if header.next_offset <= start or header.max_timestamp < timestamp:
                     continue

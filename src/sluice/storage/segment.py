@@ -98,6 +98,12 @@ class LogSegment:
         (:meth:`create_file`), so an empty partition costs no file and no descriptor."""
         self._index: OffsetIndex | None = None
         self._time_index: TimeIndex | None = None
+        self._unchecked = bytearray()
+        """One flag per offset index entry loaded from its file (1: not yet checked against the
+        batch header at its position, see :meth:`scan_position`); entries this process built
+        from the log are trusted."""
+        self._time_unchecked = bytearray()
+        """The same for the time index's entries (see :meth:`time_scan_start`)."""
         self._aborted: list[AbortedTxn] | None = None
         """The aborted-transactions index (:mod:`.txn_index`), loaded on first use."""
         self.txn_saved = True
@@ -400,6 +406,8 @@ class LogSegment:
     def fresh_indexes(self) -> None:
         self._index = OffsetIndex(self._max_index_entries)
         self._time_index = TimeIndex(self._max_time_entries)
+        self._unchecked = bytearray()
+        self._time_unchecked = bytearray()
 
     def _load_indexes(self) -> None:
         """Load a closed segment's indexes, rebuilding from the log if missing or insane."""
@@ -415,9 +423,87 @@ class LogSegment:
             self.rebuild_indexes()
             return
         self._index, self._time_index = index, time_index
+        self._unchecked = bytearray(b"\x01") * len(index)
+        self._time_unchecked = bytearray(b"\x01") * len(time_index)
+        if not self._time_index_holds_the_max():
+            log.warning("%s: the time index does not end at the segment's largest timestamp; rebuilt from the log", self.log_path)
+            self.rebuild_indexes()
+            return
         if len(time_index):
             self.max_timestamp = time_index.last_timestamp
             self.offset_of_max_timestamp = self.base_offset + int(time_index.offsets[-1])
+
+    def _time_index_holds_the_max(self) -> bool:
+        """Whether the loaded time index's last entry is the segment's largest timestamp: the
+        one a clean shutdown recorded, when it did, and in any case the max timestamp of the
+        batch ending at its offset. Retention and timestamp lookups go by that entry: one
+        missing from a truncated file would delete the segment early, or skip it in a lookup."""
+        time_index = self.time_index
+        if not len(time_index):
+            return self.max_timestamp < 0
+        last_ts, last_offset = time_index.last_timestamp, self.base_offset + int(time_index.offsets[-1])
+        if self.max_timestamp >= 0 and (last_ts, last_offset) != (self.max_timestamp, self.offset_of_max_timestamp):
+            return False
+        return self._time_entry_holds(len(time_index) - 1)
+
+    def _time_entry_holds(self, i: int) -> bool:
+        """Whether time index entry ``i`` names a batch that ends at its offset with its
+        timestamp as the max (OSError propagates: the log itself is unreadable)."""
+        time_index = self.time_index
+        offset = self.base_offset + int(time_index.offsets[i])
+        header = self.find_batch(offset)
+        ok = header is not None and header.last_offset == offset and header.max_timestamp == time_index.timestamps[i]
+        if ok and i < len(self._time_unchecked):
+            self._time_unchecked[i] = 0
+        return ok
+
+    def scan_position(self, offset: int) -> int:
+        """Where a scan for the batch holding ``offset`` starts: the position of the offset
+        index's last entry at or before it (0 if none).
+
+        An entry loaded from the ``.index`` file is checked against the batch header at its
+        position the first time it is used (one small pread): the file is derived data, and an
+        entry naming another batch than the one there (a flipped bit, a stale or foreign file)
+        would start reads past the offset, and a consumer would skip records without a sign.
+        A wrong entry rebuilds both indexes from the log."""
+        index = self.index
+        i = index.entry_at_or_before(offset - self.base_offset)
+        if i < 0:
+            return 0
+        position = int(index.positions[i])
+        if i < len(self._unchecked) and self._unchecked[i]:
+            if not self._entry_holds(int(index.offsets[i]), position):
+                log.warning("%s: offset index entry %d names another batch; indexes rebuilt from the log", self.log_path, i)
+                self.rebuild_indexes()
+                return self.scan_position(offset)
+            self._unchecked[i] = 0
+        return position
+
+    def _entry_holds(self, relative_offset: int, position: int) -> bool:
+        raw = self.pread(position, HEADER_SIZE)
+        if len(raw) < HEADER_SIZE:
+            return False
+        header = read_header(raw)
+        return (
+            header.magic == 2
+            and header.base_offset == self.base_offset + relative_offset
+            and header.batch_length >= HEADER_SIZE - LOG_OVERHEAD
+            and position + header.size <= self.size
+        )
+
+    def time_scan_start(self, timestamp: int) -> int:
+        """The first offset a search for ``timestamp`` need look at (the time index's lookup),
+        its entry checked against the log the first time it is used, as :meth:`scan_position`
+        checks the offset index's: an entry with too high an offset would skip records."""
+        time_index = self.time_index
+        i = time_index.entry_before(timestamp)
+        if i < 0:
+            return self.base_offset
+        if i < len(self._time_unchecked) and self._time_unchecked[i] and not self._time_entry_holds(i):
+            log.warning("%s: time index entry %d names another batch; indexes rebuilt from the log", self.log_path, i)
+            self.rebuild_indexes()
+            return self.time_scan_start(timestamp)
+        return self.base_offset + int(time_index.offsets[i]) + 1
 
     def rebuild_indexes(self, *, save: bool = True) -> None:
         """Rebuild both indexes from the trusted bytes [0, size) (no CRC: already recovered)."""
@@ -528,7 +614,7 @@ class LogSegment:
         overwritten behind the broker's back): the read fails rather than silently skipping
         to the next segment, which would hand a consumer a gap in the offsets as if nothing
         were missing."""
-        _, position = self.index.lookup(offset - self.base_offset)
+        position = self.scan_position(offset)
         reached = position
         for header in self.iter_batches(position, end):
             if header.next_offset > offset:
