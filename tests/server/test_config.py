@@ -355,6 +355,8 @@ def _sample(key: str) -> str:
         "log.cleaner.min.cleanable.ratio": "0.75",
         "log.cleaner.io.max.bytes.per.second": "1000000.0",
         "log.cleaner.max.compaction.lag.ms": "3600000",
+        "log.message.timestamp.type": "LogAppendTime",
+        "log.message.timestamp.before.max.ms": "86400000",
         "sluice.admin.listen": "off",
         "sluice.admin.read.only": "true",
         "sluice.produce.validate.records": "true",
