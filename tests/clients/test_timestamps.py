@@ -31,6 +31,7 @@ from tests.clients.adapters import (
     confluent_config,
 )
 from tests.clients.conftest import stored_batches
+from tests.clients.test_offsets import _confluent_max_timestamp, _kafka_python_max_timestamp
 from tests.server.wire import WireClient, produce
 
 OLD_TS = 1_600_000_000_000  # 2020: what the producer stamps
@@ -150,3 +151,29 @@ def test_a_corrupt_batch_is_refused_not_restamped(
         assert stored.log_append_time_ms > OLD_TS
     (header,) = stored_batches(broker.data_dir, topic, 0)  # scan_batches checks each CRC
     assert header.max_timestamp == stored.log_append_time_ms
+
+
+@pytest.mark.parametrize(
+    "lookup",
+    [_confluent_max_timestamp, _kafka_python_max_timestamp],
+    ids=["confluent-kafka", "kafka-python"],
+)
+def test_max_timestamp_after_delete_records_is_a_record_still_there(
+    broker: EmbeddedBroker,
+    make_topic: Callable[..., str],
+    admin: ConfluentAdmin,
+    lookup: Callable[[str, str], tuple[int, int]],
+) -> None:
+    """ListOffsets -3 once DeleteRecords removed the record with the largest timestamp: the
+    largest of those left (not the deleted offset, not -1 while records remain)."""
+    topic = make_topic(1, segment_bytes="1000")
+    bootstrap = broker.bootstrap_servers
+    stamps = [5000, 9000, 3000, 7000, 6000, 7000]
+    records = [Record(b"k", f"v{i}".encode() * 60, (), 0, OLD_TS + ms) for i, ms in enumerate(stamps)]
+    for record in records:  # a batch each, a few to a segment
+        assert ConfluentClient().produce(bootstrap, topic, [record]) is not None
+    assert lookup(bootstrap, topic) == (1, OLD_TS + 9000)
+    assert admin.delete_records(topic, 0, 2) == 2
+    assert lookup(bootstrap, topic) == (3, OLD_TS + 7000)
+    assert admin.delete_records(topic, 0, 6) == 6
+    assert lookup(bootstrap, topic) == (-1, -1)

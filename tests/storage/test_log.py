@@ -287,3 +287,30 @@ def test_a_header_lying_about_its_max_timestamp_does_not_hide_later_records(
     log.append(bytes(liar))
     log.append(build_batch([(None, b"b")], base_timestamp=5_000))
     assert asyncio.run(log.offset_for_timestamp(4_000)) == (1, 5_000)
+
+
+def test_max_timestamp_counts_only_records_delete_records_left(open_log: OpenLog) -> None:
+    """ListOffsets -3 answers the visible record with the largest timestamp. DeleteRecords
+    cutting into a segment, or into a batch, can remove the record its recorded maximum came
+    from: the answer is then the largest of what is left, never a deleted offset and never
+    "none" while records remain."""
+    stamps = [[500, 900, 100], [700, 650, 700], [300, 200, 100], [600, 400, 600], [600, 600, 100]]
+    batches = [build_batch([(None, b"x" * 40)] * 3, base_timestamp=ts[0], timestamps=ts) for ts in stamps]
+    log = open_log(segment_bytes=2 * len(batches[0]))  # two batches a segment
+    for batch in batches:
+        log.append(batch)
+    assert [s.base_offset for s in log.segments] == [0, 6, 12]
+    expected = {
+        0: (1, 900),
+        2: (3, 700),  # 900 went with offset 1: the first 700 left (not 5, its twin)
+        4: (5, 700),  # inside a batch: its 700 at offset 3 is gone, the one at 5 is not
+        6: (9, 600),  # the first of three 600s, two segments apart
+        10: (11, 600),  # the rest of a cut batch, before the active segment's 600
+        12: (12, 600),  # the active segment: two 600s, the first
+        14: (14, 100),
+    }
+    for start, answer in expected.items():
+        log.delete_records(start)
+        assert asyncio.run(log.max_timestamp_offset()) == answer, start
+    log.delete_records(-1)
+    assert asyncio.run(log.max_timestamp_offset()) is None

@@ -31,6 +31,8 @@ from sluice.errors import LogClosedError, OffsetOutOfRangeError, StorageError
 from sluice.protocol.markers import Marker, build_marker, read_marker
 from sluice.protocol.records import (
     DEFAULT_MAX_UNCOMPRESSED,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
     TRANSACTIONAL_BIT,
     BatchHeader,
     assign_offsets,
@@ -981,37 +983,67 @@ class PartitionLog:
     async def max_timestamp_offset(
         self, *, max_block: int = DEFAULT_MAX_UNCOMPRESSED
     ) -> tuple[int, int] | None:
-        """(offset, timestamp) of the record with the largest timestamp (ListOffsets -3)."""
+        """(offset, timestamp) of the visible record with the largest timestamp, the first such
+        if several share it (ListOffsets -3); None if no record has a timestamp.
+
+        Only records in [log start, high watermark) count: the segments' recorded maxima are
+        bounds, exact for a segment wholly inside; where DeleteRecords cut into a segment (or
+        the high watermark does), the record holding its maximum may be gone (or not yet
+        visible), and that segment's visible part is searched (headers, then the records of
+        at most two batches, in the loop's default executor)."""
         self.check_open()
         try:
-            found = self._max_timestamp_batch()
+            bounds = self._timestamp_bounds()
         except OSError as exc:
             raise StorageError(f"finding the max timestamp of {self.name} failed: {exc}") from exc
-        if found is None:
-            return None
-        seg, header, offset, max_ts = found
-        result = await self._search_batch(seg, header, lambda _o, t: t == max_ts, max_block)
-        return result if result is not None else (offset, max_ts)
-
-    def _max_timestamp_batch(self) -> tuple[LogSegment, BatchHeader, int, int] | None:
-        best: tuple[LogSegment, int] | None = None
-        for seg, _end in self._visible_batches(self.log_start_offset):
-            _ = seg.time_index
-            if seg.max_timestamp >= 0 and (
-                best is None or seg.max_timestamp > best[0].max_timestamp
+        best: tuple[int, int] | None = None  # (offset, timestamp)
+        for bound, _, seg, end in bounds:
+            if best is not None and bound < best[1]:
+                break  # no later candidate can beat it (equal ones come in offset order)
+            found = await self._segment_max_timestamp(seg, end, max_block)
+            if found is not None and (
+                best is None or found[1] > best[1] or (found[1] == best[1] and found[0] < best[0])
             ):
-                best = (seg, _end)
-        if best is None:
-            return None
-        seg, end = best
-        offset = seg.offset_of_max_timestamp
-        max_ts = seg.max_timestamp
-        if offset >= self.high_watermark or offset < self.log_start_offset:
-            return None
-        header = seg.find_batch(offset, end)
-        if header is None:
-            return None
-        return seg, header, offset, max_ts
+                best = found
+        return best
+
+    def _timestamp_bounds(self) -> list[tuple[int, int, LogSegment, int]]:
+        """(recorded max timestamp, base offset, segment, visible end) of each visible segment
+        with timestamps, largest first, then by offset."""
+        out = []
+        for seg, end in self._visible_batches(self.log_start_offset):
+            _ = seg.time_index  # closed segments load lazily; this fills max_timestamp
+            if seg.max_timestamp >= 0:
+                out.append((seg.max_timestamp, seg.base_offset, seg, end))
+        out.sort(key=lambda c: (-c[0], c[1]))
+        return out
+
+    async def _segment_max_timestamp(
+        self, seg: LogSegment, end: int, max_block: int
+    ) -> tuple[int, int] | None:
+        """The first visible record of ``seg`` (up to byte ``end``) with its largest visible
+        timestamp."""
+        start = self.log_start_offset
+        offset, max_ts = seg.offset_of_max_timestamp, seg.max_timestamp
+        if start <= offset < self.high_watermark:
+            try:
+                header = seg.find_batch(offset, end)
+            except OSError as exc:
+                raise StorageError(f"reading {seg.log_path} failed: {exc}") from exc
+            if header is not None and header.base_offset >= start:
+                found = await self._search_batch(seg, header, lambda _o, t: t == max_ts, max_block)
+                return found if found is not None else (offset, max_ts)
+        # The recorded maximum is below the log start or past the high watermark: search.
+        position = seg.scan_position(max(start, seg.base_offset))
+        loop = asyncio.get_running_loop()
+        try:
+            fd = seg.acquire_fd()
+        except OSError as exc:
+            raise StorageError(f"reading {seg.log_path} failed: {exc}") from exc
+        try:
+            return await loop.run_in_executor(None, _max_stamp_at, fd, position, end, start, max_block)
+        finally:
+            seg.release_fd()
 
     @staticmethod
     async def _search_batch(
@@ -1360,3 +1392,32 @@ def _search_batch_at(
         raise StorageError(f"batch at byte {position} is cut short ({len(batch)} of {size} bytes)")
     return next((s for s in iter_record_stamps(batch, max_block=max_block) if match(*s)), None)
 
+
+def _max_stamp_at(
+    fd: int, position: int, end: int, start: int, max_block: int
+) -> tuple[int, int] | None:
+    """Executor side of :meth:`PartitionLog._segment_max_timestamp`: the first record at or
+    past offset ``start`` with the largest timestamp among the batches in [position, end),
+    reading their headers (one small pread each) and the records of the batch holding
+    ``start`` and of the winning batch. Touches only the leased fd."""
+    best: tuple[int, int] | None = None  # (offset, timestamp), exact
+    best_batch: tuple[int, int, int] | None = None  # (position, size, max timestamp): to search
+    while position + HEADER_SIZE <= end:
+        header = read_header(os.pread(fd, HEADER_SIZE, position))
+        if header.batch_length < HEADER_SIZE - LOG_OVERHEAD or position + header.size > end:
+            raise StorageError(f"no record batch at byte {position}: the log changed outside the broker")
+        top = max(best[1] if best else -1, best_batch[2] if best_batch else -1)
+        if header.next_offset > start and header.max_timestamp > top:
+            if header.base_offset >= start:
+                best_batch, best = (position, header.size, header.max_timestamp), None
+            else:  # cut by the log start: its maximum may be a deleted record's
+                batch = os.pread(fd, header.size, position)
+                for offset, ts in iter_record_stamps(batch, max_block=max_block):
+                    if offset >= start and ts > (best[1] if best else top):
+                        best, best_batch = (offset, ts), None
+        position += header.size
+    if best_batch is not None:
+        at, size, max_ts = best_batch
+        batch = os.pread(fd, size, at)
+        return next((s for s in iter_record_stamps(batch, max_block=max_block) if s[1] == max_ts), None)
+    return best
