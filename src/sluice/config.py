@@ -257,7 +257,7 @@ class LogConfig:
     delete_retention_ms: int = 24 * 3600 * 1000
     message_timestamp_type: TimestampType = TimestampType.CREATE_TIME
     message_timestamp_before_max_ms: int = _LONG_MAX
-    message_timestamp_after_max_ms: int = 3600 * 1000
+    message_timestamp_after_max_ms: int = _LONG_MAX
 
     def __post_init__(self) -> None:
         if self.min_compaction_lag_ms > self.max_compaction_lag_ms:

@@ -113,9 +113,11 @@ def test_timestamp_type_changed_at_run_time_applies_to_the_next_batch(
 def test_create_time_bounds_refuse_batches_stamped_too_far_off(
     broker: EmbeddedBroker, make_topic: Callable[..., str]
 ) -> None:
-    """``message.timestamp.before.max.ms`` (here one day) and ``after.max.ms`` (Kafka's default:
-    one hour): a batch outside is INVALID_TIMESTAMP and nothing of it is stored."""
-    topic = make_topic(1, message_timestamp_before_max_ms=str(86_400_000))
+    """``message.timestamp.before.max.ms`` (here one day) and ``after.max.ms`` (here one hour,
+    Kafka 4's default): a batch outside is INVALID_TIMESTAMP and nothing of it is stored."""
+    topic = make_topic(
+        1, message_timestamp_before_max_ms=str(86_400_000), message_timestamp_after_max_ms="3600000"
+    )
     bootstrap = broker.bootstrap_servers
     now = _now()
     cases = [

@@ -357,6 +357,7 @@ def _sample(key: str) -> str:
         "log.cleaner.max.compaction.lag.ms": "3600000",
         "log.message.timestamp.type": "LogAppendTime",
         "log.message.timestamp.before.max.ms": "86400000",
+        "log.message.timestamp.after.max.ms": "3600000",
         "sluice.admin.listen": "off",
         "sluice.admin.read.only": "true",
         "sluice.produce.validate.records": "true",

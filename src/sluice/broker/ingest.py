@@ -97,6 +97,7 @@ _MAX_TIMESTAMP = struct.Struct(">q")
 _MAX_TIMESTAMP_OFFSET = 35
 _ATTRIBUTES = struct.Struct(">h")
 _CRC = struct.Struct(">I")
+_NO_LIMIT = 2**63 - 1
 
 
 async def prepare(
@@ -119,7 +120,9 @@ async def prepare(
     if now is None:
         return await _prepare(records, config, limit, name, walk=walk)
     if config.message_timestamp_type is TimestampType.CREATE_TIME:
-        check_timestamps(memoryview(records), config, now)
+        bounds = (config.message_timestamp_before_max_ms, config.message_timestamp_after_max_ms)
+        if bounds != (_NO_LIMIT, _NO_LIMIT):  # the defaults: nothing to read
+            check_timestamps(memoryview(records), config, now)
         return await _prepare(records, config, limit, name, walk=walk)
     out = await _prepare(records, config, limit, name, walk=walk)
     if len(out) <= STAMP_INLINE_BYTES:
