@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import Callable
 
 import crc32c
@@ -314,3 +316,34 @@ def test_max_timestamp_counts_only_records_delete_records_left(open_log: OpenLog
         assert asyncio.run(log.max_timestamp_offset()) == answer, start
     log.delete_records(-1)
     assert asyncio.run(log.max_timestamp_offset()) is None
+
+
+def test_timestamp_searches_walk_a_cut_segment_off_the_event_loop(
+    open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where DeleteRecords took the batch that gave a segment its largest timestamp, a search
+    by time (and for the largest timestamp) walks the rest of the segment's headers: in the
+    executor, never on the event loop's thread, which every client's requests share (a 200 MB
+    segment held it for 1.7 s)."""
+    log = open_log(sluice_append_mode="inline")
+    log.append(build_batch([(None, b"x" * 900)], base_timestamp=10_000))
+    old = build_batch([(None, b"x" * 900)], base_timestamp=5_000)
+    for _ in range(2000):
+        log.append(old)
+    size = log.active_segment.size
+    log.delete_records(1)
+    read_on: dict[str, int] = {}
+    real_pread = os.pread
+
+    def pread(fd: int, length: int, offset: int) -> bytes:
+        data = real_pread(fd, length, offset)
+        where = "loop" if threading.current_thread() is threading.main_thread() else "executor"
+        read_on[where] = read_on.get(where, 0) + len(data)
+        return data
+
+    monkeypatch.setattr(os, "pread", pread)
+    assert asyncio.run(log.offset_for_timestamp(6000)) is None
+    assert read_on.get("loop", 0) < 4096 and read_on["executor"] >= size - 1000
+    read_on.clear()
+    assert asyncio.run(log.max_timestamp_offset()) == (1, 5000)
+    assert read_on.get("loop", 0) < 4096 and read_on["executor"] >= size - 1000

@@ -37,6 +37,7 @@ from sluice.protocol.records import (
     BatchHeader,
     assign_offsets,
     iter_record_stamps,
+    iter_stored_batches,
     read_header,
     scan_batches,
 )
@@ -942,16 +943,15 @@ class PartitionLog:
     ) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record at or after ``timestamp``, or None.
 
-        The candidate batch is found on the owner's thread from the indexes and batch headers
-        (cheap); its records are read and streamed in the loop's default executor, since a
-        compressed batch may inflate to gigabytes (see :meth:`_search_batch`)."""
+        The indexes give where to look on the owner's thread; the batch headers from there are
+        read in the loop's default executor (where DeleteRecords cut into a segment, the batch
+        that gave it its largest timestamp may be gone, and the walk may cross the whole
+        segment), then the candidate batch's records, since a compressed batch may inflate to
+        gigabytes (see :meth:`_search_batch`)."""
         after = self.log_start_offset
         while True:
             self.check_open()
-            try:
-                candidate = self._timestamp_candidate(timestamp, after)
-            except OSError as exc:
-                raise StorageError(f"searching {self.name} by timestamp failed: {exc}") from exc
+            candidate = await self._timestamp_candidate(timestamp, after)
             if candidate is None:
                 return None
             seg, header, start = candidate
@@ -963,20 +963,29 @@ class PartitionLog:
             # Only a batch whose header lies about its max timestamp gets here: search on.
             after = header.next_offset
 
-    def _timestamp_candidate(
+    async def _timestamp_candidate(
         self, timestamp: int, after: int
     ) -> tuple[LogSegment, BatchHeader, int] | None:
         """The first visible batch at or past offset ``after`` whose header says it may hold a
         record at or after ``timestamp``, with the offset its search starts from."""
+        loop = asyncio.get_running_loop()
         for seg, end in self._visible_batches(max(after, self.log_start_offset)):
-            _ = seg.time_index  # closed segments load lazily; this fills max_timestamp
-            if seg.max_timestamp < timestamp:
-                continue
-            start = max(seg.time_scan_start(timestamp), self.log_start_offset, after)
-            position = seg.scan_position(start)
-            for header in seg.iter_batches(position, end):
-                if header.next_offset <= start or header.max_timestamp < timestamp:
+            try:
+                _ = seg.time_index  # closed segments load lazily; this fills max_timestamp
+                if seg.max_timestamp < timestamp:
                     continue
+                start = max(seg.time_scan_start(timestamp), self.log_start_offset, after)
+                position = seg.scan_position(start)
+                fd = seg.acquire_fd()
+            except OSError as exc:
+                raise StorageError(f"searching {self.name} by timestamp failed: {exc}") from exc
+            try:
+                header = await loop.run_in_executor(
+                    None, _first_header_at, fd, position, end, start, timestamp
+                )
+            finally:
+                seg.release_fd()
+            if header is not None:
                 return seg, header, start
         return None
 
@@ -1376,6 +1385,10 @@ class PartitionLog:
             (self.directory / name).unlink(missing_ok=True)
 
 
+_HEADER_CHUNK = 64 * 1024
+"""Bytes read at a time where an executor walks batch headers."""
+
+
 def _at_or_after(timestamp: int, start: int, offset: int, record_timestamp: int) -> bool:
     return record_timestamp >= timestamp and offset >= start
 
@@ -1393,29 +1406,52 @@ def _search_batch_at(
     return next((s for s in iter_record_stamps(batch, max_block=max_block) if match(*s)), None)
 
 
+def _headers_at(fd: int, position: int, end: int) -> Iterator[BatchHeader]:
+    """Headers of the batches in [position, end) of a leased fd, read in chunks (a batch bigger
+    than a chunk is stepped over by its header); stops where the bytes stop being batches."""
+    while position + HEADER_SIZE <= end:
+        chunk = os.pread(fd, min(_HEADER_CHUNK, end - position), position)
+        consumed = 0
+        for header in iter_stored_batches(chunk, base=position):
+            consumed = header.position + header.size - position
+            yield header
+        if consumed == 0:
+            header = read_header(chunk, base=position)
+            if header.size > end - position or header.batch_length < HEADER_SIZE - LOG_OVERHEAD:
+                return
+            yield header
+            consumed = header.size
+        position += consumed
+
+
+def _first_header_at(fd: int, position: int, end: int, start: int, timestamp: int) -> BatchHeader | None:
+    """Executor side of :meth:`PartitionLog._timestamp_candidate`: the first batch ending past
+    offset ``start`` whose max timestamp reaches ``timestamp``."""
+    return next(
+        (h for h in _headers_at(fd, position, end) if h.next_offset > start and h.max_timestamp >= timestamp),
+        None,
+    )
+
+
 def _max_stamp_at(
     fd: int, position: int, end: int, start: int, max_block: int
 ) -> tuple[int, int] | None:
     """Executor side of :meth:`PartitionLog._segment_max_timestamp`: the first record at or
     past offset ``start`` with the largest timestamp among the batches in [position, end),
-    reading their headers (one small pread each) and the records of the batch holding
+    reading their headers (in chunks) and the records of the batch holding
     ``start`` and of the winning batch. Touches only the leased fd."""
     best: tuple[int, int] | None = None  # (offset, timestamp), exact
     best_batch: tuple[int, int, int] | None = None  # (position, size, max timestamp): to search
-    while position + HEADER_SIZE <= end:
-        header = read_header(os.pread(fd, HEADER_SIZE, position))
-        if header.batch_length < HEADER_SIZE - LOG_OVERHEAD or position + header.size > end:
-            raise StorageError(f"no record batch at byte {position}: the log changed outside the broker")
+    for header in _headers_at(fd, position, end):
         top = max(best[1] if best else -1, best_batch[2] if best_batch else -1)
         if header.next_offset > start and header.max_timestamp > top:
             if header.base_offset >= start:
-                best_batch, best = (position, header.size, header.max_timestamp), None
+                best_batch, best = (header.position, header.size, header.max_timestamp), None
             else:  # cut by the log start: its maximum may be a deleted record's
-                batch = os.pread(fd, header.size, position)
+                batch = os.pread(fd, header.size, header.position)
                 for offset, ts in iter_record_stamps(batch, max_block=max_block):
                     if offset >= start and ts > (best[1] if best else top):
                         best, best_batch = (offset, ts), None
-        position += header.size
     if best_batch is not None:
         at, size, max_ts = best_batch
         batch = os.pread(fd, size, at)
