@@ -347,3 +347,28 @@ def test_timestamp_searches_walk_a_cut_segment_off_the_event_loop(
     read_on.clear()
     assert asyncio.run(log.max_timestamp_offset()) == (1, 5000)
     assert read_on.get("loop", 0) < 4096 and read_on["executor"] >= size - 1000
+
+
+def test_the_time_index_is_as_sparse_as_the_offset_index(open_log: OpenLog) -> None:
+    """A time index entry every ``index.interval.bytes``, as Kafka's, not one for every batch
+    whose timestamp is the largest yet (nearly every batch): that cost 16 bytes a batch and
+    rolled the segment when the time index filled, long before the offset index or
+    ``segment.bytes`` (here: 110 KB segments instead of one). Lookups stay exact."""
+    log = open_log(segment_index_bytes=16384, sluice_append_mode="inline")
+    base = 1_700_000_000_000
+    for i in range(3000):
+        log.append(build_batch([(None, b"x" * 40)], base_timestamp=base + 2 * i))
+    assert len(log.segments) == 1
+    seg = log.segments[0]
+    assert len(seg.time_index) <= len(seg.index) + 1 < 100
+    for i in (0, 1, 999, 1000, 2998, 2999):
+        assert asyncio.run(log.offset_for_timestamp(base + 2 * i)) == (i, base + 2 * i)
+        assert asyncio.run(log.offset_for_timestamp(base + 2 * i - 1)) == (i, base + 2 * i)
+    assert asyncio.run(log.offset_for_timestamp(base + 6000)) is None
+    assert asyncio.run(log.max_timestamp_offset()) == (2999, base + 5998)
+    log.close()
+    again = open_log(segment_index_bytes=16384, sluice_append_mode="inline")
+    seg = again.segments[0]
+    _ = seg.time_index
+    assert (seg.max_timestamp, seg.offset_of_max_timestamp) == (base + 5998, 2999)
+    assert asyncio.run(again.offset_for_timestamp(base + 3001)) == (1501, base + 3002)

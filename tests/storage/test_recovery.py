@@ -277,7 +277,8 @@ def test_a_time_index_cut_short_is_not_trusted_after_a_clean_stop(open_log: Open
     assert first.max_timestamp == 1090  # its last batch (offsets 27..29)
     state = log.close()
     whole = first.time_index_path.read_bytes()
-    assert len(whole) == 10 * 16  # every batch raised the largest timestamp
+    # An entry every other batch (index.interval.bytes), and the largest timestamp last.
+    assert len(whole) == 6 * 16 and whole[-16:] == struct.pack("<qq", 1090, 29)
     first.time_index_path.write_bytes(whole[: 4 * 16])  # its last entries gone
     config = LogConfig.from_dict({"segment.bytes": str(batch * 10), "index.interval.bytes": str(batch * 2)})
     again = PartitionLog.open(log.directory, config, FakeClock(), state=state)
@@ -297,13 +298,13 @@ def test_a_time_index_entry_naming_another_batch_is_not_trusted(open_log: OpenLo
     log, batch = _timed_log(open_log)
     first = log.segments[0]
     log.close() if clean else log.abandon()
-    _entry(first.time_index_path, 8, 1, lambda t, o: (t, o + 3))  # (1010, 5) -> (1010, 8)
+    _entry(first.time_index_path, 8, 1, lambda t, o: (t, o + 3))  # (1020, 8) -> (1020, 11)
     again = open_log(segment_bytes=batch * 10, index_interval_bytes=batch * 2)
-    assert asyncio.run(again.offset_for_timestamp(1011)) == (6, 1020)
-    assert asyncio.run(again.offset_for_timestamp(1020)) == (6, 1020)
+    assert asyncio.run(again.offset_for_timestamp(1021)) == (9, 1030)
+    assert asyncio.run(again.offset_for_timestamp(1030)) == (9, 1030)
     # The last entry too: the segment's largest timestamp comes from the log.
     again.close() if clean else again.abandon()
-    _entry(first.time_index_path, 8, 9, lambda t, o: (t + 5, o))  # (1090, 29) -> (1095, 29)
+    _entry(first.time_index_path, 8, 5, lambda t, o: (t + 5, o))  # (1090, 29) -> (1095, 29)
     third = open_log(segment_bytes=batch * 10, index_interval_bytes=batch * 2)
     seg = third.segments[0]
     _ = seg.time_index

@@ -976,6 +976,8 @@ class PartitionLog:
                     continue
                 start = max(seg.time_scan_start(timestamp), self.log_start_offset, after)
                 position = seg.scan_position(start)
+                if position + HEADER_SIZE > end:
+                    continue  # nothing visible from there (an empty segment has no file yet)
                 fd = seg.acquire_fd()
             except OSError as exc:
                 raise StorageError(f"searching {self.name} by timestamp failed: {exc}") from exc

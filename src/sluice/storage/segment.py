@@ -380,6 +380,7 @@ class LogSegment:
         except OSError as exc:
             log.warning("could not save the transaction index of %s (%s); recovery rebuilds it", self.log_path, exc)
         try:
+            self.complete_time_index()
             self.index.save(self.index_path)
             self.time_index.save(self.time_index_path)
         except OSError as exc:
@@ -513,6 +514,7 @@ class LogSegment:
         self.offset_of_max_timestamp = -1
         for header in self.iter_batches(0):
             self.note_appended(header, header.position)
+        self.complete_time_index()
         # The files only spare the next open a scan: a full disk must not fail the read that
         # needed the index.
         if save and not self.being_replaced:
@@ -527,22 +529,36 @@ class LogSegment:
             self.index_path.unlink(missing_ok=True)
             self.time_index_path.unlink(missing_ok=True)
             return
+        self.complete_time_index()
         self.index.save(self.index_path, sync=sync)
         self.time_index.save(self.time_index_path, sync=sync)
 
     def note_appended(self, header: BatchHeader, position: int) -> None:
-        """Account for a batch committed at ``position``: indexes, timestamps, next offset."""
+        """Account for a batch committed at ``position``: indexes, timestamps, next offset.
+
+        Both indexes are sparse, as Kafka's: the time index gets an entry (the largest timestamp
+        so far) when the offset index does, every ``index.interval.bytes``, not one for every
+        batch that raises the largest timestamp (nearly all of them: clocks move on), which cost
+        16 bytes of memory a batch and rolled segments once the time index was full (a small
+        batch every millisecond rolled a segment every 11 minutes, whatever segment.bytes)."""
+        if header.max_timestamp > self.max_timestamp:
+            self.max_timestamp = header.max_timestamp
+            self.offset_of_max_timestamp = header.last_offset
         index = self.index
         if not len(index) or self.bytes_since_index_entry >= self.index_interval_bytes:
             index.append(header.base_offset - self.base_offset, position)
             self.bytes_since_index_entry = 0
+            self.complete_time_index()
         self.bytes_since_index_entry += header.size
-        if header.max_timestamp > self.max_timestamp:
-            self.max_timestamp = header.max_timestamp
-            self.offset_of_max_timestamp = header.last_offset
-            self.time_index.maybe_append(header.max_timestamp, header.last_offset - self.base_offset)
         self.next_offset = header.next_offset
         self.last_batch = position
+
+    def complete_time_index(self) -> None:
+        """Give the time index its entry for the largest timestamp so far (if it lacks it): done
+        before its file is written, so the last entry is the segment's largest timestamp
+        (Kafka's ``onBecomeInactiveSegment``), which the next load reads back."""
+        if self.max_timestamp >= 0:
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp - self.base_offset)
 
     def indexes_full(self) -> bool:
         return self.index.full or self.time_index.full
@@ -682,4 +698,5 @@ class LogSegment:
             self.note_appended(header, position)
             expected = header.next_offset
             position += size
+        self.complete_time_index()
         return position
