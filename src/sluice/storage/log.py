@@ -605,6 +605,8 @@ class PartitionLog:
         self._dirty = True
         self.log_end_offset = plan.next_offset
         if plan.rolled:
+            for seg in plan.rolled:  # here, on the owner's thread: the seal may run in another
+                seg.complete_time_index()
             base = plan.new_segments[-1].base_offset
             if self._producers_at is None:
                 # Copies: the snapshot is written in the writer's thread while appends go on.

@@ -380,7 +380,7 @@ class LogSegment:
         except OSError as exc:
             log.warning("could not save the transaction index of %s (%s); recovery rebuilds it", self.log_path, exc)
         try:
-            self.complete_time_index()
+            self.complete_time_index()  # a no-op where the owner's thread did it (a roll's commit)
             self.index.save(self.index_path)
             self.time_index.save(self.time_index_path)
         except OSError as exc:
