@@ -430,6 +430,8 @@ class LogSegment:
             log.warning("%s: the time index does not end at the segment's largest timestamp; rebuilt from the log", self.log_path)
             self.rebuild_indexes()
             return
+        if self._time_index is not time_index:
+            return  # the check found a wrong offset index entry: both were rebuilt from the log
         if len(time_index):
             self.max_timestamp = time_index.last_timestamp
             self.offset_of_max_timestamp = self.base_offset + int(time_index.offsets[-1])
