@@ -145,6 +145,23 @@ def _render(value: Any) -> str:
 # -- topic settings ----------------------------------------------------------------------------
 
 
+class TimestampType(StrEnum):
+    """Which timestamp a topic's records carry (Kafka's ``message.timestamp.type``)."""
+
+    CREATE_TIME = "CreateTime"
+    """The producer's, as sent."""
+    LOG_APPEND_TIME = "LogAppendTime"
+    """The broker's clock when the batch is appended: it stamps each batch's header."""
+
+
+def _timestamp_type(text: str) -> TimestampType:
+    wanted = str(text).strip().lower()
+    for kind in TimestampType:
+        if kind.value.lower() == wanted:
+            return kind
+    raise ValueError("must be one of CreateTime, LogAppendTime")
+
+
 class AppendMode(StrEnum):
     """Where an append's write happens."""
 
@@ -238,6 +255,9 @@ class LogConfig:
     min_compaction_lag_ms: int = 0
     max_compaction_lag_ms: int = _LONG_MAX
     delete_retention_ms: int = 24 * 3600 * 1000
+    message_timestamp_type: TimestampType = TimestampType.CREATE_TIME
+    message_timestamp_before_max_ms: int = _LONG_MAX
+    message_timestamp_after_max_ms: int = _LONG_MAX
 
     def __post_init__(self) -> None:
         if self.min_compaction_lag_ms > self.max_compaction_lag_ms:
@@ -340,6 +360,15 @@ TOPIC_SETTINGS: dict[str, Setting] = {
         _topic("delete.retention.ms", "delete_retention_ms", _integer(0), _L,
                "How long a tombstone (null value) is kept after the cleaner first saw it.",
                "log.cleaner.delete.retention.ms"),
+        _topic("message.timestamp.type", "message_timestamp_type", _timestamp_type, _S,
+               "CreateTime (the producer's timestamps) or LogAppendTime (the broker stamps each "
+               "batch with its clock on append).", "log.message.timestamp.type"),
+        _topic("message.timestamp.before.max.ms", "message_timestamp_before_max_ms", _integer(0), _L,
+               "A CreateTime batch whose first timestamp is further than this in the past is "
+               "refused (INVALID_TIMESTAMP).", "log.message.timestamp.before.max.ms"),
+        _topic("message.timestamp.after.max.ms", "message_timestamp_after_max_ms", _integer(0), _L,
+               "A CreateTime batch whose largest timestamp is further than this in the future is "
+               "refused (INVALID_TIMESTAMP).", "log.message.timestamp.after.max.ms"),
     )
 }
 

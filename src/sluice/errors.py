@@ -123,6 +123,13 @@ class RecordErrors(InvalidRecordError):
         self.record_errors = record_errors
 
 
+class InvalidTimestampError(SluiceError):
+    """A CreateTime batch stamped outside the topic's ``message.timestamp.before.max.ms`` /
+    ``message.timestamp.after.max.ms`` of the broker's clock."""
+
+    code = ErrorCode.INVALID_TIMESTAMP
+
+
 class RecordTooLargeError(SluiceError):
     """A batch larger than the topic's ``max.message.bytes``."""
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import random
 import stat
+import struct
 from collections.abc import Callable
 
 import pytest
 
 from sluice.errors import StorageError
 from sluice.protocol.records import build_batch, scan_batches
-from sluice.storage import PartitionLog
+from sluice.storage import LogConfig, PartitionLog
 from sluice.storage.loader import CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_FILE
 
 from .conftest import FakeClock, all_records, make_batch
@@ -221,3 +223,90 @@ def test_recovery_removes_an_empty_segment_inside_the_previous_ones_offsets(open
     assert [s.base_offset for s in again.segments] == [0, 2, 4]
     assert all_records(again) == before
     assert not stray.exists()
+
+
+def _timed_log(open_log: OpenLog) -> tuple[PartitionLog, int]:
+    """Two closed segments and an active one, of 3-record batches whose timestamps rise by 10
+    ms a batch, with an index entry every other batch."""
+    batch = len(make_batch(3))
+    log = open_log(segment_bytes=batch * 10, index_interval_bytes=batch * 2)
+    for i in range(25):
+        log.append(make_batch(3, tag=f"b{i}", ts=1000 + 10 * i))
+    assert len(log.segments) == 3
+    return log, batch
+
+
+def _entry(path: os.PathLike[str], size: int, i: int, change: Callable[[int, int], tuple[int, int]]) -> None:
+    """Rewrite entry ``i`` of an index file (two little-endian ints of ``size`` bytes each)."""
+    fmt = "<ii" if size == 4 else "<qq"
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        struct.pack_into(fmt, data, i * 2 * size, *change(*struct.unpack_from(fmt, data, i * 2 * size)))
+        f.seek(0)
+        f.write(data)
+
+
+def _first_offsets_read(log: PartitionLog) -> list[int]:
+    """For every offset, the base offset of the first batch a fetch there returns."""
+    return [scan_batches(log.read_bytes(o, 1))[0].base_offset for o in range(log.log_start_offset, log.high_watermark)]
+
+
+@pytest.mark.parametrize("clean", [True, False], ids=["clean-restart", "unclean-restart"])
+def test_an_offset_index_entry_naming_another_batch_is_not_trusted(open_log: OpenLog, clean: bool) -> None:
+    """An .index file whose entries are in order and inside the log, but one names the wrong
+    batch (a flipped bit, a stale file): a fetch must still start at the batch holding the
+    offset, not past it (the consumer would skip records with no sign of it)."""
+    log, batch = _timed_log(open_log)
+    expected = _first_offsets_read(log)
+    first = log.segments[0]
+    assert first.index.offsets.tolist()[:2] == [0, 6]
+    log.close() if clean else log.abandon()
+    _entry(first.index_path, 4, 1, lambda o, p: (o - 3, p))  # offset 3 -> the batch of offset 6
+    again = open_log(segment_bytes=batch * 10, index_interval_bytes=batch * 2)
+    assert _first_offsets_read(again) == expected
+    assert [o for o, _ in all_records(again, 3)][:4] == [3, 4, 5, 6]
+
+
+def test_a_time_index_cut_short_is_not_trusted_after_a_clean_stop(open_log: OpenLog) -> None:
+    """A .timeindex file cut short at a whole entry: the segment's largest timestamp (what
+    retention goes by, and timestamp lookups skip a segment by) must not come from its last
+    entry when the clean stop recorded another. (After an unclean stop nothing recorded the
+    largest timestamp; the last entry is checked against its batch, as below.)"""
+    log, batch = _timed_log(open_log)
+    first = log.segments[0]
+    assert first.max_timestamp == 1090  # its last batch (offsets 27..29)
+    state = log.close()
+    whole = first.time_index_path.read_bytes()
+    # An entry every other batch (index.interval.bytes), and the largest timestamp last.
+    assert len(whole) == 6 * 16 and whole[-16:] == struct.pack("<qq", 1090, 29)
+    first.time_index_path.write_bytes(whole[: 4 * 16])  # its last entries gone
+    config = LogConfig.from_dict({"segment.bytes": str(batch * 10), "index.interval.bytes": str(batch * 2)})
+    again = PartitionLog.open(log.directory, config, FakeClock(), state=state)
+    try:
+        seg = again.segments[0]
+        _ = seg.time_index
+        assert (seg.max_timestamp, seg.offset_of_max_timestamp) == (1090, 29)
+        assert asyncio.run(again.offset_for_timestamp(1085)) == (27, 1090)
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("clean", [True, False], ids=["clean-restart", "unclean-restart"])
+def test_a_time_index_entry_naming_another_batch_is_not_trusted(open_log: OpenLog, clean: bool) -> None:
+    """A .timeindex entry whose offset is too high (in order with the others, inside the
+    segment): a lookup by time starting after it would skip records."""
+    log, batch = _timed_log(open_log)
+    first = log.segments[0]
+    log.close() if clean else log.abandon()
+    _entry(first.time_index_path, 8, 1, lambda t, o: (t, o + 3))  # (1020, 8) -> (1020, 11)
+    again = open_log(segment_bytes=batch * 10, index_interval_bytes=batch * 2)
+    assert asyncio.run(again.offset_for_timestamp(1021)) == (9, 1030)
+    assert asyncio.run(again.offset_for_timestamp(1030)) == (9, 1030)
+    # The last entry too: the segment's largest timestamp comes from the log.
+    again.close() if clean else again.abandon()
+    _entry(first.time_index_path, 8, 5, lambda t, o: (t + 5, o))  # (1090, 29) -> (1095, 29)
+    third = open_log(segment_bytes=batch * 10, index_interval_bytes=batch * 2)
+    seg = third.segments[0]
+    _ = seg.time_index
+    assert seg.max_timestamp == 1090
+    assert asyncio.run(third.offset_for_timestamp(1092)) == (30, 1100)

@@ -18,7 +18,8 @@ from collections.abc import Awaitable
 
 from sluice.broker import ingest
 from sluice.broker.context import ELEMENTS_PER_TURN, BrokerContext
-from sluice.config import AckLevel
+from sluice.config import AckLevel, TimestampType
+from sluice.dataclass import dataclass
 from sluice.errors import CloseConnection, ErrorCode, RecordErrors, Refused, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
@@ -38,8 +39,17 @@ def ack_level(acks: int, log_: PartitionLog) -> AckLevel:
     return AckLevel.WRITTEN if topic_ack is AckLevel.QUEUED else topic_ack
 
 
-Outcome = int | tuple[int, str] | tuple[int, str, list[tuple[int, str]]]
-"""A partition's result: its base offset, or (error code, message[, record errors])."""
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """A partition's successful append: its base offset and, on a LogAppendTime topic, the
+    time its batches were stamped with (-1 on a CreateTime topic, as Kafka answers)."""
+
+    base_offset: int
+    log_append_time: int = -1
+
+
+Outcome = Appended | tuple[int, str] | tuple[int, str, list[tuple[int, str]]]
+"""A partition's result: its append, or (error code, message[, record errors])."""
 
 MESSAGE_TEXT_BUDGET = 64 * 1024
 """Characters of partition error messages one Produce answer carries in all; past it a
@@ -59,7 +69,7 @@ async def produce(broker: BrokerContext, request: Request) -> m.ProduceResponse 
     walk = broker.config.validate_records
     # The log is kept with its job: a topic deleted meanwhile must not fail the response.
     targets: list[tuple[str, int, PartitionLog | None]] = []
-    jobs: list[Awaitable[int] | Outcome] = []
+    jobs: list[Awaitable[Appended] | Outcome] = []
     for topic in body.topic_data:
         for part in topic.partition_data:
             check = _txn_check(broker, body.transactional_id, topic.name, part.index)
@@ -121,7 +131,7 @@ def _submit(
     limit: int,
     txn_check: TxnCheck,
     walk: bool,
-) -> tuple[PartitionLog | None, Awaitable[int] | Outcome]:
+) -> tuple[PartitionLog | None, Awaitable[Appended] | Outcome]:
     """Start one partition's append: its log and a future of its base offset, or an error."""
     try:
         partition = logs.get_partition(topic, part.index)
@@ -140,22 +150,27 @@ async def _append(
     limit: int,
     txn_check: TxnCheck,
     walk: bool,
-) -> int:
-    """Verify (compressed record counts; every record with ``sluice.produce.validate.records``)
-    and recompress (compression.type) as the topic needs, then append: see
-    :mod:`sluice.broker.ingest`."""
-    data = await ingest.prepare(records, partition.log.config, limit, partition.name, walk=walk)
-    return await partition.append(data, ack, txn_check)
+) -> Appended:
+    """Verify (compressed record counts; every record with ``sluice.produce.validate.records``;
+    CreateTime timestamps), recompress (compression.type) and stamp (LogAppendTime) as the
+    topic needs, then append: see :mod:`sluice.broker.ingest`."""
+    config = partition.log.config
+    now = partition.log.clock()
+    data = await ingest.prepare(records, config, limit, partition.name, walk=walk, now=now)
+    base_offset = await partition.append(data, ack, txn_check)
+    if config.message_timestamp_type is TimestampType.LOG_APPEND_TIME:
+        return Appended(base_offset, now)
+    return Appended(base_offset)
 
 
-def _start(job: Awaitable[int] | Outcome) -> Awaitable[int] | Outcome:
-    if isinstance(job, int | tuple):
+def _start(job: Awaitable[Appended] | Outcome) -> Awaitable[Appended] | Outcome:
+    if isinstance(job, Appended | tuple):
         return job
     return asyncio.ensure_future(job)
 
 
-async def _settle(job: Awaitable[int] | Outcome) -> Outcome:
-    if isinstance(job, int | tuple):
+async def _settle(job: Awaitable[Appended] | Outcome) -> Outcome:
+    if isinstance(job, Appended | tuple):
         return job
     try:
         return await job
@@ -165,15 +180,15 @@ async def _settle(job: Awaitable[int] | Outcome) -> Outcome:
         return (int(exc.code), str(exc))
 
 
-async def _settle_within(jobs: list[Awaitable[int] | Outcome], timeout_ms: int) -> list[Outcome]:
+async def _settle_within(jobs: list[Awaitable[Appended] | Outcome], timeout_ms: int) -> list[Outcome]:
     """acks=all honours the request's ``timeout_ms`` as Kafka does: a partition not durable in
     time is answered REQUEST_TIMED_OUT. Its append is not undone; it completes in the background
     (as in Kafka, where the leader has appended and only the replicas are late).
 
     A timeout of 0 or less bounds nothing: Kafka's leader of a single-replica partition answers
     such a request with success once appended, so sluice waits for the append's durability."""
-    started: list[asyncio.Future[int] | Outcome] = [
-        job if isinstance(job, int | tuple) else asyncio.ensure_future(job) for job in jobs
+    started: list[asyncio.Future[Appended] | Outcome] = [
+        job if isinstance(job, Appended | tuple) else asyncio.ensure_future(job) for job in jobs
     ]
     futures = [job for job in started if isinstance(job, asyncio.Future)]
     if futures:
@@ -188,7 +203,7 @@ async def _settle_within(jobs: list[Awaitable[int] | Outcome], timeout_ms: int) 
     return results
 
 
-def _retrieve(future: asyncio.Future[int]) -> None:
+def _retrieve(future: asyncio.Future[Appended]) -> None:
     """Consume a late append's outcome (nobody awaits it any more), logging a failure."""
     if not future.cancelled() and (exc := future.exception()) is not None:
         log.warning(
@@ -216,7 +231,8 @@ def _partition_response(
     return m.ProducePartitionResponse(
         index=index,
         error_code=ErrorCode.NONE,
-        base_offset=result,
+        base_offset=result.base_offset,
+        log_append_time_ms=result.log_append_time,
         log_start_offset=plog.log_start_offset,
         record_errors=[],
     )

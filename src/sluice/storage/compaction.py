@@ -469,6 +469,7 @@ def _clean_group(job: _Run, group: list[SegmentSpec], omap: OffsetMap, end_offse
         path.unlink(missing_ok=True)
     job.stats.bytes_written += position
     job.stats.groups += 1
+    new.complete_time_index()  # its last entry: the largest timestamp (the swap reads it back)
     index, time_index = new.index, new.time_index
     aborted, job.txns.index = job.txns.index, []
     had_index = any((plan.directory / f"{segment_name(spec.base)}{txn_index.SUFFIX}").exists() for spec in group)

@@ -70,6 +70,10 @@ class OffsetIndex:
             return 0, 0
         return self.offsets[i - 1], self.positions[i - 1]
 
+    def entry_at_or_before(self, relative_offset: int) -> int:
+        """The number of the last entry at or before ``relative_offset`` (-1: none)."""
+        return bisect_right(self.offsets, relative_offset) - 1
+
     def load(self, path: Path, log_size: int) -> None:
         offsets, positions = _load(path, "i")
         prev_o, prev_p = -1, -1
@@ -112,10 +116,14 @@ class TimeIndex:
     def lookup(self, timestamp: int) -> int:
         """Relative offset from which a scan for the first batch with max timestamp >= ``timestamp``
         may start: every batch before the returned entry's successor is known to be older."""
-        i = bisect_right(self.timestamps, timestamp - 1)
-        if i == 0:
+        i = self.entry_before(timestamp)
+        if i < 0:
             return 0
-        return int(self.offsets[i - 1]) + 1
+        return int(self.offsets[i]) + 1
+
+    def entry_before(self, timestamp: int) -> int:
+        """The number of the last entry whose timestamp is below ``timestamp`` (-1: none)."""
+        return bisect_right(self.timestamps, timestamp - 1) - 1
 
     def load(self, path: Path, max_relative_offset: int) -> None:
         timestamps, offsets = _load(path, "q")

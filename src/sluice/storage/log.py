@@ -31,10 +31,13 @@ from sluice.errors import LogClosedError, OffsetOutOfRangeError, StorageError
 from sluice.protocol.markers import Marker, build_marker, read_marker
 from sluice.protocol.records import (
     DEFAULT_MAX_UNCOMPRESSED,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
     TRANSACTIONAL_BIT,
     BatchHeader,
     assign_offsets,
     iter_record_stamps,
+    iter_stored_batches,
     read_header,
     scan_batches,
 )
@@ -479,7 +482,7 @@ class PartitionLog:
         """Headers of the batches from ``start`` on, each control batch with its marker."""
         i = max(0, bisect_right(self._bases, start) - 1)
         for seg in self._segments[i:]:
-            _, position = seg.index.lookup(max(start, seg.base_offset) - seg.base_offset)
+            position = seg.scan_position(max(start, seg.base_offset))
             for header in seg.iter_batches(position):
                 if header.base_offset < start:
                     continue
@@ -602,6 +605,8 @@ class PartitionLog:
         self._dirty = True
         self.log_end_offset = plan.next_offset
         if plan.rolled:
+            for seg in plan.rolled:  # here, on the owner's thread: the seal may run in another
+                seg.complete_time_index()
             base = plan.new_segments[-1].base_offset
             if self._producers_at is None:
                 # Copies: the snapshot is written in the writer's thread while appends go on.
@@ -940,16 +945,15 @@ class PartitionLog:
     ) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record at or after ``timestamp``, or None.
 
-        The candidate batch is found on the owner's thread from the indexes and batch headers
-        (cheap); its records are read and streamed in the loop's default executor, since a
-        compressed batch may inflate to gigabytes (see :meth:`_search_batch`)."""
+        The indexes give where to look on the owner's thread; the batch headers from there are
+        read in the loop's default executor (where DeleteRecords cut into a segment, the batch
+        that gave it its largest timestamp may be gone, and the walk may cross the whole
+        segment), then the candidate batch's records, since a compressed batch may inflate to
+        gigabytes (see :meth:`_search_batch`)."""
         after = self.log_start_offset
         while True:
             self.check_open()
-            try:
-                candidate = self._timestamp_candidate(timestamp, after)
-            except OSError as exc:
-                raise StorageError(f"searching {self.name} by timestamp failed: {exc}") from exc
+            candidate = await self._timestamp_candidate(timestamp, after)
             if candidate is None:
                 return None
             seg, header, start = candidate
@@ -961,59 +965,98 @@ class PartitionLog:
             # Only a batch whose header lies about its max timestamp gets here: search on.
             after = header.next_offset
 
-    def _timestamp_candidate(
+    async def _timestamp_candidate(
         self, timestamp: int, after: int
     ) -> tuple[LogSegment, BatchHeader, int] | None:
         """The first visible batch at or past offset ``after`` whose header says it may hold a
         record at or after ``timestamp``, with the offset its search starts from."""
+        loop = asyncio.get_running_loop()
         for seg, end in self._visible_batches(max(after, self.log_start_offset)):
-            _ = seg.time_index  # closed segments load lazily; this fills max_timestamp
-            if seg.max_timestamp < timestamp:
-                continue
-            start = max(
-                seg.base_offset + seg.time_index.lookup(timestamp), self.log_start_offset, after
-            )
-            _, position = seg.index.lookup(start - seg.base_offset)
-            for header in seg.iter_batches(position, end):
-                if header.next_offset <= start or header.max_timestamp < timestamp:
+            try:
+                _ = seg.time_index  # closed segments load lazily; this fills max_timestamp
+                if seg.max_timestamp < timestamp:
                     continue
+                start = max(seg.time_scan_start(timestamp), self.log_start_offset, after)
+                position = seg.scan_position(start)
+                if position + HEADER_SIZE > end:
+                    continue  # nothing visible from there (an empty segment has no file yet)
+                fd = seg.acquire_fd()
+            except OSError as exc:
+                raise StorageError(f"searching {self.name} by timestamp failed: {exc}") from exc
+            try:
+                header = await loop.run_in_executor(
+                    None, _first_header_at, fd, position, end, start, timestamp
+                )
+            finally:
+                seg.release_fd()
+            if header is not None:
                 return seg, header, start
         return None
 
     async def max_timestamp_offset(
         self, *, max_block: int = DEFAULT_MAX_UNCOMPRESSED
     ) -> tuple[int, int] | None:
-        """(offset, timestamp) of the record with the largest timestamp (ListOffsets -3)."""
+        """(offset, timestamp) of the visible record with the largest timestamp, the first such
+        if several share it (ListOffsets -3); None if no record has a timestamp.
+
+        Only records in [log start, high watermark) count: the segments' recorded maxima are
+        bounds, exact for a segment wholly inside; where DeleteRecords cut into a segment (or
+        the high watermark does), the record holding its maximum may be gone (or not yet
+        visible), and that segment's visible part is searched (headers, then the records of
+        at most two batches, in the loop's default executor)."""
         self.check_open()
         try:
-            found = self._max_timestamp_batch()
+            bounds = self._timestamp_bounds()
         except OSError as exc:
             raise StorageError(f"finding the max timestamp of {self.name} failed: {exc}") from exc
-        if found is None:
-            return None
-        seg, header, offset, max_ts = found
-        result = await self._search_batch(seg, header, lambda _o, t: t == max_ts, max_block)
-        return result if result is not None else (offset, max_ts)
-
-    def _max_timestamp_batch(self) -> tuple[LogSegment, BatchHeader, int, int] | None:
-        best: tuple[LogSegment, int] | None = None
-        for seg, _end in self._visible_batches(self.log_start_offset):
-            _ = seg.time_index
-            if seg.max_timestamp >= 0 and (
-                best is None or seg.max_timestamp > best[0].max_timestamp
+        best: tuple[int, int] | None = None  # (offset, timestamp)
+        for bound, _, seg, end in bounds:
+            if best is not None and bound < best[1]:
+                break  # no later candidate can beat it (equal ones come in offset order)
+            found = await self._segment_max_timestamp(seg, end, max_block)
+            if found is not None and (
+                best is None or found[1] > best[1] or (found[1] == best[1] and found[0] < best[0])
             ):
-                best = (seg, _end)
-        if best is None:
-            return None
-        seg, end = best
-        offset = seg.offset_of_max_timestamp
-        max_ts = seg.max_timestamp
-        if offset >= self.high_watermark or offset < self.log_start_offset:
-            return None
-        header = seg.find_batch(offset, end)
-        if header is None:
-            return None
-        return seg, header, offset, max_ts
+                best = found
+        return best
+
+    def _timestamp_bounds(self) -> list[tuple[int, int, LogSegment, int]]:
+        """(recorded max timestamp, base offset, segment, visible end) of each visible segment
+        with timestamps, largest first, then by offset."""
+        out = []
+        for seg, end in self._visible_batches(self.log_start_offset):
+            _ = seg.time_index  # closed segments load lazily; this fills max_timestamp
+            if seg.max_timestamp >= 0:
+                out.append((seg.max_timestamp, seg.base_offset, seg, end))
+        out.sort(key=lambda c: (-c[0], c[1]))
+        return out
+
+    async def _segment_max_timestamp(
+        self, seg: LogSegment, end: int, max_block: int
+    ) -> tuple[int, int] | None:
+        """The first visible record of ``seg`` (up to byte ``end``) with its largest visible
+        timestamp."""
+        start = self.log_start_offset
+        offset, max_ts = seg.offset_of_max_timestamp, seg.max_timestamp
+        if start <= offset < self.high_watermark:
+            try:
+                header = seg.find_batch(offset, end)
+            except OSError as exc:
+                raise StorageError(f"reading {seg.log_path} failed: {exc}") from exc
+            if header is not None and header.base_offset >= start:
+                found = await self._search_batch(seg, header, lambda _o, t: t == max_ts, max_block)
+                return found if found is not None else (offset, max_ts)
+        # The recorded maximum is below the log start or past the high watermark: search.
+        position = seg.scan_position(max(start, seg.base_offset))
+        loop = asyncio.get_running_loop()
+        try:
+            fd = seg.acquire_fd()
+        except OSError as exc:
+            raise StorageError(f"reading {seg.log_path} failed: {exc}") from exc
+        try:
+            return await loop.run_in_executor(None, _max_stamp_at, fd, position, end, start, max_block)
+        finally:
+            seg.release_fd()
 
     @staticmethod
     async def _search_batch(
@@ -1346,6 +1389,10 @@ class PartitionLog:
             (self.directory / name).unlink(missing_ok=True)
 
 
+_HEADER_CHUNK = 64 * 1024
+"""Bytes read at a time where an executor walks batch headers."""
+
+
 def _at_or_after(timestamp: int, start: int, offset: int, record_timestamp: int) -> bool:
     return record_timestamp >= timestamp and offset >= start
 
@@ -1362,3 +1409,55 @@ def _search_batch_at(
         raise StorageError(f"batch at byte {position} is cut short ({len(batch)} of {size} bytes)")
     return next((s for s in iter_record_stamps(batch, max_block=max_block) if match(*s)), None)
 
+
+def _headers_at(fd: int, position: int, end: int) -> Iterator[BatchHeader]:
+    """Headers of the batches in [position, end) of a leased fd, read in chunks (a batch bigger
+    than a chunk is stepped over by its header); stops where the bytes stop being batches."""
+    while position + HEADER_SIZE <= end:
+        chunk = os.pread(fd, min(_HEADER_CHUNK, end - position), position)
+        consumed = 0
+        for header in iter_stored_batches(chunk, base=position):
+            consumed = header.position + header.size - position
+            yield header
+        if consumed == 0:
+            header = read_header(chunk, base=position)
+            if header.size > end - position or header.batch_length < HEADER_SIZE - LOG_OVERHEAD:
+                return
+            yield header
+            consumed = header.size
+        position += consumed
+
+
+def _first_header_at(fd: int, position: int, end: int, start: int, timestamp: int) -> BatchHeader | None:
+    """Executor side of :meth:`PartitionLog._timestamp_candidate`: the first batch ending past
+    offset ``start`` whose max timestamp reaches ``timestamp``."""
+    return next(
+        (h for h in _headers_at(fd, position, end) if h.next_offset > start and h.max_timestamp >= timestamp),
+        None,
+    )
+
+
+def _max_stamp_at(
+    fd: int, position: int, end: int, start: int, max_block: int
+) -> tuple[int, int] | None:
+    """Executor side of :meth:`PartitionLog._segment_max_timestamp`: the first record at or
+    past offset ``start`` with the largest timestamp among the batches in [position, end),
+    reading their headers (in chunks) and the records of the batch holding
+    ``start`` and of the winning batch. Touches only the leased fd."""
+    best: tuple[int, int] | None = None  # (offset, timestamp), exact
+    best_batch: tuple[int, int, int] | None = None  # (position, size, max timestamp): to search
+    for header in _headers_at(fd, position, end):
+        top = max(best[1] if best else -1, best_batch[2] if best_batch else -1)
+        if header.next_offset > start and header.max_timestamp > top:
+            if header.base_offset >= start:
+                best_batch, best = (header.position, header.size, header.max_timestamp), None
+            else:  # cut by the log start: its maximum may be a deleted record's
+                batch = os.pread(fd, header.size, header.position)
+                for offset, ts in iter_record_stamps(batch, max_block=max_block):
+                    if offset >= start and ts > (best[1] if best else top):
+                        best, best_batch = (offset, ts), None
+    if best_batch is not None:
+        at, size, max_ts = best_batch
+        batch = os.pread(fd, size, at)
+        return next((s for s in iter_record_stamps(batch, max_block=max_block) if s[1] == max_ts), None)
+    return best

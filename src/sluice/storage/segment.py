@@ -98,6 +98,12 @@ class LogSegment:
         (:meth:`create_file`), so an empty partition costs no file and no descriptor."""
         self._index: OffsetIndex | None = None
         self._time_index: TimeIndex | None = None
+        self._unchecked = bytearray()
+        """One flag per offset index entry loaded from its file (1: not yet checked against the
+        batch header at its position, see :meth:`scan_position`); entries this process built
+        from the log are trusted."""
+        self._time_unchecked = bytearray()
+        """The same for the time index's entries (see :meth:`time_scan_start`)."""
         self._aborted: list[AbortedTxn] | None = None
         """The aborted-transactions index (:mod:`.txn_index`), loaded on first use."""
         self.txn_saved = True
@@ -374,6 +380,7 @@ class LogSegment:
         except OSError as exc:
             log.warning("could not save the transaction index of %s (%s); recovery rebuilds it", self.log_path, exc)
         try:
+            self.complete_time_index()  # a no-op where the owner's thread did it (a roll's commit)
             self.index.save(self.index_path)
             self.time_index.save(self.time_index_path)
         except OSError as exc:
@@ -400,6 +407,8 @@ class LogSegment:
     def fresh_indexes(self) -> None:
         self._index = OffsetIndex(self._max_index_entries)
         self._time_index = TimeIndex(self._max_time_entries)
+        self._unchecked = bytearray()
+        self._time_unchecked = bytearray()
 
     def _load_indexes(self) -> None:
         """Load a closed segment's indexes, rebuilding from the log if missing or insane."""
@@ -415,9 +424,89 @@ class LogSegment:
             self.rebuild_indexes()
             return
         self._index, self._time_index = index, time_index
+        self._unchecked = bytearray(b"\x01") * len(index)
+        self._time_unchecked = bytearray(b"\x01") * len(time_index)
+        if not self._time_index_holds_the_max():
+            log.warning("%s: the time index does not end at the segment's largest timestamp; rebuilt from the log", self.log_path)
+            self.rebuild_indexes()
+            return
+        if self._time_index is not time_index:
+            return  # the check found a wrong offset index entry: both were rebuilt from the log
         if len(time_index):
             self.max_timestamp = time_index.last_timestamp
             self.offset_of_max_timestamp = self.base_offset + int(time_index.offsets[-1])
+
+    def _time_index_holds_the_max(self) -> bool:
+        """Whether the loaded time index's last entry is the segment's largest timestamp: the
+        one a clean shutdown recorded, when it did, and in any case the max timestamp of the
+        batch ending at its offset. Retention and timestamp lookups go by that entry: one
+        missing from a truncated file would delete the segment early, or skip it in a lookup."""
+        time_index = self.time_index
+        if not len(time_index):
+            return self.max_timestamp < 0
+        last_ts, last_offset = time_index.last_timestamp, self.base_offset + int(time_index.offsets[-1])
+        if self.max_timestamp >= 0 and (last_ts, last_offset) != (self.max_timestamp, self.offset_of_max_timestamp):
+            return False
+        return self._time_entry_holds(len(time_index) - 1)
+
+    def _time_entry_holds(self, i: int) -> bool:
+        """Whether time index entry ``i`` names a batch that ends at its offset with its
+        timestamp as the max (OSError propagates: the log itself is unreadable)."""
+        time_index = self.time_index
+        offset = self.base_offset + int(time_index.offsets[i])
+        header = self.find_batch(offset)
+        ok = header is not None and header.last_offset == offset and header.max_timestamp == time_index.timestamps[i]
+        if ok and i < len(self._time_unchecked):
+            self._time_unchecked[i] = 0
+        return ok
+
+    def scan_position(self, offset: int) -> int:
+        """Where a scan for the batch holding ``offset`` starts: the position of the offset
+        index's last entry at or before it (0 if none).
+
+        An entry loaded from the ``.index`` file is checked against the batch header at its
+        position the first time it is used (one small pread): the file is derived data, and an
+        entry naming another batch than the one there (a flipped bit, a stale or foreign file)
+        would start reads past the offset, and a consumer would skip records without a sign.
+        A wrong entry rebuilds both indexes from the log."""
+        index = self.index
+        i = index.entry_at_or_before(offset - self.base_offset)
+        if i < 0:
+            return 0
+        position = int(index.positions[i])
+        if i < len(self._unchecked) and self._unchecked[i]:
+            if not self._entry_holds(int(index.offsets[i]), position):
+                log.warning("%s: offset index entry %d names another batch; indexes rebuilt from the log", self.log_path, i)
+                self.rebuild_indexes()
+                return self.scan_position(offset)
+            self._unchecked[i] = 0
+        return position
+
+    def _entry_holds(self, relative_offset: int, position: int) -> bool:
+        raw = self.pread(position, HEADER_SIZE)
+        if len(raw) < HEADER_SIZE:
+            return False
+        header = read_header(raw)
+        return (
+            header.magic == 2
+            and header.base_offset == self.base_offset + relative_offset
+            and header.batch_length >= HEADER_SIZE - LOG_OVERHEAD
+            and position + header.size <= self.size
+        )
+
+    def time_scan_start(self, timestamp: int) -> int:
+        """The first offset a search for ``timestamp`` need look at (the time index's lookup),
+        its entry checked against the log the first time it is used, as :meth:`scan_position`
+        checks the offset index's: an entry with too high an offset would skip records."""
+        time_index = self.time_index
+        i = time_index.entry_before(timestamp)
+        if i < 0:
+            return self.base_offset
+        if i < len(self._time_unchecked) and self._time_unchecked[i] and not self._time_entry_holds(i):
+            log.warning("%s: time index entry %d names another batch; indexes rebuilt from the log", self.log_path, i)
+            self.rebuild_indexes()
+            return self.time_scan_start(timestamp)
+        return self.base_offset + int(time_index.offsets[i]) + 1
 
     def rebuild_indexes(self, *, save: bool = True) -> None:
         """Rebuild both indexes from the trusted bytes [0, size) (no CRC: already recovered)."""
@@ -427,6 +516,7 @@ class LogSegment:
         self.offset_of_max_timestamp = -1
         for header in self.iter_batches(0):
             self.note_appended(header, header.position)
+        self.complete_time_index()
         # The files only spare the next open a scan: a full disk must not fail the read that
         # needed the index.
         if save and not self.being_replaced:
@@ -441,22 +531,36 @@ class LogSegment:
             self.index_path.unlink(missing_ok=True)
             self.time_index_path.unlink(missing_ok=True)
             return
+        self.complete_time_index()
         self.index.save(self.index_path, sync=sync)
         self.time_index.save(self.time_index_path, sync=sync)
 
     def note_appended(self, header: BatchHeader, position: int) -> None:
-        """Account for a batch committed at ``position``: indexes, timestamps, next offset."""
+        """Account for a batch committed at ``position``: indexes, timestamps, next offset.
+
+        Both indexes are sparse, as Kafka's: the time index gets an entry (the largest timestamp
+        so far) when the offset index does, every ``index.interval.bytes``, not one for every
+        batch that raises the largest timestamp (nearly all of them: clocks move on), which cost
+        16 bytes of memory a batch and rolled segments once the time index was full (a small
+        batch every millisecond rolled a segment every 11 minutes, whatever segment.bytes)."""
+        if header.max_timestamp > self.max_timestamp:
+            self.max_timestamp = header.max_timestamp
+            self.offset_of_max_timestamp = header.last_offset
         index = self.index
         if not len(index) or self.bytes_since_index_entry >= self.index_interval_bytes:
             index.append(header.base_offset - self.base_offset, position)
             self.bytes_since_index_entry = 0
+            self.complete_time_index()
         self.bytes_since_index_entry += header.size
-        if header.max_timestamp > self.max_timestamp:
-            self.max_timestamp = header.max_timestamp
-            self.offset_of_max_timestamp = header.last_offset
-            self.time_index.maybe_append(header.max_timestamp, header.last_offset - self.base_offset)
         self.next_offset = header.next_offset
         self.last_batch = position
+
+    def complete_time_index(self) -> None:
+        """Give the time index its entry for the largest timestamp so far (if it lacks it): done
+        before its file is written, so the last entry is the segment's largest timestamp
+        (Kafka's ``onBecomeInactiveSegment``), which the next load reads back."""
+        if self.max_timestamp >= 0:
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp - self.base_offset)
 
     def indexes_full(self) -> bool:
         return self.index.full or self.time_index.full
@@ -528,7 +632,7 @@ class LogSegment:
         overwritten behind the broker's back): the read fails rather than silently skipping
         to the next segment, which would hand a consumer a gap in the offsets as if nothing
         were missing."""
-        _, position = self.index.lookup(offset - self.base_offset)
+        position = self.scan_position(offset)
         reached = position
         for header in self.iter_batches(position, end):
             if header.next_offset > offset:
@@ -596,4 +700,5 @@ class LogSegment:
             self.note_appended(header, position)
             expected = header.next_offset
             position += size
+        self.complete_time_index()
         return position
