@@ -258,6 +258,21 @@ class LogConfig:
     message_timestamp_type: TimestampType = TimestampType.CREATE_TIME
     message_timestamp_before_max_ms: int = _LONG_MAX
     message_timestamp_after_max_ms: int = _LONG_MAX
+    min_insync_replicas: int = 1
+    # Kafka's topic configs that a single node with its logs on one disk has no use for: taken
+    # and reported (tools that set them, even to their defaults, create topics), without effect.
+    unclean_leader_election_enable: bool = False
+    preallocate: bool = False
+    segment_jitter_ms: int = 0
+    file_delete_delay_ms: int = 60_000
+    compression_gzip_level: int = -1
+    compression_lz4_level: int = 9
+    compression_zstd_level: int = 3
+    leader_replication_throttled_replicas: str = ""
+    follower_replication_throttled_replicas: str = ""
+    local_retention_ms: int = -2
+    local_retention_bytes: int = -2
+    remote_storage_enable: bool = False
 
     def __post_init__(self) -> None:
         if self.min_compaction_lag_ms > self.max_compaction_lag_ms:
@@ -303,8 +318,37 @@ class LogConfig:
         return {k: v for k, v in mine.items() if theirs[k] != v}
 
 
-def _topic(name: str, attr: str, parse: Callable[[str], Any], kind: ConfigType, doc: str, broker: str) -> Setting:
+def _topic(
+    name: str, attr: str, parse: Callable[[str], Any], kind: ConfigType, doc: str, broker: str | None
+) -> Setting:
     return Setting(name, attr, parse, _render, kind, doc, broker_name=broker)
+
+
+def _gzip_level(text: str) -> int:
+    """Kafka's: 1 to 9, or -1 for the codec's default."""
+    level = _integer(-1, 9)(text)
+    if level == 0:
+        raise ValueError("must be between 1 and 9, or -1 for the default")
+    return level
+
+
+def _replicas_list(text: str) -> str:
+    """Kafka's throttled-replicas form: empty, ``*``, or ``partition:broker`` pairs."""
+    value = str(text).strip()
+    if value in ("", "*"):
+        return value
+    for item in value.split(","):
+        partition, sep, broker = item.strip().partition(":")
+        if not sep or not partition.strip().isdigit() or not broker.strip().isdigit():
+            raise ValueError("must be empty, * or a list of partition:broker pairs, such as 0:1,1:1")
+    return value
+
+
+def _no_tiered_storage(text: str) -> bool:
+    if _boolean(text):
+        raise ValueError("cannot be true: sluice has no tiered storage (Kafka refuses it too "
+                         "while its broker's remote.log.storage.system.enable is false)")
+    return False
 
 
 _I, _L, _S, _B, _LIST = ConfigType.INT, ConfigType.LONG, ConfigType.STRING, ConfigType.BOOLEAN, ConfigType.LIST
@@ -369,6 +413,41 @@ TOPIC_SETTINGS: dict[str, Setting] = {
         _topic("message.timestamp.after.max.ms", "message_timestamp_after_max_ms", _integer(0), _L,
                "A CreateTime batch whose largest timestamp is further than this in the future is "
                "refused (INVALID_TIMESTAMP).", "log.message.timestamp.after.max.ms"),
+        _topic("min.insync.replicas", "min_insync_replicas", _integer(1, _INT_MAX), _I,
+               "Replicas that must have a batch for acks=all; one node has one: above 1, acks=all "
+               "produce is answered NOT_ENOUGH_REPLICAS, as Kafka answers with too few in sync.",
+               "min.insync.replicas"),
+        _topic("unclean.leader.election.enable", "unclean_leader_election_enable", _boolean, _B,
+               "Taken, without effect: one node has no other replica to elect.",
+               "unclean.leader.election.enable"),
+        _topic("preallocate", "preallocate", _boolean, _B,
+               "Taken, without effect: segment files grow as they are written.", "log.preallocate"),
+        _topic("segment.jitter.ms", "segment_jitter_ms", _integer(0), _L,
+               "Taken, without effect: segments roll at segment.ms exactly.", "log.roll.jitter.ms"),
+        _topic("file.delete.delay.ms", "file_delete_delay_ms", _integer(0), _L,
+               "Taken, without effect: a deleted segment's files go at once (readers hold them open).",
+               "log.segment.delete.delay.ms"),
+        _topic("compression.gzip.level", "compression_gzip_level", _gzip_level, _I,
+               "Taken, without effect: recompression uses the codec's default level.",
+               "compression.gzip.level"),
+        _topic("compression.lz4.level", "compression_lz4_level", _integer(1, 17), _I,
+               "Taken, without effect: recompression uses the codec's default level.",
+               "compression.lz4.level"),
+        _topic("compression.zstd.level", "compression_zstd_level", _integer(-131072, 22), _I,
+               "Taken, without effect: recompression uses the codec's default level.",
+               "compression.zstd.level"),
+        _topic("leader.replication.throttled.replicas", "leader_replication_throttled_replicas",
+               _replicas_list, _LIST, "Taken, without effect: one node replicates nothing.", None),
+        _topic("follower.replication.throttled.replicas", "follower_replication_throttled_replicas",
+               _replicas_list, _LIST, "Taken, without effect: one node replicates nothing.", None),
+        _topic("local.retention.ms", "local_retention_ms", _integer(-2), _L,
+               "Taken, without effect: with no tiered storage every segment is local (retention.ms "
+               "applies).", "log.local.retention.ms"),
+        _topic("local.retention.bytes", "local_retention_bytes", _integer(-2), _L,
+               "Taken, without effect: with no tiered storage every segment is local "
+               "(retention.bytes applies).", "log.local.retention.bytes"),
+        _topic("remote.storage.enable", "remote_storage_enable", _no_tiered_storage, _B,
+               "false only: sluice has no tiered storage.", None),
     )
 }
 

@@ -365,6 +365,9 @@ def _sample(key: str) -> str:
         "log.retention.minutes": "1",
         "log.retention.hours": "1",
         "log.roll.hours": "1",
+        "unclean.leader.election.enable": "true",
+        "log.preallocate": "true",
+        "compression.gzip.level": "5",
     }
     if key in special:
         return special[key]

@@ -138,6 +138,14 @@ def _submit(
     except SluiceError as exc:
         return None, (int(exc.code), str(exc))
     plog = partition.log
+    if acks == -1 and plog.config.min_insync_replicas > 1:
+        # Kafka's answer when fewer replicas are in sync than the topic asks for: one node is
+        # one replica (the producer retries, as it would until a follower caught up)
+        return plog, (
+            int(ErrorCode.NOT_ENOUGH_REPLICAS),
+            f"acks=all needs {plog.config.min_insync_replicas} in-sync replicas "
+            f"(min.insync.replicas) and this single-node broker has 1",
+        )
     if part.records is None or len(part.records) == 0:
         return plog, (int(ErrorCode.INVALID_RECORD), "a produce request must carry record batches")
     return plog, _append(partition, part.records, ack_level(acks, plog), limit, txn_check, walk)
