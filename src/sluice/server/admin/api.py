@@ -9,7 +9,9 @@ document as text, never as markup. Errors are ``{"error": NAME, "message": ...}`
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -26,12 +28,21 @@ from sluice.server.admin.context import AdminView
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+BODY_TIMEOUT_S = 10.0
+"""How long a write's JSON body may take to arrive (then 408): a connection handling a request
+is never closed to make room for another, so this bounds how long a body that never comes
+holds one."""
+
 
 class NotFound(Exception):
     pass
 
 
 class BadInput(Exception):
+    pass
+
+
+class SlowBody(Exception):
     pass
 
 
@@ -83,6 +94,8 @@ class _Api:
                 return _error(404, "NOT_FOUND", str(exc))
             except BadInput as exc:
                 return _error(400, "BAD_REQUEST", str(exc))
+            except SlowBody as exc:
+                return _error(408, "REQUEST_TIMEOUT", str(exc), close=True)
             return web.json_response(result)
 
         return handle
@@ -250,9 +263,9 @@ class _Api:
         value = _bytes_or_none(body.get("value"))
         headers: list[tuple[str, bytes | None]] = []
         for item in body.get("headers") or []:
-            if not isinstance(item, list | tuple) or len(item) != 2:
-                raise BadInput("headers must be a list of [key, value] pairs")
-            headers.append((str(item[0]), _bytes_or_none(item[1])))
+            if not isinstance(item, list | tuple) or len(item) != 2 or not isinstance(item[0], str):
+                raise BadInput("headers must be a list of [key, value] pairs, each key a string")
+            headers.append((item[0], _bytes_or_none(item[1])))
         chosen, offset = await self._actions(broker).produce(name, partition, key, value, headers)
         return {"partition": chosen, "offset": offset}
 
@@ -351,14 +364,22 @@ def _fetched(broker: Broker) -> dict[str, tuple[int, int]]:
     }
 
 
-def _error(status: int, error: str, message: str) -> web.Response:
-    return web.json_response({"error": error, "message": message}, status=status)
+def _error(status: int, error: str, message: str, *, close: bool = False) -> web.Response:
+    response = web.json_response({"error": error, "message": message}, status=status)
+    if close:  # the rest of an unread body would be read as the next request
+        response.force_close()
+    return response
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except ValueError:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            raw = await request.read()
+    except TimeoutError:
+        raise SlowBody(f"the request body did not arrive within {BODY_TIMEOUT_S:g} s") from None
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
         raise BadInput("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise BadInput("the body must be a JSON object")

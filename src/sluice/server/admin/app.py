@@ -9,8 +9,12 @@ a hand-written HTTP/1.1 parser would be one more thing to get wrong.
 
 What keeps HTTP clients from hurting the Kafka listener:
 
-* at most :data:`MAX_CONNECTIONS` admin connections; more are answered 503 and closed at once
-  (they would otherwise take descriptors the logs need);
+* at most :data:`MAX_CONNECTIONS` admin connections (they would otherwise take descriptors the
+  logs need). A connection past the cap closes the one idle longest (no request being handled:
+  kept alive, or still sending its request's head), so idle or trickling connections cannot lock
+  out a scrape or a liveness probe; only when every connection is handling a request is the
+  newcomer answered 503 and closed. A request body must arrive within
+  :data:`.api.BODY_TIMEOUT_S` (408), so a handler cannot be held for ever by a body that never comes;
 * a scrape copies state on the loop a slice of partitions at a time and renders its text in a
   thread of its own (:mod:`.metrics`); scrapes run one at a time;
 * idle keep-alive connections close after :data:`KEEPALIVE_S`; a response nobody reads waits in
@@ -79,11 +83,20 @@ class AdminServer:
         self._render = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-metrics")
         self._scrape = asyncio.Lock()
         self._page: str | None = None
+        self._busy: set[object] = set()
+        """Connections handling a request (inside the middleware): never closed to make room."""
+        self._used: dict[object, float] = {}
+        """Connection -> when it was opened or last began a request (the longest idle goes first)."""
 
     @property
     def connections(self) -> int:
         runner = self._runner
         return 0 if runner is None or runner.server is None else len(runner.server.connections)
+
+    @property
+    def handling(self) -> int:
+        """Connections handling a request now (those a newcomer past the cap cannot displace)."""
+        return len(self._busy)
 
     async def start(self) -> Listener:
         """Bind and serve; raises OSError if the address cannot be bound."""
@@ -110,12 +123,24 @@ class AdminServer:
         handlers = runner.server
         assert handlers is not None
 
-        def protocol() -> asyncio.BaseProtocol:
-            if len(handlers.connections) >= MAX_CONNECTIONS:
-                return _Refuse()
-            return handlers()
-
         loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.BaseProtocol:
+            connections = handlers.connections
+            # Closed ones linger in the list until their task ends: they do not count.
+            live = [c for c in connections if c.transport is not None]
+            if len(live) >= MAX_CONNECTIONS:
+                idle = [c for c in live if c not in self._busy]
+                if not idle:
+                    return _Refuse()
+                min(idle, key=lambda c: self._used.get(c, 0.0)).force_close()
+            if len(self._used) > 2 * MAX_CONNECTIONS:
+                known = set(connections)
+                self._used = {c: t for c, t in self._used.items() if c in known}
+            handler = handlers()
+            self._used[handler] = loop.time()
+            return handler
+
         try:
             self._listening = await loop.create_server(
                 protocol, self.listener.host, self.listener.port, backlog=128, reuse_address=True
@@ -146,7 +171,13 @@ class AdminServer:
         refusal = self._refusal(request)
         if refusal is not None:
             return web.json_response({"error": "FORBIDDEN", "message": refusal}, status=403)
-        return await handler(request)
+        connection = request.protocol
+        self._busy.add(connection)
+        self._used[connection] = asyncio.get_running_loop().time()
+        try:
+            return await handler(request)
+        finally:
+            self._busy.discard(connection)
 
     @staticmethod
     async def _headers(request: web.Request, response: web.StreamResponse) -> None:
