@@ -249,6 +249,7 @@ class _Api:
             offset=_query_int(query, "offset") if query.get("offset") else None,
             timestamp=_query_int(query, "timestamp") if query.get("timestamp") else None,
             cursor=cursor,
+            executor=self.admin.browse_executor,
         )
         return page.to_json()
 

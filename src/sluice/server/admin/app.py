@@ -81,6 +81,9 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
         self._listening: asyncio.AbstractServer | None = None
         self._render = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-metrics")
+        self.browse_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-browse")
+        """Where the message browser decodes batches: one at a time, however many pages are
+        asked for at once (a batch may inflate to 64 MiB)."""
         self._scrape = asyncio.Lock()
         self._page: str | None = None
         self._busy: set[object] = set()
@@ -161,6 +164,7 @@ class AdminServer:
             await self._runner.cleanup()
             self._runner = None
         self._render.shutdown(wait=False, cancel_futures=True)
+        self.browse_executor.shutdown(wait=False, cancel_futures=True)
 
     # -- middleware: who may ask, and the headers every answer carries ------------------------------
 
