@@ -46,6 +46,10 @@ class SlowBody(Exception):
     pass
 
 
+class Gone(Exception):
+    """The client closed its connection before its body arrived."""
+
+
 def routes(admin: AdminView) -> list[web.RouteDef]:
     api = _Api(admin)
     return [
@@ -96,6 +100,10 @@ class _Api:
                 return _error(400, "BAD_REQUEST", str(exc))
             except SlowBody as exc:
                 return _error(408, "REQUEST_TIMEOUT", str(exc), close=True)
+            except Gone as exc:
+                # Answered to no one (aiohttp drops it quietly); raised on, aiohttp would log
+                # a traceback per dropped connection, a log any client could flood.
+                return _error(400, "BAD_REQUEST", str(exc), close=True)
             return web.json_response(result)
 
         return handle
@@ -378,6 +386,8 @@ async def _json(request: web.Request) -> dict[str, Any]:
             raw = await request.read()
     except TimeoutError:
         raise SlowBody(f"the request body did not arrive within {BODY_TIMEOUT_S:g} s") from None
+    except ConnectionError:
+        raise Gone("the connection closed before the request body arrived") from None
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
