@@ -104,6 +104,8 @@ class _Api:
                 # Answered to no one (aiohttp drops it quietly); raised on, aiohttp would log
                 # a traceback per dropped connection, a log any client could flood.
                 return _error(400, "BAD_REQUEST", str(exc), close=True)
+            if isinstance(result, web.Response):  # encoded by the endpoint itself
+                return result
             return web.json_response(result)
 
         return handle
@@ -149,7 +151,7 @@ class _Api:
             ],
             "partitions": sum(len(t.partitions) for t in topics),
             "connections": len(server.connections),
-            "groups": len(state.groups(broker)),
+            "groups": state.group_count(broker),
             "traffic": {
                 "time": time.time(),
                 "bytes_in": sum(t.appended_bytes for t in topics),
@@ -281,10 +283,17 @@ class _Api:
     # -- groups ---------------------------------------------------------------------------------------
 
     async def groups(self, request: web.Request, broker: Broker) -> Any:
-        return {
-            "read_only": self.admin.read_only,
-            "groups": [_group_json(g) for g in await state.groups_with_offsets(broker)],
-        }
+        """Encoded :data:`state.SLICE` groups at a time (tens of thousands of groups are
+        megabytes of JSON, which one ``json.dumps`` would write while the loop waited)."""
+        found = await state.groups_with_offsets(broker)
+        parts = []
+        for start in range(0, len(found), state.SLICE):
+            parts.append(
+                ",".join(json.dumps(_group_json(g)) for g in found[start : start + state.SLICE])
+            )
+            await asyncio.sleep(0)
+        text = f'{{"read_only": {json.dumps(self.admin.read_only)}, "groups": [{",".join(parts)}]}}'
+        return web.Response(text=text, content_type="application/json")
 
     async def group(self, request: web.Request, broker: Broker) -> Any:
         group_id = _group_id(request)

@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 64
 KEEPALIVE_S = 15.0
+LINGER_S = 1.0
+"""How long the rest of an unread body (a refused or timed-out write's) is read and dropped
+before its connection closes (aiohttp's 10 s held such a connection even once its client had
+gone)."""
 SHUTDOWN_S = 1.0
 """How long a stop waits for admin requests in progress (a stalled scrape is not waited for)."""
 STATIC = Path(__file__).parent / "static"
@@ -121,6 +125,7 @@ class AdminServer:
             access_log=None,
             keepalive_timeout=KEEPALIVE_S,
             shutdown_timeout=SHUTDOWN_S,
+            lingering_time=LINGER_S,
         )
         await runner.setup()
         handlers = runner.server
