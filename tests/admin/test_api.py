@@ -10,8 +10,10 @@ from urllib.parse import quote
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from sluice.protocol.compression import Compression
 from sluice.protocol.crc import crc32c
 from sluice.protocol.records import build_batch
+from sluice.server.admin.browse import DECODE_LIMIT
 from sluice.testing import EmbeddedBroker, create_topic
 from tests.admin.http import request
 from tests.server.wire import WireClient, produce
@@ -236,3 +238,51 @@ def test_a_header_key_that_is_not_utf8_is_shown_as_kafka_clients_decode_it(
         ((key, value),) = record["headers"]
         assert key == "\ufffdok"
         assert base64.b64decode(value["b64"]) == b"hv"
+
+
+def test_a_batch_too_big_to_decode_is_one_entry_not_a_failed_page(broker: EmbeddedBroker) -> None:
+    """A 2 KB zstd batch holding 65 MiB (past what the browser inflates) between ordinary
+    records: every page holding it failed (400), the newest page the console opens a topic on
+    included. It is now one entry saying why, and paging moves past it both ways."""
+    host, port = broker.bootstrap_servers.rsplit(":", 1)
+    bomb = build_batch(
+        [(None, b"\0" * (DECODE_LIMIT + (1 << 20)))],
+        base_timestamp=2,
+        compression=Compression.ZSTD,
+    )
+    before = build_batch([(None, b"before")], base_timestamp=1)
+    after = build_batch([(None, b"after")], base_timestamp=3)
+    client = WireClient(host, int(port))
+    try:
+        wire_create_topic(client, "too-big")
+        for records in (before, bomb, after):
+            assert produce(client, "too-big", 0, records).error_code == 0
+    finally:
+        client.close()
+    base = f"{broker.admin_url}/api/topics/too-big/records"
+
+    def shown(page: dict) -> list[object]:  # type: ignore[type-arg]
+        return [
+            r.get("unreadable", "")[:28] or base64.b64decode(r["value"]["b64"]).decode()
+            for r in page["records"]
+        ]
+
+    newest = request(f"{base}?mode=newest").json()
+    assert shown(newest) == ["after", "a batch of 1 records the bro", "before"]
+    assert newest["records"][1]["offset"] == newest["records"][1]["last_offset"] == 1
+    forward: list[object] = []
+    page = request(f"{base}?mode=offset&offset=0&limit=1").json()
+    for _ in range(5):
+        forward += shown(page)
+        if not page["more"]:
+            break
+        page = request(f"{base}?mode=offset&limit=1&cursor={page['cursor']}").json()
+    assert forward == ["before", "a batch of 1 records the bro", "after"]
+    backward: list[object] = []
+    page = request(f"{base}?mode=newest&limit=1").json()
+    for _ in range(5):
+        backward += shown(page)
+        if not page["more"]:
+            break
+        page = request(f"{base}?mode=newest&limit=1&cursor={page['cursor']}").json()
+    assert backward == list(reversed(forward))

@@ -67,9 +67,19 @@ class Shown:
     transactional: bool = False
     read_committed: str = "visible"
     """What a read_committed consumer makes of it: visible, aborted or pending."""
+    unreadable: str | None = None
+    """Set on the one entry standing for a whole batch the browser cannot decode (it inflates
+    past :data:`DECODE_LIMIT`, or its records are malformed): why. Its offset is the batch's
+    first, ``end`` the offset after its last."""
+    end: int = -1
+
+    @property
+    def after(self) -> int:
+        """The offset after what this entry shows."""
+        return self.end if self.end >= 0 else self.offset + 1
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        shown = {
             "partition": self.partition,
             "offset": self.offset,
             "timestamp": self.timestamp,
@@ -79,6 +89,10 @@ class Shown:
             "transactional": self.transactional,
             "read_committed": self.read_committed,
         }
+        if self.unreadable is not None:
+            shown["unreadable"] = self.unreadable
+            shown["last_offset"] = self.after - 1
+        return shown
 
 
 def _preview(data: Cut | None) -> dict[str, Any] | None:
@@ -184,7 +198,7 @@ async def _forward(
     shown = read[:limit]
     cursor = dict(starts)
     for record in shown:
-        cursor[record.partition] = max(cursor[record.partition], record.offset + 1)
+        cursor[record.partition] = max(cursor[record.partition], record.after)
     for index, plog in logs.items():
         cursor[index] = max(cursor[index], min(plog.log_start_offset, plog.high_watermark))
     more = any(cursor[i] < plog.high_watermark for i, plog in logs.items())
@@ -289,7 +303,33 @@ def _decode(
             continue
         batch = memoryview(data)[header.position : header.position + header.size]
         log_append_time = bool(header.attributes & TIMESTAMP_TYPE_BIT)
-        for record in decode_records(batch, limit=DECODE_LIMIT):
+        try:
+            records = decode_records(batch, limit=DECODE_LIMIT)
+        except SluiceError as exc:
+            # One entry for the batch, not a failed page: every page holding it would fail.
+            if header.last_offset >= start:
+                if header.base_offset >= stop or len(out) >= limit:
+                    return out, next_offset
+                out.append(
+                    Shown(
+                        partition,
+                        header.base_offset,
+                        header.max_timestamp,
+                        None,
+                        None,
+                        [],
+                        header.producer_id,
+                        header.is_transactional,
+                        unreadable=(
+                            f"a batch of {header.records_count} records the browser cannot "
+                            f"show: {exc}"
+                        ),
+                        end=header.next_offset,
+                    )
+                )
+            next_offset = max(next_offset, header.next_offset)
+            continue
+        for record in records:
             if record.offset < start:
                 continue
             if record.offset >= stop or len(out) >= limit:
