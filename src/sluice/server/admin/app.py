@@ -14,7 +14,7 @@ What keeps HTTP clients from hurting the Kafka listener:
   kept alive, or still sending its request's head), so idle or trickling connections cannot lock
   out a scrape or a liveness probe; only when every connection is handling a request is the
   newcomer answered 503 and closed. A request body must arrive within
-  :data:`.api.BODY_TIMEOUT_S` (408), so a handler cannot be held for ever by a body that never comes;
+  :data:`.api.BODY_TIMEOUT_S` (408), so no body that never comes holds a handler for ever;
 * a scrape copies state on the loop a slice of partitions at a time and renders its text in a
   thread of its own (:mod:`.metrics`); scrapes run one at a time;
 * idle keep-alive connections close after :data:`KEEPALIVE_S`; a response nobody reads waits in
