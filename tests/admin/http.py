@@ -30,9 +30,11 @@ def request(
     *,
     console: bool = True,
     timeout: float = 30.0,
+    raw: bytes | None = None,
 ) -> Answer:
-    """``console``: send what the console's own page sends with a write (its header, JSON)."""
-    data = None if body is None else json.dumps(body).encode()
+    """``console``: send what the console's own page sends with a write (its header, JSON).
+    ``raw``: these bytes as the body instead of ``body`` as JSON."""
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
     sent = dict(headers or {})
     if method != "GET" and console:
         sent.setdefault("X-Sluice-Console", "1")

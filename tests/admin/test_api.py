@@ -10,8 +10,14 @@ from urllib.parse import quote
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from sluice.protocol.compression import Compression
+from sluice.protocol.crc import crc32c
+from sluice.protocol.records import build_batch
+from sluice.server.admin.browse import DECODE_LIMIT
 from sluice.testing import EmbeddedBroker, create_topic
 from tests.admin.http import request
+from tests.server.wire import WireClient, produce
+from tests.server.wire import create_topic as wire_create_topic
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +127,10 @@ def test_names_that_need_escaping_in_a_url(broker: EmbeddedBroker) -> None:
             "BAD_REQUEST",
         ),
         ("DELETE", "/api/topics/nope", {}, 400, "UNKNOWN_TOPIC_OR_PARTITION"),
+        # A header key is a string: not an object or a number written as its repr.
+        ("POST", "/api/topics/pages/records", {"headers": [[{"a": 1}, "v"]]}, 400, "BAD_REQUEST"),
+        ("POST", "/api/topics/pages/records", {"headers": [[7, "v"]]}, 400, "BAD_REQUEST"),
+        ("POST", "/api/topics/pages/records", {"headers": "k=v"}, 400, "BAD_REQUEST"),
     ],
 )
 def test_bad_input_gets_a_clear_error(
@@ -188,3 +198,91 @@ def test_each_record_says_what_a_read_committed_consumer_makes_of_it(
         assert [v for v, _, seen in shown if seen == "visible"] == read == ["committed", "plain"]
     finally:
         tx.abort_transaction(30)
+
+
+def test_a_body_nested_deeper_than_python_recurses_is_bad_input(broker: EmbeddedBroker) -> None:
+    """Not a 500: json.loads raises RecursionError, not ValueError, on it."""
+    depth = 100_000
+    answer = request(
+        broker.admin_url + "/api/topics",
+        "POST",
+        raw=b"[" * depth + b"]" * depth,
+    )
+    assert (answer.status, answer.json()["error"]) == (400, "BAD_REQUEST"), answer.body
+
+
+def test_a_header_key_that_is_not_utf8_is_shown_as_kafka_clients_decode_it(
+    broker: EmbeddedBroker,
+) -> None:
+    """The broker stores a header key that is not UTF-8 (as Kafka's does); the browser shows
+    it with U+FFFD for the bad byte, as Java's clients decode it, instead of failing every page
+    that holds the record (500)."""
+    batch = bytearray(
+        build_batch([(b"k", b"the value")], headers=[[("\x01ok", b"hv")]], base_timestamp=1)
+    )
+    at = batch.index(b"\x01ok")
+    batch[at] = 0xFF
+    batch[17:21] = crc32c(bytes(batch[21:])).to_bytes(4, "big")  # the CRC covers from byte 21
+    host, port = broker.bootstrap_servers.rsplit(":", 1)
+    client = WireClient(host, int(port))
+    try:
+        wire_create_topic(client, "raw-header-keys")
+        assert produce(client, "raw-header-keys", 0, bytes(batch)).error_code == 0
+    finally:
+        client.close()
+    for query in ("mode=newest", "mode=offset&offset=0"):
+        answer = request(f"{broker.admin_url}/api/topics/raw-header-keys/records?{query}")
+        assert answer.status == 200, answer.body
+        (record,) = answer.json()["records"]
+        assert base64.b64decode(record["value"]["b64"]) == b"the value"
+        ((key, value),) = record["headers"]
+        assert key == "\ufffdok"
+        assert base64.b64decode(value["b64"]) == b"hv"
+
+
+def test_a_batch_too_big_to_decode_is_one_entry_not_a_failed_page(broker: EmbeddedBroker) -> None:
+    """A 2 KB zstd batch holding 65 MiB (past what the browser inflates) between ordinary
+    records: every page holding it failed (400), the newest page the console opens a topic on
+    included. It is now one entry saying why, and paging moves past it both ways."""
+    host, port = broker.bootstrap_servers.rsplit(":", 1)
+    bomb = build_batch(
+        [(None, b"\0" * (DECODE_LIMIT + (1 << 20)))],
+        base_timestamp=2,
+        compression=Compression.ZSTD,
+    )
+    before = build_batch([(None, b"before")], base_timestamp=1)
+    after = build_batch([(None, b"after")], base_timestamp=3)
+    client = WireClient(host, int(port))
+    try:
+        wire_create_topic(client, "too-big")
+        for records in (before, bomb, after):
+            assert produce(client, "too-big", 0, records).error_code == 0
+    finally:
+        client.close()
+    base = f"{broker.admin_url}/api/topics/too-big/records"
+
+    def shown(page: dict) -> list[object]:  # type: ignore[type-arg]
+        return [
+            r.get("unreadable", "")[:28] or base64.b64decode(r["value"]["b64"]).decode()
+            for r in page["records"]
+        ]
+
+    newest = request(f"{base}?mode=newest").json()
+    assert shown(newest) == ["after", "a batch of 1 records the bro", "before"]
+    assert newest["records"][1]["offset"] == newest["records"][1]["last_offset"] == 1
+    forward: list[object] = []
+    page = request(f"{base}?mode=offset&offset=0&limit=1").json()
+    for _ in range(5):
+        forward += shown(page)
+        if not page["more"]:
+            break
+        page = request(f"{base}?mode=offset&limit=1&cursor={page['cursor']}").json()
+    assert forward == ["before", "a batch of 1 records the bro", "after"]
+    backward: list[object] = []
+    page = request(f"{base}?mode=newest&limit=1").json()
+    for _ in range(5):
+        backward += shown(page)
+        if not page["more"]:
+            break
+        page = request(f"{base}?mode=newest&limit=1&cursor={page['cursor']}").json()
+    assert backward == list(reversed(forward))

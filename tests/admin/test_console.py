@@ -32,9 +32,14 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 import sluice
+from sluice.protocol.compression import Compression
+from sluice.protocol.records import build_batch
+from sluice.server.admin.browse import DECODE_LIMIT
 from sluice.testing import EmbeddedBroker
 from tests.admin.browser import chromium, page_errors, wait_for
 from tests.admin.http import request
+from tests.server.wire import WireClient, produce
+from tests.server.wire import create_topic as wire_create_topic
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "console"
 TOPIC = "orders"
@@ -537,3 +542,34 @@ def test_writes_need_the_console_and_a_loopback_host(broker: EmbeddedBroker) -> 
     assert "forged" not in broker.server.broker.logs.topics  # type: ignore[union-attr]
     ok = request(url, "POST", {"name": "forged-ok", "partitions": 1})
     assert ok.status == 200, ok.body
+
+
+def test_a_batch_too_big_to_show_is_one_row_saying_why(
+    broker: EmbeddedBroker, browser: WebDriver
+) -> None:
+    host, port = broker.bootstrap_servers.rsplit(":", 1)
+    client = WireClient(host, int(port))
+    try:
+        wire_create_topic(client, "too-big-page")
+        for records in (
+            build_batch([(None, b"before")], base_timestamp=1),
+            build_batch(
+                [(None, b"\0" * (DECODE_LIMIT + 1))], base_timestamp=2, compression=Compression.ZSTD
+            ),
+            build_batch([(None, b"after")], base_timestamp=3),
+        ):
+            assert produce(client, "too-big-page", 0, records).error_code == 0
+    finally:
+        client.close()
+    _open(browser, f"{broker.admin_url}/topics/too-big-page", "#records-table")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#records-table tbody tr")
+    assert [r.find_element(By.CSS_SELECTOR, "td.value").text for r in rows][0::2] == [
+        "after",
+        "before",
+    ]
+    assert (
+        rows[1]
+        .find_element(By.CSS_SELECTOR, "td.value")
+        .text.startswith("a batch of 1 records the browser cannot show")
+    )
+    assert page_errors(browser) == []

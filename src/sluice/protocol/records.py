@@ -383,7 +383,9 @@ def decode_records(batch: Bytes, *, limit: int = DEFAULT_MAX_UNCOMPRESSED) -> li
         for _ in range(n_headers):
             hk, pos = _read_bytes(data, pos)
             hv, pos = _read_bytes(data, pos)
-            hdrs.append(((hk or b"").decode(), hv))
+            # Kafka's clients decode a header key as Java's String(bytes, UTF_8) does, an invalid
+            # byte becoming U+FFFD; the broker stores such keys (as Kafka's does) unchecked.
+            hdrs.append(((hk or b"").decode("utf-8", "replace"), hv))
         if pos != end:
             raise CorruptRecordError("record length disagrees with its contents")
         out.append(

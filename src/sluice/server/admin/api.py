@@ -9,7 +9,9 @@ document as text, never as markup. Errors are ``{"error": NAME, "message": ...}`
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +28,11 @@ from sluice.server.admin.context import AdminView
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+BODY_TIMEOUT_S = 10.0
+"""How long a write's JSON body may take to arrive (then 408): a connection handling a request
+is never closed to make room for another, so this bounds how long a body that never comes
+holds one."""
+
 
 class NotFound(Exception):
     pass
@@ -33,6 +40,14 @@ class NotFound(Exception):
 
 class BadInput(Exception):
     pass
+
+
+class SlowBody(Exception):
+    pass
+
+
+class Gone(Exception):
+    """The client closed its connection before its body arrived."""
 
 
 def routes(admin: AdminView) -> list[web.RouteDef]:
@@ -83,6 +98,14 @@ class _Api:
                 return _error(404, "NOT_FOUND", str(exc))
             except BadInput as exc:
                 return _error(400, "BAD_REQUEST", str(exc))
+            except SlowBody as exc:
+                return _error(408, "REQUEST_TIMEOUT", str(exc), close=True)
+            except Gone as exc:
+                # Answered to no one (aiohttp drops it quietly); raised on, aiohttp would log
+                # a traceback per dropped connection, a log any client could flood.
+                return _error(400, "BAD_REQUEST", str(exc), close=True)
+            if isinstance(result, web.Response):  # encoded by the endpoint itself
+                return result
             return web.json_response(result)
 
         return handle
@@ -128,7 +151,7 @@ class _Api:
             ],
             "partitions": sum(len(t.partitions) for t in topics),
             "connections": len(server.connections),
-            "groups": len(state.groups(broker)),
+            "groups": state.group_count(broker),
             "traffic": {
                 "time": time.time(),
                 "bytes_in": sum(t.appended_bytes for t in topics),
@@ -236,6 +259,7 @@ class _Api:
             offset=_query_int(query, "offset") if query.get("offset") else None,
             timestamp=_query_int(query, "timestamp") if query.get("timestamp") else None,
             cursor=cursor,
+            executor=self.admin.browse_executor,
         )
         return page.to_json()
 
@@ -250,19 +274,26 @@ class _Api:
         value = _bytes_or_none(body.get("value"))
         headers: list[tuple[str, bytes | None]] = []
         for item in body.get("headers") or []:
-            if not isinstance(item, list | tuple) or len(item) != 2:
-                raise BadInput("headers must be a list of [key, value] pairs")
-            headers.append((str(item[0]), _bytes_or_none(item[1])))
+            if not isinstance(item, list | tuple) or len(item) != 2 or not isinstance(item[0], str):
+                raise BadInput("headers must be a list of [key, value] pairs, each key a string")
+            headers.append((item[0], _bytes_or_none(item[1])))
         chosen, offset = await self._actions(broker).produce(name, partition, key, value, headers)
         return {"partition": chosen, "offset": offset}
 
     # -- groups ---------------------------------------------------------------------------------------
 
     async def groups(self, request: web.Request, broker: Broker) -> Any:
-        return {
-            "read_only": self.admin.read_only,
-            "groups": [_group_json(g) for g in await state.groups_with_offsets(broker)],
-        }
+        """Encoded :data:`state.SLICE` groups at a time (tens of thousands of groups are
+        megabytes of JSON, which one ``json.dumps`` would write while the loop waited)."""
+        found = await state.groups_with_offsets(broker)
+        parts = []
+        for start in range(0, len(found), state.SLICE):
+            parts.append(
+                ",".join(json.dumps(_group_json(g)) for g in found[start : start + state.SLICE])
+            )
+            await asyncio.sleep(0)
+        text = f'{{"read_only": {json.dumps(self.admin.read_only)}, "groups": [{",".join(parts)}]}}'
+        return web.Response(text=text, content_type="application/json")
 
     async def group(self, request: web.Request, broker: Broker) -> Any:
         group_id = _group_id(request)
@@ -351,14 +382,24 @@ def _fetched(broker: Broker) -> dict[str, tuple[int, int]]:
     }
 
 
-def _error(status: int, error: str, message: str) -> web.Response:
-    return web.json_response({"error": error, "message": message}, status=status)
+def _error(status: int, error: str, message: str, *, close: bool = False) -> web.Response:
+    response = web.json_response({"error": error, "message": message}, status=status)
+    if close:  # the rest of an unread body would be read as the next request
+        response.force_close()
+    return response
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except ValueError:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            raw = await request.read()
+    except TimeoutError:
+        raise SlowBody(f"the request body did not arrive within {BODY_TIMEOUT_S:g} s") from None
+    except ConnectionError:
+        raise Gone("the connection closed before the request body arrived") from None
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
         raise BadInput("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise BadInput("the body must be a JSON object")

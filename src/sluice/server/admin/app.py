@@ -9,8 +9,12 @@ a hand-written HTTP/1.1 parser would be one more thing to get wrong.
 
 What keeps HTTP clients from hurting the Kafka listener:
 
-* at most :data:`MAX_CONNECTIONS` admin connections; more are answered 503 and closed at once
-  (they would otherwise take descriptors the logs need);
+* at most :data:`MAX_CONNECTIONS` admin connections (they would otherwise take descriptors the
+  logs need). A connection past the cap closes the one idle longest (no request being handled:
+  kept alive, or still sending its request's head), so idle or trickling connections cannot lock
+  out a scrape or a liveness probe; only when every connection is handling a request is the
+  newcomer answered 503 and closed. A request body must arrive within
+  :data:`.api.BODY_TIMEOUT_S` (408), so no body that never comes holds a handler for ever;
 * a scrape copies state on the loop a slice of partitions at a time and renders its text in a
   thread of its own (:mod:`.metrics`); scrapes run one at a time;
 * idle keep-alive connections close after :data:`KEEPALIVE_S`; a response nobody reads waits in
@@ -46,6 +50,10 @@ log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 64
 KEEPALIVE_S = 15.0
+LINGER_S = 1.0
+"""How long the rest of an unread body (a refused or timed-out write's) is read and dropped
+before its connection closes (aiohttp's 10 s held such a connection even once its client had
+gone)."""
 SHUTDOWN_S = 1.0
 """How long a stop waits for admin requests in progress (a stalled scrape is not waited for)."""
 STATIC = Path(__file__).parent / "static"
@@ -77,13 +85,25 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
         self._listening: asyncio.AbstractServer | None = None
         self._render = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-metrics")
+        self.browse_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-browse")
+        """Where the message browser decodes batches: one at a time, however many pages are
+        asked for at once (a batch may inflate to 64 MiB)."""
         self._scrape = asyncio.Lock()
         self._page: str | None = None
+        self._busy: set[object] = set()
+        """Connections handling a request (inside the middleware): never closed to make room."""
+        self._used: dict[object, float] = {}
+        """Connection -> when it was opened or last began a request (the longest idle goes first)."""
 
     @property
     def connections(self) -> int:
         runner = self._runner
         return 0 if runner is None or runner.server is None else len(runner.server.connections)
+
+    @property
+    def handling(self) -> int:
+        """Connections handling a request now (those a newcomer past the cap cannot displace)."""
+        return len(self._busy)
 
     async def start(self) -> Listener:
         """Bind and serve; raises OSError if the address cannot be bound."""
@@ -105,17 +125,30 @@ class AdminServer:
             access_log=None,
             keepalive_timeout=KEEPALIVE_S,
             shutdown_timeout=SHUTDOWN_S,
+            lingering_time=LINGER_S,
         )
         await runner.setup()
         handlers = runner.server
         assert handlers is not None
 
-        def protocol() -> asyncio.BaseProtocol:
-            if len(handlers.connections) >= MAX_CONNECTIONS:
-                return _Refuse()
-            return handlers()
-
         loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.BaseProtocol:
+            connections = handlers.connections
+            # Closed ones linger in the list until their task ends: they do not count.
+            live = [c for c in connections if c.transport is not None]
+            if len(live) >= MAX_CONNECTIONS:
+                idle = [c for c in live if c not in self._busy]
+                if not idle:
+                    return _Refuse()
+                min(idle, key=lambda c: self._used.get(c, 0.0)).force_close()
+            if len(self._used) > 2 * MAX_CONNECTIONS:
+                known = set(connections)
+                self._used = {c: t for c, t in self._used.items() if c in known}
+            handler = handlers()
+            self._used[handler] = loop.time()
+            return handler
+
         try:
             self._listening = await loop.create_server(
                 protocol, self.listener.host, self.listener.port, backlog=128, reuse_address=True
@@ -136,6 +169,7 @@ class AdminServer:
             await self._runner.cleanup()
             self._runner = None
         self._render.shutdown(wait=False, cancel_futures=True)
+        self.browse_executor.shutdown(wait=False, cancel_futures=True)
 
     # -- middleware: who may ask, and the headers every answer carries ------------------------------
 
@@ -146,7 +180,13 @@ class AdminServer:
         refusal = self._refusal(request)
         if refusal is not None:
             return web.json_response({"error": "FORBIDDEN", "message": refusal}, status=403)
-        return await handler(request)
+        connection = request.protocol
+        self._busy.add(connection)
+        self._used[connection] = asyncio.get_running_loop().time()
+        try:
+            return await handler(request)
+        finally:
+            self._busy.discard(connection)
 
     @staticmethod
     async def _headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -8,7 +8,11 @@ runs in the loop's default executor, since a compressed batch may inflate to meg
 
 Records are browsed, never served in bulk: a page holds at most :data:`MAX_LIMIT` records, a
 value or key is cut to :data:`PREVIEW_BYTES` (its full size is reported), and a page stops
-reading after :data:`PAGE_READ_BYTES` of batches.
+reading after :data:`PAGE_READ_BYTES` of batches. The cut is made as each batch is decoded, so
+a page holds previews, not records: a few kilobytes of compressed batches can inflate to
+gigabytes (a zstd batch of one 64 MiB value of zeros is 2 KB), and a page of 500 such records
+kept whole would hold 500 of them. Batches are decoded one at a time per admin side (its own
+executor thread), so concurrent pages do not multiply the one batch being inflated.
 
 The browser reads as a read_uncommitted consumer does (up to the high watermark), so each
 record says what a read_committed consumer makes of it: ``visible``; ``aborted`` (a record of
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -42,21 +47,39 @@ DECODE_LIMIT = 64 * 1024 * 1024
 """The most a compressed batch may inflate to for the browser to show it."""
 
 
+Cut = tuple[bytes, int]
+"""The first :data:`PREVIEW_BYTES` of a key, value or header value, and its full size."""
+
+
+def _cut(data: bytes | None) -> Cut | None:
+    return None if data is None else (data[:PREVIEW_BYTES], len(data))
+
+
 @dataclass(frozen=True, slots=True)
 class Shown:
     partition: int
     offset: int
     timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
+    key: Cut | None
+    value: Cut | None
+    headers: list[tuple[str, Cut | None]]
     producer_id: int = -1
     transactional: bool = False
     read_committed: str = "visible"
     """What a read_committed consumer makes of it: visible, aborted or pending."""
+    unreadable: str | None = None
+    """Set on the one entry standing for a whole batch the browser cannot decode (it inflates
+    past :data:`DECODE_LIMIT`, or its records are malformed): why. Its offset is the batch's
+    first, ``end`` the offset after its last."""
+    end: int = -1
+
+    @property
+    def after(self) -> int:
+        """The offset after what this entry shows."""
+        return self.end if self.end >= 0 else self.offset + 1
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        shown = {
             "partition": self.partition,
             "offset": self.offset,
             "timestamp": self.timestamp,
@@ -66,17 +89,22 @@ class Shown:
             "transactional": self.transactional,
             "read_committed": self.read_committed,
         }
+        if self.unreadable is not None:
+            shown["unreadable"] = self.unreadable
+            shown["last_offset"] = self.after - 1
+        return shown
 
 
-def _preview(data: bytes | None) -> dict[str, Any] | None:
+def _preview(data: Cut | None) -> dict[str, Any] | None:
     """Base64 of the first PREVIEW_BYTES, with the full size: the page decodes it as text,
     JSON or hex (and escapes it: it is shown as text, never as markup)."""
     if data is None:
         return None
+    preview, size = data
     return {
-        "b64": base64.b64encode(data[:PREVIEW_BYTES]).decode(),
-        "size": len(data),
-        "truncated": len(data) > PREVIEW_BYTES,
+        "b64": base64.b64encode(preview).decode(),
+        "size": size,
+        "truncated": size > PREVIEW_BYTES,
     }
 
 
@@ -127,6 +155,7 @@ async def page(
     offset: int | None = None,
     timestamp: int | None = None,
     cursor: dict[int, int] | None = None,
+    executor: Executor | None = None,
 ) -> Page:
     """One page of records. ``mode`` is ``offset`` (from ``offset`` in each partition),
     ``timestamp`` (from the first record at or after ``timestamp``, ms) or ``newest`` (the latest
@@ -138,7 +167,7 @@ async def page(
             raise _bad(f"topic {topic.name!r} has no partition {index}")
         logs[index] = topic.partitions[index].log
     if mode == "newest":
-        return await _newest(logs, limit, cursor or {})
+        return await _newest(logs, limit, cursor or {}, executor)
     if mode not in ("offset", "timestamp"):
         raise _bad(f"unknown mode {mode!r}: use newest, offset or timestamp")
     starts: dict[int, int] = {}
@@ -152,14 +181,16 @@ async def page(
                 raise _bad("mode timestamp needs a timestamp (ms)")
             found = await plog.offset_for_timestamp(timestamp)
             starts[index] = plog.high_watermark if found is None else found[0]
-    return await _forward(logs, starts, limit)
+    return await _forward(logs, starts, limit, executor)
 
 
-async def _forward(logs: dict[int, PartitionLog], starts: dict[int, int], limit: int) -> Page:
+async def _forward(
+    logs: dict[int, PartitionLog], starts: dict[int, int], limit: int, executor: Executor | None
+) -> Page:
     read: list[Shown] = []
     budget = PAGE_READ_BYTES
     for index, plog in logs.items():
-        got, spent = await _read(index, plog, starts[index], None, limit, budget)
+        got, spent = await _read(index, plog, starts[index], None, limit, budget, executor)
         budget = max(0, budget - spent)
         read.extend(got)
     # Merged by time, as a reader of the whole topic would see them arrive.
@@ -167,20 +198,22 @@ async def _forward(logs: dict[int, PartitionLog], starts: dict[int, int], limit:
     shown = read[:limit]
     cursor = dict(starts)
     for record in shown:
-        cursor[record.partition] = max(cursor[record.partition], record.offset + 1)
+        cursor[record.partition] = max(cursor[record.partition], record.after)
     for index, plog in logs.items():
         cursor[index] = max(cursor[index], min(plog.log_start_offset, plog.high_watermark))
     more = any(cursor[i] < plog.high_watermark for i, plog in logs.items())
     return Page(shown, cursor, more)
 
 
-async def _newest(logs: dict[int, PartitionLog], limit: int, before: dict[int, int]) -> Page:
+async def _newest(
+    logs: dict[int, PartitionLog], limit: int, before: dict[int, int], executor: Executor | None
+) -> Page:
     read: list[Shown] = []
     budget = PAGE_READ_BYTES
     for index, plog in logs.items():
         end = min(before.get(index, plog.high_watermark), plog.high_watermark)
         start = max(plog.log_start_offset, end - limit)
-        got, spent = await _read(index, plog, start, end, limit, budget)
+        got, spent = await _read(index, plog, start, end, limit, budget, executor)
         budget = max(0, budget - spent)
         read.extend(got[-limit:])
     read.sort(key=lambda r: (r.timestamp, r.partition, r.offset), reverse=True)
@@ -195,7 +228,13 @@ async def _newest(logs: dict[int, PartitionLog], limit: int, before: dict[int, i
 
 
 async def _read(
-    partition: int, plog: PartitionLog, start: int, end: int | None, limit: int, budget: int
+    partition: int,
+    plog: PartitionLog,
+    start: int,
+    end: int | None,
+    limit: int,
+    budget: int,
+    executor: Executor | None,
 ) -> tuple[list[Shown], int]:
     """Up to ``limit`` records of one partition from ``start`` (before ``end``), and the bytes
     read to find them."""
@@ -214,7 +253,7 @@ async def _read(
             break
         spent += len(data)
         records, next_offset = await loop.run_in_executor(
-            None, _decode, partition, data, offset, stop, limit - len(out)
+            executor, _decode, partition, data, offset, stop, limit - len(out)
         )
         out.extend(_as_read_committed(plog, records, offset, next_offset))
         if next_offset <= offset:
@@ -264,7 +303,33 @@ def _decode(
             continue
         batch = memoryview(data)[header.position : header.position + header.size]
         log_append_time = bool(header.attributes & TIMESTAMP_TYPE_BIT)
-        for record in decode_records(batch, limit=DECODE_LIMIT):
+        try:
+            records = decode_records(batch, limit=DECODE_LIMIT)
+        except SluiceError as exc:
+            # One entry for the batch, not a failed page: every page holding it would fail.
+            if header.last_offset >= start:
+                if header.base_offset >= stop or len(out) >= limit:
+                    return out, next_offset
+                out.append(
+                    Shown(
+                        partition,
+                        header.base_offset,
+                        header.max_timestamp,
+                        None,
+                        None,
+                        [],
+                        header.producer_id,
+                        header.is_transactional,
+                        unreadable=(
+                            f"a batch of {header.records_count} records the browser cannot "
+                            f"show: {exc}"
+                        ),
+                        end=header.next_offset,
+                    )
+                )
+            next_offset = max(next_offset, header.next_offset)
+            continue
+        for record in records:
             if record.offset < start:
                 continue
             if record.offset >= stop or len(out) >= limit:
@@ -274,9 +339,9 @@ def _decode(
                     partition,
                     record.offset,
                     header.max_timestamp if log_append_time else record.timestamp,
-                    record.key,
-                    record.value,
-                    record.headers,
+                    _cut(record.key),
+                    _cut(record.value),
+                    [(k, _cut(v)) for k, v in record.headers],
                     header.producer_id,
                     header.is_transactional,
                 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
+from concurrent.futures import Executor
 from typing import Protocol
 
 from sluice.broker.broker import Broker
@@ -57,3 +58,8 @@ class AdminView(Protocol):
 
     @property
     def version(self) -> str: ...
+
+    @property
+    def browse_executor(self) -> Executor:
+        """Where the message browser decodes batches."""
+        ...

@@ -470,10 +470,11 @@
         table("records-table", ["Partition#", "Offset#", "Timestamp", "Key", "Value", "Headers"], page.records.map((r) =>
           h("tr", { class: r.read_committed === "visible" ? null : r.read_committed },
             h("td", { class: "num" }, String(r.partition)),
-            h("td", { class: "num" }, String(r.offset), txnLabel(r)),
+            h("td", { class: "num" }, String(r.offset), r.unreadable && r.last_offset !== r.offset ? `–${r.last_offset}` : null, txnLabel(r)),
             h("td", {}, fmtTime(r.timestamp)),
-            h("td", { class: "data key" }, showData(r.key, format)),
-            h("td", { class: "data value" }, showData(r.value, format)),
+            h("td", { class: "data key" }, r.unreadable ? null : showData(r.key, format)),
+            /* a batch it cannot decode: one row saying why, not a failed page */
+            h("td", { class: "data value" }, r.unreadable ? h("span", { class: "muted unreadable" }, r.unreadable) : showData(r.value, format)),
             h("td", { class: "data headers" }, r.headers.map(([k, hv]) => h("div", {}, k, ": ", showData(hv, format))))))));
     };
     // produce form
