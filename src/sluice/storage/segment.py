@@ -426,7 +426,14 @@ class LogSegment:
         self._index, self._time_index = index, time_index
         self._unchecked = bytearray(b"\x01") * len(index)
         self._time_unchecked = bytearray(b"\x01") * len(time_index)
-        if not self._time_index_holds_the_max():
+        try:
+            holds = self._time_index_holds_the_max()
+        except OSError:
+            # The log is not batches where the entry points (changed behind the broker's back;
+            # find_batch logged it): reads there fail, as without the check, and the rest of
+            # the partition and the broker's start go on (an error here stopped the start)
+            return
+        if not holds:
             log.warning("%s: the time index does not end at the segment's largest timestamp; rebuilt from the log", self.log_path)
             self.rebuild_indexes()
             return
