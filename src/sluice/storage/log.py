@@ -32,12 +32,10 @@ from sluice.protocol.markers import Marker, build_marker, read_marker
 from sluice.protocol.records import (
     DEFAULT_MAX_UNCOMPRESSED,
     HEADER_SIZE,
-    LOG_OVERHEAD,
     TRANSACTIONAL_BIT,
     BatchHeader,
     assign_offsets,
     iter_record_stamps,
-    iter_stored_batches,
     read_header,
     scan_batches,
 )
@@ -66,7 +64,7 @@ from sluice.storage.producer_state import (
 from sluice.storage.producer_state import (
     write_snapshot as write_producer_snapshot,
 )
-from sluice.storage.segment import DescriptorError, LogSegment
+from sluice.storage.segment import DescriptorError, LogSegment, iter_headers
 from sluice.storage.txn_index import AbortedTxn, collect
 
 TxnCheck = Callable[[int, int], None]
@@ -1047,9 +1045,9 @@ class PartitionLog:
                 found = await self._search_batch(seg, header, lambda _o, t: t == max_ts, max_block)
                 return found if found is not None else (offset, max_ts)
         # The recorded maximum is below the log start or past the high watermark: search.
-        position = seg.scan_position(max(start, seg.base_offset))
         loop = asyncio.get_running_loop()
-        try:
+        try:  # the index entry's check reads the log too
+            position = seg.scan_position(max(start, seg.base_offset))
             fd = seg.acquire_fd()
         except OSError as exc:
             raise StorageError(f"reading {seg.log_path} failed: {exc}") from exc
@@ -1411,21 +1409,8 @@ def _search_batch_at(
 
 
 def _headers_at(fd: int, position: int, end: int) -> Iterator[BatchHeader]:
-    """Headers of the batches in [position, end) of a leased fd, read in chunks (a batch bigger
-    than a chunk is stepped over by its header); stops where the bytes stop being batches."""
-    while position + HEADER_SIZE <= end:
-        chunk = os.pread(fd, min(_HEADER_CHUNK, end - position), position)
-        consumed = 0
-        for header in iter_stored_batches(chunk, base=position):
-            consumed = header.position + header.size - position
-            yield header
-        if consumed == 0:
-            header = read_header(chunk, base=position)
-            if header.size > end - position or header.batch_length < HEADER_SIZE - LOG_OVERHEAD:
-                return
-            yield header
-            consumed = header.size
-        position += consumed
+    """Headers of the batches in [position, end) of a leased fd (see :func:`iter_headers`)."""
+    return iter_headers(lambda at, length: os.pread(fd, length, at), position, end, _HEADER_CHUNK)
 
 
 def _first_header_at(fd: int, position: int, end: int, start: int, timestamp: int) -> BatchHeader | None:

@@ -12,7 +12,7 @@ import errno
 import logging
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -618,19 +618,7 @@ class LogSegment:
     def iter_batches(self, position: int, end: int | None = None) -> Iterator[BatchHeader]:
         """Headers of committed batches from ``position`` up to ``end`` (default: ``size``)."""
         end = self.size if end is None else end
-        while position + HEADER_SIZE <= end:
-            chunk = self.pread(position, min(_SCAN_CHUNK, end - position))
-            consumed = 0
-            for header in iter_stored_batches(chunk, base=position):
-                consumed = header.position + header.size - position
-                yield header
-            if consumed == 0:  # a batch bigger than the chunk: step over it by its header
-                header = read_header(chunk, base=position)
-                if header.size > end - position or header.batch_length < HEADER_SIZE - LOG_OVERHEAD:
-                    return
-                yield header
-                consumed = header.size
-            position += consumed
+        yield from iter_headers(self.pread, position, end, _SCAN_CHUNK)
 
     def find_batch(self, offset: int, end: int | None = None) -> BatchHeader | None:
         """The committed batch holding ``offset``, found from the nearest index entry.
@@ -709,3 +697,25 @@ class LogSegment:
             position += size
         self.complete_time_index()
         return position
+
+
+def iter_headers(
+    pread: Callable[[int, int], bytes], position: int, end: int, chunk_size: int
+) -> Iterator[BatchHeader]:
+    """Headers of the committed batches in [position, end), read ``chunk_size`` bytes at a time
+    with ``pread(position, length)`` (a batch bigger than a chunk is stepped over by its
+    header); stops where the bytes stop being batches. One walk for the segment's own reads
+    and for an executor's over a leased fd."""
+    while position + HEADER_SIZE <= end:
+        chunk = pread(position, min(chunk_size, end - position))
+        consumed = 0
+        for header in iter_stored_batches(chunk, base=position):
+            consumed = header.position + header.size - position
+            yield header
+        if consumed == 0:  # a batch bigger than the chunk: step over it by its header
+            header = read_header(chunk, base=position)
+            if header.size > end - position or header.batch_length < HEADER_SIZE - LOG_OVERHEAD:
+                return
+            yield header
+            consumed = header.size
+        position += consumed
