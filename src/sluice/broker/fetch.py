@@ -65,7 +65,11 @@ async def fetch(broker: BrokerContext, request: Request) -> m.FetchResponse:
         await _wait_for_data(broker, logs, wait)
 
 
-async def _read(broker: BrokerContext, found: list[tuple[m.FetchPartitionData, FileSlice]]) -> None:
+Found = list[tuple[m.FetchPartitionData, FileSlice]]
+"""Answers that have records, each with the range its records are in (still to read)."""
+
+
+async def _read(broker: BrokerContext, found: Found) -> None:
     """Read the ranges found into their answers. Called with no await since they were found,
     so none can have gone. The bytes count as unsent answers from now on: the connection
     counts them once written, until its client takes them."""
@@ -77,9 +81,6 @@ async def _read(broker: BrokerContext, found: list[tuple[m.FetchPartitionData, F
         broker.unsent.held -= reading
     for (part, _), data in zip(found, records, strict=True):
         part.records = data
-
-
-Found = list[tuple[m.FetchPartitionData, FileSlice]]
 
 
 def _find_all(
@@ -103,7 +104,7 @@ def _find_all(
     errors = False
     read_committed = body.isolation_level == READ_COMMITTED
     logs: list[PartitionLog] = []
-    found_all: list[tuple[m.FetchPartitionData, FileSlice]] = []
+    found_all: Found = []
     responses: list[m.FetchableTopicResponse] = []
     manager = broker.logs
     seen = turn = 0
