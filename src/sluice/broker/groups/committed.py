@@ -111,37 +111,39 @@ class CommittedOffsets:
             return False
         return len(metadata.encode("utf-16-le", "surrogatepass")) // 2 > limit
 
-    def _entry_errors(
-        self, entries: list[tuple[TopicPartition, str | None]], *, known_only: bool = False
-    ) -> tuple[list[ErrorCode], dict[TopicPartition, int]]:
-        """Each entry's own verdict, in request order, and the last valid entry of each
-        partition (its index): as Kafka's coordinator, every entry is answered for itself
-        and the partition keeps its last valid offset. Answering every mention with the last
-        mention's verdict said NONE for an entry that was refused, or refused one that was
-        stored. ``known_only``: only unknown partitions are judged (TxnOffsetCommit checks the
-        rest after the group and the transaction)."""
-        errors: list[ErrorCode] = []
+    def _partition_errors(self, tps: list[TopicPartition]) -> list[ErrorCode]:
+        """Each entry's first verdict, in request order: UNKNOWN_TOPIC_OR_PARTITION, or NONE for
+        an entry the later checks judge. Kafka's request handler answers unknown partitions
+        before its coordinator sees the rest, so they keep this answer whatever follows."""
+        unknown = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        return [ErrorCode.NONE if self._partition_exists(*tp) else unknown for tp in tps]
+
+    def _last_valid(
+        self, entries: list[tuple[TopicPartition, str | None]], results: list[ErrorCode]
+    ) -> dict[TopicPartition, int]:
+        """The last valid entry of each partition (its index), refusing in ``results`` each
+        entry still NONE whose metadata is too long: as Kafka's coordinator, every entry is
+        answered for itself and the partition keeps its last valid offset. Answering every
+        mention with the last mention's verdict said NONE for an entry that was refused, or
+        refused one that was stored."""
         last: dict[TopicPartition, int] = {}
         for i, (tp, metadata) in enumerate(entries):
-            if not self._partition_exists(*tp):
-                errors.append(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-            elif not known_only and self._metadata_too_long(metadata or ""):
-                errors.append(ErrorCode.OFFSET_METADATA_TOO_LARGE)
+            if results[i] is not ErrorCode.NONE:
+                continue
+            if self._metadata_too_long(metadata or ""):
+                results[i] = ErrorCode.OFFSET_METADATA_TOO_LARGE
             else:
-                errors.append(ErrorCode.NONE)
                 last[tp] = i
-        return errors, last
+        return last
 
     async def commit(self, version: int, req: m.OffsetCommitRequest) -> list[ErrorCode]:
         """Each partition entry's result, in request order (the whole commit is one atomic
         write)."""
         parts = [((t.name, p.partition_index), p) for t in req.topics for p in t.partitions]
+        results = self._partition_errors([tp for tp, _ in parts])
 
         def fail_all(error: ErrorCode) -> list[ErrorCode]:
-            # Unknown partitions keep their own answer, as Kafka's (its request handler
-            # answers them before the coordinator sees the rest), and as TxnOffsetCommit.
-            unknown = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-            return [error if self._partition_exists(*tp) else unknown for tp, _ in parts]
+            return _refuse_valid(results, error)
 
         error = group_id_error(req.group_id, ApiKey.OFFSET_COMMIT)
         if error is not None:
@@ -172,7 +174,7 @@ class CommittedOffsets:
         # A partition named more than once is written once, with its last valid mention (what
         # Kafka's log keeps): a request naming 4 partitions 100,000 times wrote 100,000
         # records, the event loop busy for seconds while every other client waited.
-        results, last = self._entry_errors([(tp, p.committed_metadata) for tp, p in parts])
+        last = self._last_valid([(tp, p.committed_metadata) for tp, p in parts], results)
         topic_ids = {t.name: self._topic_id(t.name) for t in req.topics}
         changes: list[Change] = []
         for tp, i in last.items():
@@ -194,10 +196,7 @@ class CommittedOffsets:
                 await self.store.write(changes)
             except SluiceError as exc:
                 log.warning("group %s: offset commit failed in storage: %s", req.group_id, exc)
-                results = [
-                    ErrorCode.COORDINATOR_NOT_AVAILABLE if e is ErrorCode.NONE else e
-                    for e in results
-                ]
+                results = _refuse_valid(results, ErrorCode.COORDINATOR_NOT_AVAILABLE)
             finally:
                 self._pending_commits.subtract(keys)
                 self._pending_commits += Counter()
@@ -233,9 +232,8 @@ class CommittedOffsets:
         id, the transaction, the member (KIP-447, v3+: member id, instance id and generation
         when given)."""
         parts = [((t.name, p.partition_index), p) for t in req.topics for p in t.partitions]
-        results, _ = self._entry_errors([(tp, None) for tp, _ in parts], known_only=True)
-        known = [i for i, e in enumerate(results) if e is ErrorCode.NONE]
-        if not known:
+        results = self._partition_errors([tp for tp, _ in parts])
+        if ErrorCode.NONE not in results:
             return results
         error = group_id_error(req.group_id, ApiKey.TXN_OFFSET_COMMIT) or txn_error
         generation = req.generation_id if version >= 3 else -1
@@ -255,19 +253,11 @@ class CommittedOffsets:
                 transactional=True,
             )
         if error is not None:
-            for i in known:
-                results[i] = error
-            return results
+            return _refuse_valid(results, error)
         now = self.wall_clock()
         # Each entry judged for itself; a partition named more than once keeps its last valid
         # mention (as OffsetCommit).
-        last: dict[TopicPartition, int] = {}
-        for i in known:
-            tp, p = parts[i]
-            if self._metadata_too_long(p.committed_metadata or ""):
-                results[i] = ErrorCode.OFFSET_METADATA_TOO_LARGE
-            else:
-                last[tp] = i
+        last = self._last_valid([(tp, p.committed_metadata) for tp, p in parts], results)
         changes: list[Change] = []
         for tp, i in last.items():
             p = parts[i][1]
@@ -292,10 +282,7 @@ class CommittedOffsets:
                 await self.store.write(changes)
             except SluiceError as exc:
                 log.warning("group %s: transactional offset commit failed in storage: %s", req.group_id, exc)
-                results = [
-                    ErrorCode.COORDINATOR_NOT_AVAILABLE if e is ErrorCode.NONE else e
-                    for e in results
-                ]
+                results = _refuse_valid(results, ErrorCode.COORDINATOR_NOT_AVAILABLE)
             finally:
                 self._pending_commits.subtract(keys)
                 self._pending_commits += Counter()
@@ -543,3 +530,9 @@ class CommittedOffsets:
         if committed.expire_timestamp is not None:
             return now >= committed.expire_timestamp
         return now - base >= retention
+
+
+def _refuse_valid(results: list[ErrorCode], error: ErrorCode) -> list[ErrorCode]:
+    """``results`` with every entry still valid (NONE) answered ``error`` instead; entries
+    refused for themselves (an unknown partition, metadata too long) keep their own answer."""
+    return [error if e is ErrorCode.NONE else e for e in results]
