@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kafka.admin import KafkaAdminClient  # type: ignore[import-untyped]
 
 from sluice.protocol.records import BatchHeader, scan_batches
 from sluice.storage.manager import partition_dir
@@ -52,6 +54,16 @@ def admin(broker: EmbeddedBroker) -> Iterator[ConfluentAdmin]:
         yield a
     finally:
         a.close()
+
+
+@pytest.fixture(scope="module")
+def kp_admin(broker: EmbeddedBroker) -> Iterator[Any]:
+    """kafka-python's admin client on the shared broker, one a module."""
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        yield admin
+    finally:
+        admin.close()
 
 
 @pytest.fixture

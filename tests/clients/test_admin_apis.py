@@ -79,15 +79,6 @@ def ck_admin(broker: EmbeddedBroker) -> Iterator[AdminClient]:
     del admin
 
 
-@pytest.fixture(scope="module")
-def kp_admin(broker: EmbeddedBroker) -> Iterator[Any]:
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
-    try:
-        yield admin
-    finally:
-        admin.close()
-
-
 def create(admin: AdminClient, topic: str, partitions: int, **configs: str) -> str:
     new = NewTopic(topic, partitions, 1, config={k.replace("_", "."): v for k, v in configs.items()})
     admin.create_topics([new])[topic].result(TIMEOUT)

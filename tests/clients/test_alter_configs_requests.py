@@ -9,11 +9,10 @@ first, so a change the client was told had been made was gone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient  # type: ignore[import-untyped]
+from kafka.admin import ConfigResource, ConfigResourceType  # type: ignore[import-untyped]
 
 from sluice.broker.config_apis import DYNAMIC_TOPIC_CONFIG
 from sluice.errors import ErrorCode
@@ -24,15 +23,6 @@ from sluice.testing import EmbeddedBroker, create_topic
 from tests.server.wire import WireClient
 
 TOPIC = ConfigResourceType.TOPIC
-
-
-@pytest.fixture(scope="module")
-def kp_admin(broker: EmbeddedBroker) -> Iterator[Any]:
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
-    try:
-        yield admin
-    finally:
-        admin.close()
 
 
 def overrides(broker: EmbeddedBroker, topic: str) -> dict[str, str]:
