@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import field
 from pathlib import Path
+from typing import TypeVar
 
 from sluice.config import AckLevel, LogConfig
 from sluice.dataclass import dataclass
@@ -968,7 +969,6 @@ class PartitionLog:
     ) -> tuple[LogSegment, BatchHeader, int] | None:
         """The first visible batch at or past offset ``after`` whose header says it may hold a
         record at or after ``timestamp``, with the offset its search starts from."""
-        loop = asyncio.get_running_loop()
         for seg, end in self._visible_batches(max(after, self.log_start_offset)):
             try:
                 _ = seg.time_index  # closed segments load lazily; this fills max_timestamp
@@ -976,17 +976,11 @@ class PartitionLog:
                     continue
                 start = max(seg.time_scan_start(timestamp), self.log_start_offset, after)
                 position = seg.scan_position(start)
-                if position + HEADER_SIZE > end:
-                    continue  # nothing visible from there (an empty segment has no file yet)
-                fd = seg.acquire_fd()
             except OSError as exc:
                 raise StorageError(f"searching {self.name} by timestamp failed: {exc}") from exc
-            try:
-                header = await loop.run_in_executor(
-                    None, _first_header_at, fd, position, end, start, timestamp
-                )
-            finally:
-                seg.release_fd()
+            if position + HEADER_SIZE > end:
+                continue  # nothing visible from there (an empty segment has no file yet)
+            header = await _on_leased_fd(seg, _first_header_at, position, end, start, timestamp)
             if header is not None:
                 return seg, header, start
         return None
@@ -1045,16 +1039,11 @@ class PartitionLog:
                 found = await self._search_batch(seg, header, lambda _o, t: t == max_ts, max_block)
                 return found if found is not None else (offset, max_ts)
         # The recorded maximum is below the log start or past the high watermark: search.
-        loop = asyncio.get_running_loop()
-        try:  # the index entry's check reads the log too
+        try:  # the index entry's check reads the log
             position = seg.scan_position(max(start, seg.base_offset))
-            fd = seg.acquire_fd()
         except OSError as exc:
             raise StorageError(f"reading {seg.log_path} failed: {exc}") from exc
-        try:
-            return await loop.run_in_executor(None, _max_stamp_at, fd, position, end, start, max_block)
-        finally:
-            seg.release_fd()
+        return await _on_leased_fd(seg, _max_stamp_at, position, end, start, max_block)
 
     @staticmethod
     async def _search_batch(
@@ -1066,17 +1055,9 @@ class PartitionLog:
         the duration, and its records streamed with a fixed buffer (keys, values and headers
         skipped unread), stopping at the first match, so neither memory nor the event loop
         depends on how far the batch inflates."""
-        loop = asyncio.get_running_loop()
-        try:
-            fd = seg.acquire_fd()
-        except OSError as exc:
-            raise StorageError(f"reading {seg.log_path} failed: {exc}") from exc
-        try:
-            return await loop.run_in_executor(
-                None, _search_batch_at, fd, header.position, header.size, match, max_block
-            )
-        finally:
-            seg.release_fd()
+        return await _on_leased_fd(
+            seg, _search_batch_at, header.position, header.size, match, max_block
+        )
 
     # -- retention -------------------------------------------------------------------------------
 
@@ -1387,8 +1368,23 @@ class PartitionLog:
             (self.directory / name).unlink(missing_ok=True)
 
 
+_T = TypeVar("_T")
+
 _HEADER_CHUNK = 64 * 1024
 """Bytes read at a time where an executor walks batch headers."""
+
+
+async def _on_leased_fd(seg: LogSegment, work: Callable[..., _T], *args: object) -> _T:
+    """``work(fd, *args)`` in the loop's default executor, with the segment's fd leased for the
+    duration (a file it cannot open is a StorageError)."""
+    try:
+        fd = seg.acquire_fd()
+    except OSError as exc:
+        raise StorageError(f"reading {seg.log_path} failed: {exc}") from exc
+    try:
+        return await asyncio.get_running_loop().run_in_executor(None, work, fd, *args)
+    finally:
+        seg.release_fd()
 
 
 def _at_or_after(timestamp: int, start: int, offset: int, record_timestamp: int) -> bool:
