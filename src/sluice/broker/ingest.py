@@ -42,10 +42,12 @@ from sluice.protocol.crc import crc32c
 from sluice.protocol.keyed import keyless_records
 from sluice.protocol.records import (
     ATTRIBUTES_OFFSET,
+    BASE_TIMESTAMP_OFFSET,
     COMPRESSION_MASK,
     CRC_OFFSET,
     HEADER_SIZE,
     LOG_OVERHEAD,
+    MAX_TIMESTAMP_OFFSET,
     TIMESTAMP_TYPE_BIT,
     BatchHeader,
     Compression,
@@ -92,9 +94,7 @@ STAMP_INLINE_BYTES = 1 << 20
 ~0.1 ms a MiB each); more go to the executor."""
 
 _TIMESTAMPS = struct.Struct(">qq")  # a batch header's baseTimestamp and maxTimestamp
-_TIMESTAMPS_OFFSET = 27
 _MAX_TIMESTAMP = struct.Struct(">q")
-_MAX_TIMESTAMP_OFFSET = 35
 _ATTRIBUTES = struct.Struct(">h")
 _CRC = struct.Struct(">I")
 _NO_LIMIT = 2**63 - 1
@@ -139,7 +139,7 @@ def check_timestamps(view: memoryview, config: LogConfig, now: int) -> None:
     latest = now + config.message_timestamp_after_max_ms
     pos, end, index = 0, len(view), 0
     while end - pos >= HEADER_SIZE:
-        first, largest = _TIMESTAMPS.unpack_from(view, pos + _TIMESTAMPS_OFFSET)
+        first, largest = _TIMESTAMPS.unpack_from(view, pos + BASE_TIMESTAMP_OFFSET)
         for ts in (first, largest):
             if ts != -1 and not earliest <= ts <= latest:
                 raise InvalidTimestampError(
@@ -168,7 +168,7 @@ def stamp_log_append_time(records: Records, config: LogConfig, now: int) -> Reco
     for h in headers:
         at = h.position
         _ATTRIBUTES.pack_into(view, at + ATTRIBUTES_OFFSET, h.attributes | TIMESTAMP_TYPE_BIT)
-        _MAX_TIMESTAMP.pack_into(view, at + _MAX_TIMESTAMP_OFFSET, now)
+        _MAX_TIMESTAMP.pack_into(view, at + MAX_TIMESTAMP_OFFSET, now)
         _CRC.pack_into(view, at + CRC_OFFSET, crc32c(view[at + ATTRIBUTES_OFFSET : at + h.size]))
     return records
 
