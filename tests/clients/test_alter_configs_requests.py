@@ -113,7 +113,7 @@ def test_alter_configs_refuses_a_key_given_twice_and_a_null_value(broker: Embedd
         assert overrides(broker, topic) == {"retention.ms": "5000"}
         assert _legacy(client, topic, ("retention.ms", "1"), ("retention.ms", "2")) == (
             ErrorCode.INVALID_REQUEST,
-            "Error due to duplicate config keys",
+            "Error due to duplicate config keys: retention.ms",
         )
         # A null value used to drop the key from the override set, answered as a success.
         assert _legacy(client, topic, ("retention.ms", None), ("flush.ms", "100")) == (
@@ -150,5 +150,11 @@ def test_incremental_alter_configs_refuses_a_topic_named_twice_and_null_values(
             assert _incremental(client, [(topic, [("cleanup.policy", op, None)])]) == [
                 (ErrorCode.INVALID_REQUEST, "Null value not supported for : cleanup.policy")
             ]
+        # A key given twice, in Kafka's words as AlterConfigs answers it, naming the key.
+        set_twice = [("retention.ms", ConfigOperation.SET, "1"), ("retention.ms", ConfigOperation.DELETE, None)]
+        assert _incremental(client, [(other, set_twice)]) == [
+            (ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys: retention.ms")
+        ]
+        assert overrides(broker, other) == {"retention.ms": "3000"}
         assert _incremental(client, [(other, [("retention.ms", ConfigOperation.DELETE, None)])]) == [(0, None)]
         assert overrides(broker, other) == {}

@@ -204,13 +204,15 @@ def _refused(
     )
 
 
-def _legacy_problem(res: m.AlterConfigsResource) -> SluiceError | None:
-    """Kafka's checks of an AlterConfigs resource before anything is applied: a key given
-    twice (which value would win?) and a null value (which this API cannot mean as a delete:
-    it used to drop the key from the override set, answered as a success)."""
-    if any(n > 1 for n in Counter(c.name for c in res.configs).values()):
-        return Refused(ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys")
-    nulls = [c.name for c in res.configs if c.value is None]
+def _keys_problem(names: list[str], nulls: list[str]) -> SluiceError | None:
+    """Kafka's checks of a resource's configs before anything is applied, in both APIs
+    (ConfigAdminManager.preprocess), in its words: a key given twice (which value would win?)
+    and a null value where the API cannot mean one (``nulls``: AlterConfigs used to drop such
+    a key from the override set, and an incremental APPEND of nothing to succeed, both
+    answered as a success)."""
+    dupes = [k for k, n in Counter(names).items() if n > 1]
+    if dupes:
+        return Refused(ErrorCode.INVALID_REQUEST, f"Error due to duplicate config keys: {', '.join(dupes)}")
     if nulls:
         return Refused(ErrorCode.INVALID_REQUEST, f"Null value not supported for : {', '.join(nulls)}")
     return None
@@ -225,7 +227,8 @@ async def alter_configs(broker: BrokerContext, request: Request) -> m.AlterConfi
         if (res.resource_type, res.resource_name) in twice:
             responses.append(_refused(res, Refused(ErrorCode.INVALID_REQUEST, NAMED_TWICE)))
             continue
-        if (problem := _legacy_problem(res)) is not None:
+        problem = _keys_problem([c.name for c in res.configs], [c.name for c in res.configs if c.value is None])
+        if problem is not None:
             responses.append(_refused(res, problem))
             continue
         set_configs = {c.name: c.value for c in res.configs if c.value is not None}
@@ -276,14 +279,8 @@ async def incremental_alter_configs(
             continue
         set_configs: dict[str, str] = {}
         delete: list[str] = []
-        problem: SluiceError | None = None
-        dupes = [k for k, n in Counter(c.name for c in res.configs).items() if n > 1]
         nulls = [c.name for c in res.configs if c.value is None and c.config_operation != ConfigOperation.DELETE]
-        if dupes:
-            problem = Refused(ErrorCode.INVALID_REQUEST, f"config {dupes[0]!r} is given more than once")
-        elif nulls:
-            # Kafka's answer; an APPEND of nothing used to succeed, doing nothing.
-            problem = Refused(ErrorCode.INVALID_REQUEST, f"Null value not supported for : {', '.join(nulls)}")
+        problem = _keys_problem([c.name for c in res.configs], nulls)
         for c in res.configs:
             if problem is not None:
                 break
