@@ -622,3 +622,32 @@ def test_a_segment_being_replaced_never_reads_or_writes_index_files(make: Make, 
         assert not other.index_path.exists()  # rebuilt in memory only
     finally:
         log.abandon()
+
+
+def test_a_wrong_offset_index_entry_does_not_start_the_offset_map_mid_batch(
+    make: Make, clock: FakeClock
+) -> None:
+    """The offset map starts at the index entry for the first dirty offset; one loaded from a
+    file is checked against the log first, as a fetch's is. Trusted, an entry whose position
+    is not a batch's start (a flipped bit) had the map read garbage, and the log was marked
+    uncleanable until a restart."""
+    log, _ = make(compacted(clock, segment_bytes="4096", index_interval_bytes="1"))
+    want: dict[bytes, bytes] = {}
+    for i in range(300):  # rising timestamps: loading the indexes checks only the last entry
+        want[f"k{i % 10}".encode()] = value = f"v{i}".encode()
+        log.append(keyed([(f"k{i % 10}".encode(), value)], ts=1_000 + i))
+    assert len(log.segments) > 2
+    state = log.close(marker=False)
+    first = log.segments[0]
+    with open(first.index_path, "r+b") as f:  # entry 0: (offset 0, position 0) -> position 5
+        f.write(struct.pack("<ii", 0, 5))
+    log = PartitionLog.open(log.directory, log.config, clock, state=state)
+    cleaner = LogCleaner(CleanerConfig(worker="thread"), lambda: [log], clock)
+    try:
+        result = clean(cleaner, log)
+        assert log.name not in cleaner.uncleanable, cleaner.uncleanable
+        assert result is not None and result.swaps > 0
+        assert latest(log) == want
+    finally:
+        cleaner.close_sync()
+        log.abandon()

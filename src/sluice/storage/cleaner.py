@@ -280,7 +280,8 @@ class LogCleaner:
         start_position = 0
         for seg in c.segments:
             if seg.next_offset > c.first_dirty:
-                _, start_position = seg.index.lookup(max(c.first_dirty, seg.base_offset) - seg.base_offset)
+                # Through the segment, which checks an entry loaded from its file against the log.
+                start_position = seg.scan_position(max(c.first_dirty, seg.base_offset))
                 break
         for seg in c.segments:
             _ = seg.aborted_txns  # in memory before any swap (the files may become the new ones')

@@ -113,16 +113,11 @@ class TimeIndex:
             self.timestamps.append(timestamp)
             self.offsets.append(relative_offset)
 
-    def lookup(self, timestamp: int) -> int:
-        """Relative offset from which a scan for the first batch with max timestamp >= ``timestamp``
-        may start: every batch before the returned entry's successor is known to be older."""
-        i = self.entry_before(timestamp)
-        if i < 0:
-            return 0
-        return int(self.offsets[i]) + 1
-
     def entry_before(self, timestamp: int) -> int:
-        """The number of the last entry whose timestamp is below ``timestamp`` (-1: none)."""
+        """The number of the last entry whose timestamp is below ``timestamp`` (-1: none): a scan
+        for the first batch with max timestamp >= ``timestamp`` may start after its offset,
+        every batch up to it being older (:meth:`LogSegment.time_scan_start`, which checks
+        the entry against the log first)."""
         return bisect_right(self.timestamps, timestamp - 1) - 1
 
     def load(self, path: Path, max_relative_offset: int) -> None:
