@@ -63,15 +63,10 @@ class OffsetIndex:
         self.offsets.append(relative_offset)
         self.positions.append(position)
 
-    def lookup(self, relative_offset: int) -> tuple[int, int]:
-        """The last entry at or before ``relative_offset``, or (0, 0): where a scan should start."""
-        i = bisect_right(self.offsets, relative_offset)
-        if i == 0:
-            return 0, 0
-        return self.offsets[i - 1], self.positions[i - 1]
-
     def entry_at_or_before(self, relative_offset: int) -> int:
-        """The number of the last entry at or before ``relative_offset`` (-1: none)."""
+        """The number of the last entry at or before ``relative_offset`` (-1: none): where a scan
+        for it starts (:meth:`LogSegment.scan_position`, which checks the entry against the log
+        first)."""
         return bisect_right(self.offsets, relative_offset) - 1
 
     def load(self, path: Path, log_size: int) -> None:
