@@ -24,10 +24,11 @@ plausibility is an O(1) header check in the log's own validation.
 * Timestamps (``message.timestamp.type``): on a CreateTime topic each batch's first and largest
   timestamps are checked against ``message.timestamp.before.max.ms`` and
   ``message.timestamp.after.max.ms`` of the broker's clock (two header fields a batch; records
-  are not read, so a record stamped earlier than its batch's first one is caught only by the
-  walk of ``sluice.produce.validate.records``). On a LogAppendTime topic each batch's header is
-  stamped with the broker's clock (its timestamp type bit and max timestamp, then its CRC, which
-  is checked first: a new CRC must never bless corrupt bytes), as Kafka's LogValidator does;
+  are not read, so a record stamped earlier than its batch's first one passes, with
+  ``sluice.produce.validate.records`` too: its walk reads timestamp deltas, not their bounds).
+  On a LogAppendTime topic each batch's header is stamped with the broker's clock (its
+  timestamp type bit and max timestamp, then its CRC, which is checked first: a new CRC must
+  never bless corrupt bytes), as Kafka's LogValidator does;
   the records are untouched and every client reads the batch's max timestamp as theirs.
 """
 
