@@ -13,9 +13,8 @@ from collections.abc import Mapping
 import confluent_kafka as ck
 
 from sluice.client import options
+from sluice.client.buffer import TP
 from sluice.client.errors import ConfigurationError, InvalidArgumentError
-
-TP = tuple[str, int]
 
 LOGICAL_OFFSETS = (ck.OFFSET_BEGINNING, ck.OFFSET_END, ck.OFFSET_STORED)
 """librdkafka's named offsets an ``assign=`` entry may start at (the log's start, its end, the
@@ -28,16 +27,23 @@ def natural(value: object) -> int | None:
     return n if n is not None and n >= 0 else None
 
 
+def offset_or_named(value: object, named: tuple[int, ...]) -> int | None:
+    """``value`` as an int if it is an offset of 0 or more or one of ``named`` (librdkafka's
+    logical offsets the call takes), else None; never a bool."""
+    n = natural(value)
+    if n is None and not isinstance(value, bool):
+        with contextlib.suppress(TypeError):
+            if operator.index(value) in named:  # type: ignore[arg-type]
+                n = operator.index(value)  # type: ignore[arg-type]
+    return n
+
+
 def assignment(a: object) -> tuple[str, int, int | None]:
     """One ``assign=`` entry: ``(topic, partition)`` or ``(topic, partition, offset)``, an
     offset of 0 or more or one of :data:`LOGICAL_OFFSETS`, as ints."""
     if isinstance(a, tuple | list) and len(a) in (2, 3) and isinstance(a[0], str) and a[0]:
         partition = natural(a[1])
-        offset = None if len(a) == 2 else natural(a[2])
-        if offset is None and len(a) == 3 and not isinstance(a[2], bool):
-            with contextlib.suppress(TypeError):
-                if operator.index(a[2]) in LOGICAL_OFFSETS:
-                    offset = operator.index(a[2])
+        offset = None if len(a) == 2 else offset_or_named(a[2], LOGICAL_OFFSETS)
         if partition is not None and (len(a) == 2 or offset is not None):
             return (a[0], partition, offset)
     raise ConfigurationError(

@@ -27,7 +27,6 @@ import atexit
 import contextlib
 import contextvars
 import logging
-import operator
 import os
 import queue
 import re
@@ -1096,11 +1095,7 @@ class Consumer:
         self._check_loop()
         tp = arguments.partition((topic, partition), "seek", "nothing was done")
         topic, partition = tp
-        where = arguments.natural(offset)
-        if where is None and not isinstance(offset, bool):
-            with contextlib.suppress(TypeError):
-                if operator.index(offset) in SEEK_ENDS:
-                    where = operator.index(offset)
+        where = arguments.offset_or_named(offset, SEEK_ENDS)
         if where is None:
             raise InvalidArgumentError(
                 f"seek {topic}[{partition}] to {offset!r}: an offset is an integer of 0 or more "
