@@ -71,6 +71,8 @@ def test_settings_go_to_the_child_as_kafka_writes_them(tmp_path: Path) -> None:
         admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
         (described,) = admin.describe_configs([ConfigResource("topic", "t")]).values()
         assert described.result(timeout=10)["cleanup.policy"].value == "compact,delete"
+        (node,) = admin.describe_configs([ConfigResource("broker", "0")]).values()
+        assert node.result(timeout=10)["auto.create.topics.enable"].value == "false"
 
 
 def test_a_setting_with_no_kafka_string_is_refused_before_any_child(tmp_path: Path) -> None:
