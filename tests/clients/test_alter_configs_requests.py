@@ -151,7 +151,10 @@ def test_incremental_alter_configs_refuses_a_topic_named_twice_and_null_values(
                 (ErrorCode.INVALID_REQUEST, "Null value not supported for : cleanup.policy")
             ]
         # A key given twice, in Kafka's words as AlterConfigs answers it, naming the key.
-        set_twice = [("retention.ms", ConfigOperation.SET, "1"), ("retention.ms", ConfigOperation.DELETE, None)]
+        set_twice: list[tuple[str, int, str | None]] = [
+            ("retention.ms", ConfigOperation.SET, "1"),
+            ("retention.ms", ConfigOperation.DELETE, None),
+        ]
         assert _incremental(client, [(other, set_twice)]) == [
             (ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys: retention.ms")
         ]
