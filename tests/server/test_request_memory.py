@@ -262,3 +262,57 @@ def test_answers_nobody_reads_are_bounded_broker_wide(tmp_path: Path) -> None:
         assert broker.stop() == 0
     log = (tmp_path / "broker.log").read_text()
     assert "Traceback" not in log, log
+
+
+def test_answers_of_requests_past_inline_elements_are_bounded_too(tmp_path: Path) -> None:
+    """A Fetch naming more than 4096 partitions is read a turn at a time and its answer encoded
+    on the codec thread; the records it read were not counted as unsent answers between the
+    turns nor while the answer waited for that thread, so thirty connections sending such a
+    fetch at once (the same partition 5000 times) each read the full room: about 64 MiB past
+    an 8 MiB sluice.unsent.response.max.bytes. The same thirty fetches of an empty topic first
+    measure what the requests and answers themselves cost."""
+    bound = 8 * MiB
+    with BrokerProcess(
+        tmp_path / "data",
+        tmp_path / "broker.log",
+        settings={"sluice.unsent.response.max.bytes": str(bound)},
+    ) as broker:
+        broker.start()
+        assert broker.proc is not None
+        pid = broker.proc.pid
+        with WireClient("127.0.0.1", broker.port) as setup:
+            create_topic(setup, "big")
+            create_topic(setup, "empty")
+            for i in range(20):
+                assert produce(setup, "big", 0, batch([bytes([i]) * 900_000])).error_code == 0
+
+        def hogs_fetch(topic: str) -> int:
+            """The broker's peak resident set once thirty hogs' answers are all started."""
+            request = fetch_request(topic, 0, 0, max_bytes=2**31 - 1)
+            request.topics[0].partitions *= 5000
+            hogs = [WireClient("127.0.0.1", broker.port) for _ in range(30)]
+            try:
+                for hog in hogs:
+                    hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                for hog in hogs:
+                    hog.send(ApiKey.FETCH, 12, request)
+                for hog in hogs:  # its answer starts to arrive: the broker has handled it
+                    readable, _, _ = select.select([hog.sock], [], [], 60)
+                    assert readable
+                return _status_bytes(pid, "VmHWM")
+            finally:
+                for hog in hogs:
+                    hog.close()
+
+        without_records = hogs_fetch("empty")
+        with_records = hogs_fetch("big")
+        grown = with_records - without_records
+        print(
+            f"30 unread fetches of 5000 partitions: peak {without_records / MiB:.0f} MiB without "
+            f"records, {with_records / MiB:.0f} MiB with (+{grown / MiB:.0f} MiB), "
+            f"sluice.unsent.response.max.bytes={bound // MiB} MiB"
+        )
+        assert grown < 3 * bound  # uncounted: about 8 * bound
+        assert broker.stop() == 0
+    log = (tmp_path / "broker.log").read_text()
+    assert "Traceback" not in log, log

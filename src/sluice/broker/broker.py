@@ -393,11 +393,18 @@ class Broker:
                 stats.answered(request.api_key, time.perf_counter() - started, None)
             return None
         if heavy:
-            answer = await self._on_codec_thread(
-                lambda: encode_response(
-                    request.api_key, request.api_version, request.correlation_id, body
+            # A Fetch answer's records stay counted as unsent while it is encoded: many
+            # connections' answers may wait for the one codec thread
+            held = fetch.records_bytes(body) if isinstance(body, m.FetchResponse) else 0
+            self.unsent.held += held
+            try:
+                answer = await self._on_codec_thread(
+                    lambda: encode_response(
+                        request.api_key, request.api_version, request.correlation_id, body
+                    )
                 )
-            )
+            finally:
+                self.unsent.held -= held
         else:
             answer = encode_response(
                 request.api_key, request.api_version, request.correlation_id, body
