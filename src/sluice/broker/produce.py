@@ -23,9 +23,11 @@ from sluice.dataclass import dataclass
 from sluice.errors import CloseConnection, ErrorCode, RecordErrors, Refused, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
+from sluice.protocol.records import read_header
 from sluice.storage.log import PartitionLog, TxnCheck
 from sluice.storage.manager import LogManager
 from sluice.storage.partition import Partition
+from sluice.storage.producer_state import is_idempotent, last_sequence
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +169,23 @@ async def _append(
     data = await ingest.prepare(records, config, limit, partition.name, walk=walk, now=now)
     base_offset = await partition.append(data, ack, txn_check)
     if config.message_timestamp_type is TimestampType.LOG_APPEND_TIME:
-        return Appended(base_offset, now)
+        return Appended(base_offset, _stamp_stored(partition.log, data, base_offset, now))
     return Appended(base_offset)
+
+
+def _stamp_stored(plog: PartitionLog, data: ingest.Records, base_offset: int, now: int) -> int:
+    """The log append time of the batch appended at ``base_offset``: ``now``, its stamp, unless
+    it is an idempotent producer's retry of a batch the log already had (nothing written),
+    whose stamp is the original's. Kafka answers a duplicate so: the time a consumer sees."""
+    header = read_header(memoryview(data))
+    if not is_idempotent(header):
+        return now
+    entry = plog.producer_state().producers.get(header.producer_id)
+    if entry is None or entry.epoch != header.producer_epoch:
+        return now
+    last_seq = last_sequence(header.base_sequence, header.last_offset_delta)
+    original = entry.find(header.base_sequence, last_seq)
+    return original.timestamp if original is not None and original.first_offset == base_offset else now
 
 
 def _start(job: Awaitable[Appended] | Outcome) -> Awaitable[Appended] | Outcome:
