@@ -403,6 +403,39 @@ def test_a_fetch_of_many_partitions_is_read_turn_by_turn(make_broker: MakeBroker
         assert not parts[count // 2].records and not parts[count - 1].records
 
 
+def test_a_long_poll_past_the_inline_elements_does_not_hold_up_others(make_broker: MakeBroker) -> None:
+    """Requests past INLINE_ELEMENTS are handled one at a time (their memory); a Fetch of that
+    many partitions waiting for data gives its turn up meanwhile: another such request is
+    answered while the long poll still waits (held back, it waited out max_wait_ms), and the
+    long poll is answered with the records produced after it."""
+    broker = make_broker()
+    count = INLINE_ELEMENTS + 10
+    with WireClient.to(broker) as setup:
+        create_topic(setup, "t", 1)
+    poll = fetch_request("t", 0, 0)
+    poll.max_wait_ms = 60_000
+    poll.topics[0].partitions *= count
+    other = list_offsets_request("t", 0, -1)
+    other.topics[0].partitions *= count
+    with WireClient.to(broker, timeout=90) as poller, WireClient.to(broker) as client:
+        polled = poller.send(ApiKey.FETCH, 11, poll)
+        server = broker.server
+        assert server is not None and server.broker is not None
+        waiters = server.broker.fetch_waiters
+        deadline = time.monotonic() + 30
+        while len(waiters) == 0:  # the long poll has taken its turn and is parked
+            assert time.monotonic() < deadline, "the long poll never parked"
+            time.sleep(0.01)  # polling the broker's state, bounded by the deadline
+        started = time.monotonic()
+        answer = client.call(ApiKey.LIST_OFFSETS, 5, other, m.ListOffsetsResponse, timeout=30)
+        assert len(answer.topics[0].partitions) == count
+        assert time.monotonic() - started < 30
+        assert poller.is_quiet()  # still waiting
+        assert produce(client, "t", 0, batch([b"late"])).error_code == 0
+        parts = poller.recv(ApiKey.FETCH, 11, polled, m.FetchResponse).responses[0].partitions
+        assert record_values(parts[0].records) == [b"late"]
+
+
 def test_array_elements_per_request_are_bounded(
     make_broker: MakeBroker, witness_for: WitnessFor, caplog: pytest.LogCaptureFixture
 ) -> None:

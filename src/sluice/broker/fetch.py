@@ -218,7 +218,8 @@ async def _wait_for_data(broker: BrokerContext, logs: list[PartitionLog], timeou
     for plog in logs:
         plog.add_high_watermark_listener(wake)
     try:
-        await future
+        async with broker.heavy.paused():  # a request past the inline elements: others' turn
+            await future
     finally:
         timer.cancel()
         waiters.discard(future)
