@@ -16,6 +16,7 @@ reconnects and retries while every other connection goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import time
@@ -220,6 +221,12 @@ answered, on the codec thread, whose interpreter lock the loop takes back every 
 milliseconds (``sys.getswitchinterval``); the wasted inline part costs about 10 ms."""
 
 
+PARKED_APIS = frozenset({ApiKey.JOIN_GROUP, ApiKey.SYNC_GROUP})
+"""APIs whose requests wait on other clients for as long as a rebalance may take (minutes):
+past :data:`INLINE_ELEMENTS` (a JoinGroup of 5,000 protocols) they do not take the turn of
+:class:`~sluice.broker.context.HeavyRequests`, which they would hold all that time."""
+
+
 class Broker:
     def __init__(self, config: BrokerConfig, logs: LogManager) -> None:
         self.config = config
@@ -366,7 +373,8 @@ class Broker:
         except TooManyElementsError as exc:
             if limit <= INLINE_ELEMENTS:
                 return self._undecodable(exc)
-            async with self.heavy.turn():  # decoded, answered and encoded one at a time
+            parks = int.from_bytes(frame[:2], "big", signed=True) in PARKED_APIS
+            async with contextlib.nullcontext() if parks else self.heavy.turn():
                 try:
                     request = await self._on_codec_thread(
                         lambda: decode_request(frame, max_elements=limit)
