@@ -9,10 +9,11 @@ from collections.abc import Callable
 
 import pytest
 
-from sluice.broker.broker import Client
+from sluice.broker.broker import INLINE_ELEMENTS, Client
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey, Request
 from sluice.protocol import messages as m
+from sluice.protocol.codec import encode_request
 from sluice.protocol.records import decode_records, iter_stored_batches
 from tests.broker.conftest import BrokerHarness, batch, value
 
@@ -320,3 +321,47 @@ def test_shutdown_answers_long_polls(harness: Callable[..., BrokerHarness]) -> N
 
     response = h.run(scenario())
     assert response.responses[0].partitions[0].records == b""
+
+
+def test_records_a_fetch_of_many_partitions_read_stay_counted_until_encoded(
+    harness: Callable[..., BrokerHarness],
+) -> None:
+    """A Fetch naming more than INLINE_ELEMENTS partitions reads a turn at a time and its
+    answer is encoded on the codec thread: the records it has read count as unsent answers
+    (what bounds other fetches' reads, sluice.unsent.response.max.bytes) from their read until
+    the answer is encoded, at every await in between. They were uncounted between turns and
+    while the answer waited for the codec thread, so other fetches read past the bound."""
+    h = harness()
+    h.run(h.broker.logs.create_topic("t", 1))
+    for i in range(4):  # past the reader's inline bytes: the read is an await of its own
+        assert h.produce("t", 0, batch(200, f"b{i}", size=500)) is not None
+    read = len(h.broker.logs.get_log("t", 0).read_bytes(0, 1 << 20))
+    assert read > h.broker.logs.reader.inline_max_bytes
+    body = fetch_request("t", {0: 0}, max_bytes=read + 100)
+    body.topics[0].partitions *= 2 * INLINE_ELEMENTS  # the first reads all; none fits after it
+    frame = encode_request(ApiKey.FETCH, 11, 1, "test", body)[4:]
+
+    async def handled_while_watching() -> tuple[list[int], object]:
+        seen: list[int] = []
+        handling = True
+
+        async def watch() -> None:
+            while handling:
+                seen.append(h.broker.unsent.held)
+                await asyncio.sleep(0)
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            answer = await h.broker.handle(frame, Client("127.0.0.1"))
+        finally:
+            handling = False
+            await watcher
+        return seen, answer
+
+    seen, answer = h.run(handled_while_watching())
+    assert answer is not None
+    counted = [held for held in seen if held]
+    assert counted, "the watcher never saw the records counted"
+    first = seen.index(counted[0])
+    assert min(seen[first:]) >= read  # counted from the read to the encoded answer
+    assert h.broker.unsent.held == 0  # and handed on: the connection counts what it holds

@@ -17,6 +17,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 )
 
 from sluice.errors import ErrorCode
+from sluice.protocol import ApiKey
+from sluice.protocol import messages as m
 from sluice.protocol.records import TIMESTAMP_TYPE_BIT, build_batch
 from sluice.testing import EmbeddedBroker
 from tests.clients.adapters import (
@@ -179,3 +181,38 @@ def test_max_timestamp_after_delete_records_is_a_record_still_there(
     assert lookup(bootstrap, topic) == (3, OLD_TS + 7000)
     assert admin.delete_records(topic, 0, 6) == 6
     assert lookup(bootstrap, topic) == (-1, -1)
+
+
+def test_an_idempotent_retry_is_answered_with_the_original_stamp(
+    broker: EmbeddedBroker, make_topic: Callable[..., str]
+) -> None:
+    """A LogAppendTime topic answers an idempotent producer's retry of a batch it already has
+    with that batch's stamp, as Kafka answers a duplicate (the stored batch's time): it was
+    answered with the broker's clock at the retry, a time no consumer of the record sees
+    (librdkafka's delivery report carries it)."""
+    topic = make_topic(1, message_timestamp_type="LogAppendTime")
+    with WireClient.to(broker) as client:
+        ids = client.call(
+            ApiKey.INIT_PRODUCER_ID,
+            1,
+            m.InitProducerIdRequest(
+                transactional_id=None, transaction_timeout_ms=60_000, producer_id=-1, producer_epoch=-1
+            ),
+            m.InitProducerIdResponse,
+        )
+        batch = build_batch(
+            [(b"k", b"v")],
+            base_timestamp=OLD_TS,
+            producer_id=ids.producer_id,
+            producer_epoch=ids.producer_epoch,
+            base_sequence=0,
+        )
+        first = produce(client, topic, 0, batch, acks=-1)
+        assert (first.error_code, first.base_offset) == (ErrorCode.NONE, 0)
+        stamped = first.log_append_time_ms
+        while _now() <= stamped:  # the broker's clock moves on before the retry
+            time.sleep(0.001)
+        retry = produce(client, topic, 0, batch, acks=-1)
+    assert (retry.error_code, retry.base_offset, retry.log_append_time_ms) == (ErrorCode.NONE, 0, stamped)
+    (header,) = stored_batches(broker.data_dir, topic, 0)  # stored once
+    assert header.max_timestamp == stamped

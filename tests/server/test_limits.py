@@ -16,6 +16,7 @@ from sluice.broker.context import ELEMENTS_PER_TURN
 from sluice.config import BrokerConfig
 from sluice.errors import ErrorCode
 from sluice.protocol import ApiKey
+from sluice.protocol import group_messages as g
 from sluice.protocol import messages as m
 from sluice.testing import EmbeddedBroker
 from tests.server.conftest import MakeBroker, WitnessFor
@@ -33,6 +34,7 @@ from tests.server.wire import (
     list_offset,
     list_offsets_request,
     metadata,
+    metadata_request,
     produce,
     produce_request,
     record_values,
@@ -401,6 +403,77 @@ def test_a_fetch_of_many_partitions_is_read_turn_by_turn(make_broker: MakeBroker
         parts = answer.responses[0].partitions
         assert record_values(parts[0].records) == [b"p0-%d" % j for j in range(3)]
         assert not parts[count // 2].records and not parts[count - 1].records
+
+
+def test_a_long_poll_past_the_inline_elements_does_not_hold_up_others(make_broker: MakeBroker) -> None:
+    """Requests past INLINE_ELEMENTS are handled one at a time (their memory); a Fetch of that
+    many partitions waiting for data gives its turn up meanwhile: another such request is
+    answered while the long poll still waits (held back, it waited out max_wait_ms), and the
+    long poll is answered with the records produced after it."""
+    broker = make_broker()
+    count = INLINE_ELEMENTS + 10
+    with WireClient.to(broker) as setup:
+        create_topic(setup, "t", 1)
+    poll = fetch_request("t", 0, 0)
+    poll.max_wait_ms = 60_000
+    poll.topics[0].partitions *= count
+    other = list_offsets_request("t", 0, -1)
+    other.topics[0].partitions *= count
+    with WireClient.to(broker, timeout=90) as poller, WireClient.to(broker) as client:
+        polled = poller.send(ApiKey.FETCH, 11, poll)
+        server = broker.server
+        assert server is not None and server.broker is not None
+        waiters = server.broker.fetch_waiters
+        deadline = time.monotonic() + 30
+        while len(waiters) == 0:  # the long poll has taken its turn and is parked
+            assert time.monotonic() < deadline, "the long poll never parked"
+            time.sleep(0.01)  # polling the broker's state, bounded by the deadline
+        started = time.monotonic()
+        answer = client.call(ApiKey.LIST_OFFSETS, 5, other, m.ListOffsetsResponse, timeout=30)
+        assert len(answer.topics[0].partitions) == count
+        assert time.monotonic() - started < 30
+        assert poller.is_quiet()  # still waiting
+        assert produce(client, "t", 0, batch([b"late"])).error_code == 0
+        parts = poller.recv(ApiKey.FETCH, 11, polled, m.FetchResponse).responses[0].partitions
+        assert record_values(parts[0].records) == [b"late"]
+
+
+def test_a_parked_join_past_the_inline_elements_does_not_hold_up_others(make_broker: MakeBroker) -> None:
+    """A JoinGroup of more than INLINE_ELEMENTS protocols waits for the group's rebalance as any
+    join does (here for a member that does not rejoin): it does not hold the one-at-a-time turn
+    of such requests meanwhile, which every other one (a 5,000-topic Metadata request here)
+    would have waited for, a rebalance timeout long."""
+    broker = make_broker(**{"group.initial.rebalance.delay.ms": "0"})
+    ours = g.JoinGroupRequestProtocol(name="range", metadata=b"")
+
+    def join(protocols: list[g.JoinGroupRequestProtocol], member_id: str = "") -> g.JoinGroupRequest:
+        return g.JoinGroupRequest(
+            group_id="grp", session_timeout_ms=60_000, rebalance_timeout_ms=60_000,
+            member_id=member_id, protocol_type="consumer", protocols=protocols,
+        )
+
+    with WireClient.to(broker) as first, WireClient.to(broker, timeout=90) as second, WireClient.to(broker) as other:
+        joined = first.call(ApiKey.JOIN_GROUP, 3, join([ours]), g.JoinGroupResponse)
+        assert joined.error_code == ErrorCode.NONE and joined.generation_id == 1
+        many = [ours] + [
+            g.JoinGroupRequestProtocol(name=f"p{i}", metadata=b"") for i in range(INLINE_ELEMENTS)
+        ]
+        parked = second.send(ApiKey.JOIN_GROUP, 3, join(many))  # waits for the first to rejoin
+        describe = g.DescribeGroupsRequest(groups=["grp"], include_authorized_operations=False)
+        deadline = time.monotonic() + 30
+        while len(
+            other.call(ApiKey.DESCRIBE_GROUPS, 3, describe, g.DescribeGroupsResponse).groups[0].members
+        ) < 2:
+            assert time.monotonic() < deadline, "the second member never joined"
+            time.sleep(0.01)  # polling the group's state, bounded by the deadline
+        names = [f"no-such-topic-{i}" for i in range(INLINE_ELEMENTS + 10)]
+        answer = other.call(ApiKey.METADATA, 9, metadata_request(names, auto_create=False), m.MetadataResponse, timeout=30)
+        assert len(answer.topics) == len(names)
+        assert second.is_quiet()  # the join still waits
+        rejoined = first.call(ApiKey.JOIN_GROUP, 3, join([ours], joined.member_id), g.JoinGroupResponse)
+        assert rejoined.error_code == ErrorCode.NONE and rejoined.generation_id == 2
+        late = second.recv(ApiKey.JOIN_GROUP, 3, parked, g.JoinGroupResponse)
+        assert late.error_code == ErrorCode.NONE and late.generation_id == 2
 
 
 def test_array_elements_per_request_are_bounded(

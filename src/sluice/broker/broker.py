@@ -16,6 +16,7 @@ reconnects and retries while every other connection goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import time
@@ -34,7 +35,7 @@ from sluice.broker import (
     produce,
     txn_markers,
 )
-from sluice.broker.context import FetchWaiters, UnsentAnswers
+from sluice.broker.context import FetchWaiters, HeavyRequests, UnsentAnswers
 from sluice.broker.groups import GroupConfig, GroupCoordinator
 from sluice.broker.producer_ids import ProducerIds, init_producer_id
 from sluice.broker.stats import BrokerStats
@@ -220,6 +221,12 @@ answered, on the codec thread, whose interpreter lock the loop takes back every 
 milliseconds (``sys.getswitchinterval``); the wasted inline part costs about 10 ms."""
 
 
+PARKED_APIS = frozenset({ApiKey.JOIN_GROUP, ApiKey.SYNC_GROUP})
+"""APIs whose requests wait on other clients for as long as a rebalance may take (minutes):
+past :data:`INLINE_ELEMENTS` (a JoinGroup of 5,000 protocols) they do not take the turn of
+:class:`~sluice.broker.context.HeavyRequests`, which they would hold all that time."""
+
+
 class Broker:
     def __init__(self, config: BrokerConfig, logs: LogManager) -> None:
         self.config = config
@@ -246,6 +253,8 @@ class Broker:
         metrics): None costs the hot path one attribute test."""
         self.unsent = UnsentAnswers(config.unsent_response_max_bytes)
         """Answers held before their clients take them (the server's connections count theirs)."""
+        self.heavy = HeavyRequests()
+        """Requests past :data:`INLINE_ELEMENTS` go one at a time (their memory, see there)."""
         self.faults: Interceptor | None = None
         """Set by tests only (:class:`Interceptor`)."""
         self._codec: ThreadPoolExecutor | None = None
@@ -359,28 +368,40 @@ class Broker:
         encoded answer."""
         started = time.perf_counter()
         limit = self.config.request_max_array_elements
-        heavy = False
         try:
-            try:
-                request = decode_request(frame, max_elements=min(limit, INLINE_ELEMENTS))
-            except TooManyElementsError:
-                if limit <= INLINE_ELEMENTS:
-                    raise
-                heavy = True
-                request = await self._on_codec_thread(
-                    lambda: decode_request(frame, max_elements=limit)
-                )
-        except UnsupportedVersionError as exc:
+            request = decode_request(frame, max_elements=min(limit, INLINE_ELEMENTS))
+        except TooManyElementsError as exc:
+            if limit <= INLINE_ELEMENTS:
+                return self._undecodable(exc)
+            parks = int.from_bytes(frame[:2], "big", signed=True) in PARKED_APIS
+            async with contextlib.nullcontext() if parks else self.heavy.turn():
+                try:
+                    request = await self._on_codec_thread(
+                        lambda: decode_request(frame, max_elements=limit)
+                    )
+                except ProtocolError as exc:
+                    return self._undecodable(exc)
+                return await self._answer(request, client, started, heavy=True)
+        except ProtocolError as exc:
+            return self._undecodable(exc)
+        return await self._answer(request, client, started, heavy=False)
+
+    def _undecodable(self, exc: ProtocolError) -> list[Buffer]:
+        """ApiVersions' answer to a version it does not know; else CloseConnection."""
+        if isinstance(exc, UnsupportedVersionError):
             if exc.api_key == ApiKey.API_VERSIONS and exc.correlation_id is not None:
                 return [encode_unsupported_api_versions(exc.correlation_id, ADVERTISED)]
             raise CloseConnection(str(exc)) from None
-        except TooManyElementsError as exc:
+        if isinstance(exc, TooManyElementsError):
             raise CloseConnection(
                 f"request refused: {exc} (sluice.request.max.array.elements="
                 f"{self.config.request_max_array_elements})"
             ) from None
-        except ProtocolError as exc:
-            raise CloseConnection(f"malformed request: {exc}") from None
+        raise CloseConnection(f"malformed request: {exc}") from None
+
+    async def _answer(
+        self, request: Request, client: Client, started: float, *, heavy: bool
+    ) -> Sequence[Buffer] | None:
         stats = self.stats
         try:
             body = await self.dispatch(request, client)
@@ -393,11 +414,17 @@ class Broker:
                 stats.answered(request.api_key, time.perf_counter() - started, None)
             return None
         if heavy:
-            answer = await self._on_codec_thread(
-                lambda: encode_response(
-                    request.api_key, request.api_version, request.correlation_id, body
+            # A Fetch answer's records stay counted as unsent while it is encoded
+            held = fetch.records_bytes(body) if isinstance(body, m.FetchResponse) else 0
+            self.unsent.held += held
+            try:
+                answer = await self._on_codec_thread(
+                    lambda: encode_response(
+                        request.api_key, request.api_version, request.correlation_id, body
+                    )
                 )
-            )
+            finally:
+                self.unsent.held -= held
         else:
             answer = encode_response(
                 request.api_key, request.api_version, request.correlation_id, body

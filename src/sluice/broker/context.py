@@ -5,9 +5,10 @@ import this, never the dispatching module (``broker.py`` imports them), so impor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import Collection, Iterable
-from typing import Protocol
+from collections.abc import AsyncIterator, Collection, Iterable
+from typing import Any, Protocol
 
 from sluice.broker.stats import BrokerStats
 from sluice.config import BrokerConfig
@@ -43,6 +44,49 @@ class FetchWaiters:
         for future in list(self._waiting):
             if not future.done():
                 future.set_result(None)
+
+
+class HeavyRequests:
+    """One request past ``INLINE_ELEMENTS`` (:mod:`sluice.broker.broker`) decoded, handled and
+    encoded at a time. Each is tens of MiB of Python objects decoded (200,000 elements) and as
+    much again answered; run side by side, the decodes queued on the one codec thread while
+    the handlers of those before them went on, so all of them were in memory at once: ten
+    connections sending a 190,000-topic Metadata request each grew the broker by 673 MiB, 133
+    MiB when they were handled one after another, as before the codec thread. A Fetch waiting
+    for data gives its turn up meanwhile (:meth:`paused`), as a long poll held it for up to
+    ``max_wait_ms``."""
+
+    __slots__ = ("_holder", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._holder: asyncio.Task[Any] | None = None
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        await self._lock.acquire()
+        me = self._holder = asyncio.current_task()
+        try:
+            yield
+        finally:
+            if self._holder is me:  # not given up by a paused() cancelled while taking it back
+                self._holder = None
+                self._lock.release()
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """The caller's turn given up meanwhile, if it holds it (else nothing happens)."""
+        me = asyncio.current_task()
+        if me is None or self._holder is not me:
+            yield
+            return
+        self._holder = None
+        self._lock.release()
+        try:
+            yield
+        finally:
+            await self._lock.acquire()
+            self._holder = me
 
 
 class UnsentAnswers:
@@ -88,6 +132,8 @@ class BrokerContext(Protocol):
     """Traffic counters by topic, when metrics are kept."""
     unsent: UnsentAnswers
     """Answers held in memory before their clients take them: what Fetch may still read."""
+    heavy: HeavyRequests
+    """The turn of the requests past the inline element count (a Fetch gives it up to wait)."""
 
     @property
     def producer_ids(self) -> ProducerIdSource:

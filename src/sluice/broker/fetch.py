@@ -48,39 +48,58 @@ async def fetch(broker: BrokerContext, request: Request) -> m.FetchResponse:
     body = request.body
     assert isinstance(body, m.FetchRequest)
     deadline = time.monotonic() + max(0, body.max_wait_ms) / 1000
-    while True:
-        finding = _find_all(broker, body)
-        try:
-            while True:  # a request of many partitions: read what each turn found, let others run
-                await _read(broker, next(finding))
-                await asyncio.sleep(0)
-        except StopIteration as done:
-            responses, ready, logs, found = done.value
-        wait = deadline - time.monotonic()
-        if ready or wait <= 0 or broker.fetch_waiters.closed or not logs:
-            await _read(broker, found)
-            if broker.stats is not None:
-                _count(broker.stats, responses)
-            return m.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0, responses=responses)
-        await _wait_for_data(broker, logs, wait)
+    held = 0  # bytes read into this request's answers, counted as unsent until it returns
+    try:
+        while True:
+            finding = _find_all(broker, body)
+            try:
+                while True:  # many partitions: read what each turn found, let others run
+                    held += await _read(broker, next(finding))
+                    await asyncio.sleep(0)
+            except StopIteration as done:
+                responses, ready, logs, found = done.value
+            wait = deadline - time.monotonic()
+            if ready or wait <= 0 or broker.fetch_waiters.closed or not logs:
+                held += await _read(broker, found)
+                if broker.stats is not None:
+                    _count(broker.stats, responses)
+                return m.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0, responses=responses)
+            # This pass's answers (records read in its earlier turns) are dropped: found again
+            # once data arrives
+            responses, found = [], []
+            broker.unsent.held -= held
+            held = 0
+            await _wait_for_data(broker, logs, wait)
+    finally:
+        broker.unsent.held -= held
 
 
 Found = list[tuple[m.FetchPartitionData, FileSlice]]
 """Answers that have records, each with the range its records are in (still to read)."""
 
 
-async def _read(broker: BrokerContext, found: Found) -> None:
-    """Read the ranges found into their answers. Called with no await since they were found,
-    so none can have gone. The bytes count as unsent answers from now on: the connection
-    counts them once written, until its client takes them."""
+async def _read(broker: BrokerContext, found: Found) -> int:
+    """Read the ranges found into their answers; the bytes read, which the caller keeps
+    counted as unsent answers (:attr:`BrokerContext.unsent`) until it hands the answer on: a
+    request of many partitions reads a turn at a time, and the records read in one turn are
+    held while the next turns run, and other fetches must see them (the connection counts
+    them once written, until its client takes them). Called with no await since the ranges
+    were found, so none can have gone."""
     reading = sum(s.length for _, s in found)
     broker.unsent.held += reading
     try:
         records = await broker.logs.reader.read([s for _, s in found])
-    finally:
+    except BaseException:
         broker.unsent.held -= reading
+        raise
     for (part, _), data in zip(found, records, strict=True):
         part.records = data
+    return reading
+
+
+def records_bytes(answer: m.FetchResponse) -> int:
+    """Bytes of records an answer holds (what :func:`fetch` counted as unsent until it returned)."""
+    return sum(len(p.records) for t in answer.responses for p in t.partitions if p.records)
 
 
 def _find_all(
@@ -200,7 +219,8 @@ async def _wait_for_data(broker: BrokerContext, logs: list[PartitionLog], timeou
     for plog in logs:
         plog.add_high_watermark_listener(wake)
     try:
-        await future
+        async with broker.heavy.paused():  # a request past the inline elements: others' turn
+            await future
     finally:
         timer.cancel()
         waiters.discard(future)
