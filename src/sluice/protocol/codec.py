@@ -166,16 +166,6 @@ def response_header_version(api_key: int, api_version: int) -> int:
 # -- headers ---------------------------------------------------------------------------------------
 
 
-def decode_request_header(r: Reader, header_version: int) -> RequestHeader:
-    api_key = r.int16()
-    api_version = r.int16()
-    correlation_id = r.int32()
-    client_id = r.nullable_string() if header_version >= 1 else None
-    if header_version >= 2:
-        r.skip_tagged_fields()
-    return RequestHeader(api_key, api_version, correlation_id, client_id)
-
-
 def encode_request_header(out: bytearray, header: RequestHeader, header_version: int) -> None:
     out += I16.pack(header.api_key)
     out += I16.pack(header.api_version)

@@ -33,9 +33,6 @@ BASE_TIMESTAMP_OFFSET = 27
 MAX_TIMESTAMP_OFFSET = 35
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")
-_OFFSET_AND_EPOCH = struct.Struct(
-    ">q4xi"
-)  # baseOffset, (batchLength skipped), partitionLeaderEpoch
 _BASE_OFFSET = struct.Struct(">q")
 _LENGTH = struct.Struct(">i")
 

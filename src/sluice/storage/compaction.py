@@ -118,10 +118,6 @@ class OffsetMap:
     def get(self, key: bytes) -> int | None:
         return self.table.get(self.slot(key))
 
-    @property
-    def utilization(self) -> float:
-        return len(self.table) / self.capacity
-
 
 # -- what the worker is given ---------------------------------------------------------------------
 
