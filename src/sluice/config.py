@@ -479,16 +479,10 @@ def _in_milliseconds(values: Mapping[str, str]) -> dict[str, str]:
         if name not in values:
             continue
         text = values[name]
-        try:
-            count = int(str(text).strip())
-        except ValueError:
-            raise InvalidConfigError(f"bad value for {name}: {text!r} (must be an integer)") from None
-        if count > _INT_MAX:  # an INT in Kafka
-            raise InvalidConfigError(f"bad value for {name}: {text!r} (must be <= {_INT_MAX})")
-        if least == -1:
-            count = max(count, -1)
-        elif count < least:
-            raise InvalidConfigError(f"bad value for {name}: {text!r} (must be >= {least})")
+        try:  # an INT in Kafka
+            count = max(-1, _integer(-_INT_MAX - 1 if least == -1 else least, _INT_MAX)(text))
+        except ValueError as exc:
+            raise InvalidConfigError(f"bad value for {name}: {text!r} ({exc})") from None
         if target not in out:
             out[target] = str(count if count == -1 else count * unit)
     return out

@@ -12,7 +12,6 @@ is the durability the operator configured for the topic.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Awaitable
 
@@ -278,8 +277,7 @@ def _partition_response(
 
 def _all_failed(body: m.ProduceRequest, code: int, message: str) -> m.ProduceResponse:
     """Every partition answered ``code``; the message, within :data:`MESSAGE_TEXT_BUDGET`."""
-    texts = max(1, MESSAGE_TEXT_BUDGET // max(1, len(message)))
-    n = itertools.count()
+    budget = _TextBudget()
     return m.ProduceResponse(
         responses=[
             m.ProduceTopicResponse(
@@ -290,7 +288,7 @@ def _all_failed(body: m.ProduceRequest, code: int, message: str) -> m.ProduceRes
                         error_code=code,
                         base_offset=-1,
                         record_errors=[],
-                        error_message=message if next(n) < texts else None,
+                        error_message=budget.take(message),
                     )
                     for p in topic.partition_data
                 ],
