@@ -26,6 +26,7 @@ from sluice.bench.partitions import Serve
 from sluice.protocol import ApiKey, RequestBody, encode_request
 from sluice.protocol import messages as m
 from sluice.roundtrip import round_trip
+from sluice.testing import create_topic
 
 KINDS = ("produce", "metadata", "list_offsets", "fetch")
 TOPIC = "bench-big"
@@ -86,15 +87,6 @@ def _request(kind: str, n: int) -> tuple[ApiKey, int, RequestBody]:
     raise ValueError(kind)
 
 
-def _call(port: int, api: ApiKey, version: int, body: RequestBody, timeout: float) -> float:
-    """Seconds one request took, on a connection of its own."""
-    frame = encode_request(api, version, 1, "bench", body)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        started = time.monotonic()
-        round_trip(sock, frame, api, version, 1, started + timeout)
-        return time.monotonic() - started
-
-
 def measure(port: int, kind: str, elements: int) -> tuple[float, float, int]:
     """(seconds the big request took, longest ApiVersions wait meanwhile, ApiVersions answered
     meanwhile)."""
@@ -145,11 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         serve = Serve(Path(tmp) / "data", Path(tmp) / "serve.log")
         serve.start()
         try:
-            create = m.CreateTopicsRequest(
-                topics=[m.CreatableTopic(name=TOPIC, num_partitions=4, replication_factor=1,
-                                         assignments=[], configs=[])],
-                timeout_ms=30_000, validate_only=False)
-            _call(serve.port, ApiKey.CREATE_TOPICS, 5, create, 30)
+            create_topic(serve.bootstrap, TOPIC, 4)
             print(f"| request ({args.elements:,} elements) | took s | longest other wait s "
                   "| other requests answered meanwhile |")
             print("| --- | ---: | ---: | ---: |")

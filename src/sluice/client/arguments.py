@@ -6,8 +6,6 @@ The keyword options given at construction are checked in :mod:`sluice.client.opt
 
 from __future__ import annotations
 
-import contextlib
-import operator
 from collections.abc import Mapping
 
 import confluent_kafka as ck
@@ -30,12 +28,8 @@ def natural(value: object) -> int | None:
 def offset_or_named(value: object, named: tuple[int, ...]) -> int | None:
     """``value`` as an int if it is an offset of 0 or more or one of ``named`` (librdkafka's
     logical offsets the call takes), else None; never a bool."""
-    n = natural(value)
-    if n is None and not isinstance(value, bool):
-        with contextlib.suppress(TypeError):
-            if operator.index(value) in named:  # type: ignore[arg-type]
-                n = operator.index(value)  # type: ignore[arg-type]
-    return n
+    n = options.integer(value)
+    return n if n is not None and (n >= 0 or n in named) else None
 
 
 def assignment(a: object) -> tuple[str, int, int | None]:

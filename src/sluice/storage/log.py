@@ -773,12 +773,14 @@ class PartitionLog:
             raise error from exc
         self.mark_flushed(offset, seg, position, records)
 
-    def sync_failed(self, exc: OSError, error: StorageError) -> None:
-        """A sync (or seal) raised ``exc``: fence, unless the file could not even be opened for
-        it (DescriptorError: out of descriptors, the log closing), which loses no written byte;
-        the next sync covers those bytes, as ever."""
-        if not isinstance(exc, DescriptorError):
-            self.fence(error)
+    def sync_failed(self, exc: OSError, error: StorageError) -> bool:
+        """A sync (or seal) raised ``exc``: fence (and say so), unless the file could not even be
+        opened for it (DescriptorError: out of descriptors, the log closing), which loses no
+        written byte; the next sync covers those bytes, as ever."""
+        if isinstance(exc, DescriptorError):
+            return False
+        self.fence(error)
+        return True
 
     def fence(self, error: StorageError) -> None:
         """An fsync failed. The kernel reports a lost writeback once and then forgets it, so a

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from sluice.config import AckLevel
 from sluice.errors import LogClosedError, StorageError
-from sluice.storage.segment import DescriptorError
 
 if TYPE_CHECKING:
     from sluice.storage.log import PartitionLog, Reservation, TxnCheck
@@ -194,12 +193,12 @@ class PartitionWriter:
             self._broken = StorageError(f"partition {name} is unavailable after an internal error: {exc!r}")
             self._fail_with_queue(group, self._broken)
 
-    def _fence(self, error: StorageError) -> None:
-        """An fsync failed: the log refuses appends until a restart (see
-        :meth:`PartitionLog.fence`), and so does this writer, which fails the appends waiting
-        for a sync instead of syncing again."""
-        self._log.fence(error)
-        self._broken = self._log.fenced
+    def _sync_failed(self, exc: OSError, error: StorageError) -> None:
+        """A sync or seal raised ``exc``: where the log fences (see
+        :meth:`PartitionLog.sync_failed`), it refuses appends until a restart, and so does this
+        writer, which fails the appends waiting for a sync instead of syncing again."""
+        if self._log.sync_failed(exc, error):
+            self._broken = self._log.fenced
 
     def _fail_with_queue(self, group: list[_Waiter], error: StorageError) -> None:
         """Fail ``group`` and every append queued behind it: their offsets now will not exist."""
@@ -236,8 +235,7 @@ class PartitionWriter:
                 log.mark_sealed(plan)
             except OSError as exc:
                 seal_error = StorageError(f"sealing a segment of {log.name} failed: {exc}")
-                if not isinstance(exc, DescriptorError):
-                    self._fence(seal_error)
+                self._sync_failed(exc, seal_error)
         for reservation, future in group:
             if future is None or future.done():
                 continue
@@ -287,8 +285,7 @@ class PartitionWriter:
         except OSError as exc:
             log.disk.failed(exc, f"syncing {log.name}")
             error = StorageError(f"fsync of {log.name} failed: {exc}")
-            if not isinstance(exc, DescriptorError):  # not opened: nothing lost, sync again later
-                self._fence(error)
+            self._sync_failed(exc, error)  # not opened: nothing lost, sync again later
             _fail(waiters, error)
             return
         if self._broken is not None:  # a seal's fsync failed meanwhile

@@ -21,7 +21,13 @@ from sluice.hostport import host_port
 from sluice.testing.cluster import Cluster
 from sluice.testing.faults import Faults, Host
 from sluice.testing.tmpdir import TemporaryDirectory
-from sluice.testing.topics import TopicCreationError, TopicSpec, config_value, topic_spec
+from sluice.testing.topics import (
+    TopicCreationError,
+    TopicSpec,
+    broker_settings,
+    config_value,
+    topic_spec,
+)
 
 if TYPE_CHECKING:
     from sluice.config import BrokerConfig
@@ -99,14 +105,7 @@ class EmbeddedBroker(Cluster):
         _check_listener(host, port)
         if host.startswith("[") and host.endswith("]"):  # "[::1]", as in a bootstrap address
             host = host[1:-1]
-        given = {k: config_value(v, k, key=k) for k, v in (settings or {}).items()}
-        for name, instead in _OWN_SETTINGS.items():
-            if name in given:  # they would be overridden without a word
-                from sluice.errors import InvalidConfigError
-
-                raise InvalidConfigError(
-                    f"{name}: EmbeddedBroker sets it itself; give {instead} instead"
-                )
+        given = broker_settings(settings, "EmbeddedBroker", _OWN_SETTINGS)
         if "sluice.admin.listen" not in given:
             given["sluice.admin.listen"] = host_port(host, 0) if admin else "off"
         # everything is checked before a temporary directory exists

@@ -59,18 +59,12 @@ class BrokerProcess:
         ``'None'``). ``admin``: serve the admin side (metrics, health, console) on a free
         loopback port (:attr:`admin_url`); off otherwise, unless ``settings`` name
         ``sluice.admin.listen``."""
-        from sluice.testing.topics import config_value
+        from sluice.testing.topics import broker_settings
 
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
-        self.settings = {k: config_value(v, k, key=k) for k, v in (settings or {}).items()}
-        for name, instead in _OWN_SETTINGS.items():
-            if name in self.settings:  # the command line's --listen/--data-dir won silently
-                from sluice.errors import InvalidConfigError
-
-                raise InvalidConfigError(
-                    f"{name}: BrokerProcess sets it itself; give {instead} instead"
-                )
+        # the command line's --listen/--data-dir won over _OWN_SETTINGS silently
+        self.settings = broker_settings(settings, "BrokerProcess", _OWN_SETTINGS)
         self.timeout = timeout
         self.port = free_port()
         self.admin_port = free_port() if admin else None

@@ -235,6 +235,21 @@ def config_value(value: object, name: object = "a setting", *, key: str | None =
     return str(value)
 
 
+def broker_settings(
+    settings: Mapping[str, object] | None, owner: str, own: Mapping[str, str]
+) -> dict[str, str]:
+    """Broker ``settings`` by Kafka name as Kafka's strings (:func:`config_value`), refusing
+    those ``owner`` (EmbeddedBroker, BrokerProcess) sets from its own arguments: ``own`` maps
+    each such name to what to give instead (else they would be overridden without a word)."""
+    from sluice.errors import InvalidConfigError
+
+    given = {k: config_value(v, k, key=k) for k, v in (settings or {}).items()}
+    for name, instead in own.items():
+        if name in given:
+            raise InvalidConfigError(f"{name}: {owner} sets it itself; give {instead} instead")
+    return given
+
+
 def _takes_list(key: str) -> bool:
     """Whether setting ``key`` is one of Kafka's lists, or one sluice does not know (another
     broker's, which may be). The types are DescribeConfigs' (a broker-wide default such as

@@ -4,7 +4,8 @@ From an offset, from a time (the log's own timestamp search), or newest first; o
 or all of them merged by timestamp; a page at a time, with a cursor (the next offset of every
 partition) for the page after. The bytes are read on the event loop with the same committed,
 visible ranges a Fetch reads (up to the high watermark); decoding (and decompressing) batches
-runs in the loop's default executor, since a compressed batch may inflate to megabytes.
+runs in the executor :func:`page` is given (the admin side's one thread, see below; the loop's
+default one without), since a compressed batch may inflate to megabytes.
 
 Records are browsed, never served in bulk: a page holds at most :data:`MAX_LIMIT` records, a
 value or key is cut to :data:`PREVIEW_BYTES` (its full size is reported), and a page stops
