@@ -39,13 +39,17 @@ DEADLINE = float(os.environ.get("SLUICE_TOOLKIT_DEADLINE", "60"))
 """Seconds any one wait in these tests may take; reached only when something is broken."""
 
 
+def script_env() -> dict[str, str]:
+    """The environment of a ``python -c`` child that imports this tree (sluice and ``tests``)."""
+    root = Path(__file__).resolve().parents[2]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+
+
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -c script args...`` importing this tree, to its end: what a process does at its
     exit (the never-closed warnings) is seen only from outside it."""
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
     return subprocess.run([sys.executable, "-c", script, *args],
-                          env=env, capture_output=True, text=True, timeout=DEADLINE)
+                          env=script_env(), capture_output=True, text=True, timeout=DEADLINE)
 
 
 def stderr_by_ending(script: str, *args: str) -> dict[str, str]:

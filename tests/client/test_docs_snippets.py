@@ -9,7 +9,6 @@ not run when copied, and this module then names it until a test here runs it."""
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import signal
@@ -26,7 +25,7 @@ import pytest
 
 from sluice.testing import EmbeddedBroker
 from sluice.testing.process import free_port
-from tests.client.conftest import DEADLINE
+from tests.client.conftest import DEADLINE, script_env
 
 ROOT = Path(__file__).resolve().parents[2]
 ADDRESS = "127.0.0.1:9092"
@@ -60,8 +59,7 @@ class Snippet:
     """Every one started, so the fixture kills one a failed assertion left running."""
 
     def __init__(self, code: str, bootstrap: str, port: int = 0) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+        env = {**script_env(), "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-c",
              code.replace(ADDRESS, bootstrap).replace("port=8080", f"port={port}")],

@@ -51,6 +51,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     ConfigResource,
     NewPartitions,
     NewTopic,
+    OffsetSpec,
     ResourceType,
 )
 
@@ -68,6 +69,7 @@ with warnings.catch_warnings():
     )
     from kafka.admin import ConfigResourceType as KpConfigResourceType
     from kafka.admin import KafkaAdminClient
+    from kafka.admin import OffsetSpec as KpOffsetSpec
 
 TIMEOUT = 30.0
 """Upper bound of any single client operation; reached only when something is broken."""
@@ -1019,3 +1021,24 @@ def with_deliveries(
     for r, d in zip(records, deliveries, strict=True):
         assert d.error == ErrorCode.NONE, d
         yield r.at(d.partition, d.offset)
+
+
+def confluent_max_timestamp(bootstrap: str, topic: str) -> tuple[int, int]:
+    """ListOffsets -3 (max timestamp) of partition 0 through confluent-kafka's admin client:
+    (offset, timestamp)."""
+    admin = ConfluentAdmin(bootstrap).admin
+    tp = ck.TopicPartition(topic, 0)
+    spec = OffsetSpec.max_timestamp()  # type: ignore[no-untyped-call]  # unannotated in the stubs
+    found = admin.list_offsets({tp: spec})[tp].result(TIMEOUT)
+    return found.offset, found.timestamp
+
+
+def kafka_python_max_timestamp(bootstrap: str, topic: str) -> tuple[int, int]:
+    """The same through kafka-python's admin client."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        tp = kafka.TopicPartition(topic, 0)
+        found: Any = admin.list_partition_offsets({tp: KpOffsetSpec.MAX_TIMESTAMP})[tp]
+        return found.offset, found.timestamp
+    finally:
+        admin.close()

@@ -9,14 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition as CkTopicPartition
-from confluent_kafka.admin import OffsetSpec as CkOffsetSpec  # type: ignore[attr-defined]  # no __all__
-from kafka import TopicPartition as KpTopicPartition  # type: ignore[import-untyped]
-from kafka.admin import KafkaAdminClient  # type: ignore[import-untyped]
-from kafka.admin import OffsetSpec as KpOffsetSpec
 
 from sluice.testing import EmbeddedBroker
 from tests.clients.adapters import (
@@ -32,7 +26,9 @@ from tests.clients.adapters import (
     Position,
     Record,
     Start,
+    confluent_max_timestamp,
     expected_positions,
+    kafka_python_max_timestamp,
 )
 
 BASE_TS = 1_700_000_000_000
@@ -124,27 +120,9 @@ def test_earliest_after_delete_records(
     )
 
 
-def _confluent_max_timestamp(bootstrap: str, topic: str) -> tuple[int, int]:
-    admin = ConfluentAdmin(bootstrap).admin
-    tp = CkTopicPartition(topic, 0)
-    spec = CkOffsetSpec.max_timestamp()  # type: ignore[no-untyped-call]  # unannotated in the stubs
-    found = admin.list_offsets({tp: spec})[tp].result(TIMEOUT)
-    return found.offset, found.timestamp
-
-
-def _kafka_python_max_timestamp(bootstrap: str, topic: str) -> tuple[int, int]:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        tp = KpTopicPartition(topic, 0)
-        found: Any = admin.list_partition_offsets({tp: KpOffsetSpec.MAX_TIMESTAMP})[tp]
-        return found.offset, found.timestamp
-    finally:
-        admin.close()
-
-
 @pytest.mark.parametrize(
     "lookup",
-    [_confluent_max_timestamp, _kafka_python_max_timestamp],
+    [confluent_max_timestamp, kafka_python_max_timestamp],
     ids=["confluent-kafka", "kafka-python"],
 )
 def test_max_timestamp_offset(

@@ -31,9 +31,10 @@ from tests.clients.adapters import (
     Delivery,
     Record,
     confluent_config,
+    confluent_max_timestamp,
+    kafka_python_max_timestamp,
 )
 from tests.clients.conftest import stored_batches
-from tests.clients.test_offsets import _confluent_max_timestamp, _kafka_python_max_timestamp
 from tests.server.wire import WireClient, produce
 
 OLD_TS = 1_600_000_000_000  # 2020: what the producer stamps
@@ -159,7 +160,7 @@ def test_a_corrupt_batch_is_refused_not_restamped(
 
 @pytest.mark.parametrize(
     "lookup",
-    [_confluent_max_timestamp, _kafka_python_max_timestamp],
+    [confluent_max_timestamp, kafka_python_max_timestamp],
     ids=["confluent-kafka", "kafka-python"],
 )
 def test_max_timestamp_after_delete_records_is_a_record_still_there(
