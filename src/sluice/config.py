@@ -306,6 +306,8 @@ class LogConfig:
                 changes[setting.attr] = setting.parse(str(raw))
             except ValueError as exc:
                 raise InvalidConfigError(f"{key} {exc}, not {raw!r}") from None
+        if not changes and base is not None:
+            return base  # frozen: shared (a copy per topic cost 30 µs of each creation)
         return dataclasses.replace(base or cls(), **changes)
 
     def to_dict(self) -> dict[str, str]:

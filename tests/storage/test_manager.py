@@ -15,10 +15,11 @@ from sluice.errors import (
     InvalidConfigError,
     InvalidPartitionsError,
     InvalidTopicError,
+    PolicyViolationError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
-from sluice.storage import LogManager, PartitionLog, Topic
+from sluice.storage import Limits, LogManager, PartitionLog, Topic
 
 from .conftest import all_records, make_batch
 
@@ -198,6 +199,34 @@ def test_names_that_differ_only_by_dot_and_underscore_collide(tmp_path: Path) ->
     with pytest.raises(InvalidTopicError, match="collides"):
         create(manager, "orders_eu", 1)
     manager.close_sync()
+
+
+def test_collisions_and_the_partition_bound_follow_creates_deletes_and_reopens(
+    tmp_path: Path,
+) -> None:
+    """The folded names and the partition total are kept beside the topics (looking at every
+    topic on each creation made creating many topics quadratic): a deleted name frees its
+    collision, added partitions count, and a reopened manager knows both."""
+    limits = Limits(max_broker_partitions=6)
+    manager = LogManager.open(tmp_path, limits=limits)
+    create(manager, "orders.eu", 2)
+    create(manager, "other", 1)
+    run(manager.add_partitions("other", 3))
+    with pytest.raises(PolicyViolationError, match="would make 7"):
+        create(manager, "third", 2)
+    run(manager.delete_topic("orders.eu"))
+    create(manager, "orders_eu", 2)  # free again
+    with pytest.raises(InvalidTopicError, match="collides with existing topic 'orders_eu'"):
+        create(manager, "orders.eu", 1)
+    manager.close_sync()
+    again = LogManager.open(tmp_path, limits=limits)
+    with pytest.raises(InvalidTopicError, match="collides with existing topic 'orders_eu'"):
+        create(again, "orders.eu", 1)
+    with pytest.raises(PolicyViolationError, match="would make 7"):  # 2 + 3 + 2
+        create(again, "x", 2)
+    run(again.delete_topic("other"))
+    create(again, "x", 3)
+    again.close_sync()
 
 
 def test_a_topic_whose_delete_was_interrupted_is_removed_at_open(tmp_path: Path) -> None:

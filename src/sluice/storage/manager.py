@@ -196,6 +196,11 @@ class LogManager:
         self.fsync_times = LatencyHistogram()
         """How long every log's group commits and flushes took to fsync."""
         self.topics: dict[str, Topic] = {}
+        self._folded_names: dict[str, str] = {}
+        """Each topic's name by its folded form (``_folded``), kept with :attr:`topics`: the
+        collision check looked at every topic's, so creating many topics took quadratic time."""
+        self._partition_total = 0
+        """The partitions of :attr:`topics`, kept with it (summed on every creation, likewise)."""
         self._locks = _NameLocks()
         self._reserved_partitions = 0
         """Partitions of creations in progress, counted against ``max.broker.partitions``."""
@@ -280,7 +285,8 @@ class LogManager:
             topic.partitions = [opened[topic.name, p] for p in range(count)]
         for topic, _ in topics:
             self.topics[topic.name] = topic
-        partitions = sum(len(t.partitions) for t in self.topics.values())
+            self._folded_names[_folded(topic.name)] = topic.name
+        partitions = self._partition_total = sum(len(t.partitions) for t in self.topics.values())
         log.info(
             "opened %s with %s in %.2f s: %d from the clean-shutdown state, %d recovered after an "
             "unclean stop (%s truncated)",
@@ -434,7 +440,7 @@ class LogManager:
 
     @property
     def partition_count(self) -> int:
-        return sum(len(t.partitions) for t in self.topics.values())
+        return self._partition_total
 
     # -- topic lifecycle -------------------------------------------------------------------------
 
@@ -458,9 +464,9 @@ class LogManager:
     def _check_new_name(self, name: str) -> None:
         if name in self.topics:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
-        for other in self.topics:
-            if _folded(other) == _folded(name):
-                raise InvalidTopicError(f"topic {name!r} collides with existing topic {other!r}")
+        other = self._folded_names.get(_folded(name))
+        if other is not None:
+            raise InvalidTopicError(f"topic {name!r} collides with existing topic {other!r}")
 
     async def create_topic(
         self,
@@ -486,6 +492,8 @@ class LogManager:
             finally:
                 self._reserved_partitions -= partitions
             self.topics[name] = topic
+            self._folded_names[_folded(name)] = name
+            self._partition_total += partitions
         return topic
 
     def _create_files(self, topic: Topic, count: int) -> list[Partition]:
@@ -524,6 +532,7 @@ class LogManager:
             finally:
                 self._reserved_partitions -= total - current
             topic.partitions.extend(added)
+            self._partition_total += len(added)
         return topic
 
     def _add_files(self, topic: Topic, current: int, total: int) -> list[Partition]:
@@ -590,6 +599,8 @@ class LogManager:
             except OSError as exc:
                 raise StorageError(f"cannot delete topic {name!r}: {exc}") from exc
             del self.topics[name]
+            del self._folded_names[_folded(name)]
+            self._partition_total -= len(topic.partitions)
             for partition in topic.partitions:
                 partition.log.wake_listeners()
             await self.cleaner.abort(p.log for p in topic.partitions)
