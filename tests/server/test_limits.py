@@ -476,6 +476,52 @@ def test_a_parked_join_past_the_inline_elements_does_not_hold_up_others(make_bro
         assert late.error_code == ErrorCode.NONE and late.generation_id == 2
 
 
+def test_big_answers_wait_while_unread_answers_fill_the_bound(make_broker: MakeBroker) -> None:
+    """Past INLINE_ELEMENTS, any API but Fetch may answer with far more than it was sent: a
+    CreateTopics of 200,000 new names (validate only) is a 225 MB answer, its topics' configs.
+    A client that never reads it leaves it in the broker's memory; each connection doing the
+    same added another. Such requests now start only while the answers nobody has taken
+    are within sluice.unsent.response.max.bytes; a Fetch, which sizes its answer to the room
+    left, and small requests are served meanwhile, and the waiting request is answered once
+    the hog reads."""
+    bound = 1 << 20
+    broker = make_broker(**{"sluice.unsent.response.max.bytes": str(bound)})
+    server = broker.server
+    assert server is not None and server.broker is not None
+    unsent = server.broker.unsent
+    names = [f"new-topic-{i}" for i in range(3 * INLINE_ELEMENTS)]
+    create = m.CreateTopicsRequest(
+        topics=[
+            m.CreatableTopic(name=n, num_partitions=1, replication_factor=1, assignments=[], configs=[])
+            for n in names
+        ],
+        timeout_ms=30_000,
+        validate_only=True,
+    )
+    with WireClient.to(broker, timeout=60) as hog, WireClient.to(broker, timeout=60) as waiting, \
+            WireClient.to(broker) as other:
+        create_topic(other, "t", 1)
+        asked = hog.send(ApiKey.CREATE_TOPICS, 7, create)  # about 14 MB of answer, unread
+        deadline = time.monotonic() + 60
+        while unsent.held <= bound:
+            assert time.monotonic() < deadline, "the hog's answer was never held"
+            time.sleep(0.01)  # polling the broker's state, bounded by the deadline
+        unknown = [f"no-such-topic-{i}" for i in range(INLINE_ELEMENTS + 10)]
+        held_back = waiting.send(ApiKey.METADATA, 9, metadata_request(unknown, auto_create=False))
+        poll = fetch_request("t", 0, 0)
+        poll.topics[0].partitions *= INLINE_ELEMENTS + 10
+        fetched = other.call(ApiKey.FETCH, 11, poll, m.FetchResponse, timeout=30)  # not held
+        assert len(fetched.responses[0].partitions) == INLINE_ELEMENTS + 10
+        assert api_versions(other).error_code == 0
+        assert waiting.is_quiet()  # asked before the Fetch, and still waiting
+        answer = hog.recv(ApiKey.CREATE_TOPICS, 7, asked, m.CreateTopicsResponse, timeout=60)
+        assert [t.name for t in answer.topics] == names
+        assert {t.error_code for t in answer.topics} == {ErrorCode.NONE}
+        assert answer.topics[-1].configs  # v5+: each topic's configs
+        late = waiting.recv(ApiKey.METADATA, 9, held_back, m.MetadataResponse, timeout=60)
+        assert [t.name for t in late.topics] == unknown
+
+
 def test_array_elements_per_request_are_bounded(
     make_broker: MakeBroker, witness_for: WitnessFor, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -373,8 +373,9 @@ class Broker:
         except TooManyElementsError as exc:
             if limit <= INLINE_ELEMENTS:
                 return self._undecodable(exc)
-            parks = int.from_bytes(frame[:2], "big", signed=True) in PARKED_APIS
-            async with contextlib.nullcontext() if parks else self.heavy.turn():
+            api = int.from_bytes(frame[:2], "big", signed=True)
+            unsent = None if api == ApiKey.FETCH else self.unsent  # Fetch sizes its answer
+            async with contextlib.nullcontext() if api in PARKED_APIS else self.heavy.turn(unsent):
                 try:
                     request = await self._on_codec_thread(
                         lambda: decode_request(frame, max_elements=limit)
@@ -424,7 +425,7 @@ class Broker:
                     )
                 )
             finally:
-                self.unsent.held -= held
+                self.unsent.release(held)
         else:
             answer = encode_response(
                 request.api_key, request.api_version, request.correlation_id, body

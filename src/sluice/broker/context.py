@@ -22,6 +22,14 @@ run other work (``await asyncio.sleep(0)``): a request may hold 200,000
 client waited."""
 
 
+async def turn_after(done: int) -> None:
+    """Called after each entry of a request (``done`` so far, from 1): every
+    :data:`ELEMENTS_PER_TURN` of them, the loop runs other work. For the handlers off the hot
+    path; Produce and Fetch count inline."""
+    if not done % ELEMENTS_PER_TURN:
+        await asyncio.sleep(0)
+
+
 class FetchWaiters:
     """The long polls in progress, so shutdown can answer them at once instead of at timeout."""
 
@@ -63,8 +71,18 @@ class HeavyRequests:
         self._holder: asyncio.Task[Any] | None = None
 
     @contextlib.asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        await self._lock.acquire()
+    async def turn(self, unsent: UnsentAnswers | None = None) -> AsyncIterator[None]:
+        """With ``unsent``, the turn starts only while there is room for answers: any API but
+        Fetch (which sizes its answer to the room) may answer a request of 200,000 elements
+        with hundreds of MiB (CreateTopics with its topics' configs: 225 MB), held until its
+        client reads it, so such answers held past the bound wait for them to be taken."""
+        while True:
+            if unsent is not None:
+                await unsent.wait_for_room()
+            await self._lock.acquire()
+            if unsent is None or unsent.room() > 0:
+                break
+            self._lock.release()  # taken meanwhile: wait again
         me = self._holder = asyncio.current_task()
         try:
             yield
@@ -101,15 +119,37 @@ class UnsentAnswers:
     connection then counts what its transport holds past the write buffer's high-water mark,
     until it drains (or the connection closes). Fetch reads only the room left."""
 
-    __slots__ = ("held", "limit")
+    __slots__ = ("_waiting", "held", "limit")
 
     def __init__(self, limit: int = -1) -> None:
         self.limit = sys.maxsize if limit < 0 else limit
         self.held = 0
+        self._waiting: list[asyncio.Future[None]] = []
 
     def room(self) -> int:
         """Bytes of answers that may still be held (0 or less: none)."""
         return self.limit - self.held
+
+    def release(self, nbytes: int) -> None:
+        """``nbytes`` counted in :attr:`held` are no longer held (taken, dropped or sent on)."""
+        self.held -= nbytes
+        if self._waiting and self.held < self.limit:
+            for waiter in self._waiting:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiting.clear()
+
+    async def wait_for_room(self) -> None:
+        """Until some answers may be held again: what a request whose answer may be big does
+        before it starts, as only Fetch sizes its answer to the room left."""
+        while self.held >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(waiter)
 
 
 class ProducerIdSource(Protocol):

@@ -67,11 +67,11 @@ async def fetch(broker: BrokerContext, request: Request) -> m.FetchResponse:
             # This pass's answers (records read in its earlier turns) are dropped: found again
             # once data arrives
             responses, found = [], []
-            broker.unsent.held -= held
+            broker.unsent.release(held)
             held = 0
             await _wait_for_data(broker, logs, wait)
     finally:
-        broker.unsent.held -= held
+        broker.unsent.release(held)
 
 
 Found = list[tuple[m.FetchPartitionData, FileSlice]]
@@ -90,7 +90,7 @@ async def _read(broker: BrokerContext, found: Found) -> int:
     try:
         records = await broker.logs.reader.read([s for _, s in found])
     except BaseException:
-        broker.unsent.held -= reading
+        broker.unsent.release(reading)
         raise
     for (part, _), data in zip(found, records, strict=True):
         part.records = data

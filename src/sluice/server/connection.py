@@ -285,7 +285,7 @@ class Connection(asyncio.BufferedProtocol):
                         try:
                             await self._writable.wait()
                         finally:
-                            self.unsent.held -= unsent
+                            self.unsent.release(unsent)
                     self.last_active = time.monotonic()
         except CloseConnection as exc:
             log.info("closing %s: %s", self.peer, exc)
