@@ -55,6 +55,20 @@ def test_describe_reports_each_transactional_id(h: TxnHarness) -> None:
     assert describe(h) == []
 
 
+def test_an_id_named_many_times_is_described_once(h: TxnHarness) -> None:
+    """Each mention listed every partition of the transaction (as many as AddPartitionsToTxn
+    added), so repeats made a small request an answer of any size: each id is answered once,
+    in the order first named."""
+    pid = init(h, "wide").producer_id
+    assert set(add_partitions(h, pid, 0, {"t": [0, 1, 2], "u": [0]}, txn="wide").values()) == {E.NONE}
+    states = describe(h, *["wide", "missing"] * 2000, "wide")
+    assert [(s.transactional_id, s.error_code) for s in states] == [
+        ("wide", E.NONE),
+        ("missing", E.TRANSACTIONAL_ID_NOT_FOUND),
+    ]
+    assert [(t.topic, t.partitions) for t in states[0].topics] == [("t", [0, 1, 2]), ("u", [0])]
+
+
 def test_list_with_filters(h: TxnHarness) -> None:
     a = init(h, "a").producer_id
     b = init(h, "b").producer_id

@@ -11,7 +11,7 @@ import uuid
 from collections import Counter
 
 from sluice.broker.config_apis import config_entries
-from sluice.broker.context import BrokerContext
+from sluice.broker.context import BrokerContext, turn_after
 from sluice.broker.metadata import is_internal
 from sluice.errors import ErrorCode, Refused, SluiceError
 from sluice.plural import plural
@@ -46,7 +46,12 @@ async def create_topics(broker: BrokerContext, request: Request) -> m.CreateTopi
     assert isinstance(body, m.CreateTopicsRequest)
     counts = Counter(t.name for t in body.topics)
     results = []
-    for t in body.topics:
+    described: dict[tuple[tuple[str, str], ...], list[m.CreatableTopicConfigs]] = {}
+    """Each created topic's configs (v5+), one list per distinct set of overrides: shared by
+    the topics with the same, as most are (a list per topic, about 30 entries, made a
+    request of 200,000 new names 40 s of work and 1.2 GiB)."""
+    for done, t in enumerate(body.topics, 1):
+        await turn_after(done)
         result = m.CreatableTopicResult(
             name=t.name, topic_id=uuid.UUID(int=0), error_code=ErrorCode.NONE, error_message=None
         )
@@ -87,16 +92,22 @@ async def create_topics(broker: BrokerContext, request: Request) -> m.CreateTopi
             result.topic_id = topic.topic_id if not body.validate_only else uuid.UUID(int=0)
             result.num_partitions = partitions
             result.replication_factor = 1
-            result.configs = [
-                m.CreatableTopicConfigs(
-                    name=e.name,
-                    value=e.value,
-                    read_only=e.read_only,
-                    config_source=e.config_source,
-                    is_sensitive=False,
-                )
-                for e in config_entries(broker, topic.config_overrides, topic.config.to_dict())
-            ]
+            if request.api_version >= 5:
+                key = tuple(sorted(topic.config_overrides.items()))
+                if key not in described:
+                    described[key] = [
+                        m.CreatableTopicConfigs(
+                            name=e.name,
+                            value=e.value,
+                            read_only=e.read_only,
+                            config_source=e.config_source,
+                            is_sensitive=False,
+                        )
+                        for e in config_entries(
+                            broker, topic.config_overrides, topic.config.to_dict()
+                        )
+                    ]
+                result.configs = described[key]
         except SluiceError as exc:
             result.error_code = exc.code
             result.error_message = str(exc)
@@ -114,14 +125,18 @@ async def delete_topics(broker: BrokerContext, request: Request) -> m.DeleteTopi
     )
     # Each entry as the topic it names (an id looked up), so one topic named twice, by name or
     # by id or both, is refused in every mention and deleted in none, as Kafka does.
-    resolved = [
-        name if name is not None else
-        next((t.name for t in broker.logs.topics.values() if t.topic_id == topic_id), None)
-        for name, topic_id in wanted
-    ]
+    # (The ids looked up in a table made once: a scan of every topic per entry was 200,000
+    # scans for a request of random ids.)
+    by_id = (
+        {t.topic_id: t.name for t in broker.logs.topics.values()}
+        if any(name is None for name, _ in wanted)
+        else {}
+    )
+    resolved = [name if name is not None else by_id.get(topic_id) for name, topic_id in wanted]
     counts = Counter(n for n in resolved if n is not None)
     results = []
-    for (given, topic_id), name in zip(wanted, resolved, strict=True):
+    for done, ((given, topic_id), name) in enumerate(zip(wanted, resolved, strict=True), 1):
+        await turn_after(done)
         if name is None:
             results.append(
                 m.DeletableTopicResult(
@@ -154,7 +169,8 @@ async def create_partitions(broker: BrokerContext, request: Request) -> m.Create
     assert isinstance(body, m.CreatePartitionsRequest)
     counts = Counter(t.name for t in body.topics)
     results = []
-    for t in body.topics:
+    for done, t in enumerate(body.topics, 1):
+        await turn_after(done)
         result = m.CreatePartitionsTopicResult(name=t.name, error_code=ErrorCode.NONE)
         try:
             if counts[t.name] > 1:
@@ -173,9 +189,12 @@ async def delete_records(broker: BrokerContext, request: Request) -> m.DeleteRec
     body = request.body
     assert isinstance(body, m.DeleteRecordsRequest)
     topics = []
+    done = 0
     for t in body.topics:
         parts = []
         for p in t.partitions:
+            done += 1
+            await turn_after(done)
             try:
                 low = broker.logs.get_log(t.name, p.partition_index).delete_records(p.offset)
                 code = ErrorCode.NONE

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from sluice.broker.context import BrokerContext
+from sluice.broker.context import BrokerContext, turn_after
 from sluice.config import TOPIC_TO_BROKER, BrokerConfig, ConfigType, LogConfig, describe
 from sluice.dataclass import dataclass
 from sluice.errors import ErrorCode, InvalidConfigError, Refused, SluiceError
@@ -116,7 +116,8 @@ async def describe_configs(broker: BrokerContext, request: Request) -> m.Describ
         (r.resource_type, r.resource_name, None if r.configuration_keys is None else tuple(r.configuration_keys)): r
         for r in body.resources
     }
-    for res in distinct.values():
+    for done, res in enumerate(distinct.values(), 1):
+        await turn_after(done)
         result = m.DescribeConfigsResult(
             error_code=ErrorCode.NONE,
             error_message=None,
@@ -134,7 +135,7 @@ async def describe_configs(broker: BrokerContext, request: Request) -> m.Describ
                 entries = broker_entries(broker.config)
             else:
                 raise Refused(ErrorCode.INVALID_REQUEST, f"resource type {res.resource_type} is not supported")
-            keys = res.configuration_keys
+            keys = set(res.configuration_keys or ())
             # None or empty: every config, as Kafka does.
             result.configs = [
                 _result(e, body.include_synonyms, body.include_documentation)
@@ -223,7 +224,8 @@ async def alter_configs(broker: BrokerContext, request: Request) -> m.AlterConfi
     assert isinstance(body, m.AlterConfigsRequest)
     responses = []
     twice = _named_twice(body.resources)
-    for res in body.resources:
+    for done, res in enumerate(body.resources, 1):
+        await turn_after(done)
         if (res.resource_type, res.resource_name) in twice:
             responses.append(_refused(res, Refused(ErrorCode.INVALID_REQUEST, NAMED_TWICE)))
             continue
@@ -273,7 +275,8 @@ async def incremental_alter_configs(
     assert isinstance(body, m.IncrementalAlterConfigsRequest)
     responses = []
     twice = _named_twice(body.resources)
-    for res in body.resources:
+    for done, res in enumerate(body.resources, 1):
+        await turn_after(done)
         if (res.resource_type, res.resource_name) in twice:
             responses.append(_refused(res, Refused(ErrorCode.INVALID_REQUEST, NAMED_TWICE)))
             continue

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 
 from sluice.broker.background import BackgroundTasks
+from sluice.broker.context import turn_after
 from sluice.broker.groups import responses
 from sluice.broker.groups.committed import CommittedOffsets
 from sluice.broker.groups.config import GroupConfig
@@ -295,14 +296,12 @@ class GroupCoordinator:
             return refused
         body = request.body
         assert isinstance(body, m.DescribeGroupsRequest)
-        described = [
-            responses.DescribedGroup(
-                group_id,
-                group_id_error(group_id, ApiKey.DESCRIBE_GROUPS),
-                self.membership.groups.get(group_id),
-            )
-            for group_id in dict.fromkeys(body.groups)  # each once, however often named
-        ]
+        described = []
+        for done, group_id in enumerate(dict.fromkeys(body.groups), 1):  # each once
+            await turn_after(done)
+            group = self.membership.groups.get(group_id)
+            error = group_id_error(group_id, ApiKey.DESCRIBE_GROUPS)
+            described.append(responses.DescribedGroup(group_id, error, group))
         return responses.describe_groups_response(request.api_version, body, described)
 
     async def list_groups(self, request: Request, client_host: str) -> ResponseBody:

@@ -40,6 +40,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 
 from sluice.broker.background import BackgroundTasks
+from sluice.broker.context import turn_after
 from sluice.broker.transactions import responses
 from sluice.broker.transactions.config import TransactionConfig
 from sluice.broker.transactions.state import (
@@ -688,7 +689,10 @@ class TransactionCoordinator:
         body = request.body
         assert isinstance(body, m.DescribeTransactionsRequest)
         states = []
-        for txn_id in body.transactional_ids:
+        # Each id once, however often it is named: an answer lists every partition of the
+        # transaction, so repeats made a small request an answer of any size.
+        for done, txn_id in enumerate(dict.fromkeys(body.transactional_ids), 1):
+            await turn_after(done)
             txn = self.transactions.get(txn_id)
             if txn_id == "":
                 states.append(responses.described(txn_id, ErrorCode.INVALID_REQUEST, None))
