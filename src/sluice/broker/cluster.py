@@ -13,7 +13,7 @@ import logging
 import os
 
 from sluice.broker.authorized import CLUSTER_OPERATIONS, NOT_REQUESTED
-from sluice.broker.context import BrokerContext
+from sluice.broker.context import BrokerContext, turn_after
 from sluice.errors import ErrorCode
 from sluice.protocol import Request
 from sluice.protocol import messages as m
@@ -145,9 +145,12 @@ async def elect_leaders(broker: BrokerContext, request: Request) -> m.ElectLeade
         ]
     else:
         results = []
+        done = 0
         for t in body.topic_partitions:
             partitions = []
             for p in t.partitions:
+                done += 1
+                await turn_after(done)
                 if _has_partition(broker, t.topic, p):
                     partitions.append(
                         m.ElectLeadersPartitionResult(

@@ -5,7 +5,7 @@ back."""
 
 from __future__ import annotations
 
-from sluice.broker.context import BrokerContext
+from sluice.broker.context import BrokerContext, turn_after
 from sluice.errors import ErrorCode, SluiceError
 from sluice.protocol import Request
 from sluice.protocol import messages as m
@@ -18,9 +18,12 @@ async def describe_producers(broker: BrokerContext, request: Request) -> m.Descr
     # Each partition once, however often it is named: its answer lists every producer the
     # log remembers, so repeats made a small request an answer of any size.
     seen: set[tuple[str, int]] = set()
+    done = 0
     for topic in body.topics:
         parts = []
         for index in topic.partition_indexes:
+            done += 1
+            await turn_after(done)
             if (topic.name, index) in seen:
                 continue
             seen.add((topic.name, index))

@@ -296,13 +296,14 @@ class GroupCoordinator:
             return refused
         body = request.body
         assert isinstance(body, m.DescribeGroupsRequest)
-        described = []
+        ops = responses.group_operations(request.api_version, body)
+        groups = []
         for done, group_id in enumerate(dict.fromkeys(body.groups), 1):  # each once
             await turn_after(done)
             group = self.membership.groups.get(group_id)
             error = group_id_error(group_id, ApiKey.DESCRIBE_GROUPS)
-            described.append(responses.DescribedGroup(group_id, error, group))
-        return responses.describe_groups_response(request.api_version, body, described)
+            groups.append(responses.described_group(responses.DescribedGroup(group_id, error, group), ops))
+        return m.DescribeGroupsResponse(groups=groups)
 
     async def list_groups(self, request: Request, client_host: str) -> ResponseBody:
         if (refused := self._refusal(request)) is not None:

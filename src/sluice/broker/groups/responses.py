@@ -252,7 +252,8 @@ def _refused_group(group_id: str, error: ErrorCode) -> m.DescribedGroup:
     )
 
 
-def _described(d: DescribedGroup, ops: int) -> m.DescribedGroup:
+def described_group(d: DescribedGroup, ops: int) -> m.DescribedGroup:
+    """One group's entry of a DescribeGroups answer (``ops``: :func:`group_operations`)."""
     if d.error is not None:
         return _refused_group(d.group_id, d.error)
     group = d.group
@@ -291,15 +292,13 @@ def _described(d: DescribedGroup, ops: int) -> m.DescribedGroup:
     )
 
 
-def describe_groups_response(
-    version: int, req: m.DescribeGroupsRequest, described: Iterable[DescribedGroup]
-) -> m.DescribeGroupsResponse:
-    ops = (
+def group_operations(version: int, req: m.DescribeGroupsRequest) -> int:
+    """What DescribeGroups answers as each group's authorized operations."""
+    return (
         GROUP_AUTHORIZED_OPERATIONS
         if version >= 3 and req.include_authorized_operations
         else _OPERATIONS_NOT_REQUESTED
     )
-    return m.DescribeGroupsResponse(groups=[_described(d, ops) for d in described])
 
 
 def list_groups_response(groups: Iterable[Group]) -> m.ListGroupsResponse:
