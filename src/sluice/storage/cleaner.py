@@ -327,7 +327,10 @@ class LogCleaner:
             result.end_offset = output.end_offset
             result.stats = output.stats
             previous = self.checkpoint(plog)
-            gaps = max(output.end_offset, -1 if previous is None else previous.gaps_below)
+            # Every group's segment, up to its end: the map may have ended part way through the
+            # last one, past which the run still drops aborted batches and spent markers.
+            reach = max([output.end_offset, *(spec.end for spec in output.groups)])
+            gaps = max(reach, -1 if previous is None else previous.gaps_below)
             # Recovery must accept this run's gaps before the first of them is on disk.
             await self._save_checkpoint(plog, CleanerCheckpoint(c.first_dirty, gaps))
             pending = [spec for spec in output.groups if spec.changed]
