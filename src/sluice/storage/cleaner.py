@@ -469,6 +469,12 @@ class LogCleaner:
 
 def _log_run(result: CleanResult) -> None:
     stats = result.stats
+    if stats.batches_unparsed:
+        log.warning(
+            "cleaning %s kept %d record batches whole: their records do not parse under a good CRC",
+            result.name,
+            stats.batches_unparsed,
+        )
     elapsed = max(stats.ended - stats.started, 1e-9)
     mib = stats.bytes_read / (1 << 20)
     log.info(
