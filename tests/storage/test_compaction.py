@@ -4,11 +4,14 @@ loader does with an interrupted swap, and how the cleaner picks a log."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -461,6 +464,54 @@ def test_reads_during_a_cleaning_always_see_a_whole_log(make: Make, clock: FakeC
         return reads
 
     assert asyncio.run(main()) >= 1
+
+
+class _GatedExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor, its jobs held until :attr:`gate` opens."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.gate = threading.Event()
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        self.submitted += 1
+
+        def gated() -> Any:
+            assert self.gate.wait(10)
+            return fn(*args, **kwargs)
+
+        return super().submit(gated)
+
+
+@pytest.mark.parametrize("kind", ["time", "max"])
+def test_a_lookup_by_time_across_a_swap_searches_the_new_segments(make: Make, kind: str) -> None:
+    """ListOffsets by timestamp (and -3) awaits the executor between segments and between
+    finding a batch and searching its records; a cleaning swap meanwhile closed the segments it
+    held, and the next step answered KAFKA_STORAGE_ERROR ('segment is closed'). Real clients
+    got it with the cleaner running on a busy compacted topic."""
+    log, cleaner = make()
+    for i in range(120):
+        # -3 with one timestamp throughout: every segment ties, so the search visits them all
+        log.append(keyed([(f"k{i % 4}".encode(), b"x" * 30)], ts=10_000 + (i if kind == "time" else 0)))
+
+    async def lookup() -> tuple[int, int] | None:
+        return await (log.offset_for_timestamp(10_100) if kind == "time" else log.max_timestamp_offset())
+
+    async def main() -> tuple[int, int] | None:
+        executor = _GatedExecutor()
+        asyncio.get_running_loop().set_default_executor(executor)
+        search = asyncio.ensure_future(lookup())
+        while not executor.submitted:  # the search's first read, held
+            await asyncio.sleep(0)
+        result = await cleaner.clean(log)  # in the cleaner's own threads
+        assert result is not None and result.swaps
+        executor.gate.set()
+        return await search
+
+    found = asyncio.run(main())
+    assert found is not None and found == asyncio.run(lookup())  # as over the cleaned log
+    assert found[0] in {o for o, _, _ in records(log)}
 
 
 # -- retention with compaction ------------------------------------------------------------------------
