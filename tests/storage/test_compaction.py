@@ -649,6 +649,36 @@ def test_a_log_whose_cleaning_fails_is_left_alone_until_a_restart(make: Make, cl
     assert not list(log.directory.glob("*.cleaned"))
 
 
+def test_a_topic_recreated_after_its_cleaning_failed_is_cleaned(tmp_path: Path, clock: FakeClock) -> None:
+    """The cleaner remembers a failed log by name until a restart; deleting the topic left the
+    name there, so a topic created again under it (a new directory, new files) was never
+    cleaned, and the uncleanable-partitions gauge counted a partition that no longer existed."""
+    from sluice.storage import LogManager
+
+    async def main() -> None:
+        manager = LogManager.open(tmp_path / "data", clock=clock, cleaner=CleanerConfig(worker="thread"))
+        config = {"cleanup.policy": "compact", "segment.bytes": "1024"}
+        await manager.create_topic("table", 1, config)
+        log = manager.get_log("table", 0)
+        fill(log, 200, 5)
+        victim = log.segments[1]
+        with open(victim.log_path, "r+b") as f:  # a file changed behind the broker's back
+            f.truncate(victim.size // 2)
+        assert await manager.cleaner.clean_dirtiest() is None
+        assert list(manager.cleaner.uncleanable) == [log.name]
+        await manager.delete_topic("table")
+        assert not manager.cleaner.uncleanable
+        await manager.create_topic("table", 1, config)
+        fresh = manager.get_log("table", 0)
+        assert fresh.name == log.name
+        fill(fresh, 200, 5)
+        result = await manager.cleaner.clean_dirtiest()
+        assert result is not None and result.swaps
+        await manager.close()
+
+    asyncio.run(main())
+
+
 def test_a_segment_being_replaced_never_reads_or_writes_index_files(make: Make, clock: FakeClock) -> None:
     """Between a swap's rename and the new segment's publication, an old segment's index files
     may already be the new segment's: a reader needing the old indexes rebuilds them from the

@@ -422,7 +422,7 @@ class LogCleaner:
     async def abort(self, logs: Iterable[PartitionLog]) -> None:
         """Stop cleaning ``logs`` (a topic being deleted): a worker process is killed, a run in
         a thread ends at its next check, a committed swap is finished first. Returns once none
-        is running."""
+        is running, their names out of ``uncleanable`` and ``dirty_ratios``."""
         logs = list(logs)
         self._aborting.update(logs)
         for plog in logs:
@@ -435,6 +435,10 @@ class LogCleaner:
                 await asyncio.gather(*waits)
         finally:
             self._aborting.difference_update(logs)
+            for plog in logs:
+                # By name: a topic created again under it is another log, with files of its own.
+                self.uncleanable.pop(plog.name, None)
+                self.dirty_ratios.pop(plog.name, None)
 
     async def stop(self) -> None:
         """Stop every loop; runs in progress are aborted (worker processes killed)."""
