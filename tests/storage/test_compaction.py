@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import errno
 import os
 import struct
 import threading
@@ -677,6 +678,30 @@ def test_a_topic_recreated_after_its_cleaning_failed_is_cleaned(tmp_path: Path, 
         await manager.close()
 
     asyncio.run(main())
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_no_cleaned_files(
+    make: Make, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint is written between the worker's cleaned files and the first swap; on a
+    full disk that write fails, and the run gave up leaving every group's cleaned file behind
+    (as big as what it cleaned) until a restart: space a full disk needed most."""
+    from sluice.storage import cleaner as cleaner_module
+
+    log, cleaner = make()
+    want = fill(log, 300, 10)
+    before = records(log)
+
+    def full(directory: Path, checkpoint: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cleaner_module, "write_checkpoint", full)
+    assert clean(cleaner, log) is None
+    assert not list(log.directory.glob("*.cleaned")) and not list(log.directory.glob("*.swap"))
+    assert records(log) == before and not cleaner.uncleanable  # tried again once there is room
+    monkeypatch.undo()
+    result = clean(cleaner, log)
+    assert result is not None and result.swaps and latest(log) == want
 
 
 def test_a_segment_being_replaced_never_reads_or_writes_index_files(make: Make, clock: FakeClock) -> None:
