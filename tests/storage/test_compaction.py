@@ -4,14 +4,19 @@ loader does with an interrupted swap, and how the cleaner picks a log."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import errno
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from sluice.protocol.crc import crc32c
 from sluice.protocol.keyed import DELETE_HORIZON_BIT, delete_horizon
 from sluice.protocol.records import (
     BatchHeader,
@@ -462,6 +467,54 @@ def test_reads_during_a_cleaning_always_see_a_whole_log(make: Make, clock: FakeC
     assert asyncio.run(main()) >= 1
 
 
+class _GatedExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor, its jobs held until :attr:`gate` opens."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.gate = threading.Event()
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        self.submitted += 1
+
+        def gated() -> Any:
+            assert self.gate.wait(10)
+            return fn(*args, **kwargs)
+
+        return super().submit(gated)
+
+
+@pytest.mark.parametrize("kind", ["time", "max"])
+def test_a_lookup_by_time_across_a_swap_searches_the_new_segments(make: Make, kind: str) -> None:
+    """ListOffsets by timestamp (and -3) awaits the executor between segments and between
+    finding a batch and searching its records; a cleaning swap meanwhile closed the segments it
+    held, and the next step answered KAFKA_STORAGE_ERROR ('segment is closed'). Real clients
+    got it with the cleaner running on a busy compacted topic."""
+    log, cleaner = make()
+    for i in range(120):
+        # -3 with one timestamp throughout: every segment ties, so the search visits them all
+        log.append(keyed([(f"k{i % 4}".encode(), b"x" * 30)], ts=10_000 + (i if kind == "time" else 0)))
+
+    async def lookup() -> tuple[int, int] | None:
+        return await (log.offset_for_timestamp(10_100) if kind == "time" else log.max_timestamp_offset())
+
+    async def main() -> tuple[int, int] | None:
+        executor = _GatedExecutor()
+        asyncio.get_running_loop().set_default_executor(executor)
+        search = asyncio.ensure_future(lookup())
+        while not executor.submitted:  # the search's first read, held
+            await asyncio.sleep(0)
+        result = await cleaner.clean(log)  # in the cleaner's own threads
+        assert result is not None and result.swaps
+        executor.gate.set()
+        return await search
+
+    found = asyncio.run(main())
+    assert found is not None and found == asyncio.run(lookup())  # as over the cleaned log
+    assert found[0] in {o for o, _, _ in records(log)}
+
+
 # -- retention with compaction ------------------------------------------------------------------------
 
 
@@ -597,6 +650,60 @@ def test_a_log_whose_cleaning_fails_is_left_alone_until_a_restart(make: Make, cl
     assert not list(log.directory.glob("*.cleaned"))
 
 
+def test_a_topic_recreated_after_its_cleaning_failed_is_cleaned(tmp_path: Path, clock: FakeClock) -> None:
+    """The cleaner remembers a failed log by name until a restart; deleting the topic left the
+    name there, so a topic created again under it (a new directory, new files) was never
+    cleaned, and the uncleanable-partitions gauge counted a partition that no longer existed."""
+    from sluice.storage import LogManager
+
+    async def main() -> None:
+        manager = LogManager.open(tmp_path / "data", clock=clock, cleaner=CleanerConfig(worker="thread"))
+        config = {"cleanup.policy": "compact", "segment.bytes": "1024"}
+        await manager.create_topic("table", 1, config)
+        log = manager.get_log("table", 0)
+        fill(log, 200, 5)
+        victim = log.segments[1]
+        with open(victim.log_path, "r+b") as f:  # a file changed behind the broker's back
+            f.truncate(victim.size // 2)
+        assert await manager.cleaner.clean_dirtiest() is None
+        assert list(manager.cleaner.uncleanable) == [log.name]
+        await manager.delete_topic("table")
+        assert not manager.cleaner.uncleanable
+        await manager.create_topic("table", 1, config)
+        fresh = manager.get_log("table", 0)
+        assert fresh.name == log.name
+        fill(fresh, 200, 5)
+        result = await manager.cleaner.clean_dirtiest()
+        assert result is not None and result.swaps
+        await manager.close()
+
+    asyncio.run(main())
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_no_cleaned_files(
+    make: Make, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint is written between the worker's cleaned files and the first swap; on a
+    full disk that write fails, and the run gave up leaving every group's cleaned file behind
+    (as big as what it cleaned) until a restart: space a full disk needed most."""
+    from sluice.storage import cleaner as cleaner_module
+
+    log, cleaner = make()
+    want = fill(log, 300, 10)
+    before = records(log)
+
+    def full(directory: Path, checkpoint: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cleaner_module, "write_checkpoint", full)
+    assert clean(cleaner, log) is None
+    assert not list(log.directory.glob("*.cleaned")) and not list(log.directory.glob("*.swap"))
+    assert records(log) == before and not cleaner.uncleanable  # tried again once there is room
+    monkeypatch.undo()
+    result = clean(cleaner, log)
+    assert result is not None and result.swaps and latest(log) == want
+
+
 def test_a_segment_being_replaced_never_reads_or_writes_index_files(make: Make, clock: FakeClock) -> None:
     """Between a swap's rename and the new segment's publication, an old segment's index files
     may already be the new segment's: a reader needing the old indexes rebuilds them from the
@@ -651,3 +758,37 @@ def test_a_wrong_offset_index_entry_does_not_start_the_offset_map_mid_batch(
     finally:
         cleaner.close_sync()
         log.abandon()
+
+
+def _recrc(batch: bytearray) -> bytes:
+    """The batch with its length and CRC made good again after an edit."""
+    struct.pack_into(">i", batch, 8, len(batch) - 12)
+    struct.pack_into(">I", batch, 17, crc32c(bytes(batch[21:])))
+    return bytes(batch)
+
+
+@pytest.mark.parametrize("worker", ["thread", "process"])
+def test_a_batch_whose_records_do_not_parse_is_kept_whole_and_cleaning_goes_on(make: Make, worker: str) -> None:
+    """The hot path never reads records, so a batch whose records do not parse under a good
+    CRC (trailing bytes, a key running past its record) is stored as sent, or was stored
+    before the topic became compacted. The cleaner failed on it every run and left the log
+    uncleanable for good; it keeps such a batch whole (mapping none of its keys) and cleans
+    the rest."""
+    log, cleaner = make(worker=worker)
+    trailing = _recrc(bytearray(keyed([(b"a", b"odd")])) + b"\x00\x00\x00")
+    long_key = bytearray(keyed([(b"b", b"odd")]))
+    long_key[61 + 4] = 2 * 50  # the key length (a zigzag varint): 50 bytes, past the record's end
+    for batch in (trailing, _recrc(long_key)):
+        log.append(batch)
+    stored = log.read_bytes(0, len(trailing) + len(long_key))
+    want = fill(log, 300, 10)
+    result = clean(cleaner, log)
+    assert result is not None and result.swaps and not cleaner.uncleanable
+    assert result.stats.batches_unparsed == 2
+    assert log.read_bytes(0, len(stored)) == stored  # byte for byte
+    assert latest_from(log, 2) == want
+    assert sum(h.records_count for h in headers_of(log)) < 300 // 2  # the rest was cleaned
+
+
+def latest_from(log: PartitionLog, start: int) -> dict[bytes | None, bytes | None]:
+    return {k: v for _, k, v in records(log, start)}

@@ -204,3 +204,33 @@ def test_a_crash_before_the_commit_point_leaves_the_old_index(make: Make, clock:
         assert reopened.aborted_txns(0, 1 << 20) == [AbortedTxn(5, 0, 1, 2)]
     finally:
         reopened.abandon()
+
+
+def test_a_partial_runs_gaps_past_its_map_are_accepted_by_recovery(make: Make, clock: FakeClock) -> None:
+    """A run whose map filled part way through a segment still drops that segment's aborted
+    batches past where the map ended: recovery from before it (no recovery point) must take
+    that gap for the cleaner's, not cut the segment there and drop every segment after it."""
+    log, cleaner = make(compacted(clock, segment_bytes="4000"), dedupe_buffer_size=20 * 128)
+    for i in range(40):  # more keys than the map's 20: the map ends part way
+        log.append(keyed([kv(f"x{i}", "1")]))
+    log.append(txn([kv("a", "aborted")], pid=5, seq=0))  # 40: dropped past the map's end
+    log.append_marker(5, 0, 0, commit=False)  # 41
+    log.append(txn([kv("b", "yes")], pid=5, seq=1, epoch=0))  # 42: pid 5's last batch
+    log.append_marker(5, 0, 0, commit=True)  # 43
+    fill(log, 200, 3)  # later segments: what a cut would drop
+    assert log.segments[0].next_offset > 44  # the transactions are in the first segment
+    want = committed_latest(log)
+    result = clean(cleaner, log)
+    assert result is not None and result.swaps and result.end_offset < 40
+    assert [h.base_offset for h in headers_of(log) if h.producer_id == 5][:1] == [41]  # 40 dropped
+    assert committed_latest(log) == want
+    got = records(log)
+    log.abandon()  # a crash
+    (log.directory / "recovery-point").unlink()  # recovery walks the cleaned segment too
+    reopened = PartitionLog.open(log.directory, log.config, clock)
+    try:
+        assert reopened.recovery.bytes_truncated == 0 and reopened.recovery.segments_dropped == 0
+        assert records(reopened) == got
+        assert committed_latest(reopened) == want
+    finally:
+        reopened.abandon()

@@ -321,27 +321,30 @@ class LogCleaner:
                     output = await self._io(run, plan, self._aborted(plog))
                 else:
                     output = await self._io(self._run_in_process, plan, plog)
+                result.end_offset = output.end_offset
+                result.stats = output.stats
+                previous = self.checkpoint(plog)
+                # Every group's segment, up to its end: the map may have ended part way through
+                # the last one, past which the run still drops aborted batches and spent markers.
+                reach = max([output.end_offset, *(spec.end for spec in output.groups)])
+                gaps = max(reach, -1 if previous is None else previous.gaps_below)
+                # Recovery must accept this run's gaps before the first of them is on disk.
+                await self._save_checkpoint(plog, CleanerCheckpoint(c.first_dirty, gaps))
+                pending = [spec for spec in output.groups if spec.changed]
+                while pending:
+                    if self._aborted(plog)():
+                        raise CleaningAborted(plog.name)
+                    spec = pending.pop(0)
+                    old = [seg for seg in held if spec.base <= seg.base_offset < spec.end]
+                    if not await self._swap(plog, plan, spec, old):
+                        held = []  # a failed swap keeps them held until a restart finishes it
+                        raise OSError(f"the swap of cleaned segment {spec.base} did not finish")
+                    result.swaps += 1
             except BaseException:
+                # The cleaned files not swapped in (a committed swap's file is not one of them:
+                # the next start finishes it): on a full disk, the space most needed.
                 await self._io(discard, plan.directory, plan.token)
                 raise
-            result.end_offset = output.end_offset
-            result.stats = output.stats
-            previous = self.checkpoint(plog)
-            gaps = max(output.end_offset, -1 if previous is None else previous.gaps_below)
-            # Recovery must accept this run's gaps before the first of them is on disk.
-            await self._save_checkpoint(plog, CleanerCheckpoint(c.first_dirty, gaps))
-            pending = [spec for spec in output.groups if spec.changed]
-            while pending:
-                if self._aborted(plog)():
-                    await self._io(discard, plan.directory, plan.token)
-                    raise CleaningAborted(plog.name)
-                spec = pending.pop(0)
-                old = [seg for seg in held if spec.base <= seg.base_offset < spec.end]
-                if not await self._swap(plog, plan, spec, old):
-                    held = []  # a failed swap keeps them held until a restart finishes it
-                    await self._io(discard, plan.directory, plan.token)
-                    raise OSError(f"the swap of cleaned segment {spec.base} did not finish")
-                result.swaps += 1
             await self._save_checkpoint(plog, CleanerCheckpoint(output.end_offset, gaps))
         finally:
             for seg in held:
@@ -419,7 +422,7 @@ class LogCleaner:
     async def abort(self, logs: Iterable[PartitionLog]) -> None:
         """Stop cleaning ``logs`` (a topic being deleted): a worker process is killed, a run in
         a thread ends at its next check, a committed swap is finished first. Returns once none
-        is running."""
+        is running, their names out of ``uncleanable`` and ``dirty_ratios``."""
         logs = list(logs)
         self._aborting.update(logs)
         for plog in logs:
@@ -432,6 +435,10 @@ class LogCleaner:
                 await asyncio.gather(*waits)
         finally:
             self._aborting.difference_update(logs)
+            for plog in logs:
+                # By name: a topic created again under it is another log, with files of its own.
+                self.uncleanable.pop(plog.name, None)
+                self.dirty_ratios.pop(plog.name, None)
 
     async def stop(self) -> None:
         """Stop every loop; runs in progress are aborted (worker processes killed)."""
@@ -466,6 +473,12 @@ class LogCleaner:
 
 def _log_run(result: CleanResult) -> None:
     stats = result.stats
+    if stats.batches_unparsed:
+        log.warning(
+            "cleaning %s kept %d record batches whole: their records do not parse under a good CRC",
+            result.name,
+            stats.batches_unparsed,
+        )
     elapsed = max(stats.ended - stats.started, 1e-9)
     mib = stats.bytes_read / (1 << 20)
     log.info(

@@ -59,7 +59,9 @@ from pathlib import Path
 from typing import Any
 
 from sluice.config import LogConfig
+from sluice.errors import CorruptRecordError, InvalidRecordError
 from sluice.protocol.keyed import (
+    KeyedRecord,
     check_crc,
     delete_horizon,
     empty_batch,
@@ -156,6 +158,8 @@ class CleaningStats:
     records_read: int = 0
     records_kept: int = 0
     batches_emptied: int = 0
+    batches_unparsed: int = 0
+    """Batches whose records do not parse (under a good CRC): kept whole (:func:`_parse`)."""
     tombstones_removed: int = 0
     groups: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -379,9 +383,12 @@ def _build_offset_map(job: _Run, omap: OffsetMap) -> int:
                 continue
             if len(omap) and len(omap) + header.records_count > omap.capacity:
                 return end
-            records = records_section(header, batch, limit=plan.max_batch_bytes)
+            parsed = _parse(header, batch, plan.max_batch_bytes)
+            if parsed is None:  # kept whole by the clean pass: its keys supersede nothing
+                end = header.next_offset
+                continue
             base = header.base_offset
-            for offset_delta, _, key, _, _, _ in keyed_records(records, header.records_count):
+            for offset_delta, _, key, _, _, _ in parsed[1]:
                 if key is not None and base + offset_delta >= first:
                     table[key if len(key) < _SHORT_KEY else slot(key)] = base + offset_delta
             stats.map_records += header.records_count
@@ -514,8 +521,11 @@ def _clean_batch(job: _Run, header: BatchHeader, batch: bytes, omap: OffsetMap, 
             return batch if keep_empty else None
         if horizon is None:
             check_crc(batch, header)
-            records = records_section(header, batch, limit=plan.max_batch_bytes)
-            kept = keyed_records(records, header.records_count)
+            parsed = _parse(header, batch, plan.max_batch_bytes, checked=True)
+            if parsed is None:
+                stats.batches_unparsed += 1
+                return batch
+            records, kept = parsed
             stats.records_kept += len(kept)
             return rewrite_batch(header, records, kept, new_delete_horizon=now + plan.config.delete_retention_ms)
         if now < horizon:
@@ -531,8 +541,12 @@ def _clean_batch(job: _Run, header: BatchHeader, batch: bytes, omap: OffsetMap, 
     if header.records_count == 0:
         return batch if keep_empty else None
     check_crc(batch, header)
-    records = records_section(header, batch, limit=plan.max_batch_bytes)
-    all_records = keyed_records(records, header.records_count)
+    parsed = _parse(header, batch, plan.max_batch_bytes, checked=True)
+    if parsed is None:
+        stats.batches_unparsed += 1
+        stats.records_kept += header.records_count
+        return batch
+    records, all_records = parsed
     kept = []
     tombstones = False
     base = header.base_offset
@@ -562,6 +576,25 @@ def _clean_batch(job: _Run, header: BatchHeader, batch: bytes, omap: OffsetMap, 
         new_horizon = now + plan.config.delete_retention_ms if needs_horizon else None
         return rewrite_batch(header, records, kept, new_delete_horizon=new_horizon)
     return _emptied(stats, header) if keep_empty else None
+
+
+def _parse(
+    header: BatchHeader, batch: bytes, limit: int, *, checked: bool = False
+) -> tuple[bytes, list[KeyedRecord]] | None:
+    """The batch's records section and its records, or None when its records do not parse
+    (or decompress past ``limit``) under a good CRC. The hot path never reads records, so
+    such a batch is what a producer sent (trailing bytes, a key running past its record),
+    or was stored before the topic was compacted, or before ``sluice.batch.uncompressed.max.bytes``
+    was lowered: it is kept whole and maps no key (keeping more is always safe), where failing
+    the run would leave the log uncleanable for good, every run failing on the same batch.
+    A bad CRC (the file changed behind the broker) still fails the run (CorruptRecordError)."""
+    try:
+        records = records_section(header, batch, limit=limit)
+        return records, keyed_records(records, header.records_count)
+    except (CorruptRecordError, InvalidRecordError):
+        if not checked:
+            check_crc(batch, header)
+        return None
 
 
 def _emptied(stats: CleaningStats, header: BatchHeader) -> bytes:

@@ -954,13 +954,16 @@ class PartitionLog:
         after = self.log_start_offset
         while True:
             self.check_open()
-            candidate = await self._timestamp_candidate(timestamp, after)
-            if candidate is None:
-                return None
-            seg, header, start = candidate
-            found = await self._search_batch(
-                seg, header, functools.partial(_at_or_after, timestamp, start), max_block
-            )
+            try:
+                candidate = await self._timestamp_candidate(timestamp, after)
+                if candidate is None:
+                    return None
+                seg, header, start = candidate
+                found = await self._search_batch(
+                    seg, header, functools.partial(_at_or_after, timestamp, start), max_block
+                )
+            except _Retired:
+                continue  # a cleaning swap or retention changed the segments: again, over the new
             if found is not None:
                 return found
             # Only a batch whose header lies about its max timestamp gets here: search on.
@@ -972,6 +975,8 @@ class PartitionLog:
         """The first visible batch at or past offset ``after`` whose header says it may hold a
         record at or after ``timestamp``, with the offset its search starts from."""
         for seg, end in self._visible_batches(max(after, self.log_start_offset)):
+            if seg.retired:  # replaced or deleted while this search awaited
+                raise _Retired
             try:
                 _ = seg.time_index  # closed segments load lazily; this fills max_timestamp
                 if seg.max_timestamp < timestamp:
@@ -998,21 +1003,25 @@ class PartitionLog:
         the high watermark does), the record holding its maximum may be gone (or not yet
         visible), and that segment's visible part is searched (headers, then the records of
         at most two batches, in the loop's default executor)."""
-        self.check_open()
-        try:
-            bounds = self._timestamp_bounds()
-        except OSError as exc:
-            raise StorageError(f"finding the max timestamp of {self.name} failed: {exc}") from exc
-        best: tuple[int, int] | None = None  # (offset, timestamp)
-        for bound, _, seg, end in bounds:
-            if best is not None and bound < best[1]:
-                break  # no later candidate can beat it (equal ones come in offset order)
-            found = await self._segment_max_timestamp(seg, end, max_block)
-            if found is not None and (
-                best is None or found[1] > best[1] or (found[1] == best[1] and found[0] < best[0])
-            ):
-                best = found
-        return best
+        while True:
+            self.check_open()
+            try:
+                bounds = self._timestamp_bounds()
+            except OSError as exc:
+                raise StorageError(f"finding the max timestamp of {self.name} failed: {exc}") from exc
+            best: tuple[int, int] | None = None  # (offset, timestamp)
+            try:
+                for bound, _, seg, end in bounds:
+                    if best is not None and bound < best[1]:
+                        break  # no later candidate can beat it (equal ones come in offset order)
+                    found = await self._segment_max_timestamp(seg, end, max_block)
+                    if found is not None and (
+                        best is None or found[1] > best[1] or (found[1] == best[1] and found[0] < best[0])
+                    ):
+                        best = found
+            except _Retired:
+                continue  # a cleaning swap or retention changed the segments: again, over the new
+            return best
 
     def _timestamp_bounds(self) -> list[tuple[int, int, LogSegment, int]]:
         """(recorded max timestamp, base offset, segment, visible end) of each visible segment
@@ -1030,6 +1039,8 @@ class PartitionLog:
     ) -> tuple[int, int] | None:
         """The first visible record of ``seg`` (up to byte ``end``) with its largest visible
         timestamp."""
+        if seg.retired:  # replaced or deleted while this search awaited
+            raise _Retired
         start = self.log_start_offset
         offset, max_ts = seg.offset_of_max_timestamp, seg.max_timestamp
         if start <= offset < self.high_watermark:
@@ -1372,6 +1383,13 @@ class PartitionLog:
 
 _T = TypeVar("_T")
 
+
+class _Retired(Exception):
+    """A segment a search by time was about to read left the log while the search awaited
+    the executor (a cleaning swap replaced it, retention deleted it): the search starts
+    again over the log's segments as they are now."""
+
+
 _HEADER_CHUNK = 64 * 1024
 """Bytes read at a time where an executor walks batch headers."""
 
@@ -1382,6 +1400,8 @@ async def _on_leased_fd(seg: LogSegment, work: Callable[..., _T], *args: object)
     try:
         fd = seg.acquire_fd()
     except OSError as exc:
+        if seg.retired:
+            raise _Retired from exc
         raise StorageError(f"reading {seg.log_path} failed: {exc}") from exc
     try:
         return await asyncio.get_running_loop().run_in_executor(None, work, fd, *args)

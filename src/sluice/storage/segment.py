@@ -163,6 +163,11 @@ class LogSegment:
 
     # -- descriptors -------------------------------------------------------------------------
 
+    @property
+    def retired(self) -> bool:
+        """Closed for good: out of its log (replaced by a cleaning swap, or deleted)."""
+        return self._retired
+
     def acquire_fd(self) -> int:
         """The open descriptor, leased until :meth:`release_fd`: it is not closed meanwhile, so
         a worker thread may use it while the owner's thread goes on."""
