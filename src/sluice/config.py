@@ -554,7 +554,6 @@ class BrokerConfig:
     queued_max_request_bytes: int = 256 * 1024 * 1024
     unsent_response_max_bytes: int = 256 * 1024 * 1024
     """-1: unbounded."""
-    """-1: unbounded, as Kafka's default."""
     request_receive_timeout_ms: int = 30_000
     request_receive_min_rate: int = 256 * 1024
     fd_reserve: int = 256
@@ -874,7 +873,8 @@ _BROKER_ROWS = (
             "Bytes of requests being received or waiting, across all connections; -1 is unbounded."),
     _broker("sluice.unsent.response.max.bytes", "unsent_response_max_bytes", _integer(1, minus_one="unbounded"), _L,
             "Bytes of answers written but not yet taken by their clients, all connections together; "
-            "past it, Fetch answers carry no records. -1 is unbounded."),
+            "past it, Fetch answers carry no records and other requests past 4096 elements wait. "
+            "-1 is unbounded."),
     _broker("sluice.request.receive.timeout.ms", "request_receive_timeout_ms", _at_least_one, _L,
             "How long a started request may take to arrive (plus its size at the minimum rate)."),
     _broker("sluice.request.receive.min.bytes.per.sec", "request_receive_min_rate", _at_least_one, _L,
