@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
+from sluice.broker.broker import Client
 from sluice.broker.config_apis import DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG
 from sluice.errors import ErrorCode
-from sluice.protocol import ApiKey
+from sluice.protocol import ApiKey, Request
 from sluice.protocol import messages as m
 from sluice.protocol.messages import ConfigOperation, ConfigResourceType
 from tests.broker.conftest import BrokerHarness, batch
@@ -175,6 +177,42 @@ def test_configs_describe_sources_and_alter(harness: Callable[..., BrokerHarness
         validate_only=False,
     )
     assert h.call(ApiKey.ALTER_CONFIGS, 2, broker_change).responses[0].error_code == ErrorCode.INVALID_REQUEST
+
+
+def test_an_append_reads_the_list_after_a_change_in_progress(harness: Callable[..., BrokerHarness]) -> None:
+    """APPEND and SUBTRACT take the topic's current value under its lock: read before it, a
+    change committing meanwhile (its file write in progress) was overwritten, the append
+    computed from the value before it."""
+    h = harness()
+    h.run(h.broker.logs.create_topic("t", 1))
+
+    def incremental(op: int, value: str) -> Request:
+        return Request(
+            ApiKey.INCREMENTAL_ALTER_CONFIGS,
+            1,
+            1,
+            "test",
+            m.IncrementalAlterConfigsRequest(
+                resources=[
+                    m.IncrementalAlterConfigsResource(
+                        resource_type=ConfigResourceType.TOPIC,
+                        resource_name="t",
+                        configs=[m.IncrementalAlterableConfig(name="cleanup.policy", config_operation=op, value=value)],
+                    )
+                ],
+                validate_only=False,
+            ),
+        )
+
+    async def both() -> list[int]:
+        first = asyncio.ensure_future(h.broker.dispatch(incremental(ConfigOperation.SET, "compact"), Client("127.0.0.1")))
+        await asyncio.sleep(0)  # the SET holds the topic's lock, writing its file
+        second = await h.broker.dispatch(incremental(ConfigOperation.APPEND, "delete"), Client("127.0.0.1"))
+        answers = [await first, second]
+        return [a.responses[0].error_code for a in answers if isinstance(a, m.IncrementalAlterConfigsResponse)]
+
+    assert h.run(both()) == [0, 0]
+    assert h.broker.logs.topic("t").config.to_dict()["cleanup.policy"] == "compact,delete"
 
 
 def test_create_partitions_delete_records_delete_topics(harness: Callable[..., BrokerHarness]) -> None:

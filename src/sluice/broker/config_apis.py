@@ -14,7 +14,7 @@ documentation.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from sluice.broker.context import BrokerContext, turn_after
 from sluice.config import TOPIC_TO_BROKER, BrokerConfig, ConfigType, LogConfig, describe
@@ -156,6 +156,7 @@ async def _alter(
     set_configs: dict[str, str],
     delete: list[str],
     *,
+    derive: dict[str, Callable[[str], str]] | None = None,
     replace: bool,
     validate_only: bool,
 ) -> m.AlterConfigsResourceResponse:
@@ -165,7 +166,12 @@ async def _alter(
     try:
         if resource_type == ConfigResourceType.TOPIC:
             await broker.logs.alter_topic_config(
-                name, set_configs, delete, replace=replace, validate_only=validate_only
+                name,
+                set_configs,
+                delete,
+                derive_configs=derive,
+                replace=replace,
+                validate_only=validate_only,
             )
         elif resource_type == ConfigResourceType.BROKER:
             raise Refused(
@@ -249,23 +255,26 @@ async def alter_configs(broker: BrokerContext, request: Request) -> m.AlterConfi
 
 
 def _list_operation(
-    broker: BrokerContext, res: m.IncrementalAlterConfigsResource, c: m.IncrementalAlterableConfig
-) -> str:
-    """APPEND or SUBTRACT on a list-typed topic config (``cleanup.policy``), as Kafka: the
-    topic's current value with the given items added (those not yet in it) or removed."""
+    res: m.IncrementalAlterConfigsResource, c: m.IncrementalAlterableConfig
+) -> Callable[[str], str]:
+    """APPEND or SUBTRACT on a list-typed topic config (``cleanup.policy``), as Kafka: from the
+    topic's current value (read under the topic's lock), the given items added (those not yet
+    in it) or removed."""
     kind, _ = describe(c.name)
     if kind != ConfigType.LIST:
         raise InvalidConfigError(f"config {c.name!r} is not a list: APPEND/SUBTRACT do not apply")
     if res.resource_type != ConfigResourceType.TOPIC:
         raise Refused(ErrorCode.INVALID_REQUEST, "only topic configs can be changed over the wire")
-    current = broker.logs.topic(res.resource_name).config.to_dict()[c.name]
-    items = [item for item in current.split(",") if item]
     given = [item.strip() for item in (c.value or "").split(",") if item.strip()]
-    if c.config_operation == ConfigOperation.APPEND:
-        items += [item for item in given if item not in items]
-    else:
-        items = [item for item in items if item not in given]
-    return ",".join(items)
+    append = c.config_operation == ConfigOperation.APPEND
+
+    def derive(current: str) -> str:
+        items = [item for item in current.split(",") if item]
+        if append:
+            return ",".join(items + [item for item in given if item not in items])
+        return ",".join(item for item in items if item not in given)
+
+    return derive
 
 
 async def incremental_alter_configs(
@@ -281,6 +290,7 @@ async def incremental_alter_configs(
             responses.append(_refused(res, Refused(ErrorCode.INVALID_REQUEST, NAMED_TWICE)))
             continue
         set_configs: dict[str, str] = {}
+        derive: dict[str, Callable[[str], str]] = {}
         delete: list[str] = []
         nulls = [c.name for c in res.configs if c.value is None and c.config_operation != ConfigOperation.DELETE]
         problem = _keys_problem([c.name for c in res.configs], nulls)
@@ -293,7 +303,7 @@ async def incremental_alter_configs(
                 delete.append(c.name)
             elif c.config_operation in (ConfigOperation.APPEND, ConfigOperation.SUBTRACT):
                 try:
-                    set_configs[c.name] = _list_operation(broker, res, c)
+                    derive[c.name] = _list_operation(res, c)
                 except SluiceError as exc:
                     problem = exc
             else:
@@ -308,6 +318,7 @@ async def incremental_alter_configs(
                 res.resource_name,
                 set_configs,
                 delete,
+                derive=derive,
                 replace=False,
                 validate_only=body.validate_only,
             )

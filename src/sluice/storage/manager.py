@@ -558,11 +558,14 @@ class LogManager:
         set_configs: Mapping[str, str] | None = None,
         delete_configs: Iterable[str] = (),
         *,
+        derive_configs: Mapping[str, Callable[[str], str]] | None = None,
         replace: bool = False,
         validate_only: bool = False,
     ) -> Topic:
         """Change overrides: ``replace`` swaps the whole set (AlterConfigs), otherwise set and
-        delete individual keys (IncrementalAlterConfigs). Validated before anything changes."""
+        delete individual keys (IncrementalAlterConfigs). ``derive_configs`` sets keys from
+        their current values (APPEND, SUBTRACT), read under the topic's lock: read before it,
+        a change committed meanwhile was lost. Validated before anything changes."""
         async with self._locks(name):
             topic = self.topic(name)
             overrides = {} if replace else dict(topic.config_overrides)
@@ -571,6 +574,12 @@ class LogManager:
                     raise InvalidConfigError(f"unknown topic config {key!r}")
                 overrides.pop(key, None)
             overrides.update({str(k): str(v) for k, v in (set_configs or {}).items()})
+            if derive_configs:
+                current = topic.config.to_dict()
+                for key, derive in derive_configs.items():
+                    if key not in current:
+                        raise InvalidConfigError(f"unknown topic config {key!r}")
+                    overrides[key] = derive(current[key])
             config = LogConfig.from_dict(overrides, self.default_config)
             if validate_only:
                 return topic
