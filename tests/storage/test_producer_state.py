@@ -200,6 +200,21 @@ def test_retention_and_delete_records_keep_deduplication(open_log: OpenLog) -> N
     assert log.append(idem(10)) == 10
 
 
+def test_delete_records_inside_a_segment_keeps_the_producer_across_a_crash(open_log: OpenLog) -> None:
+    """DeleteRecords moves the log start inside the only segment: the batches below it stay in
+    the file and are the only record of their producer until a snapshot is written. A crash
+    then must not forget it (the replay used to start at the log start)."""
+    log = open_log()
+    log.append(idem(0))
+    log.append(idem(2))
+    assert log.delete_records(-1) == 4 and len(log.segments) == 1
+    log.abandon()  # a crash: no snapshot, no clean-shutdown state
+    again = open_log()
+    assert again.log_start_offset == 4
+    assert again.append(idem(2)) == 2  # still a duplicate, answered with its (deleted) offset
+    assert again.append(idem(4)) == 4  # and the sequence goes on (was UNKNOWN_PRODUCER_ID)
+
+
 def test_a_failed_write_forgets_the_batch_so_its_retry_is_accepted(open_log: OpenLog) -> None:
     log = open_log(sluice_append_mode="inline")
     log.append(idem(0))

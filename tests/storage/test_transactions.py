@@ -440,3 +440,27 @@ def test_a_transaction_whose_start_was_deleted_stays_open_across_a_restart(
     reopened.append_marker(7, 0, 0, commit=False)
     seen = committed_values(reopened)
     assert seen and not [v for v in seen if v is not None and v.startswith(b"later")]
+
+
+def test_a_transaction_whose_start_delete_records_passed_inside_a_segment_survives_a_crash(
+    open_log: OpenLog,
+) -> None:
+    """DeleteRecords past an open transaction's first batch, inside the only segment: that
+    batch stays in the file, the only record (before a snapshot) that the transaction is open.
+    After a crash the transaction must still hold the LSO at the log start and its producer go
+    on with it; the replay used to start at the log start and forgot both (the records after
+    the LSO became visible to read_committed, the producer's next batch was refused)."""
+    log = open_log()
+    log.append(txn_batch(7, 0, tag="first"))  # 0-1: opens the transaction
+    log.append(plain("a"))  # 2
+    assert log.delete_records(-1) == 3 and len(log.segments) == 1
+    log.append(plain("b"))  # 3
+    assert log.last_stable_offset == 3 and committed_values(log) == []
+    log.abandon()
+    reopened = open_log()
+    assert reopened.log_start_offset == 3
+    assert reopened.last_stable_offset == 3  # still open
+    assert committed_values(reopened) == []
+    assert reopened.append(txn_batch(7, 2, tag="later")) == 4  # the same transaction goes on
+    reopened.append_marker(7, 0, 0, commit=False)
+    assert committed_values(reopened) == [b"b-0"]

@@ -257,9 +257,9 @@ class PartitionLog:
             since = log._producers.load_newest(start, log.log_end_offset)
             log._replay_producers(since, rebuild_txn_index_from=start)
             log._finish_recovery()
-        elif log.log_end_offset > log.log_start_offset:
+        elif log.log_end_offset > log.segments[0].base_offset:
             # Opened from the files of a clean stop (another layout, or a log opened on its
-            # own): the newest snapshot, then the headers after it.
+            # own): the newest snapshot, then the headers after it (below the log start too).
             log._producers_at = None
             since = log._producers.load_newest(log.log_end_offset)
             if since != log.log_end_offset:
@@ -464,10 +464,16 @@ class PartitionLog:
         return self._producers
 
     def _replay_producers(self, since: int | None, *, rebuild_txn_index_from: int = -1) -> None:
-        """Rebuild from batch headers after the snapshot (``since``) or from the log start (and
-        the one record of each marker). From ``rebuild_txn_index_from`` on (if not -1), the
-        aborted-transactions index entries the markers make are added to their segments."""
-        start = self.log_start_offset if since is None else since
+        """Rebuild from batch headers after the snapshot (``since``) or, without one, from the
+        first batch the segments hold (and the one record of each marker). From
+        ``rebuild_txn_index_from`` on (if not -1), the aborted-transactions index entries the
+        markers make are added to their segments.
+
+        Not from the log start offset: DeleteRecords moves it inside a segment without
+        touching the producer state, and the batches below it, still in the file, are then
+        the only record of their producers (replaying from the log start forgot an idempotent
+        producer after a crash: its next batch was refused UNKNOWN_PRODUCER_ID)."""
+        start = self._segments[0].base_offset if since is None else since
         rebuild = rebuild_txn_index_from >= 0
 
         def add(entry: AbortedTxn) -> None:
