@@ -215,6 +215,29 @@ def test_delete_records_inside_a_segment_keeps_the_producer_across_a_crash(open_
     assert again.append(idem(4)) == 4  # and the sequence goes on (was UNKNOWN_PRODUCER_ID)
 
 
+def test_retention_of_the_expired_active_segment_keeps_the_producer_across_a_crash(
+    open_log: OpenLog, clock: FakeClock
+) -> None:
+    """Retention rolls an expired active segment and deletes it: its batch headers were the
+    only record of what its producers wrote since the last snapshot, so the roll writes one
+    first, as a roll through the writer does. Without it a crash rebuilt the state of an older
+    snapshot: the next batch was out of sequence and a retry of an appended one was taken
+    again."""
+    size = len(idem(0))
+    log = open_log(segment_bytes=size * 3, retention_ms=1000)
+    for seq in range(0, 10, 2):
+        log.append(idem(seq, ts=clock.now))  # offsets 0-9, a roll (and a snapshot) at 6
+    assert [s.base_offset for s in log.segments] == [0, 6]
+    clock.now += 5000
+    assert log.apply_retention() == 2  # the active segment rolled, then both deleted
+    assert log.log_start_offset == log.log_end_offset == 10
+    log.abandon()
+    again = open_log(segment_bytes=size * 3, retention_ms=1000)
+    assert again.append(idem(6, ts=clock.now)) == 6  # a duplicate, not written again
+    assert again.append(idem(10, ts=clock.now)) == 10  # no gap (was OUT_OF_ORDER_SEQUENCE_NUMBER)
+    assert again.log_end_offset == 12
+
+
 def test_a_failed_write_forgets_the_batch_so_its_retry_is_accepted(open_log: OpenLog) -> None:
     log = open_log(sluice_append_mode="inline")
     log.append(idem(0))

@@ -1139,6 +1139,21 @@ class PartitionLog:
         appends going on into the old segment would overlap it (recovery cut the log there).
         A failed seal fences the log, as a failed seal after an append does."""
         old = self.active_segment
+        if self._producers_at is None:
+            # As a roll through the writer does: the producer state as of the new segment's
+            # base, before the recovery point moves there and retention deletes the old one,
+            # whose batch headers are otherwise the only record of the producers that wrote
+            # them since the last snapshot (a crash then rebuilt an older state: an idempotent
+            # producer's next batch was refused OUT_OF_ORDER_SEQUENCE_NUMBER, and a retry of
+            # one already appended was taken again). Nothing is pending (see the caller).
+            try:
+                self._producers.snapshot(self.log_end_offset, keep=self.log_end_offset)
+            except OSError as exc:
+                log.warning(
+                    "could not save the producer state of %s at %d: %s; not rolling its expired "
+                    "active segment", self.name, self.log_end_offset, exc,
+                )
+                return
         try:
             old.seal()
         except OSError as exc:
