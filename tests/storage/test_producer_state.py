@@ -21,6 +21,8 @@ from sluice.errors import (
 )
 from sluice.protocol.records import build_batch
 from sluice.storage import LogConfig, PartitionLog
+from sluice.storage.files import write_int
+from sluice.storage.loader import RECOVERY_POINT_FILE
 from sluice.storage.partition import Partition
 from sluice.storage.producer_state import last_sequence
 
@@ -198,6 +200,73 @@ def test_retention_and_delete_records_keep_deduplication(open_log: OpenLog) -> N
     assert log.log_start_offset == 10
     assert log.append(idem(8)) == 8  # still a duplicate, answered with its (deleted) offset
     assert log.append(idem(10)) == 10
+
+
+def test_delete_records_inside_a_segment_keeps_the_producer_across_a_crash(open_log: OpenLog) -> None:
+    """DeleteRecords moves the log start inside the only segment: the batches below it stay in
+    the file and are the only record of their producer until a snapshot is written. A crash
+    then must not forget it (the replay used to start at the log start)."""
+    log = open_log()
+    log.append(idem(0))
+    log.append(idem(2))
+    assert log.delete_records(-1) == 4 and len(log.segments) == 1
+    log.abandon()  # a crash: no snapshot, no clean-shutdown state
+    again = open_log()
+    assert again.log_start_offset == 4
+    assert again.append(idem(2)) == 2  # still a duplicate, answered with its (deleted) offset
+    assert again.append(idem(4)) == 4  # and the sequence goes on (was UNKNOWN_PRODUCER_ID)
+
+
+def test_retention_of_the_expired_active_segment_keeps_the_producer_across_a_crash(
+    open_log: OpenLog, clock: FakeClock
+) -> None:
+    """Retention rolls an expired active segment and deletes it: its batch headers were the
+    only record of what its producers wrote since the last snapshot, so the roll writes one
+    first, as a roll through the writer does. Without it a crash rebuilt the state of an older
+    snapshot: the next batch was out of sequence and a retry of an appended one was taken
+    again."""
+    size = len(idem(0))
+    log = open_log(segment_bytes=size * 3, retention_ms=1000)
+    for seq in range(0, 10, 2):
+        log.append(idem(seq, ts=clock.now))  # offsets 0-9, a roll (and a snapshot) at 6
+    assert [s.base_offset for s in log.segments] == [0, 6]
+    clock.now += 5000
+    assert log.apply_retention() == 2  # the active segment rolled, then both deleted
+    assert log.log_start_offset == log.log_end_offset == 10
+    log.abandon()
+    again = open_log(segment_bytes=size * 3, retention_ms=1000)
+    assert again.append(idem(6, ts=clock.now)) == 6  # a duplicate, not written again
+    assert again.append(idem(10, ts=clock.now)) == 10  # no gap (was OUT_OF_ORDER_SEQUENCE_NUMBER)
+    assert again.log_end_offset == 12
+
+
+def test_a_recovery_that_walked_sealed_segments_snapshots_before_retention_deletes_them(
+    open_log: OpenLog, clock: FakeClock
+) -> None:
+    """A crash after a roll committed but before its seal wrote the snapshot at the new base
+    (the seal runs after, in the writer's thread): recovery walks the sealed segment, rebuilds
+    the state and moves the recovery point past it. Unless it writes that snapshot itself,
+    retention may then delete the segment, and a second crash rebuilt the state without the
+    producers that only wrote there (the next batch was refused UNKNOWN_PRODUCER_ID)."""
+    size = len(idem(0))
+    log = open_log(segment_bytes=size * 3, retention_ms=1000)
+    for seq in range(0, 6, 2):
+        log.append(idem(seq, ts=clock.now))  # 0-5: the producer's only batches
+    clock.now += 10_000
+    log.append(build_batch([(None, b"other")] * 2, base_timestamp=clock.now))  # 6-7: a roll at 6
+    assert [s.base_offset for s in log.segments] == [0, 6]
+    directory = log.directory
+    log.abandon()
+    # as the crash left it before the roll's seal: no snapshot at 6, the recovery point at 0
+    (directory / f"{6:020d}.snapshot").unlink()
+    write_int(directory / RECOVERY_POINT_FILE, 0)
+    recovered = open_log(segment_bytes=size * 3, retention_ms=1000)
+    clock.now += 500
+    assert recovered.apply_retention() == 1  # the first segment (expired) goes
+    recovered.abandon()  # a second crash
+    again = open_log(segment_bytes=size * 3, retention_ms=1000)
+    assert again.append(idem(4, ts=clock.now)) == 4  # still a duplicate
+    assert again.append(idem(6, ts=clock.now)) == 8  # in sequence
 
 
 def test_a_failed_write_forgets_the_batch_so_its_retry_is_accepted(open_log: OpenLog) -> None:

@@ -5,7 +5,8 @@ and all of it survives snapshots, clean stops, crashes, retention and DeleteReco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from sluice.protocol.markers import Marker, build_marker, read_marker
 from sluice.protocol.records import build_batch, read_header
 from sluice.storage import LogConfig, PartitionLog
 from sluice.storage.partition import Partition
-from sluice.storage.txn_index import AbortedTxn
+from sluice.storage.txn_index import AbortedTxn, collect
 
 from .conftest import FakeClock, all_records
 from .txns import TS, committed_values, txn_batch
@@ -118,6 +119,54 @@ def test_an_abort_is_indexed_and_read_committed_returns_the_aborted_transactions
     log.append(txn_batch(5, 4, tag="y"))  # 6-7
     log.append_marker(5, 0, 9, commit=True)  # 8
     assert committed_values(log) == [b"c-0", b"y4-0", b"y4-1"]
+
+
+class CountingEntries(Sequence[AbortedTxn]):
+    """A segment's index entries that count how many of them a search looks at."""
+
+    def __init__(self, entries: list[AbortedTxn]) -> None:
+        self.entries = entries
+        self.looked_at = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> AbortedTxn:  # type: ignore[override]
+        self.looked_at += 1
+        return self.entries[i]
+
+
+def test_a_read_committed_search_skips_the_aborted_transactions_before_the_fetch() -> None:
+    # 100,000 aborted transactions of one producer, interleaved with a long open one of
+    # another (so their LSOs stay low): a fetch near the end must not look at each of them.
+    entries = [AbortedTxn(1, 10 + 3 * i, 11 + 3 * i, 5) for i in range(100_000)]
+    counting = CountingEntries(entries)
+    out: list[AbortedTxn] = []
+    assert not collect(counting, 300_000, 300_012, out)
+    assert out == entries[-3:]
+    assert counting.looked_at < 100  # a binary search, then the overlapping entries
+    # the same answers as looking at every entry (the search before), for random ranges
+    rng = random.Random(5)
+    marker = 0
+    made: list[AbortedTxn] = []
+    for _ in range(300):
+        marker += rng.randint(1, 20)
+        first = marker - rng.randint(1, 40)
+        made.append(AbortedTxn(7, first, marker, rng.choice([marker + 1, max(0, first - 3)])))
+    for _ in range(500):
+        start = rng.randint(0, marker + 5)
+        upper = start + rng.randint(1, 60)
+        found: list[AbortedTxn] = []
+        done = collect(made, start, upper, found)
+        expected: list[AbortedTxn] = []
+        expected_done = False
+        for entry in made:
+            if entry.last_offset >= start and entry.first_offset < upper:
+                expected.append(entry)
+            if entry.last_stable_offset >= upper:
+                expected_done = True
+                break
+        assert (found, done) == (expected, expected_done)
 
 
 def test_a_marker_without_an_open_transaction_is_harmless(open_log: OpenLog) -> None:
@@ -391,3 +440,27 @@ def test_a_transaction_whose_start_was_deleted_stays_open_across_a_restart(
     reopened.append_marker(7, 0, 0, commit=False)
     seen = committed_values(reopened)
     assert seen and not [v for v in seen if v is not None and v.startswith(b"later")]
+
+
+def test_a_transaction_whose_start_delete_records_passed_inside_a_segment_survives_a_crash(
+    open_log: OpenLog,
+) -> None:
+    """DeleteRecords past an open transaction's first batch, inside the only segment: that
+    batch stays in the file, the only record (before a snapshot) that the transaction is open.
+    After a crash the transaction must still hold the LSO at the log start and its producer go
+    on with it; the replay used to start at the log start and forgot both (the records after
+    the LSO became visible to read_committed, the producer's next batch was refused)."""
+    log = open_log()
+    log.append(txn_batch(7, 0, tag="first"))  # 0-1: opens the transaction
+    log.append(plain("a"))  # 2
+    assert log.delete_records(-1) == 3 and len(log.segments) == 1
+    log.append(plain("b"))  # 3
+    assert log.last_stable_offset == 3 and committed_values(log) == []
+    log.abandon()
+    reopened = open_log()
+    assert reopened.log_start_offset == 3
+    assert reopened.last_stable_offset == 3  # still open
+    assert committed_values(reopened) == []
+    assert reopened.append(txn_batch(7, 2, tag="later")) == 4  # the same transaction goes on
+    reopened.append_marker(7, 0, 0, commit=False)
+    assert committed_values(reopened) == [b"b-0"]

@@ -255,11 +255,20 @@ class PartitionLog:
             log._producers_at = None
             start = loaded.report.recovered_from
             since = log._producers.load_newest(start, log.log_end_offset)
+            active = log.active_segment.base_offset
+            if since is None or since < active:
+                # A snapshot at the active segment's base first, as the roll that sealed the
+                # walked segments would have written had the crash not come first: once the
+                # recovery point moves there, retention may delete them, and a later crash
+                # would replay from an older snapshot without their producers.
+                log._replay_producers(since, rebuild_txn_index_from=start, until=active)
+                log._snapshot_producers(active)
+                since = active
             log._replay_producers(since, rebuild_txn_index_from=start)
             log._finish_recovery()
-        elif log.log_end_offset > log.log_start_offset:
+        elif log.log_end_offset > log.segments[0].base_offset:
             # Opened from the files of a clean stop (another layout, or a log opened on its
-            # own): the newest snapshot, then the headers after it.
+            # own): the newest snapshot, then the headers after it (below the log start too).
             log._producers_at = None
             since = log._producers.load_newest(log.log_end_offset)
             if since != log.log_end_offset:
@@ -463,26 +472,51 @@ class PartitionLog:
             self._producers_at = None
         return self._producers
 
-    def _replay_producers(self, since: int | None, *, rebuild_txn_index_from: int = -1) -> None:
-        """Rebuild from batch headers after the snapshot (``since``) or from the log start (and
-        the one record of each marker). From ``rebuild_txn_index_from`` on (if not -1), the
-        aborted-transactions index entries the markers make are added to their segments."""
-        start = self.log_start_offset if since is None else since
+    def _replay_producers(
+        self, since: int | None, *, rebuild_txn_index_from: int = -1, until: int | None = None
+    ) -> None:
+        """Rebuild from batch headers after the snapshot (``since``) or, without one, from the
+        first batch the segments hold (and the one record of each marker). From
+        ``rebuild_txn_index_from`` on (if not -1), the aborted-transactions index entries the
+        markers make are added to their segments. ``until``: only the batches before it.
+
+        Not from the log start offset: DeleteRecords moves it inside a segment without
+        touching the producer state, and the batches below it, still in the file, are then
+        the only record of their producers (replaying from the log start forgot an idempotent
+        producer after a crash: its next batch was refused UNKNOWN_PRODUCER_ID)."""
+        start = self._segments[0].base_offset if since is None else since
         rebuild = rebuild_txn_index_from >= 0
 
         def add(entry: AbortedTxn) -> None:
             if entry.last_offset >= rebuild_txn_index_from:
                 self._segment_of(entry.last_offset).add_aborted_txn(entry)
 
-        self._producers.replay(self._batches_from(start), add if rebuild else None)
+        self._producers.replay(self._batches_from(start, until), add if rebuild else None)
         self._producers.changed = True
 
-    def _batches_from(self, start: int) -> Iterator[tuple[BatchHeader, Marker | None]]:
-        """Headers of the batches from ``start`` on, each control batch with its marker."""
+    def _snapshot_producers(self, offset: int) -> None:
+        """Best effort (a full disk: a warning, and a later crash replays from an older one):
+        the loaded producer state, which must be the state as of ``offset``, if it has any."""
+        if not self._producers.producers:
+            return
+        try:
+            self._producers.snapshot(offset, keep=offset)
+        except OSError as exc:
+            log.warning("could not save the producer state of %s at %d: %s", self.name, offset, exc)
+
+    def _batches_from(
+        self, start: int, until: int | None = None
+    ) -> Iterator[tuple[BatchHeader, Marker | None]]:
+        """Headers of the batches from ``start`` on (and before ``until``), each control batch
+        with its marker."""
         i = max(0, bisect_right(self._bases, start) - 1)
         for seg in self._segments[i:]:
+            if until is not None and seg.base_offset >= until:
+                return
             position = seg.scan_position(max(start, seg.base_offset))
             for header in seg.iter_batches(position):
+                if until is not None and header.base_offset >= until:
+                    return
                 if header.base_offset < start:
                     continue
                 marker = None
@@ -1144,6 +1178,21 @@ class PartitionLog:
         appends going on into the old segment would overlap it (recovery cut the log there).
         A failed seal fences the log, as a failed seal after an append does."""
         old = self.active_segment
+        if self._producers_at is None:
+            # As a roll through the writer does: the producer state as of the new segment's
+            # base, before the recovery point moves there and retention deletes the old one,
+            # whose batch headers are otherwise the only record of the producers that wrote
+            # them since the last snapshot (a crash then rebuilt an older state: an idempotent
+            # producer's next batch was refused OUT_OF_ORDER_SEQUENCE_NUMBER, and a retry of
+            # one already appended was taken again). Nothing is pending (see the caller).
+            try:
+                self._producers.snapshot(self.log_end_offset, keep=self.log_end_offset)
+            except OSError as exc:
+                log.warning(
+                    "could not save the producer state of %s at %d: %s; not rolling its expired "
+                    "active segment", self.name, self.log_end_offset, exc,
+                )
+                return
         try:
             old.seal()
         except OSError as exc:

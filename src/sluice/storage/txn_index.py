@@ -18,6 +18,7 @@ segment alone: the recovery point never passes a segment whose entries are not o
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -78,13 +79,23 @@ def save(path: Path, entries: Sequence[AbortedTxn], *, sync: bool = True) -> Non
         path.unlink(missing_ok=True)
 
 
+def _last_offset(entry: AbortedTxn) -> int:
+    return entry.last_offset
+
+
 def collect(
     entries: Sequence[AbortedTxn], start: int, upper: int, out: list[AbortedTxn]
 ) -> bool:
     """Add to ``out`` the entries overlapping [start, upper); True when the search is complete
-    (an entry's LSO reached ``upper``: later ones started past the range), Kafka's rule."""
-    for entry in entries:
-        if entry.last_offset >= start and entry.first_offset < upper:
+    (an entry's LSO reached ``upper``: later ones started past the range), Kafka's rule.
+
+    The entries are in marker order, so those whose marker lies before ``start`` (which
+    overlap nothing, and whose LSO is at most their marker's offset + 1, so they end no
+    search) are skipped by a binary search: a read_committed fetch near the end of a segment
+    of a million aborted transactions looked at every one of them, on the event loop."""
+    for i in range(bisect_left(entries, start, key=_last_offset), len(entries)):
+        entry = entries[i]
+        if entry.first_offset < upper:
             out.append(entry)
         if entry.last_stable_offset >= upper:
             return True
