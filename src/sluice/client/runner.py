@@ -193,6 +193,8 @@ class Runner:
         self._stopping = False
         self._failure: BaseException | None = None
         self._cancels_before = 0
+        self._task: asyncio.Task[Any] | None = None
+        """``run``'s task (its cancels are counted from ``_cancels_before``)."""
         """The task's pending cancel requests when run began (see :meth:`_cancelled_twice`)."""
         self._revoked: set[TP] = set()
         self._revocations = 0
@@ -340,7 +342,7 @@ class Runner:
 
     async def run(self) -> None:
         consumer = self.consumer
-        task = asyncio.current_task()
+        task = self._task = asyncio.current_task()
         self._cancels_before = task.cancelling() if task is not None else 0
         if self._route is not None:
             self._producer = await self._dead_letter_producer()
@@ -551,11 +553,12 @@ class Runner:
                     if deserialize is not None:
                         deserialize(r)
                     await handler(r)
-                except asyncio.CancelledError:
-                    used -= 1  # not finished: it goes back to the buffer (see run)
-                    positions[tp] = r.offset
-                    raise
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
+                    if isinstance(exc, asyncio.CancelledError) and self._cancel_requested():
+                        used -= 1  # not finished: it goes back to the buffer (see run)
+                        positions[tp] = r.offset
+                        raise
+                    # else the handler's own failure (a CancelledError too: see _cancel_requested)
                     failures += 1
                     metrics.in_processing += 1
                     try:
@@ -610,7 +613,21 @@ class Runner:
                 counts[bucket] += n
         metrics.latency_sum += sum(durations)
 
-    async def _after_failure(self, r: ConsumerRecord, exc: Exception, *, decoded: bool) -> None:
+    def _cancel_requested(self) -> bool:
+        """Whether the task running a handler is being cancelled (``run``'s task by its caller,
+        a worker by ``run``). A ``CancelledError`` a handler raises otherwise is its own failure
+        (it awaited a future or task someone else cancelled): retried, then dead-lettered or
+        ``ProcessingError``, as any exception. Let out as a cancellation it ended ``run`` with a
+        ``CancelledError`` nobody asked for, or (concurrency above 1) killed the worker and left
+        its lane, and the partition's watermark, stuck for good."""
+        task = asyncio.current_task()
+        if task is None:
+            return False
+        return task.cancelling() > (self._cancels_before if task is self._task else 0)
+
+    async def _after_failure(
+        self, r: ConsumerRecord, exc: BaseException, *, decoded: bool
+    ) -> None:
         """The first call failed with ``exc``: the retries, then the dead-letter topic (or
         :class:`ProcessingError`)."""
         consumer, metrics = self.consumer, self.metrics
@@ -636,9 +653,9 @@ class Runner:
                 await self.handler(r)
                 metrics.processed += 1
                 return
-            except asyncio.CancelledError:
-                raise
-            except Exception as again:
+            except (Exception, asyncio.CancelledError) as again:
+                if isinstance(again, asyncio.CancelledError) and self._cancel_requested():
+                    raise
                 exc = again
         metrics.failed += 1
         await self._give_up(r, exc, attempt)
@@ -831,9 +848,9 @@ class Runner:
                     consumer.deserialize(r)
                 await self.handler(r)
                 metrics.processed += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and self._cancel_requested():
+                    raise
                 await self._after_failure(r, exc, decoded=not isinstance(
                     exc, DeserializationError))
         finally:
@@ -858,7 +875,7 @@ class Runner:
         ceiling = min(c.retry_backoff_max, c.retry_backoff * 2 ** (attempt - 1))
         return float(ceiling * random.uniform(0.5, 1.0))
 
-    async def _give_up(self, r: ConsumerRecord, exc: Exception, attempts: int) -> None:
+    async def _give_up(self, r: ConsumerRecord, exc: BaseException, attempts: int) -> None:
         where = f"{r.topic}[{r.partition}]@{r.offset}"
         failed = (
             "the deserializer" if isinstance(exc, DeserializationError) else "the handler"
