@@ -809,7 +809,7 @@ def test_a_cancelled_error_the_handler_raises_itself_is_its_failure(
 
             await asyncio.wait_for(c.run(handler, concurrency=concurrency, ordering="key"),
                                    DEADLINE / 4)
-            return c.metrics()["retries"]
+            return int(c.metrics()["retries"])
 
     assert run(main()) == 1
     assert calls == {o: 2 if o == 3 else 1 for o in range(total)}

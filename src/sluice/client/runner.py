@@ -658,7 +658,11 @@ class Runner:
                     raise
                 exc = again
         metrics.failed += 1
-        await self._give_up(r, exc, attempt)
+        try:
+            await self._give_up(r, exc, attempt)
+        except Unfinished:
+            metrics.failed -= 1  # not given up on after all: it goes back, unprocessed
+            raise
 
     # -- concurrency -------------------------------------------------------------------------
 
@@ -888,6 +892,8 @@ class Runner:
             stage = "VALUE_CONVERTER"
         try:
             await self._dead_letter(r, exc, attempts, stage)
+        except Unfinished:
+            raise
         except Exception as dlq_exc:
             err = ProcessingError(
                 f"{where}: {failed} ({exc!r}) and writing it to the "
@@ -925,11 +931,35 @@ class Runner:
             attempts=attempts,
         )
         timestamp = letter.timestamp
-        await self._producer.send(  # a negative timestamp as stored is not sent: refused
+        written = await self._producer.submit(  # a negative timestamp as stored is not sent
             letter.topic, letter.value, letter.key, letter.headers, None,
             timestamp if timestamp is not None and timestamp > 0 else None,
         )
+        if not written.done():
+            await self._until_written(written)
+        written.result()  # its DeliveryError, if it failed
         self.metrics.dead_lettered += 1
+
+    async def _until_written(self, written: asyncio.Future[Any]) -> None:
+        """Wait for a dead-letter copy's outcome; once ``stop()`` came, at most half of
+        ``run``'s share of the shutdown's deadline, then :class:`Unfinished` (the record goes
+        back unprocessed, as one in a retry's backoff does). With the broker unreachable the
+        copy waits out the dead-letter producer's ``delivery.timeout.ms`` (300 s by default),
+        and a stop waited for all of it, whatever ``close_timeout`` said. The copy may still be
+        written (the producer's close purges it, or not): the group's next member then writes
+        a second one (at-least-once)."""
+        if not self._stopping:
+            stopped = asyncio.ensure_future(self._stopped.wait())
+            try:
+                await asyncio.wait((written, stopped), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+            if written.done():
+                return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(written), self.consumer._run_share() / 2)
+        if not written.done():
+            raise Unfinished("stopped before the record's dead-letter copy was confirmed")
 
     async def _shed(self, r: ConsumerRecord, reason: str) -> bool:
         """Shed ``r``; False if its dead-letter copy failed (``run`` then stops, and ``r``
@@ -940,6 +970,9 @@ class Runner:
         if shed is not None and shed.dead_letter and self._producer is not None:
             try:
                 await self._dead_letter(r, Shedded(f"shed: {reason}"), 0, "SHED")
+            except Unfinished:  # stopping, its copy not confirmed: back to the buffer
+                metrics.shed[reason] -= 1
+                return False
             except Exception as exc:
                 metrics.shed[reason] -= 1
                 self._fail(ConsumerError(f"writing a shed record to the dead-letter topic: {exc}"))
