@@ -428,6 +428,32 @@ def test_metrics_snapshot_and_prometheus(target: Target) -> None:
     assert m["lag"] == {f"{topic}/0": 0}
 
 
+def test_every_assigned_partition_has_its_high_watermark_and_lag(target: Target) -> None:
+    """The fetch thread read the high watermark only of the partitions at a batch's two ends:
+    with several partitions in one fetch, those in the middle had none, so ``lag`` left them
+    out (and a ``Shed``'s ``min_lag`` read their lag as 0: never shed), or kept a stale one."""
+    topic, n = target.topic("c-hwm", 6)
+    if n < 3:
+        pytest.skip("needs three partitions")
+    per = 50
+    for p in range(n):
+        produce(target, topic, [b"v"] * per, partition=p)
+
+    async def main() -> tuple[dict[str, int], list[int | None]]:
+        async with consumer(target, topic) as c:
+            got = 0
+            while got < per * n:
+                got += len(await c.getmany(1000, 1.0))
+            deadline = time.monotonic() + DEADLINE / 4
+            while len(c.metrics()["lag"]) < n and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            return c.metrics()["lag"], [c.high_watermark(topic, p) for p in range(n)]
+
+    lag, hwms = run(main())
+    assert lag == {f"{topic}/{p}": 0 for p in range(n)}
+    assert hwms == [per] * n
+
+
 def test_run_times_each_record_by_itself_at_concurrency_1(target: Target) -> None:
     """The sequential path reads the clock once a record: a record's duration runs from the
     previous record's end to its own, so a slow record, even the last, counts as slow and

@@ -108,6 +108,9 @@ MAX_BATCH = 1000
 """Records one ``consume()`` call may return."""
 FIRST_BATCH = 64
 """Records the first ``consume()`` takes, before any record's size is known."""
+WATERMARKS_EVERY = 0.1
+"""Seconds between the fetch thread's readings of every assigned partition's high watermark
+(librdkafka's cached one): a batch's records are looked at only at its ends."""
 
 DEFAULTS: dict[str, Any] = {
     # The toolkit commits itself: only what was processed (run) or what the application asks.
@@ -445,6 +448,8 @@ class Consumer:
         self._released = 0
         """Bytes of those the loop is done with (written by the loop alone)."""
         self._avg_size: int | None = None
+        self._watermarks_at = 0.0
+        """When the fetch thread next reads every assigned partition's high watermark."""
         self._room = threading.Event()
         self._fetch_waiting = False
         self._seeking: dict[TP, int] = {}
@@ -1330,6 +1335,14 @@ class Consumer:
                 request()
             except Exception:
                 log.exception("a consumer request failed on the fetch thread")
+        now = time.monotonic()
+        if now >= self._watermarks_at:
+            # Every assigned partition's, not only those at a batch's ends: a partition whose
+            # records came in the middle of every batch had none (no lag in the metrics, a
+            # Shed's min_lag read as 0: nothing shed), or a stale one; and while the buffer
+            # is full (a slow handler: when lag matters) no batch comes at all.
+            self._watermarks_at = now + WATERMARKS_EVERY
+            self._read_watermarks(list(self._assignment))
         room = self._share - (self._taken - self._released)
         if room <= 0:
             self._fetch_waiting = True
@@ -1379,17 +1392,22 @@ class Consumer:
                 if h:
                     sizes[i] += sum(len(name) + (len(val) if val else 0) + 64 for name, val in h)
         records = fetched_records(messages, sizes, RECORD_OVERHEAD)
-        hwm, get = self._hwm, self._consumer.get_watermark_offsets
-        for tp in {(r.topic, r.partition) for r in (records[0], records[-1])}:
-            with contextlib.suppress(ck.KafkaException):
-                got = get(ck.TopicPartition(*tp), cached=True)
-                if got is not None and got[1] >= 0:
-                    hwm[tp] = got[1]
+        # The partitions at the batch's ends now (the others within WATERMARKS_EVERY: _fetch)
+        self._read_watermarks({(r.topic, r.partition) for r in (records[0], records[-1])})
         total = sum(sizes) + RECORD_OVERHEAD * len(records)
         self._taken += total
         self._avg_size = max(1, total // len(records))
         self._inbox.append((records, total))
         self._appended += 1
+
+    def _read_watermarks(self, tps: Iterable[TP]) -> None:
+        """On the fetch thread: the high watermarks librdkafka's last fetches gave ``tps``."""
+        hwm, get = self._hwm, self._consumer.get_watermark_offsets
+        for tp in tps:
+            with contextlib.suppress(ck.KafkaException):
+                got = get(ck.TopicPartition(*tp), cached=True)
+                if got is not None and got[1] >= 0:
+                    hwm[tp] = got[1]
 
     def _consume_error(self, error: ck.KafkaError) -> None:
         """An error ``consume()`` handed back (a subscribed topic that does not exist, say):
