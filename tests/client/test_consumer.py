@@ -28,9 +28,11 @@ from sluice.client import (
     records,
 )
 from sluice.client import dlq as headers
+from sluice.testing import create_topic, unique_topic_name
 from tests.client.conftest import DEADLINE, Target, read_topic, stderr_by_ending
 
 T = TypeVar("T")
+MIB = 1 << 20
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -452,6 +454,33 @@ def test_every_assigned_partition_has_its_high_watermark_and_lag(target: Target)
     lag, hwms = run(main())
     assert lag == {f"{topic}/{p}": 0 for p in range(n)}
     assert hwms == [per] * n
+
+
+@pytest.mark.parametrize("max_buffer_bytes", [64 * 1024, 32 << 20])
+def test_a_record_larger_than_a_fetch_is_still_read(target: Target, max_buffer_bytes: int) -> None:
+    """A record batch larger than ``fetch.max.bytes`` comes whole (KIP-74): the derived
+    ``receive.message.max.bytes`` (``fetch.max.bytes`` + 512, at least 1,000,512) refused that
+    response, every fetch failed, and the consumer read nothing past it, silently, where a
+    plain librdkafka consumer reads it (its default is 100,000,000)."""
+    if not target.sluice:
+        pytest.skip("makes a topic with max.message.bytes raised (sluice's CreateTopics)")
+    topic = unique_topic_name("c-large")
+    create_topic(target.bootstrap, topic, 1, configs={"max.message.bytes": "10000000"})
+    big = 1_500_000 if max_buffer_bytes < MIB else 5_000_000
+    p = ck.Producer({"bootstrap.servers": target.bootstrap, "message.max.bytes": 10_000_000})
+    p.produce(topic, b"x" * big)
+    p.produce(topic, b"after")
+    assert p.flush(DEADLINE) == 0
+
+    async def main() -> list[int]:
+        async with consumer(target, topic, max_buffer_bytes=max_buffer_bytes) as c:
+            got: list[ConsumerRecord] = []
+            deadline = time.monotonic() + DEADLINE / 4
+            while len(got) < 2 and time.monotonic() < deadline:
+                got += await c.getmany(10, 0.5)
+            return [len(r.value) for r in got]
+
+    assert run(main()) == [big, len(b"after")]
 
 
 def test_run_times_each_record_by_itself_at_concurrency_1(target: Target) -> None:

@@ -108,6 +108,9 @@ MAX_BATCH = 1000
 """Records one ``consume()`` call may return."""
 FIRST_BATCH = 64
 """Records the first ``consume()`` takes, before any record's size is known."""
+RECEIVE_MAX_BYTES = 100_000_000
+"""librdkafka's default ``receive.message.max.bytes``: the consumer keeps it (see
+:func:`librdkafka_budget`)."""
 WATERMARKS_EVERY = 0.1
 """Seconds between the fetch thread's readings of every assigned partition's high watermark
 (librdkafka's cached one): a batch's records are looked at only at its ends."""
@@ -236,7 +239,12 @@ def librdkafka_budget(max_buffer_bytes: int) -> dict[str, Any]:
         # small requests; the setting bounds requests, not fetched records)
         "message.max.bytes": min(1_000_000, fetch),
         "max.partition.fetch.bytes": min(MiB, fetch),
-        "receive.message.max.bytes": max(fetch + 512, 1_000_000 + 512),
+        # The largest response librdkafka takes, not memory it sets aside: a response is at
+        # most fetch.max.bytes, but for a first record batch larger than that, which the
+        # broker sends whole (KIP-74). Lowered to the fetch size (it was fetch.max.bytes +
+        # 512), such a record failed every fetch ("Invalid response size") and the
+        # partition stopped there for good, silently; librdkafka's default reads it.
+        "receive.message.max.bytes": max(fetch + 512, RECEIVE_MAX_BYTES),
         # librdkafka postpones a partition's next fetch by this much once its queue is at the
         # bound (default 1000 ms): with a bounded queue that is a second's stall whenever the
         # application catches up (measured: a third of the throughput at 100 B records)
