@@ -833,6 +833,43 @@ def test_a_cancelled_run_gives_back_what_it_had_not_finished(
     assert len(read) == len(set(read))
 
 
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_run_cancelled_during_a_retry_backoff_gives_the_record_back(
+    target: Target, concurrency: int
+) -> None:
+    """Cancelled while a failed record waits out its retry's backoff, ``run`` gives that
+    record back before the position, as one cancelled in its first call. At concurrency 1 it
+    was counted as used: the position stayed past it and the next ``getmany`` (and a commit
+    of the positions) went on after it."""
+    topic, _ = target.topic("c-cancel-backoff", 1)
+    produce(target, topic, [str(i).encode() for i in range(20)], partition=0)
+
+    async def main() -> tuple[int | None, list[int], dict[str, Any]]:
+        async with consumer(target, topic, max_retries=3, retry_backoff=30) as c:
+            failing = asyncio.Event()
+
+            async def handler(r: ConsumerRecord) -> None:
+                if r.offset == 5:
+                    failing.set()
+                    raise ValueError("cannot process yet")
+
+            task = asyncio.create_task(c.run(handler, concurrency=concurrency,
+                                             ordering="partition"))
+            await asyncio.wait_for(failing.wait(), DEADLINE)
+            await asyncio.sleep(0.05)  # into the backoff
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            position = c.position(topic, 0)
+            again = await c.getmany(5, timeout=DEADLINE)
+            return position, [r.offset for r in again], c.metrics()
+
+    position, again, metrics = run(main())
+    assert position == 5
+    assert again[0] == 5
+    assert (metrics["processed"], metrics["failed"]) == (5, 0)
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("enable.auto.commit", True), ("enable.auto.commit", "true"), ("enable.auto.commit", 1),

@@ -569,6 +569,15 @@ class Runner:
                         failures -= 1
                         positions[tp] = r.offset
                         break
+                    except asyncio.CancelledError:
+                        # Cancelled in a retry's backoff, a retry or its dead-letter copy: not
+                        # finished, back to the buffer (see run) as when cancelled in the first
+                        # call. It was left counted as used, its position past it, and the
+                        # next getmany (or a commit of the positions) passed it.
+                        used -= 1
+                        failures -= 1
+                        positions[tp] = r.offset
+                        raise
                     finally:
                         metrics.in_processing -= 1
                 stamp(clock())
@@ -660,7 +669,7 @@ class Runner:
         metrics.failed += 1
         try:
             await self._give_up(r, exc, attempt)
-        except Unfinished:
+        except (Unfinished, asyncio.CancelledError):
             metrics.failed -= 1  # not given up on after all: it goes back, unprocessed
             raise
 
