@@ -1552,7 +1552,7 @@ class Consumer:
             self._drop(gone)
             offsets: dict[TP, int] = {}
             if self._runner is not None:
-                offsets = await self._runner.revoked(gone)
+                offsets = await self._runner.revoked(gone, lost=lost)
             if self._user_on_revoke is not None:
                 try:
                     await self._user_on_revoke(tps)
