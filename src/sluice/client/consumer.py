@@ -898,15 +898,18 @@ class Consumer:
         m.consumed_bytes -= sum(map(size_of, records))
         self._buffer.unread(records)
 
-    def deserialize(self, record: ConsumerRecord) -> None:
-        """Replace ``record``'s key and value by what the deserializers make of their bytes."""
+    def deserialize(self, record: ConsumerRecord, *, count: bool = True) -> None:
+        """Replace ``record``'s key and value by what the deserializers make of their bytes.
+        ``count``: a failure counts in ``deserialization_errors`` (records the deserializer
+        could not read; ``run``'s retries of one are not more of them)."""
         try:
             if self._value_deserializer is not None and record.raw_value is not None:
                 record.value = self._value_deserializer(record.raw_value)
             if self._key_deserializer is not None and record.raw_key is not None:
                 record.key = self._key_deserializer(record.raw_key)
         except Exception as exc:
-            self._metrics.deserialization_errors += 1
+            if count:
+                self._metrics.deserialization_errors += 1
             raise DeserializationError(
                 f"{record.topic}[{record.partition}]@{record.offset}: the deserializer failed: "
                 f"{exc!r}",

@@ -711,8 +711,8 @@ class Runner:
                 raise Unfinished from exc
             attempt += 1
             try:
-                if not decoded:
-                    consumer.deserialize(r)
+                if not decoded:  # a poison pill is one however often it is retried
+                    consumer.deserialize(r, count=False)
                     decoded = True
                 await self.handler(r)
                 metrics.processed += 1
