@@ -506,6 +506,8 @@ def test_a_metrics_registry_that_is_not_one_is_refused(target: Target, registry:
         {"dead_letter_topic": ""}, {"dead_letter_topic": "bad name!"},
         {"dead_letter_topic": "{topic} dlq"}, {"dead_letter_topic": 5}, {"config": 5},
         {"bootstrap_servers": ""}, {"bootstrap_servers": " "},
+        # no transaction calls: every send failed with _STATE ("Erroneous state")
+        {"transactional.id": "orders-tx"},
     ],
 )
 def test_a_bad_option_is_refused_at_once(target: Target, options: dict[str, Any]) -> None:

@@ -163,6 +163,15 @@ class Producer:
                 f"{sorted(reserved)}: the toolkit reports every record itself (its result or "
                 f"its future); these librdkafka settings are not available"
             )
+        if options.get("transactional.id") is not None:
+            # librdkafka then wants init_transactions() and a transaction around every
+            # record, which the toolkit has no call for: every send failed with "Local:
+            # Erroneous state (_STATE)", nothing saying why
+            raise ConfigurationError(
+                f"transactional.id={options['transactional.id']!r}: the toolkit's producer "
+                "has no transactions (init, begin, commit); every record would fail with "
+                "_STATE. Use confluent_kafka.Producer for transactional sends"
+            )
         settings = dict(DEFAULTS)
         if bootstrap_servers is not None:
             settings["bootstrap.servers"] = bootstrap_servers
