@@ -153,6 +153,46 @@ def test_deserializer_failure_is_raised_for_that_record_alone(target: Target) ->
     run(main())
 
 
+@pytest.mark.parametrize("then", ["async for", "run"])
+def test_a_poison_pill_ending_a_batch_is_not_passed_before_it_is_met(
+    target: Target, then: str
+) -> None:
+    """``getmany`` hands out the records before one its deserializer cannot read. That record
+    used to be passed already (the position after it) while its error waited for the next
+    ``getmany``: a commit after the batch, as the docs advise, committed past it, and
+    ``async for`` or ``run`` next went on after it, the poison pill never raised, retried nor
+    dead-lettered. It now stays first in line, the position before it."""
+    topic, _ = target.topic("c-poison-batch", 1)
+    produce(target, topic, [b'{"a": 0}', b'{"a": 1}', b"not json", b'{"a": 3}'], partition=0)
+    group = f"g-{topic}"
+
+    async def main() -> tuple[list[int], dict[int, int], int | None, object]:
+        async with consumer(target, topic, group, value_deserializer="json",
+                            max_retries=0) as c:
+            first: list[ConsumerRecord] = []
+            while len(first) < 2:
+                first += await c.getmany(10, 1.0)
+            committed_now = await c.commit()
+            position = c.position(topic, 0)
+            met: object = None
+            if then == "async for":
+                with pytest.raises(DeserializationError) as info:
+                    await asyncio.wait_for(anext(aiter(c)), DEADLINE)
+                met = info.value.record.offset
+            else:
+                with pytest.raises(ProcessingError) as failed:
+                    await asyncio.wait_for(c.run(lambda r: None), DEADLINE)
+                met = failed.value.record.offset
+            return ([r.offset for r in first], {p: o for (_, p), o in committed_now.items()},
+                    position, met)
+
+    offsets, committed_now, position, met = run(main())
+    assert offsets == [0, 1]
+    assert committed_now == {0: 2}  # not past the poison pill, which nobody has met yet
+    assert position == 2
+    assert met == 2
+
+
 def test_run_keeps_key_order_under_concurrency_and_commits_the_end(target: Target) -> None:
     topic, n = target.topic("c-run", 4)
     total = 2000

@@ -814,17 +814,16 @@ class Consumer:
 
     async def getmany(self, max_records: int = 500, timeout: float = 1.0) -> list[ConsumerRecord]:
         """Up to ``max_records`` records, waiting at most ``timeout`` seconds for the first;
-        ``[]`` if none came. A record the deserializer cannot read ends the batch before it;
-        the next call raises its :class:`DeserializationError` (the position is past it, so
-        the call after goes on with the next record)."""
+        ``[]`` if none came. A record the deserializer cannot read ends the batch before it
+        and stays first in line, the position before it: the next call of any kind meets it
+        (``getmany`` and ``async for`` raise its :class:`DeserializationError`, the position
+        then past it, so the call after goes on with the next record; ``run`` retries it and
+        dead-letters it). First in a batch, its error is raised at once."""
         self._check_loop()
         if arguments.natural(max_records) is None or not max_records:
             raise InvalidArgumentError(
                 f"getmany(max_records={max_records!r}): the most records to return, 1 or more"
             )
-        if self._pending_error is not None:
-            err, self._pending_error = self._pending_error, None
-            raise err
         if not self._buffer.ready:
             await self._wait_ready(timeout)
         buffered = self._buffer.bytes
@@ -845,15 +844,23 @@ class Consumer:
         for r in records:
             try:
                 out.append(self._hand_out(r))
-            except DeserializationError as exc:
-                self._buffer.unread(records[len(out) + 1:])
+            except DeserializationError:
                 if not out:
+                    self._buffer.unread(records[1:])
                     raise
-                self._pending_error = exc
+                # Not handed out after all: back first in line, the position before it. Its
+                # error waited for the next getmany with the position past it, so a commit
+                # after this batch passed it, and async for or run went on after it, the
+                # poison pill never met.
+                self._released -= r.size  # held again (the loop alone writes it)
+                m = self._metrics
+                m.consumed -= 1
+                m.consumed_bytes -= r.size
+                m.deserialization_errors -= 1  # counted when it is met
+                self._positions[(r.topic, r.partition)] = r.offset
+                self._buffer.unread(records[len(out):])
                 break
         return out
-
-    _pending_error: DeserializationError | None = None
 
     def _hand_out(self, record: ConsumerRecord) -> ConsumerRecord:
         """The application takes ``record``: it leaves the toolkit's budget, the position
