@@ -28,9 +28,11 @@ from sluice.client import (
     records,
 )
 from sluice.client import dlq as headers
+from sluice.testing import create_topic, unique_topic_name
 from tests.client.conftest import DEADLINE, Target, read_topic, stderr_by_ending
 
 T = TypeVar("T")
+MIB = 1 << 20
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -149,6 +151,46 @@ def test_deserializer_failure_is_raised_for_that_record_alone(target: Target) ->
             assert c.metrics()["deserialization_errors"] == 1
 
     run(main())
+
+
+@pytest.mark.parametrize("then", ["async for", "run"])
+def test_a_poison_pill_ending_a_batch_is_not_passed_before_it_is_met(
+    target: Target, then: str
+) -> None:
+    """``getmany`` hands out the records before one its deserializer cannot read. That record
+    used to be passed already (the position after it) while its error waited for the next
+    ``getmany``: a commit after the batch, as the docs advise, committed past it, and
+    ``async for`` or ``run`` next went on after it, the poison pill never raised, retried nor
+    dead-lettered. It now stays first in line, the position before it."""
+    topic, _ = target.topic("c-poison-batch", 1)
+    produce(target, topic, [b'{"a": 0}', b'{"a": 1}', b"not json", b'{"a": 3}'], partition=0)
+    group = f"g-{topic}"
+
+    async def main() -> tuple[list[int], dict[int, int], int | None, object]:
+        async with consumer(target, topic, group, value_deserializer="json",
+                            max_retries=0) as c:
+            first: list[ConsumerRecord] = []
+            while len(first) < 2:
+                first += await c.getmany(10, 1.0)
+            committed_now = await c.commit()
+            position = c.position(topic, 0)
+            met: object = None
+            if then == "async for":
+                with pytest.raises(DeserializationError) as info:
+                    await asyncio.wait_for(anext(aiter(c)), DEADLINE)
+                met = info.value.record.offset
+            else:
+                with pytest.raises(ProcessingError) as failed:
+                    await asyncio.wait_for(c.run(lambda r: None), DEADLINE)
+                met = failed.value.record.offset
+            return ([r.offset for r in first], {p: o for (_, p), o in committed_now.items()},
+                    position, met)
+
+    offsets, committed_now, position, met = run(main())
+    assert offsets == [0, 1]
+    assert committed_now == {0: 2}  # not past the poison pill, which nobody has met yet
+    assert position == 2
+    assert met == 2
 
 
 def test_run_keeps_key_order_under_concurrency_and_commits_the_end(target: Target) -> None:
@@ -283,6 +325,8 @@ def test_retries_then_dead_letter_with_headers_poison_pill_included(target: Targ
     assert metrics["dead_lettered"] == 4
     assert metrics["retries"] == 4 * 2
     assert metrics["failed"] == 4
+    # one record the deserializer could not read (its retries counted it three times)
+    assert metrics["deserialization_errors"] == 1
 
 
 def test_without_dead_letter_topic_run_stops_with_the_record(target: Target) -> None:
@@ -426,6 +470,59 @@ def test_metrics_snapshot_and_prometheus(target: Target) -> None:
     assert m["process_duration"]["count"] == 20
     assert m["commits"] >= 1
     assert m["lag"] == {f"{topic}/0": 0}
+
+
+def test_every_assigned_partition_has_its_high_watermark_and_lag(target: Target) -> None:
+    """The fetch thread read the high watermark only of the partitions at a batch's two ends:
+    with several partitions in one fetch, those in the middle had none, so ``lag`` left them
+    out (and a ``Shed``'s ``min_lag`` read their lag as 0: never shed), or kept a stale one."""
+    topic, n = target.topic("c-hwm", 6)
+    if n < 3:
+        pytest.skip("needs three partitions")
+    per = 50
+    for p in range(n):
+        produce(target, topic, [b"v"] * per, partition=p)
+
+    async def main() -> tuple[dict[str, int], list[int | None]]:
+        async with consumer(target, topic) as c:
+            got = 0
+            while got < per * n:
+                got += len(await c.getmany(1000, 1.0))
+            deadline = time.monotonic() + DEADLINE / 4
+            while len(c.metrics()["lag"]) < n and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            return c.metrics()["lag"], [c.high_watermark(topic, p) for p in range(n)]
+
+    lag, hwms = run(main())
+    assert lag == {f"{topic}/{p}": 0 for p in range(n)}
+    assert hwms == [per] * n
+
+
+@pytest.mark.parametrize("max_buffer_bytes", [64 * 1024, 32 << 20])
+def test_a_record_larger_than_a_fetch_is_still_read(target: Target, max_buffer_bytes: int) -> None:
+    """A record batch larger than ``fetch.max.bytes`` comes whole (KIP-74): the derived
+    ``receive.message.max.bytes`` (``fetch.max.bytes`` + 512, at least 1,000,512) refused that
+    response, every fetch failed, and the consumer read nothing past it, silently, where a
+    plain librdkafka consumer reads it (its default is 100,000,000)."""
+    if not target.sluice:
+        pytest.skip("makes a topic with max.message.bytes raised (sluice's CreateTopics)")
+    topic = unique_topic_name("c-large")
+    create_topic(target.bootstrap, topic, 1, configs={"max.message.bytes": "10000000"})
+    big = 1_500_000 if max_buffer_bytes < MIB else 5_000_000
+    p = ck.Producer({"bootstrap.servers": target.bootstrap, "message.max.bytes": 10_000_000})
+    p.produce(topic, b"x" * big)
+    p.produce(topic, b"after")
+    assert p.flush(DEADLINE) == 0
+
+    async def main() -> list[int]:
+        async with consumer(target, topic, max_buffer_bytes=max_buffer_bytes) as c:
+            got: list[ConsumerRecord] = []
+            deadline = time.monotonic() + DEADLINE / 4
+            while len(got) < 2 and time.monotonic() < deadline:
+                got += await c.getmany(10, 0.5)
+            return [len(r.value) for r in got]
+
+    assert run(main()) == [big, len(b"after")]
 
 
 def test_run_times_each_record_by_itself_at_concurrency_1(target: Target) -> None:
@@ -776,6 +873,43 @@ def test_a_cancelled_run_gives_back_what_it_had_not_finished(
     missing = sorted(set(range(total)) - set(processed) - set(read))
     assert not missing, f"{len(missing)} records never handed out again, from {missing[:3]}"
     assert len(read) == len(set(read))
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_run_cancelled_during_a_retry_backoff_gives_the_record_back(
+    target: Target, concurrency: int
+) -> None:
+    """Cancelled while a failed record waits out its retry's backoff, ``run`` gives that
+    record back before the position, as one cancelled in its first call. At concurrency 1 it
+    was counted as used: the position stayed past it and the next ``getmany`` (and a commit
+    of the positions) went on after it."""
+    topic, _ = target.topic("c-cancel-backoff", 1)
+    produce(target, topic, [str(i).encode() for i in range(20)], partition=0)
+
+    async def main() -> tuple[int | None, list[int], dict[str, Any]]:
+        async with consumer(target, topic, max_retries=3, retry_backoff=30) as c:
+            failing = asyncio.Event()
+
+            async def handler(r: ConsumerRecord) -> None:
+                if r.offset == 5:
+                    failing.set()
+                    raise ValueError("cannot process yet")
+
+            task = asyncio.create_task(c.run(handler, concurrency=concurrency,
+                                             ordering="partition"))
+            await asyncio.wait_for(failing.wait(), DEADLINE)
+            await asyncio.sleep(0.05)  # into the backoff
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            position = c.position(topic, 0)
+            again = await c.getmany(5, timeout=DEADLINE)
+            return position, [r.offset for r in again], c.metrics()
+
+    position, again, metrics = run(main())
+    assert position == 5
+    assert again[0] == 5
+    assert (metrics["processed"], metrics["failed"]) == (5, 0)
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,50 @@ def test_shutdown_with_the_broker_down_takes_at_most_close_timeout(
     assert any("last commit" in w and "('t', " in w for w in warnings), warnings
 
 
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_stop_while_a_dead_letter_copy_waits_for_the_broker_takes_at_most_close_timeout(
+    tmp_path: Path, concurrency: int
+) -> None:
+    """A record finally failed as the broker went down: its dead-letter copy waits for the
+    broker (the dead-letter producer's delivery.timeout.ms, 300 s by default), and ``stop()``
+    waited for it, far past ``close_timeout``. Now the stop gives the copy part of the
+    deadline, then leaves the record unprocessed: back before the position, not committed,
+    neither failed nor dead-lettered in the metrics."""
+    with EmbeddedBroker(tmp_path, topics={"t": 1, "t.dlq": 1}) as broker:
+        _produce(broker.bootstrap_servers, "t", 20)
+
+        async def main() -> tuple[float, int | None, dict[str, object]]:
+            failing = asyncio.Event()
+
+            async def handler(r: ConsumerRecord) -> None:
+                if r.offset == 5:
+                    await asyncio.to_thread(broker.stop)
+                    failing.set()
+                    raise ValueError("cannot process")
+
+            async with Consumer(broker.bootstrap_servers, group_id="g", topics=["t"],
+                                metrics_registry=None, close_timeout=CLOSE_TIMEOUT,
+                                max_retries=0, dead_letter_topic="{topic}.dlq",
+                                config={"auto.offset.reset": "earliest"}) as c:
+                task = asyncio.create_task(c.run(handler, concurrency=concurrency,
+                                                 ordering="partition"))
+                await asyncio.wait_for(failing.wait(), DEADLINE)
+                await asyncio.sleep(0.2)  # the copy is in the dead-letter producer's hands
+                started = time.monotonic()
+                c.stop()
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), BOUND)
+                except TimeoutError:
+                    pytest.fail(f"run had not returned {BOUND} s after stop()")
+                elapsed = time.monotonic() - started
+                return elapsed, c.position("t", 0), c.metrics()
+
+        elapsed, position, metrics = asyncio.run(asyncio.wait_for(main(), 2 * DEADLINE))
+    assert elapsed < BOUND, f"the stop took {elapsed:.1f} s"
+    assert position == 5  # the record goes back: the group's next member reads it again
+    assert (metrics["failed"], metrics["dead_lettered"]) == (0, 0)
+
+
 def _read_line(stream: subprocess.Popen[bytes], deadline: float) -> str:
     assert stream.stdout is not None
     fd = stream.stdout.fileno()

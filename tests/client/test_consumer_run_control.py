@@ -777,3 +777,40 @@ def test_a_pattern_is_read_as_librdkafka_reads_it(target: Target) -> None:
             Consumer(target.bootstrap, group_id="g", pattern=bad, metrics_registry=None)
         with pytest.raises(ConfigurationError, match=hint):
             Consumer(target.bootstrap, group_id="g", topics=[bad], metrics_registry=None)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_cancelled_error_the_handler_raises_itself_is_its_failure(
+    target: Target, concurrency: int
+) -> None:
+    """A handler awaiting a future or task that someone else cancels raises ``CancelledError``
+    though nobody cancelled ``run``: that is the record's failure (retried here, then
+    processed). It ended ``run`` with a ``CancelledError`` at concurrency 1, and at 4 killed the
+    worker: the record's lane never ran again, nor the later records of its key, and ``run``
+    waited for ever with the partition's commits stuck below it."""
+    topic, _ = target.topic("c-own-cancel", 1)
+    total = 20
+    produce(target, topic, [str(i).encode() for i in range(total)],
+            keys=[b"k%d" % (i % 3) for i in range(total)], partition=0)
+    group = f"g-{topic}"
+    calls: dict[int, int] = {}
+
+    async def main() -> int:
+        async with consumer(target, topic, group, max_retries=1, retry_backoff=0.01) as c:
+
+            async def handler(r: ConsumerRecord) -> None:
+                calls[r.offset] = calls.get(r.offset, 0) + 1
+                if r.offset == 3 and calls[r.offset] == 1:
+                    gone = asyncio.get_running_loop().create_future()
+                    asyncio.get_running_loop().call_soon(gone.cancel)
+                    await gone  # cancelled by someone else: CancelledError here
+                if len(calls) == total:
+                    c.stop()
+
+            await asyncio.wait_for(c.run(handler, concurrency=concurrency, ordering="key"),
+                                   DEADLINE / 4)
+            return int(c.metrics()["retries"])
+
+    assert run(main()) == 1
+    assert calls == {o: 2 if o == 3 else 1 for o in range(total)}
+    assert committed(target, group, topic, 1)[0] == total

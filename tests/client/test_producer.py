@@ -506,6 +506,8 @@ def test_a_metrics_registry_that_is_not_one_is_refused(target: Target, registry:
         {"dead_letter_topic": ""}, {"dead_letter_topic": "bad name!"},
         {"dead_letter_topic": "{topic} dlq"}, {"dead_letter_topic": 5}, {"config": 5},
         {"bootstrap_servers": ""}, {"bootstrap_servers": " "},
+        # no transaction calls: every send failed with _STATE ("Erroneous state")
+        {"transactional.id": "orders-tx"},
     ],
 )
 def test_a_bad_option_is_refused_at_once(target: Target, options: dict[str, Any]) -> None:
@@ -1257,3 +1259,32 @@ def test_a_producer_never_closed_says_so_at_exit(target: Target) -> None:
     assert "sluice-producer-1 was never closed: 100 records" in out["leave"]
     assert "never closed" not in out["close"]
     assert len(read_topic(target, topic)) == 100  # the closed one's records, none of the other's
+
+
+@pytest.mark.parametrize("how", ["a second close", "a cancelled first close"])
+def test_a_close_in_progress_is_waited_for_and_not_cut_short(target: Target, how: str) -> None:
+    """A close from a shutdown hook's task while ``async with`` closes too, or a first close
+    whose caller gave up on it (``asyncio.timeout``): the second close returned at once, the
+    first was flushing (or had been cut short), the loop ended, and the records librdkafka
+    held (lingering here) were in no topic, with no error and no warning. Now the close runs
+    on in a task of its own and a second close waits for it."""
+    topic, _ = target.topic("close-twice")
+
+    async def go() -> int:
+        p = producer(target, **{"linger.ms": 500})
+        futures = [p.send_nowait(topic, b"v%d" % i) for i in range(100)]
+        if how == "a second close":
+            hook = asyncio.create_task(p.close(DEADLINE))
+            await asyncio.sleep(0)  # the hook's close begins
+        else:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.01):
+                    await p.close(DEADLINE)
+        await p.close(DEADLINE)  # async with's, say
+        assert p.closed
+        if how == "a second close":
+            await hook
+        return sum(f.done() and f.exception() is None for f in futures)
+
+    assert run(go()) == 100
+    assert len(read_topic(target, topic)) == 100

@@ -108,6 +108,12 @@ MAX_BATCH = 1000
 """Records one ``consume()`` call may return."""
 FIRST_BATCH = 64
 """Records the first ``consume()`` takes, before any record's size is known."""
+RECEIVE_MAX_BYTES = 100_000_000
+"""librdkafka's default ``receive.message.max.bytes``: the consumer keeps it (see
+:func:`librdkafka_budget`)."""
+WATERMARKS_EVERY = 0.1
+"""Seconds between the fetch thread's readings of every assigned partition's high watermark
+(librdkafka's cached one): a batch's records are looked at only at its ends."""
 
 DEFAULTS: dict[str, Any] = {
     # The toolkit commits itself: only what was processed (run) or what the application asks.
@@ -233,7 +239,12 @@ def librdkafka_budget(max_buffer_bytes: int) -> dict[str, Any]:
         # small requests; the setting bounds requests, not fetched records)
         "message.max.bytes": min(1_000_000, fetch),
         "max.partition.fetch.bytes": min(MiB, fetch),
-        "receive.message.max.bytes": max(fetch + 512, 1_000_000 + 512),
+        # The largest response librdkafka takes, not memory it sets aside: a response is at
+        # most fetch.max.bytes, but for a first record batch larger than that, which the
+        # broker sends whole (KIP-74). Lowered to the fetch size (it was fetch.max.bytes +
+        # 512), such a record failed every fetch ("Invalid response size") and the
+        # partition stopped there for good, silently; librdkafka's default reads it.
+        "receive.message.max.bytes": max(fetch + 512, RECEIVE_MAX_BYTES),
         # librdkafka postpones a partition's next fetch by this much once its queue is at the
         # bound (default 1000 ms): with a bounded queue that is a second's stall whenever the
         # application catches up (measured: a third of the throughput at 100 B records)
@@ -445,6 +456,8 @@ class Consumer:
         self._released = 0
         """Bytes of those the loop is done with (written by the loop alone)."""
         self._avg_size: int | None = None
+        self._watermarks_at = 0.0
+        """When the fetch thread next reads every assigned partition's high watermark."""
         self._room = threading.Event()
         self._fetch_waiting = False
         self._seeking: dict[TP, int] = {}
@@ -801,17 +814,16 @@ class Consumer:
 
     async def getmany(self, max_records: int = 500, timeout: float = 1.0) -> list[ConsumerRecord]:
         """Up to ``max_records`` records, waiting at most ``timeout`` seconds for the first;
-        ``[]`` if none came. A record the deserializer cannot read ends the batch before it;
-        the next call raises its :class:`DeserializationError` (the position is past it, so
-        the call after goes on with the next record)."""
+        ``[]`` if none came. A record the deserializer cannot read ends the batch before it
+        and stays first in line, the position before it: the next call of any kind meets it
+        (``getmany`` and ``async for`` raise its :class:`DeserializationError`, the position
+        then past it, so the call after goes on with the next record; ``run`` retries it and
+        dead-letters it). First in a batch, its error is raised at once."""
         self._check_loop()
         if arguments.natural(max_records) is None or not max_records:
             raise InvalidArgumentError(
                 f"getmany(max_records={max_records!r}): the most records to return, 1 or more"
             )
-        if self._pending_error is not None:
-            err, self._pending_error = self._pending_error, None
-            raise err
         if not self._buffer.ready:
             await self._wait_ready(timeout)
         buffered = self._buffer.bytes
@@ -832,15 +844,23 @@ class Consumer:
         for r in records:
             try:
                 out.append(self._hand_out(r))
-            except DeserializationError as exc:
-                self._buffer.unread(records[len(out) + 1:])
+            except DeserializationError:
                 if not out:
+                    self._buffer.unread(records[1:])
                     raise
-                self._pending_error = exc
+                # Not handed out after all: back first in line, the position before it. Its
+                # error waited for the next getmany with the position past it, so a commit
+                # after this batch passed it, and async for or run went on after it, the
+                # poison pill never met.
+                self._released -= r.size  # held again (the loop alone writes it)
+                m = self._metrics
+                m.consumed -= 1
+                m.consumed_bytes -= r.size
+                m.deserialization_errors -= 1  # counted when it is met
+                self._positions[(r.topic, r.partition)] = r.offset
+                self._buffer.unread(records[len(out):])
                 break
         return out
-
-    _pending_error: DeserializationError | None = None
 
     def _hand_out(self, record: ConsumerRecord) -> ConsumerRecord:
         """The application takes ``record``: it leaves the toolkit's budget, the position
@@ -885,15 +905,18 @@ class Consumer:
         m.consumed_bytes -= sum(map(size_of, records))
         self._buffer.unread(records)
 
-    def deserialize(self, record: ConsumerRecord) -> None:
-        """Replace ``record``'s key and value by what the deserializers make of their bytes."""
+    def deserialize(self, record: ConsumerRecord, *, count: bool = True) -> None:
+        """Replace ``record``'s key and value by what the deserializers make of their bytes.
+        ``count``: a failure counts in ``deserialization_errors`` (records the deserializer
+        could not read; ``run``'s retries of one are not more of them)."""
         try:
             if self._value_deserializer is not None and record.raw_value is not None:
                 record.value = self._value_deserializer(record.raw_value)
             if self._key_deserializer is not None and record.raw_key is not None:
                 record.key = self._key_deserializer(record.raw_key)
         except Exception as exc:
-            self._metrics.deserialization_errors += 1
+            if count:
+                self._metrics.deserialization_errors += 1
             raise DeserializationError(
                 f"{record.topic}[{record.partition}]@{record.offset}: the deserializer failed: "
                 f"{exc!r}",
@@ -1330,6 +1353,14 @@ class Consumer:
                 request()
             except Exception:
                 log.exception("a consumer request failed on the fetch thread")
+        now = time.monotonic()
+        if now >= self._watermarks_at:
+            # Every assigned partition's, not only those at a batch's ends: a partition whose
+            # records came in the middle of every batch had none (no lag in the metrics, a
+            # Shed's min_lag read as 0: nothing shed), or a stale one; and while the buffer
+            # is full (a slow handler: when lag matters) no batch comes at all.
+            self._watermarks_at = now + WATERMARKS_EVERY
+            self._read_watermarks(list(self._assignment))
         room = self._share - (self._taken - self._released)
         if room <= 0:
             self._fetch_waiting = True
@@ -1379,17 +1410,22 @@ class Consumer:
                 if h:
                     sizes[i] += sum(len(name) + (len(val) if val else 0) + 64 for name, val in h)
         records = fetched_records(messages, sizes, RECORD_OVERHEAD)
-        hwm, get = self._hwm, self._consumer.get_watermark_offsets
-        for tp in {(r.topic, r.partition) for r in (records[0], records[-1])}:
-            with contextlib.suppress(ck.KafkaException):
-                got = get(ck.TopicPartition(*tp), cached=True)
-                if got is not None and got[1] >= 0:
-                    hwm[tp] = got[1]
+        # The partitions at the batch's ends now (the others within WATERMARKS_EVERY: _fetch)
+        self._read_watermarks({(r.topic, r.partition) for r in (records[0], records[-1])})
         total = sum(sizes) + RECORD_OVERHEAD * len(records)
         self._taken += total
         self._avg_size = max(1, total // len(records))
         self._inbox.append((records, total))
         self._appended += 1
+
+    def _read_watermarks(self, tps: Iterable[TP]) -> None:
+        """On the fetch thread: the high watermarks librdkafka's last fetches gave ``tps``."""
+        hwm, get = self._hwm, self._consumer.get_watermark_offsets
+        for tp in tps:
+            with contextlib.suppress(ck.KafkaException):
+                got = get(ck.TopicPartition(*tp), cached=True)
+                if got is not None and got[1] >= 0:
+                    hwm[tp] = got[1]
 
     def _consume_error(self, error: ck.KafkaError) -> None:
         """An error ``consume()`` handed back (a subscribed topic that does not exist, say):
@@ -1526,7 +1562,7 @@ class Consumer:
             self._drop(gone)
             offsets: dict[TP, int] = {}
             if self._runner is not None:
-                offsets = await self._runner.revoked(gone)
+                offsets = await self._runner.revoked(gone, lost=lost)
             if self._user_on_revoke is not None:
                 try:
                     await self._user_on_revoke(tps)

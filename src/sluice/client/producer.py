@@ -55,6 +55,7 @@ from sluice.client.errors import (
     SerializationError,
     UndeliveredError,
     check_loop,
+    running_loop,
 )
 from sluice.client.metrics import DEFAULT_REGISTRY, ProducerMetrics, collector_for, registry_of
 from sluice.client.ordered import OrderedSends
@@ -163,6 +164,15 @@ class Producer:
                 f"{sorted(reserved)}: the toolkit reports every record itself (its result or "
                 f"its future); these librdkafka settings are not available"
             )
+        if options.get("transactional.id") is not None:
+            # librdkafka then wants init_transactions() and a transaction around every
+            # record, which the toolkit has no call for: every send failed with "Local:
+            # Erroneous state (_STATE)", nothing saying why
+            raise ConfigurationError(
+                f"transactional.id={options['transactional.id']!r}: the toolkit's producer "
+                "has no transactions (init, begin, commit); every record would fail with "
+                "_STATE. Use confluent_kafka.Producer for transactional sends"
+            )
         settings = dict(DEFAULTS)
         if bootstrap_servers is not None:
             settings["bootstrap.servers"] = bootstrap_servers
@@ -207,6 +217,9 @@ class Producer:
         self._idle: asyncio.Event | None = None
         self._space: asyncio.Event | None = None
         self._closing = False
+        self._closing_task: asyncio.Future[None] | None = None
+        self._close_waiters = 0
+        """Callers awaiting the close task (a failure with none is logged instead)."""
         self._closed = False
         self._purged: list[DeliveryError] | None = None
         self._dead_letter_tasks: set[asyncio.Task[None]] = set()
@@ -274,12 +287,39 @@ class Producer:
     async def close(self, timeout: float | None = 30.0) -> None:
         """Stop taking records, flush within ``timeout``, then purge whatever is left and raise
         :class:`UndeliveredError` naming each such record (each also fails at its own awaitable
-        with a ``purged`` :class:`DeliveryError`: it may or may not have been written). Calling
-        it again does nothing."""
+        with a ``purged`` :class:`DeliveryError`: it may or may not have been written).
+
+        The close runs in a task of its own: a caller cancelled (an ``asyncio.timeout``
+        around it) does not cut it short, and a second close while it runs waits for it
+        (raising its :class:`UndeliveredError` too). Both used to return, the second at once:
+        the loop then ended with the first close still flushing, and what librdkafka held
+        was lost without a word. Once it is done, calling it again does nothing."""
         if self._closing:
+            closing = self._closing_task
+            if closing is not None and not closing.done() and running_loop() is closing.get_loop():
+                await self._wait_for_close(closing)
             return
         check_loop(self._loop, "Producer")
         self._closing = True
+        closing = self._closing_task = asyncio.ensure_future(self._close(timeout))
+        closing.add_done_callback(self._close_failed)
+        await self._wait_for_close(closing)
+
+    async def _wait_for_close(self, closing: asyncio.Future[None]) -> None:
+        self._close_waiters += 1
+        try:
+            await asyncio.shield(closing)
+        finally:
+            self._close_waiters -= 1
+
+    def _close_failed(self, closing: asyncio.Future[None]) -> None:
+        """A close whose every caller was cancelled: its failure is logged (raised to none)."""
+        if closing.cancelled() or closing.exception() is None or self._close_waiters:
+            return
+        log.error("closing the producer failed", exc_info=closing.exception())
+
+    async def _close(self, timeout: float | None) -> None:
+        """:meth:`close`'s work, in its own task."""
         purged: list[DeliveryError] = []
         try:
             if self._bridge is not None:
