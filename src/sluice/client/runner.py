@@ -193,9 +193,9 @@ class Runner:
         self._stopping = False
         self._failure: BaseException | None = None
         self._cancels_before = 0
+        """The task's pending cancel requests when run began (see :meth:`_cancelled_twice`)."""
         self._task: asyncio.Task[Any] | None = None
         """``run``'s task (its cancels are counted from ``_cancels_before``)."""
-        """The task's pending cancel requests when run began (see :meth:`_cancelled_twice`)."""
         self._revoked: set[TP] = set()
         self._revocations = 0
         """Revocations and seeks so far: a batch taken from the buffer notes it (``taken_at``)."""
