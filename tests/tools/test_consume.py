@@ -154,6 +154,15 @@ def test_count_stops_early(sluice: Run, filled: str) -> None:
     assert r.lines == ["a0", "a1"]
 
 
+@pytest.mark.parametrize("option", ["-n", "--max-messages"])
+def test_count_has_kcat_and_kafka_console_consumer_spellings(
+    sluice: Run, filled: str, option: str
+) -> None:
+    r = sluice("consume", filled, "--from-beginning", "--partition", "1", option, "1")
+    assert r.code == 0, r.err
+    assert r.lines == ["b0"]
+
+
 def test_default_starts_at_the_end(sluice: Run, filled: str) -> None:
     # Nothing was produced after the consumer started: it prints nothing and leaves when idle.
     r = sluice("consume", filled, "--timeout-ms", "1500")

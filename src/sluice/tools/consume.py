@@ -139,7 +139,14 @@ def add_parser(sub: SubParsers) -> None:
         help="consume as a member of GROUP: share partitions and commit offsets (resumes from them)",
     )
     stop = p.add_argument_group("when to stop (default: never, until Ctrl-C)")
-    stop.add_argument("--count", "-n", type=int_range(1, INT64_MAX), metavar="N", help="exit after N records")
+    stop.add_argument(
+        "--count",
+        "-n",
+        "--max-messages",  # kafka-console-consumer's name for it
+        type=int_range(1, INT64_MAX),
+        metavar="N",
+        help="exit after N records",
+    )
     stop.add_argument(
         "--timeout-ms", type=positive_int, metavar="MS", help="exit after MS with no record"
     )
