@@ -210,11 +210,13 @@ def _produce(
     try:
         meta = list_topics(producer, args, args.topic)
     except ToolError as exc:
-        # A broker that cannot be reached ends the tool here, before a line is read, saying
-        # so as the other tools do: the records used to be read and then time out after
-        # --timeout plus --linger-ms plus 5 s, as _MSG_TIMED_OUT. The deliveries say what
-        # else is wrong (a timeout, an authorization failure).
-        if isinstance(exc.__cause__, KafkaException) and is_error(exc.__cause__, "_TRANSPORT"):
+        # A broker that cannot be reached (or does not answer within --timeout) ends the tool
+        # here, before a line is read, saying so as the other tools do: the records used to
+        # be read and then time out after --timeout plus --linger-ms plus 5 s, as
+        # _MSG_TIMED_OUT. The deliveries say what else is wrong (an authorization failure).
+        # Near the deadline librdkafka says _TIMED_OUT for a refused connection too.
+        cause = exc.__cause__
+        if isinstance(cause, KafkaException) and is_error(cause, "_TRANSPORT", "_TIMED_OUT"):
             raise
     _check_topic(args.topic, meta, args.partition)
     report = _Deliveries()
