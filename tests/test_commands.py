@@ -56,6 +56,22 @@ def test_python_m_sluice_is_the_sluice_command(tmp_path: Path) -> None:
     assert "invalid choice: 'no-such-command'" in usage.stderr
 
 
+def test_serve_help_describes_every_option(tmp_path: Path) -> None:
+    """``--log-level`` was listed bare, with neither its meaning nor its default."""
+    done = _run([sys.executable, "-m", "sluice", "serve", "--help"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("\noptions:\n", 1)[1].splitlines()
+    bare = [
+        line.strip()
+        for i, line in enumerate(lines)
+        if line.startswith("  -")
+        and "  " not in line.strip()  # flags and their help on one line are two spaces apart
+        and not (i + 1 < len(lines) and lines[i + 1].startswith(" " * 8))
+    ]
+    assert bare == []
+    assert "default info" in " ".join(done.stdout.split())
+
+
 class ScriptsServe(ServeProcess):
     command = (str(REPO / "scripts" / "serve"),)
 

@@ -117,7 +117,13 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--version", action=_PrintVersion)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the broker until SIGINT/SIGTERM")
+    serve = sub.add_parser(
+        "serve",
+        help="run the broker until SIGINT/SIGTERM",
+        description="Run a Kafka-compatible broker until SIGINT or SIGTERM, then stop cleanly. "
+        "Settings use Kafka's broker config names (docs/broker.md); later sources win: "
+        "defaults, --config, --set, then the other flags.",
+    )
     serve.add_argument("--listen", type=_non_empty, help="HOST:PORT to bind (default 127.0.0.1:9092)")
     serve.add_argument("--data-dir", type=_non_empty, help="data directory (default ./sluice-data)")
     serve.add_argument(
@@ -138,7 +144,12 @@ def _main(argv: list[str]) -> int:
         action="store_true",
         help="the console changes nothing (sluice.admin.read.only)",
     )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the least severe log lines written to stderr (default info)",
+    )
     serve.set_defaults(func=_serve)
 
     bench = sub.add_parser(

@@ -68,6 +68,7 @@ def test_sluice_bench_help_names_every_scenario(capsys: pytest.CaptureFixture[st
     for name in ("produce", "consume", "e2e", "durable", "writer", "strategies",
                  "slow-consumer", "compare", "report", "storage", "--bootstrap", "-X"):
         assert name in text
+    assert "``" not in text  # the module docstring's reST quoting is not for a terminal
 
 
 def test_bad_arguments_are_refused_with_a_reason(capsys: pytest.CaptureFixture[str]) -> None:

@@ -124,6 +124,17 @@ def test_offset_beyond_the_end_is_reported(sluice: Run, filled: str) -> None:
     assert "OFFSET_OUT_OF_RANGE" in r.err or "_AUTO_OFFSET_RESET" in r.err
 
 
+def test_offset_outside_the_log_names_the_offsets_it_holds(sluice: Run, filled: str) -> None:
+    """librdkafka's words ("fetch failed due to requested offset not available on the broker")
+    left the user to look the range up with another command."""
+    r = sluice("consume", filled, "--partition", "1", "--offset", "99", "-e")
+    assert r.code == 1
+    assert r.err.strip() == (
+        f"sluice consume: error: consuming {filled!r} (partition 1): offset 99 is outside the "
+        "log (it holds offsets 0 to 3; OFFSET_OUT_OF_RANGE)"
+    )
+
+
 def test_last_n_records_of_each_partition(sluice: Run, filled: str) -> None:
     r = sluice("consume", filled, "--offset", "-2", "-e", "-F", "{partition} {offset} {value}")
     assert r.code == 0, r.err
@@ -141,6 +152,15 @@ def test_count_stops_early(sluice: Run, filled: str) -> None:
     r = sluice("consume", filled, "--from-beginning", "--partition", "0", "--count", "2")
     assert r.code == 0, r.err
     assert r.lines == ["a0", "a1"]
+
+
+@pytest.mark.parametrize("option", ["-n", "--max-messages"])
+def test_count_has_kcat_and_kafka_console_consumer_spellings(
+    sluice: Run, filled: str, option: str
+) -> None:
+    r = sluice("consume", filled, "--from-beginning", "--partition", "1", option, "1")
+    assert r.code == 0, r.err
+    assert r.lines == ["b0"]
 
 
 def test_default_starts_at_the_end(sluice: Run, filled: str) -> None:

@@ -129,6 +129,37 @@ def test_list_groups(sluice: Run, member: Member, group_topic: str) -> None:
     assert {"group": group, "state": "Stable", "simple": False} in json.loads(r.out)
 
 
+def test_list_groups_in_given_states(
+    sluice: Run, ref: Reference, member: Member, group_topic: str
+) -> None:
+    """``--state Stable,Empty`` keeps the groups in those states, as Kafka's
+    ``kafka-consumer-groups --list --state`` does; it was a usage error."""
+    stable = f"{group_topic}.g"
+    r = sluice(
+        "groups",
+        "reset-offsets",
+        f"{group_topic}.e",
+        "--topic",
+        group_topic,
+        "--to-earliest",
+        "--execute",
+    )
+    assert r.code == 0, r.err
+    empty = f"{group_topic}.e"
+    r = sluice("groups", "list", "--state", "stable")
+    assert r.code == 0, r.err
+    listed = [line.split() for line in r.lines]
+    assert [stable, "Stable"] in listed and [empty, "Empty"] not in listed
+    assert all(state == "Stable" for _, state in listed[1:])
+    r = sluice("groups", "list", "--state", "Stable,EMPTY", "-o", "json")
+    groups = {g["group"]: g["state"] for g in json.loads(r.out)}
+    assert groups[stable] == "Stable" and groups[empty] == "Empty"
+    assert set(groups.values()) <= {"Stable", "Empty"}
+    r = sluice("groups", "list", "--state", "Idle")
+    assert r.code == 2
+    assert "unknown group state 'Idle'" in r.err
+
+
 def test_active_group_is_not_reset_or_deleted(
     sluice: Run, ref: Reference, member: Member, group_topic: str
 ) -> None:

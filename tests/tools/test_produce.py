@@ -287,3 +287,13 @@ def test_the_message_timeout_stays_within_librdkafkas_bounds() -> None:
     assert _message_timeout_ms(30, 60_000) == 90_000
     assert _message_timeout_ms(1e9, 5) == MAX_MESSAGE_TIMEOUT_MS  # not librdkafka's range error
     assert _message_timeout_ms(0.0001, 0) == 1  # 0 would be librdkafka's "no limit"
+
+
+def test_a_broker_that_cannot_be_reached_ends_it_before_reading(sluice: Run) -> None:
+    """As the other tools say it, at once: the lines used to be read, and then time out after
+    --timeout plus --linger-ms plus 5 s as ``_MSG_TIMED_OUT``."""
+    started = time.monotonic()
+    r = sluice("produce", "t", "-b", "127.0.0.1:1", "--timeout", "1", stdin=b"a\nb\n")
+    assert r.code == 1
+    assert r.err.startswith("sluice produce: error: cannot reach 127.0.0.1:1: _TRANSPORT")
+    assert time.monotonic() - started < 4

@@ -35,7 +35,7 @@ them too, so its usage line and its invalid-choice error name every subcommand."
 
 def scenario_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sluice bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="sluice bench", description=(__doc__ or "").replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Each of compare, report, storage and fetch has its own --help.")
     parser.add_argument("scenario", choices=[*sorted(SCENARIOS), *COMMANDS])
     parser.add_argument("--bootstrap", metavar="HOST:PORT",

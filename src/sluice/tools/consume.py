@@ -139,7 +139,14 @@ def add_parser(sub: SubParsers) -> None:
         help="consume as a member of GROUP: share partitions and commit offsets (resumes from them)",
     )
     stop = p.add_argument_group("when to stop (default: never, until Ctrl-C)")
-    stop.add_argument("--count", "-n", type=int_range(1, INT64_MAX), metavar="N", help="exit after N records")
+    stop.add_argument(
+        "--count",
+        "-n",
+        "--max-messages",  # kafka-console-consumer's name for it
+        type=int_range(1, INT64_MAX),
+        metavar="N",
+        help="exit after N records",
+    )
     stop.add_argument(
         "--timeout-ms", type=positive_int, metavar="MS", help="exit after MS with no record"
     )
@@ -430,6 +437,26 @@ def _close_or_exit(consumer: Any, seconds: float) -> None:
         closed.set()
 
 
+def _out_of_range(consumer: Any, args: argparse.Namespace, partition: int) -> str:
+    """The line for an ``--offset N`` outside the log, naming the offsets it holds: librdkafka
+    says only ``_AUTO_OFFSET_RESET: fetch failed due to requested offset not available on the
+    broker: Broker: Offset out of range (broker 0)``, which leaves the user to find the range."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    said = f"consuming {args.topic!r} (partition {partition}): offset {args.offset} is outside"
+    try:
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(args.topic, partition), timeout=args.timeout
+        )
+    except KafkaException:
+        return f"{said} its log (OFFSET_OUT_OF_RANGE)"
+    if low == high:
+        held = f"it is empty, next offset {high}"
+    else:
+        held = f"it holds offsets {low} to {high - 1}"
+    return f"{said} the log ({held}; OFFSET_OUT_OF_RANGE)"
+
+
 def _loop(consumer: Any, args: argparse.Namespace, printer: _Printer) -> int:
     from confluent_kafka import KafkaError
 
@@ -460,6 +487,8 @@ def _loop(consumer: Any, args: argparse.Namespace, printer: _Printer) -> int:
                     if msg.partition() is not None and msg.partition() >= 0
                     else ""
                 )
+                if err.name() in ("OFFSET_OUT_OF_RANGE", "_AUTO_OFFSET_RESET"):
+                    raise ToolError(_out_of_range(consumer, args, msg.partition()))
                 raise ToolError(f"consuming {args.topic!r}{where}: {kafka_error_text(err)}")
             if args.verbose:
                 print(f"warning: {kafka_error_text(err)}", file=sys.stderr)

@@ -64,7 +64,15 @@ def _datetime_ms(text: str) -> int:
 def add_parsers(group: SubParsers) -> None:
     """Add the ``groups`` actions to ``group`` (the subparsers of ``sluice groups``)."""
     p = leaf(group, "list", "list consumer groups", list_)
-    p.add_argument("--state", action="store_true", help="show each group's state too")
+    p.add_argument(
+        "--state",
+        nargs="?",
+        const=frozenset(),
+        type=_states,
+        metavar="STATE[,STATE...]",
+        help="show each group's state too; given states, only groups in them (as "
+        "kafka-consumer-groups --list --state Stable,Empty)",
+    )
     add_output_option(p)
 
     p = leaf(
@@ -116,6 +124,24 @@ def add_parsers(group: SubParsers) -> None:
     add_output_option(p)
 
 
+GROUP_STATES = ("Stable", "Empty", "PreparingRebalance", "CompletingRebalance", "Dead", "Unknown")
+
+
+def _states(text: str) -> frozenset[str]:
+    """argparse type for ``groups list --state``: comma-separated states, any case (as Kafka's
+    tool reads them), in Kafka's spelling; an unknown one is a usage error naming the states."""
+    by_lower = {name.lower(): name for name in GROUP_STATES}
+    states = set()
+    for word in text.split(","):
+        name = by_lower.get(word.strip().lower())
+        if name is None:
+            raise argparse.ArgumentTypeError(
+                f"unknown group state {word.strip()!r} (states: {', '.join(GROUP_STATES)})"
+            )
+        states.add(name)
+    return frozenset(states)
+
+
 def _state_name(state: Any) -> str:
     """``Stable``, ``Empty``, ``PreparingRebalance``... (Kafka's spelling) from librdkafka's enum."""
     names = {
@@ -139,6 +165,8 @@ def list_(args: argparse.Namespace) -> int:
     for err in result.errors:
         print(f"warning: {describe_error(Exception(err))}", file=sys.stderr)
     listings = sorted(result.valid, key=lambda g: g.group_id)
+    if args.state:  # only the groups in these states
+        listings = [g for g in listings if _state_name(g.state) in args.state]
     if args.output == "json":
         print_json(
             [
@@ -150,7 +178,7 @@ def list_(args: argparse.Namespace) -> int:
                 for g in listings
             ]
         )
-    elif args.state:
+    elif args.state is not None:
         print_table(((g.group_id, _state_name(g.state)) for g in listings), ["GROUP", "STATE"])
     else:
         for g in listings:

@@ -4,7 +4,6 @@ console producer, through librdkafka's producer."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
 import threading
@@ -20,13 +19,14 @@ from sluice.tools.common import (
     SubParsers,
     ToolError,
     UsageError,
-    blocking_call,
     client_config,
     describe_error,
     interrupt,
+    is_error,
     kafka_error_text,
     key_value,
     leaf,
+    list_topics,
     make_client,
     non_negative_int,
     unescape,
@@ -207,8 +207,17 @@ def _produce(
     # before librdkafka knows the partitions are spread over them one by one, not stuck to one.
     # Interrupted here (ClientInUse), nothing was read: the tool just exits.
     meta = None
-    with contextlib.suppress(KafkaException):  # the deliveries say what is wrong with it
-        meta = blocking_call(lambda: producer.list_topics(args.topic, timeout=args.timeout))
+    try:
+        meta = list_topics(producer, args, args.topic)
+    except ToolError as exc:
+        # A broker that cannot be reached (or does not answer within --timeout) ends the tool
+        # here, before a line is read, saying so as the other tools do: the records used to
+        # be read and then time out after --timeout plus --linger-ms plus 5 s, as
+        # _MSG_TIMED_OUT. The deliveries say what else is wrong (an authorization failure).
+        # Near the deadline librdkafka says _TIMED_OUT for a refused connection too.
+        cause = exc.__cause__
+        if isinstance(cause, KafkaException) and is_error(cause, "_TRANSPORT", "_TIMED_OUT"):
+            raise
     _check_topic(args.topic, meta, args.partition)
     report = _Deliveries()
     extra: dict[str, Any] = {}
