@@ -47,6 +47,7 @@ from sluice.client import arguments, librdkafka, patterns, serializers
 from sluice.client import options as check
 from sluice.client.bridge import DeliveryBridge
 from sluice.client.buffer import TP, FetchBuffer, size_of
+from sluice.client.closing import ClosesInTask
 from sluice.client.consumer_metrics import ConsumerMetrics, consumer_collector_for
 from sluice.client.errors import (
     ConfigurationError,
@@ -252,7 +253,7 @@ def librdkafka_budget(max_buffer_bytes: int) -> dict[str, Any]:
     }
 
 
-class Consumer:
+class Consumer(ClosesInTask):
     """An asyncio Kafka consumer on librdkafka. ``options`` are librdkafka settings by their own
     names (``**{"auto.offset.reset": "earliest"}``); the keyword options are the toolkit's:
 
@@ -525,6 +526,7 @@ class Consumer:
         self._run_finished.set()
         self._closing_task: asyncio.Future[None] | None = None
         self._close_waiters = 0
+        self._closed_thing = "consumer"
         """Callers awaiting the close task: its failure is theirs to see (raised to them);
         with none left (returned at once, or cancelled) it is logged."""
         self.fatal_error: ck.KafkaError | None = None
@@ -633,20 +635,6 @@ class Consumer:
             # close goes on in the background (waiting here it would wait for itself).
             return
         await self._wait_for_close(closing)
-
-    async def _wait_for_close(self, closing: asyncio.Future[None]) -> None:
-        self._close_waiters += 1
-        try:
-            await asyncio.shield(closing)
-        finally:
-            self._close_waiters -= 1
-
-    def _close_failed(self, closing: asyncio.Future[None]) -> None:
-        """A close that failed with no caller to raise it to (a handler's close returned at
-        once, its caller was cancelled) is logged; one a caller awaits is raised to it."""
-        if closing.cancelled() or closing.exception() is None or self._close_waiters:
-            return
-        log.error("closing the consumer failed", exc_info=closing.exception())
 
     def _in_own_callback(self) -> bool:
         """Whether the running task is a rebalance callback's, or one it started (its

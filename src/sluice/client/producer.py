@@ -45,6 +45,7 @@ from prometheus_client import CollectorRegistry
 from sluice.client import librdkafka, serializers
 from sluice.client import options as check
 from sluice.client.bridge import DeliveryBridge
+from sluice.client.closing import ClosesInTask
 from sluice.client.dlq import SIZE_ERRORS, DeadLetter, DeadLetterRoute, without_value
 from sluice.client.errors import (
     ConfigurationError,
@@ -119,7 +120,7 @@ YIELD_CHECK_MASK = 255
 """The batch path looks at the clock every 256 records (a few hundred microseconds)."""
 
 
-class Producer:
+class Producer(ClosesInTask):
     """An asyncio Kafka producer on librdkafka. ``options`` are librdkafka settings by their own
     names (``**{"linger.ms": 20}``), over the toolkit's defaults (:data:`DEFAULTS`); the keyword
     options below are the toolkit's own.
@@ -219,6 +220,7 @@ class Producer:
         self._closing = False
         self._closing_task: asyncio.Future[None] | None = None
         self._close_waiters = 0
+        self._closed_thing = "producer"
         """Callers awaiting the close task (a failure with none is logged instead)."""
         self._closed = False
         self._purged: list[DeliveryError] | None = None
@@ -304,19 +306,6 @@ class Producer:
         closing = self._closing_task = asyncio.ensure_future(self._close(timeout))
         closing.add_done_callback(self._close_failed)
         await self._wait_for_close(closing)
-
-    async def _wait_for_close(self, closing: asyncio.Future[None]) -> None:
-        self._close_waiters += 1
-        try:
-            await asyncio.shield(closing)
-        finally:
-            self._close_waiters -= 1
-
-    def _close_failed(self, closing: asyncio.Future[None]) -> None:
-        """A close whose every caller was cancelled: its failure is logged (raised to none)."""
-        if closing.cancelled() or closing.exception() is None or self._close_waiters:
-            return
-        log.error("closing the producer failed", exc_info=closing.exception())
 
     async def _close(self, timeout: float | None) -> None:
         """:meth:`close`'s work, in its own task."""
